@@ -1,0 +1,294 @@
+//! The one trait every agent kind implements, and what an attempt can end in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::messaging::{ContractError, Envelope};
+
+/// What an agent gets with each task: who it is, which task, the lease epoch (its fencing
+/// token: pass it to any side effect that must not happen twice) and the deadline.
+#[derive(Clone)]
+pub struct TaskContext {
+    /// The task, or the envelope id for a plain message.
+    pub task_id: Uuid,
+    /// The lease epoch. A result carrying an older epoch than the task's current one is
+    /// rejected as stale.
+    pub epoch: u64,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The capability asked for.
+    pub capability: Arc<str>,
+    /// This instance's id, e.g. `tester#0`.
+    pub agent: Arc<str>,
+    /// When the owner stops waiting for this attempt.
+    pub deadline: tokio::time::Instant,
+    /// The envelope that carried the task.
+    pub envelope: Arc<Envelope>,
+    pub(crate) heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("task_id", &self.task_id)
+            .field("epoch", &self.epoch)
+            .field("attempt", &self.attempt)
+            .field("capability", &self.capability)
+            .field("agent", &self.agent)
+            .finish()
+    }
+}
+
+impl TaskContext {
+    /// Tells the task's owner this attempt is alive (for capabilities that declare a
+    /// heartbeat interval). Cheap; call it as often as you like.
+    pub fn heartbeat(&self) {
+        if let Some(h) = &self.heartbeat {
+            h();
+        }
+    }
+
+    /// A context for running an agent by hand, outside a runtime (tools, tests): no owner
+    /// listens to its heartbeats.
+    pub fn standalone(
+        task_id: Uuid,
+        epoch: u64,
+        capability: &str,
+        agent: &str,
+        deadline: tokio::time::Instant,
+    ) -> Self {
+        let envelope = Envelope::new(
+            capability,
+            crate::messaging::Recipient::Agent(Arc::from(agent)),
+            "",
+            Value::Null,
+        );
+        TaskContext {
+            task_id,
+            epoch,
+            attempt: 1,
+            capability: Arc::from(capability),
+            agent: Arc::from(agent),
+            deadline,
+            envelope: Arc::new(envelope),
+            heartbeat: None,
+        }
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
+/// An agent's own failure: what it returns instead of an output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct AgentError {
+    /// What went wrong, for the journal and the next owner.
+    pub message: String,
+    /// Set by backends when the agent process itself is gone (not just this task).
+    #[serde(default)]
+    pub exited: bool,
+    /// Set by backends when the agent broke its wire protocol.
+    #[serde(default)]
+    pub protocol: bool,
+}
+
+impl AgentError {
+    /// An ordinary task failure.
+    pub fn new(message: impl Into<String>) -> Self {
+        AgentError {
+            message: message.into(),
+            exited: false,
+            protocol: false,
+        }
+    }
+
+    /// The agent's process exited during the task.
+    pub fn exited(message: impl Into<String>) -> Self {
+        AgentError {
+            exited: true,
+            ..AgentError::new(message)
+        }
+    }
+
+    /// The agent broke its protocol (garbage, wrong task id or epoch).
+    pub fn protocol(message: impl Into<String>) -> Self {
+        AgentError {
+            protocol: true,
+            ..AgentError::new(message)
+        }
+    }
+}
+
+impl From<String> for AgentError {
+    fn from(s: String) -> Self {
+        AgentError::new(s)
+    }
+}
+
+impl From<&str> for AgentError {
+    fn from(s: &str) -> Self {
+        AgentError::new(s)
+    }
+}
+
+/// How an attempt failed. Every variant is the owner's failure (G4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
+pub enum Failure {
+    /// The agent returned an error.
+    Error(String),
+    /// The agent panicked (the instance is restarted by its supervisor).
+    Panic(String),
+    /// The attempt's time bound passed.
+    Timeout,
+    /// The agent's process exited mid-task.
+    Exited(String),
+    /// The agent broke its wire protocol.
+    Protocol(String),
+    /// The capability declares a heartbeat interval and none came.
+    HeartbeatMissed,
+    /// The output broke the capability's output schema.
+    ContractViolation(ContractError),
+    /// The output broke the capability's acceptance rule (or the rule failed).
+    Rejected(String),
+    /// The instance died or stopped while holding the task.
+    AgentGone(String),
+    /// The task was cancelled.
+    Cancelled,
+}
+
+impl Failure {
+    /// The snake_case reason, as journaled.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Error(_) => "error",
+            Failure::Panic(_) => "panic",
+            Failure::Timeout => "timeout",
+            Failure::Exited(_) => "exited",
+            Failure::Protocol(_) => "protocol",
+            Failure::HeartbeatMissed => "heartbeat_missed",
+            Failure::ContractViolation(_) => "contract_violation",
+            Failure::Rejected(_) => "rejected",
+            Failure::AgentGone(_) => "agent_gone",
+            Failure::Cancelled => "cancelled",
+        }
+    }
+
+    /// The details, as journaled.
+    pub fn detail(&self) -> String {
+        match self {
+            Failure::Error(s)
+            | Failure::Panic(s)
+            | Failure::Exited(s)
+            | Failure::Protocol(s)
+            | Failure::Rejected(s)
+            | Failure::AgentGone(s) => s.clone(),
+            Failure::Timeout => "the attempt's time bound passed".into(),
+            Failure::HeartbeatMissed => "no heartbeat within the declared interval".into(),
+            Failure::ContractViolation(c) => c.to_string(),
+            Failure::Cancelled => "cancelled".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason(), self.detail())
+    }
+}
+
+/// What an agent can tell its instance outside of a task: that its process died, or that
+/// it is alive.
+#[derive(Clone)]
+pub struct AgentLink {
+    pub(crate) on_exit: Arc<dyn Fn(Result<(), String>) + Send + Sync>,
+    pub(crate) on_alive: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl AgentLink {
+    /// The agent is gone: `Ok(())` for a normal exit, `Err(why)` for an abnormal one. The
+    /// instance fails every task it holds and its supervisor decides on a restart.
+    pub fn exited(&self, result: Result<(), String>) {
+        (self.on_exit)(result)
+    }
+
+    /// The agent is alive (liveness heartbeat to the registry).
+    pub fn alive(&self) {
+        (self.on_alive)()
+    }
+
+    /// A link that goes nowhere (for tests and tools that run an agent by hand).
+    pub fn detached() -> Self {
+        AgentLink {
+            on_exit: Arc::new(|_| {}),
+            on_alive: Arc::new(|| {}),
+        }
+    }
+}
+
+/// One agent instance's behaviour. Every kind (function, command, simulated, HTTP) is this
+/// trait; the runtime never looks behind it.
+///
+/// `handle` runs on the runtime's thread as a local future: it may hold non-`Send` state,
+/// and it must not block the thread (put blocking work on `tokio::task::spawn_blocking`).
+///
+/// # Example
+/// ```
+/// use muster::{Agent, AgentError, TaskContext};
+/// use futures::future::LocalBoxFuture;
+/// use serde_json::{json, Value};
+///
+/// struct Echo;
+/// impl Agent for Echo {
+///     fn handle(&self, input: Value, _ctx: TaskContext) -> LocalBoxFuture<'static, Result<Value, AgentError>> {
+///         Box::pin(async move { Ok(json!({"echo": input})) })
+///     }
+/// }
+/// ```
+pub trait Agent: 'static {
+    /// Runs one task.
+    fn handle(
+        &self,
+        input: Value,
+        ctx: TaskContext,
+    ) -> LocalBoxFuture<'static, Result<Value, AgentError>>;
+
+    /// Called once when the instance starts (spawn a process, open a connection). An error
+    /// is an abnormal exit of the instance.
+    fn start(&self, _link: AgentLink) -> LocalBoxFuture<'static, Result<(), AgentError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called when the instance stops (kill the process). Must finish promptly.
+    fn stop(&self) -> LocalBoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+
+    /// Called when a running task is cancelled (tell the process, or kill it).
+    fn cancel(&self, _task_id: Uuid, _epoch: u64) {}
+}
+
+/// Makes agent instances: called once per instance start, and again on every restart, so a
+/// restarted instance never inherits a crashed one's state.
+pub trait AgentFactory: Send + Sync + 'static {
+    /// A fresh agent for the instance called `instance`.
+    fn create(&self, instance: &str) -> Box<dyn Agent>;
+}
+
+impl<F> AgentFactory for F
+where
+    F: Fn(&str) -> Box<dyn Agent> + Send + Sync + 'static,
+{
+    fn create(&self, instance: &str) -> Box<dyn Agent> {
+        self(instance)
+    }
+}

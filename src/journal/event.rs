@@ -1,0 +1,191 @@
+//! The event vocabulary: what can happen in a runtime, as data.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::messaging::Envelope;
+
+/// A journaled event with its sequence number and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// From 1, gap-free, in append order.
+    pub seq: u64,
+    /// Unix milliseconds (virtual time in simulations).
+    pub at_ms: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Everything the runtime journals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An agent instance joined the registry.
+    AgentRegistered {
+        /// Instance id, e.g. `tester#0`.
+        agent: Arc<str>,
+        /// Its capabilities.
+        capabilities: Vec<Arc<str>>,
+        /// Start generation (0 first, +1 per restart).
+        generation: u64,
+    },
+    /// An agent instance changed lifecycle state.
+    AgentStateChanged {
+        /// Instance id.
+        agent: Arc<str>,
+        /// New state.
+        state: String,
+        /// Why, if it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An agent instance left the registry.
+    AgentDroppedOut {
+        /// Instance id.
+        agent: Arc<str>,
+        /// Why (restart intensity, missed heartbeats, shutdown...).
+        reason: String,
+    },
+    /// A supervisor restarted a child.
+    ChildRestarted {
+        /// Supervisor id.
+        supervisor: Arc<str>,
+        /// Child id.
+        child: Arc<str>,
+        /// How the child had exited.
+        exit: String,
+    },
+    /// A supervisor hit its restart intensity and escalated to its parent.
+    SupervisorEscalated {
+        /// Supervisor id.
+        supervisor: Arc<str>,
+        /// What happened.
+        reason: String,
+    },
+    /// An envelope was delivered to a recipient's mailbox.
+    EnvelopeRouted {
+        /// The envelope, whole.
+        envelope: Arc<Envelope>,
+        /// The instance it went to.
+        delivered_to: Arc<str>,
+    },
+    /// An envelope could not be delivered (a dead letter).
+    EnvelopeFailed {
+        /// The envelope, whole.
+        envelope: Arc<Envelope>,
+        /// The reason, from the closed set.
+        reason: String,
+        /// Details.
+        detail: String,
+    },
+    /// A task was accepted.
+    TaskSubmitted {
+        /// Task id.
+        task: Uuid,
+        /// Capability.
+        capability: Arc<str>,
+        /// Correlation id (the workflow run, or the task itself).
+        correlation: Uuid,
+        /// The validated input.
+        input: Value,
+        /// Attempt budget.
+        attempts: u32,
+        /// Per-attempt time bound, ms.
+        timeout_ms: u64,
+    },
+    /// A task was leased to an agent under a fresh epoch.
+    LeaseGranted {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Fencing token.
+        epoch: u64,
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// The envelope carrying the input.
+        envelope: Uuid,
+    },
+    /// An attempt failed (error, panic, timeout, missed heartbeat, contract violation...).
+    AttemptFailed {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Epoch of the failed lease.
+        epoch: u64,
+        /// Failure kind (`error`, `panic`, `timeout`, ...).
+        reason: String,
+        /// Details (message, validator errors...).
+        detail: String,
+    },
+    /// A result was accepted: the task is completed.
+    ResultAccepted {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Epoch of the lease.
+        epoch: u64,
+        /// The output.
+        output: Value,
+    },
+    /// A result from a superseded epoch was rejected (G2).
+    ResultStale {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance that answered late.
+        agent: Arc<str>,
+        /// The stale epoch it carried.
+        epoch: u64,
+        /// The epoch in force (0 when the task had already ended).
+        current_epoch: u64,
+    },
+    /// A task's policy is exhausted; a gate or the dead-letter record holds it.
+    TaskEscalated {
+        /// Task id.
+        task: Uuid,
+        /// The gate, or `dead_letter`.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// A task was cancelled.
+    TaskCancelled {
+        /// Task id.
+        task: Uuid,
+        /// Why.
+        reason: String,
+    },
+    /// Free text (tests, tools).
+    Note {
+        /// The text.
+        text: String,
+    },
+}
+
+impl Event {
+    /// The snake_case kind of the event, as stored in the `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::AgentRegistered { .. } => "agent_registered",
+            Event::AgentStateChanged { .. } => "agent_state_changed",
+            Event::AgentDroppedOut { .. } => "agent_dropped_out",
+            Event::ChildRestarted { .. } => "child_restarted",
+            Event::SupervisorEscalated { .. } => "supervisor_escalated",
+            Event::EnvelopeRouted { .. } => "envelope_routed",
+            Event::EnvelopeFailed { .. } => "envelope_failed",
+            Event::TaskSubmitted { .. } => "task_submitted",
+            Event::LeaseGranted { .. } => "lease_granted",
+            Event::AttemptFailed { .. } => "attempt_failed",
+            Event::ResultAccepted { .. } => "result_accepted",
+            Event::ResultStale { .. } => "result_stale",
+            Event::TaskEscalated { .. } => "task_escalated",
+            Event::TaskCancelled { .. } => "task_cancelled",
+            Event::Note { .. } => "note",
+        }
+    }
+}
