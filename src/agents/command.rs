@@ -1,0 +1,1 @@
+//! Command agents: an external program is an agent (placeholder until the backend lands).

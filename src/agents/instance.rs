@@ -1,0 +1,597 @@
+//! The agent instance actor: runs one instance's tasks and turns every way they can end
+//! into a structured report.
+//!
+//! ```text
+//!   Starting ──start ok──▶ Ready ⇄ Busy (all concurrency slots taken)
+//!      │                     │
+//!      └─start failed──▶ Failed ◀── panic / process exit / kill
+//!                            │
+//!   shutdown ──────────▶ Stopped
+//! ```
+//!
+//! Work runs as `catch_unwind(timeout_at(deadline + grace, agent.handle(..)))` inside the
+//! actor's context, so a panic or an overrun is a value, not a dead actor. A panic or a
+//! process exit fails every task the instance holds at once (their owners reassign them
+//! without waiting for a timeout) and reports the exit to the supervisor, which decides on a
+//! restart. Must not decide where work goes next: owners do.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::agent::{Agent, AgentError, AgentLink, Failure, TaskContext};
+use crate::discovery::registry::{Alive, Deregister, Register, StateChanged};
+use crate::discovery::{InstanceHandle, Registry};
+use crate::messaging::Envelope;
+use crate::supervision::{ChildLink, Exit};
+
+/// An instance's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum AgentState {
+    /// Started, not yet taking work.
+    Starting = 0,
+    /// Taking work.
+    Ready = 1,
+    /// Every concurrency slot taken (still queues up to its mailbox bound).
+    Busy = 2,
+    /// Crashed; its supervisor decides what happens next.
+    Failed = 3,
+    /// Shut down.
+    Stopped = 4,
+}
+
+impl AgentState {
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            0 => AgentState::Starting,
+            1 => AgentState::Ready,
+            2 => AgentState::Busy,
+            3 => AgentState::Failed,
+            _ => AgentState::Stopped,
+        }
+    }
+
+    /// The snake_case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AgentState::Starting => "starting",
+            AgentState::Ready => "ready",
+            AgentState::Busy => "busy",
+            AgentState::Failed => "failed",
+            AgentState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an attempt ended, sent to whoever holds the task.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AttemptReport {
+    /// The task (or the envelope id of a plain message).
+    pub task_id: Uuid,
+    /// The lease epoch the agent worked under.
+    pub epoch: u64,
+    /// The instance.
+    pub agent: Arc<str>,
+    /// The output, or how it failed.
+    pub result: Result<Value, Failure>,
+}
+
+/// Where an attempt's report goes.
+pub enum ReplyTo {
+    /// A task owner actor.
+    Owner(Recipient<AttemptReport>),
+    /// A one-off waiter (plain messages routed by the router).
+    Once(oneshot::Sender<AttemptReport>),
+}
+
+impl ReplyTo {
+    fn send(self, report: AttemptReport) {
+        match self {
+            ReplyTo::Owner(r) => r.do_send(report),
+            ReplyTo::Once(tx) => {
+                let _ = tx.send(report);
+            }
+        }
+    }
+}
+
+/// A task handed to an instance. A slot was reserved on its handle by whoever sent it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Assign {
+    /// The envelope carrying the input (its payload is the input).
+    pub envelope: Arc<Envelope>,
+    /// When the owner stops waiting.
+    pub deadline: tokio::time::Instant,
+    /// Where the report goes.
+    pub reply: ReplyTo,
+    /// Called on every task heartbeat.
+    pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// Cancels a running or queued task.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    /// Task id.
+    pub task_id: Uuid,
+    /// Epoch of the lease being cancelled.
+    pub epoch: u64,
+}
+
+/// Stops the instance abruptly: its tasks fail, its supervisor sees an abnormal exit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kill(pub String);
+
+/// Stops the instance gracefully: no new work; running tasks may finish.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AgentExited(Result<(), String>);
+
+/// What running one attempt can end in: output or error, time bound passed, or panic.
+type WorkResult = Result<
+    Result<Result<Value, AgentError>, tokio::time::error::Elapsed>,
+    Box<dyn std::any::Any + Send>,
+>;
+
+struct Running {
+    task_id: Uuid,
+    epoch: u64,
+    reply: ReplyTo,
+    spawn: SpawnHandle,
+}
+
+/// Settings of one instance.
+#[derive(Clone)]
+pub(crate) struct InstanceConfig {
+    pub id: Arc<str>,
+    pub agent_type: Arc<str>,
+    pub generation: u64,
+    pub capabilities: Vec<Arc<str>>,
+    pub concurrency: usize,
+    pub mailbox: usize,
+    /// How long past its deadline a running attempt may go on before it is aborted (a
+    /// result in that window reaches the owner and is fenced as stale).
+    pub grace: Duration,
+    pub liveness: Option<Duration>,
+}
+
+/// One agent instance.
+pub struct AgentInstance {
+    cfg: InstanceConfig,
+    agent: Box<dyn Agent>,
+    handle: Option<Arc<InstanceHandle>>,
+    registry: Addr<Registry>,
+    link: Option<ChildLink>,
+    running: HashMap<u64, Running>,
+    queue: VecDeque<Assign>,
+    next_slot: u64,
+    stopping: bool,
+}
+
+impl AgentInstance {
+    /// Starts an instance on the current arbiter; returns its handle (not yet registered:
+    /// it registers itself once its agent has started).
+    pub(crate) fn launch(
+        cfg: InstanceConfig,
+        agent: Box<dyn Agent>,
+        registry: Addr<Registry>,
+        link: ChildLink,
+    ) -> Arc<InstanceHandle> {
+        let mut out = None;
+        AgentInstance::create(|ctx| {
+            let handle = Arc::new(InstanceHandle::new(
+                cfg.id.clone(),
+                cfg.agent_type.clone(),
+                cfg.generation,
+                cfg.capabilities.clone(),
+                cfg.concurrency,
+                cfg.concurrency + cfg.mailbox,
+                ctx.address(),
+            ));
+            out = Some(handle.clone());
+            AgentInstance {
+                cfg,
+                agent,
+                handle: Some(handle),
+                registry,
+                link: Some(link),
+                running: HashMap::new(),
+                queue: VecDeque::new(),
+                next_slot: 0,
+                stopping: false,
+            }
+        });
+        // `create` runs the closure before returning.
+        out.unwrap_or_else(|| unreachable!("Actor::create runs its closure synchronously"))
+    }
+
+    fn inst(&self) -> &Arc<InstanceHandle> {
+        // Set in `launch`, never cleared.
+        self.handle
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("handle set at launch"))
+    }
+
+    fn set_state(&self, s: AgentState, reason: Option<String>) {
+        if self.inst().state() != s {
+            self.inst().set_state(s);
+            self.registry.do_send(StateChanged {
+                id: self.cfg.id.clone(),
+                state: s,
+                reason,
+            });
+        }
+    }
+
+    fn update_busy(&self) {
+        match self.inst().state() {
+            AgentState::Ready if self.running.len() >= self.cfg.concurrency => {
+                self.set_state(AgentState::Busy, None)
+            }
+            AgentState::Busy if self.running.len() < self.cfg.concurrency => {
+                self.set_state(AgentState::Ready, None)
+            }
+            _ => {}
+        }
+    }
+
+    fn start_task(&mut self, a: Assign, ctx: &mut Context<Self>) {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let env = a.envelope;
+        let task_id = env.task_id.unwrap_or(env.id);
+        let epoch = env.epoch;
+        let tctx = TaskContext {
+            task_id,
+            epoch,
+            attempt: env.attempt,
+            capability: env.topic.clone(),
+            agent: self.cfg.id.clone(),
+            deadline: a.deadline,
+            envelope: env.clone(),
+            heartbeat: a.heartbeat,
+        };
+        let input = env.payload.clone();
+        // A panic may come from building the future as well as from polling it.
+        let hard = a.deadline + self.cfg.grace;
+        let work: LocalBoxFuture<'static, WorkResult> =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.agent.handle(input, tctx))) {
+                Ok(fut) => AssertUnwindSafe(tokio::time::timeout_at(hard, fut))
+                    .catch_unwind()
+                    .boxed_local(),
+                Err(p) => FutureExt::boxed_local(futures::future::ready(Err(p))),
+            };
+        let spawn = ctx.spawn(
+            work.into_actor(self)
+                .map(move |res, act, ctx| act.finish(slot, res, ctx)),
+        );
+        self.running.insert(
+            slot,
+            Running {
+                task_id,
+                epoch,
+                reply: a.reply,
+                spawn,
+            },
+        );
+        self.update_busy();
+    }
+
+    fn finish(&mut self, slot: u64, res: WorkResult, ctx: &mut Context<Self>) {
+        let Some(r) = self.running.remove(&slot) else {
+            return; // cancelled
+        };
+        let mut crash = None;
+        let result = match res {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) if e.exited => Err(Failure::Exited(e.message)),
+            Ok(Ok(Err(e))) if e.protocol => Err(Failure::Protocol(e.message)),
+            Ok(Ok(Err(e))) => Err(Failure::Error(e.message)),
+            Ok(Err(_)) => Err(Failure::Timeout),
+            Err(p) => {
+                let m = panic_message(p.as_ref());
+                crash = Some(Exit::Panic(m.clone()));
+                Err(Failure::Panic(m))
+            }
+        };
+        self.inst().release();
+        r.reply.send(AttemptReport {
+            task_id: r.task_id,
+            epoch: r.epoch,
+            agent: self.cfg.id.clone(),
+            result,
+        });
+        if let Some(exit) = crash {
+            self.crash(exit, ctx);
+            return;
+        }
+        self.pump(ctx);
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.running.len() < self.cfg.concurrency && !self.stopping {
+            match self.queue.pop_front() {
+                Some(a) => self.start_task(a, ctx),
+                None => break,
+            }
+        }
+        self.update_busy();
+        if self.stopping && self.running.is_empty() {
+            self.exit(Exit::Shutdown, ctx);
+        }
+    }
+
+    /// Fails every held task with `why` and reports to their owners at once.
+    fn fail_all(&mut self, why: &str, ctx: &mut Context<Self>) {
+        for (_, r) in self.running.drain() {
+            ctx.cancel_future(r.spawn);
+            self.agent.cancel(r.task_id, r.epoch);
+            if let Some(h) = &self.handle {
+                h.release();
+            }
+            r.reply.send(AttemptReport {
+                task_id: r.task_id,
+                epoch: r.epoch,
+                agent: self.cfg.id.clone(),
+                result: Err(Failure::AgentGone(why.to_string())),
+            });
+        }
+        for a in self.queue.drain(..) {
+            if let Some(h) = &self.handle {
+                h.release();
+            }
+            let env = &a.envelope;
+            a.reply.send(AttemptReport {
+                task_id: env.task_id.unwrap_or(env.id),
+                epoch: env.epoch,
+                agent: self.cfg.id.clone(),
+                result: Err(Failure::AgentGone(why.to_string())),
+            });
+        }
+    }
+
+    fn crash(&mut self, exit: Exit, ctx: &mut Context<Self>) {
+        if matches!(
+            self.inst().state(),
+            AgentState::Failed | AgentState::Stopped
+        ) && self.link.is_none()
+        {
+            return;
+        }
+        let why = format!("agent {} crashed: {exit}", self.cfg.id);
+        tracing::warn!(agent = %self.cfg.id, %exit, "agent instance crashed");
+        self.set_state(AgentState::Failed, Some(exit.to_string()));
+        self.fail_all(&why, ctx);
+        self.exit(exit, ctx);
+    }
+
+    fn exit(&mut self, exit: Exit, ctx: &mut Context<Self>) {
+        let stop = self.agent.stop();
+        actix::spawn(stop);
+        if exit == Exit::Shutdown {
+            self.set_state(AgentState::Stopped, None);
+            self.registry.do_send(Deregister {
+                id: self.cfg.id.clone(),
+                generation: self.cfg.generation,
+                reason: "shut down".into(),
+            });
+        }
+        if let Some(link) = self.link.take() {
+            link.exit(exit);
+        }
+        ctx.stop();
+    }
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+impl Actor for AgentInstance {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1 << 20);
+        let me = ctx.address();
+        let registry = self.registry.clone();
+        let id = self.cfg.id.clone();
+        let link = AgentLink {
+            on_exit: Arc::new(move |r| me.do_send(AgentExited(r))),
+            on_alive: Arc::new(move || registry.do_send(Alive(id.clone()))),
+        };
+        let start = std::panic::catch_unwind(AssertUnwindSafe(|| self.agent.start(link)));
+        let start = match start {
+            Ok(f) => AssertUnwindSafe(f).catch_unwind().boxed_local(),
+            Err(p) => FutureExt::boxed_local(futures::future::ready(Err(p))),
+        };
+        ctx.wait(start.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok(())) => {
+                act.registry.do_send(Register {
+                    handle: act.inst().clone(),
+                    liveness: act.cfg.liveness,
+                });
+                act.pump(ctx);
+            }
+            Ok(Err(e)) => act.crash(Exit::Error(format!("start failed: {e}")), ctx),
+            Err(p) => act.crash(
+                Exit::Panic(format!("start panicked: {}", panic_message(p.as_ref()))),
+                ctx,
+            ),
+        }));
+    }
+}
+
+impl Drop for AgentInstance {
+    fn drop(&mut self) {
+        // If the actor went away without reporting (a bug, or an unwinding panic in our
+        // own code), owners still hear of it and the supervisor still sees an exit.
+        for (_, r) in self.running.drain() {
+            r.reply.send(AttemptReport {
+                task_id: r.task_id,
+                epoch: r.epoch,
+                agent: self.cfg.id.clone(),
+                result: Err(Failure::AgentGone(format!("agent {} stopped", self.cfg.id))),
+            });
+        }
+        for a in self.queue.drain(..) {
+            let env = &a.envelope;
+            a.reply.send(AttemptReport {
+                task_id: env.task_id.unwrap_or(env.id),
+                epoch: env.epoch,
+                agent: self.cfg.id.clone(),
+                result: Err(Failure::AgentGone(format!("agent {} stopped", self.cfg.id))),
+            });
+        }
+    }
+}
+
+impl Handler<Assign> for AgentInstance {
+    type Result = ();
+
+    fn handle(&mut self, a: Assign, ctx: &mut Self::Context) {
+        let state = self.inst().state();
+        if self.stopping || matches!(state, AgentState::Failed | AgentState::Stopped) {
+            self.inst().release();
+            let env = &a.envelope;
+            a.reply.send(AttemptReport {
+                task_id: env.task_id.unwrap_or(env.id),
+                epoch: env.epoch,
+                agent: self.cfg.id.clone(),
+                result: Err(Failure::AgentGone(format!(
+                    "agent {} is {state}",
+                    self.cfg.id
+                ))),
+            });
+            return;
+        }
+        if self.running.len() < self.cfg.concurrency && state != AgentState::Starting {
+            self.start_task(a, ctx);
+        } else {
+            self.queue.push_back(a);
+        }
+    }
+}
+
+impl Handler<Cancel> for AgentInstance {
+    type Result = ();
+
+    fn handle(&mut self, c: Cancel, ctx: &mut Self::Context) {
+        let slot = self
+            .running
+            .iter()
+            .find(|(_, r)| r.task_id == c.task_id && r.epoch == c.epoch)
+            .map(|(s, _)| *s);
+        if let Some(slot) = slot {
+            if let Some(r) = self.running.remove(&slot) {
+                ctx.cancel_future(r.spawn);
+                self.agent.cancel(r.task_id, r.epoch);
+                self.inst().release();
+                r.reply.send(AttemptReport {
+                    task_id: r.task_id,
+                    epoch: r.epoch,
+                    agent: self.cfg.id.clone(),
+                    result: Err(Failure::Cancelled),
+                });
+            }
+        } else if let Some(pos) = self
+            .queue
+            .iter()
+            .position(|a| a.envelope.task_id == Some(c.task_id) && a.envelope.epoch == c.epoch)
+        {
+            if let Some(a) = self.queue.remove(pos) {
+                self.inst().release();
+                a.reply.send(AttemptReport {
+                    task_id: c.task_id,
+                    epoch: c.epoch,
+                    agent: self.cfg.id.clone(),
+                    result: Err(Failure::Cancelled),
+                });
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Kill> for AgentInstance {
+    type Result = ();
+
+    fn handle(&mut self, k: Kill, ctx: &mut Self::Context) {
+        self.crash(Exit::Killed(k.0), ctx);
+    }
+}
+
+impl Handler<Shutdown> for AgentInstance {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.stopping = true;
+        self.fail_all_queued();
+        self.pump(ctx);
+    }
+}
+
+impl AgentInstance {
+    fn fail_all_queued(&mut self) {
+        for a in self.queue.drain(..) {
+            if let Some(h) = &self.handle {
+                h.release();
+            }
+            let env = &a.envelope;
+            a.reply.send(AttemptReport {
+                task_id: env.task_id.unwrap_or(env.id),
+                epoch: env.epoch,
+                agent: self.cfg.id.clone(),
+                result: Err(Failure::AgentGone(format!(
+                    "agent {} is shutting down",
+                    self.cfg.id
+                ))),
+            });
+        }
+    }
+}
+
+impl Handler<AgentExited> for AgentInstance {
+    type Result = ();
+
+    fn handle(&mut self, m: AgentExited, ctx: &mut Self::Context) {
+        match m.0 {
+            Ok(()) if self.stopping => self.exit(Exit::Shutdown, ctx),
+            Ok(()) => {
+                self.set_state(AgentState::Stopped, Some("agent exited".into()));
+                self.fail_all(&format!("agent {} exited", self.cfg.id), ctx);
+                self.exit(Exit::Normal, ctx)
+            }
+            Err(e) => self.crash(Exit::Error(e), ctx),
+        }
+    }
+}

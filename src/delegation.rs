@@ -1,0 +1,30 @@
+//! Delegation: who owns this work.
+//!
+//! Owns the [`Task`] spec, the [`TaskRecord`] (the delegation record: state machine and full
+//! lease history) and the [`TaskOwner`](owner::TaskOwner) actor, one per live task, that
+//! leases the task to one agent at a time under a fresh epoch, watches the attempt, and
+//! reassigns it to a different capable agent when it fails, until the task is completed,
+//! escalated or cancelled. Upholds G1 (every accepted task ends in exactly one terminal
+//! state), G2 (one owner at a time; stale epochs fenced) and the task half of G4.
+//!
+//! ```text
+//!            submit (input valid)
+//!                  │
+//!                  ▼
+//!   ┌────────▶ pending ──lease(epoch n+1, agent)──▶ leased(n)
+//!   │              │                                 │  │  │
+//!   │  no agent and deadline passed,                 │  │  └─ result ok, contract ok ─▶ completed
+//!   │  or attempts spent ─▶ escalated (gate | dead)  │  └──── cancel ─────────────────▶ cancelled
+//!   │                                                │
+//!   └──── failed attempt (error, panic, timeout, heartbeat, contract), agent excluded
+//!
+//!   a result carrying epoch < n is journaled `result_stale` and never accepted
+//! ```
+
+pub mod owner;
+pub mod record;
+pub mod task;
+
+pub use owner::TaskHandle;
+pub use record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
+pub use task::{Backoff, Exhausted, Task};

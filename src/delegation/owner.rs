@@ -1,0 +1,588 @@
+//! The task owner actor: one per live task, holding its delegation record.
+//!
+//! It leases the task to one agent at a time, each lease under a fresh epoch, watches the
+//! attempt (time bound, heartbeats, the agent's death), checks the output against the
+//! contract, reassigns to a different agent on failure, and ends the task in exactly one
+//! terminal state. After the end it lingers until every lease it granted has answered, so
+//! a late result is still seen, and fenced as stale (G2), rather than lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
+use super::task::{Exhausted, Task};
+use crate::agents::instance::{AttemptReport, Cancel as CancelAttempt, ReplyTo};
+use crate::agents::Failure;
+use crate::discovery::registry::WaitFor;
+use crate::discovery::{Capability, InstanceHandle, PickError, Registry};
+use crate::journal::Event;
+use crate::messaging::{Envelope, Recipient, Router};
+use crate::runtime::Shared;
+
+/// A submitted task: its id and its outcome to come.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(muster: muster::Muster) -> Result<(), Box<dyn std::error::Error>> {
+/// use muster::Task;
+/// use serde_json::json;
+///
+/// let handle = muster.submit(Task::new("echo", json!({"text": "hi"}))).await?;
+/// println!("submitted {}", handle.id());
+/// let outcome = handle.outcome().await;
+/// assert!(outcome.is_completed());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TaskHandle {
+    pub(crate) id: Uuid,
+    pub(crate) rx: oneshot::Receiver<Outcome>,
+    pub(crate) fallback: TaskRecord,
+}
+
+impl TaskHandle {
+    /// The task id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Waits for the task's terminal state. If the owner itself was lost (a bug), the
+    /// record says so as an escalation instead of hanging.
+    pub async fn outcome(self) -> Outcome {
+        match self.rx.await {
+            Ok(o) => o,
+            Err(_) => {
+                let mut r = self.fallback;
+                r.status = TaskStatus::Escalated;
+                r.escalation = Some(Escalation {
+                    to: "dead_letter".into(),
+                    reason: "the task's owner was lost".into(),
+                });
+                r
+            }
+        }
+    }
+}
+
+struct ActiveLease {
+    handle: Arc<InstanceHandle>,
+    epoch: u64,
+    timer: SpawnHandle,
+    heartbeat_check: Option<SpawnHandle>,
+    last_heartbeat: tokio::time::Instant,
+}
+
+/// The owner of one task.
+pub struct TaskOwner {
+    shared: Arc<Shared>,
+    router: Router,
+    registry: Addr<Registry>,
+    task: Task,
+    contract: Option<Arc<Capability>>,
+    record: TaskRecord,
+    epoch: u64,
+    lease: Option<ActiveLease>,
+    /// Epochs granted whose agent has not answered yet.
+    outstanding: Vec<u64>,
+    excluded: Vec<Arc<str>>,
+    waiter: Option<oneshot::Sender<Outcome>>,
+    deadline: tokio::time::Instant,
+    last_envelope: Option<Uuid>,
+    waiting_for_agent: bool,
+}
+
+impl TaskOwner {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        registry: Addr<Registry>,
+        task: Task,
+        id: Uuid,
+        contract: Option<Arc<Capability>>,
+        waiter: oneshot::Sender<Outcome>,
+    ) -> Self {
+        let now = shared.clock.now_ms();
+        let record = TaskRecord {
+            id,
+            capability: task.capability.clone(),
+            correlation: task.correlation.unwrap_or(id),
+            status: TaskStatus::Pending,
+            leases: Vec::new(),
+            output: None,
+            escalation: None,
+            stale_rejected: 0,
+            submitted_ms: now,
+            ended_ms: None,
+        };
+        TaskOwner {
+            router: Router {
+                shared: shared.clone(),
+            },
+            shared,
+            registry,
+            deadline: tokio::time::Instant::now() + task.overall(),
+            epoch: task.min_epoch,
+            last_envelope: task.causation,
+            task,
+            contract,
+            record,
+            lease: None,
+            outstanding: Vec::new(),
+            excluded: Vec::new(),
+            waiter: Some(waiter),
+            waiting_for_agent: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.record.status.is_terminal()
+    }
+
+    fn try_lease(&mut self, ctx: &mut Context<Self>) {
+        if self.done() || self.lease.is_some() {
+            return;
+        }
+        if self.record.leases.len() as u32 >= self.task.attempts {
+            let reason = format!(
+                "attempt budget of {} spent; last failure: {}",
+                self.task.attempts,
+                self.last_failure()
+            );
+            self.escalate(reason, ctx);
+            return;
+        }
+        // The contract may be unknown if the task was submitted before any agent declared
+        // the capability: check the input now, before anything is leased (G3).
+        if self.contract.is_none() {
+            if let Some(c) = self.shared.index.contract(&self.task.capability) {
+                if let Err(e) = c.input.validate(&self.task.input) {
+                    self.escalate(
+                        format!("input violates the capability's contract: {e}"),
+                        ctx,
+                    );
+                    return;
+                }
+                self.contract = Some(c);
+            }
+        }
+        match self
+            .shared
+            .index
+            .pick(&self.task.capability, &self.excluded)
+        {
+            Ok((contract, handle)) => {
+                self.contract = Some(contract);
+                self.lease_to(handle, ctx);
+            }
+            Err(PickError::AllFull) => {
+                // Every candidate is at its bound: look again shortly (bounded by the
+                // task's deadline).
+                if tokio::time::Instant::now() >= self.deadline {
+                    self.escalate(
+                        "every capable agent stayed at its bound until the deadline".into(),
+                        ctx,
+                    );
+                } else {
+                    ctx.run_later(Duration::from_millis(1), |act, ctx| act.try_lease(ctx));
+                }
+            }
+            Err(PickError::NoCandidate | PickError::UnknownCapability) => self.wait_for_agent(ctx),
+        }
+    }
+
+    fn wait_for_agent(&mut self, ctx: &mut Context<Self>) {
+        if tokio::time::Instant::now() >= self.deadline {
+            let reason = if self.excluded.is_empty() {
+                format!(
+                    "no agent serving `{}` registered before the deadline",
+                    self.task.capability
+                )
+            } else {
+                format!(
+                    "every agent serving `{}` failed this task ({}); last failure: {}",
+                    self.task.capability,
+                    self.excluded.join(", "),
+                    self.last_failure()
+                )
+            };
+            self.escalate(reason, ctx);
+            return;
+        }
+        if self.waiting_for_agent {
+            return;
+        }
+        self.waiting_for_agent = true;
+        let (tx, rx) = oneshot::channel();
+        self.registry.do_send(WaitFor {
+            capability: Arc::from(self.task.capability.as_str()),
+            tx,
+        });
+        let deadline = self.deadline;
+        ctx.spawn(
+            async move {
+                tokio::select! {
+                    _ = rx => {},
+                    _ = tokio::time::sleep_until(deadline) => {},
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                act.waiting_for_agent = false;
+                act.try_lease(ctx);
+            }),
+        );
+    }
+
+    fn lease_to(&mut self, handle: Arc<InstanceHandle>, ctx: &mut Context<Self>) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let attempt = self.record.leases.len() as u32 + 1;
+        let now_ms = self.shared.clock.now_ms();
+        let deadline = tokio::time::Instant::now() + self.task.timeout;
+        let contract = self.contract.as_ref();
+        let envelope = Arc::new(Envelope {
+            id: self.shared.ids.next(now_ms),
+            correlation_id: self.record.correlation,
+            causation_id: self.last_envelope,
+            topic: Arc::from(self.task.capability.as_str()),
+            sender: Arc::from(self.task.sender.as_str()),
+            recipient: Recipient::Agent(handle.id.clone()),
+            schema: contract
+                .map(|c| c.input.name.clone())
+                .unwrap_or_else(|| Arc::from("")),
+            payload: self.task.input.clone(),
+            task_id: Some(self.record.id),
+            attempt,
+            epoch,
+            created_at: now_ms,
+            deadline: Some(now_ms + self.task.timeout.as_millis() as u64),
+        });
+        self.record.status = TaskStatus::Leased;
+        self.record.leases.push(Lease {
+            agent: handle.id.clone(),
+            epoch,
+            attempt,
+            started_ms: now_ms,
+            ended_ms: None,
+            outcome: LeaseOutcome::Running,
+        });
+        self.shared.journal(Event::LeaseGranted {
+            task: self.record.id,
+            agent: handle.id.clone(),
+            epoch,
+            attempt,
+            envelope: envelope.id,
+        });
+        let timer = ctx.run_later(self.task.timeout, move |act, ctx| {
+            act.attempt_failed(epoch, Failure::Timeout, ctx)
+        });
+        let heartbeat_every = contract.and_then(|c| c.spec.heartbeat);
+        let (heartbeat, heartbeat_check) = match heartbeat_every {
+            Some(every) => {
+                let me = ctx.address();
+                let beat: Arc<dyn Fn() + Send + Sync> =
+                    Arc::new(move || me.do_send(LeaseHeartbeat { epoch }));
+                let check = ctx.run_interval(every, move |act, ctx| {
+                    let stale = act.lease.as_ref().is_some_and(|l| {
+                        l.epoch == epoch
+                            && tokio::time::Instant::now()
+                                .saturating_duration_since(l.last_heartbeat)
+                                > every
+                    });
+                    if stale {
+                        act.attempt_failed(epoch, Failure::HeartbeatMissed, ctx);
+                    }
+                });
+                (Some(beat), Some(check))
+            }
+            None => (None, None),
+        };
+        self.last_envelope = Some(envelope.id);
+        self.outstanding.push(epoch);
+        self.router.deliver(
+            &handle,
+            envelope,
+            deadline,
+            ReplyTo::Owner(ctx.address().recipient()),
+            heartbeat,
+        );
+        self.lease = Some(ActiveLease {
+            handle,
+            epoch,
+            timer,
+            heartbeat_check,
+            last_heartbeat: tokio::time::Instant::now(),
+        });
+    }
+
+    fn last_failure(&self) -> String {
+        self.record
+            .leases
+            .iter()
+            .rev()
+            .find_map(|l| match &l.outcome {
+                LeaseOutcome::Failed { failure } => Some(format!("{} on {}", failure, l.agent)),
+                _ => None,
+            })
+            .unwrap_or_else(|| "none".into())
+    }
+
+    /// Ends the current lease; returns its agent if `epoch` is the current lease.
+    fn end_lease(
+        &mut self,
+        epoch: u64,
+        outcome: LeaseOutcome,
+        ctx: &mut Context<Self>,
+    ) -> Option<Arc<InstanceHandle>> {
+        let lease = self.lease.take_if(|l| l.epoch == epoch)?;
+        ctx.cancel_future(lease.timer);
+        if let Some(h) = lease.heartbeat_check {
+            ctx.cancel_future(h);
+        }
+        let now = self.shared.clock.now_ms();
+        if let Some(l) = self
+            .record
+            .leases
+            .iter_mut()
+            .rev()
+            .find(|l| l.epoch == epoch)
+        {
+            l.ended_ms = Some(now);
+            l.outcome = outcome;
+        }
+        self.record.status = TaskStatus::Pending;
+        Some(lease.handle)
+    }
+
+    fn attempt_failed(&mut self, epoch: u64, failure: Failure, ctx: &mut Context<Self>) {
+        if self.done() {
+            return;
+        }
+        let Some(handle) = self.end_lease(
+            epoch,
+            LeaseOutcome::Failed {
+                failure: failure.clone(),
+            },
+            ctx,
+        ) else {
+            return; // a failure of a superseded lease changes nothing
+        };
+        tracing::debug!(task = %self.record.id, agent = %handle.id, epoch, %failure, "attempt failed");
+        self.shared.journal(Event::AttemptFailed {
+            task: self.record.id,
+            agent: handle.id.clone(),
+            epoch,
+            reason: failure.reason().into(),
+            detail: failure.detail(),
+        });
+        self.shared.stats.attempt_failed();
+        if !self.excluded.contains(&handle.id) {
+            self.excluded.push(handle.id.clone());
+        }
+        let failures = self.record.leases.len() as u32;
+        if failures >= self.task.attempts {
+            self.try_lease(ctx); // escalates with the budget message
+            return;
+        }
+        self.shared.stats.reassigned();
+        let delay = self.task.backoff.delay(failures);
+        if delay.is_zero() {
+            self.try_lease(ctx);
+        } else {
+            ctx.run_later(delay, |act, ctx| act.try_lease(ctx));
+        }
+    }
+
+    fn on_result(&mut self, epoch: u64, agent: Arc<str>, output: Value, ctx: &mut Context<Self>) {
+        let current = self.lease.as_ref().map(|l| l.epoch);
+        if current != Some(epoch) || self.done() {
+            // A result from a superseded epoch: fenced (G2).
+            self.record.stale_rejected += 1;
+            self.shared.stats.stale();
+            self.shared.journal(Event::ResultStale {
+                task: self.record.id,
+                agent,
+                epoch,
+                current_epoch: current.unwrap_or(if self.done() { 0 } else { self.epoch }),
+            });
+            return;
+        }
+        let verdict = match &self.contract {
+            Some(c) => check_output(c, &self.task.input, &output),
+            None => Ok(()),
+        };
+        match verdict {
+            Ok(()) => {
+                self.end_lease(epoch, LeaseOutcome::Completed, ctx);
+                self.shared.journal(Event::ResultAccepted {
+                    task: self.record.id,
+                    agent,
+                    epoch,
+                    output: output.clone(),
+                });
+                self.record.output = Some(output);
+                self.finish(TaskStatus::Completed, ctx);
+            }
+            Err(f) => self.attempt_failed(epoch, f, ctx),
+        }
+    }
+
+    fn escalate(&mut self, reason: String, ctx: &mut Context<Self>) {
+        let to = match &self.task.on_exhausted {
+            Exhausted::Fail => "dead_letter".to_string(),
+            Exhausted::Gate(g) => g.clone(),
+        };
+        tracing::info!(task = %self.record.id, %to, %reason, "task escalated");
+        self.shared.journal(Event::TaskEscalated {
+            task: self.record.id,
+            to: to.clone(),
+            reason: reason.clone(),
+        });
+        self.record.escalation = Some(Escalation { to, reason });
+        self.finish(TaskStatus::Escalated, ctx);
+    }
+
+    fn finish(&mut self, status: TaskStatus, ctx: &mut Context<Self>) {
+        self.record.status = status;
+        self.record.ended_ms = Some(self.shared.clock.now_ms());
+        self.shared.stats.ended(status);
+        self.shared.owners.remove(&self.record.id);
+        if let Some(w) = self.waiter.take() {
+            let _ = w.send(self.record.clone());
+        }
+        self.maybe_stop(ctx);
+        if !self.outstanding.is_empty() {
+            // Bound the lingering: every agent answers by its deadline plus grace.
+            let linger = self.task.timeout + self.shared.config.grace + Duration::from_secs(1);
+            ctx.run_later(linger, |_, ctx| ctx.stop());
+        }
+    }
+
+    fn maybe_stop(&mut self, ctx: &mut Context<Self>) {
+        if self.done() && self.outstanding.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+/// The output must satisfy the output schema and the acceptance rule.
+fn check_output(c: &Capability, input: &Value, output: &Value) -> Result<(), Failure> {
+    c.output
+        .validate(output)
+        .map_err(Failure::ContractViolation)?;
+    if let Some(rule) = &c.accept {
+        match rule.eval_bool(&[("input", input), ("output", output)]) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Failure::Rejected(format!(
+                    "acceptance rule `{}` is false for this output",
+                    rule.source()
+                )))
+            }
+            Err(e) => return Err(Failure::Rejected(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+impl Actor for TaskOwner {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1 << 20);
+        self.try_lease(ctx);
+    }
+}
+
+impl Drop for TaskOwner {
+    fn drop(&mut self) {
+        // An owner that goes away before its task ended (a bug in the runtime) must not
+        // lose the task silently: the record says so.
+        if !self.done() {
+            let reason = "the task's owner stopped before the task ended".to_string();
+            self.shared.journal(Event::TaskEscalated {
+                task: self.record.id,
+                to: "dead_letter".into(),
+                reason: reason.clone(),
+            });
+            self.record.status = TaskStatus::Escalated;
+            self.record.escalation = Some(Escalation {
+                to: "dead_letter".into(),
+                reason,
+            });
+            self.shared.stats.ended(TaskStatus::Escalated);
+            self.shared.owners.remove(&self.record.id);
+            if let Some(w) = self.waiter.take() {
+                let _ = w.send(self.record.clone());
+            }
+        }
+    }
+}
+
+impl Handler<AttemptReport> for TaskOwner {
+    type Result = ();
+
+    fn handle(&mut self, r: AttemptReport, ctx: &mut Self::Context) {
+        self.outstanding.retain(|e| *e != r.epoch);
+        match r.result {
+            Ok(v) => self.on_result(r.epoch, r.agent, v, ctx),
+            Err(Failure::Cancelled) => {}
+            Err(f) => self.attempt_failed(r.epoch, f, ctx),
+        }
+        self.maybe_stop(ctx);
+    }
+}
+
+/// A task heartbeat from the agent holding lease `epoch`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LeaseHeartbeat {
+    epoch: u64,
+}
+
+impl Handler<LeaseHeartbeat> for TaskOwner {
+    type Result = ();
+
+    fn handle(&mut self, h: LeaseHeartbeat, _: &mut Self::Context) {
+        if let Some(l) = self.lease.as_mut() {
+            if l.epoch == h.epoch {
+                l.last_heartbeat = tokio::time::Instant::now();
+            }
+        }
+    }
+}
+
+/// Cancels the task: the running attempt is told (its tokio task aborted, its process told
+/// or killed) and the task ends `cancelled`.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct CancelTask {
+    pub reason: String,
+}
+
+impl Handler<CancelTask> for TaskOwner {
+    type Result = bool;
+
+    fn handle(&mut self, c: CancelTask, ctx: &mut Self::Context) -> bool {
+        if self.done() {
+            return false;
+        }
+        let epoch = self.epoch;
+        if let Some(h) = self.end_lease(epoch, LeaseOutcome::Cancelled, ctx) {
+            h.addr.do_send(CancelAttempt {
+                task_id: self.record.id,
+                epoch,
+            });
+        }
+        self.shared.journal(Event::TaskCancelled {
+            task: self.record.id,
+            reason: c.reason,
+        });
+        self.finish(TaskStatus::Cancelled, ctx);
+        true
+    }
+}

@@ -1,0 +1,146 @@
+//! The delegation record: a task's state and its full ownership history.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::agents::Failure;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for a lease (at submission, after a failed attempt, or for an agent).
+    Pending,
+    /// Leased to one agent under the current epoch.
+    Leased,
+    /// Terminal: an output met the contract.
+    Completed,
+    /// Terminal: policy exhausted; a gate or the dead-letter record holds it.
+    Escalated,
+    /// Terminal: cancelled.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether the status is terminal.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Escalated | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// How a lease ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum LeaseOutcome {
+    /// Still running.
+    Running,
+    /// Its result was accepted.
+    Completed,
+    /// It failed.
+    Failed {
+        /// How.
+        failure: Failure,
+    },
+    /// The task was cancelled while it ran.
+    Cancelled,
+}
+
+/// One lease: one agent, one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The agent instance.
+    pub agent: Arc<str>,
+    /// The fencing token.
+    pub epoch: u64,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Unix ms.
+    pub started_ms: u64,
+    /// Unix ms.
+    pub ended_ms: Option<u64>,
+    /// How it ended.
+    pub outcome: LeaseOutcome,
+}
+
+/// Why and where a task was escalated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// A gate name, or `dead_letter`.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A task's delegation record. When the task ends it is its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Task id.
+    pub id: Uuid,
+    /// Capability.
+    pub capability: String,
+    /// Correlation id.
+    pub correlation: Uuid,
+    /// State.
+    pub status: TaskStatus,
+    /// Every lease, in order.
+    pub leases: Vec<Lease>,
+    /// The accepted output (completed tasks).
+    pub output: Option<Value>,
+    /// Where it went (escalated tasks).
+    pub escalation: Option<Escalation>,
+    /// Results rejected because their epoch was superseded.
+    pub stale_rejected: u32,
+    /// Unix ms.
+    pub submitted_ms: u64,
+    /// Unix ms.
+    pub ended_ms: Option<u64>,
+}
+
+/// A finished task's record: completed with output, owner and attempts; or escalated or
+/// cancelled with the history.
+pub type Outcome = TaskRecord;
+
+impl TaskRecord {
+    /// Whether it completed.
+    pub fn is_completed(&self) -> bool {
+        self.status == TaskStatus::Completed
+    }
+
+    /// The agent whose result was accepted.
+    pub fn owner(&self) -> Option<&str> {
+        self.leases
+            .iter()
+            .rev()
+            .find(|l| l.outcome == LeaseOutcome::Completed)
+            .map(|l| l.agent.as_ref())
+    }
+
+    /// Leases granted.
+    pub fn attempts(&self) -> u32 {
+        self.leases.len() as u32
+    }
+
+    /// Leases that were taken over by another agent (attempts after the first).
+    pub fn reassignments(&self) -> u32 {
+        self.attempts().saturating_sub(1)
+    }
+
+    /// How many results were accepted: 1 for a completed task, 0 otherwise, by the record.
+    pub fn accepted_results(&self) -> usize {
+        self.leases
+            .iter()
+            .filter(|l| l.outcome == LeaseOutcome::Completed)
+            .count()
+    }
+
+    /// Time from submission to the end, ms.
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.ended_ms.map(|e| e.saturating_sub(self.submitted_ms))
+    }
+}

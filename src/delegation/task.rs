@@ -1,0 +1,189 @@
+//! The task spec: what is asked, of which capability, within which bounds.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Delay before a reassignment: `initial * factor^(n-1)`, capped at `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// The first delay.
+    #[serde(with = "crate::util::duration")]
+    pub initial: Duration,
+    /// The largest delay.
+    #[serde(with = "crate::util::duration")]
+    pub max: Duration,
+    /// Growth per failed attempt.
+    pub factor: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::none()
+    }
+}
+
+impl Backoff {
+    /// No delay: reassign at once (the next agent is a different one anyway).
+    pub fn none() -> Self {
+        Backoff {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+            factor: 1.0,
+        }
+    }
+
+    /// Exponential backoff from `initial`, doubling, capped at `max`.
+    pub fn exponential(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            factor: 2.0,
+        }
+    }
+
+    /// The delay after the `failures`-th failed attempt (from 1).
+    pub fn delay(&self, failures: u32) -> Duration {
+        if self.initial.is_zero() {
+            return Duration::ZERO;
+        }
+        let f = self.factor.max(1.0).powi(failures.saturating_sub(1) as i32);
+        let d = self.initial.mul_f64(f.min(1e6));
+        if self.max.is_zero() {
+            d
+        } else {
+            d.min(self.max)
+        }
+    }
+}
+
+/// What happens when a task's attempt budget is spent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exhausted {
+    /// The task is escalated to the dead-letter record, with its full history.
+    #[default]
+    Fail,
+    /// The task is escalated to a named human gate.
+    Gate(String),
+}
+
+/// A task to delegate: a capability, an input, and the bounds of its ownership.
+///
+/// # Example
+/// ```
+/// use muster::Task;
+/// use serde_json::json;
+/// use std::time::Duration;
+///
+/// let task = Task::new("code.test", json!({"workspace": "/tmp/w"}))
+///     .timeout(Duration::from_secs(60))
+///     .attempts(3)
+///     .escalate_to("human");
+/// assert_eq!(task.attempts, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The capability asked for.
+    pub capability: String,
+    /// The input; validated against the capability's input schema before any lease.
+    pub input: Value,
+    /// Time bound per attempt.
+    pub timeout: Duration,
+    /// Attempt budget: how many leases before escalating.
+    pub attempts: u32,
+    /// Delay before each reassignment.
+    pub backoff: Backoff,
+    /// What happens when the budget is spent.
+    pub on_exhausted: Exhausted,
+    /// Overall bound, which also bounds waiting for an agent to register. Defaults to
+    /// `attempts * timeout`.
+    pub deadline: Option<Duration>,
+    /// Correlation id (e.g. the workflow run); defaults to the task id.
+    pub correlation: Option<Uuid>,
+    /// The envelope that caused this task.
+    pub causation: Option<Uuid>,
+    /// Who delegates it (for the journal).
+    pub sender: String,
+    /// A fixed task id (recovery); new tasks get a fresh one.
+    pub id: Option<Uuid>,
+    /// Leases start above this epoch (recovery: results of earlier leases are stale).
+    pub min_epoch: u64,
+}
+
+impl Task {
+    /// A task with defaults: 30 s per attempt, 3 attempts, no backoff, escalate to the
+    /// dead-letter record.
+    pub fn new(capability: impl Into<String>, input: Value) -> Self {
+        Task {
+            capability: capability.into(),
+            input,
+            timeout: Duration::from_secs(30),
+            attempts: 3,
+            backoff: Backoff::none(),
+            on_exhausted: Exhausted::Fail,
+            deadline: None,
+            correlation: None,
+            causation: None,
+            sender: "api".into(),
+            id: None,
+            min_epoch: 0,
+        }
+    }
+
+    /// Sets the time bound per attempt.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Sets the attempt budget.
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n;
+        self
+    }
+
+    /// Sets the backoff.
+    pub fn backoff(mut self, b: Backoff) -> Self {
+        self.backoff = b;
+        self
+    }
+
+    /// Escalates to a named human gate when the budget is spent.
+    pub fn escalate_to(mut self, gate: &str) -> Self {
+        self.on_exhausted = Exhausted::Gate(gate.into());
+        self
+    }
+
+    /// Sets the overall deadline.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.deadline = Some(d);
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation(mut self, id: Uuid) -> Self {
+        self.correlation = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation(mut self, id: Uuid) -> Self {
+        self.causation = Some(id);
+        self
+    }
+
+    /// Sets the sender name.
+    pub fn sender(mut self, s: impl Into<String>) -> Self {
+        self.sender = s.into();
+        self
+    }
+
+    pub(crate) fn overall(&self) -> Duration {
+        self.deadline
+            .unwrap_or_else(|| self.timeout.saturating_mul(self.attempts.max(1)))
+    }
+}

@@ -1,0 +1,175 @@
+//! Capabilities: what an agent declares it can do, with its contract.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::{Condition, ConditionError};
+use crate::messaging::contract::{Schema, SchemaError, SchemaStore};
+
+/// A capability as declared (by a manifest or the builder API): names only.
+///
+/// # Example
+/// ```
+/// use muster::CapabilitySpec;
+///
+/// let cap = CapabilitySpec::new("code.test", "test-request", "test-report")
+///     .accept("output.total > 0");
+/// assert_eq!(cap.name, "code.test");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitySpec {
+    /// The capability name, e.g. `code.test`.
+    pub name: String,
+    /// Contract version (free text; `1` by default).
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// The input schema name.
+    pub input: String,
+    /// The output schema name.
+    pub output: String,
+    /// An optional CEL acceptance rule over `input` and `output`, beyond the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept: Option<String>,
+    /// When set, a task's owner fails the attempt if this long passes without a heartbeat.
+    #[serde(
+        default,
+        with = "crate::util::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub heartbeat: Option<Duration>,
+}
+
+fn default_version() -> String {
+    "1".into()
+}
+
+impl CapabilitySpec {
+    /// A capability with an input and an output schema.
+    pub fn new(name: &str, input: &str, output: &str) -> Self {
+        CapabilitySpec {
+            name: name.into(),
+            version: default_version(),
+            input: input.into(),
+            output: output.into(),
+            accept: None,
+            heartbeat: None,
+        }
+    }
+
+    /// Adds a CEL acceptance rule over `input` and `output`.
+    pub fn accept(mut self, rule: &str) -> Self {
+        self.accept = Some(rule.into());
+        self
+    }
+
+    /// Declares a heartbeat interval.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every);
+        self
+    }
+
+    /// Resolves the schema names and compiles the acceptance rule.
+    pub fn compile(&self, schemas: &SchemaStore) -> Result<Capability, CapabilityError> {
+        let input = schemas
+            .get(&self.input)
+            .map_err(|e| CapabilityError::Schema {
+                capability: self.name.clone(),
+                field: "input",
+                source: e,
+            })?;
+        let output = schemas
+            .get(&self.output)
+            .map_err(|e| CapabilityError::Schema {
+                capability: self.name.clone(),
+                field: "output",
+                source: e,
+            })?;
+        let accept = self
+            .accept
+            .as_deref()
+            .map(Condition::compile)
+            .transpose()
+            .map_err(|e| CapabilityError::Accept {
+                capability: self.name.clone(),
+                source: e,
+            })?;
+        Ok(Capability {
+            name: Arc::from(self.name.as_str()),
+            spec: self.clone(),
+            input,
+            output,
+            accept,
+        })
+    }
+}
+
+/// A capability declaration that does not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum CapabilityError {
+    /// A schema name does not resolve.
+    #[error("capability `{capability}`: field `{field}`: {source}")]
+    Schema {
+        /// The capability.
+        capability: String,
+        /// `input` or `output`.
+        field: &'static str,
+        /// Why.
+        source: SchemaError,
+    },
+    /// The acceptance rule does not compile.
+    #[error("capability `{capability}`: field `accept`: {source}")]
+    Accept {
+        /// The capability.
+        capability: String,
+        /// Why.
+        source: ConditionError,
+    },
+    /// Another agent declared the same capability with a different contract.
+    #[error("capability `{capability}` is already declared by `{by}` with a different contract ({what}); two agents serving one capability must agree on it")]
+    Conflict {
+        /// The capability.
+        capability: String,
+        /// The agent that declared it first.
+        by: String,
+        /// What differs.
+        what: String,
+    },
+}
+
+/// A capability with its contract compiled: validators and acceptance rule.
+#[derive(Debug, Clone)]
+pub struct Capability {
+    /// The name.
+    pub name: Arc<str>,
+    /// The declaration.
+    pub spec: CapabilitySpec,
+    /// The compiled input schema.
+    pub input: Arc<Schema>,
+    /// The compiled output schema.
+    pub output: Arc<Schema>,
+    /// The compiled acceptance rule.
+    pub accept: Option<Condition>,
+}
+
+impl Capability {
+    /// Whether two declarations describe the same contract; `Err` says what differs.
+    pub fn same_contract(&self, other: &CapabilitySpec) -> Result<(), String> {
+        let a = &self.spec;
+        if a.version != other.version {
+            return Err(format!("version {} vs {}", a.version, other.version));
+        }
+        if a.input != other.input {
+            return Err(format!("input schema {} vs {}", a.input, other.input));
+        }
+        if a.output != other.output {
+            return Err(format!("output schema {} vs {}", a.output, other.output));
+        }
+        if a.accept != other.accept {
+            return Err(format!("accept rule {:?} vs {:?}", a.accept, other.accept));
+        }
+        Ok(())
+    }
+}

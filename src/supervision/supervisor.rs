@@ -1,0 +1,553 @@
+//! The supervisor actor.
+//!
+//! ```text
+//!  child exits ─▶ restart type says restart? ─no─▶ removed (temporary) / left down
+//!                        │yes
+//!                        ▼
+//!      restarts in the last `period` > intensity? ─yes─▶ stop all children (reverse
+//!                        │no                            order), escalate to the parent
+//!                        ▼
+//!      strategy: one_for_one   → restart it
+//!                one_for_all   → stop the others (reverse order), restart all in order
+//!                rest_for_one  → stop the later ones (reverse order), restart it and them
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::LocalBoxFuture;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::restart::{Exit, Restart, Strategy, Supervision};
+use crate::journal::Event;
+use crate::runtime::Shared;
+
+/// A child's exit, reported to its supervisor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    /// Child id.
+    pub id: Arc<str>,
+    /// The start generation that exited.
+    pub generation: u64,
+    /// How.
+    pub exit: Exit,
+}
+
+#[derive(Debug, Default)]
+struct ExitSignal {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+/// A child's line to its supervisor. Report the exit with [`ChildLink::exit`]; dropping the
+/// link without reporting reports `killed`, so no exit goes unseen.
+pub struct ChildLink {
+    sup: Recipient<ChildExited>,
+    id: Arc<str>,
+    generation: u64,
+    signal: Arc<ExitSignal>,
+    reported: bool,
+}
+
+impl std::fmt::Debug for ChildLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildLink")
+            .field("id", &self.id)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl ChildLink {
+    /// The child's id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// This start's generation (0 first, +1 per restart).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Reports the exit.
+    pub fn exit(mut self, exit: Exit) {
+        self.report(exit);
+    }
+
+    fn report(&mut self, exit: Exit) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        self.signal.done.store(true, Ordering::Release);
+        self.signal.notify.notify_one();
+        self.sup.do_send(ChildExited {
+            id: self.id.clone(),
+            generation: self.generation,
+            exit,
+        });
+    }
+}
+
+impl Drop for ChildLink {
+    fn drop(&mut self) {
+        self.report(Exit::Killed("the child went away without reporting".into()));
+    }
+}
+
+/// What a supervisor holds of a running child.
+pub trait ChildHandle {
+    /// Asks the child to stop; it reports `Exit::Shutdown` through its link when it has.
+    fn shutdown(&mut self);
+    /// Stops the child now (after its shutdown time ran out).
+    fn kill(&mut self, reason: &str);
+    /// The child is down for good (not restarted): release what it held (e.g. its
+    /// registration).
+    fn removed(&mut self, _reason: &str) {}
+}
+
+type StartFn = Box<dyn FnMut(ChildLink) -> Result<Box<dyn ChildHandle>, String> + Send>;
+
+/// How to start (and restart) a child.
+pub struct ChildSpec {
+    /// Unique among its siblings.
+    pub id: Arc<str>,
+    /// Restart type.
+    pub restart: Restart,
+    /// How long it gets to stop before it is killed.
+    pub shutdown: Duration,
+    start: StartFn,
+}
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("id", &self.id)
+            .field("restart", &self.restart)
+            .finish()
+    }
+}
+
+impl ChildSpec {
+    /// A child started by `start`, called again on every restart with a fresh link.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::supervision::{ChildHandle, ChildSpec, Restart};
+    /// use std::time::Duration;
+    ///
+    /// struct Noop;
+    /// impl ChildHandle for Noop {
+    ///     fn shutdown(&mut self) {}
+    ///     fn kill(&mut self, _reason: &str) {}
+    /// }
+    /// let spec = ChildSpec::new("worker", Restart::Transient, Duration::from_secs(1), |link| {
+    ///     drop(link); // a real child keeps its link and reports its exit through it
+    ///     Ok(Box::new(Noop) as Box<dyn ChildHandle>)
+    /// });
+    /// assert_eq!(spec.id.as_ref(), "worker");
+    /// ```
+    pub fn new(
+        id: impl Into<Arc<str>>,
+        restart: Restart,
+        shutdown: Duration,
+        start: impl FnMut(ChildLink) -> Result<Box<dyn ChildHandle>, String> + Send + 'static,
+    ) -> Self {
+        ChildSpec {
+            id: id.into(),
+            restart,
+            shutdown,
+            start: Box::new(start),
+        }
+    }
+}
+
+struct Child {
+    spec: ChildSpec,
+    generation: u64,
+    running: Option<(Box<dyn ChildHandle>, Arc<ExitSignal>)>,
+}
+
+/// A child as listed by [`WhichChildren`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChildInfo {
+    /// Child id.
+    pub id: String,
+    /// Current start generation.
+    pub generation: u64,
+    /// Whether it is running.
+    pub running: bool,
+    /// Restart type.
+    pub restart: Restart,
+}
+
+/// A supervisor: starts children in order, restarts them by its strategy, escalates past its
+/// intensity, stops them in reverse order.
+pub struct Supervisor {
+    id: Arc<str>,
+    settings: Supervision,
+    children: Vec<Child>,
+    restarts: VecDeque<tokio::time::Instant>,
+    parent: Option<ChildLink>,
+    on_escalate: Option<Box<dyn FnOnce(String)>>,
+    shared: Option<Arc<Shared>>,
+    terminating: bool,
+}
+
+impl Supervisor {
+    /// A supervisor with no children yet. `parent` is its own link when it is supervised;
+    /// without one it is a root, and `on_escalate` is called with the report when it gives
+    /// up.
+    pub fn new(id: impl Into<Arc<str>>, settings: Supervision) -> Self {
+        Supervisor {
+            id: id.into(),
+            settings,
+            children: Vec::new(),
+            restarts: VecDeque::new(),
+            parent: None,
+            on_escalate: None,
+            shared: None,
+            terminating: false,
+        }
+    }
+
+    /// Reports to a parent supervisor through `link`.
+    pub fn with_parent(mut self, link: ChildLink) -> Self {
+        self.parent = Some(link);
+        self
+    }
+
+    /// Called (on a root) when it reaches its intensity.
+    pub fn on_escalate(mut self, f: impl FnOnce(String) + 'static) -> Self {
+        self.on_escalate = Some(Box::new(f));
+        self
+    }
+
+    /// Journals restarts and escalations.
+    pub(crate) fn with_shared(mut self, shared: Arc<Shared>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Adds a child to start when the supervisor starts (in order).
+    pub fn child(mut self, spec: ChildSpec) -> Self {
+        self.children.push(Child {
+            spec,
+            generation: 0,
+            running: None,
+        });
+        self
+    }
+
+    fn journal(&self, e: Event) {
+        if let Some(s) = &self.shared {
+            s.journal(e);
+        }
+    }
+
+    /// Starts child `i` with a fresh generation. A start that fails is an abnormal exit.
+    fn start_child(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let me = ctx.address().recipient();
+        let c = &mut self.children[i];
+        c.generation += 1;
+        let signal = Arc::new(ExitSignal::default());
+        let link = ChildLink {
+            sup: me,
+            id: c.spec.id.clone(),
+            generation: c.generation,
+            signal: signal.clone(),
+            reported: false,
+        };
+        match (c.spec.start)(link) {
+            Ok(h) => c.running = Some((h, signal)),
+            Err(e) => {
+                // The link was dropped inside `start` and reported `killed`; report the
+                // real reason instead, for this generation.
+                c.running = Some((Box::new(Failed), signal));
+                ctx.address().do_send(ChildExited {
+                    id: c.spec.id.clone(),
+                    generation: c.generation,
+                    exit: Exit::Error(format!("start failed: {e}")),
+                });
+            }
+        }
+    }
+
+    /// Stops the given children, in the order given, each within its shutdown time.
+    fn terminate(&mut self, order: Vec<usize>) -> LocalBoxFuture<'static, ()> {
+        let mut steps = Vec::new();
+        for i in order {
+            let c = &mut self.children[i];
+            if let Some((mut h, signal)) = c.running.take() {
+                h.shutdown();
+                steps.push((h, signal, c.spec.shutdown));
+            }
+        }
+        Box::pin(async move {
+            for (mut h, signal, limit) in steps {
+                let wait = async {
+                    while !signal.done.load(Ordering::Acquire) {
+                        signal.notify.notified().await;
+                    }
+                };
+                if tokio::time::timeout(limit, wait).await.is_err() {
+                    h.kill("did not stop within its shutdown time");
+                }
+            }
+        })
+    }
+
+    fn escalate(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::error!(supervisor = %self.id, %reason, "supervisor escalates");
+        self.journal(Event::SupervisorEscalated {
+            supervisor: self.id.clone(),
+            reason: reason.clone(),
+        });
+        self.terminating = true;
+        let order: Vec<usize> = (0..self.children.len()).rev().collect();
+        let fut = self.terminate(order);
+        ctx.wait(fut.into_actor(self).map(move |(), act, ctx| {
+            for c in &mut act.children {
+                c.running = None;
+            }
+            if let Some(link) = act.parent.take() {
+                link.exit(Exit::Error(reason));
+            } else if let Some(f) = act.on_escalate.take() {
+                f(reason);
+            }
+            ctx.stop();
+        }));
+    }
+
+    fn restart_set(&mut self, i: usize, exit: &Exit, ctx: &mut Context<Self>) {
+        let n = self.children.len();
+        let (stop, restart): (Vec<usize>, Vec<usize>) = match self.settings.strategy {
+            Strategy::OneForOne => (vec![], vec![i]),
+            Strategy::OneForAll => ((0..n).rev().filter(|&j| j != i).collect(), (0..n).collect()),
+            Strategy::RestForOne => ((i + 1..n).rev().collect(), (i..n).collect()),
+        };
+        let backoff = self.settings.backoff;
+        let failed = self.children[i].spec.id.clone();
+        let exit = exit.to_string();
+        let fut = self.terminate(stop);
+        ctx.wait(
+            async move {
+                fut.await;
+                if !backoff.is_zero() {
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+            .into_actor(self)
+            .map(move |(), act, ctx| {
+                let mut dropped = Vec::new();
+                for &j in &restart {
+                    let c = &act.children[j];
+                    // Temporary children stopped by a group restart are not restarted (OTP).
+                    if j != i && c.spec.restart == Restart::Temporary {
+                        dropped.push(c.spec.id.clone());
+                        continue;
+                    }
+                    if c.running.is_none() {
+                        let why = if j == i {
+                            exit.clone()
+                        } else {
+                            format!("restarted with {failed}")
+                        };
+                        act.journal(Event::ChildRestarted {
+                            supervisor: act.id.clone(),
+                            child: c.spec.id.clone(),
+                            exit: why,
+                        });
+                        act.start_child(j, ctx);
+                    }
+                }
+                act.children.retain(|c| !dropped.contains(&c.spec.id));
+            }),
+        );
+    }
+}
+
+struct Failed;
+
+impl ChildHandle for Failed {
+    fn shutdown(&mut self) {}
+    fn kill(&mut self, _: &str) {}
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1 << 20);
+        for i in 0..self.children.len() {
+            self.start_child(i, ctx);
+        }
+    }
+}
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, m: ChildExited, ctx: &mut Self::Context) {
+        if self.terminating {
+            return;
+        }
+        let Some(i) = self
+            .children
+            .iter()
+            .position(|c| c.spec.id == m.id && c.generation == m.generation && c.running.is_some())
+        else {
+            return; // an exit we caused, or of an earlier generation
+        };
+        let restart = match self.children[i].spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => m.exit.is_abnormal(),
+            Restart::Temporary => false,
+        };
+        tracing::info!(supervisor = %self.id, child = %m.id, exit = %m.exit, restart, "child exited");
+        if let Some((mut h, _)) = self.children[i].running.take() {
+            if !restart {
+                h.removed(&m.exit.to_string());
+            }
+        }
+        if !restart {
+            if self.children[i].spec.restart == Restart::Temporary {
+                self.children.remove(i);
+            }
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        self.restarts.push_back(now);
+        while let Some(t) = self.restarts.front() {
+            if now.saturating_duration_since(*t) > self.settings.period {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.restarts.len() as u32 > self.settings.intensity {
+            let reason = format!(
+                "{} restarts within {:?} (intensity {}); last: child {} exited with {}",
+                self.restarts.len(),
+                self.settings.period,
+                self.settings.intensity,
+                m.id,
+                m.exit
+            );
+            self.escalate(reason, ctx);
+            return;
+        }
+        self.restart_set(i, &m.exit, ctx);
+    }
+}
+
+/// Adds and starts a child (appended: last in start order).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct StartChild(pub ChildSpec);
+
+impl Handler<StartChild> for Supervisor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, m: StartChild, ctx: &mut Self::Context) -> Self::Result {
+        if self.terminating {
+            return Err(format!("supervisor {} is shutting down", self.id));
+        }
+        if self.children.iter().any(|c| c.spec.id == m.0.id) {
+            return Err(format!("a child called `{}` already exists", m.0.id));
+        }
+        self.children.push(Child {
+            spec: m.0,
+            generation: 0,
+            running: None,
+        });
+        let i = self.children.len() - 1;
+        self.start_child(i, ctx);
+        Ok(())
+    }
+}
+
+/// Stops one child for good and removes it.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct TerminateChild(pub Arc<str>);
+
+impl Handler<TerminateChild> for Supervisor {
+    type Result = ResponseActFuture<Self, bool>;
+
+    fn handle(&mut self, m: TerminateChild, _: &mut Self::Context) -> Self::Result {
+        let Some(i) = self.children.iter().position(|c| c.spec.id == m.0) else {
+            return Box::pin(actix::fut::ready(false));
+        };
+        let fut = self.terminate(vec![i]);
+        Box::pin(fut.into_actor(self).map(move |(), act, _| {
+            act.children.retain(|c| c.spec.id != m.0);
+            true
+        }))
+    }
+}
+
+/// Lists the children in start order (as `supervisor:which_children/1`).
+#[derive(Message)]
+#[rtype(result = "Vec<ChildInfo>")]
+pub struct WhichChildren;
+
+impl Handler<WhichChildren> for Supervisor {
+    type Result = MessageResult<WhichChildren>;
+
+    fn handle(&mut self, _: WhichChildren, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.children
+                .iter()
+                .map(|c| ChildInfo {
+                    id: c.spec.id.to_string(),
+                    generation: c.generation,
+                    running: c.running.is_some(),
+                    restart: c.spec.restart,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Stops every child in reverse start order (each within its shutdown time), then the
+/// supervisor itself, reporting `shutdown` to its parent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownSupervisor;
+
+impl Handler<ShutdownSupervisor> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: ShutdownSupervisor, _: &mut Self::Context) -> Self::Result {
+        self.terminating = true;
+        let order: Vec<usize> = (0..self.children.len()).rev().collect();
+        let fut = self.terminate(order);
+        Box::pin(fut.into_actor(self).map(|(), act, ctx| {
+            if let Some(link) = act.parent.take() {
+                link.exit(Exit::Shutdown);
+            }
+            ctx.stop();
+        }))
+    }
+}
+
+/// A supervisor as a child of another supervisor.
+pub struct SupervisorHandle(pub Addr<Supervisor>);
+
+impl ChildHandle for SupervisorHandle {
+    fn shutdown(&mut self) {
+        self.0.do_send(ShutdownSupervisor);
+    }
+
+    fn kill(&mut self, _reason: &str) {
+        // Its children were each given their own shutdown time; stopping it drops their
+        // links, which report `killed`.
+        self.0.do_send(ShutdownSupervisor);
+    }
+}
