@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod cast;
+pub mod cli;
 pub mod clock;
 pub mod conditions;
 pub mod delegation;

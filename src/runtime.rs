@@ -148,6 +148,8 @@ pub(crate) struct Shared {
     pub config: RuntimeConfig,
     pub owners: DashMap<Uuid, Addr<TaskOwner>>,
     pub registry: RwLock<Option<Addr<Registry>>>,
+    pub router: RwLock<Option<Addr<RouterActor>>>,
+    pub agents: RwLock<Option<Addr<Supervisor>>>,
     pub stopped: watch::Sender<Option<String>>,
 }
 
@@ -159,6 +161,14 @@ impl Shared {
 
     pub fn registry(&self) -> Option<Addr<Registry>> {
         self.registry.read().clone()
+    }
+
+    pub fn router(&self) -> Option<Addr<RouterActor>> {
+        self.router.read().clone()
+    }
+
+    pub fn agents(&self) -> Option<Addr<Supervisor>> {
+        self.agents.read().clone()
     }
 }
 
@@ -448,37 +458,65 @@ impl MusterBuilder {
             config: self.config,
             owners: DashMap::new(),
             registry: RwLock::new(None),
+            router: RwLock::new(None),
+            agents: RwLock::new(None),
             stopped,
         });
-        let registry = Registry::new(shared.clone()).start();
-        *shared.registry.write() = Some(registry.clone());
-        let router = RouterActor::new(shared.clone()).start();
-        let agents = Supervisor::new("agents", Supervision::default())
-            .with_shared(shared.clone())
-            .start();
         let on_stop = shared.clone();
         let root_settings = self.supervision.unwrap_or_default();
-        let agents_child = agents.clone();
+        let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
         let root = Supervisor::new("root", root_settings)
             .with_shared(shared.clone())
             .on_escalate(move |report| {
                 let _ = on_stop.stopped.send(Some(report));
             })
             .child(ChildSpec::new(
+                "registry",
+                Restart::Permanent,
+                Duration::from_secs(5),
+                move |link| {
+                    let addr = Registry::new(s1.clone()).with_link(link).start();
+                    *s1.registry.write() = Some(addr.clone());
+                    Ok(Box::new(StopHandle(addr.recipient())) as Box<dyn ChildHandle>)
+                },
+            ))
+            .child(ChildSpec::new(
+                "router",
+                Restart::Permanent,
+                Duration::from_secs(5),
+                move |link| {
+                    let addr = RouterActor::new(s2.clone()).with_link(link).start();
+                    *s2.router.write() = Some(addr.clone());
+                    Ok(Box::new(StopHandle(addr.recipient())) as Box<dyn ChildHandle>)
+                },
+            ))
+            .child(ChildSpec::new(
                 "agents",
                 Restart::Permanent,
                 Duration::from_secs(30),
-                move |_link| {
-                    Ok(Box::new(SupervisorHandle(agents_child.clone())) as Box<dyn ChildHandle>)
+                move |link| {
+                    let addr = Supervisor::new("agents", Supervision::default())
+                        .with_shared(s3.clone())
+                        .with_parent(link)
+                        .start();
+                    *s3.agents.write() = Some(addr.clone());
+                    Ok(Box::new(SupervisorHandle(addr)) as Box<dyn ChildHandle>)
                 },
             ))
             .start();
+        // The root starts its children when it first runs: wait for them (bounded).
+        let limit = tokio::time::Instant::now() + Duration::from_secs(5);
+        while shared.agents.read().is_none() {
+            if tokio::time::Instant::now() >= limit {
+                return Err(StartError::Stopped(
+                    "the root supervisor did not start its children".into(),
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
         let muster = Muster {
             inner: Arc::new(Inner {
                 shared,
-                registry,
-                router,
-                agents,
                 root,
                 arbiter: actix_rt::Arbiter::current(),
                 thread: std::thread::current().id(),
@@ -493,9 +531,6 @@ impl MusterBuilder {
 
 struct Inner {
     shared: Arc<Shared>,
-    registry: Addr<Registry>,
-    router: Addr<RouterActor>,
-    agents: Addr<Supervisor>,
     root: Addr<Supervisor>,
     arbiter: actix_rt::ArbiterHandle,
     thread: std::thread::ThreadId,
@@ -593,8 +628,13 @@ impl Muster {
             contracts.push(Arc::new(c.compile(&shared.schemas)?));
         }
         let agent_name: Arc<str> = Arc::from(def.name.as_str());
-        self.inner
-            .registry
+        let registry = shared
+            .registry()
+            .ok_or_else(|| StartError::Stopped("the registry is not running".into()))?;
+        let agents = shared
+            .agents()
+            .ok_or_else(|| StartError::Stopped("the agents supervisor is not running".into()))?;
+        registry
             .send(Declare {
                 agent: agent_name.clone(),
                 contracts,
@@ -603,8 +643,7 @@ impl Muster {
             .map_err(|e| StartError::Stopped(e.to_string()))??;
         let ids = def.instance_ids();
         let spec = group_spec(def, shared.clone());
-        self.inner
-            .agents
+        agents
             .send(StartChild(spec))
             .await
             .map_err(|e| StartError::Stopped(e.to_string()))?
@@ -657,15 +696,17 @@ impl Muster {
     /// output schema. Every failure carries its reason and is kept as a dead letter.
     pub async fn send(&self, envelope: Envelope) -> Result<Envelope, DeliveryFailure> {
         let wait = self.inner.shared.config.send_wait;
-        match self
-            .inner
-            .router
-            .send(Route {
-                envelope: envelope.clone(),
-                wait,
-            })
-            .await
-        {
+        let sent = match self.inner.shared.router() {
+            Some(r) => r
+                .send(Route {
+                    envelope: envelope.clone(),
+                    wait,
+                })
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("no router".to_string()),
+        };
+        match sent {
             Ok(r) => r,
             Err(e) => {
                 let router = crate::messaging::Router {
@@ -732,7 +773,9 @@ impl Muster {
             ended_ms: None,
         };
         let shared2 = shared.clone();
-        let registry = self.inner.registry.clone();
+        let Some(registry) = shared.registry() else {
+            return Err(SubmitError::Stopped("the registry is not running".into()));
+        };
         let make = move || {
             let owner = TaskOwner::new(shared2.clone(), registry, task, id, contract, tx);
             let addr = owner.start();
@@ -767,7 +810,7 @@ impl Muster {
 
     /// Subscribes to registry changes (registrations, state changes, drop-outs).
     pub async fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<RegistryEvent>> {
-        self.inner.registry.send(Subscribe).await.ok()
+        self.inner.shared.registry()?.send(Subscribe).await.ok()
     }
 
     /// The journal.
@@ -843,8 +886,20 @@ impl Muster {
                 .await;
         }
         let _ = self.inner.root.send(ShutdownSupervisor).await;
-        let _ = self.inner.agents.send(ShutdownSupervisor).await;
         let _ = self.inner.shared.stopped.send(Some("shut down".into()));
+    }
+}
+
+/// Stops a plain actor child (registry, router) by asking it to stop.
+struct StopHandle(actix::Recipient<crate::supervision::supervisor::StopActor>);
+
+impl ChildHandle for StopHandle {
+    fn shutdown(&mut self) {
+        self.0.do_send(crate::supervision::supervisor::StopActor);
+    }
+
+    fn kill(&mut self, _reason: &str) {
+        self.0.do_send(crate::supervision::supervisor::StopActor);
     }
 }
 

@@ -50,9 +50,15 @@ pub struct Registry {
     waiters: HashMap<Arc<str>, Vec<oneshot::Sender<()>>>,
     liveness: HashMap<Arc<str>, (Duration, tokio::time::Instant)>,
     events: broadcast::Sender<RegistryEvent>,
+    link: Option<crate::supervision::ChildLink>,
 }
 
 impl Registry {
+    pub(crate) fn with_link(mut self, link: crate::supervision::ChildLink) -> Self {
+        self.link = Some(link);
+        self
+    }
+
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let (events, _) = broadcast::channel(1024);
         Registry {
@@ -62,6 +68,7 @@ impl Registry {
             waiters: HashMap::new(),
             liveness: HashMap::new(),
             events,
+            link: None,
         }
     }
 
@@ -87,6 +94,12 @@ impl Registry {
 
 impl Actor for Registry {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(l) = self.link.take() {
+            l.exit(crate::supervision::Exit::Shutdown);
+        }
+    }
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1 << 20);
@@ -302,4 +315,12 @@ impl Handler<Sync> for Registry {
     type Result = ();
 
     fn handle(&mut self, _: Sync, _: &mut Self::Context) {}
+}
+
+impl Handler<crate::supervision::supervisor::StopActor> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::supervision::supervisor::StopActor, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
 }

@@ -18,7 +18,6 @@ use super::dead_letter::DeadLetter;
 use super::envelope::{Envelope, Recipient};
 use super::ContractError;
 use crate::agents::instance::{Assign, AttemptReport, ReplyTo};
-use crate::agents::Failure;
 use crate::discovery::{InstanceHandle, PickError};
 use crate::journal::Event;
 use crate::runtime::Shared;
@@ -188,13 +187,28 @@ impl Router {
 /// The router actor: serves [`Route`] for envelopes sent through [`crate::Muster::send`].
 pub struct RouterActor {
     router: Router,
+    link: Option<crate::supervision::ChildLink>,
 }
 
 impl RouterActor {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         RouterActor {
             router: Router { shared },
+            link: None,
         }
+    }
+
+    pub(crate) fn with_link(mut self, link: crate::supervision::ChildLink) -> Self {
+        self.link = Some(link);
+        self
+    }
+}
+
+impl Handler<crate::supervision::supervisor::StopActor> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::supervision::supervisor::StopActor, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -203,6 +217,12 @@ impl Actor for RouterActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1 << 20);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(l) = self.link.take() {
+            l.exit(crate::supervision::Exit::Shutdown);
+        }
     }
 }
 
@@ -323,11 +343,4 @@ async fn route(router: Router, env: Envelope, wait: Duration) -> Result<Envelope
         deadline: None,
     };
     Ok(reply)
-}
-
-/// Lets failures of attempts be described as delivery failures for plain messages.
-impl From<&Failure> for FailureReason {
-    fn from(_: &Failure) -> Self {
-        FailureReason::AgentFailed
-    }
 }

@@ -551,3 +551,9 @@ impl ChildHandle for SupervisorHandle {
         self.0.do_send(ShutdownSupervisor);
     }
 }
+
+/// Asks a plain actor child (registry, router) to stop; it reports `shutdown` through its
+/// link as it stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopActor;

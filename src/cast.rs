@@ -1,0 +1,14 @@
+//! The cast: agent types declared in files (`actors/*.toml`), loaded into [`AgentDef`]s.
+//!
+//! Owns manifest parsing and checking. A manifest is checked against
+//! `schemas/manifest.schema.json` (when the schema store has it), then deserialized with the
+//! `config` crate so environment variables can override any field:
+//! `MUSTER_<AGENT>__<FIELD>` (agent name upper-cased, `-` as `_`; nested fields joined with
+//! `__`), e.g. `MUSTER_TESTER__REPLICAS=3` or `MUSTER_TESTER__BACKEND__PROGRAM=python3.12`.
+//! Every manifest is loaded and checked before any agent is registered, so one bad file
+//! leaves nothing half-registered. It does not start anything: the runtime does.
+
+pub mod builtins;
+pub mod manifest;
+
+pub use manifest::{load_cast, BackendSpec, CastError, Manifest, ManifestError};

@@ -1,0 +1,106 @@
+//! The `muster` command line: parses arguments and calls the library. No logic lives here
+//! that a library user could not reach.
+//!
+//! Exit codes: 0 success, 1 the thing checked or run failed, 2 bad input (unreadable file,
+//! schema error), with a message naming the file, the field and what was expected.
+
+pub mod agents;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: what was run or checked failed.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: bad input.
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// muster: every AI agent a supervised actor.
+#[derive(Debug, Parser)]
+#[command(name = "muster", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List agents, capabilities, schemas and state after registering the cast.
+    Agents(agents::AgentsArgs),
+}
+
+/// Options shared by commands that load a cast.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CastArgs {
+    /// Directory of agent manifests (`*.toml`).
+    #[arg(long, default_value = "actors")]
+    pub actors: PathBuf,
+    /// Directory of JSON Schemas (`NAME.schema.json`).
+    #[arg(long, default_value = "schemas")]
+    pub schemas: PathBuf,
+}
+
+/// A failure with its exit code, printed as text or JSON.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: i32,
+    /// Message.
+    pub message: String,
+    /// Structured details for `--json`.
+    pub details: serde_json::Value,
+}
+
+impl CliError {
+    /// Bad input (exit 2).
+    pub fn bad_input(message: impl Into<String>, details: serde_json::Value) -> Self {
+        CliError {
+            code: EXIT_BAD_INPUT,
+            message: message.into(),
+            details,
+        }
+    }
+
+    /// Failure (exit 1).
+    pub fn failed(message: impl Into<String>, details: serde_json::Value) -> Self {
+        CliError {
+            code: EXIT_FAILED,
+            message: message.into(),
+            details,
+        }
+    }
+
+    /// Prints the error (stderr as text, or stdout as a JSON document) and returns the code.
+    pub fn report(&self, json: bool) -> i32 {
+        if json {
+            let doc =
+                serde_json::json!({"ok": false, "error": self.message, "details": self.details});
+            println!("{doc}");
+        } else {
+            eprintln!("error: {}", self.message);
+        }
+        self.code
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Agents(a) => {
+            let json = a.json;
+            match agents::run(a) {
+                Ok(()) => EXIT_OK,
+                Err(e) => e.report(json),
+            }
+        }
+    }
+}
+
+/// Runs an async body on a fresh actix system (the runtime's home thread).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    actix::System::new().block_on(f)
+}

@@ -1,0 +1,118 @@
+//! `muster agents`: register the cast and list every instance.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{block_on, CastArgs, CliError};
+use crate::cast::load_cast;
+use crate::runtime::{AgentDef, Muster};
+use crate::SchemaStore;
+
+/// Arguments of `muster agents`.
+#[derive(Debug, clap::Args)]
+pub struct AgentsArgs {
+    /// Where the cast and schemas are.
+    #[command(flatten)]
+    pub cast: CastArgs,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads schemas and every manifest, checking all of them before registering any.
+pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliError> {
+    let store = SchemaStore::new();
+    load_schemas(&store, &cast.schemas)?;
+    let manifests = load_cast(&cast.actors, &store).map_err(|e| {
+        CliError::bad_input(
+            format!("invalid cast in {}:\n{e}", cast.actors.display()),
+            serde_json::to_value(&e.errors).unwrap_or_default(),
+        )
+    })?;
+    let mut defs = Vec::new();
+    for (file, m) in manifests {
+        let def = m.to_def().map_err(|message| {
+            CliError::bad_input(
+                format!("{}: /backend: {message}", file.display()),
+                json!({"file": file, "field": "/backend", "message": message}),
+            )
+        })?;
+        defs.push(def);
+    }
+    Ok((store, defs))
+}
+
+pub(crate) fn load_schemas(store: &SchemaStore, dir: &Path) -> Result<(), CliError> {
+    store.load_dir(dir).map(|_| ()).map_err(|e| {
+        CliError::bad_input(
+            e.to_string(),
+            json!({"schemas": dir, "message": e.to_string()}),
+        )
+    })
+}
+
+/// Starts a runtime on the current actix system with the given schemas and cast.
+pub(crate) async fn start(schemas_dir: &Path, defs: Vec<AgentDef>) -> Result<Muster, CliError> {
+    let mut b = Muster::builder().schemas_dir(schemas_dir);
+    for d in defs {
+        b = b.agent(d);
+    }
+    b.start()
+        .await
+        .map_err(|e| CliError::bad_input(e.to_string(), json!({"message": e.to_string()})))
+}
+
+/// Runs `muster agents`.
+pub fn run(args: AgentsArgs) -> Result<(), CliError> {
+    let (store, defs) = load(&args.cast)?;
+    let descriptions: Vec<(String, String)> = defs
+        .iter()
+        .map(|d| (d.name.clone(), d.description.clone()))
+        .collect();
+    let schemas = store.names();
+    block_on(async move {
+        let muster = start(&args.cast.schemas, defs).await?;
+        let agents = muster.agents();
+        if args.json {
+            let doc = json!({
+                "ok": true,
+                "agents": agents,
+                "capabilities": agents.iter().flat_map(|a| a.capabilities.iter().map(|c| c.name.clone())).collect::<std::collections::BTreeSet<_>>(),
+                "schemas": schemas,
+            });
+            println!("{doc}");
+        } else {
+            println!(
+                "{:<18} {:<9} {:>8}  {:<16} {:<20} {}",
+                "INSTANCE", "STATE", "IN-FLIGHT", "CAPABILITY", "INPUT", "OUTPUT"
+            );
+            for a in &agents {
+                for (i, c) in a.capabilities.iter().enumerate() {
+                    let (id, state, inflight) = if i == 0 {
+                        (a.id.clone(), a.state.to_string(), a.in_flight.to_string())
+                    } else {
+                        (String::new(), String::new(), String::new())
+                    };
+                    println!(
+                        "{:<18} {:<9} {:>8}  {:<16} {:<20} {}",
+                        id, state, inflight, c.name, c.input, c.output
+                    );
+                }
+            }
+            println!();
+            for (name, desc) in descriptions {
+                if !desc.is_empty() {
+                    println!("{name}: {desc}");
+                }
+            }
+            println!(
+                "{} instances, {} schemas loaded",
+                agents.len(),
+                schemas.len()
+            );
+        }
+        muster.shutdown().await;
+        Ok(())
+    })
+}
