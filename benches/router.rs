@@ -89,7 +89,11 @@ fn bench(c: &mut Criterion) {
             .schema("bench-payload", schema())
             .agent(
                 AgentDef::function("echo", |v, ctx| async move { Ok(hop(v, &ctx.agent)) })
-                    .capability(CapabilitySpec::new("echo", "bench-payload", "bench-payload")),
+                    .capability(CapabilitySpec::new(
+                        "echo",
+                        "bench-payload",
+                        "bench-payload",
+                    )),
             )
             .start()
             .await
@@ -103,7 +107,12 @@ fn bench(c: &mut Criterion) {
             sys.block_on(async move {
                 let start = Instant::now();
                 for i in 0..iters {
-                    let env = Envelope::new("echo", Recipient::Capability("echo".into()), "bench-payload", payload(i));
+                    let env = Envelope::new(
+                        "echo",
+                        Recipient::Capability("echo".into()),
+                        "bench-payload",
+                        payload(i),
+                    );
                     let r = m.send(env).await;
                     assert!(r.is_ok());
                 }

@@ -410,12 +410,11 @@ impl Handler<ChildExited> for Supervisor {
             Restart::Temporary => false,
         };
         tracing::info!(supervisor = %self.id, child = %m.id, exit = %m.exit, restart, "child exited");
-        if let Some((mut h, _)) = self.children[i].running.take() {
-            if !restart {
+        let mut exited = self.children[i].running.take().map(|(h, _)| h);
+        if !restart {
+            if let Some(h) = exited.as_mut() {
                 h.removed(&m.exit.to_string());
             }
-        }
-        if !restart {
             if self.children[i].spec.restart == Restart::Temporary {
                 self.children.remove(i);
             }
@@ -439,6 +438,9 @@ impl Handler<ChildExited> for Supervisor {
                 m.id,
                 m.exit
             );
+            if let Some(h) = exited.as_mut() {
+                h.removed(&reason);
+            }
             self.escalate(reason, ctx);
             return;
         }
