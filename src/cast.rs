@@ -1,4 +1,4 @@
-//! The cast: agent types declared in files (`actors/*.toml`), loaded into [`AgentDef`]s.
+//! The cast: agent types declared in files (`actors/*.toml`), loaded into [`crate::AgentDef`]s.
 //!
 //! Owns manifest parsing and checking. A manifest is checked against
 //! `schemas/manifest.schema.json` (when the schema store has it), then deserialized with the

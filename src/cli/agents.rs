@@ -84,8 +84,8 @@ pub fn run(args: AgentsArgs) -> Result<(), CliError> {
             println!("{doc}");
         } else {
             println!(
-                "{:<18} {:<9} {:>8}  {:<16} {:<20} {}",
-                "INSTANCE", "STATE", "IN-FLIGHT", "CAPABILITY", "INPUT", "OUTPUT"
+                "{:<18} {:<9} {:>8}  {:<16} {:<20} OUTPUT",
+                "INSTANCE", "STATE", "IN-FLIGHT", "CAPABILITY", "INPUT"
             );
             for a in &agents {
                 for (i, c) in a.capabilities.iter().enumerate() {

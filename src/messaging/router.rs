@@ -2,9 +2,9 @@
 //!
 //! [`Router`] is the routing logic over shared state (schema store, capability index,
 //! journal); [`RouterActor`] serves envelopes sent from outside and waits for their replies.
-//! Task owners call [`Router::deliver`] inline: a task stays on one thread from submission to
+//! Task owners call `Router::deliver` inline: a task stays on one thread from submission to
 //! completion, and a hop through another actor would cost a mailbox round trip per handoff.
-//! The transport seam for remote agents is [`Router::deliver`]: everything that reaches an
+//! The transport seam for remote agents is `Router::deliver`: everything that reaches an
 //! instance passes through it.
 
 use std::sync::Arc;
