@@ -109,3 +109,28 @@ fn a_wrong_field_exits_2_with_what_was_expected() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("replica"), "{err}");
 }
+
+#[test]
+fn the_shipped_cast_registers_and_lists_every_agent() {
+    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["agents", "--json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run muster");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps = doc["capabilities"].to_string();
+    for c in ["code.write", "code.test", "code.review", "code.security"] {
+        assert!(caps.contains(c), "{caps}");
+    }
+    assert!(doc["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["state"] == "ready"));
+}
