@@ -16,6 +16,6 @@ pub mod supervisor;
 
 pub use restart::{Exit, Restart, Strategy, Supervision};
 pub use supervisor::{
-    ChildExited, ChildHandle, ChildInfo, ChildLink, ChildSpec, StartChild, Supervisor,
-    TerminateChild, WhichChildren,
+    ChildExited, ChildHandle, ChildInfo, ChildLink, ChildSpec, ShutdownSupervisor, StartChild,
+    StopActor, Supervisor, SupervisorHandle, TerminateChild, WhichChildren,
 };

@@ -10,7 +10,13 @@
 //!      strategy: one_for_one   → restart it
 //!                one_for_all   → stop the others (reverse order), restart all in order
 //!                rest_for_one  → stop the later ones (reverse order), restart it and them
+//!                (after `backoff`, during which the supervisor keeps answering)
 //! ```
+//!
+//! Children are stopped one at a time: the next is asked to stop only once the previous one
+//! is down or was killed after its shutdown time, so a child never outlives one started
+//! before it (OTP). A child that is down for good (not restarted, terminated, or stopped
+//! by a shutdown or an escalation) is told so through [`ChildHandle::removed`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +75,7 @@ impl ChildLink {
         &self.id
     }
 
-    /// This start's generation (0 first, +1 per restart).
+    /// This start's generation (1 first, +1 per restart; 0 means never started).
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -171,7 +177,54 @@ struct Child {
     spec: ChildSpec,
     generation: u64,
     running: Option<(Box<dyn ChildHandle>, Arc<ExitSignal>)>,
+    /// The handle of the generation that exited, kept until its successor starts (or it is
+    /// removed), so that what it held can be released if no successor comes.
+    down: Option<Box<dyn ChildHandle>>,
+    /// Why the current generation's start failed: its link reported `killed` when `start`
+    /// dropped it, and this is the real reason.
+    start_error: Option<String>,
 }
+
+impl Child {
+    fn new(spec: ChildSpec) -> Self {
+        Child {
+            spec,
+            generation: 0,
+            running: None,
+            down: None,
+            start_error: None,
+        }
+    }
+}
+
+/// A running child being stopped.
+struct Stopping {
+    id: Arc<str>,
+    handle: Box<dyn ChildHandle>,
+    signal: Arc<ExitSignal>,
+    limit: Duration,
+}
+
+impl Stopping {
+    /// Asks the child to stop and waits for its exit, at most its shutdown time; then kills
+    /// it. Returns its handle.
+    async fn stop(mut self) -> (Arc<str>, Box<dyn ChildHandle>) {
+        self.handle.shutdown();
+        let signal = self.signal;
+        let wait = async {
+            while !signal.done.load(Ordering::Acquire) {
+                signal.notify.notified().await;
+            }
+        };
+        if tokio::time::timeout(self.limit, wait).await.is_err() {
+            self.handle.kill("did not stop within its shutdown time");
+        }
+        (self.id, self.handle)
+    }
+}
+
+/// Stopped children's handles, in the order they were stopped.
+type Stopped = Vec<(Arc<str>, Box<dyn ChildHandle>)>;
 
 /// A child as listed by [`WhichChildren`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -236,11 +289,7 @@ impl Supervisor {
 
     /// Adds a child to start when the supervisor starts (in order).
     pub fn child(mut self, spec: ChildSpec) -> Self {
-        self.children.push(Child {
-            spec,
-            generation: 0,
-            running: None,
-        });
+        self.children.push(Child::new(spec));
         self
     }
 
@@ -255,6 +304,9 @@ impl Supervisor {
         let me = ctx.address().recipient();
         let c = &mut self.children[i];
         c.generation += 1;
+        // The new generation replaces whatever the previous one held.
+        c.down = None;
+        c.start_error = None;
         let signal = Arc::new(ExitSignal::default());
         let link = ChildLink {
             sup: me,
@@ -266,40 +318,59 @@ impl Supervisor {
         match (c.spec.start)(link) {
             Ok(h) => c.running = Some((h, signal)),
             Err(e) => {
-                // The link was dropped inside `start` and reported `killed`; report the
-                // real reason instead, for this generation.
+                // A start that fails is an abnormal exit of this generation. The link was
+                // usually dropped inside `start` and has already reported `killed` (that
+                // report is handled first): record the real reason for it to use.
+                let reason = format!("start failed: {e}");
+                c.start_error = Some(reason.clone());
+                let reported = signal.done.load(Ordering::Acquire);
                 c.running = Some((Box::new(Failed), signal));
-                ctx.address().do_send(ChildExited {
-                    id: c.spec.id.clone(),
-                    generation: c.generation,
-                    exit: Exit::Error(format!("start failed: {e}")),
-                });
+                if !reported {
+                    ctx.address().do_send(ChildExited {
+                        id: c.spec.id.clone(),
+                        generation: c.generation,
+                        exit: Exit::Error(reason),
+                    });
+                }
             }
         }
     }
 
-    /// Stops the given children, in the order given, each within its shutdown time.
-    fn terminate(&mut self, order: Vec<usize>) -> LocalBoxFuture<'static, ()> {
-        let mut steps = Vec::new();
-        for i in order {
-            let c = &mut self.children[i];
-            if let Some((mut h, signal)) = c.running.take() {
-                h.shutdown();
-                steps.push((h, signal, c.spec.shutdown));
+    /// Stops the given children one at a time, in the order given: each is asked to stop
+    /// and given its shutdown time, then killed, before the next is asked (OTP). Resolves to
+    /// their handles.
+    fn terminate(&mut self, order: Vec<usize>) -> LocalBoxFuture<'static, Stopped> {
+        let steps: Vec<Stopping> = order
+            .into_iter()
+            .filter_map(|i| {
+                let c = &mut self.children[i];
+                c.running.take().map(|(handle, signal)| Stopping {
+                    id: c.spec.id.clone(),
+                    handle,
+                    signal,
+                    limit: c.spec.shutdown,
+                })
+            })
+            .collect();
+        Box::pin(async move {
+            let mut stopped = Vec::with_capacity(steps.len());
+            for step in steps {
+                stopped.push(step.stop().await);
+            }
+            stopped
+        })
+    }
+
+    /// Every child is down for good (shutdown, escalation): release what each held.
+    fn release_all(&mut self, stopped: Stopped, reason: &str) {
+        for (_, mut h) in stopped {
+            h.removed(reason);
+        }
+        for c in &mut self.children {
+            if let Some(mut h) = c.down.take() {
+                h.removed(reason);
             }
         }
-        Box::pin(async move {
-            for (mut h, signal, limit) in steps {
-                let wait = async {
-                    while !signal.done.load(Ordering::Acquire) {
-                        signal.notify.notified().await;
-                    }
-                };
-                if tokio::time::timeout(limit, wait).await.is_err() {
-                    h.kill("did not stop within its shutdown time");
-                }
-            }
-        })
     }
 
     fn escalate(&mut self, reason: String, ctx: &mut Context<Self>) {
@@ -311,10 +382,8 @@ impl Supervisor {
         self.terminating = true;
         let order: Vec<usize> = (0..self.children.len()).rev().collect();
         let fut = self.terminate(order);
-        ctx.wait(fut.into_actor(self).map(move |(), act, ctx| {
-            for c in &mut act.children {
-                c.running = None;
-            }
+        ctx.wait(fut.into_actor(self).map(move |stopped, act, ctx| {
+            act.release_all(stopped, &format!("its supervisor escalated: {reason}"));
             if let Some(link) = act.parent.take() {
                 link.exit(Exit::Error(reason));
             } else if let Some(f) = act.on_escalate.take() {
@@ -331,44 +400,75 @@ impl Supervisor {
             Strategy::OneForAll => ((0..n).rev().filter(|&j| j != i).collect(), (0..n).collect()),
             Strategy::RestForOne => ((i + 1..n).rev().collect(), (i..n).collect()),
         };
+        // By id: the children may change during the backoff.
+        let restart: Vec<Arc<str>> = restart
+            .into_iter()
+            .map(|j| self.children[j].spec.id.clone())
+            .collect();
         let backoff = self.settings.backoff;
         let failed = self.children[i].spec.id.clone();
         let exit = exit.to_string();
+        // Stopping the others blocks the mailbox (as OTP's supervisor is busy while it
+        // terminates children); the backoff does not.
         let fut = self.terminate(stop);
-        ctx.wait(
-            async move {
-                fut.await;
-                if !backoff.is_zero() {
-                    tokio::time::sleep(backoff).await;
+        ctx.wait(fut.into_actor(self).map(move |stopped, act, ctx| {
+            // Temporary children stopped by a group restart are not restarted (OTP).
+            let mut dropped = Vec::new();
+            for (id, mut h) in stopped {
+                if act.restart_type(&id) == Some(Restart::Temporary) {
+                    h.removed(&format!("stopped as {failed} failed, and temporary"));
+                    dropped.push(id);
                 }
             }
-            .into_actor(self)
-            .map(move |(), act, ctx| {
-                let mut dropped = Vec::new();
-                for &j in &restart {
-                    let c = &act.children[j];
-                    // Temporary children stopped by a group restart are not restarted (OTP).
-                    if j != i && c.spec.restart == Restart::Temporary {
-                        dropped.push(c.spec.id.clone());
-                        continue;
-                    }
-                    if c.running.is_none() {
-                        let why = if j == i {
-                            exit.clone()
-                        } else {
-                            format!("restarted with {failed}")
-                        };
-                        act.journal(Event::ChildRestarted {
-                            supervisor: act.id.clone(),
-                            child: c.spec.id.clone(),
-                            exit: why,
-                        });
-                        act.start_child(j, ctx);
-                    }
-                }
-                act.children.retain(|c| !dropped.contains(&c.spec.id));
-            }),
-        );
+            act.children.retain(|c| !dropped.contains(&c.spec.id));
+            if backoff.is_zero() {
+                act.restart_ids(&restart, &failed, &exit, ctx);
+            } else {
+                ctx.run_later(backoff, move |act, ctx| {
+                    act.restart_ids(&restart, &failed, &exit, ctx);
+                });
+            }
+        }));
+    }
+
+    fn restart_type(&self, id: &str) -> Option<Restart> {
+        self.children
+            .iter()
+            .find(|c| c.spec.id.as_ref() == id)
+            .map(|c| c.spec.restart)
+    }
+
+    /// Starts, in the order given, those of `ids` that are still children and not running
+    /// (one may have been terminated, or restarted by a later failure, meanwhile).
+    fn restart_ids(
+        &mut self,
+        ids: &[Arc<str>],
+        failed: &Arc<str>,
+        exit: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.terminating {
+            return;
+        }
+        for id in ids {
+            let Some(j) = self.children.iter().position(|c| &c.spec.id == id) else {
+                continue;
+            };
+            if self.children[j].running.is_some() {
+                continue;
+            }
+            let why = if id == failed {
+                exit.to_string()
+            } else {
+                format!("restarted with {failed}")
+            };
+            self.journal(Event::ChildRestarted {
+                supervisor: self.id.clone(),
+                child: id.clone(),
+                exit: why,
+            });
+            self.start_child(j, ctx);
+        }
     }
 }
 
@@ -404,17 +504,24 @@ impl Handler<ChildExited> for Supervisor {
         else {
             return; // an exit we caused, or of an earlier generation
         };
+        let mut m = m;
+        if let Some(e) = self.children[i].start_error.take() {
+            m.exit = Exit::Error(e);
+        }
         let restart = match self.children[i].spec.restart {
             Restart::Permanent => true,
             Restart::Transient => m.exit.is_abnormal(),
             Restart::Temporary => false,
         };
         tracing::info!(supervisor = %self.id, child = %m.id, exit = %m.exit, restart, "child exited");
-        let mut exited = self.children[i].running.take().map(|(h, _)| h);
-        if !restart {
-            if let Some(h) = exited.as_mut() {
+        if let Some((mut h, _)) = self.children[i].running.take() {
+            if restart {
+                self.children[i].down = Some(h);
+            } else {
                 h.removed(&m.exit.to_string());
             }
+        }
+        if !restart {
             if self.children[i].spec.restart == Restart::Temporary {
                 self.children.remove(i);
             }
@@ -438,9 +545,6 @@ impl Handler<ChildExited> for Supervisor {
                 m.id,
                 m.exit
             );
-            if let Some(h) = exited.as_mut() {
-                h.removed(&reason);
-            }
             self.escalate(reason, ctx);
             return;
         }
@@ -463,11 +567,7 @@ impl Handler<StartChild> for Supervisor {
         if self.children.iter().any(|c| c.spec.id == m.0.id) {
             return Err(format!("a child called `{}` already exists", m.0.id));
         }
-        self.children.push(Child {
-            spec: m.0,
-            generation: 0,
-            running: None,
-        });
+        self.children.push(Child::new(m.0));
         let i = self.children.len() - 1;
         self.start_child(i, ctx);
         Ok(())
@@ -486,11 +586,29 @@ impl Handler<TerminateChild> for Supervisor {
         let Some(i) = self.children.iter().position(|c| c.spec.id == m.0) else {
             return Box::pin(actix::fut::ready(false));
         };
-        let fut = self.terminate(vec![i]);
-        Box::pin(fut.into_actor(self).map(move |(), act, _| {
-            act.children.retain(|c| c.spec.id != m.0);
-            true
-        }))
+        // Removed at once, so that no restart started meanwhile can bring it back.
+        let mut c = self.children.remove(i);
+        let step = c.running.take().map(|(handle, signal)| Stopping {
+            id: c.spec.id.clone(),
+            handle,
+            signal,
+            limit: c.spec.shutdown,
+        });
+        let down = c.down.take();
+        Box::pin(
+            async move {
+                let reason = "terminated by its supervisor";
+                if let Some(step) = step {
+                    let (_, mut h) = step.stop().await;
+                    h.removed(reason);
+                }
+                if let Some(mut h) = down {
+                    h.removed(reason);
+                }
+                true
+            }
+            .into_actor(self),
+        )
     }
 }
 
@@ -527,10 +645,17 @@ impl Handler<ShutdownSupervisor> for Supervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: ShutdownSupervisor, _: &mut Self::Context) -> Self::Result {
+        if self.terminating {
+            // Already stopping its children (a second request, e.g. a parent's kill after
+            // its shutdown time): that shutdown goes on, and reports when done. Stopping now
+            // would leave the children it has not reached running, unsupervised.
+            return Box::pin(actix::fut::ready(()));
+        }
         self.terminating = true;
         let order: Vec<usize> = (0..self.children.len()).rev().collect();
         let fut = self.terminate(order);
-        Box::pin(fut.into_actor(self).map(|(), act, ctx| {
+        Box::pin(fut.into_actor(self).map(|stopped, act, ctx| {
+            act.release_all(stopped, "its supervisor shut down");
             if let Some(link) = act.parent.take() {
                 link.exit(Exit::Shutdown);
             }
@@ -548,8 +673,8 @@ impl ChildHandle for SupervisorHandle {
     }
 
     fn kill(&mut self, _reason: &str) {
-        // Its children were each given their own shutdown time; stopping it drops their
-        // links, which report `killed`.
+        // It is already stopping its children, each within its own shutdown time, and
+        // reports when done; a second request does not cut that short.
         self.0.do_send(ShutdownSupervisor);
     }
 }
