@@ -5,6 +5,7 @@
 //! schema error), with a message naming the file, the field and what was expected.
 
 pub mod agents;
+pub mod run;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// List agents, capabilities, schemas and state after registering the cast.
     Agents(agents::AgentsArgs),
+    /// Run one workflow with the cast, showing each step as it happens.
+    Run(run::RunArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -90,6 +93,13 @@ impl CliError {
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::Run(a) => {
+            let json = a.json;
+            match run::run(a) {
+                Ok(code) => code,
+                Err(e) => e.report(json),
+            }
+        }
         Command::Agents(a) => {
             let json = a.json;
             match agents::run(a) {

@@ -14,6 +14,7 @@ pub mod messaging;
 pub mod runtime;
 pub mod supervision;
 mod util;
+pub mod workflow;
 
 pub use agents::{
     Agent, AgentError, AgentFactory, AgentLink, AgentState, Failure, FnAgent, TaskContext,

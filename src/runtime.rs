@@ -147,6 +147,7 @@ pub(crate) struct Shared {
     pub stats: Stats,
     pub config: RuntimeConfig,
     pub owners: DashMap<Uuid, Addr<TaskOwner>>,
+    pub gates: DashMap<(Uuid, String), oneshot::Sender<crate::workflow::Decision>>,
     pub registry: RwLock<Option<Addr<Registry>>>,
     pub router: RwLock<Option<Addr<RouterActor>>>,
     pub agents: RwLock<Option<Addr<Supervisor>>>,
@@ -457,6 +458,7 @@ impl MusterBuilder {
             stats: Stats::default(),
             config: self.config,
             owners: DashMap::new(),
+            gates: DashMap::new(),
             registry: RwLock::new(None),
             router: RwLock::new(None),
             agents: RwLock::new(None),
@@ -848,6 +850,57 @@ impl Muster {
             }
             None => false,
         }
+    }
+
+    /// Records a human decision at a gate where a run waits (in this process).
+    pub fn approve(
+        &self,
+        run: Uuid,
+        gate: &str,
+        decision: crate::workflow::Decision,
+    ) -> Result<(), crate::workflow::engine::ApproveError> {
+        match self.inner.shared.gates.remove(&(run, gate.to_string())) {
+            Some((_, tx)) => {
+                tx.send(decision)
+                    .map_err(|_| crate::workflow::engine::ApproveError::NotWaiting {
+                        run,
+                        gate: gate.into(),
+                    })
+            }
+            None => Err(crate::workflow::engine::ApproveError::NotWaiting {
+                run,
+                gate: gate.into(),
+            }),
+        }
+    }
+
+    /// Whether a run waits at a gate in this process.
+    pub fn is_waiting(&self, run: Uuid, gate: &str) -> bool {
+        self.inner
+            .shared
+            .gates
+            .contains_key(&(run, gate.to_string()))
+    }
+
+    pub(crate) fn register_gate(
+        &self,
+        run: Uuid,
+        gate: &str,
+        tx: oneshot::Sender<crate::workflow::Decision>,
+    ) {
+        self.inner.shared.gates.insert((run, gate.to_string()), tx);
+    }
+
+    pub(crate) fn journal_event(&self, e: Event) {
+        self.inner.shared.journal(e);
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.shared.clock.now_ms()
+    }
+
+    pub(crate) fn new_id(&self) -> Uuid {
+        self.inner.shared.ids.next(self.now_ms())
     }
 
     /// Why the runtime stopped, if it has (the root supervisor's escalation report).

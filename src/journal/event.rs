@@ -160,6 +160,81 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A workflow run started.
+    RunStarted {
+        /// Run id (the correlation id of its tasks).
+        run: Uuid,
+        /// Workflow name.
+        workflow: String,
+        /// The workflow file.
+        file: String,
+        /// The validated run input.
+        input: Value,
+    },
+    /// A run entered a step.
+    StepEntered {
+        /// Run id.
+        run: Uuid,
+        /// Step name.
+        step: String,
+        /// How many times the run has entered it (from 1).
+        visit: u32,
+    },
+    /// A task step (or branch) completed.
+    StepCompleted {
+        /// Run id.
+        run: Uuid,
+        /// Step name.
+        step: String,
+        /// The step's task.
+        task: Uuid,
+        /// The accepted output.
+        output: Value,
+    },
+    /// A task step (or branch) failed: its task was escalated, or its input mapping failed.
+    StepFailed {
+        /// Run id.
+        run: Uuid,
+        /// Step name.
+        step: String,
+        /// The step's task, if one was submitted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<Uuid>,
+        /// Why.
+        reason: String,
+    },
+    /// A run waits at a gate for a human decision.
+    GateWaiting {
+        /// Run id.
+        run: Uuid,
+        /// Gate step name.
+        gate: String,
+        /// What the human decides.
+        question: String,
+    },
+    /// A human decided at a gate.
+    GateDecided {
+        /// Run id.
+        run: Uuid,
+        /// Gate step name.
+        gate: String,
+        /// Approved or rejected.
+        approved: bool,
+        /// Why.
+        reason: String,
+    },
+    /// A run ended.
+    RunEnded {
+        /// Run id.
+        run: Uuid,
+        /// `completed` or `failed`.
+        status: String,
+        /// The step it ended at.
+        step: String,
+        /// Why, for failures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Free text (tests, tools).
     Note {
         /// The text.
@@ -185,6 +260,13 @@ impl Event {
             Event::ResultStale { .. } => "result_stale",
             Event::TaskEscalated { .. } => "task_escalated",
             Event::TaskCancelled { .. } => "task_cancelled",
+            Event::RunStarted { .. } => "run_started",
+            Event::StepEntered { .. } => "step_entered",
+            Event::StepCompleted { .. } => "step_completed",
+            Event::StepFailed { .. } => "step_failed",
+            Event::GateWaiting { .. } => "gate_waiting",
+            Event::GateDecided { .. } => "gate_decided",
+            Event::RunEnded { .. } => "run_ended",
             Event::Note { .. } => "note",
         }
     }

@@ -1,0 +1,425 @@
+//! The workflow file: parsed from TOML, checked against `schemas/workflow.schema.json`,
+//! every CEL expression compiled once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::conditions::Condition;
+use crate::messaging::SchemaStore;
+use crate::supervision::Supervision;
+
+/// A problem that makes a workflow file unusable (exit code 2): the file, the step (or
+/// field) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{file}: {at}: {message}")]
+pub struct WorkflowError {
+    /// The file.
+    pub file: PathBuf,
+    /// The step (`steps.NAME`) or field (`/start`).
+    pub at: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where to go after a step.
+#[derive(Debug, Clone)]
+pub enum Next {
+    /// Always this step.
+    Step(String),
+    /// The first rule whose condition holds and whose bound is not reached.
+    Rules(Vec<Rule>),
+}
+
+/// One transition.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The condition; `None` for `otherwise`.
+    pub when: Option<Condition>,
+    /// The target step.
+    pub goto: String,
+    /// The most times a run may visit `goto` (its first visit counts); once reached the
+    /// rule is skipped.
+    pub max_visits: Option<u32>,
+}
+
+/// A task step: delegates one task by capability.
+#[derive(Debug, Clone)]
+pub struct TaskStep {
+    /// Capability.
+    pub capability: String,
+    /// CEL input mapping (default: `run.input`).
+    pub input: Option<Condition>,
+    /// Time bound per attempt.
+    pub timeout: Option<Duration>,
+    /// Attempt budget.
+    pub attempts: Option<u32>,
+    /// Delay before each reassignment.
+    pub backoff: Option<Duration>,
+    /// Where an escalated task goes: a step (usually a gate), or `fail`.
+    pub on_exhausted: Option<String>,
+    /// Where to go next (absent for a parallel branch).
+    pub next: Option<Next>,
+}
+
+/// A step.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Delegates a task.
+    Task(TaskStep),
+    /// Runs branches at once; the join waits for all.
+    Parallel {
+        /// Branch steps (task steps).
+        branches: Vec<String>,
+        /// Branches that may fail without failing the join.
+        optional: Vec<String>,
+        /// Where to go next.
+        next: Option<Next>,
+    },
+    /// Waits for a human decision.
+    Gate {
+        /// What the human decides.
+        question: String,
+        /// Where an approval goes (default: the run completes).
+        on_approve: Option<String>,
+        /// Where a rejection goes (default: the run fails).
+        on_reject: Option<String>,
+    },
+    /// Ends the run.
+    Terminal {
+        /// `true` for done, `false` for fail.
+        success: bool,
+    },
+}
+
+impl Step {
+    /// Every step this one can go to.
+    pub fn targets(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        match self {
+            Step::Task(t) => {
+                if let Some(n) = &t.next {
+                    push_next(n, &mut out);
+                }
+                if let Some(e) = &t.on_exhausted {
+                    if e != "fail" {
+                        out.push(e.as_str());
+                    }
+                }
+            }
+            Step::Parallel { branches, next, .. } => {
+                out.extend(branches.iter().map(String::as_str));
+                if let Some(n) = next {
+                    push_next(n, &mut out);
+                }
+            }
+            Step::Gate {
+                on_approve,
+                on_reject,
+                ..
+            } => {
+                out.extend(on_approve.as_deref());
+                out.extend(on_reject.as_deref());
+            }
+            Step::Terminal { .. } => {}
+        }
+        out
+    }
+}
+
+fn push_next<'a>(n: &'a Next, out: &mut Vec<&'a str>) {
+    match n {
+        Next::Step(s) => out.push(s),
+        Next::Rules(rs) => out.extend(rs.iter().map(|r| r.goto.as_str())),
+    }
+}
+
+/// A workflow, compiled.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// Name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// The input schema name.
+    pub input: String,
+    /// The first step.
+    pub start: String,
+    /// The supervision settings of its task owners.
+    pub supervision: Option<Supervision>,
+    /// Steps by name.
+    pub steps: BTreeMap<String, Step>,
+    /// The raw document (for checks that read the source).
+    pub document: Value,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+impl Workflow {
+    /// Reads, validates and compiles a workflow file. Any problem is an error naming the
+    /// file and the step.
+    pub fn load(path: &Path, schemas: &SchemaStore) -> Result<Workflow, Vec<WorkflowError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![WorkflowError {
+                file: path.to_path_buf(),
+                at: "/".into(),
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
+        Self::parse(&text, path, schemas)
+    }
+
+    /// Parses workflow TOML text (`path` names it in errors).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        schemas: &SchemaStore,
+    ) -> Result<Workflow, Vec<WorkflowError>> {
+        let err = |at: &str, message: String| WorkflowError {
+            file: path.to_path_buf(),
+            at: at.to_string(),
+            message,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            vec![err(
+                "/",
+                format!("not valid TOML: {}", e.to_string().trim()),
+            )]
+        })?;
+        let doc = serde_json::to_value(&table).map_err(|e| vec![err("/", e.to_string())])?;
+        if schemas.contains("workflow") {
+            if let Err(c) = schemas.validate("workflow", &doc) {
+                return Err(c
+                    .errors
+                    .into_iter()
+                    .map(|v| err(&pointer_to_step(&v.instance_path), v.message))
+                    .collect());
+            }
+        }
+        let mut errors = Vec::new();
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let name = s(&doc, "name").unwrap_or_default();
+        let start = s(&doc, "start").unwrap_or_default();
+        let input = s(&doc, "input").unwrap_or_default();
+        let supervision = match doc.get("supervision") {
+            Some(v) => match serde_json::from_value::<Supervision>(v.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errors.push(err("/supervision", e.to_string()));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut steps = BTreeMap::new();
+        let empty = serde_json::Map::new();
+        let raw_steps = doc
+            .get("steps")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        if raw_steps.is_empty() {
+            errors.push(err("/steps", "a workflow needs at least one step".into()));
+        }
+        for (sname, raw) in raw_steps {
+            let at = format!("steps.{sname}");
+            match parse_step(raw) {
+                Ok(step) => {
+                    steps.insert(sname.clone(), step);
+                }
+                Err(m) => errors.push(err(&at, m)),
+            }
+        }
+        if !steps.contains_key(&start) {
+            errors.push(err(
+                "/start",
+                format!("`{start}` is not a step of this workflow"),
+            ));
+        }
+        if !input.is_empty() && !schemas.contains(&input) {
+            errors.push(err(
+                "/input",
+                format!("unknown schema `{input}` (expected schemas/{input}.schema.json)"),
+            ));
+        }
+        for (sname, step) in &steps {
+            for t in step.targets() {
+                if !steps.contains_key(t) {
+                    errors.push(err(
+                        &format!("steps.{sname}"),
+                        format!("goes to `{t}`, which is not a step of this workflow"),
+                    ));
+                }
+            }
+            if let Step::Parallel { branches, .. } = step {
+                for b in branches {
+                    if !matches!(steps.get(b), Some(Step::Task(_)) | None) {
+                        errors.push(err(
+                            &format!("steps.{sname}"),
+                            format!("branch `{b}` must be a task step"),
+                        ));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Workflow {
+            name,
+            description: s(&doc, "description").unwrap_or_default(),
+            input,
+            start,
+            supervision,
+            steps,
+            document: doc,
+            file: path.to_path_buf(),
+        })
+    }
+
+    /// The task step called `name`, if it is one.
+    pub fn task(&self, name: &str) -> Option<&TaskStep> {
+        match self.steps.get(name) {
+            Some(Step::Task(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// `/steps/implement/input` → `steps.implement`.
+fn pointer_to_step(p: &str) -> String {
+    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        ["steps", name, rest @ ..] => {
+            if rest.is_empty() {
+                format!("steps.{name}")
+            } else {
+                format!("steps.{name}.{}", rest.join("."))
+            }
+        }
+        [] => "/".into(),
+        other => format!("/{}", other.join("/")),
+    }
+}
+
+fn duration(raw: &Value, key: &str) -> Result<Option<Duration>, String> {
+    match raw.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => humantime::parse_duration(s)
+            .map(Some)
+            .map_err(|e| format!("{key}: `{s}` is not a duration ({e}); write e.g. \"30s\"")),
+        Some(Value::Number(n)) => Ok(n.as_u64().map(Duration::from_secs)),
+        Some(other) => Err(format!(
+            "{key}: expected a duration like \"30s\", got {other}"
+        )),
+    }
+}
+
+fn compile(raw: &Value, key: &str) -> Result<Option<Condition>, String> {
+    match raw.get(key).and_then(Value::as_str) {
+        None => Ok(None),
+        Some(src) => Condition::compile(src)
+            .map(Some)
+            .map_err(|e| format!("{key}: {e}")),
+    }
+}
+
+fn parse_next(raw: &Value) -> Result<Option<Next>, String> {
+    match raw.get("next") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(Next::Step(s.clone()))),
+        Some(Value::Array(rules)) => {
+            let mut out = Vec::new();
+            for (i, r) in rules.iter().enumerate() {
+                let goto = r
+                    .get("goto")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("next[{i}]: needs `goto`"))?
+                    .to_string();
+                let when = match r.get("when").and_then(Value::as_str) {
+                    Some(src) => {
+                        Some(Condition::compile(src).map_err(|e| format!("next[{i}].when: {e}"))?)
+                    }
+                    None if r.get("otherwise").and_then(Value::as_bool) == Some(true) => None,
+                    None => return Err(format!("next[{i}]: needs `when` or `otherwise = true`")),
+                };
+                let max_visits = r
+                    .get("max_visits")
+                    .and_then(Value::as_u64)
+                    .map(|v| v as u32);
+                out.push(Rule {
+                    when,
+                    goto,
+                    max_visits,
+                });
+            }
+            Ok(Some(Next::Rules(out)))
+        }
+        Some(other) => Err(format!(
+            "next: expected a step name or a list of rules, got {other}"
+        )),
+    }
+}
+
+fn strings(raw: &Value, key: &str) -> Vec<String> {
+    raw.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn parse_step(raw: &Value) -> Result<Step, String> {
+    if let Some(cap) = raw.get("capability").and_then(Value::as_str) {
+        return Ok(Step::Task(TaskStep {
+            capability: cap.to_string(),
+            input: compile(raw, "input")?,
+            timeout: duration(raw, "timeout")?,
+            attempts: raw
+                .get("attempts")
+                .and_then(Value::as_u64)
+                .map(|v| v as u32),
+            backoff: duration(raw, "backoff")?,
+            on_exhausted: raw
+                .get("on_exhausted")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            next: parse_next(raw)?,
+        }));
+    }
+    if raw.get("parallel").is_some() {
+        return Ok(Step::Parallel {
+            branches: strings(raw, "parallel"),
+            optional: strings(raw, "optional"),
+            next: parse_next(raw)?,
+        });
+    }
+    if let Some(q) = raw.get("gate").and_then(Value::as_str) {
+        return Ok(Step::Gate {
+            question: q.to_string(),
+            on_approve: raw
+                .get("on_approve")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            on_reject: raw
+                .get("on_reject")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        });
+    }
+    match raw.get("terminal").and_then(Value::as_str) {
+        Some("done") => Ok(Step::Terminal { success: true }),
+        Some("fail") => Ok(Step::Terminal { success: false }),
+        Some(other) => Err(format!(
+            "terminal: expected \"done\" or \"fail\", got \"{other}\""
+        )),
+        None => {
+            Err("a step needs one of `capability` (task), `parallel`, `gate` or `terminal`".into())
+        }
+    }
+}

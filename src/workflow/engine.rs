@@ -1,0 +1,666 @@
+//! The run engine: a workflow run is a state machine driven by delegation outcomes.
+//!
+//! ```text
+//!  enter step ──task──▶ delegate ──completed──▶ next: first rule that holds and whose
+//!      ▲                   │                          max_visits is not reached
+//!      │                   └─escalated──▶ on_exhausted step (a gate) or the run fails
+//!      │       ──parallel─▶ delegate every branch at once; join waits for all;
+//!      │                   a failed non-optional branch takes its on_exhausted route
+//!      │       ──gate─────▶ wait for approve / reject
+//!      └────────────────── terminal: done (completed) or fail (failed)
+//! ```
+//!
+//! Every step's task carries the run id as correlation id and the envelope of the lease
+//! that produced the previous output as causation id. The run's state (inputs, step
+//! outputs, visits, where it is) is journaled as it changes, so it can be inspected and
+//! rebuilt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::definition::{Next, Step, TaskStep, Workflow};
+use crate::delegation::{Backoff, Outcome, Task, TaskStatus};
+use crate::journal::Event;
+use crate::runtime::{Muster, SubmitError};
+
+/// A human decision at a gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Decision {
+    /// Go on (`on_approve`, or complete the run).
+    Approve {
+        /// Why.
+        reason: String,
+    },
+    /// Stop (`on_reject`, or fail the run).
+    Reject {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a run ended (or where it waits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// It reached a `done` terminal (or a gate approved with nowhere else to go).
+    Completed,
+    /// It failed: the step and why.
+    Failed {
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// It waits at a gate (only when the run was started not to wait).
+    Waiting {
+        /// The gate step.
+        gate: String,
+        /// What the human decides.
+        question: String,
+    },
+}
+
+/// What happened at one step visit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepSummary {
+    /// Step name.
+    pub step: String,
+    /// Visit number.
+    pub visit: u32,
+    /// Capability (task steps).
+    pub capability: String,
+    /// The agent whose result was accepted.
+    pub agent: Option<String>,
+    /// Leases granted.
+    pub attempts: u32,
+    /// Reassignments to another agent.
+    pub reassignments: u32,
+    /// Stale results rejected.
+    pub stale_rejected: u32,
+    /// `completed`, `escalated`, `cancelled`, or `refused` (input did not fit).
+    pub outcome: String,
+    /// Virtual or real milliseconds from submission to the end.
+    pub duration_ms: u64,
+}
+
+/// A run's result: the facts `muster run` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunOutcome {
+    /// Run id.
+    pub run: Uuid,
+    /// Workflow name.
+    pub workflow: String,
+    /// How it ended.
+    #[serde(flatten)]
+    pub status: RunStatus,
+    /// Every task step visit, in order of completion.
+    pub steps: Vec<StepSummary>,
+    /// Distinct agents whose results were accepted.
+    pub owners: Vec<String>,
+    /// Leases granted (one handoff each).
+    pub handoffs: u32,
+    /// Reassignments.
+    pub reassignments: u32,
+    /// Stale results rejected.
+    pub stale_rejected: u32,
+    /// Step outputs by name (the last visit's).
+    pub outputs: serde_json::Map<String, Value>,
+    /// Milliseconds from start to end (the runtime clock).
+    pub duration_ms: u64,
+}
+
+impl RunOutcome {
+    /// Whether the run completed.
+    pub fn is_completed(&self) -> bool {
+        self.status == RunStatus::Completed
+    }
+}
+
+/// Progress of a run, as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StepEvent {
+    /// A step was entered.
+    Entered {
+        /// Step.
+        step: String,
+        /// Visit number.
+        visit: u32,
+    },
+    /// A task step finished.
+    Finished(StepSummary),
+    /// The run waits at a gate.
+    Waiting {
+        /// Gate.
+        gate: String,
+        /// Question.
+        question: String,
+    },
+    /// A gate was decided.
+    Decided {
+        /// Gate.
+        gate: String,
+        /// Approved?
+        approved: bool,
+    },
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The run input breaks the workflow's input schema.
+    #[error("run input refused: {0}")]
+    InvalidInput(crate::messaging::ContractError),
+    /// The workflow's input schema is unknown.
+    #[error("{0}")]
+    Schema(#[from] crate::messaging::contract::SchemaError),
+}
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApproveError {
+    /// No run waits at that gate.
+    #[error("no run {run} waits at gate `{gate}`")]
+    NotWaiting {
+        /// Run id.
+        run: Uuid,
+        /// Gate.
+        gate: String,
+    },
+}
+
+/// Options of one run.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Receives step events as they happen.
+    pub progress: Option<mpsc::UnboundedSender<StepEvent>>,
+    /// Return `Waiting` at a gate instead of waiting for the decision.
+    pub stop_at_gates: bool,
+    /// A fixed run id.
+    pub run_id: Option<Uuid>,
+}
+
+struct RunState<'a> {
+    muster: &'a Muster,
+    wf: &'a Workflow,
+    id: Uuid,
+    run: Value,
+    steps: serde_json::Map<String, Value>,
+    visits: HashMap<String, u32>,
+    summaries: Vec<StepSummary>,
+    causation: Option<Uuid>,
+    opts: RunOptions,
+}
+
+enum TaskEnd {
+    Done,
+    Failed(String),
+}
+
+impl RunState<'_> {
+    fn emit(&self, e: StepEvent) {
+        if let Some(p) = &self.opts.progress {
+            let _ = p.send(e);
+        }
+    }
+
+    fn journal(&self, e: Event) {
+        self.muster.journal_event(e);
+    }
+
+    fn steps_value(&self) -> Value {
+        Value::Object(self.steps.clone())
+    }
+
+    /// Runs one task step (or branch) to its end and records it in `steps`.
+    async fn run_task(
+        &self,
+        name: &str,
+        ts: &TaskStep,
+    ) -> (TaskEnd, Option<(String, Value)>, Option<StepSummary>) {
+        let steps = self.steps_value();
+        let input = match &ts.input {
+            Some(map) => match map.eval_json(&[("run", &self.run), ("steps", &steps)]) {
+                Ok(v) => v,
+                Err(e) => {
+                    let reason = format!("input mapping failed: {e}");
+                    self.journal(Event::StepFailed {
+                        run: self.id,
+                        step: name.into(),
+                        task: None,
+                        reason: reason.clone(),
+                    });
+                    return (
+                        TaskEnd::Failed(reason.clone()),
+                        Some((
+                            name.into(),
+                            json!({"output": null, "attempts": 0, "error": {"reason": reason}}),
+                        )),
+                        None,
+                    );
+                }
+            },
+            None => self.run["input"].clone(),
+        };
+        let backoff = ts
+            .backoff
+            .map(|b| Backoff {
+                initial: b,
+                max: b,
+                factor: 1.0,
+            })
+            .unwrap_or_default();
+        let mut task = Task::new(ts.capability.clone(), input)
+            .timeout(ts.timeout.unwrap_or(Duration::from_secs(60)))
+            .attempts(ts.attempts.unwrap_or(1))
+            .backoff(backoff)
+            .correlation(self.id)
+            .sender(format!("{}/{name}", self.wf.name));
+        if let Some(c) = self.causation {
+            task = task.causation(c);
+        }
+        if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
+            task = task.escalate_to(g);
+        }
+        let visit = self.visits.get(name).copied().unwrap_or(1);
+        let outcome: Outcome = match self.muster.delegate(task).await {
+            Ok(o) => o,
+            Err(SubmitError::InvalidInput { source, .. }) => {
+                let reason = format!(
+                    "the step's input does not fit capability `{}`: {source}",
+                    ts.capability
+                );
+                self.journal(Event::StepFailed {
+                    run: self.id,
+                    step: name.into(),
+                    task: None,
+                    reason: reason.clone(),
+                });
+                let summary = StepSummary {
+                    step: name.into(),
+                    visit,
+                    capability: ts.capability.clone(),
+                    agent: None,
+                    attempts: 0,
+                    reassignments: 0,
+                    stale_rejected: 0,
+                    outcome: "refused".into(),
+                    duration_ms: 0,
+                };
+                return (
+                    TaskEnd::Failed(reason.clone()),
+                    Some((
+                        name.into(),
+                        json!({"output": null, "attempts": 0, "error": {"reason": reason}}),
+                    )),
+                    Some(summary),
+                );
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                return (
+                    TaskEnd::Failed(reason.clone()),
+                    Some((
+                        name.into(),
+                        json!({"output": null, "attempts": 0, "error": {"reason": reason}}),
+                    )),
+                    None,
+                );
+            }
+        };
+        let summary = StepSummary {
+            step: name.into(),
+            visit,
+            capability: ts.capability.clone(),
+            agent: outcome.owner().map(str::to_string),
+            attempts: outcome.attempts(),
+            reassignments: outcome.reassignments(),
+            stale_rejected: outcome.stale_rejected,
+            outcome: match outcome.status {
+                TaskStatus::Completed => "completed",
+                TaskStatus::Escalated => "escalated",
+                TaskStatus::Cancelled => "cancelled",
+                _ => "pending",
+            }
+            .into(),
+            duration_ms: outcome.duration_ms().unwrap_or(0),
+        };
+        if outcome.is_completed() {
+            let output = outcome.output.clone().unwrap_or(Value::Null);
+            self.journal(Event::StepCompleted {
+                run: self.id,
+                step: name.into(),
+                task: outcome.id,
+                output: output.clone(),
+            });
+            let rec = json!({"output": output, "attempts": outcome.attempts(), "error": null, "agent": outcome.owner()});
+            (TaskEnd::Done, Some((name.into(), rec)), Some(summary))
+        } else {
+            let reason = outcome
+                .escalation
+                .as_ref()
+                .map(|e| e.reason.clone())
+                .unwrap_or_else(|| format!("task {:?}", outcome.status));
+            self.journal(Event::StepFailed {
+                run: self.id,
+                step: name.into(),
+                task: Some(outcome.id),
+                reason: reason.clone(),
+            });
+            let failures: Vec<Value> = outcome
+                .leases
+                .iter()
+                .filter_map(|l| match &l.outcome {
+                    crate::delegation::LeaseOutcome::Failed { failure } => Some(json!({"agent": l.agent.as_ref(), "reason": failure.reason(), "detail": failure.detail()})),
+                    _ => None,
+                })
+                .collect();
+            let rec = json!({"output": null, "attempts": outcome.attempts(), "error": {"reason": reason, "failures": failures}});
+            (
+                TaskEnd::Failed(reason),
+                Some((name.into(), rec)),
+                Some(summary),
+            )
+        }
+    }
+
+    fn record(&mut self, r: (TaskEnd, Option<(String, Value)>, Option<StepSummary>)) -> TaskEnd {
+        let (end, rec, summary) = r;
+        if let Some((name, v)) = rec {
+            self.steps.insert(name, v);
+        }
+        if let Some(s) = summary {
+            self.emit(StepEvent::Finished(s.clone()));
+            self.summaries.push(s);
+        }
+        end
+    }
+
+    /// The next step by the rules, or `Err` when none applies.
+    fn next(&self, from: &str, next: &Option<Next>) -> Result<String, String> {
+        match next {
+            None => Err(format!("step `{from}` has no next step")),
+            Some(Next::Step(s)) => Ok(s.clone()),
+            Some(Next::Rules(rules)) => {
+                let steps = self.steps_value();
+                for r in rules {
+                    let holds = match &r.when {
+                        None => true,
+                        Some(c) => c
+                            .eval_bool(&[("run", &self.run), ("steps", &steps)])
+                            .map_err(|e| format!("transition from `{from}`: {e}"))?,
+                    };
+                    let within = r
+                        .max_visits
+                        .is_none_or(|m| self.visits.get(&r.goto).copied().unwrap_or(0) < m);
+                    if holds && within {
+                        return Ok(r.goto.clone());
+                    }
+                }
+                Err(format!("no transition from `{from}` applies"))
+            }
+        }
+    }
+
+    fn exhausted_route(&self, ts: &TaskStep) -> Option<String> {
+        ts.on_exhausted.clone().filter(|s| s != "fail")
+    }
+}
+
+impl Muster {
+    /// Runs a workflow to its end (waiting at gates for [`Muster::approve`]).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(muster: muster::Muster) -> Result<(), Box<dyn std::error::Error>> {
+    /// use muster::workflow::Workflow;
+    /// use std::sync::Arc;
+    ///
+    /// let wf = Workflow::load("examples/code-review/workflow.toml".as_ref(), &muster.schemas())
+    ///     .map_err(|e| format!("{e:?}"))?;
+    /// let outcome = muster.run_workflow(Arc::new(wf), serde_json::json!({"spec": "..."})).await?;
+    /// println!("{:?}", outcome.status);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_workflow(
+        &self,
+        wf: Arc<Workflow>,
+        input: Value,
+    ) -> Result<RunOutcome, RunError> {
+        self.run_workflow_with(wf, input, RunOptions::default())
+            .await
+    }
+
+    /// Runs a workflow with options (progress events, stopping at gates, a fixed id).
+    pub async fn run_workflow_with(
+        &self,
+        wf: Arc<Workflow>,
+        input: Value,
+        opts: RunOptions,
+    ) -> Result<RunOutcome, RunError> {
+        if !wf.input.is_empty() {
+            self.schemas()
+                .get(&wf.input)?
+                .validate(&input)
+                .map_err(RunError::InvalidInput)?;
+        }
+        let started = self.now_ms();
+        let id = opts.run_id.unwrap_or_else(|| self.new_id());
+        self.journal_event(Event::RunStarted {
+            run: id,
+            workflow: wf.name.clone(),
+            file: wf.file.display().to_string(),
+            input: input.clone(),
+        });
+        let mut st = RunState {
+            muster: self,
+            wf: &wf,
+            id,
+            run: json!({"input": input, "id": id.to_string()}),
+            steps: serde_json::Map::new(),
+            visits: HashMap::new(),
+            summaries: Vec::new(),
+            causation: None,
+            opts,
+        };
+        let mut current = wf.start.clone();
+        let status = loop {
+            let Some(step) = wf.steps.get(&current) else {
+                break RunStatus::Failed {
+                    step: current.clone(),
+                    reason: "no such step".into(),
+                };
+            };
+            let visit = {
+                let v = st.visits.entry(current.clone()).or_insert(0);
+                *v += 1;
+                *v
+            };
+            st.journal(Event::StepEntered {
+                run: id,
+                step: current.clone(),
+                visit,
+            });
+            st.emit(StepEvent::Entered {
+                step: current.clone(),
+                visit,
+            });
+            match step {
+                Step::Task(ts) => {
+                    let r = st.run_task(&current, ts).await;
+                    match st.record(r) {
+                        TaskEnd::Done => match st.next(&current, &ts.next) {
+                            Ok(n) => current = n,
+                            Err(reason) => {
+                                break RunStatus::Failed {
+                                    step: current.clone(),
+                                    reason,
+                                }
+                            }
+                        },
+                        TaskEnd::Failed(reason) => match st.exhausted_route(ts) {
+                            Some(n) => current = n,
+                            None => {
+                                break RunStatus::Failed {
+                                    step: current.clone(),
+                                    reason,
+                                }
+                            }
+                        },
+                    }
+                }
+                Step::Parallel {
+                    branches,
+                    optional,
+                    next,
+                } => {
+                    for b in branches {
+                        *st.visits.entry(b.clone()).or_insert(0) += 1;
+                        st.journal(Event::StepEntered {
+                            run: id,
+                            step: b.clone(),
+                            visit: st.visits[b],
+                        });
+                    }
+                    let runs = branches
+                        .iter()
+                        .filter_map(|b| wf.task(b).map(|ts| (b.clone(), ts)));
+                    let results = futures::future::join_all(runs.map(|(b, ts)| {
+                        let st = &st;
+                        async move { (b.clone(), ts, st.run_task(&b, ts).await) }
+                    }))
+                    .await;
+                    let mut failed = None;
+                    for (b, ts, r) in results {
+                        if let TaskEnd::Failed(reason) = st.record(r) {
+                            if !optional.contains(&b) && failed.is_none() {
+                                failed = Some((b, ts, reason));
+                            }
+                        }
+                    }
+                    match failed {
+                        None => match st.next(&current, next) {
+                            Ok(n) => current = n,
+                            Err(reason) => {
+                                break RunStatus::Failed {
+                                    step: current.clone(),
+                                    reason,
+                                }
+                            }
+                        },
+                        Some((b, ts, reason)) => match st.exhausted_route(ts) {
+                            Some(n) => current = n,
+                            None => {
+                                break RunStatus::Failed {
+                                    step: b,
+                                    reason: format!("branch failed the join: {reason}"),
+                                }
+                            }
+                        },
+                    }
+                }
+                Step::Gate {
+                    question,
+                    on_approve,
+                    on_reject,
+                } => {
+                    st.journal(Event::GateWaiting {
+                        run: id,
+                        gate: current.clone(),
+                        question: question.clone(),
+                    });
+                    st.emit(StepEvent::Waiting {
+                        gate: current.clone(),
+                        question: question.clone(),
+                    });
+                    if st.opts.stop_at_gates {
+                        break RunStatus::Waiting {
+                            gate: current.clone(),
+                            question: question.clone(),
+                        };
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    self.register_gate(id, &current, tx);
+                    let decision = rx.await.unwrap_or(Decision::Reject {
+                        reason: "the runtime stopped".into(),
+                    });
+                    let (approved, reason) = match &decision {
+                        Decision::Approve { reason } => (true, reason.clone()),
+                        Decision::Reject { reason } => (false, reason.clone()),
+                    };
+                    st.journal(Event::GateDecided {
+                        run: id,
+                        gate: current.clone(),
+                        approved,
+                        reason: reason.clone(),
+                    });
+                    st.emit(StepEvent::Decided {
+                        gate: current.clone(),
+                        approved,
+                    });
+                    let target = if approved { on_approve } else { on_reject };
+                    match target {
+                        Some(n) => current = n.clone(),
+                        None if approved => break RunStatus::Completed,
+                        None => {
+                            break RunStatus::Failed {
+                                step: current.clone(),
+                                reason: format!("rejected at the gate: {reason}"),
+                            }
+                        }
+                    }
+                }
+                Step::Terminal { success: true } => break RunStatus::Completed,
+                Step::Terminal { success: false } => {
+                    break RunStatus::Failed {
+                        step: current.clone(),
+                        reason: "reached a fail terminal".into(),
+                    }
+                }
+            }
+        };
+        let (status_name, reason) = match &status {
+            RunStatus::Completed => ("completed", None),
+            RunStatus::Failed { reason, .. } => ("failed", Some(reason.clone())),
+            RunStatus::Waiting { .. } => ("waiting", None),
+        };
+        if !matches!(status, RunStatus::Waiting { .. }) {
+            self.journal_event(Event::RunEnded {
+                run: id,
+                status: status_name.into(),
+                step: current.clone(),
+                reason,
+            });
+        }
+        let mut owners: Vec<String> = st
+            .summaries
+            .iter()
+            .filter_map(|s| s.agent.clone())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        let outputs = st
+            .steps
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get("output").cloned().unwrap_or(Value::Null)))
+            .collect();
+        Ok(RunOutcome {
+            run: id,
+            workflow: wf.name.clone(),
+            status,
+            handoffs: st.summaries.iter().map(|s| s.attempts).sum(),
+            reassignments: st.summaries.iter().map(|s| s.reassignments).sum(),
+            stale_rejected: st.summaries.iter().map(|s| s.stale_rejected).sum(),
+            steps: st.summaries,
+            owners,
+            outputs,
+            duration_ms: self.now_ms().saturating_sub(started),
+        })
+    }
+}
