@@ -121,6 +121,50 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The same runtime with a journal that keeps nothing: what retaining every event costs.
+    #[derive(Debug)]
+    struct Discard(std::sync::atomic::AtomicU64);
+    impl muster::Journal for Discard {
+        fn append(&self, _at: u64, _e: muster::Event) -> u64 {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+        }
+        fn read_after(&self, _after: u64) -> Vec<muster::Record> {
+            Vec::new()
+        }
+        fn len(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+    let bare = sys.block_on(async {
+        Muster::builder()
+            .schema("bench-payload", schema())
+            .journal(std::sync::Arc::new(Discard(Default::default())))
+            .agent(
+                AgentDef::function("echo", |v, ctx| async move { Ok(hop(v, &ctx.agent)) })
+                    .capability(CapabilitySpec::new(
+                        "echo",
+                        "bench-payload",
+                        "bench-payload",
+                    )),
+            )
+            .start()
+            .await
+            .expect("runtime starts")
+    });
+    g.bench_function("muster_delegate_journal_discarded", |b| {
+        b.iter_custom(|iters| {
+            let m = bare.clone();
+            sys.block_on(async move {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let o = m.delegate(Task::new("echo", payload(i))).await;
+                    assert!(o.map(|o| o.is_completed()).unwrap_or(false));
+                }
+                start.elapsed()
+            })
+        })
+    });
+
     let m = muster.clone();
     g.bench_function("muster_delegate", |b| {
         b.iter_custom(|iters| {
