@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod run;
+pub mod inspect;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Agents(agents::AgentsArgs),
     /// Run one workflow with the cast, showing each step as it happens.
     Run(run::RunArgs),
+    /// Show what happened, from a journal file: correlations, timelines, ownership.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -103,6 +106,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Agents(a) => {
             let json = a.json;
             match agents::run(a) {
+                Ok(()) => EXIT_OK,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Inspect(a) => {
+            let json = a.json;
+            match inspect::run(a) {
                 Ok(()) => EXIT_OK,
                 Err(e) => e.report(json),
             }

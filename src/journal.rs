@@ -1,19 +1,43 @@
 //! The journal: every event the runtime produces, in order, with a sequence number.
 //!
-//! Owns the [`Event`] vocabulary and the [`Journal`] trait with its backends. It is the
-//! source of truth for inspection (G5) and, with a durable backend, for recovery. Appends
-//! must be cheap and must never block the hot path on a disk write per event.
+//! Owns the [`Event`] vocabulary and the [`Journal`] trait with its backends: in memory
+//! ([`MemoryJournal`]) and durable ([`SqliteJournal`], one SQLite file). It is the source of
+//! truth for inspection (G5) and, with a durable backend, for recovery. Appends must be
+//! cheap and must never block the hot path on a disk write per event: the SQLite backend
+//! hands each record to a writer thread that commits them in batches.
+//!
+//! Payloads are bounded ([`JournalConfig::max_payload_bytes`], 4 MiB by default). `append`
+//! cannot refuse an event (it returns its sequence number), so the bound is enforced where
+//! payloads enter the runtime, with [`check_payload`]: `Muster::submit` checks every task
+//! input against [`Journal::max_payload_bytes`] and refuses an oversized one.
 
 pub mod event;
+pub mod inspect;
 pub mod memory;
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+use serde_json::Value;
 
 pub use event::{Event, Record};
 pub use memory::MemoryJournal;
+pub use sqlite::{Durability, SqliteJournal};
 
 /// Where events go.
 ///
 /// Implementations are shared by every actor of a runtime; `append` is called on the hot
 /// path and must not block on I/O per event.
+///
+/// # Example
+/// ```
+/// use muster::journal::{Event, Journal, MemoryJournal};
+///
+/// let j = MemoryJournal::default();
+/// let seq = j.append(1_000, Event::Note { text: "started".into() });
+/// j.sync_point(seq); // a no-op in memory; waits for the disk with `Durability::Sync`
+/// assert_eq!(j.len(), 1);
+/// ```
 pub trait Journal: Send + Sync + std::fmt::Debug {
     /// Appends an event stamped `at_ms`; returns its sequence number (from 1).
     fn append(&self, at_ms: u64, event: Event) -> u64;
@@ -25,4 +49,168 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Blocks until record `seq` is durable, when the backend promises durability before
+    /// acknowledgement (SQLite with [`Durability::Sync`]); a no-op otherwise.
+    ///
+    /// The runtime calls it before it acknowledges a task's terminal state to the waiter,
+    /// off the actor thread, when [`Journal::acknowledges_durably`] is true.
+    fn sync_point(&self, seq: u64) {
+        let _ = seq;
+    }
+    /// Whether [`Journal::sync_point`] may block (the runtime then waits for it on a
+    /// blocking thread rather than on the actor's). False by default.
+    fn acknowledges_durably(&self) -> bool {
+        false
+    }
+    /// The largest serialized payload this journal accepts, in bytes (see
+    /// [`check_payload`]).
+    fn max_payload_bytes(&self) -> usize {
+        JournalConfig::default().max_payload_bytes
+    }
+}
+
+/// Settings of a journal backend.
+///
+/// # Example
+/// ```
+/// use muster::journal::JournalConfig;
+///
+/// let c = JournalConfig { max_payload_bytes: 1 << 20 };
+/// assert!(c.max_payload_bytes < JournalConfig::default().max_payload_bytes);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// The largest serialized payload (task input or output) accepted, in bytes.
+    /// Default 4 MiB.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            max_payload_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What can go wrong opening, writing or reading a journal. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// No journal at this path.
+    #[error("{}: no journal here (the file does not exist or is empty)", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a SQLite database at all (a text file, random bytes...).
+    #[error("{}: not a muster journal: the file is not a SQLite database ({detail}); it was left unchanged", path.display())]
+    NotSqlite {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// A SQLite database that is not a muster journal.
+    #[error("{}: not a muster journal: a SQLite database without the muster `meta` marker ({detail}); it was left unchanged", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What was found (its tables, or its marker).
+        detail: String,
+    },
+    /// A muster journal of a format version this build does not read.
+    #[error("{}: muster journal version {found}, this build reads version {expected}", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: String,
+        /// The version this build writes and reads.
+        expected: u32,
+    },
+    /// A file-system error (creating the parent directory, reading the header...).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// SQLite refused an operation.
+    #[error("{}: {context}: {source}", path.display())]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        context: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The writer thread failed or has stopped; records after `durable` may be lost.
+    #[error("{}: the journal writer {message} (durable up to seq {durable})", path.display())]
+    Writer {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+        /// The last record known to be on disk.
+        durable: u64,
+    },
+    /// A payload over the journal's size limit.
+    #[error(
+        "the payload of task {task} is {bytes} bytes, over the journal's limit of {limit} bytes"
+    )]
+    PayloadTooLarge {
+        /// The task (its id, or its capability before it has one).
+        task: String,
+        /// Its serialized size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Checks that a task's payload, serialized as JSON, fits the journal's limit; returns
+/// its size. Call it where payloads enter the runtime: `Muster::submit` does for task
+/// inputs (refusing the task with `SubmitError::InvalidTask`).
+///
+/// # Example
+/// ```
+/// use muster::journal::{check_payload, JournalError};
+/// use serde_json::json;
+///
+/// assert_eq!(check_payload("t1", &json!({"a": 1}), 100).unwrap(), 7);
+/// let big = json!({"data": "x".repeat(200)});
+/// let err = check_payload("t1", &big, 100).unwrap_err();
+/// assert!(matches!(err, JournalError::PayloadTooLarge { .. }));
+/// assert!(err.to_string().contains("task t1"));
+/// ```
+pub fn check_payload(task: &str, value: &Value, limit: usize) -> Result<usize, JournalError> {
+    let bytes = serialized_len(value);
+    if bytes > limit {
+        return Err(JournalError::PayloadTooLarge {
+            task: task.to_string(),
+            bytes,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The length of `value` as compact JSON, counted without building the string.
+fn serialized_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a `Value` into an infallible sink cannot fail.
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
 }

@@ -25,7 +25,9 @@ pub use delegation::{
     TaskStatus,
 };
 pub use discovery::{AgentInfo, CapabilitySpec, RegistryEvent};
-pub use journal::{Event, Journal, MemoryJournal, Record};
+pub use journal::{
+    Durability, Event, Journal, JournalConfig, JournalError, MemoryJournal, Record, SqliteJournal,
+};
 pub use messaging::{DeadLetter, DeliveryFailure, Envelope, FailureReason, Recipient, SchemaStore};
 pub use runtime::{
     AgentDef, Muster, MusterBuilder, RuntimeConfig, StartError, StatsSnapshot, SubmitError,

@@ -752,6 +752,14 @@ impl Muster {
         }
         let now = shared.clock.now_ms();
         let id = task.id.unwrap_or_else(|| shared.ids.next(now));
+        // The journal's payload bound, checked where inputs enter (see `journal::check_payload`).
+        let limit = shared.journal.max_payload_bytes();
+        if let Err(e) = crate::journal::check_payload(&id.to_string(), &task.input, limit) {
+            return Err(SubmitError::InvalidTask {
+                capability: task.capability,
+                message: e.to_string(),
+            });
+        }
         shared.journal(Event::TaskSubmitted {
             task: id,
             capability: Arc::from(task.capability.as_str()),

@@ -452,7 +452,19 @@ impl TaskOwner {
         self.shared.stats.ended(status);
         self.shared.owners.remove(&self.record.id);
         if let Some(w) = self.waiter.take() {
-            let _ = w.send(self.record.clone());
+            let record = self.record.clone();
+            let journal = self.shared.journal.clone();
+            if journal.acknowledges_durably() {
+                // `Durability::Sync`: acknowledge only once the terminal event (the last
+                // one appended, or an earlier one) is on disk; wait off the actor thread.
+                let seq = journal.len();
+                tokio::task::spawn_blocking(move || {
+                    journal.sync_point(seq);
+                    let _ = w.send(record);
+                });
+            } else {
+                let _ = w.send(record);
+            }
         }
         self.maybe_stop(ctx);
         if !self.outstanding.is_empty() {

@@ -270,4 +270,104 @@ impl Event {
             Event::Note { .. } => "note",
         }
     }
+
+    /// The task the event is about, if any (envelopes: the task they carry).
+    ///
+    /// # Example
+    /// ```
+    /// use muster::Event;
+    /// let task = uuid::Uuid::now_v7();
+    /// let e = Event::TaskCancelled { task, reason: "user".into() };
+    /// assert_eq!(e.task(), Some(task));
+    /// assert_eq!(Event::Note { text: "hi".into() }.task(), None);
+    /// ```
+    pub fn task(&self) -> Option<Uuid> {
+        match self {
+            Event::TaskSubmitted { task, .. }
+            | Event::LeaseGranted { task, .. }
+            | Event::AttemptFailed { task, .. }
+            | Event::ResultAccepted { task, .. }
+            | Event::ResultStale { task, .. }
+            | Event::TaskEscalated { task, .. }
+            | Event::TaskCancelled { task, .. } => Some(*task),
+            Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
+                envelope.task_id
+            }
+            _ => None,
+        }
+    }
+
+    /// The agent instance the event is about, if any (a routed envelope: the instance it
+    /// was delivered to; a failed one: its named recipient).
+    ///
+    /// # Example
+    /// ```
+    /// use muster::Event;
+    /// let e = Event::AgentDroppedOut { agent: "tester#0".into(), reason: "shutdown".into() };
+    /// assert_eq!(e.agent(), Some("tester#0"));
+    /// ```
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            Event::AgentRegistered { agent, .. }
+            | Event::AgentStateChanged { agent, .. }
+            | Event::AgentDroppedOut { agent, .. }
+            | Event::LeaseGranted { agent, .. }
+            | Event::AttemptFailed { agent, .. }
+            | Event::ResultAccepted { agent, .. }
+            | Event::ResultStale { agent, .. } => Some(agent),
+            Event::EnvelopeRouted { delivered_to, .. } => Some(delivered_to),
+            Event::EnvelopeFailed { envelope, .. } => match &envelope.recipient {
+                crate::messaging::Recipient::Agent(a) => Some(a),
+                crate::messaging::Recipient::Capability(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The lease epoch (fencing token) the event carries, if any. Envelopes count only
+    /// when they carry a task.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::Event;
+    /// let e = Event::ResultStale {
+    ///     task: uuid::Uuid::now_v7(), agent: "a#0".into(), epoch: 1, current_epoch: 2,
+    /// };
+    /// assert_eq!(e.epoch(), Some(1));
+    /// ```
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            Event::LeaseGranted { epoch, .. }
+            | Event::AttemptFailed { epoch, .. }
+            | Event::ResultAccepted { epoch, .. }
+            | Event::ResultStale { epoch, .. } => Some(*epoch),
+            Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
+                envelope.task_id.map(|_| envelope.epoch)
+            }
+            _ => None,
+        }
+    }
+
+    /// The correlation id the event itself carries (a submitted task's, an envelope's).
+    /// Other task events share their task's correlation: look it up by [`Event::task`]
+    /// (the SQLite journal fills its `correlation` column that way).
+    ///
+    /// # Example
+    /// ```
+    /// use muster::{Envelope, Event, Recipient};
+    /// use serde_json::json;
+    /// let env = Envelope::new("echo", Recipient::Agent("echo#0".into()), "any", json!({}));
+    /// let id = env.correlation_id;
+    /// let e = Event::EnvelopeRouted { envelope: env.into(), delivered_to: "echo#0".into() };
+    /// assert_eq!(e.correlation(), Some(id));
+    /// ```
+    pub fn correlation(&self) -> Option<Uuid> {
+        match self {
+            Event::TaskSubmitted { correlation, .. } => Some(*correlation),
+            Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
+                Some(envelope.correlation_id)
+            }
+            _ => None,
+        }
+    }
 }

@@ -1,0 +1,296 @@
+//! `muster inspect`: what happened, read from a journal file without changing it (G5).
+//!
+//! Parses the options, reads the records ([`crate::journal::sqlite::read_journal`]),
+//! builds the views ([`crate::journal::inspect`]) and prints them as a table, JSON lines
+//! or a Mermaid sequence diagram.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::CliError;
+use crate::journal::inspect::{self, CorrelationSummary, Scope, Timeline};
+use crate::journal::sqlite::read_journal;
+use crate::journal::Record;
+
+/// How `muster inspect` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON lines: one record per line, each with a `record` field saying what it is.
+    Json,
+    /// A Mermaid `sequenceDiagram`.
+    Mermaid,
+}
+
+/// Arguments of `muster inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The journal file (SQLite), opened read-only.
+    #[arg(long, default_value = ".muster/journal.db")]
+    pub journal: PathBuf,
+    /// A workflow run id (its tasks share it as their correlation id).
+    #[arg(long, conflicts_with_all = ["correlation", "task"])]
+    pub run: Option<String>,
+    /// A correlation id, or a unique prefix of one.
+    #[arg(long, conflicts_with = "task")]
+    pub correlation: Option<String>,
+    /// A task id, or a unique prefix of one.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Same as `--format json` (errors too are printed as JSON).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `writeln!` into the output buffer (writing to a `String` cannot fail).
+macro_rules! outln {
+    ($out:expr) => {{ let _ = writeln!($out); }};
+    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
+}
+
+/// `write!` into the output buffer.
+macro_rules! outw {
+    ($out:expr, $($arg:tt)*) => {{ let _ = write!($out, $($arg)*); }};
+}
+
+/// Runs `muster inspect`.
+pub fn run(args: InspectArgs) -> Result<(), CliError> {
+    let records = read_journal(&args.journal, 0).map_err(|e| {
+        CliError::bad_input(
+            e.to_string(),
+            json!({"journal": args.journal, "message": e.to_string()}),
+        )
+    })?;
+    let format = if args.json { Format::Json } else { args.format };
+    let scope = if let Some(id) = args.run.as_ref().or(args.correlation.as_ref()) {
+        let what = if args.run.is_some() {
+            "run"
+        } else {
+            "correlation"
+        };
+        Scope::Correlation(resolve(
+            what,
+            id,
+            &inspect::correlation_ids(&records),
+            &args,
+        )?)
+    } else if let Some(id) = &args.task {
+        Scope::Task(resolve("task", id, &inspect::task_ids(&records), &args)?)
+    } else {
+        Scope::All
+    };
+    let mut out = String::new();
+    match (scope, format) {
+        (Scope::All, Format::Table) => print_summaries(&mut out, &inspect::correlations(&records)),
+        (Scope::All, Format::Json) => {
+            for s in inspect::correlations(&records) {
+                outln!(out, "{}", line("correlation", &s));
+            }
+        }
+        (scope, Format::Mermaid) => {
+            outw!(out, "{}", inspect::timeline(&records, scope).to_mermaid())
+        }
+        (scope, Format::Json) => {
+            let t = inspect::timeline(&records, scope);
+            for e in &t.entries {
+                outln!(out, "{}", line("event", e));
+            }
+            for o in &t.ownership {
+                for l in &o.leases {
+                    let mut v = line("lease", l);
+                    v["task"] = json!(o.task);
+                    v["capability"] = json!(o.capability);
+                    outln!(out, "{v}");
+                }
+            }
+            for o in &t.ownership {
+                outln!(out, "{}", line("task", o));
+            }
+        }
+        (scope, Format::Table) => print_timeline(&mut out, &records, scope),
+    }
+    // A closed pipe (`muster inspect | head`) is the reader's choice, not an error.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::failed(
+            format!("cannot write the output: {e}"),
+            json!({"message": e.to_string()}),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Finds the one id that `given` names exactly or by a unique prefix.
+fn resolve(what: &str, given: &str, ids: &[Uuid], args: &InspectArgs) -> Result<Uuid, CliError> {
+    let given = given.trim().to_ascii_lowercase();
+    if let Ok(id) = Uuid::parse_str(&given) {
+        if ids.contains(&id) {
+            return Ok(id);
+        }
+    }
+    let matches: Vec<&Uuid> = ids
+        .iter()
+        .filter(|id| !given.is_empty() && id.to_string().starts_with(&given))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(**one),
+        [] => Err(CliError::bad_input(
+            format!(
+                "{}: no {what} `{given}` in this journal ({} known)",
+                args.journal.display(),
+                ids.len()
+            ),
+            json!({"journal": args.journal, what: given}),
+        )),
+        many => Err(CliError::bad_input(
+            format!(
+                "{}: `{given}` names {} {what}s; give more of the id",
+                args.journal.display(),
+                many.len()
+            ),
+            json!({"journal": args.journal, what: given, "matches": many}),
+        )),
+    }
+}
+
+fn line<T: Serialize>(record: &str, value: &T) -> Value {
+    let mut v = serde_json::to_value(value).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("record".into(), json!(record));
+    }
+    v
+}
+
+fn print_summaries(out: &mut String, summaries: &[CorrelationSummary]) {
+    outln!(
+        out,
+        "{:<36}  {:>5}  {:>8}  {:>9}  {:>9}  {:>9}  {:<24}  DURATION",
+        "CORRELATION",
+        "TASKS",
+        "HANDOFFS",
+        "COMPLETED",
+        "ESCALATED",
+        "CANCELLED",
+        "STARTED"
+    );
+    for s in summaries {
+        outln!(
+            out,
+            "{:<36}  {:>5}  {:>8}  {:>9}  {:>9}  {:>9}  {:<24}  {}",
+            s.correlation,
+            s.tasks,
+            s.handoffs,
+            s.completed,
+            s.escalated,
+            s.cancelled,
+            timestamp(s.started_ms),
+            duration(s.duration_ms)
+        );
+    }
+    outln!(out, "{} correlations", summaries.len());
+}
+
+fn print_timeline(out: &mut String, records: &[Record], scope: Scope) {
+    let Timeline { entries, ownership } = inspect::timeline(records, scope);
+    match scope {
+        Scope::Correlation(c) => outln!(out, "correlation {c}"),
+        Scope::Task(t) => outln!(out, "task {t}"),
+        Scope::All => {}
+    }
+    if let Some(first) = entries.first() {
+        outln!(out, "started {}", timestamp(first.at_ms));
+    }
+    outln!(out);
+    outln!(
+        out,
+        "{:>9}  {:>6}  {:<15}  {:<36}  {:<12}  {:<14}  {:<14}  {:<14}  {:>3}  {:>5}  OUTCOME",
+        "OFFSET",
+        "SEQ",
+        "EVENT",
+        "TASK",
+        "SENDER",
+        "AGENT",
+        "CAPABILITY",
+        "SCHEMA",
+        "ATT",
+        "EPOCH"
+    );
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    for e in &entries {
+        outln!(
+            out,
+            "{:>9}  {:>6}  {:<15}  {:<36}  {:<12}  {:<14}  {:<14}  {:<14}  {:>3}  {:>5}  {}",
+            format!("+{}", duration(e.offset_ms)),
+            e.seq,
+            e.kind,
+            e.task.map_or("-".into(), |t| t.to_string()),
+            opt(&e.sender),
+            opt(&e.agent),
+            opt(&e.capability),
+            opt(&e.schema),
+            e.attempt.map_or("-".into(), |a| a.to_string()),
+            e.epoch.map_or("-".into(), |a| a.to_string()),
+            e.outcome
+        );
+    }
+    let start = entries.first().map_or(0, |e| e.at_ms);
+    outln!(out);
+    outln!(out, "ownership");
+    for o in &ownership {
+        outln!(
+            out,
+            "  task {} ({}, from {}): {}",
+            o.task,
+            o.capability,
+            o.sender,
+            o.status
+        );
+        for l in &o.leases {
+            let span = match l.ended_ms {
+                Some(end) => format!(
+                    "+{}..+{}",
+                    duration(l.granted_ms.saturating_sub(start)),
+                    duration(end.saturating_sub(start))
+                ),
+                None => format!("+{}..", duration(l.granted_ms.saturating_sub(start))),
+            };
+            outln!(
+                out,
+                "    epoch {:<3} attempt {:<2} {:<16} {:<22} {}",
+                l.epoch,
+                l.attempt,
+                l.agent,
+                span,
+                l.outcome
+            );
+        }
+        for s in &o.stale {
+            outln!(out, "    stale result from {s} rejected");
+        }
+    }
+}
+
+fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn duration(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.3}s", ms as f64 / 1_000.0)
+    }
+}
