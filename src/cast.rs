@@ -11,4 +11,4 @@
 pub mod builtins;
 pub mod manifest;
 
-pub use manifest::{load_cast, BackendSpec, CastError, Manifest, ManifestError};
+pub use manifest::{load_cast, BackendSpec, CastError, Manifest, ManifestError, SimBackend};

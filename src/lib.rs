@@ -12,6 +12,7 @@ pub mod ids;
 pub mod journal;
 pub mod messaging;
 pub mod runtime;
+pub mod sim;
 pub mod supervision;
 mod util;
 pub mod workflow;

@@ -11,6 +11,7 @@ use crate::agents::command::{CommandConfig, CommandFactory};
 use crate::discovery::CapabilitySpec;
 use crate::messaging::SchemaStore;
 use crate::runtime::AgentDef;
+use crate::sim::{FaultModel, SimFactory};
 use crate::supervision::{Restart, Supervision};
 
 /// The backend an agent type runs on.
@@ -24,8 +25,65 @@ pub enum BackendSpec {
     },
     /// An external program.
     Command(CommandConfig),
-    /// A simulated agent (fault models); only `muster sim` runs these.
-    Sim(Value),
+    /// A simulated agent: latency and faults drawn from a fault model, outputs generated
+    /// from each capability's output schema (see [`crate::sim`]).
+    Sim(SimBackend),
+}
+
+/// The `[backend]` of a simulated agent: a [`FaultModel`] plus an optional seed, all at
+/// the same level of the table (`kind = "sim"`, `seed = 7`, `crash = 0.1`,
+/// `[backend.latency]`...).
+///
+/// # Example
+/// ```
+/// use muster::cast::BackendSpec;
+///
+/// let b: BackendSpec = serde_json::from_value(serde_json::json!({"kind": "sim", "seed": 7,
+///     "crash": 0.1, "latency": {"kind": "fixed", "value": "2s"}})).unwrap();
+/// let BackendSpec::Sim(sim) = b else { panic!("a sim backend") };
+/// assert_eq!((sim.seed, sim.model.crash), (Some(7), 0.1));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimBackend {
+    /// The seed of the agent's draws (default 0); instances are seeded apart from it.
+    pub seed: Option<u64>,
+    /// How the agent behaves.
+    pub model: FaultModel,
+}
+
+impl Serialize for SimBackend {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            seed: Option<u64>,
+            #[serde(flatten)]
+            model: &'a FaultModel,
+        }
+        Flat {
+            seed: self.seed,
+            model: &self.model,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SimBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // `seed` is taken out first so the fault model can still refuse unknown fields
+        // (serde's `flatten` cannot be combined with `deny_unknown_fields`).
+        let mut map = serde_json::Map::<String, Value>::deserialize(d)?;
+        let seed =
+            match map.remove("seed") {
+                None => None,
+                Some(v) => Some(u64::deserialize(v).map_err(|e| {
+                    D::Error::custom(format!("seed: {e} (expected an integer >= 0)"))
+                })?),
+            };
+        let model = FaultModel::deserialize(Value::Object(map)).map_err(D::Error::custom)?;
+        Ok(SimBackend { seed, model })
+    }
 }
 
 fn one() -> usize {
@@ -176,6 +234,11 @@ impl Manifest {
                         super::builtins::NAMES.join(", ")
                     ),
                 )),
+            BackendSpec::Sim(sim) => {
+                for p in sim.model.problems() {
+                    problems.push(err(&format!("/backend{}", p.pointer()), p.message));
+                }
+            }
             _ => {}
         }
         if problems.is_empty() {
@@ -185,16 +248,24 @@ impl Manifest {
         }
     }
 
-    /// The agent type this manifest declares.
-    pub fn to_def(&self) -> Result<AgentDef, String> {
+    /// The agent type this manifest declares. `schemas` holds the capabilities' output
+    /// schemas, from which a simulated agent generates its outputs.
+    pub fn to_def(&self, schemas: &Arc<SchemaStore>) -> Result<AgentDef, String> {
         let factory: Arc<dyn crate::agents::AgentFactory> = match &self.backend {
             BackendSpec::Function { name } => super::builtins::builtin(name)
                 .map(Arc::from)
                 .ok_or_else(|| format!("no built-in function agent `{name}`"))?,
             BackendSpec::Command(c) => Arc::new(CommandFactory(c.clone())),
-            BackendSpec::Sim(_) => {
-                return Err("simulated agents run only under `muster sim`".into());
-            }
+            BackendSpec::Sim(sim) => Arc::new(SimFactory {
+                model: sim.model.clone(),
+                seed: sim.seed.unwrap_or(0),
+                outputs: self
+                    .capabilities
+                    .iter()
+                    .map(|c| (c.name.clone(), c.output.clone()))
+                    .collect(),
+                schemas: schemas.clone(),
+            }),
         };
         Ok(AgentDef {
             name: self.name.clone(),

@@ -141,7 +141,10 @@ impl Schema {
 /// let err = store.validate("greeting", &json!({"name": 3})).unwrap_err();
 /// assert_eq!(err.errors[0].instance_path, "/name");
 /// ```
-#[derive(Debug, Default)]
+///
+/// A clone shares the compiled schemas but not the set: schemas added to one later are not
+/// seen by the other.
+#[derive(Debug, Default, Clone)]
 pub struct SchemaStore {
     schemas: DashMap<Arc<str>, Arc<Schema>>,
 }
