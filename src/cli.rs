@@ -5,6 +5,7 @@
 //! schema error), with a message naming the file, the field and what was expected.
 
 pub mod agents;
+pub mod check;
 pub mod run;
 pub mod inspect;
 
@@ -33,6 +34,8 @@ pub struct Cli {
 pub enum Command {
     /// List agents, capabilities, schemas and state after registering the cast.
     Agents(agents::AgentsArgs),
+    /// Check a workflow against the cast: discovery, messaging and delegation.
+    Check(check::CheckArgs),
     /// Run one workflow with the cast, showing each step as it happens.
     Run(run::RunArgs),
     /// Show what happened, from a journal file: correlations, timelines, ownership.
@@ -99,6 +102,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Run(a) => {
             let json = a.json;
             match run::run(a) {
+                Ok(code) => code,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Check(a) => {
+            let json = a.json;
+            match check::run(a) {
                 Ok(code) => code,
                 Err(e) => e.report(json),
             }

@@ -150,6 +150,14 @@ pub(crate) fn print_summary(o: &RunOutcome, wall_ms: u128) {
 pub fn run(args: RunArgs) -> Result<i32, CliError> {
     let (store, defs) = load(&args.cast)?;
     let wf = Arc::new(load_workflow(&args.workflow, &store)?);
+    // The same checks as `muster check`: a workflow with findings does not run.
+    let found = super::check::findings(&wf, &defs, &store);
+    if !found.is_empty() {
+        if !args.json {
+            eprintln!("refusing to run {}:", args.workflow.display());
+        }
+        return Ok(super::check::report(&wf, &found, args.json));
+    }
     let input = read_input(args.input.as_deref(), &args.workflow)?;
     if !wf.input.is_empty() {
         if let Err(e) = store.validate(&wf.input, &input) {

@@ -1,0 +1,128 @@
+//! Swarm: 10,000 runs of a three-step pipeline (a → b → c, each a task step delegated to
+//! function agents with several replicas, schemas on), 500 runs in flight at a time.
+//! Prints runs/s, tasks/s and how many runs completed.
+//!
+//! Run: `cargo run --example swarm` (add `-- RUNS IN_FLIGHT` to change the sizes).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use muster::workflow::{check, Workflow};
+use muster::{AgentDef, CapabilitySpec, Muster};
+use serde_json::{json, Value};
+
+const PIPELINE: &str = r#"
+name = "pipeline"
+input = "item"
+start = "a"
+
+[steps.a]
+capability = "stage.a"
+timeout = "30s"
+attempts = 2
+on_exhausted = "fail"
+next = "b"
+
+[steps.b]
+capability = "stage.b"
+input = "steps.a.output"
+timeout = "30s"
+attempts = 2
+on_exhausted = "fail"
+next = "c"
+
+[steps.c]
+capability = "stage.c"
+input = "steps.b.output"
+timeout = "30s"
+attempts = 2
+on_exhausted = "fail"
+next = "done"
+
+[steps.done]
+terminal = "done"
+"#;
+
+/// A stage: copies the item, counts the hop, names who did it.
+fn stage(name: &str) -> AgentDef {
+    AgentDef::function(
+        name,
+        |mut item: Value, ctx: muster::TaskContext| async move {
+            let hops = item["hops"].as_i64().unwrap_or(0) + 1;
+            item["hops"] = json!(hops);
+            item["last"] = json!(ctx.agent.as_ref());
+            Ok(item)
+        },
+    )
+    .capability(CapabilitySpec::new(
+        &format!("stage.{name}"),
+        "item",
+        "item",
+    ))
+    .replicas(4)
+    .concurrency(64)
+    .mailbox(1024)
+}
+
+#[actix::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let in_flight: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(500);
+    let item = json!({"type": "object", "required": ["id", "hops"],
+        "properties": {"id": {"type": "integer"}, "hops": {"type": "integer", "minimum": 0},
+                       "last": {"type": "string"}}});
+    let muster = Muster::builder()
+        .schema("item", item)
+        .agent(stage("a"))
+        .agent(stage("b"))
+        .agent(stage("c"))
+        .start()
+        .await?;
+    let wf = Workflow::parse(PIPELINE, Path::new("swarm.toml"), &muster.schemas())
+        .map_err(|e| format!("{e:?}"))?;
+    // The same checks as `muster check`, before anything runs.
+    let caps: Vec<CapabilitySpec> = ["a", "b", "c"]
+        .iter()
+        .map(|s| CapabilitySpec::new(&format!("stage.{s}"), "item", "item"))
+        .collect();
+    let findings = check(&wf, &caps, &muster.schemas());
+    if !findings.is_empty() {
+        for f in &findings {
+            eprintln!("{f}");
+        }
+        return Err("the pipeline does not pass its checks".into());
+    }
+    let wf = Arc::new(wf);
+
+    println!("{runs} runs of a → b → c, {in_flight} in flight, 3 agents × 4 replicas");
+    let started = Instant::now();
+    let outcomes: Vec<bool> = futures::stream::iter(0..runs)
+        .map(|i| {
+            let (m, wf) = (&muster, wf.clone());
+            async move {
+                match m.run_workflow(wf, json!({"id": i, "hops": 0})).await {
+                    Ok(o) => o.is_completed() && o.outputs["c"]["hops"] == json!(3),
+                    Err(_) => false,
+                }
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let completed = outcomes.iter().filter(|ok| **ok).count();
+    println!(
+        "{completed}/{runs} runs completed in {secs:.2} s: {:.0} runs/s, {:.0} tasks/s",
+        completed as f64 / secs,
+        (completed * 3) as f64 / secs
+    );
+    muster.shutdown().await;
+    if completed == runs {
+        Ok(())
+    } else {
+        Err(format!("{} runs did not complete", runs - completed).into())
+    }
+}

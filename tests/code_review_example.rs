@@ -1,0 +1,38 @@
+//! The shipped code-review example end to end through the built binary (real clock,
+//! python3 agents): the flaky tester crashes on its first task and the task is reassigned;
+//! the checks fail twice, so implement runs three times with the findings as feedback,
+//! and the third round passes.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn the_code_review_example_completes_with_a_reassignment_and_three_rounds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .current_dir(root)
+        .args(["run", "examples/code-review/workflow.toml", "--json"])
+        .output()
+        .expect("run muster");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    assert_eq!(doc["status"], "completed", "{doc:#}");
+    assert!(
+        doc["reassignments"].as_u64().unwrap_or(0) >= 1,
+        "the flaky tester's task moved to another agent: {doc:#}"
+    );
+    let steps = doc["steps"].as_array().cloned().unwrap_or_default();
+    let implement = steps.iter().filter(|s| s["step"] == "implement").count();
+    assert_eq!(implement, 3, "three implement visits: {doc:#}");
+    for s in &steps {
+        assert_eq!(s["outcome"], "completed", "{s:#}");
+    }
+}
