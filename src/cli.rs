@@ -6,8 +6,8 @@
 
 pub mod agents;
 pub mod check;
-pub mod run;
 pub mod inspect;
+pub mod run;
 
 use std::path::PathBuf;
 

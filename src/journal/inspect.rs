@@ -363,7 +363,7 @@ pub fn timeline(records: &[Record], scope: Scope) -> Timeline {
                 let open = leases
                     .iter_mut()
                     .rev()
-                    .find(|l| l.ended_ms.is_none() && epoch.map_or(true, |e| e == l.epoch));
+                    .find(|l| l.ended_ms.is_none() && epoch.is_none_or(|e| e == l.epoch));
                 if let Some(l) = open {
                     l.ended_ms = Some(r.at_ms);
                     l.outcome = outcome;

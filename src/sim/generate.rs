@@ -95,7 +95,7 @@ pub fn violate(schema: &Value, schemas: &SchemaStore, rng: &mut SimRng) -> Optio
         store: schemas,
     };
     let allowed = g.allowed_types(schema, &Root::Top, 0);
-    let is_allowed = |t: &str| allowed.as_ref().map_or(true, |s| s.contains(t));
+    let is_allowed = |t: &str| allowed.as_ref().is_none_or(|s| s.contains(t));
     let wrong: Vec<Value> = [
         ("null", Value::Null),
         ("boolean", json!(true)),
@@ -650,13 +650,13 @@ fn string(m: &Map<String, Value>, rng: &mut SimRng) -> Value {
 fn bounds(m: &Map<String, Value>) -> (Option<f64>, bool, Option<f64>, bool) {
     let (mut lo, mut lo_ex) = (num(m, "minimum"), false);
     if let Some(x) = num(m, "exclusiveMinimum") {
-        if lo.map_or(true, |l| x >= l) {
+        if lo.is_none_or(|l| x >= l) {
             (lo, lo_ex) = (Some(x), true);
         }
     }
     let (mut hi, mut hi_ex) = (num(m, "maximum"), false);
     if let Some(x) = num(m, "exclusiveMaximum") {
-        if hi.map_or(true, |h| x <= h) {
+        if hi.is_none_or(|h| x <= h) {
             (hi, hi_ex) = (Some(x), true);
         }
     }
