@@ -189,3 +189,49 @@ fn an_agent_past_its_restart_intensity_drops_out() {
         );
     });
 }
+
+/// An agent that declares a liveness interval and then goes quiet.
+struct Silent;
+impl muster::Agent for Silent {
+    fn handle(
+        &self,
+        input: serde_json::Value,
+        _ctx: muster::TaskContext,
+    ) -> futures::future::LocalBoxFuture<'static, Result<serde_json::Value, muster::AgentError>>
+    {
+        Box::pin(async move { Ok(input) })
+    }
+}
+
+#[test]
+fn an_agent_that_stops_heartbeating_drops_out() {
+    paused(async {
+        let mut def = AgentDef::new("quiet", |_: &str| {
+            Box::new(Silent) as Box<dyn muster::Agent>
+        })
+        .capability(CapabilitySpec::new("q", "any", "any"))
+        .restart(Restart::Temporary);
+        def.liveness = Some(Duration::from_secs(1));
+        let m = Muster::builder()
+            .schema("any", any())
+            .agent(def)
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(m.agents().len(), 1);
+        within(30, "drop out", async {
+            while !m.agents().is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let events = m.journal().read_after(0);
+        let dropped = events
+            .iter()
+            .find(|r| r.event.kind() == "agent_dropped_out")
+            .expect("drop-out journaled");
+        assert!(serde_json::to_string(&dropped.event)
+            .unwrap()
+            .contains("liveness"));
+    });
+}

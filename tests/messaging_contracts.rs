@@ -147,3 +147,41 @@ fn a_reply_envelope_carries_provenance() {
         assert!(reply.id > id, "v7 ids are time-ordered");
     });
 }
+
+#[test]
+fn a_full_mailbox_fails_after_the_bounded_wait() {
+    paused(async {
+        let m = Muster::builder()
+            .schema("p", payload_schema())
+            .config(muster::RuntimeConfig {
+                send_wait: std::time::Duration::from_secs(2),
+                ..Default::default()
+            })
+            .agent(
+                AgentDef::function("slow", |v, _| async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    Ok(v)
+                })
+                .capability(CapabilitySpec::new("slow", "p", "p"))
+                .mailbox(0),
+            )
+            .start()
+            .await
+            .unwrap();
+        let p = json!({"task_id": 1, "hops": 0, "last": "", "data": "x", "score": 0.5});
+        // The first envelope takes the only slot (and waits for its hour-long reply).
+        let first = Envelope::new("slow", Recipient::Agent("slow#0".into()), "p", p.clone());
+        let m2 = m.clone();
+        actix::spawn(async move {
+            let _ = m2.send(first).await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let second = Envelope::new("slow", Recipient::Capability("slow".into()), "p", p);
+        let err = within(10, "send", m.send(second)).await.unwrap_err();
+        assert_eq!(err.reason, FailureReason::MailboxFull);
+        assert!(m
+            .dead_letters()
+            .iter()
+            .any(|d| d.reason == FailureReason::MailboxFull));
+    });
+}
