@@ -100,6 +100,8 @@ pub enum ReplyTo {
     Owner(Recipient<AttemptReport>),
     /// A one-off waiter (plain messages routed by the router).
     Once(oneshot::Sender<AttemptReport>),
+    /// Already answered: the reply was taken out of its [`Assign`].
+    Answered,
 }
 
 impl ReplyTo {
@@ -109,6 +111,7 @@ impl ReplyTo {
             ReplyTo::Once(tx) => {
                 let _ = tx.send(report);
             }
+            ReplyTo::Answered => {}
         }
     }
 }
@@ -125,6 +128,38 @@ pub struct Assign {
     pub reply: ReplyTo,
     /// Called on every task heartbeat.
     pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Assign {
+    /// Takes the reply out, so the assignment no longer answers when dropped.
+    fn take_reply(&mut self) -> ReplyTo {
+        std::mem::replace(&mut self.reply, ReplyTo::Answered)
+    }
+}
+
+impl Drop for Assign {
+    fn drop(&mut self) {
+        // An assignment dropped unanswered was still in the mailbox of an instance that
+        // crashed or stopped (actix drops a stopped actor's mailbox), or was sent to a
+        // mailbox already closed. Its attempt fails now, so the owner reassigns at once
+        // instead of at its time bound (G4).
+        let reply = self.take_reply();
+        if matches!(reply, ReplyTo::Answered) {
+            return;
+        }
+        let env = &self.envelope;
+        let agent = match &env.recipient {
+            crate::messaging::Recipient::Agent(a) => a.clone(),
+            crate::messaging::Recipient::Capability(c) => c.clone(),
+        };
+        let why = format!("agent {agent} went away before it took the task");
+        reply.send(AttemptReport {
+            task_id: env.task_id.unwrap_or(env.id),
+            epoch: env.epoch,
+            agent,
+            result: Err(Failure::AgentGone(why)),
+        });
+    }
 }
 
 /// Cancels a running or queued task.
@@ -259,10 +294,10 @@ impl AgentInstance {
         }
     }
 
-    fn start_task(&mut self, a: Assign, ctx: &mut Context<Self>) {
+    fn start_task(&mut self, mut a: Assign, ctx: &mut Context<Self>) {
         let slot = self.next_slot;
         self.next_slot += 1;
-        let env = a.envelope;
+        let env = a.envelope.clone();
         let task_id = env.task_id.unwrap_or(env.id);
         let epoch = env.epoch;
         let tctx = TaskContext {
@@ -273,7 +308,7 @@ impl AgentInstance {
             agent: self.cfg.id.clone(),
             deadline: a.deadline,
             envelope: env.clone(),
-            heartbeat: a.heartbeat,
+            heartbeat: a.heartbeat.take(),
         };
         let input = env.payload.clone();
         // A panic may come from building the future as well as from polling it.
@@ -294,7 +329,7 @@ impl AgentInstance {
             Running {
                 task_id,
                 epoch,
-                reply: a.reply,
+                reply: a.take_reply(),
                 spawn,
             },
         );
@@ -360,12 +395,13 @@ impl AgentInstance {
                 result: Err(Failure::AgentGone(why.to_string())),
             });
         }
-        for a in self.queue.drain(..) {
+        for mut a in self.queue.drain(..) {
             if let Some(h) = &self.handle {
                 h.release();
             }
+            let reply = a.take_reply();
             let env = &a.envelope;
-            a.reply.send(AttemptReport {
+            reply.send(AttemptReport {
                 task_id: env.task_id.unwrap_or(env.id),
                 epoch: env.epoch,
                 agent: self.cfg.id.clone(),
@@ -463,9 +499,10 @@ impl Drop for AgentInstance {
                 result: Err(Failure::AgentGone(format!("agent {} stopped", self.cfg.id))),
             });
         }
-        for a in self.queue.drain(..) {
+        for mut a in self.queue.drain(..) {
+            let reply = a.take_reply();
             let env = &a.envelope;
-            a.reply.send(AttemptReport {
+            reply.send(AttemptReport {
                 task_id: env.task_id.unwrap_or(env.id),
                 epoch: env.epoch,
                 agent: self.cfg.id.clone(),
@@ -478,12 +515,13 @@ impl Drop for AgentInstance {
 impl Handler<Assign> for AgentInstance {
     type Result = ();
 
-    fn handle(&mut self, a: Assign, ctx: &mut Self::Context) {
+    fn handle(&mut self, mut a: Assign, ctx: &mut Self::Context) {
         let state = self.inst().state();
         if self.stopping || matches!(state, AgentState::Failed | AgentState::Stopped) {
             self.inst().release();
+            let reply = a.take_reply();
             let env = &a.envelope;
-            a.reply.send(AttemptReport {
+            reply.send(AttemptReport {
                 task_id: env.task_id.unwrap_or(env.id),
                 epoch: env.epoch,
                 agent: self.cfg.id.clone(),
@@ -528,9 +566,9 @@ impl Handler<Cancel> for AgentInstance {
             .iter()
             .position(|a| a.envelope.task_id == Some(c.task_id) && a.envelope.epoch == c.epoch)
         {
-            if let Some(a) = self.queue.remove(pos) {
+            if let Some(mut a) = self.queue.remove(pos) {
                 self.inst().release();
-                a.reply.send(AttemptReport {
+                a.take_reply().send(AttemptReport {
                     task_id: c.task_id,
                     epoch: c.epoch,
                     agent: self.cfg.id.clone(),
@@ -562,12 +600,13 @@ impl Handler<Shutdown> for AgentInstance {
 
 impl AgentInstance {
     fn fail_all_queued(&mut self) {
-        for a in self.queue.drain(..) {
+        for mut a in self.queue.drain(..) {
             if let Some(h) = &self.handle {
                 h.release();
             }
+            let reply = a.take_reply();
             let env = &a.envelope;
-            a.reply.send(AttemptReport {
+            reply.send(AttemptReport {
                 task_id: env.task_id.unwrap_or(env.id),
                 epoch: env.epoch,
                 agent: self.cfg.id.clone(),

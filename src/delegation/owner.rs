@@ -94,7 +94,15 @@ pub struct TaskOwner {
     deadline: tokio::time::Instant,
     last_envelope: Option<Uuid>,
     waiting_for_agent: bool,
+    /// Consecutive looks that found every candidate at its bound (see [`FULL_POLL_MAX`]).
+    full_polls: u32,
 }
+
+/// The longest pause between two looks for a free slot while every candidate is at its
+/// bound. Looks start 1 ms apart and double up to this: a live runtime still picks up a
+/// freed slot within a few ms, and a swarm of waiting owners does not wake every
+/// millisecond (on the paused clock that is what costs wall time).
+const FULL_POLL_MAX: Duration = Duration::from_millis(32);
 
 impl TaskOwner {
     pub(crate) fn new(
@@ -135,6 +143,7 @@ impl TaskOwner {
             excluded: Vec::new(),
             waiter: Some(waiter),
             waiting_for_agent: false,
+            full_polls: 0,
         }
     }
 
@@ -187,7 +196,14 @@ impl TaskOwner {
                         ctx,
                     );
                 } else {
-                    ctx.run_later(Duration::from_millis(1), |act, ctx| act.try_lease(ctx));
+                    let pause =
+                        Duration::from_millis(1 << self.full_polls.min(5)).min(FULL_POLL_MAX);
+                    self.full_polls = self.full_polls.saturating_add(1);
+                    let pause = pause.min(
+                        self.deadline
+                            .saturating_duration_since(tokio::time::Instant::now()),
+                    );
+                    ctx.run_later(pause, |act, ctx| act.try_lease(ctx));
                 }
             }
             Err(PickError::NoCandidate | PickError::UnknownCapability) => self.wait_for_agent(ctx),
@@ -238,9 +254,15 @@ impl TaskOwner {
     }
 
     fn lease_to(&mut self, handle: Arc<InstanceHandle>, ctx: &mut Context<Self>) {
+        self.full_polls = 0;
         self.epoch += 1;
         let epoch = self.epoch;
         let attempt = self.record.leases.len() as u32 + 1;
+        if attempt > 1 {
+            // Counted when the task actually moves to another agent, not when an attempt
+            // fails (it may then wait, or be escalated, instead).
+            self.shared.stats.reassigned();
+        }
         let now_ms = self.shared.clock.now_ms();
         let deadline = tokio::time::Instant::now() + self.task.timeout;
         let contract = self.contract.as_ref();
@@ -388,7 +410,6 @@ impl TaskOwner {
             self.try_lease(ctx); // escalates with the budget message
             return;
         }
-        self.shared.stats.reassigned();
         let delay = self.task.backoff.delay(failures);
         if delay.is_zero() {
             self.try_lease(ctx);

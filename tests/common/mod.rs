@@ -1,0 +1,142 @@
+//! Shared test helpers: a paused-clock actix system, bounded waits, small agents, and
+//! journal queries. Every integration test runs on tokio's paused clock, so a 60 s timeout
+//! costs no wall time, and every wait is bounded in virtual time, so a bug fails the test
+//! instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster::journal::Record;
+use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder, TaskContext};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// The capability every test agent serves unless told otherwise.
+pub const CAP: &str = "work";
+
+/// Runs `body` on a fresh actix system whose tokio runtime starts with a paused clock.
+pub fn run_paused<F, Fut>(body: F) -> Fut::Output
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+{
+    let sys = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a current-thread tokio runtime")
+    });
+    sys.block_on(body())
+}
+
+/// Awaits `fut` for at most `secs` of virtual time; fails the test naming `what` otherwise.
+pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs} s of virtual time waiting for {what}"),
+    }
+}
+
+/// Lets virtual time pass (actors run meanwhile).
+pub async fn pass(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// Input schema: `{"n": integer}`.
+pub fn input_schema() -> Value {
+    json!({"type": "object", "required": ["n"],
+           "properties": {"n": {"type": "integer"}}})
+}
+
+/// Output schema: `{"value": integer}`.
+pub fn output_schema() -> Value {
+    json!({"type": "object", "required": ["value"],
+           "properties": {"value": {"type": "integer"}}})
+}
+
+/// The capability `work`: `in` → `out`.
+pub fn cap() -> CapabilitySpec {
+    CapabilitySpec::new(CAP, "in", "out")
+}
+
+/// A builder with the two schemas and a fixed seed (deterministic ids and clock origin).
+pub fn builder() -> MusterBuilder {
+    Muster::builder()
+        .schema("in", input_schema())
+        .schema("out", output_schema())
+        .seed(7)
+}
+
+/// A function agent serving `work` with `f`.
+pub fn agent<F, Fut>(name: &str, f: F) -> AgentDef
+where
+    F: Fn(Value, TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, AgentError>> + 'static,
+{
+    AgentDef::function(name, f).capability(cap())
+}
+
+/// An agent that answers `{"value": n}` at once.
+pub fn echo(name: &str) -> AgentDef {
+    agent(name, |input, _ctx| async move {
+        Ok(json!({"value": input["n"].as_i64().unwrap_or(0)}))
+    })
+}
+
+/// A task input.
+pub fn input(n: i64) -> Value {
+    json!({"n": n})
+}
+
+/// Every journal record.
+pub fn journal(m: &Muster) -> Vec<Record> {
+    m.journal().read_after(0)
+}
+
+/// The id of the task an event is about, if any.
+pub fn task_of(e: &Event) -> Option<Uuid> {
+    match e {
+        Event::TaskSubmitted { task, .. }
+        | Event::LeaseGranted { task, .. }
+        | Event::AttemptFailed { task, .. }
+        | Event::ResultAccepted { task, .. }
+        | Event::ResultStale { task, .. }
+        | Event::TaskEscalated { task, .. }
+        | Event::TaskCancelled { task, .. } => Some(*task),
+        _ => None,
+    }
+}
+
+/// The events of one task, in journal order.
+pub fn events_of(m: &Muster, task: Uuid) -> Vec<Event> {
+    journal(m)
+        .into_iter()
+        .map(|r| r.event)
+        .filter(|e| task_of(e) == Some(task))
+        .collect()
+}
+
+/// How many events of `kind` the task has.
+pub fn count_kind(events: &[Event], kind: &str) -> usize {
+    events.iter().filter(|e| e.kind() == kind).count()
+}
+
+/// Sets a flag when dropped: shows that an agent's future was dropped (cancelled).
+pub struct DropGuard(pub Arc<AtomicBool>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A future that never completes.
+pub async fn hang() -> Result<Value, AgentError> {
+    futures::future::pending::<()>().await;
+    unreachable!()
+}
