@@ -291,6 +291,7 @@ impl TaskOwner {
             started_ms: now_ms,
             ended_ms: None,
             outcome: LeaseOutcome::Running,
+            envelope: Some(envelope.id),
         });
         self.shared.journal(Event::LeaseGranted {
             task: self.record.id,

@@ -66,6 +66,10 @@ pub struct Lease {
     pub ended_ms: Option<u64>,
     /// How it ended.
     pub outcome: LeaseOutcome,
+    /// The envelope that carried the task to the agent (the causation of whatever the
+    /// task's output causes next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<Uuid>,
 }
 
 /// Why and where a task was escalated.
@@ -119,6 +123,15 @@ impl TaskRecord {
             .rev()
             .find(|l| l.outcome == LeaseOutcome::Completed)
             .map(|l| l.agent.as_ref())
+    }
+
+    /// The envelope of the lease whose result was accepted.
+    pub fn accepted_envelope(&self) -> Option<Uuid> {
+        self.leases
+            .iter()
+            .rev()
+            .find(|l| l.outcome == LeaseOutcome::Completed)
+            .and_then(|l| l.envelope)
     }
 
     /// Leases granted.
