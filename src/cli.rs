@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod check;
 pub mod inspect;
+pub mod bench;
 pub mod run;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show what happened, from a journal file: correlations, timelines, ownership.
     Inspect(inspect::InspectArgs),
+    /// Measure coordination overhead (W1-W5) beside raw tokio and raw actix.
+    Bench(bench::BenchArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -110,6 +113,13 @@ pub fn run(cli: Cli) -> i32 {
             let json = a.json;
             match check::run(a) {
                 Ok(code) => code,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Bench(a) => {
+            let json = a.json;
+            match bench::run(a) {
+                Ok(()) => EXIT_OK,
                 Err(e) => e.report(json),
             }
         }

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod bench;
 pub mod cast;
 pub mod cli;
 pub mod clock;

@@ -3,13 +3,19 @@
 use clap::Parser;
 
 fn main() {
+    let cli = muster::cli::Cli::parse();
+    // `muster bench` crashes agents on purpose (W4): a warning per crash would be printed,
+    // and timed, thousands of times.
+    let default = match cli.command {
+        muster::cli::Command::Bench(_) => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = muster::cli::Cli::parse();
     std::process::exit(muster::cli::run(cli));
 }

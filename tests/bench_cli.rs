@@ -1,0 +1,107 @@
+//! `muster bench --json` produces one well-formed document with every figure, its unit,
+//! median and min..max, the baselines, the ratios, the peers and the machine. Timings are
+//! never asserted: only that they are there.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(workload: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["bench", "--workload", workload, "--runs", "1", "--json"])
+        .env("MUSTER_BENCH_SCALE", "0.01")
+        .output()
+        .expect("muster runs");
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+}
+
+fn figure<'a>(w: &'a Value, name: &str) -> &'a Value {
+    w["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("figure {name} is missing"))
+}
+
+#[test]
+fn w3_json_has_every_figure_baseline_ratio_and_peer() {
+    let doc = bench("W3");
+    assert_eq!(doc["ok"], true);
+    assert_eq!(
+        doc["scale"], 0.01,
+        "the scale from the environment is reported"
+    );
+    assert_eq!(doc["runs"], 1);
+    assert!(doc["command"].as_str().expect("command").contains("bench"));
+    assert!(doc["machine"]["nproc"].as_u64().expect("nproc") >= 1);
+    assert!(doc["machine"]["cpu_model"].is_string());
+    assert!(doc["machine"]["release_build"].is_boolean());
+    let ws = doc["workloads"].as_array().expect("workloads");
+    assert_eq!(ws.len(), 1);
+    let w3 = &ws[0];
+    assert_eq!(w3["id"], "W3");
+    assert!(w3["description"].is_string());
+    for name in [
+        "muster_p50_us",
+        "muster_p90_us",
+        "muster_p99_us",
+        "raw_tokio_p50_us",
+        "raw_tokio_p99_us",
+        "raw_actix_p50_us",
+        "raw_actix_p99_us",
+    ] {
+        let f = figure(w3, name);
+        assert_eq!(f["unit"], "µs", "{name}");
+        for k in ["median", "min", "max"] {
+            assert!(f[k].is_number(), "{name}.{k} is a number");
+        }
+        assert_eq!(f["samples"].as_array().map(Vec::len), Some(1), "{name}");
+    }
+    let ratios = w3["ratios"].as_array().expect("ratios");
+    for name in [
+        "p50_over_raw_tokio",
+        "p50_over_raw_actix",
+        "p99_over_raw_tokio",
+        "p99_over_raw_actix",
+    ] {
+        let r = ratios
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("ratio {name} is missing"));
+        for k in ["median", "min", "max"] {
+            assert!(r[k].is_number(), "{name}.{k}");
+        }
+    }
+    let peers = w3["peers"].as_array().expect("peers");
+    assert_eq!(peers.len(), 4, "AutoGen and LangGraph, p50 and p99");
+    for p in peers {
+        assert!(p["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("WORKLOADS.md")));
+        assert!(p["value"].is_number() && p["times_better_median"].is_number());
+    }
+    let targets = w3["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 2);
+    for t in targets {
+        assert!(["met", "missed"].contains(&t["status"].as_str().unwrap_or_default()));
+    }
+}
+
+#[test]
+fn bad_scale_is_bad_input() {
+    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["bench", "--workload", "W3", "--runs", "1", "--json"])
+        .env("MUSTER_BENCH_SCALE", "zero")
+        .output()
+        .expect("muster runs");
+    assert_eq!(out.status.code(), Some(2));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+    assert_eq!(doc["ok"], false);
+}
