@@ -5,9 +5,9 @@
 //! schema error), with a message naming the file, the field and what was expected.
 
 pub mod agents;
+pub mod bench;
 pub mod check;
 pub mod inspect;
-pub mod bench;
 pub mod run;
 
 use std::path::PathBuf;

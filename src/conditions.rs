@@ -18,6 +18,10 @@ use cel::objects::{Key, Map};
 use cel::{Context, Program, Value as Cel};
 use serde_json::Value;
 
+thread_local! {
+    static STDLIB: Context<'static, 'static> = Context::default();
+}
+
 /// A compiled CEL expression.
 ///
 /// # Example
@@ -100,16 +104,20 @@ impl Condition {
 
     /// Evaluates to a CEL value, with the given JSON variables bound.
     fn eval_cel(&self, vars: &[(&str, &Value)]) -> Result<Cel, ConditionError> {
-        let mut ctx = Context::default();
-        for (name, value) in vars {
-            ctx.add_variable_from_value(*name, to_cel(value));
-        }
-        self.program
-            .execute(&ctx)
-            .map_err(|e| ConditionError::Eval {
-                source_text: self.source.to_string(),
-                message: e.to_string(),
-            })
+        // Building the standard library is most of the cost of a fresh context: build it
+        // once per thread and bind each evaluation's variables in a child scope.
+        STDLIB.with(|base| {
+            let mut ctx = base.new_inner_scope();
+            for (name, value) in vars {
+                ctx.add_variable_from_value(*name, to_cel(value));
+            }
+            self.program
+                .execute(&ctx)
+                .map_err(|e| ConditionError::Eval {
+                    source_text: self.source.to_string(),
+                    message: e.to_string(),
+                })
+        })
     }
 
     /// Evaluates a condition; anything but a bool is an error.

@@ -116,12 +116,18 @@ impl Journal for DiscardJournal {
     }
 }
 
-/// The durable journal for the second W1 figure. `muster::journal::SqliteJournal` is
-/// being built on another branch; when it lands, the integrator returns it here, e.g.
-/// `Some(Arc::new(SqliteJournal::open(dir.join("bench.db"))?))`, and W1 reports the
-/// SQLite figures. Until then W1 reports them as not measured.
-pub fn sqlite_journal(_dir: &std::path::Path) -> Option<Arc<dyn Journal>> {
-    None
+/// The durable journal for the W1 SQLite figures: a fresh file in `dir` with the given
+/// durability; `None` if it cannot be opened (then W1 reports them as not measured).
+pub fn sqlite_journal(
+    dir: &std::path::Path,
+    durability: crate::journal::sqlite::Durability,
+) -> Option<Arc<dyn Journal>> {
+    let _ = std::fs::create_dir_all(dir);
+    let path = dir.join(format!("bench-{durability:?}.db"));
+    let _ = std::fs::remove_file(&path);
+    crate::journal::sqlite::SqliteJournal::open(&path, durability)
+        .ok()
+        .map(|j| Arc::new(j) as Arc<dyn Journal>)
 }
 
 /// The W1 runtime: capabilities `bench.a`, `bench.b`, `bench.c`, one agent each.
@@ -288,29 +294,48 @@ pub async fn w1(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
     );
 
     let dir = std::env::temp_dir().join(format!("muster-bench-{}", std::process::id()));
-    if let Some(j) = sqlite_journal(&dir) {
+    // `sync` acknowledges each result only once its batch is on disk: every sequential
+    // task waits for an fsync, so it runs a tenth of the tasks.
+    for (durability, label, count) in [
+        (crate::journal::sqlite::Durability::Relaxed, "relaxed", n),
+        (
+            crate::journal::sqlite::Durability::Sync,
+            "sync",
+            (n / 10).max(1),
+        ),
+    ] {
+        let Some(j) = sqlite_journal(&dir, durability) else {
+            continue;
+        };
         let m = chain_runtime(j).await?;
         let wf = chain_workflow(&m)?;
-        for i in 0..warm {
+        for i in 0..warm.min(count as u64) {
             chain_by_workflow(&m, &wf, i).await?;
         }
-        let d = time_loop(n, warm, |i| {
+        let d = time_loop(count, warm, |i| {
             let (m, wf) = (m.clone(), wf.clone());
             async move { chain_by_workflow(&m, &wf, i).await }
         })
         .await?;
+        let dd = time_loop(count, warm + count as u64, |i| {
+            let m = m.clone();
+            async move { chain_by_delegate(&m, i).await }
+        })
+        .await?;
         m.shutdown().await;
+        let per_n = |d: Duration| d.as_secs_f64() * 1e6 / (count as f64 * 3.0);
         c.rec(
-            "muster_workflow_sqlite_tasks_per_s",
-            Unit::PerSecond,
-            rate(d),
+            &format!("muster_workflow_sqlite_{label}_us_per_handoff"),
+            Unit::Micros,
+            per_n(d),
         );
         c.rec(
-            "muster_workflow_sqlite_us_per_handoff",
+            &format!("muster_delegate_sqlite_{label}_us_per_handoff"),
             Unit::Micros,
-            per(d),
+            per_n(dd),
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
