@@ -282,13 +282,17 @@ impl AgentInstance {
         }
     }
 
+    /// Ready ⇄ Busy flips with every task at concurrency 1: it is kept on the handle (the
+    /// registry lists it, the router reads it) but not published or journaled, which would
+    /// put two registry messages and two journal events on the hot path of every task.
+    /// Lifecycle changes that matter (started, failed, stopped) are published.
     fn update_busy(&self) {
         match self.inst().state() {
             AgentState::Ready if self.running.len() >= self.cfg.concurrency => {
-                self.set_state(AgentState::Busy, None)
+                self.inst().set_state(AgentState::Busy)
             }
             AgentState::Busy if self.running.len() < self.cfg.concurrency => {
-                self.set_state(AgentState::Ready, None)
+                self.inst().set_state(AgentState::Ready)
             }
             _ => {}
         }
