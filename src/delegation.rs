@@ -22,6 +22,7 @@
 //! ```
 
 pub mod owner;
+pub mod owners;
 pub mod record;
 pub mod task;
 

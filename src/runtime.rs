@@ -466,7 +466,12 @@ impl MusterBuilder {
         });
         let on_stop = shared.clone();
         let root_settings = self.supervision.unwrap_or_default();
-        let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
+        let (s1, s2, s3, s4) = (
+            shared.clone(),
+            shared.clone(),
+            shared.clone(),
+            shared.clone(),
+        );
         let root = Supervisor::new("root", root_settings)
             .with_shared(shared.clone())
             .on_escalate(move |report| {
@@ -503,6 +508,16 @@ impl MusterBuilder {
                         .start();
                     *s3.agents.write() = Some(addr.clone());
                     Ok(Box::new(SupervisorHandle(addr)) as Box<dyn ChildHandle>)
+                },
+            ))
+            .child(ChildSpec::new(
+                "owners",
+                Restart::Permanent,
+                Duration::from_secs(30),
+                move |link| {
+                    let addr =
+                        crate::delegation::owners::OwnerSupervisor::new(s4.clone(), link).start();
+                    Ok(Box::new(StopHandle(addr.recipient())) as Box<dyn ChildHandle>)
                 },
             ))
             .start();
@@ -932,20 +947,8 @@ impl Muster {
     /// Stops the runtime: cancels live tasks (they end `cancelled`), then stops the
     /// children in reverse start order, each within its shutdown time.
     pub async fn shutdown(&self) {
-        let owners: Vec<Addr<TaskOwner>> = self
-            .inner
-            .shared
-            .owners
-            .iter()
-            .map(|a| a.value().clone())
-            .collect();
-        for o in owners {
-            let _ = o
-                .send(CancelTask {
-                    reason: "the runtime is shutting down".into(),
-                })
-                .await;
-        }
+        // Reverse start order: the owner supervisor (live tasks end `cancelled`), the
+        // agent supervisors, the router, the registry.
         let _ = self.inner.root.send(ShutdownSupervisor).await;
         let _ = self.inner.shared.stopped.send(Some("shut down".into()));
     }

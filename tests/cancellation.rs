@@ -102,3 +102,41 @@ fn cancel_ends_a_task_that_is_waiting_for_an_agent() {
         assert_eq!(m.live_tasks(), 0);
     });
 }
+
+/// Shutdown stops the root's children in reverse start order: the owner supervisor first,
+/// so every live task ends `cancelled` (nothing is left without a terminal state).
+#[test]
+fn shutdown_cancels_every_live_task_first() {
+    common::run_paused(|| async {
+        let m = muster::Muster::builder()
+            .schema("any", serde_json::json!({"type": "object"}))
+            .agent(
+                muster::AgentDef::function("slow", |v, _| async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    Ok(v)
+                })
+                .capability(muster::CapabilitySpec::new("slow", "any", "any"))
+                .concurrency(4),
+            )
+            .start()
+            .await
+            .unwrap();
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            handles.push(
+                m.submit(
+                    muster::Task::new("slow", serde_json::json!({}))
+                        .timeout(std::time::Duration::from_secs(7200)),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        common::within(60, "shutdown", m.shutdown()).await;
+        for h in handles {
+            let o = common::within(60, "outcome", h.outcome()).await;
+            assert_eq!(o.status, muster::TaskStatus::Cancelled);
+        }
+    });
+}
