@@ -474,7 +474,15 @@ impl TaskOwner {
         self.shared.stats.ended(status);
         self.shared.owners.remove(&self.record.id);
         if let Some(w) = self.waiter.take() {
-            let record = self.record.clone();
+            // With no lease left to answer, nothing reads the record again but `done()`:
+            // hand the output and the history over instead of copying them.
+            let record = if self.outstanding.is_empty() {
+                let mut shell = self.record.clone_header();
+                std::mem::swap(&mut shell, &mut self.record);
+                shell
+            } else {
+                self.record.clone()
+            };
             let journal = self.shared.journal.clone();
             if journal.acknowledges_durably() {
                 // `Durability::Sync`: acknowledge only once the terminal event (the last

@@ -125,6 +125,22 @@ impl TaskRecord {
             .map(|l| l.agent.as_ref())
     }
 
+    /// A copy of the record without its payloads or history (cheap).
+    pub(crate) fn clone_header(&self) -> TaskRecord {
+        TaskRecord {
+            id: self.id,
+            capability: String::new(),
+            correlation: self.correlation,
+            status: self.status,
+            leases: Vec::new(),
+            output: None,
+            escalation: None,
+            stale_rejected: self.stale_rejected,
+            submitted_ms: self.submitted_ms,
+            ended_ms: self.ended_ms,
+        }
+    }
+
     /// The envelope of the lease whose result was accepted.
     pub fn accepted_envelope(&self) -> Option<Uuid> {
         self.leases
