@@ -160,6 +160,11 @@ impl Shared {
         self.journal.append(self.clock.now_ms(), e)
     }
 
+    /// Appends to the journal at a time the caller already read.
+    pub fn journal_at(&self, at_ms: u64, e: Event) -> u64 {
+        self.journal.append(at_ms, e)
+    }
+
     pub fn registry(&self) -> Option<Addr<Registry>> {
         self.registry.read().clone()
     }

@@ -96,6 +96,9 @@ pub struct TaskOwner {
     waiting_for_agent: bool,
     /// Consecutive looks that found every candidate at its bound (see [`FULL_POLL_MAX`]).
     full_polls: u32,
+    /// The capability and the sender as envelopes carry them, allocated once per task.
+    topic: Arc<str>,
+    sender: Arc<str>,
 }
 
 /// The longest pause between two looks for a free slot while every candidate is at its
@@ -126,6 +129,8 @@ impl TaskOwner {
             submitted_ms: now,
             ended_ms: None,
         };
+        let topic: Arc<str> = Arc::from(task.capability.as_str());
+        let sender: Arc<str> = Arc::from(task.sender.as_str());
         TaskOwner {
             router: Router {
                 shared: shared.clone(),
@@ -143,6 +148,8 @@ impl TaskOwner {
             excluded: Vec::new(),
             waiter: Some(waiter),
             waiting_for_agent: false,
+            topic,
+            sender,
             full_polls: 0,
         }
     }
@@ -263,15 +270,17 @@ impl TaskOwner {
             // fails (it may then wait, or be escalated, instead).
             self.shared.stats.reassigned();
         }
-        let now_ms = self.shared.clock.now_ms();
-        let deadline = tokio::time::Instant::now() + self.task.timeout;
+        // One clock read for the whole lease.
+        let now = tokio::time::Instant::now();
+        let now_ms = self.shared.clock.at_ms(now);
+        let deadline = now + self.task.timeout;
         let contract = self.contract.as_ref();
         let envelope = Arc::new(Envelope {
             id: self.shared.ids.next(now_ms),
             correlation_id: self.record.correlation,
             causation_id: self.last_envelope,
-            topic: Arc::from(self.task.capability.as_str()),
-            sender: Arc::from(self.task.sender.as_str()),
+            topic: self.topic.clone(),
+            sender: self.sender.clone(),
             recipient: Recipient::Agent(handle.id.clone()),
             schema: contract
                 .map(|c| c.input.name.clone())
@@ -293,13 +302,16 @@ impl TaskOwner {
             outcome: LeaseOutcome::Running,
             envelope: Some(envelope.id),
         });
-        self.shared.journal(Event::LeaseGranted {
-            task: self.record.id,
-            agent: handle.id.clone(),
-            epoch,
-            attempt,
-            envelope: envelope.id,
-        });
+        self.shared.journal_at(
+            now_ms,
+            Event::LeaseGranted {
+                task: self.record.id,
+                agent: handle.id.clone(),
+                epoch,
+                attempt,
+                envelope: envelope.id,
+            },
+        );
         let timer = ctx.run_later(self.task.timeout, move |act, ctx| {
             act.attempt_failed(epoch, Failure::Timeout, ctx)
         });
@@ -338,7 +350,7 @@ impl TaskOwner {
             epoch,
             timer,
             heartbeat_check,
-            last_heartbeat: tokio::time::Instant::now(),
+            last_heartbeat: now,
         });
     }
 
