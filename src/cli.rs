@@ -5,9 +5,11 @@
 //! schema error), with a message naming the file, the field and what was expected.
 
 pub mod agents;
+pub mod approve;
 pub mod bench;
 pub mod check;
 pub mod inspect;
+pub mod resume;
 pub mod run;
 
 use std::path::PathBuf;
@@ -43,6 +45,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure coordination overhead (W1-W5) beside raw tokio and raw actix.
     Bench(bench::BenchArgs),
+    /// Finish every unfinished run of a journal (after a crash, or past a decided gate).
+    Resume(resume::ResumeArgs),
+    /// Decide a gate where a run waits: appends the decision to the journal.
+    Approve(approve::ApproveArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -126,6 +132,20 @@ pub fn run(cli: Cli) -> i32 {
         Command::Agents(a) => {
             let json = a.json;
             match agents::run(a) {
+                Ok(()) => EXIT_OK,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Resume(a) => {
+            let json = a.json;
+            match resume::run(a) {
+                Ok(code) => code,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Approve(a) => {
+            let json = a.json;
+            match approve::run(a) {
                 Ok(()) => EXIT_OK,
                 Err(e) => e.report(json),
             }

@@ -787,6 +787,7 @@ impl Muster {
             input: task.input.clone(),
             attempts: task.attempts,
             timeout_ms: task.timeout.as_millis() as u64,
+            sender: task.sender.clone(),
         });
         shared.stats.submitted();
         let (tx, rx) = oneshot::channel();
@@ -899,6 +900,35 @@ impl Muster {
                 run,
                 gate: gate.into(),
             }),
+        }
+    }
+
+    /// Delivers a result from outside this runtime's own agent instances (a remote agent,
+    /// or one that held a lease before a restart) to the owner of a live task. It is
+    /// fenced like any other answer: unless `epoch` is the epoch of the task's current
+    /// lease, it is rejected and journaled as `result_stale` (G2). False when no live task
+    /// has this id.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(muster: muster::Muster, task: uuid::Uuid) {
+    /// // An agent that worked on `task` under epoch 1 before the process restarted:
+    /// // the recovered task leases from epoch 2 on, so this answer is fenced.
+    /// muster.deliver_result(task, "old#0", 1, serde_json::json!({"late": true}));
+    /// # }
+    /// ```
+    pub fn deliver_result(&self, task: Uuid, agent: &str, epoch: u64, output: Value) -> bool {
+        match self.inner.shared.owners.get(&task).map(|a| a.clone()) {
+            Some(addr) => {
+                addr.do_send(crate::agents::instance::AttemptReport {
+                    task_id: task,
+                    epoch,
+                    agent: Arc::from(agent),
+                    result: Ok(output),
+                });
+                true
+            }
+            None => false,
         }
     }
 

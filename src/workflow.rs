@@ -10,7 +10,9 @@
 pub mod check;
 pub mod definition;
 pub mod engine;
+pub mod recovery;
 
 pub use check::{check, Finding};
 pub use definition::{Next, Rule, Step, Workflow, WorkflowError};
 pub use engine::{Decision, RunOutcome, RunStatus, StepEvent, StepSummary};
+pub use recovery::{RecoveredRun, StepProgress};

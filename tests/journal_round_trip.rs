@@ -78,6 +78,7 @@ fn every_event() -> Vec<Event> {
             input: json!({"files": [], "unicode": "héllo ✓", "big": u64::MAX}),
             attempts: 3,
             timeout_ms: 60_000,
+            sender: "code-change/test".into(),
         },
         Event::LeaseGranted {
             task,

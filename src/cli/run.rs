@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::agents::{load, start};
+use super::agents::{load, start_with};
 use super::{block_on, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
+use crate::journal::{Durability, Event, Journal, SqliteJournal};
+use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
-use crate::workflow::{RunOutcome, RunStatus, StepEvent, Workflow};
+use crate::workflow::{recovery, RunOutcome, RunStatus, StepEvent, Workflow};
 use crate::SchemaStore;
 
 /// Exit code: the run waits at a human gate.
@@ -25,9 +27,35 @@ pub struct RunArgs {
     /// Where the cast and schemas are.
     #[command(flatten)]
     pub cast: CastArgs,
+    /// The journal (an SQLite file, created if absent): every event of the run, so that
+    /// `muster resume` can finish it after a crash and `muster inspect` can show it.
+    #[arg(long, default_value = ".muster/journal.db")]
+    pub journal: PathBuf,
+    /// `relaxed` (survives a crash of the process) or `sync` (survives power loss; a
+    /// result is acknowledged only once it is on disk).
+    #[arg(long, default_value = "relaxed", value_parser = parse_durability)]
+    pub durability: Durability,
+    /// At a gate, wait for its decision (`muster approve` from another shell) instead of
+    /// exiting with code 3.
+    #[arg(long)]
+    pub wait: bool,
     /// Print one JSON document instead of progress lines and a table.
     #[arg(long)]
     pub json: bool,
+}
+
+pub(crate) fn parse_durability(s: &str) -> Result<Durability, String> {
+    s.parse()
+}
+
+/// Opens (or creates) a journal for writing; errors are bad input naming the file.
+pub(crate) fn open_journal(
+    path: &Path,
+    durability: Durability,
+) -> Result<Arc<SqliteJournal>, CliError> {
+    SqliteJournal::open(path, durability)
+        .map(Arc::new)
+        .map_err(|e| CliError::bad_input(e.to_string(), json!({"journal": path})))
 }
 
 /// Reads the run input.
@@ -83,7 +111,7 @@ pub(crate) fn load_workflow(path: &Path, store: &SchemaStore) -> Result<Workflow
     })
 }
 
-fn print_event(e: &StepEvent) {
+pub(crate) fn print_event(e: &StepEvent) {
     match e {
         StepEvent::Entered { .. } => {}
         StepEvent::Finished(s) => println!(
@@ -168,49 +196,208 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         }
     }
     let json_out = args.json;
+    let journal = open_journal(&args.journal, args.durability)?;
     block_on(async move {
-        let muster = start(&args.cast.schemas, defs).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let printer = actix::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                if !json_out {
-                    print_event(&e);
-                }
-            }
-        });
+        let muster = start_with(
+            &args.cast.schemas,
+            defs,
+            Some(journal.clone() as Arc<dyn Journal>),
+        )
+        .await?;
+        let (tx, printer) = printer(json_out);
         if !json_out {
             println!("running `{}` ({})", wf.name, args.workflow.display());
         }
         let wall = std::time::Instant::now();
         let opts = RunOptions {
-            progress: Some(tx),
+            progress: Some(tx.clone()),
             stop_at_gates: true,
             run_id: None,
         };
-        let run = muster.run_workflow_with(wf.clone(), input, opts);
+        let gates = Gates {
+            muster: &muster,
+            journal: &journal,
+            path: &args.journal,
+            wf: wf.clone(),
+            wait: args.wait,
+            progress: tx,
+        };
+        let run = async {
+            let first = muster
+                .run_workflow_with(wf.clone(), input, opts)
+                .await
+                .map_err(|e| CliError::bad_input(e.to_string(), json!({})))?;
+            gates.past_gates(first).await
+        };
         let outcome = tokio::select! {
             o = run => o,
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: cancelling the running tasks");
+                eprintln!("interrupted: cancelling the running tasks (`muster resume` finishes the run)");
                 muster.shutdown().await;
+                let _ = journal.flush();
                 return Ok(130);
             }
         };
+        drop(gates);
         let _ = printer.await;
-        let outcome = outcome.map_err(|e| CliError::bad_input(e.to_string(), json!({})))?;
-        let wall_ms = wall.elapsed().as_millis();
-        if json_out {
-            let mut doc = serde_json::to_value(&outcome).unwrap_or_default();
-            doc["wall_ms"] = json!(wall_ms);
-            println!("{doc}");
-        } else {
-            print_summary(&outcome, wall_ms);
-        }
+        let code = report(
+            &outcome?,
+            wall.elapsed().as_millis(),
+            json_out,
+            &args.journal,
+        );
         muster.shutdown().await;
-        Ok(match outcome.status {
-            RunStatus::Completed => EXIT_OK,
-            RunStatus::Failed { .. } => EXIT_FAILED,
-            RunStatus::Waiting { .. } => EXIT_WAITING,
-        })
+        flush(&journal)?;
+        Ok(code)
     })
+}
+
+/// A task printing progress events as they come (nothing with `--json`); it ends once
+/// every sender is dropped.
+pub(crate) fn printer(
+    json_out: bool,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<StepEvent>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handle = actix::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if !json_out {
+                print_event(&e);
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Commits what the journal holds before the process exits.
+pub(crate) fn flush(journal: &SqliteJournal) -> Result<(), CliError> {
+    journal.flush().map_err(|e| {
+        CliError::failed(
+            e.to_string(),
+            json!({"journal": journal.path(), "message": e.to_string()}),
+        )
+    })
+}
+
+/// How often a waiting run looks for its gate's decision in the journal.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Takes a run past its gates: with `--wait`, each decision is awaited in the journal
+/// (written there by `muster approve`, possibly from another process) and the run goes
+/// on from the journal's state; without it, the waiting outcome is returned as is.
+pub(crate) struct Gates<'a> {
+    pub(crate) muster: &'a Muster,
+    pub(crate) journal: &'a Arc<SqliteJournal>,
+    pub(crate) path: &'a Path,
+    pub(crate) wf: Arc<Workflow>,
+    pub(crate) wait: bool,
+    pub(crate) progress: tokio::sync::mpsc::UnboundedSender<StepEvent>,
+}
+
+impl Gates<'_> {
+    pub(crate) async fn past_gates(&self, mut outcome: RunOutcome) -> Result<RunOutcome, CliError> {
+        let journal_err = |e: crate::journal::JournalError| {
+            CliError::failed(e.to_string(), json!({"journal": self.path}))
+        };
+        while let (true, RunStatus::Waiting { gate, .. }) = (self.wait, &outcome.status) {
+            let gate = gate.clone();
+            // Everything up to the gate is on disk before anyone is asked to decide.
+            self.journal.flush().map_err(journal_err)?;
+            let mut seen = self.journal.len();
+            let mut found = None;
+            while found.is_none() {
+                tokio::time::sleep(POLL).await;
+                let records = self.journal.try_read_after(seen).map_err(journal_err)?;
+                found = records.iter().find_map(|r| match &r.event {
+                    Event::GateDecided { run, gate: g, .. }
+                        if *run == outcome.run && *g == gate =>
+                    {
+                        Some(r.seq)
+                    }
+                    _ => None,
+                });
+                seen = records.last().map_or(seen, |r| r.seq);
+            }
+            // The decision was appended by another process: adopt its sequence numbers.
+            self.journal.catch_up().map_err(journal_err)?;
+            let records = self.journal.try_read_after(0).map_err(journal_err)?;
+            let Some(rec) = recovery::recover(&records)
+                .into_iter()
+                .find(|r| r.run == outcome.run)
+            else {
+                break;
+            };
+            let opts = RunOptions {
+                progress: Some(self.progress.clone()),
+                stop_at_gates: true,
+                run_id: None,
+            };
+            let next = self
+                .muster
+                .resume_run(self.wf.clone(), rec, opts)
+                .await
+                .map_err(|e| CliError::failed(e.to_string(), json!({})))?;
+            outcome = merge(outcome, next);
+        }
+        Ok(outcome)
+    }
+}
+
+/// One outcome for a run finished in parts (before and after a gate, or a crash).
+pub(crate) fn merge(a: RunOutcome, b: RunOutcome) -> RunOutcome {
+    let mut steps = a.steps;
+    steps.extend(b.steps);
+    let mut owners = a.owners;
+    owners.extend(b.owners);
+    owners.sort();
+    owners.dedup();
+    RunOutcome {
+        run: b.run,
+        workflow: b.workflow,
+        status: b.status,
+        handoffs: a.handoffs + b.handoffs,
+        reassignments: a.reassignments + b.reassignments,
+        stale_rejected: a.stale_rejected + b.stale_rejected,
+        steps,
+        owners,
+        outputs: b.outputs,
+        duration_ms: a.duration_ms + b.duration_ms,
+    }
+}
+
+/// Prints a run's outcome (a summary table, or one JSON document) and, for a run waiting
+/// at a gate, how to decide; returns the exit code.
+pub(crate) fn report(o: &RunOutcome, wall_ms: u128, json_out: bool, journal: &Path) -> i32 {
+    let hint = |gate: &str| {
+        format!(
+            "muster approve --journal {} {} {gate} [--reject] [--reason TEXT]",
+            journal.display(),
+            o.run
+        )
+    };
+    if json_out {
+        let mut doc = serde_json::to_value(o).unwrap_or_default();
+        doc["wall_ms"] = json!(wall_ms);
+        if let RunStatus::Waiting { gate, .. } = &o.status {
+            doc["decide"] = json!(hint(gate));
+            doc["then"] = json!(format!("muster resume --journal {}", journal.display()));
+        }
+        println!("{doc}");
+    } else {
+        print_summary(o, wall_ms);
+        if let RunStatus::Waiting { gate, .. } = &o.status {
+            println!("decide with:   {}", hint(gate));
+            println!(
+                "then continue: muster resume --journal {}",
+                journal.display()
+            );
+        }
+    }
+    match o.status {
+        RunStatus::Completed => EXIT_OK,
+        RunStatus::Failed { .. } => EXIT_FAILED,
+        RunStatus::Waiting { .. } => EXIT_WAITING,
+    }
 }

@@ -95,6 +95,10 @@ pub enum Event {
         attempts: u32,
         /// Per-attempt time bound, ms.
         timeout_ms: u64,
+        /// Who delegated it: a workflow step is `"{workflow}/{step}"` (recovery ties the
+        /// task to its step by it). Empty in journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        sender: String,
     },
     /// A task was leased to an agent under a fresh epoch.
     LeaseGranted {

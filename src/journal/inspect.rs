@@ -238,7 +238,7 @@ fn set_status(tasks: &mut HashMap<Uuid, TaskInfo>, task: Uuid, s: &'static str) 
 /// let task = uuid::Uuid::now_v7();
 /// j.append(10, Event::TaskSubmitted {
 ///     task, capability: "echo".into(), correlation: task, input: serde_json::json!({}),
-///     attempts: 3, timeout_ms: 1000,
+///     attempts: 3, timeout_ms: 1000, sender: "api".into(),
 /// });
 /// j.append(12, Event::TaskCancelled { task, reason: "user".into() });
 /// let s = inspect::correlations(&j.read_after(0));

@@ -373,6 +373,54 @@ impl SqliteJournal {
         }
     }
 
+    /// Adopts records another process appended to the file since this journal was opened
+    /// (`muster approve` writing a gate decision while a run waits): commits what is
+    /// pending, then moves the sequence counter and the durable watermark up to the file's
+    /// last record, so that the next append neither overwrites nor waits for them.
+    /// Returns the last sequence number. Call it only while this process appends nothing
+    /// (a run waiting at a gate), since an append racing it could take a number the other
+    /// process used.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::journal::{Durability, Event, Journal, SqliteJournal};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("j.db");
+    /// let waiting = SqliteJournal::open(&path, Durability::Relaxed)?;
+    /// waiting.append(0, Event::Note { text: "waiting at a gate".into() });
+    /// waiting.flush()?;
+    /// let other = SqliteJournal::open(&path, Durability::Relaxed)?; // another process
+    /// other.append(0, Event::Note { text: "decided".into() });
+    /// other.close()?;
+    /// assert_eq!(waiting.catch_up()?, 2);
+    /// assert_eq!(waiting.append(0, Event::Note { text: "going on".into() }), 3);
+    /// assert_eq!(waiting.read_after(0).len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn catch_up(&self) -> Result<u64, JournalError> {
+        self.flush()?;
+        let conn = open_read_only(&self.path)?;
+        let max: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(|source| JournalError::Sqlite {
+                path: self.path.clone(),
+                context: "read the last sequence number".into(),
+                source,
+            })?;
+        let max = max.max(0) as u64;
+        let mut s = self.progress.state.lock();
+        if max > s.durable {
+            s.durable = max;
+            s.ahead.retain(|seq| *seq > max);
+        }
+        drop(s);
+        self.progress.changed.notify_all();
+        let before = self.last.fetch_max(max, Ordering::AcqRel);
+        Ok(before.max(max))
+    }
+
     /// Every record after `after`, read from the file once pending appends are committed.
     pub fn try_read_after(&self, after: u64) -> Result<Vec<Record>, JournalError> {
         self.flush()?;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::definition::{Next, Step, TaskStep, Workflow};
+use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
 use crate::delegation::{Backoff, Outcome, Task, TaskStatus};
 use crate::journal::Event;
 use crate::runtime::{Muster, SubmitError};
@@ -160,6 +161,14 @@ pub enum RunError {
     /// The workflow's input schema is unknown.
     #[error("{0}")]
     Schema(#[from] crate::messaging::contract::SchemaError),
+    /// A recovered run cannot be resumed with this workflow.
+    #[error("run {run} cannot be resumed: {reason}")]
+    NotResumable {
+        /// Run id.
+        run: Uuid,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a decision was refused.
@@ -218,15 +227,19 @@ impl RunState<'_> {
         Value::Object(self.steps.clone())
     }
 
-    /// Runs one task step (or branch) to its end and records it in `steps`.
+    /// Runs one task step (or branch) to its end and records it in `steps`. A task
+    /// recovered in flight (`pending`) is resubmitted with its id and input, leasing above
+    /// its highest journaled epoch.
     async fn run_task(
         &self,
         name: &str,
         ts: &TaskStep,
+        pending: Option<&PendingTask>,
     ) -> (TaskEnd, Option<(String, Value)>, Option<StepSummary>) {
         let steps = self.steps_value();
-        let input = match &ts.input {
-            Some(map) => match map.eval_json(&[("run", &self.run), ("steps", &steps)]) {
+        let input = match (&ts.input, pending) {
+            (_, Some(p)) => p.input.clone(),
+            (Some(map), None) => match map.eval_json(&[("run", &self.run), ("steps", &steps)]) {
                 Ok(v) => v,
                 Err(e) => {
                     let reason = format!("input mapping failed: {e}");
@@ -246,7 +259,7 @@ impl RunState<'_> {
                     );
                 }
             },
-            None => self.run["input"].clone(),
+            (None, None) => self.run["input"].clone(),
         };
         let backoff = ts
             .backoff
@@ -264,6 +277,10 @@ impl RunState<'_> {
             .sender(format!("{}/{name}", self.wf.name));
         if let Some(c) = self.causation {
             task = task.causation(c);
+        }
+        if let Some(p) = pending {
+            task.id = Some(p.task);
+            task.min_epoch = p.epoch;
         }
         if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
             task = task.escalate_to(g);
@@ -304,6 +321,12 @@ impl RunState<'_> {
             }
             Err(e) => {
                 let reason = e.to_string();
+                self.journal(Event::StepFailed {
+                    run: self.id,
+                    step: name.into(),
+                    task: None,
+                    reason: reason.clone(),
+                });
                 return (
                     TaskEnd::Failed(reason.clone()),
                     Some((
@@ -367,6 +390,87 @@ impl RunState<'_> {
                 Some((name.into(), rec)),
                 Some(summary),
             )
+        }
+    }
+
+    /// Finishes a task step recovered from the journal: runs it if it has no task yet,
+    /// resubmits a task in flight, takes an accepted result from the journal (the task is
+    /// not run again), or replays a journaled end.
+    async fn resume_task(
+        &self,
+        name: &str,
+        ts: &TaskStep,
+        progress: &StepProgress,
+    ) -> (TaskEnd, Option<(String, Value)>, Option<StepSummary>) {
+        let visit = self.visits.get(name).copied().unwrap_or(1);
+        let summary = |agent: Option<String>, attempts: u32, outcome: &str| StepSummary {
+            step: name.into(),
+            visit,
+            capability: ts.capability.clone(),
+            agent,
+            attempts,
+            reassignments: attempts.saturating_sub(1),
+            stale_rejected: 0,
+            outcome: outcome.into(),
+            duration_ms: 0,
+        };
+        match progress {
+            StepProgress::Entered => self.run_task(name, ts, None).await,
+            StepProgress::InFlight(p) => self.run_task(name, ts, Some(p)).await,
+            StepProgress::Accepted {
+                task,
+                agent,
+                output,
+                leases,
+                ..
+            } => {
+                self.journal(Event::StepCompleted {
+                    run: self.id,
+                    step: name.into(),
+                    task: *task,
+                    output: output.clone(),
+                });
+                let rec =
+                    json!({"output": output, "attempts": leases, "error": null, "agent": agent});
+                (
+                    TaskEnd::Done,
+                    Some((name.into(), rec)),
+                    Some(summary(Some(agent.clone()), *leases, "completed")),
+                )
+            }
+            StepProgress::Escalated {
+                task,
+                reason,
+                leases,
+            } => {
+                self.journal(Event::StepFailed {
+                    run: self.id,
+                    step: name.into(),
+                    task: Some(*task),
+                    reason: reason.clone(),
+                });
+                let rec = json!({"output": null, "attempts": leases, "error": {"reason": reason, "failures": []}});
+                (
+                    TaskEnd::Failed(reason.clone()),
+                    Some((name.into(), rec)),
+                    Some(summary(None, *leases, "escalated")),
+                )
+            }
+            StepProgress::Completed => (TaskEnd::Done, None, None),
+            StepProgress::Failed { reason } => (TaskEnd::Failed(reason.clone()), None, None),
+        }
+    }
+
+    /// Runs a task step fresh, or finishes it from its recovered progress.
+    async fn run_or_resume(
+        &self,
+        name: &str,
+        ts: &TaskStep,
+        progress: Option<&StepProgress>,
+    ) -> (TaskEnd, Option<(String, Value)>, Option<StepSummary>) {
+        match progress {
+            Some(p) => self.resume_task(name, ts, p).await,
+            None => self.run_task(name, ts, None).await,
         }
     }
 
@@ -458,7 +562,7 @@ impl Muster {
             file: wf.file.display().to_string(),
             input: input.clone(),
         });
-        let mut st = RunState {
+        let st = RunState {
             muster: self,
             wf: &wf,
             id,
@@ -469,7 +573,80 @@ impl Muster {
             causation: None,
             opts,
         };
-        let mut current = wf.start.clone();
+        Ok(self.drive(st, wf.start.clone(), None, started).await)
+    }
+
+    /// Finishes a run rebuilt from the journal ([`crate::workflow::recovery::recover`]):
+    /// from the step it was in, without entering that step again. A task in flight is
+    /// resubmitted with the same id, leasing above the highest journaled epoch (so a late
+    /// answer of the dead process's lease is fenced); a step with an accepted result takes
+    /// it from the journal and is not run again; a gate with a journaled decision goes on
+    /// by it. `opts.run_id` is ignored (the run keeps its id).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(muster: muster::Muster, wf: std::sync::Arc<muster::workflow::Workflow>)
+    /// #     -> Result<(), Box<dyn std::error::Error>> {
+    /// use muster::workflow::{engine::RunOptions, recovery};
+    ///
+    /// for run in recovery::recover(&muster.journal().read_after(0)) {
+    ///     let outcome = muster.resume_run(wf.clone(), run, RunOptions::default()).await?;
+    ///     println!("{:?}", outcome.status);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn resume_run(
+        &self,
+        wf: Arc<Workflow>,
+        rec: RecoveredRun,
+        opts: RunOptions,
+    ) -> Result<RunOutcome, RunError> {
+        if rec.workflow != wf.name {
+            return Err(RunError::NotResumable {
+                run: rec.run,
+                reason: format!(
+                    "it is a run of workflow `{}`, not of `{}`",
+                    rec.workflow, wf.name
+                ),
+            });
+        }
+        if let Some(status) = &rec.ended {
+            return Err(RunError::NotResumable {
+                run: rec.run,
+                reason: format!("it has already ended ({status})"),
+            });
+        }
+        let started = self.now_ms();
+        let st = RunState {
+            muster: self,
+            wf: &wf,
+            id: rec.run,
+            run: json!({"input": rec.input, "id": rec.run.to_string()}),
+            steps: rec.steps,
+            visits: rec.visits.into_iter().collect(),
+            summaries: Vec::new(),
+            causation: None,
+            opts,
+        };
+        let current = rec
+            .at
+            .as_ref()
+            .map_or_else(|| wf.start.clone(), |p| p.step.clone());
+        Ok(self.drive(st, current, rec.at, started).await)
+    }
+
+    /// The run loop, from `current`. With `resume`, the first step is the one the run was
+    /// in when it was recovered: it is not entered again, and its recorded progress is
+    /// finished rather than started over.
+    async fn drive(
+        &self,
+        mut st: RunState<'_>,
+        mut current: String,
+        mut resume: Option<Position>,
+        started: u64,
+    ) -> RunOutcome {
+        let wf = st.wf;
+        let id = st.id;
         let status = loop {
             let Some(step) = wf.steps.get(&current) else {
                 break RunStatus::Failed {
@@ -477,23 +654,27 @@ impl Muster {
                     reason: "no such step".into(),
                 };
             };
-            let visit = {
-                let v = st.visits.entry(current.clone()).or_insert(0);
-                *v += 1;
-                *v
-            };
-            st.journal(Event::StepEntered {
-                run: id,
-                step: current.clone(),
-                visit,
-            });
-            st.emit(StepEvent::Entered {
-                step: current.clone(),
-                visit,
-            });
+            let here = resume.take();
+            if here.is_none() {
+                let visit = {
+                    let v = st.visits.entry(current.clone()).or_insert(0);
+                    *v += 1;
+                    *v
+                };
+                st.journal(Event::StepEntered {
+                    run: id,
+                    step: current.clone(),
+                    visit,
+                });
+                st.emit(StepEvent::Entered {
+                    step: current.clone(),
+                    visit,
+                });
+            }
             match step {
                 Step::Task(ts) => {
-                    let r = st.run_task(&current, ts).await;
+                    let progress = here.as_ref().and_then(|p| p.tasks.get(&current));
+                    let r = st.run_or_resume(&current, ts, progress).await;
                     match st.record(r) {
                         TaskEnd::Done => match st.next(&current, &ts.next) {
                             Ok(n) => current = n,
@@ -520,20 +701,31 @@ impl Muster {
                     optional,
                     next,
                 } => {
+                    // Branches recovered from this visit keep their progress; the others
+                    // (all of them for a fresh visit) are entered now, before any runs.
+                    let mut progress: HashMap<&str, &StepProgress> = HashMap::new();
                     for b in branches {
-                        *st.visits.entry(b.clone()).or_insert(0) += 1;
-                        st.journal(Event::StepEntered {
-                            run: id,
-                            step: b.clone(),
-                            visit: st.visits[b],
-                        });
+                        match here.as_ref().and_then(|p| p.tasks.get(b)) {
+                            Some(p) => {
+                                progress.insert(b.as_str(), p);
+                            }
+                            None => {
+                                *st.visits.entry(b.clone()).or_insert(0) += 1;
+                                st.journal(Event::StepEntered {
+                                    run: id,
+                                    step: b.clone(),
+                                    visit: st.visits[b],
+                                });
+                            }
+                        }
                     }
                     let runs = branches
                         .iter()
                         .filter_map(|b| wf.task(b).map(|ts| (b.clone(), ts)));
                     let results = futures::future::join_all(runs.map(|(b, ts)| {
                         let st = &st;
-                        async move { (b.clone(), ts, st.run_task(&b, ts).await) }
+                        let p = progress.get(b.as_str()).copied();
+                        async move { (b.clone(), ts, st.run_or_resume(&b, ts, p).await) }
                     }))
                     .await;
                     let mut failed = None;
@@ -570,36 +762,49 @@ impl Muster {
                     on_approve,
                     on_reject,
                 } => {
-                    st.journal(Event::GateWaiting {
-                        run: id,
-                        gate: current.clone(),
-                        question: question.clone(),
-                    });
-                    st.emit(StepEvent::Waiting {
-                        gate: current.clone(),
-                        question: question.clone(),
-                    });
-                    if st.opts.stop_at_gates {
-                        break RunStatus::Waiting {
-                            gate: current.clone(),
-                            question: question.clone(),
-                        };
-                    }
-                    let (tx, rx) = oneshot::channel();
-                    self.register_gate(id, &current, tx);
-                    let decision = rx.await.unwrap_or(Decision::Reject {
-                        reason: "the runtime stopped".into(),
-                    });
-                    let (approved, reason) = match &decision {
-                        Decision::Approve { reason } => (true, reason.clone()),
-                        Decision::Reject { reason } => (false, reason.clone()),
+                    let (was_waiting, journaled) = here
+                        .map(|p| (p.gate_waiting, p.decision))
+                        .unwrap_or((false, None));
+                    let (approved, reason) = match journaled {
+                        // Decided while no process waited (`muster approve`): already in
+                        // the journal, so it is applied, not journaled again.
+                        Some(d) => (d.approved, d.reason),
+                        None => {
+                            if !was_waiting {
+                                st.journal(Event::GateWaiting {
+                                    run: id,
+                                    gate: current.clone(),
+                                    question: question.clone(),
+                                });
+                            }
+                            st.emit(StepEvent::Waiting {
+                                gate: current.clone(),
+                                question: question.clone(),
+                            });
+                            if st.opts.stop_at_gates {
+                                break RunStatus::Waiting {
+                                    gate: current.clone(),
+                                    question: question.clone(),
+                                };
+                            }
+                            let (tx, rx) = oneshot::channel();
+                            self.register_gate(id, &current, tx);
+                            let decision = rx.await.unwrap_or(Decision::Reject {
+                                reason: "the runtime stopped".into(),
+                            });
+                            let (approved, reason) = match &decision {
+                                Decision::Approve { reason } => (true, reason.clone()),
+                                Decision::Reject { reason } => (false, reason.clone()),
+                            };
+                            st.journal(Event::GateDecided {
+                                run: id,
+                                gate: current.clone(),
+                                approved,
+                                reason: reason.clone(),
+                            });
+                            (approved, reason)
+                        }
                     };
-                    st.journal(Event::GateDecided {
-                        run: id,
-                        gate: current.clone(),
-                        approved,
-                        reason: reason.clone(),
-                    });
                     st.emit(StepEvent::Decided {
                         gate: current.clone(),
                         approved,
@@ -650,7 +855,7 @@ impl Muster {
             .iter()
             .map(|(k, v)| (k.clone(), v.get("output").cloned().unwrap_or(Value::Null)))
             .collect();
-        Ok(RunOutcome {
+        RunOutcome {
             run: id,
             workflow: wf.name.clone(),
             status,
@@ -661,6 +866,6 @@ impl Muster {
             owners,
             outputs,
             duration_ms: self.now_ms().saturating_sub(started),
-        })
+        }
     }
 }
