@@ -305,6 +305,11 @@ impl Gates<'_> {
             let gate = gate.clone();
             // Everything up to the gate is on disk before anyone is asked to decide.
             self.journal.flush().map_err(journal_err)?;
+            eprintln!(
+                "waiting for a decision at gate `{gate}` (Ctrl-C to stop; `muster resume` picks the run up later):\n  muster approve --journal {} {} {gate} [--reject] [--reason TEXT]",
+                self.path.display(),
+                outcome.run
+            );
             let mut seen = self.journal.len();
             let mut found = None;
             while found.is_none() {
