@@ -11,9 +11,17 @@ use serde_json::Value;
 #[test]
 fn the_code_review_example_completes_with_a_reassignment_and_three_rounds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("journal.db");
     let out = Command::new(env!("CARGO_BIN_EXE_muster"))
         .current_dir(root)
-        .args(["run", "examples/code-review/workflow.toml", "--json"])
+        .args([
+            "run",
+            "examples/code-review/workflow.toml",
+            "--json",
+            "--journal",
+        ])
+        .arg(&journal)
         .output()
         .expect("run muster");
     let stdout = String::from_utf8_lossy(&out.stdout);
