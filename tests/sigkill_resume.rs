@@ -198,7 +198,7 @@ fn assert_exactly_once(records: &[Record], trial: usize) {
     for (k, n) in &entered {
         assert_eq!(*n, 1, "trial {trial}: {k:?} entered {n} times");
     }
-    for (run, _) in &runs {
+    for run in runs.keys() {
         for step in ["a", "b", "c", "d", "e"] {
             let tasks = completed
                 .get(&(*run, step.to_string()))
@@ -225,7 +225,7 @@ fn assert_exactly_once(records: &[Record], trial: usize) {
 #[test]
 fn a_run_killed_at_random_moments_finishes_after_resume() {
     let dir = setup();
-    let mut rng = Rng(0x5eed_0f_c0ffee);
+    let mut rng = Rng(0x5eed_0fc0_ffee);
     let mut killed_mid_run = 0;
     for trial in 0..5 {
         let journal: PathBuf = dir.path().join(format!("journal-{trial}.db"));
