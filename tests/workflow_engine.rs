@@ -456,6 +456,23 @@ fn step_tasks_carry_the_run_id_as_correlation_id() {
         for (t, _) in &tasks {
             assert!(leased.contains(t), "task {t} was leased");
         }
+        // Each step's envelope is caused by the envelope that carried the step before it.
+        let routed: Vec<(Uuid, Option<Uuid>)> = records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::EnvelopeRouted { envelope, .. } => {
+                    Some((envelope.id, envelope.causation_id))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(routed.len(), 2, "{routed:?}");
+        assert_eq!(routed[0].1, None, "the first step has no cause in the run");
+        assert_eq!(
+            routed[1].1,
+            Some(routed[0].0),
+            "the second is caused by the first"
+        );
         m.shutdown().await;
     });
 }

@@ -362,7 +362,8 @@ impl RunState<'_> {
                 task: outcome.id,
                 output: output.clone(),
             });
-            let rec = json!({"output": output, "attempts": outcome.attempts(), "error": null, "agent": outcome.owner()});
+            let rec = json!({"output": output, "attempts": outcome.attempts(), "error": null, "agent": outcome.owner(),
+                "envelope": outcome.accepted_envelope().map(|e| e.to_string())});
             (TaskEnd::Done, Some((name.into(), rec)), Some(summary))
         } else {
             let reason = outcome
@@ -477,6 +478,14 @@ impl RunState<'_> {
     fn record(&mut self, r: (TaskEnd, Option<(String, Value)>, Option<StepSummary>)) -> TaskEnd {
         let (end, rec, summary) = r;
         if let Some((name, v)) = rec {
+            // What the next step does is caused by the envelope that carried this one.
+            if let Some(e) = v
+                .get("envelope")
+                .and_then(Value::as_str)
+                .and_then(|e| Uuid::parse_str(e).ok())
+            {
+                self.causation = Some(e);
+            }
             self.steps.insert(name, v);
         }
         if let Some(s) = summary {
