@@ -179,13 +179,22 @@ pub enum JournalError {
 /// use muster::journal::{check_payload, JournalError};
 /// use serde_json::json;
 ///
-/// assert_eq!(check_payload("t1", &json!({"a": 1}), 100).unwrap(), 7);
+/// assert!(check_payload("t1", &json!({"a": 1}), 100).is_ok());
 /// let big = json!({"data": "x".repeat(200)});
 /// let err = check_payload("t1", &big, 100).unwrap_err();
 /// assert!(matches!(err, JournalError::PayloadTooLarge { .. }));
 /// assert!(err.to_string().contains("task t1"));
 /// ```
-pub fn check_payload(task: &str, value: &Value, limit: usize) -> Result<usize, JournalError> {
+pub fn check_payload(
+    task: impl std::fmt::Display,
+    value: &Value,
+    limit: usize,
+) -> Result<(), JournalError> {
+    // A cheap upper bound settles almost every payload without serializing it; only one
+    // that might be too large is measured exactly.
+    if upper_bound_len(value, limit) <= limit {
+        return Ok(());
+    }
     let bytes = serialized_len(value);
     if bytes > limit {
         return Err(JournalError::PayloadTooLarge {
@@ -194,7 +203,38 @@ pub fn check_payload(task: &str, value: &Value, limit: usize) -> Result<usize, J
             limit,
         });
     }
-    Ok(bytes)
+    Ok(())
+}
+
+/// An upper bound of `value`'s compact JSON length (every string char escaped to six
+/// bytes, every number at its longest); stops counting once past `stop`.
+fn upper_bound_len(value: &Value, stop: usize) -> usize {
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => s.len() * 6 + 2,
+        Value::Array(a) => {
+            let mut n = 2 + a.len();
+            for v in a {
+                n += upper_bound_len(v, stop);
+                if n > stop {
+                    break;
+                }
+            }
+            n
+        }
+        Value::Object(o) => {
+            let mut n = 2 + o.len() * 2;
+            for (k, v) in o {
+                n += k.len() * 6 + 2 + upper_bound_len(v, stop);
+                if n > stop {
+                    break;
+                }
+            }
+            n
+        }
+    }
 }
 
 /// The length of `value` as compact JSON, counted without building the string.

@@ -774,7 +774,7 @@ impl Muster {
         let id = task.id.unwrap_or_else(|| shared.ids.next(now));
         // The journal's payload bound, checked where inputs enter (see `journal::check_payload`).
         let limit = shared.journal.max_payload_bytes();
-        if let Err(e) = crate::journal::check_payload(&id.to_string(), &task.input, limit) {
+        if let Err(e) = crate::journal::check_payload(id, &task.input, limit) {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
                 message: e.to_string(),

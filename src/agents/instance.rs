@@ -315,13 +315,24 @@ impl AgentInstance {
             heartbeat: a.heartbeat.take(),
         };
         let input = env.payload.clone();
+        // Whatever the agent logs carries the task, its epoch and its run.
+        let span = tracing::debug_span!(
+            "attempt",
+            agent = %self.cfg.id,
+            task = %task_id,
+            epoch,
+            correlation = %env.correlation_id,
+        );
         // A panic may come from building the future as well as from polling it.
         let hard = a.deadline + self.cfg.grace;
         let work: LocalBoxFuture<'static, WorkResult> =
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.agent.handle(input, tctx))) {
-                Ok(fut) => AssertUnwindSafe(tokio::time::timeout_at(hard, fut))
-                    .catch_unwind()
-                    .boxed_local(),
+                Ok(fut) => AssertUnwindSafe(tracing::Instrument::instrument(
+                    tokio::time::timeout_at(hard, fut),
+                    span,
+                ))
+                .catch_unwind()
+                .boxed_local(),
                 Err(p) => FutureExt::boxed_local(futures::future::ready(Err(p))),
             };
         let spawn = ctx.spawn(

@@ -270,6 +270,15 @@ impl TaskOwner {
             // fails (it may then wait, or be escalated, instead).
             self.shared.stats.reassigned();
         }
+        let _span = tracing::debug_span!(
+            "lease",
+            run = %self.record.correlation,
+            task = %self.record.id,
+            epoch = self.epoch,
+            agent = %handle.id,
+        )
+        .entered();
+        tracing::debug!(attempt = self.record.leases.len() + 1, "lease granted");
         // One clock read for the whole lease.
         let now = tokio::time::Instant::now();
         let now_ms = self.shared.clock.at_ms(now);
@@ -445,10 +454,15 @@ impl TaskOwner {
             });
             return;
         }
-        let verdict = match &self.contract {
-            Some(c) => check_output(c, &self.task.input, &output),
-            None => Ok(()),
-        };
+        // An output larger than the journal's payload bound would be stored only in part
+        // (or not at all): it is refused like any other contract breach.
+        let limit = self.shared.journal.max_payload_bytes();
+        let verdict = crate::journal::check_payload(self.record.id, &output, limit)
+            .map_err(|e| Failure::Rejected(e.to_string()))
+            .and_then(|()| match &self.contract {
+                Some(c) => check_output(c, &self.task.input, &output),
+                None => Ok(()),
+            });
         match verdict {
             Ok(()) => {
                 self.end_lease(epoch, LeaseOutcome::Completed, ctx);

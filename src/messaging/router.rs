@@ -171,6 +171,16 @@ impl Router {
         reply: ReplyTo,
         heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
     ) {
+        let _span = tracing::debug_span!(
+            "envelope",
+            id = %envelope.id,
+            correlation = %envelope.correlation_id,
+            task = ?envelope.task_id,
+            epoch = envelope.epoch,
+            to = %to.id,
+        )
+        .entered();
+        tracing::debug!(topic = %envelope.topic, schema = %envelope.schema, "routed");
         self.shared.journal(Event::EnvelopeRouted {
             envelope: envelope.clone(),
             delivered_to: to.id.clone(),
