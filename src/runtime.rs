@@ -718,6 +718,14 @@ impl Muster {
     /// output schema. Every failure carries its reason and is kept as a dead letter.
     pub async fn send(&self, envelope: Envelope) -> Result<Envelope, DeliveryFailure> {
         let wait = self.inner.shared.config.send_wait;
+        if std::thread::current().id() == self.inner.thread {
+            // On the runtime's own thread the routing logic runs inline: the same code the
+            // router actor runs, without a mailbox round trip.
+            let router = crate::messaging::Router {
+                shared: self.inner.shared.clone(),
+            };
+            return crate::messaging::router::route(router, envelope, wait).await;
+        }
         let sent = match self.inner.shared.router() {
             Some(r) => r
                 .send(Route {

@@ -256,7 +256,13 @@ impl Handler<Route> for RouterActor {
     }
 }
 
-async fn route(router: Router, env: Envelope, wait: Duration) -> Result<Envelope, DeliveryFailure> {
+/// Validates, resolves, delivers and waits for the reply (checked against the capability's
+/// output contract). Every failure is journaled and kept as a dead letter.
+pub(crate) async fn route(
+    router: Router,
+    env: Envelope,
+    wait: Duration,
+) -> Result<Envelope, DeliveryFailure> {
     let shared = router.shared.clone();
     let env = Arc::new(env);
     let now_ms = shared.clock.now_ms();
