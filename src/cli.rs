@@ -11,6 +11,7 @@ pub mod check;
 pub mod inspect;
 pub mod resume;
 pub mod run;
+pub mod sim;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// Decide a gate where a run waits: appends the decision to the journal.
     Approve(approve::ApproveArgs),
+    /// Simulate a failure scenario on virtual time: lost, duplicated, latencies, digest.
+    Sim(sim::SimArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -139,6 +142,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Resume(a) => {
             let json = a.json;
             match resume::run(a) {
+                Ok(code) => code,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Sim(a) => {
+            let json = a.json;
+            match sim::run(a) {
                 Ok(code) => code,
                 Err(e) => e.report(json),
             }

@@ -4,10 +4,10 @@ use clap::Parser;
 
 fn main() {
     let cli = muster::cli::Cli::parse();
-    // `muster bench` crashes agents on purpose (W4): a warning per crash would be printed,
-    // and timed, thousands of times.
+    // `muster bench` (W4) and `muster sim` crash agents on purpose: a warning per crash
+    // would be printed, and timed, thousands of times; their reports say what happened.
     let default = match cli.command {
-        muster::cli::Command::Bench(_) => "error",
+        muster::cli::Command::Bench(_) | muster::cli::Command::Sim(_) => "error",
         _ => "warn",
     };
     tracing_subscriber::fmt()

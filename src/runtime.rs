@@ -889,6 +889,21 @@ impl Muster {
         }
     }
 
+    /// Takes an agent type out of the runtime (a simulated drop-out): its supervisor
+    /// stops its instances, which leave the registry; their tasks fail over. `register`
+    /// brings it back. False if no such agent type runs.
+    pub async fn unregister(&self, agent_type: &str) -> bool {
+        match self.inner.shared.agents() {
+            Some(a) => a
+                .send(crate::supervision::supervisor::TerminateChild(Arc::from(
+                    agent_type,
+                )))
+                .await
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+
     /// Records a human decision at a gate where a run waits (in this process).
     pub fn approve(
         &self,

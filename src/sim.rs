@@ -17,12 +17,18 @@ mod fault;
 mod generate;
 mod pattern;
 mod rng;
+pub mod runner;
+pub mod scenario;
+mod tally;
 
 pub use agent::{SimAgent, SimFactory};
 pub use distribution::Distribution;
 pub use fault::{Fault, FaultModel};
 pub use generate::{generate, violate};
 pub use rng::SimRng;
+pub use runner::{run, Progress, SimError, SimOptions, SimReport};
+pub use scenario::{Arrival, RuntimeFault, Scenario, ScenarioError, Target};
+pub use tally::{Fnv1a, Tally, TallyJournal};
 
 /// A parameter of a fault model or distribution that is out of range.
 ///

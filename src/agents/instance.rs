@@ -15,7 +15,7 @@
 //! without waiting for a timeout) and reports the exit to the supervisor, which decides on a
 //! restart. Must not decide where work goes next: owners do.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,7 +221,7 @@ pub struct AgentInstance {
     handle: Option<Arc<InstanceHandle>>,
     registry: Addr<Registry>,
     link: Option<ChildLink>,
-    running: HashMap<u64, Running>,
+    running: BTreeMap<u64, Running>,
     queue: VecDeque<Assign>,
     next_slot: u64,
     stopping: bool,
@@ -254,7 +254,7 @@ impl AgentInstance {
                 handle: Some(handle),
                 registry,
                 link: Some(link),
-                running: HashMap::new(),
+                running: BTreeMap::new(),
                 queue: VecDeque::new(),
                 next_slot: 0,
                 stopping: false,
@@ -397,7 +397,7 @@ impl AgentInstance {
 
     /// Fails every held task with `why` and reports to their owners at once.
     fn fail_all(&mut self, why: &str, ctx: &mut Context<Self>) {
-        for (_, r) in self.running.drain() {
+        for (_, r) in std::mem::take(&mut self.running) {
             ctx.cancel_future(r.spawn);
             self.agent.cancel(r.task_id, r.epoch);
             if let Some(h) = &self.handle {
@@ -506,7 +506,7 @@ impl Drop for AgentInstance {
     fn drop(&mut self) {
         // If the actor went away without reporting (a bug, or an unwinding panic in our
         // own code), owners still hear of it and the supervisor still sees an exit.
-        for (_, r) in self.running.drain() {
+        for (_, r) in std::mem::take(&mut self.running) {
             r.reply.send(AttemptReport {
                 task_id: r.task_id,
                 epoch: r.epoch,

@@ -23,6 +23,10 @@ use crate::agents::{Agent, AgentError, AgentFactory, TaskContext};
 use crate::ids::splitmix64;
 use crate::messaging::SchemaStore;
 
+/// The panic message of a simulated crash (the runner keeps it out of the panic hook's
+/// output).
+pub(crate) const CRASH_MESSAGE: &str = "simulated crash";
+
 /// Makes [`SimAgent`]s: one per instance start, each seeded from the factory's seed and
 /// the instance's name (`splitmix64(seed ^ fnv1a64(name))`), so `tester#0` and `tester#1`
 /// behave differently and a restarted `tester#0` draws like the one it replaces.
@@ -210,7 +214,7 @@ impl Agent for SimAgent {
             match plan {
                 Plan::Answer(v) => Ok(v),
                 Plan::Fail(e) => Err(e),
-                Plan::Crash => panic!("simulated crash"),
+                Plan::Crash => panic!("{}", CRASH_MESSAGE),
                 Plan::Hang => {
                     futures::future::pending::<()>().await;
                     Err(AgentError::new("a simulated hang ended"))

@@ -1,0 +1,512 @@
+//! Running a scenario: the whole runtime on one thread, on tokio's paused clock.
+//!
+//! Owns [`run`] and the [`SimReport`]. The runtime is started with
+//! `Muster::builder().seed(seed)` (seeded ids, a fixed clock origin) inside an actix
+//! system whose tokio runtime is current-thread with `start_paused(true)`: timers fire in
+//! virtual time, as fast as the CPU allows, and, with nothing else on other threads, the
+//! same seed gives the same journal, byte for byte (G6). Tasks or runs arrive by the
+//! scenario's arrival process (drawn from the seed), runtime faults are applied at their
+//! virtual times, and the run ends when every task or run has ended (or at the horizon,
+//! and then what is unfinished is reported lost). Every figure of the report except the
+//! wall-clock ones comes from the journal's records ([`super::TallyJournal`]). It must
+//! not start threads that the simulation waits on (the paused clock would jump).
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::cast::BackendSpec;
+use crate::delegation::{Backoff, Task};
+use crate::ids::splitmix64;
+use crate::journal::{Durability, Journal, MemoryJournal, SqliteJournal};
+use crate::runtime::{AgentDef, Muster};
+use crate::workflow::engine::RunOptions;
+
+use super::scenario::{Arrival, RuntimeFault, Scenario, Target};
+use super::tally::{Tally, TallyJournal};
+use super::SimRng;
+
+/// How `run` deviates from the scenario file, and where it reports.
+#[derive(Default)]
+pub struct SimOptions {
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// Overrides the scenario's task (or run) count.
+    pub count: Option<u64>,
+    /// A SQLite journal file to write (default: in memory).
+    pub journal: Option<PathBuf>,
+    /// Where the capabilities' JSON Schemas are (default `schemas`).
+    pub schemas_dir: Option<PathBuf>,
+    /// Called now and then with the progress (on the simulation's thread).
+    pub progress: Option<Box<dyn Fn(Progress)>>,
+}
+
+impl std::fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimOptions")
+            .field("seed", &self.seed)
+            .field("count", &self.count)
+            .field("journal", &self.journal)
+            .finish()
+    }
+}
+
+/// Progress of a simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Tasks (or runs) ended.
+    pub ended: u64,
+    /// Tasks (or runs) to run.
+    pub total: u64,
+    /// Virtual time so far, ms.
+    pub virtual_ms: u64,
+}
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The runtime would not start or an agent would not register.
+    #[error("the runtime did not start: {0}")]
+    Start(String),
+    /// A task was refused.
+    #[error("a task was refused: {0}")]
+    Submit(String),
+    /// The journal file could not be opened.
+    #[error("{0}")]
+    Journal(String),
+}
+
+/// Percentiles of a latency, virtual milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: u64,
+    /// 90th percentile.
+    pub p90_ms: u64,
+    /// 99th percentile.
+    pub p99_ms: u64,
+    /// Largest.
+    pub max_ms: u64,
+}
+
+impl Latency {
+    fn of(sorted: &[u64]) -> Option<Latency> {
+        if sorted.is_empty() {
+            return None;
+        }
+        // Nearest rank.
+        let at = |p: f64| {
+            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            sorted[rank - 1]
+        };
+        Some(Latency {
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            max_ms: sorted[sorted.len() - 1],
+        })
+    }
+}
+
+/// Counts of tasks (or runs) by how they ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ends {
+    /// Started.
+    pub total: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Escalated (a task: dead letter or gate; a run: failed or stopped at a gate).
+    pub escalated: u64,
+    /// Cancelled (tasks only).
+    pub cancelled: u64,
+    /// No terminal state in the journal.
+    pub lost: u64,
+    /// More than one `result_accepted` (tasks only).
+    pub duplicates: u64,
+}
+
+/// Wall-clock figures: the only ones that differ between two runs with one seed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Wall {
+    /// Wall time, ms.
+    pub ms: u64,
+    /// Journal records per wall second.
+    pub events_per_sec: f64,
+}
+
+/// What a simulation found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed used.
+    pub seed: u64,
+    /// `workflow` or `capability`.
+    pub mode: String,
+    /// Workflow runs (workflow mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Ends>,
+    /// Tasks (in workflow mode: every step's task).
+    pub tasks: Ends,
+    /// Results rejected as stale (G2).
+    pub stale_rejected: u64,
+    /// Leases after a task's first.
+    pub reassignments: u64,
+    /// Failed attempts.
+    pub failed_attempts: u64,
+    /// Agent restarts (`child_restarted`).
+    pub restarts: u64,
+    /// Agent instances that dropped out of the registry.
+    pub dropped_out: u64,
+    /// Runtime faults applied.
+    pub faults_applied: u64,
+    /// Latency per task, submit to terminal state.
+    pub task_latency: Option<Latency>,
+    /// Latency per run, start to end (workflow mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_latency: Option<Latency>,
+    /// Virtual time from the first record to the last, ms.
+    pub virtual_ms: u64,
+    /// Journal records.
+    pub events: u64,
+    /// FNV-1a 64 over the canonical JSON of every record, in order.
+    pub digest: String,
+    /// Whether the simulation stopped at its horizon with work unfinished.
+    pub hit_horizon: bool,
+    /// Wall-clock figures.
+    pub wall: Wall,
+}
+
+impl SimReport {
+    /// Whether anything was lost or duplicated (the CLI exits 1 then).
+    pub fn failed(&self) -> bool {
+        let runs = self.runs.map_or(0, |r| r.lost);
+        self.tasks.lost + self.tasks.duplicates + runs > 0
+    }
+
+    /// The report without its wall-clock figures: equal for two runs with one seed.
+    pub fn deterministic(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("wall");
+        }
+        v
+    }
+}
+
+/// Simulated crashes are panics (so that they take the runtime's real panic path); the
+/// default hook would print each one, with a backtrace when `RUST_BACKTRACE` is set, which
+/// costs more than the simulation itself. Other panics still reach the previous hook.
+fn silence_simulated_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
+            if msg != Some(super::agent::CRASH_MESSAGE) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn paused_runtime() -> Result<tokio::runtime::Runtime, SimError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(|e| SimError::Start(format!("cannot build the tokio runtime: {e}")))
+}
+
+/// Runs a scenario on virtual time and reports on it.
+///
+/// # Example
+/// ```
+/// use muster::sim::{run, Scenario, SimOptions};
+/// use muster::SchemaStore;
+///
+/// let schemas = SchemaStore::new();
+/// schemas.load_dir("schemas").unwrap();
+/// let s = Scenario::load("examples/scenarios/all-agents-fail.toml".as_ref(), &schemas).unwrap();
+/// let r = run(&s, SimOptions { count: Some(20), ..SimOptions::default() }).unwrap();
+/// assert_eq!(r.tasks.lost, 0);
+/// ```
+pub fn run(scenario: &Scenario, opts: SimOptions) -> Result<SimReport, SimError> {
+    silence_simulated_panics();
+    let wall = std::time::Instant::now();
+    let seed = opts.seed.unwrap_or(scenario.seed);
+    let count = opts.count.unwrap_or(scenario.count);
+    let (inner, sqlite): (Arc<dyn Journal>, Option<Arc<SqliteJournal>>) = match &opts.journal {
+        Some(p) => {
+            let j = Arc::new(
+                SqliteJournal::open(p, Durability::Relaxed)
+                    .map_err(|e| SimError::Journal(e.to_string()))?,
+            );
+            (j.clone(), Some(j))
+        }
+        None => (Arc::new(MemoryJournal::default()), None),
+    };
+    let journal = Arc::new(TallyJournal::new(inner));
+    let rt = paused_runtime()?;
+    let sys = actix::System::with_tokio_rt(move || rt);
+    let out = sys.block_on(simulate(scenario, seed, count, journal.clone(), &opts));
+    drop(sys);
+    let (faults_applied, hit_horizon) = out?;
+    if let Some(j) = sqlite {
+        j.close().map_err(|e| SimError::Journal(e.to_string()))?;
+    }
+    let t = journal.tally();
+    let mut r = report(scenario, seed, t, faults_applied, wall.elapsed(), count);
+    r.hit_horizon = hit_horizon;
+    Ok(r)
+}
+
+fn report(
+    scenario: &Scenario,
+    seed: u64,
+    t: Tally,
+    faults_applied: u64,
+    wall: Duration,
+    count: u64,
+) -> SimReport {
+    let workflow = scenario.is_workflow();
+    let wall_s = wall.as_secs_f64().max(1e-9);
+    SimReport {
+        scenario: scenario.name.clone(),
+        seed,
+        mode: if workflow { "workflow" } else { "capability" }.into(),
+        runs: workflow.then_some(Ends {
+            total: t.runs,
+            completed: t.runs_completed,
+            escalated: t.runs_escalated,
+            cancelled: 0,
+            // A run never started is lost too.
+            lost: t.runs_lost + count.saturating_sub(t.runs),
+            duplicates: 0,
+        }),
+        tasks: Ends {
+            total: t.tasks,
+            completed: t.completed,
+            escalated: t.escalated,
+            cancelled: t.cancelled,
+            lost: t.lost
+                + if workflow {
+                    0
+                } else {
+                    count.saturating_sub(t.tasks)
+                },
+            duplicates: t.duplicates,
+        },
+        stale_rejected: t.stale_rejected,
+        reassignments: t.reassignments,
+        failed_attempts: t.failed_attempts,
+        restarts: t.restarts,
+        dropped_out: t.dropped_out,
+        faults_applied,
+        task_latency: Latency::of(&t.task_latencies_ms),
+        run_latency: if workflow {
+            Latency::of(&t.run_latencies_ms)
+        } else {
+            None
+        },
+        virtual_ms: t.span_ms,
+        events: t.events,
+        digest: t.digest.clone(),
+        hit_horizon: false,
+        wall: Wall {
+            ms: wall.as_millis() as u64,
+            events_per_sec: t.events as f64 / wall_s,
+        },
+    }
+}
+
+/// The agent type of entry `i`, its simulated agents seeded from the run's seed.
+fn agent_def(
+    scenario: &Scenario,
+    i: usize,
+    seed: u64,
+    schemas: &Arc<crate::SchemaStore>,
+) -> Result<AgentDef, SimError> {
+    let mut m = scenario.agents[i].clone();
+    if let BackendSpec::Sim(s) = &mut m.backend {
+        let own = s.seed.unwrap_or(0);
+        s.seed = Some(splitmix64(
+            seed ^ splitmix64(own ^ splitmix64(i as u64 + 1)),
+        ));
+    }
+    m.to_def(schemas)
+        .map_err(|e| SimError::Start(format!("agent `{}`: {e}", m.name)))
+}
+
+async fn simulate(
+    scenario: &Scenario,
+    seed: u64,
+    count: u64,
+    journal: Arc<TallyJournal>,
+    opts: &SimOptions,
+) -> Result<(u64, bool), SimError> {
+    let start = Instant::now();
+    let schemas_dir = opts
+        .schemas_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("schemas"));
+    let muster = Muster::builder()
+        .seed(seed)
+        .schemas_dir(schemas_dir)
+        .journal(journal.clone())
+        .start()
+        .await
+        .map_err(|e| SimError::Start(e.to_string()))?;
+    let schemas = muster.schemas();
+    let mut defs = Vec::new();
+    for i in 0..scenario.agents.len() {
+        let def = agent_def(scenario, i, seed, &schemas)?;
+        muster
+            .register(def.clone())
+            .await
+            .map_err(|e| SimError::Start(e.to_string()))?;
+        defs.push(def);
+    }
+    let t0 = Instant::now();
+    let progress = |ended: u64| {
+        if let Some(p) = &opts.progress {
+            p(Progress {
+                ended,
+                total: count,
+                virtual_ms: start.elapsed().as_millis() as u64,
+            });
+        }
+    };
+
+    // Runtime faults, each at its virtual time.
+    let applied = Rc::new(Cell::new(0u64));
+    for f in &scenario.faults {
+        let m = muster.clone();
+        let applied = applied.clone();
+        let f = f.clone();
+        let def = match &f {
+            RuntimeFault::Drop { agent, .. } => defs.iter().find(|d| &d.name == agent).cloned(),
+            RuntimeFault::Kill { .. } => None,
+        };
+        actix::spawn(async move {
+            tokio::time::sleep_until(t0 + f.at()).await;
+            applied.set(applied.get() + 1);
+            match f {
+                RuntimeFault::Kill { instance, .. } => {
+                    m.kill_agent(&instance, "killed by the scenario");
+                }
+                RuntimeFault::Drop {
+                    agent,
+                    rejoin_after,
+                    ..
+                } => {
+                    m.unregister(&agent).await;
+                    if let (Some(after), Some(def)) = (rejoin_after, def) {
+                        tokio::time::sleep(after).await;
+                        let _ = m.register(def).await;
+                    }
+                }
+            }
+        });
+    }
+
+    // Arrivals.
+    let runs_done = Rc::new(Cell::new(0u64));
+    let mut rng = SimRng::new(splitmix64(seed ^ 0x0a11_7a15));
+    let mut offset = 0.0f64;
+    let backoff = if scenario.backoff.is_zero() {
+        Backoff::default()
+    } else {
+        Backoff {
+            initial: scenario.backoff,
+            max: scenario.backoff * 8,
+            factor: 2.0,
+        }
+    };
+    for i in 0..count {
+        if let Arrival::Poisson { rate } = scenario.arrival {
+            offset += -(1.0 - rng.next_f64()).ln() / rate;
+            let at = t0 + Duration::from_secs_f64(offset.min(1.0e9));
+            if at > Instant::now() {
+                tokio::time::sleep_until(at).await;
+            }
+        }
+        match &scenario.target {
+            Target::Capability { name, input } => {
+                let task = Task::new(name.clone(), input.clone())
+                    .timeout(scenario.timeout)
+                    .attempts(scenario.attempts)
+                    .backoff(backoff)
+                    .sender("sim");
+                // The outcome is read from the journal: the handle is not awaited.
+                muster
+                    .submit(task)
+                    .await
+                    .map_err(|e| SimError::Submit(e.to_string()))?;
+            }
+            Target::Workflow { workflow, input } => {
+                let m = muster.clone();
+                let wf = workflow.clone();
+                let input = input.clone();
+                let done = runs_done.clone();
+                actix::spawn(async move {
+                    let opts = RunOptions {
+                        stop_at_gates: true,
+                        ..RunOptions::default()
+                    };
+                    let _ = m.run_workflow_with(wf, input, opts).await;
+                    done.set(done.get() + 1);
+                });
+            }
+        }
+        if i % 1024 == 1023 {
+            let (tasks, _) = journal.ended();
+            progress(if scenario.is_workflow() {
+                runs_done.get()
+            } else {
+                tasks
+            });
+            // Let the runtime take what has arrived before more comes.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // Until everything has ended, or the horizon.
+    let horizon = t0 + scenario.horizon;
+    loop {
+        let (tasks, _) = journal.ended();
+        let ended = if scenario.is_workflow() {
+            runs_done.get()
+        } else {
+            tasks
+        };
+        progress(ended);
+        if ended >= count || Instant::now() >= horizon {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok((applied.get(), Instant::now() >= horizon))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        let l = Latency::of(&v).unwrap();
+        assert_eq!((l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms), (50, 90, 99, 100));
+        assert_eq!(Latency::of(&[]), None);
+    }
+}
