@@ -402,6 +402,7 @@ mod tests {
                     input: serde_json::json!({}),
                     attempts: 1,
                     timeout_ms: 1,
+                    sender: "test".into(),
                 },
             );
         }
