@@ -10,6 +10,7 @@ pub mod agent;
 pub mod command;
 pub mod function;
 pub mod instance;
+pub mod typed;
 
 pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
 pub use function::FnAgent;

@@ -212,6 +212,9 @@ pub struct AgentDef {
     pub liveness: Option<Duration>,
     /// Makes each instance's agent.
     pub factory: Arc<dyn AgentFactory>,
+    /// Schemas this agent type brings (derived from Rust types by [`AgentDef::typed`]),
+    /// added to the schema store before its capabilities are compiled.
+    pub schemas: Vec<(String, Value)>,
 }
 
 impl std::fmt::Debug for AgentDef {
@@ -238,6 +241,7 @@ impl AgentDef {
             supervision: Supervision::default(),
             liveness: None,
             factory: Arc::new(factory),
+            schemas: Vec::new(),
         }
     }
 
@@ -644,6 +648,9 @@ impl Muster {
                 agent: def.name,
                 message: "replicas must be at least 1".into(),
             });
+        }
+        for (name, doc) in &def.schemas {
+            shared.schemas.add(name, doc.clone())?;
         }
         let mut contracts = Vec::new();
         for c in &def.capabilities {

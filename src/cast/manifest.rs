@@ -278,6 +278,7 @@ impl Manifest {
             supervision: self.supervision.clone().unwrap_or_default(),
             liveness: self.liveness,
             factory,
+            schemas: Vec::new(),
         })
     }
 }

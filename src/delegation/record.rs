@@ -150,6 +150,13 @@ impl TaskRecord {
             .and_then(|l| l.envelope)
     }
 
+    /// The accepted output as a Rust value (`None` when the task did not complete).
+    pub fn output_as<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Option<Result<T, serde_json::Error>> {
+        self.output.clone().map(serde_json::from_value)
+    }
+
     /// Leases granted.
     pub fn attempts(&self) -> u32 {
         self.leases.len() as u32

@@ -134,6 +134,15 @@ impl Task {
         }
     }
 
+    /// A task whose input is a Rust value (serialized to JSON; the capability's schema,
+    /// derived or not, still checks it at submission).
+    pub fn typed<T: serde::Serialize>(
+        capability: impl Into<String>,
+        input: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Task::new(capability, serde_json::to_value(input)?))
+    }
+
     /// Sets the time bound per attempt.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
