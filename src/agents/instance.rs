@@ -197,6 +197,18 @@ struct Running {
     epoch: u64,
     reply: ReplyTo,
     spawn: SpawnHandle,
+    /// Aborts the attempt's own task when the attempt is dropped (cancelled, failed over,
+    /// or the instance stopped).
+    _work: AbortOnDrop,
+}
+
+/// Aborts a spawned task when dropped (a no-op once the task has finished).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Settings of one instance.
@@ -335,10 +347,21 @@ impl AgentInstance {
                 .boxed_local(),
                 Err(p) => FutureExt::boxed_local(futures::future::ready(Err(p))),
             };
-        let spawn = ctx.spawn(
-            work.into_actor(self)
-                .map(move |res, act, ctx| act.finish(slot, res, ctx)),
-        );
+        // The attempt runs as a task of its own on this thread, and the actor waits on a
+        // oneshot: actix polls every future spawned on an actor's context each time the
+        // actor wakes, so with `concurrency` attempts in flight each wake would poll all of
+        // them (agent future, timeout, catch_unwind); a oneshot poll is a few nanoseconds.
+        let (tx, rx) = oneshot::channel::<WorkResult>();
+        let work = actix_rt::spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        let abort = AbortOnDrop(work.abort_handle());
+        // An error means it was aborted with its attempt, already gone from `running`.
+        let spawn = ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
+            if let Ok(res) = res {
+                act.finish(slot, res, ctx);
+            }
+        }));
         self.running.insert(
             slot,
             Running {
@@ -346,6 +369,7 @@ impl AgentInstance {
                 epoch,
                 reply: a.take_reply(),
                 spawn,
+                _work: abort,
             },
         );
         self.update_busy();
