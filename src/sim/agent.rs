@@ -156,7 +156,8 @@ impl SimAgent {
     }
 
     fn plan(&self, fault: Fault, ctx: &TaskContext, rng: &mut SimRng) -> Plan {
-        let output_schema = || -> Result<Value, AgentError> {
+        // The compiled schema is shared: its document is borrowed, not cloned per task.
+        let output_schema = || -> Result<Arc<crate::messaging::contract::Schema>, AgentError> {
             let name = self.outputs.get(ctx.capability.as_ref()).ok_or_else(|| {
                 AgentError::new(format!(
                     "simulated agent {} has no output schema for capability `{}`",
@@ -165,7 +166,6 @@ impl SimAgent {
             })?;
             self.schemas
                 .get(name)
-                .map(|s| s.document.clone())
                 .map_err(|e| AgentError::new(format!("simulated agent {}: {e}", ctx.agent)))
         };
         let schema = match fault {
@@ -183,15 +183,15 @@ impl SimAgent {
             },
         };
         match fault {
-            Fault::Violate => match violate(&schema, &self.schemas, rng) {
+            Fault::Violate => match violate(&schema.document, &self.schemas, rng) {
                 Some(v) => Plan::Answer(v),
                 None => Plan::Fail(AgentError::new(format!(
                     "simulated violation impossible: the output schema of `{}` accepts every value",
                     ctx.capability
                 ))),
             },
-            Fault::Late => Plan::Late(generate(&schema, &self.schemas, rng)),
-            _ => Plan::Answer(generate(&schema, &self.schemas, rng)),
+            Fault::Late => Plan::Late(generate(&schema.document, &self.schemas, rng)),
+            _ => Plan::Answer(generate(&schema.document, &self.schemas, rng)),
         }
     }
 }
