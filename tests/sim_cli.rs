@@ -177,3 +177,30 @@ fn a_shipped_scenario_runs_and_prints_one_json_document() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tasks"]["completed"], 300);
 }
+
+#[test]
+fn work_unfinished_at_the_horizon_is_lost_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("horizon.toml");
+    let text = scenario("latency = { kind = \"fixed\", value = \"1h\" }").replacen(
+        "tasks = 2",
+        "tasks = 2\nhorizon = \"10s\"\ntimeout = \"2h\"",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = muster()
+        .arg("sim")
+        .arg(&path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"]["lost"], 2);
+    assert_eq!(v["hit_horizon"], true);
+}

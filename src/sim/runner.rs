@@ -170,7 +170,8 @@ pub struct SimReport {
     /// Latency per run, start to end (workflow mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_latency: Option<Latency>,
-    /// Virtual time from the first record to the last, ms.
+    /// Virtual time from the first record to the last (to the horizon, when the simulation
+    /// stopped there), ms.
     pub virtual_ms: u64,
     /// Journal records.
     pub events: u64,
@@ -260,11 +261,10 @@ pub fn run(scenario: &Scenario, opts: SimOptions) -> Result<SimReport, SimError>
     let sys = actix::System::with_tokio_rt(move || rt);
     let out = sys.block_on(simulate(scenario, seed, count, journal.clone(), &opts));
     drop(sys);
-    let (faults_applied, hit_horizon) = out?;
+    let (faults_applied, hit_horizon, t) = out?;
     if let Some(j) = sqlite {
         j.close().map_err(|e| SimError::Journal(e.to_string()))?;
     }
-    let t = journal.tally();
     let mut r = report(scenario, seed, t, faults_applied, wall.elapsed(), count);
     r.hit_horizon = hit_horizon;
     Ok(r)
@@ -353,7 +353,7 @@ async fn simulate(
     count: u64,
     journal: Arc<TallyJournal>,
     opts: &SimOptions,
-) -> Result<(u64, bool), SimError> {
+) -> Result<(u64, bool, Tally), SimError> {
     let start = Instant::now();
     let schemas_dir = opts
         .schemas_dir
@@ -495,7 +495,13 @@ async fn simulate(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok((applied.get(), Instant::now() >= horizon))
+    // Sealed here, on virtual time, before the runtime is torn down (see `seal`).
+    let mut tally = journal.seal();
+    if Instant::now() >= horizon {
+        // Nothing may have been journaled for a while: the clock ran to the horizon.
+        tally.span_ms = tally.span_ms.max(start.elapsed().as_millis() as u64);
+    }
+    Ok((applied.get(), Instant::now() >= horizon, tally))
 }
 
 #[cfg(test)]

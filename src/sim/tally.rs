@@ -120,6 +120,7 @@ struct State {
 pub struct TallyJournal {
     inner: Arc<dyn Journal>,
     state: Mutex<State>,
+    sealed: std::sync::atomic::AtomicBool,
 }
 
 /// A summary of the records so far.
@@ -177,7 +178,19 @@ impl TallyJournal {
         TallyJournal {
             inner,
             state: Mutex::new(State::default()),
+            sealed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ends the simulation's record: the summary now, and later records (the teardown of
+    /// a runtime stopped at its horizon: owners dropped with their tasks unfinished, stamped
+    /// outside virtual time) still reach the backing journal but neither the digest nor
+    /// the tally, so unfinished work stays visible as lost.
+    pub fn seal(&self) -> Tally {
+        let s = self.state.lock();
+        self.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(s);
+        self.tally()
     }
 
     /// Tasks and runs seen to end so far, for progress.
@@ -325,6 +338,9 @@ impl State {
 impl Journal for TallyJournal {
     fn append(&self, at_ms: u64, event: Event) -> u64 {
         let mut s = self.state.lock();
+        if self.sealed.load(std::sync::atomic::Ordering::SeqCst) {
+            return self.inner.append(at_ms, event);
+        }
         s.seq += 1;
         let seq = s.seq;
         let r = RecordRef {
