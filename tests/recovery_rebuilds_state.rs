@@ -491,11 +491,12 @@ fn a_result_from_the_pre_crash_epoch_is_fenced_after_recovery() {
                 m.resume_run(wf, rec, opts).await
             })
         };
-        // The resubmitted task keeps its id and leases above the journaled epoch 1.
+        // The resubmitted task keeps its id and leases above the journaled epoch 1 plus its
+        // attempt budget (2): epoch 4.
         within(10, "the new lease", async {
             loop {
                 let leased = j.read_after(n as u64).iter().any(|r| {
-                    matches!(&r.event, Event::LeaseGranted { task, epoch: 2, .. } if *task == ta)
+                    matches!(&r.event, Event::LeaseGranted { task, epoch: 4, .. } if *task == ta)
                 });
                 if leased {
                     break;
@@ -509,7 +510,7 @@ fn a_result_from_the_pre_crash_epoch_is_fenced_after_recovery() {
         within(10, "the stale result", async {
             loop {
                 let stale = j.read_after(n as u64).iter().any(|r| {
-                    matches!(&r.event, Event::ResultStale { task, epoch: 1, current_epoch: 2, .. } if *task == ta)
+                    matches!(&r.event, Event::ResultStale { task, epoch: 1, current_epoch: 4, .. } if *task == ta)
                 });
                 if stale {
                     break;
@@ -537,7 +538,7 @@ fn a_result_from_the_pre_crash_epoch_is_fenced_after_recovery() {
                 _ => None,
             })
             .collect();
-        assert_eq!(accepted, vec![(2, json!({"got": {"n": 1}}))]);
+        assert_eq!(accepted, vec![(4, json!({"got": {"n": 1}}))]);
         m.shutdown().await;
     });
 }

@@ -280,7 +280,11 @@ impl RunState<'_> {
         }
         if let Some(p) = pending {
             task.id = Some(p.task);
-            task.min_epoch = p.epoch;
+            // Leases granted in the last batch before a crash may not have reached the
+            // journal (relaxed durability); a task never holds more leases than its attempt
+            // budget, so leasing above `highest journaled + budget` never hands an agent an
+            // epoch it may already have seen.
+            task.min_epoch = p.epoch + u64::from(ts.attempts.unwrap_or(1));
         }
         if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
             task = task.escalate_to(g);
