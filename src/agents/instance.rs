@@ -137,6 +137,20 @@ impl Assign {
     }
 }
 
+impl Assign {
+    /// Answers this assignment with `agent_gone` without running it.
+    fn refuse(mut self, agent: &Arc<str>, why: String) {
+        let reply = self.take_reply();
+        let env = &self.envelope;
+        reply.send(AttemptReport {
+            task_id: env.task_id.unwrap_or(env.id),
+            epoch: env.epoch,
+            agent: agent.clone(),
+            result: Err(Failure::AgentGone(why)),
+        });
+    }
+}
+
 impl Drop for Assign {
     fn drop(&mut self) {
         // An assignment dropped unanswered was still in the mailbox of an instance that
@@ -434,18 +448,11 @@ impl AgentInstance {
                 result: Err(Failure::AgentGone(why.to_string())),
             });
         }
-        for mut a in self.queue.drain(..) {
+        for a in self.queue.drain(..) {
             if let Some(h) = &self.handle {
                 h.release();
             }
-            let reply = a.take_reply();
-            let env = &a.envelope;
-            reply.send(AttemptReport {
-                task_id: env.task_id.unwrap_or(env.id),
-                epoch: env.epoch,
-                agent: self.cfg.id.clone(),
-                result: Err(Failure::AgentGone(why.to_string())),
-            });
+            a.refuse(&self.cfg.id, why.to_string());
         }
     }
 
@@ -538,15 +545,8 @@ impl Drop for AgentInstance {
                 result: Err(Failure::AgentGone(format!("agent {} stopped", self.cfg.id))),
             });
         }
-        for mut a in self.queue.drain(..) {
-            let reply = a.take_reply();
-            let env = &a.envelope;
-            reply.send(AttemptReport {
-                task_id: env.task_id.unwrap_or(env.id),
-                epoch: env.epoch,
-                agent: self.cfg.id.clone(),
-                result: Err(Failure::AgentGone(format!("agent {} stopped", self.cfg.id))),
-            });
+        for a in self.queue.drain(..) {
+            a.refuse(&self.cfg.id, format!("agent {} stopped", self.cfg.id));
         }
     }
 }
@@ -554,21 +554,11 @@ impl Drop for AgentInstance {
 impl Handler<Assign> for AgentInstance {
     type Result = ();
 
-    fn handle(&mut self, mut a: Assign, ctx: &mut Self::Context) {
+    fn handle(&mut self, a: Assign, ctx: &mut Self::Context) {
         let state = self.inst().state();
         if self.stopping || matches!(state, AgentState::Failed | AgentState::Stopped) {
             self.inst().release();
-            let reply = a.take_reply();
-            let env = &a.envelope;
-            reply.send(AttemptReport {
-                task_id: env.task_id.unwrap_or(env.id),
-                epoch: env.epoch,
-                agent: self.cfg.id.clone(),
-                result: Err(Failure::AgentGone(format!(
-                    "agent {} is {state}",
-                    self.cfg.id
-                ))),
-            });
+            a.refuse(&self.cfg.id, format!("agent {} is {state}", self.cfg.id));
             return;
         }
         if self.running.len() < self.cfg.concurrency && state != AgentState::Starting {
@@ -639,21 +629,14 @@ impl Handler<Shutdown> for AgentInstance {
 
 impl AgentInstance {
     fn fail_all_queued(&mut self) {
-        for mut a in self.queue.drain(..) {
+        for a in self.queue.drain(..) {
             if let Some(h) = &self.handle {
                 h.release();
             }
-            let reply = a.take_reply();
-            let env = &a.envelope;
-            reply.send(AttemptReport {
-                task_id: env.task_id.unwrap_or(env.id),
-                epoch: env.epoch,
-                agent: self.cfg.id.clone(),
-                result: Err(Failure::AgentGone(format!(
-                    "agent {} is shutting down",
-                    self.cfg.id
-                ))),
-            });
+            a.refuse(
+                &self.cfg.id,
+                format!("agent {} is shutting down", self.cfg.id),
+            );
         }
     }
 }
