@@ -12,7 +12,6 @@
 //! cross-thread round trip costs ~70 µs on the target machine. From a plain
 //! `#[tokio::main]` program the runtime starts its own thread and the handle talks to it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,7 +42,7 @@ use crate::messaging::{
 };
 use crate::supervision::supervisor::{ShutdownSupervisor, SupervisorHandle};
 use crate::supervision::{
-    ChildHandle, ChildLink, ChildSpec, Exit, Restart, StartChild, Supervision, Supervisor,
+    ChildHandle, ChildLink, ChildSpec, Restart, StartChild, Supervision, Supervisor,
 };
 
 /// Counters of what happened to tasks, kept as they happen.
@@ -1050,8 +1049,7 @@ fn group_spec(def: AgentDef, shared: Arc<Shared>) -> ChildSpec {
                 .iter()
                 .map(|c| Arc::from(c.name.as_str()))
                 .collect();
-            for (i, id) in def.instance_ids().into_iter().enumerate() {
-                let _ = i;
+            for id in def.instance_ids() {
                 let id: Arc<str> = Arc::from(id.as_str());
                 let cfg = InstanceConfig {
                     id: id.clone(),
@@ -1093,10 +1091,11 @@ fn group_spec(def: AgentDef, shared: Arc<Shared>) -> ChildSpec {
     )
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<Muster>();
-    let _ = BTreeMap::<String, String>::new();
-    let _: Option<Exit> = None;
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_handle_can_be_shared_across_threads() {
+        fn is<T: Send + Sync + Clone>() {}
+        is::<super::Muster>();
+    }
 }

@@ -2,14 +2,14 @@
 //! mid-task or prints garbage gives a clear error, and the runtime keeps running.
 //! These drive real `python3` processes, so they use the real clock with bounded waits.
 
-mod util;
+mod common;
 
 use std::time::Duration;
 
+use common::{real, within};
 use muster::agents::command::{CommandConfig, CommandFactory, CommandMode};
 use muster::{AgentDef, CapabilitySpec, Muster, Restart, Task, TaskStatus};
 use serde_json::json;
-use util::{real, within};
 
 fn def(name: &str, script: &str, mode: CommandMode) -> AgentDef {
     let cfg = CommandConfig::new("python3")

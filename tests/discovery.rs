@@ -1,15 +1,15 @@
 //! Discovery: the registry finds the right instances, drops failed ones, and a panicking
 //! agent becomes a failure event while the runtime keeps serving the others.
 
-mod util;
+mod common;
 
 use std::time::Duration;
 
+use common::{paused, within};
 use muster::{
     AgentDef, AgentState, CapabilitySpec, Muster, Restart, Supervision, Task, TaskStatus,
 };
 use serde_json::json;
-use util::{paused, within};
 
 fn any() -> serde_json::Value {
     json!({"type": "object"})
@@ -69,6 +69,10 @@ fn a_conflicting_capability_contract_is_refused() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("different contract"), "{err}");
+        assert!(
+            err.to_string().contains("declared by `a`"),
+            "names the first declarer: {err}"
+        );
         assert_eq!(m.agents().len(), 1, "nothing of `b` was registered");
     });
 }

@@ -1,17 +1,17 @@
 //! Every handoff is inspectable after the fact (G5): a workload journaled to SQLite is
 //! read back by `muster inspect` as a table, JSON lines and a Mermaid diagram.
 
-mod util;
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::{real, within};
 use muster::journal::{Durability, JournalConfig, SqliteJournal};
 use muster::{AgentDef, AgentError, CapabilitySpec, Muster, SubmitError, Task, TaskStatus};
 use serde_json::{json, Value};
-use util::{real, within};
 use uuid::Uuid;
 
 struct Workload {

@@ -1,14 +1,14 @@
 //! Messaging: every envelope is validated and delivered, or failed with a reason and kept as
 //! a dead letter. An invalid payload never reaches an agent.
 
-mod util;
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::{paused, payload_schema, within};
 use muster::{AgentDef, CapabilitySpec, Envelope, FailureReason, Muster, Recipient};
 use serde_json::json;
-use util::{paused, payload_schema, within};
 
 #[test]
 fn an_invalid_payload_is_refused_with_its_error_paths_and_never_reaches_the_agent() {

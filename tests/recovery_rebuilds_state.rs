@@ -9,20 +9,20 @@
 //! `step_completed` per step visit and one `result_accepted` per task. A result carrying
 //! the pre-crash epoch, delivered after recovery, is fenced as `result_stale`.
 
-mod util;
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{paused, within};
 use muster::journal::{Event, Journal, MemoryJournal, Record};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::recovery::{self, PendingTask, RecoveredRun, StepProgress};
 use muster::workflow::{RunStatus, Workflow};
 use muster::{AgentDef, CapabilitySpec, Muster};
 use serde_json::{json, Value};
-use util::{paused, within};
 use uuid::Uuid;
 
 const WORKFLOW: &str = r#"

@@ -3,17 +3,17 @@
 //! and the join sees them all, gates wait for a human, and every step's task carries the
 //! run id as its correlation id.
 
-mod util;
+mod common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{paused, within};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::{Decision, RunStatus, Workflow};
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder};
 use serde_json::{json, Value};
-use util::{paused, within};
 use uuid::Uuid;
 
 fn builder() -> MusterBuilder {

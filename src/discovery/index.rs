@@ -291,19 +291,30 @@ impl CapabilityIndex {
 
     // ---- writes: only the registry actor calls these ----
 
-    pub(crate) fn declare(
+    /// Whether `contract` agrees with the capability's declared contract, if any.
+    pub(crate) fn check_contract(
         &self,
-        contract: Arc<Capability>,
-        by: &Arc<str>,
+        contract: &Capability,
     ) -> Result<(), super::capability::CapabilityError> {
-        if let Some(e) = self.caps.get(contract.name.as_ref()) {
-            return e.contract.same_contract(&contract.spec).map_err(|what| {
+        match self.caps.get(contract.name.as_ref()) {
+            Some(e) => e.contract.same_contract(&contract.spec).map_err(|what| {
                 super::capability::CapabilityError::Conflict {
                     capability: contract.name.to_string(),
                     by: e.declared_by.to_string(),
                     what,
                 }
-            });
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn declare(
+        &self,
+        contract: Arc<Capability>,
+        by: &Arc<str>,
+    ) -> Result<(), super::capability::CapabilityError> {
+        if self.caps.contains_key(contract.name.as_ref()) {
+            return self.check_contract(&contract);
         }
         self.caps.insert(
             contract.name.clone(),

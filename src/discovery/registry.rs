@@ -140,16 +140,9 @@ impl Handler<Declare> for Registry {
     type Result = Result<(), CapabilityError>;
 
     fn handle(&mut self, msg: Declare, _: &mut Self::Context) -> Self::Result {
+        // All or nothing: check every contract before declaring any.
         for c in &msg.contracts {
-            if let Some(existing) = self.shared.index.contract(&c.name) {
-                existing
-                    .same_contract(&c.spec)
-                    .map_err(|what| CapabilityError::Conflict {
-                        capability: c.name.to_string(),
-                        by: "an earlier agent".into(),
-                        what,
-                    })?;
-            }
+            self.shared.index.check_contract(c)?;
         }
         for c in msg.contracts {
             self.shared.index.declare(c, &msg.agent)?;

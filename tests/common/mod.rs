@@ -34,6 +34,25 @@ where
     sys.block_on(body())
 }
 
+/// Runs a future on a paused-clock actix system (as [`run_paused`], for a future at hand).
+pub fn paused<F: Future>(f: F) -> F::Output {
+    run_paused(|| f)
+}
+
+/// Runs a future on an actix system with the real clock (tests that drive real processes).
+pub fn real<F: Future>(f: F) -> F::Output {
+    actix::System::new().block_on(f)
+}
+
+/// The 5-field benchmark payload schema of WORKLOADS.md.
+pub fn payload_schema() -> Value {
+    json!({"type": "object",
+        "required": ["task_id", "hops", "last", "data", "score"],
+        "properties": {"task_id": {"type": "integer"}, "hops": {"type": "integer"},
+                       "last": {"type": "string"}, "data": {"type": "string"},
+                       "score": {"type": "number"}}})
+}
+
 /// Awaits `fut` for at most `secs` of virtual time; fails the test naming `what` otherwise.
 pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), fut).await {
