@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use muster::workflow::{check, Workflow};
+use muster::WorkflowExt;
 use muster::{AgentDef, CapabilitySpec, Muster};
 use serde_json::{json, Value};
 

@@ -1,17 +1,31 @@
 //! Agents: the workers, and the kinds of backend they run on.
 //!
-//! Owns the [`Agent`] trait (one trait for every kind), the [`AgentInstance`] actor that runs
-//! one instance's work so that a panic, an error or an overrun becomes a structured
-//! [`Failure`] (never a silently dead actor), and the shipped backends: [`function`] (Rust
-//! closures) and [`command`] (external programs). It does not choose who gets work
-//! (discovery and delegation do) and does not restart anything (supervision does).
+//! Owns the [`Agent`] trait (one trait for every kind), the [`AgentDef`] of an agent type,
+//! the [`AgentInstance`](instance::AgentInstance) actor that runs one instance's work so
+//! that a panic, an error or an overrun becomes a structured [`Failure`] (never a silently
+//! dead actor), its [`protocol`] (the messages other layers send it and the report every
+//! attempt ends in), the [`InstanceHandle`] the rest of the runtime holds of an instance,
+//! the supervisor of one agent type's instances ([`group`]), and the shipped backends:
+//! [`function`] and [`typed`] (Rust closures), [`command`] (external programs) and
+//! [`sim`] (simulated agents acting out a fault model). It does not choose who gets work
+//! (discovery and delegation do) and does not decide on restarts (supervision does): an
+//! instance reports its presence to a [`Directory`] it is given, and knows no registry.
 
 pub mod agent;
 pub mod command;
+pub mod def;
 pub mod function;
+pub mod group;
+pub mod handle;
 pub mod instance;
+pub mod protocol;
+pub mod sim;
 pub mod typed;
 
 pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
+pub use def::AgentDef;
 pub use function::FnAgent;
-pub use instance::{AgentInstance, AgentState, Assign, AttemptReport, ReplyTo};
+pub use handle::{InstanceHandle, Mailbox};
+pub use protocol::{
+    AgentState, Assign, AttemptReport, Cancel, Directory, Kill, Presence, ReplyTo, Shutdown,
+};

@@ -1,11 +1,12 @@
 //! Delegation: who owns this work.
 //!
 //! Owns the [`Task`] spec, the [`TaskRecord`] (the delegation record: state machine and full
-//! lease history) and the [`TaskOwner`](owner::TaskOwner) actor, one per live task, that
-//! leases the task to one agent at a time under a fresh epoch, watches the attempt, and
-//! reassigns it to a different capable agent when it fails, until the task is completed,
-//! escalated or cancelled. Upholds G1 (every accepted task ends in exactly one terminal
-//! state), G2 (one owner at a time; stale epochs fenced) and the task half of G4.
+//! lease history), the [`Delegator`] that accepts tasks, and the [`TaskOwner`](owner::TaskOwner)
+//! actor, one per live task, that leases the task to one agent at a time under a fresh epoch,
+//! watches the attempt, and reassigns it to a different capable agent when it fails, until
+//! the task is completed, escalated or cancelled. Upholds G1 (every accepted task ends in
+//! exactly one terminal state), G2 (one owner at a time; stale epochs fenced) and the task
+//! half of G4.
 //!
 //! ```text
 //!            submit (input valid)
@@ -21,11 +22,17 @@
 //!   a result carrying epoch < n is journaled `result_stale` and never accepted
 //! ```
 
+pub mod delegator;
+pub mod handle;
 pub mod owner;
 pub mod owners;
+pub mod protocol;
 pub mod record;
+pub mod stats;
 pub mod task;
 
-pub use owner::TaskHandle;
+pub use delegator::{Delegator, PendingOwner, SubmitError};
+pub use handle::TaskHandle;
 pub use record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
+pub use stats::{Stats, StatsSnapshot};
 pub use task::{Backoff, Exhausted, Task};

@@ -14,6 +14,7 @@
 pub mod event;
 pub mod inspect;
 pub mod memory;
+pub mod recorder;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use serde_json::Value;
 
 pub use event::{Event, Record};
 pub use memory::MemoryJournal;
+pub use recorder::Recorder;
 pub use sqlite::{Durability, SqliteJournal};
 
 /// Where events go.

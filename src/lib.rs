@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+// The modules are layers (bottom to top: util, clock, ids, conditions, messaging, journal,
+// supervision, agents, discovery, routing, delegation, runtime, workflow, cast, scenario,
+// then the front ends bench and cli); docs/architecture.md says what each owns, and
+// `tests/architecture_layers.rs` checks that no module imports one above it.
 pub mod agents;
-pub mod bench;
 pub mod cast;
-pub mod cli;
 pub mod clock;
 pub mod conditions;
 pub mod delegation;
@@ -12,26 +14,35 @@ pub mod discovery;
 pub mod ids;
 pub mod journal;
 pub mod messaging;
+pub mod routing;
 pub mod runtime;
-pub mod sim;
+pub mod scenario;
 pub mod supervision;
 mod util;
 pub mod workflow;
+// Front ends: linked by the `muster` binary, the benches and the CLI tests; not a stable
+// library API.
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod cli;
 
 pub use agents::{
-    Agent, AgentError, AgentFactory, AgentLink, AgentState, Failure, FnAgent, TaskContext,
+    Agent, AgentDef, AgentError, AgentFactory, AgentLink, AgentState, Failure, FnAgent, TaskContext,
 };
 pub use conditions::{Condition, ConditionError};
 pub use delegation::{
-    Backoff, Escalation, Exhausted, Lease, LeaseOutcome, Outcome, Task, TaskHandle, TaskRecord,
-    TaskStatus,
+    Backoff, Escalation, Exhausted, Lease, LeaseOutcome, Outcome, StatsSnapshot, SubmitError, Task,
+    TaskHandle, TaskRecord, TaskStatus,
 };
-pub use discovery::{AgentInfo, CapabilitySpec, RegistryEvent};
+pub use discovery::{AgentInfo, RegistryEvent};
 pub use journal::{
-    Durability, Event, Journal, JournalConfig, JournalError, MemoryJournal, Record, SqliteJournal,
+    Durability, Event, Journal, JournalConfig, JournalError, MemoryJournal, Record, Recorder,
+    SqliteJournal,
 };
-pub use messaging::{DeadLetter, DeliveryFailure, Envelope, FailureReason, Recipient, SchemaStore};
-pub use runtime::{
-    AgentDef, Muster, MusterBuilder, RuntimeConfig, StartError, StatsSnapshot, SubmitError,
+pub use messaging::{
+    CapabilitySpec, DeadLetter, DeliveryFailure, Envelope, FailureReason, Recipient, SchemaStore,
 };
+pub use runtime::{Muster, MusterBuilder, RuntimeConfig, StartError};
 pub use supervision::{Exit, Restart, Strategy, Supervision};
+pub use workflow::WorkflowExt;

@@ -1,17 +1,21 @@
-//! Messaging: what agents share.
+//! Messaging: what agents share, and the contracts it must satisfy.
 //!
 //! Owns the [`Envelope`] (the unit of coordination), the [`SchemaStore`] of JSON Schema
-//! contracts, and the [`Router`] that validates, resolves and delivers envelopes or fails
-//! them with a [`FailureReason`] from a closed set. Upholds G3 (no payload crosses a
-//! boundary unvalidated) and the messaging half of G1 (delivered or failed, never dropped).
-//! It does not decide who owns work: that is delegation's.
+//! contracts, the [`Capability`] contract an agent declares (input and output schemas,
+//! acceptance rule, heartbeat), the closed set of [`FailureReason`]s and the
+//! [`DeadLetters`] list. Upholds G3 (no payload crosses a boundary unvalidated) and the
+//! vocabulary of G1 (delivered or failed with a reason, never dropped). It is pure data
+//! and validation: it knows no actor, no journal and no agent. Delivering envelopes is the
+//! router's (the `routing` layer above); deciding who owns work is delegation's.
 
+pub mod capability;
 pub mod contract;
 pub mod dead_letter;
 pub mod envelope;
-pub mod router;
+pub mod failure;
 
+pub use capability::{Capability, CapabilityError, CapabilitySpec};
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use envelope::{Envelope, Recipient};
-pub use router::{DeliveryFailure, FailureReason, Router, RouterActor};
+pub use failure::{DeliveryFailure, FailureReason};

@@ -8,14 +8,23 @@
 //!
 //! actix gives mailboxes, not supervision: `actix::Supervised` restarts only after a clean
 //! stop and reuses the same struct. Here every child reports its exit through a
-//! [`ChildLink`], whose `Drop` reports too, so no exit goes unseen. This module does not
-//! know what its children do and never touches tasks: task owners reassign work.
+//! [`ChildLink`], whose `Drop` reports too, so no exit goes unseen; a restarted actor that
+//! others address is reached through its [`Named`] handle. This module does not know what
+//! its children do and never touches tasks: task owners reassign work. It needs nothing of
+//! the runtime but what it is given: child specs and, optionally, a journal
+//! [`Recorder`](crate::journal::Recorder) for restarts and escalations.
 
+pub mod child;
+pub mod named;
+pub mod protocol;
 pub mod restart;
 pub mod supervisor;
 
-pub use restart::{Exit, Restart, Strategy, Supervision};
-pub use supervisor::{
-    ChildExited, ChildHandle, ChildInfo, ChildLink, ChildSpec, ShutdownSupervisor, StartChild,
-    StopActor, Supervisor, SupervisorHandle, TerminateChild, WhichChildren,
+pub use child::{ChildHandle, ChildLink, ChildSpec};
+pub use named::Named;
+pub use protocol::{
+    ChildExited, ChildInfo, ShutdownSupervisor, StartChild, StopActor, TerminateChild,
+    WhichChildren,
 };
+pub use restart::{Exit, Restart, Strategy, Supervision};
+pub use supervisor::{Supervisor, SupervisorHandle};

@@ -21,6 +21,7 @@ use muster::journal::{Event, Journal, MemoryJournal, Record};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::recovery::{self, PendingTask, RecoveredRun, StepProgress};
 use muster::workflow::{RunStatus, Workflow};
+use muster::WorkflowExt;
 use muster::{AgentDef, CapabilitySpec, Muster};
 use serde_json::{json, Value};
 use uuid::Uuid;

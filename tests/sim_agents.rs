@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use muster::agents::sim::{Distribution, FaultModel, SimFactory};
 use muster::journal::Event;
-use muster::sim::{Distribution, FaultModel, SimFactory};
 use muster::{AgentDef, CapabilitySpec, Muster, SchemaStore, Task, TaskStatus};
 use serde_json::{json, Value};
 use tokio::time::Instant;

@@ -3,7 +3,7 @@
 //! (crashes, hangs, late answers, violations, an instance killed, an agent type dropping
 //! out and rejoining, agents with concurrency 2) twice in one process.
 
-use muster::sim::{run, Scenario, SimOptions, SimReport};
+use muster::scenario::{run, Scenario, SimOptions, SimReport};
 use muster::SchemaStore;
 
 fn simulate(seed: Option<u64>, count: u64) -> SimReport {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use muster::sim::{run, Scenario, SimOptions};
+use muster::scenario::{run, Scenario, SimOptions};
 use muster::SchemaStore;
 use proptest::prelude::*;
 

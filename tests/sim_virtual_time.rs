@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use muster::sim::{run, Scenario, SimOptions};
+use muster::scenario::{run, Scenario, SimOptions};
 use muster::SchemaStore;
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{paused, within};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::{Decision, RunStatus, Workflow};
+use muster::WorkflowExt;
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder};
 use serde_json::{json, Value};
 use uuid::Uuid;

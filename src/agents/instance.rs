@@ -23,178 +23,16 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::agent::{Agent, AgentError, AgentLink, Failure, TaskContext};
-use crate::discovery::registry::{Alive, Deregister, Register, StateChanged};
-use crate::discovery::{InstanceHandle, Registry};
-use crate::messaging::Envelope;
+use super::handle::{InstanceHandle, Mailbox};
+use super::protocol::{
+    AgentState, Assign, AttemptReport, Cancel, Directory, Kill, Presence, ReplyTo, Shutdown,
+};
 use crate::supervision::{ChildLink, Exit};
-
-/// An instance's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum AgentState {
-    /// Started, not yet taking work.
-    Starting = 0,
-    /// Taking work.
-    Ready = 1,
-    /// Every concurrency slot taken (still queues up to its mailbox bound).
-    Busy = 2,
-    /// Crashed; its supervisor decides what happens next.
-    Failed = 3,
-    /// Shut down.
-    Stopped = 4,
-}
-
-impl AgentState {
-    pub(crate) fn from_u8(v: u8) -> Self {
-        match v {
-            0 => AgentState::Starting,
-            1 => AgentState::Ready,
-            2 => AgentState::Busy,
-            3 => AgentState::Failed,
-            _ => AgentState::Stopped,
-        }
-    }
-
-    /// The snake_case name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AgentState::Starting => "starting",
-            AgentState::Ready => "ready",
-            AgentState::Busy => "busy",
-            AgentState::Failed => "failed",
-            AgentState::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for AgentState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How an attempt ended, sent to whoever holds the task.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct AttemptReport {
-    /// The task (or the envelope id of a plain message).
-    pub task_id: Uuid,
-    /// The lease epoch the agent worked under.
-    pub epoch: u64,
-    /// The instance.
-    pub agent: Arc<str>,
-    /// The output, or how it failed.
-    pub result: Result<Value, Failure>,
-}
-
-/// Where an attempt's report goes.
-pub enum ReplyTo {
-    /// A task owner actor.
-    Owner(Recipient<AttemptReport>),
-    /// A one-off waiter (plain messages routed by the router).
-    Once(oneshot::Sender<AttemptReport>),
-    /// Already answered: the reply was taken out of its [`Assign`].
-    Answered,
-}
-
-impl ReplyTo {
-    fn send(self, report: AttemptReport) {
-        match self {
-            ReplyTo::Owner(r) => r.do_send(report),
-            ReplyTo::Once(tx) => {
-                let _ = tx.send(report);
-            }
-            ReplyTo::Answered => {}
-        }
-    }
-}
-
-/// A task handed to an instance. A slot was reserved on its handle by whoever sent it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Assign {
-    /// The envelope carrying the input (its payload is the input).
-    pub envelope: Arc<Envelope>,
-    /// When the owner stops waiting.
-    pub deadline: tokio::time::Instant,
-    /// Where the report goes.
-    pub reply: ReplyTo,
-    /// Called on every task heartbeat.
-    pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
-}
-
-impl Assign {
-    /// Takes the reply out, so the assignment no longer answers when dropped.
-    fn take_reply(&mut self) -> ReplyTo {
-        std::mem::replace(&mut self.reply, ReplyTo::Answered)
-    }
-}
-
-impl Assign {
-    /// Answers this assignment with `agent_gone` without running it.
-    fn refuse(mut self, agent: &Arc<str>, why: String) {
-        let reply = self.take_reply();
-        let env = &self.envelope;
-        reply.send(AttemptReport {
-            task_id: env.task_id.unwrap_or(env.id),
-            epoch: env.epoch,
-            agent: agent.clone(),
-            result: Err(Failure::AgentGone(why)),
-        });
-    }
-}
-
-impl Drop for Assign {
-    fn drop(&mut self) {
-        // An assignment dropped unanswered was still in the mailbox of an instance that
-        // crashed or stopped (actix drops a stopped actor's mailbox), or was sent to a
-        // mailbox already closed. Its attempt fails now, so the owner reassigns at once
-        // instead of at its time bound (G4).
-        let reply = self.take_reply();
-        if matches!(reply, ReplyTo::Answered) {
-            return;
-        }
-        let env = &self.envelope;
-        let agent = match &env.recipient {
-            crate::messaging::Recipient::Agent(a) => a.clone(),
-            crate::messaging::Recipient::Capability(c) => c.clone(),
-        };
-        let why = format!("agent {agent} went away before it took the task");
-        reply.send(AttemptReport {
-            task_id: env.task_id.unwrap_or(env.id),
-            epoch: env.epoch,
-            agent,
-            result: Err(Failure::AgentGone(why)),
-        });
-    }
-}
-
-/// Cancels a running or queued task.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Cancel {
-    /// Task id.
-    pub task_id: Uuid,
-    /// Epoch of the lease being cancelled.
-    pub epoch: u64,
-}
-
-/// Stops the instance abruptly: its tasks fail, its supervisor sees an abnormal exit.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Kill(pub String);
-
-/// Stops the instance gracefully: no new work; running tasks may finish.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -245,7 +83,7 @@ pub struct AgentInstance {
     cfg: InstanceConfig,
     agent: Box<dyn Agent>,
     handle: Option<Arc<InstanceHandle>>,
-    registry: Addr<Registry>,
+    directory: Directory,
     link: Option<ChildLink>,
     running: BTreeMap<u64, Running>,
     queue: VecDeque<Assign>,
@@ -254,15 +92,14 @@ pub struct AgentInstance {
 }
 
 impl AgentInstance {
-    /// Starts an instance on the current arbiter; returns its handle (not yet registered:
-    /// it registers itself once its agent has started).
+    /// Starts an instance on the current arbiter; returns its address (not yet registered:
+    /// it reports itself up to its directory once its agent has started).
     pub(crate) fn launch(
         cfg: InstanceConfig,
         agent: Box<dyn Agent>,
-        registry: Addr<Registry>,
+        directory: Directory,
         link: ChildLink,
-    ) -> Arc<InstanceHandle> {
-        let mut out = None;
+    ) -> Addr<AgentInstance> {
         AgentInstance::create(|ctx| {
             let handle = Arc::new(InstanceHandle::new(
                 cfg.id.clone(),
@@ -271,23 +108,20 @@ impl AgentInstance {
                 cfg.capabilities.clone(),
                 cfg.concurrency,
                 cfg.concurrency + cfg.mailbox,
-                ctx.address(),
+                Box::new(ctx.address()),
             ));
-            out = Some(handle.clone());
             AgentInstance {
                 cfg,
                 agent,
                 handle: Some(handle),
-                registry,
+                directory,
                 link: Some(link),
                 running: BTreeMap::new(),
                 queue: VecDeque::new(),
                 next_slot: 0,
                 stopping: false,
             }
-        });
-        // `create` runs the closure before returning.
-        out.unwrap_or_else(|| unreachable!("Actor::create runs its closure synchronously"))
+        })
     }
 
     fn inst(&self) -> &Arc<InstanceHandle> {
@@ -300,7 +134,7 @@ impl AgentInstance {
     fn set_state(&self, s: AgentState, reason: Option<String>) {
         if self.inst().state() != s {
             self.inst().set_state(s);
-            self.registry.do_send(StateChanged {
+            self.directory.tell(Presence::State {
                 id: self.cfg.id.clone(),
                 state: s,
                 reason,
@@ -407,12 +241,12 @@ impl AgentInstance {
             }
         };
         self.inst().release();
-        r.reply.send(AttemptReport {
-            task_id: r.task_id,
-            epoch: r.epoch,
-            agent: self.cfg.id.clone(),
+        r.reply.send(AttemptReport::new(
+            r.task_id,
+            r.epoch,
+            self.cfg.id.clone(),
             result,
-        });
+        ));
         if let Some(exit) = crash {
             self.crash(exit, ctx);
             return;
@@ -441,12 +275,12 @@ impl AgentInstance {
             if let Some(h) = &self.handle {
                 h.release();
             }
-            r.reply.send(AttemptReport {
-                task_id: r.task_id,
-                epoch: r.epoch,
-                agent: self.cfg.id.clone(),
-                result: Err(Failure::AgentGone(why.to_string())),
-            });
+            r.reply.send(AttemptReport::gone(
+                r.task_id,
+                r.epoch,
+                self.cfg.id.clone(),
+                why.to_string(),
+            ));
         }
         for a in self.queue.drain(..) {
             if let Some(h) = &self.handle {
@@ -476,7 +310,7 @@ impl AgentInstance {
         actix::spawn(stop);
         if exit == Exit::Shutdown {
             self.set_state(AgentState::Stopped, None);
-            self.registry.do_send(Deregister {
+            self.directory.tell(Presence::Down {
                 id: self.cfg.id.clone(),
                 generation: self.cfg.generation,
                 reason: "shut down".into(),
@@ -505,11 +339,11 @@ impl Actor for AgentInstance {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1 << 20);
         let me = ctx.address();
-        let registry = self.registry.clone();
+        let directory = self.directory.clone();
         let id = self.cfg.id.clone();
         let link = AgentLink {
             on_exit: Arc::new(move |r| me.do_send(AgentExited(r))),
-            on_alive: Arc::new(move || registry.do_send(Alive(id.clone()))),
+            on_alive: Arc::new(move || directory.tell(Presence::Alive(id.clone()))),
         };
         let start = std::panic::catch_unwind(AssertUnwindSafe(|| self.agent.start(link)));
         let start = match start {
@@ -518,7 +352,7 @@ impl Actor for AgentInstance {
         };
         ctx.wait(start.into_actor(self).map(|res, act, ctx| match res {
             Ok(Ok(())) => {
-                act.registry.do_send(Register {
+                act.directory.tell(Presence::Up {
                     handle: act.inst().clone(),
                     liveness: act.cfg.liveness,
                 });
@@ -538,12 +372,12 @@ impl Drop for AgentInstance {
         // If the actor went away without reporting (a bug, or an unwinding panic in our
         // own code), owners still hear of it and the supervisor still sees an exit.
         for (_, r) in std::mem::take(&mut self.running) {
-            r.reply.send(AttemptReport {
-                task_id: r.task_id,
-                epoch: r.epoch,
-                agent: self.cfg.id.clone(),
-                result: Err(Failure::AgentGone(format!("agent {} stopped", self.cfg.id))),
-            });
+            r.reply.send(AttemptReport::gone(
+                r.task_id,
+                r.epoch,
+                self.cfg.id.clone(),
+                format!("agent {} stopped", self.cfg.id),
+            ));
         }
         for a in self.queue.drain(..) {
             a.refuse(&self.cfg.id, format!("agent {} stopped", self.cfg.id));
@@ -583,12 +417,12 @@ impl Handler<Cancel> for AgentInstance {
                 ctx.cancel_future(r.spawn);
                 self.agent.cancel(r.task_id, r.epoch);
                 self.inst().release();
-                r.reply.send(AttemptReport {
-                    task_id: r.task_id,
-                    epoch: r.epoch,
-                    agent: self.cfg.id.clone(),
-                    result: Err(Failure::Cancelled),
-                });
+                r.reply.send(AttemptReport::new(
+                    r.task_id,
+                    r.epoch,
+                    self.cfg.id.clone(),
+                    Err(Failure::Cancelled),
+                ));
             }
         } else if let Some(pos) = self
             .queue
@@ -597,12 +431,12 @@ impl Handler<Cancel> for AgentInstance {
         {
             if let Some(mut a) = self.queue.remove(pos) {
                 self.inst().release();
-                a.take_reply().send(AttemptReport {
-                    task_id: c.task_id,
-                    epoch: c.epoch,
-                    agent: self.cfg.id.clone(),
-                    result: Err(Failure::Cancelled),
-                });
+                a.take_reply().send(AttemptReport::new(
+                    c.task_id,
+                    c.epoch,
+                    self.cfg.id.clone(),
+                    Err(Failure::Cancelled),
+                ));
             }
         }
         self.pump(ctx);
@@ -654,5 +488,23 @@ impl Handler<AgentExited> for AgentInstance {
             }
             Err(e) => self.crash(Exit::Error(e), ctx),
         }
+    }
+}
+
+impl Mailbox for Addr<AgentInstance> {
+    fn assign(&self, a: Assign) {
+        self.do_send(a)
+    }
+
+    fn cancel(&self, c: Cancel) {
+        self.do_send(c)
+    }
+
+    fn kill(&self, k: Kill) {
+        self.do_send(k)
+    }
+
+    fn connected(&self) -> bool {
+        Addr::connected(self)
     }
 }

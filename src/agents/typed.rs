@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::agent::{AgentError, TaskContext};
+use super::def::AgentDef;
 use super::function::FnAgent;
-use crate::discovery::CapabilitySpec;
-use crate::runtime::AgentDef;
+use crate::messaging::CapabilitySpec;
 
 /// The schema name and the derived JSON Schema (draft 2020-12) of a Rust type.
 ///

@@ -23,6 +23,7 @@ use crate::journal::{Event, Journal, MemoryJournal, Record};
 use crate::runtime::{AgentDef, Muster};
 use crate::supervision::Supervision;
 use crate::workflow::Workflow;
+use crate::workflow::WorkflowExt;
 use crate::{CapabilitySpec, Task};
 
 /// The payload schema (`schemas/bench-payload.schema.json`), compiled into the binary so

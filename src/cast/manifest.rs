@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agents::command::{CommandConfig, CommandFactory};
+use crate::agents::sim::{FaultModel, SimFactory};
 use crate::discovery::CapabilitySpec;
 use crate::messaging::SchemaStore;
 use crate::runtime::AgentDef;
-use crate::sim::{FaultModel, SimFactory};
 use crate::supervision::{Restart, Supervision};
 
 /// The backend an agent type runs on.
@@ -26,7 +26,7 @@ pub enum BackendSpec {
     /// An external program.
     Command(CommandConfig),
     /// A simulated agent: latency and faults drawn from a fault model, outputs generated
-    /// from each capability's output schema (see [`crate::sim`]).
+    /// from each capability's output schema (see [`crate::agents::sim`]).
     Sim(SimBackend),
 }
 
@@ -217,7 +217,7 @@ impl Manifest {
         for (i, c) in m.capabilities.iter().enumerate() {
             if let Err(e) = c.compile(schemas) {
                 let field = match &e {
-                    crate::discovery::capability::CapabilityError::Schema { field, .. } => {
+                    crate::messaging::CapabilityError::Schema { field, .. } => {
                         format!("/capabilities/{i}/{field}")
                     }
                     _ => format!("/capabilities/{i}/accept"),

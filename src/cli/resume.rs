@@ -19,6 +19,7 @@ use crate::journal::sqlite::read_journal;
 use crate::journal::{Durability, Journal};
 use crate::workflow::engine::RunOptions;
 use crate::workflow::recovery;
+use crate::workflow::WorkflowExt;
 
 /// Arguments of `muster resume`.
 #[derive(Debug, clap::Args)]

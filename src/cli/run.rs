@@ -10,6 +10,7 @@ use super::{block_on, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use crate::journal::{Durability, Event, Journal, SqliteJournal};
 use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
+use crate::workflow::WorkflowExt;
 use crate::workflow::{recovery, RunOutcome, RunStatus, StepEvent, Workflow};
 use crate::SchemaStore;
 

@@ -1,7 +1,7 @@
 //! `muster sim`: run a failure scenario on virtual time and report what happened.
 //!
-//! Parses arguments, loads the scenario ([`crate::sim::Scenario`]), runs it
-//! ([`crate::sim::run`]) and prints the report. Exit 0 when nothing was lost or
+//! Parses arguments, loads the scenario ([`crate::scenario::Scenario`]), runs it
+//! ([`crate::scenario::run`]) and prints the report. Exit 0 when nothing was lost or
 //! duplicated, 1 when something was, 2 on bad input.
 
 use std::io::IsTerminal;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{CliError, EXIT_FAILED, EXIT_OK};
-use crate::sim::{run as simulate, Progress, Scenario, SimOptions, SimReport};
+use crate::scenario::{run as simulate, Progress, Scenario, SimOptions, SimReport};
 use crate::SchemaStore;
 
 /// Arguments of `muster sim`.

@@ -14,60 +14,14 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::delegator::Delegator;
+use super::protocol::{CancelTask, LeaseHeartbeat};
 use super::record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
 use super::task::{Exhausted, Task};
-use crate::agents::instance::{AttemptReport, Cancel as CancelAttempt, ReplyTo};
-use crate::agents::Failure;
-use crate::discovery::registry::WaitFor;
-use crate::discovery::{Capability, InstanceHandle, PickError, Registry};
-use crate::journal::Event;
-use crate::messaging::{Envelope, Recipient, Router};
-use crate::runtime::Shared;
-
-/// A submitted task: its id and its outcome to come.
-///
-/// # Example
-/// ```no_run
-/// # async fn demo(muster: muster::Muster) -> Result<(), Box<dyn std::error::Error>> {
-/// use muster::Task;
-/// use serde_json::json;
-///
-/// let handle = muster.submit(Task::new("echo", json!({"text": "hi"}))).await?;
-/// println!("submitted {}", handle.id());
-/// let outcome = handle.outcome().await;
-/// assert!(outcome.is_completed());
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct TaskHandle {
-    pub(crate) id: Uuid,
-    pub(crate) rx: oneshot::Receiver<Outcome>,
-    pub(crate) fallback: TaskRecord,
-}
-
-impl TaskHandle {
-    /// The task id.
-    pub fn id(&self) -> Uuid {
-        self.id
-    }
-
-    /// Waits for the task's terminal state. If the owner itself was lost (a bug), the
-    /// record says so as an escalation instead of hanging.
-    pub async fn outcome(self) -> Outcome {
-        match self.rx.await {
-            Ok(o) => o,
-            Err(_) => {
-                let mut r = self.fallback;
-                r.status = TaskStatus::Escalated;
-                r.escalation = Some(Escalation {
-                    to: "dead_letter".into(),
-                    reason: "the task's owner was lost".into(),
-                });
-                r
-            }
-        }
-    }
-}
+use crate::agents::{AttemptReport, Failure, InstanceHandle, ReplyTo};
+use crate::discovery::{PickError, WaitFor};
+use crate::journal::{check_payload, Event, Recorder};
+use crate::messaging::{Capability, Envelope, Recipient};
 
 struct ActiveLease {
     handle: Arc<InstanceHandle>,
@@ -79,9 +33,8 @@ struct ActiveLease {
 
 /// The owner of one task.
 pub struct TaskOwner {
-    shared: Arc<Shared>,
-    router: Router,
-    registry: Addr<Registry>,
+    delegator: Arc<Delegator>,
+    recorder: Recorder,
     task: Task,
     contract: Option<Arc<Capability>>,
     record: TaskRecord,
@@ -108,35 +61,26 @@ pub struct TaskOwner {
 const FULL_POLL_MAX: Duration = Duration::from_millis(32);
 
 impl TaskOwner {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        registry: Addr<Registry>,
+    pub(super) fn new(
+        delegator: Arc<Delegator>,
         task: Task,
         id: Uuid,
         contract: Option<Arc<Capability>>,
         waiter: oneshot::Sender<Outcome>,
     ) -> Self {
-        let now = shared.clock.now_ms();
-        let record = TaskRecord {
+        let recorder = delegator.router.recorder().clone();
+        let now = recorder.now_ms();
+        let record = TaskRecord::new(
             id,
-            capability: task.capability.clone(),
-            correlation: task.correlation.unwrap_or(id),
-            status: TaskStatus::Pending,
-            leases: Vec::new(),
-            output: None,
-            escalation: None,
-            stale_rejected: 0,
-            submitted_ms: now,
-            ended_ms: None,
-        };
+            task.capability.clone(),
+            task.correlation.unwrap_or(id),
+            now,
+        );
         let topic: Arc<str> = Arc::from(task.capability.as_str());
         let sender: Arc<str> = Arc::from(task.sender.as_str());
         TaskOwner {
-            router: Router {
-                shared: shared.clone(),
-            },
-            shared,
-            registry,
+            delegator,
+            recorder,
             deadline: tokio::time::Instant::now() + task.overall(),
             epoch: task.min_epoch,
             last_envelope: task.causation,
@@ -154,6 +98,11 @@ impl TaskOwner {
         }
     }
 
+    /// Attempts counted against the budget: those before a restart and this owner's leases.
+    fn attempts_used(&self) -> u32 {
+        self.task.spent + self.record.leases.len() as u32
+    }
+
     fn done(&self) -> bool {
         self.record.status.is_terminal()
     }
@@ -162,7 +111,7 @@ impl TaskOwner {
         if self.done() || self.lease.is_some() {
             return;
         }
-        if self.record.leases.len() as u32 >= self.task.attempts {
+        if self.attempts_used() >= self.task.attempts {
             let reason = format!(
                 "attempt budget of {} spent; last failure: {}",
                 self.task.attempts,
@@ -174,7 +123,12 @@ impl TaskOwner {
         // The contract may be unknown if the task was submitted before any agent declared
         // the capability: check the input now, before anything is leased (G3).
         if self.contract.is_none() {
-            if let Some(c) = self.shared.index.contract(&self.task.capability) {
+            if let Some(c) = self
+                .delegator
+                .router
+                .index()
+                .contract(&self.task.capability)
+            {
                 if let Err(e) = c.input.validate(&self.task.input) {
                     self.escalate(
                         format!("input violates the capability's contract: {e}"),
@@ -186,8 +140,9 @@ impl TaskOwner {
             }
         }
         match self
-            .shared
-            .index
+            .delegator
+            .router
+            .index()
             .pick(&self.task.capability, &self.excluded)
         {
             Ok((contract, handle)) => {
@@ -240,7 +195,7 @@ impl TaskOwner {
         }
         self.waiting_for_agent = true;
         let (tx, rx) = oneshot::channel();
-        self.registry.do_send(WaitFor {
+        self.delegator.registry.get().do_send(WaitFor {
             capability: Arc::from(self.task.capability.as_str()),
             tx,
         });
@@ -264,11 +219,11 @@ impl TaskOwner {
         self.full_polls = 0;
         self.epoch += 1;
         let epoch = self.epoch;
-        let attempt = self.record.leases.len() as u32 + 1;
+        let attempt = self.attempts_used() + 1;
         if attempt > 1 {
             // Counted when the task actually moves to another agent, not when an attempt
             // fails (it may then wait, or be escalated, instead).
-            self.shared.stats.reassigned();
+            self.delegator.stats.reassigned();
         }
         let _span = tracing::debug_span!(
             "lease",
@@ -278,14 +233,14 @@ impl TaskOwner {
             agent = %handle.id,
         )
         .entered();
-        tracing::debug!(attempt = self.record.leases.len() + 1, "lease granted");
+        tracing::debug!(attempt, "lease granted");
         // One clock read for the whole lease.
         let now = tokio::time::Instant::now();
-        let now_ms = self.shared.clock.at_ms(now);
+        let now_ms = self.recorder.clock().at_ms(now);
         let deadline = now + self.task.timeout;
         let contract = self.contract.as_ref();
         let envelope = Arc::new(Envelope {
-            id: self.shared.ids.next(now_ms),
+            id: self.delegator.router.ids().next(now_ms),
             correlation_id: self.record.correlation,
             causation_id: self.last_envelope,
             topic: self.topic.clone(),
@@ -311,7 +266,7 @@ impl TaskOwner {
             outcome: LeaseOutcome::Running,
             envelope: Some(envelope.id),
         });
-        self.shared.journal_at(
+        self.recorder.record_at(
             now_ms,
             Event::LeaseGranted {
                 task: self.record.id,
@@ -347,7 +302,7 @@ impl TaskOwner {
         };
         self.last_envelope = Some(envelope.id);
         self.outstanding.push(epoch);
-        self.router.deliver(
+        self.delegator.router.deliver(
             &handle,
             envelope,
             deadline,
@@ -387,7 +342,7 @@ impl TaskOwner {
         if let Some(h) = lease.heartbeat_check {
             ctx.cancel_future(h);
         }
-        let now = self.shared.clock.now_ms();
+        let now = self.recorder.now_ms();
         if let Some(l) = self
             .record
             .leases
@@ -416,18 +371,18 @@ impl TaskOwner {
             return; // a failure of a superseded lease changes nothing
         };
         tracing::debug!(task = %self.record.id, agent = %handle.id, epoch, %failure, "attempt failed");
-        self.shared.journal(Event::AttemptFailed {
+        self.recorder.record(Event::AttemptFailed {
             task: self.record.id,
             agent: handle.id.clone(),
             epoch,
             reason: failure.reason().into(),
             detail: failure.detail(),
         });
-        self.shared.stats.attempt_failed();
+        self.delegator.stats.attempt_failed();
         if !self.excluded.contains(&handle.id) {
             self.excluded.push(handle.id.clone());
         }
-        let failures = self.record.leases.len() as u32;
+        let failures = self.attempts_used();
         if failures >= self.task.attempts {
             self.try_lease(ctx); // escalates with the budget message
             return;
@@ -445,8 +400,8 @@ impl TaskOwner {
         if current != Some(epoch) || self.done() {
             // A result from a superseded epoch: fenced (G2).
             self.record.stale_rejected += 1;
-            self.shared.stats.stale();
-            self.shared.journal(Event::ResultStale {
+            self.delegator.stats.stale();
+            self.recorder.record(Event::ResultStale {
                 task: self.record.id,
                 agent,
                 epoch,
@@ -456,8 +411,8 @@ impl TaskOwner {
         }
         // An output larger than the journal's payload bound would be stored only in part
         // (or not at all): it is refused like any other contract breach.
-        let limit = self.shared.journal.max_payload_bytes();
-        let verdict = crate::journal::check_payload(self.record.id, &output, limit)
+        let limit = self.recorder.journal().max_payload_bytes();
+        let verdict = check_payload(self.record.id, &output, limit)
             .map_err(|e| Failure::Rejected(e.to_string()))
             .and_then(|()| match &self.contract {
                 Some(c) => check_output(c, &self.task.input, &output),
@@ -466,7 +421,7 @@ impl TaskOwner {
         match verdict {
             Ok(()) => {
                 self.end_lease(epoch, LeaseOutcome::Completed, ctx);
-                self.shared.journal(Event::ResultAccepted {
+                self.recorder.record(Event::ResultAccepted {
                     task: self.record.id,
                     agent,
                     epoch,
@@ -485,7 +440,7 @@ impl TaskOwner {
             Exhausted::Gate(g) => g.clone(),
         };
         tracing::info!(task = %self.record.id, %to, %reason, "task escalated");
-        self.shared.journal(Event::TaskEscalated {
+        self.recorder.record(Event::TaskEscalated {
             task: self.record.id,
             to: to.clone(),
             reason: reason.clone(),
@@ -496,9 +451,9 @@ impl TaskOwner {
 
     fn finish(&mut self, status: TaskStatus, ctx: &mut Context<Self>) {
         self.record.status = status;
-        self.record.ended_ms = Some(self.shared.clock.now_ms());
-        self.shared.stats.ended(status);
-        self.shared.owners.remove(&self.record.id);
+        self.record.ended_ms = Some(self.recorder.now_ms());
+        self.delegator.stats.ended(status);
+        self.delegator.owners.remove(&self.record.id);
         if let Some(w) = self.waiter.take() {
             // With no lease left to answer, nothing reads the record again but `done()`:
             // hand the output and the history over instead of copying them.
@@ -509,7 +464,7 @@ impl TaskOwner {
             } else {
                 self.record.clone()
             };
-            let journal = self.shared.journal.clone();
+            let journal = self.recorder.journal().clone();
             if journal.acknowledges_durably() {
                 // `Durability::Sync`: acknowledge only once the terminal event (the last
                 // one appended, or an earlier one) is on disk; wait off the actor thread.
@@ -525,7 +480,7 @@ impl TaskOwner {
         self.maybe_stop(ctx);
         if !self.outstanding.is_empty() {
             // Bound the lingering: every agent answers by its deadline plus grace.
-            let linger = self.task.timeout + self.shared.config.grace + Duration::from_secs(1);
+            let linger = self.task.timeout + self.delegator.grace + Duration::from_secs(1);
             ctx.run_later(linger, |_, ctx| ctx.stop());
         }
     }
@@ -572,7 +527,7 @@ impl Drop for TaskOwner {
         // lose the task silently: the record says so.
         if !self.done() {
             let reason = "the task's owner stopped before the task ended".to_string();
-            self.shared.journal(Event::TaskEscalated {
+            self.recorder.record(Event::TaskEscalated {
                 task: self.record.id,
                 to: "dead_letter".into(),
                 reason: reason.clone(),
@@ -582,8 +537,8 @@ impl Drop for TaskOwner {
                 to: "dead_letter".into(),
                 reason,
             });
-            self.shared.stats.ended(TaskStatus::Escalated);
-            self.shared.owners.remove(&self.record.id);
+            self.delegator.stats.ended(TaskStatus::Escalated);
+            self.delegator.owners.remove(&self.record.id);
             if let Some(w) = self.waiter.take() {
                 let _ = w.send(self.record.clone());
             }
@@ -605,13 +560,6 @@ impl Handler<AttemptReport> for TaskOwner {
     }
 }
 
-/// A task heartbeat from the agent holding lease `epoch`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct LeaseHeartbeat {
-    epoch: u64,
-}
-
 impl Handler<LeaseHeartbeat> for TaskOwner {
     type Result = ();
 
@@ -624,14 +572,6 @@ impl Handler<LeaseHeartbeat> for TaskOwner {
     }
 }
 
-/// Cancels the task: the running attempt is told (its tokio task aborted, its process told
-/// or killed) and the task ends `cancelled`.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub(crate) struct CancelTask {
-    pub reason: String,
-}
-
 impl Handler<CancelTask> for TaskOwner {
     type Result = bool;
 
@@ -641,12 +581,9 @@ impl Handler<CancelTask> for TaskOwner {
         }
         let epoch = self.epoch;
         if let Some(h) = self.end_lease(epoch, LeaseOutcome::Cancelled, ctx) {
-            h.addr.do_send(CancelAttempt {
-                task_id: self.record.id,
-                epoch,
-            });
+            h.cancel(self.record.id, epoch);
         }
-        self.shared.journal(Event::TaskCancelled {
+        self.recorder.record(Event::TaskCancelled {
             task: self.record.id,
             reason: c.reason,
         });

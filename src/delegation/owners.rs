@@ -12,21 +12,20 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::owner::{CancelTask, TaskOwner};
-use crate::runtime::Shared;
-use crate::supervision::supervisor::StopActor;
-use crate::supervision::{ChildLink, Exit};
+use super::delegator::Delegator;
+use crate::supervision::{ChildLink, Exit, StopActor};
 
 /// The owner supervisor actor.
 pub struct OwnerSupervisor {
-    shared: Arc<Shared>,
+    delegator: Arc<Delegator>,
     link: Option<ChildLink>,
 }
 
 impl OwnerSupervisor {
-    pub(crate) fn new(shared: Arc<Shared>, link: ChildLink) -> Self {
+    /// The supervisor of `delegator`'s owners, reporting its exit through `link`.
+    pub fn new(delegator: Arc<Delegator>, link: ChildLink) -> Self {
         OwnerSupervisor {
-            shared,
+            delegator,
             link: Some(link),
         }
     }
@@ -46,24 +45,11 @@ impl Handler<StopActor> for OwnerSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: StopActor, _: &mut Self::Context) -> Self::Result {
-        let owners: Vec<Addr<TaskOwner>> = self
-            .shared
-            .owners
-            .iter()
-            .map(|a| a.value().clone())
-            .collect();
+        let delegator = self.delegator.clone();
         Box::pin(
-            async move {
-                for o in owners {
-                    let _ = o
-                        .send(CancelTask {
-                            reason: "the runtime is shutting down".into(),
-                        })
-                        .await;
-                }
-            }
-            .into_actor(self)
-            .map(|(), _, ctx| ctx.stop()),
+            async move { delegator.cancel_all("the runtime is shutting down").await }
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
         )
     }
 }

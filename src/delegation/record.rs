@@ -111,6 +111,22 @@ pub struct TaskRecord {
 pub type Outcome = TaskRecord;
 
 impl TaskRecord {
+    /// The record of a task just submitted: pending, with no lease yet.
+    pub fn new(id: Uuid, capability: String, correlation: Uuid, submitted_ms: u64) -> Self {
+        TaskRecord {
+            id,
+            capability,
+            correlation,
+            status: TaskStatus::Pending,
+            leases: Vec::new(),
+            output: None,
+            escalation: None,
+            stale_rejected: 0,
+            submitted_ms,
+            ended_ms: None,
+        }
+    }
+
     /// Whether it completed.
     pub fn is_completed(&self) -> bool {
         self.status == TaskStatus::Completed

@@ -112,6 +112,9 @@ pub struct Task {
     pub id: Option<Uuid>,
     /// Leases start above this epoch (recovery: results of earlier leases are stale).
     pub min_epoch: u64,
+    /// Attempts already used before a restart (recovery): they count against `attempts`,
+    /// and attempt numbers continue after them.
+    pub spent: u32,
 }
 
 impl Task {
@@ -131,6 +134,7 @@ impl Task {
             sender: "api".into(),
             id: None,
             min_epoch: 0,
+            spent: 0,
         }
     }
 

@@ -4,112 +4,14 @@
 //! owners on the hot path. Each instance's load and state are atomics in its
 //! [`InstanceHandle`], updated by the router (reservations) and the instance itself.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use actix::Addr;
 use dashmap::DashMap;
 use serde::Serialize;
 
-use super::capability::Capability;
-use crate::agents::{AgentInstance, AgentState};
-
-/// A live agent instance as the index sees it.
-#[derive(Debug)]
-pub struct InstanceHandle {
-    /// Instance id, e.g. `tester#0`.
-    pub id: Arc<str>,
-    /// The agent type (manifest name), e.g. `tester`.
-    pub agent: Arc<str>,
-    ordinal: AtomicU64,
-    /// Start generation (0 first, +1 per restart).
-    pub generation: u64,
-    /// Capability names it serves.
-    pub capabilities: Vec<Arc<str>>,
-    /// Tasks at once.
-    pub concurrency: usize,
-    /// Tasks held at once: running plus queued (concurrency + mailbox).
-    pub capacity: usize,
-    pub(crate) addr: Addr<AgentInstance>,
-    load: AtomicUsize,
-    state: AtomicU8,
-}
-
-impl InstanceHandle {
-    pub(crate) fn new(
-        id: Arc<str>,
-        agent: Arc<str>,
-        generation: u64,
-        capabilities: Vec<Arc<str>>,
-        concurrency: usize,
-        capacity: usize,
-        addr: Addr<AgentInstance>,
-    ) -> Self {
-        InstanceHandle {
-            id,
-            agent,
-            ordinal: AtomicU64::new(0),
-            generation,
-            capabilities,
-            concurrency,
-            capacity,
-            addr,
-            load: AtomicUsize::new(0),
-            state: AtomicU8::new(AgentState::Starting as u8),
-        }
-    }
-
-    /// Registration order, the deterministic tie-break between equally loaded instances.
-    pub fn ordinal(&self) -> u64 {
-        self.ordinal.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_ordinal(&self, o: u64) {
-        self.ordinal.store(o, Ordering::Relaxed);
-    }
-
-    /// Tasks held now (running and queued).
-    pub fn load(&self) -> usize {
-        self.load.load(Ordering::Relaxed)
-    }
-
-    /// Lifecycle state.
-    pub fn state(&self) -> AgentState {
-        AgentState::from_u8(self.state.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn set_state(&self, s: AgentState) {
-        self.state.store(s as u8, Ordering::Relaxed);
-    }
-
-    /// Whether it takes work now.
-    pub fn available(&self) -> bool {
-        matches!(self.state(), AgentState::Ready | AgentState::Busy) && self.addr.connected()
-    }
-
-    /// Reserves one slot; false when full.
-    pub(crate) fn try_reserve(&self) -> bool {
-        let mut cur = self.load.load(Ordering::Relaxed);
-        loop {
-            if cur >= self.capacity {
-                return false;
-            }
-            match self
-                .load
-                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    pub(crate) fn release(&self) {
-        let _ = self
-            .load
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |l| l.checked_sub(1));
-    }
-}
+use crate::agents::protocol::AgentState;
+use crate::agents::InstanceHandle;
+use crate::messaging::capability::{Capability, CapabilityError};
 
 /// One capability: its contract and the instances serving it, in registration order.
 #[derive(Debug, Clone)]
@@ -292,18 +194,17 @@ impl CapabilityIndex {
     // ---- writes: only the registry actor calls these ----
 
     /// Whether `contract` agrees with the capability's declared contract, if any.
-    pub(crate) fn check_contract(
-        &self,
-        contract: &Capability,
-    ) -> Result<(), super::capability::CapabilityError> {
+    pub(crate) fn check_contract(&self, contract: &Capability) -> Result<(), CapabilityError> {
         match self.caps.get(contract.name.as_ref()) {
-            Some(e) => e.contract.same_contract(&contract.spec).map_err(|what| {
-                super::capability::CapabilityError::Conflict {
-                    capability: contract.name.to_string(),
-                    by: e.declared_by.to_string(),
-                    what,
-                }
-            }),
+            Some(e) => {
+                e.contract
+                    .same_contract(&contract.spec)
+                    .map_err(|what| CapabilityError::Conflict {
+                        capability: contract.name.to_string(),
+                        by: e.declared_by.to_string(),
+                        what,
+                    })
+            }
             None => Ok(()),
         }
     }
@@ -312,7 +213,7 @@ impl CapabilityIndex {
         &self,
         contract: Arc<Capability>,
         by: &Arc<str>,
-    ) -> Result<(), super::capability::CapabilityError> {
+    ) -> Result<(), CapabilityError> {
         if self.caps.contains_key(contract.name.as_ref()) {
             return self.check_contract(&contract);
         }

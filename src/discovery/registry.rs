@@ -6,69 +6,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
-use super::capability::{Capability, CapabilityError};
-use super::index::InstanceHandle;
-use crate::agents::AgentState;
-use crate::journal::Event;
-use crate::runtime::Shared;
-
-/// A change in the registry, as published to subscribers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum RegistryEvent {
-    /// An instance joined (or re-joined after a restart).
-    Registered {
-        /// Instance id.
-        agent: Arc<str>,
-        /// Its capabilities.
-        capabilities: Vec<Arc<str>>,
-    },
-    /// An instance changed state.
-    StateChanged {
-        /// Instance id.
-        agent: Arc<str>,
-        /// New state.
-        state: AgentState,
-    },
-    /// An instance left.
-    DroppedOut {
-        /// Instance id.
-        agent: Arc<str>,
-        /// Why.
-        reason: String,
-    },
-}
+use super::index::CapabilityIndex;
+use super::protocol::{Declare, RegistryEvent, Subscribe, Sync, WaitFor};
+use crate::agents::{AgentState, InstanceHandle, Presence};
+use crate::journal::{Event, Recorder};
+use crate::messaging::CapabilityError;
+use crate::supervision::{ChildLink, Exit, StopActor};
 
 /// The registry actor. Sole writer of the [`CapabilityIndex`](super::CapabilityIndex).
 pub struct Registry {
-    shared: Arc<Shared>,
+    index: Arc<CapabilityIndex>,
+    recorder: Recorder,
     next_ordinal: u64,
     ordinals: HashMap<Arc<str>, u64>,
     waiters: HashMap<Arc<str>, Vec<oneshot::Sender<()>>>,
     liveness: HashMap<Arc<str>, (Duration, tokio::time::Instant)>,
     events: broadcast::Sender<RegistryEvent>,
-    link: Option<crate::supervision::ChildLink>,
+    link: Option<ChildLink>,
 }
 
 impl Registry {
-    pub(crate) fn with_link(mut self, link: crate::supervision::ChildLink) -> Self {
-        self.link = Some(link);
-        self
-    }
-
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    /// The registry of `index` (its sole writer), journaling through `recorder` and
+    /// reporting its exit through `link`.
+    pub fn new(index: Arc<CapabilityIndex>, recorder: Recorder, link: ChildLink) -> Self {
         let (events, _) = broadcast::channel(1024);
         Registry {
-            shared,
+            index,
+            recorder,
             next_ordinal: 0,
             ordinals: HashMap::new(),
             waiters: HashMap::new(),
             liveness: HashMap::new(),
             events,
-            link: None,
+            link: Some(link),
         }
     }
 
@@ -76,10 +48,43 @@ impl Registry {
         let _ = self.events.send(e);
     }
 
+    fn register(&mut self, h: Arc<InstanceHandle>, liveness: Option<Duration>) {
+        let ordinal = *self.ordinals.entry(h.id.clone()).or_insert_with(|| {
+            self.next_ordinal += 1;
+            self.next_ordinal
+        });
+        h.set_ordinal(ordinal);
+        if h.state() == AgentState::Starting {
+            h.set_state(AgentState::Ready);
+        }
+        if let Some(every) = liveness {
+            self.liveness
+                .insert(h.id.clone(), (every, tokio::time::Instant::now()));
+        }
+        self.recorder.record(Event::AgentRegistered {
+            agent: h.id.clone(),
+            capabilities: h.capabilities.clone(),
+            generation: h.generation,
+        });
+        self.publish(RegistryEvent::Registered {
+            agent: h.id.clone(),
+            capabilities: h.capabilities.clone(),
+        });
+        let caps = h.capabilities.clone();
+        self.index.insert(h);
+        for c in caps {
+            if let Some(ws) = self.waiters.remove(&c) {
+                for w in ws {
+                    let _ = w.send(());
+                }
+            }
+        }
+    }
+
     fn drop_out(&mut self, id: &Arc<str>, reason: String) {
-        if self.shared.index.remove(id).is_some() {
+        if self.index.remove(id).is_some() {
             self.liveness.remove(id);
-            self.shared.journal(Event::AgentDroppedOut {
+            self.recorder.record(Event::AgentDroppedOut {
                 agent: id.clone(),
                 reason: reason.clone(),
             });
@@ -97,7 +102,7 @@ impl Actor for Registry {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         if let Some(l) = self.link.take() {
-            l.exit(crate::supervision::Exit::Shutdown);
+            l.exit(Exit::Shutdown);
         }
     }
 
@@ -114,26 +119,13 @@ impl Actor for Registry {
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in dead {
-                if let Some(h) = act.shared.index.agent(&id) {
-                    h.addr.do_send(crate::agents::instance::Kill(
-                        "missed liveness heartbeats".into(),
-                    ));
+                if let Some(h) = act.index.agent(&id) {
+                    h.kill("missed liveness heartbeats");
                 }
                 act.drop_out(&id, "missed liveness heartbeats".into());
             }
         });
     }
-}
-
-/// Declares capabilities for an agent type, checking every contract against the ones
-/// already declared. Nothing is declared unless all are consistent.
-#[derive(Message)]
-#[rtype(result = "Result<(), CapabilityError>")]
-pub struct Declare {
-    /// The agent type declaring them.
-    pub agent: Arc<str>,
-    /// The compiled contracts.
-    pub contracts: Vec<Arc<Capability>>,
 }
 
 impl Handler<Declare> for Registry {
@@ -142,138 +134,13 @@ impl Handler<Declare> for Registry {
     fn handle(&mut self, msg: Declare, _: &mut Self::Context) -> Self::Result {
         // All or nothing: check every contract before declaring any.
         for c in &msg.contracts {
-            self.shared.index.check_contract(c)?;
+            self.index.check_contract(c)?;
         }
         for c in msg.contracts {
-            self.shared.index.declare(c, &msg.agent)?;
+            self.index.declare(c, &msg.agent)?;
         }
         Ok(())
     }
-}
-
-/// An instance is up and takes work.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Register {
-    /// Its handle.
-    pub handle: Arc<InstanceHandle>,
-    /// When set, the instance must call `AgentLink::alive` at least this often.
-    pub liveness: Option<Duration>,
-}
-
-impl Handler<Register> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: Register, _: &mut Self::Context) {
-        let h = msg.handle;
-        let ordinal = *self.ordinals.entry(h.id.clone()).or_insert_with(|| {
-            self.next_ordinal += 1;
-            self.next_ordinal
-        });
-        h.set_ordinal(ordinal);
-        if h.state() == AgentState::Starting {
-            h.set_state(AgentState::Ready);
-        }
-        if let Some(every) = msg.liveness {
-            self.liveness
-                .insert(h.id.clone(), (every, tokio::time::Instant::now()));
-        }
-        self.shared.journal(Event::AgentRegistered {
-            agent: h.id.clone(),
-            capabilities: h.capabilities.clone(),
-            generation: h.generation,
-        });
-        self.publish(RegistryEvent::Registered {
-            agent: h.id.clone(),
-            capabilities: h.capabilities.clone(),
-        });
-        let caps = h.capabilities.clone();
-        self.shared.index.insert(h);
-        for c in caps {
-            if let Some(ws) = self.waiters.remove(&c) {
-                for w in ws {
-                    let _ = w.send(());
-                }
-            }
-        }
-    }
-}
-
-/// An instance left (stopped, crashed past its budget, or shut down).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deregister {
-    /// Instance id.
-    pub id: Arc<str>,
-    /// Only the registration of this generation is removed (a late message about an old
-    /// generation must not remove its restarted successor).
-    pub generation: u64,
-    /// Why.
-    pub reason: String,
-}
-
-impl Handler<Deregister> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deregister, _: &mut Self::Context) {
-        let current = self.shared.index.agent(&msg.id).map(|h| h.generation);
-        if current == Some(msg.generation) {
-            self.drop_out(&msg.id, msg.reason);
-        }
-    }
-}
-
-/// An instance changed state (the handle's atomic is already set; this publishes it).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StateChanged {
-    /// Instance id.
-    pub id: Arc<str>,
-    /// New state.
-    pub state: AgentState,
-    /// Why, for failures.
-    pub reason: Option<String>,
-}
-
-impl Handler<StateChanged> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
-        self.shared.journal(Event::AgentStateChanged {
-            agent: msg.id.clone(),
-            state: msg.state.as_str().into(),
-            reason: msg.reason,
-        });
-        self.publish(RegistryEvent::StateChanged {
-            agent: msg.id,
-            state: msg.state,
-        });
-    }
-}
-
-/// Liveness heartbeat from an instance.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Alive(pub Arc<str>);
-
-impl Handler<Alive> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: Alive, _: &mut Self::Context) {
-        if let Some((_, last)) = self.liveness.get_mut(&msg.0) {
-            *last = tokio::time::Instant::now();
-        }
-    }
-}
-
-/// Resolves when an instance of the capability registers.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WaitFor {
-    /// The capability.
-    pub capability: Arc<str>,
-    /// Fired on the next registration.
-    pub tx: oneshot::Sender<()>,
 }
 
 impl Handler<WaitFor> for Registry {
@@ -286,11 +153,6 @@ impl Handler<WaitFor> for Registry {
     }
 }
 
-/// Subscribe to registry events.
-#[derive(Message)]
-#[rtype(result = "broadcast::Receiver<RegistryEvent>")]
-pub struct Subscribe;
-
 impl Handler<Subscribe> for Registry {
     type Result = MessageResult<Subscribe>;
 
@@ -299,21 +161,49 @@ impl Handler<Subscribe> for Registry {
     }
 }
 
-/// Resolves once every message sent to the registry before it has been handled.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Sync;
-
 impl Handler<Sync> for Registry {
     type Result = ();
 
     fn handle(&mut self, _: Sync, _: &mut Self::Context) {}
 }
 
-impl Handler<crate::supervision::supervisor::StopActor> for Registry {
+impl Handler<StopActor> for Registry {
     type Result = ();
 
-    fn handle(&mut self, _: crate::supervision::supervisor::StopActor, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: StopActor, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<Presence> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Presence, _: &mut Self::Context) {
+        match msg {
+            Presence::Up { handle, liveness } => self.register(handle, liveness),
+            Presence::Alive(id) => {
+                if let Some((_, last)) = self.liveness.get_mut(&id) {
+                    *last = tokio::time::Instant::now();
+                }
+            }
+            Presence::State { id, state, reason } => {
+                self.recorder.record(Event::AgentStateChanged {
+                    agent: id.clone(),
+                    state: state.as_str().into(),
+                    reason,
+                });
+                self.publish(RegistryEvent::StateChanged { agent: id, state });
+            }
+            Presence::Down {
+                id,
+                generation,
+                reason,
+            } => {
+                let current = self.index.agent(&id).map(|h| h.generation);
+                if current == Some(generation) {
+                    self.drop_out(&id, reason);
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::envelope::Envelope;
-use super::router::FailureReason;
+use super::failure::FailureReason;
 
 /// An undeliverable envelope and why.
 #[derive(Debug, Clone, Serialize)]

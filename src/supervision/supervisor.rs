@@ -19,159 +19,19 @@
 //! by a shutdown or an escalation) is told so through [`ChildHandle::removed`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::future::LocalBoxFuture;
-use serde::Serialize;
-use tokio::sync::Notify;
 
+use super::child::{ChildHandle, ChildLink, ChildSpec, ExitSignal};
+use super::protocol::{
+    ChildExited, ChildInfo, ShutdownSupervisor, StartChild, TerminateChild, WhichChildren,
+};
 use super::restart::{Exit, Restart, Strategy, Supervision};
-use crate::journal::Event;
-use crate::runtime::Shared;
-
-/// A child's exit, reported to its supervisor.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct ChildExited {
-    /// Child id.
-    pub id: Arc<str>,
-    /// The start generation that exited.
-    pub generation: u64,
-    /// How.
-    pub exit: Exit,
-}
-
-#[derive(Debug, Default)]
-struct ExitSignal {
-    done: AtomicBool,
-    notify: Notify,
-}
-
-/// A child's line to its supervisor. Report the exit with [`ChildLink::exit`]; dropping the
-/// link without reporting reports `killed`, so no exit goes unseen.
-pub struct ChildLink {
-    sup: Recipient<ChildExited>,
-    id: Arc<str>,
-    generation: u64,
-    signal: Arc<ExitSignal>,
-    reported: bool,
-}
-
-impl std::fmt::Debug for ChildLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildLink")
-            .field("id", &self.id)
-            .field("generation", &self.generation)
-            .finish()
-    }
-}
-
-impl ChildLink {
-    /// The child's id.
-    pub fn id(&self) -> &Arc<str> {
-        &self.id
-    }
-
-    /// This start's generation (1 first, +1 per restart; 0 means never started).
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Reports the exit.
-    pub fn exit(mut self, exit: Exit) {
-        self.report(exit);
-    }
-
-    fn report(&mut self, exit: Exit) {
-        if self.reported {
-            return;
-        }
-        self.reported = true;
-        self.signal.done.store(true, Ordering::Release);
-        self.signal.notify.notify_one();
-        self.sup.do_send(ChildExited {
-            id: self.id.clone(),
-            generation: self.generation,
-            exit,
-        });
-    }
-}
-
-impl Drop for ChildLink {
-    fn drop(&mut self) {
-        self.report(Exit::Killed("the child went away without reporting".into()));
-    }
-}
-
-/// What a supervisor holds of a running child.
-pub trait ChildHandle {
-    /// Asks the child to stop; it reports `Exit::Shutdown` through its link when it has.
-    fn shutdown(&mut self);
-    /// Stops the child now (after its shutdown time ran out).
-    fn kill(&mut self, reason: &str);
-    /// The child is down for good (not restarted): release what it held (e.g. its
-    /// registration).
-    fn removed(&mut self, _reason: &str) {}
-}
-
-type StartFn = Box<dyn FnMut(ChildLink) -> Result<Box<dyn ChildHandle>, String> + Send>;
-
-/// How to start (and restart) a child.
-pub struct ChildSpec {
-    /// Unique among its siblings.
-    pub id: Arc<str>,
-    /// Restart type.
-    pub restart: Restart,
-    /// How long it gets to stop before it is killed.
-    pub shutdown: Duration,
-    start: StartFn,
-}
-
-impl std::fmt::Debug for ChildSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildSpec")
-            .field("id", &self.id)
-            .field("restart", &self.restart)
-            .finish()
-    }
-}
-
-impl ChildSpec {
-    /// A child started by `start`, called again on every restart with a fresh link.
-    ///
-    /// # Example
-    /// ```
-    /// use muster::supervision::{ChildHandle, ChildSpec, Restart};
-    /// use std::time::Duration;
-    ///
-    /// struct Noop;
-    /// impl ChildHandle for Noop {
-    ///     fn shutdown(&mut self) {}
-    ///     fn kill(&mut self, _reason: &str) {}
-    /// }
-    /// let spec = ChildSpec::new("worker", Restart::Transient, Duration::from_secs(1), |link| {
-    ///     drop(link); // a real child keeps its link and reports its exit through it
-    ///     Ok(Box::new(Noop) as Box<dyn ChildHandle>)
-    /// });
-    /// assert_eq!(spec.id.as_ref(), "worker");
-    /// ```
-    pub fn new(
-        id: impl Into<Arc<str>>,
-        restart: Restart,
-        shutdown: Duration,
-        start: impl FnMut(ChildLink) -> Result<Box<dyn ChildHandle>, String> + Send + 'static,
-    ) -> Self {
-        ChildSpec {
-            id: id.into(),
-            restart,
-            shutdown,
-            start: Box::new(start),
-        }
-    }
-}
+use crate::journal::{Event, Recorder};
 
 struct Child {
     spec: ChildSpec,
@@ -226,19 +86,6 @@ impl Stopping {
 /// Stopped children's handles, in the order they were stopped.
 type Stopped = Vec<(Arc<str>, Box<dyn ChildHandle>)>;
 
-/// A child as listed by [`WhichChildren`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChildInfo {
-    /// Child id.
-    pub id: String,
-    /// Current start generation.
-    pub generation: u64,
-    /// Whether it is running.
-    pub running: bool,
-    /// Restart type.
-    pub restart: Restart,
-}
-
 /// A supervisor: starts children in order, restarts them by its strategy, escalates past its
 /// intensity, stops them in reverse order.
 pub struct Supervisor {
@@ -248,7 +95,7 @@ pub struct Supervisor {
     restarts: VecDeque<tokio::time::Instant>,
     parent: Option<ChildLink>,
     on_escalate: Option<Box<dyn FnOnce(String)>>,
-    shared: Option<Arc<Shared>>,
+    recorder: Option<Recorder>,
     terminating: bool,
 }
 
@@ -264,7 +111,7 @@ impl Supervisor {
             restarts: VecDeque::new(),
             parent: None,
             on_escalate: None,
-            shared: None,
+            recorder: None,
             terminating: false,
         }
     }
@@ -282,8 +129,8 @@ impl Supervisor {
     }
 
     /// Journals restarts and escalations.
-    pub(crate) fn with_shared(mut self, shared: Arc<Shared>) -> Self {
-        self.shared = Some(shared);
+    pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -294,8 +141,8 @@ impl Supervisor {
     }
 
     fn journal(&self, e: Event) {
-        if let Some(s) = &self.shared {
-            s.journal(e);
+        if let Some(r) = &self.recorder {
+            r.record(e);
         }
     }
 
@@ -308,14 +155,8 @@ impl Supervisor {
         c.down = None;
         c.start_error = None;
         let signal = Arc::new(ExitSignal::default());
-        let link = ChildLink {
-            sup: me,
-            id: c.spec.id.clone(),
-            generation: c.generation,
-            signal: signal.clone(),
-            reported: false,
-        };
-        match (c.spec.start)(link) {
+        let link = ChildLink::new(me, c.spec.id.clone(), c.generation, signal.clone());
+        match c.spec.start(link) {
             Ok(h) => c.running = Some((h, signal)),
             Err(e) => {
                 // A start that fails is an abnormal exit of this generation. The link was
@@ -552,11 +393,6 @@ impl Handler<ChildExited> for Supervisor {
     }
 }
 
-/// Adds and starts a child (appended: last in start order).
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct StartChild(pub ChildSpec);
-
 impl Handler<StartChild> for Supervisor {
     type Result = Result<(), String>;
 
@@ -573,11 +409,6 @@ impl Handler<StartChild> for Supervisor {
         Ok(())
     }
 }
-
-/// Stops one child for good and removes it.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct TerminateChild(pub Arc<str>);
 
 impl Handler<TerminateChild> for Supervisor {
     type Result = ResponseActFuture<Self, bool>;
@@ -612,11 +443,6 @@ impl Handler<TerminateChild> for Supervisor {
     }
 }
 
-/// Lists the children in start order (as `supervisor:which_children/1`).
-#[derive(Message)]
-#[rtype(result = "Vec<ChildInfo>")]
-pub struct WhichChildren;
-
 impl Handler<WhichChildren> for Supervisor {
     type Result = MessageResult<WhichChildren>;
 
@@ -634,12 +460,6 @@ impl Handler<WhichChildren> for Supervisor {
         )
     }
 }
-
-/// Stops every child in reverse start order (each within its shutdown time), then the
-/// supervisor itself, reporting `shutdown` to its parent.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ShutdownSupervisor;
 
 impl Handler<ShutdownSupervisor> for Supervisor {
     type Result = ResponseActFuture<Self, ()>;
@@ -678,9 +498,3 @@ impl ChildHandle for SupervisorHandle {
         self.0.do_send(ShutdownSupervisor);
     }
 }
-
-/// Asks a plain actor child (registry, router) to stop; it reports `shutdown` through its
-/// link as it stops.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopActor;

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use crate::conditions::Condition;
 use crate::messaging::SchemaStore;
-use crate::supervision::Supervision;
 
 /// A problem that makes a workflow file unusable (exit code 2): the file, the step (or
 /// field) and what was expected.
@@ -148,8 +147,6 @@ pub struct Workflow {
     pub input: String,
     /// The first step.
     pub start: String,
-    /// The supervision settings of its task owners.
-    pub supervision: Option<Supervision>,
     /// Steps by name.
     pub steps: BTreeMap<String, Step>,
     /// The raw document (for checks that read the source).
@@ -204,16 +201,6 @@ impl Workflow {
         let name = s(&doc, "name").unwrap_or_default();
         let start = s(&doc, "start").unwrap_or_default();
         let input = s(&doc, "input").unwrap_or_default();
-        let supervision = match doc.get("supervision") {
-            Some(v) => match serde_json::from_value::<Supervision>(v.clone()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    errors.push(err("/supervision", e.to_string()));
-                    None
-                }
-            },
-            None => None,
-        };
         let mut steps = BTreeMap::new();
         let empty = serde_json::Map::new();
         let raw_steps = doc
@@ -272,7 +259,6 @@ impl Workflow {
             description: s(&doc, "description").unwrap_or_default(),
             input,
             start,
-            supervision,
             steps,
             document: doc,
             file: path.to_path_buf(),

@@ -19,148 +19,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::definition::{Next, Step, TaskStep, Workflow};
+use super::gates::{ApproveError, Decision, Gates};
+use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
 use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
-use crate::delegation::{Backoff, Outcome, Task, TaskStatus};
+use crate::delegation::{Backoff, LeaseOutcome, Outcome, SubmitError, Task, TaskStatus};
 use crate::journal::Event;
-use crate::runtime::{Muster, SubmitError};
-
-/// A human decision at a gate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Decision {
-    /// Go on (`on_approve`, or complete the run).
-    Approve {
-        /// Why.
-        reason: String,
-    },
-    /// Stop (`on_reject`, or fail the run).
-    Reject {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// How a run ended (or where it waits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum RunStatus {
-    /// It reached a `done` terminal (or a gate approved with nowhere else to go).
-    Completed,
-    /// It failed: the step and why.
-    Failed {
-        /// The step.
-        step: String,
-        /// Why.
-        reason: String,
-    },
-    /// It waits at a gate (only when the run was started not to wait).
-    Waiting {
-        /// The gate step.
-        gate: String,
-        /// What the human decides.
-        question: String,
-    },
-}
-
-/// What happened at one step visit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepSummary {
-    /// Step name.
-    pub step: String,
-    /// Visit number.
-    pub visit: u32,
-    /// Capability (task steps).
-    pub capability: String,
-    /// The agent whose result was accepted.
-    pub agent: Option<String>,
-    /// Leases granted.
-    pub attempts: u32,
-    /// Reassignments to another agent.
-    pub reassignments: u32,
-    /// Stale results rejected.
-    pub stale_rejected: u32,
-    /// `completed`, `escalated`, `cancelled`, or `refused` (input did not fit).
-    pub outcome: String,
-    /// Virtual or real milliseconds from submission to the end.
-    pub duration_ms: u64,
-}
-
-/// A run's result: the facts `muster run` prints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunOutcome {
-    /// Run id.
-    pub run: Uuid,
-    /// Workflow name.
-    pub workflow: String,
-    /// How it ended.
-    #[serde(flatten)]
-    pub status: RunStatus,
-    /// Every task step visit, in order of completion.
-    pub steps: Vec<StepSummary>,
-    /// Distinct agents whose results were accepted.
-    pub owners: Vec<String>,
-    /// Leases granted (one handoff each).
-    pub handoffs: u32,
-    /// Reassignments.
-    pub reassignments: u32,
-    /// Stale results rejected.
-    pub stale_rejected: u32,
-    /// Step outputs by name (the last visit's).
-    pub outputs: serde_json::Map<String, Value>,
-    /// Milliseconds from start to end (the runtime clock).
-    pub duration_ms: u64,
-}
-
-impl RunOutcome {
-    /// Whether the run completed.
-    pub fn is_completed(&self) -> bool {
-        self.status == RunStatus::Completed
-    }
-}
-
-/// Progress of a run, as it happens.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum StepEvent {
-    /// A step was entered.
-    Entered {
-        /// Step.
-        step: String,
-        /// Visit number.
-        visit: u32,
-    },
-    /// A task step finished.
-    Finished(StepSummary),
-    /// The run waits at a gate.
-    Waiting {
-        /// Gate.
-        gate: String,
-        /// Question.
-        question: String,
-    },
-    /// A gate was decided.
-    Decided {
-        /// Gate.
-        gate: String,
-        /// Approved?
-        approved: bool,
-    },
-}
+use crate::messaging::contract::SchemaError;
+use crate::messaging::ContractError;
+use crate::runtime::Muster;
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The run input breaks the workflow's input schema.
     #[error("run input refused: {0}")]
-    InvalidInput(crate::messaging::ContractError),
+    InvalidInput(ContractError),
     /// The workflow's input schema is unknown.
     #[error("{0}")]
-    Schema(#[from] crate::messaging::contract::SchemaError),
+    Schema(#[from] SchemaError),
     /// A recovered run cannot be resumed with this workflow.
     #[error("run {run} cannot be resumed: {reason}")]
     NotResumable {
@@ -168,19 +49,6 @@ pub enum RunError {
         run: Uuid,
         /// Why.
         reason: String,
-    },
-}
-
-/// Why a decision was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ApproveError {
-    /// No run waits at that gate.
-    #[error("no run {run} waits at gate `{gate}`")]
-    NotWaiting {
-        /// Run id.
-        run: Uuid,
-        /// Gate.
-        gate: String,
     },
 }
 
@@ -212,6 +80,9 @@ enum TaskEnd {
     Failed(String),
 }
 
+/// How a task step ended, its record for `steps.<name>` (if any) and its summary.
+type StepResult = (TaskEnd, Option<(String, StepRecord)>, Option<StepSummary>);
+
 impl RunState<'_> {
     fn emit(&self, e: StepEvent) {
         if let Some(p) = &self.opts.progress {
@@ -220,7 +91,7 @@ impl RunState<'_> {
     }
 
     fn journal(&self, e: Event) {
-        self.muster.journal_event(e);
+        self.muster.recorder().record(e);
     }
 
     fn steps_value(&self) -> Value {
@@ -235,7 +106,7 @@ impl RunState<'_> {
         name: &str,
         ts: &TaskStep,
         pending: Option<&PendingTask>,
-    ) -> (TaskEnd, Option<(String, Value)>, Option<StepSummary>) {
+    ) -> StepResult {
         let steps = self.steps_value();
         let input = match (&ts.input, pending) {
             (_, Some(p)) => p.input.clone(),
@@ -251,10 +122,7 @@ impl RunState<'_> {
                     });
                     return (
                         TaskEnd::Failed(reason.clone()),
-                        Some((
-                            name.into(),
-                            json!({"output": null, "attempts": 0, "error": {"reason": reason}}),
-                        )),
+                        Some((name.into(), StepRecord::refused(reason))),
                         None,
                     );
                 }
@@ -285,6 +153,8 @@ impl RunState<'_> {
             // budget, so leasing above `highest journaled + budget` never hands an agent an
             // epoch it may already have seen.
             task.min_epoch = p.epoch + u64::from(ts.attempts.unwrap_or(1));
+            // Attempts journaled before the crash count against the budget.
+            task.spent = p.leases;
         }
         if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
             task = task.escalate_to(g);
@@ -316,10 +186,7 @@ impl RunState<'_> {
                 };
                 return (
                     TaskEnd::Failed(reason.clone()),
-                    Some((
-                        name.into(),
-                        json!({"output": null, "attempts": 0, "error": {"reason": reason}}),
-                    )),
+                    Some((name.into(), StepRecord::refused(reason))),
                     Some(summary),
                 );
             }
@@ -333,10 +200,7 @@ impl RunState<'_> {
                 });
                 return (
                     TaskEnd::Failed(reason.clone()),
-                    Some((
-                        name.into(),
-                        json!({"output": null, "attempts": 0, "error": {"reason": reason}}),
-                    )),
+                    Some((name.into(), StepRecord::refused(reason))),
                     None,
                 );
             }
@@ -366,8 +230,12 @@ impl RunState<'_> {
                 task: outcome.id,
                 output: output.clone(),
             });
-            let rec = json!({"output": output, "attempts": outcome.attempts(), "error": null, "agent": outcome.owner(),
-                "envelope": outcome.accepted_envelope().map(|e| e.to_string())});
+            let rec = StepRecord::completed(
+                output,
+                outcome.attempts(),
+                outcome.owner().map(str::to_string),
+                outcome.accepted_envelope(),
+            );
             (TaskEnd::Done, Some((name.into(), rec)), Some(summary))
         } else {
             let reason = outcome
@@ -381,15 +249,19 @@ impl RunState<'_> {
                 task: Some(outcome.id),
                 reason: reason.clone(),
             });
-            let failures: Vec<Value> = outcome
+            let failures: Vec<AttemptFailure> = outcome
                 .leases
                 .iter()
                 .filter_map(|l| match &l.outcome {
-                    crate::delegation::LeaseOutcome::Failed { failure } => Some(json!({"agent": l.agent.as_ref(), "reason": failure.reason(), "detail": failure.detail()})),
+                    LeaseOutcome::Failed { failure } => Some(AttemptFailure {
+                        agent: l.agent.to_string(),
+                        reason: failure.reason().into(),
+                        detail: failure.detail(),
+                    }),
                     _ => None,
                 })
                 .collect();
-            let rec = json!({"output": null, "attempts": outcome.attempts(), "error": {"reason": reason, "failures": failures}});
+            let rec = StepRecord::failed(outcome.attempts(), reason.clone(), failures);
             (
                 TaskEnd::Failed(reason),
                 Some((name.into(), rec)),
@@ -401,12 +273,7 @@ impl RunState<'_> {
     /// Finishes a task step recovered from the journal: runs it if it has no task yet,
     /// resubmits a task in flight, takes an accepted result from the journal (the task is
     /// not run again), or replays a journaled end.
-    async fn resume_task(
-        &self,
-        name: &str,
-        ts: &TaskStep,
-        progress: &StepProgress,
-    ) -> (TaskEnd, Option<(String, Value)>, Option<StepSummary>) {
+    async fn resume_task(&self, name: &str, ts: &TaskStep, progress: &StepProgress) -> StepResult {
         let visit = self.visits.get(name).copied().unwrap_or(1);
         let summary = |agent: Option<String>, attempts: u32, outcome: &str| StepSummary {
             step: name.into(),
@@ -435,8 +302,7 @@ impl RunState<'_> {
                     task: *task,
                     output: output.clone(),
                 });
-                let rec =
-                    json!({"output": output, "attempts": leases, "error": null, "agent": agent});
+                let rec = StepRecord::completed(output.clone(), *leases, Some(agent.clone()), None);
                 (
                     TaskEnd::Done,
                     Some((name.into(), rec)),
@@ -454,7 +320,7 @@ impl RunState<'_> {
                     task: Some(*task),
                     reason: reason.clone(),
                 });
-                let rec = json!({"output": null, "attempts": leases, "error": {"reason": reason, "failures": []}});
+                let rec = StepRecord::failed(*leases, reason.clone(), Vec::new());
                 (
                     TaskEnd::Failed(reason.clone()),
                     Some((name.into(), rec)),
@@ -472,25 +338,21 @@ impl RunState<'_> {
         name: &str,
         ts: &TaskStep,
         progress: Option<&StepProgress>,
-    ) -> (TaskEnd, Option<(String, Value)>, Option<StepSummary>) {
+    ) -> StepResult {
         match progress {
             Some(p) => self.resume_task(name, ts, p).await,
             None => self.run_task(name, ts, None).await,
         }
     }
 
-    fn record(&mut self, r: (TaskEnd, Option<(String, Value)>, Option<StepSummary>)) -> TaskEnd {
+    fn record(&mut self, r: StepResult) -> TaskEnd {
         let (end, rec, summary) = r;
-        if let Some((name, v)) = rec {
+        if let Some((name, rec)) = rec {
             // What the next step does is caused by the envelope that carried this one.
-            if let Some(e) = v
-                .get("envelope")
-                .and_then(Value::as_str)
-                .and_then(|e| Uuid::parse_str(e).ok())
-            {
+            if let Some(e) = rec.envelope {
                 self.causation = Some(e);
             }
-            self.steps.insert(name, v);
+            self.steps.insert(name, rec.to_value());
         }
         if let Some(s) = summary {
             self.emit(StepEvent::Finished(s.clone()));
@@ -530,13 +392,22 @@ impl RunState<'_> {
     }
 }
 
-impl Muster {
-    /// Runs a workflow to its end (waiting at gates for [`Muster::approve`]).
+/// Workflows on a runtime: run one, resume one rebuilt from the journal, decide a gate.
+///
+/// The engine is a layer above the runtime: it uses only the public [`Muster`] handle
+/// (delegation, the journal, the schema store) and keeps its gate table as a runtime
+/// extension. Bring the trait into scope (`use muster::WorkflowExt;`) to call these on a
+/// [`Muster`].
+// The engine's futures run on the runtime's own thread (the runtime is single-threaded by
+// design), so they carry no `Send` bound for callers to rely on.
+#[allow(async_fn_in_trait)]
+pub trait WorkflowExt {
+    /// Runs a workflow to its end (waiting at gates for [`WorkflowExt::approve`]).
     ///
     /// # Example
     /// ```no_run
     /// # async fn demo(muster: muster::Muster) -> Result<(), Box<dyn std::error::Error>> {
-    /// use muster::workflow::Workflow;
+    /// use muster::workflow::{Workflow, WorkflowExt};
     /// use std::sync::Arc;
     ///
     /// let wf = Workflow::load("examples/code-review/workflow.toml".as_ref(), &muster.schemas())
@@ -545,17 +416,58 @@ impl Muster {
     /// println!("{:?}", outcome.status);
     /// # Ok(()) }
     /// ```
-    pub async fn run_workflow(
+    async fn run_workflow(&self, wf: Arc<Workflow>, input: Value) -> Result<RunOutcome, RunError>;
+
+    /// Runs a workflow with options (progress events, stopping at gates, a fixed id).
+    async fn run_workflow_with(
         &self,
         wf: Arc<Workflow>,
         input: Value,
-    ) -> Result<RunOutcome, RunError> {
+        opts: RunOptions,
+    ) -> Result<RunOutcome, RunError>;
+
+    /// Finishes a run rebuilt from the journal ([`crate::workflow::recovery::recover`]):
+    /// from the step it was in, without entering that step again. A task in flight is
+    /// resubmitted with the same id, leasing above the highest journaled epoch (so a late
+    /// answer of the dead process's lease is fenced) and with the attempts it already used
+    /// counted against its budget; a step with an accepted result takes it from the journal
+    /// and is not run again; a gate with a journaled decision goes on by it. The outcome
+    /// covers the whole run, the steps before the crash included. `opts.run_id` is ignored
+    /// (the run keeps its id).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(muster: muster::Muster, wf: std::sync::Arc<muster::workflow::Workflow>)
+    /// #     -> Result<(), Box<dyn std::error::Error>> {
+    /// use muster::workflow::{engine::RunOptions, recovery, WorkflowExt};
+    ///
+    /// for run in recovery::recover(&muster.journal().read_after(0)) {
+    ///     let outcome = muster.resume_run(wf.clone(), run, RunOptions::default()).await?;
+    ///     println!("{:?}", outcome.status);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn resume_run(
+        &self,
+        wf: Arc<Workflow>,
+        rec: RecoveredRun,
+        opts: RunOptions,
+    ) -> Result<RunOutcome, RunError>;
+
+    /// Records a human decision at a gate where a run waits in this process (at most once).
+    fn approve(&self, run: Uuid, gate: &str, decision: Decision) -> Result<(), ApproveError>;
+
+    /// Whether a run waits at a gate in this process.
+    fn is_waiting(&self, run: Uuid, gate: &str) -> bool;
+}
+
+impl WorkflowExt for Muster {
+    async fn run_workflow(&self, wf: Arc<Workflow>, input: Value) -> Result<RunOutcome, RunError> {
         self.run_workflow_with(wf, input, RunOptions::default())
             .await
     }
 
-    /// Runs a workflow with options (progress events, stopping at gates, a fixed id).
-    pub async fn run_workflow_with(
+    async fn run_workflow_with(
         &self,
         wf: Arc<Workflow>,
         input: Value,
@@ -567,9 +479,9 @@ impl Muster {
                 .validate(&input)
                 .map_err(RunError::InvalidInput)?;
         }
-        let started = self.now_ms();
+        let started = self.recorder().now_ms();
         let id = opts.run_id.unwrap_or_else(|| self.new_id());
-        self.journal_event(Event::RunStarted {
+        self.recorder().record(Event::RunStarted {
             run: id,
             workflow: wf.name.clone(),
             file: wf.file.display().to_string(),
@@ -586,29 +498,10 @@ impl Muster {
             causation: None,
             opts,
         };
-        Ok(self.drive(st, wf.start.clone(), None, started).await)
+        Ok(drive(self, st, wf.start.clone(), None, started).await)
     }
 
-    /// Finishes a run rebuilt from the journal ([`crate::workflow::recovery::recover`]):
-    /// from the step it was in, without entering that step again. A task in flight is
-    /// resubmitted with the same id, leasing above the highest journaled epoch (so a late
-    /// answer of the dead process's lease is fenced); a step with an accepted result takes
-    /// it from the journal and is not run again; a gate with a journaled decision goes on
-    /// by it. `opts.run_id` is ignored (the run keeps its id).
-    ///
-    /// # Example
-    /// ```no_run
-    /// # async fn demo(muster: muster::Muster, wf: std::sync::Arc<muster::workflow::Workflow>)
-    /// #     -> Result<(), Box<dyn std::error::Error>> {
-    /// use muster::workflow::{engine::RunOptions, recovery};
-    ///
-    /// for run in recovery::recover(&muster.journal().read_after(0)) {
-    ///     let outcome = muster.resume_run(wf.clone(), run, RunOptions::default()).await?;
-    ///     println!("{:?}", outcome.status);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn resume_run(
+    async fn resume_run(
         &self,
         wf: Arc<Workflow>,
         rec: RecoveredRun,
@@ -629,7 +522,9 @@ impl Muster {
                 reason: format!("it has already ended ({status})"),
             });
         }
-        let started = self.now_ms();
+        // The outcome covers the whole run: from its first start, with the step visits that
+        // ended before the crash.
+        let started = rec.started_ms;
         let st = RunState {
             muster: self,
             wf: &wf,
@@ -637,7 +532,7 @@ impl Muster {
             run: json!({"input": rec.input, "id": rec.run.to_string()}),
             steps: rec.steps,
             visits: rec.visits.into_iter().collect(),
-            summaries: Vec::new(),
+            summaries: rec.summaries,
             causation: None,
             opts,
         };
@@ -645,240 +540,248 @@ impl Muster {
             .at
             .as_ref()
             .map_or_else(|| wf.start.clone(), |p| p.step.clone());
-        Ok(self.drive(st, current, rec.at, started).await)
+        Ok(drive(self, st, current, rec.at, started).await)
     }
 
-    /// The run loop, from `current`. With `resume`, the first step is the one the run was
-    /// in when it was recovered: it is not entered again, and its recorded progress is
-    /// finished rather than started over.
-    async fn drive(
-        &self,
-        mut st: RunState<'_>,
-        mut current: String,
-        mut resume: Option<Position>,
-        started: u64,
-    ) -> RunOutcome {
-        let wf = st.wf;
-        let id = st.id;
-        let status = loop {
-            let Some(step) = wf.steps.get(&current) else {
-                break RunStatus::Failed {
-                    step: current.clone(),
-                    reason: "no such step".into(),
-                };
+    fn approve(&self, run: Uuid, gate: &str, decision: Decision) -> Result<(), ApproveError> {
+        self.extension::<Gates>().decide(run, gate, decision)
+    }
+
+    fn is_waiting(&self, run: Uuid, gate: &str) -> bool {
+        self.extension::<Gates>().is_waiting(run, gate)
+    }
+}
+
+/// The run loop, from `current`. With `resume`, the first step is the one the run was
+/// in when it was recovered: it is not entered again, and its recorded progress is
+/// finished rather than started over.
+async fn drive(
+    muster: &Muster,
+    mut st: RunState<'_>,
+    mut current: String,
+    mut resume: Option<Position>,
+    started: u64,
+) -> RunOutcome {
+    let wf = st.wf;
+    let id = st.id;
+    let status = loop {
+        let Some(step) = wf.steps.get(&current) else {
+            break RunStatus::Failed {
+                step: current.clone(),
+                reason: "no such step".into(),
             };
-            let here = resume.take();
-            if here.is_none() {
-                let visit = {
-                    let v = st.visits.entry(current.clone()).or_insert(0);
-                    *v += 1;
-                    *v
-                };
-                st.journal(Event::StepEntered {
-                    run: id,
-                    step: current.clone(),
-                    visit,
-                });
-                st.emit(StepEvent::Entered {
-                    step: current.clone(),
-                    visit,
-                });
-            }
-            match step {
-                Step::Task(ts) => {
-                    let progress = here.as_ref().and_then(|p| p.tasks.get(&current));
-                    let r = st.run_or_resume(&current, ts, progress).await;
-                    match st.record(r) {
-                        TaskEnd::Done => match st.next(&current, &ts.next) {
-                            Ok(n) => current = n,
-                            Err(reason) => {
-                                break RunStatus::Failed {
-                                    step: current.clone(),
-                                    reason,
-                                }
-                            }
-                        },
-                        TaskEnd::Failed(reason) => match st.exhausted_route(ts) {
-                            Some(n) => current = n,
-                            None => {
-                                break RunStatus::Failed {
-                                    step: current.clone(),
-                                    reason,
-                                }
-                            }
-                        },
-                    }
-                }
-                Step::Parallel {
-                    branches,
-                    optional,
-                    next,
-                } => {
-                    // Branches recovered from this visit keep their progress; the others
-                    // (all of them for a fresh visit) are entered now, before any runs.
-                    let mut progress: HashMap<&str, &StepProgress> = HashMap::new();
-                    for b in branches {
-                        match here.as_ref().and_then(|p| p.tasks.get(b)) {
-                            Some(p) => {
-                                progress.insert(b.as_str(), p);
-                            }
-                            None => {
-                                *st.visits.entry(b.clone()).or_insert(0) += 1;
-                                st.journal(Event::StepEntered {
-                                    run: id,
-                                    step: b.clone(),
-                                    visit: st.visits[b],
-                                });
+        };
+        let here = resume.take();
+        if here.is_none() {
+            let visit = {
+                let v = st.visits.entry(current.clone()).or_insert(0);
+                *v += 1;
+                *v
+            };
+            st.journal(Event::StepEntered {
+                run: id,
+                step: current.clone(),
+                visit,
+            });
+            st.emit(StepEvent::Entered {
+                step: current.clone(),
+                visit,
+            });
+        }
+        match step {
+            Step::Task(ts) => {
+                let progress = here.as_ref().and_then(|p| p.tasks.get(&current));
+                let r = st.run_or_resume(&current, ts, progress).await;
+                match st.record(r) {
+                    TaskEnd::Done => match st.next(&current, &ts.next) {
+                        Ok(n) => current = n,
+                        Err(reason) => {
+                            break RunStatus::Failed {
+                                step: current.clone(),
+                                reason,
                             }
                         }
-                    }
-                    let runs = branches
-                        .iter()
-                        .filter_map(|b| wf.task(b).map(|ts| (b.clone(), ts)));
-                    let results = futures::future::join_all(runs.map(|(b, ts)| {
-                        let st = &st;
-                        let p = progress.get(b.as_str()).copied();
-                        async move { (b.clone(), ts, st.run_or_resume(&b, ts, p).await) }
-                    }))
-                    .await;
-                    let mut failed = None;
-                    for (b, ts, r) in results {
-                        if let TaskEnd::Failed(reason) = st.record(r) {
-                            if !optional.contains(&b) && failed.is_none() {
-                                failed = Some((b, ts, reason));
-                            }
-                        }
-                    }
-                    match failed {
-                        None => match st.next(&current, next) {
-                            Ok(n) => current = n,
-                            Err(reason) => {
-                                break RunStatus::Failed {
-                                    step: current.clone(),
-                                    reason,
-                                }
-                            }
-                        },
-                        Some((b, ts, reason)) => match st.exhausted_route(ts) {
-                            Some(n) => current = n,
-                            None => {
-                                break RunStatus::Failed {
-                                    step: b,
-                                    reason: format!("branch failed the join: {reason}"),
-                                }
-                            }
-                        },
-                    }
-                }
-                Step::Gate {
-                    question,
-                    on_approve,
-                    on_reject,
-                } => {
-                    let (was_waiting, journaled) = here
-                        .map(|p| (p.gate_waiting, p.decision))
-                        .unwrap_or((false, None));
-                    let (approved, reason) = match journaled {
-                        // Decided while no process waited (`muster approve`): already in
-                        // the journal, so it is applied, not journaled again.
-                        Some(d) => (d.approved, d.reason),
-                        None => {
-                            if !was_waiting {
-                                st.journal(Event::GateWaiting {
-                                    run: id,
-                                    gate: current.clone(),
-                                    question: question.clone(),
-                                });
-                            }
-                            st.emit(StepEvent::Waiting {
-                                gate: current.clone(),
-                                question: question.clone(),
-                            });
-                            if st.opts.stop_at_gates {
-                                break RunStatus::Waiting {
-                                    gate: current.clone(),
-                                    question: question.clone(),
-                                };
-                            }
-                            let (tx, rx) = oneshot::channel();
-                            self.register_gate(id, &current, tx);
-                            let decision = rx.await.unwrap_or(Decision::Reject {
-                                reason: "the runtime stopped".into(),
-                            });
-                            let (approved, reason) = match &decision {
-                                Decision::Approve { reason } => (true, reason.clone()),
-                                Decision::Reject { reason } => (false, reason.clone()),
-                            };
-                            st.journal(Event::GateDecided {
-                                run: id,
-                                gate: current.clone(),
-                                approved,
-                                reason: reason.clone(),
-                            });
-                            (approved, reason)
-                        }
-                    };
-                    st.emit(StepEvent::Decided {
-                        gate: current.clone(),
-                        approved,
-                    });
-                    let target = if approved { on_approve } else { on_reject };
-                    match target {
-                        Some(n) => current = n.clone(),
-                        None if approved => break RunStatus::Completed,
+                    },
+                    TaskEnd::Failed(reason) => match st.exhausted_route(ts) {
+                        Some(n) => current = n,
                         None => {
                             break RunStatus::Failed {
                                 step: current.clone(),
-                                reason: format!("rejected at the gate: {reason}"),
+                                reason,
                             }
+                        }
+                    },
+                }
+            }
+            Step::Parallel {
+                branches,
+                optional,
+                next,
+            } => {
+                // Branches recovered from this visit keep their progress; the others
+                // (all of them for a fresh visit) are entered now, before any runs.
+                let mut progress: HashMap<&str, &StepProgress> = HashMap::new();
+                for b in branches {
+                    match here.as_ref().and_then(|p| p.tasks.get(b)) {
+                        Some(p) => {
+                            progress.insert(b.as_str(), p);
+                        }
+                        None => {
+                            *st.visits.entry(b.clone()).or_insert(0) += 1;
+                            st.journal(Event::StepEntered {
+                                run: id,
+                                step: b.clone(),
+                                visit: st.visits[b],
+                            });
                         }
                     }
                 }
-                Step::Terminal { success: true } => break RunStatus::Completed,
-                Step::Terminal { success: false } => {
-                    break RunStatus::Failed {
-                        step: current.clone(),
-                        reason: "reached a fail terminal".into(),
+                let runs = branches
+                    .iter()
+                    .filter_map(|b| wf.task(b).map(|ts| (b.clone(), ts)));
+                let results = futures::future::join_all(runs.map(|(b, ts)| {
+                    let st = &st;
+                    let p = progress.get(b.as_str()).copied();
+                    async move { (b.clone(), ts, st.run_or_resume(&b, ts, p).await) }
+                }))
+                .await;
+                let mut failed = None;
+                for (b, ts, r) in results {
+                    if let TaskEnd::Failed(reason) = st.record(r) {
+                        if !optional.contains(&b) && failed.is_none() {
+                            failed = Some((b, ts, reason));
+                        }
+                    }
+                }
+                match failed {
+                    None => match st.next(&current, next) {
+                        Ok(n) => current = n,
+                        Err(reason) => {
+                            break RunStatus::Failed {
+                                step: current.clone(),
+                                reason,
+                            }
+                        }
+                    },
+                    Some((b, ts, reason)) => match st.exhausted_route(ts) {
+                        Some(n) => current = n,
+                        None => {
+                            break RunStatus::Failed {
+                                step: b,
+                                reason: format!("branch failed the join: {reason}"),
+                            }
+                        }
+                    },
+                }
+            }
+            Step::Gate {
+                question,
+                on_approve,
+                on_reject,
+            } => {
+                let (was_waiting, journaled) = here
+                    .map(|p| (p.gate_waiting, p.decision))
+                    .unwrap_or((false, None));
+                let (approved, reason) = match journaled {
+                    // Decided while no process waited (`muster approve`): already in
+                    // the journal, so it is applied, not journaled again.
+                    Some(d) => (d.approved, d.reason),
+                    None => {
+                        if !was_waiting {
+                            st.journal(Event::GateWaiting {
+                                run: id,
+                                gate: current.clone(),
+                                question: question.clone(),
+                            });
+                        }
+                        st.emit(StepEvent::Waiting {
+                            gate: current.clone(),
+                            question: question.clone(),
+                        });
+                        if st.opts.stop_at_gates {
+                            break RunStatus::Waiting {
+                                gate: current.clone(),
+                                question: question.clone(),
+                            };
+                        }
+                        let (tx, rx) = oneshot::channel();
+                        muster.extension::<Gates>().wait(id, &current, tx);
+                        let decision = rx.await.unwrap_or(Decision::Reject {
+                            reason: "the runtime stopped".into(),
+                        });
+                        let (approved, reason) = match &decision {
+                            Decision::Approve { reason } => (true, reason.clone()),
+                            Decision::Reject { reason } => (false, reason.clone()),
+                        };
+                        st.journal(Event::GateDecided {
+                            run: id,
+                            gate: current.clone(),
+                            approved,
+                            reason: reason.clone(),
+                        });
+                        (approved, reason)
+                    }
+                };
+                st.emit(StepEvent::Decided {
+                    gate: current.clone(),
+                    approved,
+                });
+                let target = if approved { on_approve } else { on_reject };
+                match target {
+                    Some(n) => current = n.clone(),
+                    None if approved => break RunStatus::Completed,
+                    None => {
+                        break RunStatus::Failed {
+                            step: current.clone(),
+                            reason: format!("rejected at the gate: {reason}"),
+                        }
                     }
                 }
             }
-        };
-        let (status_name, reason) = match &status {
-            RunStatus::Completed => ("completed", None),
-            RunStatus::Failed { reason, .. } => ("failed", Some(reason.clone())),
-            RunStatus::Waiting { .. } => ("waiting", None),
-        };
-        if !matches!(status, RunStatus::Waiting { .. }) {
-            self.journal_event(Event::RunEnded {
-                run: id,
-                status: status_name.into(),
-                step: current.clone(),
-                reason,
-            });
+            Step::Terminal { success: true } => break RunStatus::Completed,
+            Step::Terminal { success: false } => {
+                break RunStatus::Failed {
+                    step: current.clone(),
+                    reason: "reached a fail terminal".into(),
+                }
+            }
         }
-        let mut owners: Vec<String> = st
-            .summaries
-            .iter()
-            .filter_map(|s| s.agent.clone())
-            .collect();
-        owners.sort();
-        owners.dedup();
-        let outputs = st
-            .steps
-            .iter()
-            .map(|(k, v)| (k.clone(), v.get("output").cloned().unwrap_or(Value::Null)))
-            .collect();
-        RunOutcome {
+    };
+    let (status_name, reason) = match &status {
+        RunStatus::Completed => ("completed", None),
+        RunStatus::Failed { reason, .. } => ("failed", Some(reason.clone())),
+        RunStatus::Waiting { .. } => ("waiting", None),
+    };
+    if !matches!(status, RunStatus::Waiting { .. }) {
+        muster.recorder().record(Event::RunEnded {
             run: id,
-            workflow: wf.name.clone(),
-            status,
-            handoffs: st.summaries.iter().map(|s| s.attempts).sum(),
-            reassignments: st.summaries.iter().map(|s| s.reassignments).sum(),
-            stale_rejected: st.summaries.iter().map(|s| s.stale_rejected).sum(),
-            steps: st.summaries,
-            owners,
-            outputs,
-            duration_ms: self.now_ms().saturating_sub(started),
-        }
+            status: status_name.into(),
+            step: current.clone(),
+            reason,
+        });
+    }
+    let mut owners: Vec<String> = st
+        .summaries
+        .iter()
+        .filter_map(|s| s.agent.clone())
+        .collect();
+    owners.sort();
+    owners.dedup();
+    let outputs = st
+        .steps
+        .iter()
+        .map(|(k, v)| (k.clone(), v.get("output").cloned().unwrap_or(Value::Null)))
+        .collect();
+    RunOutcome {
+        run: id,
+        workflow: wf.name.clone(),
+        status,
+        handoffs: st.summaries.iter().map(|s| s.attempts).sum(),
+        reassignments: st.summaries.iter().map(|s| s.reassignments).sum(),
+        stale_rejected: st.summaries.iter().map(|s| s.stale_rejected).sum(),
+        steps: st.summaries,
+        owners,
+        outputs,
+        duration_ms: muster.recorder().now_ms().saturating_sub(started),
     }
 }

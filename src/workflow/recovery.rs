@@ -29,9 +29,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
+use super::outcome::{AttemptFailure, StepRecord, StepSummary};
 use crate::journal::{Event, Record};
 
 /// A task of a step that was submitted before the crash and has no accepted result.
@@ -134,6 +135,11 @@ pub struct RecoveredRun {
     pub at: Option<Position>,
     /// `completed` or `failed` once `run_ended` is journaled; `None` for an unfinished run.
     pub ended: Option<String>,
+    /// When the run started (Unix ms, the `run_started` record's stamp).
+    pub started_ms: u64,
+    /// The task step visits that ended before the crash, in order (a resumed run's
+    /// outcome starts from these, so it covers the whole run).
+    pub summaries: Vec<StepSummary>,
 }
 
 impl RecoveredRun {
@@ -152,11 +158,31 @@ impl RecoveredRun {
 #[derive(Debug, Default, Clone)]
 struct TaskFacts {
     input: Value,
+    capability: String,
+    submitted_ms: u64,
     epoch: u64,
     leases: u32,
+    stale: u32,
     accepted: Option<(String, u64, Value)>,
     escalated: Option<String>,
-    failures: Vec<Value>,
+    failures: Vec<AttemptFailure>,
+}
+
+impl TaskFacts {
+    /// The summary of the step visit whose task this is, ended at `ended_ms`.
+    fn summary(&self, step: &str, visit: u32, outcome: &str, ended_ms: u64) -> StepSummary {
+        StepSummary {
+            step: step.into(),
+            visit,
+            capability: self.capability.clone(),
+            agent: self.accepted.as_ref().map(|a| a.0.clone()),
+            attempts: self.leases,
+            reassignments: self.leases.saturating_sub(1),
+            stale_rejected: self.stale,
+            outcome: outcome.into(),
+            duration_ms: ended_ms.saturating_sub(self.submitted_ms),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -216,6 +242,8 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                             visits: BTreeMap::new(),
                             at: None,
                             ended: None,
+                            started_ms: r.at_ms,
+                            summaries: Vec::new(),
                         },
                         slots: BTreeMap::new(),
                         just_entered: false,
@@ -250,12 +278,19 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
             }
             Event::TaskSubmitted {
                 task,
+                capability,
                 correlation,
                 sender,
                 input,
                 ..
             } => {
-                facts.entry(*task).or_default().input = input.clone();
+                let f = facts.entry(*task).or_default();
+                if f.capability.is_empty() {
+                    // The first submission; a resumed task is submitted again.
+                    f.capability = capability.to_string();
+                    f.submitted_ms = r.at_ms;
+                }
+                f.input = input.clone();
                 let Some(b) = by.get_mut(correlation) else {
                     continue;
                 };
@@ -284,7 +319,14 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                     .entry(*task)
                     .or_default()
                     .failures
-                    .push(json!({"agent": agent.as_ref(), "reason": reason, "detail": detail}));
+                    .push(AttemptFailure {
+                        agent: agent.to_string(),
+                        reason: reason.clone(),
+                        detail: detail.clone(),
+                    });
+            }
+            Event::ResultStale { task, .. } => {
+                facts.entry(*task).or_default().stale += 1;
             }
             Event::ResultAccepted {
                 task,
@@ -309,9 +351,13 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 let f = facts.get(task).cloned().unwrap_or_default();
                 let agent = f.accepted.as_ref().map(|a| a.0.clone());
                 if let Some(b) = by.get_mut(run) {
+                    let visit = b.run.visits.get(step).copied().unwrap_or(1);
+                    b.run
+                        .summaries
+                        .push(f.summary(step, visit, "completed", r.at_ms));
                     b.run.steps.insert(
                         step.clone(),
-                        json!({"output": output, "attempts": f.leases, "error": null, "agent": agent}),
+                        StepRecord::completed(output.clone(), f.leases, agent, None).to_value(),
                     );
                     if let Some(slot) = b.slots.get_mut(step) {
                         slot.task = Some(*task);
@@ -325,15 +371,27 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 task,
                 reason,
             } => {
-                let rec = match task {
+                let (rec, summary) = match task {
                     Some(t) => {
                         let f = facts.get(t).cloned().unwrap_or_default();
-                        json!({"output": null, "attempts": f.leases,
-                               "error": {"reason": reason, "failures": f.failures}})
+                        let rec = StepRecord::failed(f.leases, reason.clone(), f.failures.clone());
+                        (rec, Some(f))
                     }
-                    None => json!({"output": null, "attempts": 0, "error": {"reason": reason}}),
+                    None => (StepRecord::refused(reason.clone()), None),
                 };
+                let rec = rec.to_value();
                 if let Some(b) = by.get_mut(run) {
+                    if let Some(f) = summary {
+                        let visit = b.run.visits.get(step).copied().unwrap_or(1);
+                        let outcome = if f.escalated.is_some() {
+                            "escalated"
+                        } else {
+                            "cancelled"
+                        };
+                        b.run
+                            .summaries
+                            .push(f.summary(step, visit, outcome, r.at_ms));
+                    }
                     b.run.steps.insert(step.clone(), rec);
                     if let Some(slot) = b.slots.get_mut(step) {
                         slot.task = *task;

@@ -30,7 +30,7 @@ const MAX_SECS: f64 = 1.0e9;
 ///
 /// # Example
 /// ```
-/// use muster::sim::{Distribution, SimRng};
+/// use muster::agents::sim::{Distribution, SimRng};
 /// use std::time::Duration;
 ///
 /// let d: Distribution = serde_json::from_value(serde_json::json!(
@@ -95,7 +95,7 @@ impl Distribution {
     ///
     /// # Example
     /// ```
-    /// use muster::sim::{Distribution, SimRng};
+    /// use muster::agents::sim::{Distribution, SimRng};
     /// use std::time::Duration;
     /// let d = Distribution::fixed(Duration::from_secs(3600));
     /// assert_eq!(d.sample(&mut SimRng::new(1)), Duration::from_secs(3600));
@@ -111,7 +111,7 @@ impl Distribution {
     ///
     /// # Example
     /// ```
-    /// use muster::sim::Distribution;
+    /// use muster::agents::sim::Distribution;
     /// let d = Distribution::Normal { mean: 1.0, std_dev: -0.5 };
     /// let e = d.validate().unwrap_err();
     /// assert_eq!(e.field, "std_dev");

@@ -17,18 +17,12 @@ mod fault;
 mod generate;
 mod pattern;
 mod rng;
-pub mod runner;
-pub mod scenario;
-mod tally;
 
-pub use agent::{SimAgent, SimFactory};
+pub use agent::{SimAgent, SimFactory, CRASH_MESSAGE};
 pub use distribution::Distribution;
 pub use fault::{Fault, FaultModel};
 pub use generate::{generate, violate};
 pub use rng::SimRng;
-pub use runner::{run, Progress, SimError, SimOptions, SimReport};
-pub use scenario::{Arrival, RuntimeFault, Scenario, ScenarioError, Target};
-pub use tally::{Fnv1a, Tally, TallyJournal};
 
 /// A parameter of a fault model or distribution that is out of range.
 ///
@@ -37,7 +31,7 @@ pub use tally::{Fnv1a, Tally, TallyJournal};
 ///
 /// # Example
 /// ```
-/// use muster::sim::FaultModel;
+/// use muster::agents::sim::FaultModel;
 /// let m = FaultModel { crash: 1.5, ..FaultModel::default() };
 /// let e = m.validate().unwrap_err();
 /// assert_eq!((e.field.as_str(), e.message.as_str()), ("crash", "1.5 is above 1"));

@@ -108,7 +108,7 @@ struct State {
 /// ```
 /// use std::sync::Arc;
 /// use muster::journal::{Event, Journal, MemoryJournal};
-/// use muster::sim::TallyJournal;
+/// use muster::scenario::TallyJournal;
 ///
 /// let a = TallyJournal::new(Arc::new(MemoryJournal::default()));
 /// let b = TallyJournal::new(Arc::new(MemoryJournal::default()));

@@ -20,16 +20,18 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::agents::AgentDef;
 use crate::cast::BackendSpec;
 use crate::delegation::{Backoff, Task};
 use crate::ids::splitmix64;
 use crate::journal::{Durability, Journal, MemoryJournal, SqliteJournal};
-use crate::runtime::{AgentDef, Muster};
+use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
 
-use super::scenario::{Arrival, RuntimeFault, Scenario, Target};
+use super::file::{Arrival, RuntimeFault, Scenario, Target};
 use super::tally::{Tally, TallyJournal};
-use super::SimRng;
+use crate::agents::sim::SimRng;
+use crate::workflow::WorkflowExt;
 
 /// How `run` deviates from the scenario file, and where it reports.
 #[derive(Default)]
@@ -213,7 +215,7 @@ fn silence_simulated_panics() {
                 .downcast_ref::<&str>()
                 .copied()
                 .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
-            if msg != Some(super::agent::CRASH_MESSAGE) {
+            if msg != Some(crate::agents::sim::CRASH_MESSAGE) {
                 previous(info);
             }
         }));
@@ -232,7 +234,7 @@ fn paused_runtime() -> Result<tokio::runtime::Runtime, SimError> {
 ///
 /// # Example
 /// ```
-/// use muster::sim::{run, Scenario, SimOptions};
+/// use muster::scenario::{run, Scenario, SimOptions};
 /// use muster::SchemaStore;
 ///
 /// let schemas = SchemaStore::new();

@@ -25,7 +25,7 @@ use crate::messaging::SchemaStore;
 
 /// The panic message of a simulated crash (the runner keeps it out of the panic hook's
 /// output).
-pub(crate) const CRASH_MESSAGE: &str = "simulated crash";
+pub const CRASH_MESSAGE: &str = "simulated crash";
 
 /// Makes [`SimAgent`]s: one per instance start, each seeded from the factory's seed and
 /// the instance's name (`splitmix64(seed ^ fnv1a64(name))`), so `tester#0` and `tester#1`
@@ -35,7 +35,7 @@ pub(crate) const CRASH_MESSAGE: &str = "simulated crash";
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Arc;
-/// use muster::sim::{FaultModel, SimFactory};
+/// use muster::agents::sim::{FaultModel, SimFactory};
 /// use muster::{AgentDef, CapabilitySpec, SchemaStore};
 /// use serde_json::json;
 ///
@@ -98,7 +98,7 @@ impl AgentFactory for SimFactory {
 /// use std::collections::HashMap;
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use muster::sim::{FaultModel, SimAgent};
+/// use muster::agents::sim::{FaultModel, SimAgent};
 /// use muster::{Agent, SchemaStore, TaskContext};
 /// use serde_json::json;
 ///

@@ -1,7 +1,8 @@
 //! The router: validate, resolve, deliver or fail with a reason.
 //!
-//! [`Router`] is the routing logic over shared state (schema store, capability index,
-//! journal); [`RouterActor`] serves envelopes sent from outside and waits for their replies.
+//! [`Router`] is the routing logic over the handles it is given (schema store, capability index,
+//! journal, dead letters); [`RouterActor`](super::actor::RouterActor) serves envelopes sent
+//! from other threads and waits for their replies.
 //! Task owners call `Router::deliver` inline: a task stays on one thread from submission to
 //! completion, and a hop through another actor would cost a mailbox round trip per handoff.
 //! The transport seam for remote agents is `Router::deliver`: everything that reaches an
@@ -10,97 +11,80 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::dead_letter::DeadLetter;
-use super::envelope::{Envelope, Recipient};
-use super::ContractError;
-use crate::agents::instance::{Assign, AttemptReport, ReplyTo};
-use crate::discovery::{InstanceHandle, PickError};
-use crate::journal::Event;
-use crate::runtime::Shared;
+use crate::agents::{Assign, AttemptReport, InstanceHandle, ReplyTo};
+use crate::discovery::{CapabilityIndex, PickError};
+use crate::ids::IdGen;
+use crate::journal::{Event, Recorder};
+use crate::messaging::{
+    ContractError, DeadLetter, DeadLetters, DeliveryFailure, Envelope, FailureReason, Recipient,
+    SchemaStore,
+};
 
-/// Why an envelope was not delivered (or its reply not accepted). A closed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    /// The payload broke its schema.
-    SchemaViolation,
-    /// No instance declares the capability, or none is alive.
-    NoCapableAgent,
-    /// The named recipient is not registered or has stopped.
-    RecipientGone,
-    /// Every candidate's mailbox stayed full for the bounded wait.
-    MailboxFull,
-    /// The envelope's deadline passed before delivery or reply.
-    DeadlinePassed,
-    /// Delivered, but the agent failed (error, panic, exit...).
-    AgentFailed,
-    /// Delivered, but the reply broke the capability's output contract.
-    ReplyViolation,
-}
-
-impl FailureReason {
-    /// The snake_case name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            FailureReason::SchemaViolation => "schema_violation",
-            FailureReason::NoCapableAgent => "no_capable_agent",
-            FailureReason::RecipientGone => "recipient_gone",
-            FailureReason::MailboxFull => "mailbox_full",
-            FailureReason::DeadlinePassed => "deadline_passed",
-            FailureReason::AgentFailed => "agent_failed",
-            FailureReason::ReplyViolation => "reply_violation",
-        }
-    }
-}
-
-impl std::fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An envelope that failed, returned to its sender (and kept as a dead letter).
-#[derive(Debug, Clone, thiserror::Error, Serialize)]
-#[error("envelope {} ({}) to {} failed: {reason}: {detail}", envelope.id, envelope.topic, envelope.recipient)]
-pub struct DeliveryFailure {
-    /// Why.
-    pub reason: FailureReason,
-    /// Details (validator errors, agent failure...).
-    pub detail: String,
-    /// The validator's errors, for schema violations.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub contract: Option<ContractError>,
-    /// The envelope.
-    pub envelope: Arc<Envelope>,
-}
-
-/// Routing logic over the runtime's shared state.
+/// Routing logic: the handles it reads (schemas, the capability index) and writes (the
+/// journal, the dead letters). Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
-    pub(crate) shared: Arc<Shared>,
+    schemas: Arc<SchemaStore>,
+    index: Arc<CapabilityIndex>,
+    recorder: Recorder,
+    ids: Arc<IdGen>,
+    dead_letters: Arc<DeadLetters>,
 }
 
 impl Router {
+    /// A router over these handles.
+    pub fn new(
+        schemas: Arc<SchemaStore>,
+        index: Arc<CapabilityIndex>,
+        recorder: Recorder,
+        ids: Arc<IdGen>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Self {
+        Router {
+            schemas,
+            index,
+            recorder,
+            ids,
+            dead_letters,
+        }
+    }
+
+    /// The journal handle it writes through.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// The capability index it resolves against.
+    pub fn index(&self) -> &Arc<CapabilityIndex> {
+        &self.index
+    }
+
+    /// The id generator envelopes take their ids from.
+    pub fn ids(&self) -> &Arc<IdGen> {
+        &self.ids
+    }
+
     /// Fails an envelope: journals it, keeps it as a dead letter, and returns the failure
     /// for the sender.
-    pub(crate) fn fail(
+    pub fn fail(
         &self,
         envelope: Arc<Envelope>,
         reason: FailureReason,
         detail: String,
         contract: Option<ContractError>,
     ) -> DeliveryFailure {
-        let at_ms = self.shared.clock.now_ms();
-        self.shared.journal(Event::EnvelopeFailed {
-            envelope: envelope.clone(),
-            reason: reason.as_str().into(),
-            detail: detail.clone(),
-        });
-        self.shared.dead_letters.push(DeadLetter {
+        let at_ms = self.recorder.now_ms();
+        self.recorder.record_at(
+            at_ms,
+            Event::EnvelopeFailed {
+                envelope: envelope.clone(),
+                reason: reason.as_str().into(),
+                detail: detail.clone(),
+            },
+        );
+        self.dead_letters.push(DeadLetter {
             envelope: envelope.clone(),
             reason,
             detail: detail.clone(),
@@ -116,14 +100,14 @@ impl Router {
     }
 
     /// Resolves the recipient to one instance and reserves a slot on it.
-    pub(crate) fn resolve(
+    pub fn resolve(
         &self,
         envelope: &Envelope,
         exclude: &[Arc<str>],
     ) -> Result<Arc<InstanceHandle>, (FailureReason, String)> {
         match &envelope.recipient {
             Recipient::Agent(name) => {
-                let h = self.shared.index.agent(name).ok_or_else(|| {
+                let h = self.index.agent(name).ok_or_else(|| {
                     (
                         FailureReason::RecipientGone,
                         format!("no agent instance `{name}` is registered"),
@@ -143,7 +127,7 @@ impl Router {
                 }
                 Ok(h)
             }
-            Recipient::Capability(cap) => match self.shared.index.pick(cap, exclude) {
+            Recipient::Capability(cap) => match self.index.pick(cap, exclude) {
                 Ok((_, h)) => Ok(h),
                 Err(PickError::UnknownCapability) => Err((
                     FailureReason::NoCapableAgent,
@@ -163,7 +147,7 @@ impl Router {
 
     /// Puts an envelope in a reserved instance's mailbox and journals the handoff. The
     /// payload must already be validated.
-    pub(crate) fn deliver(
+    pub fn deliver(
         &self,
         to: &InstanceHandle,
         envelope: Arc<Envelope>,
@@ -181,11 +165,11 @@ impl Router {
         )
         .entered();
         tracing::debug!(topic = %envelope.topic, schema = %envelope.schema, "routed");
-        self.shared.journal(Event::EnvelopeRouted {
+        self.recorder.record(Event::EnvelopeRouted {
             envelope: envelope.clone(),
             delivered_to: to.id.clone(),
         });
-        to.addr.do_send(Assign {
+        to.assign(Assign {
             envelope,
             deadline,
             reply,
@@ -194,78 +178,15 @@ impl Router {
     }
 }
 
-/// The router actor: serves [`Route`] for envelopes sent through [`crate::Muster::send`].
-pub struct RouterActor {
-    router: Router,
-    link: Option<crate::supervision::ChildLink>,
-}
-
-impl RouterActor {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        RouterActor {
-            router: Router { shared },
-            link: None,
-        }
-    }
-
-    pub(crate) fn with_link(mut self, link: crate::supervision::ChildLink) -> Self {
-        self.link = Some(link);
-        self
-    }
-}
-
-impl Handler<crate::supervision::supervisor::StopActor> for RouterActor {
-    type Result = ();
-
-    fn handle(&mut self, _: crate::supervision::supervisor::StopActor, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-impl Actor for RouterActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(1 << 20);
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(l) = self.link.take() {
-            l.exit(crate::supervision::Exit::Shutdown);
-        }
-    }
-}
-
-/// Route an envelope and wait for the recipient's reply.
-#[derive(Message)]
-#[rtype(result = "Result<Envelope, DeliveryFailure>")]
-pub struct Route {
-    /// The envelope.
-    pub envelope: Envelope,
-    /// How long to wait for a full mailbox, and for the reply (when the envelope has no
-    /// deadline).
-    pub wait: Duration,
-}
-
-impl Handler<Route> for RouterActor {
-    type Result = ResponseFuture<Result<Envelope, DeliveryFailure>>;
-
-    fn handle(&mut self, m: Route, _: &mut Self::Context) -> Self::Result {
-        let router = self.router.clone();
-        Box::pin(async move { route(router, m.envelope, m.wait).await })
-    }
-}
-
 /// Validates, resolves, delivers and waits for the reply (checked against the capability's
 /// output contract). Every failure is journaled and kept as a dead letter.
-pub(crate) async fn route(
+pub async fn route(
     router: Router,
     env: Envelope,
     wait: Duration,
 ) -> Result<Envelope, DeliveryFailure> {
-    let shared = router.shared.clone();
     let env = Arc::new(env);
-    let now_ms = shared.clock.now_ms();
+    let now_ms = router.recorder.now_ms();
     let start = tokio::time::Instant::now();
     let deadline = match env.deadline {
         Some(d) if d <= now_ms => {
@@ -279,7 +200,7 @@ pub(crate) async fn route(
         Some(d) => start + Duration::from_millis(d - now_ms),
         None => start + wait,
     };
-    if let Err(e) = shared.schemas.validate(&env.schema, &env.payload) {
+    if let Err(e) = router.schemas.validate(&env.schema, &env.payload) {
         return Err(router.fail(env, FailureReason::SchemaViolation, e.to_string(), Some(e)));
     }
     // Resolve, waiting (bounded) while every candidate's mailbox is full.
@@ -326,8 +247,8 @@ pub(crate) async fn route(
     };
     // The reply crosses a boundary too: check it against the capability's output schema.
     let out_schema = match &env.recipient {
-        Recipient::Capability(c) => shared.index.contract(c),
-        Recipient::Agent(_) => shared.index.contract(&env.topic),
+        Recipient::Capability(c) => router.index.contract(c),
+        Recipient::Agent(_) => router.index.contract(&env.topic),
     };
     let schema_name = match &out_schema {
         Some(c) => {
@@ -344,7 +265,7 @@ pub(crate) async fn route(
         None => Arc::from(""),
     };
     let reply = Envelope {
-        id: shared.ids.next(shared.clock.now_ms()),
+        id: router.ids.next(router.recorder.now_ms()),
         correlation_id: env.correlation_id,
         causation_id: Some(env.id),
         topic: env.topic.clone(),
@@ -355,7 +276,7 @@ pub(crate) async fn route(
         task_id: env.task_id,
         attempt: env.attempt,
         epoch: env.epoch,
-        created_at: shared.clock.now_ms(),
+        created_at: router.recorder.now_ms(),
         deadline: None,
     };
     Ok(reply)

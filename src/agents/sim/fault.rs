@@ -39,7 +39,7 @@ fn default_late_by() -> f64 {
 ///
 /// # Example
 /// ```
-/// use muster::sim::FaultModel;
+/// use muster::agents::sim::FaultModel;
 ///
 /// let m: FaultModel = serde_json::from_value(serde_json::json!({
 ///     "latency": {"kind": "fixed", "value": "1s"}, "crash": 0.1, "late": 0.2})).unwrap();
@@ -172,7 +172,7 @@ impl FaultModel {
     ///
     /// # Example
     /// ```
-    /// use muster::sim::{Fault, FaultModel, SimRng};
+    /// use muster::agents::sim::{Fault, FaultModel, SimRng};
     /// let m = FaultModel { crash: 1.0, ..FaultModel::default() };
     /// assert_eq!(m.draw(&mut SimRng::new(1)), Fault::Crash);
     /// ```

@@ -44,8 +44,6 @@ use crate::cast::{BackendSpec, Manifest, SimBackend};
 use crate::messaging::SchemaStore;
 use crate::workflow::Workflow;
 
-use super::FaultModel;
-
 /// The keys of an `[[agents]]` entry that belong to its fault model (the rest is an
 /// agent manifest).
 const FAULT_KEYS: [&str; 8] = [
@@ -131,7 +129,7 @@ impl RuntimeFault {
 ///
 /// # Example
 /// ```
-/// use muster::sim::Scenario;
+/// use muster::scenario::Scenario;
 /// use muster::SchemaStore;
 ///
 /// let schemas = SchemaStore::new();
@@ -591,14 +589,6 @@ fn agent_manifest(entry: &Value, schemas: &SchemaStore) -> Result<Manifest, Vec<
         Ok(m)
     } else {
         Err(problems)
-    }
-}
-
-/// The fault model of a simulated agent of the cast.
-pub fn model_of(m: &Manifest) -> Option<&FaultModel> {
-    match &m.backend {
-        BackendSpec::Sim(s) => Some(&s.model),
-        _ => None,
     }
 }
 

@@ -52,7 +52,7 @@ const ANNOTATIONS: &[&str] = &[
 ///
 /// # Example
 /// ```
-/// use muster::sim::{generate, SimRng};
+/// use muster::agents::sim::{generate, SimRng};
 /// use muster::SchemaStore;
 /// use serde_json::json;
 ///
@@ -78,7 +78,7 @@ pub fn generate(schema: &Value, schemas: &SchemaStore, rng: &mut SimRng) -> Valu
 ///
 /// # Example
 /// ```
-/// use muster::sim::{violate, SimRng};
+/// use muster::agents::sim::{violate, SimRng};
 /// use muster::SchemaStore;
 /// use serde_json::json;
 ///

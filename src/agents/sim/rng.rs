@@ -13,7 +13,7 @@ use crate::ids::splitmix64;
 ///
 /// # Example
 /// ```
-/// use muster::sim::SimRng;
+/// use muster::agents::sim::SimRng;
 ///
 /// let mut a = SimRng::new(42);
 /// let mut b = SimRng::new(42);

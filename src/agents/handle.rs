@@ -1,0 +1,147 @@
+//! The instance handle: what every other layer holds of a running agent instance (its
+//! mailbox port, and its load and state, readable without a round trip).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::protocol::{AgentState, Assign, Cancel, Kill};
+
+/// A live agent instance as the rest of the runtime sees it: its identity, its mailbox,
+/// and its load and state as atomics that are read without a round trip.
+pub struct InstanceHandle {
+    /// Instance id, e.g. `tester#0`.
+    pub id: Arc<str>,
+    /// The agent type (manifest name), e.g. `tester`.
+    pub agent: Arc<str>,
+    ordinal: AtomicU64,
+    /// Start generation (0 first, +1 per restart).
+    pub generation: u64,
+    /// Capability names it serves.
+    pub capabilities: Vec<Arc<str>>,
+    /// Tasks at once.
+    pub concurrency: usize,
+    /// Tasks held at once: running plus queued (concurrency + mailbox).
+    pub capacity: usize,
+    mailbox: Box<dyn Mailbox>,
+    load: AtomicUsize,
+    state: AtomicU8,
+}
+
+impl InstanceHandle {
+    pub(crate) fn new(
+        id: Arc<str>,
+        agent: Arc<str>,
+        generation: u64,
+        capabilities: Vec<Arc<str>>,
+        concurrency: usize,
+        capacity: usize,
+        mailbox: Box<dyn Mailbox>,
+    ) -> Self {
+        InstanceHandle {
+            id,
+            agent,
+            ordinal: AtomicU64::new(0),
+            generation,
+            capabilities,
+            concurrency,
+            capacity,
+            mailbox,
+            load: AtomicUsize::new(0),
+            state: AtomicU8::new(AgentState::Starting as u8),
+        }
+    }
+
+    /// Registration order, the deterministic tie-break between equally loaded instances.
+    pub fn ordinal(&self) -> u64 {
+        self.ordinal.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ordinal(&self, o: u64) {
+        self.ordinal.store(o, Ordering::Relaxed);
+    }
+
+    /// Tasks held now (running and queued).
+    pub fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    /// Lifecycle state.
+    pub fn state(&self) -> AgentState {
+        AgentState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_state(&self, s: AgentState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Whether it takes work now.
+    pub fn available(&self) -> bool {
+        matches!(self.state(), AgentState::Ready | AgentState::Busy) && self.mailbox.connected()
+    }
+
+    /// Reserves one slot; false when full.
+    pub(crate) fn try_reserve(&self) -> bool {
+        let mut cur = self.load.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.capacity {
+                return false;
+            }
+            match self
+                .load
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    pub(crate) fn release(&self) {
+        let _ = self
+            .load
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |l| l.checked_sub(1));
+    }
+}
+
+impl InstanceHandle {
+    /// Puts an assignment in the instance's mailbox (a slot was reserved on this handle).
+    pub fn assign(&self, a: Assign) {
+        self.mailbox.assign(a)
+    }
+
+    /// Cancels the attempt of `task_id` under `epoch`, running or queued.
+    pub fn cancel(&self, task_id: Uuid, epoch: u64) {
+        self.mailbox.cancel(Cancel { task_id, epoch })
+    }
+
+    /// Stops the instance abruptly (a simulated crash, or a missed liveness heartbeat).
+    pub fn kill(&self, reason: &str) {
+        self.mailbox.kill(Kill(reason.to_string()))
+    }
+}
+
+impl std::fmt::Debug for InstanceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceHandle")
+            .field("id", &self.id)
+            .field("generation", &self.generation)
+            .field("load", &self.load())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// An instance's mailbox, as its handle reaches it: the port through which every other
+/// layer talks to an instance without naming the actor.
+pub trait Mailbox: Send + Sync {
+    /// Delivers an assignment.
+    fn assign(&self, a: Assign);
+    /// Delivers a cancellation.
+    fn cancel(&self, c: Cancel);
+    /// Delivers a kill.
+    fn kill(&self, k: Kill);
+    /// Whether the instance still reads its mailbox.
+    fn connected(&self) -> bool;
+}

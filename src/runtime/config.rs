@@ -1,0 +1,50 @@
+//! Runtime-wide settings and the errors of starting a runtime.
+
+use std::time::Duration;
+
+use crate::messaging::contract::SchemaError;
+use crate::messaging::CapabilityError;
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How long past its deadline an attempt may run on before it is aborted; a result in
+    /// that window reaches its owner and is fenced as stale.
+    pub grace: Duration,
+    /// How long `register` waits for every replica to come up.
+    pub start_timeout: Duration,
+    /// How long `send` waits for a full mailbox and, without a deadline, for a reply.
+    pub send_wait: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            grace: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(10),
+            send_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the runtime would not start or register.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A schema did not load.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// A capability did not resolve or conflicts.
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    /// An agent type is invalid.
+    #[error("agent `{agent}`: {message}")]
+    Agent {
+        /// The agent type.
+        agent: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The runtime is stopped.
+    #[error("the runtime has stopped: {0}")]
+    Stopped(String),
+}

@@ -1,0 +1,173 @@
+//! The supervision tree: the root supervisor and its children, wired with the narrow
+//! handles each needs.
+//!
+//! ```text
+//! root (one_for_one) ── registry          discovery        (Named: restarts keep the name)
+//!                    ├─ router            routing          (Named)
+//!                    ├─ agents (one_for_one) ── <agent type> (its manifest's strategy) ── <agent>#<i>
+//!                    └─ owners            delegation: one TaskOwner per live task
+//! ```
+//!
+//! Every handle is made before any actor runs (the named actors' mailboxes first), so each
+//! child is given what it uses at construction and nothing is filled in later. All actors
+//! live on one arbiter (thread): a task stays on it from submission to completion, because a
+//! cross-thread round trip costs ~70 µs on the target machine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::watch;
+
+use super::config::RuntimeConfig;
+use super::extensions::Extensions;
+use super::muster::Inner;
+use crate::agents::group::GroupContext;
+use crate::agents::Directory;
+use crate::delegation::owners::OwnerSupervisor;
+use crate::delegation::Delegator;
+use crate::discovery::{CapabilityIndex, Registry};
+use crate::ids::IdGen;
+use crate::journal::Recorder;
+use crate::messaging::{DeadLetters, SchemaStore};
+use crate::routing::{Router, RouterActor};
+use crate::supervision::{
+    ChildHandle, ChildSpec, Named, Restart, StopActor, Supervision, Supervisor, SupervisorHandle,
+};
+
+/// What the tree is built from.
+pub(super) struct Parts {
+    pub schemas: Arc<SchemaStore>,
+    pub recorder: Recorder,
+    pub ids: Arc<IdGen>,
+    pub config: RuntimeConfig,
+    pub root: Supervision,
+}
+
+/// Builds every handle, starts the root supervisor on the current arbiter (it starts its
+/// children in order when it first runs) and returns the runtime's parts.
+pub(super) fn start(p: Parts) -> Inner {
+    let Parts {
+        schemas,
+        recorder,
+        ids,
+        config,
+        root,
+    } = p;
+    let index = Arc::new(CapabilityIndex::default());
+    let dead_letters = Arc::new(DeadLetters::default());
+    let router = Router::new(
+        schemas.clone(),
+        index.clone(),
+        recorder.clone(),
+        ids.clone(),
+        dead_letters.clone(),
+    );
+    let registry: Named<Registry> = Named::new();
+    let router_actor: Named<RouterActor> = Named::new();
+    let agents: Named<Supervisor> = Named::new();
+    let delegator = Arc::new(Delegator::new(
+        router.clone(),
+        registry.clone(),
+        config.grace,
+    ));
+    let directory = {
+        let registry = registry.clone();
+        Directory::new(move |p| registry.get().do_send(p))
+    };
+    let group = GroupContext {
+        directory,
+        recorder: recorder.clone(),
+        grace: config.grace,
+    };
+    let (stopped, _) = watch::channel(None);
+    let on_stop = stopped.clone();
+    let root = Supervisor::new("root", root)
+        .with_recorder(recorder.clone())
+        .on_escalate(move |report| {
+            let _ = on_stop.send(Some(report));
+        })
+        .child({
+            let (registry, index, recorder) = (registry.clone(), index.clone(), recorder.clone());
+            ChildSpec::new(
+                "registry",
+                Restart::Permanent,
+                Duration::from_secs(5),
+                move |link| {
+                    let addr = registry.start(Registry::new(index.clone(), recorder.clone(), link));
+                    Ok(Box::new(StopHandle(addr.recipient())) as Box<dyn ChildHandle>)
+                },
+            )
+        })
+        .child({
+            let (named, router) = (router_actor.clone(), router.clone());
+            ChildSpec::new(
+                "router",
+                Restart::Permanent,
+                Duration::from_secs(5),
+                move |link| {
+                    let addr = named.start(RouterActor::new(router.clone(), link));
+                    Ok(Box::new(StopHandle(addr.recipient())) as Box<dyn ChildHandle>)
+                },
+            )
+        })
+        .child({
+            let (named, recorder) = (agents.clone(), recorder.clone());
+            ChildSpec::new(
+                "agents",
+                Restart::Permanent,
+                Duration::from_secs(30),
+                move |link| {
+                    let sup = Supervisor::new("agents", Supervision::default())
+                        .with_recorder(recorder.clone())
+                        .with_parent(link);
+                    Ok(Box::new(SupervisorHandle(named.start(sup))) as Box<dyn ChildHandle>)
+                },
+            )
+        })
+        .child({
+            let delegator = delegator.clone();
+            ChildSpec::new(
+                "owners",
+                Restart::Permanent,
+                Duration::from_secs(30),
+                move |link| {
+                    let addr = OwnerSupervisor::new(delegator.clone(), link).start();
+                    Ok(Box::new(StopHandle(addr.recipient())) as Box<dyn ChildHandle>)
+                },
+            )
+        })
+        .start();
+    Inner {
+        schemas,
+        index,
+        recorder,
+        ids,
+        dead_letters,
+        router,
+        delegator,
+        registry,
+        router_actor,
+        agents,
+        group,
+        config,
+        stopped,
+        root,
+        arbiter: actix_rt::Arbiter::current(),
+        thread: std::thread::current().id(),
+        extensions: Extensions::default(),
+    }
+}
+
+/// Stops a plain actor child (registry, router, owner supervisor) by asking it to stop.
+struct StopHandle(Recipient<StopActor>);
+
+impl ChildHandle for StopHandle {
+    fn shutdown(&mut self) {
+        self.0.do_send(StopActor);
+    }
+
+    fn kill(&mut self, _reason: &str) {
+        self.0.do_send(StopActor);
+    }
+}
