@@ -1,4 +1,4 @@
-//! Coordination overhead, measured: the workloads W1-W5 of `WORKLOADS.md` on muster,
+//! Coordination overhead, measured: the workloads W1-W5 of `docs/workloads.md` on muster,
 //! each beside its raw tokio and raw actix baselines in the same run, repeated and
 //! reported as medians with min..max, with ratios to the baselines and to the peers'
 //! published figures.
@@ -31,7 +31,7 @@ use report::{BenchReport, Collector, Machine, WorkloadReport};
 /// The environment variable that scales every task and agent count (e.g. `0.01`).
 pub const SCALE_ENV: &str = "MUSTER_BENCH_SCALE";
 
-/// A workload of `WORKLOADS.md`.
+/// A workload of `docs/workloads.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     /// Handoff chain A -> B -> C.
@@ -75,7 +75,7 @@ pub struct BenchConfig {
     pub workloads: Vec<Workload>,
     /// Runs per workload (at least 1).
     pub runs: usize,
-    /// Scales task and agent counts (1.0 = the counts of WORKLOADS.md).
+    /// Scales task and agent counts (1.0 = the counts of docs/workloads.md).
     pub scale: f64,
     /// When set, each W5 run happens in a child process started from this executable
     /// (`EXE bench --workload W5 --runs 1 --json --scale S --in-process`), so that its

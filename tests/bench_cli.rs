@@ -84,7 +84,7 @@ fn w3_json_has_every_figure_baseline_ratio_and_peer() {
     for p in peers {
         assert!(p["source"]
             .as_str()
-            .is_some_and(|s| s.contains("WORKLOADS.md")));
+            .is_some_and(|s| s.contains("docs/workloads.md")));
         assert!(p["value"].is_number() && p["times_better_median"].is_number());
     }
     let targets = w3["targets"].as_array().expect("targets");

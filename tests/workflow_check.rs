@@ -299,6 +299,22 @@ fn a_goto_to_an_unknown_step_is_bad_input_naming_the_step() {
 }
 
 #[test]
+fn a_supervision_table_is_refused_as_a_setting_that_does_nothing() {
+    // Task owners are never restarted (a task is never run twice behind its owner's
+    // back), so a per-workflow supervisor setting would configure nothing: the format
+    // has no such field, and a file that sets it is told so instead of being ignored.
+    let f = Fixture::new();
+    let err = bad(
+        &f,
+        &edit(
+            "start = \"one\"\n",
+            "start = \"one\"\n[supervision]\nstrategy = \"one_for_all\"\n",
+        ),
+    );
+    assert!(err.contains("supervision"), "{err}");
+}
+
+#[test]
 fn invalid_cel_is_bad_input_naming_the_step() {
     let f = Fixture::new();
     let err = bad(

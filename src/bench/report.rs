@@ -3,7 +3,7 @@
 //! measured in the same run); the peers' published figures with their source; and the
 //! design targets, met or missed.
 //!
-//! Must not invent a figure: a peer figure is a constant quoted from `WORKLOADS.md`, and a
+//! Must not invent a figure: a peer figure is a constant quoted from `docs/workloads.md`, and a
 //! figure that was not measured is listed as such, with why.
 
 use serde::Serialize;
@@ -151,11 +151,11 @@ pub struct PeerFigure {
 }
 
 const SOURCE: &str =
-    "WORKLOADS.md (peers measured on this kind of machine with their own runtimes)";
+    "docs/workloads.md (peers measured on this kind of machine with their own runtimes)";
 const AUTOGEN: &str = "AutoGen core 0.7.5";
 const LANGGRAPH: &str = "LangGraph 1.2.22";
 
-/// The peers' figures from `WORKLOADS.md`.
+/// The peers' figures from `docs/workloads.md`.
 pub const PEERS: &[PeerFigure] = &[
     PeerFigure {
         peer: AUTOGEN,
@@ -267,7 +267,7 @@ pub const PEERS: &[PeerFigure] = &[
     },
 ];
 
-/// A performance target from `DESIGN.md`.
+/// A performance target of the project (docs/workloads.md lists them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Target {
     /// Workload.
@@ -278,11 +278,11 @@ pub struct Target {
     pub bound: f64,
     /// `true`: the figure must be at most the bound; `false`: at least.
     pub at_most: bool,
-    /// The target as DESIGN.md states it.
+    /// The target as the project states it.
     pub text: &'static str,
 }
 
-/// The targets of `DESIGN.md` that these workloads measure.
+/// The project's targets that these workloads measure.
 pub const TARGETS: &[Target] = &[
     Target {
         workload: "W1",
@@ -446,7 +446,7 @@ pub fn describe(workload: &str) -> &'static str {
 pub const NOTES: &[&str] = &[
     "Every figure: median and min..max over the runs; one sample per run.",
     "Ratios are computed within each run (muster and baseline measured minutes apart at most, same process), then summarised.",
-    "Peer figures are quoted from WORKLOADS.md, not measured here; the peer comparison is peer/muster for times and muster/peer for rates (how many times better muster is), from our median.",
+    "Peer figures are quoted from docs/workloads.md, not measured here; the peer comparison is peer/muster for times and muster/peer for rates (how many times better muster is), from our median.",
     "All actors and baseline tasks run on one thread (one actix system).",
 ];
 
@@ -506,7 +506,7 @@ pub struct BenchReport {
     pub machine: Machine,
     /// Runs per workload.
     pub runs: usize,
-    /// Task-count scale (1.0 = the counts of WORKLOADS.md).
+    /// Task-count scale (1.0 = the counts of docs/workloads.md).
     pub scale: f64,
     /// Workloads in order.
     pub workloads: Vec<WorkloadReport>,

@@ -1,4 +1,4 @@
-//! The workloads W1-W5 of `WORKLOADS.md` on muster, each beside its raw tokio and raw
+//! The workloads W1-W5 of `docs/workloads.md` on muster, each beside its raw tokio and raw
 //! actix baselines, measured in the same run on the same payload.
 //!
 //! Everything runs on the caller's actix system (one thread): a task stays on that thread

@@ -9,7 +9,7 @@ pub const NAMES: &[&str] = &["echo", "hop"];
 
 /// A built-in function agent by name:
 /// - `echo`: answers with its input;
-/// - `hop`: the benchmark hop of `WORKLOADS.md`: copies the payload, `hops += 1`,
+/// - `hop`: the benchmark hop of `docs/workloads.md`: copies the payload, `hops += 1`,
 ///   `last = <instance>`.
 pub fn builtin(name: &str) -> Option<Box<dyn AgentFactory>> {
     match name {

@@ -1,4 +1,4 @@
-//! `muster bench`: the coordination-overhead benchmark (W1-W5 of `WORKLOADS.md`) beside
+//! `muster bench`: the coordination-overhead benchmark (W1-W5 of `docs/workloads.md`) beside
 //! raw tokio and raw actix, with a progress bar on a terminal and `--json` for one
 //! document with every figure. The measuring lives in [`crate::bench`].
 

@@ -2,7 +2,7 @@
 //!
 //! Reads the journal, rebuilds each unfinished run ([`crate::workflow::recovery`]), loads
 //! its workflow from the file recorded when it started, and lets the engine finish it
-//! with the cast ([`crate::Muster::resume_run`]), journaling into the same file. Prints
+//! with the cast ([`WorkflowExt::resume_run`](crate::workflow::WorkflowExt::resume_run)), journaling into the same file. Prints
 //! the same summary as `muster run` for each run.
 
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@ use crate::journal::{Event, Recorder};
 use crate::messaging::CapabilityError;
 use crate::supervision::{ChildLink, Exit, StopActor};
 
-/// The registry actor. Sole writer of the [`CapabilityIndex`](super::CapabilityIndex).
+/// The registry actor. Sole writer of the [`CapabilityIndex`].
 pub struct Registry {
     index: Arc<CapabilityIndex>,
     recorder: Recorder,

@@ -6,7 +6,7 @@
 //! ([`Position`]): the step it was in, which of that step's task steps (the step itself, or
 //! the branches of a parallel join) completed, failed, or have a task in flight, and a
 //! gate's waiting state and decision. The engine then finishes the run from there
-//! ([`crate::Muster::resume_run`]). It upholds G1 across a crash (no step is lost: a
+//! ([`WorkflowExt::resume_run`](super::WorkflowExt::resume_run)). It upholds G1 across a crash (no step is lost: a
 //! step whose task was in flight is resubmitted) and G2 (no result is accepted twice: a
 //! step whose task has a `result_accepted` takes that output and is not run again; a
 //! resubmitted task keeps its id and leases above the highest epoch journaled, so an
