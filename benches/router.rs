@@ -1,6 +1,6 @@
 //! Router hot path: route + validate + deliver + reply to one function agent, beside raw
-//! tokio mpsc+oneshot and raw actix `send` on the same 5-field payload (WORKLOADS.md), and
-//! a whole delegation (owner, lease, contract check, journal) for comparison.
+//! tokio mpsc+oneshot and raw actix `send` on the same 5-field payload (docs/workloads.md),
+//! and a whole delegation (owner, lease, contract check, journal) for comparison.
 //!
 //! Run: `cargo bench --bench router`
 

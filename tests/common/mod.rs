@@ -44,7 +44,7 @@ pub fn real<F: Future>(f: F) -> F::Output {
     actix::System::new().block_on(f)
 }
 
-/// The 5-field benchmark payload schema of WORKLOADS.md.
+/// The 5-field benchmark payload schema of docs/workloads.md.
 pub fn payload_schema() -> Value {
     json!({"type": "object",
         "required": ["task_id", "hops", "last", "data", "score"],
