@@ -18,6 +18,7 @@ pub mod function;
 pub mod group;
 pub mod handle;
 pub mod instance;
+pub mod presence;
 pub mod protocol;
 pub mod sim;
 pub mod typed;
@@ -26,6 +27,5 @@ pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext
 pub use def::AgentDef;
 pub use function::FnAgent;
 pub use handle::{InstanceHandle, Mailbox};
-pub use protocol::{
-    AgentState, Assign, AttemptReport, Cancel, Directory, Kill, Presence, ReplyTo, Shutdown,
-};
+pub use presence::{Directory, Presence};
+pub use protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};

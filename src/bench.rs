@@ -20,6 +20,7 @@
 //! ```
 
 pub mod baseline;
+pub mod payload;
 pub mod report;
 pub mod workloads;
 

@@ -31,8 +31,9 @@ pub mod record;
 pub mod stats;
 pub mod task;
 
-pub use delegator::{Delegator, PendingOwner, SubmitError};
+pub use delegator::{Delegator, SubmitError};
 pub use handle::TaskHandle;
+pub use owner::{Accepted, Owners};
 pub use record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
 pub use stats::{Stats, StatsSnapshot};
 pub use task::{Backoff, Exhausted, Task};

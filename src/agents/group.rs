@@ -9,7 +9,8 @@ use actix::prelude::*;
 
 use super::def::AgentDef;
 use super::instance::{AgentInstance, InstanceConfig};
-use super::protocol::{Directory, Kill, Presence, Shutdown};
+use super::presence::{Directory, Presence};
+use super::protocol::{Kill, Shutdown};
 use crate::journal::Recorder;
 use crate::supervision::{
     ChildHandle, ChildLink, ChildSpec, Restart, Supervisor, SupervisorHandle,

@@ -29,9 +29,8 @@ use uuid::Uuid;
 
 use super::agent::{Agent, AgentError, AgentLink, Failure, TaskContext};
 use super::handle::{InstanceHandle, Mailbox};
-use super::protocol::{
-    AgentState, Assign, AttemptReport, Cancel, Directory, Kill, Presence, ReplyTo, Shutdown,
-};
+use super::presence::{Directory, Presence};
+use super::protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};
 use crate::supervision::{ChildLink, Exit};
 
 #[derive(Message)]

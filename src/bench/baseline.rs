@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::workloads::hop;
+use super::payload::{hop, payload};
 
 type Request = (Value, oneshot::Sender<Value>);
 
@@ -220,7 +220,7 @@ pub async fn tokio_recovery_once(i: u64) -> Option<std::time::Duration> {
         }
     });
     let c = crashed.clone();
-    let v = super::workloads::payload(i);
+    let v = payload(i);
     let failing = actix::spawn(async move {
         c.put(i);
         panic!("bench: the failing worker panics on every request");
@@ -282,7 +282,7 @@ pub async fn actix_recovery_once(i: u64) -> Option<std::time::Duration> {
     let started = Stamps::default();
     let crashy = Crashy(crashed.clone()).start();
     let healthy = Healthy(started.clone()).start();
-    let v = super::workloads::payload(i);
+    let v = payload(i);
     if crashy.send(Echo(v.clone())).await.is_ok() {
         return None;
     }

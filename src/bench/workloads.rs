@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::baseline::{self, ActixAgents, TokioAgents};
+pub use super::payload::{hop, payload};
 use super::report::{Collector, Unit};
 use super::BenchError;
 use crate::journal::{Event, Journal, MemoryJournal, Record};
@@ -60,19 +61,6 @@ next = "done"
 [steps.done]
 terminal = "done"
 "#;
-
-/// The 5-field payload of task `i`.
-pub fn payload(i: u64) -> Value {
-    json!({"task_id": i, "hops": 0, "last": "", "data": "hello world", "score": 0.5})
-}
-
-/// What every agent does: copy the payload, `hops += 1`, `last = name`.
-pub fn hop(mut v: Value, name: &str) -> Value {
-    let h = v["hops"].as_i64().unwrap_or(0) + 1;
-    v["hops"] = json!(h);
-    v["last"] = json!(name);
-    v
-}
 
 /// The payload schema as JSON.
 pub fn payload_schema() -> Result<Value, BenchError> {

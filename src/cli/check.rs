@@ -1,15 +1,14 @@
 //! `muster check`: the static checks of a workflow against the cast (the essay's three
 //! questions), printed with the file, the step and what to change.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::agents::load;
-use super::run::load_workflow;
 use super::{CastArgs, CliError, EXIT_FAILED, EXIT_OK};
-use crate::discovery::CapabilitySpec;
-use crate::runtime::AgentDef;
+use crate::agents::AgentDef;
+use crate::messaging::CapabilitySpec;
 use crate::workflow::{check, Finding, Workflow};
 use crate::SchemaStore;
 
@@ -80,4 +79,19 @@ pub fn run(args: CheckArgs) -> Result<i32, CliError> {
     let wf = load_workflow(&args.workflow, &store)?;
     let found = findings(&wf, &defs, &store);
     Ok(report(&wf, &found, args.json))
+}
+
+/// Loads and compiles a workflow file; every error names the file and the step (exit 2).
+pub(crate) fn load_workflow(path: &Path, store: &SchemaStore) -> Result<Workflow, CliError> {
+    Workflow::load(path, store).map_err(|errs| {
+        let text = errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        CliError::bad_input(
+            format!("invalid workflow:\n{text}"),
+            serde_json::to_value(&errs).unwrap_or_default(),
+        )
+    })
 }

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::agents::{load, start_with};
-use super::run::{
-    flush, load_workflow, open_journal, parse_durability, printer, report, Gates, EXIT_WAITING,
-};
+use super::check::load_workflow;
+use super::run::{flush, open_journal, parse_durability, printer, report, Gates, EXIT_WAITING};
 use super::{block_on, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use crate::journal::sqlite::read_journal;
 use crate::journal::{Durability, Journal};

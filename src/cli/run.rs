@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::agents::{load, start_with};
+use super::check::load_workflow;
 use super::{block_on, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use crate::journal::{Durability, Event, Journal, SqliteJournal};
 use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
 use crate::workflow::WorkflowExt;
 use crate::workflow::{recovery, RunOutcome, RunStatus, StepEvent, Workflow};
-use crate::SchemaStore;
 
 /// Exit code: the run waits at a human gate.
 pub const EXIT_WAITING: i32 = 3;
@@ -98,20 +98,6 @@ pub(crate) fn read_input(arg: Option<&str>, workflow: &Path) -> Result<Value, Cl
 }
 
 /// Loads a workflow file; errors name the file and the step.
-pub(crate) fn load_workflow(path: &Path, store: &SchemaStore) -> Result<Workflow, CliError> {
-    Workflow::load(path, store).map_err(|errs| {
-        let text = errs
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n");
-        CliError::bad_input(
-            format!("invalid workflow:\n{text}"),
-            serde_json::to_value(&errs).unwrap_or_default(),
-        )
-    })
-}
-
 pub(crate) fn print_event(e: &StepEvent) {
     match e {
         StepEvent::Entered { .. } => {}

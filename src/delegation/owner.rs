@@ -10,18 +10,132 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::delegator::Delegator;
 use super::protocol::{CancelTask, LeaseHeartbeat};
 use super::record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
+use super::stats::{Stats, StatsSnapshot};
 use super::task::{Exhausted, Task};
 use crate::agents::{AttemptReport, Failure, InstanceHandle, ReplyTo};
+use crate::discovery::Registry;
 use crate::discovery::{PickError, WaitFor};
 use crate::journal::{check_payload, Event, Recorder};
 use crate::messaging::{Capability, Envelope, Recipient};
+use crate::routing::Router;
+use crate::supervision::Named;
+
+/// What every task owner works with (the router, the registry's name, the counters, the
+/// grace an attempt gets past its deadline), and the table of live owners.
+pub struct Owners {
+    router: Router,
+    registry: Named<Registry>,
+    table: DashMap<Uuid, Addr<TaskOwner>>,
+    stats: Stats,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Owners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owners")
+            .field("live", &self.table.len())
+            .finish()
+    }
+}
+
+/// A task accepted (checked and journaled) whose owner is still to be started, on the
+/// runtime's thread, by [`Owners::start`].
+pub struct Accepted {
+    pub(super) task: Task,
+    pub(super) id: Uuid,
+    pub(super) waiter: oneshot::Sender<Outcome>,
+}
+
+impl Owners {
+    /// The owners' shared handles: they route through `router`, wait for agents on
+    /// `registry`, and let an attempt run `grace` past its deadline.
+    pub fn new(router: Router, registry: Named<Registry>, grace: Duration) -> Self {
+        Owners {
+            router,
+            registry,
+            table: DashMap::new(),
+            stats: Stats::default(),
+            grace,
+        }
+    }
+
+    /// The router owners deliver through.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The task counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Starts an accepted task's owner on the current arbiter and enters it in the table.
+    pub fn start(self: &Arc<Self>, a: Accepted) {
+        let contract = self.router.index().contract(&a.task.capability);
+        let addr = TaskOwner::new(self.clone(), a.task, a.id, contract, a.waiter).start();
+        self.table.insert(a.id, addr);
+    }
+
+    /// Cancels a live task; false if it had already ended (or is unknown).
+    pub async fn cancel(&self, task: Uuid, reason: &str) -> bool {
+        let addr = self.table.get(&task).map(|a| a.clone());
+        match addr {
+            Some(a) => a
+                .send(CancelTask {
+                    reason: reason.into(),
+                })
+                .await
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Cancels every live task (a shutdown); returns when each owner has answered.
+    pub async fn cancel_all(&self, reason: &str) {
+        let owners: Vec<Addr<TaskOwner>> = self.table.iter().map(|a| a.value().clone()).collect();
+        for o in owners {
+            let _ = o
+                .send(CancelTask {
+                    reason: reason.into(),
+                })
+                .await;
+        }
+    }
+
+    /// Hands a result from outside this runtime's instances to the owner of a live task,
+    /// fenced like any other answer (G2). False when no live task has this id.
+    pub fn deliver_result(&self, task: Uuid, agent: &str, epoch: u64, output: Value) -> bool {
+        match self.table.get(&task).map(|a| a.clone()) {
+            Some(addr) => {
+                addr.do_send(AttemptReport::new(
+                    task,
+                    epoch,
+                    Arc::from(agent),
+                    Ok(output),
+                ));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The task counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Live tasks (owners not yet ended).
+    pub fn live(&self) -> usize {
+        self.table.len()
+    }
+}
 
 struct ActiveLease {
     handle: Arc<InstanceHandle>,
@@ -33,7 +147,7 @@ struct ActiveLease {
 
 /// The owner of one task.
 pub struct TaskOwner {
-    delegator: Arc<Delegator>,
+    owners: Arc<Owners>,
     recorder: Recorder,
     task: Task,
     contract: Option<Arc<Capability>>,
@@ -62,13 +176,13 @@ const FULL_POLL_MAX: Duration = Duration::from_millis(32);
 
 impl TaskOwner {
     pub(super) fn new(
-        delegator: Arc<Delegator>,
+        owners: Arc<Owners>,
         task: Task,
         id: Uuid,
         contract: Option<Arc<Capability>>,
         waiter: oneshot::Sender<Outcome>,
     ) -> Self {
-        let recorder = delegator.router.recorder().clone();
+        let recorder = owners.router.recorder().clone();
         let now = recorder.now_ms();
         let record = TaskRecord::new(
             id,
@@ -79,7 +193,7 @@ impl TaskOwner {
         let topic: Arc<str> = Arc::from(task.capability.as_str());
         let sender: Arc<str> = Arc::from(task.sender.as_str());
         TaskOwner {
-            delegator,
+            owners,
             recorder,
             deadline: tokio::time::Instant::now() + task.overall(),
             epoch: task.min_epoch,
@@ -123,12 +237,7 @@ impl TaskOwner {
         // The contract may be unknown if the task was submitted before any agent declared
         // the capability: check the input now, before anything is leased (G3).
         if self.contract.is_none() {
-            if let Some(c) = self
-                .delegator
-                .router
-                .index()
-                .contract(&self.task.capability)
-            {
+            if let Some(c) = self.owners.router.index().contract(&self.task.capability) {
                 if let Err(e) = c.input.validate(&self.task.input) {
                     self.escalate(
                         format!("input violates the capability's contract: {e}"),
@@ -140,7 +249,7 @@ impl TaskOwner {
             }
         }
         match self
-            .delegator
+            .owners
             .router
             .index()
             .pick(&self.task.capability, &self.excluded)
@@ -195,7 +304,7 @@ impl TaskOwner {
         }
         self.waiting_for_agent = true;
         let (tx, rx) = oneshot::channel();
-        self.delegator.registry.get().do_send(WaitFor {
+        self.owners.registry.get().do_send(WaitFor {
             capability: Arc::from(self.task.capability.as_str()),
             tx,
         });
@@ -223,7 +332,7 @@ impl TaskOwner {
         if attempt > 1 {
             // Counted when the task actually moves to another agent, not when an attempt
             // fails (it may then wait, or be escalated, instead).
-            self.delegator.stats.reassigned();
+            self.owners.stats.reassigned();
         }
         let _span = tracing::debug_span!(
             "lease",
@@ -240,7 +349,7 @@ impl TaskOwner {
         let deadline = now + self.task.timeout;
         let contract = self.contract.as_ref();
         let envelope = Arc::new(Envelope {
-            id: self.delegator.router.ids().next(now_ms),
+            id: self.owners.router.ids().next(now_ms),
             correlation_id: self.record.correlation,
             causation_id: self.last_envelope,
             topic: self.topic.clone(),
@@ -302,7 +411,7 @@ impl TaskOwner {
         };
         self.last_envelope = Some(envelope.id);
         self.outstanding.push(epoch);
-        self.delegator.router.deliver(
+        self.owners.router.deliver(
             &handle,
             envelope,
             deadline,
@@ -378,7 +487,7 @@ impl TaskOwner {
             reason: failure.reason().into(),
             detail: failure.detail(),
         });
-        self.delegator.stats.attempt_failed();
+        self.owners.stats.attempt_failed();
         if !self.excluded.contains(&handle.id) {
             self.excluded.push(handle.id.clone());
         }
@@ -400,7 +509,7 @@ impl TaskOwner {
         if current != Some(epoch) || self.done() {
             // A result from a superseded epoch: fenced (G2).
             self.record.stale_rejected += 1;
-            self.delegator.stats.stale();
+            self.owners.stats.stale();
             self.recorder.record(Event::ResultStale {
                 task: self.record.id,
                 agent,
@@ -452,8 +561,8 @@ impl TaskOwner {
     fn finish(&mut self, status: TaskStatus, ctx: &mut Context<Self>) {
         self.record.status = status;
         self.record.ended_ms = Some(self.recorder.now_ms());
-        self.delegator.stats.ended(status);
-        self.delegator.owners.remove(&self.record.id);
+        self.owners.stats.ended(status);
+        self.owners.table.remove(&self.record.id);
         if let Some(w) = self.waiter.take() {
             // With no lease left to answer, nothing reads the record again but `done()`:
             // hand the output and the history over instead of copying them.
@@ -480,7 +589,7 @@ impl TaskOwner {
         self.maybe_stop(ctx);
         if !self.outstanding.is_empty() {
             // Bound the lingering: every agent answers by its deadline plus grace.
-            let linger = self.task.timeout + self.delegator.grace + Duration::from_secs(1);
+            let linger = self.task.timeout + self.owners.grace + Duration::from_secs(1);
             ctx.run_later(linger, |_, ctx| ctx.stop());
         }
     }
@@ -537,8 +646,8 @@ impl Drop for TaskOwner {
                 to: "dead_letter".into(),
                 reason,
             });
-            self.delegator.stats.ended(TaskStatus::Escalated);
-            self.delegator.owners.remove(&self.record.id);
+            self.owners.stats.ended(TaskStatus::Escalated);
+            self.owners.table.remove(&self.record.id);
             if let Some(w) = self.waiter.take() {
                 let _ = w.send(self.record.clone());
             }

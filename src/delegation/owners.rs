@@ -12,20 +12,20 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::delegator::Delegator;
+use super::owner::Owners;
 use crate::supervision::{ChildLink, Exit, StopActor};
 
 /// The owner supervisor actor.
 pub struct OwnerSupervisor {
-    delegator: Arc<Delegator>,
+    owners: Arc<Owners>,
     link: Option<ChildLink>,
 }
 
 impl OwnerSupervisor {
-    /// The supervisor of `delegator`'s owners, reporting its exit through `link`.
-    pub fn new(delegator: Arc<Delegator>, link: ChildLink) -> Self {
+    /// The supervisor of `owners`, reporting its exit through `link`.
+    pub fn new(owners: Arc<Owners>, link: ChildLink) -> Self {
         OwnerSupervisor {
-            delegator,
+            owners,
             link: Some(link),
         }
     }
@@ -45,9 +45,9 @@ impl Handler<StopActor> for OwnerSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: StopActor, _: &mut Self::Context) -> Self::Result {
-        let delegator = self.delegator.clone();
+        let owners = self.owners.clone();
         Box::pin(
-            async move { delegator.cancel_all("the runtime is shutting down").await }
+            async move { owners.cancel_all("the runtime is shutting down").await }
                 .into_actor(self)
                 .map(|(), _, ctx| ctx.stop()),
         )

@@ -147,3 +147,10 @@ impl MusterBuilder {
         Ok(muster)
     }
 }
+
+impl Muster {
+    /// A builder.
+    pub fn builder() -> MusterBuilder {
+        MusterBuilder::default()
+    }
+}

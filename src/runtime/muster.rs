@@ -12,7 +12,6 @@ use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::builder::MusterBuilder;
 use super::config::{RuntimeConfig, StartError};
 use super::extensions::Extensions;
 use crate::agents::group::{self, GroupContext};
@@ -35,7 +34,7 @@ pub(super) struct Inner {
     pub(super) ids: Arc<IdGen>,
     pub(super) dead_letters: Arc<DeadLetters>,
     pub(super) router: Router,
-    pub(super) delegator: Arc<Delegator>,
+    pub(super) delegator: Delegator,
     pub(super) registry: Named<Registry>,
     pub(super) router_actor: Named<RouterActor>,
     pub(super) agents: Named<Supervisor>,
@@ -84,11 +83,6 @@ impl std::fmt::Debug for Muster {
 }
 
 impl Muster {
-    /// A builder.
-    pub fn builder() -> MusterBuilder {
-        MusterBuilder::default()
-    }
-
     fn check_running(&self) -> Result<(), String> {
         match &*self.inner.stopped.borrow() {
             Some(r) => Err(r.clone()),
@@ -214,10 +208,14 @@ impl Muster {
     /// capability is declared), starts its owner and returns at once.
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         self.check_running().map_err(SubmitError::Stopped)?;
-        let (handle, owner) = self.inner.delegator.accept(task)?;
+        let (handle, accepted) = self.inner.delegator.accept(task)?;
+        let owners = self.inner.delegator.owners();
         if self.on_runtime_thread() {
-            owner.start();
-        } else if !self.inner.arbiter.spawn_fn(move || owner.start()) {
+            owners.start(accepted);
+        } else if !self.inner.arbiter.spawn_fn({
+            let owners = owners.clone();
+            move || owners.start(accepted)
+        }) {
             return Err(SubmitError::Stopped("the runtime's arbiter is gone".into()));
         }
         Ok(handle)
@@ -232,6 +230,7 @@ impl Muster {
     pub async fn cancel(&self, task: Uuid) -> bool {
         self.inner
             .delegator
+            .owners()
             .cancel(task, "cancelled by the API")
             .await
     }
@@ -269,12 +268,12 @@ impl Muster {
 
     /// Task counters.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.delegator.stats()
+        self.inner.delegator.owners().snapshot()
     }
 
     /// Live tasks.
     pub fn live_tasks(&self) -> usize {
-        self.inner.delegator.live_tasks()
+        self.inner.delegator.owners().live()
     }
 
     /// The runtime's value of type `T` (made with `T::default()` on first use): state that
@@ -333,6 +332,7 @@ impl Muster {
     pub fn deliver_result(&self, task: Uuid, agent: &str, epoch: u64, output: Value) -> bool {
         self.inner
             .delegator
+            .owners()
             .deliver_result(task, agent, epoch, output)
     }
 

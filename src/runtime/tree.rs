@@ -25,7 +25,7 @@ use super::muster::Inner;
 use crate::agents::group::GroupContext;
 use crate::agents::Directory;
 use crate::delegation::owners::OwnerSupervisor;
-use crate::delegation::Delegator;
+use crate::delegation::{Delegator, Owners};
 use crate::discovery::{CapabilityIndex, Registry};
 use crate::ids::IdGen;
 use crate::journal::Recorder;
@@ -66,11 +66,8 @@ pub(super) fn start(p: Parts) -> Inner {
     let registry: Named<Registry> = Named::new();
     let router_actor: Named<RouterActor> = Named::new();
     let agents: Named<Supervisor> = Named::new();
-    let delegator = Arc::new(Delegator::new(
-        router.clone(),
-        registry.clone(),
-        config.grace,
-    ));
+    let owners = Arc::new(Owners::new(router.clone(), registry.clone(), config.grace));
+    let delegator = Delegator::new(owners.clone());
     let directory = {
         let registry = registry.clone();
         Directory::new(move |p| registry.get().do_send(p))
@@ -126,13 +123,13 @@ pub(super) fn start(p: Parts) -> Inner {
             )
         })
         .child({
-            let delegator = delegator.clone();
+            let owners = owners.clone();
             ChildSpec::new(
                 "owners",
                 Restart::Permanent,
                 Duration::from_secs(30),
                 move |link| {
-                    let addr = OwnerSupervisor::new(delegator.clone(), link).start();
+                    let addr = OwnerSupervisor::new(owners.clone(), link).start();
                     Ok(Box::new(StopHandle(addr.recipient())) as Box<dyn ChildHandle>)
                 },
             )

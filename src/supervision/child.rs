@@ -9,8 +9,19 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::Notify;
 
-use super::protocol::ChildExited;
 use super::restart::{Exit, Restart};
+
+/// A child's exit, reported to its supervisor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    /// Child id.
+    pub id: Arc<str>,
+    /// The start generation that exited.
+    pub generation: u64,
+    /// How.
+    pub exit: Exit,
+}
 
 /// Set once a child has reported its exit; a supervisor stopping the child waits on it.
 #[derive(Debug, Default)]

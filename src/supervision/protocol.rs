@@ -7,20 +7,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde::Serialize;
 
+pub use super::child::ChildExited;
 use super::child::ChildSpec;
-use super::restart::{Exit, Restart};
-
-/// A child's exit, reported to its supervisor.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct ChildExited {
-    /// Child id.
-    pub id: Arc<str>,
-    /// The start generation that exited.
-    pub generation: u64,
-    /// How.
-    pub exit: Exit,
-}
+use super::restart::Restart;
 
 /// Adds and starts a child (appended: last in start order).
 #[derive(Message)]
