@@ -171,6 +171,30 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// Runs an async body on a fresh actix system (the runtime's home thread).
+/// Resolves when the process is asked to stop: Ctrl-C (exit code 130) or SIGTERM (143),
+/// so that both cancel the running tasks, stop the agents and flush the journal.
+pub(crate) async fn interrupted() -> i32 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => 130,
+                _ = term.recv() => 143,
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                130
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        130
+    }
+}
+
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     actix::System::new().block_on(f)
 }

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 pub use event::{Event, Record};
 pub use memory::MemoryJournal;
-pub use recorder::Recorder;
+pub use recorder::{Recorder, Unwritten};
 pub use sqlite::{Durability, SqliteJournal};
 
 /// Where events go.
@@ -37,8 +37,9 @@ pub use sqlite::{Durability, SqliteJournal};
 ///
 /// let j = MemoryJournal::default();
 /// let seq = j.append(1_000, Event::Note { text: "started".into() });
-/// j.sync_point(seq); // a no-op in memory; waits for the disk with `Durability::Sync`
+/// j.sync_point(seq); // a no-op in memory; waits for the writer with SQLite
 /// assert_eq!(j.len(), 1);
+/// assert!(j.watermark().is_none()); // in memory, `append` is the write
 /// ```
 pub trait Journal: Send + Sync + std::fmt::Debug {
     /// Appends an event stamped `at_ms`; returns its sequence number (from 1).
@@ -51,23 +52,50 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Blocks until record `seq` is durable, when the backend promises durability before
-    /// acknowledgement (SQLite with [`Durability::Sync`]); a no-op otherwise.
-    ///
-    /// The runtime calls it before it acknowledges a task's terminal state to the waiter,
-    /// off the actor thread, when [`Journal::acknowledges_durably`] is true.
+    /// Blocks until record `seq` is written, for a journal that writes behind `append`
+    /// (SQLite: in the file, and synced with [`Durability::Sync`]); a no-op otherwise.
+    /// For callers outside the runtime's thread; the runtime itself awaits the
+    /// [`Journal::watermark`] instead.
     fn sync_point(&self, seq: u64) {
         let _ = seq;
     }
-    /// Whether [`Journal::sync_point`] may block (the runtime then waits for it on a
-    /// blocking thread rather than on the actor's). False by default.
-    fn acknowledges_durably(&self) -> bool {
-        false
+    /// For a journal that writes behind `append` (SQLite: records go to a writer thread
+    /// that commits them in groups), how far it has written. The runtime waits on it
+    /// before it reports or acts on a record — a task's outcome returned to its caller, a
+    /// workflow step's completion, a gate, a run's end — so nothing is acknowledged that
+    /// a crash of the process could lose. `None` (the default) for a journal whose
+    /// `append` is the write (memory).
+    fn watermark(&self) -> Option<tokio::sync::watch::Receiver<Watermark>> {
+        None
     }
     /// The largest serialized payload this journal accepts, in bytes (see
     /// [`check_payload`]).
     fn max_payload_bytes(&self) -> usize {
         JournalConfig::default().max_payload_bytes
+    }
+}
+
+/// How far a journal that writes behind `append` has got (see [`Journal::watermark`]).
+///
+/// # Example
+/// ```
+/// use muster::journal::Watermark;
+///
+/// let w = Watermark { written: 7, stopped: false };
+/// assert!(w.covers(7) && !w.covers(8));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Watermark {
+    /// Every record up to this sequence number is written.
+    pub written: u64,
+    /// The writer has stopped (closed, or failed): `written` moves no more.
+    pub stopped: bool,
+}
+
+impl Watermark {
+    /// Whether record `seq` is written.
+    pub fn covers(&self, seq: u64) -> bool {
+        self.written >= seq
     }
 }
 
@@ -77,7 +105,7 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
 /// ```
 /// use muster::journal::JournalConfig;
 ///
-/// let c = JournalConfig { max_payload_bytes: 1 << 20 };
+/// let c = JournalConfig { max_payload_bytes: 1 << 20, ..JournalConfig::default() };
 /// assert!(c.max_payload_bytes < JournalConfig::default().max_payload_bytes);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,12 +113,17 @@ pub struct JournalConfig {
     /// The largest serialized payload (task input or output) accepted, in bytes.
     /// Default 4 MiB.
     pub max_payload_bytes: usize,
+    /// Fault injection: the SQLite writer waits this long before every commit, as a slow
+    /// disk would (`muster run` reads it from `MUSTER_JOURNAL_COMMIT_DELAY`, e.g. `20ms`).
+    /// For failure drills and tests; zero by default.
+    pub commit_delay: std::time::Duration,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             max_payload_bytes: 4 * 1024 * 1024,
+            commit_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -157,6 +190,14 @@ pub enum JournalError {
         message: String,
         /// The last record known to be on disk.
         durable: u64,
+    },
+    /// Another process holds the journal: one writer per journal file.
+    #[error("{}: the journal is in use by another muster process (pid {pid}); one process writes a journal at a time: wait for it to end, or give this one another --journal", path.display())]
+    Locked {
+        /// The journal file.
+        path: PathBuf,
+        /// The process holding it, as its lock file says (`unknown` if unreadable).
+        pid: String,
     },
     /// A payload over the journal's size limit.
     #[error(

@@ -242,6 +242,7 @@ fn an_input_over_the_journal_limit_is_refused_naming_the_task_and_size() {
     let dir = tempfile::tempdir().unwrap();
     let config = JournalConfig {
         max_payload_bytes: 1024,
+        ..JournalConfig::default()
     };
     let journal = Arc::new(
         SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config).unwrap(),

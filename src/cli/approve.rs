@@ -9,10 +9,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::run::{flush, open_journal};
 use super::CliError;
-use crate::journal::sqlite::read_journal;
-use crate::journal::{Durability, Event, Journal};
+use crate::journal::sqlite::{decide_gate, read_journal, DecideError};
 use crate::workflow::recovery::{self, RecoveredRun};
 
 /// Arguments of `muster approve`.
@@ -108,22 +106,23 @@ pub fn run(args: ApproveArgs) -> Result<(), CliError> {
             ));
         }
     }
-    let journal = open_journal(&args.journal, Durability::Sync)?;
     let approved = !args.reject;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let seq = journal.append(
-        now,
-        Event::GateDecided {
-            run,
-            gate: args.gate.clone(),
-            approved,
-            reason: args.reason.clone(),
-        },
-    );
-    flush(&journal)?;
+    // One compare-and-set transaction: of two deciders racing, one wins and the other is
+    // told the decision that stands.
+    let seq = decide_gate(&args.journal, run, &args.gate, approved, &args.reason, now)
+        .map_err(|e| match e {
+            DecideError::AlreadyDecided {
+                approved, seq, ..
+            } => CliError::bad_input(
+                format!("{e}; `muster resume` continues the run"),
+                json!({"run": run, "gate": args.gate, "decided": {"approved": approved, "seq": seq}}),
+            ),
+            other => CliError::bad_input(other.to_string(), details.clone()),
+        })?;
     let verb = if approved { "approved" } else { "rejected" };
     if args.json {
         println!(

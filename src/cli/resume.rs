@@ -13,7 +13,7 @@ use serde_json::json;
 use super::agents::{load, start_with};
 use super::check::load_workflow;
 use super::run::{flush, open_journal, parse_durability, printer, report, Gates, EXIT_WAITING};
-use super::{block_on, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
+use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use crate::journal::sqlite::read_journal;
 use crate::journal::{Durability, Journal};
 use crate::workflow::engine::RunOptions;
@@ -124,15 +124,18 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         };
         let done = tokio::select! {
             d = all => d,
-            _ = tokio::signal::ctrl_c() => {
+            code = interrupted() => {
                 eprintln!("interrupted: cancelling the running tasks (`muster resume` again finishes the runs)");
                 muster.shutdown().await;
                 let _ = journal.flush();
-                return Ok(130);
+                return Ok(code);
             }
         };
         drop(tx);
         let _ = printer.await;
+        // The summaries claim only what the journal holds.
+        muster.shutdown().await;
+        flush(&journal)?;
         let mut codes = Vec::new();
         for o in &outcomes {
             codes.push(report(
@@ -142,8 +145,6 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
                 &args.journal,
             ));
         }
-        muster.shutdown().await;
-        flush(&journal)?;
         done?;
         Ok(if codes.contains(&EXIT_FAILED) {
             EXIT_FAILED

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use super::agents::{load, start_with};
 use super::check::load_workflow;
-use super::{block_on, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
-use crate::journal::{Durability, Event, Journal, SqliteJournal};
+use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
+use crate::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal};
 use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
 use crate::workflow::WorkflowExt;
@@ -49,12 +49,26 @@ pub(crate) fn parse_durability(s: &str) -> Result<Durability, String> {
     s.parse()
 }
 
-/// Opens (or creates) a journal for writing; errors are bad input naming the file.
+/// The fault-injection variable: a pause before every journal commit (a slow disk).
+pub(crate) const COMMIT_DELAY_VAR: &str = "MUSTER_JOURNAL_COMMIT_DELAY";
+
+/// Opens (or creates) a journal for writing, holding its lock; errors are bad input naming
+/// the file (another process holding it: the holder's pid). `MUSTER_JOURNAL_COMMIT_DELAY`
+/// (`"20ms"`) slows every commit down, for failure drills.
 pub(crate) fn open_journal(
     path: &Path,
     durability: Durability,
 ) -> Result<Arc<SqliteJournal>, CliError> {
-    SqliteJournal::open(path, durability)
+    let mut config = JournalConfig::default();
+    if let Ok(v) = std::env::var(COMMIT_DELAY_VAR) {
+        config.commit_delay = humantime::parse_duration(v.trim()).map_err(|e| {
+            CliError::bad_input(
+                format!("{COMMIT_DELAY_VAR}=`{v}` is not a duration ({e}); write e.g. \"20ms\""),
+                json!({"variable": COMMIT_DELAY_VAR, "value": v}),
+            )
+        })?;
+    }
+    SqliteJournal::open_with(path, durability, config)
         .map(Arc::new)
         .map_err(|e| CliError::bad_input(e.to_string(), json!({"journal": path})))
 }
@@ -218,24 +232,25 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         };
         let outcome = tokio::select! {
             o = run => o,
-            _ = tokio::signal::ctrl_c() => {
+            code = interrupted() => {
                 eprintln!("interrupted: cancelling the running tasks (`muster resume` finishes the run)");
                 muster.shutdown().await;
                 let _ = journal.flush();
-                return Ok(130);
+                return Ok(code);
             }
         };
         drop(gates);
         let _ = printer.await;
-        let code = report(
-            &outcome?,
+        let outcome = outcome?;
+        // The summary claims only what the journal holds.
+        muster.shutdown().await;
+        flush(&journal)?;
+        Ok(report(
+            &outcome,
             wall.elapsed().as_millis(),
             json_out,
             &args.journal,
-        );
-        muster.shutdown().await;
-        flush(&journal)?;
-        Ok(code)
+        ))
     })
 }
 
@@ -326,36 +341,14 @@ impl Gates<'_> {
                 stop_at_gates: true,
                 run_id: None,
             };
-            let next = self
+            // The resumed run's outcome covers the whole run.
+            outcome = self
                 .muster
                 .resume_run(self.wf.clone(), rec, opts)
                 .await
                 .map_err(|e| CliError::failed(e.to_string(), json!({})))?;
-            outcome = merge(outcome, next);
         }
         Ok(outcome)
-    }
-}
-
-/// One outcome for a run finished in parts (before and after a gate, or a crash).
-pub(crate) fn merge(a: RunOutcome, b: RunOutcome) -> RunOutcome {
-    let mut steps = a.steps;
-    steps.extend(b.steps);
-    let mut owners = a.owners;
-    owners.extend(b.owners);
-    owners.sort();
-    owners.dedup();
-    RunOutcome {
-        run: b.run,
-        workflow: b.workflow,
-        status: b.status,
-        handoffs: a.handoffs + b.handoffs,
-        reassignments: a.reassignments + b.reassignments,
-        stale_rejected: a.stale_rejected + b.stale_rejected,
-        steps,
-        owners,
-        outputs: b.outputs,
-        duration_ms: a.duration_ms + b.duration_ms,
     }
 }
 

@@ -573,17 +573,29 @@ impl TaskOwner {
             } else {
                 self.record.clone()
             };
-            let journal = self.recorder.journal().clone();
-            if journal.acknowledges_durably() {
-                // `Durability::Sync`: acknowledge only once the terminal event (the last
-                // one appended, or an earlier one) is on disk; wait off the actor thread.
-                let seq = journal.len();
-                tokio::task::spawn_blocking(move || {
-                    journal.sync_point(seq);
+            // Nothing is acknowledged before it is written: the outcome goes to its caller
+            // once the journal has written the terminal event (the last one appended, or
+            // an earlier one); a journal whose `append` is the write answers at once.
+            let seq = self.recorder.journal().len();
+            match self.recorder.until_written(seq) {
+                None => {
                     let _ = w.send(record);
-                });
-            } else {
-                let _ = w.send(record);
+                }
+                Some(written) => {
+                    let task = self.record.id;
+                    actix::spawn(async move {
+                        match written.await {
+                            Ok(()) => {
+                                let _ = w.send(record);
+                            }
+                            // The caller gets no outcome the journal does not hold; the
+                            // journal's failure is what `flush` and the CLI report.
+                            Err(e) => {
+                                tracing::error!(%task, error = %e, "task outcome not acknowledged")
+                            }
+                        }
+                    });
+                }
             }
         }
         self.maybe_stop(ctx);

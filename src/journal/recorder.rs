@@ -2,10 +2,13 @@
 //! that stamps its records), so that no actor needs more of the runtime than this to
 //! write history.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::event::Event;
-use super::Journal;
+use super::{Journal, Watermark};
 use crate::clock::Clock;
 
 /// A journal and the runtime clock: appends events stamped with the runtime's time.
@@ -28,12 +31,66 @@ use crate::clock::Clock;
 pub struct Recorder {
     journal: Arc<dyn Journal>,
     clock: Clock,
+    watermark: Option<watch::Receiver<Watermark>>,
+}
+
+/// A record the journal could not write (its writer failed or stopped first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the journal stopped before it wrote record {seq} (written up to {written})")]
+pub struct Unwritten {
+    /// The record waited for.
+    pub seq: u64,
+    /// How far the journal got.
+    pub written: u64,
 }
 
 impl Recorder {
     /// A recorder writing to `journal`, stamping with `clock`.
     pub fn new(journal: Arc<dyn Journal>, clock: Clock) -> Self {
-        Recorder { journal, clock }
+        let watermark = journal.watermark();
+        Recorder {
+            journal,
+            clock,
+            watermark,
+        }
+    }
+
+    /// What to await before reporting or acting on record `seq`: `None` when it is
+    /// written already (or the journal's `append` is the write), else a future that ends
+    /// once the journal has written it, or fails if the journal stops first.
+    pub fn until_written(
+        &self,
+        seq: u64,
+    ) -> Option<impl Future<Output = Result<(), Unwritten>> + 'static> {
+        let rx = self.watermark.as_ref()?;
+        if rx.borrow().covers(seq) {
+            return None;
+        }
+        let mut rx = rx.clone();
+        Some(async move {
+            let reached = rx
+                .wait_for(|w| w.covers(seq) || w.stopped)
+                .await
+                .map(|w| *w);
+            match reached {
+                Ok(w) if w.covers(seq) => Ok(()),
+                Ok(w) => Err(Unwritten {
+                    seq,
+                    written: w.written,
+                }),
+                Err(_) => Err(Unwritten { seq, written: 0 }),
+            }
+        })
+    }
+
+    /// Appends `event` stamped now and returns once the journal has written it (at once
+    /// for a journal whose `append` is the write).
+    pub async fn record_written(&self, event: Event) -> Result<u64, Unwritten> {
+        let seq = self.record(event);
+        if let Some(w) = self.until_written(seq) {
+            w.await?;
+        }
+        Ok(seq)
     }
 
     /// Appends `event` stamped now; returns its sequence number.

@@ -26,10 +26,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Event, Journal, JournalConfig, JournalError, Record};
+use super::{Event, Journal, JournalConfig, JournalError, Record, Watermark};
 
 /// The value of `meta.format` in every muster journal.
 pub const FORMAT: &str = "muster-journal";
@@ -74,12 +75,13 @@ CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// `synchronous=FULL`: every group commit is synced to disk, and the runtime
-    /// acknowledges a task's terminal state only once the batch holding it is on disk
-    /// ([`Journal::sync_point`]). Survives power loss.
+    /// `synchronous=FULL`: every group commit is synced to disk before the runtime reports
+    /// or acts on any record in it. Survives a crash of the process and a power loss.
     Sync,
-    /// `synchronous=NORMAL` in WAL mode, batched commits, acknowledgements do not wait.
-    /// Survives a crash of the process; the last commits can be lost on power loss.
+    /// `synchronous=NORMAL` in WAL mode: every group commit is written to the file (the
+    /// WAL) before the runtime reports or acts on any record in it, without waiting for
+    /// the disk to sync. Survives a crash of the process (SIGKILL, panic, OOM kill); the
+    /// last commits can be lost on a power loss or a kernel crash.
     #[default]
     Relaxed,
 }
@@ -116,10 +118,43 @@ struct State {
     closed: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
     state: Mutex<State>,
     changed: Condvar,
+    /// The same progress for async waiters (the runtime's actors).
+    watermark: watch::Sender<Watermark>,
+}
+
+impl Progress {
+    fn new(durable: u64) -> Self {
+        let (watermark, _) = watch::channel(Watermark {
+            written: durable,
+            stopped: false,
+        });
+        Progress {
+            state: Mutex::new(State {
+                durable,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            watermark,
+        }
+    }
+
+    /// Wakes every waiter with the state `s` (taken under the lock, published after).
+    fn publish(&self, durable: u64, stopped: bool) {
+        self.changed.notify_all();
+        self.watermark.send_if_modified(|w| {
+            let next = Watermark {
+                written: durable,
+                stopped,
+            };
+            let changed = *w != next;
+            *w = next;
+            changed
+        });
+    }
 }
 
 /// A journal in one SQLite file (WAL mode), written by one thread in group commits.
@@ -153,6 +188,8 @@ pub struct SqliteJournal {
     progress: Arc<Progress>,
     reader: Mutex<Option<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The lock file, held (flock) while this journal is open: one writer per journal.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -206,13 +243,20 @@ impl SqliteJournal {
         config: JournalConfig,
     ) -> Result<Self, JournalError> {
         let path = path.as_ref().to_path_buf();
-        if probe(&path)? == Probe::Absent {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(io)?;
             }
+        }
+        // One writer per journal: the lock is taken before the file is looked at, so two
+        // processes never both create, recover or append to it.
+        let lock = lock(&path)?;
+        if probe(&path)? == Probe::Absent {
+            create(&path)?;
         }
         let sql = |context: &str| {
             let path = path.clone();
@@ -234,25 +278,18 @@ impl SqliteJournal {
             .map_err(sql("set synchronous"))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sql("set busy timeout"))?;
-        conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA}
-             INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
-             INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '{VERSION}');
-             COMMIT;"
-        ))
-        .map_err(sql("create the tables"))?;
         let last: i64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql("read the last sequence number"))?;
         let last = last.max(0) as u64;
-        let progress = Arc::new(Progress::default());
-        progress.state.lock().durable = last;
+        let progress = Arc::new(Progress::new(last));
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
             rx,
             progress: progress.clone(),
             correlations: HashMap::new(),
+            commit_delay: config.commit_delay,
         };
         let handle = std::thread::Builder::new()
             .name("muster-journal".into())
@@ -270,6 +307,7 @@ impl SqliteJournal {
             progress,
             reader: Mutex::new(None),
             writer: Mutex::new(Some(handle)),
+            _lock: lock,
         })
     }
 
@@ -383,17 +421,17 @@ impl SqliteJournal {
     ///
     /// # Example
     /// ```
+    /// use muster::journal::sqlite::decide_gate;
     /// use muster::journal::{Durability, Event, Journal, SqliteJournal};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
     /// let path = dir.path().join("j.db");
+    /// let run = uuid::Uuid::now_v7();
     /// let waiting = SqliteJournal::open(&path, Durability::Relaxed)?;
-    /// waiting.append(0, Event::Note { text: "waiting at a gate".into() });
+    /// waiting.append(0, Event::GateWaiting { run, gate: "ok".into(), question: "?".into() });
     /// waiting.flush()?;
-    /// let other = SqliteJournal::open(&path, Durability::Relaxed)?; // another process
-    /// other.append(0, Event::Note { text: "decided".into() });
-    /// other.close()?;
+    /// decide_gate(&path, run, "ok", true, "", 1)?; // what `muster approve` does, elsewhere
     /// assert_eq!(waiting.catch_up()?, 2);
     /// assert_eq!(waiting.append(0, Event::Note { text: "going on".into() }), 3);
     /// assert_eq!(waiting.read_after(0).len(), 3);
@@ -415,8 +453,9 @@ impl SqliteJournal {
             s.durable = max;
             s.ahead.retain(|seq| *seq > max);
         }
+        let (durable, stopped) = (s.durable, s.closed || s.failed.is_some());
         drop(s);
-        self.progress.changed.notify_all();
+        self.progress.publish(durable, stopped);
         let before = self.last.fetch_max(max, Ordering::AcqRel);
         Ok(before.max(max))
     }
@@ -459,15 +498,13 @@ impl Journal for SqliteJournal {
     }
 
     fn sync_point(&self, seq: u64) {
-        if self.durability == Durability::Sync {
-            if let Err(e) = self.wait_durable(seq) {
-                tracing::error!(error = %e, seq, "a result was acknowledged without being on disk");
-            }
+        if let Err(e) = self.wait_durable(seq) {
+            tracing::error!(error = %e, seq, "waiting for the journal to write a record");
         }
     }
 
-    fn acknowledges_durably(&self) -> bool {
-        self.durability == Durability::Sync
+    fn watermark(&self) -> Option<watch::Receiver<Watermark>> {
+        Some(self.progress.watermark.subscribe())
     }
 
     fn max_payload_bytes(&self) -> usize {
@@ -550,6 +587,7 @@ fn probe(path: &Path) -> Result<Probe, JournalError> {
         });
     }
     drop(f);
+    recover_hot_journal(path)?;
     let conn = open_read_only(path)?;
     let not_sqlite = |e: rusqlite::Error| JournalError::NotSqlite {
         path: path.to_path_buf(),
@@ -607,6 +645,296 @@ fn probe(path: &Path) -> Result<Probe, JournalError> {
         });
     }
     Ok(Probe::Journal)
+}
+
+/// A rollback journal left beside a database by a process killed mid-transaction (a
+/// "hot journal") makes read-only opens fail; a read-write open rolls it back, as SQLite
+/// does for any connection that can write. (A muster journal runs in WAL mode and leaves
+/// none; a file whose creation was interrupted by an older build could.)
+fn recover_hot_journal(path: &Path) -> Result<(), JournalError> {
+    let hot = sibling(path, "-journal", "");
+    if std::fs::metadata(&hot).map_or(true, |m| m.len() == 0) {
+        return Ok(());
+    }
+    let sql = |source| JournalError::Sqlite {
+        path: path.to_path_buf(),
+        context: "roll back the hot journal left by a killed process".into(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sql)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name, plus `extra`.
+fn sibling(path: &Path, suffix: &str, extra: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    name.push(extra);
+    path.with_file_name(name)
+}
+
+/// Takes the journal's lock file (`<journal>.lock`, next to it) for this process, writing
+/// its pid there; fails naming the holder if another process has it. The kernel releases
+/// it when the process ends, however it ends.
+fn lock(path: &Path) -> Result<std::fs::File, JournalError> {
+    use std::io::Write;
+    let lock_path = sibling(path, ".lock", "");
+    let io = |source| JournalError::Io {
+        path: lock_path.clone(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0).map_err(io)?;
+            write!(f, "{}", std::process::id()).map_err(io)?;
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            Err(JournalError::Locked {
+                path: path.to_path_buf(),
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.into()
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// Creates a journal at `path` so that no crash point leaves it unreadable: the file is
+/// made complete (WAL mode, tables, marker) under a temporary name, synced, and renamed
+/// into place; a crash before the rename leaves only a temporary file, removed by the
+/// next open. The caller holds the journal's lock.
+fn create(path: &Path) -> Result<(), JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    remove_leftovers(path);
+    let tmp = sibling(path, ".creating-", &std::process::id().to_string());
+    let sql = |context: &str| {
+        let path = path.to_path_buf();
+        let context = context.to_string();
+        move |source| JournalError::Sqlite {
+            path,
+            context,
+            source,
+        }
+    };
+    {
+        let conn = Connection::open(&tmp).map_err(sql("create"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql("set WAL mode"))?;
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA}
+             INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
+             INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '{VERSION}');
+             COMMIT;"
+        ))
+        .map_err(sql("create the tables"))?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(sql("checkpoint"))?;
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable; a directory that cannot be opened for syncing
+        // (some file systems) leaves it to the OS.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Removes temporary files of creations that a crash interrupted.
+fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.creating-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Why a gate decision was not recorded by [`decide_gate`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The gate was decided already; this decision stands.
+    #[error("gate `{gate}` of run {run} is already decided: {} (journal seq {seq}{})", if *.approved { "approved" } else { "rejected" }, if .reason.is_empty() { String::new() } else { format!(", reason: {}", .reason) })]
+    AlreadyDecided {
+        /// The run.
+        run: Uuid,
+        /// The gate.
+        gate: String,
+        /// The decision that stands.
+        approved: bool,
+        /// Its reason.
+        reason: String,
+        /// Its record.
+        seq: u64,
+    },
+    /// The journal has no `gate_waiting` for this gate of this run.
+    #[error("run {run} does not wait at gate `{gate}`")]
+    NotWaiting {
+        /// The run.
+        run: Uuid,
+        /// The gate.
+        gate: String,
+    },
+}
+
+/// Records a decision at a gate where a run waits, as one compare-and-set transaction
+/// on the journal file: it is appended only if no decision follows the gate's last
+/// `gate_waiting`, so two deciders racing (two `muster approve` processes) cannot both
+/// succeed; the loser is told the decision that stands. Returns the record's sequence
+/// number. Meant for another process than the one running the workflow, which waits at
+/// the gate and appends nothing meanwhile.
+///
+/// # Example
+/// ```
+/// use muster::journal::sqlite::{decide_gate, DecideError};
+/// use muster::journal::{Durability, Event, Journal, SqliteJournal};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("j.db");
+/// let run = uuid::Uuid::now_v7();
+/// let j = SqliteJournal::open(&path, Durability::Relaxed)?;
+/// j.append(0, Event::GateWaiting { run, gate: "ship".into(), question: "ship it?".into() });
+/// j.flush()?;
+/// assert_eq!(decide_gate(&path, run, "ship", true, "looks good", 1)?, 2);
+/// let second = decide_gate(&path, run, "ship", false, "wait", 2).unwrap_err();
+/// assert!(matches!(second, DecideError::AlreadyDecided { approved: true, .. }));
+/// # Ok(()) }
+/// ```
+pub fn decide_gate(
+    path: &Path,
+    run: Uuid,
+    gate: &str,
+    approved: bool,
+    reason: &str,
+    at_ms: u64,
+) -> Result<u64, DecideError> {
+    if probe(path)? == Probe::Absent {
+        return Err(JournalError::Missing {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    let sql = |context: &str| {
+        let path = path.to_path_buf();
+        let context = context.to_string();
+        move |source| JournalError::Sqlite {
+            path,
+            context,
+            source,
+        }
+    };
+    let mut conn = Connection::open(path).map_err(sql("open"))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql("set busy timeout"))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin the decision"))?;
+    let mut waiting = None;
+    let mut standing = None;
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT seq, body FROM events WHERE kind IN ('gate_waiting', 'gate_decided') ORDER BY seq",
+            )
+            .map_err(sql("read the gate's events"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("read the gate's events"))?;
+        for row in rows {
+            let (seq, body) = row.map_err(sql("read the gate's events"))?;
+            match serde_json::from_str::<Event>(&body) {
+                Ok(Event::GateWaiting {
+                    run: r, gate: g, ..
+                }) if r == run && g == gate => {
+                    waiting = Some(seq);
+                    standing = None;
+                }
+                Ok(Event::GateDecided {
+                    run: r,
+                    gate: g,
+                    approved,
+                    reason,
+                }) if r == run && g == gate && waiting.is_some() && standing.is_none() => {
+                    standing = Some((approved, reason, seq as u64));
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some((approved, reason, seq)) = standing {
+        return Err(DecideError::AlreadyDecided {
+            run,
+            gate: gate.into(),
+            approved,
+            reason,
+            seq,
+        });
+    }
+    if waiting.is_none() {
+        return Err(DecideError::NotWaiting {
+            run,
+            gate: gate.into(),
+        });
+    }
+    let last: i64 = tx
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        .map_err(sql("read the last sequence number"))?;
+    let seq = last.max(0) as u64 + 1;
+    let event = Event::GateDecided {
+        run,
+        gate: gate.into(),
+        approved,
+        reason: reason.into(),
+    };
+    let body = serde_json::to_string(&event).unwrap_or_default();
+    tx.execute(
+        "INSERT INTO events (seq, at_ms, kind, task, run, correlation, agent, epoch, body)
+         VALUES (?1, ?2, ?3, NULL, NULL, NULL, NULL, NULL, ?4)",
+        params![seq as i64, at_ms as i64, event.kind(), body],
+    )
+    .map_err(sql("append the decision"))?;
+    tx.commit().map_err(sql("commit the decision"))?;
+    Ok(seq)
 }
 
 fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -686,6 +1014,8 @@ struct Writer {
     /// Task → correlation, learned from `task_submitted`, so that every task event gets
     /// its correlation column (the events themselves do not carry it). `None`: none known.
     correlations: HashMap<Uuid, Option<Uuid>>,
+    /// Fault injection: a pause before every commit (a slow disk).
+    commit_delay: Duration,
 }
 
 impl Writer {
@@ -708,8 +1038,11 @@ impl Writer {
                 self.commit(batch);
             }
         }
-        self.progress.state.lock().closed = true;
-        self.progress.changed.notify_all();
+        let mut s = self.progress.state.lock();
+        s.closed = true;
+        let durable = s.durable;
+        drop(s);
+        self.progress.publish(durable, true);
     }
 
     fn commit(&mut self, batch: Vec<(u64, u64, Event)>) {
@@ -717,6 +1050,9 @@ impl Writer {
             .into_iter()
             .map(|(seq, at_ms, e)| self.row(seq, at_ms, e))
             .collect();
+        if !self.commit_delay.is_zero() {
+            std::thread::sleep(self.commit_delay);
+        }
         let mut error = None;
         for attempt in 0..COMMIT_TRIES {
             match insert(&mut self.conn, &rows) {
@@ -754,8 +1090,9 @@ impl Writer {
                     .get_or_insert_with(|| format!("commit of seq {first:?}..={last:?}: {e}"));
             }
         }
+        let (durable, stopped) = (s.durable, s.failed.is_some());
         drop(s);
-        self.progress.changed.notify_all();
+        self.progress.publish(durable, stopped);
     }
 
     fn row(&mut self, seq: u64, at_ms: u64, e: Event) -> Row {
@@ -819,7 +1156,7 @@ fn insert(conn: &mut Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO events (seq, at_ms, kind, task, run, correlation, agent, epoch, body)
+            "INSERT INTO events (seq, at_ms, kind, task, run, correlation, agent, epoch, body)
              VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8)",
         )?;
         for r in rows {

@@ -28,7 +28,7 @@ use super::gates::{ApproveError, Decision, Gates};
 use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
 use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
 use crate::delegation::{Backoff, LeaseOutcome, Outcome, SubmitError, Task, TaskStatus};
-use crate::journal::Event;
+use crate::journal::{Event, Unwritten};
 use crate::messaging::contract::SchemaError;
 use crate::messaging::ContractError;
 use crate::runtime::Muster;
@@ -73,6 +73,9 @@ struct RunState<'a> {
     summaries: Vec<StepSummary>,
     causation: Option<Uuid>,
     opts: RunOptions,
+    /// The step whose failure the run last saw, and why (cleared by a step that
+    /// completes): what a run that ends at a fail terminal reports.
+    last_failure: Option<(String, String)>,
 }
 
 enum TaskEnd {
@@ -84,9 +87,23 @@ enum TaskEnd {
 type StepResult = (TaskEnd, Option<(String, StepRecord)>, Option<StepSummary>);
 
 impl RunState<'_> {
-    fn emit(&self, e: StepEvent) {
+    /// Reports a progress event, once everything journaled so far is written (a line the
+    /// user reads must never claim what a crash could lose).
+    async fn emit(&self, e: StepEvent) {
         if let Some(p) = &self.opts.progress {
-            let _ = p.send(e);
+            if self.written().await.is_ok() {
+                let _ = p.send(e);
+            }
+        }
+    }
+
+    /// Waits until everything journaled so far is written: before the run acts on it
+    /// (starts the next step, follows a decision) or reports it (returns its outcome).
+    async fn written(&self) -> Result<(), Unwritten> {
+        let recorder = self.muster.recorder();
+        match recorder.until_written(recorder.journal().len()) {
+            None => Ok(()),
+            Some(w) => w.await,
         }
     }
 
@@ -345,17 +362,18 @@ impl RunState<'_> {
         }
     }
 
-    fn record(&mut self, r: StepResult) -> TaskEnd {
+    async fn record(&mut self, r: StepResult) -> TaskEnd {
         let (end, rec, summary) = r;
         if let Some((name, rec)) = rec {
             // What the next step does is caused by the envelope that carried this one.
             if let Some(e) = rec.envelope {
                 self.causation = Some(e);
             }
+            self.last_failure = rec.error.as_ref().map(|e| (name.clone(), e.reason.clone()));
             self.steps.insert(name, rec.to_value());
         }
         if let Some(s) = summary {
-            self.emit(StepEvent::Finished(s.clone()));
+            self.emit(StepEvent::Finished(s.clone())).await;
             self.summaries.push(s);
         }
         end
@@ -497,6 +515,7 @@ impl WorkflowExt for Muster {
             summaries: Vec::new(),
             causation: None,
             opts,
+            last_failure: None,
         };
         Ok(drive(self, st, wf.start.clone(), None, started).await)
     }
@@ -535,6 +554,7 @@ impl WorkflowExt for Muster {
             summaries: rec.summaries,
             causation: None,
             opts,
+            last_failure: None,
         };
         let current = rec
             .at
@@ -564,7 +584,10 @@ async fn drive(
 ) -> RunOutcome {
     let wf = st.wf;
     let id = st.id;
+    // The step the previous turn of the loop was at.
+    let mut last: Option<String> = None;
     let status = loop {
+        let came_from = last.replace(current.clone());
         let Some(step) = wf.steps.get(&current) else {
             break RunStatus::Failed {
                 step: current.clone(),
@@ -586,13 +609,19 @@ async fn drive(
             st.emit(StepEvent::Entered {
                 step: current.clone(),
                 visit,
-            });
+            })
+            .await;
         }
         match step {
             Step::Task(ts) => {
                 let progress = here.as_ref().and_then(|p| p.tasks.get(&current));
                 let r = st.run_or_resume(&current, ts, progress).await;
-                match st.record(r) {
+                let end = st.record(r).await;
+                // The step's end is written before the run acts on it.
+                if let Err(e) = st.written().await {
+                    break journal_stopped(&current, e);
+                }
+                match end {
                     TaskEnd::Done => match st.next(&current, &ts.next) {
                         Ok(n) => current = n,
                         Err(reason) => {
@@ -647,11 +676,14 @@ async fn drive(
                 .await;
                 let mut failed = None;
                 for (b, ts, r) in results {
-                    if let TaskEnd::Failed(reason) = st.record(r) {
+                    if let TaskEnd::Failed(reason) = st.record(r).await {
                         if !optional.contains(&b) && failed.is_none() {
                             failed = Some((b, ts, reason));
                         }
                     }
+                }
+                if let Err(e) = st.written().await {
+                    break journal_stopped(&current, e);
                 }
                 match failed {
                     None => match st.next(&current, next) {
@@ -697,7 +729,12 @@ async fn drive(
                         st.emit(StepEvent::Waiting {
                             gate: current.clone(),
                             question: question.clone(),
-                        });
+                        })
+                        .await;
+                        // Whoever is asked to decide finds the gate in the journal.
+                        if let Err(e) = st.written().await {
+                            break journal_stopped(&current, e);
+                        }
                         if st.opts.stop_at_gates {
                             break RunStatus::Waiting {
                                 gate: current.clone(),
@@ -722,10 +759,14 @@ async fn drive(
                         (approved, reason)
                     }
                 };
+                if let Err(e) = st.written().await {
+                    break journal_stopped(&current, e);
+                }
                 st.emit(StepEvent::Decided {
                     gate: current.clone(),
                     approved,
-                });
+                })
+                .await;
                 let target = if approved { on_approve } else { on_reject };
                 match target {
                     Some(n) => current = n.clone(),
@@ -740,10 +781,21 @@ async fn drive(
             }
             Step::Terminal { success: true } => break RunStatus::Completed,
             Step::Terminal { success: false } => {
-                break RunStatus::Failed {
-                    step: current.clone(),
-                    reason: "reached a fail terminal".into(),
-                }
+                // Say why: the step whose failure led here and its last error, not only
+                // where the run ended.
+                break match &st.last_failure {
+                    Some((failed, why)) => RunStatus::Failed {
+                        step: failed.clone(),
+                        reason: format!("step `{failed}` failed: {why} (the run then reached fail terminal `{current}`)"),
+                    },
+                    None => RunStatus::Failed {
+                        step: current.clone(),
+                        reason: match &came_from {
+                            Some(from) => format!("reached fail terminal `{current}` from step `{from}`"),
+                            None => format!("reached fail terminal `{current}`"),
+                        },
+                    },
+                };
             }
         }
     };
@@ -759,6 +811,11 @@ async fn drive(
             step: current.clone(),
             reason,
         });
+        // The outcome goes back to the caller once the journal holds the run's end; if the
+        // journal stopped, the caller's flush of it reports why.
+        if let Err(e) = st.written().await {
+            tracing::error!(run = %id, error = %e, "the run's end is not in the journal");
+        }
     }
     let mut owners: Vec<String> = st
         .summaries
@@ -783,5 +840,13 @@ async fn drive(
         owners,
         outputs,
         duration_ms: muster.recorder().now_ms().saturating_sub(started),
+    }
+}
+
+/// A run stops when its journal does: nothing more is acted on that could not be recorded.
+fn journal_stopped(step: &str, e: Unwritten) -> RunStatus {
+    RunStatus::Failed {
+        step: step.to_string(),
+        reason: format!("the journal stopped writing ({e}); the run cannot go on safely"),
     }
 }
