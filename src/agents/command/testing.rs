@@ -1,0 +1,77 @@
+//! Helpers shared by the command agent's unit tests (test builds only): fixture paths,
+//! task contexts, a link that records what it is told, and a `LocalSet` to run in.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::LocalSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::config::{CommandConfig, CommandMode};
+use crate::agents::agent::{AgentLink, TaskContext};
+
+/// The bound on every single wait in these tests.
+pub(super) const T: Duration = Duration::from_secs(5);
+
+/// A path in the crate.
+pub(super) fn script(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A path in `tests/fixtures/agents`.
+pub(super) fn fixture(name: &str) -> String {
+    script(&format!("tests/fixtures/agents/{name}"))
+}
+
+/// A oneshot config running a Python script.
+pub(super) fn python(path: String) -> CommandConfig {
+    CommandConfig::new("python3").with_args([path])
+}
+
+/// A stdio config running a Python script.
+pub(super) fn stdio(path: String) -> CommandConfig {
+    python(path).with_mode(CommandMode::Stdio)
+}
+
+/// A context for a new task at `epoch`, ten seconds from its deadline.
+pub(super) fn ctx(epoch: u64) -> TaskContext {
+    TaskContext::standalone(
+        Uuid::now_v7(),
+        epoch,
+        "echo",
+        "echo#0",
+        Instant::now() + Duration::from_secs(10),
+    )
+}
+
+/// Records what an agent tells its link.
+#[derive(Clone, Default)]
+pub(super) struct Recorder {
+    exits: Arc<Mutex<Vec<Result<(), String>>>>,
+    pub(super) alive: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    pub(super) fn link(&self) -> AgentLink {
+        let exits = self.exits.clone();
+        let alive = self.alive.clone();
+        AgentLink {
+            on_exit: Arc::new(move |r| exits.lock().unwrap().push(r)),
+            on_alive: Arc::new(move || {
+                alive.fetch_add(1, Ordering::SeqCst);
+            }),
+        }
+    }
+
+    pub(super) fn exits(&self) -> Vec<Result<(), String>> {
+        self.exits.lock().unwrap().clone()
+    }
+}
+
+/// Runs `f` in a `LocalSet`, as the actix runtime does.
+pub(super) async fn local<F: Future>(f: F) -> F::Output {
+    LocalSet::new().run_until(f).await
+}
