@@ -7,15 +7,21 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStdin;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::config::CommandConfig;
 use super::process::{base_command, describe_status, quote, remaining_ms, spawn_error, tail_text};
 use crate::agents::agent::{AgentError, TaskContext};
+
+/// How long stdout and stderr are still read once the program has exited: what it wrote is
+/// in the pipes already, so only a process it left behind holding them open makes this wait.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 /// The oneshot side of a command agent: runs one process per task. Dropping it kills the
 /// processes still running.
@@ -139,39 +145,69 @@ async fn run_oneshot(
         }
     };
 
-    let stdin = child.stdin.take();
-    let write = {
-        let name = name.clone();
-        async move {
-            if let Some(mut stdin) = stdin {
-                // A program that ignores its input may exit before reading it: not an error.
-                if let Err(e) = stdin.write_all(&bytes).await {
-                    tracing::debug!(agent = %name, "writing the input to stdin failed: {e}");
-                }
-                let _ = stdin.shutdown().await;
+    let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(AgentError::new(format!(
+            "agent {name}: the process's stdio pipes are missing"
+        )));
+    };
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let status = {
+        let write = write_input(&name, stdin, bytes);
+        let read_out = read_all(&mut stdout, &mut out);
+        let read_err = read_all(&mut stderr, &mut err);
+        tokio::pin!(write, read_out, read_err);
+        let (mut written, mut out_done, mut err_done, mut kill_gone) = (false, false, false, false);
+        // The program's exit ends the attempt, not the end of its stdout: a process it left
+        // running in the background may hold stdout open for ever.
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                () = &mut write, if !written => written = true,
+                () = &mut read_out, if !out_done => out_done = true,
+                () = &mut read_err, if !err_done => err_done = true,
+                killed = &mut kill_rx, if !kill_gone => match killed {
+                    Ok(()) => {
+                        return Err(AgentError::new(format!(
+                            "agent {name}: task {} (epoch {}) was cancelled; its process was killed",
+                            ctx.task_id, ctx.epoch
+                        )));
+                    }
+                    Err(_) => kill_gone = true,
+                },
             }
+        };
+        // What it wrote before exiting is in the pipes already: read it, briefly.
+        let drain = async {
+            tokio::join!(
+                async {
+                    if !out_done {
+                        read_out.as_mut().await;
+                    }
+                },
+                async {
+                    if !err_done {
+                        read_err.as_mut().await;
+                    }
+                }
+            )
+        };
+        if tokio::time::timeout(OUTPUT_DRAIN, drain).await.is_err() {
+            tracing::debug!(agent = %name, "`{}` exited but its stdout or stderr is still open (held by a process it started); using what it wrote", config.program);
         }
-    };
-    let run = async move {
-        let (_, output) = tokio::join!(write, child.wait_with_output());
-        output
-    };
-    let output = tokio::select! {
-        output = run => output.map_err(|e| {
-            AgentError::new(format!("agent {name}: waiting for `{}` failed: {e}", config.program))
-        })?,
-        Ok(()) = &mut kill_rx => {
-            return Err(AgentError::new(format!(
-                "agent {name}: task {} (epoch {}) was cancelled; its process was killed",
-                ctx.task_id, ctx.epoch
-            )));
-        }
+        status.map_err(|e| {
+            AgentError::new(format!(
+                "agent {name}: waiting for `{}` failed: {e}",
+                config.program
+            ))
+        })?
     };
 
     let program = &config.program;
-    let status = output.status;
     if !status.success() {
-        let tail = tail_text(&String::from_utf8_lossy(&output.stderr));
+        let tail = tail_text(&String::from_utf8_lossy(&err));
         return Err(match status.code() {
             Some(code) => AgentError::new(format!(
                 "agent {name}: `{program}` failed with exit code {code}; stderr tail: {tail}"
@@ -182,7 +218,7 @@ async fn run_oneshot(
             )),
         });
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&out);
     if stdout.trim().is_empty() {
         return Err(AgentError::protocol(format!(
             "agent {name}: `{program}` exited 0 but printed nothing on stdout (expected one JSON document)"
@@ -194,6 +230,30 @@ async fn run_oneshot(
             quote(&stdout)
         ))
     })
+}
+
+/// Writes the input to the program's stdin, then closes it.
+async fn write_input(name: &str, mut stdin: ChildStdin, bytes: Vec<u8>) {
+    // A program that ignores its input may exit before reading it: not an error.
+    if let Err(e) = stdin.write_all(&bytes).await {
+        tracing::debug!(agent = %name, "writing the input to stdin failed: {e}");
+    }
+    let _ = stdin.shutdown().await;
+}
+
+/// Appends everything `reader` yields to `buf`, until EOF or an error.
+async fn read_all<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) {
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                tracing::debug!("reading from an agent process failed: {e}");
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +373,23 @@ mod tests {
                 "{}",
                 e.message
             );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn oneshot_exit_ends_the_attempt_even_if_a_background_process_keeps_stdout_open() {
+        local(async {
+            // The background `sleep` inherits stdout and keeps it open long after the
+            // program itself exited with a valid answer.
+            let config =
+                CommandConfig::new("sh").with_args(["-c", r#"echo '{"ok": 1}'; sleep 100 &"#]);
+            let agent = agent(config);
+            let out = timeout(Duration::from_secs(30), agent.run(json!({}), ctx(1)))
+                .await
+                .expect("the attempt waited for stdout to close instead of the exit")
+                .unwrap();
+            assert_eq!(out, json!({"ok": 1}));
         })
         .await;
     }

@@ -51,20 +51,22 @@ pub(super) fn remaining_ms(ctx: &TaskContext) -> u64 {
     u64::try_from(ctx.remaining().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Reads one `\n`-terminated line; `None` at EOF or on a read error.
+/// Reads one `\n`-terminated line (or the unterminated last one); `None` at EOF or on a
+/// read error. Cancel-safe: a line cut short by a cancelled call is completed by the next.
 pub(super) async fn next_line<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     buf: &mut Vec<u8>,
 ) -> Option<String> {
-    buf.clear();
-    match reader.read_until(b'\n', buf).await {
-        Ok(0) => None,
-        Ok(_) => Some(String::from_utf8_lossy(buf).trim_end().to_string()),
-        Err(e) => {
-            tracing::debug!("reading from an agent process failed: {e}");
-            None
-        }
+    let read = reader.read_until(b'\n', buf).await;
+    if let Err(e) = &read {
+        tracing::debug!("reading from an agent process failed: {e}");
     }
+    if buf.is_empty() {
+        return None;
+    }
+    let line = String::from_utf8_lossy(buf).trim_end().to_string();
+    buf.clear();
+    Some(line)
 }
 
 /// The last lines a process wrote on stderr, for error messages.

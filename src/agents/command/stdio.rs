@@ -27,6 +27,9 @@ use crate::agents::agent::{AgentError, AgentLink, TaskContext};
 
 /// How long a stdio process may live on after closing its stdout before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// How long stdout is still read once the process has exited: what it wrote is in the pipe
+/// already, so only a process it left behind holding stdout open makes this wait.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 /// How long to wait for the rest of a dead process's stderr.
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// How long `stop` waits for the reader task to reap the killed process.
@@ -407,6 +410,16 @@ async fn write_lines(
     // Every sender is gone: dropping stdin closes the pipe.
 }
 
+/// Why the reader stopped reading.
+enum End {
+    /// `stop` (or dropping the agent) asked for the process to be killed.
+    Killed,
+    /// The process exited.
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// The process closed its stdout.
+    StdoutClosed,
+}
+
 /// Owns the process: demultiplexes its stdout lines, and when it ends (or is killed) fails
 /// every task in flight and tells the link.
 async fn read_stdout(
@@ -420,32 +433,48 @@ async fn read_stdout(
     let name = shared.name.clone();
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
-    let mut killed = false;
-    loop {
+    let mut kill_gone = false;
+    // The process's exit ends it, not the end of its stdout: a process it left running in
+    // the background may hold stdout open for ever.
+    let end = loop {
         tokio::select! {
             line = next_line(&mut reader, &mut buf) => match line {
                 Some(line) => on_line(&shared, &line, &link),
-                None => break,
+                None => break End::StdoutClosed,
             },
-            Ok(()) = &mut kill_rx => {
-                killed = true;
-                break;
-            }
+            status = child.wait() => break End::Exited(status),
+            killed = &mut kill_rx, if !kill_gone => match killed {
+                Ok(()) => break End::Killed,
+                Err(_) => kill_gone = true,
+            },
         }
-    }
+    };
 
-    let status = if killed {
-        let _ = child.start_kill();
-        child.wait().await
-    } else {
-        match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+    let status = match end {
+        End::Killed => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
+        End::Exited(status) => {
+            // Answers it wrote just before exiting are in the pipe already: deliver them.
+            let drain = async {
+                while let Some(line) = next_line(&mut reader, &mut buf).await {
+                    on_line(&shared, &line, &link);
+                }
+            };
+            if tokio::time::timeout(OUTPUT_DRAIN, drain).await.is_err() {
+                tracing::debug!(agent = %name, "agent process exited but its stdout is still open (held by a process it started)");
+            }
+            status
+        }
+        End::StdoutClosed => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
             Ok(status) => status,
             Err(_) => {
                 tracing::warn!(agent = %name, "agent process closed its stdout but is still running; killing it");
                 let _ = child.start_kill();
                 child.wait().await
             }
-        }
+        },
     };
     let _ = tokio::time::timeout(STDERR_DRAIN, stderr_task).await;
 
@@ -913,6 +942,35 @@ mod tests {
             assert!(waited.is_ok());
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert_eq!(rec.exits(), vec![Ok(())]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn stdio_exit_is_noticed_even_if_a_background_process_keeps_stdout_open() {
+        local(async {
+            let rec = Recorder::default();
+            let config = CommandConfig::new("sh")
+                .with_args(["-c", "sleep 100 & exit 3"])
+                .with_mode(CommandMode::Stdio);
+            let agent = started(config, &rec).await;
+            let noticed = timeout(Duration::from_secs(30), async {
+                while rec.exits().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(
+                noticed.is_ok(),
+                "the exit went unnoticed while stdout stayed open"
+            );
+            let exits = rec.exits();
+            assert_eq!(exits.len(), 1, "{exits:?}");
+            let why = exits[0].clone().unwrap_err();
+            assert!(why.contains("exit code 3"), "{why}");
+            let e = run(&agent, json!({}), ctx(1)).await.unwrap_err();
+            assert!(e.exited && e.message.contains("exit code 3"), "{e:?}");
+            agent.stop().await;
         })
         .await;
     }
