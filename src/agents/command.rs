@@ -35,6 +35,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use config::{CommandConfig, CommandMode};
+pub use process::MAX_OUTPUT_BYTES;
 
 use crate::agents::agent::{Agent, AgentError, AgentFactory, AgentLink, TaskContext};
 

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::config::CommandConfig;
-use super::process::{base_command, describe_status, quote, remaining_ms, spawn_error, tail_text};
+use super::process::{
+    base_command, capture_stderr, describe_status, quote, quote_bytes, read_capped, remaining_ms,
+    spawn_error, StderrTail, MAX_OUTPUT_BYTES,
+};
 use crate::agents::agent::{AgentError, TaskContext};
 
 /// How long stdout and stderr are still read once the program has exited: what it wrote is
@@ -153,21 +156,28 @@ async fn run_oneshot(
         )));
     };
     let mut out = Vec::new();
-    let mut err = Vec::new();
+    let tail = RefCell::new(StderrTail::new(name.clone()));
+    let mut too_large = false;
     let status = {
         let write = write_input(&name, stdin, bytes);
-        let read_out = read_all(&mut stdout, &mut out);
-        let read_err = read_all(&mut stderr, &mut err);
+        let read_out = read_capped(&mut stdout, &mut out, MAX_OUTPUT_BYTES);
+        let read_err = capture_stderr(&mut stderr, &tail);
         tokio::pin!(write, read_out, read_err);
         let (mut written, mut out_done, mut err_done, mut kill_gone) = (false, false, false, false);
         // The program's exit ends the attempt, not the end of its stdout: a process it left
         // running in the background may hold stdout open for ever.
         let status = loop {
             tokio::select! {
-                status = child.wait() => break status,
-                () = &mut write, if !written => written = true,
-                () = &mut read_out, if !out_done => out_done = true,
+                status = child.wait() => break Some(status),
+                read = &mut read_out, if !out_done => {
+                    out_done = true;
+                    if read.is_err() {
+                        too_large = true;
+                        break None;
+                    }
+                }
                 () = &mut read_err, if !err_done => err_done = true,
+                () = &mut write, if !written => written = true,
                 killed = &mut kill_rx, if !kill_gone => match killed {
                     Ok(()) => {
                         return Err(AgentError::new(format!(
@@ -179,35 +189,55 @@ async fn run_oneshot(
                 },
             }
         };
-        // What it wrote before exiting is in the pipes already: read it, briefly.
-        let drain = async {
-            tokio::join!(
-                async {
-                    if !out_done {
-                        read_out.as_mut().await;
+        if status.is_some() {
+            // What it wrote before exiting is in the pipes already: read it, briefly.
+            let drain = async {
+                tokio::join!(
+                    async {
+                        if !out_done && read_out.as_mut().await.is_err() {
+                            too_large = true;
+                        }
+                    },
+                    async {
+                        if !err_done {
+                            read_err.as_mut().await;
+                        }
                     }
-                },
-                async {
-                    if !err_done {
-                        read_err.as_mut().await;
-                    }
-                }
-            )
-        };
-        if tokio::time::timeout(OUTPUT_DRAIN, drain).await.is_err() {
-            tracing::debug!(agent = %name, "`{}` exited but its stdout or stderr is still open (held by a process it started); using what it wrote", config.program);
+                )
+            };
+            if tokio::time::timeout(OUTPUT_DRAIN, drain).await.is_err() {
+                tracing::debug!(agent = %name, "`{}` exited but its stdout or stderr is still open (held by a process it started); using what it wrote", config.program);
+            }
         }
-        status.map_err(|e| {
-            AgentError::new(format!(
-                "agent {name}: waiting for `{}` failed: {e}",
-                config.program
-            ))
-        })?
+        status
     };
 
     let program = &config.program;
+    if too_large {
+        let _ = child.start_kill();
+        return Err(AgentError::protocol(format!(
+            "agent {name}: `{program}` printed more than {MAX_OUTPUT_BYTES} bytes on stdout \
+             (the limit for one answer); its process was killed"
+        )));
+    }
+    let status = match status {
+        Some(Ok(status)) => status,
+        Some(Err(e)) => {
+            return Err(AgentError::new(format!(
+                "agent {name}: waiting for `{program}` failed: {e}"
+            )));
+        }
+        None => {
+            return Err(AgentError::new(format!(
+                "agent {name}: `{program}` ended without an exit status"
+            )));
+        }
+    };
     if !status.success() {
-        let tail = tail_text(&String::from_utf8_lossy(&err));
+        let tail = match tail.try_borrow() {
+            Ok(tail) => tail.text(),
+            Err(_) => "(unavailable)".to_string(),
+        };
         return Err(match status.code() {
             Some(code) => AgentError::new(format!(
                 "agent {name}: `{program}` failed with exit code {code}; stderr tail: {tail}"
@@ -218,16 +248,25 @@ async fn run_oneshot(
             )),
         });
     }
-    let stdout = String::from_utf8_lossy(&out);
+    let stdout = match std::str::from_utf8(&out) {
+        Ok(stdout) => stdout,
+        Err(e) => {
+            return Err(AgentError::protocol(format!(
+                "agent {name}: `{program}` exited 0 but its stdout is not valid UTF-8 (at byte {}); it printed: {}",
+                e.valid_up_to(),
+                quote_bytes(&out)
+            )));
+        }
+    };
     if stdout.trim().is_empty() {
         return Err(AgentError::protocol(format!(
             "agent {name}: `{program}` exited 0 but printed nothing on stdout (expected one JSON document)"
         )));
     }
-    serde_json::from_str(&stdout).map_err(|e| {
+    serde_json::from_str(stdout).map_err(|e| {
         AgentError::protocol(format!(
             "agent {name}: `{program}` exited 0 but its stdout is not JSON ({e}); it printed: {}",
-            quote(&stdout)
+            quote(stdout)
         ))
     })
 }
@@ -241,21 +280,6 @@ async fn write_input(name: &str, mut stdin: ChildStdin, bytes: Vec<u8>) {
     let _ = stdin.shutdown().await;
 }
 
-/// Appends everything `reader` yields to `buf`, until EOF or an error.
-async fn read_all<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) {
-    let mut chunk = [0u8; 8192];
-    loop {
-        match reader.read(&mut chunk).await {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => {
-                tracing::debug!("reading from an agent process failed: {e}");
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -263,7 +287,9 @@ mod tests {
     use serde_json::json;
     use tokio::time::timeout;
 
-    use super::super::testing::{ctx, fixture, local, python, script, T};
+    use super::super::testing::{
+        ctx, expect_err, fixture, local, peak_rss, python, reset_peak_rss, script, T,
+    };
     use super::*;
 
     fn agent(config: CommandConfig) -> Oneshot {
@@ -390,6 +416,73 @@ mod tests {
                 .expect("the attempt waited for stdout to close instead of the exit")
                 .unwrap();
             assert_eq!(out, json!({"ok": 1}));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn oneshot_huge_stderr_is_kept_as_a_bounded_tail() {
+        local(async {
+            // 200 MiB on stderr, in 1 MiB lines, then a failure.
+            let program = "import sys\n\
+                chunk = b'x' * (1 << 20) + b'\\n'\n\
+                for _ in range(200):\n    sys.stderr.buffer.write(chunk)\n\
+                sys.stderr.buffer.write(b'the end\\n')\n\
+                sys.exit(1)\n";
+            let agent = agent(CommandConfig::new("python3").with_args(["-c", program]));
+            let before = reset_peak_rss();
+            let e = timeout(Duration::from_secs(120), agent.run(json!({}), ctx(1)))
+                .await
+                .expect("the task hung")
+                .unwrap_err();
+            assert!(e.message.contains("exit code 1"), "{}", &e.message[..200]);
+            assert!(
+                e.message.contains("the end"),
+                "the tail is the end of stderr"
+            );
+            assert!(e.message.len() < 4096, "{} bytes", e.message.len());
+            if let (Some(before), Some(after)) = (before, peak_rss()) {
+                let grown = after.saturating_sub(before);
+                assert!(
+                    grown < 64 << 20,
+                    "muster's peak memory grew by {} MiB reading 200 MiB of stderr",
+                    grown >> 20
+                );
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn oneshot_stdout_over_the_limit_is_a_protocol_error() {
+        local(async {
+            let program = "import sys; sys.stdout.write('\"' + 'x' * (5 << 20) + '\"')";
+            let agent = agent(CommandConfig::new("python3").with_args(["-c", program]));
+            let e = expect_err(
+                timeout(Duration::from_secs(60), agent.run(json!({}), ctx(1)))
+                    .await
+                    .expect("the task hung"),
+            );
+            assert!(e.protocol, "{e:?}");
+            assert!(
+                e.message.contains(&MAX_OUTPUT_BYTES.to_string()),
+                "names the limit: {}",
+                e.message
+            );
+            assert!(e.message.len() < 4096, "{} bytes", e.message.len());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn oneshot_invalid_utf8_stdout_is_a_protocol_error_naming_the_offset() {
+        local(async {
+            let program = r#"import sys; sys.stdout.buffer.write(b'{"a": "\xff"}')"#;
+            let agent = agent(CommandConfig::new("python3").with_args(["-c", program]));
+            let e = expect_err(run(&agent, json!({}), ctx(1)).await);
+            assert!(e.protocol, "{e:?}");
+            assert!(e.message.contains("UTF-8"), "{}", e.message);
+            assert!(e.message.contains("byte 7"), "{}", e.message);
         })
         .await;
     }

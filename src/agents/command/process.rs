@@ -2,17 +2,29 @@
 //! protocol spoken over its pipes: how it is spawned, how its exit is described, how its
 //! stderr tail is kept, and how its output is quoted in error messages.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{ChildStderr, Command};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
 
 use super::config::CommandConfig;
 use crate::agents::agent::{AgentError, TaskContext};
 
+/// The largest answer accepted from an agent program, in bytes: a oneshot program's whole
+/// stdout, or one line a stdio program prints. The same as the journal's default payload
+/// bound (4 MiB), so that any accepted output can be journaled.
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 /// How many stderr lines are kept for error messages.
 const STDERR_TAIL_LINES: usize = 50;
+/// How much of one stderr line is kept (the rest of it is dropped).
+const STDERR_LINE_BYTES: usize = 2048;
+/// How much is read from a pipe at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// How many characters of a message from an agent (an `error` line) are kept.
+const MESSAGE_CHARS: usize = 2000;
 /// How much of the stderr tail goes into an error message.
 pub(super) const STDERR_TAIL_BYTES: usize = 2048;
 /// How much of a misbehaving line or output is quoted in an error message.
@@ -51,33 +63,65 @@ pub(super) fn remaining_ms(ctx: &TaskContext) -> u64 {
     u64::try_from(ctx.remaining().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Reads one `\n`-terminated line (or the unterminated last one); `None` at EOF or on a
-/// read error. Cancel-safe: a line cut short by a cancelled call is completed by the next.
-pub(super) async fn next_line<R: AsyncRead + Unpin>(
-    reader: &mut BufReader<R>,
-    buf: &mut Vec<u8>,
-) -> Option<String> {
-    let read = reader.read_until(b'\n', buf).await;
-    if let Err(e) = &read {
-        tracing::debug!("reading from an agent process failed: {e}");
-    }
-    if buf.is_empty() {
-        return None;
-    }
-    let line = String::from_utf8_lossy(buf).trim_end().to_string();
-    buf.clear();
-    Some(line)
-}
-
-/// The last lines a process wrote on stderr, for error messages.
-#[derive(Debug, Default)]
+/// The last lines a process wrote on stderr, for error messages. Bounded however much the
+/// process writes: at most [`STDERR_TAIL_LINES`] lines of at most [`STDERR_LINE_BYTES`].
+#[derive(Debug)]
 pub(super) struct StderrTail {
+    name: Arc<str>,
     lines: VecDeque<String>,
+    /// The line being written, cut at [`STDERR_LINE_BYTES`].
+    partial: Vec<u8>,
+    cut: bool,
 }
 
 impl StderrTail {
-    /// Keeps `line`, forgetting the oldest one beyond [`STDERR_TAIL_LINES`].
-    pub(super) fn push(&mut self, line: String) {
+    /// An empty tail for the agent `name` (used in its log lines).
+    pub(super) fn new(name: Arc<str>) -> Self {
+        StderrTail {
+            name,
+            lines: VecDeque::new(),
+            partial: Vec::new(),
+            cut: false,
+        }
+    }
+
+    /// Takes the next bytes the process wrote, logging each line it completes.
+    pub(super) fn push_bytes(&mut self, mut bytes: &[u8]) {
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            self.extend_line(&bytes[..end]);
+            self.finish_line();
+            bytes = &bytes[end + 1..];
+        }
+        self.extend_line(bytes);
+    }
+
+    /// Keeps the unterminated last line, at EOF.
+    pub(super) fn finish(&mut self) {
+        if !self.partial.is_empty() || self.cut {
+            self.finish_line();
+        }
+    }
+
+    fn extend_line(&mut self, bytes: &[u8]) {
+        let room = STDERR_LINE_BYTES.saturating_sub(self.partial.len());
+        if bytes.len() > room {
+            self.partial.extend_from_slice(&bytes[..room]);
+            self.cut = true;
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+
+    fn finish_line(&mut self) {
+        let mut line = String::from_utf8_lossy(&self.partial)
+            .trim_end()
+            .to_string();
+        if self.cut {
+            line.push('…');
+        }
+        self.partial.clear();
+        self.cut = false;
+        tracing::debug!(agent = %self.name, "stderr: {line}");
         if self.lines.len() >= STDERR_TAIL_LINES {
             self.lines.pop_front();
         }
@@ -90,19 +134,68 @@ impl StderrTail {
         self.lines.iter().map(String::as_str)
     }
 
-    /// The last [`STDERR_TAIL_BYTES`] of the lines kept, for an error message.
+    /// The last [`STDERR_TAIL_BYTES`] of what was kept, for an error message.
     pub(super) fn text(&self) -> String {
-        tail_text(&Vec::from(self.lines.clone()).join("\n"))
+        let mut text = Vec::from(self.lines.clone()).join("\n");
+        if !self.partial.is_empty() {
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&self.partial));
+        }
+        tail_text(&text)
     }
 }
 
-/// Reads `stderr` line by line until EOF, logging each line and handing it to `keep`.
-pub(super) async fn read_stderr(name: &str, stderr: ChildStderr, mut keep: impl FnMut(String)) {
-    let mut reader = BufReader::new(stderr);
-    let mut buf = Vec::new();
-    while let Some(line) = next_line(&mut reader, &mut buf).await {
-        tracing::debug!(agent = %name, "stderr: {line}");
-        keep(line);
+/// Reads `stderr` until EOF (or an error) into `tail`.
+pub(super) async fn capture_stderr<R: AsyncRead + Unpin>(
+    stderr: &mut R,
+    tail: &RefCell<StderrTail>,
+) {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        match stderr.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Ok(mut tail) = tail.try_borrow_mut() {
+                    tail.push_bytes(&chunk[..n]);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("reading an agent process's stderr failed: {e}");
+                break;
+            }
+        }
+    }
+    if let Ok(mut tail) = tail.try_borrow_mut() {
+        tail.finish();
+    }
+}
+
+/// A program printed more than [`MAX_OUTPUT_BYTES`] where one answer was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TooLarge;
+
+/// Appends what `reader` yields to `buf` until EOF (or a read error); fails as soon as `buf`
+/// would grow beyond `limit`, so no more than `limit` bytes are ever held.
+pub(super) async fn read_capped<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), TooLarge> {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if buf.len() + n > limit {
+                    return Err(TooLarge);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) => {
+                tracing::debug!("reading from an agent process failed: {e}");
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -136,6 +229,29 @@ fn signal_name(signal: i32) -> &'static str {
         14 => "SIGALRM",
         15 => "SIGTERM",
         _ => "unnamed signal",
+    }
+}
+
+/// The first [`QUOTE_CHARS`] characters of `bytes` (decoded leniently), marked if cut.
+pub(super) fn quote_bytes(bytes: &[u8]) -> String {
+    // A character is at most 4 bytes: this prefix holds every character `quote` keeps.
+    let head = &bytes[..bytes.len().min(4 * QUOTE_CHARS + 4)];
+    let quoted = quote(&String::from_utf8_lossy(head));
+    if head.len() < bytes.len() && !quoted.ends_with('…') {
+        format!("{quoted}…")
+    } else {
+        quoted
+    }
+}
+
+/// The first [`MESSAGE_CHARS`] characters of a message an agent sent, marked if cut.
+pub(super) fn clip_message(message: &str) -> String {
+    let mut chars = message.chars();
+    let head: String = chars.by_ref().take(MESSAGE_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
     }
 }
 
@@ -175,8 +291,35 @@ mod tests {
     fn quoting_and_tails_are_bounded() {
         let long = "x".repeat(1000);
         assert!(quote(&long).chars().count() < QUOTE_CHARS + 5);
+        assert!(quote_bytes(long.as_bytes()).chars().count() < QUOTE_CHARS + 5);
+        assert!(quote_bytes(b"ab\xffc").contains('\u{fffd}'));
+        assert!(clip_message(&long).chars().count() <= MESSAGE_CHARS + 1);
+        assert_eq!(clip_message("short"), "short");
         let tail = tail_text(&"é".repeat(3000));
         assert!(tail.len() <= STDERR_TAIL_BYTES + 4);
         assert_eq!(tail_text("  \n"), "(empty)");
+    }
+
+    #[test]
+    fn stderr_tail_keeps_bounded_lines() {
+        let mut tail = StderrTail::new(Arc::from("t#0"));
+        for i in 0..100 {
+            tail.push_bytes(format!("line {i}\n").as_bytes());
+        }
+        tail.push_bytes(&vec![b'y'; 1 << 20]);
+        tail.push_bytes(b"y\nlast, unterminated");
+        let lines: Vec<&str> = tail.lines().collect();
+        assert_eq!(lines.len(), STDERR_TAIL_LINES);
+        assert_eq!(lines[0], "line 51");
+        let long = lines[STDERR_TAIL_LINES - 1];
+        assert!(long.len() <= STDERR_LINE_BYTES + '…'.len_utf8() && long.ends_with('…'));
+        assert!(
+            tail.text().ends_with("last, unterminated"),
+            "{}",
+            tail.text()
+        );
+        tail.finish();
+        assert_eq!(tail.lines().last(), Some("last, unterminated"));
+        assert!(tail.text().len() <= STDERR_TAIL_BYTES + 4);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::config::CommandConfig;
 use super::process::{
-    base_command, describe_status, next_line, quote, read_stderr, remaining_ms, spawn_error,
-    StderrTail,
+    base_command, capture_stderr, clip_message, describe_status, quote, quote_bytes, remaining_ms,
+    spawn_error, StderrTail, MAX_OUTPUT_BYTES,
 };
 use crate::agents::agent::{AgentError, AgentLink, TaskContext};
 
@@ -147,10 +147,10 @@ impl Stdio {
     pub(super) fn new(name: Arc<str>, config: Arc<CommandConfig>) -> Self {
         Stdio {
             shared: Rc::new(Shared {
-                name,
+                name: name.clone(),
                 config,
                 inner: RefCell::new(Inner::default()),
-                stderr: RefCell::new(StderrTail::default()),
+                stderr: RefCell::new(StderrTail::new(name.clone())),
             }),
         }
     }
@@ -245,15 +245,8 @@ fn start_stdio(shared: Rc<Shared>, link: AgentLink) -> Result<(), AgentError> {
     tokio::task::spawn_local(write_lines(name.clone(), stdin, writer_rx));
     let stderr_task = tokio::task::spawn_local({
         let shared = shared.clone();
-        async move {
-            let name = shared.name.clone();
-            read_stderr(&name, stderr, |line| {
-                if let Ok(mut tail) = shared.stderr.try_borrow_mut() {
-                    tail.push(line);
-                }
-            })
-            .await;
-        }
+        let mut stderr = stderr;
+        async move { capture_stderr(&mut stderr, &shared.stderr).await }
     });
     let reader = tokio::task::spawn_local(read_stdout(
         shared.clone(),
@@ -410,6 +403,92 @@ async fn write_lines(
     // Every sender is gone: dropping stdin closes the pipe.
 }
 
+/// One line the program printed on stdout.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its `\n`).
+    Text(String),
+    /// A line longer than [`MAX_OUTPUT_BYTES`]; the rest of it is skipped.
+    TooLong,
+    /// A line that is not UTF-8: where the first bad byte is, and a quote of the line.
+    NotUtf8 { offset: usize, quoted: String },
+}
+
+/// Splits a stream into [`Line`]s, holding at most [`MAX_OUTPUT_BYTES`] of one line.
+/// Cancel-safe: a line cut short by a cancelled `next` is completed by the next call.
+struct Lines<R> {
+    reader: BufReader<R>,
+    line: Vec<u8>,
+    /// Inside a line already reported as too long: skip to its end.
+    skipping: bool,
+}
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    fn new(reader: R) -> Self {
+        Lines {
+            reader: BufReader::new(reader),
+            line: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// The next line; `None` at EOF or on a read error.
+    async fn next(&mut self) -> Option<Line> {
+        loop {
+            let available = match self.reader.fill_buf().await {
+                Ok(available) => available,
+                Err(e) => {
+                    tracing::debug!("reading an agent process's stdout failed: {e}");
+                    &[]
+                }
+            };
+            if available.is_empty() {
+                // EOF: an unterminated last line is still a line.
+                self.skipping = false;
+                if self.line.is_empty() {
+                    return None;
+                }
+                return Some(self.take_line());
+            }
+            let newline = available.iter().position(|&b| b == b'\n');
+            let len = newline.unwrap_or(available.len());
+            let mut too_long = false;
+            if self.skipping {
+                // The rest of a line already reported: dropped.
+            } else if self.line.len() + len > MAX_OUTPUT_BYTES {
+                self.line = Vec::new();
+                self.skipping = true;
+                too_long = true;
+            } else {
+                self.line.extend_from_slice(&available[..len]);
+            }
+            self.reader.consume(len + usize::from(newline.is_some()));
+            if too_long {
+                if newline.is_some() {
+                    self.skipping = false;
+                }
+                return Some(Line::TooLong);
+            }
+            if newline.is_some() {
+                if std::mem::replace(&mut self.skipping, false) {
+                    continue;
+                }
+                return Some(self.take_line());
+            }
+        }
+    }
+
+    fn take_line(&mut self) -> Line {
+        match String::from_utf8(std::mem::take(&mut self.line)) {
+            Ok(line) => Line::Text(line.trim_end().to_string()),
+            Err(e) => Line::NotUtf8 {
+                offset: e.utf8_error().valid_up_to(),
+                quoted: quote_bytes(e.as_bytes()),
+            },
+        }
+    }
+}
+
 /// Why the reader stopped reading.
 enum End {
     /// `stop` (or dropping the agent) asked for the process to be killed.
@@ -431,15 +510,14 @@ async fn read_stdout(
     link: AgentLink,
 ) {
     let name = shared.name.clone();
-    let mut reader = BufReader::new(stdout);
-    let mut buf = Vec::new();
+    let mut lines = Lines::new(stdout);
     let mut kill_gone = false;
     // The process's exit ends it, not the end of its stdout: a process it left running in
     // the background may hold stdout open for ever.
     let end = loop {
         tokio::select! {
-            line = next_line(&mut reader, &mut buf) => match line {
-                Some(line) => on_line(&shared, &line, &link),
+            line = lines.next() => match line {
+                Some(line) => on_line(&shared, line, &link),
                 None => break End::StdoutClosed,
             },
             status = child.wait() => break End::Exited(status),
@@ -458,8 +536,8 @@ async fn read_stdout(
         End::Exited(status) => {
             // Answers it wrote just before exiting are in the pipe already: deliver them.
             let drain = async {
-                while let Some(line) = next_line(&mut reader, &mut buf).await {
-                    on_line(&shared, &line, &link);
+                while let Some(line) = lines.next().await {
+                    on_line(&shared, line, &link);
                 }
             };
             if tokio::time::timeout(OUTPUT_DRAIN, drain).await.is_err() {
@@ -524,28 +602,55 @@ async fn read_stdout(
     }
 }
 
+/// Fails every task in flight with a protocol error (the line that broke the protocol
+/// cannot be attributed to one task).
+fn fail_all(shared: &Shared, message: String) {
+    tracing::warn!(agent = %shared.name, "{message}");
+    let pending: Vec<Pending> = match shared.inner.try_borrow_mut() {
+        Ok(mut inner) => inner.pending.drain().map(|(_, p)| p).collect(),
+        Err(_) => Vec::new(),
+    };
+    for p in pending {
+        let _ = p.tx.send(Err(AgentError::protocol(message.clone())));
+    }
+}
+
 /// Handles one stdout line.
-fn on_line(shared: &Shared, line: &str, link: &AgentLink) {
+fn on_line(shared: &Shared, line: Line, link: &AgentLink) {
     let name = &shared.name;
+    let line = match line {
+        Line::Text(line) => line,
+        Line::TooLong => {
+            return fail_all(
+                shared,
+                format!(
+                    "agent {name} printed a line longer than {MAX_OUTPUT_BYTES} bytes \
+                     (the limit for one protocol line)"
+                ),
+            );
+        }
+        Line::NotUtf8 { offset, quoted } => {
+            return fail_all(
+                shared,
+                format!(
+                    "agent {name} printed a line that is not valid UTF-8 (at byte {offset}): {quoted}"
+                ),
+            );
+        }
+    };
     if line.trim().is_empty() {
         return;
     }
-    let parsed: AgentLine = match serde_json::from_str(line) {
+    let parsed: AgentLine = match serde_json::from_str(&line) {
         Ok(parsed) => parsed,
         Err(e) => {
-            let message = format!(
-                "agent {name} printed a line that is not protocol JSON ({e}): {}",
-                quote(line)
+            return fail_all(
+                shared,
+                format!(
+                    "agent {name} printed a line that is not protocol JSON ({e}): {}",
+                    quote(&line)
+                ),
             );
-            tracing::warn!(agent = %name, "{message}");
-            let pending: Vec<Pending> = match shared.inner.try_borrow_mut() {
-                Ok(mut inner) => inner.pending.drain().map(|(_, p)| p).collect(),
-                Err(_) => Vec::new(),
-            };
-            for p in pending {
-                let _ = p.tx.send(Err(AgentError::protocol(message.clone())));
-            }
-            return;
         }
     };
     match parsed {
@@ -587,7 +692,12 @@ fn on_line(shared: &Shared, line: &str, link: &AgentLink) {
             task_id,
             epoch,
             message,
-        } => settle(shared, task_id, epoch, Err(AgentError::new(message))),
+        } => settle(
+            shared,
+            task_id,
+            epoch,
+            Err(AgentError::new(clip_message(&message))),
+        ),
     }
 }
 
@@ -642,7 +752,8 @@ mod tests {
     use tokio::time::{timeout, Instant};
 
     use super::super::config::CommandMode;
-    use super::super::testing::{ctx, fixture, local, script, stdio, Recorder, T};
+    use super::super::process::MAX_OUTPUT_BYTES;
+    use super::super::testing::{ctx, expect_err, fixture, local, script, stdio, Recorder, T};
     use super::*;
 
     async fn run(agent: &Stdio, input: Value, ctx: TaskContext) -> Result<Value, AgentError> {
@@ -790,6 +901,37 @@ mod tests {
             agent.stop().await;
         })
         .await;
+    }
+
+    async fn all_lines(bytes: &[u8]) -> Vec<Line> {
+        let mut lines = Lines::new(bytes);
+        let mut all = Vec::new();
+        while let Some(line) = lines.next().await {
+            all.push(line);
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn lines_are_split_bounded_and_checked_for_utf8() {
+        let text = |s: &str| Line::Text(s.to_string());
+        assert_eq!(
+            all_lines(b"a\nb\r\n\nlast").await,
+            [text("a"), text("b"), text(""), text("last")]
+        );
+        let mut long = vec![b'x'; MAX_OUTPUT_BYTES + 10];
+        long.extend_from_slice(b"\nafter\n");
+        assert_eq!(all_lines(&long).await, [Line::TooLong, text("after")]);
+        let mut exact = vec![b'y'; MAX_OUTPUT_BYTES];
+        exact.push(b'\n');
+        assert_eq!(all_lines(&exact).await.len(), 1);
+        match &all_lines(b"ok\nab\xffcd\n").await[..] {
+            [Line::Text(ok), Line::NotUtf8 { offset: 2, quoted }] => {
+                assert_eq!(ok, "ok");
+                assert!(quoted.contains("ab"), "{quoted}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -970,6 +1112,140 @@ mod tests {
             assert!(why.contains("exit code 3"), "{why}");
             let e = run(&agent, json!({}), ctx(1)).await.unwrap_err();
             assert!(e.exited && e.message.contains("exit code 3"), "{e:?}");
+            agent.stop().await;
+        })
+        .await;
+    }
+
+    /// A stdio agent answering each task with what `answer(n, msg)` (Python, `n` counting
+    /// tasks from 1) returns: the bytes of one stdout line, newline included.
+    fn answering(answer: &str) -> CommandConfig {
+        let program = format!(
+            "import json, sys\n\
+             def answer(n, msg):\n    {answer}\n\
+             n = 0\n\
+             for line in sys.stdin:\n\
+             \x20   msg = json.loads(line)\n\
+             \x20   if msg['type'] == 'task':\n\
+             \x20       n += 1\n\
+             \x20       sys.stdout.buffer.write(answer(n, msg))\n\
+             \x20       sys.stdout.buffer.flush()\n"
+        );
+        CommandConfig::new("python3")
+            .with_args(["-c".to_string(), program])
+            .with_mode(CommandMode::Stdio)
+    }
+
+    #[tokio::test]
+    async fn stdio_line_over_the_limit_is_a_protocol_error_and_the_next_line_is_read() {
+        local(async {
+            let rec = Recorder::default();
+            let config = answering(
+                "return (json.dumps({'type': 'result', 'task_id': msg['task_id'], \
+                 'epoch': msg['epoch'], 'output': 'x' * (5 << 20) if n == 1 else 'ok'}) \
+                 + '\\n').encode()",
+            );
+            let agent = started(config, &rec).await;
+            let e = expect_err(
+                timeout(Duration::from_secs(60), agent.run(json!({}), ctx(1)))
+                    .await
+                    .expect("the task hung"),
+            );
+            assert!(e.protocol, "{e:?}");
+            assert!(
+                e.message.contains(&MAX_OUTPUT_BYTES.to_string()),
+                "names the limit: {}",
+                e.message
+            );
+            assert!(e.message.len() < 4096, "{} bytes", e.message.len());
+            let out = timeout(Duration::from_secs(60), agent.run(json!({}), ctx(1)))
+                .await
+                .expect("the task hung")
+                .unwrap();
+            assert_eq!(out, json!("ok"));
+            agent.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn stdio_invalid_utf8_line_is_a_protocol_error_naming_the_offset() {
+        local(async {
+            let rec = Recorder::default();
+            let config = answering(
+                "return ('{\"type\":\"result\",\"task_id\":\"%s\",\"epoch\":%d,\"output\":\"' \
+                 % (msg['task_id'], msg['epoch'])).encode() + b'\\xff\"}\\n'",
+            );
+            let agent = started(config, &rec).await;
+            let c = ctx(1);
+            let offset = format!(
+                r#"{{"type":"result","task_id":"{}","epoch":1,"output":""#,
+                c.task_id
+            )
+            .len();
+            let e = expect_err(run(&agent, json!({}), c).await);
+            assert!(e.protocol, "{e:?}");
+            assert!(e.message.contains("UTF-8"), "{}", e.message);
+            assert!(
+                e.message.contains(&format!("byte {offset}")),
+                "{}",
+                e.message
+            );
+            agent.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn stdio_error_message_from_the_agent_is_quoted_bounded() {
+        local(async {
+            let rec = Recorder::default();
+            let config = answering(
+                "return (json.dumps({'type': 'error', 'task_id': msg['task_id'], \
+                 'epoch': msg['epoch'], 'message': 'no ' * 100000}) + '\\n').encode()",
+            );
+            let agent = started(config, &rec).await;
+            let e = run(&agent, json!({}), ctx(1)).await.unwrap_err();
+            assert!(
+                !e.protocol && e.message.starts_with("no no"),
+                "{}",
+                &e.message[..50]
+            );
+            assert!(e.message.len() < 4096, "{} bytes", e.message.len());
+            agent.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn stdio_huge_stderr_line_is_kept_bounded() {
+        local(async {
+            let rec = Recorder::default();
+            let program = "import sys\n\
+                sys.stderr.buffer.write(b'x' * (50 << 20))\n\
+                sys.stderr.buffer.write(b'\\nthe end\\n')\n\
+                sys.stderr.buffer.flush()\n\
+                sys.exit(2)\n";
+            let config = CommandConfig::new("python3")
+                .with_args(["-c", program])
+                .with_mode(CommandMode::Stdio);
+            let agent = started(config, &rec).await;
+            let exited = timeout(Duration::from_secs(60), async {
+                while rec.exits().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(exited.is_ok(), "the exit went unnoticed");
+            let why = rec.exits()[0].clone().unwrap_err();
+            assert!(
+                why.contains("exit code 2") && why.contains("the end"),
+                "{}",
+                &why[..100]
+            );
+            assert!(why.len() < 4096, "{} bytes", why.len());
+            let kept: usize = agent.shared.stderr.borrow().lines().map(str::len).sum();
+            assert!(kept < 256 << 10, "{kept} bytes of stderr kept");
             agent.stop().await;
         })
         .await;

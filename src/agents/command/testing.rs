@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::config::{CommandConfig, CommandMode};
-use crate::agents::agent::{AgentLink, TaskContext};
+use crate::agents::agent::{AgentError, AgentLink, TaskContext};
 
 /// The bound on every single wait in these tests.
 pub(super) const T: Duration = Duration::from_secs(5);
@@ -74,4 +74,34 @@ impl Recorder {
 /// Runs `f` in a `LocalSet`, as the actix runtime does.
 pub(super) async fn local<F: Future>(f: F) -> F::Output {
     LocalSet::new().run_until(f).await
+}
+
+/// This process's peak resident set size in bytes (Linux), after resetting the peak to the
+/// current size where the kernel allows it; `None` where it cannot be read.
+pub(super) fn reset_peak_rss() -> Option<u64> {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    peak_rss()
+}
+
+/// This process's peak resident set size in bytes (Linux); `None` where it cannot be read.
+pub(super) fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The error in `result`; a success fails the test, quoting (a bounded prefix of) the output.
+pub(super) fn expect_err(result: Result<serde_json::Value, AgentError>) -> AgentError {
+    match result {
+        Err(e) => e,
+        Ok(out) => {
+            let text = out.to_string();
+            let head: String = text.chars().take(200).collect();
+            panic!(
+                "expected an error, got an output of {} bytes: {head}",
+                text.len()
+            )
+        }
+    }
 }
