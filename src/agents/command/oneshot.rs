@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::config::CommandConfig;
 use super::process::{
     base_command, capture_stderr, describe_status, quote, quote_bytes, read_capped, remaining_ms,
-    spawn_error, StderrTail, MAX_OUTPUT_BYTES,
+    spawn_error, ProcessGroup, StderrTail, MAX_OUTPUT_BYTES,
 };
 use crate::agents::agent::{AgentError, TaskContext};
 
@@ -42,7 +42,23 @@ struct Shared {
 #[derive(Default)]
 struct Running {
     next_seq: u64,
-    by_seq: HashMap<u64, ((Uuid, u64), oneshot::Sender<()>)>,
+    by_seq: HashMap<u64, Attempt>,
+}
+
+/// One running attempt, as `cancel` and `stop` see it.
+struct Attempt {
+    key: (Uuid, u64),
+    /// Tells the attempt it was killed (so it answers "cancelled").
+    killed: oneshot::Sender<()>,
+    group: Rc<ProcessGroup>,
+}
+
+impl Attempt {
+    /// Kills the attempt's process group at once, and tells the attempt.
+    fn kill(self) {
+        self.group.kill();
+        let _ = self.killed.send(());
+    }
 }
 
 /// Removes a task's registration when its attempt ends or is dropped.
@@ -88,12 +104,12 @@ impl Oneshot {
         let seqs: Vec<u64> = running
             .by_seq
             .iter()
-            .filter(|(_, (key, _))| *key == (task_id, epoch))
+            .filter(|(_, attempt)| attempt.key == (task_id, epoch))
             .map(|(seq, _)| *seq)
             .collect();
         for seq in seqs {
-            if let Some((_, kill)) = running.by_seq.remove(&seq) {
-                let _ = kill.send(());
+            if let Some(attempt) = running.by_seq.remove(&seq) {
+                attempt.kill();
             }
         }
     }
@@ -101,8 +117,8 @@ impl Oneshot {
     /// Kills every process running.
     pub(super) fn kill_all(&self) {
         if let Ok(mut running) = self.shared.running.try_borrow_mut() {
-            for (_, (_, kill)) in running.by_seq.drain() {
-                let _ = kill.send(());
+            for (_, attempt) in running.by_seq.drain() {
+                attempt.kill();
             }
         }
     }
@@ -132,16 +148,24 @@ async fn run_oneshot(
         .map_err(|e| AgentError::new(format!("agent {name}: cannot encode the input: {e}")))?;
 
     let mut child = cmd.spawn().map_err(|e| spawn_error(&name, &config, &e))?;
+    // However this attempt ends, even by being dropped, the process and whatever it started
+    // are killed: dropping the last `Rc` of the group kills it.
+    let group = Rc::new(ProcessGroup::of(&child));
 
-    // Register so that `cancel` and `stop` can kill it; dropping `child` kills it too.
+    // Register so that `cancel` and `stop` can kill it.
     let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
     let _registration = {
         let mut running = shared.running.borrow_mut();
         let seq = running.next_seq;
         running.next_seq += 1;
-        running
-            .by_seq
-            .insert(seq, ((ctx.task_id, ctx.epoch), kill_tx));
+        running.by_seq.insert(
+            seq,
+            Attempt {
+                key: (ctx.task_id, ctx.epoch),
+                killed: kill_tx,
+                group: group.clone(),
+            },
+        );
         Registration {
             shared: shared.clone(),
             seq,
@@ -190,6 +214,9 @@ async fn run_oneshot(
             }
         };
         if status.is_some() {
+            // The program is done, and so is anything it left running (which could hold
+            // the pipes open): kill the group before the leader's id can be reused.
+            group.kill();
             // What it wrote before exiting is in the pipes already: read it, briefly.
             let drain = async {
                 tokio::join!(
@@ -214,7 +241,7 @@ async fn run_oneshot(
 
     let program = &config.program;
     if too_large {
-        let _ = child.start_kill();
+        group.kill();
         return Err(AgentError::protocol(format!(
             "agent {name}: `{program}` printed more than {MAX_OUTPUT_BYTES} bytes on stdout \
              (the limit for one answer); its process was killed"
@@ -288,7 +315,8 @@ mod tests {
     use tokio::time::timeout;
 
     use super::super::testing::{
-        ctx, expect_err, fixture, local, peak_rss, python, reset_peak_rss, script, T,
+        ctx, expect_err, fixture, local, peak_rss, python, read_pid, reset_peak_rss, script,
+        sh_with_pidfile, wait_gone, T,
     };
     use super::*;
 
@@ -483,6 +511,90 @@ mod tests {
             assert!(e.protocol, "{e:?}");
             assert!(e.message.contains("UTF-8"), "{}", e.message);
             assert!(e.message.contains("byte 7"), "{}", e.message);
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn oneshot_cancel_kills_the_whole_process_group() {
+        local(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, pidfile) = sh_with_pidfile(r#"sleep 300 & echo $! > "$1"; wait"#, &dir);
+            let agent = agent(config);
+            let c = ctx(3);
+            let (id, epoch) = (c.task_id, c.epoch);
+            let task = tokio::task::spawn_local(agent.run(json!({}), c));
+            let grandchild = read_pid(&pidfile).await;
+            agent.cancel(id, epoch);
+            let e = timeout(T, task).await.unwrap().unwrap().unwrap_err();
+            assert!(e.message.contains("cancelled"), "{}", e.message);
+            assert!(
+                wait_gone(grandchild).await,
+                "the grandchild outlived the cancel"
+            );
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn oneshot_dropped_attempt_kills_the_whole_process_group() {
+        local(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, pidfile) = sh_with_pidfile(r#"sleep 300 & echo $! > "$1"; wait"#, &dir);
+            let agent = agent(config);
+            // The owner's time bound passes: the attempt's future is dropped.
+            let task = tokio::task::spawn_local(agent.run(json!({}), ctx(1)));
+            let grandchild = read_pid(&pidfile).await;
+            task.abort();
+            assert!(timeout(T, task).await.unwrap().is_err());
+            assert!(
+                wait_gone(grandchild).await,
+                "the grandchild outlived the attempt"
+            );
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn oneshot_exit_kills_what_the_program_left_running() {
+        local(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, pidfile) =
+                sh_with_pidfile(r#"sleep 300 & echo $! > "$1"; echo '{"ok": 1}'"#, &dir);
+            let agent = agent(config);
+            let out = timeout(Duration::from_secs(30), agent.run(json!({}), ctx(1)))
+                .await
+                .expect("the task hung")
+                .unwrap();
+            assert_eq!(out, json!({"ok": 1}));
+            let grandchild = read_pid(&pidfile).await;
+            assert!(
+                wait_gone(grandchild).await,
+                "the grandchild outlived the attempt"
+            );
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn oneshot_stop_kills_the_whole_process_group() {
+        local(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, pidfile) = sh_with_pidfile(r#"sleep 300 & echo $! > "$1"; wait"#, &dir);
+            let agent = agent(config);
+            let task = tokio::task::spawn_local(agent.run(json!({}), ctx(1)));
+            let grandchild = read_pid(&pidfile).await;
+            agent.kill_all();
+            let e = timeout(T, task).await.unwrap().unwrap().unwrap_err();
+            assert!(e.message.contains("killed"), "{}", e.message);
+            assert!(
+                wait_gone(grandchild).await,
+                "the grandchild outlived the stop"
+            );
         })
         .await;
     }

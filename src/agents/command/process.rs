@@ -2,13 +2,13 @@
 //! protocol spoken over its pipes: how it is spawned, how its exit is described, how its
 //! stderr tail is kept, and how its output is quoted in error messages.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::config::CommandConfig;
 use crate::agents::agent::{AgentError, TaskContext};
@@ -30,7 +30,10 @@ pub(super) const STDERR_TAIL_BYTES: usize = 2048;
 /// How much of a misbehaving line or output is quoted in an error message.
 pub(super) const QUOTE_CHARS: usize = 200;
 
-/// The command for `config`, with piped stdio, `MUSTER_AGENT` set and killed on drop.
+/// The command for `config`, with piped stdio and `MUSTER_AGENT` set. On Unix the process
+/// leads a new process group (so that [`ProcessGroup::kill`] takes down whatever it starts
+/// too) and, on Linux, is killed by the kernel if the thread that spawned it dies (which
+/// covers muster being SIGKILLed: nothing of muster's own runs then).
 pub(super) fn base_command(name: &str, config: &CommandConfig) -> Command {
     let mut cmd = Command::new(&config.program);
     cmd.args(&config.args)
@@ -43,7 +46,91 @@ pub(super) fn base_command(name: &str, config: &CommandConfig) -> Command {
     if let Some(cwd) = &config.cwd {
         cmd.current_dir(cwd);
     }
+    #[cfg(unix)]
+    {
+        cmd.process_group(0);
+        let parent = std::process::id();
+        // SAFETY: `in_child` only makes async-signal-safe system calls (no allocation, no
+        // lock), as code between fork and exec must.
+        unsafe {
+            cmd.pre_exec(move || in_child(parent));
+        }
+    }
     cmd
+}
+
+/// Runs in the child between fork and exec: async-signal-safe calls only.
+#[cfg(unix)]
+fn in_child(parent: u32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(2) and getppid(2) take no pointers.
+        unsafe {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then no signal would ever come.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = parent;
+    Ok(())
+}
+
+/// The process group an agent process leads: killing it kills the process and whatever it
+/// started (unless that moved to a group or session of its own). Killed at most once, and
+/// on drop if not before, so every way an attempt or an instance ends takes the group down.
+///
+/// Kill it before reaping the leader where possible: while the leader is unreaped (or any
+/// member lives) the group id cannot be reused, so the signal cannot reach a stranger.
+/// After an exit the leader is already reaped; the group is then killed at once, in the
+/// same poll, which leaves only a negligible window for its id to be reused.
+#[derive(Debug)]
+pub(super) struct ProcessGroup {
+    pgid: Cell<Option<u32>>,
+}
+
+impl ProcessGroup {
+    /// The group `child` leads (as every process from [`base_command`] does).
+    pub(super) fn of(child: &Child) -> Self {
+        ProcessGroup {
+            pgid: Cell::new(child.id()),
+        }
+    }
+
+    /// Sends SIGKILL to every process in the group, the first time only.
+    pub(super) fn kill(&self) {
+        let Some(pgid) = self.pgid.take() else {
+            return;
+        };
+        #[cfg(unix)]
+        if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+            if pgid > 0 {
+                // SAFETY: kill(2) takes no pointers. A negative pid names the group.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = pgid;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// The error for a program that could not be started, naming it (and its directory).
@@ -286,6 +373,79 @@ pub(super) fn tail_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set in the helper process that [`agent_processes_die_with_their_owner`] starts.
+    const OWNER_HELPER: &str = "MUSTER_TEST_OWNER_HELPER_PIDFILE";
+
+    /// The owner is SIGKILLed, so nothing of muster's runs at its death: only the kernel
+    /// (PR_SET_PDEATHSIG) can take the agent down with it. The owner is this test binary
+    /// run again, as a helper that spawns one agent process and then sleeps.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn agent_processes_die_with_their_owner() {
+        use std::time::{Duration, Instant};
+
+        if let Ok(pidfile) = std::env::var(OWNER_HELPER) {
+            let config = CommandConfig::new("sh").with_args([
+                "-c",
+                r#"echo $$ > "$1"; exec sleep 300"#,
+                "sh",
+                &pidfile,
+            ]);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _child = runtime.block_on(async { base_command("owner#0", &config).spawn() });
+            // Killed long before this ends; bounded all the same.
+            std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "agents::command::process::tests::agent_processes_die_with_their_owner",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(OWNER_HELPER, &pidfile)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid: i32 = loop {
+            let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            if let Some(pid) = text.strip_suffix('\n').and_then(|t| t.trim().parse().ok()) {
+                break pid;
+            }
+            if Instant::now() > deadline {
+                let _ = helper.kill();
+                panic!("the helper never started its agent");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        helper.kill().unwrap();
+        helper.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut died = false;
+        while Instant::now() < deadline {
+            if super::super::testing::gone(pid) {
+                died = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !died {
+            // SAFETY: kill(2) on the process this test had started; no memory involved.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        assert!(died, "the agent process outlived its owner");
+    }
 
     #[test]
     fn quoting_and_tails_are_bounded() {

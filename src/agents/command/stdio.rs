@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::config::CommandConfig;
 use super::process::{
     base_command, capture_stderr, clip_message, describe_status, quote, quote_bytes, remaining_ms,
-    spawn_error, StderrTail, MAX_OUTPUT_BYTES,
+    spawn_error, ProcessGroup, StderrTail, MAX_OUTPUT_BYTES,
 };
 use crate::agents::agent::{AgentError, AgentLink, TaskContext};
 
@@ -62,6 +62,8 @@ struct Inner {
     dead: Option<String>,
     writer: Option<mpsc::UnboundedSender<Outgoing>>,
     kill: Option<oneshot::Sender<()>>,
+    /// The process's group, killed by whoever ends the process first.
+    group: Option<Rc<ProcessGroup>>,
     reader: Option<JoinHandle<()>>,
     pending: HashMap<(Uuid, u64), Pending>,
     /// Tasks a cancel line was written for, most recent last.
@@ -190,6 +192,9 @@ impl Stdio {
                 };
                 inner.stopping = true;
                 inner.writer = None;
+                if let Some(group) = inner.group.take() {
+                    group.kill();
+                }
                 (inner.kill.take(), inner.reader.take())
             };
             if let Some(kill) = kill {
@@ -207,10 +212,14 @@ impl Stdio {
 impl Drop for Stdio {
     fn drop(&mut self) {
         // Never leave a process behind: the reader task owns the child and would otherwise
-        // keep it alive.
+        // keep it alive, and may never run again (its runtime may be going away too). So
+        // the group is killed here and now; the reader only reaps.
         if let Ok(mut inner) = self.shared.inner.try_borrow_mut() {
             inner.stopping = true;
             inner.writer = None;
+            if let Some(group) = inner.group.take() {
+                group.kill();
+            }
             if let Some(kill) = inner.kill.take() {
                 let _ = kill.send(());
             }
@@ -232,6 +241,7 @@ fn start_stdio(shared: Rc<Shared>, link: AgentLink) -> Result<(), AgentError> {
     let mut child = base_command(&name, &config)
         .spawn()
         .map_err(|e| spawn_error(&name, &config, &e))?;
+    let group = Rc::new(ProcessGroup::of(&child));
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -254,6 +264,7 @@ fn start_stdio(shared: Rc<Shared>, link: AgentLink) -> Result<(), AgentError> {
         stdout,
         stderr_task,
         kill_rx,
+        group.clone(),
         link,
     ));
 
@@ -261,6 +272,7 @@ fn start_stdio(shared: Rc<Shared>, link: AgentLink) -> Result<(), AgentError> {
     inner.started = true;
     inner.writer = Some(writer_tx);
     inner.kill = Some(kill_tx);
+    inner.group = Some(group);
     inner.reader = Some(reader);
     Ok(())
 }
@@ -507,6 +519,7 @@ async fn read_stdout(
     stdout: ChildStdout,
     stderr_task: JoinHandle<()>,
     mut kill_rx: oneshot::Receiver<()>,
+    group: Rc<ProcessGroup>,
     link: AgentLink,
 ) {
     let name = shared.name.clone();
@@ -530,10 +543,13 @@ async fn read_stdout(
 
     let status = match end {
         End::Killed => {
+            group.kill();
             let _ = child.start_kill();
             child.wait().await
         }
         End::Exited(status) => {
+            // Whatever it left running goes with it (and cannot hold stdout open).
+            group.kill();
             // Answers it wrote just before exiting are in the pipe already: deliver them.
             let drain = async {
                 while let Some(line) = lines.next().await {
@@ -549,11 +565,15 @@ async fn read_stdout(
             Ok(status) => status,
             Err(_) => {
                 tracing::warn!(agent = %name, "agent process closed its stdout but is still running; killing it");
+                group.kill();
                 let _ = child.start_kill();
                 child.wait().await
             }
         },
     };
+    // However it ended, nothing it started outlives it. (Right after the wait, before the
+    // group's id could be reused.)
+    group.kill();
     let _ = tokio::time::timeout(STDERR_DRAIN, stderr_task).await;
 
     let status_text = match &status {
@@ -571,6 +591,7 @@ async fn read_stdout(
         inner.dead = Some(format!("it exited with {status_text}; stderr tail: {tail}"));
         inner.writer = None;
         inner.kill = None;
+        inner.group = None;
         let pending: Vec<Pending> = inner.pending.drain().map(|(_, p)| p).collect();
         (pending, inner.stopping)
     };
@@ -753,7 +774,10 @@ mod tests {
 
     use super::super::config::CommandMode;
     use super::super::process::MAX_OUTPUT_BYTES;
-    use super::super::testing::{ctx, expect_err, fixture, local, script, stdio, Recorder, T};
+    use super::super::testing::{
+        ctx, expect_err, fixture, local, read_pid, script, sh_with_pidfile, stdio, wait_gone,
+        Recorder, T,
+    };
     use super::*;
 
     async fn run(agent: &Stdio, input: Value, ctx: TaskContext) -> Result<Value, AgentError> {
@@ -1246,6 +1270,66 @@ mod tests {
             assert!(why.len() < 4096, "{} bytes", why.len());
             let kept: usize = agent.shared.stderr.borrow().lines().map(str::len).sum();
             assert!(kept < 256 << 10, "{kept} bytes of stderr kept");
+            agent.stop().await;
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn stdio_stop_kills_the_whole_process_group() {
+        local(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, pidfile) =
+                sh_with_pidfile(r#"sleep 300 & echo $! > "$1"; cat > /dev/null"#, &dir);
+            let agent = started(config.with_mode(CommandMode::Stdio), &Recorder::default()).await;
+            let grandchild = read_pid(&pidfile).await;
+            timeout(T, agent.stop()).await.unwrap();
+            assert!(
+                wait_gone(grandchild).await,
+                "the grandchild outlived the stop"
+            );
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn stdio_drop_kills_the_whole_process_group() {
+        local(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (config, pidfile) =
+                sh_with_pidfile(r#"sleep 300 & echo $! > "$1"; cat > /dev/null"#, &dir);
+            let agent = started(config.with_mode(CommandMode::Stdio), &Recorder::default()).await;
+            let grandchild = read_pid(&pidfile).await;
+            drop(agent);
+            assert!(
+                wait_gone(grandchild).await,
+                "the grandchild outlived the agent"
+            );
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn stdio_crash_kills_the_whole_process_group() {
+        local(async {
+            let rec = Recorder::default();
+            let dir = tempfile::tempdir().unwrap();
+            let (config, pidfile) = sh_with_pidfile(
+                r#"sleep 300 > /dev/null 2>&1 & echo $! > "$1"; read line; exit 3"#,
+                &dir,
+            );
+            let agent = started(config.with_mode(CommandMode::Stdio), &rec).await;
+            let grandchild = read_pid(&pidfile).await;
+            // The task line makes it exit.
+            let e = run(&agent, json!({}), ctx(1)).await.unwrap_err();
+            assert!(e.exited && e.message.contains("exit code 3"), "{e:?}");
+            assert!(
+                wait_gone(grandchild).await,
+                "the grandchild outlived the crash"
+            );
             agent.stop().await;
         })
         .await;

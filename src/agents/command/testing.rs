@@ -2,6 +2,7 @@
 //! task contexts, a link that records what it is told, and a `LocalSet` to run in.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,4 +105,66 @@ pub(super) fn expect_err(result: Result<serde_json::Value, AgentError>) -> Agent
             )
         }
     }
+}
+
+/// A shell script, run as `sh -c SCRIPT sh PIDFILE`: `$1` is a fresh file in `dir` for it to
+/// write a pid to (e.g. `sleep 300 & echo $! > "$1"`).
+pub(super) fn sh_with_pidfile(script: &str, dir: &tempfile::TempDir) -> (CommandConfig, PathBuf) {
+    let pidfile = dir.path().join("pid");
+    let config = CommandConfig::new("sh").with_args([
+        "-c".to_string(),
+        script.to_string(),
+        "sh".to_string(),
+        pidfile.display().to_string(),
+    ]);
+    (config, pidfile)
+}
+
+/// The pid written (newline-terminated) to `pidfile`, waiting for it at most [`T`] × 6.
+pub(super) async fn read_pid(pidfile: &Path) -> i32 {
+    let deadline = Instant::now() + T * 6;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(pidfile) {
+            if let Some(line) = text.strip_suffix('\n') {
+                if let Ok(pid) = line.trim().parse() {
+                    return pid;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pid was written to {}",
+            pidfile.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie: dead, waiting to be reaped by its parent).
+pub(super) fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state is the first field after the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Waits (at most [`T`] × 6) for process `pid` to be gone; kills it if it is not, so that a
+/// failing test leaves nothing behind, and says whether it went by itself.
+pub(super) async fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + T * 6;
+    while Instant::now() < deadline {
+        if gone(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: kill(2) with a pid this test started; no memory is involved.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    false
 }
