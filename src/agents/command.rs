@@ -18,6 +18,11 @@
 //! or leave a task waiting on a dead process; it does not retry, restart, time out or judge
 //! outputs: the agent instance, supervision and delegation do that.
 //!
+//! Every agent process gets a least-privilege environment ([`DEFAULT_ENV_PASS`] plus what
+//! its [`CommandConfig`] grants), optional [`CommandLimits`], and a process group of its
+//! own that is killed on every way out (and, on Linux, by the kernel if muster dies). What
+//! it prints is bounded ([`MAX_OUTPUT_BYTES`] for an answer, a short stderr tail).
+//!
 //! Layout: `config` (what to run) ← `process` (spawning, exit statuses, stderr tails,
 //! quoting) ← `oneshot` and `stdio` (the two modes) ← this file (the [`Agent`] impl).
 
@@ -34,7 +39,7 @@ use futures::future::LocalBoxFuture;
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use config::{CommandConfig, CommandMode};
+pub use config::{CommandConfig, CommandLimits, CommandMode, DEFAULT_ENV_PASS};
 pub use process::MAX_OUTPUT_BYTES;
 
 use crate::agents::agent::{Agent, AgentError, AgentFactory, AgentLink, TaskContext};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
-use super::config::CommandConfig;
+use super::config::{CommandConfig, CommandLimits, DEFAULT_ENV_PASS};
 use crate::agents::agent::{AgentError, TaskContext};
 
 /// The largest answer accepted from an agent program, in bytes: a oneshot program's whole
@@ -30,14 +30,25 @@ pub(super) const STDERR_TAIL_BYTES: usize = 2048;
 /// How much of a misbehaving line or output is quoted in an error message.
 pub(super) const QUOTE_CHARS: usize = 200;
 
-/// The command for `config`, with piped stdio and `MUSTER_AGENT` set. On Unix the process
-/// leads a new process group (so that [`ProcessGroup::kill`] takes down whatever it starts
-/// too) and, on Linux, is killed by the kernel if the thread that spawned it dies (which
-/// covers muster being SIGKILLed: nothing of muster's own runs then).
+/// The command for `config`, with piped stdio and a least-privilege environment: only the
+/// variables in [`DEFAULT_ENV_PASS`] and `config.env_pass` (as set in muster's environment),
+/// then `config.env`, then `MUSTER_AGENT`. On Unix the process leads a new process group
+/// (so that [`ProcessGroup::kill`] takes down whatever it starts too), gets `config.limits`
+/// and, on Linux, is killed by the kernel if the thread that spawned it dies (which covers
+/// muster being SIGKILLed: nothing of muster's own runs then).
 pub(super) fn base_command(name: &str, config: &CommandConfig) -> Command {
     let mut cmd = Command::new(&config.program);
-    cmd.args(&config.args)
-        .envs(&config.env)
+    cmd.args(&config.args).env_clear();
+    let passed = DEFAULT_ENV_PASS
+        .iter()
+        .copied()
+        .chain(config.env_pass.iter().map(String::as_str));
+    for var in passed {
+        if let Some(value) = std::env::var_os(var) {
+            cmd.env(var, value);
+        }
+    }
+    cmd.envs(&config.env)
         .env("MUSTER_AGENT", name)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -50,10 +61,11 @@ pub(super) fn base_command(name: &str, config: &CommandConfig) -> Command {
     {
         cmd.process_group(0);
         let parent = std::process::id();
+        let limits = config.limits;
         // SAFETY: `in_child` only makes async-signal-safe system calls (no allocation, no
         // lock), as code between fork and exec must.
         unsafe {
-            cmd.pre_exec(move || in_child(parent));
+            cmd.pre_exec(move || in_child(parent, &limits));
         }
     }
     cmd
@@ -61,7 +73,38 @@ pub(super) fn base_command(name: &str, config: &CommandConfig) -> Command {
 
 /// Runs in the child between fork and exec: async-signal-safe calls only.
 #[cfg(unix)]
-fn in_child(parent: u32) -> std::io::Result<()> {
+fn in_child(parent: u32, limits: &CommandLimits) -> std::io::Result<()> {
+    /// Lowers a limit to `value` (soft) and `value + grace` (hard), never raising the hard
+    /// limit the child inherited (which an unprivileged process could not do).
+    macro_rules! limit {
+        ($resource:expr, $value:expr, $grace:expr) => {
+            if let Some(value) = $value {
+                let value = libc::rlim_t::try_from(value).unwrap_or(libc::RLIM_INFINITY);
+                let mut old = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit(2) and setrlimit(2) get pointers to live locals.
+                unsafe {
+                    if libc::getrlimit($resource, &mut old) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let hard = value.saturating_add($grace).min(old.rlim_max);
+                    let new = libc::rlimit {
+                        rlim_cur: value.min(hard),
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit($resource, &new) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+        };
+    }
+    // SIGXCPU at the soft CPU limit; SIGKILL a second later if it is ignored.
+    limit!(libc::RLIMIT_CPU, limits.cpu_seconds, 1);
+    limit!(libc::RLIMIT_AS, limits.memory_bytes, 0);
+    limit!(libc::RLIMIT_NOFILE, limits.open_files, 0);
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl(2) and getppid(2) take no pointers.
@@ -315,6 +358,8 @@ fn signal_name(signal: i32) -> &'static str {
         13 => "SIGPIPE",
         14 => "SIGALRM",
         15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
         _ => "unnamed signal",
     }
 }
@@ -373,6 +418,138 @@ pub(super) fn tail_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sets a variable in this process's environment, with a name no other test uses.
+    fn secret() -> (String, String) {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let (name, value) = (format!("MUSTER_TEST_SECRET_{id}"), format!("s3cr3t-{id}"));
+        // Safe enough in a test: std's own environment reads (including those made to spawn
+        // a process) take the same lock as `set_var`.
+        std::env::set_var(&name, &value);
+        (name, value)
+    }
+
+    /// Runs `config` (a oneshot program printing one JSON document) to its exit.
+    async fn output_of(config: &CommandConfig) -> serde_json::Value {
+        let child = base_command("env#0", config).spawn().unwrap();
+        let output =
+            tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+                .await
+                .expect("the program hung")
+                .unwrap();
+        assert!(output.status.success(), "{:?}", output);
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// A program printing the value of the variable named `var` and the names of all the
+    /// variables it got.
+    fn env_printer(var: &str) -> CommandConfig {
+        CommandConfig::new("sh").with_args([
+            "-c",
+            r#"printf '{"value":"%s","names":"%s"}' "$(printenv "$1")" \
+               "$(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | tr '\n' ' ')""#,
+            "sh",
+            var,
+        ])
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_musters_environment_does_not_reach_an_agent() {
+        let (name, _) = secret();
+        let out = output_of(&env_printer(&name)).await;
+        assert_eq!(out["value"], "", "{out}");
+        let names = out["names"].as_str().unwrap();
+        assert!(!names.split(' ').any(|n| n == name), "{names}");
+    }
+
+    #[tokio::test]
+    async fn a_secret_reaches_an_agent_whose_env_pass_names_it() {
+        let (name, value) = secret();
+        let out = output_of(&env_printer(&name).with_env_pass([name.clone()])).await;
+        assert_eq!(out["value"], value.as_str(), "{out}");
+    }
+
+    #[tokio::test]
+    async fn an_agent_gets_only_the_documented_environment() {
+        let (name, _) = secret();
+        let config = env_printer(&name)
+            .with_env("SET_BY_CONFIG", "1")
+            .with_env_pass(["MUSTER_TEST_NOT_SET_ANYWHERE"]);
+        let out = output_of(&config).await;
+        let names = out["names"].as_str().unwrap();
+        // What `sh` itself adds to the environment of the commands it runs.
+        let shell = ["PWD", "OLDPWD", "SHLVL", "_"];
+        for var in names.split_whitespace() {
+            assert!(
+                DEFAULT_ENV_PASS.contains(&var)
+                    || shell.contains(&var)
+                    || var == "SET_BY_CONFIG"
+                    || var == "MUSTER_AGENT",
+                "{var} reached the agent: {names}"
+            );
+        }
+        assert!(names.split_whitespace().any(|v| v == "PATH"), "{names}");
+        assert!(
+            names.split_whitespace().any(|v| v == "MUSTER_AGENT"),
+            "{names}"
+        );
+    }
+
+    /// This process's hard limit for `resource` (what a child's limit is capped at).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit(2) gets a pointer to a live local.
+        assert_eq!(unsafe { libc::getrlimit(resource, &mut old) }, 0);
+        old.rlim_max
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[tokio::test]
+    async fn limits_apply_to_the_agent_process() {
+        let config = CommandConfig::new("sh")
+            .with_args([
+                "-c",
+                r#"printf '{"files":"%s","cpu":"%s","memory_kib":"%s"}' \
+                   "$(ulimit -n)" "$(ulimit -t)" "$(ulimit -v)""#,
+            ])
+            .with_limits(CommandLimits {
+                cpu_seconds: Some(600),
+                memory_bytes: Some(4 << 30),
+                open_files: Some(64),
+            });
+        let out = output_of(&config).await;
+        let expect = |wanted: u64, resource| wanted.min(hard_limit(resource)).to_string();
+        assert_eq!(out["files"], expect(64, libc::RLIMIT_NOFILE), "{out}");
+        assert_eq!(out["cpu"], expect(600, libc::RLIMIT_CPU), "{out}");
+        let memory_kib = (4u64 << 30).min(hard_limit(libc::RLIMIT_AS)) / 1024;
+        assert_eq!(out["memory_kib"], memory_kib.to_string(), "{out}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_cpu_limit_stops_a_spinning_agent() {
+        let config = CommandConfig::new("sh")
+            .with_args(["-c", "while :; do :; done"])
+            .with_limits(CommandLimits {
+                cpu_seconds: Some(1),
+                ..CommandLimits::default()
+            });
+        let mut child = base_command("spin#0", &config).spawn().unwrap();
+        // One CPU second, however busy the machine: bounded generously in wall time.
+        let status = tokio::time::timeout(std::time::Duration::from_secs(120), child.wait())
+            .await
+            .expect("the CPU limit did not stop the program")
+            .unwrap();
+        let described = describe_status(status);
+        assert!(
+            described.contains("SIGXCPU") || described.contains("SIGKILL"),
+            "{described}"
+        );
+    }
 
     /// Set in the helper process that [`agent_processes_die_with_their_owner`] starts.
     const OWNER_HELPER: &str = "MUSTER_TEST_OWNER_HELPER_PIDFILE";
