@@ -192,6 +192,18 @@ async fn run_oneshot(
         // running in the background may hold stdout open for ever.
         let status = loop {
             tokio::select! {
+                // A cancel kills the group before it says so: look at what it says first,
+                // or the kill would be reported as a crash.
+                biased;
+                killed = &mut kill_rx, if !kill_gone => match killed {
+                    Ok(()) => {
+                        return Err(AgentError::new(format!(
+                            "agent {name}: task {} (epoch {}) was cancelled; its process was killed",
+                            ctx.task_id, ctx.epoch
+                        )));
+                    }
+                    Err(_) => kill_gone = true,
+                },
                 status = child.wait() => break Some(status),
                 read = &mut read_out, if !out_done => {
                     out_done = true;
@@ -202,15 +214,6 @@ async fn run_oneshot(
                 }
                 () = &mut read_err, if !err_done => err_done = true,
                 () = &mut write, if !written => written = true,
-                killed = &mut kill_rx, if !kill_gone => match killed {
-                    Ok(()) => {
-                        return Err(AgentError::new(format!(
-                            "agent {name}: task {} (epoch {}) was cancelled; its process was killed",
-                            ctx.task_id, ctx.epoch
-                        )));
-                    }
-                    Err(_) => kill_gone = true,
-                },
             }
         };
         if status.is_some() {
@@ -533,6 +536,34 @@ mod tests {
                 wait_gone(grandchild).await,
                 "the grandchild outlived the cancel"
             );
+        })
+        .await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn oneshot_cancel_is_reported_as_a_cancel_even_once_the_process_is_dead() {
+        local(async {
+            // A cancel kills the process group at once; by the time the attempt looks, the
+            // process's exit may be as ready as the cancel. Several rounds, because which
+            // of two ready branches an unbiased select takes is random.
+            for _ in 0..8 {
+                let dir = tempfile::tempdir().unwrap();
+                let (config, pidfile) = sh_with_pidfile(r#"echo $$ > "$1"; exec sleep 300"#, &dir);
+                let agent = agent(config);
+                let c = ctx(3);
+                let (id, epoch) = (c.task_id, c.epoch);
+                let mut attempt = Box::pin(agent.run(json!({}), c));
+                let pid = tokio::select! {
+                    pid = read_pid(&pidfile) => pid,
+                    r = &mut attempt => panic!("the attempt ended early: {r:?}"),
+                };
+                agent.cancel(id, epoch);
+                // Dead (a zombie, until the attempt reaps it), while the attempt is not polled.
+                assert!(wait_gone(pid).await, "the cancel did not kill the process");
+                let e = timeout(T, attempt).await.unwrap().unwrap_err();
+                assert!(e.message.contains("cancelled") && !e.exited, "{e:?}");
+            }
         })
         .await;
     }

@@ -529,15 +529,17 @@ async fn read_stdout(
     // the background may hold stdout open for ever.
     let end = loop {
         tokio::select! {
+            // `stop` kills the group before it says so: look at what it says first.
+            biased;
+            killed = &mut kill_rx, if !kill_gone => match killed {
+                Ok(()) => break End::Killed,
+                Err(_) => kill_gone = true,
+            },
             line = lines.next() => match line {
                 Some(line) => on_line(&shared, line, &link),
                 None => break End::StdoutClosed,
             },
             status = child.wait() => break End::Exited(status),
-            killed = &mut kill_rx, if !kill_gone => match killed {
-                Ok(()) => break End::Killed,
-                Err(_) => kill_gone = true,
-            },
         }
     };
 
@@ -770,7 +772,7 @@ fn settle(shared: &Shared, task_id: Uuid, epoch: u64, result: Result<Value, Agen
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::time::{timeout, Instant};
+    use tokio::time::timeout;
 
     use super::super::config::CommandMode;
     use super::super::process::MAX_OUTPUT_BYTES;
@@ -864,14 +866,15 @@ mod tests {
         local(async {
             let rec = Recorder::default();
             let agent = started(stdio(fixture("slow_stdio.py")), &rec).await;
+            // Long enough for the fast task to go round trip first on a busy machine.
             let slow =
-                tokio::task::spawn_local(agent.run(json!({"n": 1, "delay_ms": 500}), ctx(1)));
+                tokio::task::spawn_local(agent.run(json!({"n": 1, "delay_ms": 3000}), ctx(1)));
             let fast = run(&agent, json!({"n": 2, "delay_ms": 0}), ctx(1))
                 .await
                 .unwrap();
             assert_eq!(fast, json!({"n": 2}));
             assert!(!slow.is_finished(), "the slow task answered first");
-            let slow = timeout(T, slow).await.unwrap().unwrap().unwrap();
+            let slow = timeout(T * 6, slow).await.unwrap().unwrap().unwrap();
             assert_eq!(slow, json!({"n": 1}));
             agent.stop().await;
         })
@@ -1068,15 +1071,10 @@ mod tests {
             assert!(e.message.contains("during the task"), "{}", e.message);
             assert!(e.message.contains("crashing mid-task"), "{}", e.message);
 
-            // The process is gone: the next task fails at once.
-            let t0 = Instant::now();
+            // The process is gone: the next task fails at once, without being written.
             let e = run(&agent, json!({}), ctx(1)).await.unwrap_err();
             assert!(e.exited, "{e:?}");
-            assert!(
-                t0.elapsed() < Duration::from_millis(100),
-                "{:?}",
-                t0.elapsed()
-            );
+            assert!(e.message.contains("process is gone"), "{}", e.message);
             assert!(e.message.contains("exit code 7"), "{}", e.message);
 
             agent.stop().await;
