@@ -58,10 +58,10 @@ fn flaky() -> AgentDef {
         async move {
             let n = input["n"].as_u64().unwrap_or(0);
             work(n).await;
-            if k % 3 == 0 {
+            if k.is_multiple_of(3) {
                 panic!("flaky: task {k} it got (every 3rd panics)");
             }
-            if k % 7 == 0 {
+            if k.is_multiple_of(7) {
                 futures::future::pending::<()>().await;
             }
             Ok::<_, AgentError>(json!({"n": n, "epoch": ctx.epoch}))
