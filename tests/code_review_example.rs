@@ -44,3 +44,37 @@ fn the_code_review_example_completes_with_a_reassignment_and_three_rounds() {
         assert_eq!(s["outcome"], "completed", "{s:#}");
     }
 }
+
+#[test]
+fn the_code_review_example_leaves_no_temporary_files_behind() {
+    // Every temporary file the example's agents make (workspaces, the flaky tester's
+    // marker, test reports) goes under TMPDIR: after the run, it is empty again.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .current_dir(root)
+        .env("TMPDIR", &tmp)
+        .args([
+            "run",
+            "examples/code-review/workflow.toml",
+            "--json",
+            "--journal",
+        ])
+        .arg(dir.path().join("journal.db"))
+        .output()
+        .expect("run muster");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .expect("read tmp")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+}

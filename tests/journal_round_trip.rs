@@ -200,7 +200,10 @@ fn appends_from_many_threads_are_all_kept_gap_free() {
 fn sync_mode_waits_for_the_batch_holding_a_record() {
     let dir = tempfile::tempdir().unwrap();
     let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Sync).unwrap();
-    assert!(j.watermark().is_some(), "the runtime waits for what it acknowledges");
+    assert!(
+        j.watermark().is_some(),
+        "the runtime waits for what it acknowledges"
+    );
     let seq = j.append(
         0,
         Event::Note {

@@ -162,7 +162,7 @@ fn a_loop_stops_at_max_visits_and_carries_the_failures_back() {
             o.status,
             RunStatus::Failed {
                 step: "gave_up".into(),
-                reason: "reached a fail terminal".into()
+                reason: "reached fail terminal `gave_up` from step `check`".into()
             },
             "after the third implement visit the loop rule is skipped: the exhaustion route"
         );

@@ -305,8 +305,10 @@ impl AgentInstance {
     }
 
     fn exit(&mut self, exit: Exit, ctx: &mut Context<Self>) {
+        let Some(link) = self.link.take() else {
+            return; // already exiting
+        };
         let stop = self.agent.stop();
-        actix::spawn(stop);
         if exit == Exit::Shutdown {
             self.set_state(AgentState::Stopped, None);
             self.directory.tell(Presence::Down {
@@ -315,10 +317,13 @@ impl AgentInstance {
                 reason: "shut down".into(),
             });
         }
-        if let Some(link) = self.link.take() {
+        // An instance is down once its agent has released what it holds (its process):
+        // the supervisor hears of the exit after that, and kills past the child's
+        // shutdown time if the agent takes longer. Nothing else is handled meanwhile.
+        ctx.wait(stop.into_actor(self).map(move |(), _, ctx| {
             link.exit(exit);
-        }
-        ctx.stop();
+            ctx.stop();
+        }));
     }
 }
 

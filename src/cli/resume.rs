@@ -51,7 +51,13 @@ fn journal_error(path: &Path, e: crate::journal::JournalError) -> CliError {
 /// was nothing to finish), 1 when one failed, 3 when one waits at a gate.
 pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     // Read-only first: a missing or foreign file is refused before anything is created.
-    let records = read_journal(&args.journal, 0).map_err(|e| journal_error(&args.journal, e))?;
+    read_journal(&args.journal, i64::MAX as u64).map_err(|e| journal_error(&args.journal, e))?;
+    // Then the lock: what is unfinished is read by the one process that may finish it
+    // (another process writing the journal gets this one refused, naming it).
+    let journal = open_journal(&args.journal, args.durability)?;
+    let records = journal
+        .try_read_after(0)
+        .map_err(|e| journal_error(&args.journal, e))?;
     let open = recovery::recover(&records);
     drop(records);
     if open.is_empty() {
@@ -79,7 +85,6 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         })?;
         work.push((Arc::new(wf), rec));
     }
-    let journal = open_journal(&args.journal, args.durability)?;
     let json_out = args.json;
     block_on(async move {
         let muster = start_with(

@@ -232,7 +232,7 @@ impl SqliteJournal {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
-    /// let config = JournalConfig { max_payload_bytes: 64 * 1024 };
+    /// let config = JournalConfig { max_payload_bytes: 64 * 1024, ..JournalConfig::default() };
     /// let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)?;
     /// assert_eq!(j.max_payload_bytes(), 64 * 1024);
     /// # Ok(()) }
@@ -247,13 +247,15 @@ impl SqliteJournal {
             path: path.clone(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
+        // A file that is not a muster journal is refused before anything is created
+        // beside it (not even the lock file).
+        if probe(&path)? == Probe::Absent {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
         }
-        // One writer per journal: the lock is taken before the file is looked at, so two
-        // processes never both create, recover or append to it.
+        // One writer per journal: the lock is taken before the file is created, recovered
+        // or appended to, and the file is looked at again under it.
         let lock = lock(&path)?;
         if probe(&path)? == Probe::Absent {
             create(&path)?;

@@ -19,6 +19,7 @@ MUSTER_REVIEW_CHANGES (directories).
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -47,8 +48,21 @@ def candidates():
     return [path for _, path in sorted(found)]
 
 
+# The workspaces this process created: removed when the runtime stops it (stdin closes,
+# or SIGTERM), so a run leaves no temporary directory behind. A process that crashes
+# keeps them: the run goes on with them after the restart.
+CREATED = []
+
+
+def remove_workspaces():
+    for workspace in CREATED:
+        shutil.rmtree(workspace, ignore_errors=True)
+    CREATED.clear()
+
+
 def fresh_workspace():
     workspace = tempfile.mkdtemp(prefix="muster-review-")
+    CREATED.append(workspace)
     src = sample_dir()
     for entry in os.listdir(src):
         path = os.path.join(src, entry)
@@ -136,4 +150,10 @@ def write(payload, task):
 
 
 if __name__ == "__main__":
-    serve({"code.write": write})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve({"code.write": write})
+    except SystemExit as stop:
+        if stop.code in (0, None):
+            remove_workspaces()
+        raise

@@ -5,9 +5,9 @@ subprocess with cwd = the workspace and a timeout bounded by the task's deadline
 heartbeats every second while they run.
 
 Flaky by design: with MUSTER_FLAKY=first-task the process exits abruptly (exit 1, no
-reply) on the first task it receives in the life of the muster process that spawned it.
-That is remembered in a marker file in the temp dir keyed by the parent's pid (and its
-start time, when /proc has it), so the restarted process works normally.
+reply) on the first task it receives for a workspace (one per run). That is remembered in
+a marker file inside the workspace, so the restarted process works normally and nothing
+is left behind once the workspace is removed.
 """
 
 import json
@@ -47,22 +47,11 @@ with open(out_path, "w") as f:
 """
 
 
-def parent_key():
-    ppid = os.getppid()
-    try:
-        with open(f"/proc/{ppid}/stat") as f:
-            # field 22 (starttime) comes after the parenthesised command name
-            start = f.read().rsplit(")", 1)[1].split()[19]
-        return f"{ppid}-{start}"
-    except (OSError, IndexError):
-        return str(ppid)
-
-
-def maybe_crash():
-    """Exit abruptly on the first task under this muster process, when asked to."""
+def maybe_crash(workspace):
+    """Exit abruptly on the first task for this workspace, when asked to."""
     if os.environ.get("MUSTER_FLAKY") != "first-task":
         return
-    marker = os.path.join(tempfile.gettempdir(), f"muster-flaky-tester-{parent_key()}")
+    marker = os.path.join(workspace, ".muster-flaky-tester")
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -100,10 +89,10 @@ def run_tests(out_path, workspace, timeout, task):
 
 
 def test(payload, task):
-    maybe_crash()
     workspace = payload.get("workspace") if isinstance(payload, dict) else None
     if not isinstance(workspace, str) or not os.path.isdir(workspace):
         raise AgentError(f"workspace {workspace!r} is not a directory")
+    maybe_crash(workspace)
     timeout = task.seconds_left(default=60.0)
     fd, out_path = tempfile.mkstemp(prefix="muster-tests-", suffix=".json")
     os.close(fd)

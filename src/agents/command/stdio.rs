@@ -34,6 +34,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// How long `stop` waits for the reader task to reap the killed process.
 const STOP_WAIT: Duration = Duration::from_secs(2);
+/// How long a stopped process (stdin closed) gets to exit on its own before its group is
+/// killed.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How long a failed stdin write waits for the reader to report the exit status instead.
 const WRITE_FAILURE_WAIT: Duration = Duration::from_millis(500);
 /// How many recently cancelled tasks a stdio agent remembers (so it cancels each once).
@@ -182,21 +185,32 @@ impl Stdio {
         }
     }
 
-    /// Kills the process and waits (bounded) for the reader to reap it.
+    /// Stops the process: closes its stdin and gives it [`STOP_GRACE`] to finish on its
+    /// own (a program may clean up what it made), then kills its whole process group and
+    /// waits (bounded) for the reader to reap it.
     pub(super) fn stop(&self) -> impl Future<Output = ()> + 'static {
         let shared = self.shared.clone();
         async move {
-            let (kill, reader) = {
+            let (kill, reader, group) = {
                 let Ok(mut inner) = shared.inner.try_borrow_mut() else {
                     return;
                 };
                 inner.stopping = true;
+                // Dropping the writer closes the program's stdin: its cue to exit.
                 inner.writer = None;
-                if let Some(group) = inner.group.take() {
-                    group.kill();
-                }
-                (inner.kill.take(), inner.reader.take())
+                (inner.kill.take(), inner.reader.take(), inner.group.take())
             };
+            let mut reader = reader;
+            if let Some(r) = reader.as_mut() {
+                if tokio::time::timeout(STOP_GRACE, r).await.is_ok() {
+                    reader = None;
+                }
+            }
+            // Whatever is left of the group (the program, if it did not exit, and anything
+            // it started) is killed.
+            if let Some(group) = group {
+                group.kill();
+            }
             if let Some(kill) = kill {
                 let _ = kill.send(());
             }
