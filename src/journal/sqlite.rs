@@ -260,15 +260,7 @@ impl SqliteJournal {
         if probe(&path)? == Probe::Absent {
             create(&path)?;
         }
-        let sql = |context: &str| {
-            let path = path.clone();
-            let context = context.to_string();
-            move |source| JournalError::Sqlite {
-                path,
-                context,
-                source,
-            }
-        };
+        let sql = |context: &str| sql_error(&path, context);
         let conn = Connection::open(&path).map_err(sql("open"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql("set WAL mode"))?;
@@ -671,6 +663,17 @@ fn recover_hot_journal(path: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// Maps a SQLite error to one naming the journal file and what was being done.
+fn sql_error(path: &Path, context: &str) -> impl FnOnce(rusqlite::Error) -> JournalError {
+    let path = path.to_path_buf();
+    let context = context.to_string();
+    move |source| JournalError::Sqlite {
+        path,
+        context,
+        source,
+    }
+}
+
 /// `path` with `suffix` appended to its file name, plus `extra`.
 fn sibling(path: &Path, suffix: &str, extra: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -730,15 +733,7 @@ fn create(path: &Path) -> Result<(), JournalError> {
     };
     remove_leftovers(path);
     let tmp = sibling(path, ".creating-", &std::process::id().to_string());
-    let sql = |context: &str| {
-        let path = path.to_path_buf();
-        let context = context.to_string();
-        move |source| JournalError::Sqlite {
-            path,
-            context,
-            source,
-        }
-    };
+    let sql = |context: &str| sql_error(&path, context);
     {
         let conn = Connection::open(&tmp).map_err(sql("create"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -856,15 +851,7 @@ pub fn decide_gate(
         }
         .into());
     }
-    let sql = |context: &str| {
-        let path = path.to_path_buf();
-        let context = context.to_string();
-        move |source| JournalError::Sqlite {
-            path,
-            context,
-            source,
-        }
-    };
+    let sql = |context: &str| sql_error(&path, context);
     let mut conn = Connection::open(path).map_err(sql("open"))?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql("set busy timeout"))?;
