@@ -1,6 +1,16 @@
 //! The `muster` binary: parses the command line and hands it to [`muster::cli`].
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
 use clap::Parser;
+
+/// Whether log lines on stderr may carry ANSI colour codes: only when stderr is a terminal
+/// and `NO_COLOR` is unset or empty (<https://no-color.org>: any non-empty value disables
+/// colour). Redirected to a file or a pipe, stderr gets plain text.
+fn colour(stderr_is_terminal: bool, no_color: Option<OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
 
 fn main() {
     let cli = muster::cli::Cli::parse();
@@ -15,7 +25,29 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr)
         .init();
     std::process::exit(muster::cli::run(cli));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR is unset");
+        assert!(!colour(true, Some("1".into())));
+        assert!(
+            !colour(true, Some("0".into())),
+            "any non-empty value disables colour"
+        );
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("".into())));
+    }
 }

@@ -288,3 +288,230 @@ fn an_input_over_the_journal_limit_is_refused_naming_the_task_and_size() {
         "the refused task was never journaled: {kinds:?}"
     );
 }
+
+const RUN_WORKFLOWS: [&str; 4] = [
+    r#"
+name = "ok"
+input = "obj"
+start = "build"
+[steps.build]
+capability = "echo"
+timeout = "10s"
+attempts = 1
+on_exhausted = "fail"
+next = "done"
+[steps.done]
+terminal = "done"
+"#,
+    r#"
+name = "ship"
+input = "obj"
+start = "build"
+[steps.build]
+capability = "echo"
+timeout = "10s"
+attempts = 1
+on_exhausted = "fail"
+next = "test"
+[steps.test]
+capability = "fails"
+timeout = "10s"
+attempts = 1
+on_exhausted = "fail"
+next = "done"
+[steps.done]
+terminal = "done"
+"#,
+    r#"
+name = "gated"
+input = "obj"
+start = "ask"
+[steps.ask]
+gate = "Ship it?"
+on_approve = "done"
+on_reject = "stop"
+[steps.done]
+terminal = "done"
+[steps.stop]
+terminal = "fail"
+"#,
+    r#"
+name = "slow"
+input = "obj"
+start = "build"
+[steps.build]
+capability = "echo"
+timeout = "10s"
+attempts = 1
+on_exhausted = "fail"
+next = "wait"
+[steps.wait]
+capability = "hang"
+timeout = "1h"
+attempts = 1
+on_exhausted = "fail"
+next = "done"
+[steps.done]
+terminal = "done"
+"#,
+];
+
+/// Four runs, on virtual time: `ok` completes, `ship` fails at `test`, `gated` stops at its
+/// gate (no task at all), and `slow` is cut off in `wait` as a killed process leaves it (the
+/// journal stops with its task leased, no `run_ended`). Returns the run ids in that order.
+fn runs_journal(path: &Path) -> [Uuid; 4] {
+    use muster::workflow::engine::RunOptions;
+    use muster::workflow::Workflow;
+    use muster::{Journal, MemoryJournal, WorkflowExt};
+
+    let memory = Arc::new(MemoryJournal::default());
+    let j = memory.clone();
+    let (records, ids) = common::paused(async move {
+        let m = Muster::builder()
+            .journal(j.clone())
+            .schema("obj", json!({"type": "object"}))
+            .agent(
+                AgentDef::function("echo", |input, _| async move { Ok(input) })
+                    .capability(CapabilitySpec::new("echo", "obj", "obj")),
+            )
+            .agent(
+                AgentDef::function("fails", |_, _| async move {
+                    Err(AgentError::new("the tests do not pass"))
+                })
+                .capability(CapabilitySpec::new("fails", "obj", "obj")),
+            )
+            .agent(
+                AgentDef::function("hang", |_, _| std::future::pending())
+                    .capability(CapabilitySpec::new("hang", "obj", "obj")),
+            )
+            .start()
+            .await
+            .unwrap();
+        let mut ids = [Uuid::nil(); 4];
+        for (i, text) in RUN_WORKFLOWS.iter().enumerate() {
+            let wf = Arc::new(Workflow::parse(text, Path::new("wf.toml"), &m.schemas()).unwrap());
+            ids[i] = Uuid::now_v7();
+            let opts = RunOptions {
+                stop_at_gates: true,
+                run_id: Some(ids[i]),
+                ..RunOptions::default()
+            };
+            let run = m.run_workflow_with(wf, json!({"n": i}), opts);
+            if i < 3 {
+                within(60, "a run", run).await.unwrap();
+            } else {
+                // The process "dies" here: what is journaled so far is all there is.
+                let cut = tokio::time::timeout(std::time::Duration::from_secs(60), run).await;
+                assert!(cut.is_err(), "the slow run is still in its hanging step");
+            }
+        }
+        let records = j.read_after(0);
+        m.shutdown().await;
+        (records, ids)
+    });
+    drop(memory);
+    let file = SqliteJournal::open(path, Durability::Sync).unwrap();
+    for r in records {
+        file.append(r.at_ms, r.event);
+    }
+    file.close().unwrap();
+    ids
+}
+
+#[test]
+fn inspect_lists_runs_with_workflow_status_and_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let [ok, ship, gated, slow] = runs_journal(&path);
+
+    // The table: one row per run, with its workflow, status and step.
+    let table = inspect(&path, &[]);
+    let row = |id: Uuid| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&id.to_string()))
+            .unwrap_or_else(|| panic!("run {id} is listed:\n{table}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(&row(ok)[1..5], ["ok", "completed", "done", "1"], "{table}");
+    assert_eq!(&row(ship)[1..5], ["ship", "failed", "test", "2"], "{table}");
+    assert_eq!(
+        &row(gated)[1..5],
+        ["gated", "waiting", "ask", "0"],
+        "{table}"
+    );
+    assert_eq!(
+        &row(slow)[1..5],
+        ["slow", "unfinished", "wait", "2"],
+        "{table}"
+    );
+    let ship_row = row(ship).join(" ");
+    assert!(ship_row.contains("the tests do not pass"), "{ship_row}");
+    assert!(row(gated).join(" ").contains("Ship it?"), "{table}");
+    assert!(table.contains("4 runs"), "{table}");
+    assert!(
+        table.contains("correlations"),
+        "correlations still listed:\n{table}"
+    );
+
+    // JSON lines: a `run` record per run with the status fields.
+    let lines = json_lines(&inspect(&path, &["--format", "json"]));
+    let run = |id: Uuid| {
+        lines
+            .iter()
+            .find(|l| l["record"] == "run" && l["run"] == json!(id))
+            .unwrap_or_else(|| panic!("a run record for {id}: {lines:?}"))
+    };
+    let r = run(ok);
+    assert_eq!(
+        (&r["workflow"], &r["status"], &r["step"]),
+        (&json!("ok"), &json!("completed"), &json!("done"))
+    );
+    let r = run(ship);
+    assert_eq!(
+        (&r["status"], &r["step"]),
+        (&json!("failed"), &json!("test"))
+    );
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the tests do not pass"),
+        "{r}"
+    );
+    assert!(r["ended_ms"].is_u64());
+    let r = run(gated);
+    assert_eq!(
+        (&r["status"], &r["gate"], &r["question"]),
+        (&json!("waiting"), &json!("ask"), &json!("Ship it?"))
+    );
+    let r = run(slow);
+    assert_eq!(
+        (&r["status"], &r["step"]),
+        (&json!("unfinished"), &json!("wait"))
+    );
+    assert!(r.get("ended_ms").is_none(), "{r}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["record"] == "correlation")
+            .count(),
+        4
+    );
+
+    // One run: its status opens the timeline; in JSON, a `run` record first.
+    let one = inspect(&path, &["--run", &ship.to_string()]);
+    assert!(
+        one.contains("run ship (wf.toml): failed at step `test`: "),
+        "{one}"
+    );
+    let one = json_lines(&inspect(
+        &path,
+        &["--run", &gated.to_string(), "--format", "json"],
+    ));
+    assert_eq!(
+        (&one[0]["record"], &one[0]["status"]),
+        (&json!("run"), &json!("waiting"))
+    );
+}

@@ -2,7 +2,10 @@
 //!
 //! Parses the options, reads the records ([`crate::journal::sqlite::read_journal`]),
 //! builds the views ([`crate::journal::inspect`]) and prints them as a table, JSON lines
-//! or a Mermaid sequence diagram.
+//! or a Mermaid sequence diagram. Without a filter it lists the workflow runs (workflow,
+//! status: completed, failed, waiting at a gate or unfinished, and the step) and then
+//! every correlation; with `--run` (or the `--correlation` of a run) the timeline opens
+//! with the run's status.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -14,7 +17,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::CliError;
-use crate::journal::inspect::{self, CorrelationSummary, Scope, Timeline};
+use crate::journal::inspect::{self, CorrelationSummary, RunState, RunSummary, Scope, Timeline};
 use crate::journal::sqlite::read_journal;
 use crate::journal::Record;
 
@@ -90,9 +93,24 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
         Scope::All
     };
     let mut out = String::new();
+    let runs = inspect::runs(&records);
+    // The run a `--run` / `--correlation` names, if it names one.
+    let run = match scope {
+        Scope::Correlation(c) => runs.iter().find(|r| r.run == c),
+        _ => None,
+    };
     match (scope, format) {
-        (Scope::All, Format::Table) => print_summaries(&mut out, &inspect::correlations(&records)),
+        (Scope::All, Format::Table) => {
+            if !runs.is_empty() {
+                print_runs(&mut out, &runs);
+                outln!(out);
+            }
+            print_summaries(&mut out, &inspect::correlations(&records))
+        }
         (Scope::All, Format::Json) => {
+            for r in &runs {
+                outln!(out, "{}", line("run", r));
+            }
             for s in inspect::correlations(&records) {
                 outln!(out, "{}", line("correlation", &s));
             }
@@ -101,6 +119,9 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
             outw!(out, "{}", inspect::timeline(&records, scope).to_mermaid())
         }
         (scope, Format::Json) => {
+            if let Some(r) = run {
+                outln!(out, "{}", line("run", r));
+            }
             let t = inspect::timeline(&records, scope);
             for e in &t.entries {
                 outln!(out, "{}", line("event", e));
@@ -117,7 +138,7 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
                 outln!(out, "{}", line("task", o));
             }
         }
-        (scope, Format::Table) => print_timeline(&mut out, &records, scope),
+        (scope, Format::Table) => print_timeline(&mut out, &records, scope, run),
     }
     // A closed pipe (`muster inspect | head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
@@ -174,6 +195,70 @@ fn line<T: Serialize>(record: &str, value: &T) -> Value {
     v
 }
 
+fn print_runs(out: &mut String, runs: &[RunSummary]) {
+    outln!(
+        out,
+        "{:<36}  {:<16}  {:<10}  {:<16}  {:>5}  {:<24}  {:>9}  DETAIL",
+        "RUN",
+        "WORKFLOW",
+        "STATUS",
+        "STEP",
+        "TASKS",
+        "STARTED",
+        "DURATION"
+    );
+    for r in runs {
+        outln!(
+            out,
+            "{:<36}  {:<16}  {:<10}  {:<16}  {:>5}  {:<24}  {:>9}  {}",
+            r.run,
+            r.workflow,
+            r.status,
+            r.step.as_deref().unwrap_or("-"),
+            r.tasks,
+            timestamp(r.started_ms),
+            duration(r.duration_ms),
+            detail(r)
+        );
+    }
+    outln!(out, "{} runs", runs.len());
+}
+
+/// What a run's status needs said beside it.
+fn detail(r: &RunSummary) -> String {
+    let mut d = match r.status {
+        RunState::Completed => return "-".into(),
+        RunState::Failed => r.reason.clone().unwrap_or_default(),
+        RunState::Waiting => format!(
+            "waits at gate `{}` for a decision (muster approve): {}",
+            r.gate.as_deref().unwrap_or("-"),
+            r.question.as_deref().unwrap_or("")
+        ),
+        RunState::Unfinished => "no run_ended: the process stopped mid-run, or is still running \
+                                 (muster resume finishes it)"
+            .into(),
+    };
+    if let Some(f) = &r.failed_step {
+        let _ = write!(d, "; step `{}` failed: {}", f.step, f.reason);
+    }
+    d
+}
+
+/// One line on a run: `ship (ship.toml): failed at step `test`: why`.
+fn run_line(r: &RunSummary) -> String {
+    let at = match (r.status, r.step.as_deref()) {
+        (_, None) => String::new(),
+        (RunState::Waiting, Some(s)) => format!(" at gate `{s}`"),
+        (RunState::Unfinished, Some(s)) => format!(" in step `{s}`"),
+        (_, Some(s)) => format!(" at step `{s}`"),
+    };
+    let detail = match r.status {
+        RunState::Completed => String::new(),
+        _ => format!(": {}", detail(r)),
+    };
+    format!("{} ({}): {}{at}{detail}", r.workflow, r.file, r.status)
+}
+
 fn print_summaries(out: &mut String, summaries: &[CorrelationSummary]) {
     outln!(
         out,
@@ -203,12 +288,15 @@ fn print_summaries(out: &mut String, summaries: &[CorrelationSummary]) {
     outln!(out, "{} correlations", summaries.len());
 }
 
-fn print_timeline(out: &mut String, records: &[Record], scope: Scope) {
+fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Option<&RunSummary>) {
     let Timeline { entries, ownership } = inspect::timeline(records, scope);
     match scope {
         Scope::Correlation(c) => outln!(out, "correlation {c}"),
         Scope::Task(t) => outln!(out, "task {t}"),
         Scope::All => {}
+    }
+    if let Some(r) = run {
+        outln!(out, "run {}", run_line(r));
     }
     if let Some(first) = entries.first() {
         outln!(out, "started {}", timestamp(first.at_ms));

@@ -5,7 +5,12 @@
 //! ownership history of each task lease by lease, and a Mermaid sequence diagram. Pure
 //! functions over `&[Record]`: they never write and work on any backend's records.
 //!
-//! A workflow run is a correlation: its run id is the correlation id of its tasks.
+//! A workflow run is a correlation: its run id is the correlation id of its tasks, and its
+//! own records (`run_started`, `step_entered`, `gate_waiting`, `run_ended`, ...) count as
+//! the correlation's too. [`runs`] lists the runs with where each stands, read off those
+//! records' own fields (`run_ended`'s status, step and reason; `gate_waiting`'s gate; the
+//! last `step_entered`): a summary for people, not the state a run resumes from (that is
+//! `workflow::recovery`, which knows what the events mean for the engine).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -36,6 +41,102 @@ pub struct CorrelationSummary {
     pub started_ms: u64,
     /// From its first event to its last, ms.
     pub duration_ms: u64,
+}
+
+/// Where a workflow run stands, by its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// `run_ended` with status `completed`.
+    Completed,
+    /// `run_ended` with status `failed` (or any status other than `completed`).
+    Failed,
+    /// Stopped at a gate (`gate_waiting`) with no decision journaled yet.
+    Waiting,
+    /// No `run_ended`, and not waiting at a gate: the process stopped mid-run (it was
+    /// killed or crashed; `muster resume` finishes the run), or it is still running.
+    Unfinished,
+}
+
+impl RunState {
+    /// `completed`, `failed`, `waiting` or `unfinished`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Waiting => "waiting",
+            RunState::Unfinished => "unfinished",
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A step that failed (`step_failed`): its task escalated, or its input could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepFailure {
+    /// The step.
+    pub step: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One workflow run: its workflow and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// The run id (the correlation id of its tasks).
+    pub run: Uuid,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The workflow file, as recorded at the start.
+    pub file: String,
+    /// Completed, failed, waiting at a gate, or unfinished.
+    pub status: RunState,
+    /// The step it ended at (completed or failed), waits at (the gate), or was in when the
+    /// journal stops (unfinished); none if it entered no step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The gate it waits at (waiting only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// The gate's question (waiting only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
+    /// Why it failed (failed only; `run_ended`'s reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last step failure of a run that did not complete, when it adds to `step` and
+    /// `reason` (a run that failed at a `fail` terminal after a step failed, a join whose
+    /// branch failed, a run that waits or stopped after a step failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<StepFailure>,
+    /// Tasks submitted under it.
+    pub tasks: usize,
+    /// `run_started`'s stamp, Unix ms.
+    pub started_ms: u64,
+    /// `run_ended`'s stamp, Unix ms (none unless completed or failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// From its start to its end, or to its last record, ms.
+    pub duration_ms: u64,
+}
+
+/// The run a workflow record belongs to.
+fn run_of(e: &Event) -> Option<Uuid> {
+    match e {
+        Event::RunStarted { run, .. }
+        | Event::StepEntered { run, .. }
+        | Event::StepCompleted { run, .. }
+        | Event::StepFailed { run, .. }
+        | Event::GateWaiting { run, .. }
+        | Event::GateDecided { run, .. }
+        | Event::RunEnded { run, .. } => Some(*run),
+        _ => None,
+    }
 }
 
 /// Which records a timeline covers.
@@ -207,7 +308,7 @@ impl<'a> Index<'a> {
     }
 
     fn correlation(&self, e: &Event) -> Option<Uuid> {
-        e.correlation().or_else(|| {
+        e.correlation().or_else(|| run_of(e)).or_else(|| {
             e.task()
                 .and_then(|t| self.tasks.get(&t))
                 .and_then(|t| t.correlation)
@@ -285,6 +386,154 @@ pub fn correlations(records: &[Record]) -> Vec<CorrelationSummary> {
             let mut s = by.remove(&c)?;
             s.tasks = tasks.get(&c).map_or(0, HashSet::len);
             Some(s)
+        })
+        .collect()
+}
+
+/// Every workflow run in the records, in the order they started, with its workflow and
+/// where it stands: completed; failed (the step it failed at, and why); waiting at a gate
+/// (which, and its question); or unfinished (no `run_ended`: the step it was in).
+///
+/// # Example
+/// ```
+/// use muster::journal::inspect::{runs, RunState};
+/// use muster::journal::{Event, Journal, MemoryJournal};
+/// use serde_json::json;
+///
+/// let j = MemoryJournal::default();
+/// let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+/// for run in [a, b] {
+///     j.append(0, Event::RunStarted { run, workflow: "ship".into(), file: "ship.toml".into(), input: json!({}) });
+///     j.append(1, Event::StepEntered { run, step: "test".into(), visit: 1 });
+/// }
+/// j.append(9, Event::RunEnded { run: a, status: "failed".into(), step: "test".into(), reason: Some("tests fail".into()) });
+/// let r = runs(&j.read_after(0));
+/// assert_eq!((r[0].status, r[0].step.as_deref(), r[0].reason.as_deref()),
+///            (RunState::Failed, Some("test"), Some("tests fail")));
+/// assert_eq!((r[1].status, r[1].step.as_deref()), (RunState::Unfinished, Some("test")));
+/// ```
+pub fn runs(records: &[Record]) -> Vec<RunSummary> {
+    struct Building {
+        summary: RunSummary,
+        ended: bool,
+        /// The run's previous record was a `step_entered` (a following one is a branch of
+        /// the parallel join entered before it: the run is still at the join).
+        just_entered: bool,
+        tasks: HashSet<Uuid>,
+    }
+    let index = Index::new(records);
+    let mut order: Vec<Uuid> = Vec::new();
+    let mut by: HashMap<Uuid, Building> = HashMap::new();
+    for r in records {
+        if let Event::RunStarted {
+            run,
+            workflow,
+            file,
+            ..
+        } = &r.event
+        {
+            // A run started twice keeps its first start.
+            by.entry(*run).or_insert_with(|| {
+                order.push(*run);
+                Building {
+                    summary: RunSummary {
+                        run: *run,
+                        workflow: workflow.clone(),
+                        file: file.clone(),
+                        status: RunState::Unfinished,
+                        step: None,
+                        gate: None,
+                        question: None,
+                        reason: None,
+                        failed_step: None,
+                        tasks: 0,
+                        started_ms: r.at_ms,
+                        ended_ms: None,
+                        duration_ms: 0,
+                    },
+                    ended: false,
+                    just_entered: false,
+                    tasks: HashSet::new(),
+                }
+            });
+            continue;
+        }
+        let Some(b) = index.correlation(&r.event).and_then(|c| by.get_mut(&c)) else {
+            continue;
+        };
+        if let Some(t) = r.event.task() {
+            b.tasks.insert(t);
+        }
+        if b.ended {
+            continue;
+        }
+        let s = &mut b.summary;
+        s.duration_ms = s.duration_ms.max(r.at_ms.saturating_sub(s.started_ms));
+        let entered = matches!(r.event, Event::StepEntered { .. });
+        match &r.event {
+            Event::StepEntered { step, .. } => {
+                if !b.just_entered {
+                    s.step = Some(step.clone());
+                }
+                s.status = RunState::Unfinished;
+                s.gate = None;
+                s.question = None;
+            }
+            Event::StepFailed { step, reason, .. } => {
+                s.failed_step = Some(StepFailure {
+                    step: step.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            Event::GateWaiting { gate, question, .. } => {
+                s.status = RunState::Waiting;
+                s.step = Some(gate.clone());
+                s.gate = Some(gate.clone());
+                s.question = Some(question.clone());
+            }
+            // Decided, and not gone on yet (a decision made by `muster approve` waits for
+            // `muster resume`).
+            Event::GateDecided { gate, .. } if s.gate.as_ref() == Some(gate) => {
+                s.status = RunState::Unfinished;
+                s.gate = None;
+                s.question = None;
+            }
+            Event::RunEnded {
+                status,
+                step,
+                reason,
+                ..
+            } => {
+                b.ended = true;
+                s.step = Some(step.clone());
+                s.gate = None;
+                s.question = None;
+                s.ended_ms = Some(r.at_ms);
+                if status == "completed" {
+                    s.status = RunState::Completed;
+                    s.failed_step = None;
+                } else {
+                    s.status = RunState::Failed;
+                    s.reason = Some(reason.clone().unwrap_or_else(|| format!("ended {status}")));
+                }
+            }
+            _ => {}
+        }
+        b.just_entered = entered;
+    }
+    order
+        .into_iter()
+        .filter_map(|run| {
+            let mut b = by.remove(&run)?;
+            let s = &mut b.summary;
+            s.tasks = b.tasks.len();
+            // A failure that only repeats the step and reason already given adds nothing.
+            if s.failed_step.as_ref().is_some_and(|f| {
+                Some(&f.step) == s.step.as_ref() && Some(&f.reason) == s.reason.as_ref()
+            }) {
+                s.failed_step = None;
+            }
+            Some(b.summary)
         })
         .collect()
 }
@@ -623,4 +872,122 @@ fn text(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, MemoryJournal};
+    use serde_json::json;
+
+    fn journal(run: Uuid, events: Vec<Event>) -> Vec<Record> {
+        let j = MemoryJournal::default();
+        j.append(
+            0,
+            Event::RunStarted {
+                run,
+                workflow: "w".into(),
+                file: "w.toml".into(),
+                input: json!({}),
+            },
+        );
+        for (i, e) in events.into_iter().enumerate() {
+            j.append(i as u64 + 1, e);
+        }
+        j.read_after(0)
+    }
+
+    fn entered(run: Uuid, step: &str) -> Event {
+        Event::StepEntered {
+            run,
+            step: step.into(),
+            visit: 1,
+        }
+    }
+
+    #[test]
+    fn an_unfinished_join_is_at_the_join_not_its_last_branch() {
+        let run = Uuid::from_u128(1);
+        let r = &runs(&journal(
+            run,
+            vec![
+                entered(run, "checks"),
+                entered(run, "lint"),
+                entered(run, "test"),
+            ],
+        ))[0];
+        assert_eq!(
+            (r.status, r.step.as_deref()),
+            (RunState::Unfinished, Some("checks"))
+        );
+        assert_eq!(r.duration_ms, 3);
+    }
+
+    #[test]
+    fn a_decided_gate_not_gone_past_is_unfinished() {
+        let run = Uuid::from_u128(2);
+        let r = &runs(&journal(
+            run,
+            vec![
+                entered(run, "ask"),
+                Event::GateWaiting {
+                    run,
+                    gate: "ask".into(),
+                    question: "ship?".into(),
+                },
+                Event::GateDecided {
+                    run,
+                    gate: "ask".into(),
+                    approved: true,
+                    reason: "ok".into(),
+                },
+            ],
+        ))[0];
+        assert_eq!(
+            (r.status, r.step.as_deref(), r.gate.as_deref()),
+            (RunState::Unfinished, Some("ask"), None)
+        );
+    }
+
+    #[test]
+    fn a_run_failed_at_a_fail_terminal_names_the_step_that_failed() {
+        let run = Uuid::from_u128(3);
+        let r = &runs(&journal(
+            run,
+            vec![
+                entered(run, "test"),
+                Event::StepFailed {
+                    run,
+                    step: "test".into(),
+                    task: None,
+                    reason: "boom".into(),
+                },
+                entered(run, "stop"),
+                Event::RunEnded {
+                    run,
+                    status: "failed".into(),
+                    step: "stop".into(),
+                    reason: Some("reached a fail terminal".into()),
+                },
+                // Records after the end (a late answer) change nothing.
+                entered(run, "other"),
+            ],
+        ))[0];
+        assert_eq!(
+            (r.status, r.step.as_deref(), r.reason.as_deref()),
+            (
+                RunState::Failed,
+                Some("stop"),
+                Some("reached a fail terminal")
+            )
+        );
+        assert_eq!(
+            r.failed_step,
+            Some(StepFailure {
+                step: "test".into(),
+                reason: "boom".into()
+            })
+        );
+        assert_eq!((r.ended_ms, r.duration_ms), (Some(4), 4));
+    }
 }

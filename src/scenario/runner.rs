@@ -7,9 +7,15 @@
 //! same seed gives the same journal, byte for byte (G6). Tasks or runs arrive by the
 //! scenario's arrival process (drawn from the seed), runtime faults are applied at their
 //! virtual times, and the run ends when every task or run has ended (or at the horizon,
-//! and then what is unfinished is reported lost). Every figure of the report except the
-//! wall-clock ones comes from the journal's records ([`super::TallyJournal`]). It must
-//! not start threads that the simulation waits on (the paused clock would jump).
+//! and then what is unfinished is reported lost). Nothing is scheduled past the horizon:
+//! an arrival or a fault due at or after it never happens (a task never submitted is
+//! lost too), so no parameter (a vanishing arrival rate, a latency or timeout of years)
+//! can make a run cover more virtual time than its horizon, and the horizon itself is
+//! capped at [`MAX_HORIZON`]: on the paused clock, virtual time still costs wall time in
+//! proportion (the runtime's periodic timers fire all along it). Every figure of the
+//! report except the wall-clock ones comes from the journal's records
+//! ([`super::TallyJournal`]). It must not start threads that the simulation waits on (the
+//! paused clock would jump).
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -32,6 +38,16 @@ use super::file::{Arrival, RuntimeFault, Scenario, Target};
 use super::tally::{Tally, TallyJournal};
 use crate::agents::sim::SimRng;
 use crate::workflow::WorkflowExt;
+
+/// The longest horizon a simulation runs to (366 virtual days); a longer one is cut to it.
+/// The paused clock skips idle time only up to the next timer, and the runtime has periodic
+/// ones, so every virtual day costs wall time (over a second in a debug build).
+pub const MAX_HORIZON: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The longest task timeout or backoff the simulation hands the runtime (about 31 years,
+/// as for sampled latencies): longer ones would never fire before [`MAX_HORIZON`] anyway,
+/// and keep `Instant + timeout × attempts` finite.
+const MAX_SPAN: Duration = Duration::from_secs(1_000_000_000);
 
 /// How `run` deviates from the scenario file, and where it reports.
 #[derive(Default)]
@@ -389,9 +405,17 @@ async fn simulate(
         }
     };
 
-    // Runtime faults, each at its virtual time.
+    // The end of the simulation, in virtual time: from the start (the cast's registration
+    // counts), so the report never covers more than the horizon.
+    let horizon = start + scenario.horizon.min(MAX_HORIZON);
+    let before_horizon = |offset: Duration| t0.checked_add(offset).filter(|at| *at < horizon);
+
+    // Runtime faults, each at its virtual time (none at or past the horizon).
     let applied = Rc::new(Cell::new(0u64));
     for f in &scenario.faults {
+        let Some(at) = before_horizon(f.at()) else {
+            continue;
+        };
         let m = muster.clone();
         let applied = applied.clone();
         let f = f.clone();
@@ -400,7 +424,7 @@ async fn simulate(
             RuntimeFault::Kill { .. } => None,
         };
         actix::spawn(async move {
-            tokio::time::sleep_until(t0 + f.at()).await;
+            tokio::time::sleep_until(at).await;
             applied.set(applied.get() + 1);
             match f {
                 RuntimeFault::Kill { instance, .. } => {
@@ -423,29 +447,48 @@ async fn simulate(
 
     // Arrivals.
     let runs_done = Rc::new(Cell::new(0u64));
+    let run_ended = Rc::new(tokio::sync::Notify::new());
     let mut rng = SimRng::new(splitmix64(seed ^ 0x0a11_7a15));
     let mut offset = 0.0f64;
     let backoff = if scenario.backoff.is_zero() {
         Backoff::default()
     } else {
+        let initial = scenario.backoff.min(MAX_SPAN);
         Backoff {
-            initial: scenario.backoff,
-            max: scenario.backoff * 8,
+            initial,
+            max: initial.saturating_mul(8),
             factor: 2.0,
         }
     };
+    let horizon_secs = horizon.saturating_duration_since(t0).as_secs_f64();
     for i in 0..count {
-        if let Arrival::Poisson { rate } = scenario.arrival {
-            offset += -(1.0 - rng.next_f64()).ln() / rate;
-            let at = t0 + Duration::from_secs_f64(offset.min(1.0e9));
-            if at > Instant::now() {
-                tokio::time::sleep_until(at).await;
+        let at = match scenario.arrival {
+            Arrival::AllAtOnce => before_horizon(Duration::ZERO),
+            // Nothing arrives at a rate of zero (or below, or NaN).
+            Arrival::Poisson { rate } if rate.is_nan() || rate <= 0.0 => None,
+            Arrival::Poisson { rate } => {
+                // An exponential gap with mean 1 / rate. A gap of infinity (a subnormal
+                // rate) ends the arrivals like any other past the horizon: every later one
+                // is later still, so there is nothing more to draw.
+                offset += -(1.0 - rng.next_f64()).ln() / rate;
+                if offset < horizon_secs {
+                    before_horizon(Duration::from_secs_f64(offset.max(0.0)))
+                } else {
+                    None
+                }
             }
+        };
+        let Some(at) = at else {
+            // Not submitted: reported lost.
+            break;
+        };
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
         }
         match &scenario.target {
             Target::Capability { name, input } => {
                 let task = Task::new(name.clone(), input.clone())
-                    .timeout(scenario.timeout)
+                    .timeout(scenario.timeout.min(MAX_SPAN))
                     .attempts(scenario.attempts)
                     .backoff(backoff)
                     .sender("sim");
@@ -460,6 +503,7 @@ async fn simulate(
                 let wf = workflow.clone();
                 let input = input.clone();
                 let done = runs_done.clone();
+                let signal = run_ended.clone();
                 actix::spawn(async move {
                     let opts = RunOptions {
                         stop_at_gates: true,
@@ -467,6 +511,7 @@ async fn simulate(
                     };
                     let _ = m.run_workflow_with(wf, input, opts).await;
                     done.set(done.get() + 1);
+                    signal.notify_one();
                 });
             }
         }
@@ -482,8 +527,9 @@ async fn simulate(
         }
     }
 
-    // Until everything has ended, or the horizon.
-    let horizon = t0 + scenario.horizon;
+    // Until everything has ended, or the horizon: woken by each end (never by a periodic
+    // tick, which would cost wall time for every virtual second up to a far horizon).
+    let mut reported = Instant::now();
     loop {
         let (tasks, _) = journal.ended();
         let ended = if scenario.is_workflow() {
@@ -491,19 +537,29 @@ async fn simulate(
         } else {
             tasks
         };
-        progress(ended);
-        if ended >= count || Instant::now() >= horizon {
+        let now = Instant::now();
+        let over = ended >= count || now >= horizon;
+        if over || now.saturating_duration_since(reported) >= Duration::from_secs(1) {
+            progress(ended);
+            reported = now;
+        }
+        if over {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            () = journal.ended_changed() => {}
+            () = run_ended.notified() => {}
+            () = tokio::time::sleep_until(horizon) => {}
+        }
     }
     // Sealed here, on virtual time, before the runtime is torn down (see `seal`).
     let mut tally = journal.seal();
-    if Instant::now() >= horizon {
+    let hit_horizon = Instant::now() >= horizon;
+    if hit_horizon {
         // Nothing may have been journaled for a while: the clock ran to the horizon.
         tally.span_ms = tally.span_ms.max(start.elapsed().as_millis() as u64);
     }
-    Ok((applied.get(), Instant::now() >= horizon, tally))
+    Ok((applied.get(), hit_horizon, tally))
 }
 
 #[cfg(test)]

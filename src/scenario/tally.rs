@@ -121,6 +121,8 @@ pub struct TallyJournal {
     inner: Arc<dyn Journal>,
     state: Mutex<State>,
     sealed: std::sync::atomic::AtomicBool,
+    /// Notified when a task or run ends (see [`TallyJournal::ended_changed`]).
+    ended_changed: tokio::sync::Notify,
 }
 
 /// A summary of the records so far.
@@ -179,6 +181,7 @@ impl TallyJournal {
             inner,
             state: Mutex::new(State::default()),
             sealed: std::sync::atomic::AtomicBool::new(false),
+            ended_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -197,6 +200,12 @@ impl TallyJournal {
     pub fn ended(&self) -> (u64, u64) {
         let s = self.state.lock();
         (s.ended_tasks, s.ended_runs)
+    }
+
+    /// Resolves once a task or run has ended since the previous call returned (at once if
+    /// one has already): the simulation waits on this instead of polling on a timer.
+    pub async fn ended_changed(&self) {
+        self.ended_changed.notified().await;
     }
 
     /// Tasks and runs seen to start so far.
@@ -356,7 +365,11 @@ impl Journal for TallyJournal {
             s.digest = d;
         }
         s.digest.update(b"\n");
+        let ended = (s.ended_tasks, s.ended_runs);
         s.note(at_ms, &event);
+        if ended != (s.ended_tasks, s.ended_runs) {
+            self.ended_changed.notify_one();
+        }
         // Under the lock, so the backing journal's order and numbering are ours.
         let inner_seq = self.inner.append(at_ms, event);
         debug_assert_eq!(inner_seq, seq);
