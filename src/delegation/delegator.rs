@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::handle::TaskHandle;
 use super::owner::{Accepted, Owners};
 use super::record::TaskRecord;
-use super::task::Task;
+use super::task::{Task, MAX_DURATION};
 use crate::journal::{check_payload, Event};
 use crate::messaging::ContractError;
 
@@ -70,6 +70,16 @@ impl Delegator {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
                 message: "timeout must be more than zero".into(),
+            });
+        }
+        if let Some((field, d)) = task.out_of_bounds() {
+            return Err(SubmitError::InvalidTask {
+                capability: task.capability,
+                message: format!(
+                    "{field} of {} is beyond the limit of {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MAX_DURATION)
+                ),
             });
         }
         let router = self.owners.router();

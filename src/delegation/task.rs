@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// The longest time bound a task may have (timeout, deadline, backoff): 366 days. A
+/// longer one is refused at submission (it could not be represented as an instant on
+/// every platform, and no agent is waited for longer).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Delay before a reassignment: `initial * factor^(n-1)`, capped at `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -198,5 +203,18 @@ impl Task {
     pub(crate) fn overall(&self) -> Duration {
         self.deadline
             .unwrap_or_else(|| self.timeout.saturating_mul(self.attempts.max(1)))
+            .min(MAX_DURATION)
+    }
+
+    /// The first of the task's time bounds that is beyond [`MAX_DURATION`], by name.
+    pub(crate) fn out_of_bounds(&self) -> Option<(&'static str, Duration)> {
+        [
+            ("timeout", Some(self.timeout)),
+            ("deadline", self.deadline),
+            ("backoff.initial", Some(self.backoff.initial)),
+            ("backoff.max", Some(self.backoff.max)),
+        ]
+        .into_iter()
+        .find_map(|(name, d)| d.filter(|d| *d > MAX_DURATION).map(|d| (name, d)))
     }
 }

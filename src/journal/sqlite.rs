@@ -733,7 +733,7 @@ fn create(path: &Path) -> Result<(), JournalError> {
     };
     remove_leftovers(path);
     let tmp = sibling(path, ".creating-", &std::process::id().to_string());
-    let sql = |context: &str| sql_error(&path, context);
+    let sql = |context: &str| sql_error(path, context);
     {
         let conn = Connection::open(&tmp).map_err(sql("create"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -851,7 +851,7 @@ pub fn decide_gate(
         }
         .into());
     }
-    let sql = |context: &str| sql_error(&path, context);
+    let sql = |context: &str| sql_error(path, context);
     let mut conn = Connection::open(path).map_err(sql("open"))?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql("set busy timeout"))?;
