@@ -44,10 +44,10 @@ use crate::workflow::WorkflowExt;
 /// ones, so every virtual day costs wall time (over a second in a debug build).
 pub const MAX_HORIZON: Duration = Duration::from_secs(366 * 24 * 3600);
 
-/// The longest task timeout or backoff the simulation hands the runtime (about 31 years,
-/// as for sampled latencies): longer ones would never fire before [`MAX_HORIZON`] anyway,
+/// The longest task timeout or backoff the simulation hands the runtime (the runtime's
+/// own limit, 366 days): longer ones would never fire before [`MAX_HORIZON`] anyway,
 /// and keep `Instant + timeout × attempts` finite.
-const MAX_SPAN: Duration = Duration::from_secs(1_000_000_000);
+const MAX_SPAN: Duration = crate::delegation::task::MAX_DURATION;
 
 /// How `run` deviates from the scenario file, and where it reports.
 #[derive(Default)]
@@ -456,7 +456,7 @@ async fn simulate(
         let initial = scenario.backoff.min(MAX_SPAN);
         Backoff {
             initial,
-            max: initial.saturating_mul(8),
+            max: initial.saturating_mul(8).min(MAX_SPAN),
             factor: 2.0,
         }
     };
