@@ -577,7 +577,11 @@ impl TaskOwner {
             // once the journal has written the terminal event (the last one appended, or
             // an earlier one); a journal whose `append` is the write answers at once.
             let seq = self.recorder.journal().len();
-            match self.recorder.until_written(seq) {
+            let wait = match self.task.early_outcome {
+                true => None,
+                false => self.recorder.until_written(seq),
+            };
+            match wait {
                 None => {
                     let _ = w.send(record);
                 }

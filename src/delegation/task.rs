@@ -120,6 +120,12 @@ pub struct Task {
     /// Attempts already used before a restart (recovery): they count against `attempts`,
     /// and attempt numbers continue after them.
     pub spent: u32,
+    /// Hand the outcome over as soon as it is journaled, before the journal has written
+    /// it. Only for a caller that itself waits for the journal
+    /// ([`Recorder::until_written`](crate::journal::Recorder::until_written)) before it
+    /// reports or acts on the outcome, as the workflow engine does; it saves that caller
+    /// one wait for the disk per task. Off by default.
+    pub early_outcome: bool,
 }
 
 impl Task {
@@ -140,6 +146,7 @@ impl Task {
             id: None,
             min_epoch: 0,
             spent: 0,
+            early_outcome: false,
         }
     }
 

@@ -160,6 +160,9 @@ impl RunState<'_> {
             .backoff(backoff)
             .correlation(self.id)
             .sender(format!("{}/{name}", self.wf.name));
+        // The run waits for the journal itself before it acts on or reports the step's
+        // end (`written`), which covers the task's own records too.
+        task.early_outcome = true;
         if let Some(c) = self.causation {
             task = task.causation(c);
         }
