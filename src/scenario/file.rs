@@ -40,7 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cast::{BackendSpec, Manifest, SimBackend};
+use crate::cast::{BackendSpec, Manifest, SimBackend, MAX_CAST_INSTANCES};
 use crate::messaging::SchemaStore;
 use crate::workflow::Workflow;
 
@@ -49,6 +49,10 @@ use crate::workflow::Workflow;
 const FAULT_KEYS: [&str; 8] = [
     "seed", "latency", "crash", "hang", "error", "violate", "late", "late_by",
 ];
+
+/// The most tasks (or runs) a scenario may drive, from the file or `--tasks`: the
+/// simulation keeps every task's record until its tally.
+pub const MAX_COUNT: u64 = 10_000_000;
 
 /// One problem with a scenario file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -265,10 +269,15 @@ impl Scenario {
             (Some(n), None) | (None, Some(n)) => n,
             (None, None) => 1,
         };
+        let count_field = if raw.runs.is_some() { "runs" } else { "tasks" };
         if count == 0 {
+            problems.push(err(count_field, "must be at least 1".into()));
+        } else if count > MAX_COUNT {
             problems.push(err(
-                if raw.runs.is_some() { "runs" } else { "tasks" },
-                "must be at least 1".into(),
+                count_field,
+                format!(
+                    "{count} is above the limit of {MAX_COUNT} (the tally keeps a record per task)"
+                ),
             ));
         }
         if let Arrival::Poisson { rate } = raw.arrival {
@@ -299,6 +308,18 @@ impl Scenario {
                         .map(|(field, message)| err(&format!("agents[{i}]{field}"), message)),
                 ),
             }
+        }
+        let instances = agents
+            .iter()
+            .fold(0usize, |n, m| n.saturating_add(m.replicas));
+        if instances > MAX_CAST_INSTANCES {
+            problems.push(err(
+                "agents",
+                format!(
+                    "the simulated cast declares {instances} instances in all, above the limit \
+                     of {MAX_CAST_INSTANCES}"
+                ),
+            ));
         }
         if raw.agents.is_empty() {
             problems.push(err(
@@ -514,6 +535,21 @@ impl Scenario {
     }
 }
 
+/// `/capabilities/0/heartbeat` → `.capabilities[0].heartbeat`.
+fn dotted(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.bytes().all(|b| b.is_ascii_digit()) {
+                format!("[{s}]")
+            } else {
+                format!(".{s}")
+            }
+        })
+        .collect()
+}
+
 /// An `[[agents]]` entry as a manifest with a `sim` backend. Errors are
 /// `(field suffix, message)`, the suffix starting with `.`.
 fn agent_manifest(entry: &Value, schemas: &SchemaStore) -> Result<Manifest, Vec<(String, String)>> {
@@ -568,11 +604,8 @@ fn agent_manifest(entry: &Value, schemas: &SchemaStore) -> Result<Manifest, Vec<
         vec![(field, m)]
     })?;
     m.backend = BackendSpec::Sim(sim);
-    if m.replicas == 0 {
-        problems.push((".replicas".into(), "must be at least 1".into()));
-    }
-    if m.concurrency == 0 {
-        problems.push((".concurrency".into(), "must be at least 1".into()));
+    for (pointer, message) in m.limit_problems() {
+        problems.push((dotted(&pointer), message));
     }
     if m.capabilities.is_empty() {
         problems.push((
