@@ -219,7 +219,8 @@ impl Workflow {
                 Err(m) => errors.push(err(&at, m)),
             }
         }
-        if !steps.contains_key(&start) {
+        // A step that did not parse is reported above; it still exists for what names it.
+        if !raw_steps.contains_key(&start) {
             errors.push(err(
                 "/start",
                 format!("`{start}` is not a step of this workflow"),
@@ -233,7 +234,7 @@ impl Workflow {
         }
         for (sname, step) in &steps {
             for t in step.targets() {
-                if !steps.contains_key(t) {
+                if !raw_steps.contains_key(t) {
                     errors.push(err(
                         &format!("steps.{sname}"),
                         format!("goes to `{t}`, which is not a step of this workflow"),
