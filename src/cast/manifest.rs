@@ -509,7 +509,10 @@ fn field_of(e: &config::ConfigError) -> String {
 }
 
 /// Loads every `*.toml` in `dir` (sorted by file name), checking all of them before
-/// returning any: on error, every problem of every file is reported.
+/// returning any: on error, every problem of every file is reported. The cast is checked
+/// as a whole too: agent names are unique, a capability declared by several manifests
+/// has one contract (schemas, version, acceptance rule), and the instances in all are at
+/// most [`MAX_CAST_INSTANCES`].
 pub fn load_cast(dir: &Path, schemas: &SchemaStore) -> Result<Vec<(PathBuf, Manifest)>, CastError> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -558,9 +561,50 @@ pub fn load_cast(dir: &Path, schemas: &SchemaStore) -> Result<Vec<(PathBuf, Mani
             });
         }
     }
+    errors.extend(contract_conflicts(&out, schemas));
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(CastError { errors })
     }
+}
+
+/// Every capability declared twice in a cast (by two agent types, or twice by one) with
+/// different contracts, each reported at the later declaration naming both files and
+/// what differs: the runtime would refuse the second registration, after registering
+/// (and journaling) the first.
+fn contract_conflicts(cast: &[(PathBuf, Manifest)], schemas: &SchemaStore) -> Vec<ManifestError> {
+    let mut first: std::collections::HashMap<&str, (&Path, &str, crate::messaging::Capability)> =
+        std::collections::HashMap::new();
+    let mut errors = Vec::new();
+    for (file, m) in cast {
+        for (i, spec) in m.capabilities.iter().enumerate() {
+            match first.get(spec.name.as_str()) {
+                None => {
+                    // Every capability of a loaded manifest compiles (checked at load).
+                    if let Ok(c) = spec.compile(schemas) {
+                        first.insert(&spec.name, (file, &m.name, c));
+                    }
+                }
+                Some((first_file, first_agent, contract)) => {
+                    if let Err(what) = contract.same_contract(spec) {
+                        errors.push(ManifestError {
+                            file: file.clone(),
+                            field: format!("/capabilities/{i}"),
+                            message: format!(
+                                "capability `{}`: agent `{}` declares it here with a \
+                                 different contract than agent `{first_agent}` in {} ({what}, \
+                                 there vs here); agents serving one capability must agree on \
+                                 its contract",
+                                spec.name,
+                                m.name,
+                                first_file.display()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    errors
 }

@@ -309,6 +309,36 @@ impl Scenario {
                 ),
             }
         }
+        // One contract per capability, as the runtime requires when it registers them.
+        let mut first: std::collections::HashMap<
+            &str,
+            (usize, &str, crate::messaging::Capability),
+        > = std::collections::HashMap::new();
+        for (i, a) in agents.iter().enumerate() {
+            for (j, spec) in a.capabilities.iter().enumerate() {
+                match first.get(spec.name.as_str()) {
+                    Some((k, agent, c)) => {
+                        if let Err(what) = c.same_contract(spec) {
+                            problems.push(err(
+                                &format!("agents[{i}].capabilities[{j}]"),
+                                format!(
+                                    "capability `{}`: agent `{}` declares it with a different \
+                                     contract than agents[{k}] (`{agent}`) ({what}, there vs \
+                                     here); agents serving one capability must agree on its \
+                                     contract",
+                                    spec.name, a.name
+                                ),
+                            ));
+                        }
+                    }
+                    None => {
+                        if let Ok(c) = spec.compile(schemas) {
+                            first.insert(&spec.name, (i, &a.name, c));
+                        }
+                    }
+                }
+            }
+        }
         let instances = agents
             .iter()
             .fold(0usize, |n, m| n.saturating_add(m.replicas));
