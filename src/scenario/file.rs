@@ -42,6 +42,7 @@ use serde_json::Value;
 
 use crate::cast::{BackendSpec, Manifest, SimBackend, MAX_CAST_INSTANCES};
 use crate::messaging::SchemaStore;
+use crate::workflow::definition::MAX_ATTEMPTS;
 use crate::workflow::Workflow;
 
 /// The keys of an `[[agents]]` entry that belong to its fault model (the rest is an
@@ -174,7 +175,7 @@ pub struct Scenario {
 fn default_timeout() -> Duration {
     Duration::from_secs(60)
 }
-fn default_attempts() -> u32 {
+fn default_attempts() -> u64 {
     3
 }
 fn default_horizon() -> Duration {
@@ -200,7 +201,7 @@ struct RawScenario {
     #[serde(default = "default_timeout", with = "crate::util::duration")]
     timeout: Duration,
     #[serde(default = "default_attempts")]
-    attempts: u32,
+    attempts: u64,
     #[serde(default, with = "crate::util::duration")]
     backoff: Duration,
     #[serde(default = "default_horizon", with = "crate::util::duration")]
@@ -290,6 +291,11 @@ impl Scenario {
         }
         if raw.attempts == 0 {
             problems.push(err("attempts", "must be at least 1".into()));
+        } else if raw.attempts > u64::from(MAX_ATTEMPTS) {
+            problems.push(err(
+                "attempts",
+                format!("{} is above the limit of {MAX_ATTEMPTS}", raw.attempts),
+            ));
         }
         if raw.timeout.is_zero() {
             problems.push(err("timeout", "must be more than zero".into()));
@@ -549,7 +555,7 @@ impl Scenario {
                 arrival: raw.arrival,
                 seed: raw.seed,
                 timeout: raw.timeout,
-                attempts: raw.attempts,
+                attempts: raw.attempts as u32,
                 backoff: raw.backoff,
                 horizon: raw.horizon,
                 agents,
