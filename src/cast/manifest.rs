@@ -13,6 +13,7 @@ use crate::discovery::CapabilitySpec;
 use crate::messaging::SchemaStore;
 use crate::runtime::AgentDef;
 use crate::supervision::{Restart, Supervision};
+use crate::workflow::definition::MAX_DURATION;
 
 /// The backend an agent type runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -423,8 +424,8 @@ impl Manifest {
 
     /// The counts (and other sizes) beyond their limits, as `(JSON pointer, message)`:
     /// `replicas` in 1..=[`MAX_REPLICAS`], `concurrency` in 1..=[`MAX_CONCURRENCY`],
-    /// `mailbox` at most [`MAX_MAILBOX`]. Checked by [`Manifest::load`] and by a
-    /// scenario's `[[agents]]`.
+    /// `mailbox` at most [`MAX_MAILBOX`], every duration at most [`MAX_DURATION`].
+    /// Checked by [`Manifest::load`] and by a scenario's `[[agents]]`.
     pub fn limit_problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut count = |field: &str, value: usize, min: usize, max: usize, what: &str| {
@@ -458,6 +459,32 @@ impl Manifest {
             MAX_MAILBOX,
             "queued tasks per instance",
         );
+        let mut durations: Vec<(String, Duration)> = Vec::new();
+        if let Some(s) = &self.supervision {
+            durations.push(("/supervision/period".into(), s.period));
+            durations.push(("/supervision/backoff".into(), s.backoff));
+            durations.push(("/supervision/shutdown".into(), s.shutdown));
+        }
+        if let Some(l) = self.liveness {
+            durations.push(("/liveness".into(), l));
+        }
+        for (i, c) in self.capabilities.iter().enumerate() {
+            if let Some(h) = c.heartbeat {
+                durations.push((format!("/capabilities/{i}/heartbeat"), h));
+            }
+        }
+        for (field, d) in durations {
+            if d > MAX_DURATION {
+                out.push((
+                    field,
+                    format!(
+                        "{} is above the limit of {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
+        }
         out
     }
 

@@ -42,7 +42,7 @@ use serde_json::Value;
 
 use crate::cast::{BackendSpec, Manifest, SimBackend, MAX_CAST_INSTANCES};
 use crate::messaging::SchemaStore;
-use crate::workflow::definition::MAX_ATTEMPTS;
+use crate::workflow::definition::{MAX_ATTEMPTS, MAX_DURATION};
 use crate::workflow::Workflow;
 
 /// The keys of an `[[agents]]` entry that belong to its fault model (the rest is an
@@ -302,6 +302,29 @@ impl Scenario {
         }
         if raw.horizon.is_zero() {
             problems.push(err("horizon", "must be more than zero".into()));
+        }
+        let mut durations = vec![
+            ("timeout".to_string(), raw.timeout),
+            ("backoff".to_string(), raw.backoff),
+            ("horizon".to_string(), raw.horizon),
+        ];
+        for (i, f) in raw.faults.iter().enumerate() {
+            durations.push((format!("faults[{i}].at"), f.at));
+            if let Some(r) = f.rejoin_after {
+                durations.push((format!("faults[{i}].rejoin_after"), r));
+            }
+        }
+        for (field, d) in durations {
+            if d > MAX_DURATION {
+                problems.push(err(
+                    &field,
+                    format!(
+                        "{} is above the limit of {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
         }
 
         // The cast.
