@@ -136,7 +136,7 @@ impl<'a> Checker<'a> {
             let known = if declared.is_empty() {
                 "the cast declares none".to_string()
             } else {
-                format!("declared: {}", declared.join(", "))
+                format!("declared: {}", listed(declared.iter().copied()))
             };
             self.push(
                 "discovery",
@@ -221,14 +221,13 @@ impl<'a> Checker<'a> {
                 Some("steps") => {
                     let Some(target) = chain.get(1) else { continue };
                     let Some(target_step) = self.wf.steps.get(target) else {
-                        let known: Vec<&str> = self.wf.steps.keys().map(String::as_str).collect();
+                        let known = listed(self.wf.steps.keys().map(String::as_str));
                         self.push(
                             "messaging",
                             step,
                             format!(
                                 "{field} reads `steps.{target}`, but there is no step `{target}` \
-                                 (steps: {}); fix the name",
-                                known.join(", ")
+                                 (steps: {known}); fix the name"
                             ),
                         );
                         continue;
@@ -312,7 +311,7 @@ impl<'a> Checker<'a> {
             let known = if known.is_empty() {
                 String::new()
             } else {
-                format!(" (it has: {})", known.join(", "))
+                format!(" (it has: {})", listed(known.iter().map(String::as_str)))
             };
             self.push(
                 "messaging",
@@ -393,12 +392,7 @@ impl<'a> Checker<'a> {
                                  it to the schema",
                                 cap.input,
                                 cap.name,
-                                shape
-                                    .properties
-                                    .iter()
-                                    .cloned()
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                listed(shape.properties.iter().map(String::as_str))
                             ),
                         );
                     }
@@ -845,6 +839,19 @@ impl<'a> Checker<'a> {
             };
             self.push("delegation", from, message);
         }
+    }
+}
+
+/// Names for a message: the first few, then how many there are in all, so that a
+/// finding's length does not grow with the workflow or the schema.
+fn listed<'s>(names: impl ExactSizeIterator<Item = &'s str>) -> String {
+    const SHOWN: usize = 12;
+    let total = names.len();
+    let shown: Vec<&str> = names.take(SHOWN).collect();
+    if total > SHOWN {
+        format!("{}, … ({total} in all)", shown.join(", "))
+    } else {
+        shown.join(", ")
     }
 }
 
