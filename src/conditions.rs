@@ -10,6 +10,22 @@
 //!
 //! It must not touch the runtime: evaluation is a pure function of the expression and the
 //! variables.
+//!
+//! Every expression muster compiles goes through [`Condition::compile`], which bounds it
+//! before the `cel` parser sees it, because the parser, the interpreter and the drop of
+//! the tree all recurse on the expression: a sum of 10,001 terms or 100,000 nested
+//! parentheses would overflow the stack. The limits (checked on the source text, string
+//! literals and comments skipped):
+//!
+//! - at most [`MAX_SOURCE_BYTES`] bytes of source;
+//! - at most [`MAX_NESTING`] levels of `()`, `[]` and `{}`;
+//! - at most [`MAX_DEPTH`] operators on any path into the expression: `+ - * / % ! == !=
+//!   < <= > >= && || in ?:`, a member selection `.`, and each call, index, list or map
+//!   between two commas, plus those of the brackets nested inside. A chain `1+1+...+1`
+//!   is evaluated recursively, so it counts as deep as it is long (`a + b + c` is 2).
+//!
+//! Within them, compiling and evaluating fit in a 2 MiB thread stack in release builds
+//! and in the main thread's 8 MiB in debug builds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,19 +61,54 @@ impl std::fmt::Debug for Condition {
     }
 }
 
+/// The longest CEL expression muster compiles, in bytes.
+pub const MAX_SOURCE_BYTES: usize = 16 * 1024;
+/// The deepest nesting of `()`, `[]` and `{}` in a CEL expression.
+pub const MAX_NESTING: usize = 16;
+/// The most operators on any path into a CEL expression (see the module docs).
+pub const MAX_DEPTH: usize = 64;
+
+/// The longest part of an expression (or of a parser message) an error quotes.
+const QUOTE_CHARS: usize = 80;
+const MESSAGE_CHARS: usize = 2000;
+
+/// The expression as an error quotes it: whole when short, else its start and its size.
+fn quoted(source: &str) -> String {
+    match source.char_indices().nth(QUOTE_CHARS) {
+        None => source.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &source[..cut], source.len()),
+    }
+}
+
+fn clipped(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_CHARS) {
+        None => message.to_string(),
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+    }
+}
+
 /// A CEL expression that did not compile or did not evaluate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConditionError {
     /// Syntax error.
-    #[error("invalid CEL expression `{source_text}`: {message}")]
+    #[error("invalid CEL expression `{}`: {message}", quoted(.source_text))]
     Syntax {
         /// The expression.
         source_text: String,
         /// The parser's message.
         message: String,
     },
+    /// The expression is beyond a limit ([`MAX_SOURCE_BYTES`], [`MAX_NESTING`],
+    /// [`MAX_DEPTH`]); it was not handed to the parser.
+    #[error("CEL expression `{}` is too large: {message}", quoted(.source_text))]
+    TooLarge {
+        /// The expression.
+        source_text: String,
+        /// Which limit, and where.
+        message: String,
+    },
     /// Evaluation failed (missing field, wrong types...).
-    #[error("CEL expression `{source_text}` failed: {message}")]
+    #[error("CEL expression `{}` failed: {message}", quoted(.source_text))]
     Eval {
         /// The expression.
         source_text: String,
@@ -65,7 +116,7 @@ pub enum ConditionError {
         message: String,
     },
     /// A condition did not produce a boolean.
-    #[error("CEL expression `{source_text}` gave {got}, expected a bool")]
+    #[error("CEL expression `{}` gave {got}, expected a bool", quoted(.source_text))]
     NotBool {
         /// The expression.
         source_text: String,
@@ -75,11 +126,13 @@ pub enum ConditionError {
 }
 
 impl Condition {
-    /// Compiles an expression.
+    /// Compiles an expression, after checking it is within the limits (see the module
+    /// docs): this is the only place muster hands text to the CEL parser.
     pub fn compile(source: &str) -> Result<Self, ConditionError> {
+        bounded(source)?;
         let program = Program::compile(source).map_err(|e| ConditionError::Syntax {
             source_text: source.to_string(),
-            message: e.to_string(),
+            message: clipped(&e.to_string()),
         })?;
         Ok(Condition {
             source: Arc::from(source),
@@ -138,6 +191,274 @@ impl Condition {
             source_text: self.source.to_string(),
             message,
         })
+    }
+}
+
+/// Checks an expression against [`MAX_SOURCE_BYTES`], [`MAX_NESTING`] and [`MAX_DEPTH`]
+/// without parsing it, in one pass over the text (string literals and `//` comments
+/// skipped as the CEL lexer skips them). A string literal the lexer would not accept
+/// (unterminated, or with an invalid escape) is refused here: the lexer would otherwise
+/// skip the quote and read the literal's contents as code.
+///
+/// # Example
+/// ```
+/// use muster::conditions::bounded;
+///
+/// assert!(bounded("steps.test.output.failed + 1 > 0").is_ok());
+/// let sum = vec!["1"; 1_000].join("+");
+/// assert!(bounded(&sum).unwrap_err().to_string().contains("operators"));
+/// ```
+pub fn bounded(source: &str) -> Result<(), ConditionError> {
+    let refuse = |message: String| ConditionError::TooLarge {
+        source_text: source.to_string(),
+        message,
+    };
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(refuse(format!(
+            "{} bytes, above the limit of {MAX_SOURCE_BYTES}",
+            source.len()
+        )));
+    }
+    let depth = estimated_depth(source).map_err(|e| match e {
+        Scan::Nesting(at) => refuse(format!(
+            "brackets nest deeper than {MAX_NESTING} levels (at byte {at})"
+        )),
+        Scan::String(at, why) => ConditionError::Syntax {
+            source_text: source.to_string(),
+            message: format!("{why} (the string literal at byte {at})"),
+        },
+    })?;
+    if depth > MAX_DEPTH {
+        return Err(refuse(format!(
+            "{depth} operators on one path into the expression, above the limit of \
+             {MAX_DEPTH} (CEL evaluates a chain like `a + b + c` recursively); split it \
+             or nest it in fewer levels"
+        )));
+    }
+    Ok(())
+}
+
+/// Why [`estimated_depth`] stopped.
+enum Scan {
+    /// Brackets nest deeper than [`MAX_NESTING`], at this byte.
+    Nesting(usize),
+    /// A string literal at this byte is not one the lexer accepts.
+    String(usize, &'static str),
+}
+
+/// One bracket level of the scan: the operators of the current comma-separated part,
+/// the deepest bracket closed in it, and the deepest part finished before it.
+#[derive(Default)]
+struct Level {
+    ops: usize,
+    child: usize,
+    best: usize,
+}
+
+impl Level {
+    fn depth(&self) -> usize {
+        self.best.max(self.ops + self.child)
+    }
+}
+
+/// An upper bound of the depth of the expression's tree: on any path, the operators of
+/// each comma-separated part crossed plus one per bracket entered (a call, an index, a
+/// list or a map is a node of the part it is in).
+fn estimated_depth(source: &str) -> Result<usize, Scan> {
+    let b = source.as_bytes();
+    let mut levels = vec![Level::default()];
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' | b'\'' => {
+                i = skip_string(b, i, false)?;
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'0'..=b'9' => {
+                i = skip_number(b, i);
+                continue;
+            }
+            b'`' => {
+                // An escaped identifier (`a.b-c/d`) is one token; a lone backtick is a
+                // character the lexer skips.
+                let body = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || b"_.-/ ".contains(c))
+                    .count();
+                if body > 0 && b.get(i + 1 + body) == Some(&b'`') {
+                    i += body + 2;
+                    continue;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = &b[start..i];
+                let raw = matches!(word, b"r" | b"R" | b"br" | b"bR" | b"Br" | b"BR");
+                let bytes = matches!(word, b"b" | b"B");
+                if (raw || bytes) && matches!(b.get(i), Some(b'"' | b'\'')) {
+                    i = skip_string(b, i, raw)?;
+                } else if word == b"in" {
+                    if let Some(l) = levels.last_mut() {
+                        l.ops += 1;
+                    }
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                if let Some(l) = levels.last_mut() {
+                    l.ops += 1;
+                }
+                levels.push(Level::default());
+                if levels.len() - 1 > MAX_NESTING {
+                    return Err(Scan::Nesting(i));
+                }
+            }
+            // An unmatched closer is a syntax error the parser reports; the outermost
+            // level is never closed, so the bound still holds.
+            b')' | b']' | b'}' => close(&mut levels),
+            b',' => {
+                if let Some(l) = levels.last_mut() {
+                    l.best = l.depth();
+                    l.ops = 0;
+                    l.child = 0;
+                }
+            }
+            b'=' | b'!' | b'<' | b'>' | b'&' | b'|'
+                if matches!(
+                    (c, b.get(i + 1)),
+                    (b'=' | b'!' | b'<' | b'>', Some(b'='))
+                        | (b'&', Some(b'&'))
+                        | (b'|', Some(b'|'))
+                ) =>
+            {
+                if let Some(l) = levels.last_mut() {
+                    l.ops += 1;
+                }
+                i += 2;
+                continue;
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'!' | b'<' | b'>' | b'=' | b'&' | b'|' | b'?'
+            | b'.' => {
+                if let Some(l) = levels.last_mut() {
+                    l.ops += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    while levels.len() > 1 {
+        close(&mut levels);
+    }
+    Ok(levels.last().map_or(0, Level::depth))
+}
+
+/// Closes the innermost bracket level (never the outermost), folding its depth into the
+/// level that holds it.
+fn close(levels: &mut Vec<Level>) {
+    if levels.len() > 1 {
+        if let Some(done) = levels.pop() {
+            if let Some(l) = levels.last_mut() {
+                l.child = l.child.max(done.depth());
+            }
+        }
+    }
+}
+
+/// Skips a number literal starting at a digit (`12`, `1.5`, `1e-3`, `0x1F`, `3u`) the way
+/// the lexer reads it; a `.` not followed by a digit is left to be read as an operator.
+fn skip_number(b: &[u8], mut i: usize) -> usize {
+    if b[i] == b'0' && matches!(b.get(i + 1), Some(b'x' | b'X')) {
+        i += 2;
+        while i < b.len() && b[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+    } else {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if b.get(i) == Some(&b'.') && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            let mut j = i + 1;
+            if matches!(b.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            if b.get(j).is_some_and(u8::is_ascii_digit) {
+                i = j;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+        }
+    }
+    if matches!(b.get(i), Some(b'u' | b'U')) {
+        i += 1;
+    }
+    i
+}
+
+/// Skips a string literal whose opening quote is at `i` (single or triple quotes; `raw`
+/// when an `r` prefix turns escapes off), as the CEL lexer reads it; returns the index
+/// after the closing quote. Anything the lexer would not take as a string is an error.
+fn skip_string(b: &[u8], i: usize, raw: bool) -> Result<usize, Scan> {
+    let q = b[i];
+    let triple = b.get(i + 1) == Some(&q) && b.get(i + 2) == Some(&q);
+    let mut j = if triple { i + 3 } else { i + 1 };
+    while j < b.len() {
+        let c = b[j];
+        if c == b'\\' && !raw {
+            j += escape_len(&b[j..]).ok_or(Scan::String(i, "invalid escape sequence"))?;
+            continue;
+        }
+        if c == q {
+            if !triple {
+                return Ok(j + 1);
+            }
+            if b.get(j + 1) == Some(&q) && b.get(j + 2) == Some(&q) {
+                return Ok(j + 3);
+            }
+        }
+        if !triple && (c == b'\n' || c == b'\r') {
+            return Err(Scan::String(i, "unterminated string literal"));
+        }
+        j += 1;
+    }
+    Err(Scan::String(i, "unterminated string literal"))
+}
+
+/// The length of the escape sequence at the start of `s` (which starts with `\`), if
+/// CEL has it: `\n`-style, `\xHH`, `\uHHHH`, `\UHHHHHHHH`, or octal `\[0-3][0-7][0-7]`.
+fn escape_len(s: &[u8]) -> Option<usize> {
+    let hex = |n: usize| {
+        (s.len() > 1 + n && s[2..2 + n].iter().all(u8::is_ascii_hexdigit)).then_some(2 + n)
+    };
+    match s.get(1)? {
+        b'a' | b'b' | b'f' | b'n' | b'r' | b't' | b'v' | b'"' | b'\'' | b'\\' | b'?' | b'`' => {
+            Some(2)
+        }
+        b'x' | b'X' => hex(2),
+        b'u' => hex(4),
+        b'U' => hex(8),
+        b'0'..=b'3' => {
+            let octal = |k: usize| s.get(k).is_some_and(|c| (b'0'..=b'7').contains(c));
+            (octal(2) && octal(3)).then_some(4)
+        }
+        _ => None,
     }
 }
 
@@ -244,6 +565,139 @@ mod tests {
     fn syntax_errors_name_the_expression() {
         let e = Condition::compile("a &&").unwrap_err();
         assert!(e.to_string().contains("a &&"));
+    }
+
+    fn too_large(source: &str) -> bool {
+        matches!(
+            Condition::compile(source),
+            Err(ConditionError::TooLarge { .. })
+        )
+    }
+
+    #[test]
+    fn a_sum_of_10001_terms_is_refused_before_the_parser_sees_it() {
+        let sum = vec!["1"; 10_001].join("+");
+        let e = Condition::compile(&sum).unwrap_err();
+        assert!(matches!(e, ConditionError::TooLarge { .. }), "{e}");
+        // The message quotes the start of the expression, not all of it.
+        assert!(e.to_string().len() < 400, "{e}");
+        // Short enough to pass the byte limit, too deep for the operator limit.
+        let sum = vec!["1"; 1_000].join("+");
+        let e = Condition::compile(&sum).unwrap_err();
+        assert!(e.to_string().contains("operators"), "{e}");
+    }
+
+    #[test]
+    fn a_hundred_thousand_nested_parentheses_are_refused() {
+        let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+        let e = Condition::compile(&deep).unwrap_err();
+        assert!(matches!(e, ConditionError::TooLarge { .. }), "{e}");
+        let deep = format!("{}1{}", "(".repeat(1_000), ")".repeat(1_000));
+        let e = Condition::compile(&deep).unwrap_err();
+        assert!(e.to_string().contains("nest"), "{e}");
+    }
+
+    #[test]
+    fn every_recursive_shape_counts_toward_the_depth() {
+        let n = MAX_DEPTH + 1;
+        let shapes = [
+            vec!["x"; n + 1].join(" * "),
+            vec!["x"; n + 1].join(" == "),
+            vec!["x"; n + 1].join(" in "),
+            format!("x{}", ".a".repeat(n)),
+            format!("x{}", "[0]".repeat(n)),
+            format!("'a'{}", ".size()".repeat(n)),
+            format!("{}1", "false ? 1 : ".repeat(n)),
+            format!("{}true", "!".repeat(n)),
+            format!("{}1", "-".repeat(n)),
+            format!("{}1{}", "int(".repeat(n), ")".repeat(n)),
+            format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+            format!("{}1{}", "{'a': ".repeat(n), "}".repeat(n)),
+            // Nested brackets add their operators to the path.
+            format!("({}) + 1", vec!["1"; n].join("+")),
+            format!("size([{}])", vec!["1"; n - 1].join("+")),
+        ];
+        for s in shapes {
+            assert!(too_large(&s), "not refused: {s}");
+        }
+    }
+
+    #[test]
+    fn operators_in_strings_and_comments_do_not_count_but_malformed_strings_are_refused() {
+        let plus = "+".repeat(MAX_DEPTH * 2);
+        for ok in [
+            format!("'{plus}' == x"),
+            format!(r#""{plus}" == x"#),
+            format!("'''{plus}\n''' == x"),
+            format!(r"r'\{plus}' == x"),
+            format!("b'{plus}' == x"),
+            format!("x // {plus}\n == 1"),
+            format!(r"'\x41\u0041\101\'{plus}' == x"),
+        ] {
+            Condition::compile(&ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        // Each of these would make the lexer skip the quote and read the rest as code.
+        let chain = vec!["1"; 10_001].join("+");
+        for bad in [
+            format!(r"'\q' + {chain}"),
+            format!("'abc\n{chain}"),
+            format!("'{chain}"),
+            format!("'''{chain}"),
+            format!("r'abc\n{chain}'"),
+        ] {
+            let e = Condition::compile(&bad).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConditionError::Syntax { .. } | ConditionError::TooLarge { .. }
+                ),
+                "{e}"
+            );
+        }
+        // A word ending in r is not a raw-string prefix; a dot after a number is an
+        // operator; `//` inside an escaped identifier is not a comment.
+        assert!(too_large(&format!(r"xr'\'' + {chain}")));
+        assert!(too_large(&format!("1{}", ".a".repeat(MAX_DEPTH + 1))));
+        assert!(too_large(&format!("`a//b` + {chain}")));
+    }
+
+    #[test]
+    fn a_source_beyond_the_byte_limit_is_refused() {
+        let long = format!("'{}'", "a".repeat(MAX_SOURCE_BYTES));
+        let e = Condition::compile(&long).unwrap_err();
+        assert!(e.to_string().contains("bytes"), "{e}");
+    }
+
+    #[test]
+    fn expressions_at_the_limits_compile_and_evaluate() {
+        // A chain of MAX_DEPTH operators, and MAX_NESTING brackets with the rest of the
+        // operators inside, on a thread with the main thread's stack (8 MiB).
+        let chain = vec!["1"; MAX_DEPTH + 1].join("+");
+        let inner = vec!["1"; MAX_DEPTH - MAX_NESTING + 1].join("+");
+        let nested = format!(
+            "{}{inner}{}",
+            "[".repeat(MAX_NESTING),
+            "]".repeat(MAX_NESTING)
+        );
+        let map = format!(
+            "{}{inner}{}",
+            "{'a': ".repeat(MAX_NESTING),
+            "}".repeat(MAX_NESTING)
+        );
+        for s in [&chain, &nested, &map] {
+            assert!(bounded(s).is_ok(), "{s}");
+        }
+        std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let v = Condition::compile(&chain).unwrap().eval_json(&[]).unwrap();
+                assert_eq!(v, serde_json::json!(MAX_DEPTH + 1));
+                Condition::compile(&nested).unwrap().eval_json(&[]).unwrap();
+                Condition::compile(&map).unwrap().eval_json(&[]).unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -13,6 +13,6 @@ mod file;
 pub mod runner;
 mod tally;
 
-pub use file::{Arrival, RuntimeFault, Scenario, ScenarioError, Target};
+pub use file::{Arrival, RuntimeFault, Scenario, ScenarioError, Target, MAX_COUNT};
 pub use runner::{run, Progress, SimError, SimOptions, SimReport};
 pub use tally::{Fnv1a, Tally, TallyJournal};

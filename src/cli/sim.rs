@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{CliError, EXIT_FAILED, EXIT_OK};
-use crate::scenario::{run as simulate, Progress, Scenario, SimOptions, SimReport};
+use crate::scenario::{run as simulate, Progress, Scenario, SimOptions, SimReport, MAX_COUNT};
 use crate::SchemaStore;
 
 /// Arguments of `muster sim`.
@@ -21,7 +21,7 @@ pub struct SimArgs {
     /// Overrides the scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Overrides the scenario's task (or run) count.
+    /// Overrides the scenario's task (or run) count (at most 10,000,000).
     #[arg(long, alias = "runs")]
     pub tasks: Option<u64>,
     /// Writes the journal to this SQLite file (default: in memory).
@@ -55,11 +55,20 @@ pub fn run(a: SimArgs) -> Result<i32, CliError> {
             json!({"errors": errs}),
         )
     })?;
-    if a.tasks == Some(0) {
-        return Err(CliError::bad_input(
-            "--tasks: must be at least 1",
-            json!({"field": "--tasks"}),
-        ));
+    match a.tasks {
+        Some(0) => {
+            return Err(CliError::bad_input(
+                "--tasks: must be at least 1",
+                json!({"field": "--tasks"}),
+            ))
+        }
+        Some(n) if n > MAX_COUNT => {
+            return Err(CliError::bad_input(
+                format!("--tasks: {n} is above the limit of {MAX_COUNT}"),
+                json!({"field": "--tasks", "limit": MAX_COUNT}),
+            ))
+        }
+        _ => {}
     }
     let total = a.tasks.unwrap_or(scenario.count);
     let bar = (std::io::stderr().is_terminal() && !a.json).then(|| {

@@ -40,8 +40,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cast::{BackendSpec, Manifest, SimBackend};
+use crate::cast::{BackendSpec, Manifest, SimBackend, MAX_CAST_INSTANCES};
 use crate::messaging::SchemaStore;
+use crate::workflow::definition::{MAX_ATTEMPTS, MAX_DURATION};
 use crate::workflow::Workflow;
 
 /// The keys of an `[[agents]]` entry that belong to its fault model (the rest is an
@@ -49,6 +50,10 @@ use crate::workflow::Workflow;
 const FAULT_KEYS: [&str; 8] = [
     "seed", "latency", "crash", "hang", "error", "violate", "late", "late_by",
 ];
+
+/// The most tasks (or runs) a scenario may drive, from the file or `--tasks`: the
+/// simulation keeps every task's record until its tally.
+pub const MAX_COUNT: u64 = 10_000_000;
 
 /// One problem with a scenario file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -170,7 +175,7 @@ pub struct Scenario {
 fn default_timeout() -> Duration {
     Duration::from_secs(60)
 }
-fn default_attempts() -> u32 {
+fn default_attempts() -> u64 {
     3
 }
 fn default_horizon() -> Duration {
@@ -196,7 +201,7 @@ struct RawScenario {
     #[serde(default = "default_timeout", with = "crate::util::duration")]
     timeout: Duration,
     #[serde(default = "default_attempts")]
-    attempts: u32,
+    attempts: u64,
     #[serde(default, with = "crate::util::duration")]
     backoff: Duration,
     #[serde(default = "default_horizon", with = "crate::util::duration")]
@@ -265,10 +270,15 @@ impl Scenario {
             (Some(n), None) | (None, Some(n)) => n,
             (None, None) => 1,
         };
+        let count_field = if raw.runs.is_some() { "runs" } else { "tasks" };
         if count == 0 {
+            problems.push(err(count_field, "must be at least 1".into()));
+        } else if count > MAX_COUNT {
             problems.push(err(
-                if raw.runs.is_some() { "runs" } else { "tasks" },
-                "must be at least 1".into(),
+                count_field,
+                format!(
+                    "{count} is above the limit of {MAX_COUNT} (the tally keeps a record per task)"
+                ),
             ));
         }
         if let Arrival::Poisson { rate } = raw.arrival {
@@ -281,12 +291,40 @@ impl Scenario {
         }
         if raw.attempts == 0 {
             problems.push(err("attempts", "must be at least 1".into()));
+        } else if raw.attempts > u64::from(MAX_ATTEMPTS) {
+            problems.push(err(
+                "attempts",
+                format!("{} is above the limit of {MAX_ATTEMPTS}", raw.attempts),
+            ));
         }
         if raw.timeout.is_zero() {
             problems.push(err("timeout", "must be more than zero".into()));
         }
         if raw.horizon.is_zero() {
             problems.push(err("horizon", "must be more than zero".into()));
+        }
+        let mut durations = vec![
+            ("timeout".to_string(), raw.timeout),
+            ("backoff".to_string(), raw.backoff),
+            ("horizon".to_string(), raw.horizon),
+        ];
+        for (i, f) in raw.faults.iter().enumerate() {
+            durations.push((format!("faults[{i}].at"), f.at));
+            if let Some(r) = f.rejoin_after {
+                durations.push((format!("faults[{i}].rejoin_after"), r));
+            }
+        }
+        for (field, d) in durations {
+            if d > MAX_DURATION {
+                problems.push(err(
+                    &field,
+                    format!(
+                        "{} is above the limit of {}",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
         }
 
         // The cast.
@@ -299,6 +337,48 @@ impl Scenario {
                         .map(|(field, message)| err(&format!("agents[{i}]{field}"), message)),
                 ),
             }
+        }
+        // One contract per capability, as the runtime requires when it registers them.
+        let mut first: std::collections::HashMap<
+            &str,
+            (usize, &str, crate::messaging::Capability),
+        > = std::collections::HashMap::new();
+        for (i, a) in agents.iter().enumerate() {
+            for (j, spec) in a.capabilities.iter().enumerate() {
+                match first.get(spec.name.as_str()) {
+                    Some((k, agent, c)) => {
+                        if let Err(what) = c.same_contract(spec) {
+                            problems.push(err(
+                                &format!("agents[{i}].capabilities[{j}]"),
+                                format!(
+                                    "capability `{}`: agent `{}` declares it with a different \
+                                     contract than agents[{k}] (`{agent}`) ({what}, there vs \
+                                     here); agents serving one capability must agree on its \
+                                     contract",
+                                    spec.name, a.name
+                                ),
+                            ));
+                        }
+                    }
+                    None => {
+                        if let Ok(c) = spec.compile(schemas) {
+                            first.insert(&spec.name, (i, &a.name, c));
+                        }
+                    }
+                }
+            }
+        }
+        let instances = agents
+            .iter()
+            .fold(0usize, |n, m| n.saturating_add(m.replicas));
+        if instances > MAX_CAST_INSTANCES {
+            problems.push(err(
+                "agents",
+                format!(
+                    "the simulated cast declares {instances} instances in all, above the limit \
+                     of {MAX_CAST_INSTANCES}"
+                ),
+            ));
         }
         if raw.agents.is_empty() {
             problems.push(err(
@@ -498,7 +578,7 @@ impl Scenario {
                 arrival: raw.arrival,
                 seed: raw.seed,
                 timeout: raw.timeout,
-                attempts: raw.attempts,
+                attempts: raw.attempts as u32,
                 backoff: raw.backoff,
                 horizon: raw.horizon,
                 agents,
@@ -512,6 +592,21 @@ impl Scenario {
     pub fn is_workflow(&self) -> bool {
         matches!(self.target, Target::Workflow { .. })
     }
+}
+
+/// `/capabilities/0/heartbeat` → `.capabilities[0].heartbeat`.
+fn dotted(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.bytes().all(|b| b.is_ascii_digit()) {
+                format!("[{s}]")
+            } else {
+                format!(".{s}")
+            }
+        })
+        .collect()
 }
 
 /// An `[[agents]]` entry as a manifest with a `sim` backend. Errors are
@@ -568,11 +663,8 @@ fn agent_manifest(entry: &Value, schemas: &SchemaStore) -> Result<Manifest, Vec<
         vec![(field, m)]
     })?;
     m.backend = BackendSpec::Sim(sim);
-    if m.replicas == 0 {
-        problems.push((".replicas".into(), "must be at least 1".into()));
-    }
-    if m.concurrency == 0 {
-        problems.push((".concurrency".into(), "must be at least 1".into()));
+    for (pointer, message) in m.limit_problems() {
+        problems.push((dotted(&pointer), message));
     }
     if m.capabilities.is_empty() {
         problems.push((

@@ -136,7 +136,7 @@ impl<'a> Checker<'a> {
             let known = if declared.is_empty() {
                 "the cast declares none".to_string()
             } else {
-                format!("declared: {}", declared.join(", "))
+                format!("declared: {}", listed(declared.iter().copied()))
             };
             self.push(
                 "discovery",
@@ -221,14 +221,13 @@ impl<'a> Checker<'a> {
                 Some("steps") => {
                     let Some(target) = chain.get(1) else { continue };
                     let Some(target_step) = self.wf.steps.get(target) else {
-                        let known: Vec<&str> = self.wf.steps.keys().map(String::as_str).collect();
+                        let known = listed(self.wf.steps.keys().map(String::as_str));
                         self.push(
                             "messaging",
                             step,
                             format!(
                                 "{field} reads `steps.{target}`, but there is no step `{target}` \
-                                 (steps: {}); fix the name",
-                                known.join(", ")
+                                 (steps: {known}); fix the name"
                             ),
                         );
                         continue;
@@ -312,7 +311,7 @@ impl<'a> Checker<'a> {
             let known = if known.is_empty() {
                 String::new()
             } else {
-                format!(" (it has: {})", known.join(", "))
+                format!(" (it has: {})", listed(known.iter().map(String::as_str)))
             };
             self.push(
                 "messaging",
@@ -393,12 +392,7 @@ impl<'a> Checker<'a> {
                                  it to the schema",
                                 cap.input,
                                 cap.name,
-                                shape
-                                    .properties
-                                    .iter()
-                                    .cloned()
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                listed(shape.properties.iter().map(String::as_str))
                             ),
                         );
                     }
@@ -601,8 +595,9 @@ impl<'a> Checker<'a> {
                 ..
             } = step
             {
+                let branch_set: HashSet<&String> = bs.iter().collect();
                 for o in optional {
-                    if !bs.contains(o) {
+                    if !branch_set.contains(o) {
                         self.push(
                             "delegation",
                             name,
@@ -669,63 +664,108 @@ impl<'a> Checker<'a> {
         }
         // Unbounded loops: cycles left after removing bounded rules and gate routes.
         self.loops(&edges);
-        // Every reachable step can reach an end: a terminal, or a gate that ends the run.
-        let mut can_end: HashSet<&str> = wf
-            .steps
-            .iter()
-            .filter(|(_, s)| match s {
-                Step::Terminal { .. } => true,
+        // Every step a run can stand at can reach an end: a terminal, or a gate that ends
+        // the run.
+        self.endings();
+    }
+
+    /// Reports every step a run can reach from `start` and then never finish from: no
+    /// move of the run leads from it to a terminal step or to a gate that ends the run.
+    /// The moves are the engine's: a task step goes to its `next` or, spent, to its
+    /// `on_exhausted`; a parallel step to its `next` or, when a required branch is spent,
+    /// to that branch's `on_exhausted` (inside a join a branch's own `next` is not
+    /// followed, and an optional branch that fails does not fail it); a gate to its
+    /// routes. Linear in the steps and moves: one walk forward from `start`, one walk
+    /// back from the ends.
+    fn endings(&mut self) {
+        let wf = self.wf;
+        let exhausted = |t: &'a TaskStep| t.on_exhausted.as_deref().filter(|e| *e != "fail");
+        let mut forward: HashMap<&str, Vec<&str>> = HashMap::with_capacity(wf.steps.len());
+        let mut back: HashMap<&str, Vec<&str>> = HashMap::with_capacity(wf.steps.len());
+        let mut ends: Vec<&str> = Vec::new();
+        for (name, step) in &wf.steps {
+            let from = name.as_str();
+            let mut to: Vec<&str> = Vec::new();
+            let next_targets = |n: &'a Next, to: &mut Vec<&'a str>| match n {
+                Next::Step(s) => to.push(s),
+                Next::Rules(rs) => to.extend(rs.iter().map(|r| r.goto.as_str())),
+            };
+            match step {
+                Step::Task(t) => {
+                    if let Some(n) = &t.next {
+                        next_targets(n, &mut to);
+                    }
+                    to.extend(exhausted(t));
+                }
+                Step::Parallel {
+                    branches,
+                    optional,
+                    next,
+                } => {
+                    if let Some(n) = next {
+                        next_targets(n, &mut to);
+                    }
+                    let optional: HashSet<&str> = optional.iter().map(String::as_str).collect();
+                    for b in branches {
+                        if optional.contains(b.as_str()) {
+                            continue;
+                        }
+                        if let Some(Step::Task(bt)) = wf.steps.get(b) {
+                            to.extend(exhausted(bt));
+                        }
+                    }
+                }
                 Step::Gate {
                     on_approve,
                     on_reject,
                     ..
-                } => on_approve.is_none() || on_reject.is_none(),
-                _ => false,
-            })
-            .map(|(n, _)| n.as_str())
-            .collect();
-        loop {
-            let mut grew = false;
-            for name in wf.steps.keys() {
-                let n = name.as_str();
-                if can_end.contains(n) {
-                    continue;
+                } => {
+                    if on_approve.is_none() || on_reject.is_none() {
+                        ends.push(from);
+                    }
+                    to.extend(on_approve.as_deref());
+                    to.extend(on_reject.as_deref());
                 }
-                // A branch goes on through its parallel step's `next`.
-                let via_join = branches.get(n).is_some_and(|ps| {
-                    ps.iter().any(|p| {
-                        out.get(p)
-                            .into_iter()
-                            .flatten()
-                            .any(|e| !matches!(e.kind, EdgeKind::Branch) && can_end.contains(e.to))
-                    })
-                });
-                let direct = out
-                    .get(n)
-                    .into_iter()
-                    .flatten()
-                    .any(|e| can_end.contains(e.to));
-                if via_join || direct {
-                    can_end.insert(n);
-                    grew = true;
+                Step::Terminal { .. } => ends.push(from),
+            }
+            to.retain(|t| wf.steps.contains_key(*t));
+            for t in &to {
+                back.entry(t).or_default().push(from);
+            }
+            forward.insert(from, to);
+        }
+        let mut can_end: HashSet<&str> = ends.iter().copied().collect();
+        let mut stack = ends;
+        while let Some(s) = stack.pop() {
+            for &p in back.get(s).into_iter().flatten() {
+                if can_end.insert(p) {
+                    stack.push(p);
                 }
             }
-            if !grew {
-                break;
+        }
+        let mut at: HashSet<&str> = HashSet::new();
+        let mut stack = vec![wf.start.as_str()];
+        while let Some(s) = stack.pop() {
+            if at.insert(s) {
+                stack.extend(forward.get(s).into_iter().flatten().copied());
             }
         }
         for name in wf.steps.keys() {
             let n = name.as_str();
-            if reached.contains(n) && !can_end.contains(n) {
-                self.push(
-                    "delegation",
-                    n,
-                    "no path from it leads to a terminal step or to a gate that ends the run, \
-                     so a run that gets here can never finish; route it (through `next` or \
-                     `on_exhausted`) to a `terminal` step"
-                        .into(),
-                );
+            if !at.contains(n) || can_end.contains(n) {
+                continue;
             }
+            let message = if matches!(wf.steps.get(name), Some(Step::Gate { .. })) {
+                "every route of this gate leads to steps from which no path reaches a \
+                 terminal step, so a run that gets here can never finish; route \
+                 `on_approve` or `on_reject` to a `terminal` step (or leave one out: the \
+                 run then ends there)"
+            } else {
+                "no path from it leads to a terminal step or to a gate that ends the run, \
+                 so a run that gets here can never finish; route it (through `next` or \
+                 `on_exhausted`) to a `terminal` step"
+            };
+            self.push("delegation", n, message.into());
         }
     }
 
@@ -799,6 +839,19 @@ impl<'a> Checker<'a> {
             };
             self.push("delegation", from, message);
         }
+    }
+}
+
+/// Names for a message: the first few, then how many there are in all, so that a
+/// finding's length does not grow with the workflow or the schema.
+fn listed<'s>(names: impl ExactSizeIterator<Item = &'s str>) -> String {
+    const SHOWN: usize = 12;
+    let total = names.len();
+    let shown: Vec<&str> = names.take(SHOWN).collect();
+    if total > SHOWN {
+        format!("{}, … ({total} in all)", shown.join(", "))
+    } else {
+        shown.join(", ")
     }
 }
 

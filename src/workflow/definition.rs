@@ -11,6 +11,14 @@ use serde_json::Value;
 use crate::conditions::Condition;
 use crate::messaging::SchemaStore;
 
+/// The largest attempt budget a task step may have (`attempts`).
+pub const MAX_ATTEMPTS: u32 = 1_000;
+/// The largest bound a transition may put on the visits of its target (`max_visits`).
+pub const MAX_VISITS: u32 = 10_000;
+/// The longest duration a file may give (a timeout, a backoff...): 100 years. Longer
+/// ones overflow the clock's arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
 /// A problem that makes a workflow file unusable (exit code 2): the file, the step (or
 /// field) and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -189,10 +197,20 @@ impl Workflow {
         let doc = serde_json::to_value(&table).map_err(|e| vec![err("/", e.to_string())])?;
         if schemas.contains("workflow") {
             if let Err(c) = schemas.validate("workflow", &doc) {
+                // A step matches none of the step kinds (`oneOf`): the schema cannot say
+                // which field is wrong, muster's own parsing of the step can.
                 return Err(c
                     .errors
                     .into_iter()
-                    .map(|v| err(&pointer_to_step(&v.instance_path), v.message))
+                    .map(|v| {
+                        let own = v
+                            .instance_path
+                            .strip_prefix("/steps/")
+                            .filter(|name| !name.contains('/'))
+                            .and_then(|name| doc["steps"].get(name))
+                            .and_then(|raw| parse_step(raw).err());
+                        err(&pointer_to_step(&v.instance_path), own.unwrap_or(v.message))
+                    })
                     .collect());
             }
         }
@@ -219,7 +237,8 @@ impl Workflow {
                 Err(m) => errors.push(err(&at, m)),
             }
         }
-        if !steps.contains_key(&start) {
+        // A step that did not parse is reported above; it still exists for what names it.
+        if !raw_steps.contains_key(&start) {
             errors.push(err(
                 "/start",
                 format!("`{start}` is not a step of this workflow"),
@@ -233,7 +252,7 @@ impl Workflow {
         }
         for (sname, step) in &steps {
             for t in step.targets() {
-                if !steps.contains_key(t) {
+                if !raw_steps.contains_key(t) {
                     errors.push(err(
                         &format!("steps.{sname}"),
                         format!("goes to `{t}`, which is not a step of this workflow"),
@@ -290,26 +309,78 @@ fn pointer_to_step(p: &str) -> String {
     }
 }
 
+/// `key` as a duration (a humantime string, or a whole number of seconds) of at most
+/// [`MAX_DURATION`].
 fn duration(raw: &Value, key: &str) -> Result<Option<Duration>, String> {
+    let d = match raw.get(key) {
+        None => return Ok(None),
+        Some(Value::String(s)) => humantime::parse_duration(s)
+            .map_err(|e| format!("{key}: `{s}` is not a duration ({e}); write e.g. \"30s\""))?,
+        Some(Value::Number(n)) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
+            format!("{key}: expected a duration like \"30s\" or whole seconds, got {n}")
+        })?,
+        Some(other) => {
+            return Err(format!(
+                "{key}: expected a duration like \"30s\", got {other}"
+            ))
+        }
+    };
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{key}: {} is above the limit of {}",
+            humantime::format_duration(d),
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(Some(d))
+}
+
+/// `key` as a whole number in `1..=max`.
+fn bounded_count(raw: &Value, key: &str, max: u32) -> Result<Option<u32>, String> {
     match raw.get(key) {
         None => Ok(None),
-        Some(Value::String(s)) => humantime::parse_duration(s)
-            .map(Some)
-            .map_err(|e| format!("{key}: `{s}` is not a duration ({e}); write e.g. \"30s\"")),
-        Some(Value::Number(n)) => Ok(n.as_u64().map(Duration::from_secs)),
-        Some(other) => Err(format!(
-            "{key}: expected a duration like \"30s\", got {other}"
-        )),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n <= u64::from(max) => Ok(Some(n as u32)),
+            Some(n) if n >= 1 => Err(format!("{key}: {n} is above the limit of {max}")),
+            _ => Err(format!(
+                "{key}: expected a whole number from 1 to {max}, got {v}"
+            )),
+        },
     }
 }
 
 fn compile(raw: &Value, key: &str) -> Result<Option<Condition>, String> {
-    match raw.get(key).and_then(Value::as_str) {
+    match raw.get(key) {
         None => Ok(None),
-        Some(src) => Condition::compile(src)
+        Some(Value::String(src)) => Condition::compile(src)
             .map(Some)
             .map_err(|e| format!("{key}: {e}")),
+        Some(other) => Err(format!(
+            "{key}: expected a CEL expression (a string), got {other}"
+        )),
     }
+}
+
+fn text(raw: &Value, key: &str) -> Result<Option<String>, String> {
+    match raw.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{key}: expected a string, got {other}")),
+    }
+}
+
+/// Refuses the fields a step of this kind does not have (the schema does too, but it
+/// can only say that the step matches no kind).
+fn known_fields(raw: &Value, kind: &str, fields: &[&str]) -> Result<(), String> {
+    if let Some(map) = raw.as_object() {
+        if let Some(k) = map.keys().find(|k| !fields.contains(&k.as_str())) {
+            return Err(format!(
+                "unknown field `{k}` for a {kind} step (it has: {})",
+                fields.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_next(raw: &Value) -> Result<Option<Next>, String> {
@@ -317,24 +388,36 @@ fn parse_next(raw: &Value) -> Result<Option<Next>, String> {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(Next::Step(s.clone()))),
         Some(Value::Array(rules)) => {
-            let mut out = Vec::new();
+            if rules.is_empty() {
+                return Err("next: an empty list of rules; give at least one".into());
+            }
+            let mut out = Vec::with_capacity(rules.len());
             for (i, r) in rules.iter().enumerate() {
+                known_fields(
+                    r,
+                    "transition",
+                    &["when", "otherwise", "goto", "max_visits"],
+                )
+                .map_err(|e| format!("next[{i}]: {e}"))?;
                 let goto = r
                     .get("goto")
                     .and_then(Value::as_str)
                     .ok_or_else(|| format!("next[{i}]: needs `goto`"))?
                     .to_string();
-                let when = match r.get("when").and_then(Value::as_str) {
-                    Some(src) => {
+                let when = match r.get("when") {
+                    Some(Value::String(src)) => {
                         Some(Condition::compile(src).map_err(|e| format!("next[{i}].when: {e}"))?)
+                    }
+                    Some(other) => {
+                        return Err(format!(
+                            "next[{i}].when: expected a CEL condition (a string), got {other}"
+                        ))
                     }
                     None if r.get("otherwise").and_then(Value::as_bool) == Some(true) => None,
                     None => return Err(format!("next[{i}]: needs `when` or `otherwise = true`")),
                 };
-                let max_visits = r
-                    .get("max_visits")
-                    .and_then(Value::as_u64)
-                    .map(|v| v as u32);
+                let max_visits = bounded_count(r, "max_visits", MAX_VISITS)
+                    .map_err(|e| format!("next[{i}].{e}"))?;
                 out.push(Rule {
                     when,
                     goto,
@@ -349,58 +432,99 @@ fn parse_next(raw: &Value) -> Result<Option<Next>, String> {
     }
 }
 
-fn strings(raw: &Value, key: &str) -> Vec<String> {
-    raw.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+/// `key` as a list of distinct step names (`parallel`, `optional`).
+fn step_names(raw: &Value, key: &str) -> Result<Vec<String>, String> {
+    let Some(v) = raw.get(key) else {
+        return Ok(Vec::new());
+    };
+    let Some(items) = v.as_array() else {
+        return Err(format!("{key}: expected a list of step names, got {v}"));
+    };
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Some(name) = item.as_str() else {
+            return Err(format!("{key}[{i}]: expected a step name, got {item}"));
+        };
+        if !seen.insert(name) {
+            return Err(format!("{key}[{i}]: `{name}` is listed twice"));
+        }
+        out.push(name.to_string());
+    }
+    Ok(out)
 }
 
 fn parse_step(raw: &Value) -> Result<Step, String> {
-    if let Some(cap) = raw.get("capability").and_then(Value::as_str) {
+    if raw.get("capability").is_some() {
+        known_fields(
+            raw,
+            "task",
+            &[
+                "description",
+                "capability",
+                "input",
+                "timeout",
+                "attempts",
+                "backoff",
+                "on_exhausted",
+                "next",
+            ],
+        )?;
+        let timeout = duration(raw, "timeout")?;
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(
+                "timeout: must be more than zero (every attempt would time out at once)".into(),
+            );
+        }
         return Ok(Step::Task(TaskStep {
-            capability: cap.to_string(),
+            capability: text(raw, "capability")?.unwrap_or_default(),
             input: compile(raw, "input")?,
-            timeout: duration(raw, "timeout")?,
-            attempts: raw
-                .get("attempts")
-                .and_then(Value::as_u64)
-                .map(|v| v as u32),
+            timeout,
+            attempts: bounded_count(raw, "attempts", MAX_ATTEMPTS)?,
             backoff: duration(raw, "backoff")?,
-            on_exhausted: raw
-                .get("on_exhausted")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            on_exhausted: text(raw, "on_exhausted")?,
             next: parse_next(raw)?,
         }));
     }
     if raw.get("parallel").is_some() {
+        known_fields(
+            raw,
+            "parallel",
+            &["description", "parallel", "optional", "next"],
+        )?;
+        let branches = step_names(raw, "parallel")?;
+        if branches.is_empty() {
+            return Err(
+                "parallel: an empty list; name at least one task step to run (a join of \
+                 nothing would go on at once, or loop without doing anything)"
+                    .into(),
+            );
+        }
         return Ok(Step::Parallel {
-            branches: strings(raw, "parallel"),
-            optional: strings(raw, "optional"),
+            branches,
+            optional: step_names(raw, "optional")?,
             next: parse_next(raw)?,
         });
     }
-    if let Some(q) = raw.get("gate").and_then(Value::as_str) {
+    if raw.get("gate").is_some() {
+        known_fields(
+            raw,
+            "gate",
+            &["description", "gate", "on_approve", "on_reject"],
+        )?;
         return Ok(Step::Gate {
-            question: q.to_string(),
-            on_approve: raw
-                .get("on_approve")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            on_reject: raw
-                .get("on_reject")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            question: text(raw, "gate")?.unwrap_or_default(),
+            on_approve: text(raw, "on_approve")?,
+            on_reject: text(raw, "on_reject")?,
         });
     }
     match raw.get("terminal").and_then(Value::as_str) {
-        Some("done") => Ok(Step::Terminal { success: true }),
-        Some("fail") => Ok(Step::Terminal { success: false }),
+        Some(t @ ("done" | "fail")) => {
+            known_fields(raw, "terminal", &["description", "terminal"])?;
+            Ok(Step::Terminal {
+                success: t == "done",
+            })
+        }
         Some(other) => Err(format!(
             "terminal: expected \"done\" or \"fail\", got \"{other}\""
         )),
