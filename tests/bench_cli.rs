@@ -105,3 +105,27 @@ fn bad_scale_is_bad_input() {
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
     assert_eq!(doc["ok"], false);
 }
+
+#[test]
+fn runs_and_scale_beyond_their_limits_are_bad_input_naming_the_flag() {
+    for (args, env, field) in [
+        (vec!["--runs", "1000000000"], None, "--runs"),
+        (vec!["--runs", "1", "--scale", "1e12"], None, "--scale"),
+        (vec!["--runs", "1"], Some("1e12"), "MUSTER_BENCH_SCALE"),
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+        c.args(["bench", "--workload", "W3", "--json"]).args(&args);
+        match env {
+            Some(v) => c.env("MUSTER_BENCH_SCALE", v),
+            None => c.env_remove("MUSTER_BENCH_SCALE"),
+        };
+        let out = c.output().expect("muster runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(field), "{args:?} names {field}: {text}");
+    }
+}

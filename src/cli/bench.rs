@@ -56,13 +56,19 @@ pub struct BenchArgs {
     pub in_process: bool,
 }
 
+/// The largest `--scale` (100x the counts of docs/workloads.md: W5 would register 10^8
+/// agents, about the memory of this kind of machine).
+const MAX_SCALE: f64 = 100.0;
+/// The most `--runs`.
+const MAX_RUNS: usize = 1_000;
+
 /// Runs `muster bench`.
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
     let scale = match args.scale {
-        Some(s) if s > 0.0 && s.is_finite() => s,
+        Some(s) if s > 0.0 && s <= MAX_SCALE => s,
         Some(s) => {
             return Err(CliError::bad_input(
-                format!("--scale {s}: expected a number above 0"),
+                format!("--scale {s}: expected a number above 0 and at most {MAX_SCALE}"),
                 json!({"field": "--scale"}),
             ))
         }
@@ -70,10 +76,16 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             .map_err(|m| CliError::bad_input(m, json!({"env": SCALE_ENV})))?
             .unwrap_or(1.0),
     };
-    if args.runs == 0 {
+    if args.runs == 0 || args.runs > MAX_RUNS {
         return Err(CliError::bad_input(
-            "--runs 0: expected at least 1",
+            format!("--runs {}: expected 1 to {MAX_RUNS}", args.runs),
             json!({"field": "--runs"}),
+        ));
+    }
+    if scale > MAX_SCALE {
+        return Err(CliError::bad_input(
+            format!("{SCALE_ENV}={scale}: expected at most {MAX_SCALE}"),
+            json!({"env": SCALE_ENV}),
         ));
     }
     let workloads = match args.workload {

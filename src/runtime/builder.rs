@@ -87,6 +87,9 @@ impl MusterBuilder {
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("muster-runtime".into())
+            // As much stack as a CLI's main thread: CEL evaluation recurses up to the
+            // depth `conditions` allows, which a debug build needs room for.
+            .stack_size(8 << 20)
             .spawn(move || {
                 let sys = actix::System::new();
                 sys.block_on(async move {

@@ -541,13 +541,18 @@ impl Gen<'_> {
     }
 
     fn array(&self, m: &Map<String, Value>, root: &Root, depth: usize, rng: &mut SimRng) -> Value {
-        let min = count(m, "minItems").unwrap_or(0);
+        // A schema may ask for more items than memory holds: past this many, the output is
+        // cut short (and then breaks the schema, which the runtime reports as a contract
+        // violation) instead of the simulation aborting on the allocation.
+        const MAX_ITEMS: usize = 100_000;
+        let min = count(m, "minItems").unwrap_or(0).min(MAX_ITEMS);
         let max = count(m, "maxItems").unwrap_or(usize::MAX).max(min);
         let n = if depth >= MAX_DEPTH {
             min
         } else {
             rng.range_i64(min as i64, max.min(min + 3) as i64) as usize
-        };
+        }
+        .min(MAX_ITEMS);
         let unique = m.get("uniqueItems") == Some(&Value::Bool(true));
         let items = m.get("items").cloned().unwrap_or(Value::Bool(true));
         let mut out: Vec<Value> = Vec::with_capacity(n);
@@ -734,6 +739,13 @@ mod tests {
         s.load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas"))
             .unwrap();
         s
+    }
+
+    #[test]
+    fn an_array_asking_for_more_items_than_memory_holds_is_cut_short_not_aborted() {
+        let schema = json!({"type": "array", "minItems": 1_000_000_000_000u64, "items": {"type": "integer"}});
+        let v = generate(&schema, &store(), &mut SimRng::new(1));
+        assert!(v.as_array().is_some_and(|a| a.len() <= 100_000));
     }
 
     #[test]
