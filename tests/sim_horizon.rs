@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use muster::scenario::{run, Arrival, Scenario, SimOptions, SimReport};
+use muster::scenario::{run, Arrival, RuntimeFault, Scenario, SimOptions, SimReport};
 use muster::SchemaStore;
 
 const HOUR_MS: u64 = 3_600_000;
@@ -103,25 +103,44 @@ fn a_zero_negative_or_nan_rate_set_from_rust_ends_at_the_horizon() {
 
 #[test]
 fn durations_of_billions_of_years_neither_overflow_nor_stretch_the_run() {
+    // In a file they are refused at load, naming the field.
     const AEONS: &str = "\"500000000000y\"";
-    // A timeout and a backoff that overflow an `Instant`: the first attempt fails, the
-    // retry is due long after the horizon.
-    let s = scenario(
-        &format!("tasks = 1\nhorizon = \"1h\"\ntimeout = {AEONS}\nbackoff = {AEONS}\nattempts = 2"),
+    let text = format!(
+        "name = \"horizon\"\ncapability = \"code.test\"\ninput = {{ workspace = \"/tmp/w\" }}\ntasks = 1\ntimeout = {AEONS}\n[[agents]]\nname = \"t\"\n[[agents.capabilities]]\nname = \"code.test\"\ninput = \"test-request\"\noutput = \"test-report\"\n"
+    );
+    let schemas = SchemaStore::new();
+    schemas.load_dir("schemas").unwrap();
+    let errs = Scenario::parse(&text, Path::new("horizon.toml"), &schemas).unwrap_err();
+    assert!(errs.iter().any(|e| e.field.contains("timeout")), "{errs:?}");
+
+    // Set from Rust (no file check), the runner still bounds them. A timeout and a
+    // backoff that overflow an `Instant`: the first attempt fails, the retry is due long
+    // after the horizon.
+    let aeons = Duration::from_secs(500_000_000_000 * 365 * 24 * 3600);
+    let mut s = scenario(
+        "tasks = 1\nhorizon = \"1h\"\nattempts = 2",
         "error = 1.0",
         "",
     );
+    s.timeout = aeons;
+    s.backoff = aeons;
     let r = run_bounded(s);
     assert!(r.hit_horizon, "{r:?}");
     assert_eq!(r.virtual_ms, HOUR_MS);
     assert_eq!((r.failed_attempts, r.tasks.lost), (1, 1), "{r:?}");
 
     // A horizon and a fault time that overflow: the work ends first, the fault never comes.
-    let s = scenario(
-        &format!("tasks = 2\nhorizon = {AEONS}"),
+    let mut s = scenario(
+        "tasks = 2",
         "latency = { kind = \"fixed\", value = \"1s\" }",
-        &format!("[[faults]]\nat = {AEONS}\nkill = \"t#0\"\n"),
+        "[[faults]]\nat = \"99y\"\nkill = \"t#0\"\n",
     );
+    s.horizon = aeons;
+    for f in &mut s.faults {
+        if let RuntimeFault::Kill { at, .. } = f {
+            *at = aeons;
+        }
+    }
     let r = run_bounded(s);
     assert!(!r.hit_horizon, "{r:?}");
     assert_eq!((r.tasks.completed, r.faults_applied), (2, 0), "{r:?}");
