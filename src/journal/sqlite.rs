@@ -958,8 +958,11 @@ fn read_records(conn: &Connection, path: &Path, after: u64) -> Result<Vec<Record
     let mut stmt = conn
         .prepare_cached("SELECT seq, at_ms, body FROM events WHERE seq > ?1 ORDER BY seq")
         .map_err(sql)?;
+    // `seq` is an SQLite integer (i64): an `after` past i64::MAX asks for nothing (cast as
+    // it is, it would wrap to a negative number and ask for everything).
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map([after as i64], |r| {
+        .query_map([after], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
