@@ -1,6 +1,5 @@
 //! What the fuzz targets found (docs/fuzzing.md), one test each, named after what it
-//! proves. The ignored ones fail on this branch: the code they need changed is being
-//! reworked on another branch (`inputs`); each says what.
+//! proves.
 
 use std::path::Path;
 use std::process::Command;
@@ -103,7 +102,6 @@ fn the_envelope_schema_accepts_only_numbers_the_runtime_can_decode() {
 /// empty, so the message names no field (found by `scenario_loader`: `Scenario::parse`
 /// takes the field from between the backquotes of "unknown field ``").
 #[test]
-#[ignore = "fixed on branch inputs: src/scenario/file.rs, an unknown empty key names no field"]
 fn an_unknown_empty_key_in_a_scenario_names_a_field() {
     let errors = Scenario::parse("\"\" = 0\n", Path::new("s.toml"), &schemas()).unwrap_err();
     for e in &errors {
@@ -117,7 +115,6 @@ fn an_unknown_empty_key_in_a_scenario_names_a_field() {
 /// `cel_compile_and_evaluate`, release build). A workflow `when`/`input` or a manifest's
 /// `accept` rule is such an expression.
 #[test]
-#[ignore = "fixed on branch inputs: src/conditions.rs, bound the depth of an expression"]
 fn a_long_operator_chain_evaluates_without_overflowing_the_stack() {
     on_2_mib_stack_in_a_child(
         "a_long_operator_chain_evaluates_without_overflowing_the_stack",
@@ -134,7 +131,6 @@ fn a_long_operator_chain_evaluates_without_overflowing_the_stack() {
 /// parser's visitor recurses once per term (`cel::parser::parser::Parser::visit_calc`,
 /// parser.rs:846).
 #[test]
-#[ignore = "fixed on branch inputs: src/conditions.rs, bound the size of an expression"]
 fn a_very_long_operator_chain_compiles_without_overflowing_the_stack() {
     on_2_mib_stack_in_a_child(
         "a_very_long_operator_chain_compiles_without_overflowing_the_stack",
@@ -149,7 +145,6 @@ fn a_very_long_operator_chain_compiles_without_overflowing_the_stack() {
 /// (antlr4rust's generated `expr`/`primary` rules); a release build takes the parser's
 /// own limit (96) in its stride. `cargo test` (debug) runs on 2 MiB test threads.
 #[test]
-#[ignore = "fixed on branch inputs: src/conditions.rs, compile on a stack that fits the parser's limit"]
 fn nested_parentheses_compile_without_overflowing_the_stack_in_debug_builds() {
     on_2_mib_stack_in_a_child(
         "nested_parentheses_compile_without_overflowing_the_stack_in_debug_builds",

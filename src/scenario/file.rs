@@ -254,9 +254,16 @@ impl Scenario {
                 .message()
                 .split('`')
                 .nth(1)
-                .filter(|_| e.message().starts_with("unknown field"))
-                .unwrap_or("/")
-                .to_string();
+                .filter(|f| !f.is_empty() && e.message().starts_with("unknown field"))
+                .map(str::to_string)
+                // An unknown key that is empty (`"" = 0`) has no name to give: say so.
+                .unwrap_or_else(|| {
+                    if e.message().starts_with("unknown field ``") {
+                        "\"\" (an empty key)".to_string()
+                    } else {
+                        "/".to_string()
+                    }
+                });
             vec![err(&field, e.to_string().trim().replace('\n', " "))]
         })?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -634,7 +641,13 @@ fn agent_manifest(entry: &Value, schemas: &SchemaStore) -> Result<Manifest, Vec<
             .split('`')
             .nth(1)
             .filter(|_| m.starts_with("unknown field"))
-            .map(|f| format!(".{f}"))
+            .map(|f| {
+                if f.is_empty() {
+                    ".\"\"".to_string()
+                } else {
+                    format!(".{f}")
+                }
+            })
             .unwrap_or_default();
         vec![(field, m)]
     })?;

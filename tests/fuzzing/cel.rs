@@ -69,6 +69,7 @@ pub fn cel(data: &[u8]) {
 fn assert_quotes(e: &ConditionError, src: &str) {
     let quoted = match e {
         ConditionError::Syntax { source_text, .. }
+        | ConditionError::TooLarge { source_text, .. }
         | ConditionError::Eval { source_text, .. }
         | ConditionError::NotBool { source_text, .. } => source_text,
     };
