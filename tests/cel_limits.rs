@@ -5,48 +5,17 @@
 //! `muster check`, `muster run` and every `muster resume` with a stack overflow. Every
 //! child process here runs under a watchdog.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use muster::conditions::{MAX_DEPTH, MAX_NESTING};
 
 fn muster_within(secs: u64, args: &[&str], dir: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_BACKTRACE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run muster");
-    // Drain both pipes while waiting, so a large output cannot block the child.
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("muster {args:?} did not finish within {secs}s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout"),
-        stderr: stderr.join().expect("stderr"),
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+    cmd.args(args).current_dir(dir).env_remove("RUST_BACKTRACE");
+    common::output_within(secs, cmd)
 }
 
 /// A temp dir holding `actors/echo.toml` (serving `do.echo`), `schemas/` (the shipped

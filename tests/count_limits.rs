@@ -5,9 +5,10 @@
 //! Before the limits these inputs aborted the process ("memory allocation of 24000000000
 //! bytes failed") or grew without bound; every child process here runs under a watchdog.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use muster::cast::{load_cast, Manifest, MAX_CAST_INSTANCES, MAX_REPLICAS};
 use muster::SchemaStore;
@@ -17,41 +18,11 @@ use serde_json::{json, Value};
 /// saying so instead of hanging).
 fn muster_within(secs: u64, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_remove("RUST_BACKTRACE");
+    cmd.args(args).env_remove("RUST_BACKTRACE");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("run muster");
-    // Drain both pipes while waiting, so a large output cannot block the child.
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("muster {args:?} did not finish within {secs}s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout"),
-        stderr: stderr.join().expect("stderr"),
-    }
+    common::output_within(secs, cmd)
 }
 
 const ECHO: &str = r#"name = "tester"

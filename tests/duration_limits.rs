@@ -4,48 +4,18 @@
 //! multiplying duration by scalar", its `timeout` or `horizon` with "overflow when adding
 //! duration to instant". Every child process here runs under a watchdog.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use muster::cast::Manifest;
 use muster::SchemaStore;
 
 fn muster_within(secs: u64, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run muster");
-    // Drain both pipes while waiting, so a large output cannot block the child.
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("muster {args:?} did not finish within {secs}s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout"),
-        stderr: stderr.join().expect("stderr"),
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+    cmd.args(args).env_remove("RUST_BACKTRACE");
+    common::output_within(secs, cmd)
 }
 
 const SCENARIO: &str = r#"
