@@ -84,7 +84,9 @@ impl Delegator {
         }
         let router = self.owners.router();
         let recorder = router.recorder();
-        if let Some(c) = router.index().contract(&task.capability) {
+        // Looked up once: the owner starts with the contract the input was checked against.
+        let contract = router.index().contract(&task.capability);
+        if let Some(c) = &contract {
             c.input
                 .validate(&task.input)
                 .map_err(|source| SubmitError::InvalidInput {
@@ -124,6 +126,7 @@ impl Delegator {
             Accepted {
                 task,
                 id,
+                contract,
                 waiter: tx,
             },
         ))

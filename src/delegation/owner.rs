@@ -50,6 +50,8 @@ impl std::fmt::Debug for Owners {
 pub struct Accepted {
     pub(super) task: Task,
     pub(super) id: Uuid,
+    /// The contract the input was checked against at acceptance (none yet declared).
+    pub(super) contract: Option<Arc<Capability>>,
     pub(super) waiter: oneshot::Sender<Outcome>,
 }
 
@@ -78,8 +80,7 @@ impl Owners {
 
     /// Starts an accepted task's owner on the current arbiter and enters it in the table.
     pub fn start(self: &Arc<Self>, a: Accepted) {
-        let contract = self.router.index().contract(&a.task.capability);
-        let addr = TaskOwner::new(self.clone(), a.task, a.id, contract, a.waiter).start();
+        let addr = TaskOwner::new(self.clone(), a.task, a.id, a.contract, a.waiter).start();
         self.table.insert(a.id, addr);
     }
 
