@@ -2,7 +2,8 @@
 """Writes the results tables of BENCHMARKS.md from `muster bench --json` output.
 
 Usage: python3 scripts/bench_markdown.py docs/bench.json > /tmp/results.md
-Every figure: median and min..max over the runs, with its unit, as the bench reported it.
+Every figure: median and min..max over the runs, with its unit, as the bench reported it;
+with `--peers`, each peer's figures and its ratios to muster, taken run by run.
 """
 import json
 import sys
@@ -33,13 +34,18 @@ def main():
             print(f"| ratio `{r['name']}` | {r['median']:.2f}x | "
                   f"{r['min']:.2f}..{r['max']:.2f} | x |")
         for p in w.get("peers", []):
-            print(f"| vs {p['peer']}, {p['what']} = {p['value']:,} {p['unit']} "
-                  f"(`{p['compare_with']}` = {fmt(p['muster_median'], p['unit'])}) | "
-                  + (f"{p['times_better_median']:.1f}x better | "
-                     f"{p['times_better_min']:.1f}..{p['times_better_max']:.1f} | x |"
-                     if p['times_better_median'] >= 1 else
-                     f"{1 / p['times_better_median']:.1f}x worse | "
-                     f"{1 / p['times_better_max']:.1f}..{1 / p['times_better_min']:.1f} | x |"))
+            who = f"{p['peer']} {p['version']}"
+            for f in p["figures"]:
+                u = f.get("unit", "")
+                print(f"| {who}: `{f['name']}` | **{fmt(f['median'], u)}** | "
+                      f"{fmt(f['min'], u)}..{fmt(f['max'], u)} | {u} |")
+            for r in p.get("ratios", []):
+                m = r["median"]
+                how = m if m >= 1 else 1 / m
+                verdict = "faster" if r.get("muster_faster") else "slower"
+                print(f"| ratio `{r['numerator']}` / {who} `{r['denominator']}` | "
+                      f"{m:.3g}x (muster {how:.1f}x {verdict}) | "
+                      f"{r['min']:.3g}..{r['max']:.3g} | x |")
         for name, why in w.get("not_measured", []) if isinstance(w.get("not_measured"), list) else []:
             print(f"| `{name}` | not measured | {why} | |")
         print()
