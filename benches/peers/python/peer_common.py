@@ -9,7 +9,6 @@ Each peer runs exactly one workload per process and prints one line:
 import argparse
 import json
 import math
-import resource
 import sys
 
 
@@ -45,12 +44,23 @@ def percentile(sorted_values, p):
 
 
 def peak_rss_mb():
-    """This process's peak resident memory, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident memory (VmHWM), MiB. Not getrusage's ru_maxrss: on
+    Linux a child inherits its parent's maximum across fork and exec, so it would report
+    muster's peak instead of the peer's."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
 
 
 def emit(peer, version, workload, tasks, figures):
-    """Prints the one JSON line muster reads."""
+    """Prints the one JSON line muster reads (a figure that could not be read, NaN, is
+    left out rather than printed as invalid JSON)."""
+    figures = {k: v for k, v in figures.items() if math.isfinite(v)}
     line = {"peer": peer, "version": version, "workload": workload, "tasks": tasks,
             "figures": figures}
     sys.stdout.write(json.dumps(line) + "\n")
