@@ -88,6 +88,55 @@ pub const BUILTIN: &[PeerSpec] = &[
     },
 ];
 
+/// The built-in peers a `--peers` list names (`all`, `python`, `rust` or names separated
+/// by commas; `autoagents` for autoagents-core), in their running order.
+///
+/// # Example
+/// ```
+/// use muster::bench::peers::choose;
+/// let names: Vec<&str> = choose("rust,langgraph").unwrap().iter().map(|p| p.name).collect();
+/// assert_eq!(names, ["langgraph", "graph-flow", "autoagents-core"]);
+/// assert!(choose("crewai").unwrap_err().contains("unknown peer `crewai`"));
+/// ```
+pub fn choose(list: &str) -> Result<Vec<&'static PeerSpec>, String> {
+    let mut names: Vec<&str> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item {
+            "all" => names.extend(BUILTIN.iter().map(|p| p.name)),
+            "python" => names.extend(
+                BUILTIN
+                    .iter()
+                    .filter(|p| matches!(p.kind, PeerKind::Python { .. }))
+                    .map(|p| p.name),
+            ),
+            "rust" => names.extend(
+                BUILTIN
+                    .iter()
+                    .filter(|p| matches!(p.kind, PeerKind::Rust { .. }))
+                    .map(|p| p.name),
+            ),
+            "autoagents" => names.push("autoagents-core"),
+            name => match BUILTIN.iter().find(|p| p.name == name) {
+                Some(p) => names.push(p.name),
+                None => {
+                    return Err(format!(
+                        "unknown peer `{name}`; expected all, python, rust or {}",
+                        BUILTIN
+                            .iter()
+                            .map(|p| p.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            },
+        }
+    }
+    if names.is_empty() {
+        return Err("no peer named; expected all, python, rust or peer names".into());
+    }
+    Ok(BUILTIN.iter().filter(|p| names.contains(&p.name)).collect())
+}
+
 /// The workloads a peer implements.
 pub const PEER_WORKLOADS: [Workload; 3] = [Workload::W1, Workload::W2, Workload::W3];
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{block_on, CliError};
-use crate::bench::peers::{Peer, PeerDirs, PeerKind, BUILTIN, PEER_WORKLOADS};
+use crate::bench::peers::{choose, Peer, PeerDirs, PEER_WORKLOADS};
 use crate::bench::{run as run_bench, scale_from_env, BenchConfig, Workload, SCALE_ENV};
 
 /// Which workloads: one, or `all`.
@@ -76,45 +76,6 @@ const MAX_PEER_TIMEOUT_S: u64 = 86_400;
 /// The most `--peer` programs.
 const MAX_EXTRA_PEERS: usize = 16;
 
-/// The built-in peers a `--peers` list names, in their running order.
-fn chosen_builtins(list: &str) -> Result<Vec<&'static crate::bench::peers::PeerSpec>, CliError> {
-    let mut names: Vec<&str> = Vec::new();
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let matched: Vec<&str> = match item {
-            "all" => BUILTIN.iter().map(|p| p.name).collect(),
-            "python" => BUILTIN
-                .iter()
-                .filter(|p| matches!(p.kind, PeerKind::Python { .. }))
-                .map(|p| p.name)
-                .collect(),
-            "rust" => BUILTIN
-                .iter()
-                .filter(|p| matches!(p.kind, PeerKind::Rust { .. }))
-                .map(|p| p.name)
-                .collect(),
-            "autoagents" => vec!["autoagents-core"],
-            name => match BUILTIN.iter().find(|p| p.name == name) {
-                Some(p) => vec![p.name],
-                None => {
-                    return Err(CliError::bad_input(
-                        format!(
-                        "--peers {list}: unknown peer `{name}`; expected all, python, rust or {}",
-                        BUILTIN
-                            .iter()
-                            .map(|p| p.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                        json!({"field": "--peers"}),
-                    ))
-                }
-            },
-        };
-        names.extend(matched);
-    }
-    Ok(BUILTIN.iter().filter(|p| names.contains(&p.name)).collect())
-}
-
 /// Makes every asked-for peer ready (venv, pip install, cargo build) before anything is
 /// measured, with a spinner on a terminal; the first that cannot be made ready is an
 /// error naming it and the command that failed.
@@ -130,7 +91,10 @@ fn prepare_peers(args: &BenchArgs) -> Result<Vec<Peer>, CliError> {
             indicatif::ProgressBar::hidden()
         };
         let on_terminal = std::io::stderr().is_terminal();
-        for spec in chosen_builtins(list)? {
+        let chosen = choose(list).map_err(|m| {
+            CliError::bad_input(format!("--peers {list}: {m}"), json!({"field": "--peers"}))
+        })?;
+        for spec in chosen {
             let peer = spec
                 .prepare(&dirs, &mut |step| {
                     if on_terminal {
