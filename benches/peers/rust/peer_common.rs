@@ -39,7 +39,9 @@ pub fn parse_args() -> Args {
         };
         let count = || match value.parse::<usize>() {
             Ok(n) if n <= MAX_COUNT => n,
-            _ => usage(&format!("{flag} {value}: expected a count up to {MAX_COUNT}")),
+            _ => usage(&format!(
+                "{flag} {value}: expected a count up to {MAX_COUNT}"
+            )),
         };
         match flag.as_str() {
             "--workload" if ["W1", "W2", "W3"].contains(&value.as_str()) => {

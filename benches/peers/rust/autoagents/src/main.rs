@@ -93,7 +93,12 @@ impl Fixture {
     }
 
     /// Spawns an agent named `name` subscribed to `topic`, publishing to `next`.
-    async fn agent(&mut self, name: &str, topic: &Topic<PayloadMsg>, next: Option<Topic<PayloadMsg>>) {
+    async fn agent(
+        &mut self,
+        name: &str,
+        topic: &Topic<PayloadMsg>,
+        next: Option<Topic<PayloadMsg>>,
+    ) {
         let hop = Hop {
             name: name.to_string(),
             next,
@@ -143,7 +148,8 @@ async fn w1(a: &common::Args) -> Value {
     }
     let t = Instant::now();
     for i in 0..a.tasks as u64 {
-        f.publish(&topics[0], common::payload(a.warmup as u64 + i)).await;
+        f.publish(&topics[0], common::payload(a.warmup as u64 + i))
+            .await;
         let out = f.reply().await;
         if common::hops(&out) != 3 {
             common::fail(&format!("W1 task {i}: ended with {out}"));
@@ -157,7 +163,9 @@ async fn w1(a: &common::Args) -> Value {
 async fn w2(a: &common::Args) -> Value {
     let mut f = Fixture::new();
     let t = Instant::now();
-    let topics: Vec<Topic<PayloadMsg>> = (0..a.agents).map(|k| Topic::new(format!("echo-{k}"))).collect();
+    let topics: Vec<Topic<PayloadMsg>> = (0..a.agents)
+        .map(|k| Topic::new(format!("echo-{k}")))
+        .collect();
     for (k, topic) in topics.iter().enumerate() {
         f.agent(&format!("echo-{k}"), topic, None).await;
     }
@@ -167,7 +175,8 @@ async fn w2(a: &common::Args) -> Value {
     while i < a.tasks {
         let end = (i + a.in_flight).min(a.tasks);
         for k in i..end {
-            f.publish(&topics[k % a.agents], common::payload(k as u64)).await;
+            f.publish(&topics[k % a.agents], common::payload(k as u64))
+                .await;
         }
         for _ in i..end {
             if common::hops(&f.reply().await) != 1 {

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use graph_flow::{
-    Context, FlowRunner, GraphBuilder, InMemorySessionStorage, NextAction, Session,
-    SessionStorage, Task, TaskResult,
+    Context, FlowRunner, GraphBuilder, InMemorySessionStorage, NextAction, Session, SessionStorage,
+    Task, TaskResult,
 };
 use serde_json::{json, Value};
 
