@@ -92,7 +92,10 @@ fn prepare_peers(args: &BenchArgs) -> Result<Vec<Peer>, CliError> {
         };
         let on_terminal = std::io::stderr().is_terminal();
         let chosen = choose(list).map_err(|m| {
-            CliError::bad_input(format!("--peers {list}: {m}"), json!({"field": "--peers"}))
+            CliError::bad_input(
+                format!("--peers {list:?}: {m}"),
+                json!({"field": "--peers"}),
+            )
         })?;
         for spec in chosen {
             let peer = spec
