@@ -3,7 +3,8 @@
 //! run by run from the same run; a peer that fails or cannot be chosen stops the bench with
 //! an error naming it, never a report without it. The peer here is a small script
 //! speaking the peers' protocol with canned figures (the real peers need a venv and cargo
-//! builds; the ignored test at the end runs the Rust ones). Timings are never asserted.
+//! builds; the ignored test runs the Rust ones). The peers' cargo projects stay out of the
+//! main build. Timings are never asserted.
 
 mod common;
 
@@ -288,5 +289,56 @@ fn the_rust_peers_build_and_report_w1_to_w3_beside_muster() {
         for p in w["peers"].as_array().expect("peers") {
             assert!(!p["ratios"].as_array().expect("ratios").is_empty(), "{p}");
         }
+    }
+}
+
+#[test]
+fn the_main_build_never_compiles_the_peers() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args([
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+        "--offline",
+    ])
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let out = common::output_within(120, c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let packages = doc["packages"].as_array().expect("packages");
+    assert_eq!(
+        packages.len(),
+        1,
+        "the peers are not members of the workspace"
+    );
+    for t in packages[0]["targets"].as_array().expect("targets") {
+        let src = t["src_path"].as_str().expect("src_path");
+        assert!(
+            !src.contains("benches/peers"),
+            "{} would compile a peer: {src}",
+            t["name"]
+        );
+    }
+    for peer in ["graph-flow", "autoagents"] {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/peers/rust")
+            .join(peer)
+            .join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("the peer's manifest");
+        assert!(
+            text.contains("\n[workspace]\n"),
+            "{} is a workspace of its own",
+            manifest.display()
+        );
+        assert!(
+            manifest.with_file_name("Cargo.lock").is_file(),
+            "{peer} has its Cargo.lock"
+        );
     }
 }
