@@ -5,8 +5,8 @@ Usage: target/release/muster bench --workload all --json > bench.json
        python3 scripts/bench_chart.py bench.json [docs/bench.svg]
 
 One panel per comparison, log-scale horizontal bars: muster's median with a min..max
-whisker, the raw tokio and raw actix baselines measured in the same run, and the peers'
-figures quoted from WORKLOADS.md (hatched: not measured here).
+whisker, the raw tokio and raw actix baselines measured in the same run, and (with
+`muster bench --peers`) every peer measured in the same run, with its own whisker.
 """
 import json
 import math
@@ -14,36 +14,32 @@ import sys
 from xml.sax.saxutils import escape
 
 PANELS = [
-    # (workload, title, unit, [(label, figure name or ("peer", peer, what)), ...])
+    # (workload, title, unit, [(label, figure name or ("peers", peer figure name)), ...])
     ("W1", "W1 handoff chain: µs per handoff (lower is better)", "µs", [
         ("muster workflow", "muster_workflow_us_per_handoff"),
         ("muster delegate x3", "muster_delegate_us_per_handoff"),
         ("muster delegate, journal discarded", "muster_delegate_journal_discarded_us_per_handoff"),
         ("raw tokio", "raw_tokio_us_per_handoff"),
         ("raw actix", "raw_actix_us_per_handoff"),
-        ("AutoGen core 0.7.5", ("peer", "AutoGen core 0.7.5", "per handoff")),
-        ("LangGraph 1.2.22", ("peer", "LangGraph 1.2.22", "per handoff")),
+        ("peers", ("peers", "us_per_handoff")),
     ]),
     ("W2", "W2 fan-out, 1,000 agents: tasks/s (higher is better)", "1/s", [
         ("muster", "muster_tasks_per_s"),
         ("raw tokio", "raw_tokio_tasks_per_s"),
         ("raw actix", "raw_actix_tasks_per_s"),
-        ("AutoGen core 0.7.5", ("peer", "AutoGen core 0.7.5", "msg/s (send), 1,000 agents")),
-        ("LangGraph 1.2.22", ("peer", "LangGraph 1.2.22", "msg/s (fan-out 1,000)")),
+        ("peers", ("peers", "tasks_per_s")),
     ]),
     ("W3", "W3 request-response p50: µs (lower is better)", "µs", [
         ("muster", "muster_p50_us"),
         ("raw tokio", "raw_tokio_p50_us"),
         ("raw actix", "raw_actix_p50_us"),
-        ("AutoGen core 0.7.5", ("peer", "AutoGen core 0.7.5", "p50")),
-        ("LangGraph 1.2.22", ("peer", "LangGraph 1.2.22", "p50")),
+        ("peers", ("peers", "p50_us")),
     ]),
     ("W3", "W3 request-response p99: µs (lower is better)", "µs", [
         ("muster", "muster_p99_us"),
         ("raw tokio", "raw_tokio_p99_us"),
         ("raw actix", "raw_actix_p99_us"),
-        ("AutoGen core 0.7.5", ("peer", "AutoGen core 0.7.5", "p99")),
-        ("LangGraph 1.2.22", ("peer", "LangGraph 1.2.22", "p99")),
+        ("peers", ("peers", "p99_us")),
     ]),
     ("W4", "W4 crash to task running elsewhere, p50: µs (lower is better)", "µs", [
         ("muster", "muster_recovery_p50_us"),
@@ -65,9 +61,12 @@ def rows_for(doc, workload, specs):
     rows = []
     for label, ref in specs:
         if isinstance(ref, tuple):
-            p = next((p for p in peers if p["peer"] == ref[1] and p["what"] == ref[2]), None)
-            if p:
-                rows.append((label, p["value"], None, None, "peer"))
+            # every peer measured in this run, with its median and min..max
+            for p in peers:
+                f = next((f for f in p["figures"] if f["name"] == ref[1]), None)
+                if f and f["median"] is not None:
+                    rows.append((f'{p["peer"]} {p["version"]}', f["median"], f["min"],
+                                 f["max"], "peer"))
         elif ref in figs and figs[ref]["median"] is not None:
             f = figs[ref]
             kind = "raw" if label.startswith("raw") else "muster"
@@ -114,7 +113,7 @@ def main():
                 parts.append(f'<line x1="{x(vmin):.1f}" x2="{x(vmax):.1f}" y1="{y + BAR_H / 2}" y2="{y + BAR_H / 2}" stroke="black"/>')
                 for e in (vmin, vmax):
                     parts.append(f'<line x1="{x(e):.1f}" x2="{x(e):.1f}" y1="{y + 3}" y2="{y + BAR_H - 3}" stroke="black"/>')
-            note = " (quoted)" if kind == "peer" else ""
+            note = ""
             parts.append(f'<text x="{max(x(v), x(vmax or v)) + 6:.1f}" y="{y + 13}">{fmt(v)} {escape(unit)}{note}</text>')
             y += BAR_H + GAP
         decade = lo
@@ -126,7 +125,7 @@ def main():
         y += 30
     header = (f'muster bench: median of {doc["runs"]} run(s), whiskers min..max; '
               f'{m["nproc"]} CPU(s), {m["cpu_model"]}; scale {doc["scale"]}; '
-              f'peers quoted from WORKLOADS.md')
+              f'peers (if any) measured in the same run')
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{y + 10}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="100%" height="100%" fill="white"/>',

@@ -1,7 +1,7 @@
 //! Coordination overhead, measured: the workloads W1-W5 of `docs/workloads.md` on muster,
 //! each beside its raw tokio and raw actix baselines in the same run, repeated and
-//! reported as medians with min..max, with ratios to the baselines and to the peers'
-//! published figures.
+//! reported as medians with min..max, with ratios to the baselines and, with peers
+//! ([`peers`]), to other agent runtimes run interleaved with muster in the same runs.
 //!
 //! The agents do trivial work (copy a 5-field payload), so what is measured is the
 //! coordination alone: ownership, leases, contract checks, journaling, routing. This
@@ -21,13 +21,15 @@
 
 pub mod baseline;
 pub mod payload;
+pub mod peers;
 pub mod report;
 pub mod workloads;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use report::{BenchReport, Collector, Machine, WorkloadReport};
+use peers::{Peer, PEER_WORKLOADS};
+use report::{BenchReport, Collector, Machine, PeerSamples, WorkloadReport};
 
 /// The environment variable that scales every task and agent count (e.g. `0.01`).
 pub const SCALE_ENV: &str = "MUSTER_BENCH_SCALE";
@@ -87,6 +89,11 @@ pub struct BenchConfig {
     pub w5_budget: Duration,
     /// The command line, for the report.
     pub command: String,
+    /// Peers made ready beforehand ([`peers::PeerSpec::prepare`]); each runs W1, W2 and
+    /// W3 right after muster's in every run, with the same counts.
+    pub peers: Vec<Peer>,
+    /// The longest one peer run may take before it is killed and the benchmark fails.
+    pub peer_limit: Duration,
 }
 
 impl Default for BenchConfig {
@@ -98,6 +105,8 @@ impl Default for BenchConfig {
             isolate_w5: None,
             w5_budget: Duration::from_secs(60),
             command: String::new(),
+            peers: Vec::new(),
+            peer_limit: Duration::from_secs(900),
         }
     }
 }
@@ -120,6 +129,9 @@ pub enum BenchError {
     /// A W5 child process failed.
     #[error("W5 child process: {0}")]
     Child(String),
+    /// A peer did not deliver its figures: the comparison would be missing a side.
+    #[error("{0}")]
+    Peer(#[from] peers::PeerError),
 }
 
 /// The scale from [`SCALE_ENV`], if set; an error names a bad value.
@@ -137,14 +149,16 @@ pub fn scale_from_env() -> Result<Option<f64>, String> {
 }
 
 /// Progress of a benchmark.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Progress {
     /// Steps done.
     pub done: usize,
-    /// Steps in all (workloads x runs).
+    /// Steps in all (workloads x runs, and each peer's runs).
     pub total: usize,
     /// What runs next (or just finished, when `done == total`).
     pub workload: &'static str,
+    /// The peer that runs next, or empty for muster.
+    pub peer: String,
     /// Run number, from 1.
     pub run: usize,
 }
@@ -164,9 +178,28 @@ pub async fn run(
             id: w.id().to_string(),
             collected: Collector::default(),
             not_measured: Vec::new(),
+            peers: if PEER_WORKLOADS.contains(w) {
+                config
+                    .peers
+                    .iter()
+                    .map(|p| PeerSamples {
+                        peer: p.name.clone(),
+                        command: p.command_line(),
+                        ..PeerSamples::default()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
-    let total = runs * config.workloads.len();
+    let peer_steps = config
+        .workloads
+        .iter()
+        .filter(|w| PEER_WORKLOADS.contains(w))
+        .count()
+        * config.peers.len();
+    let total = runs * (config.workloads.len() + peer_steps);
     let mut done = 0;
     for r in 1..=runs {
         for (w, rep) in config.workloads.iter().zip(reports.iter_mut()) {
@@ -174,6 +207,7 @@ pub async fn run(
                 done,
                 total,
                 workload: w.id(),
+                peer: String::new(),
                 run: r,
             });
             let c = &mut rep.collected;
@@ -188,6 +222,19 @@ pub async fn run(
                 },
             }
             done += 1;
+            // Interleaved: each peer runs this workload right after muster, in this run.
+            for (peer, samples) in config.peers.iter().zip(rep.peers.iter_mut()) {
+                progress(Progress {
+                    done,
+                    total,
+                    workload: w.id(),
+                    peer: peer.name.clone(),
+                    run: r,
+                });
+                samples.version =
+                    peer.run(*w, config.scale, config.peer_limit, &mut samples.collected)?;
+                done += 1;
+            }
         }
     }
     for rep in &mut reports {
@@ -207,6 +254,7 @@ pub async fn run(
         done,
         total,
         workload: "",
+        peer: String::new(),
         run: runs,
     });
     Ok(BenchReport {

@@ -31,7 +31,7 @@ fn figure<'a>(w: &'a Value, name: &str) -> &'a Value {
 }
 
 #[test]
-fn w3_json_has_every_figure_baseline_ratio_and_peer() {
+fn w3_json_has_every_figure_baseline_and_ratio_and_no_quoted_peer() {
     let doc = bench("W3");
     assert_eq!(doc["ok"], true);
     assert_eq!(
@@ -79,14 +79,11 @@ fn w3_json_has_every_figure_baseline_ratio_and_peer() {
             assert!(r[k].is_number(), "{name}.{k}");
         }
     }
-    let peers = w3["peers"].as_array().expect("peers");
-    assert_eq!(peers.len(), 4, "AutoGen and LangGraph, p50 and p99");
-    for p in peers {
-        assert!(p["source"]
-            .as_str()
-            .is_some_and(|s| s.contains("docs/workloads.md")));
-        assert!(p["value"].is_number() && p["times_better_median"].is_number());
-    }
+    assert_eq!(
+        w3["peers"].as_array().map(Vec::len),
+        Some(0),
+        "no peer figure without --peers: none is quoted from elsewhere"
+    );
     let targets = w3["targets"].as_array().expect("targets");
     assert_eq!(targets.len(), 2);
     for t in targets {

@@ -1,10 +1,10 @@
 //! What a benchmark reports: every figure with its unit, its samples (one per run) and
 //! their median and min..max; ratios to the baselines computed run by run (both sides
-//! measured in the same run); the peers' published figures with their source; and the
-//! design targets, met or missed.
+//! measured in the same run); the peers measured in the same runs, with their ratios to
+//! muster run by run; and the design targets, met or missed.
 //!
-//! Must not invent a figure: a peer figure is a constant quoted from `docs/workloads.md`, and a
-//! figure that was not measured is listed as such, with why.
+//! Must not invent a figure: no peer figure is a constant (a peer appears only when it ran
+//! in this benchmark), and a figure that was not measured is listed as such, with why.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -131,140 +131,43 @@ impl Collector {
     }
 }
 
-/// A figure quoted from a peer runtime (not measured here).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct PeerFigure {
-    /// Runtime and version.
-    pub peer: &'static str,
-    /// Workload.
-    pub workload: &'static str,
-    /// What it is.
-    pub what: &'static str,
-    /// The value.
-    pub value: f64,
-    /// Its unit.
-    pub unit: Unit,
-    /// Our figure it compares with.
-    pub compare_with: &'static str,
-    /// Where it comes from.
-    pub source: &'static str,
+/// A peer runtime's samples of one workload, measured in the same run as muster's.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSamples {
+    /// The peer's name (`autogen-core`, `graph-flow`, ... or a user's `--peer NAME`).
+    pub peer: String,
+    /// The version the peer reported.
+    pub version: String,
+    /// The command it was run with (without the workload's arguments).
+    pub command: String,
+    /// Its figures, one sample per run.
+    pub collected: Collector,
 }
 
-const SOURCE: &str =
-    "docs/workloads.md (peers measured on this kind of machine with their own runtimes)";
-const AUTOGEN: &str = "AutoGen core 0.7.5";
-const LANGGRAPH: &str = "LangGraph 1.2.22";
-
-/// The peers' figures from `docs/workloads.md`.
-pub const PEERS: &[PeerFigure] = &[
-    PeerFigure {
-        peer: AUTOGEN,
-        workload: "W1",
-        what: "per handoff",
-        value: 295.0,
-        unit: Unit::Micros,
-        compare_with: "muster_workflow_us_per_handoff",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: AUTOGEN,
-        workload: "W1",
-        what: "tasks/s",
-        value: 1129.0,
-        unit: Unit::PerSecond,
-        compare_with: "muster_workflow_tasks_per_s",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: LANGGRAPH,
-        workload: "W1",
-        what: "per handoff",
-        value: 380.0,
-        unit: Unit::Micros,
-        compare_with: "muster_workflow_us_per_handoff",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: LANGGRAPH,
-        workload: "W1",
-        what: "per handoff with its in-memory checkpointer",
-        value: 1209.0,
-        unit: Unit::Micros,
-        compare_with: "muster_workflow_us_per_handoff",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: AUTOGEN,
-        workload: "W2",
-        what: "msg/s (send), 1,000 agents",
-        value: 4719.0,
-        unit: Unit::PerSecond,
-        compare_with: "muster_tasks_per_s",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: AUTOGEN,
-        workload: "W2",
-        what: "peak RSS",
-        value: 47.0,
-        unit: Unit::Megabytes,
-        compare_with: "process_peak_rss_mb",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: LANGGRAPH,
-        workload: "W2",
-        what: "msg/s (fan-out 1,000)",
-        value: 3585.0,
-        unit: Unit::PerSecond,
-        compare_with: "muster_tasks_per_s",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: LANGGRAPH,
-        workload: "W2",
-        what: "peak RSS",
-        value: 90.0,
-        unit: Unit::Megabytes,
-        compare_with: "process_peak_rss_mb",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: AUTOGEN,
-        workload: "W3",
-        what: "p50",
-        value: 184.0,
-        unit: Unit::Micros,
-        compare_with: "muster_p50_us",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: AUTOGEN,
-        workload: "W3",
-        what: "p99",
-        value: 266.0,
-        unit: Unit::Micros,
-        compare_with: "muster_p99_us",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: LANGGRAPH,
-        workload: "W3",
-        what: "p50",
-        value: 485.0,
-        unit: Unit::Micros,
-        compare_with: "muster_p50_us",
-        source: SOURCE,
-    },
-    PeerFigure {
-        peer: LANGGRAPH,
-        workload: "W3",
-        what: "p99",
-        value: 646.0,
-        unit: Unit::Micros,
-        compare_with: "muster_p99_us",
-        source: SOURCE,
-    },
+/// Ratios of muster to each peer, computed run by run:
+/// `(workload, name, muster figure, peer figure)`. For times, below 1 means muster is
+/// faster; for rates (`1/s`), above 1 means muster is faster.
+pub const PEER_RATIOS: &[(&str, &str, &str, &str)] = &[
+    (
+        "W1",
+        "muster_workflow_over_peer",
+        "muster_workflow_us_per_handoff",
+        "us_per_handoff",
+    ),
+    (
+        "W1",
+        "muster_delegate_over_peer",
+        "muster_delegate_us_per_handoff",
+        "us_per_handoff",
+    ),
+    (
+        "W2",
+        "muster_over_peer_throughput",
+        "muster_tasks_per_s",
+        "tasks_per_s",
+    ),
+    ("W3", "muster_over_peer_p50", "muster_p50_us", "p50_us"),
+    ("W3", "muster_over_peer_p99", "muster_p99_us", "p99_us"),
 ];
 
 /// A performance target of the project (docs/workloads.md lists them).
@@ -446,7 +349,7 @@ pub fn describe(workload: &str) -> &'static str {
 pub const NOTES: &[&str] = &[
     "Every figure: median and min..max over the runs; one sample per run.",
     "Ratios are computed within each run (muster and baseline measured minutes apart at most, same process), then summarised.",
-    "Peer figures are quoted from docs/workloads.md, not measured here; the peer comparison is peer/muster for times and muster/peer for rates (how many times better muster is), from our median.",
+    "Peers (with --peers) run as programs of their own, interleaved with muster: in each run, right after muster's workload, every peer runs the same workload with the same counts; ratios muster/peer are computed within each run, then summarised (for times below 1 means muster is faster, for rates above 1).",
     "All actors and baseline tasks run on one thread (one actix system).",
 ];
 
@@ -459,6 +362,8 @@ pub struct WorkloadReport {
     pub collected: Collector,
     /// Figures that were not measured, with why.
     pub not_measured: Vec<(String, String)>,
+    /// Peers measured in the same runs (empty without `--peers`).
+    pub peers: Vec<PeerSamples>,
 }
 
 /// The machine the figures were measured on.
@@ -548,27 +453,41 @@ impl WorkloadReport {
             .collect()
     }
 
-    fn peers(&self) -> Vec<Value> {
-        PEERS
+    /// Each peer's figures and its ratios to muster, run by run.
+    pub fn peers(&self) -> Vec<Value> {
+        self.peers
             .iter()
-            .filter(|p| p.workload == self.id)
             .map(|p| {
-                let ours = self
-                    .collected
-                    .get(p.compare_with)
-                    .and_then(|f| Summary::of(&f.samples));
-                let better = |x: f64| match p.unit {
-                    Unit::PerSecond => x / p.value,
-                    _ => p.value / x,
-                };
+                let ratios: Vec<Value> = PEER_RATIOS
+                    .iter()
+                    .filter(|r| r.0 == self.id)
+                    .filter_map(|(_, name, ours, theirs)| {
+                        let (a, b) = (self.collected.get(ours)?, p.collected.get(theirs)?);
+                        let per_run: Vec<f64> = a
+                            .samples
+                            .iter()
+                            .zip(&b.samples)
+                            .map(|(x, y)| x / y)
+                            .collect();
+                        let s = Summary::of(&per_run)?;
+                        let muster_faster = if a.unit == Unit::PerSecond {
+                            s.median > 1.0
+                        } else {
+                            s.median < 1.0
+                        };
+                        Some(json!({
+                            "name": name, "numerator": ours, "denominator": theirs,
+                            "unit": Unit::Ratio, "median": s.median, "min": s.min, "max": s.max,
+                            "samples": per_run, "muster_faster": muster_faster,
+                        }))
+                    })
+                    .collect();
                 json!({
-                    "peer": p.peer, "what": p.what, "value": p.value, "unit": p.unit,
-                    "source": p.source, "compare_with": p.compare_with,
-                    "muster_median": ours.map(|s| s.median),
-                    "times_better_median": ours.map(|s| better(s.median)),
-                    // the range of the advantage, from our min..max
-                    "times_better_min": ours.map(|s| better(s.median).min(better(s.min)).min(better(s.max))),
-                    "times_better_max": ours.map(|s| better(s.median).max(better(s.min)).max(better(s.max))),
+                    "peer": p.peer,
+                    "version": p.version,
+                    "command": p.command,
+                    "figures": p.collected.figures.iter().map(figure_json).collect::<Vec<_>>(),
+                    "ratios": ratios,
                 })
             })
             .collect()
@@ -695,20 +614,51 @@ impl BenchReport {
                 );
             }
             for p in w.peers() {
-                let x = p["times_better_median"].as_f64().unwrap_or(f64::NAN);
-                let verdict = if x >= 1.0 {
-                    format!("muster {}x better", fmt(x))
-                } else {
-                    format!("muster {}x worse", fmt(1.0 / x))
-                };
                 let _ = writeln!(
                     out,
-                    "  vs {} {} = {} {}: {verdict}",
+                    "  peer {} {} ({}):",
                     p["peer"].as_str().unwrap_or_default(),
-                    p["what"].as_str().unwrap_or_default(),
-                    fmt(p["value"].as_f64().unwrap_or(f64::NAN)),
-                    p["unit"].as_str().unwrap_or_default(),
+                    p["version"].as_str().unwrap_or_default(),
+                    p["command"].as_str().unwrap_or_default()
                 );
+                for f in p["figures"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "    {:<48} {:>12} {:>25}",
+                        format!(
+                            "{} ({})",
+                            f["name"].as_str().unwrap_or_default(),
+                            f["unit"].as_str().unwrap_or_default()
+                        ),
+                        fmt(f["median"].as_f64().unwrap_or(f64::NAN)),
+                        format!(
+                            "{}..{}",
+                            fmt(f["min"].as_f64().unwrap_or(f64::NAN)),
+                            fmt(f["max"].as_f64().unwrap_or(f64::NAN))
+                        )
+                    );
+                }
+                for r in p["ratios"].as_array().into_iter().flatten() {
+                    let median = r["median"].as_f64().unwrap_or(f64::NAN);
+                    let how = if median >= 1.0 { median } else { 1.0 / median };
+                    let faster = if r["muster_faster"] == true {
+                        "faster"
+                    } else {
+                        "slower"
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {:<48} {:>12} {:>25}  muster {}x {faster}",
+                        format!("ratio {} (x)", r["name"].as_str().unwrap_or_default()),
+                        fmt(median),
+                        format!(
+                            "{}..{}",
+                            fmt(r["min"].as_f64().unwrap_or(f64::NAN)),
+                            fmt(r["max"].as_f64().unwrap_or(f64::NAN))
+                        ),
+                        fmt(how)
+                    );
+                }
             }
             for t in w.targets() {
                 let _ = writeln!(
