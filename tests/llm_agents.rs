@@ -538,3 +538,136 @@ fn a_tool_call_is_a_delegated_task_whose_result_goes_back_to_the_model() {
         m.shutdown().await;
     });
 }
+
+#[test]
+fn a_run_over_its_token_budget_fails_cleanly_before_its_next_step() {
+    use muster::workflow::{RunStatus, Workflow, WorkflowExt};
+    paused(async {
+        let (url, script) = fake_server(vec![Reply::Body(answer(VALID)); 3]).await;
+        let m = runtime(config(&url), 1).await;
+        let text = r#"
+            name = "budgeted"
+            input = "report"
+            start = "first"
+            [budget]
+            tokens = 30
+            [steps.first]
+            capability = "triage"
+            input = "{'title': 'a'}"
+            timeout = "10s"
+            on_exhausted = "fail"
+            next = "second"
+            [steps.second]
+            capability = "triage"
+            input = "{'title': 'b'}"
+            timeout = "10s"
+            on_exhausted = "fail"
+            next = "third"
+            [steps.third]
+            capability = "triage"
+            input = "{'title': 'c'}"
+            timeout = "10s"
+            on_exhausted = "fail"
+            next = "done"
+            [steps.done]
+            terminal = "done"
+        "#;
+        let wf = Workflow::parse(text, std::path::Path::new("budgeted.toml"), &m.schemas())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(wf.token_budget, Some(30));
+        let o = within(60, "run", m.run_workflow(Arc::new(wf), json!({})))
+            .await
+            .unwrap();
+        // 27 tokens after the first step (within 30), 54 after the second: the third
+        // never runs.
+        match &o.status {
+            RunStatus::Failed { step, reason } => {
+                assert_eq!(step, "third");
+                assert!(reason.contains("token budget exceeded"), "{reason}");
+            }
+            other => panic!("expected a failed run, got {other:?}"),
+        }
+        assert_eq!(script.seen.lock().len(), 2);
+        let ended = records(&m).into_iter().any(|r| {
+            matches!(&r.event, Event::RunEnded { status, reason: Some(why), .. }
+                if status == "failed" && why.contains("token budget"))
+        });
+        assert!(ended, "the run's end is journaled with its reason");
+        m.shutdown().await;
+    });
+}
+
+const MANIFEST: &str = r#"
+name = "triager"
+[[capabilities]]
+name = "triage"
+input = "report"
+output = "triage"
+[backend]
+kind = "llm"
+base_url = "http://127.0.0.1:8080/v1"
+model = "smollm2-135m"
+prompt = "Title: {{ input.title }}"
+structured = "json_object"
+"#;
+
+fn manifest_schemas() -> SchemaStore {
+    let s = SchemaStore::new();
+    s.load_dir("schemas").unwrap(); // the manifest schema
+    s.add("report", json!({"type": "object"})).unwrap();
+    s.add("triage", triage_schema()).unwrap();
+    s
+}
+
+#[test]
+fn two_environment_variables_point_a_manifest_at_another_endpoint_and_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("triager.toml");
+    std::fs::write(&path, MANIFEST).unwrap();
+    let env = config::Map::from([
+        (
+            "MUSTER_TRIAGER__BACKEND__BASE_URL".to_string(),
+            "https://api.openai.com/v1".to_string(),
+        ),
+        (
+            "MUSTER_TRIAGER__BACKEND__MODEL".to_string(),
+            "gpt-4o-mini".to_string(),
+        ),
+    ]);
+    let m = muster::cast::Manifest::load(&path, &manifest_schemas(), Some(env)).unwrap();
+    match m.backend {
+        muster::cast::BackendSpec::Llm(c) => {
+            assert_eq!(c.endpoint(), "https://api.openai.com/v1/chat/completions");
+            assert_eq!(c.model, "gpt-4o-mini");
+        }
+        other => panic!("expected an llm backend, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_template_with_an_unknown_variable_is_refused_at_load_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("triager.toml");
+    std::fs::write(&path, MANIFEST.replace("input.title", "inptu.title")).unwrap();
+    let errors = muster::cast::Manifest::load(&path, &manifest_schemas(), Some(config::Map::new()))
+        .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].file, path);
+    assert_eq!(errors[0].field, "/backend/prompt");
+    assert!(
+        errors[0].message.contains("`inptu`"),
+        "{}",
+        errors[0].message
+    );
+    // And a bad override names its variable.
+    std::fs::write(&path, MANIFEST).unwrap();
+    let env = config::Map::from([(
+        "MUSTER_TRIAGER__BACKEND__REPAIR".to_string(),
+        "two".to_string(),
+    )]);
+    let errors = muster::cast::Manifest::load(&path, &manifest_schemas(), Some(env)).unwrap_err();
+    assert_eq!(errors[0].field, "/backend/repair");
+    assert!(errors[0]
+        .message
+        .contains("MUSTER_TRIAGER__BACKEND__REPAIR"));
+}
