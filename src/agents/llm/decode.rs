@@ -8,7 +8,6 @@
 //! [`MAX_TOOL_CALLS`]). It must not panic on any input (a fuzz target checks), and knows
 //! nothing of HTTP or schemas.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The largest answer body (or stream) read.
@@ -68,73 +67,87 @@ pub enum DecodeError {
     TooLarge,
 }
 
-#[derive(Deserialize)]
-struct RawUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    total_tokens: Option<u64>,
+/// Token counts from a `usage` object (a count that is absent or not a whole number is
+/// not reported); `None` when it reports none.
+fn counts(usage: &Value) -> Option<TokenCounts> {
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64);
+    let (prompt, completion) = (n("prompt_tokens"), n("completion_tokens"));
+    let c = TokenCounts {
+        prompt,
+        completion,
+        total: n("total_tokens").or_else(|| Some(prompt?.saturating_add(completion?))),
+    };
+    (c != TokenCounts::default()).then_some(c)
 }
 
-impl RawUsage {
-    fn counts(&self) -> Option<TokenCounts> {
-        let c = TokenCounts {
-            prompt: self.prompt_tokens,
-            completion: self.completion_tokens,
-            total: self
-                .total_tokens
-                .or_else(|| Some(self.prompt_tokens?.saturating_add(self.completion_tokens?))),
-        };
-        (c != TokenCounts::default()).then_some(c)
-    }
-}
-
-#[derive(Deserialize)]
-struct RawFunction {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct RawToolCall {
-    #[serde(default)]
-    index: Option<usize>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<RawFunction>,
-}
-
-#[derive(Deserialize)]
-struct RawMessage {
-    #[serde(default)]
-    content: Option<Value>,
-    #[serde(default)]
-    tool_calls: Option<Vec<RawToolCall>>,
-}
-
-#[derive(Deserialize)]
-struct RawChoice {
-    #[serde(default)]
-    message: Option<RawMessage>,
-    #[serde(default)]
-    delta: Option<RawMessage>,
-    #[serde(default)]
+/// The first choice's message (or delta), its finish reason, the usage and any error of
+/// a body. Fields are looked up by name in objects only (a serde struct would also take
+/// an array, by position).
+struct Parts<'a> {
+    message: Option<&'a Value>,
     finish_reason: Option<String>,
+    usage: Option<TokenCounts>,
+    has_choice: bool,
 }
 
-#[derive(Deserialize)]
-struct RawBody {
-    #[serde(default)]
-    choices: Option<Vec<RawChoice>>,
-    #[serde(default)]
-    usage: Option<RawUsage>,
-    #[serde(default)]
-    error: Option<Value>,
+fn parts(body: &Value) -> Result<Parts<'_>, DecodeError> {
+    if !body.is_object() {
+        return Err(DecodeError::Malformed(
+            "the body is not a JSON object".into(),
+        ));
+    }
+    if let Some(e) = body.get("error").filter(|e| !e.is_null()) {
+        return Err(DecodeError::Server(error_text(e)));
+    }
+    let choice = body
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .filter(|c| c.is_object());
+    Ok(Parts {
+        message: choice.and_then(|c| {
+            c.get("message")
+                .filter(|m| m.is_object())
+                .or_else(|| c.get("delta").filter(|m| m.is_object()))
+        }),
+        finish_reason: choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        usage: body.get("usage").and_then(counts),
+        has_choice: choice.is_some(),
+    })
+}
+
+/// One tool call (or a stream's piece of one): `(index, id, name, arguments)`.
+type RawCall = (Option<u64>, Option<String>, Option<String>, Option<String>);
+
+/// The tool calls of a message (or delta).
+fn raw_calls(message: &Value) -> Result<Vec<RawCall>, DecodeError> {
+    let Some(calls) = message.get("tool_calls").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    if calls.len() > MAX_TOOL_CALLS {
+        return Err(DecodeError::Malformed(format!(
+            "more than {MAX_TOOL_CALLS} tool calls"
+        )));
+    }
+    Ok(calls
+        .iter()
+        .map(|c| {
+            let f = c.get("function");
+            (
+                c.get("index").and_then(Value::as_u64),
+                c.get("id").and_then(Value::as_str).map(str::to_string),
+                f.and_then(|f| f.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                f.and_then(|f| f.get("arguments"))
+                    .filter(|a| !a.is_null())
+                    .map(arguments_text),
+            )
+        })
+        .collect())
 }
 
 /// Text content: a string, or a list of `{type: "text", text}` parts.
@@ -190,39 +203,25 @@ pub fn decode_response(body: &[u8]) -> Result<Answer, DecodeError> {
     if body.len() > MAX_RESPONSE_BYTES {
         return Err(DecodeError::TooLarge);
     }
-    let raw: RawBody = serde_json::from_slice(body)
+    let v: Value = serde_json::from_slice(body)
         .map_err(|e| DecodeError::Malformed(format!("{e} in `{}`", excerpt(body))))?;
-    if let Some(e) = raw.error.filter(|e| !e.is_null()) {
-        return Err(DecodeError::Server(error_text(&e)));
+    let p = parts(&v)?;
+    if !p.has_choice {
+        return Err(DecodeError::NoChoice);
     }
-    let usage = raw.usage.as_ref().and_then(RawUsage::counts);
-    let choice = raw
-        .choices
-        .and_then(|c| c.into_iter().next())
-        .ok_or(DecodeError::NoChoice)?;
-    let message = choice.message.or(choice.delta);
     let mut answer = Answer {
         content: None,
         tool_calls: Vec::new(),
-        finish_reason: choice.finish_reason,
-        usage,
+        finish_reason: p.finish_reason,
+        usage: p.usage,
     };
-    if let Some(m) = message {
-        answer.content = m.content.as_ref().and_then(text_of);
-        for (i, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
-            if i >= MAX_TOOL_CALLS {
-                return Err(DecodeError::Malformed(format!(
-                    "more than {MAX_TOOL_CALLS} tool calls"
-                )));
-            }
-            let f = c.function.unwrap_or(RawFunction {
-                name: None,
-                arguments: None,
-            });
+    if let Some(m) = p.message {
+        answer.content = m.get("content").and_then(text_of);
+        for (i, (_, id, name, arguments)) in raw_calls(m)?.into_iter().enumerate() {
             answer.tool_calls.push(ToolCall {
-                id: c.id.unwrap_or_else(|| format!("call_{i}")),
-                name: f.name.unwrap_or_default(),
-                arguments: f.arguments.as_ref().map(arguments_text).unwrap_or_default(),
+                id: id.unwrap_or_else(|| format!("call_{i}")),
+                name: name.unwrap_or_default(),
+                arguments: arguments.unwrap_or_default(),
             });
         }
     }
@@ -284,28 +283,26 @@ impl StreamDecoder {
     }
 
     fn event(&mut self, data: &[u8]) -> Result<(), DecodeError> {
-        let raw: RawBody = serde_json::from_slice(data)
+        let v: Value = serde_json::from_slice(data)
             .map_err(|e| DecodeError::Malformed(format!("{e} in `{}`", excerpt(data))))?;
-        if let Some(e) = raw.error.filter(|e| !e.is_null()) {
-            return Err(DecodeError::Server(error_text(&e)));
-        }
-        if let Some(u) = raw.usage.as_ref().and_then(RawUsage::counts) {
+        let p = parts(&v)?;
+        if let Some(u) = p.usage {
             self.usage = Some(u);
         }
-        let Some(choice) = raw.choices.and_then(|c| c.into_iter().next()) else {
+        if p.finish_reason.is_some() {
+            self.finish_reason = p.finish_reason;
+        }
+        let Some(delta) = p.message else {
             return Ok(()); // the usage-only last chunk
         };
-        if choice.finish_reason.is_some() {
-            self.finish_reason = choice.finish_reason;
-        }
-        let Some(delta) = choice.delta.or(choice.message) else {
-            return Ok(());
-        };
-        if let Some(t) = delta.content.as_ref().and_then(text_of) {
+        if let Some(t) = delta.get("content").and_then(text_of) {
             self.content.get_or_insert_with(String::new).push_str(&t);
         }
-        for c in delta.tool_calls.unwrap_or_default() {
-            let i = c.index.unwrap_or(self.tool_calls.len().saturating_sub(1));
+        for (index, id, name, arguments) in raw_calls(delta)? {
+            let i = match index {
+                Some(i) => usize::try_from(i).unwrap_or(usize::MAX),
+                None => self.tool_calls.len().saturating_sub(1),
+            };
             if i >= MAX_TOOL_CALLS {
                 return Err(DecodeError::Malformed(format!(
                     "more than {MAX_TOOL_CALLS} tool calls"
@@ -319,16 +316,14 @@ impl StreamDecoder {
                 });
             }
             let call = &mut self.tool_calls[i];
-            if let Some(id) = c.id {
+            if let Some(id) = id {
                 call.id = id;
             }
-            if let Some(f) = c.function {
-                if let Some(n) = f.name {
-                    call.name.push_str(&n);
-                }
-                if let Some(a) = f.arguments {
-                    call.arguments.push_str(&arguments_text(&a));
-                }
+            if let Some(n) = name {
+                call.name.push_str(&n);
+            }
+            if let Some(a) = arguments {
+                call.arguments.push_str(&a);
             }
         }
         Ok(())
