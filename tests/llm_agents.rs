@@ -32,6 +32,8 @@ enum Reply {
     Hang,
     /// 200 as an event stream: these chunks, then nothing more (the stream stays open).
     StreamThenStall(Vec<String>),
+    /// 200 as an event stream: these chunks, one per this gap, then the end.
+    SlowStream(Vec<String>, Duration),
 }
 
 /// A request as the fake server saw it.
@@ -70,6 +72,17 @@ async fn chat(State(s): State<Script>, headers: HeaderMap, body: Bytes) -> Respo
         Some(Reply::Hang) => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Some(Reply::SlowStream(chunks, gap)) => {
+            let stream = futures::stream::unfold(chunks.into_iter(), move |mut it| async move {
+                let c = it.next()?;
+                tokio::time::sleep(gap).await;
+                Some((Ok::<_, Infallible>(Bytes::from(c)), it))
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
         }
         Some(Reply::StreamThenStall(chunks)) => {
             let chunks = futures::stream::iter(
@@ -130,6 +143,15 @@ async fn runtime(config: LlmConfig, replicas: usize) -> Muster {
 }
 
 async fn runtime_with(config: LlmConfig, replicas: usize, more: Vec<AgentDef>) -> Muster {
+    runtime_full(config, replicas, more, None).await
+}
+
+async fn runtime_full(
+    config: LlmConfig,
+    replicas: usize,
+    more: Vec<AgentDef>,
+    heartbeat: Option<Duration>,
+) -> Muster {
     let schemas = Arc::new(SchemaStore::new());
     schemas.add("report", json!({"type": "object"})).unwrap();
     schemas.add("triage", triage_schema()).unwrap();
@@ -140,7 +162,13 @@ async fn runtime_with(config: LlmConfig, replicas: usize, more: Vec<AgentDef>) -
         .schema("triage", triage_schema())
         .agent(
             AgentDef::new("triager", factory)
-                .capability(CapabilitySpec::new("triage", "report", "triage"))
+                .capability({
+                    let c = CapabilitySpec::new("triage", "report", "triage");
+                    match heartbeat {
+                        Some(h) => c.heartbeat(h),
+                        None => c,
+                    }
+                })
                 .replicas(replicas),
         );
     for d in more {
@@ -670,4 +698,61 @@ fn a_template_with_an_unknown_variable_is_refused_at_load_naming_file_and_field(
     assert!(errors[0]
         .message
         .contains("MUSTER_TRIAGER__BACKEND__REPAIR"));
+}
+
+#[test]
+fn a_streamed_answer_renews_the_heartbeat_and_a_stalled_one_misses_it_in_seconds() {
+    paused(async {
+        let chunk = |c: &str| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"delta": {"content": c}}]})
+            )
+        };
+        // A stream that goes on for 6 s, a chunk a second (three times the 2 s heartbeat
+        // bound as a whole), then one that stalls after its first chunk.
+        let parts = [
+            "{\"component\": ",
+            "\"parser\", ",
+            "\"severity\": ",
+            "\"low\"",
+            "}",
+        ];
+        let mut slow: Vec<String> = parts.iter().map(|p| chunk(p)).collect();
+        slow.push("data: [DONE]\n\n".into());
+        let (url, _) = fake_server(vec![
+            Reply::SlowStream(slow, Duration::from_secs(1)),
+            Reply::StreamThenStall(vec![chunk("{")]),
+        ])
+        .await;
+        let mut c = config(&url);
+        c.stream = true; // stream_idle stays at its 30 s default: the heartbeat catches it
+        let m = runtime_full(c, 1, Vec::new(), Some(Duration::from_secs(2))).await;
+        let t0 = Instant::now();
+        let out = within(60, "task", m.delegate(task().attempts(1)))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status,
+            TaskStatus::Completed,
+            "every chunk renewed the heartbeat"
+        );
+        assert!(t0.elapsed() >= Duration::from_secs(6));
+        let t0 = Instant::now();
+        let out = within(
+            60,
+            "task",
+            m.delegate(task().attempts(1).timeout(Duration::from_secs(50))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.status, TaskStatus::Escalated);
+        let f = failures(&records(&m));
+        assert_eq!(f[0].0, "heartbeat_missed", "{f:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "caught by the heartbeat bound"
+        );
+        m.shutdown().await;
+    });
 }
