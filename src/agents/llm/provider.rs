@@ -250,6 +250,9 @@ fn client() -> Result<reqwest::Client, String> {
     // Installing fails only when a provider is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
+        // reqwest retries protocol NACKs by default; here a failed request fails its
+        // attempt, and the task's owner decides what comes next.
+        .retry(reqwest::retry::never())
         .pool_max_idle_per_host(64)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
