@@ -80,6 +80,17 @@ fn a_real_model_run_accepts_only_outputs_that_satisfy_their_schemas() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // `muster run --json` sums the run's model usage.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "muster run --json printed no JSON document ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert!(
+        doc["usage"]["total_tokens"].as_u64().is_some_and(|t| t > 0),
+        "the run's summary has its token usage: {doc}"
+    );
     let schemas = SchemaStore::new();
     schemas.load_dir("examples/triage/schemas").unwrap();
     let output_of = HashMap::from([
