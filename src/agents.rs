@@ -7,7 +7,10 @@
 //! attempt ends in), the [`InstanceHandle`] the rest of the runtime holds of an instance,
 //! the supervisor of one agent type's instances ([`group`]), and the shipped backends:
 //! [`function`] and [`typed`] (Rust closures), [`command`] (external programs) and
-//! [`sim`] (simulated agents acting out a fault model). It does not choose who gets work
+//! [`sim`] (simulated agents acting out a fault model) and [`llm`] (a model behind an
+//! OpenAI-compatible chat-completions endpoint, its output held to the capability's
+//! schema). What the runtime lends an agent type at registration (shared services,
+//! delegation of sub-tasks) is an [`AgentHost`]. It does not choose who gets work
 //! (discovery and delegation do) and does not decide on restarts (supervision does): an
 //! instance reports its presence to a [`Directory`] it is given, and knows no registry.
 
@@ -17,7 +20,9 @@ pub mod def;
 pub mod function;
 pub mod group;
 pub mod handle;
+pub mod host;
 pub mod instance;
+pub mod llm;
 pub mod presence;
 pub mod protocol;
 pub mod sim;
@@ -27,5 +32,6 @@ pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext
 pub use def::AgentDef;
 pub use function::FnAgent;
 pub use handle::{InstanceHandle, Mailbox};
+pub use host::{AgentHost, SubTask};
 pub use presence::{Directory, Presence};
 pub use protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};

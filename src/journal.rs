@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod memory;
 pub mod recorder;
 pub mod sqlite;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ pub use event::{Event, Record};
 pub use memory::MemoryJournal;
 pub use recorder::{Recorder, Unwritten};
 pub use sqlite::{Durability, SqliteJournal};
+pub use usage::{Usage, UsageTotals};
 
 /// Where events go.
 ///

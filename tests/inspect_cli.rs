@@ -515,3 +515,63 @@ fn inspect_lists_runs_with_workflow_status_and_the_step() {
         (&json!("run"), &json!("waiting"))
     );
 }
+
+#[test]
+fn inspect_shows_model_usage_per_run_and_agent_with_unknown_never_zero() {
+    use muster::journal::{Event, Journal, Usage};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.db");
+    let run = Uuid::now_v7();
+    {
+        let j = SqliteJournal::open(&path, Durability::Sync).unwrap();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        for t in [a, b] {
+            j.append(
+                1,
+                Event::TaskSubmitted {
+                    task: t,
+                    capability: "triage".into(),
+                    correlation: run,
+                    input: json!({}),
+                    attempts: 1,
+                    timeout_ms: 1000,
+                    sender: String::new(),
+                },
+            );
+        }
+        j.append(
+            2,
+            Event::ModelUsage {
+                task: a,
+                agent: "classifier#0".into(),
+                epoch: 1,
+                usage: Usage::known("m", 30, 7),
+            },
+        );
+        j.append(
+            3,
+            Event::ModelUsage {
+                task: b,
+                agent: "responder#0".into(),
+                epoch: 1,
+                usage: Usage::unknown("m"),
+            },
+        );
+        j.flush().unwrap();
+    }
+    let table = inspect(&path, &[]);
+    assert!(table.contains("model usage"), "{table}");
+    let responder = table
+        .lines()
+        .find(|l| l.contains("responder"))
+        .expect("a usage line per agent type");
+    assert!(responder.contains("unknown"), "{responder}");
+    let json = json_lines(&inspect(&path, &["--json"]));
+    let total = json
+        .iter()
+        .find(|v| v["record"] == "usage" && v["agent"] == "*")
+        .expect("the run's total");
+    assert_eq!(total["correlation"], run.to_string());
+    assert_eq!(total["total_tokens"], 37);
+    assert_eq!(total["unknown_attempts"], 1);
+}

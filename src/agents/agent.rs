@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::journal::Usage;
 use crate::messaging::{ContractError, Envelope};
 
 /// What an agent gets with each task: who it is, which task, the lease epoch (its fencing
@@ -30,6 +31,9 @@ pub struct TaskContext {
     /// The envelope that carried the task.
     pub envelope: Arc<Envelope>,
     pub(crate) heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// What the attempt spent on models so far; the instance puts it in the attempt's
+    /// report however the attempt ends (even past its deadline).
+    pub(crate) usage: Arc<parking_lot::Mutex<Option<Usage>>>,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -77,7 +81,34 @@ impl TaskContext {
             deadline,
             envelope: Arc::new(envelope),
             heartbeat: None,
+            usage: Arc::default(),
         }
+    }
+
+    /// Records what one model call of this attempt spent (LLM backends call it after each
+    /// request); the attempt's journal records carry the sum.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::journal::Usage;
+    /// use muster::TaskContext;
+    ///
+    /// let ctx = TaskContext::standalone(uuid::Uuid::nil(), 1, "cap", "a#0", tokio::time::Instant::now());
+    /// ctx.record_usage(&Usage::known("m", 3, 4));
+    /// ctx.record_usage(&Usage::known("m", 1, 1));
+    /// assert_eq!(ctx.usage().and_then(|u| u.total_tokens), Some(9));
+    /// ```
+    pub fn record_usage(&self, usage: &Usage) {
+        let mut cell = self.usage.lock();
+        match cell.as_mut() {
+            Some(u) => u.add(usage),
+            None => *cell = Some(usage.clone()),
+        }
+    }
+
+    /// What this attempt has spent on models so far (`None` if it called none).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.lock().clone()
     }
 
     /// Time left before the deadline.
@@ -282,6 +313,13 @@ pub trait Agent: 'static {
 pub trait AgentFactory: Send + Sync + 'static {
     /// A fresh agent for the instance called `instance`.
     fn create(&self, instance: &str) -> Box<dyn Agent>;
+
+    /// Called once when the agent type is registered, before any instance starts, with
+    /// what the runtime lends it (shared services, delegation). Backends that need neither
+    /// keep the default. An error refuses the registration.
+    fn attach(&self, _host: super::host::AgentHost) -> LocalBoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl<F> AgentFactory for F

@@ -47,6 +47,8 @@ struct Running {
     task_id: Uuid,
     epoch: u64,
     reply: ReplyTo,
+    /// What the attempt spent on models, filled by its agent through its context.
+    usage: Arc<parking_lot::Mutex<Option<crate::journal::Usage>>>,
     spawn: SpawnHandle,
     /// Aborts the attempt's own task when the attempt is dropped (cancelled, failed over,
     /// or the instance stopped).
@@ -172,7 +174,9 @@ impl AgentInstance {
             deadline: a.deadline,
             envelope: env.clone(),
             heartbeat: a.heartbeat.take(),
+            usage: Arc::default(),
         };
+        let usage = tctx.usage.clone();
         let input = env.payload.clone();
         // Whatever the agent logs carries the task, its epoch and its run.
         let span = tracing::debug_span!(
@@ -215,6 +219,7 @@ impl AgentInstance {
                 task_id,
                 epoch,
                 reply: a.take_reply(),
+                usage,
                 spawn,
                 _work: abort,
             },
@@ -240,12 +245,9 @@ impl AgentInstance {
             }
         };
         self.inst().release();
-        r.reply.send(AttemptReport::new(
-            r.task_id,
-            r.epoch,
-            self.cfg.id.clone(),
-            result,
-        ));
+        let mut report = AttemptReport::new(r.task_id, r.epoch, self.cfg.id.clone(), result);
+        report.usage = r.usage.lock().take();
+        r.reply.send(report);
         if let Some(exit) = crash {
             self.crash(exit, ctx);
             return;

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::agent::Failure;
+use crate::journal::Usage;
 use crate::messaging::Envelope;
 
 /// An instance's lifecycle state.
@@ -73,6 +74,8 @@ pub struct AttemptReport {
     pub agent: Arc<str>,
     /// The output, or how it failed.
     pub result: Result<Value, Failure>,
+    /// What the attempt spent on models (LLM agents), journaled by the task's owner.
+    pub usage: Option<Usage>,
 }
 
 impl AttemptReport {
@@ -83,6 +86,7 @@ impl AttemptReport {
             epoch,
             agent,
             result,
+            usage: None,
         }
     }
 

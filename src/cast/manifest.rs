@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agents::command::{CommandConfig, CommandFactory};
+use crate::agents::llm::{LlmConfig, LlmFactory};
 use crate::agents::sim::{FaultModel, SimFactory};
 use crate::discovery::CapabilitySpec;
 use crate::messaging::SchemaStore;
@@ -29,6 +30,9 @@ pub enum BackendSpec {
     /// A simulated agent: latency and faults drawn from a fault model, outputs generated
     /// from each capability's output schema (see [`crate::agents::sim`]).
     Sim(SimBackend),
+    /// A model behind an OpenAI-compatible chat-completions endpoint (see
+    /// [`crate::agents::llm`]).
+    Llm(LlmConfig),
 }
 
 /// The `[backend]` of a simulated agent: a [`FaultModel`] plus an optional seed, all at
@@ -177,14 +181,20 @@ fn field_type(path: &[&str]) -> FieldType {
     match path {
         ["replicas" | "concurrency" | "mailbox"]
         | ["supervision", "intensity"]
-        | ["backend", "seed"] => FieldType::Count,
-        ["backend", "crash" | "hang" | "error" | "violate" | "late"]
-        | ["backend", "latency", "mu" | "sigma"] => FieldType::Number,
+        | ["backend", "seed" | "repair" | "max_tokens" | "max_tool_rounds"]
+        | ["backend", "limits", "concurrency" | "requests_per_minute" | "tokens_per_minute"] => {
+            FieldType::Count
+        }
+        ["backend", "crash" | "hang" | "error" | "violate" | "late" | "temperature"]
+        | ["backend", "latency", "mu" | "sigma"]
+        | ["backend", "price", "prompt" | "completion"] => FieldType::Number,
         ["backend", "late_by"]
         | ["backend", "latency", "value" | "min" | "max" | "mean" | "std_dev"] => {
             FieldType::Seconds
         }
-        ["liveness"] | ["supervision", "period" | "backoff" | "shutdown"] => FieldType::Duration,
+        ["liveness"]
+        | ["supervision", "period" | "backoff" | "shutdown"]
+        | ["backend", "timeout" | "stream_idle"] => FieldType::Duration,
         _ => FieldType::Text,
     }
 }
@@ -251,6 +261,10 @@ fn typed_fields(doc: &Value) -> Vec<(Vec<&'static str>, &Value)> {
         &["backend", "late"],
         &["backend", "latency", "mu"],
         &["backend", "latency", "sigma"],
+        &["backend", "repair"],
+        &["backend", "max_tokens"],
+        &["backend", "max_tool_rounds"],
+        &["backend", "temperature"],
     ];
     PATHS
         .iter()
@@ -413,6 +427,17 @@ impl Manifest {
                     problems.push(err(&field, format!("{}{by}", p.message)));
                 }
             }
+            BackendSpec::Llm(config) => {
+                // The config and its templates are checked as the runtime will use them.
+                let schemas = Arc::new(schemas.clone());
+                if let Err(es) = LlmFactory::new(config.clone(), m.outputs(), schemas) {
+                    for (f, message) in es {
+                        let field = format!("/backend{f}");
+                        let by = set_by(&field);
+                        problems.push(err(&field, format!("{message}{by}")));
+                    }
+                }
+            }
             _ => {}
         }
         if problems.is_empty() {
@@ -488,6 +513,14 @@ impl Manifest {
         out
     }
 
+    /// Each capability with the name of its output schema.
+    fn outputs(&self) -> std::collections::HashMap<String, String> {
+        self.capabilities
+            .iter()
+            .map(|c| (c.name.clone(), c.output.clone()))
+            .collect()
+    }
+
     /// The agent type this manifest declares. `schemas` holds the capabilities' output
     /// schemas, from which a simulated agent generates its outputs.
     pub fn to_def(&self, schemas: &Arc<SchemaStore>) -> Result<AgentDef, String> {
@@ -496,6 +529,14 @@ impl Manifest {
                 .map(Arc::from)
                 .ok_or_else(|| format!("no built-in function agent `{name}`"))?,
             BackendSpec::Command(c) => Arc::new(CommandFactory(c.clone())),
+            BackendSpec::Llm(c) => Arc::new(
+                LlmFactory::new(c.clone(), self.outputs(), schemas.clone()).map_err(|es| {
+                    es.into_iter()
+                        .map(|(f, m)| format!("/backend{f}: {m}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })?,
+            ),
             BackendSpec::Sim(sim) => Arc::new(SimFactory {
                 model: sim.model.clone(),
                 seed: sim.seed.unwrap_or(0),

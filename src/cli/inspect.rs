@@ -140,6 +140,17 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
         }
         (scope, Format::Table) => print_timeline(&mut out, &records, scope, run),
     }
+    // What model-backed agents spent, per run and agent type (LLM agents only).
+    let usage = inspect::usage(&records, scope);
+    match format {
+        Format::Table if !usage.is_empty() => print_usage(&mut out, &usage),
+        Format::Json => {
+            for u in &usage {
+                outln!(out, "{}", line("usage", u));
+            }
+        }
+        _ => {}
+    }
     // A closed pipe (`muster inspect | head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -151,6 +162,47 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
             json!({"message": e.to_string()}),
         )),
         _ => Ok(()),
+    }
+}
+
+fn print_usage(out: &mut String, usage: &[inspect::UsageLine]) {
+    outln!(out);
+    outln!(
+        out,
+        "model usage (tokens; unknown: the server did not report them)"
+    );
+    outln!(
+        out,
+        "{:<36}  {:<16}  {:>8}  {:>6}  {:>10}  {:>10}  {:<28}  COST",
+        "CORRELATION",
+        "AGENT",
+        "ATTEMPTS",
+        "CALLS",
+        "PROMPT",
+        "COMPLETION",
+        "TOTAL"
+    );
+    for u in usage {
+        let t = &u.totals;
+        let known = |n: u64| {
+            if t.unknown_attempts == t.attempts {
+                "unknown".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        outln!(
+            out,
+            "{:<36}  {:<16}  {:>8}  {:>6}  {:>10}  {:>10}  {:<28}  {}",
+            u.correlation,
+            u.agent,
+            t.attempts,
+            t.calls,
+            known(t.prompt_tokens),
+            known(t.completion_tokens),
+            t.display_total(),
+            t.cost.map_or("-".into(), |c| format!("{c:.6}"))
+        );
     }
 }
 

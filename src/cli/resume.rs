@@ -143,11 +143,13 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         flush(&journal)?;
         let mut codes = Vec::new();
         for o in &outcomes {
+            let usage = super::run::run_usage(&journal, o.run);
             codes.push(report(
                 o,
                 wall.elapsed().as_millis(),
                 json_out,
                 &args.journal,
+                usage.as_ref(),
             ));
         }
         done?;

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use super::agents::{load, start_with};
 use super::check::load_workflow;
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
-use crate::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal};
+use crate::journal::inspect::Scope;
+use crate::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal, UsageTotals};
 use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
 use crate::workflow::WorkflowExt;
@@ -175,6 +176,35 @@ pub(crate) fn print_summary(o: &RunOutcome, wall_ms: u128) {
     }
 }
 
+/// What the run's model-backed attempts spent, from the journal (`None`: no model calls).
+pub(crate) fn run_usage(journal: &SqliteJournal, run: uuid::Uuid) -> Option<UsageTotals> {
+    let records = journal.try_read_after(0).ok()?;
+    let lines = crate::journal::inspect::usage(&records, Scope::Correlation(run));
+    lines.into_iter().find(|l| l.agent == "*").map(|l| l.totals)
+}
+
+/// The tokens line of the summary.
+pub(crate) fn print_usage(usage: Option<&UsageTotals>) {
+    if let Some(u) = usage {
+        let known = |n: u64| {
+            if u.unknown_attempts == u.attempts {
+                "unknown".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        println!(
+            "  model usage: {} calls in {} attempts, tokens prompt {}, completion {}, total {}{}",
+            u.calls,
+            u.attempts,
+            known(u.prompt_tokens),
+            known(u.completion_tokens),
+            u.display_total(),
+            u.cost.map_or(String::new(), |c| format!(", cost {c:.6}"))
+        );
+    }
+}
+
 /// Runs `muster run`; returns the exit code.
 pub fn run(args: RunArgs) -> Result<i32, CliError> {
     let (store, defs) = load(&args.cast)?;
@@ -245,11 +275,13 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         // The summary claims only what the journal holds.
         muster.shutdown().await;
         flush(&journal)?;
+        let usage = run_usage(&journal, outcome.run);
         Ok(report(
             &outcome,
             wall.elapsed().as_millis(),
             json_out,
             &args.journal,
+            usage.as_ref(),
         ))
     })
 }
@@ -354,7 +386,13 @@ impl Gates<'_> {
 
 /// Prints a run's outcome (a summary table, or one JSON document) and, for a run waiting
 /// at a gate, how to decide; returns the exit code.
-pub(crate) fn report(o: &RunOutcome, wall_ms: u128, json_out: bool, journal: &Path) -> i32 {
+pub(crate) fn report(
+    o: &RunOutcome,
+    wall_ms: u128,
+    json_out: bool,
+    journal: &Path,
+    usage: Option<&UsageTotals>,
+) -> i32 {
     let hint = |gate: &str| {
         format!(
             "muster approve --journal {} {} {gate} [--reject] [--reason TEXT]",
@@ -365,6 +403,9 @@ pub(crate) fn report(o: &RunOutcome, wall_ms: u128, json_out: bool, journal: &Pa
     if json_out {
         let mut doc = serde_json::to_value(o).unwrap_or_default();
         doc["wall_ms"] = json!(wall_ms);
+        if let Some(u) = usage {
+            doc["usage"] = json!(u);
+        }
         if let RunStatus::Waiting { gate, .. } = &o.status {
             doc["decide"] = json!(hint(gate));
             doc["then"] = json!(format!("muster resume --journal {}", journal.display()));
@@ -372,6 +413,7 @@ pub(crate) fn report(o: &RunOutcome, wall_ms: u128, json_out: bool, journal: &Pa
         println!("{doc}");
     } else {
         print_summary(o, wall_ms);
+        print_usage(usage);
         if let RunStatus::Waiting { gate, .. } = &o.status {
             println!("decide with:   {}", hint(gate));
             println!(

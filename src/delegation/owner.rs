@@ -675,8 +675,17 @@ impl Drop for TaskOwner {
 impl Handler<AttemptReport> for TaskOwner {
     type Result = ();
 
-    fn handle(&mut self, r: AttemptReport, ctx: &mut Self::Context) {
+    fn handle(&mut self, mut r: AttemptReport, ctx: &mut Self::Context) {
         self.outstanding.retain(|e| *e != r.epoch);
+        // Tokens spent are journaled however the attempt ended, before its verdict.
+        if let Some(usage) = r.usage.take() {
+            self.recorder.record(Event::ModelUsage {
+                task: self.record.id,
+                agent: r.agent.clone(),
+                epoch: r.epoch,
+                usage,
+            });
+        }
         match r.result {
             Ok(v) => self.on_result(r.epoch, r.agent, v, ctx),
             Err(Failure::Cancelled) => {}

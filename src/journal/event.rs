@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::usage::Usage;
 use crate::messaging::Envelope;
 
 /// A journaled event with its sequence number and time.
@@ -137,6 +138,19 @@ pub enum Event {
         /// The output.
         output: Value,
     },
+    /// What an attempt spent on a model (LLM agents), journaled when the attempt ends,
+    /// before its `result_accepted` or `attempt_failed`: tokens the server did not report
+    /// are `null` (unknown), never 0.
+    ModelUsage {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Epoch of the lease.
+        epoch: u64,
+        /// The model, its calls, tokens and cost.
+        usage: Usage,
+    },
     /// A result from a superseded epoch was rejected (G2).
     ResultStale {
         /// Task id.
@@ -261,6 +275,7 @@ impl Event {
             Event::LeaseGranted { .. } => "lease_granted",
             Event::AttemptFailed { .. } => "attempt_failed",
             Event::ResultAccepted { .. } => "result_accepted",
+            Event::ModelUsage { .. } => "model_usage",
             Event::ResultStale { .. } => "result_stale",
             Event::TaskEscalated { .. } => "task_escalated",
             Event::TaskCancelled { .. } => "task_cancelled",
@@ -291,6 +306,7 @@ impl Event {
             | Event::LeaseGranted { task, .. }
             | Event::AttemptFailed { task, .. }
             | Event::ResultAccepted { task, .. }
+            | Event::ModelUsage { task, .. }
             | Event::ResultStale { task, .. }
             | Event::TaskEscalated { task, .. }
             | Event::TaskCancelled { task, .. } => Some(*task),
@@ -318,6 +334,7 @@ impl Event {
             | Event::LeaseGranted { agent, .. }
             | Event::AttemptFailed { agent, .. }
             | Event::ResultAccepted { agent, .. }
+            | Event::ModelUsage { agent, .. }
             | Event::ResultStale { agent, .. } => Some(agent),
             Event::EnvelopeRouted { delivered_to, .. } => Some(delivered_to),
             Event::EnvelopeFailed { envelope, .. } => match &envelope.recipient {
@@ -344,6 +361,7 @@ impl Event {
             Event::LeaseGranted { epoch, .. }
             | Event::AttemptFailed { epoch, .. }
             | Event::ResultAccepted { epoch, .. }
+            | Event::ModelUsage { epoch, .. }
             | Event::ResultStale { epoch, .. } => Some(*epoch),
             Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
                 envelope.task_id.map(|_| envelope.epoch)

@@ -991,3 +991,80 @@ mod tests {
         assert_eq!((r.ended_ms, r.duration_ms), (Some(4), 4));
     }
 }
+
+/// Model usage of one agent type in one correlation (a workflow run), from the
+/// `model_usage` records; `agent` is `*` on the line that sums the correlation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageLine {
+    /// The correlation (run) id.
+    pub correlation: Uuid,
+    /// The agent type (the instance id up to `#`), or `*` for the whole correlation.
+    pub agent: String,
+    /// The sums.
+    #[serde(flatten)]
+    pub totals: super::UsageTotals,
+}
+
+/// What model-backed attempts spent, per correlation (run) and agent type, for the
+/// records in `scope`: for each correlation with any usage, one line per agent type then
+/// a `*` line with the correlation's total. Tokens a server did not report are counted as
+/// unknown attempts, never as 0.
+///
+/// # Example
+/// ```
+/// use muster::journal::inspect::{usage, Scope};
+/// use muster::journal::{Event, Journal, MemoryJournal, Usage};
+///
+/// let j = MemoryJournal::default();
+/// let (task, run) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+/// j.append(1, Event::TaskSubmitted { task, capability: "triage".into(), correlation: run,
+///     input: serde_json::json!({}), attempts: 1, timeout_ms: 1000, sender: String::new() });
+/// j.append(2, Event::ModelUsage { task, agent: "classifier#0".into(), epoch: 1,
+///     usage: Usage::known("m", 10, 5) });
+/// let lines = usage(&j.read_after(0), Scope::All);
+/// assert_eq!((lines[0].agent.as_str(), lines[0].totals.total_tokens), ("classifier", 15));
+/// assert_eq!(lines[1].agent, "*");
+/// ```
+pub fn usage(records: &[Record], scope: Scope) -> Vec<UsageLine> {
+    let mut correlation_of: HashMap<Uuid, Uuid> = HashMap::new();
+    let mut by: BTreeMap<(Uuid, String), super::UsageTotals> = BTreeMap::new();
+    for r in records {
+        match &r.event {
+            Event::TaskSubmitted {
+                task, correlation, ..
+            } => {
+                correlation_of.insert(*task, *correlation);
+            }
+            Event::ModelUsage {
+                task, agent, usage, ..
+            } => {
+                let correlation = correlation_of.get(task).copied().unwrap_or(*task);
+                let keep = match scope {
+                    Scope::All => true,
+                    Scope::Correlation(c) => c == correlation,
+                    Scope::Task(t) => t == *task,
+                };
+                if keep {
+                    let agent_type = agent.split('#').next().unwrap_or(agent).to_string();
+                    by.entry((correlation, agent_type)).or_default().add(usage);
+                    by.entry((correlation, "\u{10FFFF}".into()))
+                        .or_default()
+                        .add(usage);
+                }
+            }
+            _ => {}
+        }
+    }
+    by.into_iter()
+        .map(|((correlation, agent), totals)| UsageLine {
+            correlation,
+            // The sum sorts last in its correlation.
+            agent: if agent == "\u{10FFFF}" {
+                "*".into()
+            } else {
+                agent
+            },
+            totals,
+        })
+        .collect()
+}

@@ -39,6 +39,7 @@ pub(super) struct Inner {
     pub(super) router_actor: Named<RouterActor>,
     pub(super) agents: Named<Supervisor>,
     pub(super) group: GroupContext,
+    pub(super) host: crate::agents::AgentHost,
     pub(super) config: RuntimeConfig,
     pub(super) stopped: watch::Sender<Option<String>>,
     pub(super) root: Addr<Supervisor>,
@@ -123,6 +124,14 @@ impl Muster {
             })
             .await
             .map_err(|e| StartError::Stopped(e.to_string()))??;
+        // Shared services (an LLM endpoint's provider) start before the instances.
+        def.factory
+            .attach(inner.host.clone())
+            .await
+            .map_err(|message| StartError::Agent {
+                agent: agent_name.to_string(),
+                message,
+            })?;
         let ids = def.instance_ids();
         let spec = group::spec(def, inner.group.clone());
         inner

@@ -23,9 +23,10 @@ use super::config::RuntimeConfig;
 use super::extensions::Extensions;
 use super::muster::Inner;
 use crate::agents::group::GroupContext;
-use crate::agents::Directory;
+use crate::agents::host::{Delegate, SubTask};
+use crate::agents::{AgentHost, Directory};
 use crate::delegation::owners::OwnerSupervisor;
-use crate::delegation::{Delegator, Owners};
+use crate::delegation::{Delegator, Owners, Task};
 use crate::discovery::{CapabilityIndex, Registry};
 use crate::ids::IdGen;
 use crate::journal::Recorder;
@@ -77,6 +78,7 @@ pub(super) fn start(p: Parts) -> Inner {
         recorder: recorder.clone(),
         grace: config.grace,
     };
+    let host = agent_host(&delegator, &index, &agents);
     let (stopped, _) = watch::channel(None);
     let on_stop = stopped.clone();
     let root = Supervisor::new("root", root)
@@ -147,6 +149,7 @@ pub(super) fn start(p: Parts) -> Inner {
         router_actor,
         agents,
         group,
+        host,
         config,
         stopped,
         root,
@@ -154,6 +157,55 @@ pub(super) fn start(p: Parts) -> Inner {
         thread: std::thread::current().id(),
         extensions: Extensions::default(),
     }
+}
+
+/// What an agent type is lent at registration: the agents supervisor for services shared
+/// by agent types (an LLM endpoint's provider), delegation of sub-tasks (an LLM agent's
+/// tool calls, each a task of its own in the same run) and the declared input schemas.
+fn agent_host(
+    delegator: &Delegator,
+    index: &Arc<CapabilityIndex>,
+    agents: &Named<Supervisor>,
+) -> AgentHost {
+    let delegate: Delegate = {
+        let delegator = Delegator::new(delegator.owners().clone());
+        Arc::new(move |sub: SubTask| {
+            let task = Task::new(sub.capability, sub.input)
+                .correlation(sub.correlation)
+                .causation(sub.parent)
+                .sender(sub.sender)
+                .timeout(sub.timeout.max(Duration::from_millis(1)));
+            match delegator.accept(task) {
+                Err(e) => Box::pin(futures::future::ready(Err(e.to_string()))),
+                Ok((handle, accepted)) => {
+                    // Agents run on the runtime's thread, where owners start.
+                    delegator.owners().start(accepted);
+                    Box::pin(async move {
+                        let outcome = handle.outcome().await;
+                        match outcome.output {
+                            Some(v) => Ok(v),
+                            None => Err(format!(
+                                "task {} ended {:?}{}",
+                                outcome.id,
+                                outcome.status,
+                                outcome
+                                    .escalation
+                                    .map(|e| format!(": {}", e.reason))
+                                    .unwrap_or_default()
+                            )),
+                        }
+                    })
+                }
+            }
+        })
+    };
+    let inputs = {
+        let index = index.clone();
+        Arc::new(move |capability: &str| {
+            index.contract(capability).map(|c| c.input.document.clone())
+        })
+    };
+    AgentHost::new(agents.clone(), delegate, inputs)
 }
 
 /// Stops a plain actor child (registry, router, owner supervisor) by asking it to stop.

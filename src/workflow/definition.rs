@@ -157,6 +157,9 @@ pub struct Workflow {
     pub start: String,
     /// Steps by name.
     pub steps: BTreeMap<String, Step>,
+    /// The most model tokens one run may spend (`[budget] tokens`); past it the run
+    /// fails before its next step.
+    pub token_budget: Option<u64>,
     /// The raw document (for checks that read the source).
     pub document: Value,
     /// The file it came from.
@@ -270,10 +273,31 @@ impl Workflow {
                 }
             }
         }
+        let token_budget = match doc.get("budget") {
+            None => None,
+            Some(b) => match b.get("tokens") {
+                None => None,
+                Some(t) => match t.as_u64() {
+                    Some(n) if n > 0 && b.as_object().is_some_and(|o| o.len() == 1) => Some(n),
+                    Some(n) if n > 0 => {
+                        errors.push(err("/budget", "the only budget field is `tokens`".into()));
+                        None
+                    }
+                    _ => {
+                        errors.push(err(
+                            "/budget/tokens",
+                            format!("expected an integer >= 1, got {t}"),
+                        ));
+                        None
+                    }
+                },
+            },
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Workflow {
+            token_budget,
             name,
             description: s(&doc, "description").unwrap_or_default(),
             input,

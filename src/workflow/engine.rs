@@ -578,6 +578,16 @@ impl WorkflowExt for Muster {
 /// The run loop, from `current`. With `resume`, the first step is the one the run was
 /// in when it was recovered: it is not entered again, and its recorded progress is
 /// finished rather than started over.
+/// The model tokens a run's tasks have spent so far, from the journal (so a resumed run
+/// counts what it spent before).
+fn run_tokens(muster: &Muster, run: Uuid) -> u64 {
+    let records = muster.journal().read_after(0);
+    crate::journal::inspect::usage(&records, crate::journal::inspect::Scope::Correlation(run))
+        .into_iter()
+        .find(|l| l.agent == "*")
+        .map_or(0, |l| l.totals.total_tokens)
+}
+
 async fn drive(
     muster: &Muster,
     mut st: RunState<'_>,
@@ -590,6 +600,20 @@ async fn drive(
     // The step the previous turn of the loop was at.
     let mut last: Option<String> = None;
     let status = loop {
+        // A run over its token budget goes no further (the tokens a server did not report
+        // cannot be counted).
+        if let Some(limit) = wf.token_budget {
+            let spent = run_tokens(muster, id);
+            if spent > limit {
+                break RunStatus::Failed {
+                    step: current.clone(),
+                    reason: format!(
+                        "token budget exceeded: the run spent {spent} model tokens, above its \
+                         budget of {limit} ([budget] tokens)"
+                    ),
+                };
+            }
+        }
         let came_from = last.replace(current.clone());
         let Some(step) = wf.steps.get(&current) else {
             break RunStatus::Failed {

@@ -9,6 +9,7 @@ pub mod cel;
 pub mod envelope;
 pub mod gen;
 pub mod journal;
+pub mod llm;
 pub mod loaders;
 
 use std::path::{Path, PathBuf};
