@@ -3,8 +3,10 @@
 //! a free port, stopped by its pid. Every output muster accepted satisfies its schema,
 //! whatever the model wrote; the model's token counts are journaled.
 //!
-//! The server must be installed (`scripts/model-server install`, which `.ci/run` runs):
-//! without it this test fails and says so; it never skips.
+//! The test installs the server when it is absent (`scripts/model-server install`, which is
+//! idempotent and which `.ci/run` also runs first): on a fresh machine `cargo test` alone
+//! does the set-up. An install that fails fails this test with the script's reason; it
+//! never skips.
 
 mod common;
 
@@ -30,7 +32,21 @@ impl Drop for Server {
     }
 }
 
+/// Installs the model server unless it is there already (a few minutes the first time:
+/// llama.cpp builds from source), bounded at an hour.
+fn install_server() {
+    let mut cmd = Command::new("scripts/model-server");
+    cmd.arg("install");
+    let out = output_within(3600, cmd);
+    assert!(
+        out.status.success(),
+        "the model server could not be installed by `scripts/model-server install`:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn start_server(state: &Path) -> (Server, String) {
+    install_server();
     let mut cmd = Command::new("scripts/model-server");
     cmd.arg("start").env("MUSTER_MODEL_STATE", state);
     let out = output_within(300, cmd);
