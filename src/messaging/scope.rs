@@ -328,12 +328,8 @@ fn path_witness(
 
 /// A name matching the tokens `t` alone.
 fn some_name(t: &[Token]) -> String {
-    let s: String = t.iter().filter_map(|t| one_char(Some(t))).collect();
-    if s.is_empty() {
-        "x".into() // all stars: any name will do, and a segment is never empty
-    } else {
-        s
-    }
+    // A star stands for `x` (it matches any run), so the name is never empty.
+    t.iter().map(|t| one_char(Some(t)).unwrap_or('x')).collect()
 }
 
 /// The character a single-character token can stand for (`?`: any, so `x`).
@@ -352,11 +348,23 @@ fn segment_witness(a: &[Token], b: &[Token]) -> Option<String> {
     if !token_witness(a, b, 0, 0, &mut failed, &mut out) {
         return None;
     }
-    if out.is_empty() {
-        // Both matched the empty name, so both are all stars: any name matches both.
-        out.push('x');
+    if out.is_empty() || out.starts_with('.') {
+        // Stars that matched nothing leave a hidden or empty name: one more character in
+        // front reads better, when both still match it (an empty witness means both are
+        // all stars, which match `x`).
+        let nicer = format!("x{out}");
+        if out.is_empty() || (name_matches(a, &nicer) && name_matches(b, &nicer)) {
+            return Some(nicer);
+        }
     }
     Some(out)
+}
+
+/// Whether the name matches the tokens.
+fn name_matches(t: &[Token], name: &str) -> bool {
+    let literal: Vec<Token> = name.chars().map(Token::Char).collect();
+    let mut failed = HashSet::new();
+    token_witness(t, &literal, 0, 0, &mut failed, &mut String::new())
 }
 
 fn token_witness(
