@@ -86,15 +86,21 @@ impl ScopeTable {
         let _ = granted.send(Ok(()));
     }
 
-    /// Grants every waiter, in order, whose scope is now free.
-    fn wake(&mut self) {
+    /// Grants every waiter, in order, whose scope is now free. Only a waiter whose scope
+    /// overlaps the one just freed can have become free (the others are blocked by what
+    /// blocked them before, or by a waiter now granted), so only those are looked at.
+    fn wake(&mut self, freed: &Scope) {
         let mut k = 0;
         while k < self.queue.len() {
             if self.queue[k].granted.is_closed() {
-                self.queue.remove(k);
+                // Its owner has ended and its release is on the way: that release takes
+                // it out of the queue and wakes whoever it blocked.
+                k += 1;
                 continue;
             }
-            if self.blocker(&self.queue[k].scope, k).is_none() {
+            let w = &self.queue[k].scope;
+            let touched = w.conflict_with(freed).is_some() || freed.conflict_with(w).is_some();
+            if touched && self.blocker(w, k).is_none() {
                 if let Some(w) = self.queue.remove(k) {
                     self.grant(w.task, w.scope, w.granted);
                 }
@@ -146,12 +152,18 @@ impl Handler<ReleaseScope> for ScopeTable {
     type Result = ();
 
     fn handle(&mut self, m: ReleaseScope, _: &mut Self::Context) {
-        let before = self.held.len() + self.queue.len();
-        self.held.retain(|(t, _)| *t != m.task);
-        self.queue.retain(|w| w.task != m.task);
-        if self.held.len() + self.queue.len() < before {
+        let freed = match self.held.iter().position(|(t, _)| *t == m.task) {
+            Some(i) => Some(self.held.swap_remove(i).1),
+            None => self
+                .queue
+                .iter()
+                .position(|w| w.task == m.task)
+                .and_then(|i| self.queue.remove(i))
+                .map(|w| w.scope),
+        };
+        if let Some(freed) = freed {
             self.recorder.record(Event::ScopeReleased { task: m.task });
-            self.wake();
+            self.wake(&freed);
         }
     }
 }

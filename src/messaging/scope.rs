@@ -229,6 +229,9 @@ impl Pattern {
         match (&self.kind, &other.kind) {
             (Kind::Concept(a), Kind::Concept(b)) => (a == b).then(|| self.source.to_string()),
             (Kind::Path(a), Kind::Path(b)) => {
+                if literal_prefixes_differ(a, b) {
+                    return None; // the common case between unrelated scopes: no search
+                }
                 let mut failed = HashSet::new();
                 let mut out = Vec::new();
                 path_witness(a, b, 0, 0, &mut failed, &mut out).then(|| out.join("/"))
@@ -269,6 +272,23 @@ impl Pattern {
             }
         }
     }
+}
+
+/// Whether the two globs start with literal segments (before any wildcard) that differ:
+/// then no path matches both, decided without a search.
+fn literal_prefixes_differ(a: &[Segment], b: &[Segment]) -> bool {
+    let literal = |t: &[Token]| t.iter().all(|t| matches!(t, Token::Char(_)));
+    for (x, y) in a.iter().zip(b) {
+        match (x, y) {
+            (Segment::Tokens(s), Segment::Tokens(t)) if literal(s) && literal(t) => {
+                if s != t {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Finds a path matching both segment lists from `(i, j)` on, pushing its segments onto
