@@ -4,7 +4,10 @@
 //! lease history), the [`Delegator`] that accepts tasks, and the [`TaskOwner`](owner::TaskOwner)
 //! actor, one per live task, that leases the task to one agent at a time under a fresh epoch,
 //! watches the attempt, and reassigns it to a different capable agent when it fails, until
-//! the task is completed, escalated or cancelled. Upholds G1 (every accepted task ends in
+//! the task is completed, escalated or cancelled. Beside them: the [`scope_table`], where a
+//! task takes the [`Scope`](crate::messaging::Scope) it may touch before its first lease
+//! (so two tasks never write the same thing at once), and [`reuse`], where an idempotent
+//! task finds work already done or in flight instead of doing it twice. Upholds G1 (every accepted task ends in
 //! exactly one terminal state), G2 (one owner at a time; stale epochs fenced) and the task
 //! half of G4.
 //!
@@ -28,6 +31,8 @@ pub mod owner;
 pub mod owners;
 pub mod protocol;
 pub mod record;
+pub mod reuse;
+pub mod scope_table;
 pub mod stats;
 pub mod task;
 
@@ -36,4 +41,4 @@ pub use handle::TaskHandle;
 pub use owner::{Accepted, Owners};
 pub use record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
 pub use stats::{Stats, StatsSnapshot};
-pub use task::{Backoff, Exhausted, Task};
+pub use task::{Backoff, Exhausted, OnConflict, Task};

@@ -41,7 +41,8 @@ pub use journal::{
     SqliteJournal,
 };
 pub use messaging::{
-    CapabilitySpec, DeadLetter, DeliveryFailure, Envelope, FailureReason, Recipient, SchemaStore,
+    CapabilitySpec, DeadLetter, DeliveryFailure, Envelope, FailureReason, Overlap, Pattern,
+    Recipient, SchemaStore, Scope, ScopeError,
 };
 pub use runtime::{Muster, MusterBuilder, RuntimeConfig, StartError};
 pub use supervision::{Exit, Restart, Strategy, Supervision};

@@ -2,8 +2,8 @@
 //!
 //! Owns the [`Envelope`] (the unit of coordination), the [`SchemaStore`] of JSON Schema
 //! contracts, the [`Capability`] contract an agent declares (input and output schemas,
-//! acceptance rule, heartbeat), the closed set of [`FailureReason`]s and the
-//! [`DeadLetters`] list. Upholds G3 (no payload crosses a boundary unvalidated) and the
+//! acceptance rule, heartbeat), the closed set of [`FailureReason`]s, the
+//! [`DeadLetters`] list and the [`Scope`] a task may touch (patterns and their overlap). Upholds G3 (no payload crosses a boundary unvalidated) and the
 //! vocabulary of G1 (delivered or failed with a reason, never dropped). It is pure data
 //! and validation: it knows no actor, no journal and no agent. Delivering envelopes is the
 //! router's (the `routing` layer above); deciding who owns work is delegation's.
@@ -13,9 +13,11 @@ pub mod contract;
 pub mod dead_letter;
 pub mod envelope;
 pub mod failure;
+pub mod scope;
 
-pub use capability::{Capability, CapabilityError, CapabilitySpec};
+pub use capability::{Capability, CapabilityError, CapabilitySpec, DEFAULT_REUSE_FOR};
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use envelope::{Envelope, Recipient};
 pub use failure::{DeliveryFailure, FailureReason};
+pub use scope::{Overlap, Pattern, Scope, ScopeError};

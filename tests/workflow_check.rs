@@ -365,3 +365,88 @@ fn muster_run_refuses_a_workflow_with_findings() {
     let doc: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(doc["status"], "completed");
 }
+
+const PARALLEL: &str = r#"
+name = "t"
+input = "req"
+start = "both"
+
+[steps.both]
+parallel = ["left", "right"]
+next = "done"
+
+[steps.left]
+capability = "do.echo"
+timeout = "10s"
+attempts = 2
+on_exhausted = "fail"
+scope = { write = ["src/user_service/**", "concept:UserService"], read = ["spec/**"] }
+
+[steps.right]
+capability = "do.echo"
+timeout = "10s"
+attempts = 2
+on_exhausted = "fail"
+scope = { write = ["src/*/service.py"], read = ["spec/**"] }
+
+[steps.done]
+terminal = "done"
+"#;
+
+#[test]
+fn parallel_branches_whose_write_scopes_overlap_are_a_scope_finding() {
+    let f = Fixture::new();
+    let found = f.findings(PARALLEL);
+    assert_finding(&found, "scope", "both", "`left` and `right`");
+    assert_finding(&found, "scope", "both", "src/user_service/service.py");
+    assert_finding(&found, "scope", "both", "serialise them");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // Disjoint scopes are clean; so is a branch that accepts waiting.
+    for fixed in [
+        PARALLEL.replace("src/*/service.py", "src/billing/**"),
+        PARALLEL.replace(
+            "scope = { write = [\"src/*/service.py\"]",
+            "on_conflict = \"wait\"\nscope = { write = [\"src/*/service.py\"]",
+        ),
+    ] {
+        let out = f.check(&fixed, true);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Two readers of the same files share.
+    let readers = PARALLEL
+        .replace(
+            "write = [\"src/user_service/**\", \"concept:UserService\"], ",
+            "",
+        )
+        .replace("write = [\"src/*/service.py\"], ", "");
+    assert_eq!(f.check(&readers, true).status.code(), Some(0));
+}
+
+#[test]
+fn a_concurrent_workflow_whose_step_writes_a_fixed_scope_is_a_scope_finding() {
+    let f = Fixture::new();
+    let text = BASE
+        .replace("start = \"one\"", "start = \"one\"\nconcurrent = true")
+        .replacen(
+            "next = \"two\"",
+            "next = \"two\"\nscope = { write = [\"out/report.md\"] }",
+            1,
+        );
+    let found = f.findings(&text);
+    assert_finding(&found, "scope", "one", "concurrent = true");
+    assert_finding(&found, "scope", "one", "out/report.md");
+    // Rendered from the input, the scope is not compared statically.
+    let mapped = BASE
+        .replace("start = \"one\"", "start = \"one\"\nconcurrent = true")
+        .replacen(
+            "next = \"two\"",
+            "next = \"two\"\nscope = \"{'write': ['out/' + input.text + '.md']}\"",
+            1,
+        );
+    assert_eq!(f.check(&mapped, true).status.code(), Some(0));
+}

@@ -477,3 +477,93 @@ fn step_tasks_carry_the_run_id_as_correlation_id() {
         m.shutdown().await;
     });
 }
+
+const SCOPED: &str = r#"
+name = "scoped"
+input = "any"
+start = "both"
+[steps.both]
+parallel = ["first", "second"]
+next = "done"
+[steps.first]
+capability = "slow"
+input = "{'module': 'user', 'n': 1}"
+timeout = "30s"
+attempts = 1
+on_exhausted = "fail"
+scope = "{'write': ['src/' + input.module + '/**'], 'read': ['spec/**']}"
+[steps.second]
+capability = "slow"
+input = "{'module': 'MODULE', 'n': 2}"
+timeout = "30s"
+attempts = 1
+on_exhausted = "fail"
+ON_CONFLICT
+scope = "{'write': ['src/' + input.module + '/**'], 'read': ['spec/**']}"
+[steps.done]
+terminal = "done"
+"#;
+
+#[test]
+fn branches_with_overlapping_rendered_scopes_run_one_after_the_other() {
+    paused(async {
+        let m = builder().agent(slow()).start().await.unwrap();
+        let wf = parse(
+            &m,
+            &SCOPED.replace("MODULE", "user").replace("ON_CONFLICT", ""),
+        );
+        let t0 = tokio::time::Instant::now();
+        let o = within(120, "run", m.run_workflow(wf, json!({})))
+            .await
+            .unwrap();
+        assert_eq!(o.status, RunStatus::Completed, "{o:?}");
+        // Both write src/user/**: the second waited for the first's scope (10 s + 10 s).
+        assert!(
+            t0.elapsed() >= Duration::from_secs(20),
+            "{:?}",
+            t0.elapsed()
+        );
+        let records = m.journal().read_after(0);
+        assert!(records.iter().any(|r| r.event.kind() == "scope_waiting"));
+
+        // Rendered from different inputs, the scopes are disjoint: the branches run at once.
+        let wf = parse(
+            &m,
+            &SCOPED
+                .replace("MODULE", "billing")
+                .replace("ON_CONFLICT", ""),
+        );
+        let t0 = tokio::time::Instant::now();
+        let o = within(120, "run", m.run_workflow(wf, json!({})))
+            .await
+            .unwrap();
+        assert_eq!(o.status, RunStatus::Completed, "{o:?}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+
+        // on_conflict = "fail": the second branch fails at once, naming the overlap.
+        let wf = parse(
+            &m,
+            &SCOPED
+                .replace("MODULE", "user")
+                .replace("ON_CONFLICT", "on_conflict = \"fail\""),
+        );
+        let o = within(120, "run", m.run_workflow(wf, json!({})))
+            .await
+            .unwrap();
+        assert!(matches!(o.status, RunStatus::Failed { .. }), "{o:?}");
+        let reasons: Vec<String> = m
+            .journal()
+            .read_after(0)
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::StepFailed { step, reason, .. } if step == "second" => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("src/user/**")),
+            "{reasons:?}"
+        );
+        m.shutdown().await;
+    });
+}

@@ -111,6 +111,21 @@ impl TaskContext {
         self.usage.lock().clone()
     }
 
+    /// The resources this task may touch, if it declares a scope: change only what its
+    /// `write` patterns cover (an output reporting a `touched` path outside them is a
+    /// contract violation).
+    ///
+    /// # Example
+    /// ```
+    /// use muster::TaskContext;
+    /// let ctx = TaskContext::standalone(uuid::Uuid::now_v7(), 1, "code.implement", "dev#0",
+    ///     tokio::time::Instant::now());
+    /// assert!(ctx.scope().is_none());
+    /// ```
+    pub fn scope(&self) -> Option<&crate::messaging::Scope> {
+        self.envelope.scope.as_deref()
+    }
+
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
         self.deadline
@@ -130,6 +145,10 @@ pub struct AgentError {
     /// Set by backends when the agent broke its wire protocol.
     #[serde(default)]
     pub protocol: bool,
+    /// Set by backends when the agent's answer broke its contract (a path it reports it
+    /// touched lies outside its write scope): the attempt fails `contract_violation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<ContractError>,
 }
 
 impl AgentError {
@@ -139,6 +158,7 @@ impl AgentError {
             message: message.into(),
             exited: false,
             protocol: false,
+            contract: None,
         }
     }
 
@@ -147,6 +167,14 @@ impl AgentError {
         AgentError {
             exited: true,
             ..AgentError::new(message)
+        }
+    }
+
+    /// The agent's answer broke its contract, as `violation` says.
+    pub fn contract(violation: ContractError) -> Self {
+        AgentError {
+            contract: Some(violation.clone()),
+            ..AgentError::new(violation.to_string())
         }
     }
 

@@ -236,6 +236,9 @@ impl AgentInstance {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) if e.exited => Err(Failure::Exited(e.message)),
             Ok(Ok(Err(e))) if e.protocol => Err(Failure::Protocol(e.message)),
+            Ok(Ok(Err(AgentError {
+                contract: Some(c), ..
+            }))) => Err(Failure::ContractViolation(c)),
             Ok(Ok(Err(e))) => Err(Failure::Error(e.message)),
             Ok(Err(_)) => Err(Failure::Timeout),
             Err(p) => {

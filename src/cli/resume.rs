@@ -59,6 +59,8 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         .try_read_after(0)
         .map_err(|e| journal_error(&args.journal, e))?;
     let open = recovery::recover(&records);
+    // The scopes the crashed process's tasks held, given back to them as each run resumes.
+    let held = crate::delegation::scope_table::held_at(&records);
     drop(records);
     if open.is_empty() {
         if args.json {
@@ -118,6 +120,13 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
                     wait: args.wait,
                     progress: tx.clone(),
                 };
+                let mine = rec.in_flight();
+                muster.restore_scopes(
+                    held.iter()
+                        .filter(|(t, _)| mine.contains(t))
+                        .cloned()
+                        .collect(),
+                );
                 let first = muster
                     .resume_run(wf.clone(), rec, opts)
                     .await

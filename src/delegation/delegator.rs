@@ -59,7 +59,7 @@ impl Delegator {
     /// Checks and journals a task; returns its handle and the accepted task, whose owner
     /// [`Owners::start`] starts on the runtime's thread. Nothing is journaled for a task
     /// that is refused.
-    pub fn accept(&self, task: Task) -> Result<(TaskHandle, Accepted), SubmitError> {
+    pub fn accept(&self, mut task: Task) -> Result<(TaskHandle, Accepted), SubmitError> {
         if task.attempts == 0 {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
@@ -93,6 +93,14 @@ impl Delegator {
                     capability: task.capability.clone(),
                     source,
                 })?;
+        }
+        if task.scope.is_none() {
+            // The capability's default scope, for a task that declares none.
+            task.scope = contract
+                .as_ref()
+                .and_then(|c| c.spec.scope.clone())
+                .filter(|s| !s.is_empty())
+                .map(Arc::new);
         }
         let now = recorder.now_ms();
         let id = task.id.unwrap_or_else(|| router.ids().next(now));

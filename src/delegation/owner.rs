@@ -15,15 +15,17 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::protocol::{CancelTask, LeaseHeartbeat};
+use super::protocol::{AcquireScope, CancelTask, LeaseHeartbeat, ReleaseScope};
 use super::record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
+use super::reuse::{Found, Reuse, ReuseKey, Reused};
+use super::scope_table::{Restore, ScopeTable};
 use super::stats::{Stats, StatsSnapshot};
-use super::task::{Exhausted, Task};
+use super::task::{Exhausted, OnConflict, Task};
 use crate::agents::{AttemptReport, Failure, InstanceHandle, ReplyTo};
 use crate::discovery::Registry;
 use crate::discovery::{PickError, WaitFor};
 use crate::journal::{check_payload, Event, Recorder};
-use crate::messaging::{Capability, Envelope, Recipient};
+use crate::messaging::{Capability, Envelope, Recipient, Scope, DEFAULT_REUSE_FOR};
 use crate::routing::Router;
 use crate::supervision::Named;
 
@@ -35,6 +37,9 @@ pub struct Owners {
     table: DashMap<Uuid, Addr<TaskOwner>>,
     stats: Stats,
     grace: Duration,
+    /// Started with the first task that declares a scope (tasks without one never use it).
+    scopes: std::sync::OnceLock<Addr<ScopeTable>>,
+    reuse: Reuse,
 }
 
 impl std::fmt::Debug for Owners {
@@ -65,6 +70,23 @@ impl Owners {
             table: DashMap::new(),
             stats: Stats::default(),
             grace,
+            scopes: std::sync::OnceLock::new(),
+            reuse: Reuse::default(),
+        }
+    }
+
+    /// The scope table, started on the current arbiter the first time it is needed.
+    fn scope_table(&self) -> &Addr<ScopeTable> {
+        self.scopes
+            .get_or_init(|| ScopeTable::new(self.router.recorder().clone()).start())
+    }
+
+    /// Gives back the scopes held before a restart (see
+    /// [`held_at`](super::scope_table::held_at)) to the tasks that held them, before any
+    /// other task can take them. Call it on the runtime's thread before resubmitting.
+    pub fn restore_scopes(&self, held: Vec<(Uuid, Scope)>) {
+        if !held.is_empty() {
+            self.scope_table().do_send(Restore { held });
         }
     }
 
@@ -167,6 +189,12 @@ pub struct TaskOwner {
     /// The capability and the sender as envelopes carry them, allocated once per task.
     topic: Arc<str>,
     sender: Arc<str>,
+    /// Whether the task asked the scope table for its scope (and must free it at its end).
+    scope_asked: bool,
+    /// Set while this task is the one running identical idempotent work.
+    reuse_key: Option<ReuseKey>,
+    /// Set while this task waits for an identical one in flight.
+    following: Option<Uuid>,
 }
 
 /// The longest pause between two looks for a free slot while every candidate is at its
@@ -210,6 +238,107 @@ impl TaskOwner {
             topic,
             sender,
             full_polls: 0,
+            scope_asked: false,
+            reuse_key: None,
+            following: None,
+        }
+    }
+
+    /// An idempotent task first looks for identical work: an accepted result ends it at
+    /// once (`task_reused`), a task in flight takes it on as a follower. True when it
+    /// must not run now.
+    fn try_reuse(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(c) = self.contract.as_ref().filter(|c| c.spec.idempotent) else {
+            return false;
+        };
+        let key = ReuseKey::new(&c.name, &c.spec.version, &self.task.input);
+        match self.owners.reuse.find_or_run(
+            &key,
+            &self.task.input,
+            self.record.id,
+            ctx.address().recipient(),
+        ) {
+            Found::Done { task, output } => {
+                self.reused(task, output, ctx);
+                true
+            }
+            Found::InFlight(leader) => {
+                tracing::debug!(task = %self.record.id, %leader, "attached to an identical task in flight");
+                self.following = Some(leader);
+                // Bounded like any wait: past the deadline the task escalates.
+                let wait = self
+                    .deadline
+                    .saturating_duration_since(tokio::time::Instant::now());
+                ctx.run_later(wait, move |act, ctx| {
+                    if act.following == Some(leader) && !act.done() {
+                        act.escalate(
+                            format!("the identical task {leader} it attached to did not end before the deadline"),
+                            ctx,
+                        );
+                    }
+                });
+                true
+            }
+            Found::Run => {
+                self.reuse_key = Some(key);
+                false
+            }
+        }
+    }
+
+    fn reused(&mut self, original: Uuid, output: Value, ctx: &mut Context<Self>) {
+        self.recorder.record(Event::TaskReused {
+            task: self.record.id,
+            original,
+            output: output.clone(),
+        });
+        self.record.output = Some(output);
+        self.finish(TaskStatus::Completed, ctx);
+    }
+
+    /// Takes the task's scope, if it declares one, then leases. A task without a scope
+    /// goes straight to its lease (no round trip to the scope table).
+    fn acquire_then_lease(&mut self, ctx: &mut Context<Self>) {
+        let Some(scope) = self.task.scope.clone().filter(|s| !s.is_empty()) else {
+            self.try_lease(ctx);
+            return;
+        };
+        self.scope_asked = true;
+        let (tx, rx) = oneshot::channel();
+        self.owners.scope_table().do_send(AcquireScope {
+            task: self.record.id,
+            scope,
+            fail: self.task.on_conflict == OnConflict::Fail,
+            granted: tx,
+        });
+        let deadline = self.deadline;
+        ctx.spawn(
+            async move { tokio::time::timeout_at(deadline, rx).await }
+                .into_actor(self)
+                .map(|answer, act, ctx| {
+                    if act.done() {
+                        return; // cancelled while it waited
+                    }
+                    match answer {
+                        Ok(Ok(Ok(()))) => act.try_lease(ctx),
+                        Ok(Ok(Err(refused))) => act.escalate(refused.to_string(), ctx),
+                        Ok(Err(_)) => act.escalate("the scope table stopped".into(), ctx),
+                        Err(_) => act.escalate(
+                            "its scope stayed held by another task until the deadline".into(),
+                            ctx,
+                        ),
+                    }
+                }),
+        );
+    }
+
+    fn release_scope(&mut self) {
+        if std::mem::take(&mut self.scope_asked) {
+            if let Some(t) = self.owners.scopes.get() {
+                t.do_send(ReleaseScope {
+                    task: self.record.id,
+                });
+            }
         }
     }
 
@@ -365,6 +494,7 @@ impl TaskOwner {
             epoch,
             created_at: now_ms,
             deadline: Some(now_ms + self.task.timeout.as_millis() as u64),
+            scope: self.task.scope.clone(),
         });
         self.record.status = TaskStatus::Leased;
         self.record.leases.push(Lease {
@@ -527,6 +657,10 @@ impl TaskOwner {
             .and_then(|()| match &self.contract {
                 Some(c) => check_output(c, &self.task.input, &output),
                 None => Ok(()),
+            })
+            .and_then(|()| match &self.task.scope {
+                Some(scope) => check_touched(scope, self.contract.as_deref(), &output),
+                None => Ok(()),
             });
         match verdict {
             Ok(()) => {
@@ -564,6 +698,21 @@ impl TaskOwner {
         self.record.ended_ms = Some(self.recorder.now_ms());
         self.owners.stats.ended(status);
         self.owners.table.remove(&self.record.id);
+        self.release_scope();
+        self.following = None;
+        if let Some(key) = self.reuse_key.take() {
+            let keep = self
+                .contract
+                .as_ref()
+                .and_then(|c| c.spec.reuse_for)
+                .unwrap_or(DEFAULT_REUSE_FOR);
+            let output = self
+                .record
+                .output
+                .as_ref()
+                .filter(|_| status == TaskStatus::Completed);
+            self.owners.reuse.finish(&key, self.record.id, output, keep);
+        }
         if let Some(w) = self.waiter.take() {
             // With no lease left to answer, nothing reads the record again but `done()`:
             // hand the output and the history over instead of copying them.
@@ -618,6 +767,20 @@ impl TaskOwner {
     }
 }
 
+/// What the output reports it touched (the capability's `touched` field, `touched` by
+/// default) must lie inside the task's write scope.
+fn check_touched(scope: &Scope, c: Option<&Capability>, output: &Value) -> Result<(), Failure> {
+    let field = c
+        .and_then(|c| c.spec.touched.as_deref())
+        .unwrap_or("touched");
+    match output.get(field) {
+        Some(touched) => scope
+            .check_touched(field, touched)
+            .map_err(Failure::ContractViolation),
+        None => Ok(()),
+    }
+}
+
 /// The output must satisfy the output schema and the acceptance rule.
 fn check_output(c: &Capability, input: &Value, output: &Value) -> Result<(), Failure> {
     c.output
@@ -643,7 +806,10 @@ impl Actor for TaskOwner {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1 << 20);
-        self.try_lease(ctx);
+        if self.try_reuse(ctx) {
+            return;
+        }
+        self.acquire_then_lease(ctx);
     }
 }
 
@@ -665,6 +831,12 @@ impl Drop for TaskOwner {
             });
             self.owners.stats.ended(TaskStatus::Escalated);
             self.owners.table.remove(&self.record.id);
+            self.release_scope();
+            if let Some(key) = self.reuse_key.take() {
+                self.owners
+                    .reuse
+                    .finish(&key, self.record.id, None, Duration::ZERO);
+            }
             if let Some(w) = self.waiter.take() {
                 let _ = w.send(self.record.clone());
             }
@@ -724,5 +896,26 @@ impl Handler<CancelTask> for TaskOwner {
         });
         self.finish(TaskStatus::Cancelled, ctx);
         true
+    }
+}
+
+impl Handler<Reused> for TaskOwner {
+    type Result = ();
+
+    fn handle(&mut self, r: Reused, ctx: &mut Self::Context) {
+        if self.done() || self.following != Some(r.original) {
+            return;
+        }
+        self.following = None;
+        match r.output {
+            Some(output) => self.reused(r.original, output, ctx),
+            // The task it attached to ended without a result: this one runs (or attaches
+            // to another identical task that started since).
+            None => {
+                if !self.try_reuse(ctx) {
+                    self.acquire_then_lease(ctx);
+                }
+            }
+        }
     }
 }

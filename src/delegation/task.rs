@@ -1,10 +1,13 @@
 //! The task spec: what is asked, of which capability, within which bounds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::messaging::Scope;
 
 /// The longest time bound a task may have (timeout, deadline, backoff): 366 days. A
 /// longer one is refused at submission (it could not be represented as an instant on
@@ -76,6 +79,17 @@ pub enum Exhausted {
     Gate(String),
 }
 
+/// What a task does when its scope overlaps one held by another task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// Wait its turn (first come, first served), within the task's overall deadline.
+    #[default]
+    Wait,
+    /// Fail at once, naming the holder and the overlapping patterns.
+    Fail,
+}
+
 /// A task to delegate: a capability, an input, and the bounds of its ownership.
 ///
 /// # Example
@@ -126,6 +140,13 @@ pub struct Task {
     /// reports or acts on the outcome, as the workflow engine does; it saves that caller
     /// one wait for the disk per task. Off by default.
     pub early_outcome: bool,
+    /// The resources the task may touch. Before its first lease the owner takes the scope
+    /// from the scope table (writes exclusive, reads shared) and holds it until the task
+    /// ends; the agent sees it in its [`TaskContext`](crate::agents::TaskContext). None
+    /// (the default, or the capability's default scope): no scope is taken at all.
+    pub scope: Option<Arc<Scope>>,
+    /// What happens when the scope overlaps one held: wait (default) or fail.
+    pub on_conflict: OnConflict,
 }
 
 impl Task {
@@ -147,6 +168,8 @@ impl Task {
             min_epoch: 0,
             spent: 0,
             early_outcome: false,
+            scope: None,
+            on_conflict: OnConflict::Wait,
         }
     }
 
@@ -198,6 +221,28 @@ impl Task {
     /// Sets the causation id.
     pub fn causation(mut self, id: Uuid) -> Self {
         self.causation = Some(id);
+        self
+    }
+
+    /// Declares the resources the task may touch (see [`Scope`]).
+    ///
+    /// # Example
+    /// ```
+    /// use muster::{Scope, Task};
+    /// use serde_json::json;
+    ///
+    /// let scope = Scope::new(["src/user_service/**", "concept:UserService"], ["spec/**"]).unwrap();
+    /// let task = Task::new("code.implement", json!({})).scope(scope).fail_on_conflict();
+    /// assert!(task.scope.is_some());
+    /// ```
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = (!scope.is_empty()).then(|| Arc::new(scope));
+        self
+    }
+
+    /// Fails the task at once, instead of waiting, when its scope overlaps one held.
+    pub fn fail_on_conflict(mut self) -> Self {
+        self.on_conflict = OnConflict::Fail;
         self
     }
 

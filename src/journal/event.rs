@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::usage::Usage;
-use crate::messaging::Envelope;
+use crate::messaging::{Envelope, Scope};
 
 /// A journaled event with its sequence number and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +178,37 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A task took its scope: it may lease now.
+    ScopeAcquired {
+        /// Task id.
+        task: Uuid,
+        /// The scope it holds until it ends.
+        scope: Scope,
+    },
+    /// A task's scope overlaps one held (or asked for first): it waits its turn.
+    ScopeWaiting {
+        /// Task id.
+        task: Uuid,
+        /// The task it waits for.
+        holder: Uuid,
+        /// Which patterns overlap, with an example path.
+        overlap: String,
+    },
+    /// A task that held (or waited for) a scope ended: the scope is free.
+    ScopeReleased {
+        /// Task id.
+        task: Uuid,
+    },
+    /// An idempotent task returned the accepted result of an identical earlier (or
+    /// concurrent) task instead of running again. Terminal, like `result_accepted`.
+    TaskReused {
+        /// Task id.
+        task: Uuid,
+        /// The task whose accepted result it returns.
+        original: Uuid,
+        /// That result.
+        output: Value,
+    },
     /// A workflow run started.
     RunStarted {
         /// Run id (the correlation id of its tasks).
@@ -279,6 +310,10 @@ impl Event {
             Event::ResultStale { .. } => "result_stale",
             Event::TaskEscalated { .. } => "task_escalated",
             Event::TaskCancelled { .. } => "task_cancelled",
+            Event::ScopeAcquired { .. } => "scope_acquired",
+            Event::ScopeWaiting { .. } => "scope_waiting",
+            Event::ScopeReleased { .. } => "scope_released",
+            Event::TaskReused { .. } => "task_reused",
             Event::RunStarted { .. } => "run_started",
             Event::StepEntered { .. } => "step_entered",
             Event::StepCompleted { .. } => "step_completed",
@@ -309,7 +344,11 @@ impl Event {
             | Event::ModelUsage { task, .. }
             | Event::ResultStale { task, .. }
             | Event::TaskEscalated { task, .. }
-            | Event::TaskCancelled { task, .. } => Some(*task),
+            | Event::TaskCancelled { task, .. }
+            | Event::ScopeAcquired { task, .. }
+            | Event::ScopeWaiting { task, .. }
+            | Event::ScopeReleased { task }
+            | Event::TaskReused { task, .. } => Some(*task),
             Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
                 envelope.task_id
             }

@@ -295,6 +295,7 @@ impl<'a> Index<'a> {
                     t.attempts.insert(*epoch, *attempt);
                 }
                 Event::ResultAccepted { task, .. } => set_status(&mut tasks, *task, "completed"),
+                Event::TaskReused { task, .. } => set_status(&mut tasks, *task, "completed"),
                 Event::TaskEscalated { task, .. } => set_status(&mut tasks, *task, "escalated"),
                 Event::TaskCancelled { task, .. } => set_status(&mut tasks, *task, "cancelled"),
                 _ => {}
@@ -374,7 +375,7 @@ pub fn correlations(records: &[Record]) -> Vec<CorrelationSummary> {
         }
         match &r.event {
             Event::LeaseGranted { .. } => s.handoffs += 1,
-            Event::ResultAccepted { .. } => s.completed += 1,
+            Event::ResultAccepted { .. } | Event::TaskReused { .. } => s.completed += 1,
             Event::TaskEscalated { .. } => s.escalated += 1,
             Event::TaskCancelled { .. } => s.cancelled += 1,
             _ => {}
@@ -558,8 +559,9 @@ pub fn task_ids(records: &[Record]) -> Vec<Uuid> {
 
 /// The timeline of a scope: every `task_submitted`, `envelope_routed`,
 /// `envelope_failed`, `lease_granted`, `attempt_failed`, `result_accepted`,
-/// `result_stale`, `task_escalated` and `task_cancelled` in order, and each task's
-/// ownership history.
+/// `result_stale`, `task_escalated`, `task_cancelled`, `task_reused` (a result reused
+/// from an identical task) and the scope events (`scope_waiting`, `scope_acquired`,
+/// `scope_released`) in order, and each task's ownership history.
 ///
 /// # Example
 /// ```
@@ -688,6 +690,27 @@ pub fn timeline(records: &[Record], scope: Scope) -> Timeline {
                 entry.attempt = info.and_then(|i| i.attempts.get(epoch).copied());
                 entry.outcome = "completed".into();
                 end_lease(&mut owners, *task, Some(*epoch), "completed".into());
+            }
+            Event::TaskReused { original, .. } => {
+                entry.outcome = format!("completed: reused the accepted result of task {original}");
+            }
+            Event::ScopeWaiting {
+                holder, overlap, ..
+            } => {
+                entry.outcome = format!("waits for the scope of task {holder}: {overlap}");
+            }
+            Event::ScopeAcquired { scope, .. } => {
+                let list = |p: &[crate::messaging::Pattern]| {
+                    p.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                };
+                entry.outcome = format!(
+                    "scope acquired: write [{}], read [{}]",
+                    list(&scope.write),
+                    list(&scope.read)
+                );
+            }
+            Event::ScopeReleased { .. } => {
+                entry.outcome = "scope released".into();
             }
             Event::ResultStale {
                 task,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::{Condition, ConditionError};
 use crate::messaging::contract::{Schema, SchemaError, SchemaStore};
+use crate::messaging::scope::Scope;
 
 /// A capability as declared (by a manifest or the builder API): names only.
 ///
@@ -40,7 +41,30 @@ pub struct CapabilitySpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub heartbeat: Option<Duration>,
+    /// The scope a task of this capability gets when it declares none (see [`Scope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// The output field listing the paths the agent touched (default `touched`); a path
+    /// outside the task's write scope is a contract violation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touched: Option<String>,
+    /// Completed work is reused: a task with the same capability, contract version and
+    /// canonical input as an accepted result returns that result instead of running
+    /// again (within `reuse_for`), and one identical to a task in flight attaches to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
+    /// How long an accepted result of an idempotent capability is reused (default 1 h).
+    #[serde(
+        default,
+        with = "crate::util::opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reuse_for: Option<Duration>,
 }
+
+/// How long an idempotent capability's accepted result is reused when its declaration
+/// does not say.
+pub const DEFAULT_REUSE_FOR: Duration = Duration::from_secs(3600);
 
 fn default_version() -> String {
     "1".into()
@@ -56,7 +80,35 @@ impl CapabilitySpec {
             output: output.into(),
             accept: None,
             heartbeat: None,
+            scope: None,
+            touched: None,
+            idempotent: false,
+            reuse_for: None,
         }
+    }
+
+    /// Declares the default scope of this capability's tasks.
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Declares the capability idempotent: identical tasks reuse an accepted result
+    /// (within `reuse_for`) or attach to one in flight.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::CapabilitySpec;
+    /// use std::time::Duration;
+    ///
+    /// let cap = CapabilitySpec::new("code.review", "review-request", "review-report")
+    ///     .idempotent(Duration::from_secs(600));
+    /// assert!(cap.idempotent);
+    /// ```
+    pub fn idempotent(mut self, reuse_for: Duration) -> Self {
+        self.idempotent = true;
+        self.reuse_for = Some(reuse_for);
+        self
     }
 
     /// Adds a CEL acceptance rule over `input` and `output`.
@@ -166,6 +218,12 @@ impl Capability {
         }
         if a.output != other.output {
             return Err(format!("output schema {} vs {}", a.output, other.output));
+        }
+        if a.idempotent != other.idempotent {
+            return Err(format!(
+                "idempotent {} vs {}",
+                a.idempotent, other.idempotent
+            ));
         }
         if a.accept != other.accept {
             return Err(format!("accept rule {:?} vs {:?}", a.accept, other.accept));

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::scope::Scope;
+
 /// Who an envelope is for: a named agent instance, or whoever can serve a capability.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
@@ -68,6 +70,9 @@ pub struct Envelope {
     /// When it stops being worth delivering, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
+    /// The scope the task may touch, if it declares one (tasks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Arc<Scope>>,
 }
 
 impl Envelope {
@@ -96,6 +101,7 @@ impl Envelope {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             deadline: None,
+            scope: None,
         }
     }
 

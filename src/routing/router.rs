@@ -278,6 +278,7 @@ pub async fn route(
         epoch: env.epoch,
         created_at: router.recorder.now_ms(),
         deadline: None,
+        scope: None,
     };
     Ok(reply)
 }

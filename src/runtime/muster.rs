@@ -230,6 +230,31 @@ impl Muster {
         Ok(handle)
     }
 
+    /// Gives the scopes held when a journal ended (a crash; see
+    /// [`held_at`](crate::delegation::scope_table::held_at)) back to the tasks that held
+    /// them, before anything else is submitted: a task resubmitted with the same id gets
+    /// its scope at once, and every other task whose scope overlaps waits for it.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn f(m: muster::Muster, records: Vec<muster::Record>) {
+    /// m.restore_scopes(muster::delegation::scope_table::held_at(&records));
+    /// # }
+    /// ```
+    pub fn restore_scopes(&self, held: Vec<(Uuid, crate::messaging::Scope)>) {
+        if held.is_empty() {
+            return;
+        }
+        let owners = self.inner.delegator.owners().clone();
+        if self.on_runtime_thread() {
+            owners.restore_scopes(held);
+        } else {
+            self.inner
+                .arbiter
+                .spawn_fn(move || owners.restore_scopes(held));
+        }
+    }
+
     /// Submits a task and waits for its outcome.
     pub async fn delegate(&self, task: Task) -> Result<Outcome, SubmitError> {
         Ok(self.submit(task).await?.outcome().await)

@@ -291,7 +291,8 @@ impl State {
             }
             Event::LeaseGranted { attempt, .. } if *attempt > 1 => self.reassignments += 1,
             Event::AttemptFailed { .. } => self.failed_attempts += 1,
-            Event::ResultAccepted { task, .. } => {
+            // A reused result ends its task completed, like its own accepted one.
+            Event::ResultAccepted { task, .. } | Event::TaskReused { task, .. } => {
                 let t = self.tasks.entry(*task).or_default();
                 t.accepted += 1;
                 Self::end(&mut self.ended_tasks, t, at_ms);

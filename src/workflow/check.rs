@@ -8,6 +8,10 @@
 //!   schema its required fields and nothing it forbids?
 //! - **delegation**: does every task step have a timeout, an attempt budget and a failure
 //!   route; does every loop have a bound; is every step reachable; can every run end?
+//! - **scope**: can two branches of a parallel step (or two runs of a workflow declared
+//!   `concurrent`) write the same thing at once? Written-out scopes (a step's, or its
+//!   capability's default) are compared; a scope rendered by a CEL mapping depends on the
+//!   input and is not. A branch that says `on_conflict = "wait"` accepts waiting.
 //!
 //! It owns no state and must not run anything: it reads the compiled [`Workflow`], the
 //! capabilities the cast declares and the schema documents. Expressions are read from
@@ -20,9 +24,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::definition::{Next, Step, TaskStep, Workflow};
+use super::definition::{Next, Step, StepScope, TaskStep, Workflow};
 use crate::discovery::CapabilitySpec;
 use crate::messaging::SchemaStore;
+use crate::messaging::Scope;
 
 /// One finding: which question failed, where, and what to change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,6 +79,7 @@ pub fn check(wf: &Workflow, cast: &[CapabilitySpec], schemas: &SchemaStore) -> V
     c.discovery();
     c.messaging();
     c.delegation();
+    c.scopes();
     c.findings
 }
 
@@ -120,6 +126,84 @@ impl<'a> Checker<'a> {
             Step::Task(t) => Some((n.as_str(), t)),
             _ => None,
         })
+    }
+
+    // ---- scope -----------------------------------------------------------------------
+
+    /// The written-out scope of a task step: its own, else its capability's default.
+    fn fixed_scope(&self, step: &str) -> Option<Scope> {
+        let ts = self.wf.task(step)?;
+        match &ts.scope {
+            Some(StepScope::Fixed(s)) => Some(s.clone()),
+            Some(StepScope::Mapped(_)) => None,
+            None => self
+                .caps
+                .get(ts.capability.as_str())
+                .and_then(|c| c.scope.clone()),
+        }
+        .filter(|s| !s.write.is_empty())
+    }
+
+    /// Whether the file says `on_conflict = "wait"` for the step (it accepts waiting).
+    fn accepts_waiting(&self, step: &str) -> bool {
+        self.wf.document["steps"][step]["on_conflict"].as_str() == Some("wait")
+    }
+
+    fn scopes(&mut self) {
+        let mut found = Vec::new();
+        for (name, step) in &self.wf.steps {
+            let Step::Parallel { branches, .. } = step else {
+                continue;
+            };
+            for (i, a) in branches.iter().enumerate() {
+                for b in &branches[i + 1..] {
+                    if self.accepts_waiting(a) || self.accepts_waiting(b) {
+                        continue;
+                    }
+                    let (Some(sa), Some(sb)) = (self.fixed_scope(a), self.fixed_scope(b)) else {
+                        continue;
+                    };
+                    if let Some(o) = sa.conflict_with(&sb).or_else(|| sb.conflict_with(&sa)) {
+                        found.push((
+                            name.clone(),
+                            format!(
+                                "branches `{a}` and `{b}` run at once and their scopes overlap: \
+                                 `{a}`'s {o}; two tasks would write `{}` at the same time. Fix: \
+                                 serialise them (make one a step after the join), narrow the \
+                                 scopes so they are disjoint, or accept that one waits for the \
+                                 other at run time (on_conflict = \"wait\" on either branch)",
+                                o.example
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if self.wf.concurrent {
+            for (name, _) in self.tasks() {
+                if self.accepts_waiting(name) {
+                    continue;
+                }
+                if let Some(s) = self.fixed_scope(name) {
+                    if let Some(o) = s.conflict_with(&s) {
+                        found.push((
+                            name.to_string(),
+                            format!(
+                                "the workflow declares `concurrent = true` and this step's \
+                                 write scope is the same in every run: two runs would write \
+                                 `{}` at once ({o}). Fix: render the scope from the input \
+                                 (scope = \"CEL mapping\") so runs touch different paths, or \
+                                 accept that runs wait for each other (on_conflict = \"wait\")",
+                                o.example
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        for (step, message) in found {
+            self.push("scope", &step, message);
+        }
     }
 
     // ---- discovery -------------------------------------------------------------------

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::conditions::Condition;
-use crate::messaging::SchemaStore;
+use crate::delegation::OnConflict;
+use crate::messaging::{SchemaStore, Scope};
 
 /// The largest attempt budget a task step may have (`attempts`).
 pub const MAX_ATTEMPTS: u32 = 1_000;
@@ -70,6 +71,53 @@ pub struct TaskStep {
     pub on_exhausted: Option<String>,
     /// Where to go next (absent for a parallel branch).
     pub next: Option<Next>,
+    /// The resources the step's task may touch (absent: the capability's default scope,
+    /// or none).
+    pub scope: Option<StepScope>,
+    /// What the task does when its scope overlaps one held: wait (default) or fail.
+    pub on_conflict: OnConflict,
+}
+
+/// A step's scope: written out, or a CEL mapping that renders it per task.
+#[derive(Debug, Clone)]
+pub enum StepScope {
+    /// `scope = { write = [...], read = [...] }`: the same for every task of the step.
+    Fixed(Scope),
+    /// `scope = "CEL"`: evaluated over `run`, `steps` and the task's `input` to a map
+    /// `{write: [...], read: [...]}`, e.g.
+    /// `{"write": ["src/" + input.module + "/**"], "read": ["spec/**"]}`.
+    Mapped(Condition),
+}
+
+impl StepScope {
+    /// The scope of one task of the step, given its input (and the run's variables).
+    ///
+    /// # Example
+    /// ```
+    /// use muster::workflow::definition::StepScope;
+    /// use muster::Condition;
+    /// use serde_json::json;
+    ///
+    /// let s = StepScope::Mapped(Condition::compile(r#"{"write": ["src/" + input.module + "/**"]}"#).unwrap());
+    /// let scope = s.render(&[("input", &json!({"module": "user"}))]).unwrap();
+    /// assert!(scope.allows_write("src/user/mod.rs"));
+    /// ```
+    pub fn render(&self, vars: &[(&str, &Value)]) -> Result<Scope, String> {
+        match self {
+            StepScope::Fixed(s) => Ok(s.clone()),
+            StepScope::Mapped(c) => {
+                let v = c
+                    .eval_json(vars)
+                    .map_err(|e| format!("scope mapping failed: {e}"))?;
+                scope_from(&v).map_err(|e| format!("scope mapping gave {v}: {e}"))
+            }
+        }
+    }
+}
+
+/// A scope from its JSON form `{write: [...], read: [...]}` (both optional).
+fn scope_from(v: &Value) -> Result<Scope, String> {
+    serde_json::from_value::<Scope>(v.clone()).map_err(|e| e.to_string())
 }
 
 /// A step.
@@ -155,6 +203,9 @@ pub struct Workflow {
     pub input: String,
     /// The first step.
     pub start: String,
+    /// Whether several runs of this workflow may be in flight at once (then `muster
+    /// check` also reports a step whose write scope would overlap itself across runs).
+    pub concurrent: bool,
     /// Steps by name.
     pub steps: BTreeMap<String, Step>,
     /// The most model tokens one run may spend (`[budget] tokens`); past it the run
@@ -302,6 +353,10 @@ impl Workflow {
             description: s(&doc, "description").unwrap_or_default(),
             input,
             start,
+            concurrent: doc
+                .get("concurrent")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             steps,
             document: doc,
             file: path.to_path_buf(),
@@ -407,6 +462,21 @@ fn known_fields(raw: &Value, kind: &str, fields: &[&str]) -> Result<(), String> 
     Ok(())
 }
 
+fn parse_scope(raw: &Value) -> Result<Option<StepScope>, String> {
+    match raw.get("scope") {
+        None => Ok(None),
+        Some(Value::String(src)) => Condition::compile(src)
+            .map(|c| Some(StepScope::Mapped(c)))
+            .map_err(|e| format!("scope: {e}")),
+        Some(v @ Value::Object(_)) => scope_from(v)
+            .map(|s| Some(StepScope::Fixed(s)))
+            .map_err(|e| format!("scope: {e}")),
+        Some(other) => Err(format!(
+            "scope: expected {{ write = [...], read = [...] }} or a CEL mapping (a string), got {other}"
+        )),
+    }
+}
+
 fn parse_next(raw: &Value) -> Result<Option<Next>, String> {
     match raw.get("next") {
         None => Ok(None),
@@ -492,6 +562,8 @@ fn parse_step(raw: &Value) -> Result<Step, String> {
                 "backoff",
                 "on_exhausted",
                 "next",
+                "scope",
+                "on_conflict",
             ],
         )?;
         let timeout = duration(raw, "timeout")?;
@@ -508,6 +580,16 @@ fn parse_step(raw: &Value) -> Result<Step, String> {
             backoff: duration(raw, "backoff")?,
             on_exhausted: text(raw, "on_exhausted")?,
             next: parse_next(raw)?,
+            scope: parse_scope(raw)?,
+            on_conflict: match raw.get("on_conflict").and_then(Value::as_str) {
+                None | Some("wait") => OnConflict::Wait,
+                Some("fail") => OnConflict::Fail,
+                Some(other) => {
+                    return Err(format!(
+                        "on_conflict: `{other}`; expected \"wait\" or \"fail\""
+                    ))
+                }
+            },
         }));
     }
     if raw.get("parallel").is_some() {

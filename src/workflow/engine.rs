@@ -179,6 +179,30 @@ impl RunState<'_> {
         if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
             task = task.escalate_to(g);
         }
+        task.on_conflict = ts.on_conflict;
+        if let Some(s) = &ts.scope {
+            let rendered = s.render(&[
+                ("run", &self.run),
+                ("steps", &steps),
+                ("input", &task.input),
+            ]);
+            match rendered {
+                Ok(scope) => task = task.scope(scope),
+                Err(reason) => {
+                    self.journal(Event::StepFailed {
+                        run: self.id,
+                        step: name.into(),
+                        task: None,
+                        reason: reason.clone(),
+                    });
+                    return (
+                        TaskEnd::Failed(reason.clone()),
+                        Some((name.into(), StepRecord::refused(reason))),
+                        None,
+                    );
+                }
+            }
+        }
         let visit = self.visits.get(name).copied().unwrap_or(1);
         let outcome: Outcome = match self.muster.delegate(task).await {
             Ok(o) => o,

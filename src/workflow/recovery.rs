@@ -152,6 +152,18 @@ impl RecoveredRun {
             _ => None,
         }
     }
+
+    /// The tasks it had in flight (resubmitted with the same ids when it resumes).
+    pub fn in_flight(&self) -> Vec<Uuid> {
+        self.at
+            .iter()
+            .flat_map(|p| p.tasks.values())
+            .filter_map(|s| match s {
+                StepProgress::InFlight(p) => Some(p.task),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// What the journal says about one task.
@@ -337,6 +349,18 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 let f = facts.entry(*task).or_default();
                 if f.accepted.is_none() {
                     f.accepted = Some((agent.to_string(), *epoch, output.clone()));
+                }
+            }
+            Event::TaskReused {
+                task,
+                original,
+                output,
+            } => {
+                // A reused result was accepted (by the original task's owner): the step
+                // takes it like its own.
+                let f = facts.entry(*task).or_default();
+                if f.accepted.is_none() {
+                    f.accepted = Some((format!("reused:{original}"), 0, output.clone()));
                 }
             }
             Event::TaskEscalated { task, reason, .. } => {

@@ -144,6 +144,14 @@ async fn run_oneshot(
         .env("MUSTER_CAPABILITY", &*ctx.capability)
         .env("MUSTER_AGENT", &*ctx.agent)
         .env("MUSTER_DEADLINE_MS", remaining_ms(&ctx).to_string());
+    if let Some(scope) = ctx.scope() {
+        // The program's output may list what it changed in `touched`; the task's owner
+        // checks it against this scope.
+        cmd.env(
+            "MUSTER_SCOPE",
+            serde_json::to_string(scope).unwrap_or_default(),
+        );
+    }
     let bytes = serde_json::to_vec(&input)
         .map_err(|e| AgentError::new(format!("agent {name}: cannot encode the input: {e}")))?;
 

@@ -93,6 +93,9 @@ enum AgentLine {
         #[serde(deserialize_with = "epoch")]
         epoch: u64,
         output: Value,
+        /// The paths the attempt changed, checked against the task's write scope.
+        #[serde(default)]
+        touched: Option<Value>,
     },
     Error {
         task_id: Uuid,
@@ -386,6 +389,10 @@ async fn run_stdio_task(
         "input": input,
         "deadline_ms": remaining_ms(&ctx),
     });
+    let mut line = line;
+    if let (Some(scope), Some(obj)) = (ctx.scope(), line.as_object_mut()) {
+        obj.insert("scope".into(), json!(scope));
+    }
     let (ack_tx, ack_rx) = oneshot::channel();
     let sent = writer.send(Outgoing {
         line: format!("{line}\n"),
@@ -766,7 +773,26 @@ fn on_line(shared: &Shared, line: Line, link: &AgentLink) {
             task_id,
             epoch,
             output,
-        } => settle(shared, task_id, epoch, Ok(output)),
+            touched,
+        } => {
+            // What it touched must lie inside the write scope it was given (no scope:
+            // nothing to check against).
+            let verdict = touched.and_then(|t| {
+                let scope = shared.inner.try_borrow().ok().and_then(|inner| {
+                    inner
+                        .pending
+                        .get(&(task_id, epoch))
+                        .and_then(|p| p.ctx.envelope.scope.clone())
+                })?;
+                scope.check_touched("touched", &t).err()
+            });
+            match verdict {
+                Some(violation) => {
+                    settle(shared, task_id, epoch, Err(AgentError::contract(violation)))
+                }
+                None => settle(shared, task_id, epoch, Ok(output)),
+            }
+        }
         AgentLine::Error {
             task_id,
             epoch,
