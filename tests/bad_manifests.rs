@@ -134,3 +134,47 @@ fn the_shipped_cast_registers_and_lists_every_agent() {
         .iter()
         .all(|a| a["state"] == "ready"));
 }
+
+#[test]
+fn every_documented_command_backend_field_is_accepted_in_a_manifest() {
+    // The fields of docs/command-agents.md, all set at once: the manifest schema and the
+    // Rust config must agree on every one of them.
+    let full = r#"
+name = "full"
+[[capabilities]]
+name = "echo"
+input = "any"
+output = "any"
+[backend]
+kind = "command"
+program = "true"
+args = ["--flag"]
+mode = "oneshot"
+cwd = "."
+env_pass = ["OPENAI_API_KEY", "MUSTER_REVIEW_CHANGES"]
+[backend.env]
+LOG_LEVEL = "debug"
+[backend.limits]
+cpu_seconds = 300
+memory_bytes = 2147483648
+open_files = 256
+"#;
+    let d = cast(&[("full.toml", full)]);
+    let out = muster(d.path(), true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A limit of the wrong type is still refused, naming the field.
+    let bad = full.replace("open_files = 256", "open_files = \"many\"");
+    let d = cast(&[("full.toml", &bad)]);
+    let out = muster(d.path(), false);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("full.toml") && err.contains("open_files"),
+        "{err}"
+    );
+}

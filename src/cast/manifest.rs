@@ -287,6 +287,19 @@ struct Override {
     pointer: String,
 }
 
+/// The manifest schema shipped with muster (`schemas/manifest.schema.json`, built in).
+fn shipped_schema() -> &'static SchemaStore {
+    static STORE: std::sync::OnceLock<SchemaStore> = std::sync::OnceLock::new();
+    STORE.get_or_init(|| {
+        let store = SchemaStore::new();
+        // Part of the build; `the_shipped_manifest_schema_is_built_in` proves it compiles.
+        if let Ok(doc) = serde_json::from_str(include_str!("../../schemas/manifest.schema.json")) {
+            let _ = store.add("manifest", doc);
+        }
+        store
+    })
+}
+
 impl Manifest {
     /// Reads and checks one manifest. `env` overrides come from the process environment
     /// (pass `None`) or from the given map (tests).
@@ -315,8 +328,15 @@ impl Manifest {
         })?;
         let json = serde_json::to_value(&doc)
             .map_err(|e| vec![err("/", format!("cannot convert: {e}"))])?;
-        if schemas.contains("manifest") {
-            if let Err(c) = schemas.validate("manifest", &json) {
+        // The caller's own manifest schema if its store has one, else the one muster ships:
+        // a manifest is always checked field by field, whatever `--schemas` points at.
+        let store = if schemas.contains("manifest") {
+            schemas
+        } else {
+            shipped_schema()
+        };
+        if store.contains("manifest") {
+            if let Err(c) = store.validate("manifest", &json) {
                 return Err(c
                     .errors
                     .into_iter()
@@ -675,4 +695,12 @@ fn contract_conflicts(cast: &[(PathBuf, Manifest)], schemas: &SchemaStore) -> Ve
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod shipped_schema_tests {
+    #[test]
+    fn the_shipped_manifest_schema_is_built_in() {
+        assert!(super::shipped_schema().contains("manifest"));
+    }
 }

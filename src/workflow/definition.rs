@@ -249,8 +249,14 @@ impl Workflow {
             )]
         })?;
         let doc = serde_json::to_value(&table).map_err(|e| vec![err("/", e.to_string())])?;
-        if schemas.contains("workflow") {
-            if let Err(c) = schemas.validate("workflow", &doc) {
+        // The caller's own workflow schema if its store has one, else the one muster ships.
+        let store = if schemas.contains("workflow") {
+            schemas
+        } else {
+            shipped_schema()
+        };
+        if store.contains("workflow") {
+            if let Err(c) = store.validate("workflow", &doc) {
                 // A step matches none of the step kinds (`oneOf`): the schema cannot say
                 // which field is wrong, muster's own parsing of the step can.
                 return Err(c
@@ -373,6 +379,19 @@ impl Workflow {
 }
 
 /// `/steps/implement/input` → `steps.implement`.
+/// The workflow schema shipped with muster (`schemas/workflow.schema.json`, built in).
+fn shipped_schema() -> &'static SchemaStore {
+    static STORE: std::sync::OnceLock<SchemaStore> = std::sync::OnceLock::new();
+    STORE.get_or_init(|| {
+        let store = SchemaStore::new();
+        // Part of the build; `the_shipped_workflow_schema_is_built_in` proves it compiles.
+        if let Ok(doc) = serde_json::from_str(include_str!("../../schemas/workflow.schema.json")) {
+            let _ = store.add("workflow", doc);
+        }
+        store
+    })
+}
+
 fn pointer_to_step(p: &str) -> String {
     let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
     match parts.as_slice() {
@@ -637,5 +656,13 @@ fn parse_step(raw: &Value) -> Result<Step, String> {
         None => {
             Err("a step needs one of `capability` (task), `parallel`, `gate` or `terminal`".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod shipped_schema_tests {
+    #[test]
+    fn the_shipped_workflow_schema_is_built_in() {
+        assert!(super::shipped_schema().contains("workflow"));
     }
 }

@@ -16,6 +16,7 @@ same round applies the same candidate. Environment overrides: MUSTER_REVIEW_SAMP
 MUSTER_REVIEW_CHANGES (directories).
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -97,6 +98,18 @@ def apply(candidate_dir, workspace):
     return sorted(files)
 
 
+def digest_of(workspace, files):
+    """sha256 over the written files' paths and contents: two results with the same digest
+    hold the same code, so the idempotent review and security scan may reuse a verdict."""
+    h = hashlib.sha256()
+    for rel in files:
+        h.update(rel.encode() + b"\0")
+        with open(os.path.join(workspace, rel), "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    return "sha256:" + h.hexdigest()
+
+
 def summary_of(candidate_dir):
     try:
         with open(os.path.join(candidate_dir, "_summary.txt")) as f:
@@ -145,6 +158,7 @@ def write(payload, task):
         "candidate": n,
         "round": round_ if isinstance(round_, int) and round_ >= 1 else n,
         "files": files,
+        "digest": digest_of(workspace, files),
         "summary": summary,
     }
 
