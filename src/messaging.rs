@@ -16,6 +16,6 @@ pub mod failure;
 
 pub use capability::{Capability, CapabilityError, CapabilitySpec};
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
-pub use dead_letter::{DeadLetter, DeadLetters};
+pub use dead_letter::{DeadLetter, DeadLetters, DEFAULT_DEAD_LETTERS};
 pub use envelope::{Envelope, Recipient};
 pub use failure::{DeliveryFailure, FailureReason};

@@ -261,9 +261,27 @@ impl Muster {
         self.inner.schemas.clone()
     }
 
-    /// Envelopes that could not be delivered.
+    /// Envelopes that could not be delivered: the most recent
+    /// [`RuntimeConfig::dead_letters`](super::RuntimeConfig::dead_letters) of them (every one
+    /// is journaled `envelope_failed`).
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.inner.dead_letters.list()
+    }
+
+    /// Dead letters ever, and how many of them are no longer kept in memory (older than
+    /// the most recent [`RuntimeConfig::dead_letters`](super::RuntimeConfig::dead_letters)).
+    ///
+    /// # Example
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// let m = muster::Muster::builder().start().await.unwrap();
+    /// assert_eq!(m.dead_letter_counts(), (0, 0));
+    /// # m.shutdown().await;
+    /// # });
+    /// ```
+    pub fn dead_letter_counts(&self) -> (u64, u64) {
+        let d = &self.inner.dead_letters;
+        (d.total(), d.dropped())
     }
 
     /// Task counters.
