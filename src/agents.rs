@@ -26,6 +26,7 @@ pub mod typed;
 pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
 pub use def::AgentDef;
 pub use function::FnAgent;
+pub(crate) use handle::LoadWatch;
 pub use handle::{InstanceHandle, Mailbox};
 pub use presence::{Directory, Presence};
 pub use protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};
