@@ -31,6 +31,7 @@ pub mod typed;
 pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
 pub use def::AgentDef;
 pub use function::FnAgent;
+pub(crate) use handle::LoadWatch;
 pub use handle::{InstanceHandle, Mailbox};
 pub use host::{AgentHost, SubTask};
 pub use presence::{Directory, Presence};

@@ -10,6 +10,7 @@
 //! an agent fails (supervision does).
 
 pub mod index;
+mod load_order;
 pub mod protocol;
 pub mod registry;
 

@@ -1,8 +1,9 @@
 //! The journal: every event the runtime produces, in order, with a sequence number.
 //!
 //! Owns the [`Event`] vocabulary and the [`Journal`] trait with its backends: in memory
-//! ([`MemoryJournal`]) and durable ([`SqliteJournal`], one SQLite file). It is the source of
-//! truth for inspection (G5) and, with a durable backend, for recovery. Appends must be
+//! ([`MemoryJournal`], a bounded ring of the most recent records) and durable
+//! ([`SqliteJournal`], one SQLite file, every record). It is the source of truth for
+//! inspection (G5) and, with the durable backend, for recovery. Appends must be
 //! cheap and must never block the hot path on a disk write per event: the SQLite backend
 //! hands each record to a writer thread that commits them in batches.
 //!
@@ -46,9 +47,11 @@ pub use usage::{Usage, UsageTotals};
 pub trait Journal: Send + Sync + std::fmt::Debug {
     /// Appends an event stamped `at_ms`; returns its sequence number (from 1).
     fn append(&self, at_ms: u64, event: Event) -> u64;
-    /// Every record with a sequence number greater than `after`, in order.
+    /// Every record with a sequence number greater than `after`, in order (of a bounded
+    /// journal, [`MemoryJournal`], those it still retains).
     fn read_after(&self, after: u64) -> Vec<Record>;
-    /// The number of records.
+    /// The number of records ever appended: the last sequence number. A bounded journal
+    /// ([`MemoryJournal`]) may retain fewer.
     fn len(&self) -> u64;
     /// Whether the journal holds no records.
     fn is_empty(&self) -> bool {
@@ -119,13 +122,27 @@ pub struct JournalConfig {
     /// disk would (`muster run` reads it from `MUSTER_JOURNAL_COMMIT_DELAY`, e.g. `20ms`).
     /// For failure drills and tests; zero by default.
     pub commit_delay: std::time::Duration,
+    /// The in-memory journal ([`MemoryJournal`]) keeps at most this many of the most recent
+    /// records; older ones are dropped as new ones arrive (sequence numbers keep counting).
+    /// Default [`DEFAULT_RETAIN_RECORDS`] (10,000). Zero keeps none. The SQLite journal
+    /// keeps every record on disk and ignores it.
+    pub retain_records: usize,
+    /// The in-memory journal also drops records older than this behind the newest one
+    /// (`None`, the default: no age bound). The SQLite journal ignores it.
+    pub retain_for: Option<std::time::Duration>,
 }
+
+/// How many records an in-memory journal keeps by default ([`JournalConfig::retain_records`]):
+/// a few MB at the runtime's typical record sizes; a larger ring costs time too (allocator and cache).
+pub const DEFAULT_RETAIN_RECORDS: usize = 10_000;
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             max_payload_bytes: 4 * 1024 * 1024,
             commit_delay: std::time::Duration::ZERO,
+            retain_records: DEFAULT_RETAIN_RECORDS,
+            retain_for: None,
         }
     }
 }

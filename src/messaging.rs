@@ -17,7 +17,7 @@ pub mod scope;
 
 pub use capability::{Capability, CapabilityError, CapabilitySpec, DEFAULT_REUSE_FOR};
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
-pub use dead_letter::{DeadLetter, DeadLetters};
+pub use dead_letter::{DeadLetter, DeadLetters, DEFAULT_DEAD_LETTERS};
 pub use envelope::{Envelope, Recipient};
 pub use failure::{DeliveryFailure, FailureReason};
 pub use scope::{Overlap, Pattern, Scope, ScopeError};

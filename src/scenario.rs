@@ -14,5 +14,5 @@ pub mod runner;
 mod tally;
 
 pub use file::{Arrival, RuntimeFault, Scenario, ScenarioError, Target, MAX_COUNT};
-pub use runner::{run, Progress, SimError, SimOptions, SimReport};
-pub use tally::{Fnv1a, Tally, TallyJournal};
+pub use runner::{run, Progress, RssMarks, SimError, SimOptions, SimReport};
+pub use tally::{Fnv1a, Latencies, Tally, TallyJournal, TALLY_WINDOW};

@@ -1,4 +1,5 @@
-//! Small shared helpers: human-readable durations in files (`"10s"`, `"250ms"`).
+//! Small shared helpers: human-readable durations in files (`"10s"`, `"250ms"`), and the
+//! process's resident memory (for reports that show memory stays bounded).
 
 /// Serde for `Duration` as a humantime string (`"10s"`), or a number of milliseconds.
 pub mod duration {
@@ -48,4 +49,18 @@ pub mod opt_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         super::duration::deserialize(d).map(Some)
     }
+}
+
+/// The process's resident set now and its peak, in bytes (`VmRSS`, `VmHWM` of
+/// `/proc/self/status`); `None` where that file does not exist (not Linux).
+pub(crate) fn resident_memory() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |k: &str| {
+        text.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }

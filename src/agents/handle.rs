@@ -2,7 +2,9 @@
 //! mailbox port, and its load and state, readable without a round trip).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use parking_lot::RwLock;
 
 use uuid::Uuid;
 
@@ -27,6 +29,15 @@ pub struct InstanceHandle {
     mailbox: Box<dyn Mailbox>,
     load: AtomicUsize,
     state: AtomicU8,
+    /// Told of every load change (the capability index's load orders).
+    watchers: RwLock<Box<[Weak<dyn LoadWatch>]>>,
+}
+
+/// Told of every change of an instance's load, so that an index can keep instances in
+/// load order without scanning them on each pick. Held weakly by the handle.
+pub(crate) trait LoadWatch: Send + Sync {
+    /// `handle`'s load changed: read it again with [`InstanceHandle::load`].
+    fn load_changed(&self, handle: &InstanceHandle);
 }
 
 impl InstanceHandle {
@@ -50,6 +61,7 @@ impl InstanceHandle {
             mailbox,
             load: AtomicUsize::new(0),
             state: AtomicU8::new(AgentState::Starting as u8),
+            watchers: RwLock::new(Box::new([])),
         }
     }
 
@@ -92,16 +104,37 @@ impl InstanceHandle {
                 .load
                 .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => {
+                    self.load_changed();
+                    return true;
+                }
                 Err(now) => cur = now,
             }
         }
     }
 
     pub(crate) fn release(&self) {
-        let _ = self
+        if self
             .load
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |l| l.checked_sub(1));
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |l| l.checked_sub(1))
+            .is_ok()
+        {
+            self.load_changed();
+        }
+    }
+
+    /// Who is told of load changes from now on (replacing the previous watchers): the
+    /// capability index, when it lists this instance.
+    pub(crate) fn set_load_watchers(&self, watchers: Vec<Weak<dyn LoadWatch>>) {
+        *self.watchers.write() = watchers.into_boxed_slice();
+    }
+
+    fn load_changed(&self) {
+        for w in self.watchers.read().iter() {
+            if let Some(w) = w.upgrade() {
+                w.load_changed(self);
+            }
+        }
     }
 }
 

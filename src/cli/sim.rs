@@ -163,6 +163,13 @@ fn human(r: &SimReport) -> String {
         r.events,
         r.wall.events_per_sec
     );
+    if let Some(m) = r.wall.rss {
+        let _ = writeln!(
+            s,
+            "  memory   RSS at 10% {:.0} MiB  50% {:.0} MiB  100% {:.0} MiB  peak {:.0} MiB",
+            m.at_10pct_mb, m.at_50pct_mb, m.at_100pct_mb, m.peak_mb
+        );
+    }
     let _ = writeln!(s, "  digest   {}", r.digest);
     if r.hit_horizon {
         let _ = writeln!(

@@ -2,26 +2,30 @@
 //!
 //! Written only by the [`Registry`](super::Registry) actor; read by the router and by task
 //! owners on the hot path. Each instance's load and state are atomics in its
-//! [`InstanceHandle`], updated by the router (reservations) and the instance itself.
+//! [`InstanceHandle`], updated by the router (reservations) and the instance itself; every
+//! load change is passed on to the load order of each capability the instance serves, so a
+//! pick takes the front of an ordered set (O(log n) in the instances) instead of scanning
+//! them all.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use serde::Serialize;
 
+use super::load_order::{Front, LoadOrder};
 use crate::agents::protocol::AgentState;
-use crate::agents::InstanceHandle;
+use crate::agents::{InstanceHandle, LoadWatch};
 use crate::messaging::capability::{Capability, CapabilityError};
 
-/// One capability: its contract and the instances serving it, in registration order.
+/// One capability: its contract and the instances serving it, in pick order.
 #[derive(Debug, Clone)]
 pub struct CapabilityEntry {
     /// The compiled contract.
     pub contract: Arc<Capability>,
     /// Who declared it first.
     pub declared_by: Arc<str>,
-    /// Serving instances.
-    pub instances: Vec<Arc<InstanceHandle>>,
+    /// Serving instances, least loaded first, ties by registration order.
+    order: Arc<LoadOrder>,
 }
 
 /// Why no instance could be picked.
@@ -89,7 +93,9 @@ impl CapabilityIndex {
     }
 
     /// Picks the least-loaded available instance of a capability outside `exclude`, ties
-    /// broken by registration order (deterministic), and reserves a slot on it.
+    /// broken by registration order (deterministic), and reserves a slot on it. O(log n) in
+    /// the capability's instances (plus one step per unavailable or excluded instance
+    /// passed over): the instances are kept in load order as their loads change.
     pub fn pick(
         &self,
         capability: &str,
@@ -99,33 +105,32 @@ impl CapabilityIndex {
             .caps
             .get(capability)
             .ok_or(PickError::UnknownCapability)?;
-        let mut any = false;
         loop {
-            let mut best: Option<&Arc<InstanceHandle>> = None;
-            for h in &entry.instances {
-                if !h.available() || exclude.iter().any(|x| **x == *h.id) {
-                    continue;
-                }
-                any = true;
-                let load = h.load();
-                if load >= h.capacity {
-                    continue;
-                }
-                match best {
-                    Some(b) if b.load() <= load => {}
-                    _ => best = Some(h),
-                }
-                if load == 0 {
-                    break;
-                }
+            match entry.order.front(exclude) {
+                Front::Pick(h) if h.try_reserve() => return Ok((entry.contract.clone(), h)),
+                // Lost a race for the last slot (its load changed on another thread): the
+                // order is brought in line with the load now, and read again.
+                Front::Pick(h) => entry.order.load_changed(&h),
+                Front::AllFull => return Err(PickError::AllFull),
+                Front::Nobody => return Err(PickError::NoCandidate),
             }
-            match best {
-                Some(h) if h.try_reserve() => return Ok((entry.contract.clone(), h.clone())),
-                // lost a race for the last slot: look again
-                Some(_) => continue,
-                None if any => return Err(PickError::AllFull),
-                None => return Err(PickError::NoCandidate),
-            }
+        }
+    }
+
+    /// The instance [`CapabilityIndex::pick`] would choose now, without reserving a slot.
+    pub fn least_loaded(
+        &self,
+        capability: &str,
+        exclude: &[Arc<str>],
+    ) -> Result<Arc<InstanceHandle>, PickError> {
+        let entry = self
+            .caps
+            .get(capability)
+            .ok_or(PickError::UnknownCapability)?;
+        match entry.order.front(exclude) {
+            Front::Pick(h) => Ok(h),
+            Front::AllFull => Err(PickError::AllFull),
+            Front::Nobody => Err(PickError::NoCandidate),
         }
     }
 
@@ -136,8 +141,9 @@ impl CapabilityIndex {
             return Vec::new();
         };
         let mut v: Vec<_> = entry
-            .instances
-            .iter()
+            .order
+            .members()
+            .into_iter()
             .filter(|h| h.available() && !exclude.iter().any(|x| **x == *h.id))
             .map(|h| (h.load(), h.ordinal(), h.id.clone()))
             .collect();
@@ -222,30 +228,188 @@ impl CapabilityIndex {
             CapabilityEntry {
                 contract,
                 declared_by: by.clone(),
-                instances: Vec::new(),
+                order: Arc::new(LoadOrder::default()),
             },
         );
         Ok(())
     }
 
+    /// Lists an instance under each of its declared capabilities (O(log n) each, no
+    /// re-sort) and has it report its load changes to their load orders.
     pub(crate) fn insert(&self, handle: Arc<InstanceHandle>) {
         self.remove(&handle.id);
+        let mut watchers: Vec<Weak<dyn LoadWatch>> = Vec::new();
         for c in &handle.capabilities {
-            if let Some(mut e) = self.caps.get_mut(c.as_ref()) {
-                e.instances.push(handle.clone());
-                e.instances.sort_by_key(|h| h.ordinal());
+            let order = self.caps.get(c.as_ref()).map(|e| e.order.clone());
+            if let Some(order) = order {
+                order.add(handle.clone());
+                let order: Arc<dyn LoadWatch> = order;
+                watchers.push(Arc::downgrade(&order));
             }
         }
+        handle.set_load_watchers(watchers);
         self.agents.insert(handle.id.clone(), handle);
     }
 
     pub(crate) fn remove(&self, id: &str) -> Option<Arc<InstanceHandle>> {
         let (_, h) = self.agents.remove(id)?;
+        h.set_load_watchers(Vec::new());
         for c in &h.capabilities {
-            if let Some(mut e) = self.caps.get_mut(c.as_ref()) {
-                e.instances.retain(|x| *x.id != *id);
+            let order = self.caps.get(c.as_ref()).map(|e| e.order.clone());
+            if let Some(order) = order {
+                order.remove(&h);
             }
         }
         Some(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::{Cancel, Kill, Mailbox};
+    use crate::messaging::{CapabilitySpec, SchemaStore};
+    use proptest::prelude::*;
+
+    struct Open;
+    impl Mailbox for Open {
+        fn assign(&self, _: crate::agents::Assign) {}
+        fn cancel(&self, _: Cancel) {}
+        fn kill(&self, _: Kill) {}
+        fn connected(&self) -> bool {
+            true
+        }
+    }
+
+    fn index(capacities: &[usize]) -> (CapabilityIndex, Vec<Arc<InstanceHandle>>) {
+        let schemas = SchemaStore::new();
+        schemas.add("s", serde_json::json!({})).unwrap();
+        let cap = CapabilitySpec::new("c", "s", "s")
+            .compile(&schemas)
+            .unwrap();
+        let idx = CapabilityIndex::default();
+        idx.declare(Arc::new(cap), &Arc::from("t")).unwrap();
+        let mut hs = Vec::new();
+        for (i, capacity) in capacities.iter().enumerate() {
+            let h = Arc::new(InstanceHandle::new(
+                Arc::from(format!("t#{i}")),
+                Arc::from("t"),
+                0,
+                vec![Arc::from("c")],
+                *capacity,
+                *capacity,
+                Box::new(Open),
+            ));
+            h.set_ordinal(i as u64 + 1);
+            h.set_state(AgentState::Ready);
+            hs.push(h);
+        }
+        // Registered in a shuffled order: the tie-break is the ordinal, not the insertion.
+        for i in (0..hs.len()).step_by(2).chain((1..hs.len()).step_by(2)) {
+            idx.insert(hs[i].clone());
+        }
+        (idx, hs)
+    }
+
+    /// The pick as it was: a scan of every instance in registration order.
+    fn scanned(hs: &[Arc<InstanceHandle>], exclude: &[Arc<str>]) -> Result<Arc<str>, PickError> {
+        let mut any = false;
+        let mut best: Option<&Arc<InstanceHandle>> = None;
+        for h in hs {
+            if !h.available() || exclude.iter().any(|x| **x == *h.id) {
+                continue;
+            }
+            any = true;
+            let load = h.load();
+            if load >= h.capacity {
+                continue;
+            }
+            match best {
+                Some(b) if b.load() <= load => {}
+                _ => best = Some(h),
+            }
+        }
+        match best {
+            Some(h) => Ok(h.id.clone()),
+            None if any => Err(PickError::AllFull),
+            None => Err(PickError::NoCandidate),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Pick(Vec<usize>),
+        Release(usize),
+        Stop(usize),
+        Restart(usize),
+    }
+
+    fn op(n: usize) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => proptest::collection::vec(0..n, 0..3).prop_map(Op::Pick),
+            3 => (0..n).prop_map(Op::Release),
+            1 => (0..n).prop_map(Op::Stop),
+            1 => (0..n).prop_map(Op::Restart),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_ordered_pick_chooses_what_the_scan_chose(
+            capacities in proptest::collection::vec(1usize..4, 1..12),
+            ops in proptest::collection::vec(op(12), 1..120),
+        ) {
+            let (idx, hs) = index(&capacities);
+            for o in ops {
+                match o {
+                    Op::Pick(ex) => {
+                        let exclude: Vec<Arc<str>> = ex
+                            .iter()
+                            .filter_map(|i| hs.get(*i).map(|h| h.id.clone()))
+                            .collect();
+                        let want = scanned(&hs, &exclude);
+                        let got = idx.pick("c", &exclude).map(|(_, h)| h.id.clone());
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Release(i) => {
+                        if let Some(h) = hs.get(i) {
+                            h.release();
+                        }
+                    }
+                    Op::Stop(i) => {
+                        if let Some(h) = hs.get(i) {
+                            h.set_state(AgentState::Stopped);
+                        }
+                    }
+                    Op::Restart(i) => {
+                        if let Some(h) = hs.get(i) {
+                            h.set_state(AgentState::Ready);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_capability_and_a_removed_instance_are_not_picked() {
+        let (idx, hs) = index(&[2, 2]);
+        assert_eq!(
+            idx.pick("other", &[]).map(|(_, h)| h.id.clone()),
+            Err(PickError::UnknownCapability)
+        );
+        idx.remove(&hs[0].id);
+        for _ in 0..2 {
+            assert_eq!(
+                idx.pick("c", &[]).map(|(_, h)| h.id.clone()),
+                Ok(hs[1].id.clone())
+            );
+        }
+        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::AllFull));
+        // The removed instance's releases no longer reach the order.
+        hs[0].release();
+        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::AllFull));
+        idx.remove(&hs[1].id);
+        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::NoCandidate));
     }
 }

@@ -15,6 +15,9 @@ pub struct RuntimeConfig {
     pub start_timeout: Duration,
     /// How long `send` waits for a full mailbox and, without a deadline, for a reply.
     pub send_wait: Duration,
+    /// How many dead letters [`Muster::dead_letters`](super::Muster::dead_letters) keeps
+    /// (the most recent; default 1,000). Every one is journaled regardless.
+    pub dead_letters: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -23,6 +26,7 @@ impl Default for RuntimeConfig {
             grace: Duration::from_secs(1),
             start_timeout: Duration::from_secs(10),
             send_wait: Duration::from_secs(30),
+            dead_letters: crate::messaging::DEFAULT_DEAD_LETTERS,
         }
     }
 }

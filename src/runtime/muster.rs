@@ -183,6 +183,41 @@ impl Muster {
             .collect()
     }
 
+    /// The instance the next task for `capability` would be leased to now: the least loaded
+    /// available one below its capacity outside `exclude`, ties by registration order (what
+    /// a task owner picks), without reserving anything. O(log n) in the capability's
+    /// instances; `None` when every candidate is full or there is none.
+    ///
+    /// # Example
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// use muster::{AgentDef, CapabilitySpec, Muster};
+    ///
+    /// let m = Muster::builder()
+    ///     .schema("any", serde_json::json!({}))
+    ///     .agent(
+    ///         AgentDef::function("echo", |v, _| async move { Ok(v) })
+    ///             .capability(CapabilitySpec::new("echo", "any", "any"))
+    ///             .replicas(3),
+    ///     )
+    ///     .start()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(m.least_loaded("echo", &[]).as_deref(), Some("echo#0"));
+    /// assert_eq!(m.least_loaded("echo", &["echo#0"]).as_deref(), Some("echo#1"));
+    /// assert_eq!(m.least_loaded("nobody", &[]), None);
+    /// # m.shutdown().await;
+    /// # });
+    /// ```
+    pub fn least_loaded(&self, capability: &str, exclude: &[&str]) -> Option<String> {
+        let ex: Vec<Arc<str>> = exclude.iter().map(|s| Arc::from(*s)).collect();
+        self.inner
+            .index
+            .least_loaded(capability, &ex)
+            .ok()
+            .map(|h| h.id.to_string())
+    }
+
     /// Routes an envelope (validated against its schema, resolved to an instance or a
     /// capability) and waits for the reply, which is checked against the capability's
     /// output schema. Every failure carries its reason and is kept as a dead letter.
@@ -295,9 +330,27 @@ impl Muster {
         self.inner.schemas.clone()
     }
 
-    /// Envelopes that could not be delivered.
+    /// Envelopes that could not be delivered: the most recent
+    /// [`RuntimeConfig::dead_letters`](super::RuntimeConfig::dead_letters) of them (every one
+    /// is journaled `envelope_failed`).
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.inner.dead_letters.list()
+    }
+
+    /// Dead letters ever, and how many of them are no longer kept in memory (older than
+    /// the most recent [`RuntimeConfig::dead_letters`](super::RuntimeConfig::dead_letters)).
+    ///
+    /// # Example
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// let m = muster::Muster::builder().start().await.unwrap();
+    /// assert_eq!(m.dead_letter_counts(), (0, 0));
+    /// # m.shutdown().await;
+    /// # });
+    /// ```
+    pub fn dead_letter_counts(&self) -> (u64, u64) {
+        let d = &self.inner.dead_letters;
+        (d.total(), d.dropped())
     }
 
     /// Task counters.

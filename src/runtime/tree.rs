@@ -56,7 +56,7 @@ pub(super) fn start(p: Parts) -> Inner {
         root,
     } = p;
     let index = Arc::new(CapabilityIndex::default());
-    let dead_letters = Arc::new(DeadLetters::default());
+    let dead_letters = Arc::new(DeadLetters::with_capacity(config.dead_letters));
     let router = Router::new(
         schemas.clone(),
         index.clone(),

@@ -35,7 +35,7 @@ use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
 
 use super::file::{Arrival, RuntimeFault, Scenario, Target};
-use super::tally::{Tally, TallyJournal};
+use super::tally::{Latencies, Tally, TallyJournal};
 use crate::agents::sim::SimRng;
 use crate::workflow::WorkflowExt;
 
@@ -113,20 +113,13 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(sorted: &[u64]) -> Option<Latency> {
-        if sorted.is_empty() {
-            return None;
-        }
+    fn of(l: &Latencies) -> Option<Latency> {
         // Nearest rank.
-        let at = |p: f64| {
-            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-            sorted[rank - 1]
-        };
         Some(Latency {
-            p50_ms: at(0.50),
-            p90_ms: at(0.90),
-            p99_ms: at(0.99),
-            max_ms: sorted[sorted.len() - 1],
+            p50_ms: l.nearest_rank(0.50)?,
+            p90_ms: l.nearest_rank(0.90)?,
+            p99_ms: l.nearest_rank(0.99)?,
+            max_ms: l.max()?,
         })
     }
 }
@@ -148,13 +141,65 @@ pub struct Ends {
     pub duplicates: u64,
 }
 
-/// Wall-clock figures: the only ones that differ between two runs with one seed.
+/// Wall-clock and memory figures: the only ones that differ between two runs with one
+/// seed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Wall {
     /// Wall time, ms.
     pub ms: u64,
     /// Journal records per wall second.
     pub events_per_sec: f64,
+    /// The process's resident memory when 10 %, 50 % and 100 % of the tasks (or runs) had
+    /// ended, and its peak, MiB (absent where `/proc/self/status` is not readable). Two
+    /// close figures at 50 % and 100 % say memory plateaued instead of growing per task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss: Option<RssMarks>,
+}
+
+/// Resident memory at points of a simulation, MiB (see [`Wall::rss`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RssMarks {
+    /// When 10 % had ended.
+    pub at_10pct_mb: f64,
+    /// When 50 % had ended.
+    pub at_50pct_mb: f64,
+    /// When all had ended (or at the horizon).
+    pub at_100pct_mb: f64,
+    /// The process's peak (`VmHWM`) at the end.
+    pub peak_mb: f64,
+}
+
+/// Takes the resident memory as the ended count passes 10 % and 50 % of the total.
+#[derive(Debug, Default)]
+struct RssSampler {
+    marks: RssMarks,
+    next: u8,
+}
+
+impl RssSampler {
+    fn observe(&mut self, ended: u64, total: u64) {
+        let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+        while self.next < 2 {
+            let percent = [10, 50][self.next as usize];
+            if ended.saturating_mul(100) < total.saturating_mul(percent) {
+                return;
+            }
+            let now = crate::util::resident_memory().map_or(0.0, |(rss, _)| mb(rss));
+            match self.next {
+                0 => self.marks.at_10pct_mb = now,
+                _ => self.marks.at_50pct_mb = now,
+            }
+            self.next += 1;
+        }
+    }
+
+    fn finish(mut self) -> Option<RssMarks> {
+        let (rss, peak) = crate::util::resident_memory()?;
+        let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+        self.marks.at_100pct_mb = mb(rss);
+        self.marks.peak_mb = mb(peak);
+        Some(self.marks)
+    }
 }
 
 /// What a simulation found.
@@ -279,12 +324,13 @@ pub fn run(scenario: &Scenario, opts: SimOptions) -> Result<SimReport, SimError>
     let sys = actix::System::with_tokio_rt(move || rt);
     let out = sys.block_on(simulate(scenario, seed, count, journal.clone(), &opts));
     drop(sys);
-    let (faults_applied, hit_horizon, t) = out?;
+    let (faults_applied, hit_horizon, t, rss) = out?;
     if let Some(j) = sqlite {
         j.close().map_err(|e| SimError::Journal(e.to_string()))?;
     }
     let mut r = report(scenario, seed, t, faults_applied, wall.elapsed(), count);
     r.hit_horizon = hit_horizon;
+    r.wall.rss = rss;
     Ok(r)
 }
 
@@ -330,9 +376,9 @@ fn report(
         restarts: t.restarts,
         dropped_out: t.dropped_out,
         faults_applied,
-        task_latency: Latency::of(&t.task_latencies_ms),
+        task_latency: Latency::of(&t.task_latencies),
         run_latency: if workflow {
-            Latency::of(&t.run_latencies_ms)
+            Latency::of(&t.run_latencies)
         } else {
             None
         },
@@ -343,6 +389,7 @@ fn report(
         wall: Wall {
             ms: wall.as_millis() as u64,
             events_per_sec: t.events as f64 / wall_s,
+            rss: None,
         },
     }
 }
@@ -371,7 +418,7 @@ async fn simulate(
     count: u64,
     journal: Arc<TallyJournal>,
     opts: &SimOptions,
-) -> Result<(u64, bool, Tally), SimError> {
+) -> Result<(u64, bool, Tally, Option<RssMarks>), SimError> {
     let start = Instant::now();
     let schemas_dir = opts
         .schemas_dir
@@ -395,7 +442,9 @@ async fn simulate(
         defs.push(def);
     }
     let t0 = Instant::now();
+    let rss = std::cell::RefCell::new(RssSampler::default());
     let progress = |ended: u64| {
+        rss.borrow_mut().observe(ended, count);
         if let Some(p) = &opts.progress {
             p(Progress {
                 ended,
@@ -539,6 +588,7 @@ async fn simulate(
         };
         let now = Instant::now();
         let over = ended >= count || now >= horizon;
+        rss.borrow_mut().observe(ended, count);
         if over || now.saturating_duration_since(reported) >= Duration::from_secs(1) {
             progress(ended);
             reported = now;
@@ -559,7 +609,8 @@ async fn simulate(
         // Nothing may have been journaled for a while: the clock ran to the horizon.
         tally.span_ms = tally.span_ms.max(start.elapsed().as_millis() as u64);
     }
-    Ok((applied.get(), hit_horizon, tally))
+    let rss = rss.into_inner().finish();
+    Ok((applied.get(), hit_horizon, tally, rss))
 }
 
 #[cfg(test)]
@@ -568,9 +619,12 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank() {
-        let v: Vec<u64> = (1..=100).collect();
+        let mut v = Latencies::default();
+        for ms in (1..=100).rev() {
+            v.add(ms);
+        }
         let l = Latency::of(&v).unwrap();
         assert_eq!((l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms), (50, 90, 99, 100));
-        assert_eq!(Latency::of(&[]), None);
+        assert_eq!(Latency::of(&Latencies::default()), None);
     }
 }

@@ -10,7 +10,7 @@
 //! forgot shows up as lost. It must not reorder or alter records (G6: the digest is of the
 //! journal as written).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -82,13 +82,133 @@ struct RunTrack {
     completed: bool,
 }
 
+/// How many ended tasks (and, apart, runs) are kept whole after their end, so that a late
+/// terminal record for one of them is still classified exactly (a duplicate, a second
+/// terminal). Older ones are folded into the counts and the latency histogram, which keeps
+/// the tally's memory bounded however many tasks a simulation runs.
+pub const TALLY_WINDOW: usize = 10_000;
+
+/// Latencies counted per distinct value (virtual ms): exact percentiles in memory bounded
+/// by the number of distinct values, not of tasks.
+///
+/// # Example
+/// ```
+/// use muster::scenario::Latencies;
+///
+/// let mut l = Latencies::default();
+/// for ms in [5, 5, 7, 100] {
+///     l.add(ms);
+/// }
+/// assert_eq!((l.len(), l.nearest_rank(0.5), l.max()), (4, Some(5), Some(100)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latencies {
+    counts: BTreeMap<u64, u64>,
+    n: u64,
+}
+
+impl Latencies {
+    /// Counts one latency.
+    pub fn add(&mut self, ms: u64) {
+        *self.counts.entry(ms).or_default() += 1;
+        self.n += 1;
+    }
+
+    /// How many latencies were counted.
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The nearest-rank percentile `p` (0..=1): the smallest value with at least
+    /// `ceil(p × n)` values at or below it; `None` when empty.
+    pub fn nearest_rank(&self, p: f64) -> Option<u64> {
+        if self.n == 0 {
+            return None;
+        }
+        let rank = ((p * self.n as f64).ceil() as u64).clamp(1, self.n);
+        let mut seen = 0;
+        for (ms, c) in &self.counts {
+            seen += c;
+            if seen >= rank {
+                return Some(*ms);
+            }
+        }
+        self.max()
+    }
+
+    /// The largest.
+    pub fn max(&self) -> Option<u64> {
+        self.counts.keys().next_back().copied()
+    }
+}
+
+/// Counts of ended tasks and runs: those folded out of the window, or (in `tally`) all.
+#[derive(Debug, Default, Clone)]
+struct Counts {
+    tasks: u64,
+    completed: u64,
+    escalated: u64,
+    cancelled: u64,
+    duplicates: u64,
+    multiple_terminals: u64,
+    task_latencies: Latencies,
+    runs: u64,
+    runs_completed: u64,
+    runs_escalated: u64,
+    run_latencies: Latencies,
+}
+
+impl Counts {
+    fn task(&mut self, task: &TaskTrack) {
+        self.tasks += 1;
+        if task.accepted > 1 {
+            self.duplicates += 1;
+        }
+        if task.terminals > 1 {
+            self.multiple_terminals += 1;
+        }
+        if let Some(end) = task.ended_ms {
+            if task.accepted > 0 {
+                self.completed += 1;
+            } else if task.escalated {
+                self.escalated += 1;
+            } else if task.cancelled {
+                self.cancelled += 1;
+            }
+            self.task_latencies
+                .add(end.saturating_sub(task.submitted_ms));
+        }
+    }
+
+    fn run(&mut self, run: &RunTrack) {
+        self.runs += 1;
+        if let Some(end) = run.ended_ms {
+            if run.completed {
+                self.runs_completed += 1;
+            } else {
+                self.runs_escalated += 1;
+            }
+            self.run_latencies.add(end.saturating_sub(run.started_ms));
+        }
+    }
+}
+
 /// What the records said, so far.
 #[derive(Debug, Default)]
 struct State {
     seq: u64,
     digest: Fnv1a,
+    /// Tasks not yet ended, and the last [`TALLY_WINDOW`] ended (in `ended_tasks_order`).
     tasks: HashMap<Uuid, TaskTrack>,
+    ended_tasks_order: VecDeque<Uuid>,
     runs: HashMap<Uuid, RunTrack>,
+    ended_runs_order: VecDeque<Uuid>,
+    retired: Counts,
     /// Tasks or runs seen to end, for progress.
     ended_tasks: u64,
     ended_runs: u64,
@@ -164,12 +284,12 @@ pub struct Tally {
     pub dropped_out: u64,
     /// `attempt_failed` records.
     pub failed_attempts: u64,
-    /// Task latencies, submit to terminal, virtual ms (sorted).
+    /// Task latencies, submit to terminal, virtual ms.
     #[serde(skip)]
-    pub task_latencies_ms: Vec<u64>,
-    /// Run latencies, start to end, virtual ms (sorted).
+    pub task_latencies: Latencies,
+    /// Run latencies, start to end, virtual ms.
     #[serde(skip)]
-    pub run_latencies_ms: Vec<u64>,
+    pub run_latencies: Latencies,
     /// Virtual time between the first and last record, ms.
     pub span_ms: u64,
 }
@@ -211,73 +331,56 @@ impl TallyJournal {
     /// Tasks and runs seen to start so far.
     pub fn started(&self) -> (u64, u64) {
         let s = self.state.lock();
-        (s.tasks.len() as u64, s.runs.len() as u64)
+        (
+            s.retired.tasks + s.tasks.len() as u64,
+            s.retired.runs + s.runs.len() as u64,
+        )
+    }
+
+    /// Tasks and runs held whole now (not yet ended, or among the last [`TALLY_WINDOW`]
+    /// ended): what the tally's memory grows with. At most the work in flight plus twice
+    /// the window.
+    pub fn held(&self) -> (usize, usize) {
+        let s = self.state.lock();
+        (s.tasks.len(), s.runs.len())
     }
 
     /// The summary now.
     pub fn tally(&self) -> Tally {
         let s = self.state.lock();
-        let mut t = Tally {
+        let mut c = s.retired.clone();
+        let (mut lost, mut runs_lost) = (0, 0);
+        for task in s.tasks.values() {
+            lost += u64::from(task.ended_ms.is_none());
+            c.task(task);
+        }
+        for run in s.runs.values() {
+            runs_lost += u64::from(run.ended_ms.is_none());
+            c.run(run);
+        }
+        Tally {
             events: s.seq,
             digest: format!("{:016x}", s.digest.finish()),
-            tasks: s.tasks.len() as u64,
-            completed: 0,
-            escalated: 0,
-            cancelled: 0,
-            lost: 0,
-            duplicates: 0,
-            multiple_terminals: 0,
-            runs: s.runs.len() as u64,
-            runs_completed: 0,
-            runs_escalated: 0,
-            runs_lost: 0,
+            tasks: c.tasks,
+            completed: c.completed,
+            escalated: c.escalated,
+            cancelled: c.cancelled,
+            lost,
+            duplicates: c.duplicates,
+            multiple_terminals: c.multiple_terminals,
+            runs: c.runs,
+            runs_completed: c.runs_completed,
+            runs_escalated: c.runs_escalated,
+            runs_lost,
             stale_rejected: s.stale,
             reassignments: s.reassignments,
             restarts: s.restarts,
             dropped_out: s.dropped,
             failed_attempts: s.failed_attempts,
-            task_latencies_ms: Vec::with_capacity(s.tasks.len()),
-            run_latencies_ms: Vec::with_capacity(s.runs.len()),
+            task_latencies: c.task_latencies,
+            run_latencies: c.run_latencies,
             span_ms: s.first_ms.map_or(0, |f| s.last_ms.saturating_sub(f)),
-        };
-        for task in s.tasks.values() {
-            if task.accepted > 1 {
-                t.duplicates += 1;
-            }
-            if task.terminals > 1 {
-                t.multiple_terminals += 1;
-            }
-            match task.ended_ms {
-                None => t.lost += 1,
-                Some(end) => {
-                    if task.accepted > 0 {
-                        t.completed += 1;
-                    } else if task.escalated {
-                        t.escalated += 1;
-                    } else if task.cancelled {
-                        t.cancelled += 1;
-                    }
-                    t.task_latencies_ms
-                        .push(end.saturating_sub(task.submitted_ms));
-                }
-            }
         }
-        for run in s.runs.values() {
-            match run.ended_ms {
-                None => t.runs_lost += 1,
-                Some(end) => {
-                    if run.completed {
-                        t.runs_completed += 1;
-                    } else {
-                        t.runs_escalated += 1;
-                    }
-                    t.run_latencies_ms.push(end.saturating_sub(run.started_ms));
-                }
-            }
-        }
-        t.task_latencies_ms.sort_unstable();
-        t.run_latencies_ms.sort_unstable();
-        t
     }
 }
 
@@ -293,22 +396,16 @@ impl State {
             Event::AttemptFailed { .. } => self.failed_attempts += 1,
             // A reused result ends its task completed, like its own accepted one.
             Event::ResultAccepted { task, .. } | Event::TaskReused { task, .. } => {
-                let t = self.tasks.entry(*task).or_default();
-                t.accepted += 1;
-                Self::end(&mut self.ended_tasks, t, at_ms);
+                self.task_end(*task, at_ms, |t| t.accepted += 1)
             }
             Event::TaskEscalated { task, to, .. } => {
                 if to != "dead_letter" {
                     self.escalations_to_gates += 1;
                 }
-                let t = self.tasks.entry(*task).or_default();
-                t.escalated = true;
-                Self::end(&mut self.ended_tasks, t, at_ms);
+                self.task_end(*task, at_ms, |t| t.escalated = true);
             }
             Event::TaskCancelled { task, .. } => {
-                let t = self.tasks.entry(*task).or_default();
-                t.cancelled = true;
-                Self::end(&mut self.ended_tasks, t, at_ms);
+                self.task_end(*task, at_ms, |t| t.cancelled = true)
             }
             Event::ResultStale { .. } => self.stale += 1,
             Event::ChildRestarted { .. } => self.restarts += 1,
@@ -317,30 +414,65 @@ impl State {
                 self.runs.entry(*run).or_default().started_ms = at_ms;
             }
             Event::RunEnded { run, status, .. } => {
-                let r = self.runs.entry(*run).or_default();
-                if r.ended_ms.is_none() {
-                    self.ended_runs += 1;
-                }
-                r.ended_ms = Some(at_ms);
-                r.completed = status == "completed";
+                let completed = status == "completed";
+                self.run_end(*run, at_ms, true, completed);
             }
             // A simulation stops at gates: nobody decides, so the run ends there, escalated.
-            Event::GateWaiting { run, .. } => {
-                let r = self.runs.entry(*run).or_default();
-                if r.ended_ms.is_none() {
-                    self.ended_runs += 1;
-                    r.ended_ms = Some(at_ms);
-                }
-            }
+            Event::GateWaiting { run, .. } => self.run_end(*run, at_ms, false, false),
             _ => {}
         }
     }
 
-    fn end(ended: &mut u64, t: &mut TaskTrack, at_ms: u64) {
+    /// A terminal record of `task`. One for a task no longer held (ended more than
+    /// [`TALLY_WINDOW`] task ends ago) is a second terminal, counted as such (and as a
+    /// duplicate if it accepts a result).
+    fn task_end(&mut self, task: Uuid, at_ms: u64, mark: impl FnOnce(&mut TaskTrack)) {
+        let held = self.tasks.contains_key(&task);
+        if !held && self.retired.tasks > 0 {
+            let mut late = TaskTrack::default();
+            mark(&mut late);
+            self.retired.multiple_terminals += 1;
+            self.retired.duplicates += u64::from(late.accepted > 0);
+            return;
+        }
+        let t = self.tasks.entry(task).or_default();
+        mark(t);
         t.terminals += 1;
         if t.ended_ms.is_none() {
             t.ended_ms = Some(at_ms);
-            *ended += 1;
+            self.ended_tasks += 1;
+            self.ended_tasks_order.push_back(task);
+            if self.ended_tasks_order.len() > TALLY_WINDOW {
+                if let Some(old) = self.ended_tasks_order.pop_front() {
+                    if let Some(t) = self.tasks.remove(&old) {
+                        self.retired.task(&t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A run's end (`set`: a `run_ended`, which says how it ended even after a gate).
+    fn run_end(&mut self, run: Uuid, at_ms: u64, set: bool, completed: bool) {
+        if !self.runs.contains_key(&run) && self.retired.runs > 0 {
+            return; // a run retired from the window ended long ago
+        }
+        let r = self.runs.entry(run).or_default();
+        let first = r.ended_ms.is_none();
+        if set || first {
+            r.ended_ms = Some(at_ms);
+            r.completed = completed;
+        }
+        if first {
+            self.ended_runs += 1;
+            self.ended_runs_order.push_back(run);
+            if self.ended_runs_order.len() > TALLY_WINDOW {
+                if let Some(old) = self.ended_runs_order.pop_front() {
+                    if let Some(r) = self.runs.remove(&old) {
+                        self.retired.run(&r);
+                    }
+                }
+            }
         }
     }
 }
@@ -449,6 +581,63 @@ mod tests {
         }
         let t = j.tally();
         assert_eq!((t.tasks, t.lost, t.duplicates, t.completed), (2, 1, 1, 1));
-        assert_eq!(t.task_latencies_ms, vec![5]);
+        assert_eq!(
+            (t.task_latencies.len(), t.task_latencies.max()),
+            (1, Some(5))
+        );
+    }
+
+    fn submitted(task: Uuid) -> Event {
+        Event::TaskSubmitted {
+            task,
+            capability: "c".into(),
+            correlation: task,
+            input: serde_json::json!({}),
+            attempts: 1,
+            timeout_ms: 1,
+            sender: "test".into(),
+        }
+    }
+
+    fn accepted(task: Uuid) -> Event {
+        Event::ResultAccepted {
+            task,
+            agent: "x#0".into(),
+            epoch: 1,
+            output: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn the_tally_holds_a_bounded_window_of_ended_tasks_and_still_counts_every_one() {
+        let backing = Arc::new(MemoryJournal::new(crate::journal::JournalConfig {
+            retain_records: 1_000,
+            ..crate::journal::JournalConfig::default()
+        }));
+        let j = TallyJournal::new(backing.clone());
+        let n = TALLY_WINDOW as u128 * 3;
+        for i in 0..n {
+            let t = Uuid::from_u128(i + 1);
+            j.append(i as u64, submitted(t));
+            j.append(i as u64 + (i % 7) as u64, accepted(t));
+        }
+        let (held, _) = j.held();
+        assert!(held <= TALLY_WINDOW, "{held} tasks held");
+        assert!(backing.retained() <= 1_000);
+        let t = j.tally();
+        assert_eq!(
+            (t.tasks, t.completed, t.lost, t.duplicates),
+            (n as u64, n as u64, 0, 0)
+        );
+        assert_eq!(t.task_latencies.len(), n as u64);
+        assert_eq!(t.task_latencies.max(), Some(6));
+        assert_eq!(t.events, 2 * n as u64);
+        // A second result for a task long folded out of the window is still a duplicate.
+        j.append(n as u64 * 2, accepted(Uuid::from_u128(1)));
+        let t = j.tally();
+        assert_eq!(
+            (t.duplicates, t.multiple_terminals, t.tasks),
+            (1, 1, n as u64)
+        );
     }
 }

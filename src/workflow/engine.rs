@@ -78,6 +78,19 @@ struct RunState<'a> {
     last_failure: Option<(String, String)>,
 }
 
+/// A gate a run waits at, removed from the table when the wait ends or is dropped.
+struct Parked<'a> {
+    gates: &'a Gates,
+    run: Uuid,
+    gate: &'a str,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.gates.forget(self.run, self.gate);
+    }
+}
+
 enum TaskEnd {
     Done,
     Failed(String),
@@ -793,10 +806,19 @@ async fn drive(
                             };
                         }
                         let (tx, rx) = oneshot::channel();
-                        muster.extension::<Gates>().wait(id, &current, tx);
+                        let gates = muster.extension::<Gates>();
+                        gates.wait(id, &current, tx);
+                        // A run dropped while it waits (its caller went away) leaves no
+                        // gate behind.
+                        let parked = Parked {
+                            gates: &gates,
+                            run: id,
+                            gate: &current,
+                        };
                         let decision = rx.await.unwrap_or(Decision::Reject {
                             reason: "the runtime stopped".into(),
                         });
+                        drop(parked);
                         let (approved, reason) = match &decision {
                             Decision::Approve { reason } => (true, reason.clone()),
                             Decision::Reject { reason } => (false, reason.clone()),

@@ -66,6 +66,17 @@ impl Gates {
         }
     }
 
+    /// Removes a gate no run waits at any more (a run dropped while it waited), so the
+    /// table holds only gates that can still be decided.
+    pub fn forget(&self, run: Uuid, gate: &str) {
+        self.0.remove(&(run, gate.to_string()));
+    }
+
+    /// How many gates runs wait at now.
+    pub fn waiting(&self) -> usize {
+        self.0.len()
+    }
+
     /// Whether a run waits at this gate.
     pub fn is_waiting(&self, run: Uuid, gate: &str) -> bool {
         self.0.contains_key(&(run, gate.to_string()))
