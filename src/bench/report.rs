@@ -190,16 +190,23 @@ pub const TARGETS: &[Target] = &[
     Target {
         workload: "W1",
         figure: "muster_workflow_us_per_handoff",
-        bound: 5.0,
+        bound: 3.0,
         at_most: true,
-        text: "W1 coordination overhead per handoff (schemas on, in-memory journal) ≤ 5 µs",
+        text: "W1 coordination overhead per handoff through the workflow engine (schemas on, in-memory journal) ≤ 3 µs",
+    },
+    Target {
+        workload: "W1",
+        figure: "muster_delegate_us_per_handoff",
+        bound: 2.0,
+        at_most: true,
+        text: "W1 per handoff through chained delegate ≤ 2 µs",
     },
     Target {
         workload: "W1",
         figure: "muster_workflow_sqlite_relaxed_us_per_handoff",
-        bound: 25.0,
+        bound: 15.0,
         at_most: true,
-        text: "W1 with the durable SQLite journal (relaxed) ≤ 25 µs",
+        text: "W1 with the durable SQLite journal (relaxed) ≤ 15 µs",
     },
     Target {
         workload: "W2",
@@ -211,16 +218,16 @@ pub const TARGETS: &[Target] = &[
     Target {
         workload: "W3",
         figure: "muster_p50_us",
-        bound: 4.0,
+        bound: 2.5,
         at_most: true,
-        text: "W3 request-response p50 ≤ 4 µs",
+        text: "W3 request-response p50 ≤ 2.5 µs",
     },
     Target {
         workload: "W3",
         figure: "muster_p99_us",
-        bound: 30.0,
+        bound: 8.0,
         at_most: true,
-        text: "W3 request-response p99 ≤ 30 µs",
+        text: "W3 request-response p99 ≤ 8 µs",
     },
     Target {
         workload: "W4",
@@ -232,9 +239,16 @@ pub const TARGETS: &[Target] = &[
     Target {
         workload: "W5",
         figure: "bytes_per_agent",
-        bound: 2048.0,
+        bound: 1500.0,
         at_most: true,
-        text: "idle agent memory ≤ 2 KiB each",
+        text: "idle agent memory at 10^6 agents ≤ 1,500 bytes each",
+    },
+    Target {
+        workload: "W5",
+        figure: "pick_p50_us",
+        bound: 1.0,
+        at_most: true,
+        text: "least-loaded pick at 1,000 instances ≤ 1 µs",
     },
     Target {
         workload: "W5",

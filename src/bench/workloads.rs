@@ -716,6 +716,22 @@ pub async fn w5(scale: f64, budget: Duration, c: &mut Collector) -> Result<(), B
     }
     v.sort_by(f64::total_cmp);
     c.rec("candidates_p50_us", Unit::Micros, percentile(&v, 50.0));
+    // The dispatch decision itself: the instance the next task would get (the least
+    // loaded, ties by registration order), which the router's pick reads in O(log n).
+    let mut v = Vec::with_capacity(LOOKUPS as usize);
+    for j in 0..LOOKUPS {
+        let name = cap(j);
+        let t = Instant::now();
+        let found = m.least_loaded(&name, &[]);
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+        if found.is_none() {
+            return Err(BenchError::Incomplete(format!(
+                "W5: no instance to pick for {name}"
+            )));
+        }
+    }
+    v.sort_by(f64::total_cmp);
+    c.rec("pick_p50_us", Unit::Micros, percentile(&v, 50.0));
     let mut v = Vec::with_capacity(LOOKUPS as usize);
     for j in 0..LOOKUPS {
         let t = Instant::now();
