@@ -107,7 +107,7 @@ def main():
             print(f"| `{name}` | not measured | {why} | |")
         print()
     peers_summary(doc)
-    print("### Targets of DESIGN.md\n")
+    print("### The project's targets (see [docs/workloads.md](docs/workloads.md#targets))\n")
     print("| target | measured (median) | verdict |")
     print("|---|---|---|")
     for w in doc["workloads"]:
