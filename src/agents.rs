@@ -27,6 +27,7 @@ pub mod presence;
 pub mod protocol;
 pub mod sim;
 pub mod typed;
+pub mod workspace;
 
 pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
 pub use def::AgentDef;

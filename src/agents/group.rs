@@ -44,6 +44,12 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
                 .iter()
                 .map(|c| Arc::from(c.name.as_str()))
                 .collect();
+            let workspaces: Arc<Vec<(Arc<str>, String)>> = Arc::new(
+                def.capabilities
+                    .iter()
+                    .filter_map(|c| Some((Arc::from(c.name.as_str()), c.workspace.clone()?)))
+                    .collect(),
+            );
             for id in def.instance_ids() {
                 let id: Arc<str> = Arc::from(id.as_str());
                 let cfg = InstanceConfig {
@@ -51,6 +57,7 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
                     agent_type: group_id.clone(),
                     generation: 0,
                     capabilities: caps.clone(),
+                    workspaces: workspaces.clone(),
                     concurrency: def.concurrency.max(1),
                     mailbox: def.mailbox,
                     grace: cx.grace,

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ use super::agent::{Agent, AgentError, AgentLink, Failure, TaskContext};
 use super::handle::{InstanceHandle, Mailbox};
 use super::presence::{Directory, Presence};
 use super::protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};
+use super::workspace::listing;
+use crate::messaging::{Envelope, Scope};
 use crate::supervision::{ChildLink, Exit};
 
 #[derive(Message)]
@@ -56,6 +59,41 @@ struct Running {
 }
 
 /// Aborts a spawned task when dropped (a no-op once the task has finished).
+/// A scoped attempt's workspace: the input field naming it, the directory, the scope.
+struct Watch {
+    field: String,
+    dir: Option<PathBuf>,
+    scope: Arc<Scope>,
+}
+
+/// Runs an attempt; with a workspace to watch, lists it before and after and turns a
+/// change outside the write scope into a contract violation.
+async fn within_workspace(
+    watch: Option<Watch>,
+    work: impl std::future::Future<Output = Result<Value, AgentError>>,
+) -> Result<Value, AgentError> {
+    let Some(w) = watch else {
+        return work.await;
+    };
+    let Some(dir) = w.dir else {
+        return Err(AgentError::new(format!(
+            "the capability names its workspace in the input field `{}`, which is not a path",
+            w.field
+        )));
+    };
+    let before = listing(dir.clone()).await.map_err(AgentError::new)?;
+    let output = work.await?;
+    let after = listing(dir).await.map_err(AgentError::new)?;
+    let changed = before.changed(&after);
+    if changed.is_empty() {
+        return Ok(output);
+    }
+    match w.scope.check_touched("workspace", &Value::from(changed)) {
+        Ok(()) => Ok(output),
+        Err(violation) => Err(AgentError::contract(violation)),
+    }
+}
+
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
@@ -71,6 +109,8 @@ pub(crate) struct InstanceConfig {
     pub agent_type: Arc<str>,
     pub generation: u64,
     pub capabilities: Vec<Arc<str>>,
+    /// Per capability that names one, the input field holding the agent's workspace.
+    pub workspaces: Arc<Vec<(Arc<str>, String)>>,
     pub concurrency: usize,
     pub mailbox: usize,
     /// How long past its deadline a running attempt may go on before it is aborted (a
@@ -188,10 +228,11 @@ impl AgentInstance {
         );
         // A panic may come from building the future as well as from polling it.
         let hard = a.deadline + self.cfg.grace;
+        let watch = self.workspace_of(&env);
         let work: LocalBoxFuture<'static, WorkResult> =
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.agent.handle(input, tctx))) {
                 Ok(fut) => AssertUnwindSafe(tracing::Instrument::instrument(
-                    tokio::time::timeout_at(hard, fut),
+                    tokio::time::timeout_at(hard, within_workspace(watch, fut)),
                     span,
                 ))
                 .catch_unwind()
@@ -225,6 +266,24 @@ impl AgentInstance {
             },
         );
         self.update_busy();
+    }
+
+    /// The workspace to watch for this attempt: the capability names an input field for
+    /// it and the task has a scope to hold the changes to.
+    fn workspace_of(&self, env: &Envelope) -> Option<Watch> {
+        let scope = env.scope.clone()?;
+        let field = self
+            .cfg
+            .workspaces
+            .iter()
+            .find(|(cap, _)| *cap == env.topic)
+            .map(|(_, f)| f.clone())?;
+        let dir = env
+            .payload
+            .get(&field)
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from);
+        Some(Watch { field, dir, scope })
     }
 
     fn finish(&mut self, slot: u64, res: WorkResult, ctx: &mut Context<Self>) {

@@ -48,6 +48,12 @@ pub struct CapabilitySpec {
     /// outside the task's write scope is a contract violation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touched: Option<String>,
+    /// The input field naming the directory the agent works in. When a task of this
+    /// capability has a scope, the files changed in that directory during an attempt
+    /// (added, modified or removed) must lie inside its write scope, whatever the output
+    /// reports: one outside is a contract violation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
     /// Completed work is reused: a task with the same capability, contract version and
     /// canonical input as an accepted result returns that result instead of running
     /// again (within `reuse_for`), and one identical to a task in flight attaches to it.
@@ -82,6 +88,7 @@ impl CapabilitySpec {
             heartbeat: None,
             scope: None,
             touched: None,
+            workspace: None,
             idempotent: false,
             reuse_for: None,
         }
@@ -108,6 +115,21 @@ impl CapabilitySpec {
     pub fn idempotent(mut self, reuse_for: Duration) -> Self {
         self.idempotent = true;
         self.reuse_for = Some(reuse_for);
+        self
+    }
+
+    /// Names the input field holding the agent's working directory: after each attempt
+    /// of a task with a scope, the files changed there are checked against its write
+    /// scope.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::CapabilitySpec;
+    /// let cap = CapabilitySpec::new("code.write", "in", "out").workspace("workspace");
+    /// assert_eq!(cap.workspace.as_deref(), Some("workspace"));
+    /// ```
+    pub fn workspace(mut self, field: &str) -> Self {
+        self.workspace = Some(field.into());
         self
     }
 
