@@ -567,60 +567,118 @@ fn a_tool_call_is_a_delegated_task_whose_result_goes_back_to_the_model() {
     });
 }
 
+/// Three model-backed steps under a budget of 30 tokens; each answer reports 27.
+const BUDGETED: &str = r#"
+    name = "budgeted"
+    input = "report"
+    start = "first"
+    [budget]
+    tokens = 30
+    [steps.first]
+    capability = "triage"
+    input = "{'title': 'a'}"
+    timeout = "10s"
+    on_exhausted = "fail"
+    next = "second"
+    [steps.second]
+    capability = "triage"
+    input = "{'title': 'b'}"
+    timeout = "10s"
+    on_exhausted = "fail"
+    next = "third"
+    [steps.third]
+    capability = "triage"
+    input = "{'title': 'c'}"
+    timeout = "10s"
+    on_exhausted = "fail"
+    next = "done"
+    [steps.done]
+    terminal = "done"
+"#;
+
+/// Runs [`BUDGETED`] and checks it failed before its third step, having made two calls.
+async fn run_budgeted(m: &Muster, script: &Script) -> muster::workflow::RunOutcome {
+    use muster::workflow::{RunStatus, Workflow, WorkflowExt};
+    let wf = Workflow::parse(
+        BUDGETED,
+        std::path::Path::new("budgeted.toml"),
+        &m.schemas(),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(wf.token_budget, Some(30));
+    let o = within(60, "run", m.run_workflow(Arc::new(wf), json!({})))
+        .await
+        .unwrap();
+    // 27 tokens after the first step (within 30), 54 after the second: the third
+    // never runs.
+    match &o.status {
+        RunStatus::Failed { step, reason } => {
+            assert_eq!(step, "third");
+            assert!(reason.contains("token budget exceeded"), "{reason}");
+            assert!(reason.contains("spent 54"), "{reason}");
+        }
+        other => panic!("expected a failed run, got {other:?}"),
+    }
+    assert_eq!(script.seen.lock().len(), 2);
+    assert_eq!(
+        o.usage.total_tokens, 54,
+        "the outcome reports what the run spent"
+    );
+    assert_eq!(
+        o.steps.iter().map(|s| s.usage.total_tokens).sum::<u64>(),
+        54
+    );
+    o
+}
+
 #[test]
 fn a_run_over_its_token_budget_fails_cleanly_before_its_next_step() {
-    use muster::workflow::{RunStatus, Workflow, WorkflowExt};
     paused(async {
         let (url, script) = fake_server(vec![Reply::Body(answer(VALID)); 3]).await;
         let m = runtime(config(&url), 1).await;
-        let text = r#"
-            name = "budgeted"
-            input = "report"
-            start = "first"
-            [budget]
-            tokens = 30
-            [steps.first]
-            capability = "triage"
-            input = "{'title': 'a'}"
-            timeout = "10s"
-            on_exhausted = "fail"
-            next = "second"
-            [steps.second]
-            capability = "triage"
-            input = "{'title': 'b'}"
-            timeout = "10s"
-            on_exhausted = "fail"
-            next = "third"
-            [steps.third]
-            capability = "triage"
-            input = "{'title': 'c'}"
-            timeout = "10s"
-            on_exhausted = "fail"
-            next = "done"
-            [steps.done]
-            terminal = "done"
-        "#;
-        let wf = Workflow::parse(text, std::path::Path::new("budgeted.toml"), &m.schemas())
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(wf.token_budget, Some(30));
-        let o = within(60, "run", m.run_workflow(Arc::new(wf), json!({})))
-            .await
-            .unwrap();
-        // 27 tokens after the first step (within 30), 54 after the second: the third
-        // never runs.
-        match &o.status {
-            RunStatus::Failed { step, reason } => {
-                assert_eq!(step, "third");
-                assert!(reason.contains("token budget exceeded"), "{reason}");
-            }
-            other => panic!("expected a failed run, got {other:?}"),
-        }
-        assert_eq!(script.seen.lock().len(), 2);
+        run_budgeted(&m, &script).await;
         let ended = records(&m).into_iter().any(|r| {
             matches!(&r.event, Event::RunEnded { status, reason: Some(why), .. }
                 if status == "failed" && why.contains("token budget"))
         });
         assert!(ended, "the run's end is journaled with its reason");
+        m.shutdown().await;
+    });
+}
+
+#[test]
+fn the_token_budget_holds_when_the_memory_journal_has_dropped_the_usage_records() {
+    use muster::journal::{JournalConfig, MemoryJournal};
+    paused(async {
+        let (url, script) = fake_server(vec![Reply::Body(answer(VALID)); 3]).await;
+        // A ring of 4 records: by the time the third step is due, the first step's usage
+        // record is long gone from memory (a busy runtime evicts the same way).
+        let journal = Arc::new(MemoryJournal::new(JournalConfig {
+            retain_records: 4,
+            ..JournalConfig::default()
+        }));
+        let schemas = Arc::new(SchemaStore::new());
+        schemas.add("report", json!({"type": "object"})).unwrap();
+        schemas.add("triage", triage_schema()).unwrap();
+        let outputs = HashMap::from([("triage".to_string(), "triage".to_string())]);
+        let factory = LlmFactory::new(config(&url), outputs, schemas).unwrap();
+        let m = Muster::builder()
+            .journal(journal.clone())
+            .schema("report", json!({"type": "object"}))
+            .schema("triage", triage_schema())
+            .agent(
+                AgentDef::new("triager", factory)
+                    .capability(CapabilitySpec::new("triage", "report", "triage")),
+            )
+            .start()
+            .await
+            .unwrap();
+        run_budgeted(&m, &script).await;
+        let held = usages(&records(&m)).len();
+        assert!(
+            held < 2,
+            "the ring no longer holds both usage records ({held}), yet the budget held"
+        );
         m.shutdown().await;
     });
 }

@@ -152,13 +152,12 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         flush(&journal)?;
         let mut codes = Vec::new();
         for o in &outcomes {
-            let usage = super::run::run_usage(&journal, o.run);
             codes.push(report(
                 o,
                 wall.elapsed().as_millis(),
                 json_out,
                 &args.journal,
-                usage.as_ref(),
+                (!o.usage.is_empty()).then_some(&o.usage),
             ));
         }
         done?;

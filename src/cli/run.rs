@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 use super::agents::{load, start_with};
 use super::check::load_workflow;
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
-use crate::journal::inspect::Scope;
 use crate::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal, UsageTotals};
 use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
@@ -176,13 +175,6 @@ pub(crate) fn print_summary(o: &RunOutcome, wall_ms: u128) {
     }
 }
 
-/// What the run's model-backed attempts spent, from the journal (`None`: no model calls).
-pub(crate) fn run_usage(journal: &SqliteJournal, run: uuid::Uuid) -> Option<UsageTotals> {
-    let records = journal.try_read_after(0).ok()?;
-    let lines = crate::journal::inspect::usage(&records, Scope::Correlation(run));
-    lines.into_iter().find(|l| l.agent == "*").map(|l| l.totals)
-}
-
 /// The tokens line of the summary.
 pub(crate) fn print_usage(usage: Option<&UsageTotals>) {
     if let Some(u) = usage {
@@ -275,13 +267,12 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         // The summary claims only what the journal holds.
         muster.shutdown().await;
         flush(&journal)?;
-        let usage = run_usage(&journal, outcome.run);
         Ok(report(
             &outcome,
             wall.elapsed().as_millis(),
             json_out,
             &args.journal,
-            usage.as_ref(),
+            (!outcome.usage.is_empty()).then_some(&outcome.usage),
         ))
     })
 }

@@ -851,6 +851,7 @@ impl Handler<AttemptReport> for TaskOwner {
         self.outstanding.retain(|e| *e != r.epoch);
         // Tokens spent are journaled however the attempt ended, before its verdict.
         if let Some(usage) = r.usage.take() {
+            self.record.usage.add(&usage);
             self.recorder.record(Event::ModelUsage {
                 task: self.record.id,
                 agent: r.agent.clone(),

@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::agents::Failure;
+use crate::journal::UsageTotals;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +105,11 @@ pub struct TaskRecord {
     pub submitted_ms: u64,
     /// Unix ms.
     pub ended_ms: Option<u64>,
+    /// The model tokens its attempts reported, summed as they ended (what a run's
+    /// `[budget] tokens` counts; attempts a server reported nothing for are counted as
+    /// unknown).
+    #[serde(default, skip_serializing_if = "UsageTotals::is_empty")]
+    pub usage: UsageTotals,
 }
 
 /// A finished task's record: completed with output, owner and attempts; or escalated or
@@ -124,6 +130,7 @@ impl TaskRecord {
             stale_rejected: 0,
             submitted_ms,
             ended_ms: None,
+            usage: UsageTotals::default(),
         }
     }
 
@@ -154,6 +161,7 @@ impl TaskRecord {
             stale_rejected: self.stale_rejected,
             submitted_ms: self.submitted_ms,
             ended_ms: self.ended_ms,
+            usage: self.usage.clone(),
         }
     }
 

@@ -135,6 +135,35 @@ impl UsageTotals {
         }
     }
 
+    /// Whether no attempt called a model.
+    pub fn is_empty(&self) -> bool {
+        self.attempts == 0
+    }
+
+    /// Adds another tally (e.g. a task's into its run's).
+    ///
+    /// ```
+    /// use muster::journal::{Usage, UsageTotals};
+    /// let (mut run, mut task) = (UsageTotals::default(), UsageTotals::default());
+    /// task.add(&Usage::known("m", 3, 4));
+    /// run.merge(&task);
+    /// run.merge(&task);
+    /// assert_eq!((run.attempts, run.total_tokens), (2, 14));
+    /// ```
+    pub fn merge(&mut self, other: &UsageTotals) {
+        self.attempts += other.attempts;
+        self.calls += other.calls;
+        self.unknown_attempts += other.unknown_attempts;
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        if let Some(c) = other.cost {
+            self.cost = Some(self.cost.unwrap_or(0.0) + c);
+        }
+    }
+
     /// The total tokens for a person: `unknown` when no attempt reported any, the known
     /// sum with the number of unknown attempts otherwise.
     pub fn display_total(&self) -> String {

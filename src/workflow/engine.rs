@@ -28,7 +28,7 @@ use super::gates::{ApproveError, Decision, Gates};
 use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
 use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
 use crate::delegation::{Backoff, LeaseOutcome, Outcome, SubmitError, Task, TaskStatus};
-use crate::journal::{Event, Unwritten};
+use crate::journal::{Event, Unwritten, UsageTotals};
 use crate::messaging::contract::SchemaError;
 use crate::messaging::ContractError;
 use crate::runtime::Muster;
@@ -76,6 +76,10 @@ struct RunState<'a> {
     /// The step whose failure the run last saw, and why (cleared by a step that
     /// completes): what a run that ends at a fail terminal reports.
     last_failure: Option<(String, String)>,
+    /// The model tokens the run's tasks have reported so far, summed as each step ends
+    /// (what `[budget] tokens` is checked against; a resumed run starts from the journal's
+    /// count).
+    usage: UsageTotals,
 }
 
 /// A gate a run waits at, removed from the table when the wait ends or is dropped.
@@ -240,6 +244,7 @@ impl RunState<'_> {
                     stale_rejected: 0,
                     outcome: "refused".into(),
                     duration_ms: 0,
+                    usage: UsageTotals::default(),
                 };
                 return (
                     TaskEnd::Failed(reason.clone()),
@@ -278,6 +283,7 @@ impl RunState<'_> {
             }
             .into(),
             duration_ms: outcome.duration_ms().unwrap_or(0),
+            usage: outcome.usage.clone(),
         };
         if outcome.is_completed() {
             let output = outcome.output.clone().unwrap_or(Value::Null);
@@ -342,6 +348,7 @@ impl RunState<'_> {
             stale_rejected: 0,
             outcome: outcome.into(),
             duration_ms: 0,
+            usage: UsageTotals::default(),
         };
         match progress {
             StepProgress::Entered => self.run_task(name, ts, None).await,
@@ -413,6 +420,7 @@ impl RunState<'_> {
             self.steps.insert(name, rec.to_value());
         }
         if let Some(s) = summary {
+            self.usage.merge(&s.usage);
             self.emit(StepEvent::Finished(s.clone())).await;
             self.summaries.push(s);
         }
@@ -556,6 +564,7 @@ impl WorkflowExt for Muster {
             causation: None,
             opts,
             last_failure: None,
+            usage: UsageTotals::default(),
         };
         Ok(drive(self, st, wf.start.clone(), None, started).await)
     }
@@ -595,6 +604,7 @@ impl WorkflowExt for Muster {
             causation: None,
             opts,
             last_failure: None,
+            usage: spent_before(self, rec.run),
         };
         let current = rec
             .at
@@ -615,14 +625,15 @@ impl WorkflowExt for Muster {
 /// The run loop, from `current`. With `resume`, the first step is the one the run was
 /// in when it was recovered: it is not entered again, and its recorded progress is
 /// finished rather than started over.
-/// The model tokens a run's tasks have spent so far, from the journal (so a resumed run
-/// counts what it spent before).
-fn run_tokens(muster: &Muster, run: Uuid) -> u64 {
+/// What a recovered run's tasks spent before it was resumed, from the journal (read once,
+/// at resume; a live run keeps its own count).
+fn spent_before(muster: &Muster, run: Uuid) -> UsageTotals {
     let records = muster.journal().read_after(0);
     crate::journal::inspect::usage(&records, crate::journal::inspect::Scope::Correlation(run))
         .into_iter()
         .find(|l| l.agent == "*")
-        .map_or(0, |l| l.totals.total_tokens)
+        .map(|l| l.totals)
+        .unwrap_or_default()
 }
 
 async fn drive(
@@ -640,7 +651,7 @@ async fn drive(
         // A run over its token budget goes no further (the tokens a server did not report
         // cannot be counted).
         if let Some(limit) = wf.token_budget {
-            let spent = run_tokens(muster, id);
+            let spent = st.usage.total_tokens;
             if spent > limit {
                 break RunStatus::Failed {
                     step: current.clone(),
@@ -913,6 +924,7 @@ async fn drive(
         owners,
         outputs,
         duration_ms: muster.recorder().now_ms().saturating_sub(started),
+        usage: st.usage,
     }
 }
 

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::journal::UsageTotals;
+
 /// How a run ended (or where it waits).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -50,6 +52,10 @@ pub struct StepSummary {
     pub outcome: String,
     /// Virtual or real milliseconds from submission to the end.
     pub duration_ms: u64,
+    /// The model tokens the visit's attempts reported (none for agents that call no
+    /// model).
+    #[serde(default, skip_serializing_if = "UsageTotals::is_empty")]
+    pub usage: UsageTotals,
 }
 
 /// A run's result: the facts `muster run` prints.
@@ -76,6 +82,10 @@ pub struct RunOutcome {
     pub outputs: serde_json::Map<String, Value>,
     /// Milliseconds from start to end (the runtime clock).
     pub duration_ms: u64,
+    /// The model tokens the whole run reported, from its first start (a resumed run
+    /// counts what it spent before the crash).
+    #[serde(default, skip_serializing_if = "UsageTotals::is_empty")]
+    pub usage: UsageTotals,
 }
 
 impl RunOutcome {

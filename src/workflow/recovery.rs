@@ -193,6 +193,8 @@ impl TaskFacts {
             stale_rejected: self.stale,
             outcome: outcome.into(),
             duration_ms: ended_ms.saturating_sub(self.submitted_ms),
+            // What it spent before the crash is in the run's count (read at resume).
+            usage: Default::default(),
         }
     }
 }
