@@ -38,6 +38,10 @@ pub struct InstanceHandle {
 pub(crate) trait LoadWatch: Send + Sync {
     /// `handle`'s load changed: read it again with [`InstanceHandle::load`].
     fn load_changed(&self, handle: &InstanceHandle);
+    /// `handle` takes work again (after a restart or a pause): its free slots are offered.
+    fn became_available(&self, handle: &InstanceHandle) {
+        self.load_changed(handle);
+    }
 }
 
 impl InstanceHandle {
@@ -85,7 +89,16 @@ impl InstanceHandle {
     }
 
     pub(crate) fn set_state(&self, s: AgentState) {
+        let was = self.available();
         self.state.store(s as u8, Ordering::Relaxed);
+        // An instance that starts taking work again frees its slots for waiting owners.
+        if !was && self.available() {
+            for w in self.watchers.read().iter() {
+                if let Some(w) = w.upgrade() {
+                    w.became_available(self);
+                }
+            }
+        }
     }
 
     /// Whether it takes work now.

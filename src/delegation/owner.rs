@@ -184,8 +184,13 @@ pub struct TaskOwner {
     deadline: tokio::time::Instant,
     last_envelope: Option<Uuid>,
     waiting_for_agent: bool,
-    /// Consecutive looks that found every candidate at its bound (see [`FULL_POLL_MAX`]).
+    /// Consecutive looks that found every candidate at its bound (the backstop doubles
+    /// with each, see [`LINE_BACKSTOP`]).
     full_polls: u32,
+    /// Set when a freed slot woke this owner from the capability's line (with the number
+    /// of waiters offered the slot before it): if the slot is gone by the time it looks,
+    /// it goes back to the head of the line; if it cannot take it, it passes it on.
+    woken: Option<u32>,
     /// The capability and the sender as envelopes carry them, allocated once per task.
     topic: Arc<str>,
     sender: Arc<str>,
@@ -197,11 +202,27 @@ pub struct TaskOwner {
     following: Option<Uuid>,
 }
 
-/// The longest pause between two looks for a free slot while every candidate is at its
-/// bound. Looks start 1 ms apart and double up to this: a live runtime still picks up a
-/// freed slot within a few ms, and a swarm of waiting owners does not wake every
-/// millisecond (on the paused clock that is what costs wall time).
-const FULL_POLL_MAX: Duration = Duration::from_millis(32);
+/// How long an owner waiting in line waits for its wake before it looks again anyway (a
+/// backstop: wakes are not expected to be lost); it doubles up to [`LINE_BACKSTOP_MAX`].
+const LINE_BACKSTOP: Duration = Duration::from_secs(1);
+const LINE_BACKSTOP_MAX: Duration = Duration::from_secs(32);
+
+/// An owner's place in a capability's line for a free slot. A wake that arrives when the
+/// owner no longer waits (it stopped, or looked again on its backstop) is passed on to
+/// the next in line, so no freed slot is left unoffered.
+struct InLine {
+    rx: oneshot::Receiver<u32>,
+    index: Arc<crate::discovery::CapabilityIndex>,
+    capability: Arc<str>,
+}
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        if let Ok(hops) = self.rx.try_recv() {
+            self.index.pass_on(&self.capability, hops);
+        }
+    }
+}
 
 impl TaskOwner {
     pub(super) fn new(
@@ -238,6 +259,7 @@ impl TaskOwner {
             topic,
             sender,
             full_polls: 0,
+            woken: None,
             scope_asked: false,
             reuse_key: None,
             following: None,
@@ -378,34 +400,65 @@ impl TaskOwner {
                 self.contract = Some(c);
             }
         }
-        match self
-            .owners
-            .router
-            .index()
-            .pick(&self.task.capability, &self.excluded)
-        {
+        let index = self.owners.router.index();
+        let woken = self.woken.take();
+        let mut picked = index.pick(&self.task.capability, &self.excluded);
+        let mut line = None;
+        if matches!(picked, Err(PickError::AllFull)) {
+            // Look again with a place in line, atomically: a slot freed since the first
+            // look is taken now, and one freed later wakes this owner.
+            let (tx, rx) = oneshot::channel();
+            picked = index.pick_or_wait(&self.task.capability, &self.excluded, tx, woken);
+            line = Some(InLine {
+                rx,
+                index: index.clone(),
+                capability: self.topic.clone(),
+            });
+        }
+        match picked {
             Ok((contract, handle)) => {
                 self.contract = Some(contract);
                 self.lease_to(handle, ctx);
             }
             Err(PickError::AllFull) => {
-                // Every candidate is at its bound: look again shortly (bounded by the
-                // task's deadline).
-                if tokio::time::Instant::now() >= self.deadline {
+                // Every candidate is at its bound (bounded by the task's deadline).
+                let now = tokio::time::Instant::now();
+                if now >= self.deadline {
                     self.escalate(
                         "every capable agent stayed at its bound until the deadline".into(),
                         ctx,
                     );
-                } else {
-                    let pause =
-                        Duration::from_millis(1 << self.full_polls.min(5)).min(FULL_POLL_MAX);
-                    self.full_polls = self.full_polls.saturating_add(1);
-                    let pause = pause.min(
-                        self.deadline
-                            .saturating_duration_since(tokio::time::Instant::now()),
-                    );
-                    ctx.run_later(pause, |act, ctx| act.try_lease(ctx));
+                    return;
                 }
+                let left = self.deadline.saturating_duration_since(now);
+                // In line: woken by the freed slot (a backstop looks anyway).
+                let backstop = LINE_BACKSTOP
+                    .saturating_mul(1 << self.full_polls.min(5))
+                    .min(LINE_BACKSTOP_MAX)
+                    .min(left);
+                self.full_polls = self.full_polls.saturating_add(1);
+                let mut line = line;
+                ctx.spawn(
+                    async move {
+                        let woken = match line.as_mut() {
+                            Some(l) => tokio::select! {
+                                r = &mut l.rx => r.ok(),
+                                _ = tokio::time::sleep(backstop) => None,
+                            },
+                            None => {
+                                tokio::time::sleep(backstop).await;
+                                None
+                            }
+                        };
+                        drop(line);
+                        woken
+                    }
+                    .into_actor(self)
+                    .map(|woken, act, ctx| {
+                        act.woken = woken;
+                        act.try_lease(ctx);
+                    }),
+                );
             }
             Err(PickError::NoCandidate | PickError::UnknownCapability) => self.wait_for_agent(ctx),
         }

@@ -111,10 +111,51 @@ impl CapabilityIndex {
                 // Lost a race for the last slot (its load changed on another thread): the
                 // order is brought in line with the load now, and read again.
                 Front::Pick(h) => entry.order.load_changed(&h),
-                Front::AllFull => return Err(PickError::AllFull),
+                Front::AllFull | Front::FreeOnlyExcluded => return Err(PickError::AllFull),
                 Front::Nobody => return Err(PickError::NoCandidate),
             }
         }
+    }
+
+    /// As [`CapabilityIndex::pick`], but when every candidate is at its bound `waiter`
+    /// joins the capability's line (atomically with the look) and is sent a hop count when
+    /// a slot frees, so the caller waits instead of polling. `woken`: the hop count the
+    /// caller was last woken with (it keeps the head of the line if it lost the slot to
+    /// another pick, and passes the wake on if the slot is on an instance it excludes).
+    pub fn pick_or_wait(
+        &self,
+        capability: &str,
+        exclude: &[Arc<str>],
+        waiter: tokio::sync::oneshot::Sender<u32>,
+        woken: Option<u32>,
+    ) -> Result<(Arc<Capability>, Arc<InstanceHandle>), PickError> {
+        let entry = self
+            .caps
+            .get(capability)
+            .ok_or(PickError::UnknownCapability)?;
+        let mut waiter = Some(waiter);
+        loop {
+            match entry.order.front_or_wait(exclude, &mut waiter, woken) {
+                Front::Pick(h) if h.try_reserve() => return Ok((entry.contract.clone(), h)),
+                // Lost a race for the last slot: as in `pick` (the waiter is still ours).
+                Front::Pick(h) => entry.order.load_changed(&h),
+                Front::AllFull | Front::FreeOnlyExcluded => return Err(PickError::AllFull),
+                Front::Nobody => return Err(PickError::NoCandidate),
+            }
+        }
+    }
+
+    /// Passes a wake on to the next owner in `capability`'s line: for a waiter that was
+    /// woken but went away (or looked elsewhere) before taking the slot.
+    pub fn pass_on(&self, capability: &str, hops: u32) {
+        if let Some(e) = self.caps.get(capability) {
+            e.order.wake_one(hops);
+        }
+    }
+
+    /// Owners waiting in line for a slot of `capability` (0 when none is at its bound).
+    pub fn waiting(&self, capability: &str) -> usize {
+        self.caps.get(capability).map_or(0, |e| e.order.waiting())
     }
 
     /// The instance [`CapabilityIndex::pick`] would choose now, without reserving a slot.
@@ -129,7 +170,7 @@ impl CapabilityIndex {
             .ok_or(PickError::UnknownCapability)?;
         match entry.order.front(exclude) {
             Front::Pick(h) => Ok(h),
-            Front::AllFull => Err(PickError::AllFull),
+            Front::AllFull | Front::FreeOnlyExcluded => Err(PickError::AllFull),
             Front::Nobody => Err(PickError::NoCandidate),
         }
     }
@@ -334,6 +375,178 @@ mod tests {
             None if any => Err(PickError::AllFull),
             None => Err(PickError::NoCandidate),
         }
+    }
+
+    /// A place in line: the waiter and what it receives.
+    fn line() -> (
+        tokio::sync::oneshot::Sender<u32>,
+        tokio::sync::oneshot::Receiver<u32>,
+    ) {
+        tokio::sync::oneshot::channel()
+    }
+
+    #[test]
+    fn an_owner_in_line_is_woken_by_the_freed_slot_not_by_a_timer() {
+        let (idx, hs) = index(&[1]);
+        assert!(idx.pick("c", &[]).is_ok());
+        let (tx, mut rx) = line();
+        assert_eq!(
+            idx.pick_or_wait("c", &[], tx, None).map(|_| ()),
+            Err(PickError::AllFull)
+        );
+        assert_eq!(idx.waiting("c"), 1);
+        assert!(rx.try_recv().is_err(), "nothing is offered while full");
+        hs[0].release();
+        assert_eq!(rx.try_recv(), Ok(0), "the release offered the slot");
+        assert_eq!(idx.waiting("c"), 0);
+        assert!(idx.pick("c", &[]).is_ok(), "and the slot is there to take");
+    }
+
+    #[test]
+    fn one_freed_slot_wakes_one_waiter_first_come_first_woken() {
+        let (idx, hs) = index(&[1]);
+        assert!(idx.pick("c", &[]).is_ok());
+        let mut rxs = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = line();
+            assert!(idx.pick_or_wait("c", &[], tx, None).is_err());
+            rxs.push(rx);
+        }
+        hs[0].release();
+        let woken: Vec<bool> = rxs.iter_mut().map(|r| r.try_recv().is_ok()).collect();
+        assert_eq!(woken, [true, false, false]);
+        assert_eq!(idx.waiting("c"), 2);
+    }
+
+    #[test]
+    fn a_waiter_that_lost_its_slot_keeps_the_head_of_the_line() {
+        let (idx, hs) = index(&[1]);
+        assert!(idx.pick("c", &[]).is_ok());
+        let (tx1, mut rx1) = line();
+        let (tx2, mut rx2) = line();
+        assert!(idx.pick_or_wait("c", &[], tx1, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
+        hs[0].release();
+        assert_eq!(rx1.try_recv(), Ok(0));
+        // Another pick takes the slot before the woken owner looks.
+        assert!(idx.pick("c", &[]).is_ok());
+        let (tx1, mut rx1) = line();
+        assert!(idx.pick_or_wait("c", &[], tx1, Some(0)).is_err());
+        hs[0].release();
+        assert_eq!(rx1.try_recv(), Ok(0), "the first waiter is first again");
+        assert!(rx2.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_slot_on_an_excluded_instance_is_passed_to_whoever_can_take_it() {
+        let (idx, hs) = index(&[1, 1]);
+        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[]).is_ok());
+        let failed_on_0: Vec<Arc<str>> = vec![hs[0].id.clone()];
+        let (tx1, mut rx1) = line();
+        let (tx2, mut rx2) = line();
+        assert!(idx.pick_or_wait("c", &failed_on_0, tx1, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
+        hs[0].release();
+        let hops = rx1
+            .try_recv()
+            .expect("the first in line is offered the slot");
+        // It cannot take it (it failed there): it goes to the back and passes it on.
+        let (tx1, mut rx1) = line();
+        assert_eq!(
+            idx.pick_or_wait("c", &failed_on_0, tx1, Some(hops))
+                .map(|_| ()),
+            Err(PickError::AllFull)
+        );
+        assert_eq!(rx2.try_recv(), Ok(1), "the next in line was offered it");
+        let (_, h) = idx.pick("c", &[]).expect("and takes it");
+        assert_eq!(h.id, hs[0].id);
+        assert!(rx1.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_slot_nobody_in_line_can_take_goes_round_the_line_once() {
+        let (idx, hs) = index(&[1, 1]);
+        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[]).is_ok());
+        let failed_on_0: Vec<Arc<str>> = vec![hs[0].id.clone()];
+        let mut rxs = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = line();
+            assert!(idx.pick_or_wait("c", &failed_on_0, tx, None).is_err());
+            rxs.push(rx);
+        }
+        hs[0].release();
+        let mut passes = 0;
+        // Each woken waiter looks again and cannot take the slot; the wake stops once
+        // every waiter has had it, instead of circling for ever.
+        for _ in 0..10 {
+            let Some(i) = rxs.iter_mut().position(|r| r.try_recv().is_ok()) else {
+                break;
+            };
+            passes += 1;
+            let (tx, rx) = line();
+            let _ = idx.pick_or_wait("c", &failed_on_0, tx, Some(passes - 1));
+            rxs[i] = rx;
+        }
+        assert!(passes <= 3, "the wake went round {passes} times");
+        assert_eq!(
+            idx.waiting("c"),
+            2,
+            "both still wait for a slot they can use"
+        );
+        hs[1].release();
+        assert!(rxs.iter_mut().any(|r| r.try_recv().is_ok()));
+    }
+
+    #[test]
+    fn a_removed_instance_wakes_the_whole_line_to_look_again() {
+        let (idx, hs) = index(&[1]);
+        assert!(idx.pick("c", &[]).is_ok());
+        let mut rxs = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = line();
+            assert!(idx.pick_or_wait("c", &[], tx, None).is_err());
+            rxs.push(rx);
+        }
+        idx.remove(&hs[0].id);
+        assert!(rxs.iter_mut().all(|r| r.try_recv().is_ok()));
+        let (tx, _rx) = line();
+        assert_eq!(
+            idx.pick_or_wait("c", &[], tx, None).map(|_| ()),
+            Err(PickError::NoCandidate)
+        );
+    }
+
+    #[test]
+    fn an_instance_that_takes_work_again_offers_its_free_slots() {
+        let (idx, hs) = index(&[2, 1]);
+        for _ in 0..3 {
+            assert!(idx.pick("c", &[]).is_ok());
+        }
+        hs[0].set_state(AgentState::Failed);
+        let mut rxs = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = line();
+            assert!(idx.pick_or_wait("c", &[], tx, None).is_err());
+            rxs.push(rx);
+        }
+        // Its slots free while it is down: the waiters woken look, find nothing usable,
+        // and keep their places.
+        hs[0].release();
+        hs[0].release();
+        for r in rxs.iter_mut() {
+            let hops = r.try_recv().expect("offered");
+            let (tx, rx) = line();
+            assert!(idx.pick_or_wait("c", &[], tx, Some(hops)).is_err());
+            *r = rx;
+        }
+        assert_eq!(idx.waiting("c"), 2);
+        hs[0].set_state(AgentState::Ready);
+        assert!(
+            rxs.iter_mut().all(|r| r.try_recv().is_ok()),
+            "back at work, it offers both its free slots"
+        );
     }
 
     #[derive(Debug, Clone)]
