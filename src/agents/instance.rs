@@ -25,7 +25,6 @@ use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::agent::{Agent, AgentError, AgentLink, Failure, TaskContext};
@@ -40,6 +39,14 @@ use crate::supervision::{ChildLink, Exit};
 #[rtype(result = "()")]
 struct AgentExited(Result<(), String>);
 
+/// An attempt's own task finished: its slot and how it ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AttemptDone {
+    slot: u64,
+    res: WorkResult,
+}
+
 /// What running one attempt can end in: output or error, time bound passed, or panic.
 type WorkResult = Result<
     Result<Result<Value, AgentError>, tokio::time::error::Elapsed>,
@@ -52,7 +59,6 @@ struct Running {
     reply: ReplyTo,
     /// What the attempt spent on models, filled by its agent through its context.
     usage: Arc<parking_lot::Mutex<Option<crate::journal::Usage>>>,
-    spawn: SpawnHandle,
     /// Aborts the attempt's own task when the attempt is dropped (cancelled, failed over,
     /// or the instance stopped).
     _work: AbortOnDrop,
@@ -239,21 +245,17 @@ impl AgentInstance {
                 .boxed_local(),
                 Err(p) => FutureExt::boxed_local(futures::future::ready(Err(p))),
             };
-        // The attempt runs as a task of its own on this thread, and the actor waits on a
-        // oneshot: actix polls every future spawned on an actor's context each time the
-        // actor wakes, so with `concurrency` attempts in flight each wake would poll all of
-        // them (agent future, timeout, catch_unwind); a oneshot poll is a few nanoseconds.
-        let (tx, rx) = oneshot::channel::<WorkResult>();
+        // The attempt runs as a task of its own on this thread and reports to the actor's
+        // mailbox when it ends: actix polls every future spawned on an actor's context
+        // each time the actor wakes, so a future per attempt would cost `concurrency`
+        // polls per message. A cancelled attempt's task is aborted with its slot; a report
+        // for a slot no longer running is ignored.
+        let me = ctx.address();
         let work = actix_rt::spawn(async move {
-            let _ = tx.send(work.await);
+            let res = work.await;
+            me.do_send(AttemptDone { slot, res });
         });
         let abort = AbortOnDrop(work.abort_handle());
-        // An error means it was aborted with its attempt, already gone from `running`.
-        let spawn = ctx.spawn(rx.into_actor(self).map(move |res, act, ctx| {
-            if let Ok(res) = res {
-                act.finish(slot, res, ctx);
-            }
-        }));
         self.running.insert(
             slot,
             Running {
@@ -261,7 +263,6 @@ impl AgentInstance {
                 epoch,
                 reply: a.take_reply(),
                 usage,
-                spawn,
                 _work: abort,
             },
         );
@@ -331,9 +332,8 @@ impl AgentInstance {
     }
 
     /// Fails every held task with `why` and reports to their owners at once.
-    fn fail_all(&mut self, why: &str, ctx: &mut Context<Self>) {
+    fn fail_all(&mut self, why: &str) {
         for (_, r) in std::mem::take(&mut self.running) {
-            ctx.cancel_future(r.spawn);
             self.agent.cancel(r.task_id, r.epoch);
             if let Some(h) = &self.handle {
                 h.release();
@@ -364,7 +364,7 @@ impl AgentInstance {
         let why = format!("agent {} crashed: {exit}", self.cfg.id);
         tracing::warn!(agent = %self.cfg.id, %exit, "agent instance crashed");
         self.set_state(AgentState::Failed, Some(exit.to_string()));
-        self.fail_all(&why, ctx);
+        self.fail_all(&why);
         self.exit(exit, ctx);
     }
 
@@ -482,7 +482,6 @@ impl Handler<Cancel> for AgentInstance {
             .map(|(s, _)| *s);
         if let Some(slot) = slot {
             if let Some(r) = self.running.remove(&slot) {
-                ctx.cancel_future(r.spawn);
                 self.agent.cancel(r.task_id, r.epoch);
                 self.inst().release();
                 r.reply.send(AttemptReport::new(
@@ -543,6 +542,14 @@ impl AgentInstance {
     }
 }
 
+impl Handler<AttemptDone> for AgentInstance {
+    type Result = ();
+
+    fn handle(&mut self, m: AttemptDone, ctx: &mut Self::Context) {
+        self.finish(m.slot, m.res, ctx);
+    }
+}
+
 impl Handler<AgentExited> for AgentInstance {
     type Result = ();
 
@@ -551,7 +558,7 @@ impl Handler<AgentExited> for AgentInstance {
             Ok(()) if self.stopping => self.exit(Exit::Shutdown, ctx),
             Ok(()) => {
                 self.set_state(AgentState::Stopped, Some("agent exited".into()));
-                self.fail_all(&format!("agent {} exited", self.cfg.id), ctx);
+                self.fail_all(&format!("agent {} exited", self.cfg.id));
                 self.exit(Exit::Normal, ctx)
             }
             Err(e) => self.crash(Exit::Error(e), ctx),
