@@ -329,17 +329,9 @@ pub async fn w1(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
 }
 
 /// Process-wide memory figures from `/proc/self/status`, in bytes: (VmRSS, VmHWM).
+/// Zeros where the file does not exist (not Linux).
 pub fn memory() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |k: &str| {
-        text.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    crate::util::resident_memory().unwrap_or((0, 0))
 }
 
 /// W2 fan-out, one run: 1,000 echo instances of one capability, `100,000 * scale` tasks

@@ -290,13 +290,12 @@ struct Override {
 /// The manifest schema shipped with muster (`schemas/manifest.schema.json`, built in).
 fn shipped_schema() -> &'static SchemaStore {
     static STORE: std::sync::OnceLock<SchemaStore> = std::sync::OnceLock::new();
+    // `the_shipped_manifest_schema_is_built_in` proves the text compiles.
     STORE.get_or_init(|| {
-        let store = SchemaStore::new();
-        // Part of the build; `the_shipped_manifest_schema_is_built_in` proves it compiles.
-        if let Ok(doc) = serde_json::from_str(include_str!("../../schemas/manifest.schema.json")) {
-            let _ = store.add("manifest", doc);
-        }
-        store
+        SchemaStore::shipped(
+            "manifest",
+            include_str!("../../schemas/manifest.schema.json"),
+        )
     })
 }
 

@@ -150,6 +150,24 @@ pub struct SchemaStore {
 }
 
 impl SchemaStore {
+    /// A store holding one schema shipped inside the binary (`include_str!`), for the
+    /// project's own file formats: checked whatever `--schemas` points at. The text is
+    /// part of the build; each caller has a test proving it compiles, so a store left
+    /// empty by a broken text fails that test, never a user's run.
+    ///
+    /// ```
+    /// use muster::SchemaStore;
+    /// let s = SchemaStore::shipped("point", r#"{"type": "object", "required": ["x"]}"#);
+    /// assert!(s.validate("point", &serde_json::json!({"x": 1})).is_ok());
+    /// ```
+    pub fn shipped(name: &str, text: &str) -> SchemaStore {
+        let store = SchemaStore::new();
+        if let Ok(doc) = serde_json::from_str(text) {
+            let _ = store.add(name, doc);
+        }
+        store
+    }
+
     /// An empty store.
     pub fn new() -> Self {
         Self::default()

@@ -382,13 +382,12 @@ impl Workflow {
 /// The workflow schema shipped with muster (`schemas/workflow.schema.json`, built in).
 fn shipped_schema() -> &'static SchemaStore {
     static STORE: std::sync::OnceLock<SchemaStore> = std::sync::OnceLock::new();
+    // `the_shipped_workflow_schema_is_built_in` proves the text compiles.
     STORE.get_or_init(|| {
-        let store = SchemaStore::new();
-        // Part of the build; `the_shipped_workflow_schema_is_built_in` proves it compiles.
-        if let Ok(doc) = serde_json::from_str(include_str!("../../schemas/workflow.schema.json")) {
-            let _ = store.add("workflow", doc);
-        }
-        store
+        SchemaStore::shipped(
+            "workflow",
+            include_str!("../../schemas/workflow.schema.json"),
+        )
     })
 }
 
