@@ -124,6 +124,26 @@ fn every_counter_equals_what_the_journal_and_the_runtime_say() {
                 "attempts failed by {reason}"
             );
         }
+        // Restarts by supervisor (the test killed an instance).
+        let restarts: Vec<String> = records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::ChildRestarted { supervisor, .. } => Some(supervisor.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert!(!restarts.is_empty(), "the killed instance was restarted");
+        for sup in &restarts {
+            assert_eq!(
+                value(
+                    &s,
+                    "muster_child_restarts_total",
+                    &[("supervisor", sup.as_str())]
+                ),
+                restarts.iter().filter(|x| *x == sup).count() as f64,
+                "restarts by {sup}"
+            );
+        }
         assert_eq!(
             value(&s, "muster_runs_started_total", &[]),
             j("run_started")

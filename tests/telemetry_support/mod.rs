@@ -1,7 +1,8 @@
 //! The workload both telemetry tests observe, on the paused clock: a workflow run whose
 //! one task times out on its first agent, is reassigned, answers late (a stale result,
 //! fenced) and completes on the second agent, each attempt spending model tokens; and a
-//! bare task whose agent always fails, escalated after two attempts.
+//! bare task whose agent always fails, escalated after two attempts; then one of that
+//! agent's instances is killed and restarted by its supervisor.
 
 #![allow(dead_code)]
 
@@ -98,7 +99,9 @@ pub async fn workload(m: &Muster) -> (RunOutcome, Outcome) {
     .await
     .expect("the bare task ends within 120 s of virtual time")
     .expect("the bare task is accepted");
-    // Let every late answer arrive.
+    // A crash: its supervisor restarts the instance.
+    assert!(m.kill_agent("breaker#0", "killed by the test"));
+    // Let every late answer arrive, and the restart happen.
     tokio::time::sleep(Duration::from_secs(3)).await;
     (run, bare)
 }
