@@ -411,3 +411,23 @@ fn an_otel_variable_this_build_cannot_honour_is_bad_input_naming_it() {
         );
     }
 }
+
+#[test]
+fn an_unreachable_collector_does_not_change_the_runs_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    cast(dir.path());
+    // A port nobody listens on: every export is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = common::output_within(
+        120,
+        muster_run(dir.path(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str())]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json");
+    assert_eq!(doc["status"], "completed", "{doc}");
+}
