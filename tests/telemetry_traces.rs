@@ -311,6 +311,7 @@ fn muster_run(dir: &Path, env: &[(&str, &str)]) -> Command {
         .env_remove("OTEL_SDK_DISABLED")
         .env_remove("OTEL_TRACES_EXPORTER")
         .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .env_remove("OTEL_SERVICE_NAME")
         .stdin(Stdio::null());
     for (k, v) in env {
