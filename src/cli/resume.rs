@@ -163,7 +163,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
                 o,
                 wall.elapsed().as_millis(),
                 json_out,
-                &args.journal,
+                &super::run::Where::Journal(&args.journal),
                 (!o.usage.is_empty()).then_some(&o.usage),
             ));
         }

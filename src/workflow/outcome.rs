@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::journal::UsageTotals;
 
 /// How a run ended (or where it waits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RunStatus {
     /// It reached a `done` terminal (or a gate approved with nowhere else to go).
@@ -32,7 +32,7 @@ pub enum RunStatus {
 }
 
 /// What happened at one step visit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepSummary {
     /// Step name.
     pub step: String,
@@ -59,7 +59,7 @@ pub struct StepSummary {
 }
 
 /// A run's result: the facts `muster run` prints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOutcome {
     /// Run id.
     pub run: Uuid,
