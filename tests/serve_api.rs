@@ -729,6 +729,38 @@ async fn the_event_stream_resumes_after_last_event_id_with_no_gap_and_no_duplica
     }
 }
 
+#[tokio::test]
+async fn a_stream_resumed_from_zero_replays_a_journal_larger_than_its_batch_in_order() {
+    let dir = setup();
+    let node = start(dir.path());
+    // Enough runs that the journal holds several replay batches.
+    let mut runs = Vec::new();
+    for x in 0..300 {
+        runs.push(start_run(&node, "plain", json!({"x": x})).await);
+    }
+    for run in &runs {
+        wait_run(&node, run, |d| d["status"] == "completed").await;
+    }
+    let (_, page) = call("GET", &format!("{}/v1/records?limit=10000", node.url), None).await;
+    let last = page["records"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        last > 2 * muster::serve::events::REPLAY_BATCH as u64,
+        "the journal holds {last} records, not several batches"
+    );
+    let events = read_events(&format!("{}/v1/events", node.url), Some(0), |ev| {
+        ev.last().is_some_and(|(id, _)| *id >= last)
+    })
+    .await;
+    let ids: Vec<u64> = events.iter().map(|(id, _)| *id).collect();
+    let expected: Vec<u64> = (1..=last).collect();
+    assert_eq!(
+        ids, expected,
+        "every record, once, in order, across batches"
+    );
+}
+
 #[cfg(unix)]
 fn sigterm(child: &Child) {
     // SAFETY: kill(2) with a pid this test started; no memory is shared.

@@ -127,15 +127,22 @@ struct State {
     last: u64,
     /// Records read from the journal, not handled yet.
     backlog: VecDeque<Record>,
+    /// Set while the stream reads the journal (from its start point, or after a lag)
+    /// rather than the live feed: a batch of [`REPLAY_BATCH`] records at a time, so a
+    /// client resuming from 0 on a journal of millions never has them all in memory.
+    catching_up: bool,
     filter: Filter,
     /// Records up to here only feed the filter (the resume point of a filtered stream).
     quiet_until: u64,
     _slot: StreamSlot,
 }
 
-async fn read_after(journal: &Arc<TapJournal>, after: u64) -> VecDeque<Record> {
+/// Records read from the journal at a time while a stream catches up.
+pub const REPLAY_BATCH: usize = 1024;
+
+async fn read_batch(journal: &Arc<TapJournal>, after: u64) -> VecDeque<Record> {
     let j = journal.clone();
-    tokio::task::spawn_blocking(move || j.read_after(after))
+    tokio::task::spawn_blocking(move || j.read_batch(after, REPLAY_BATCH))
         .await
         .unwrap_or_default()
         .into()
@@ -169,6 +176,7 @@ pub fn stream(
         // A filtered stream reads from the start to learn the run's tasks.
         last: if run.is_some() { 0 } else { after },
         backlog: VecDeque::new(),
+        catching_up: true,
         filter: Filter {
             run,
             tasks: HashSet::new(),
@@ -176,13 +184,15 @@ pub fn stream(
         quiet_until: after,
         _slot: slot,
     };
-    futures::stream::unfold((state, true), |(mut st, first)| async move {
-        if first {
-            st.backlog = read_after(&st.journal, st.last).await;
-        }
+    futures::stream::unfold(state, |mut st| async move {
         loop {
             if *st.stop.borrow() {
                 return None;
+            }
+            if st.backlog.is_empty() && st.catching_up {
+                st.backlog = read_batch(&st.journal, st.last).await;
+                st.catching_up = !st.backlog.is_empty();
+                continue;
             }
             if let Some(r) = st.backlog.pop_front() {
                 if r.seq <= st.last {
@@ -190,7 +200,7 @@ pub fn stream(
                 }
                 st.last = r.seq;
                 if st.filter.keep(&r.event) && r.seq > st.quiet_until {
-                    return Some((Ok(sse(&r)), (st, false)));
+                    return Some((Ok(sse(&r)), st));
                 }
                 continue;
             }
@@ -214,13 +224,13 @@ pub fn stream(
                     }
                     st.last = r.seq;
                     if st.filter.keep(&r.event) && r.seq > st.quiet_until {
-                        return Some((Ok(sse(&r)), (st, false)));
+                        return Some((Ok(sse(&r)), st));
                     }
                 }
                 // A gap (appends from two threads broadcast out of order) or a lag: the
                 // journal has what was missed.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    st.backlog = read_after(&st.journal, st.last).await;
+                    st.catching_up = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
