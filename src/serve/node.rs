@@ -39,6 +39,16 @@ pub const DECIDE_RETRIES: u32 = 200;
 pub struct Live {
     runs: Mutex<HashMap<Uuid, LiveRun>>,
     decided: Mutex<HashMap<(Uuid, String), bool>>,
+    starts: Mutex<Starts>,
+}
+
+/// Where in the journal the runs and tasks this node started begin (the journal's length
+/// just before), so that their views read from there rather than from the journal's start;
+/// the last [`Live::STARTS_KEPT`] are kept.
+#[derive(Debug, Default)]
+struct Starts {
+    at: HashMap<Uuid, u64>,
+    order: std::collections::VecDeque<Uuid>,
 }
 
 #[derive(Debug)]
@@ -66,6 +76,27 @@ impl Live {
     /// The workflow of a run it drives.
     pub fn workflow(&self, run: Uuid) -> Option<String> {
         self.runs.lock().get(&run).map(|r| r.workflow.clone())
+    }
+
+    /// How many run and task start points are kept.
+    pub const STARTS_KEPT: usize = 100_000;
+
+    /// Notes that `id` (a run or a task) starts after the journal's record `seq`.
+    pub fn started_after(&self, id: Uuid, seq: u64) {
+        let mut s = self.starts.lock();
+        if s.at.insert(id, seq).is_none() {
+            s.order.push_back(id);
+        }
+        while s.order.len() > Self::STARTS_KEPT {
+            if let Some(old) = s.order.pop_front() {
+                s.at.remove(&old);
+            }
+        }
+    }
+
+    /// The journal record `id` (a run or a task this node started) starts after, if known.
+    pub fn start_of(&self, id: Uuid) -> Option<u64> {
+        self.starts.lock().at.get(&id).copied()
     }
 
     fn finished(&self, run: Uuid) {
@@ -113,13 +144,19 @@ impl Node {
                 reply,
             } => {
                 let id = self.muster.new_id();
+                self.live.started_after(id, self.muster.journal().len());
                 self.drive(id, workflow, Start::Fresh(input));
                 let _ = reply.send(id);
             }
             Command::SubmitTask { task, reply } => {
                 let muster = self.muster.clone();
+                let live = self.live.clone();
                 actix::spawn(async move {
+                    let before = muster.journal().len();
                     let r = muster.submit(*task).await.map(|h| h.id());
+                    if let Ok(id) = &r {
+                        live.started_after(*id, before);
+                    }
                     let _ = reply.send(r);
                 });
             }

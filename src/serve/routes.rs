@@ -152,6 +152,40 @@ async fn all_records(journal: &Arc<TapJournal>, after: u64) -> Vec<Record> {
         .unwrap_or_default()
 }
 
+/// The records of one run or task (a run's: its own and its tasks'), read from `from` to
+/// the journal's end a batch at a time, keeping only those: a view of a recent run costs
+/// what was journaled since it started, not the whole history.
+async fn records_of(journal: &Arc<TapJournal>, from: u64, id: Uuid) -> Vec<Record> {
+    let j = journal.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut tasks = std::collections::HashSet::from([id]);
+        let mut out = Vec::new();
+        let mut after = from;
+        loop {
+            let batch = j.read_batch(after, 4096);
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            for r in batch {
+                if views::belongs(&r.event, id, &mut tasks) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The records a view of `id` needs: scoped when this node knows where it starts, all of
+/// them otherwise (a run or task of a previous process, or one started long ago).
+async fn view_records(st: &AppState, id: Uuid) -> Vec<Record> {
+    match st.live.start_of(id) {
+        Some(from) => records_of(&st.journal, from, id).await,
+        None => all_records(&st.journal, 0).await,
+    }
+}
+
 fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text.trim()).map_err(|_| {
         ApiError::bad_request(format!("`{text}` is not a run or task id (a UUID)")).field(field)
@@ -291,7 +325,7 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "id")?;
-    let records = all_records(&st.journal, 0).await;
+    let records = view_records(&st, id).await;
     match views::run_detail(&records, id, st.live.contains(id)) {
         Some(doc) => Ok(Json(doc)),
         // Started by this node a moment ago: not journaled yet.
@@ -497,7 +531,7 @@ async fn get_task(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "id")?;
-    let records = all_records(&st.journal, 0).await;
+    let records = view_records(&st, id).await;
     views::task(&records, id)
         .map(|t| Json(json!(t)))
         .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the journal")).field("id"))

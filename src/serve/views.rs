@@ -61,6 +61,36 @@ pub fn run_summaries(records: &[Record], live: &dyn Fn(Uuid) -> bool) -> Vec<Val
     out
 }
 
+/// Whether a record is part of the story of `id`, a run or a task: the run's own records,
+/// the tasks submitted under it (or the task itself) and theirs, and envelopes correlated
+/// to it. `tasks` holds `id` and collects the tasks seen so far (read records in order).
+pub fn belongs(e: &Event, id: Uuid, tasks: &mut HashSet<Uuid>) -> bool {
+    match e {
+        Event::RunStarted { run, .. }
+        | Event::StepEntered { run, .. }
+        | Event::StepCompleted { run, .. }
+        | Event::StepFailed { run, .. }
+        | Event::GateWaiting { run, .. }
+        | Event::GateDecided { run, .. }
+        | Event::RunEnded { run, .. } => *run == id,
+        Event::TaskSubmitted {
+            task, correlation, ..
+        } => {
+            if *task == id || *correlation == id {
+                tasks.insert(*task);
+                true
+            } else {
+                false
+            }
+        }
+        e => match (e.task(), e.correlation()) {
+            (Some(t), _) => tasks.contains(&t),
+            (None, Some(c)) => c == id,
+            (None, None) => false,
+        },
+    }
+}
+
 /// One lease of a task and how it ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseView {
@@ -346,4 +376,61 @@ pub fn restarts(records: &[Record]) -> HashMap<(String, String), u64> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submitted(task: Uuid, correlation: Uuid) -> Event {
+        Event::TaskSubmitted {
+            task,
+            capability: "echo".into(),
+            correlation,
+            input: json!({}),
+            attempts: 1,
+            timeout_ms: 1000,
+            sender: String::new(),
+        }
+    }
+
+    fn accepted(task: Uuid) -> Event {
+        Event::ResultAccepted {
+            task,
+            agent: "echo#0".into(),
+            epoch: 1,
+            output: json!({}),
+        }
+    }
+
+    #[test]
+    fn a_runs_story_is_its_records_and_its_tasks_not_its_neighbours() {
+        let (run, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+        let started = |run| Event::RunStarted {
+            run,
+            workflow: "w".into(),
+            file: "w.toml".into(),
+            input: json!({}),
+        };
+        let events = [
+            (started(run), true),
+            (started(other), false),
+            (submitted(theirs, other), false),
+            (submitted(mine, run), true),
+            (accepted(theirs), false),
+            (accepted(mine), true),
+        ];
+        let mut tasks = HashSet::from([run]);
+        for (e, expected) in &events {
+            assert_eq!(belongs(e, run, &mut tasks), *expected, "{e:?}");
+        }
+        // A bare task's story: its own records only.
+        let mut tasks = HashSet::from([theirs]);
+        let kept: Vec<bool> = events
+            .iter()
+            .map(|(e, _)| belongs(e, theirs, &mut tasks))
+            .collect();
+        assert_eq!(kept, [false, false, true, false, true, false]);
+    }
 }
