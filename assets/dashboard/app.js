@@ -809,6 +809,8 @@
     state.timeline = [];
     timelineSeqs.clear();
     $("run-panel").hidden = !id;
+    // The address names the run shown, so it can be shared or reloaded.
+    history.replaceState(null, "", location.pathname + location.search + (id ? "#run=" + encodeURIComponent(id) : ""));
     dirty.runs = true;
     if (!id) return render();
     dirty.detail = true;
@@ -928,7 +930,7 @@
           items.push({ kind: "note", text: "✗ step " + str(ev.step) + ": " + str(ev.reason) });
           break;
         case "gate_waiting":
-          items.push({ kind: "note", text: "⏸ gate " + str(ev.gate) + ": " + str(ev.question) });
+          items.push({ kind: "note", text: "‖ gate " + str(ev.gate) + ": " + str(ev.question) });
           break;
         case "gate_decided":
           items.push({ kind: "note", text: (ev.approved ? "✓ approved " : "✗ rejected ") + str(ev.gate) + (ev.reason ? ": " + str(ev.reason) : "") });
@@ -962,7 +964,7 @@
         const x2 = x(it.to);
         const dir = x2 > x1 ? -1 : 1;
         g.append(svg("line", { x1, y1: y, x2, y2: y, "stroke-width": 1.5 }));
-        g.append(svg("path", { d: "M" + x2 + " " + y + " l" + dir * 7 + " -4 l0 8 z", fill: "currentColor", class: "head" }));
+        g.append(svg("path", { d: "M" + x2 + " " + y + " l" + dir * 7 + " -4 l0 8 z", class: "head" }));
         const text = it.text.length > 60 ? it.text.slice(0, 59) + "…" : it.text;
         g.append(svg("text", { x: Math.min(x1, x2) + 6, y: y - 4 }, text));
       }
@@ -1081,6 +1083,8 @@
     const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
     if (failed.length) showError("loading: " + failed.join("; "));
     render();
+    const linked = /^#run=([0-9a-fA-F-]{1,64})$/.exec(location.hash);
+    if (linked && !state.selected) select(linked[1]);
     document.body.setAttribute("data-ready", "true");
   }
 
