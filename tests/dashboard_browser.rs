@@ -76,8 +76,8 @@ terminal = "done"
 terminal = "fail"
 "#;
 
-/// A cast of two echo instances, one schema and the two workflows, in a temp dir.
-fn setup() -> tempfile::TempDir {
+/// A cast of `replicas` echo instances, one schema and the two workflows, in a temp dir.
+fn setup(replicas: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     for sub in ["actors", "schemas", "workflows"] {
@@ -90,8 +90,9 @@ fn setup() -> tempfile::TempDir {
     .expect("schema");
     std::fs::write(
         p.join("actors/echo.toml"),
-        r#"name = "echo"
-replicas = 2
+        format!(
+            r#"name = "echo"
+replicas = {replicas}
 [[capabilities]]
 name = "echo"
 input = "obj"
@@ -99,7 +100,8 @@ output = "obj"
 [backend]
 kind = "function"
 name = "echo"
-"#,
+"#
+        ),
     )
     .expect("manifest");
     std::fs::write(p.join("workflows/echo.toml"), ECHO_WORKFLOW).expect("workflow");
@@ -216,9 +218,7 @@ impl Chromium {
             .build()
             .expect("a browser configuration");
         let (mut browser, mut handler) = Browser::launch(config).await.expect("chromium starts");
-        let pid = browser
-            .get_mut_child()
-            .and_then(|c| c.as_mut_inner().id());
+        let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
         let handler = tokio::spawn(async move {
             while let Some(event) = handler.next().await {
                 if event.is_err() {
@@ -232,6 +232,17 @@ impl Chromium {
             handler,
             _profile: profile,
         }
+    }
+}
+
+impl Chromium {
+    /// Closes the browser the polite way (bounded); the drop kills what is left.
+    async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let _ = self.browser.close().await;
+            let _ = self.browser.wait().await;
+        })
+        .await;
     }
 }
 
@@ -286,7 +297,12 @@ fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-async fn api(client: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+async fn api(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = client
         .request(method, &url)
         .header("Authorization", format!("Bearer {TOKEN}"));
@@ -320,7 +336,10 @@ async fn wait_page(page: &Page, what: &str, expr: &str) {
             let error = page_text(page, "document.getElementById('error').textContent").await;
             let conn = page_text(page, "document.getElementById('conn').textContent").await;
             let _ = page
-                .save_screenshot(ScreenshotParams::builder().full_page(true).build(), screenshot_path("dashboard-failure.png"))
+                .save_screenshot(
+                    ScreenshotParams::builder().full_page(true).build(),
+                    screenshot_path("dashboard-failure.png"),
+                )
                 .await;
             panic!("the page did not show {what} within {WAIT:?} (connection: {conn:?}, error line: {error:?}; screenshot target/dashboard-failure.png)");
         }
@@ -350,7 +369,13 @@ fn q(v: &str) -> String {
 }
 
 async fn run_status(client: &reqwest::Client, node: &Node, run: &str) -> String {
-    let (code, body) = api(client, reqwest::Method::GET, node.url(&format!("/v1/runs/{run}")), None).await;
+    let (code, body) = api(
+        client,
+        reqwest::Method::GET,
+        node.url(&format!("/v1/runs/{run}")),
+        None,
+    )
+    .await;
     assert_eq!(code, 200, "GET /v1/runs/{run}: {body}");
     body["status"].as_str().unwrap_or_default().to_string()
 }
@@ -360,7 +385,7 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     if skip_requested() {
         return;
     }
-    let dir = setup();
+    let dir = setup(2);
     let node = Node::start(dir.path());
     let client = http();
 
@@ -372,8 +397,18 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
         .expect("the dashboard opens");
 
     // The token moves from the address bar into the session, and the stream is live.
-    wait_page(&page, "the token taken out of the address bar", "!location.search.includes('token')").await;
-    wait_page(&page, "the event stream live", "document.getElementById('conn').textContent === 'live'").await;
+    wait_page(
+        &page,
+        "the token taken out of the address bar",
+        "!location.search.includes('token')",
+    )
+    .await;
+    wait_page(
+        &page,
+        "the event stream live",
+        "document.getElementById('conn').textContent === 'live'",
+    )
+    .await;
 
     // The agents, with their state, and the supervision tree down to the instances.
     for agent in ["echo#0", "echo#1"] {
@@ -386,11 +421,19 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
         wait_page(
             &page,
             &format!("{agent} in the supervision tree"),
-            &format!("document.querySelector('[data-testid=tree-node][data-node-id={}]')", q(agent)),
+            &format!(
+                "document.querySelector('[data-testid=tree-node][data-node-id={}]')",
+                q(agent)
+            ),
         )
         .await;
     }
-    wait_page(&page, "two agents counted", "document.getElementById('agents-count').textContent === '2'").await;
+    wait_page(
+        &page,
+        "two agents counted",
+        "document.getElementById('agents-count').textContent === '2'",
+    )
+    .await;
     wait_page(
         &page,
         "a supervisor in the tree",
@@ -409,9 +452,17 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     .await;
     assert_eq!(code, 202, "POST /v1/runs: {body}");
     let run = body["run"].as_str().expect("a run id").to_string();
-    let row = format!("document.querySelector('[data-testid=run-row][data-run-id={}]')", q(&run));
+    let row = format!(
+        "document.querySelector('[data-testid=run-row][data-run-id={}]')",
+        q(&run)
+    );
     wait_page(&page, "the submitted run", &row).await;
-    wait_page(&page, "the run completed", &format!("{row}?.querySelector('[data-testid=run-status]').textContent === 'completed'")).await;
+    wait_page(
+        &page,
+        "the run completed",
+        &format!("{row}?.querySelector('[data-testid=run-status]').textContent === 'completed'"),
+    )
+    .await;
 
     // Its timeline: a lease went to an echo instance and its result came back.
     page.find_element(format!("[data-testid=run-row][data-run-id={}]", q(&run)))
@@ -420,12 +471,35 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
         .click()
         .await
         .expect("a click on the run");
-    wait_page(&page, "the run's detail", &format!("document.getElementById('run-id').textContent === {}", q(&run))).await;
-    wait_page(&page, "a lease in the timeline", "document.querySelector('[data-testid=timeline-item][data-kind=lease]')").await;
-    wait_page(&page, "an accepted result in the timeline", "document.querySelector('[data-testid=timeline-item][data-kind=ok]')").await;
+    wait_page(
+        &page,
+        "the run's detail",
+        &format!(
+            "document.getElementById('run-id').textContent === {}",
+            q(&run)
+        ),
+    )
+    .await;
+    wait_page(
+        &page,
+        "a lease in the timeline",
+        "document.querySelector('[data-testid=timeline-item][data-kind=lease]')",
+    )
+    .await;
+    wait_page(
+        &page,
+        "an accepted result in the timeline",
+        "document.querySelector('[data-testid=timeline-item][data-kind=ok]')",
+    )
+    .await;
     wait_page(&page, "an echo instance as a lifeline", "[...document.querySelectorAll('[data-testid=timeline-lane]')].some(e => e.textContent.startsWith('echo#'))").await;
     wait_page(&page, "the step with its owner", "document.querySelector('[data-testid=step-row][data-step=say] [data-testid=step-owner]')?.textContent.startsWith('echo#')").await;
-    wait_page(&page, "the input shown as text", "document.getElementById('run-steps').textContent.includes('<img id=injected src=x>')").await;
+    wait_page(
+        &page,
+        "the input shown as text",
+        "document.getElementById('run-steps').textContent.includes('<img id=injected src=x>')",
+    )
+    .await;
     let injected = page_text(&page, "document.getElementById('injected') === null && document.querySelectorAll('#main img').length === 0").await;
     assert_eq!(injected, "true", "a string from the server became markup");
 
@@ -440,8 +514,16 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     .await;
     assert_eq!(code, 202, "POST /v1/runs: {body}");
     let gated = body["run"].as_str().expect("a run id").to_string();
-    let approve = format!("[data-testid=gate-row][data-run-id={}] [data-testid=gate-approve]", q(&gated));
-    wait_page(&page, "the gate's Approve button", &format!("document.querySelector({})", q(&approve))).await;
+    let approve = format!(
+        "[data-testid=gate-row][data-run-id={}] [data-testid=gate-approve]",
+        q(&gated)
+    );
+    wait_page(
+        &page,
+        "the gate's Approve button",
+        &format!("document.querySelector({})", q(&approve)),
+    )
+    .await;
     assert_eq!(run_status(&client, &node, &gated).await, "waiting");
     page.find_element(approve.clone())
         .await
@@ -462,12 +544,37 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, detail) = api(&client, reqwest::Method::GET, node.url(&format!("/v1/runs/{gated}")), None).await;
+    let (_, detail) = api(
+        &client,
+        reqwest::Method::GET,
+        node.url(&format!("/v1/runs/{gated}")),
+        None,
+    )
+    .await;
     let decided = &detail["gates"][0]["decided"];
-    assert_eq!(decided["approved"], json!(true), "the gate's decision: {detail}");
-    let gated_row = format!("document.querySelector('[data-testid=run-row][data-run-id={}]')", q(&gated));
-    wait_page(&page, "the gated run completed", &format!("{gated_row}?.querySelector('[data-testid=run-status]').textContent === 'completed'")).await;
-    wait_page(&page, "no gate left waiting", "document.getElementById('gates-count').textContent === '0'").await;
+    assert_eq!(
+        decided["approved"],
+        json!(true),
+        "the gate's decision: {detail}"
+    );
+    let gated_row = format!(
+        "document.querySelector('[data-testid=run-row][data-run-id={}]')",
+        q(&gated)
+    );
+    wait_page(
+        &page,
+        "the gated run completed",
+        &format!(
+            "{gated_row}?.querySelector('[data-testid=run-status]').textContent === 'completed'"
+        ),
+    )
+    .await;
+    wait_page(
+        &page,
+        "no gate left waiting",
+        "document.getElementById('gates-count').textContent === '0'",
+    )
+    .await;
 
     // The gated run's detail, for the screenshot of the closing note.
     page.find_element(format!("[data-testid=run-row][data-run-id={}]", q(&gated)))
@@ -476,10 +583,234 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
         .click()
         .await
         .expect("a click on the run");
-    wait_page(&page, "the approval in the timeline", "document.getElementById('run-timeline').textContent.includes('approved ask')").await;
+    wait_page(
+        &page,
+        "the approval in the timeline",
+        "document.getElementById('run-timeline').textContent.includes('approved ask')",
+    )
+    .await;
     let shot = screenshot_path("dashboard.png");
     page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &shot)
         .await
         .expect("a screenshot");
     eprintln!("screenshot: {}", shot.display());
+    chrome.close().await;
+}
+
+/// 1,000 agents and 10,000 runs, submitted while the page is open: the page keeps a
+/// screenful of rows (the agents and the tree are virtual lists, the runs a page of 50),
+/// follows the stream to the last run, and pages through the runs. The figures it prints
+/// (time to first draw, the longest main-thread task, the slowest answer to the test while
+/// runs stream in) are for BENCHMARKS-style notes; none is asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs() {
+    if skip_requested() {
+        return;
+    }
+    const AGENTS: usize = 1000;
+    const RUNS: usize = 10_000;
+    let dir = setup(AGENTS);
+    let node = Node::start(dir.path());
+    let client = http();
+
+    let chrome = Chromium::launch().await;
+    let page = chrome
+        .browser
+        .new_page(node.url(&format!("/?token={TOKEN}")))
+        .await
+        .expect("the dashboard opens");
+    page.evaluate(
+        "window.__longest = 0; try { new PerformanceObserver((l) => { for (const e of l.getEntries()) \
+         window.__longest = Math.max(window.__longest, e.duration); }).observe({type: 'longtask', buffered: true}); } catch (_) {}",
+    )
+    .await
+    .expect("a long-task observer");
+    wait_page(
+        &page,
+        "the event stream live",
+        "document.getElementById('conn').textContent === 'live'",
+    )
+    .await;
+    wait_page(
+        &page,
+        "1,000 agents counted",
+        &format!("document.getElementById('agents-count').textContent === '{AGENTS}'"),
+    )
+    .await;
+    let first_draw = page_text(&page, "Math.round(performance.now())").await;
+
+    // 10,000 runs through the API, 32 at a time, while the page follows the stream; the
+    // test samples how long the page takes to answer it meanwhile.
+    let submit = {
+        let client = client.clone();
+        let url = node.url("/v1/runs");
+        tokio::spawn(async move {
+            let mut last = String::new();
+            let mut results = futures::stream::iter(0..RUNS)
+                .map(|i| {
+                    let client = client.clone();
+                    let url = url.clone();
+                    async move {
+                        api(
+                            &client,
+                            reqwest::Method::POST,
+                            url,
+                            Some(json!({"workflow": "echo-once", "input": {"i": i}})),
+                        )
+                        .await
+                    }
+                })
+                .buffered(32);
+            while let Some((code, body)) = results.next().await {
+                assert_eq!(code, 202, "POST /v1/runs: {body}");
+                last = body["run"].as_str().unwrap_or_default().to_string();
+            }
+            last
+        })
+    };
+    let mut slowest = Duration::ZERO;
+    while !submit.is_finished() {
+        let t = Instant::now();
+        let _ = page
+            .evaluate("document.querySelectorAll('[data-testid=run-row]').length")
+            .await;
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last = submit.await.expect("the submitter");
+
+    // Every run ends; then the page's first page is the API's, every row completed.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (code, body) = api(
+            &client,
+            reqwest::Method::GET,
+            node.url("/v1/runs?status=running&limit=1"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "GET /v1/runs?status=running: {body}");
+        if body["runs"].as_array().is_some_and(|r| r.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs still running 300 s after the last was submitted (last: {last})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, newest) = api(
+        &client,
+        reqwest::Method::GET,
+        node.url("/v1/runs?limit=50"),
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = newest["runs"]
+        .as_array()
+        .expect("a page of runs")
+        .iter()
+        .filter_map(|r| r["run"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 50, "the API's first page: {newest}");
+    wait_page(
+        &page,
+        "the API's newest 50 runs, completed",
+        &format!(
+            "(() => {{ const want = new Set({}); const rows = [...document.querySelectorAll('[data-testid=run-row]')]; \
+             return rows.length === 50 && rows.every(r => want.has(r.dataset.runId) && r.dataset.status === 'completed'); }})()",
+            serde_json::to_string(&ids).expect("ids")
+        ),
+    )
+    .await;
+
+    let counts: Value = page
+        .evaluate(
+            "({agentRows: document.querySelectorAll('[data-testid=agent-row]').length, \
+              treeRows: document.querySelectorAll('[data-testid=tree-node]').length, \
+              treeCount: Number(document.getElementById('tree-count').textContent), \
+              runRows: document.querySelectorAll('[data-testid=run-row]').length, \
+              nodes: document.getElementsByTagName('*').length, \
+              longest: Math.round(window.__longest)})",
+        )
+        .await
+        .expect("the page's counts")
+        .into_value()
+        .expect("a JSON object");
+    eprintln!(
+        "dashboard at {AGENTS} agents and {RUNS} runs: first draw at {first_draw} ms, longest main-thread task {} ms, \
+         slowest answer while runs streamed {} ms, {} elements in the page",
+        counts["longest"],
+        slowest.as_millis(),
+        counts["nodes"]
+    );
+    let agent_rows = counts["agentRows"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        agent_rows > 0 && agent_rows <= 60,
+        "agent rows in the page: {counts}"
+    );
+    let tree_rows = counts["treeRows"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        tree_rows > 0 && tree_rows <= 60,
+        "tree rows in the page: {counts}"
+    );
+    assert!(
+        counts["treeCount"].as_u64().unwrap_or(0) > AGENTS as u64,
+        "the tree holds every instance: {counts}"
+    );
+    assert_eq!(counts["runRows"], json!(50), "one page of runs: {counts}");
+
+    // Older runs are a page away, and a different page.
+    let first_page = page_text(
+        &page,
+        "[...document.querySelectorAll('[data-testid=run-row]')].map(r => r.dataset.runId).join()",
+    )
+    .await;
+    page.find_element("[data-testid=runs-next]")
+        .await
+        .expect("the older button")
+        .click()
+        .await
+        .expect("a click on older");
+    wait_page(
+        &page,
+        "page 2",
+        "document.getElementById('runs-page').textContent === 'page 2'",
+    )
+    .await;
+    wait_page(
+        &page,
+        "50 older runs",
+        &format!(
+            "(() => {{ const ids = [...document.querySelectorAll('[data-testid=run-row]')].map(r => r.dataset.runId); \
+             const first = new Set({}.split(',')); return ids.length === 50 && ids.every(i => !first.has(i)); }})()",
+            q(&first_page)
+        ),
+    )
+    .await;
+    // Scrolling the agents to the end shows the last ones (sorted by number), still a screenful.
+    page.evaluate(
+        "const l = document.getElementById('agents-list'); l.scrollTop = l.scrollHeight;",
+    )
+    .await
+    .expect("a scroll");
+    wait_page(
+        &page,
+        "the last agent after scrolling",
+        &format!(
+            "document.querySelector('[data-testid=agent-row][data-agent-id={}]')",
+            q(&format!("echo#{}", AGENTS - 1))
+        ),
+    )
+    .await;
+    let rows = page_text(
+        &page,
+        "document.querySelectorAll('[data-testid=agent-row]').length",
+    )
+    .await;
+    assert!(
+        rows.parse::<u64>().is_ok_and(|n| n <= 60),
+        "agent rows after scrolling: {rows}"
+    );
+    chrome.close().await;
 }
