@@ -511,8 +511,10 @@
     const list = listOf(body, "runs", "items");
     state.runs = list.map(normalizeRun);
     state.runIndex = new Map(state.runs.map((r) => [r.id, r]));
-    state.runNext = body && !Array.isArray(body) ? body.next || body.next_cursor || body.after || null : null;
-    if (!state.runNext && list.length === RUNS_PAGE && state.runs.length) state.runNext = state.runs[state.runs.length - 1].id;
+    const paged = body && !Array.isArray(body) && "next" in body;
+    state.runNext = paged ? body.next || null : null;
+    // A reply without `next`: the last run shown is where the next page starts.
+    if (!paged && list.length === RUNS_PAGE) state.runNext = state.runs[state.runs.length - 1].id;
     for (const r of state.runs) if (r.gate && r.status === "waiting") rememberGate(r);
     dirty.runs = true;
   }
