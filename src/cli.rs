@@ -8,9 +8,11 @@ pub mod agents;
 pub mod approve;
 pub mod bench;
 pub mod check;
+pub mod client;
 pub mod inspect;
 pub mod resume;
 pub mod run;
+pub mod serve;
 pub mod sim;
 
 use std::path::PathBuf;
@@ -52,6 +54,8 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     /// Simulate a failure scenario on virtual time: lost, duplicated, latencies, digest.
     Sim(sim::SimArgs),
+    /// Serve the cast and workflows over HTTP (docs/api.md) until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -157,6 +161,13 @@ pub fn run(cli: Cli) -> i32 {
             let json = a.json;
             match approve::run(a) {
                 Ok(()) => EXIT_OK,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Serve(a) => {
+            let json = a.json;
+            match serve::run(a) {
+                Ok(code) => code,
                 Err(e) => e.report(json),
             }
         }

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod memory;
 pub mod recorder;
 pub mod sqlite;
+pub mod tap;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use event::{Event, Record};
 pub use memory::MemoryJournal;
 pub use recorder::{Recorder, Unwritten};
 pub use sqlite::{Durability, SqliteJournal};
+pub use tap::TapJournal;
 pub use usage::{Usage, UsageTotals};
 
 /// Where events go.

@@ -3,7 +3,7 @@
 
 // The modules are layers (bottom to top: util, clock, ids, conditions, messaging, journal,
 // supervision, agents, discovery, routing, delegation, runtime, workflow, cast, scenario,
-// then the front ends bench and cli); docs/architecture.md says what each owns, and
+// then the front ends bench, serve and cli); docs/architecture.md says what each owns, and
 // `tests/architecture_layers.rs` checks that no module imports one above it.
 pub mod agents;
 pub mod cast;
@@ -17,6 +17,7 @@ pub mod messaging;
 pub mod routing;
 pub mod runtime;
 pub mod scenario;
+pub mod serve;
 pub mod supervision;
 mod util;
 pub mod workflow;

@@ -18,6 +18,9 @@ pub struct AgentsArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// List the agents of a node instead of starting the cast here.
+    #[command(flatten)]
+    pub server: super::client::ServerArgs,
 }
 
 /// Loads schemas and every manifest, checking all of them before registering any.
@@ -75,8 +78,60 @@ pub(crate) async fn start_with(
         .map_err(|e| CliError::bad_input(e.to_string(), json!({"message": e.to_string()})))
 }
 
+/// `muster agents --server`: the node's agents, printed as a local listing is.
+fn remote(args: AgentsArgs) -> Result<(), CliError> {
+    let client = super::client::Client::new(&args.server)?;
+    let doc = block_on(async move { client.get("/v1/agents").await })?;
+    if args.json {
+        println!("{doc}");
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<9} {:>8}  {:<16} {:<20} OUTPUT",
+        "INSTANCE", "STATE", "IN-FLIGHT", "CAPABILITY", "INPUT"
+    );
+    let agents = doc["agents"].as_array().cloned().unwrap_or_default();
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for a in &agents {
+        for (i, c) in a["capabilities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let (id, state, inflight) = if i == 0 {
+                (s(&a["id"]), s(&a["state"]), s(&a["in_flight"]))
+            } else {
+                (String::new(), String::new(), String::new())
+            };
+            println!(
+                "{:<18} {:<9} {:>8}  {:<16} {:<20} {}",
+                id,
+                state,
+                inflight,
+                s(&c["name"]),
+                s(&c["input"]),
+                s(&c["output"])
+            );
+        }
+    }
+    println!();
+    println!(
+        "{} instances, {} schemas loaded",
+        agents.len(),
+        doc["schemas"].as_array().map_or(0, |a| a.len())
+    );
+    Ok(())
+}
+
 /// Runs `muster agents`.
 pub fn run(args: AgentsArgs) -> Result<(), CliError> {
+    if args.server.server.is_some() {
+        return remote(args);
+    }
     let (store, defs) = load(&args.cast)?;
     let descriptions: Vec<(String, String)> = defs
         .iter()

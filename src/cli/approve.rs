@@ -32,6 +32,9 @@ pub struct ApproveArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Decide on a node instead of in a journal file.
+    #[command(flatten)]
+    pub server: super::client::ServerArgs,
 }
 
 /// Finds a run by id or unique id prefix.
@@ -61,8 +64,42 @@ fn find<'a>(runs: &'a [RecoveredRun], id: &str) -> Result<&'a RecoveredRun, CliE
     }
 }
 
+/// `muster approve --server`: decides the gate on the node, which goes on with the run.
+fn remote(args: ApproveArgs) -> Result<(), CliError> {
+    let client = super::client::Client::new(&args.server)?;
+    super::block_on(async move {
+        let run = client.resolve_run(&args.run).await?;
+        let approved = !args.reject;
+        let body = json!({
+            "decision": if approved { "approve" } else { "reject" },
+            "note": args.reason,
+        });
+        client
+            .post(&format!("/v1/runs/{run}/gates/{}", args.gate), &body)
+            .await?;
+        if args.json {
+            println!(
+                "{}",
+                json!({"ok": true, "run": run, "gate": args.gate, "approved": approved})
+            );
+        } else {
+            let verb = if approved { "approved" } else { "rejected" };
+            println!(
+                "{verb} gate `{}` of run {run} on {}",
+                args.gate,
+                client.base()
+            );
+            println!("the node goes on with the run");
+        }
+        Ok(())
+    })
+}
+
 /// Runs `muster approve`.
 pub fn run(args: ApproveArgs) -> Result<(), CliError> {
+    if args.server.server.is_some() {
+        return remote(args);
+    }
     let bad_journal = |e: crate::journal::JournalError| {
         CliError::bad_input(
             e.to_string(),

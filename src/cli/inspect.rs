@@ -53,6 +53,9 @@ pub struct InspectArgs {
     /// Same as `--format json` (errors too are printed as JSON).
     #[arg(long)]
     pub json: bool,
+    /// Read the journal of a node instead of a file.
+    #[command(flatten)]
+    pub server: super::client::ServerArgs,
 }
 
 /// `writeln!` into the output buffer (writing to a `String` cannot fail).
@@ -68,12 +71,17 @@ macro_rules! outw {
 
 /// Runs `muster inspect`.
 pub fn run(args: InspectArgs) -> Result<(), CliError> {
-    let records = read_journal(&args.journal, 0).map_err(|e| {
-        CliError::bad_input(
-            e.to_string(),
-            json!({"journal": args.journal, "message": e.to_string()}),
-        )
-    })?;
+    let records = if args.server.server.is_some() {
+        let client = super::client::Client::new(&args.server)?;
+        super::block_on(async move { client.records().await })?
+    } else {
+        read_journal(&args.journal, 0).map_err(|e| {
+            CliError::bad_input(
+                e.to_string(),
+                json!({"journal": args.journal, "message": e.to_string()}),
+            )
+        })?
+    };
     let format = if args.json { Format::Json } else { args.format };
     let scope = if let Some(id) = args.run.as_ref().or(args.correlation.as_ref()) {
         let what = if args.run.is_some() {

@@ -157,7 +157,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
                 o,
                 wall.elapsed().as_millis(),
                 json_out,
-                &args.journal,
+                &super::run::Where::Journal(&args.journal),
                 usage.as_ref(),
             ));
         }

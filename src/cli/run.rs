@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// Print one JSON document instead of progress lines and a table.
     #[arg(long)]
     pub json: bool,
+    /// Run on a node instead of locally (WORKFLOW is then the name of a workflow the node
+    /// serves, or a file whose `name` is one).
+    #[command(flatten)]
+    pub server: super::client::ServerArgs,
 }
 
 pub(crate) fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -207,6 +211,9 @@ pub(crate) fn print_usage(usage: Option<&UsageTotals>) {
 
 /// Runs `muster run`; returns the exit code.
 pub fn run(args: RunArgs) -> Result<i32, CliError> {
+    if args.server.server.is_some() {
+        return remote(args);
+    }
     let (store, defs) = load(&args.cast)?;
     let wf = Arc::new(load_workflow(&args.workflow, &store)?);
     // The same checks as `muster check`: a workflow with findings does not run.
@@ -280,10 +287,96 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
             &outcome,
             wall.elapsed().as_millis(),
             json_out,
-            &args.journal,
+            &Where::Journal(&args.journal),
             usage.as_ref(),
         ))
     })
+}
+
+/// The name of the workflow WORKFLOW names: a file's `name`, or WORKFLOW itself.
+fn workflow_name(arg: &Path) -> Result<String, CliError> {
+    if !arg.is_file() {
+        return Ok(arg.display().to_string());
+    }
+    let text = std::fs::read_to_string(arg).map_err(|e| {
+        CliError::bad_input(
+            format!("{}: cannot read: {e}", arg.display()),
+            json!({"file": arg}),
+        )
+    })?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| {
+        CliError::bad_input(
+            format!("{}: not TOML: {e}", arg.display()),
+            json!({"file": arg}),
+        )
+    })?;
+    doc.get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            CliError::bad_input(
+                format!("{}: /name: the workflow has no name", arg.display()),
+                json!({"file": arg, "field": "/name"}),
+            )
+        })
+}
+
+/// `muster run --server`: starts the run on the node, follows it until it ends (or waits
+/// at a gate, without `--wait`) and prints the same summary as a local run.
+fn remote(args: RunArgs) -> Result<i32, CliError> {
+    let client = super::client::Client::new(&args.server)?;
+    let name = workflow_name(&args.workflow)?;
+    let input = read_input(args.input.as_deref(), &args.workflow)?;
+    let json_out = args.json;
+    block_on(async move {
+        let started = client
+            .post("/v1/runs", &json!({"workflow": name, "input": input}))
+            .await?;
+        let run = started["run"].as_str().unwrap_or_default().to_string();
+        if !json_out {
+            println!("running `{name}` on {} (run {run})", client.base());
+        }
+        let wall = std::time::Instant::now();
+        let follow = async {
+            loop {
+                let doc = client.get(&format!("/v1/runs/{run}")).await?;
+                let waiting = doc["status"] == "waiting";
+                if let Some(o) = doc.get("outcome").filter(|_| !(waiting && args.wait)) {
+                    return Ok::<_, CliError>((o.clone(), doc["usage"].clone()));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        let (outcome, usage) = tokio::select! {
+            r = follow => r?,
+            code = interrupted() => {
+                eprintln!("interrupted: the run goes on in the node (muster inspect --server {} --run {run})", client.base());
+                return Ok(code);
+            }
+        };
+        let outcome: RunOutcome = serde_json::from_value(outcome).map_err(|e| {
+            CliError::failed(
+                format!("the node's run document is not readable: {e}"),
+                json!({}),
+            )
+        })?;
+        let usage: Option<UsageTotals> = serde_json::from_value(usage).ok();
+        Ok(report(
+            &outcome,
+            wall.elapsed().as_millis(),
+            json_out,
+            &Where::Server(client.base()),
+            usage.as_ref(),
+        ))
+    })
+}
+
+/// Where a run lives, for the hints printed with a waiting run.
+pub(crate) enum Where<'a> {
+    /// A journal file (local runs).
+    Journal(&'a Path),
+    /// A node (`--server`).
+    Server(&'a str),
 }
 
 /// A task printing progress events as they come (nothing with `--json`); it ends once
@@ -390,15 +483,23 @@ pub(crate) fn report(
     o: &RunOutcome,
     wall_ms: u128,
     json_out: bool,
-    journal: &Path,
+    at: &Where<'_>,
     usage: Option<&UsageTotals>,
 ) -> i32 {
-    let hint = |gate: &str| {
-        format!(
+    let hint = |gate: &str| match at {
+        Where::Journal(journal) => format!(
             "muster approve --journal {} {} {gate} [--reject] [--reason TEXT]",
             journal.display(),
             o.run
-        )
+        ),
+        Where::Server(url) => format!(
+            "muster approve --server {url} {} {gate} [--reject] [--reason TEXT]",
+            o.run
+        ),
+    };
+    let then = match at {
+        Where::Journal(journal) => format!("muster resume --journal {}", journal.display()),
+        Where::Server(_) => "the node goes on by itself once the gate is decided".to_string(),
     };
     if json_out {
         let mut doc = serde_json::to_value(o).unwrap_or_default();
@@ -408,7 +509,7 @@ pub(crate) fn report(
         }
         if let RunStatus::Waiting { gate, .. } = &o.status {
             doc["decide"] = json!(hint(gate));
-            doc["then"] = json!(format!("muster resume --journal {}", journal.display()));
+            doc["then"] = json!(then);
         }
         println!("{doc}");
     } else {
@@ -416,10 +517,7 @@ pub(crate) fn report(
         print_usage(usage);
         if let RunStatus::Waiting { gate, .. } = &o.status {
             println!("decide with:   {}", hint(gate));
-            println!(
-                "then continue: muster resume --journal {}",
-                journal.display()
-            );
+            println!("then continue: {then}");
         }
     }
     match o.status {

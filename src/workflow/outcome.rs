@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// How a run ended (or where it waits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RunStatus {
     /// It reached a `done` terminal (or a gate approved with nowhere else to go).
@@ -30,7 +30,7 @@ pub enum RunStatus {
 }
 
 /// What happened at one step visit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepSummary {
     /// Step name.
     pub step: String,
@@ -53,7 +53,7 @@ pub struct StepSummary {
 }
 
 /// A run's result: the facts `muster run` prints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOutcome {
     /// Run id.
     pub run: Uuid,
