@@ -42,10 +42,22 @@ where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/index.html", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/index.html",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -68,7 +80,11 @@ mod tests {
 
     #[test]
     fn the_page_loads_nothing_from_outside_the_node() {
-        for (name, text) in [("index.html", INDEX_HTML), ("app.js", APP_JS), ("style.css", STYLE_CSS)] {
+        for (name, text) in [
+            ("index.html", INDEX_HTML),
+            ("app.js", APP_JS),
+            ("style.css", STYLE_CSS),
+        ] {
             for needle in ["http://", "https://", "//cdn", "@import"] {
                 let hits: Vec<&str> = text
                     .lines()
@@ -81,7 +97,13 @@ mod tests {
 
     #[test]
     fn server_strings_never_reach_inner_html() {
-        for needle in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for needle in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!APP_JS.contains(needle), "app.js uses {needle}");
         }
     }
