@@ -210,10 +210,16 @@
       const { value, done } = await reader.read();
       if (done) return;
       buf += dec.decode(value, { stream: true });
-      let nl;
-      while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + (buf[nl] === "\r" && buf[nl + 1] === "\n" ? 2 : 1));
+      // One pass over the chunk with an index (slicing per line would copy the rest of a
+      // large chunk once per line).
+      const eol = /\r\n|\r|\n/g;
+      let at = 0;
+      let m;
+      while ((m = eol.exec(buf)) !== null) {
+        // A "\r" that ends the chunk may be the first half of "\r\n": wait for the rest.
+        if (m[0] === "\r" && m.index === buf.length - 1) break;
+        const line = buf.slice(at, m.index);
+        at = eol.lastIndex;
         if (line === "") {
           if (data.length) dispatch({ type: type || "message", data: data.join("\n"), id });
           data = [];
@@ -230,6 +236,7 @@
         else if (field === "event") type = val;
         else if (field === "id") id = val;
       }
+      buf = buf.slice(at);
       if (buf.length > MAX_SSE_LINE) throw new Error("events: a line longer than 1 MiB");
     }
   }
