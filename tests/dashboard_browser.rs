@@ -44,6 +44,22 @@ next = "done"
 terminal = "done"
 "#;
 
+const CRASH_WORKFLOW: &str = r#"
+name = "crash-once"
+input = "obj"
+start = "fall"
+
+[steps.fall]
+capability = "crash"
+timeout = "10s"
+attempts = 1
+on_exhausted = "fail"
+next = "done"
+
+[steps.done]
+terminal = "done"
+"#;
+
 const GATED_WORKFLOW: &str = r#"
 name = "gated"
 input = "obj"
@@ -76,7 +92,8 @@ terminal = "done"
 terminal = "fail"
 "#;
 
-/// A cast of `replicas` echo instances, one schema and the two workflows, in a temp dir.
+/// A cast of `replicas` echo instances and one crashing instance, one schema and three
+/// workflows, in a temp dir.
 fn setup(replicas: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
@@ -104,6 +121,25 @@ name = "echo"
         ),
     )
     .expect("manifest");
+    // An instance that panics on every task: its supervisor restarts it (a restart the
+    // tree shows as it happens).
+    std::fs::write(
+        p.join("actors/crashy.toml"),
+        r#"name = "crashy"
+[[capabilities]]
+name = "crash"
+input = "obj"
+output = "obj"
+[backend]
+kind = "sim"
+crash = 1.0
+[backend.latency]
+kind = "fixed"
+value = "10ms"
+"#,
+    )
+    .expect("manifest");
+    std::fs::write(p.join("workflows/crash.toml"), CRASH_WORKFLOW).expect("workflow");
     std::fs::write(p.join("workflows/echo.toml"), ECHO_WORKFLOW).expect("workflow");
     std::fs::write(p.join("workflows/gated.toml"), GATED_WORKFLOW).expect("workflow");
     dir
@@ -389,7 +425,41 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     let node = Node::start(dir.path());
     let client = http();
 
+    // The page itself holds no data: it is served without a token, same-origin only.
+    let res = client.get(node.url("/")).send().await.expect("GET /");
+    assert_eq!(res.status().as_u16(), 200, "GET / without a token");
+    let csp = res
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "the page's CSP: {csp:?}"
+    );
+
     let chrome = Chromium::launch().await;
+
+    // A wrong token: the node refuses it and the page asks for one instead of showing data.
+    let refused = chrome
+        .browser
+        .new_page(node.url("/?token=not-the-token-0123456789"))
+        .await
+        .expect("the dashboard opens");
+    wait_page(
+        &refused,
+        "the token form after a refused token",
+        "!document.getElementById('login').hidden && document.getElementById('conn').textContent === 'token refused'",
+    )
+    .await;
+    let shown = page_text(
+        &refused,
+        "document.querySelectorAll('[data-testid=agent-row]').length",
+    )
+    .await;
+    assert_eq!(shown, "0", "agents shown without a valid token");
+
     let page = chrome
         .browser
         .new_page(node.url(&format!("/?token={TOKEN}")))
@@ -430,14 +500,37 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     }
     wait_page(
         &page,
-        "two agents counted",
-        "document.getElementById('agents-count').textContent === '2'",
+        "three agents counted",
+        "document.getElementById('agents-count').textContent === '3'",
     )
     .await;
     wait_page(
         &page,
         "a supervisor in the tree",
         "document.querySelector('[data-testid=tree-node][data-kind=supervisor]')",
+    )
+    .await;
+
+    // A run whose agent panics: the supervisor restarts the instance and the tree shows
+    // the restart as it happens (counted live from the stream, and in the node's count).
+    let (code, body) = api(
+        &client,
+        reqwest::Method::POST,
+        node.url("/v1/runs"),
+        Some(json!({"workflow": "crash-once", "input": {}})),
+    )
+    .await;
+    assert_eq!(code, 202, "POST /v1/runs: {body}");
+    wait_page(
+        &page,
+        "a restart seen live",
+        "Number(document.getElementById('tree-panel').dataset.restartsSeen) >= 1",
+    )
+    .await;
+    wait_page(
+        &page,
+        "the restarted instance's count in the tree",
+        "Number(document.querySelector('[data-testid=tree-node][data-node-id=\"crashy#0\"]')?.dataset.restarts) >= 1",
     )
     .await;
 
@@ -633,8 +726,11 @@ async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs() {
     .await;
     wait_page(
         &page,
-        "1,000 agents counted",
-        &format!("document.getElementById('agents-count').textContent === '{AGENTS}'"),
+        "1,000 echo agents and the crashy one counted",
+        &format!(
+            "document.getElementById('agents-count').textContent === '{}'",
+            AGENTS + 1
+        ),
     )
     .await;
     let first_draw = page_text(&page, "Math.round(performance.now())").await;

@@ -697,6 +697,7 @@
     for (const { n } of state.treeRows) restarts += Number(n.restarts || n.restart_count) || 0;
     for (const v of state.restarts.values()) restarts += v;
     $("tree-restarts").textContent = restarts + " restarts" + (state.totalRestarts ? " (" + state.totalRestarts + " seen live)" : "");
+    $("tree-panel").setAttribute("data-restarts-seen", String(state.totalRestarts));
     virtualList($("tree-list"), state.treeRows.length, (i) => {
       const { n, depth, key } = state.treeRows[i];
       const id = nodeId(n);
