@@ -19,6 +19,7 @@ pub mod recorder;
 pub mod sqlite;
 pub mod tap;
 pub mod usage;
+pub mod write_stats;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,7 @@ pub use recorder::{Recorder, Unwritten};
 pub use sqlite::{Durability, SqliteJournal};
 pub use tap::TapJournal;
 pub use usage::{Usage, UsageTotals};
+pub use write_stats::WriteStats;
 
 /// Where events go.
 ///
@@ -79,6 +81,29 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// [`check_payload`]).
     fn max_payload_bytes(&self) -> usize {
         JournalConfig::default().max_payload_bytes
+    }
+    /// At most `max` records with a sequence number greater than `after`, in order: a
+    /// bounded [`Journal::read_after`] for readers that follow a journal in batches.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::journal::{Event, Journal, MemoryJournal};
+    ///
+    /// let j = MemoryJournal::default();
+    /// for i in 0..5 { j.append(i, Event::Note { text: i.to_string() }); }
+    /// let batch = j.read_batch(1, 2);
+    /// assert_eq!(batch.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+    /// ```
+    fn read_batch(&self, after: u64, max: usize) -> Vec<Record> {
+        let mut records = self.read_after(after);
+        records.truncate(max);
+        records
+    }
+    /// For a journal that writes behind `append`, what its writer has done (commits,
+    /// records, commit latency, batch sizes); `None` (the default) for one whose `append`
+    /// is the write (memory).
+    fn write_stats(&self) -> Option<WriteStats> {
+        None
     }
 }
 

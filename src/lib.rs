@@ -2,7 +2,7 @@
 #![warn(missing_docs)]
 
 // The modules are layers (bottom to top: util, clock, ids, conditions, messaging, journal,
-// supervision, agents, discovery, routing, delegation, runtime, workflow, cast, scenario,
+// supervision, agents, discovery, routing, delegation, runtime, workflow, cast, telemetry, scenario,
 // then the front ends bench, serve and cli); docs/architecture.md says what each owns, and
 // `tests/architecture_layers.rs` checks that no module imports one above it.
 pub mod agents;
@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod serve;
 pub mod supervision;
+pub mod telemetry;
 mod util;
 pub mod workflow;
 // Front ends: linked by the `muster` binary, the benches and the CLI tests; not a stable

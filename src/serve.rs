@@ -9,7 +9,8 @@
 //! ```
 //!
 //! It owns the API's routes, its authentication, the event stream and the node's
-//! lifecycle (resume at start, graceful stop). It upholds G1 across restarts: a run in
+//! lifecycle (resume at start, graceful stop), and serves the telemetry layer's metrics at
+//! `GET /metrics`. It upholds G1 across restarts: a run in
 //! flight when the node stops stays unfinished in the journal and is resumed at the next
 //! start; a gate is decided exactly once (G5 holds for every decision: it is journaled).
 //! It must not hold logic of the layers below: runs go through the workflow engine, tasks
@@ -37,8 +38,9 @@ pub use node::{Live, Node};
 pub use routes::{router, AppState};
 pub use tree::GroupInfo;
 
-use crate::journal::TapJournal;
+use crate::journal::{Journal, TapJournal};
 use crate::runtime::Muster;
+use crate::telemetry::{Follower, Metrics, Traces, DEFAULT_EVERY};
 use crate::workflow::{recovery, RecoveredRun, Workflow};
 
 /// How long requests in flight may take to finish once the node is asked to stop.
@@ -58,6 +60,8 @@ pub struct ServeConfig {
     /// The scopes the previous process's tasks held (see
     /// [`held_at`](crate::delegation::scope_table::held_at)).
     pub held_scopes: Vec<(uuid::Uuid, crate::messaging::Scope)>,
+    /// Traces to export (OTLP, when the OpenTelemetry environment asks for it).
+    pub traces: Option<Traces>,
 }
 
 /// Serves the API on `listener` with the runtime `muster` (journaling into `journal`, the
@@ -86,10 +90,17 @@ pub async fn serve(
     let (stop_tx, stop) = watch::channel(false);
     let live = Arc::new(Live::default());
     let node = Node::new(muster.clone(), live.clone(), tx.clone());
-    let started_seq = {
-        use crate::journal::Journal;
-        journal.len()
-    };
+    let started_seq = journal.len();
+    // Metrics and traces of what this node does, from the journal's records appended from
+    // now on (GET /metrics; OTLP when configured).
+    let metrics = Arc::new(Metrics::default());
+    let mut follower = Follower::new(journal.clone() as Arc<dyn Journal>)
+        .starting_after(started_seq)
+        .metrics(metrics.clone());
+    if let Some(t) = config.traces {
+        follower = follower.traces(t);
+    }
+    let following = follower.spawn(DEFAULT_EVERY);
     for (wf, rec) in config.resume {
         node.resume(wf, rec, &config.held_scopes);
     }
@@ -104,6 +115,7 @@ pub async fn serve(
         started_seq,
         streams: Arc::new(Streams::new(events::MAX_STREAMS)),
         stop: stop.clone(),
+        metrics,
     };
     let app = router(state);
     let node_loop = node.serve(rx, stop.clone());
@@ -127,6 +139,9 @@ pub async fn serve(
     let (served, ()) = tokio::join!(bounded, node_loop);
     let _ = stop_tx.send(true);
     node.shutdown().await;
+    if let Err(e) = following.stop().await {
+        tracing::warn!(error = %e, "telemetry did not finish");
+    }
     served
 }
 

@@ -267,6 +267,7 @@ async fn healthz_is_open_and_every_other_route_refuses_a_request_without_the_tok
         ("GET", "/v1/tree".to_string()),
         ("GET", "/v1/records".to_string()),
         ("GET", "/v1/events".to_string()),
+        ("GET", "/metrics".to_string()),
     ];
     for (method, path) in &routes {
         let url = format!("{}{path}", node.url);
@@ -608,6 +609,26 @@ async fn a_bare_task_completes_and_agents_and_tree_show_the_cast() {
     assert_eq!(echo["children"][1]["restart"], "permanent");
     assert_eq!(echo["children"][1]["state"], "ready");
     assert_eq!(echo["children"][1]["restarts"], 0);
+    // The task is counted in the node's metrics.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = client()
+            .get(format!("{}/metrics", node.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(resp.status().as_u16(), 200);
+        let text = resp.text().await.expect("text");
+        if text.contains("muster_tasks_submitted_total 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task was never counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Reads an event stream until `stop` holds of the ids read (failing after 60 s).

@@ -12,7 +12,10 @@ use serde_json::json;
 
 use super::agents::{load, start_with};
 use super::check::load_workflow;
-use super::run::{flush, open_journal, parse_durability, printer, report, Gates, EXIT_WAITING};
+use super::run::{
+    flush, follow_traces, open_journal, parse_durability, printer, report, stop_traces,
+    traces_from_env, Gates, EXIT_WAITING,
+};
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use crate::journal::sqlite::read_journal;
 use crate::journal::{Durability, Journal};
@@ -88,6 +91,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         work.push((Arc::new(wf), rec));
     }
     let json_out = args.json;
+    let traces = traces_from_env()?;
     block_on(async move {
         let muster = start_with(
             &args.cast.schemas,
@@ -95,6 +99,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
             Some(journal.clone() as Arc<dyn Journal>),
         )
         .await?;
+        let following = follow_traces(&journal, traces);
         let (tx, printer) = printer(json_out);
         let wall = std::time::Instant::now();
         let mut outcomes = Vec::new();
@@ -142,6 +147,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
                 eprintln!("interrupted: cancelling the running tasks (`muster resume` again finishes the runs)");
                 muster.shutdown().await;
                 let _ = journal.flush();
+                stop_traces(following).await;
                 return Ok(code);
             }
         };
@@ -150,6 +156,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         // The summaries claim only what the journal holds.
         muster.shutdown().await;
         flush(&journal)?;
+        stop_traces(following).await;
         let mut codes = Vec::new();
         for o in &outcomes {
             let usage = super::run::run_usage(&journal, o.run);

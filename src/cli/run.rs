@@ -11,6 +11,7 @@ use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use crate::journal::inspect::Scope;
 use crate::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal, UsageTotals};
 use crate::runtime::Muster;
+use crate::telemetry::{Follower, Following, Traces, DEFAULT_EVERY};
 use crate::workflow::engine::RunOptions;
 use crate::workflow::WorkflowExt;
 use crate::workflow::{recovery, RunOutcome, RunStatus, StepEvent, Workflow};
@@ -234,6 +235,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         }
     }
     let json_out = args.json;
+    let traces = traces_from_env()?;
     let journal = open_journal(&args.journal, args.durability)?;
     block_on(async move {
         let muster = start_with(
@@ -242,6 +244,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
             Some(journal.clone() as Arc<dyn Journal>),
         )
         .await?;
+        let following = follow_traces(&journal, traces);
         let (tx, printer) = printer(json_out);
         if !json_out {
             println!("running `{}` ({})", wf.name, args.workflow.display());
@@ -273,6 +276,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
                 eprintln!("interrupted: cancelling the running tasks (`muster resume` finishes the run)");
                 muster.shutdown().await;
                 let _ = journal.flush();
+                stop_traces(following).await;
                 return Ok(code);
             }
         };
@@ -282,6 +286,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         // The summary claims only what the journal holds.
         muster.shutdown().await;
         flush(&journal)?;
+        stop_traces(following).await;
         let usage = run_usage(&journal, outcome.run);
         Ok(report(
             &outcome,
@@ -377,6 +382,43 @@ pub(crate) enum Where<'a> {
     Journal(&'a Path),
     /// A node (`--server`).
     Server(&'a str),
+}
+
+/// Traces of what this process journals, exported over OTLP when the OpenTelemetry
+/// environment asks for it (docs/observability.md); a variable with a value this build
+/// cannot honour is bad input naming it.
+pub(crate) fn traces_from_env() -> Result<Option<Traces>, CliError> {
+    Traces::from_env().map_err(|e| {
+        let var = match &e {
+            crate::telemetry::TelemetryError::Env { var, .. } => json!(var),
+            _ => Value::Null,
+        };
+        CliError::bad_input(e.to_string(), json!({"variable": var}))
+    })
+}
+
+/// Follows `journal` from its end as it is now, feeding `traces` (nothing without them).
+pub(crate) fn follow_traces(
+    journal: &Arc<SqliteJournal>,
+    traces: Option<Traces>,
+) -> Option<Following> {
+    let traces = traces?;
+    Some(
+        Follower::new(journal.clone() as Arc<dyn Journal>)
+            .starting_after(journal.len())
+            .traces(traces)
+            .spawn(DEFAULT_EVERY),
+    )
+}
+
+/// Reads the last records and flushes the spans; an export that fails is a warning (the
+/// run's outcome and the journal stand).
+pub(crate) async fn stop_traces(following: Option<Following>) {
+    if let Some(f) = following {
+        if let Err(e) = f.stop().await {
+            eprintln!("warning: {e}");
+        }
+    }
 }
 
 /// A task printing progress events as they come (nothing with `--json`); it ends once

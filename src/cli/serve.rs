@@ -155,6 +155,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         };
         resume.push((wf, rec));
     }
+    let traces = super::run::traces_from_env()?;
     let groups: Vec<GroupInfo> = defs.iter().map(GroupInfo::of).collect();
     let tap = Arc::new(TapJournal::new(
         journal.clone() as Arc<dyn Journal>,
@@ -191,6 +192,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             token,
             resume,
             held_scopes: held,
+            traces,
         };
         let signal = async {
             let _ = interrupted().await;

@@ -104,11 +104,15 @@ impl Journal for MemoryJournal {
     }
 
     fn read_after(&self, after: u64) -> Vec<Record> {
+        self.read_batch(after, usize::MAX)
+    }
+
+    fn read_batch(&self, after: u64, max: usize) -> Vec<Record> {
         let g = self.inner.lock();
         // Sequence numbers in the ring are consecutive: the first one settles the offset.
         let first = g.records.front().map_or(g.len + 1, |r| r.seq);
         let skip = after.saturating_add(1).saturating_sub(first) as usize;
-        g.records.iter().skip(skip).cloned().collect()
+        g.records.iter().skip(skip).take(max).cloned().collect()
     }
 
     fn len(&self) -> u64 {

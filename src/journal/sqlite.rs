@@ -30,7 +30,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Event, Journal, JournalConfig, JournalError, Record, Watermark};
+use super::write_stats::WriteCounters;
+use super::{Event, Journal, JournalConfig, JournalError, Record, Watermark, WriteStats};
 
 /// The value of `meta.format` in every muster journal.
 pub const FORMAT: &str = "muster-journal";
@@ -188,6 +189,8 @@ pub struct SqliteJournal {
     progress: Arc<Progress>,
     reader: Mutex<Option<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// What the writer has committed, and how fast.
+    written: Arc<WriteCounters>,
     /// The lock file, held (flock) while this journal is open: one writer per journal.
     _lock: std::fs::File,
 }
@@ -278,10 +281,12 @@ impl SqliteJournal {
         let last = last.max(0) as u64;
         let progress = Arc::new(Progress::new(last));
         let (tx, rx) = mpsc::channel();
+        let written = Arc::new(WriteCounters::default());
         let writer = Writer {
             conn,
             rx,
             progress: progress.clone(),
+            written: written.clone(),
             correlations: HashMap::new(),
             commit_delay: config.commit_delay,
         };
@@ -301,6 +306,7 @@ impl SqliteJournal {
             progress,
             reader: Mutex::new(None),
             writer: Mutex::new(Some(handle)),
+            written,
             _lock: lock,
         })
     }
@@ -456,13 +462,19 @@ impl SqliteJournal {
 
     /// Every record after `after`, read from the file once pending appends are committed.
     pub fn try_read_after(&self, after: u64) -> Result<Vec<Record>, JournalError> {
+        self.try_read_batch(after, usize::MAX)
+    }
+
+    /// At most `max` records after `after`, read from the file once pending appends are
+    /// committed.
+    pub fn try_read_batch(&self, after: u64, max: usize) -> Result<Vec<Record>, JournalError> {
         self.flush()?;
         let mut guard = self.reader.lock();
         let conn = match guard.take() {
             Some(c) => c,
             None => open_read_only(&self.path)?,
         };
-        let out = read_records(&conn, &self.path, after);
+        let out = read_records(&conn, &self.path, after, max);
         *guard = Some(conn);
         out
     }
@@ -504,6 +516,20 @@ impl Journal for SqliteJournal {
     fn max_payload_bytes(&self) -> usize {
         self.config.max_payload_bytes
     }
+
+    fn read_batch(&self, after: u64, max: usize) -> Vec<Record> {
+        match self.try_read_batch(after, max) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "journal read failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn write_stats(&self) -> Option<WriteStats> {
+        Some(self.written.snapshot())
+    }
 }
 
 impl Drop for SqliteJournal {
@@ -540,7 +566,7 @@ pub fn read_journal(path: impl AsRef<Path>, after: u64) -> Result<Vec<Record>, J
         });
     }
     let conn = open_read_only(path)?;
-    read_records(&conn, path, after)
+    read_records(&conn, path, after, usize::MAX)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -949,20 +975,26 @@ fn open_read_only(path: &Path) -> Result<Connection, JournalError> {
     })
 }
 
-fn read_records(conn: &Connection, path: &Path, after: u64) -> Result<Vec<Record>, JournalError> {
+fn read_records(
+    conn: &Connection,
+    path: &Path,
+    after: u64,
+    max: usize,
+) -> Result<Vec<Record>, JournalError> {
     let sql = |source| JournalError::Sqlite {
         path: path.to_path_buf(),
         context: "read events".into(),
         source,
     };
     let mut stmt = conn
-        .prepare_cached("SELECT seq, at_ms, body FROM events WHERE seq > ?1 ORDER BY seq")
+        .prepare_cached("SELECT seq, at_ms, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
         .map_err(sql)?;
+    let max = i64::try_from(max).unwrap_or(i64::MAX);
     // `seq` is an SQLite integer (i64): an `after` past i64::MAX asks for nothing (cast as
     // it is, it would wrap to a negative number and ask for everything).
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map([after], |r| {
+        .query_map([after, max], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -1003,6 +1035,8 @@ struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Msg>,
     progress: Arc<Progress>,
+    /// Commits, records, latency and batch sizes, for [`Journal::write_stats`].
+    written: Arc<WriteCounters>,
     /// Task → correlation, learned from `task_submitted`, so that every task event gets
     /// its correlation column (the events themselves do not carry it). `None`: none known.
     correlations: HashMap<Uuid, Option<Uuid>>,
@@ -1047,8 +1081,10 @@ impl Writer {
         }
         let mut error = None;
         for attempt in 0..COMMIT_TRIES {
+            let started = std::time::Instant::now();
             match insert(&mut self.conn, &rows) {
                 Ok(()) => {
+                    self.written.commit(rows.len(), started.elapsed());
                     error = None;
                     break;
                 }

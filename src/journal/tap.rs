@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
-use super::{Event, Journal, Record, Watermark};
+use super::{Event, Journal, Record, Watermark, WriteStats};
 
 /// Records buffered per listener before it lags, by default.
 pub const DEFAULT_TAP_CAPACITY: usize = 1024;
@@ -95,6 +95,14 @@ impl Journal for TapJournal {
 
     fn max_payload_bytes(&self) -> usize {
         self.inner.max_payload_bytes()
+    }
+
+    fn read_batch(&self, after: u64, max: usize) -> Vec<Record> {
+        self.inner.read_batch(after, max)
+    }
+
+    fn write_stats(&self) -> Option<WriteStats> {
+        self.inner.write_stats()
     }
 }
 

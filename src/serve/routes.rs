@@ -66,6 +66,8 @@ pub struct AppState {
     pub streams: Arc<Streams>,
     /// Turns true when the node shuts down.
     pub stop: watch::Receiver<bool>,
+    /// The node's metrics (`GET /metrics`).
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tree", get(tree))
         .route("/v1/records", get(records))
         .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -514,6 +517,17 @@ async fn agents(State(st): State<AppState>) -> Json<Value> {
         "capabilities": caps,
         "schemas": st.muster.schemas().names(),
     }))
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            crate::telemetry::Metrics::CONTENT_TYPE,
+        )],
+        st.metrics.render(&st.muster),
+    )
+        .into_response()
 }
 
 async fn tree(State(st): State<AppState>) -> Json<Value> {
