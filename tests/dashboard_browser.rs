@@ -692,9 +692,10 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
 
 /// 1,000 agents and 10,000 runs, submitted while the page is open: the page keeps a
 /// screenful of rows (the agents and the tree are virtual lists, the runs a page of 50),
-/// follows the stream to the last run, and pages through the runs. The figures it prints
-/// (time to first draw, the longest main-thread task, the slowest answer to the test while
-/// runs stream in) are for BENCHMARKS-style notes; none is asserted.
+/// follows the stream until it shows the API's newest page, completed, and pages through
+/// the runs. The figures it prints (time to first draw, the longest main-thread task, the
+/// slowest answer to the test while runs stream in) are for the closing notes; none is
+/// asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs() {
     if skip_requested() {
