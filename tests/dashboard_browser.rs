@@ -297,7 +297,9 @@ impl Drop for Chromium {
 /// The system chromium: `MUSTER_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
 fn chromium_path() -> PathBuf {
     if let Some(p) = std::env::var_os("MUSTER_CHROMIUM") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "MUSTER_CHROMIUM={} is not a file", p.display());
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
@@ -316,9 +318,11 @@ fn chromium_path() -> PathBuf {
 
 fn skip_requested() -> bool {
     if std::env::var("MUSTER_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!(
-            "\n!!! SKIPPED: tests/dashboard_browser.rs did not run (MUSTER_SKIP_BROWSER=1). \
-             The dashboard is NOT tested in a browser by this run. !!!\n"
+        // Straight to the process's stderr: the test harness captures eprintln!.
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(
+            b"\n!!! SKIPPED: tests/dashboard_browser.rs did not run (MUSTER_SKIP_BROWSER=1). \
+              The dashboard is NOT tested in a browser by this run. !!!\n\n",
         );
         return true;
     }
