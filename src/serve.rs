@@ -16,6 +16,7 @@
 //! It must not hold logic of the layers below: runs go through the workflow engine, tasks
 //! through delegation, views are folds over the journal.
 
+pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod events;

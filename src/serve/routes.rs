@@ -96,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        // The dashboard (docs/dashboard.md): its files hold no data and need no token.
+        .merge(super::assets::router())
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route (see docs/api.md)") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
