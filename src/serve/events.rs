@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::journal::{Event, Journal, Record, TapJournal};
 
 /// The most event streams open at once, by default.
-pub const MAX_STREAMS: usize = 64;
+pub const MAX_STREAMS: usize = 256;
 
 /// Counts open streams against a cap.
 ///
