@@ -184,9 +184,9 @@ pub struct TaskOwner {
     deadline: tokio::time::Instant,
     last_envelope: Option<Uuid>,
     waiting_for_agent: bool,
-    /// Consecutive looks that found every candidate at its bound (the backstop doubles
-    /// with each, see [`LINE_BACKSTOP`]).
-    full_polls: u32,
+    /// Consecutive waits in line without a lease (the backstop doubles with each, see
+    /// [`LINE_BACKSTOP`]).
+    line_waits: u32,
     /// Set when a freed slot woke this owner from the capability's line (with the number
     /// of waiters offered the slot before it): if the slot is gone by the time it looks,
     /// it goes back to the head of the line; if it cannot take it, it passes it on.
@@ -258,7 +258,7 @@ impl TaskOwner {
             waiting_for_agent: false,
             topic,
             sender,
-            full_polls: 0,
+            line_waits: 0,
             woken: None,
             scope_asked: false,
             reuse_key: None,
@@ -400,68 +400,67 @@ impl TaskOwner {
                 self.contract = Some(c);
             }
         }
-        let index = self.owners.router.index();
+        let index = self.owners.router.index().clone();
         let woken = self.woken.take();
-        let mut picked = index.pick(&self.task.capability, &self.excluded);
-        let mut line = None;
-        if matches!(picked, Err(PickError::AllFull)) {
-            // Look again with a place in line, atomically: a slot freed since the first
-            // look is taken now, and one freed later wakes this owner.
-            let (tx, rx) = oneshot::channel();
-            picked = index.pick_or_wait(&self.task.capability, &self.excluded, tx, woken);
-            line = Some(InLine {
-                rx,
-                index: index.clone(),
-                capability: self.topic.clone(),
-            });
-        }
+        let picked = match index.pick(&self.task.capability, &self.excluded) {
+            Err(PickError::AllFull) => {
+                // Look again with a place in line, atomically: a slot freed since the
+                // first look is taken now, and one freed later wakes this owner.
+                let (tx, rx) = oneshot::channel();
+                let line = InLine {
+                    rx,
+                    index: index.clone(),
+                    capability: self.topic.clone(),
+                };
+                match index.pick_or_wait(&self.task.capability, &self.excluded, tx, woken) {
+                    Err(PickError::AllFull) => return self.wait_in_line(line, ctx),
+                    other => other,
+                }
+            }
+            other => other,
+        };
         match picked {
             Ok((contract, handle)) => {
                 self.contract = Some(contract);
                 self.lease_to(handle, ctx);
             }
-            Err(PickError::AllFull) => {
-                // Every candidate is at its bound (bounded by the task's deadline).
-                let now = tokio::time::Instant::now();
-                if now >= self.deadline {
-                    self.escalate(
-                        "every capable agent stayed at its bound until the deadline".into(),
-                        ctx,
-                    );
-                    return;
-                }
-                let left = self.deadline.saturating_duration_since(now);
-                // In line: woken by the freed slot (a backstop looks anyway).
-                let backstop = LINE_BACKSTOP
-                    .saturating_mul(1 << self.full_polls.min(5))
-                    .min(LINE_BACKSTOP_MAX)
-                    .min(left);
-                self.full_polls = self.full_polls.saturating_add(1);
-                let mut line = line;
-                ctx.spawn(
-                    async move {
-                        let woken = match line.as_mut() {
-                            Some(l) => tokio::select! {
-                                r = &mut l.rx => r.ok(),
-                                _ = tokio::time::sleep(backstop) => None,
-                            },
-                            None => {
-                                tokio::time::sleep(backstop).await;
-                                None
-                            }
-                        };
-                        drop(line);
-                        woken
-                    }
-                    .into_actor(self)
-                    .map(|woken, act, ctx| {
-                        act.woken = woken;
-                        act.try_lease(ctx);
-                    }),
-                );
-            }
-            Err(PickError::NoCandidate | PickError::UnknownCapability) => self.wait_for_agent(ctx),
+            // Nobody serves it (a full capability waited in line above).
+            Err(_) => self.wait_for_agent(ctx),
         }
+    }
+
+    /// Every candidate is at its bound: waits in the capability's line until a freed slot
+    /// wakes this owner (a backstop looks anyway), bounded by the task's deadline.
+    fn wait_in_line(&mut self, mut line: InLine, ctx: &mut Context<Self>) {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            self.escalate(
+                "every capable agent stayed at its bound until the deadline".into(),
+                ctx,
+            );
+            return;
+        }
+        let backstop = LINE_BACKSTOP
+            .saturating_mul(1 << self.line_waits.min(5))
+            .min(LINE_BACKSTOP_MAX)
+            .min(self.deadline.saturating_duration_since(now));
+        self.line_waits = self.line_waits.saturating_add(1);
+        ctx.spawn(
+            async move {
+                let woken = tokio::select! {
+                    r = &mut line.rx => r.ok(),
+                    _ = tokio::time::sleep(backstop) => None,
+                };
+                // A wake that arrives as the backstop fires is passed on.
+                drop(line);
+                woken
+            }
+            .into_actor(self)
+            .map(|woken, act, ctx| {
+                act.woken = woken;
+                act.try_lease(ctx);
+            }),
+        );
     }
 
     fn wait_for_agent(&mut self, ctx: &mut Context<Self>) {
@@ -508,7 +507,7 @@ impl TaskOwner {
     }
 
     fn lease_to(&mut self, handle: Arc<InstanceHandle>, ctx: &mut Context<Self>) {
-        self.full_polls = 0;
+        self.line_waits = 0;
         self.epoch += 1;
         let epoch = self.epoch;
         let attempt = self.attempts_used() + 1;
