@@ -14,6 +14,7 @@ pub mod resume;
 pub mod run;
 pub mod serve;
 pub mod sim;
+pub mod worker;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,8 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Serve the cast and workflows over HTTP (docs/api.md) until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Host the cast's agents for a cluster over NATS JetStream (docs/distributed.md).
+    Worker(worker::WorkerArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -171,6 +174,13 @@ pub fn run(cli: Cli) -> i32 {
                 Err(e) => e.report(json),
             }
         }
+        Command::Worker(a) => {
+            let json = a.json;
+            match worker::run(a) {
+                Ok(code) => code,
+                Err(e) => e.report(json),
+            }
+        }
         Command::Inspect(a) => {
             let json = a.json;
             match inspect::run(a) {
@@ -208,4 +218,14 @@ pub(crate) async fn interrupted() -> i32 {
 
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     actix::System::new().block_on(f)
+}
+
+/// Parses a duration argument such as `30s` or `1.5s` (humantime), at most a week.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like 30s or 1500ms: {e}"))?;
+    if d > std::time::Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!("`{s}` is longer than a week"));
+    }
+    Ok(d)
 }

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod cast;
 pub mod clock;
+pub mod cluster;
 pub mod conditions;
 pub mod delegation;
 pub mod discovery;

@@ -26,6 +26,8 @@ pub struct InstanceHandle {
     pub concurrency: usize,
     /// Tasks held at once: running plus queued (concurrency + mailbox).
     pub capacity: usize,
+    /// The node hosting it, for an instance on another machine (`None`: this process).
+    pub node: Option<Arc<str>>,
     mailbox: Box<dyn Mailbox>,
     load: AtomicUsize,
     state: AtomicU8,
@@ -62,11 +64,18 @@ impl InstanceHandle {
             capabilities,
             concurrency,
             capacity,
+            node: None,
             mailbox,
             load: AtomicUsize::new(0),
             state: AtomicU8::new(AgentState::Starting as u8),
             watchers: RwLock::new(Box::new([])),
         }
+    }
+
+    /// The same handle, hosted on `node` (an instance on another machine).
+    pub(crate) fn on_node(mut self, node: Arc<str>) -> Self {
+        self.node = Some(node);
+        self
     }
 
     /// Registration order, the deterministic tie-break between equally loaded instances.

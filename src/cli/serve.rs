@@ -12,6 +12,7 @@ use super::agents::{load, start_with};
 use super::check::{findings, load_workflow, report as report_findings};
 use super::run::{flush, open_journal, parse_durability};
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_BAD_INPUT, EXIT_OK};
+use crate::cluster::{ClusterConfig, Control};
 use crate::journal::tap::DEFAULT_TAP_CAPACITY;
 use crate::journal::{Durability, Journal, TapJournal};
 use crate::serve::{GroupInfo, ServeConfig, Token, TokenSource};
@@ -48,6 +49,16 @@ pub struct ServeArgs {
     /// Print one JSON line on start (`listen`, `token_file`, `workflows`, `resumed`).
     #[arg(long)]
     pub json: bool,
+    /// Run as the control node of a cluster on this NATS server (JetStream): the cast's
+    /// agents run on `muster worker` nodes, none here (docs/distributed.md).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// This node's name in the cluster (default: `control-<pid>`).
+    #[arg(long, requires = "nats")]
+    pub node: Option<String>,
+    /// How long a worker's instance stays registered without a heartbeat.
+    #[arg(long, default_value = "1500ms", value_parser = super::parse_duration, requires = "nats")]
+    pub ttl: std::time::Duration,
 }
 
 /// The workflow files of `dir`: `*.toml` in it and `*/workflow.toml` under it, sorted.
@@ -162,13 +173,47 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         DEFAULT_TAP_CAPACITY,
     ));
     let json_out = args.json;
+    let cluster = match &args.nats {
+        Some(url) => {
+            let node = args
+                .node
+                .clone()
+                .unwrap_or_else(|| format!("control-{}", std::process::id()));
+            let mut c = ClusterConfig::new(url, &node);
+            c.ttl = args.ttl;
+            c.check().map_err(|e| {
+                CliError::bad_input(e.to_string(), json!({"nats": url, "node": node}))
+            })?;
+            Some(c)
+        }
+        None => None,
+    };
     block_on(async move {
+        // A control node declares the cast and runs none of it: its instances join from
+        // the workers.
+        let (local, remote) = match cluster {
+            Some(_) => (Vec::new(), defs),
+            None => (defs, Vec::new()),
+        };
         let muster = start_with(
             &args.cast.schemas,
-            defs,
+            local,
             Some(tap.clone() as Arc<dyn Journal>),
         )
         .await?;
+        let _control = match cluster {
+            Some(c) => match Control::start(muster.clone(), &remote, c).await {
+                Ok(control) => Some(control),
+                Err(e) => {
+                    muster.shutdown().await;
+                    return Err(CliError::failed(
+                        e.to_string(),
+                        json!({"nats": args.nats, "message": e.to_string()}),
+                    ));
+                }
+            },
+            None => None,
+        };
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {
             Ok(l) => l,
             Err(e) => {

@@ -54,6 +54,9 @@ pub struct AgentInfo {
     pub concurrency: usize,
     /// Start generation.
     pub generation: u64,
+    /// The node hosting it, for an instance on another machine (absent: this process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Capabilities with their schemas.
     pub capabilities: Vec<CapabilityInfo>,
 }
@@ -205,6 +208,7 @@ impl CapabilityIndex {
                 in_flight: h.load(),
                 concurrency: h.concurrency,
                 generation: h.generation,
+                node: h.node.as_deref().map(str::to_string),
                 capabilities: h
                     .capabilities
                     .iter()

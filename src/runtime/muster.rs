@@ -15,11 +15,12 @@ use uuid::Uuid;
 use super::config::{RuntimeConfig, StartError};
 use super::extensions::Extensions;
 use crate::agents::group::{self, GroupContext};
-use crate::agents::AgentDef;
+use crate::agents::{AgentDef, InstanceHandle, Presence};
 use crate::delegation::{Delegator, Outcome, StatsSnapshot, SubmitError, Task, TaskHandle};
 use crate::discovery::{AgentInfo, CapabilityIndex, Declare, Registry, RegistryEvent, Subscribe};
 use crate::ids::IdGen;
 use crate::journal::{Journal, Recorder};
+use crate::messaging::Capability;
 use crate::messaging::{
     DeadLetter, DeadLetters, DeliveryFailure, Envelope, FailureReason, SchemaStore,
 };
@@ -107,23 +108,8 @@ impl Muster {
                 message: "replicas must be at least 1".into(),
             });
         }
-        for (name, doc) in &def.schemas {
-            inner.schemas.add(name, doc.clone())?;
-        }
-        let mut contracts = Vec::new();
-        for c in &def.capabilities {
-            contracts.push(Arc::new(c.compile(&inner.schemas)?));
-        }
+        self.declare(&def).await?;
         let agent_name: Arc<str> = Arc::from(def.name.as_str());
-        inner
-            .registry
-            .get()
-            .send(Declare {
-                agent: agent_name.clone(),
-                contracts,
-            })
-            .await
-            .map_err(|e| StartError::Stopped(e.to_string()))??;
         // Shared services (an LLM endpoint's provider) start before the instances.
         def.factory
             .attach(inner.host.clone())
@@ -164,6 +150,78 @@ impl Muster {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// Declares an agent type's capabilities (adding its schemas, refusing a contract that
+    /// conflicts with one already declared) without starting any instance of it: what a
+    /// control node does for agents that run on other machines, whose instances then join
+    /// through [`Muster::attach`]. [`Muster::register`] declares and starts.
+    ///
+    /// # Example
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// use muster::{AgentDef, CapabilitySpec, Muster};
+    ///
+    /// let m = Muster::builder().schema("any", serde_json::json!({})).start().await.unwrap();
+    /// let def = AgentDef::function("echo", |v, _| async move { Ok(v) })
+    ///     .capability(CapabilitySpec::new("echo", "any", "any"));
+    /// m.declare(&def).await.unwrap();
+    /// assert!(m.contract("echo").is_some());
+    /// assert!(m.agents().is_empty()); // declared, not started
+    /// # m.shutdown().await;
+    /// # });
+    /// ```
+    pub async fn declare(&self, def: &AgentDef) -> Result<(), StartError> {
+        self.check_running().map_err(StartError::Stopped)?;
+        let inner = &self.inner;
+        for (name, doc) in &def.schemas {
+            inner.schemas.add(name, doc.clone())?;
+        }
+        let mut contracts = Vec::new();
+        for c in &def.capabilities {
+            contracts.push(Arc::new(c.compile(&inner.schemas)?));
+        }
+        inner
+            .registry
+            .get()
+            .send(Declare {
+                agent: Arc::from(def.name.as_str()),
+                contracts,
+            })
+            .await
+            .map_err(|e| StartError::Stopped(e.to_string()))??;
+        Ok(())
+    }
+
+    /// The contract of a declared capability.
+    pub fn contract(&self, capability: &str) -> Option<Arc<Capability>> {
+        self.inner.index.contract(capability)
+    }
+
+    /// The handle of a registered instance.
+    pub fn instance(&self, id: &str) -> Option<Arc<InstanceHandle>> {
+        self.inner.index.agent(id)
+    }
+
+    /// Registers an instance that this runtime does not run (one on another machine,
+    /// reached through its handle's mailbox): it joins the capability index like a local
+    /// instance once the registry has handled it. Its capabilities must have been declared
+    /// ([`Muster::declare`]).
+    pub fn attach(&self, handle: Arc<InstanceHandle>) {
+        self.inner.registry.get().do_send(Presence::Up {
+            handle,
+            liveness: None,
+        });
+    }
+
+    /// Takes an instance registered with [`Muster::attach`] out of the index (generation
+    /// `generation` only, so a late detach cannot remove a successor), for `reason`.
+    pub fn detach(&self, id: Arc<str>, generation: u64, reason: String) {
+        self.inner.registry.get().do_send(Presence::Down {
+            id,
+            generation,
+            reason,
+        });
     }
 
     /// Every agent instance with its capabilities, state and in-flight count.

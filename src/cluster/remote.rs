@@ -1,0 +1,266 @@
+//! An instance on another node as the control node holds it: a mailbox that publishes
+//! assignments to the instance's worker, and the attempts in flight there, each with the
+//! reply its owner waits for.
+//!
+//! Every attempt sent ends exactly once here: with the worker's report, with `agent_gone`
+//! when the instance's key expires, or with `timeout` when its deadline and a TTL of
+//! grace pass without a report (the assignment or its report was lost). Each end releases
+//! the slot the owner reserved on the handle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::wire::{AssignMsg, ControlMsg, ReportMsg};
+use super::Outbox;
+use crate::agents::protocol::{Assign, AttemptReport, Cancel, Kill, ReplyTo};
+use crate::agents::{Failure, InstanceHandle, Mailbox};
+
+/// An attempt sent and not yet answered.
+struct Pending {
+    reply: ReplyTo,
+    heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    expires: tokio::time::Instant,
+}
+
+/// What every remote instance of one control node shares.
+pub(crate) struct Wire {
+    pub(crate) outbox: Outbox,
+    pub(crate) report_to: String,
+    pub(crate) beat_to: String,
+    /// The largest assignment sent, in bytes (the server's payload limit).
+    pub(crate) max_bytes: usize,
+    /// Grace after an attempt's deadline before it is given up as lost.
+    pub(crate) grace: Duration,
+}
+
+/// One instance of a worker node.
+pub(crate) struct Remote {
+    /// Its id on the control node (`id@node`).
+    pub(crate) id: Arc<str>,
+    /// Its id on its node.
+    pub(crate) local_id: String,
+    pub(crate) node: Arc<str>,
+    pub(crate) generation: u64,
+    assign_subject: String,
+    control_subject: String,
+    wire: Arc<Wire>,
+    live: AtomicBool,
+    pending: Mutex<HashMap<(Uuid, u64), Pending>>,
+    handle: OnceLock<Weak<InstanceHandle>>,
+}
+
+impl Remote {
+    pub(crate) fn new(
+        id: Arc<str>,
+        local_id: String,
+        node: Arc<str>,
+        generation: u64,
+        wire: Arc<Wire>,
+    ) -> Arc<Self> {
+        Arc::new(Remote {
+            assign_subject: super::wire::assign_subject(&node),
+            control_subject: super::wire::control_subject(&node),
+            id,
+            local_id,
+            node,
+            generation,
+            wire,
+            live: AtomicBool::new(true),
+            pending: Mutex::new(HashMap::new()),
+            handle: OnceLock::new(),
+        })
+    }
+
+    /// Binds the handle whose slots the attempts hold.
+    pub(crate) fn bind(&self, handle: &Arc<InstanceHandle>) {
+        let _ = self.handle.set(Arc::downgrade(handle));
+    }
+
+    fn release(&self) {
+        if let Some(h) = self.handle.get().and_then(Weak::upgrade) {
+            h.release();
+        }
+    }
+
+    fn answer(&self, reply: ReplyTo, report: AttemptReport) {
+        self.release();
+        reply.send(report);
+    }
+
+    /// Attempts in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// Hands a report to the owner waiting for it; gives the report back when no attempt
+    /// of this instance waits for it (a late answer: the caller fences it as stale).
+    pub(crate) fn report(&self, msg: ReportMsg) -> Option<ReportMsg> {
+        let waiting = self.pending.lock().remove(&(msg.task_id, msg.epoch));
+        match waiting {
+            Some(p) => {
+                let mut r = AttemptReport::new(msg.task_id, msg.epoch, self.id.clone(), msg.result);
+                r.usage = msg.usage;
+                self.answer(p.reply, r);
+                None
+            }
+            None => Some(msg),
+        }
+    }
+
+    /// A task heartbeat from the worker.
+    pub(crate) fn beat(&self, task_id: Uuid, epoch: u64) {
+        let hb = self
+            .pending
+            .lock()
+            .get(&(task_id, epoch))
+            .and_then(|p| p.heartbeat.clone());
+        if let Some(hb) = hb {
+            hb();
+        }
+    }
+
+    /// The instance left (its key expired or was deleted): every attempt on it fails now
+    /// with `why`, so its owners reassign at once, and nothing more is sent to it.
+    pub(crate) fn gone(&self, why: &str) {
+        self.live.store(false, Ordering::Release);
+        let drained: Vec<((Uuid, u64), Pending)> = self.pending.lock().drain().collect();
+        for ((task, epoch), p) in drained {
+            self.answer(
+                p.reply,
+                AttemptReport::gone(task, epoch, self.id.clone(), why.to_string()),
+            );
+        }
+    }
+
+    /// Gives up the attempts whose deadline and grace have passed (the assignment or its
+    /// report was lost): each ends as a timeout, which its owner has already acted on.
+    pub(crate) fn sweep(&self, now: tokio::time::Instant) -> usize {
+        let expired: Vec<((Uuid, u64), Pending)> = {
+            let mut p = self.pending.lock();
+            let keys: Vec<(Uuid, u64)> = p
+                .iter()
+                .filter(|(_, v)| v.expires <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| p.remove(&k).map(|v| (k, v)))
+                .collect()
+        };
+        let n = expired.len();
+        for ((task, epoch), p) in expired {
+            self.answer(
+                p.reply,
+                AttemptReport::new(task, epoch, self.id.clone(), Err(Failure::Timeout)),
+            );
+        }
+        n
+    }
+
+    fn send_control(&self, msg: &ControlMsg) {
+        if let Ok(body) = serde_json::to_vec(msg) {
+            self.wire
+                .outbox
+                .send(self.control_subject.clone(), body.into());
+        }
+    }
+}
+
+/// The mailbox of a [`Remote`]: assignments go over NATS to its worker.
+pub(crate) struct RemoteMailbox(pub(crate) Arc<Remote>);
+
+impl Mailbox for RemoteMailbox {
+    fn assign(&self, mut a: Assign) {
+        let r = &self.0;
+        let env = a.envelope.clone();
+        let key = (env.task_id.unwrap_or(env.id), env.epoch);
+        let refuse = |a: &mut Assign, failure: Failure| {
+            let reply = a.take_reply();
+            r.answer(
+                reply,
+                AttemptReport::new(key.0, key.1, r.id.clone(), Err(failure)),
+            );
+        };
+        if !r.live.load(Ordering::Acquire) {
+            refuse(
+                &mut a,
+                Failure::AgentGone(format!("agent {} left the cluster", r.id)),
+            );
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let msg = AssignMsg {
+            instance: r.local_id.clone(),
+            envelope: env,
+            timeout_ms: a.deadline.saturating_duration_since(now).as_millis() as u64,
+            report_to: r.wire.report_to.clone(),
+            beat_to: r.wire.beat_to.clone(),
+        };
+        let body = match serde_json::to_vec(&msg) {
+            Ok(b) => b,
+            Err(e) => {
+                refuse(
+                    &mut a,
+                    Failure::Protocol(format!("the assignment cannot be encoded: {e}")),
+                );
+                return;
+            }
+        };
+        if body.len() > r.wire.max_bytes {
+            refuse(
+                &mut a,
+                Failure::Protocol(format!(
+                    "the assignment is {} bytes, above the cluster's bound of {} bytes; \
+                     it was not sent",
+                    body.len(),
+                    r.wire.max_bytes
+                )),
+            );
+            return;
+        }
+        r.pending.lock().insert(
+            key,
+            Pending {
+                reply: a.take_reply(),
+                heartbeat: a.heartbeat.take(),
+                expires: a.deadline + r.wire.grace,
+            },
+        );
+        if !r.wire.outbox.send(r.assign_subject.clone(), body.into()) {
+            if let Some(p) = r.pending.lock().remove(&key) {
+                r.answer(
+                    p.reply,
+                    AttemptReport::gone(
+                        key.0,
+                        key.1,
+                        r.id.clone(),
+                        "the cluster's outbound queue is full".into(),
+                    ),
+                );
+            }
+        }
+    }
+
+    fn cancel(&self, c: Cancel) {
+        self.0.send_control(&ControlMsg::Cancel {
+            instance: self.0.local_id.clone(),
+            task_id: c.task_id,
+            epoch: c.epoch,
+        });
+    }
+
+    fn kill(&self, k: Kill) {
+        self.0.send_control(&ControlMsg::Kill {
+            instance: self.0.local_id.clone(),
+            reason: k.0,
+        });
+    }
+
+    fn connected(&self) -> bool {
+        self.0.live.load(Ordering::Acquire)
+    }
+}
