@@ -17,6 +17,7 @@ use super::remote::{Remote, RemoteMailbox, Wire};
 use super::wire::{self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg};
 use super::{ClusterConfig, ClusterError, Outbox};
 use crate::agents::{AgentDef, InstanceHandle};
+use crate::journal::Event;
 use crate::runtime::Muster;
 
 /// A running control node's view of the cluster.
@@ -117,9 +118,7 @@ impl Control {
                     .map_err(|e| nats("cannot publish a contract", &e))?;
             }
         }
-        let max_bytes = usize::try_from(client.server_info().max_payload)
-            .unwrap_or(usize::MAX)
-            .max(1024);
+        let max_bytes = client.server_info().max_payload.max(1024);
         let wire = Arc::new(Wire {
             outbox: Outbox::start(client.clone()),
             report_to: wire::report_subject(&config.node),
@@ -203,10 +202,24 @@ impl Control {
                         .stats
                         .late_reports
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Ok(output) = msg.result {
-                        inner
-                            .muster
-                            .deliver_result(msg.task_id, &msg.instance, msg.epoch, output);
+                    let delivered = match msg.result {
+                        Ok(output) => inner.muster.deliver_result(
+                            msg.task_id,
+                            &msg.instance,
+                            msg.epoch,
+                            output,
+                        ),
+                        Err(_) => true, // a late failure changes nothing
+                    };
+                    if !delivered {
+                        // The task has ended (or lives on no node here): the answer is
+                        // fenced all the same, and journaled so.
+                        inner.muster.recorder().record(Event::ResultStale {
+                            task: msg.task_id,
+                            agent: Arc::from(msg.instance.as_str()),
+                            epoch: msg.epoch,
+                            current_epoch: 0,
+                        });
                     }
                 }
             }

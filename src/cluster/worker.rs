@@ -130,9 +130,7 @@ impl Worker {
             .subscribe(wire::control_subject(&config.node))
             .await
             .map_err(|e| ClusterError::Nats(format!("cannot subscribe to controls: {e}")))?;
-        let max_bytes = usize::try_from(client.server_info().max_payload)
-            .unwrap_or(usize::MAX)
-            .max(1024);
+        let max_bytes = client.server_info().max_payload.max(1024);
         let worker = Worker {
             inner: Arc::new(Inner {
                 muster,

@@ -1,0 +1,328 @@
+//! Scale-out over NATS JetStream with real processes: a real nats-server on loopback
+//! (temp store dir, free ports), a control node (`muster serve --nats`) and worker
+//! processes (`muster worker`). Each test proves one guarantee of docs/distributed.md's
+//! failure table: agents only on workers complete a workflow; a worker killed mid-task
+//! has its tasks reassigned (nothing lost, nothing accepted twice); a worker paused past
+//! its lease has its late result journaled as stale, never accepted; a restarted NATS
+//! server loses nothing. Waits are bounded; no timing is asserted.
+
+mod cluster_support;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cluster_support::*;
+use serde_json::{json, Value};
+
+const PLAIN: &str = r#"
+name = "plain"
+input = "obj"
+start = "one"
+
+[steps.one]
+capability = "echo"
+timeout = "30s"
+attempts = 3
+on_exhausted = "fail"
+next = "two"
+
+[steps.two]
+capability = "echo"
+timeout = "30s"
+attempts = 3
+on_exhausted = "fail"
+next = "done"
+
+[steps.done]
+terminal = "done"
+"#;
+
+const SLOW: &str = r#"
+name = "slow"
+input = "obj"
+start = "wait"
+
+[steps.wait]
+capability = "slow"
+timeout = "120s"
+attempts = 4
+on_exhausted = "fail"
+next = "done"
+
+[steps.done]
+terminal = "done"
+"#;
+
+/// A temp dir with a schema, an echo agent, a slow stdio agent and two workflows.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    for d in ["actors", "schemas", "workflows", "j"] {
+        std::fs::create_dir_all(p.join(d)).expect("dir");
+    }
+    std::fs::write(
+        p.join("schemas/obj.schema.json"),
+        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
+    )
+    .expect("schema");
+    std::fs::write(
+        p.join("actors/echo.toml"),
+        "name = \"echo\"\nreplicas = 2\n[[capabilities]]\nname = \"echo\"\ninput = \"obj\"\noutput = \"obj\"\n\
+         [backend]\nkind = \"function\"\nname = \"echo\"\n",
+    )
+    .expect("manifest");
+    let slow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/slow_stdio.py");
+    std::fs::write(
+        p.join("actors/slow.toml"),
+        format!(
+            "name = \"slow\"\nconcurrency = 4\n[[capabilities]]\nname = \"slow\"\ninput = \"obj\"\noutput = \"obj\"\n\
+             [backend]\nkind = \"command\"\nprogram = \"python3\"\nargs = [{:?}]\nmode = \"stdio\"\n",
+            slow.display().to_string()
+        ),
+    )
+    .expect("manifest");
+    std::fs::write(p.join("workflows/plain.toml"), PLAIN).expect("workflow");
+    std::fs::write(p.join("workflows/slow.toml"), SLOW).expect("workflow");
+    dir
+}
+
+/// Waits until the node lists `n` remote instances of agent `agent`.
+async fn wait_agents(node: &ControlNode, agent: &str, n: usize) -> Value {
+    wait_for(node, "/v1/agents", 60, |d| {
+        d["agents"]
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["agent"] == json!(agent)).count() == n)
+            .unwrap_or(false)
+    })
+    .await
+}
+
+/// The events of type `kind` in `recs`.
+fn events<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    recs.iter()
+        .map(|r| &r["event"])
+        .filter(|e| e["type"] == json!(kind))
+        .collect()
+}
+
+/// Accepted results per task: every task at most once.
+fn accepted_once(recs: &[Value]) -> HashMap<String, usize> {
+    let mut n: HashMap<String, usize> = HashMap::new();
+    for e in events(recs, "result_accepted") {
+        *n.entry(e["task"].to_string()).or_default() += 1;
+    }
+    for (task, count) in &n {
+        assert_eq!(*count, 1, "task {task} had {count} accepted results");
+    }
+    n
+}
+
+/// The worker node holding a task now, from the node's agents list.
+async fn holder(node: &ControlNode) -> Option<String> {
+    let (_, doc) = call("GET", &format!("{}/v1/agents", node.url), None).await;
+    doc["agents"].as_array()?.iter().find_map(|a| {
+        (a["in_flight"].as_u64().unwrap_or(0) > 0).then(|| a["node"].as_str().map(String::from))?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_whose_agents_are_only_on_two_workers_completes_and_agents_lists_their_node() {
+    let dir = setup();
+    let nats = Nats::start(dir.path());
+    let node = control(dir.path(), &nats.url(), "c1", "j/journal.db");
+    // Before any worker joins, the control node runs no agent of its own.
+    let (_, doc) = call("GET", &format!("{}/v1/agents", node.url), None).await;
+    assert_eq!(
+        doc["agents"],
+        json!([]),
+        "a control node hosts no agents: {doc}"
+    );
+    let _w1 = worker(dir.path(), &nats.url(), "w1");
+    let _w2 = worker(dir.path(), &nats.url(), "w2");
+    let agents = wait_agents(&node, "echo", 4).await;
+    let mut nodes: Vec<&str> = agents["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter(|a| a["agent"] == json!("echo"))
+        .map(|a| {
+            a["node"]
+                .as_str()
+                .expect("each remote instance names its node")
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["w1", "w1", "w2", "w2"]);
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        runs.push(start_run(&node, "plain", json!({"i": i})).await);
+    }
+    let mut owners = Vec::new();
+    for run in &runs {
+        let doc = wait_run(&node, run, 60).await;
+        assert_eq!(doc["status"], json!("completed"), "{doc}");
+        for s in doc["steps"].as_array().expect("steps") {
+            assert_eq!(
+                s["output"]["i"], doc["input"]["i"],
+                "echoed through a worker: {s}"
+            );
+            owners.push(s["owner"].as_str().expect("owner").to_string());
+        }
+    }
+    assert!(
+        owners
+            .iter()
+            .all(|o| o.ends_with("@w1") || o.ends_with("@w2")),
+        "{owners:?}"
+    );
+    accepted_once(&records(&node).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_has_its_tasks_reassigned_to_the_other_and_none_is_lost_or_doubled(
+) {
+    let dir = setup();
+    let nats = Nats::start(dir.path());
+    let node = control(dir.path(), &nats.url(), "c1", "j/journal.db");
+    let mut w1 = worker(dir.path(), &nats.url(), "w1");
+    let _w2 = worker(dir.path(), &nats.url(), "w2");
+    wait_agents(&node, "slow", 2).await;
+    let mut runs = Vec::new();
+    for n in 0..8 {
+        runs.push(start_run(&node, "slow", json!({"n": n, "delay_ms": 1500})).await);
+    }
+    // Wait until w1 holds work, then kill it without warning.
+    wait_for(&node, "/v1/agents", 60, |d| {
+        d["agents"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["node"] == json!("w1") && x["in_flight"].as_u64().unwrap_or(0) > 0)
+        })
+    })
+    .await;
+    w1.kill();
+    for run in &runs {
+        let doc = wait_run(&node, run, 120).await;
+        assert_eq!(doc["status"], json!("completed"), "{doc}");
+        assert_eq!(doc["steps"][0]["output"]["n"], doc["input"]["n"]);
+        assert!(
+            doc["steps"][0]["owner"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("@w2"),
+            "every run ends on the surviving worker: {doc}"
+        );
+    }
+    let recs = records(&node).await;
+    assert_eq!(
+        accepted_once(&recs).len(),
+        runs.len(),
+        "every task accepted once"
+    );
+    // The killed worker's attempts failed as `agent_gone` when its keys expired (not at
+    // the 120 s attempt deadline) and were reassigned.
+    let gone: Vec<&Value> = events(&recs, "attempt_failed")
+        .into_iter()
+        .filter(|e| {
+            e["agent"].as_str().unwrap_or("").ends_with("@w1")
+                && e["reason"] == json!("agent_gone")
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("left the cluster")
+        })
+        .collect();
+    assert!(
+        !gone.is_empty(),
+        "w1's attempts failed as agent_gone when it left: {:?}",
+        events(&recs, "attempt_failed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_has_its_late_result_journaled_stale_never_accepted() {
+    let dir = setup();
+    let nats = Nats::start(dir.path());
+    let node = control(dir.path(), &nats.url(), "c1", "j/journal.db");
+    let w1 = worker(dir.path(), &nats.url(), "w1");
+    let w2 = worker(dir.path(), &nats.url(), "w2");
+    wait_agents(&node, "slow", 2).await;
+    let run = start_run(&node, "slow", json!({"n": 7, "delay_ms": 2500})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let held_by = loop {
+        if let Some(n) = holder(&node).await {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no worker took the task"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (paused, other) = if held_by == "w1" {
+        (&w1, "w2")
+    } else {
+        (&w2, "w1")
+    };
+    paused.signal(libc::SIGSTOP);
+    let doc = wait_run(&node, &run, 120).await;
+    paused.signal(libc::SIGCONT);
+    assert_eq!(doc["status"], json!("completed"), "{doc}");
+    let step = &doc["steps"][0];
+    assert!(
+        step["owner"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!("@{other}")),
+        "the task completed on the other worker: {step}"
+    );
+    let task = step["task"].as_str().expect("task id").to_string();
+    // Once resumed, the paused worker answers for its old epoch: journaled as stale.
+    let t = wait_for(&node, &format!("/v1/tasks/{task}"), 60, |d| {
+        d["stale_rejected"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let recs = records(&node).await;
+    let stale = events(&recs, "result_stale");
+    assert!(
+        stale.iter().any(|e| e["task"] == json!(task)
+            && e["agent"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!("@{held_by}"))),
+        "the late answer of {held_by} is stale: {stale:?} {t}"
+    );
+    let accepted: Vec<&Value> = events(&recs, "result_accepted")
+        .into_iter()
+        .filter(|e| e["task"] == json!(task))
+        .collect();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert!(accepted[0]["agent"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with(&format!("@{other}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_continue_after_the_nats_server_restarts_mid_run_with_nothing_lost_or_doubled() {
+    let dir = setup();
+    let mut nats = Nats::start(dir.path());
+    let (port, monitor) = (nats.port, nats.monitor);
+    let node = control(dir.path(), &nats.url(), "c1", "j/journal.db");
+    let _w1 = worker(dir.path(), &nats.url(), "w1");
+    let _w2 = worker(dir.path(), &nats.url(), "w2");
+    wait_agents(&node, "slow", 2).await;
+    let mut runs = Vec::new();
+    for n in 0..6 {
+        runs.push(start_run(&node, "slow", json!({"n": n, "delay_ms": 1000})).await);
+    }
+    nats.proc.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let _nats = Nats::start_on(dir.path(), port, monitor);
+    for run in &runs {
+        let doc = wait_run(&node, run, 120).await;
+        assert_eq!(doc["status"], json!("completed"), "{doc}");
+        assert_eq!(doc["steps"][0]["output"]["n"], doc["input"]["n"]);
+    }
+    let recs = records(&node).await;
+    assert_eq!(accepted_once(&recs).len(), runs.len());
+}
