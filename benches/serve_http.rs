@@ -175,6 +175,7 @@ fn main() {
             resume: Vec::new(),
             held_scopes: Vec::new(),
             traces: None,
+            failover: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -15,6 +15,7 @@
 //! only carries assignments and reports between owners and instances.
 
 pub mod control;
+pub mod failover;
 mod remote;
 pub mod wire;
 pub mod worker;

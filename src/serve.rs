@@ -38,10 +38,12 @@ pub use node::{Live, Node};
 pub use routes::{router, AppState};
 pub use tree::GroupInfo;
 
+use crate::cluster::failover::{Failover, Takeover};
 use crate::journal::{Journal, TapJournal};
 use crate::runtime::Muster;
 use crate::telemetry::{Follower, Metrics, Traces, DEFAULT_EVERY};
 use crate::workflow::{recovery, RecoveredRun, Workflow};
+use protocol::Command;
 
 /// How long requests in flight may take to finish once the node is asked to stop.
 pub const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -62,6 +64,8 @@ pub struct ServeConfig {
     pub held_scopes: Vec<(uuid::Uuid, crate::messaging::Scope)>,
     /// Traces to export (OTLP, when the OpenTelemetry environment asks for it).
     pub traces: Option<Traces>,
+    /// As a control node of a cluster: its run leases and the takeovers it wins.
+    pub failover: Option<(Failover, mpsc::Receiver<Takeover>)>,
 }
 
 /// Serves the API on `listener` with the runtime `muster` (journaling into `journal`, the
@@ -89,7 +93,19 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel(1024);
     let (stop_tx, stop) = watch::channel(false);
     let live = Arc::new(Live::default());
-    let node = Node::new(muster.clone(), live.clone(), tx.clone());
+    let workflows = Arc::new(config.workflows);
+    let mut node = Node::new(muster.clone(), live.clone(), tx.clone());
+    if let Some((failover, mut takeovers)) = config.failover {
+        node = node.clustered(failover, workflows.clone());
+        let to_node = tx.clone();
+        actix::spawn(async move {
+            while let Some(t) = takeovers.recv().await {
+                if to_node.send(Command::TakeOver(Box::new(t))).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let started_seq = journal.len();
     // Metrics and traces of what this node does, from the journal's records appended from
     // now on (GET /metrics; OTLP when configured).
@@ -109,7 +125,7 @@ pub async fn serve(
         muster: muster.clone(),
         journal,
         live,
-        workflows: Arc::new(config.workflows),
+        workflows,
         groups: Arc::new(config.groups),
         token: config.token,
         started_seq,

@@ -326,3 +326,56 @@ async fn runs_continue_after_the_nats_server_restarts_mid_run_with_nothing_lost_
     let recs = records(&node).await;
     assert_eq!(accepted_once(&recs).len(), runs.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_node_killed_mid_run_has_its_runs_finished_by_another_with_epochs_above_the_journaled(
+) {
+    let dir = setup();
+    let nats = Nats::start(dir.path());
+    let mut c1 = control(dir.path(), &nats.url(), "c1", "j/c1.db");
+    let c2 = control(dir.path(), &nats.url(), "c2", "j/c2.db");
+    let _w1 = worker(dir.path(), &nats.url(), "w1");
+    let _w2 = worker(dir.path(), &nats.url(), "w2");
+    wait_agents(&c1, "slow", 2).await;
+    wait_agents(&c2, "slow", 2).await;
+    let mut runs = Vec::new();
+    for n in 0..4 {
+        runs.push(start_run(&c1, "slow", json!({"n": n, "delay_ms": 2000})).await);
+    }
+    // Every run's task is leased (and so journaled) by c1 before it dies.
+    for run in &runs {
+        wait_for(&c1, &format!("/v1/runs/{run}"), 60, |d| {
+            d["steps"][0]["leases"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        })
+        .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the mirror's poll
+    c1.proc.kill();
+    for run in &runs {
+        let doc = wait_run(&c2, run, 120).await;
+        assert_eq!(doc["status"], json!("completed"), "{doc}");
+        assert_eq!(doc["steps"][0]["output"]["n"], doc["input"]["n"]);
+        let leases = doc["steps"][0]["leases"]
+            .as_array()
+            .expect("leases")
+            .clone();
+        let first = leases.first().expect("c1's lease, copied from the stream");
+        let last = leases.last().expect("a lease");
+        assert_eq!(last["outcome"], json!("completed"), "{leases:?}");
+        assert!(
+            last["epoch"].as_u64() > first["epoch"].as_u64(),
+            "c2 leased above c1's journaled epoch: {leases:?}"
+        );
+    }
+    let recs = records(&c2).await;
+    assert_eq!(accepted_once(&recs).len(), runs.len());
+    assert!(
+        events(&recs, "note").iter().any(|e| e["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("taken over from control node c1")),
+        "the takeover is journaled"
+    );
+}

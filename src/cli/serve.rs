@@ -12,6 +12,7 @@ use super::agents::{load, start_with};
 use super::check::{findings, load_workflow, report as report_findings};
 use super::run::{flush, open_journal, parse_durability};
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_BAD_INPUT, EXIT_OK};
+use crate::cluster::failover::Failover;
 use crate::cluster::{ClusterConfig, Control};
 use crate::journal::tap::DEFAULT_TAP_CAPACITY;
 use crate::journal::{Durability, Journal, TapJournal};
@@ -201,18 +202,37 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             Some(tap.clone() as Arc<dyn Journal>),
         )
         .await?;
-        let _control = match cluster {
-            Some(c) => match Control::start(muster.clone(), &remote, c).await {
-                Ok(control) => Some(control),
-                Err(e) => {
-                    muster.shutdown().await;
-                    return Err(CliError::failed(
-                        e.to_string(),
-                        json!({"nats": args.nats, "message": e.to_string()}),
-                    ));
+        let mut resume = resume;
+        let (_control, failover) = match cluster {
+            Some(c) => {
+                let joined = async {
+                    let control = Control::start(muster.clone(), &remote, c.clone()).await?;
+                    let failover = Failover::start(c, tap.clone() as Arc<dyn Journal>).await?;
+                    Ok::<_, crate::cluster::ClusterError>((control, failover))
+                };
+                match joined.await {
+                    Ok((control, (failover, takeovers))) => {
+                        // A run another control node took over while this one was away
+                        // is theirs now.
+                        let mut mine = Vec::new();
+                        for (wf, rec) in resume.drain(..) {
+                            if failover.holds(rec.run).await {
+                                mine.push((wf, rec));
+                            }
+                        }
+                        resume = mine;
+                        (Some(control), Some((failover, takeovers)))
+                    }
+                    Err(e) => {
+                        muster.shutdown().await;
+                        return Err(CliError::failed(
+                            e.to_string(),
+                            json!({"nats": args.nats, "message": e.to_string()}),
+                        ));
+                    }
                 }
-            },
-            None => None,
+            }
+            None => (None, None),
         };
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {
             Ok(l) => l,
@@ -238,6 +258,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             resume,
             held_scopes: held,
             traces,
+            failover,
         };
         let signal = async {
             let _ = interrupted().await;

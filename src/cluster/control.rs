@@ -125,6 +125,7 @@ impl Control {
             beat_to: wire::beat_subject(&config.node),
             max_bytes,
             grace: config.ttl,
+            alive_every: config.ttl / 4,
         });
         let reports = client
             .subscribe(wire.report_to.clone())
@@ -234,7 +235,7 @@ impl Control {
                     continue;
                 };
                 if let Some(r) = inner.remotes.get(beat.instance.as_str()).map(|r| r.clone()) {
-                    r.beat(beat.task_id, beat.epoch);
+                    r.beat(beat.task_id, beat.epoch, beat.agent);
                 }
             }
         });
@@ -243,7 +244,7 @@ impl Control {
     fn spawn_sweep(&self) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(inner.config.ttl / 2);
+            let mut every = tokio::time::interval(inner.config.ttl / 4);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;

@@ -25,6 +25,8 @@ struct Pending {
     reply: ReplyTo,
     heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
     expires: tokio::time::Instant,
+    /// When the worker last gave word of it (sent, alive, heartbeat).
+    heard: tokio::time::Instant,
 }
 
 /// What every remote instance of one control node shares.
@@ -36,7 +38,12 @@ pub(crate) struct Wire {
     pub(crate) max_bytes: usize,
     /// Grace after an attempt's deadline before it is given up as lost.
     pub(crate) grace: Duration,
+    /// How often workers give word of a running attempt.
+    pub(crate) alive_every: Duration,
 }
+
+/// Intervals of silence after which an attempt is given up as lost.
+pub(crate) const SILENT_INTERVALS: u32 = 4;
 
 /// One instance of a worker node.
 pub(crate) struct Remote {
@@ -112,13 +119,21 @@ impl Remote {
         }
     }
 
-    /// A task heartbeat from the worker.
-    pub(crate) fn beat(&self, task_id: Uuid, epoch: u64) {
-        let hb = self
-            .pending
-            .lock()
-            .get(&(task_id, epoch))
-            .and_then(|p| p.heartbeat.clone());
+    /// Word from the worker about a running attempt: it is alive, or (`agent`) the
+    /// agent's own heartbeat, which is passed on to the owner.
+    pub(crate) fn beat(&self, task_id: Uuid, epoch: u64, agent: bool) {
+        let hb = {
+            let mut p = self.pending.lock();
+            let Some(p) = p.get_mut(&(task_id, epoch)) else {
+                return;
+            };
+            p.heard = tokio::time::Instant::now();
+            if agent {
+                p.heartbeat.clone()
+            } else {
+                None
+            }
+        };
         if let Some(hb) = hb {
             hb();
         }
@@ -137,25 +152,44 @@ impl Remote {
         }
     }
 
-    /// Gives up the attempts whose deadline and grace have passed (the assignment or its
-    /// report was lost): each ends as a timeout, which its owner has already acted on.
+    /// Gives up the attempts whose deadline and grace have passed, or of which the worker
+    /// has given no word for [`SILENT_INTERVALS`] intervals (the assignment, the worker or
+    /// the report was lost): the first end as a timeout, which their owner has already
+    /// acted on; the others as `agent_gone`, so their owner reassigns now.
     pub(crate) fn sweep(&self, now: tokio::time::Instant) -> usize {
-        let expired: Vec<((Uuid, u64), Pending)> = {
+        let silence = self.wire.alive_every * SILENT_INTERVALS;
+        let expired: Vec<((Uuid, u64), Pending, bool)> = {
             let mut p = self.pending.lock();
-            let keys: Vec<(Uuid, u64)> = p
+            let keys: Vec<((Uuid, u64), bool)> = p
                 .iter()
-                .filter(|(_, v)| v.expires <= now)
-                .map(|(k, _)| *k)
+                .filter_map(|(k, v)| {
+                    if v.expires <= now {
+                        Some((*k, true))
+                    } else if now.saturating_duration_since(v.heard) > silence {
+                        Some((*k, false))
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             keys.into_iter()
-                .filter_map(|k| p.remove(&k).map(|v| (k, v)))
+                .filter_map(|(k, late)| p.remove(&k).map(|v| (k, v, late)))
                 .collect()
         };
         let n = expired.len();
-        for ((task, epoch), p) in expired {
+        for ((task, epoch), p, late) in expired {
+            let result = if late {
+                Err(Failure::Timeout)
+            } else {
+                Err(Failure::AgentGone(format!(
+                    "no word of the attempt from node {} for {silence:?}: the assignment, \
+                     its report or the worker was lost",
+                    self.node
+                )))
+            };
             self.answer(
                 p.reply,
-                AttemptReport::new(task, epoch, self.id.clone(), Err(Failure::Timeout)),
+                AttemptReport::new(task, epoch, self.id.clone(), result),
             );
         }
         n
@@ -199,6 +233,7 @@ impl Mailbox for RemoteMailbox {
             timeout_ms: a.deadline.saturating_duration_since(now).as_millis() as u64,
             report_to: r.wire.report_to.clone(),
             beat_to: r.wire.beat_to.clone(),
+            alive_every_ms: r.wire.alive_every.as_millis() as u64,
         };
         let body = match serde_json::to_vec(&msg) {
             Ok(b) => b,
@@ -228,6 +263,7 @@ impl Mailbox for RemoteMailbox {
                 reply: a.take_reply(),
                 heartbeat: a.heartbeat.take(),
                 expires: a.deadline + r.wire.grace,
+                heard: now,
             },
         );
         if !r.wire.outbox.send(r.assign_subject.clone(), body.into()) {

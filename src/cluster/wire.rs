@@ -244,6 +244,9 @@ pub struct AssignMsg {
     pub report_to: String,
     /// Where heartbeats go.
     pub beat_to: String,
+    /// How often the worker tells that the attempt is still running (milliseconds): the
+    /// control node gives an attempt up as lost after four such intervals of silence.
+    pub alive_every_ms: u64,
 }
 
 /// How an attempt on a worker node ended.
@@ -271,6 +274,10 @@ pub struct BeatMsg {
     pub task_id: Uuid,
     /// The lease epoch.
     pub epoch: u64,
+    /// `true`: the agent's own heartbeat (it renews the capability's heartbeat bound);
+    /// `false`: the worker's word that the attempt is still running.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// What a control node asks of a worker's instance outside an assignment.

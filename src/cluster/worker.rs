@@ -348,16 +348,20 @@ impl Inner {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        let beat = BeatMsg {
-            instance: instance.clone(),
-            task_id,
-            epoch,
+        let beat = |agent: bool| -> bytes::Bytes {
+            let b = BeatMsg {
+                instance: instance.clone(),
+                task_id,
+                epoch,
+                agent,
+            };
+            serde_json::to_vec(&b).unwrap_or_default().into()
         };
-        let beat_body: bytes::Bytes = serde_json::to_vec(&beat).unwrap_or_default().into();
+        let (agent_beat, alive_beat) = (beat(true), beat(false));
         let outbox = self.outbox.clone();
         let beat_to = a.beat_to.clone();
         let heartbeat: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            outbox.send(beat_to.clone(), beat_body.clone());
+            outbox.send(beat_to.clone(), agent_beat.clone());
         });
         let timeout = Duration::from_millis(a.timeout_ms).min(MAX_ATTEMPT);
         handle.assign(Assign {
@@ -368,8 +372,23 @@ impl Inner {
         });
         let inner = self.clone();
         let report_to = a.report_to;
+        let alive_every = Duration::from_millis(a.alive_every_ms.clamp(10, 60_000));
+        let beat_to = a.beat_to;
         tokio::spawn(async move {
-            let mut msg = match rx.await {
+            // Word that the attempt runs, until it ends, so that a lost assignment or
+            // worker is told from a running attempt within a few intervals.
+            let mut rx = rx;
+            let mut every = tokio::time::interval(alive_every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let answer = loop {
+                tokio::select! {
+                    r = &mut rx => break r,
+                    _ = every.tick() => {
+                        inner.outbox.send(beat_to.clone(), alive_beat.clone());
+                    }
+                }
+            };
+            let mut msg = match answer {
                 Ok(r) => ReportMsg {
                     task_id,
                     epoch,

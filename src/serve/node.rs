@@ -6,7 +6,7 @@
 //! and the gates it has decided. It must not answer HTTP (the routes do) nor read the
 //! journal on a request's behalf beyond what cancelling a run needs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::protocol::{Command, DecideRefused};
+use crate::cluster::failover::{Failover, Takeover};
 use crate::journal::Event;
 use crate::runtime::Muster;
 use crate::workflow::engine::RunOptions;
@@ -110,13 +111,41 @@ pub struct Node {
     muster: Muster,
     live: Arc<Live>,
     tx: mpsc::Sender<Command>,
+    cluster: Option<Clustered>,
+}
+
+/// What a control node of a cluster adds: its run leases, and the workflows by name (a
+/// run taken over is resumed with the workflow of the same name).
+struct Clustered {
+    failover: Failover,
+    workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
 }
 
 impl Node {
     /// A node driving runs on `muster`; `tx` is the sender of its own command queue (a
     /// decision that must look again re-queues itself through it).
     pub fn new(muster: Muster, live: Arc<Live>, tx: mpsc::Sender<Command>) -> Self {
-        Node { muster, live, tx }
+        Node {
+            muster,
+            live,
+            tx,
+            cluster: None,
+        }
+    }
+
+    /// The same node as a control node of a cluster: every run it starts is leased
+    /// through `failover` (released when it ends), and runs won from a control node that
+    /// left are resumed with the workflow of their name in `workflows`.
+    pub fn clustered(
+        mut self,
+        failover: Failover,
+        workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
+    ) -> Self {
+        self.cluster = Some(Clustered {
+            failover,
+            workflows,
+        });
+        self
     }
 
     /// Serves commands until `rx` closes or `stop` fires. Runs on the runtime's thread.
@@ -138,6 +167,7 @@ impl Node {
 
     fn handle(&self, c: Command) {
         match c {
+            Command::TakeOver(t) => self.take_over(*t),
             Command::StartRun {
                 workflow,
                 input,
@@ -272,6 +302,45 @@ impl Node {
         self.drive(rec.run, wf, Start::Resume(Box::new(rec)));
     }
 
+    /// Resumes the runs won from a control node that left: each run's records are copied
+    /// from the stream into this node's journal (so its views, and a later `muster resume`
+    /// of this journal, see its whole story), then it is rebuilt from them and resumed as
+    /// `muster resume` does, its tasks leasing from epochs above the journaled ones.
+    fn take_over(&self, t: Takeover) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let recovered = recovery::recover(&t.records);
+        let held = crate::delegation::scope_table::held_at(&t.records);
+        for (run, lease, revision) in t.runs {
+            let Some(rec) = recovered.iter().find(|r| r.run == run).cloned() else {
+                // It had ended (its lease was not yet released): nothing to resume.
+                let f = cluster.failover.clone();
+                actix::spawn(async move { f.release(run).await });
+                continue;
+            };
+            let Some(wf) = cluster.workflows.get(&lease.workflow).cloned() else {
+                tracing::warn!(%run, workflow = %lease.workflow, "a run taken over names a workflow this node does not serve");
+                continue;
+            };
+            self.live.started_after(run, self.muster.journal().len());
+            let mut tasks = HashSet::from([run]);
+            for r in &t.records {
+                if super::views::belongs(&r.event, run, &mut tasks) {
+                    self.muster.recorder().record(r.event.clone());
+                }
+            }
+            self.muster.recorder().record(Event::Note {
+                text: format!(
+                    "run {run} taken over from control node {} (lease revision {revision})",
+                    t.from
+                ),
+            });
+            cluster.failover.adopted(&[run]);
+            self.resume(wf, rec, &held);
+        }
+    }
+
     /// Drives a run on the runtime's thread until it ends (or is cancelled or the node
     /// stops): gates wait in this process for a decision over the API.
     fn drive(&self, id: Uuid, wf: Arc<Workflow>, start: Start) {
@@ -284,7 +353,15 @@ impl Node {
         );
         let muster = self.muster.clone();
         let live = self.live.clone();
+        let failover = self.cluster.as_ref().map(|c| c.failover.clone());
+        let fresh = matches!(start, Start::Fresh(_));
+        let workflow = wf.name.clone();
         let handle = actix::spawn(async move {
+            if let (Some(f), true) = (&failover, fresh) {
+                if let Err(e) = f.own(id, &workflow).await {
+                    tracing::warn!(run = %id, error = %e, "the run is not leased; no other control node can take it over");
+                }
+            }
             let opts = RunOptions {
                 progress: None,
                 stop_at_gates: false,
@@ -296,6 +373,9 @@ impl Node {
             };
             if let Err(e) = r {
                 tracing::warn!(run = %id, error = %e, "the run did not start");
+            }
+            if let Some(f) = &failover {
+                f.release(id).await;
             }
             live.finished(id);
         });

@@ -17,6 +17,8 @@ use crate::workflow::Workflow;
 /// A command for the node.
 #[derive(Debug)]
 pub enum Command {
+    /// Runs won from a control node that left the cluster, to rebuild and resume.
+    TakeOver(Box<crate::cluster::failover::Takeover>),
     /// Start a run of `workflow` (its input already checked against the workflow's
     /// schema); answers the run id.
     StartRun {
