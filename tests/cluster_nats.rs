@@ -379,3 +379,54 @@ async fn a_control_node_killed_mid_run_has_its_runs_finished_by_another_with_epo
         "the takeover is journaled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_schema_differs_from_the_clusters_is_refused_by_name_and_never_listed() {
+    let dir = setup();
+    let nats = Nats::start(dir.path());
+    let node = control(dir.path(), &nats.url(), "c1", "j/journal.db");
+    // The same cast with a stricter `obj` schema: the `echo` and `slow` contracts differ.
+    let other = tempfile::tempdir().expect("tempdir");
+    for d in ["actors", "schemas"] {
+        std::fs::create_dir_all(other.path().join(d)).expect("dir");
+        for f in std::fs::read_dir(dir.path().join(d)).expect("read") {
+            let f = f.expect("entry").path();
+            std::fs::copy(&f, other.path().join(d).join(f.file_name().expect("name")))
+                .expect("copy");
+        }
+    }
+    std::fs::write(
+        other.path().join("schemas/obj.schema.json"),
+        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "required": ["n"]}"#,
+    )
+    .expect("schema");
+    let out = tokio::task::spawn_blocking({
+        let (dir, url) = (other.path().to_path_buf(), nats.url());
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+                .current_dir(dir)
+                .args(["worker", "--nats", &url, "--node", "odd", "--json"])
+                .args(["--join-timeout", "20s"])
+                .output()
+                .expect("muster worker runs")
+        }
+    })
+    .await
+    .expect("joined");
+    assert_eq!(out.status.code(), Some(2), "refused as bad input");
+    let err: Value = serde_json::from_slice(&out.stdout)
+        .or_else(|_| serde_json::from_slice(&out.stderr))
+        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&out.stderr)}));
+    let text = err.to_string();
+    assert!(
+        text.contains("capability `echo`") || text.contains("capability `slow`"),
+        "the refusal names the capability: {text}"
+    );
+    assert!(text.contains("`obj`"), "and the schema: {text}");
+    let (_, doc) = call("GET", &format!("{}/v1/agents", node.url), None).await;
+    assert_eq!(
+        doc["agents"],
+        json!([]),
+        "the refused worker never joined: {doc}"
+    );
+}

@@ -158,10 +158,15 @@ impl ContractRecord {
             ));
         }
         if self.digest != other.digest {
+            let schemas = if self.input == self.output {
+                format!("schema `{}`", self.input)
+            } else {
+                format!("schema `{}` or `{}`", self.input, self.output)
+            };
             return Err(format!(
-                "schema `{}` or `{}` (or the acceptance rule) differs from the cluster's \
+                "{schemas} (or the acceptance rule) differs from the cluster's \
                  (digest {} here, {} in the cluster)",
-                self.input, self.output, other.digest, self.digest
+                other.digest, self.digest
             ));
         }
         Ok(())
