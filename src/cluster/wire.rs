@@ -352,6 +352,123 @@ mod tests {
         assert!(why.contains("`in` or `out`"), "{why}");
     }
 
+    /// Each message as encoded satisfies its schema in `schemas/` (the documented format).
+    #[test]
+    fn every_wire_message_satisfies_its_published_schema() {
+        let check = |name: &str, text: &str, v: Value| {
+            let store = crate::messaging::SchemaStore::shipped(name, text);
+            assert!(store.contains(name), "{name} compiles");
+            if let Err(e) = store.validate(name, &v) {
+                panic!("{name}: {e}: {v}");
+            }
+        };
+        let store = crate::messaging::SchemaStore::new();
+        store.add("in", json!({"type": "object"})).unwrap();
+        let contract = ContractRecord::of(
+            &crate::messaging::CapabilitySpec::new("echo", "in", "in")
+                .compile(&store)
+                .unwrap(),
+        );
+        check(
+            "cluster-contract",
+            include_str!("../../schemas/cluster-contract.schema.json"),
+            serde_json::to_value(&contract).unwrap(),
+        );
+        let instance = InstanceRecord {
+            node: "w1".into(),
+            id: "echo#0".into(),
+            agent: "echo".into(),
+            generation: 0,
+            concurrency: 1,
+            capacity: 2,
+            state: AgentState::Ready,
+            load: 0,
+            capabilities: vec![contract],
+        };
+        check(
+            "cluster-instance",
+            include_str!("../../schemas/cluster-instance.schema.json"),
+            serde_json::to_value(&instance).unwrap(),
+        );
+        let task = Uuid::now_v7();
+        let mut env = Envelope::new(
+            "echo",
+            crate::messaging::Recipient::Agent("echo#0".into()),
+            "in",
+            json!({"x": 1}),
+        );
+        env.task_id = Some(task);
+        env.epoch = 2;
+        let assign = AssignMsg {
+            instance: "echo#0".into(),
+            envelope: Arc::new(env),
+            timeout_ms: 1000,
+            report_to: report_subject("c1"),
+            beat_to: beat_subject("c1"),
+            alive_every_ms: 375,
+        };
+        check(
+            "cluster-assign",
+            include_str!("../../schemas/cluster-assign.schema.json"),
+            serde_json::to_value(&assign).unwrap(),
+        );
+        for result in [
+            Ok(json!({"x": 1})),
+            Err(Failure::AgentGone("gone".into())),
+            Err(Failure::Timeout),
+        ] {
+            let r = ReportMsg {
+                task_id: task,
+                epoch: 2,
+                instance: "echo#0@w1".into(),
+                result,
+                usage: None,
+            };
+            check(
+                "cluster-report",
+                include_str!("../../schemas/cluster-report.schema.json"),
+                serde_json::to_value(&r).unwrap(),
+            );
+        }
+        check(
+            "cluster-beat",
+            include_str!("../../schemas/cluster-beat.schema.json"),
+            serde_json::to_value(BeatMsg {
+                instance: "echo#0@w1".into(),
+                task_id: task,
+                epoch: 2,
+                agent: false,
+            })
+            .unwrap(),
+        );
+        for m in [
+            ControlMsg::Cancel {
+                instance: "echo#0".into(),
+                task_id: task,
+                epoch: 2,
+            },
+            ControlMsg::Kill {
+                instance: "echo#0".into(),
+                reason: "liveness".into(),
+            },
+        ] {
+            check(
+                "cluster-control",
+                include_str!("../../schemas/cluster-control.schema.json"),
+                serde_json::to_value(&m).unwrap(),
+            );
+        }
+        check(
+            "cluster-run-lease",
+            include_str!("../../schemas/cluster-run-lease.schema.json"),
+            serde_json::to_value(crate::cluster::failover::RunLease {
+                owner: "c1".into(),
+                workflow: "code-change".into(),
+            })
+            .unwrap(),
+        );
+    }
+
     #[test]
     fn reports_round_trip_with_failures() {
         let r = ReportMsg {
