@@ -300,3 +300,118 @@ impl Mailbox for RemoteMailbox {
         self.0.live.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messaging::{Envelope, Recipient};
+    use serde_json::json;
+    use tokio::sync::{mpsc, oneshot};
+
+    type Sent = mpsc::Receiver<(String, bytes::Bytes)>;
+
+    fn remote(max_bytes: usize) -> (Arc<Remote>, Arc<InstanceHandle>, Sent) {
+        let (tx, rx) = mpsc::channel(16);
+        let wire = Arc::new(Wire {
+            outbox: Outbox(tx),
+            report_to: "muster.report.c1".into(),
+            beat_to: "muster.beat.c1".into(),
+            max_bytes,
+            grace: Duration::from_secs(1),
+            alive_every: Duration::from_millis(250),
+        });
+        let r = Remote::new("echo#0@w1".into(), "echo#0".into(), "w1".into(), 0, wire);
+        let h = Arc::new(InstanceHandle::new(
+            r.id.clone(),
+            "echo".into(),
+            0,
+            vec!["echo".into()],
+            1,
+            2,
+            Box::new(RemoteMailbox(r.clone())),
+        ));
+        r.bind(&h);
+        (r, h, rx)
+    }
+
+    fn assign(h: &InstanceHandle, payload: serde_json::Value) -> oneshot::Receiver<AttemptReport> {
+        let (tx, rx) = oneshot::channel();
+        let mut env = Envelope::new("echo", Recipient::Agent(h.id.clone()), "obj", payload);
+        env.task_id = Some(Uuid::now_v7());
+        env.epoch = 1;
+        assert!(h.try_reserve());
+        h.assign(Assign {
+            envelope: Arc::new(env),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            reply: ReplyTo::Once(tx),
+            heartbeat: None,
+        });
+        rx
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_assignment_above_the_bound_is_refused_before_it_is_sent_and_frees_its_slot() {
+        let (_r, h, mut sent) = remote(512);
+        let rx = assign(&h, json!({"blob": "x".repeat(4096)}));
+        let report = rx.await.expect("answered at once");
+        match report.result {
+            Err(Failure::Protocol(why)) => assert!(why.contains("512"), "{why}"),
+            other => panic!("refused as a protocol failure, got {other:?}"),
+        }
+        assert!(sent.try_recv().is_err(), "nothing was published");
+        assert_eq!(h.load(), 0, "the slot is free again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_answers_its_attempt_once_and_a_second_is_handed_back_as_late() {
+        let (r, h, mut sent) = remote(1 << 20);
+        let rx = assign(&h, json!({"x": 1}));
+        let (subject, body) = sent.try_recv().expect("published");
+        assert_eq!(subject, "muster.assign.w1");
+        let msg: AssignMsg = serde_json::from_slice(&body).expect("an assignment");
+        let report = ReportMsg {
+            task_id: msg.envelope.task_id.expect("task"),
+            epoch: 1,
+            instance: r.id.to_string(),
+            result: Ok(json!({"x": 1})),
+            usage: None,
+        };
+        assert!(
+            r.report(report.clone()).is_none(),
+            "taken by the waiting owner"
+        );
+        assert_eq!(rx.await.expect("answered").result, Ok(json!({"x": 1})));
+        assert_eq!(h.load(), 0);
+        assert!(
+            r.report(report).is_some(),
+            "a second answer is late, never delivered twice"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_fail_over_at_once_when_their_instance_leaves_and_when_they_fall_silent() {
+        let (r, h, _sent) = remote(1 << 20);
+        let first = assign(&h, json!({"x": 1}));
+        r.gone("its key expired");
+        match first.await.expect("answered").result {
+            Err(Failure::AgentGone(why)) => assert!(why.contains("key expired"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!h.available(), "nothing more is sent to it");
+        let (r, h, _sent) = remote(1 << 20);
+        let silent = assign(&h, json!({"x": 2}));
+        tokio::time::advance(Duration::from_millis(250 * SILENT_INTERVALS as u64 - 10)).await;
+        assert_eq!(
+            r.sweep(tokio::time::Instant::now()),
+            0,
+            "not yet silent long enough"
+        );
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(r.sweep(tokio::time::Instant::now()), 1);
+        match silent.await.expect("answered").result {
+            Err(Failure::AgentGone(why)) => assert!(why.contains("no word"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(h.load(), 0);
+    }
+}
