@@ -124,6 +124,39 @@ pub enum ClusterError {
     Runtime(String),
 }
 
+/// Opens (creating or updating) key-value bucket `bucket` with history 1; with `ttl`, a key
+/// is gone `ttl` after its last write, with a delete marker that watchers see.
+pub(crate) async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    config: &ClusterConfig,
+    bucket: &str,
+    description: &str,
+    ttl: Option<Duration>,
+) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
+    js.create_or_update_key_value(async_nats::jetstream::kv::Config {
+        bucket: bucket.into(),
+        description: description.into(),
+        history: 1,
+        max_age: ttl.unwrap_or_default(),
+        limit_markers: ttl,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        ClusterError::Nats(format!(
+            "cannot open the {bucket} bucket at {}: {e}",
+            config.url
+        ))
+    })
+}
+
+/// A ticker every quarter of the TTL (heartbeats and sweeps) that skips missed ticks.
+pub(crate) fn quarter_ttl(config: &ClusterConfig) -> tokio::time::Interval {
+    let mut every = tokio::time::interval(config.ttl / 4);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every
+}
+
 /// Publishes what the cluster loops hand it, in order, from one task: the synchronous
 /// mailbox calls enqueue without waiting; a full queue refuses at once.
 #[derive(Clone)]

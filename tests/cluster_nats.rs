@@ -7,9 +7,9 @@
 //! server loses nothing. Waits are bounded; no timing is asserted.
 
 mod cluster_support;
+mod node_support;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use cluster_support::*;
 use serde_json::{json, Value};
@@ -37,52 +37,18 @@ next = "done"
 terminal = "done"
 "#;
 
-const SLOW: &str = r#"
-name = "slow"
-input = "obj"
-start = "wait"
-
-[steps.wait]
-capability = "slow"
-timeout = "120s"
-attempts = 4
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-"#;
-
 /// A temp dir with a schema, an echo agent, a slow stdio agent and two workflows.
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
-    for d in ["actors", "schemas", "workflows", "j"] {
-        std::fs::create_dir_all(p.join(d)).expect("dir");
-    }
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
-    std::fs::write(
-        p.join("actors/echo.toml"),
-        "name = \"echo\"\nreplicas = 2\n[[capabilities]]\nname = \"echo\"\ninput = \"obj\"\noutput = \"obj\"\n\
-         [backend]\nkind = \"function\"\nname = \"echo\"\n",
-    )
-    .expect("manifest");
-    let slow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/slow_stdio.py");
-    std::fs::write(
-        p.join("actors/slow.toml"),
-        format!(
-            "name = \"slow\"\nconcurrency = 4\n[[capabilities]]\nname = \"slow\"\ninput = \"obj\"\noutput = \"obj\"\n\
-             [backend]\nkind = \"command\"\nprogram = \"python3\"\nargs = [{:?}]\nmode = \"stdio\"\n",
-            slow.display().to_string()
-        ),
-    )
-    .expect("manifest");
+    node_support::write_cast(p, &["workflows", "j"], 2);
+    node_support::write_slow(p);
     std::fs::write(p.join("workflows/plain.toml"), PLAIN).expect("workflow");
-    std::fs::write(p.join("workflows/slow.toml"), SLOW).expect("workflow");
+    std::fs::write(
+        p.join("workflows/slow.toml"),
+        node_support::one_step("slow", "slow", "120s", 4),
+    )
+    .expect("workflow");
     dir
 }
 

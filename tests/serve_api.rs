@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use node_support::{call_with, client};
 use serde_json::{json, Value};
+
+mod node_support;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -61,34 +64,11 @@ next = "done"
 terminal = "done"
 "#;
 
-const SLOW: &str = r#"
-name = "slow"
-input = "obj"
-start = "wait"
-
-[steps.wait]
-capability = "slow"
-timeout = "60s"
-attempts = 2
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-"#;
-
 /// A temp dir with schemas, an echo agent, a slow stdio agent and three workflows.
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
-    for d in ["actors", "schemas", "workflows"] {
-        std::fs::create_dir_all(p.join(d)).expect("dir");
-    }
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
+    node_support::write_cast(p, &["workflows"], 2);
     std::fs::write(
         p.join("schemas/needx.schema.json"),
         r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
@@ -102,19 +82,14 @@ fn setup() -> tempfile::TempDir {
          [backend]\nkind = \"function\"\nname = \"echo\"\n",
     )
     .expect("manifest");
-    let slow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/slow_stdio.py");
-    std::fs::write(
-        p.join("actors/slow.toml"),
-        format!(
-            "name = \"slow\"\nconcurrency = 4\n[[capabilities]]\nname = \"slow\"\ninput = \"obj\"\noutput = \"obj\"\n\
-             [backend]\nkind = \"command\"\nprogram = \"python3\"\nargs = [{:?}]\nmode = \"stdio\"\n",
-            slow.display().to_string()
-        ),
-    )
-    .expect("manifest");
+    node_support::write_slow(p);
     std::fs::write(p.join("workflows/gated.toml"), GATED).expect("workflow");
     std::fs::write(p.join("workflows/plain.toml"), PLAIN).expect("workflow");
-    std::fs::write(p.join("workflows/slow.toml"), SLOW).expect("workflow");
+    std::fs::write(
+        p.join("workflows/slow.toml"),
+        node_support::one_step("slow", "slow", "60s", 2),
+    )
+    .expect("workflow");
     dir
 }
 
@@ -179,45 +154,9 @@ fn start(dir: &Path) -> Node {
     Node { child, url, start }
 }
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
 /// A request with the token; returns the status and the JSON body.
 async fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     call_with(method, url, body, Some(TOKEN)).await
-}
-
-async fn call_with(
-    method: &str,
-    url: &str,
-    body: Option<Value>,
-    token: Option<&str>,
-) -> (u16, Value) {
-    let c = client();
-    let mut req = match method {
-        "GET" => c.get(url),
-        _ => c.post(url),
-    };
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.expect("the node answers");
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.expect("body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// Polls a run until `done` holds of its document (failing after 60 s).

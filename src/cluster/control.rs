@@ -80,26 +80,22 @@ impl Control {
         let nats = |what: &str, e: &dyn std::fmt::Display| {
             ClusterError::Nats(format!("{what} at {}: {e}", config.url))
         };
-        let agents = js
-            .create_or_update_key_value(async_nats::jetstream::kv::Config {
-                bucket: wire::AGENTS_BUCKET.into(),
-                description: "muster agent instances (one key each, gone at the TTL)".into(),
-                history: 1,
-                max_age: config.ttl,
-                limit_markers: Some(config.ttl),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats("cannot open the agents bucket", &e))?;
-        let contracts = js
-            .create_or_update_key_value(async_nats::jetstream::kv::Config {
-                bucket: wire::CONTRACTS_BUCKET.into(),
-                description: "muster capability contracts".into(),
-                history: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats("cannot open the contracts bucket", &e))?;
+        let agents = super::open_bucket(
+            &js,
+            &config,
+            wire::AGENTS_BUCKET,
+            "muster agent instances (one key each, gone at the TTL)",
+            Some(config.ttl),
+        )
+        .await?;
+        let contracts = super::open_bucket(
+            &js,
+            &config,
+            wire::CONTRACTS_BUCKET,
+            "muster capability contracts",
+            None,
+        )
+        .await?;
         for def in defs {
             muster
                 .declare(def)
@@ -244,8 +240,7 @@ impl Control {
     fn spawn_sweep(&self) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(inner.config.ttl / 4);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut every = super::quarter_ttl(&inner.config);
             loop {
                 every.tick().await;
                 if inner.muster.stopped().is_some() {

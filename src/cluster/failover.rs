@@ -129,26 +129,15 @@ impl Failover {
             })
             .await
             .map_err(|e| nats("cannot open the journal stream", &e))?;
-        let runs = js
-            .create_or_update_key_value(async_nats::jetstream::kv::Config {
-                bucket: RUNS_BUCKET.into(),
-                description: "muster run leases".into(),
-                history: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats("cannot open the runs bucket", &e))?;
-        let controls = js
-            .create_or_update_key_value(async_nats::jetstream::kv::Config {
-                bucket: CONTROLS_BUCKET.into(),
-                description: "muster control nodes (one key each, gone at the TTL)".into(),
-                history: 1,
-                max_age: config.ttl,
-                limit_markers: Some(config.ttl),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats("cannot open the control nodes bucket", &e))?;
+        let runs = super::open_bucket(&js, &config, RUNS_BUCKET, "muster run leases", None).await?;
+        let controls = super::open_bucket(
+            &js,
+            &config,
+            CONTROLS_BUCKET,
+            "muster control nodes (one key each, gone at the TTL)",
+            Some(config.ttl),
+        )
+        .await?;
         // Mirror from where the stream's copy ends: the last mirrored record's seq.
         let mirrored = match stream
             .get_last_raw_message_by_subject(&journal_subject(&config.node))
@@ -285,8 +274,7 @@ impl Failover {
     fn spawn_heartbeat(&self) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(inner.config.ttl / 4);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut every = super::quarter_ttl(&inner.config);
             loop {
                 every.tick().await;
                 if let Err(e) = inner

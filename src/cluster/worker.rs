@@ -173,8 +173,7 @@ impl Worker {
     fn spawn_heartbeats(&self) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(inner.config.ttl / 4);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut every = super::quarter_ttl(&inner.config);
             loop {
                 every.tick().await;
                 if inner.muster.stopped().is_some() {

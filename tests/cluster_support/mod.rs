@@ -239,35 +239,9 @@ pub fn worker(dir: &Path, nats: &str, node: &str) -> Proc {
     }
 }
 
-/// An HTTP client for the control node's API.
-pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
 /// A request with the token; the status and the JSON body.
 pub async fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let c = client();
-    let mut req = match method {
-        "GET" => c.get(url),
-        _ => c.post(url),
-    };
-    req = req.bearer_auth(TOKEN);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.expect("the node answers");
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.expect("body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    crate::node_support::call_with(method, url, body, Some(TOKEN)).await
 }
 
 /// Polls `GET path` on the node until `done` holds (failing after `secs`).
