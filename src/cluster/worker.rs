@@ -122,6 +122,15 @@ impl Worker {
                     why,
                 })?;
         }
+        // Heartbeats follow the TTL the control node set on the bucket, whatever this
+        // worker was told.
+        let mut config = config;
+        if let Ok(status) = agents.status().await {
+            let ttl = status.max_age();
+            if (super::MIN_TTL..=super::MAX_TTL).contains(&ttl) {
+                config.ttl = ttl;
+            }
+        }
         let assigns = client
             .subscribe(wire::assign_subject(&config.node))
             .await
