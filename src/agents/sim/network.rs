@@ -632,6 +632,110 @@ mod tests {
         });
     }
 
+    /// An instance's own mailbox that keeps what reaches it.
+    #[derive(Default, Clone)]
+    struct Inbox(Arc<parking_lot::Mutex<Vec<Assign>>>);
+
+    impl Mailbox for Inbox {
+        fn assign(&self, a: Assign) {
+            self.0.lock().push(a);
+        }
+        fn cancel(&self, _: Cancel) {}
+        fn kill(&self, _: Kill) {}
+        fn connected(&self) -> bool {
+            true
+        }
+    }
+
+    fn assignment(task: u128, reply: ReplyTo, beat: Arc<AtomicU64>) -> Assign {
+        let mut env = crate::messaging::Envelope::new(
+            "cap",
+            crate::messaging::Recipient::Agent("a#0".into()),
+            "",
+            serde_json::json!({}),
+        );
+        env.task_id = Some(Uuid::from_u128(task));
+        env.epoch = 1;
+        Assign {
+            envelope: Arc::new(env),
+            deadline: Instant::now() + Duration::from_secs(60),
+            reply,
+            heartbeat: Some(Arc::new(move || {
+                beat.fetch_add(1, Ordering::Relaxed);
+            })),
+        }
+    }
+
+    #[test]
+    fn the_mailbox_delays_assignments_and_reports_and_a_lost_one_is_never_answered() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let model = NetworkModel {
+                delay: Distribution::fixed(Duration::from_millis(10)),
+                heartbeat_loss: Some(1.0),
+                ..NetworkModel::default()
+            };
+            let net = SimNetwork::new(model, 1, &["n".into()]);
+            let inbox = Inbox::default();
+            let mailbox = net
+                .node("n")
+                .unwrap()
+                .wrap(Weak::new(), Box::new(inbox.clone()));
+            let beats = Arc::new(AtomicU64::new(0));
+            let (tx, rx) = oneshot::channel();
+            let start = Instant::now();
+            mailbox.assign(assignment(1, ReplyTo::Once(tx), beats.clone()));
+            assert!(inbox.0.lock().is_empty(), "delivered before its delay");
+            // (A moment later than the delivery's own timer, which was set after this one's.)
+            tokio::time::sleep(Duration::from_millis(11)).await;
+            let mut a = inbox.0.lock().pop().expect("delivered after 10 ms");
+            // Every heartbeat is lost at heartbeat_loss = 1.
+            if let Some(h) = &a.heartbeat {
+                h();
+            }
+            assert_eq!(beats.load(Ordering::Relaxed), 0);
+            // The report crosses back in 10 ms too.
+            a.take_reply().send(crate::agents::AttemptReport::gone(
+                Uuid::from_u128(1),
+                1,
+                "a#0".into(),
+                "x".into(),
+            ));
+            let report = rx.await.unwrap();
+            assert_eq!(report.epoch, 1);
+            assert_eq!(start.elapsed(), Duration::from_millis(21));
+
+            // At loss 1 the assignment never arrives and its reply is never answered
+            // (not even `agent_gone`: the owner's lease timer is what notices).
+            let lossy = SimNetwork::new(
+                NetworkModel {
+                    loss: 1.0,
+                    ..NetworkModel::default()
+                },
+                1,
+                &["n".into()],
+            );
+            let mailbox = lossy
+                .node("n")
+                .unwrap()
+                .wrap(Weak::new(), Box::new(inbox.clone()));
+            let (tx, mut rx) = oneshot::channel();
+            mailbox.assign(assignment(2, ReplyTo::Once(tx), beats));
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            assert!(inbox.0.lock().is_empty());
+            assert!(matches!(
+                rx.try_recv(),
+                Err(oneshot::error::TryRecvError::Closed)
+            ));
+            assert_eq!(lossy.counts().lost, 1);
+        });
+    }
+
     #[test]
     fn fates_depend_on_seed_task_epoch_and_kind_only() {
         run(async {
