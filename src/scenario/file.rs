@@ -5,7 +5,9 @@
 //! or run count, the arrival process, the seed, the simulated cast (`[[agents]]`: an agent
 //! manifest whose backend is a [`FaultModel`] written inline) and the runtime faults
 //! (`[[faults]]`: an instance killed, an agent type dropping out and rejoining, at a
-//! virtual time). Every problem names the file and the field. It must not run anything:
+//! virtual time), the nodes agents run on (`node`) and the network between the runtime and
+//! them (`[network]`: delay, loss, partitions; see [`NetworkModel`]). Every problem names
+//! the file and the field. It must not run anything:
 //! [`super::runner`] does.
 //!
 //! ```toml

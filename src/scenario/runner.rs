@@ -6,7 +6,10 @@
 //! virtual time, as fast as the CPU allows, and, with nothing else on other threads, the
 //! same seed gives the same journal, byte for byte (G6). Tasks or runs arrive by the
 //! scenario's arrival process (drawn from the seed), runtime faults are applied at their
-//! virtual times, and the run ends when every task or run has ended (or at the horizon,
+//! virtual times, agents on nodes are reached through the scenario's simulated network
+//! ([`SimNetwork`]: its partitions are journaled as notes when they start and heal, and a
+//! partition's `ttl` takes the node's agent types out of the registry until the heal),
+//! and the run ends when every task or run has ended (or at the horizon,
 //! and then what is unfinished is reported lost). Nothing is scheduled past the horizon:
 //! an arrival or a fault due at or after it never happens (a task never submitted is
 //! lost too), so no parameter (a vanishing arrival rate, a latency or timeout of years)
