@@ -33,7 +33,7 @@ pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext
 pub use def::AgentDef;
 pub use function::FnAgent;
 pub(crate) use handle::LoadWatch;
-pub use handle::{InstanceHandle, Mailbox};
+pub use handle::{InstanceHandle, Mailbox, MailboxLayer};
 pub use host::{AgentHost, SubTask};
 pub use presence::{Directory, Presence};
 pub use protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};

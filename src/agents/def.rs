@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::agent::{AgentError, AgentFactory, TaskContext};
 use super::function::FnAgent;
+use super::handle::MailboxLayer;
 use crate::messaging::CapabilitySpec;
 use crate::supervision::{Restart, Supervision};
 
@@ -49,6 +50,9 @@ pub struct AgentDef {
     /// Schemas this agent type brings (derived from Rust types by [`AgentDef::typed`]),
     /// added to the schema store before its capabilities are compiled.
     pub schemas: Vec<(String, Value)>,
+    /// What wraps each instance's mailbox (a simulated network); none: the runtime
+    /// reaches its instances directly.
+    pub layer: Option<Arc<dyn MailboxLayer>>,
 }
 
 impl std::fmt::Debug for AgentDef {
@@ -76,6 +80,7 @@ impl AgentDef {
             liveness: None,
             factory: Arc::new(factory),
             schemas: Vec::new(),
+            layer: None,
         }
     }
 
@@ -121,6 +126,30 @@ impl AgentDef {
     /// Sets the supervision of its instances.
     pub fn supervision(mut self, s: Supervision) -> Self {
         self.supervision = s;
+        self
+    }
+
+    /// Puts `layer` between the runtime and each instance's mailbox.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Weak};
+    /// use muster::agents::{InstanceHandle, Mailbox, MailboxLayer};
+    /// use muster::AgentDef;
+    /// use serde_json::json;
+    ///
+    /// struct Direct;
+    /// impl MailboxLayer for Direct {
+    ///     fn wrap(&self, _: Weak<InstanceHandle>, inner: Box<dyn Mailbox>) -> Box<dyn Mailbox> {
+    ///         inner
+    ///     }
+    /// }
+    /// let def = AgentDef::function("echo", |input, _ctx| async move { Ok(json!(input)) })
+    ///     .layer(Arc::new(Direct));
+    /// assert!(def.layer.is_some());
+    /// ```
+    pub fn layer(mut self, layer: Arc<dyn MailboxLayer>) -> Self {
+        self.layer = Some(layer);
         self
     }
 

@@ -62,6 +62,7 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
                     mailbox: def.mailbox,
                     grace: cx.grace,
                     liveness: def.liveness,
+                    layer: def.layer.clone(),
                 };
                 let factory = def.factory.clone();
                 let directory = cx.directory.clone();

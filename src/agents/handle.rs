@@ -135,6 +135,7 @@ impl InstanceHandle {
         }
     }
 
+    /// Frees one reserved slot (the attempt ended, or its assignment never arrived).
     pub(crate) fn release(&self) {
         if self
             .load
@@ -199,4 +200,31 @@ pub trait Mailbox: Send + Sync {
     fn kill(&self, k: Kill);
     /// Whether the instance still reads its mailbox.
     fn connected(&self) -> bool;
+}
+
+/// What lies between the runtime and the mailboxes of an agent type's instances: it
+/// wraps each instance's mailbox when the instance starts (a simulated network that
+/// delays or loses messages, for one). `handle` is the instance's own handle, held
+/// weakly (the handle owns the wrapped mailbox): a layer that never delivers an
+/// assignment frees the slot reserved for it with it.
+///
+/// # Example
+/// ```
+/// use std::sync::{Arc, Weak};
+/// use muster::agents::{InstanceHandle, Mailbox, MailboxLayer};
+///
+/// /// A layer that changes nothing.
+/// struct Direct;
+/// impl MailboxLayer for Direct {
+///     fn wrap(&self, _handle: Weak<InstanceHandle>, inner: Box<dyn Mailbox>) -> Box<dyn Mailbox> {
+///         inner
+///     }
+/// }
+/// let layer: Arc<dyn MailboxLayer> = Arc::new(Direct);
+/// # let _ = layer;
+/// ```
+pub trait MailboxLayer: Send + Sync {
+    /// The mailbox the rest of the runtime reaches the instance through, in front of
+    /// `inner` (the instance's own).
+    fn wrap(&self, handle: Weak<InstanceHandle>, inner: Box<dyn Mailbox>) -> Box<dyn Mailbox>;
 }

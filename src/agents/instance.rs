@@ -28,7 +28,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::agent::{Agent, AgentError, AgentLink, Failure, TaskContext};
-use super::handle::{InstanceHandle, Mailbox};
+use super::handle::{InstanceHandle, Mailbox, MailboxLayer};
 use super::presence::{Directory, Presence};
 use super::protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};
 use super::workspace::listing;
@@ -123,6 +123,8 @@ pub(crate) struct InstanceConfig {
     /// result in that window reaches the owner and is fenced as stale).
     pub grace: Duration,
     pub liveness: Option<Duration>,
+    /// What wraps the instance's mailbox (a simulated network), if anything.
+    pub layer: Option<Arc<dyn MailboxLayer>>,
 }
 
 /// One agent instance.
@@ -148,15 +150,24 @@ impl AgentInstance {
         link: ChildLink,
     ) -> Addr<AgentInstance> {
         AgentInstance::create(|ctx| {
-            let handle = Arc::new(InstanceHandle::new(
-                cfg.id.clone(),
-                cfg.agent_type.clone(),
-                cfg.generation,
-                cfg.capabilities.clone(),
-                cfg.concurrency,
-                cfg.concurrency + cfg.mailbox,
-                Box::new(ctx.address()),
-            ));
+            // Cyclic: a layer in front of the mailbox holds the handle weakly, to free
+            // the slot of an assignment it never delivers.
+            let handle = Arc::new_cyclic(|me| {
+                let direct: Box<dyn Mailbox> = Box::new(ctx.address());
+                let mailbox = match &cfg.layer {
+                    Some(layer) => layer.wrap(me.clone(), direct),
+                    None => direct,
+                };
+                InstanceHandle::new(
+                    cfg.id.clone(),
+                    cfg.agent_type.clone(),
+                    cfg.generation,
+                    cfg.capabilities.clone(),
+                    cfg.concurrency,
+                    cfg.concurrency + cfg.mailbox,
+                    mailbox,
+                )
+            });
             AgentInstance {
                 cfg,
                 agent,

@@ -5,7 +5,8 @@
 //! Owns the simulated-agent backend: [`FaultModel`] and [`Distribution`] (what a manifest's
 //! `kind = "sim"` backend says), [`SimAgent`] / [`SimFactory`] (the [`crate::Agent`] that
 //! acts it out), [`generate`] / [`violate`] (outputs made to measure for, or against, the
-//! capability's output schema) and [`SimRng`] (the seeded PRNG behind every draw).
+//! capability's output schema), [`SimNetwork`] (the network between the runtime and agents
+//! on other nodes: delay, loss, partitions) and [`SimRng`] (the seeded PRNG behind every draw).
 //! Determinism (G6): a task's behaviour depends only on the seed, the instance name, the
 //! task id and the epoch, never on scheduling or the wall clock; on tokio's paused clock
 //! the same seed gives the same journal. It must not bypass the runtime: simulated faults
@@ -15,6 +16,7 @@ mod agent;
 mod distribution;
 mod fault;
 mod generate;
+mod network;
 mod pattern;
 mod rng;
 
@@ -22,6 +24,7 @@ pub use agent::{SimAgent, SimFactory, CRASH_MESSAGE};
 pub use distribution::Distribution;
 pub use fault::{Fault, FaultModel};
 pub use generate::{generate, violate};
+pub use network::{NetworkCounts, NetworkModel, Partition, SimNetwork, MAX_PARTITIONS};
 pub use rng::SimRng;
 
 /// A parameter of a fault model or distribution that is out of range.

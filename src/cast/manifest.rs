@@ -579,6 +579,7 @@ impl Manifest {
             liveness: self.liveness,
             factory,
             schemas: Vec::new(),
+            layer: None,
         })
     }
 }

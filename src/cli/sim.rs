@@ -143,6 +143,21 @@ fn human(r: &SimReport) -> String {
         "  faults   failed attempts {}  reassignments {}  stale results rejected {}  restarts {}  dropped out {}  runtime faults {}",
         r.failed_attempts, r.reassignments, r.stale_rejected, r.restarts, r.dropped_out, r.faults_applied
     );
+    if r.accepted_superseded > 0 {
+        let _ = writeln!(
+            s,
+            "  FENCING  {} results accepted under a superseded epoch",
+            r.accepted_superseded
+        );
+    }
+    if let Some(n) = r.network {
+        let c = n.counts;
+        let _ = writeln!(
+            s,
+            "  network  messages {}  delayed {}  lost {}  lost in partitions {}  held in partitions {}  partitions {} (healed {})",
+            c.messages, c.delayed, c.lost, c.lost_in_partitions, c.held_in_partitions, n.partitions, n.healed
+        );
+    }
     for (what, l) in [("task", r.task_latency), ("run", r.run_latency)] {
         if let Some(l) = l {
             let _ = writeln!(

@@ -5,7 +5,9 @@
 //! or run count, the arrival process, the seed, the simulated cast (`[[agents]]`: an agent
 //! manifest whose backend is a [`FaultModel`] written inline) and the runtime faults
 //! (`[[faults]]`: an instance killed, an agent type dropping out and rejoining, at a
-//! virtual time). Every problem names the file and the field. It must not run anything:
+//! virtual time), the nodes agents run on (`node`) and the network between the runtime and
+//! them (`[network]`: delay, loss, partitions; see [`NetworkModel`]). Every problem names
+//! the file and the field. It must not run anything:
 //! [`super::runner`] does.
 //!
 //! ```toml
@@ -40,6 +42,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::agents::sim::NetworkModel;
 use crate::cast::{BackendSpec, Manifest, SimBackend, MAX_CAST_INSTANCES};
 use crate::messaging::SchemaStore;
 use crate::workflow::definition::{MAX_ATTEMPTS, MAX_DURATION};
@@ -170,6 +173,11 @@ pub struct Scenario {
     pub agents: Vec<Manifest>,
     /// Faults of the runtime itself.
     pub faults: Vec<RuntimeFault>,
+    /// Per `[[agents]]` entry (same order as `agents`), the node its instances run on;
+    /// `None`: the runtime's own node, which the network does not reach.
+    pub nodes: Vec<Option<String>>,
+    /// The network between the runtime and the other nodes (`[network]`), if declared.
+    pub network: Option<NetworkModel>,
 }
 
 fn default_timeout() -> Duration {
@@ -210,6 +218,7 @@ struct RawScenario {
     agents: Vec<Value>,
     #[serde(default)]
     faults: Vec<RawFault>,
+    network: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,11 +343,27 @@ impl Scenario {
             }
         }
 
-        // The cast.
+        // The cast, each entry on its node.
         let mut agents = Vec::new();
+        let mut nodes = Vec::new();
         for (i, entry) in raw.agents.iter().enumerate() {
-            match agent_manifest(entry, schemas) {
-                Ok(m) => agents.push(m),
+            let mut entry = entry.clone();
+            let node = entry.as_object_mut().and_then(|m| m.remove("node"));
+            let node = match node {
+                None => None,
+                Some(v) => match node_name(&v) {
+                    Ok(n) => Some(n),
+                    Err(m) => {
+                        problems.push(err(&format!("agents[{i}].node"), m));
+                        None
+                    }
+                },
+            };
+            match agent_manifest(&entry, schemas) {
+                Ok(m) => {
+                    agents.push(m);
+                    nodes.push(node);
+                }
                 Err(es) => problems.extend(
                     es.into_iter()
                         .map(|(field, message)| err(&format!("agents[{i}]{field}"), message)),
@@ -575,6 +600,11 @@ impl Scenario {
         // Applied in time order (stable: ties keep file order).
         faults.sort_by_key(RuntimeFault::at);
 
+        let network = raw
+            .network
+            .as_ref()
+            .and_then(|v| network_model(v, &nodes, &mut |f, m| problems.push(err(f, m))));
+
         match target {
             Some(target) if problems.is_empty() => Ok(Scenario {
                 name: raw.name,
@@ -590,6 +620,8 @@ impl Scenario {
                 horizon: raw.horizon,
                 agents,
                 faults,
+                nodes,
+                network,
             }),
             _ => Err(problems),
         }
@@ -599,6 +631,88 @@ impl Scenario {
     pub fn is_workflow(&self) -> bool {
         matches!(self.target, Target::Workflow { .. })
     }
+}
+
+/// The longest node name.
+const MAX_NODE_NAME: usize = 64;
+
+/// An agent's `node`: a short name of lower-case letters, digits, `-` and `_`.
+fn node_name(v: &Value) -> Result<String, String> {
+    let Some(s) = v.as_str() else {
+        return Err(format!(
+            "must be a node name in quotes, e.g. \"n1\" (got {v})"
+        ));
+    };
+    let ok = !s.is_empty()
+        && s.len() <= MAX_NODE_NAME
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a node name: 1 to {MAX_NODE_NAME} lower-case letters, digits, `-` or `_`"
+        ))
+    }
+}
+
+/// The `[network]` table, checked against the cast's nodes; problems go to `problem`
+/// (field, message) and make it `None`.
+fn network_model(
+    v: &Value,
+    nodes: &[Option<String>],
+    problem: &mut dyn FnMut(&str, String),
+) -> Option<NetworkModel> {
+    let model = match NetworkModel::deserialize(v) {
+        Ok(m) => m,
+        Err(e) => {
+            let m = e.to_string();
+            let field = m
+                .split('`')
+                .nth(1)
+                .filter(|_| m.starts_with("unknown field") || m.starts_with("missing field"))
+                .map_or("network".to_string(), |f| format!("network.{f}"));
+            problem(&field, m);
+            return None;
+        }
+    };
+    let mut ok = true;
+    for p in model.problems() {
+        let field = if p.field.is_empty() {
+            "network".to_string()
+        } else {
+            format!("network.{}", p.field)
+        };
+        problem(&field, p.message);
+        ok = false;
+    }
+    let mut named: Vec<&str> = nodes.iter().flatten().map(String::as_str).collect();
+    named.sort_unstable();
+    named.dedup();
+    if named.is_empty() {
+        problem(
+            "network",
+            "no agent is on a node, so nothing crosses the network: give the agents behind it \
+             `node = \"n1\"` (an agent without one runs on the runtime's own node)"
+                .into(),
+        );
+        ok = false;
+    }
+    for (i, p) in model.partitions.iter().enumerate() {
+        if !named.contains(&p.node.as_str()) && !named.is_empty() {
+            problem(
+                &format!("network.partitions[{i}].node"),
+                format!(
+                    "`{}` is not a node of the cast (its nodes: {})",
+                    p.node,
+                    named.join(", ")
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(model)
 }
 
 /// `/capabilities/0/heartbeat` → `.capabilities[0].heartbeat`.

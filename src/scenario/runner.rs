@@ -6,7 +6,10 @@
 //! virtual time, as fast as the CPU allows, and, with nothing else on other threads, the
 //! same seed gives the same journal, byte for byte (G6). Tasks or runs arrive by the
 //! scenario's arrival process (drawn from the seed), runtime faults are applied at their
-//! virtual times, and the run ends when every task or run has ended (or at the horizon,
+//! virtual times, agents on nodes are reached through the scenario's simulated network
+//! ([`SimNetwork`]: its partitions are journaled as notes when they start and heal, and a
+//! partition's `ttl` takes the node's agent types out of the registry until the heal),
+//! and the run ends when every task or run has ended (or at the horizon,
 //! and then what is unfinished is reported lost). Nothing is scheduled past the horizon:
 //! an arrival or a fault due at or after it never happens (a task never submitted is
 //! lost too), so no parameter (a vanishing arrival rate, a latency or timeout of years)
@@ -36,7 +39,8 @@ use crate::workflow::engine::RunOptions;
 
 use super::file::{Arrival, RuntimeFault, Scenario, Target};
 use super::tally::{Latencies, Tally, TallyJournal};
-use crate::agents::sim::SimRng;
+use crate::agents::sim::{NetworkCounts, SimNetwork, SimRng};
+use crate::journal::Event;
 use crate::workflow::WorkflowExt;
 
 /// The longest horizon a simulation runs to (366 virtual days); a longer one is cut to it.
@@ -218,6 +222,8 @@ pub struct SimReport {
     pub tasks: Ends,
     /// Results rejected as stale (G2).
     pub stale_rejected: u64,
+    /// Results accepted under an epoch other than the task's latest lease (G2: must be 0).
+    pub accepted_superseded: u64,
     /// Leases after a task's first.
     pub reassignments: u64,
     /// Failed attempts.
@@ -242,15 +248,31 @@ pub struct SimReport {
     pub digest: String,
     /// Whether the simulation stopped at its horizon with work unfinished.
     pub hit_horizon: bool,
+    /// What the simulated network did (scenarios with a `[network]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkReport>,
     /// Wall-clock figures.
     pub wall: Wall,
+}
+
+/// What the simulated network did to the messages between the runtime and its agents'
+/// nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NetworkReport {
+    /// Messages by what happened to them.
+    #[serde(flatten)]
+    pub counts: NetworkCounts,
+    /// Partitions that started before the horizon.
+    pub partitions: u64,
+    /// Partitions that healed before the horizon.
+    pub healed: u64,
 }
 
 impl SimReport {
     /// Whether anything was lost or duplicated (the CLI exits 1 then).
     pub fn failed(&self) -> bool {
         let runs = self.runs.map_or(0, |r| r.lost);
-        self.tasks.lost + self.tasks.duplicates + runs > 0
+        self.tasks.lost + self.tasks.duplicates + self.accepted_superseded + runs > 0
     }
 
     /// The report without its wall-clock figures: equal for two runs with one seed.
@@ -324,13 +346,14 @@ pub fn run(scenario: &Scenario, opts: SimOptions) -> Result<SimReport, SimError>
     let sys = actix::System::with_tokio_rt(move || rt);
     let out = sys.block_on(simulate(scenario, seed, count, journal.clone(), &opts));
     drop(sys);
-    let (faults_applied, hit_horizon, t, rss) = out?;
+    let (faults_applied, hit_horizon, t, rss, network) = out?;
     if let Some(j) = sqlite {
         j.close().map_err(|e| SimError::Journal(e.to_string()))?;
     }
     let mut r = report(scenario, seed, t, faults_applied, wall.elapsed(), count);
     r.hit_horizon = hit_horizon;
     r.wall.rss = rss;
+    r.network = network;
     Ok(r)
 }
 
@@ -371,6 +394,7 @@ fn report(
             duplicates: t.duplicates,
         },
         stale_rejected: t.stale_rejected,
+        accepted_superseded: t.accepted_superseded,
         reassignments: t.reassignments,
         failed_attempts: t.failed_attempts,
         restarts: t.restarts,
@@ -386,6 +410,7 @@ fn report(
         events: t.events,
         digest: t.digest.clone(),
         hit_horizon: false,
+        network: None,
         wall: Wall {
             ms: wall.as_millis() as u64,
             events_per_sec: t.events as f64 / wall_s,
@@ -394,12 +419,14 @@ fn report(
     }
 }
 
-/// The agent type of entry `i`, its simulated agents seeded from the run's seed.
+/// The agent type of entry `i`, its simulated agents seeded from the run's seed, behind
+/// the network when it runs on a node of it.
 fn agent_def(
     scenario: &Scenario,
     i: usize,
     seed: u64,
     schemas: &Arc<crate::SchemaStore>,
+    network: Option<&SimNetwork>,
 ) -> Result<AgentDef, SimError> {
     let mut m = scenario.agents[i].clone();
     if let BackendSpec::Sim(s) = &mut m.backend {
@@ -408,9 +435,21 @@ fn agent_def(
             seed ^ splitmix64(own ^ splitmix64(i as u64 + 1)),
         ));
     }
-    m.to_def(schemas)
-        .map_err(|e| SimError::Start(format!("agent `{}`: {e}", m.name)))
+    let def = m
+        .to_def(schemas)
+        .map_err(|e| SimError::Start(format!("agent `{}`: {e}", m.name)))?;
+    let layer = network
+        .zip(scenario.nodes.get(i).and_then(Option::as_deref))
+        .and_then(|(net, node)| net.node(node));
+    Ok(match layer {
+        Some(l) => def.layer(l),
+        None => def,
+    })
 }
+
+/// What the simulation hands back: runtime faults applied, whether it stopped at its
+/// horizon, the tally, memory marks, and what the network did.
+type Simulated = (u64, bool, Tally, Option<RssMarks>, Option<NetworkReport>);
 
 async fn simulate(
     scenario: &Scenario,
@@ -418,7 +457,7 @@ async fn simulate(
     count: u64,
     journal: Arc<TallyJournal>,
     opts: &SimOptions,
-) -> Result<(u64, bool, Tally, Option<RssMarks>), SimError> {
+) -> Result<Simulated, SimError> {
     let start = Instant::now();
     let schemas_dir = opts
         .schemas_dir
@@ -432,9 +471,15 @@ async fn simulate(
         .await
         .map_err(|e| SimError::Start(e.to_string()))?;
     let schemas = muster.schemas();
+    let network = scenario.network.as_ref().map(|model| {
+        let mut nodes: Vec<String> = scenario.nodes.iter().flatten().cloned().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        SimNetwork::new(model.clone(), seed, &nodes)
+    });
     let mut defs = Vec::new();
     for i in 0..scenario.agents.len() {
-        let def = agent_def(scenario, i, seed, &schemas)?;
+        let def = agent_def(scenario, i, seed, &schemas, network.as_ref())?;
         muster
             .register(def.clone())
             .await
@@ -492,6 +537,58 @@ async fn simulate(
                 }
             }
         });
+    }
+
+    // Partitions of nodes: messages are cut (or held) by the network itself, by virtual
+    // time; here they are journaled, and a node's agents drop out at its `ttl`.
+    let partitions = Rc::new(Cell::new((0u64, 0u64)));
+    if let Some(net) = &network {
+        net.start_clock(t0);
+        for p in scenario.network.iter().flat_map(|n| n.partitions.iter()) {
+            let Some(at) = before_horizon(p.start()) else {
+                continue;
+            };
+            let heal = before_horizon(p.end());
+            let drop_out = p.drop_out().and_then(before_horizon);
+            let on_node: Vec<AgentDef> = defs
+                .iter()
+                .zip(&scenario.nodes)
+                .filter(|(_, n)| n.as_deref() == Some(p.node.as_str()))
+                .map(|(d, _)| d.clone())
+                .collect();
+            let (m, count, p) = (muster.clone(), partitions.clone(), p.clone());
+            actix::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let (started, healed) = count.get();
+                count.set((started + 1, healed));
+                let how = if p.hold { "held" } else { "lost" };
+                m.recorder().record(Event::Note {
+                    text: format!(
+                        "network: node {} partitioned for {} (messages {how})",
+                        p.node,
+                        humantime::format_duration(p.end() - p.start())
+                    ),
+                });
+                if let Some(out) = drop_out {
+                    tokio::time::sleep_until(out).await;
+                    for d in &on_node {
+                        m.unregister(&d.name).await;
+                    }
+                }
+                let Some(heal) = heal else { return };
+                tokio::time::sleep_until(heal).await;
+                let (started, healed) = count.get();
+                count.set((started, healed + 1));
+                m.recorder().record(Event::Note {
+                    text: format!("network: node {} healed", p.node),
+                });
+                if drop_out.is_some() {
+                    for d in on_node {
+                        let _ = m.register(d).await;
+                    }
+                }
+            });
+        }
     }
 
     // Arrivals.
@@ -610,7 +707,12 @@ async fn simulate(
         tally.span_ms = tally.span_ms.max(start.elapsed().as_millis() as u64);
     }
     let rss = rss.into_inner().finish();
-    Ok((applied.get(), hit_horizon, tally, rss))
+    let network = network.map(|n| NetworkReport {
+        counts: n.counts(),
+        partitions: partitions.get().0,
+        healed: partitions.get().1,
+    });
+    Ok((applied.get(), hit_horizon, tally, rss, network))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! Owns the journal digest (FNV-1a, 64 bits, over the canonical JSON of every record in
 //! order: `{"seq":..,"at_ms":..,"event":{..}}`, exactly as [`Record`] serializes) and the
 //! counts the report is made of: terminal states, `result_accepted` per task (duplicates,
-//! G1/G2), stale results, reassignments, restarts, drop-outs. The tally is computed from
+//! G1/G2), results accepted under a superseded epoch (G2), stale results, reassignments, restarts, drop-outs. The tally is computed from
 //! the records themselves, never from the runtime's own counters, so a task the runtime
 //! forgot shows up as lost. It must not reorder or alter records (G6: the digest is of the
 //! journal as written).
@@ -68,6 +68,8 @@ struct RecordRef<'a> {
 #[derive(Debug, Default, Clone, Copy)]
 struct TaskTrack {
     submitted_ms: u64,
+    /// The epoch of its latest lease.
+    epoch: u64,
     ended_ms: Option<u64>,
     terminals: u32,
     accepted: u32,
@@ -213,6 +215,7 @@ struct State {
     ended_tasks: u64,
     ended_runs: u64,
     stale: u64,
+    superseded: u64,
     reassignments: u64,
     restarts: u64,
     dropped: u64,
@@ -276,6 +279,9 @@ pub struct Tally {
     pub runs_lost: u64,
     /// `result_stale` records.
     pub stale_rejected: u64,
+    /// `result_accepted` records under an epoch other than the task's latest
+    /// `lease_granted` (G2: a fenced result was accepted; must be 0).
+    pub accepted_superseded: u64,
     /// Leases after the first (attempt > 1).
     pub reassignments: u64,
     /// `child_restarted` records.
@@ -373,6 +379,7 @@ impl TallyJournal {
             runs_escalated: c.runs_escalated,
             runs_lost,
             stale_rejected: s.stale,
+            accepted_superseded: s.superseded,
             reassignments: s.reassignments,
             restarts: s.restarts,
             dropped_out: s.dropped,
@@ -392,12 +399,28 @@ impl State {
             Event::TaskSubmitted { task, .. } => {
                 self.tasks.entry(*task).or_default().submitted_ms = at_ms;
             }
-            Event::LeaseGranted { attempt, .. } if *attempt > 1 => self.reassignments += 1,
+            Event::LeaseGranted {
+                task,
+                attempt,
+                epoch,
+                ..
+            } => {
+                if *attempt > 1 {
+                    self.reassignments += 1;
+                }
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.epoch = *epoch;
+                }
+            }
             Event::AttemptFailed { .. } => self.failed_attempts += 1,
-            // A reused result ends its task completed, like its own accepted one.
-            Event::ResultAccepted { task, .. } | Event::TaskReused { task, .. } => {
+            Event::ResultAccepted { task, epoch, .. } => {
+                if self.tasks.get(task).is_some_and(|t| t.epoch != *epoch) {
+                    self.superseded += 1;
+                }
                 self.task_end(*task, at_ms, |t| t.accepted += 1)
             }
+            // A reused result ends its task completed, like its own accepted one.
+            Event::TaskReused { task, .. } => self.task_end(*task, at_ms, |t| t.accepted += 1),
             Event::TaskEscalated { task, to, .. } => {
                 if to != "dead_letter" {
                     self.escalations_to_gates += 1;
@@ -605,6 +628,48 @@ mod tests {
             agent: "x#0".into(),
             epoch: 1,
             output: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn a_result_accepted_under_a_superseded_epoch_is_counted() {
+        let j = TallyJournal::new(Arc::new(MemoryJournal::default()));
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for t in [a, b] {
+            j.append(0, submitted(t));
+            for epoch in [1, 2] {
+                j.append(
+                    1,
+                    Event::LeaseGranted {
+                        task: t,
+                        agent: "x#0".into(),
+                        epoch,
+                        attempt: epoch as u32,
+                        envelope: Uuid::from_u128(9),
+                    },
+                );
+            }
+        }
+        // `a` accepts its current lease's result, `b` a superseded one.
+        j.append(2, accepted(a).with_epoch(2));
+        j.append(2, accepted(b));
+        let t = j.tally();
+        assert_eq!(
+            (t.accepted_superseded, t.completed, t.reassignments),
+            (1, 2, 2)
+        );
+    }
+
+    trait WithEpoch {
+        fn with_epoch(self, e: u64) -> Self;
+    }
+
+    impl WithEpoch for Event {
+        fn with_epoch(mut self, e: u64) -> Self {
+            if let Event::ResultAccepted { epoch, .. } = &mut self {
+                *epoch = e;
+            }
+            self
         }
     }
 
