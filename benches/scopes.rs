@@ -29,7 +29,7 @@ async fn chain(m: &Muster, i: u64, with_scope: bool) {
     let mut v = payload(i);
     for cap in ["bench.a", "bench.b", "bench.c"] {
         let mut t = scoped(cap, i, with_scope);
-        t.input = v;
+        t.input = v.into();
         let o = m.delegate(t).await.expect("accepted");
         assert!(o.is_completed(), "{o:?}");
         v = o.output.unwrap_or_default();

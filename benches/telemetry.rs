@@ -26,7 +26,7 @@ fn records(seq: u64, tasks: u64) -> Vec<Record> {
                 task,
                 capability: "bench".into(),
                 correlation: task,
-                input: json!({}),
+                input: json!({}).into(),
                 attempts: 3,
                 timeout_ms: 30_000,
                 sender: String::new(),

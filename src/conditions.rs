@@ -53,6 +53,9 @@ thread_local! {
 pub struct Condition {
     source: Arc<str>,
     program: Arc<Program>,
+    /// Set when the expression is a plain path (`steps.a.output`): read straight from the
+    /// JSON, without converting the variables to CEL (see [`Condition::lookup`]).
+    path: Option<Arc<[Box<str>]>>,
 }
 
 impl std::fmt::Debug for Condition {
@@ -137,7 +140,22 @@ impl Condition {
         Ok(Condition {
             source: Arc::from(source),
             program: Arc::new(program),
+            path: plain_path(source),
         })
+    }
+
+    /// A plain path (`steps.a.output`) read straight from the JSON variables: `None` when
+    /// the expression is not a plain path, or a variable or key on the way is absent (then
+    /// CEL evaluates it, and names what is missing). Where it answers, it answers what CEL
+    /// would: converting a JSON value to CEL and back gives the same JSON (see
+    /// [`to_cel`]).
+    fn lookup<'v>(&self, vars: &[(&str, &'v Value)]) -> Option<&'v Value> {
+        let (first, rest) = self.path.as_deref()?.split_first()?;
+        let mut at = vars.iter().find(|(n, _)| *n == &**first)?.1;
+        for key in rest {
+            at = at.as_object()?.get(&**key)?;
+        }
+        Some(at)
     }
 
     /// The expression text.
@@ -175,6 +193,9 @@ impl Condition {
 
     /// Evaluates a condition; anything but a bool is an error.
     pub fn eval_bool(&self, vars: &[(&str, &Value)]) -> Result<bool, ConditionError> {
+        if let Some(Value::Bool(b)) = self.lookup(vars) {
+            return Ok(*b);
+        }
         match self.eval_cel(vars)? {
             Cel::Bool(b) => Ok(b),
             other => Err(ConditionError::NotBool {
@@ -186,6 +207,9 @@ impl Condition {
 
     /// Evaluates to JSON (input mappings).
     pub fn eval_json(&self, vars: &[(&str, &Value)]) -> Result<Value, ConditionError> {
+        if let Some(v) = self.lookup(vars) {
+            return Ok(v.clone());
+        }
         let v = self.eval_cel(vars)?;
         from_cel(&v).map_err(|message| ConditionError::Eval {
             source_text: self.source.to_string(),
@@ -462,6 +486,22 @@ fn escape_len(s: &[u8]) -> Option<usize> {
     }
 }
 
+/// The segments of an expression that is only identifiers joined by dots (`steps.a.output`,
+/// no spaces, no calls, no indexing), else `None`. Such an expression selects fields and
+/// nothing else, so reading the JSON directly gives what CEL gives.
+fn plain_path(source: &str) -> Option<Arc<[Box<str>]>> {
+    let ident = |s: &str| {
+        let mut b = s.bytes();
+        b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            // Literals and reserved words are not field names.
+            && !matches!(s, "true" | "false" | "null" | "in")
+    };
+    let segments: Vec<Box<str>> = source.split('.').map(Box::from).collect();
+    segments.iter().all(|s| ident(s)).then(|| segments.into())
+}
+
 /// JSON to CEL, by the rule in the module docs.
 pub fn to_cel(value: &Value) -> Cel {
     match value {
@@ -706,5 +746,65 @@ mod tests {
         let mut v = c.variables();
         v.sort();
         assert_eq!(v, vec!["run", "steps"]);
+    }
+
+    #[test]
+    fn a_plain_path_reads_the_json_and_gives_what_cel_gives() {
+        let steps = json!({"a": {"output": {
+            "n": 3, "big": u64::MAX, "neg": -7, "f": 2.5, "whole": 3.0, "s": "x",
+            "list": [1, {"k": null}], "map": {"z": 1, "a": [true]}, "ok": true
+        }}});
+        let run = json!({"input": {"y": 1}});
+        for path in [
+            "steps.a.output",
+            "steps.a.output.n",
+            "steps.a.output.big",
+            "steps.a.output.f",
+            "steps.a.output.whole",
+            "steps.a.output.list",
+            "steps.a.output.map",
+            "steps.a.output.neg",
+            "run.input",
+            "steps.a.output.s",
+        ] {
+            let c = Condition::compile(path).unwrap();
+            assert!(c.path.is_some(), "{path} is a plain path");
+            let vars = [("run", &run), ("steps", &steps)];
+            let fast = c.eval_json(&vars).unwrap();
+            let by_cel = from_cel(&c.eval_cel(&vars).unwrap()).unwrap();
+            assert_eq!(fast, by_cel, "{path}");
+        }
+        let flag = Condition::compile("steps.a.output.ok").unwrap();
+        assert!(flag.eval_bool(&[("steps", &steps)]).unwrap());
+    }
+
+    #[test]
+    fn a_plain_path_to_something_absent_fails_as_cel_fails() {
+        let steps = json!({"a": {"output": {"n": 3}}});
+        for path in ["steps.b.output", "steps.a.output.n.deeper", "other.x"] {
+            let c = Condition::compile(path).unwrap();
+            let err = c.eval_json(&[("steps", &steps)]).unwrap_err();
+            assert!(matches!(err, ConditionError::Eval { .. }), "{path}: {err}");
+        }
+        let not_bool = Condition::compile("steps.a.output.n").unwrap();
+        assert!(matches!(
+            not_bool.eval_bool(&[("steps", &steps)]),
+            Err(ConditionError::NotBool { .. })
+        ));
+    }
+
+    #[test]
+    fn only_identifiers_joined_by_dots_are_plain_paths() {
+        for not in [
+            "steps.a.output.x + 1",
+            "size(steps)",
+            "steps['a']",
+            "true",
+            "steps.a .b",
+            "1.5",
+        ] {
+            assert!(plain_path(not).is_none(), "{not}");
+        }
+        assert!(plain_path("run.input").is_some());
     }
 }

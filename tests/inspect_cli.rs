@@ -532,7 +532,7 @@ fn inspect_shows_model_usage_per_run_and_agent_with_unknown_never_zero() {
                     task: t,
                     capability: "triage".into(),
                     correlation: run,
-                    input: json!({}),
+                    input: json!({}).into(),
                     attempts: 1,
                     timeout_ms: 1000,
                     sender: String::new(),

@@ -75,7 +75,7 @@ fn every_event() -> Vec<Event> {
             task,
             capability: "code.test".into(),
             correlation: run,
-            input: json!({"files": [], "unicode": "héllo ✓", "big": u64::MAX}),
+            input: json!({"files": [], "unicode": "héllo ✓", "big": u64::MAX}).into(),
             attempts: 3,
             timeout_ms: 60_000,
             sender: "code-change/test".into(),

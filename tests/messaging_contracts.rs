@@ -143,7 +143,7 @@ fn a_reply_envelope_carries_provenance() {
         assert_eq!(reply.correlation_id, id);
         assert_eq!(reply.sender.as_ref(), "echo#0");
         assert_eq!(reply.recipient, Recipient::Agent("me".into()));
-        assert_eq!(reply.payload, p);
+        assert_eq!(*reply.payload, p);
         assert!(reply.id > id, "v7 ids are time-ordered");
     });
 }

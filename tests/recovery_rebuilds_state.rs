@@ -403,7 +403,7 @@ fn recovery_rebuilds_the_exact_state_at_each_kind_of_point() {
     match &at.tasks[second] {
         StepProgress::InFlight(p) => {
             assert_eq!(p.task, t_second);
-            assert_eq!(p.input, submitted_input(t_second));
+            assert_eq!(p.input, *submitted_input(t_second));
         }
         StepProgress::Accepted { task, .. } => assert_eq!(*task, t_second),
         other => panic!("the second branch: {other:?}"),

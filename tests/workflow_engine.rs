@@ -567,3 +567,60 @@ fn branches_with_overlapping_rendered_scopes_run_one_after_the_other() {
         m.shutdown().await;
     });
 }
+
+/// A step's input is one value: the `task_submitted` record and the envelope of every
+/// lease hold the same allocation (it is shared, not copied per record).
+#[test]
+fn a_steps_input_is_shared_by_its_journal_record_and_its_envelopes() {
+    paused(async {
+        let m = builder()
+            .agent(echo("first", "one"))
+            .agent(echo("second", "two"))
+            .start()
+            .await
+            .unwrap();
+        let wf = parse(
+            &m,
+            r#"
+name = "pair"
+input = "any"
+start = "a"
+[steps.a]
+capability = "one"
+timeout = "5s"
+next = "b"
+[steps.b]
+capability = "two"
+input = "steps.a.output"
+timeout = "5s"
+next = "done"
+[steps.done]
+terminal = "done"
+"#,
+        );
+        let out = within(5, "run", m.run_workflow(wf, json!({"k": [1, 2]})))
+            .await
+            .unwrap();
+        assert!(out.is_completed(), "{:?}", out.status);
+        assert_eq!(out.outputs["b"], json!({"k": [1, 2]}));
+        let records = m.journal().read_after(0);
+        let mut shared = 0;
+        for r in &records {
+            if let Event::TaskSubmitted { task, input, .. } = &r.event {
+                let routed = records.iter().find_map(|r| match &r.event {
+                    Event::EnvelopeRouted { envelope, .. } if envelope.task_id == Some(*task) => {
+                        Some(envelope.payload.clone())
+                    }
+                    _ => None,
+                });
+                let routed = routed.expect("every task was routed");
+                assert!(
+                    Arc::ptr_eq(input, &routed),
+                    "task {task}: the envelope holds a copy"
+                );
+                shared += 1;
+            }
+        }
+        assert_eq!(shared, 2);
+    });
+}

@@ -234,7 +234,8 @@ impl AgentInstance {
             usage: Arc::default(),
         };
         let usage = tctx.usage.clone();
-        let input = env.payload.clone();
+        // The agent owns its input: a copy of the payload the envelope shares.
+        let input = Value::clone(&env.payload);
         // Whatever the agent logs carries the task, its epoch and its run.
         let span = tracing::debug_span!(
             "attempt",

@@ -109,7 +109,8 @@ pub struct Task {
     /// The capability asked for.
     pub capability: String,
     /// The input; validated against the capability's input schema before any lease.
-    pub input: Value,
+    /// Shared, not copied, by the `task_submitted` record and every lease's envelope.
+    pub input: Arc<Value>,
     /// Time bound per attempt.
     pub timeout: Duration,
     /// Attempt budget: how many leases before escalating.
@@ -155,7 +156,7 @@ impl Task {
     pub fn new(capability: impl Into<String>, input: Value) -> Self {
         Task {
             capability: capability.into(),
-            input,
+            input: Arc::new(input),
             timeout: Duration::from_secs(30),
             attempts: 3,
             backoff: Backoff::none(),

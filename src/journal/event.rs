@@ -90,8 +90,8 @@ pub enum Event {
         capability: Arc<str>,
         /// Correlation id (the workflow run, or the task itself).
         correlation: Uuid,
-        /// The validated input.
-        input: Value,
+        /// The validated input (shared with the task and its envelopes).
+        input: Arc<Value>,
         /// Attempt budget.
         attempts: u32,
         /// Per-attempt time bound, ms.

@@ -339,7 +339,7 @@ fn set_status(tasks: &mut HashMap<Uuid, TaskInfo>, task: Uuid, s: &'static str) 
 /// let j = MemoryJournal::default();
 /// let task = uuid::Uuid::now_v7();
 /// j.append(10, Event::TaskSubmitted {
-///     task, capability: "echo".into(), correlation: task, input: serde_json::json!({}),
+///     task, capability: "echo".into(), correlation: task, input: serde_json::json!({}).into(),
 ///     attempts: 3, timeout_ms: 1000, sender: "api".into(),
 /// });
 /// j.append(12, Event::TaskCancelled { task, reason: "user".into() });
@@ -1041,7 +1041,7 @@ pub struct UsageLine {
 /// let j = MemoryJournal::default();
 /// let (task, run) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
 /// j.append(1, Event::TaskSubmitted { task, capability: "triage".into(), correlation: run,
-///     input: serde_json::json!({}), attempts: 1, timeout_ms: 1000, sender: String::new() });
+///     input: serde_json::json!({}).into(), attempts: 1, timeout_ms: 1000, sender: String::new() });
 /// j.append(2, Event::ModelUsage { task, agent: "classifier#0".into(), epoch: 1,
 ///     usage: Usage::known("m", 10, 5) });
 /// let lines = usage(&j.read_after(0), Scope::All);

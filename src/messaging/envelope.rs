@@ -56,8 +56,8 @@ pub struct Envelope {
     pub recipient: Recipient,
     /// The name of the schema the payload must satisfy (`schemas/NAME.schema.json`).
     pub schema: Arc<str>,
-    /// The payload.
-    pub payload: Value,
+    /// The payload (shared with the journal's records of the same task, not copied).
+    pub payload: Arc<Value>,
     /// The task this envelope carries, if it is a task handoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<Uuid>,
@@ -92,7 +92,7 @@ impl Envelope {
             sender: Arc::from("anonymous"),
             recipient,
             schema: schema.into(),
-            payload,
+            payload: Arc::new(payload),
             task_id: None,
             attempt: 1,
             epoch: 0,

@@ -272,7 +272,7 @@ pub async fn route(
         sender: report.agent.clone(),
         recipient: Recipient::Agent(env.sender.clone()),
         schema: schema_name,
-        payload: output,
+        payload: Arc::new(output),
         task_id: env.task_id,
         attempt: env.attempt,
         epoch: env.epoch,

@@ -68,7 +68,9 @@ struct RunState<'a> {
     wf: &'a Workflow,
     id: Uuid,
     run: Value,
-    steps: serde_json::Map<String, Value>,
+    /// `steps.<name>` records, always a JSON object: mappings and conditions read it in
+    /// place (no copy per step).
+    steps: Value,
     visits: HashMap<String, u32>,
     summaries: Vec<StepSummary>,
     causation: Option<Uuid>,
@@ -128,10 +130,6 @@ impl RunState<'_> {
         self.muster.recorder().record(e);
     }
 
-    fn steps_value(&self) -> Value {
-        Value::Object(self.steps.clone())
-    }
-
     /// Runs one task step (or branch) to its end and records it in `steps`. A task
     /// recovered in flight (`pending`) is resubmitted with its id and input, leasing above
     /// its highest journaled epoch.
@@ -141,10 +139,10 @@ impl RunState<'_> {
         ts: &TaskStep,
         pending: Option<&PendingTask>,
     ) -> StepResult {
-        let steps = self.steps_value();
+        let steps = &self.steps;
         let input = match (&ts.input, pending) {
             (_, Some(p)) => p.input.clone(),
-            (Some(map), None) => match map.eval_json(&[("run", &self.run), ("steps", &steps)]) {
+            (Some(map), None) => match map.eval_json(&[("run", &self.run), ("steps", steps)]) {
                 Ok(v) => v,
                 Err(e) => {
                     let reason = format!("input mapping failed: {e}");
@@ -198,11 +196,8 @@ impl RunState<'_> {
         }
         task.on_conflict = ts.on_conflict;
         if let Some(s) = &ts.scope {
-            let rendered = s.render(&[
-                ("run", &self.run),
-                ("steps", &steps),
-                ("input", &task.input),
-            ]);
+            let rendered =
+                s.render(&[("run", &self.run), ("steps", steps), ("input", &task.input)]);
             match rendered {
                 Ok(scope) => task = task.scope(scope),
                 Err(reason) => {
@@ -221,7 +216,7 @@ impl RunState<'_> {
             }
         }
         let visit = self.visits.get(name).copied().unwrap_or(1);
-        let outcome: Outcome = match self.muster.delegate(task).await {
+        let mut outcome: Outcome = match self.muster.delegate(task).await {
             Ok(o) => o,
             Err(SubmitError::InvalidInput { source, .. }) => {
                 let reason = format!(
@@ -286,7 +281,7 @@ impl RunState<'_> {
             usage: outcome.usage.clone(),
         };
         if outcome.is_completed() {
-            let output = outcome.output.clone().unwrap_or(Value::Null);
+            let output = outcome.output.take().unwrap_or(Value::Null);
             self.journal(Event::StepCompleted {
                 run: self.id,
                 step: name.into(),
@@ -417,7 +412,9 @@ impl RunState<'_> {
                 self.causation = Some(e);
             }
             self.last_failure = rec.error.as_ref().map(|e| (name.clone(), e.reason.clone()));
-            self.steps.insert(name, rec.to_value());
+            if let Value::Object(steps) = &mut self.steps {
+                steps.insert(name, rec.into_value());
+            }
         }
         if let Some(s) = summary {
             self.usage.merge(&s.usage);
@@ -433,12 +430,12 @@ impl RunState<'_> {
             None => Err(format!("step `{from}` has no next step")),
             Some(Next::Step(s)) => Ok(s.clone()),
             Some(Next::Rules(rules)) => {
-                let steps = self.steps_value();
+                let steps = &self.steps;
                 for r in rules {
                     let holds = match &r.when {
                         None => true,
                         Some(c) => c
-                            .eval_bool(&[("run", &self.run), ("steps", &steps)])
+                            .eval_bool(&[("run", &self.run), ("steps", steps)])
                             .map_err(|e| format!("transition from `{from}`: {e}"))?,
                     };
                     let within = r
@@ -558,7 +555,7 @@ impl WorkflowExt for Muster {
             wf: &wf,
             id,
             run: json!({"input": input, "id": id.to_string()}),
-            steps: serde_json::Map::new(),
+            steps: Value::Object(serde_json::Map::new()),
             visits: HashMap::new(),
             summaries: Vec::new(),
             causation: None,
@@ -598,7 +595,7 @@ impl WorkflowExt for Muster {
             wf: &wf,
             id: rec.run,
             run: json!({"input": rec.input, "id": rec.run.to_string()}),
-            steps: rec.steps,
+            steps: Value::Object(rec.steps),
             visits: rec.visits.into_iter().collect(),
             summaries: rec.summaries,
             causation: None,
@@ -908,11 +905,17 @@ async fn drive(
         .collect();
     owners.sort();
     owners.dedup();
-    let outputs = st
-        .steps
-        .iter()
-        .map(|(k, v)| (k.clone(), v.get("output").cloned().unwrap_or(Value::Null)))
-        .collect();
+    // The run is over: its outputs move out of the step records.
+    let outputs = match std::mem::take(&mut st.steps) {
+        Value::Object(steps) => steps
+            .into_iter()
+            .map(|(k, mut v)| {
+                let output = v.get_mut("output").map(Value::take);
+                (k, output.unwrap_or(Value::Null))
+            })
+            .collect(),
+        _ => serde_json::Map::new(),
+    };
     RunOutcome {
         run: id,
         workflow: wf.name.clone(),

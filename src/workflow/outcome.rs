@@ -221,7 +221,65 @@ impl StepRecord {
 
     /// The record as conditions read it.
     pub fn to_value(&self) -> Value {
-        // A struct of strings, numbers and JSON values always serializes.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        self.clone().into_value()
+    }
+
+    /// The record as conditions read it, its output moved in rather than copied: the
+    /// serialized form, built field by field.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::workflow::StepRecord;
+    /// use serde_json::json;
+    ///
+    /// let r = StepRecord::completed(json!({"n": 1}), 1, Some("a#0".into()), None);
+    /// assert_eq!(r.into_value(), json!({"output": {"n": 1}, "attempts": 1, "error": null,
+    ///     "agent": "a#0"}));
+    /// ```
+    pub fn into_value(self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("output".into(), self.output);
+        m.insert("attempts".into(), self.attempts.into());
+        // A struct of strings and numbers always serializes.
+        let error = self.error.map_or(Value::Null, |e| {
+            serde_json::to_value(e).unwrap_or(Value::Null)
+        });
+        m.insert("error".into(), error);
+        if let Some(agent) = self.agent {
+            m.insert("agent".into(), agent.into());
+        }
+        if let Some(envelope) = self.envelope {
+            m.insert("envelope".into(), envelope.to_string().into());
+        }
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_step_record_built_in_place_is_its_serialized_form() {
+        let failure = AttemptFailure {
+            agent: "a#0".into(),
+            reason: "timeout".into(),
+            detail: "30s".into(),
+        };
+        for r in [
+            StepRecord::refused("no such key".into()),
+            StepRecord::completed(
+                json!({"n": [1, 2.5]}),
+                2,
+                Some("a#1".into()),
+                Some(Uuid::now_v7()),
+            ),
+            StepRecord::completed(json!(null), 1, None, None),
+            StepRecord::failed(3, "budget spent".into(), vec![failure]),
+        ] {
+            let by_serde = serde_json::to_value(&r).unwrap();
+            assert_eq!(r.into_value(), by_serde);
+        }
     }
 }

@@ -27,6 +27,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -169,7 +170,7 @@ impl RecoveredRun {
 /// What the journal says about one task.
 #[derive(Debug, Default, Clone)]
 struct TaskFacts {
-    input: Value,
+    input: Arc<Value>,
     capability: String,
     submitted_ms: u64,
     epoch: u64,
@@ -549,7 +550,7 @@ fn finish(b: Building, facts: &HashMap<Uuid, TaskFacts>) -> RecoveredRun {
                             task,
                             epoch: f.epoch,
                             leases: f.leases,
-                            input: f.input,
+                            input: Arc::unwrap_or_clone(f.input),
                         }),
                     }
                 }

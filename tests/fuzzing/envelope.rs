@@ -314,7 +314,7 @@ pub fn envelope_sending(data: &[u8]) {
                 valid.is_ok(),
                 "delivered a payload its schema refuses: {payload}"
             );
-            assert_eq!(reply.payload, payload, "the echo changed the payload");
+            assert_eq!(*reply.payload, payload, "the echo changed the payload");
         }
         Err(f) => {
             if f.reason == FailureReason::SchemaViolation {
