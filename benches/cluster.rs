@@ -19,7 +19,8 @@
 //! run and as the median with min..max), `CLUSTER_BENCH_W3` the timed W3 requests per
 //! variant (default 10,000, after 500 warm-up), `CLUSTER_BENCH_W2` the W2 tasks (default
 //! 100,000), `CLUSTER_BENCH_W2_AGENTS` the W2 instances (default 1,000; half on each
-//! worker). nats-server comes from `scripts/nats-server path`.
+//! worker). `CLUSTER_BENCH_ONLY` picks phases (`w3`, `w2`, `kill`, comma-separated; for a
+//! profile of one). nats-server comes from `scripts/nats-server path`.
 
 #[path = "../tests/cluster_support/mod.rs"]
 mod cluster_support;
@@ -322,6 +323,8 @@ fn main() {
     let w3_warm = (w3_n / 20).max(1);
     let w2_n = env_count("CLUSTER_BENCH_W2", 100_000).max(1);
     let w2_agents = env_count("CLUSTER_BENCH_W2_AGENTS", 1_000).max(2);
+    let only = std::env::var("CLUSTER_BENCH_ONLY").unwrap_or_else(|_| "w3,w2,kill".into());
+    let phase = move |p: &str| only.split(',').any(|o| o.trim() == p);
     let store = tempfile::tempdir().expect("tempdir");
     let nats = Nats::start(store.path());
     let url = nats.url();
@@ -357,6 +360,7 @@ fn main() {
         let mut fig: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut kills = Vec::new();
         for run in 1..=runs {
+            if phase("w3") {
             eprintln!("run {run}: W3 bare NATS, in process, cluster");
             let (p50, p99) = p50_p99(w3_bare(&requester, &subject, w3_warm, w3_n).await);
             fig.entry("w3_bare_nats_p50_us").or_default().push(p50);
@@ -383,7 +387,9 @@ fn main() {
             fig.entry("w3_cluster_p50_over_bare_nats_p50")
                 .or_default()
                 .push(p50 / bare_p50);
+            }
 
+            if phase("w2") {
             eprintln!("run {run}: W2 in process, cluster ({w2_agents} instances)");
             let local = muster::bench::workloads::runtime(Arc::new(MemoryJournal::default()))
                 .await
@@ -402,7 +408,9 @@ fn main() {
             fig.entry("w2_cluster_two_workers_tasks_per_s")
                 .or_default()
                 .push(rate);
+            }
 
+            if phase("kill") {
             eprintln!("run {run}: SIGKILL a worker holding slow tasks");
             let procs = workers(&control, slow_cast.path(), &url, &["k1", "k2"], 2).await;
             let (detect, reassign, held, completed) =
@@ -412,10 +420,15 @@ fn main() {
                 .or_default()
                 .push(reassign);
             kills.push(json!({"held_by_killed_worker": held, "completed": completed, "tasks": SLOW_TASKS}));
+            }
         }
         let (late, refused, swept) = control.counts();
         control_m.shutdown().await;
-        let med = |k: &str| spread(&fig[k])["median"].as_f64().unwrap_or(f64::NAN);
+        let med = |k: &str| {
+            fig.get(k)
+                .and_then(|v| spread(v)["median"].as_f64())
+                .unwrap_or(f64::NAN)
+        };
         let mut figures = serde_json::Map::new();
         for (k, v) in &fig {
             figures.insert(k.to_string(), spread(v));
