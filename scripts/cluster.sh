@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# A local muster cluster in one command: nats-server with JetStream (temp store dir), one
+# control node (`muster serve --nats`) and N workers (`muster worker`) on this machine,
+# then the code-review example (examples/code-review) run across them with
+# `muster run --server`. Prints the run's outcome and which node ran each step, then
+# stops everything it started, by pid, whatever happens (also on Ctrl-C).
+#
+#   scripts/cluster.sh                    # 2 workers, free ports
+#   scripts/cluster.sh --workers 3 --nats-port 4222 --api-port 7070
+#   scripts/cluster.sh --keep             # leave the cluster up until Ctrl-C
+#
+# Options:
+#   --workers N      worker processes (default 2, at most 16)
+#   --nats-port P    the NATS client port (default: a free one)
+#   --monitor-port P nats-server's monitor port (default: a free one)
+#   --api-port P     the control node's HTTP API port (default: a free one)
+#   --keep           after the run, keep everything up until Ctrl-C
+#   --json           print the run's JSON document (muster run --json) instead of a table
+#
+# Environment: MUSTER_BIN (default target/release/muster, built when absent).
+# Exit: the run's exit code (0 completed), 2 bad arguments, 1 when the cluster does not
+# come up. Needs python3 (the example's agents) and curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."                # the repo root: the example's manifests name paths from it
+
+WORKERS=2 NATS_PORT="" MONITOR_PORT="" API_PORT="" KEEP=0 JSON=0
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+port_arg() { [[ "${2:-}" =~ ^[0-9]{1,5}$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 65535 ] \
+  || { echo "cluster.sh: $1 needs a port (1..65535), got \`${2:-}\`" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --workers)
+      [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 16 ] \
+        || { echo "cluster.sh: --workers needs 1..16, got \`${2:-}\`" >&2; exit 2; }
+      WORKERS=$2; shift 2 ;;
+    --nats-port) port_arg "$1" "${2:-}"; NATS_PORT=$2; shift 2 ;;
+    --monitor-port) port_arg "$1" "${2:-}"; MONITOR_PORT=$2; shift 2 ;;
+    --api-port) port_arg "$1" "${2:-}"; API_PORT=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --json) JSON=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "cluster.sh: unknown argument \`$1\`" >&2; usage ;;
+  esac
+done
+
+say() { echo "cluster.sh: $*" >&2; }
+die() { say "$*"; exit 1; }
+command -v python3 >/dev/null || die "python3 is needed (the example's agents are Python)"
+command -v curl >/dev/null || die "curl is needed"
+
+MUSTER="${MUSTER_BIN:-target/release/muster}"
+if [ ! -x "$MUSTER" ]; then
+  say "building $MUSTER (cargo build --release)"
+  cargo build --release --quiet || die "cargo build --release failed"
+fi
+NATS_SERVER="$(scripts/nats-server path)" || die "no nats-server 2.11+ (scripts/nats-server path failed)"
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/muster-cluster-XXXXXX")"
+PIDS=()
+cleanup() {
+  local code=$?
+  trap - EXIT INT TERM
+  # Workers first (they delete their keys), then the control node, then NATS.
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${PIDS[i]}" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  [ ${#PIDS[@]} -gt 0 ] && say "stopped ${#PIDS[@]} processes (pids ${PIDS[*]})"
+  rm -rf "$TMP"
+  exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+NATS_PORT=${NATS_PORT:-$(free_port)}
+MONITOR_PORT=${MONITOR_PORT:-$(free_port)}
+API_PORT=${API_PORT:-$(free_port)}
+NATS_URL="nats://127.0.0.1:$NATS_PORT"
+
+# wait_for WHAT SECONDS PID COMMAND...: polls COMMAND every 100 ms; fails when PID exits or
+# the time is up.
+wait_for() {
+  local what=$1 secs=$2 pid=$3; shift 3
+  local limit=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || die "$what exited (log: see above)"
+    [ $SECONDS -lt $limit ] || die "$what not ready within ${secs}s"
+    sleep 0.1
+  done
+}
+
+# 1. NATS with JetStream, its store in the temp dir.
+"$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$MONITOR_PORT" -sd "$TMP/nats-store" \
+  >"$TMP/nats.log" 2>&1 &
+PIDS+=($!)
+wait_for "nats-server" 30 "${PIDS[-1]}" \
+  curl -fsS "http://127.0.0.1:$MONITOR_PORT/healthz?js-enabled-only=true"
+say "nats-server (pid ${PIDS[-1]}) on $NATS_URL, JetStream store $TMP/nats-store"
+
+# 2. The control node: the code-review workflow, the repo's cast (actors/, schemas/); it
+#    runs no agents itself.
+mkdir -p "$TMP/workflows"
+cp examples/code-review/workflow.toml "$TMP/workflows/code-review.toml"
+python3 -c 'import secrets; print(secrets.token_hex(24))' >"$TMP/token"
+chmod 600 "$TMP/token"
+"$MUSTER" serve --nats "$NATS_URL" --node control --workflows "$TMP/workflows" \
+  --journal "$TMP/journal.db" --listen "127.0.0.1:$API_PORT" --token-file "$TMP/token" \
+  --json >"$TMP/control.out" 2>"$TMP/control.log" &
+PIDS+=($!)
+API="http://127.0.0.1:$API_PORT"
+wait_for "the control node" 60 "${PIDS[-1]}" test -s "$TMP/control.out"
+say "control node (pid ${PIDS[-1]}) serving $API, journal $TMP/journal.db"
+
+# 3. N workers, each hosting the whole cast.
+for i in $(seq "$WORKERS"); do
+  "$MUSTER" worker --nats "$NATS_URL" --node "worker-$i" --json \
+    >"$TMP/worker-$i.out" 2>"$TMP/worker-$i.log" &
+  PIDS+=($!)
+done
+for i in $(seq "$WORKERS"); do
+  pid=${PIDS[$((1 + i))]}
+  wait_for "worker-$i" 60 "$pid" test -s "$TMP/worker-$i.out"
+  say "worker-$i (pid $pid) joined: $(cat "$TMP/worker-$i.out")"
+done
+
+# Every worker's instances are registered on the control node before the run starts.
+nodes_listed() {
+  curl -fsS -H "Authorization: Bearer $(cat "$TMP/token")" "$API/v1/agents" |
+    python3 -c 'import json, sys; n = int(sys.argv[1]); d = json.load(sys.stdin)
+nodes = {a.get("node") for a in d.get("agents", [])}
+sys.exit(0 if all(f"worker-{i}" in nodes for i in range(1, n + 1)) else 1)' "$WORKERS"
+}
+wait_for "the control node's agent list" 60 "${PIDS[1]}" nodes_listed
+
+# 4. The example across the cluster.
+say "running examples/code-review across $WORKERS workers"
+set +e
+if [ "$JSON" = 1 ]; then
+  "$MUSTER" run --server "$API" --token-file "$TMP/token" --json \
+    examples/code-review/workflow.toml --input @examples/code-review/input.json
+  code=$?
+else
+  "$MUSTER" run --server "$API" --token-file "$TMP/token" \
+    examples/code-review/workflow.toml --input @examples/code-review/input.json
+  code=$?
+fi
+set -e
+say "the run exited $code"
+
+if [ "$KEEP" = 1 ]; then
+  say "the cluster stays up: $API (token in $TMP/token), NATS $NATS_URL; Ctrl-C stops it"
+  while kill -0 "${PIDS[1]}" 2>/dev/null; do sleep 1; done
+fi
+exit "$code"
