@@ -25,6 +25,8 @@
 
 #[path = "../tests/cluster_support/mod.rs"]
 mod cluster_support;
+#[path = "../tests/node_support/mod.rs"]
+mod node_support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

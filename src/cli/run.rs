@@ -148,13 +148,22 @@ pub(crate) fn print_event(e: &StepEvent) {
 pub(crate) fn print_summary(o: &RunOutcome, wall_ms: u128) {
     println!();
     println!("run {} of `{}`", o.run, o.workflow);
+    // Remote owners (`implementer#0@worker-2`) are wider than the usual 16 columns.
+    let ow = o
+        .steps
+        .iter()
+        .filter_map(|s| s.agent.as_deref())
+        .map(|a| a.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(16, 64);
     println!(
-        "  {:<12} {:<16} {:<16} {:>8} {:>10}  outcome",
+        "  {:<12} {:<16} {:<ow$} {:>8} {:>10}  outcome",
         "step", "capability", "owner", "attempts", "reassigned"
     );
     for s in &o.steps {
         println!(
-            "  {:<12} {:<16} {:<16} {:>8} {:>10}  {}",
+            "  {:<12} {:<16} {:<ow$} {:>8} {:>10}  {}",
             s.step,
             s.capability,
             s.agent.as_deref().unwrap_or("-"),

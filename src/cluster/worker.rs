@@ -23,6 +23,9 @@ use crate::agents::protocol::{Assign, ReplyTo};
 use crate::agents::{AgentState, Failure};
 use crate::runtime::Muster;
 
+/// Instance keys written at once in a heartbeat round.
+const HEARTBEAT_PUTS: usize = 64;
+
 /// The longest attempt a worker accepts (a larger timeout in an assignment is cut to it).
 pub const MAX_ATTEMPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -52,6 +55,9 @@ struct Inner {
     max_bytes: usize,
     /// Keys published, with the generation each was published for.
     published: Mutex<HashMap<String, u64>>,
+    /// Each capability's contract record, computed once at join (contracts do not change
+    /// while a worker runs).
+    contracts: HashMap<String, ContractRecord>,
 }
 
 impl Worker {
@@ -87,6 +93,7 @@ impl Worker {
             .collect();
         names.sort();
         names.dedup();
+        let mut records = HashMap::new();
         for name in names {
             let Some(ours) = muster.contract(&name) else {
                 continue;
@@ -121,6 +128,7 @@ impl Worker {
                     capability: name.clone(),
                     why,
                 })?;
+            records.insert(name, ours);
         }
         // Heartbeats follow the TTL the control node set on the bucket, whatever this
         // worker was told.
@@ -147,6 +155,7 @@ impl Worker {
                 agents,
                 max_bytes,
                 published: Mutex::new(HashMap::new()),
+                contracts: records,
                 config,
             }),
         };
@@ -250,8 +259,7 @@ impl Inner {
             let capabilities = a
                 .capabilities
                 .iter()
-                .filter_map(|c| self.muster.contract(&c.name))
-                .map(|c| ContractRecord::of(&c))
+                .filter_map(|c| self.contracts.get(&c.name).cloned())
                 .collect();
             let rec = InstanceRecord {
                 node: node.clone(),
@@ -277,11 +285,19 @@ impl Inner {
             let _ = self.agents.delete(&k).await;
             self.published.lock().remove(&k);
         }
-        for (k, (generation, rec)) in live {
-            let Ok(body) = serde_json::to_vec(&rec) else {
-                continue;
-            };
-            match self.agents.put(&k, body.into()).await {
+        // The puts go out together (a round must take far less than the TTL, whatever
+        // the number of instances).
+        let puts = futures::stream::iter(live.into_iter().filter_map(|(k, (generation, rec))| {
+            let body = serde_json::to_vec(&rec).ok()?;
+            Some(async move {
+                let r = self.agents.put(&k, body.into()).await;
+                (k, generation, r)
+            })
+        }))
+        .buffer_unordered(HEARTBEAT_PUTS);
+        futures::pin_mut!(puts);
+        while let Some((k, generation, r)) = puts.next().await {
+            match r {
                 Ok(_) => {
                     self.published.lock().insert(k, generation);
                 }
