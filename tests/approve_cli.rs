@@ -13,37 +13,7 @@ use muster::journal::Event;
 use serde_json::Value;
 use uuid::Uuid;
 
-const WORKFLOW: &str = r#"
-name = "gated"
-input = "obj"
-start = "prepare"
-
-[steps.prepare]
-capability = "echo"
-timeout = "10s"
-attempts = 1
-on_exhausted = "fail"
-next = "ask"
-
-[steps.ask]
-gate = "Ship it?"
-on_approve = "finish"
-on_reject = "stop"
-
-[steps.finish]
-capability = "echo"
-input = "{'prepared': steps.prepare.output}"
-timeout = "10s"
-attempts = 1
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-
-[steps.stop]
-terminal = "fail"
-"#;
+const WORKFLOW: &str = include_str!("fixtures/workflows/gated.toml");
 
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");

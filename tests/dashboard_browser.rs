@@ -60,37 +60,7 @@ next = "done"
 terminal = "done"
 "#;
 
-const GATED_WORKFLOW: &str = r#"
-name = "gated"
-input = "obj"
-start = "prepare"
-
-[steps.prepare]
-capability = "echo"
-timeout = "10s"
-attempts = 1
-on_exhausted = "fail"
-next = "ask"
-
-[steps.ask]
-gate = "Ship it?"
-on_approve = "finish"
-on_reject = "stop"
-
-[steps.finish]
-capability = "echo"
-input = "{'prepared': steps.prepare.output}"
-timeout = "10s"
-attempts = 1
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-
-[steps.stop]
-terminal = "fail"
-"#;
+const GATED_WORKFLOW: &str = include_str!("fixtures/workflows/gated.toml");
 
 /// A cast of `replicas` echo instances and one crashing instance, one schema and three
 /// workflows, in a temp dir.

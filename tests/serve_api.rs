@@ -16,37 +16,7 @@ mod node_support;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
-const GATED: &str = r#"
-name = "gated"
-input = "obj"
-start = "prepare"
-
-[steps.prepare]
-capability = "echo"
-timeout = "10s"
-attempts = 1
-on_exhausted = "fail"
-next = "ask"
-
-[steps.ask]
-gate = "Ship it?"
-on_approve = "finish"
-on_reject = "stop"
-
-[steps.finish]
-capability = "echo"
-input = "{'prepared': steps.prepare.output}"
-timeout = "10s"
-attempts = 1
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-
-[steps.stop]
-terminal = "fail"
-"#;
+const GATED: &str = include_str!("fixtures/workflows/gated.toml");
 
 const PLAIN: &str = r#"
 name = "plain"
