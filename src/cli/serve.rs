@@ -47,7 +47,8 @@ pub struct ServeArgs {
     /// when that is unset a token is generated into `token` beside the journal).
     #[arg(long)]
     pub token_env: Option<String>,
-    /// Print one JSON line on start (`listen`, `token_file`, `workflows`, `resumed`).
+    /// Print one JSON line on start (`listen`, `token_file`, `workflows`, `resumed`; with
+    /// `--nats`, `node` and `nats`).
     #[arg(long)]
     pub json: bool,
     /// Run as the control node of a cluster on this NATS server (JetStream): the cast's
@@ -189,6 +190,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         }
         None => None,
     };
+    let joined_as = cluster.as_ref().map(|c| (c.node.clone(), c.url.clone()));
     block_on(async move {
         // A control node declares the cast and runs none of it: its instances join from
         // the workers.
@@ -250,7 +252,15 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             .unwrap_or_else(|_| args.listen.clone());
         let names: Vec<String> = workflows.keys().cloned().collect();
         let resumed = resume.len();
-        announce(&addr, &token, &source, &names, resumed, json_out);
+        announce(
+            &addr,
+            &token,
+            &source,
+            &names,
+            resumed,
+            joined_as.as_ref(),
+            json_out,
+        );
         let config = ServeConfig {
             workflows,
             groups,
@@ -281,6 +291,7 @@ fn announce(
     source: &TokenSource,
     workflows: &[String],
     resumed: usize,
+    cluster: Option<&(String, String)>,
     json_out: bool,
 ) {
     let (file, generated) = match source {
@@ -299,12 +310,19 @@ fn announce(
         if let TokenSource::Env(v) = source {
             doc["token_env"] = json!(v);
         }
+        if let Some((node, url)) = cluster {
+            doc["node"] = json!(node);
+            doc["nats"] = json!(url);
+        }
         if generated {
             doc["token"] = json!(token.expose());
         }
         println!("{doc}");
     } else {
         println!("listening on http://{addr}");
+        if let Some((node, url)) = cluster {
+            println!("control node {node} of the cluster at {url}");
+        }
         match source {
             TokenSource::Generated(p) => println!(
                 "API token (printed once; also in {}, mode 0600): {}",

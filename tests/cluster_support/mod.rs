@@ -211,6 +211,12 @@ pub fn control(dir: &Path, nats: &str, node: &str, journal: &str) -> ControlNode
     let line = first_line(&mut child, "muster serve --nats", 60);
     let start: Value = serde_json::from_str(&line).expect("start line is JSON");
     let url = start["url"].as_str().expect("url").to_string();
+    assert_eq!(
+        start["node"],
+        serde_json::json!(node),
+        "the start line names the node"
+    );
+    assert_eq!(start["nats"], serde_json::json!(nats));
     ControlNode {
         proc: Proc {
             child,
