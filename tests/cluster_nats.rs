@@ -83,6 +83,36 @@ fn accepted_once(recs: &[Value]) -> HashMap<String, usize> {
     n
 }
 
+/// Waits (at most 60 s) until the journal stream holds control node `node`'s record
+/// `seq`.
+async fn mirrored_up_to(url: &str, node: &str, seq: u64) {
+    let client = async_nats::connect(url)
+        .await
+        .expect("the test connects to NATS");
+    let js = async_nats::jetstream::new(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let at = match js.get_stream("MUSTER_JOURNAL").await {
+            Ok(stream) => stream
+                .get_last_raw_message_by_subject(&format!("muster.journal.{node}"))
+                .await
+                .ok()
+                .and_then(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+                .and_then(|r| r["seq"].as_u64())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if at >= seq {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{node}'s journal was mirrored only up to {at} of {seq}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The worker node holding a task now, from the node's agents list.
 async fn holder(node: &ControlNode) -> Option<String> {
     let (_, doc) = call("GET", &format!("{}/v1/agents", node.url), None).await;
@@ -317,7 +347,14 @@ async fn a_control_node_killed_mid_run_has_its_runs_finished_by_another_with_epo
         })
         .await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the mirror's poll
+    // ... and mirrored to the journal stream: wait (bounded) until the stream holds c1's
+    // records up to its last one now, rather than for some time.
+    let last = records(&c1)
+        .await
+        .last()
+        .and_then(|r| r["seq"].as_u64())
+        .expect("c1's records");
+    mirrored_up_to(&nats.url(), "c1", last).await;
     c1.proc.kill();
     for run in &runs {
         let doc = wait_run(&c2, run, 120).await;
