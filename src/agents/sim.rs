@@ -65,3 +65,15 @@ impl InvalidModel {
         }
     }
 }
+
+/// Runs `f` on a current-thread tokio runtime whose clock starts paused (the unit tests of
+/// the simulated backend).
+#[cfg(test)]
+pub(crate) fn run_paused<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(f)
+}

@@ -233,6 +233,7 @@ impl Agent for SimAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agents::sim::run_paused as run;
     use serde_json::json;
 
     fn agent(model: FaultModel, seed: u64) -> (SimAgent, Arc<SchemaStore>) {
@@ -254,15 +255,6 @@ mod tests {
 
     fn ctx(task: u128, epoch: u64, deadline: tokio::time::Instant) -> TaskContext {
         TaskContext::standalone(uuid::Uuid::from_u128(task), epoch, "cap", "sim#0", deadline)
-    }
-
-    fn run<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]

@@ -546,6 +546,7 @@ impl Mailbox for NodeMailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agents::sim::run_paused as run;
 
     fn partition(node: &str, at: f64, lasts: f64, hold: bool) -> Partition {
         Partition {
@@ -580,15 +581,6 @@ mod tests {
                 "partitions[2]"
             ]
         );
-    }
-
-    fn run<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]
