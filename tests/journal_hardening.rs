@@ -230,6 +230,34 @@ fn a_second_writer_is_refused_naming_the_journal_and_the_holders_pid() {
 }
 
 #[test]
+fn a_closed_journal_can_be_reopened_at_once_while_a_forked_child_still_holds_its_descriptors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let j = SqliteJournal::open(&path, Durability::Relaxed).expect("open");
+    j.append(0, Event::Note { text: "x".into() });
+    // What another thread spawning a process does: between fork and exec the child holds
+    // a copy of every descriptor, the journal's lock file among them.
+    // SAFETY: the child only calls async-signal-safe functions, then exits.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        unsafe {
+            libc::sleep(30);
+            libc::_exit(0);
+        }
+    }
+    drop(j);
+    let again = SqliteJournal::open(&path, Durability::Relaxed);
+    // SAFETY: `child` is our own child's pid.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    let again = again.expect("the closed journal is free while the child lives");
+    assert_eq!(again.read_after(0).len(), 1);
+}
+
+#[test]
 fn racing_deciders_decide_a_gate_once_and_the_loser_is_told_what_stands() {
     for round in 0..4 {
         let dir = setup();

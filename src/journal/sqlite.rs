@@ -192,7 +192,10 @@ pub struct SqliteJournal {
     /// What the writer has committed, and how fast.
     written: Arc<WriteCounters>,
     /// The lock file, held (flock) while this journal is open: one writer per journal.
-    _lock: std::fs::File,
+    /// Released explicitly at close, not by closing the descriptor: a child forked by
+    /// another thread of this process holds a copy of the descriptor until it execs, and
+    /// that copy would keep the lock (the journal could not be reopened for that while).
+    lock: std::fs::File,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -307,7 +310,7 @@ impl SqliteJournal {
             reader: Mutex::new(None),
             writer: Mutex::new(Some(handle)),
             written,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -386,13 +389,18 @@ impl SqliteJournal {
         self.wait_durable(self.last.load(Ordering::Acquire))
     }
 
-    /// Commits what is pending and stops the writer. Appends after this are not stored
-    /// (they are logged as errors). Dropping the journal does the same.
+    /// Commits what is pending, stops the writer and releases the journal's lock, so the
+    /// file can be opened again at once. Appends after this are not stored (they are
+    /// logged as errors). Dropping the journal does the same.
     pub fn close(&self) -> Result<(), JournalError> {
         let handle = self.writer.lock().take();
         if let Some(h) = handle {
             let _ = self.tx.send(Msg::Close);
-            if h.join().is_err() {
+            let joined = h.join();
+            // `flock` locks belong to the open file description, which forked children
+            // share until they exec: unlock it rather than wait for every copy to close.
+            let _ = self.lock.unlock();
+            if joined.is_err() {
                 return Err(JournalError::Writer {
                     path: self.path.clone(),
                     message: "panicked".into(),
