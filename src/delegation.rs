@@ -1,8 +1,8 @@
 //! Delegation: who owns this work.
 //!
 //! Owns the [`Task`] spec, the [`TaskRecord`] (the delegation record: state machine and full
-//! lease history), the [`Delegator`] that accepts tasks, and the [`TaskOwner`](owner::TaskOwner)
-//! actor, one per live task, that leases the task to one agent at a time under a fresh epoch,
+//! lease history), the [`Delegator`] that accepts tasks, and the task owner, one state
+//! machine per live task driven by the [`OwnerShard`](shard::OwnerShard) of its thread, that leases the task to one agent at a time under a fresh epoch,
 //! watches the attempt, and reassigns it to a different capable agent when it fails, until
 //! the task is completed, escalated or cancelled. Beside them: the [`scope_table`], where a
 //! task takes the [`Scope`](crate::messaging::Scope) it may touch before its first lease
@@ -33,12 +33,16 @@ pub mod protocol;
 pub mod record;
 pub mod reuse;
 pub mod scope_table;
+pub mod shard;
+pub mod shared;
 pub mod stats;
 pub mod task;
+mod timers;
 
 pub use delegator::{Delegator, SubmitError};
 pub use handle::TaskHandle;
-pub use owner::{Accepted, Owners};
+pub use owners::Owners;
+pub use protocol::Accepted;
 pub use record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
 pub use stats::{Stats, StatsSnapshot};
 pub use task::{Backoff, Exhausted, OnConflict, Task};

@@ -5,7 +5,7 @@
 //! root (one_for_one) ── registry          discovery
 //!                    ├─ router            routing
 //!                    ├─ agents (one_for_one) ── <agent type> (its manifest's strategy) ── <agent>#<i>
-//!                    └─ owners            one TaskOwner per live task
+//!                    └─ owners            one owner (state machine in the owner shard) per live task
 //! ```
 //!
 //! Owns start-up, registration of agent types, submission of tasks and shutdown; each of

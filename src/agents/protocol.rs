@@ -98,7 +98,7 @@ impl AttemptReport {
 
 /// Where an attempt's report goes.
 pub enum ReplyTo {
-    /// A task owner actor.
+    /// A task's owner (the actor driving it).
     Owner(Recipient<AttemptReport>),
     /// A one-off waiter (plain messages routed by the router).
     Once(oneshot::Sender<AttemptReport>),

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::handle::TaskHandle;
-use super::owner::{Accepted, Owners};
+use super::owners::Owners;
+use super::protocol::Accepted;
 use super::record::TaskRecord;
 use super::task::{Task, MAX_DURATION};
 use crate::journal::{check_payload, Event};
@@ -110,6 +111,12 @@ impl Delegator {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
                 message: e.to_string(),
+            });
+        }
+        if self.owners.is_live(id) {
+            return Err(SubmitError::InvalidTask {
+                capability: task.capability,
+                message: format!("task {id} is live already: a task has one owner at a time"),
             });
         }
         let correlation = task.correlation.unwrap_or(id);

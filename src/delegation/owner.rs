@@ -1,176 +1,56 @@
-//! The task owner actor: one per live task, holding its delegation record.
+//! The task owner: one state machine per live task, holding its delegation record.
 //!
 //! It leases the task to one agent at a time, each lease under a fresh epoch, watches the
 //! attempt (time bound, heartbeats, the agent's death), checks the output against the
 //! contract, reassigns to a different agent on failure, and ends the task in exactly one
 //! terminal state. After the end it lingers until every lease it granted has answered, so
 //! a late result is still seen, and fenced as stale (G2), rather than lost.
+//!
+//! An owner is not an actor of its own: the [`OwnerShard`](super::shard::OwnerShard) of
+//! its thread drives it (messages, timers, the end of waits it spawned) through a [`Cx`].
+//! Starting a task costs a map entry, not a mailbox, a context and a spawned future.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
-use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::protocol::{AcquireScope, CancelTask, LeaseHeartbeat, ReleaseScope};
+use super::protocol::{
+    Accepted, AcquireScope, LeaseHeartbeat, LineSlot, ReleaseScope, Wake, Woken,
+};
 use super::record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
-use super::reuse::{Found, Reuse, ReuseKey, Reused};
-use super::scope_table::{Restore, ScopeTable};
-use super::stats::{Stats, StatsSnapshot};
+use super::reuse::{Found, ReuseKey, Reused};
+use super::shared::Shared;
 use super::task::{Exhausted, OnConflict, Task};
+use super::timers::{Due, TimerKey, Timers};
 use crate::agents::{AttemptReport, Failure, InstanceHandle, ReplyTo};
-use crate::discovery::Registry;
 use crate::discovery::{PickError, WaitFor};
 use crate::journal::{check_payload, Event, Recorder};
 use crate::messaging::{Capability, Envelope, Recipient, Scope, DEFAULT_REUSE_FOR};
-use crate::routing::Router;
-use crate::supervision::Named;
 
-/// What every task owner works with (the router, the registry's name, the counters, the
-/// grace an attempt gets past its deadline), and the table of live owners.
-pub struct Owners {
-    router: Router,
-    registry: Named<Registry>,
-    table: DashMap<Uuid, Addr<TaskOwner>>,
-    stats: Stats,
-    grace: Duration,
-    /// Started with the first task that declares a scope (tasks without one never use it).
-    scopes: std::sync::OnceLock<Addr<ScopeTable>>,
-    reuse: Reuse,
-}
-
-impl std::fmt::Debug for Owners {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Owners")
-            .field("live", &self.table.len())
-            .finish()
-    }
-}
-
-/// A task accepted (checked and journaled) whose owner is still to be started, on the
-/// runtime's thread, by [`Owners::start`].
-pub struct Accepted {
-    pub(super) task: Task,
-    pub(super) id: Uuid,
-    /// The contract the input was checked against at acceptance (none yet declared).
-    pub(super) contract: Option<Arc<Capability>>,
-    pub(super) waiter: oneshot::Sender<Outcome>,
-}
-
-impl Owners {
-    /// The owners' shared handles: they route through `router`, wait for agents on
-    /// `registry`, and let an attempt run `grace` past its deadline.
-    pub fn new(router: Router, registry: Named<Registry>, grace: Duration) -> Self {
-        Owners {
-            router,
-            registry,
-            table: DashMap::new(),
-            stats: Stats::default(),
-            grace,
-            scopes: std::sync::OnceLock::new(),
-            reuse: Reuse::default(),
-        }
-    }
-
-    /// The scope table, started on the current arbiter the first time it is needed.
-    fn scope_table(&self) -> &Addr<ScopeTable> {
-        self.scopes
-            .get_or_init(|| ScopeTable::new(self.router.recorder().clone()).start())
-    }
-
-    /// Gives back the scopes held before a restart (see
-    /// [`held_at`](super::scope_table::held_at)) to the tasks that held them, before any
-    /// other task can take them. Call it on the runtime's thread before resubmitting.
-    pub fn restore_scopes(&self, held: Vec<(Uuid, Scope)>) {
-        if !held.is_empty() {
-            self.scope_table().do_send(Restore { held });
-        }
-    }
-
-    /// The router owners deliver through.
-    pub fn router(&self) -> &Router {
-        &self.router
-    }
-
-    /// The task counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
-    /// Starts an accepted task's owner on the current arbiter and enters it in the table.
-    pub fn start(self: &Arc<Self>, a: Accepted) {
-        let addr = TaskOwner::new(self.clone(), a.task, a.id, a.contract, a.waiter).start();
-        self.table.insert(a.id, addr);
-    }
-
-    /// Cancels a live task; false if it had already ended (or is unknown).
-    pub async fn cancel(&self, task: Uuid, reason: &str) -> bool {
-        let addr = self.table.get(&task).map(|a| a.clone());
-        match addr {
-            Some(a) => a
-                .send(CancelTask {
-                    reason: reason.into(),
-                })
-                .await
-                .unwrap_or(false),
-            None => false,
-        }
-    }
-
-    /// Cancels every live task (a shutdown); returns when each owner has answered.
-    pub async fn cancel_all(&self, reason: &str) {
-        let owners: Vec<Addr<TaskOwner>> = self.table.iter().map(|a| a.value().clone()).collect();
-        for o in owners {
-            let _ = o
-                .send(CancelTask {
-                    reason: reason.into(),
-                })
-                .await;
-        }
-    }
-
-    /// Hands a result from outside this runtime's instances to the owner of a live task,
-    /// fenced like any other answer (G2). False when no live task has this id.
-    pub fn deliver_result(&self, task: Uuid, agent: &str, epoch: u64, output: Value) -> bool {
-        match self.table.get(&task).map(|a| a.clone()) {
-            Some(addr) => {
-                addr.do_send(AttemptReport::new(
-                    task,
-                    epoch,
-                    Arc::from(agent),
-                    Ok(output),
-                ));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The task counters now.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-
-    /// Live tasks (owners not yet ended).
-    pub fn live(&self) -> usize {
-        self.table.len()
-    }
+/// What an owner asks of the shard driving it: its timers, and where answers to the owner
+/// go (all to the shard, naming the task).
+pub(super) struct Cx<'a> {
+    pub(super) timers: &'a mut Timers,
+    pub(super) reply: &'a actix::Recipient<AttemptReport>,
+    pub(super) woken: &'a actix::Recipient<Woken>,
+    pub(super) beat: &'a actix::Recipient<LeaseHeartbeat>,
+    pub(super) reused: &'a actix::Recipient<Reused>,
 }
 
 struct ActiveLease {
     handle: Arc<InstanceHandle>,
     epoch: u64,
-    timer: SpawnHandle,
-    heartbeat_check: Option<SpawnHandle>,
+    timer: TimerKey,
+    heartbeat_check: Option<TimerKey>,
     last_heartbeat: tokio::time::Instant,
 }
 
-/// The owner of one task.
-pub struct TaskOwner {
-    owners: Arc<Owners>,
+/// The owner of one task: a state machine driven by its shard.
+pub(super) struct TaskOwner {
+    owners: Arc<Shared>,
     recorder: Recorder,
     task: Task,
     contract: Option<Arc<Capability>>,
@@ -187,6 +67,11 @@ pub struct TaskOwner {
     /// Consecutive waits in line without a lease (the backstop doubles with each, see
     /// [`LINE_BACKSTOP`]).
     line_waits: u32,
+    /// The wait in line in progress (its number), if any: the wake of an older one is
+    /// passed on to the next in line.
+    in_line: Option<u32>,
+    /// Waits in line so far (numbers them).
+    line_gen: u32,
     /// Set when a freed slot woke this owner from the capability's line (with the number
     /// of waiters offered the slot before it): if the slot is gone by the time it looks,
     /// it goes back to the head of the line; if it cannot take it, it passes it on.
@@ -200,6 +85,13 @@ pub struct TaskOwner {
     reuse_key: Option<ReuseKey>,
     /// Set while this task waits for an identical one in flight.
     following: Option<Uuid>,
+    /// Timers that are not a lease's: the retry back-off, the lingering, the wait on
+    /// identical work (cancelled when the owner is dropped).
+    retry: Option<TimerKey>,
+    linger: Option<TimerKey>,
+    follow: Option<TimerKey>,
+    /// The task ended and nothing is left to wait for: the shard drops this owner.
+    stopped: bool,
 }
 
 /// How long an owner waiting in line waits for its wake before it looks again anyway (a
@@ -207,9 +99,8 @@ pub struct TaskOwner {
 const LINE_BACKSTOP: Duration = Duration::from_secs(1);
 const LINE_BACKSTOP_MAX: Duration = Duration::from_secs(32);
 
-/// An owner's place in a capability's line for a free slot. A wake that arrives when the
-/// owner no longer waits (it stopped, or looked again on its backstop) is passed on to
-/// the next in line, so no freed slot is left unoffered.
+/// An owner's place in a capability's line while its wait runs: a wake that arrives as
+/// the backstop fires is passed on.
 struct InLine {
     rx: oneshot::Receiver<u32>,
     index: Arc<crate::discovery::CapabilityIndex>,
@@ -225,13 +116,13 @@ impl Drop for InLine {
 }
 
 impl TaskOwner {
-    pub(super) fn new(
-        owners: Arc<Owners>,
-        task: Task,
-        id: Uuid,
-        contract: Option<Arc<Capability>>,
-        waiter: oneshot::Sender<Outcome>,
-    ) -> Self {
+    pub(super) fn new(owners: Arc<Shared>, a: Accepted) -> Self {
+        let Accepted {
+            task,
+            id,
+            contract,
+            waiter,
+        } = a;
         let recorder = owners.router.recorder().clone();
         let now = recorder.now_ms();
         let record = TaskRecord::new(
@@ -259,17 +150,58 @@ impl TaskOwner {
             topic,
             sender,
             line_waits: 0,
+            in_line: None,
+            line_gen: 0,
             woken: None,
             scope_asked: false,
             reuse_key: None,
             following: None,
+            retry: None,
+            linger: None,
+            follow: None,
+            stopped: false,
         }
+    }
+
+    /// The task's id.
+    pub(super) fn id(&self) -> Uuid {
+        self.record.id
+    }
+
+    /// Whether the shard should drop this owner: the task ended and nothing it granted
+    /// is still to answer (or its lingering is over).
+    pub(super) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Cancels the timers this owner set (it is being dropped).
+    pub(super) fn cancel_timers(&mut self, timers: &mut Timers) {
+        if let Some(l) = self.lease.as_mut() {
+            timers.cancel(l.timer);
+            if let Some(h) = l.heartbeat_check.take() {
+                timers.cancel(h);
+            }
+        }
+        for key in [self.retry.take(), self.linger.take(), self.follow.take()]
+            .into_iter()
+            .flatten()
+        {
+            timers.cancel(key);
+        }
+    }
+
+    /// Starts the task: reuse of identical work, else its scope, then its first lease.
+    pub(super) fn begin(&mut self, cx: &mut Cx) {
+        if self.try_reuse(cx) {
+            return;
+        }
+        self.acquire_then_lease(cx);
     }
 
     /// An idempotent task first looks for identical work: an accepted result ends it at
     /// once (`task_reused`), a task in flight takes it on as a follower. True when it
     /// must not run now.
-    fn try_reuse(&mut self, ctx: &mut Context<Self>) -> bool {
+    fn try_reuse(&mut self, cx: &mut Cx) -> bool {
         let Some(c) = self.contract.as_ref().filter(|c| c.spec.idempotent) else {
             return false;
         };
@@ -278,27 +210,20 @@ impl TaskOwner {
             &key,
             &self.task.input,
             self.record.id,
-            ctx.address().recipient(),
+            cx.reused.clone(),
         ) {
             Found::Done { task, output } => {
-                self.reused(task, output, ctx);
+                self.reused(task, output, cx);
                 true
             }
             Found::InFlight(leader) => {
                 tracing::debug!(task = %self.record.id, %leader, "attached to an identical task in flight");
                 self.following = Some(leader);
                 // Bounded like any wait: past the deadline the task escalates.
-                let wait = self
-                    .deadline
-                    .saturating_duration_since(tokio::time::Instant::now());
-                ctx.run_later(wait, move |act, ctx| {
-                    if act.following == Some(leader) && !act.done() {
-                        act.escalate(
-                            format!("the identical task {leader} it attached to did not end before the deadline"),
-                            ctx,
-                        );
-                    }
-                });
+                if let Some(k) = self.follow.take() {
+                    cx.timers.cancel(k);
+                }
+                self.follow = Some(cx.timers.at(self.deadline, self.record.id, Due::Follow));
                 true
             }
             Found::Run => {
@@ -308,21 +233,21 @@ impl TaskOwner {
         }
     }
 
-    fn reused(&mut self, original: Uuid, output: Value, ctx: &mut Context<Self>) {
+    fn reused(&mut self, original: Uuid, output: Value, cx: &mut Cx) {
         self.recorder.record(Event::TaskReused {
             task: self.record.id,
             original,
             output: output.clone(),
         });
         self.record.output = Some(output);
-        self.finish(TaskStatus::Completed, ctx);
+        self.finish(TaskStatus::Completed, cx);
     }
 
     /// Takes the task's scope, if it declares one, then leases. A task without a scope
     /// goes straight to its lease (no round trip to the scope table).
-    fn acquire_then_lease(&mut self, ctx: &mut Context<Self>) {
+    fn acquire_then_lease(&mut self, cx: &mut Cx) {
         let Some(scope) = self.task.scope.clone().filter(|s| !s.is_empty()) else {
-            self.try_lease(ctx);
+            self.try_lease(cx);
             return;
         };
         self.scope_asked = true;
@@ -334,24 +259,19 @@ impl TaskOwner {
             granted: tx,
         });
         let deadline = self.deadline;
-        ctx.spawn(
-            async move { tokio::time::timeout_at(deadline, rx).await }
-                .into_actor(self)
-                .map(|answer, act, ctx| {
-                    if act.done() {
-                        return; // cancelled while it waited
-                    }
-                    match answer {
-                        Ok(Ok(Ok(()))) => act.try_lease(ctx),
-                        Ok(Ok(Err(refused))) => act.escalate(refused.to_string(), ctx),
-                        Ok(Err(_)) => act.escalate("the scope table stopped".into(), ctx),
-                        Err(_) => act.escalate(
-                            "its scope stayed held by another task until the deadline".into(),
-                            ctx,
-                        ),
-                    }
-                }),
-        );
+        let (shard, task) = (cx.woken.clone(), self.record.id);
+        actix::spawn(async move {
+            let answer = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(refused))) => Err(refused.to_string()),
+                Ok(Err(_)) => Err("the scope table stopped".into()),
+                Err(_) => Err("its scope stayed held by another task until the deadline".into()),
+            };
+            shard.do_send(Woken {
+                task,
+                wake: Wake::Scope(answer),
+            });
+        });
     }
 
     fn release_scope(&mut self) {
@@ -360,6 +280,75 @@ impl TaskOwner {
                 t.do_send(ReleaseScope {
                     task: self.record.id,
                 });
+            }
+        }
+    }
+
+    /// What the owner waited for outside the shard has happened.
+    pub(super) fn on_woken(&mut self, wake: Wake, cx: &mut Cx) {
+        match wake {
+            Wake::Scope(answer) => {
+                if self.done() {
+                    return; // cancelled while it waited
+                }
+                match answer {
+                    Ok(()) => self.try_lease(cx),
+                    Err(reason) => self.escalate(reason, cx),
+                }
+            }
+            Wake::Line { gen, mut slot } => {
+                if self.in_line != Some(gen) || self.done() {
+                    return; // an older wait's slot: `slot` passes it on
+                }
+                self.in_line = None;
+                self.woken = slot.take();
+                self.try_lease(cx);
+            }
+            Wake::Agent => {
+                self.waiting_for_agent = false;
+                self.try_lease(cx);
+            }
+        }
+    }
+
+    /// A timer this owner set is due.
+    pub(super) fn on_timer(&mut self, due: Due, cx: &mut Cx) {
+        match due {
+            Due::Attempt { epoch } => {
+                self.attempt_failed(epoch, Failure::Timeout, cx);
+            }
+            Due::Heartbeat { epoch, every } => {
+                let now = tokio::time::Instant::now();
+                let Some(l) = self.lease.as_mut().filter(|l| l.epoch == epoch) else {
+                    return;
+                };
+                if now.saturating_duration_since(l.last_heartbeat) > every {
+                    l.heartbeat_check = None;
+                    self.attempt_failed(epoch, Failure::HeartbeatMissed, cx);
+                } else {
+                    l.heartbeat_check = Some(cx.timers.at(
+                        now + every,
+                        self.record.id,
+                        Due::Heartbeat { epoch, every },
+                    ));
+                }
+            }
+            Due::Retry => {
+                self.retry = None;
+                self.try_lease(cx);
+            }
+            Due::Linger => {
+                self.linger = None;
+                self.stopped = true;
+            }
+            Due::Follow => {
+                self.follow = None;
+                if let Some(leader) = self.following.filter(|_| !self.done()) {
+                    self.escalate(
+                        format!("the identical task {leader} it attached to did not end before the deadline"),
+                        cx,
+                    );
+                }
             }
         }
     }
@@ -373,7 +362,7 @@ impl TaskOwner {
         self.record.status.is_terminal()
     }
 
-    fn try_lease(&mut self, ctx: &mut Context<Self>) {
+    fn try_lease(&mut self, cx: &mut Cx) {
         if self.done() || self.lease.is_some() {
             return;
         }
@@ -383,7 +372,7 @@ impl TaskOwner {
                 self.task.attempts,
                 self.last_failure()
             );
-            self.escalate(reason, ctx);
+            self.escalate(reason, cx);
             return;
         }
         // The contract may be unknown if the task was submitted before any agent declared
@@ -391,10 +380,7 @@ impl TaskOwner {
         if self.contract.is_none() {
             if let Some(c) = self.owners.router.index().contract(&self.task.capability) {
                 if let Err(e) = c.input.validate(&self.task.input) {
-                    self.escalate(
-                        format!("input violates the capability's contract: {e}"),
-                        ctx,
-                    );
+                    self.escalate(format!("input violates the capability's contract: {e}"), cx);
                     return;
                 }
                 self.contract = Some(c);
@@ -413,7 +399,7 @@ impl TaskOwner {
                     capability: self.topic.clone(),
                 };
                 match index.pick_or_wait(&self.task.capability, &self.excluded, tx, woken) {
-                    Err(PickError::AllFull) => return self.wait_in_line(line, ctx),
+                    Err(PickError::AllFull) => return self.wait_in_line(line, cx),
                     other => other,
                 }
             }
@@ -422,21 +408,21 @@ impl TaskOwner {
         match picked {
             Ok((contract, handle)) => {
                 self.contract = Some(contract);
-                self.lease_to(handle, ctx);
+                self.lease_to(handle, cx);
             }
             // Nobody serves it (a full capability waited in line above).
-            Err(_) => self.wait_for_agent(ctx),
+            Err(_) => self.wait_for_agent(cx),
         }
     }
 
     /// Every candidate is at its bound: waits in the capability's line until a freed slot
     /// wakes this owner (a backstop looks anyway), bounded by the task's deadline.
-    fn wait_in_line(&mut self, mut line: InLine, ctx: &mut Context<Self>) {
+    fn wait_in_line(&mut self, mut line: InLine, cx: &mut Cx) {
         let now = tokio::time::Instant::now();
         if now >= self.deadline {
             self.escalate(
                 "every capable agent stayed at its bound until the deadline".into(),
-                ctx,
+                cx,
             );
             return;
         }
@@ -445,25 +431,26 @@ impl TaskOwner {
             .min(LINE_BACKSTOP_MAX)
             .min(self.deadline.saturating_duration_since(now));
         self.line_waits = self.line_waits.saturating_add(1);
-        ctx.spawn(
-            async move {
-                let woken = tokio::select! {
-                    r = &mut line.rx => r.ok(),
-                    _ = tokio::time::sleep(backstop) => None,
-                };
-                // A wake that arrives as the backstop fires is passed on.
-                drop(line);
-                woken
-            }
-            .into_actor(self)
-            .map(|woken, act, ctx| {
-                act.woken = woken;
-                act.try_lease(ctx);
-            }),
-        );
+        self.line_gen = self.line_gen.wrapping_add(1);
+        let gen = self.line_gen;
+        self.in_line = Some(gen);
+        let (shard, task) = (cx.woken.clone(), self.record.id);
+        actix::spawn(async move {
+            let hops = tokio::select! {
+                r = &mut line.rx => r.ok(),
+                _ = tokio::time::sleep(backstop) => None,
+            };
+            let slot = LineSlot::new(hops, line.index.clone(), line.capability.clone());
+            // A wake that arrives as the backstop fires is passed on.
+            drop(line);
+            shard.do_send(Woken {
+                task,
+                wake: Wake::Line { gen, slot },
+            });
+        });
     }
 
-    fn wait_for_agent(&mut self, ctx: &mut Context<Self>) {
+    fn wait_for_agent(&mut self, cx: &mut Cx) {
         if tokio::time::Instant::now() >= self.deadline {
             let reason = if self.excluded.is_empty() {
                 format!(
@@ -478,7 +465,7 @@ impl TaskOwner {
                     self.last_failure()
                 )
             };
-            self.escalate(reason, ctx);
+            self.escalate(reason, cx);
             return;
         }
         if self.waiting_for_agent {
@@ -491,23 +478,22 @@ impl TaskOwner {
             tx,
         });
         let deadline = self.deadline;
-        ctx.spawn(
-            async move {
-                tokio::select! {
-                    _ = rx => {},
-                    _ = tokio::time::sleep_until(deadline) => {},
-                }
+        let (shard, task) = (cx.woken.clone(), self.record.id);
+        actix::spawn(async move {
+            tokio::select! {
+                _ = rx => {},
+                _ = tokio::time::sleep_until(deadline) => {},
             }
-            .into_actor(self)
-            .map(|(), act, ctx| {
-                act.waiting_for_agent = false;
-                act.try_lease(ctx);
-            }),
-        );
+            shard.do_send(Woken {
+                task,
+                wake: Wake::Agent,
+            });
+        });
     }
 
-    fn lease_to(&mut self, handle: Arc<InstanceHandle>, ctx: &mut Context<Self>) {
+    fn lease_to(&mut self, handle: Arc<InstanceHandle>, cx: &mut Cx) {
         self.line_waits = 0;
+        self.in_line = None;
         self.epoch += 1;
         let epoch = self.epoch;
         let attempt = self.attempts_used() + 1;
@@ -568,26 +554,17 @@ impl TaskOwner {
                 envelope: envelope.id,
             },
         );
-        let timer = ctx.run_later(self.task.timeout, move |act, ctx| {
-            act.attempt_failed(epoch, Failure::Timeout, ctx)
-        });
+        let task = self.record.id;
+        let timer = cx.timers.at(deadline, task, Due::Attempt { epoch });
         let heartbeat_every = contract.and_then(|c| c.spec.heartbeat);
         let (heartbeat, heartbeat_check) = match heartbeat_every {
             Some(every) => {
-                let me = ctx.address();
+                let to = cx.beat.clone();
                 let beat: Arc<dyn Fn() + Send + Sync> =
-                    Arc::new(move || me.do_send(LeaseHeartbeat { epoch }));
-                let check = ctx.run_interval(every, move |act, ctx| {
-                    let stale = act.lease.as_ref().is_some_and(|l| {
-                        l.epoch == epoch
-                            && tokio::time::Instant::now()
-                                .saturating_duration_since(l.last_heartbeat)
-                                > every
-                    });
-                    if stale {
-                        act.attempt_failed(epoch, Failure::HeartbeatMissed, ctx);
-                    }
-                });
+                    Arc::new(move || to.do_send(LeaseHeartbeat { task, epoch }));
+                let check = cx
+                    .timers
+                    .at(now + every, task, Due::Heartbeat { epoch, every });
                 (Some(beat), Some(check))
             }
             None => (None, None),
@@ -598,7 +575,7 @@ impl TaskOwner {
             &handle,
             envelope,
             deadline,
-            ReplyTo::Owner(ctx.address().recipient()),
+            ReplyTo::Owner(cx.reply.clone()),
             heartbeat,
         );
         self.lease = Some(ActiveLease {
@@ -627,12 +604,12 @@ impl TaskOwner {
         &mut self,
         epoch: u64,
         outcome: LeaseOutcome,
-        ctx: &mut Context<Self>,
+        cx: &mut Cx,
     ) -> Option<Arc<InstanceHandle>> {
         let lease = self.lease.take_if(|l| l.epoch == epoch)?;
-        ctx.cancel_future(lease.timer);
+        cx.timers.cancel(lease.timer);
         if let Some(h) = lease.heartbeat_check {
-            ctx.cancel_future(h);
+            cx.timers.cancel(h);
         }
         let now = self.recorder.now_ms();
         if let Some(l) = self
@@ -649,7 +626,7 @@ impl TaskOwner {
         Some(lease.handle)
     }
 
-    fn attempt_failed(&mut self, epoch: u64, failure: Failure, ctx: &mut Context<Self>) {
+    fn attempt_failed(&mut self, epoch: u64, failure: Failure, cx: &mut Cx) {
         if self.done() {
             return;
         }
@@ -658,7 +635,7 @@ impl TaskOwner {
             LeaseOutcome::Failed {
                 failure: failure.clone(),
             },
-            ctx,
+            cx,
         ) else {
             return; // a failure of a superseded lease changes nothing
         };
@@ -676,18 +653,22 @@ impl TaskOwner {
         }
         let failures = self.attempts_used();
         if failures >= self.task.attempts {
-            self.try_lease(ctx); // escalates with the budget message
+            self.try_lease(cx); // escalates with the budget message
             return;
         }
         let delay = self.task.backoff.delay(failures);
         if delay.is_zero() {
-            self.try_lease(ctx);
+            self.try_lease(cx);
         } else {
-            ctx.run_later(delay, |act, ctx| act.try_lease(ctx));
+            if let Some(k) = self.retry.take() {
+                cx.timers.cancel(k);
+            }
+            let at = tokio::time::Instant::now() + delay;
+            self.retry = Some(cx.timers.at(at, self.record.id, Due::Retry));
         }
     }
 
-    fn on_result(&mut self, epoch: u64, agent: Arc<str>, output: Value, ctx: &mut Context<Self>) {
+    fn on_result(&mut self, epoch: u64, agent: Arc<str>, output: Value, cx: &mut Cx) {
         let current = self.lease.as_ref().map(|l| l.epoch);
         if current != Some(epoch) || self.done() {
             // A result from a superseded epoch: fenced (G2).
@@ -716,7 +697,7 @@ impl TaskOwner {
             });
         match verdict {
             Ok(()) => {
-                self.end_lease(epoch, LeaseOutcome::Completed, ctx);
+                self.end_lease(epoch, LeaseOutcome::Completed, cx);
                 self.recorder.record(Event::ResultAccepted {
                     task: self.record.id,
                     agent,
@@ -724,13 +705,13 @@ impl TaskOwner {
                     output: output.clone(),
                 });
                 self.record.output = Some(output);
-                self.finish(TaskStatus::Completed, ctx);
+                self.finish(TaskStatus::Completed, cx);
             }
-            Err(f) => self.attempt_failed(epoch, f, ctx),
+            Err(f) => self.attempt_failed(epoch, f, cx),
         }
     }
 
-    fn escalate(&mut self, reason: String, ctx: &mut Context<Self>) {
+    fn escalate(&mut self, reason: String, cx: &mut Cx) {
         let to = match &self.task.on_exhausted {
             Exhausted::Fail => "dead_letter".to_string(),
             Exhausted::Gate(g) => g.clone(),
@@ -742,10 +723,10 @@ impl TaskOwner {
             reason: reason.clone(),
         });
         self.record.escalation = Some(Escalation { to, reason });
-        self.finish(TaskStatus::Escalated, ctx);
+        self.finish(TaskStatus::Escalated, cx);
     }
 
-    fn finish(&mut self, status: TaskStatus, ctx: &mut Context<Self>) {
+    fn finish(&mut self, status: TaskStatus, cx: &mut Cx) {
         self.record.status = status;
         self.record.ended_ms = Some(self.recorder.now_ms());
         self.owners.stats.ended(status);
@@ -804,17 +785,86 @@ impl TaskOwner {
                 }
             }
         }
-        self.maybe_stop(ctx);
+        self.maybe_stop();
         if !self.outstanding.is_empty() {
             // Bound the lingering: every agent answers by its deadline plus grace.
             let linger = self.task.timeout + self.owners.grace + Duration::from_secs(1);
-            ctx.run_later(linger, |_, ctx| ctx.stop());
+            let at = tokio::time::Instant::now() + linger;
+            self.linger = Some(cx.timers.at(at, self.record.id, Due::Linger));
         }
     }
 
-    fn maybe_stop(&mut self, ctx: &mut Context<Self>) {
+    fn maybe_stop(&mut self) {
         if self.done() && self.outstanding.is_empty() {
-            ctx.stop();
+            self.stopped = true;
+        }
+    }
+
+    /// How an attempt ended.
+    pub(super) fn on_report(&mut self, mut r: AttemptReport, cx: &mut Cx) {
+        self.outstanding.retain(|e| *e != r.epoch);
+        // Tokens spent are journaled however the attempt ended, before its verdict.
+        if let Some(usage) = r.usage.take() {
+            self.record.usage.add(&usage);
+            self.recorder.record(Event::ModelUsage {
+                task: self.record.id,
+                agent: r.agent.clone(),
+                epoch: r.epoch,
+                usage,
+            });
+        }
+        match r.result {
+            Ok(v) => self.on_result(r.epoch, r.agent, v, cx),
+            Err(Failure::Cancelled) => {}
+            Err(f) => self.attempt_failed(r.epoch, f, cx),
+        }
+        self.maybe_stop();
+    }
+
+    /// A heartbeat from the agent holding lease `epoch`.
+    pub(super) fn on_heartbeat(&mut self, epoch: u64) {
+        if let Some(l) = self.lease.as_mut() {
+            if l.epoch == epoch {
+                l.last_heartbeat = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    /// Cancels the task; false if it had already ended.
+    pub(super) fn cancel(&mut self, reason: String, cx: &mut Cx) -> bool {
+        if self.done() {
+            return false;
+        }
+        let epoch = self.epoch;
+        if let Some(h) = self.end_lease(epoch, LeaseOutcome::Cancelled, cx) {
+            h.cancel(self.record.id, epoch);
+        }
+        self.recorder.record(Event::TaskCancelled {
+            task: self.record.id,
+            reason,
+        });
+        self.finish(TaskStatus::Cancelled, cx);
+        true
+    }
+
+    /// The identical task this one follows ended.
+    pub(super) fn on_reused(&mut self, r: Reused, cx: &mut Cx) {
+        if self.done() || self.following != Some(r.original) {
+            return;
+        }
+        self.following = None;
+        if let Some(k) = self.follow.take() {
+            cx.timers.cancel(k);
+        }
+        match r.output {
+            Some(output) => self.reused(r.original, output, cx),
+            // The task it attached to ended without a result: this one runs (or attaches
+            // to another identical task that started since).
+            None => {
+                if !self.try_reuse(cx) {
+                    self.acquire_then_lease(cx);
+                }
+            }
         }
     }
 }
@@ -853,18 +903,6 @@ fn check_output(c: &Capability, input: &Value, output: &Value) -> Result<(), Fai
     Ok(())
 }
 
-impl Actor for TaskOwner {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(1 << 20);
-        if self.try_reuse(ctx) {
-            return;
-        }
-        self.acquire_then_lease(ctx);
-    }
-}
-
 impl Drop for TaskOwner {
     fn drop(&mut self) {
         // An owner that goes away before its task ended (a bug in the runtime) must not
@@ -891,83 +929,6 @@ impl Drop for TaskOwner {
             }
             if let Some(w) = self.waiter.take() {
                 let _ = w.send(self.record.clone());
-            }
-        }
-    }
-}
-
-impl Handler<AttemptReport> for TaskOwner {
-    type Result = ();
-
-    fn handle(&mut self, mut r: AttemptReport, ctx: &mut Self::Context) {
-        self.outstanding.retain(|e| *e != r.epoch);
-        // Tokens spent are journaled however the attempt ended, before its verdict.
-        if let Some(usage) = r.usage.take() {
-            self.record.usage.add(&usage);
-            self.recorder.record(Event::ModelUsage {
-                task: self.record.id,
-                agent: r.agent.clone(),
-                epoch: r.epoch,
-                usage,
-            });
-        }
-        match r.result {
-            Ok(v) => self.on_result(r.epoch, r.agent, v, ctx),
-            Err(Failure::Cancelled) => {}
-            Err(f) => self.attempt_failed(r.epoch, f, ctx),
-        }
-        self.maybe_stop(ctx);
-    }
-}
-
-impl Handler<LeaseHeartbeat> for TaskOwner {
-    type Result = ();
-
-    fn handle(&mut self, h: LeaseHeartbeat, _: &mut Self::Context) {
-        if let Some(l) = self.lease.as_mut() {
-            if l.epoch == h.epoch {
-                l.last_heartbeat = tokio::time::Instant::now();
-            }
-        }
-    }
-}
-
-impl Handler<CancelTask> for TaskOwner {
-    type Result = bool;
-
-    fn handle(&mut self, c: CancelTask, ctx: &mut Self::Context) -> bool {
-        if self.done() {
-            return false;
-        }
-        let epoch = self.epoch;
-        if let Some(h) = self.end_lease(epoch, LeaseOutcome::Cancelled, ctx) {
-            h.cancel(self.record.id, epoch);
-        }
-        self.recorder.record(Event::TaskCancelled {
-            task: self.record.id,
-            reason: c.reason,
-        });
-        self.finish(TaskStatus::Cancelled, ctx);
-        true
-    }
-}
-
-impl Handler<Reused> for TaskOwner {
-    type Result = ();
-
-    fn handle(&mut self, r: Reused, ctx: &mut Self::Context) {
-        if self.done() || self.following != Some(r.original) {
-            return;
-        }
-        self.following = None;
-        match r.output {
-            Some(output) => self.reused(r.original, output, ctx),
-            // The task it attached to ended without a result: this one runs (or attaches
-            // to another identical task that started since).
-            None => {
-                if !self.try_reuse(ctx) {
-                    self.acquire_then_lease(ctx);
-                }
             }
         }
     }

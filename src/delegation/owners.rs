@@ -1,19 +1,148 @@
-//! The owner supervisor: the root's child under which every task owner lives.
+//! [`Owners`], the runtime's handle on its task owners, and the owner supervisor: the
+//! root's child under which every task owner lives.
 //!
 //! Owners are OTP `temporary` children: never restarted (a task is never run twice behind
-//! its owner's back). They are started directly on the runtime's thread by `submit` and
-//! entered in the owner table, so that starting one costs no mailbox hop through this
-//! actor; an owner that dies before its task ended escalates the task from its `Drop`
-//! (nothing is lost silently). What this actor adds is the place in the tree: it is the
-//! root's last child, so a shutdown (reverse start order) cancels every live task first,
-//! and they end `cancelled` before the agents they ran on stop.
+//! its owner's back). They are started directly on the runtime's thread by `submit`, in
+//! the [`OwnerShard`] there, so that starting one costs no hop through this actor; an
+//! owner that goes away before its task ended escalates the task from its `Drop` (nothing
+//! is lost silently). What this actor adds is the place in the tree: it is the root's last
+//! child, so a shutdown (reverse start order) cancels every live task first, and they end
+//! `cancelled` before the agents they ran on stop.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
 
-use super::owner::Owners;
-use crate::supervision::{ChildLink, Exit, StopActor};
+use super::protocol::{Accepted, CancelAll, CancelTask, StartOwner};
+use super::scope_table::Restore;
+use super::shard::OwnerShard;
+use super::shared::Shared;
+use super::stats::{Stats, StatsSnapshot};
+use crate::agents::AttemptReport;
+use crate::discovery::Registry;
+use crate::messaging::Scope;
+use crate::routing::Router;
+use crate::supervision::{ChildLink, Exit, Named, StopActor};
+
+/// The task owners of a runtime: starts each accepted task's owner on the shard of the
+/// runtime's thread, and reaches a live task's owner (cancel, a result from outside).
+pub struct Owners {
+    shared: Arc<Shared>,
+    /// Started on the runtime's thread with the first task.
+    shard: std::sync::OnceLock<Addr<OwnerShard>>,
+}
+
+impl std::fmt::Debug for Owners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owners")
+            .field("live", &self.shared.table.len())
+            .finish()
+    }
+}
+
+impl Owners {
+    /// The owners of a runtime: they route through `router`, wait for agents on
+    /// `registry`, and let an attempt run `grace` past its deadline.
+    pub fn new(router: Router, registry: Named<Registry>, grace: Duration) -> Self {
+        Owners {
+            shared: Arc::new(Shared::new(router, registry, grace)),
+            shard: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Gives back the scopes held before a restart (see
+    /// [`held_at`](super::scope_table::held_at)) to the tasks that held them, before any
+    /// other task can take them. Call it on the runtime's thread before resubmitting.
+    pub fn restore_scopes(&self, held: Vec<(Uuid, Scope)>) {
+        if !held.is_empty() {
+            self.shared.scope_table().do_send(Restore { held });
+        }
+    }
+
+    /// The router owners deliver through.
+    pub fn router(&self) -> &Router {
+        &self.shared.router
+    }
+
+    /// The task counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The shard driving the owners, started on the current arbiter (the runtime's
+    /// thread) the first time it is needed.
+    fn shard(&self) -> &Addr<OwnerShard> {
+        self.shard
+            .get_or_init(|| OwnerShard::new(self.shared.clone()).start())
+    }
+
+    /// Whether a task with this id is live (accepted and not ended).
+    pub fn is_live(&self, task: Uuid) -> bool {
+        self.shared.table.contains(&task)
+    }
+
+    /// Starts an accepted task's owner (call it on the runtime's thread) and enters the
+    /// task in the table of live tasks.
+    pub fn start(&self, a: Accepted) {
+        self.shared.table.insert(a.id);
+        self.shard().do_send(StartOwner(a));
+    }
+
+    /// Cancels a live task; false if it had already ended (or is unknown).
+    pub async fn cancel(&self, task: Uuid, reason: &str) -> bool {
+        let Some(shard) = self.shard.get().filter(|_| self.is_live(task)) else {
+            return false;
+        };
+        shard
+            .send(CancelTask {
+                task,
+                reason: reason.into(),
+            })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Cancels every live task (a shutdown) and stops the shard; returns when it has.
+    pub async fn cancel_all(&self, reason: &str) {
+        if let Some(shard) = self.shard.get() {
+            let _ = shard
+                .send(CancelAll {
+                    reason: reason.into(),
+                })
+                .await;
+        }
+    }
+
+    /// Hands a result from outside this runtime's instances to the owner of a live task,
+    /// fenced like any other answer (G2). False when no live task has this id.
+    pub fn deliver_result(&self, task: Uuid, agent: &str, epoch: u64, output: Value) -> bool {
+        match self.shard.get().filter(|_| self.is_live(task)) {
+            Some(shard) => {
+                shard.do_send(AttemptReport::new(
+                    task,
+                    epoch,
+                    Arc::from(agent),
+                    Ok(output),
+                ));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The task counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Live tasks (owners not yet ended).
+    pub fn live(&self) -> usize {
+        self.shared.table.len()
+    }
+}
 
 /// The owner supervisor actor.
 pub struct OwnerSupervisor {

@@ -1,5 +1,6 @@
-//! The task owner's and the scope table's messages (besides the [`AttemptReport`](crate::agents::AttemptReport)
-//! every attempt ends in, from the agents' protocol).
+//! The owner shard's and the scope table's messages (besides the
+//! [`AttemptReport`](crate::agents::AttemptReport) every attempt ends in, from the agents'
+//! protocol, and the [`Reused`](super::reuse::Reused) an identical task's end sends).
 
 use std::sync::Arc;
 
@@ -7,23 +8,115 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::messaging::{Overlap, Scope};
+use super::record::Outcome;
+use super::task::Task;
+use crate::messaging::{Capability, Overlap, Scope};
 
-/// A task heartbeat from the agent holding lease `epoch`.
+/// A task heartbeat from the agent holding lease `epoch` of `task`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct LeaseHeartbeat {
+    /// The task.
+    pub task: Uuid,
     /// The lease's epoch.
     pub epoch: u64,
 }
 
-/// Cancels the task: the running attempt is told (its tokio task aborted, its process told
-/// or killed) and the task ends `cancelled`.
+/// Cancels a task: the running attempt is told (its tokio task aborted, its process told
+/// or killed) and the task ends `cancelled`. Answers false when the task had already
+/// ended (or is not on this shard).
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct CancelTask {
+    /// The task.
+    pub task: Uuid,
     /// Why (journaled with `task_cancelled`).
     pub reason: String,
+}
+
+/// Cancels every live task of the shard (a shutdown), then stops the shard.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelAll {
+    /// Why (journaled with each `task_cancelled`).
+    pub reason: String,
+}
+
+/// A task accepted (checked and journaled) whose owner is still to be started, on the
+/// runtime's thread, by [`Owners::start`](super::Owners::start).
+pub struct Accepted {
+    pub(super) task: Task,
+    pub(super) id: Uuid,
+    /// The contract the input was checked against at acceptance (none yet declared).
+    pub(super) contract: Option<Arc<Capability>>,
+    pub(super) waiter: oneshot::Sender<Outcome>,
+}
+
+/// An accepted task, whose owner the shard starts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct StartOwner(pub(super) Accepted);
+
+/// Something an owner waited for outside the shard has happened (a spawned wait ended).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Woken {
+    /// The waiting task.
+    pub(super) task: Uuid,
+    /// What it waited for.
+    pub(super) wake: Wake,
+}
+
+/// What an owner waited for outside the shard (a future the shard spawned), now here.
+pub(super) enum Wake {
+    /// The scope table answered (or the deadline passed): `Err` is why the task escalates.
+    Scope(Result<(), String>),
+    /// A freed slot of the capability, or the backstop of the `gen`-th wait in line.
+    Line {
+        /// Which wait in line it ends (an older one's wake is passed on).
+        gen: u32,
+        /// The slot offered, if one was.
+        slot: LineSlot,
+    },
+    /// An agent serving the capability registered (or the deadline passed).
+    Agent,
+}
+
+/// A slot of a capability offered to an owner waiting in line, on its way to the owner. A
+/// slot the owner does not take (it stopped, looked again on its backstop, or the message
+/// never arrived) is passed on to the next in line, so no freed slot is left unoffered.
+pub(super) struct LineSlot {
+    hops: Option<u32>,
+    index: Arc<crate::discovery::CapabilityIndex>,
+    capability: Arc<str>,
+}
+
+impl LineSlot {
+    /// A slot (`hops`: waiters offered it before) of `capability` in `index`.
+    pub(super) fn new(
+        hops: Option<u32>,
+        index: Arc<crate::discovery::CapabilityIndex>,
+        capability: Arc<str>,
+    ) -> Self {
+        LineSlot {
+            hops,
+            index,
+            capability,
+        }
+    }
+
+    /// Takes the offer (it is no longer passed on when dropped).
+    pub(super) fn take(&mut self) -> Option<u32> {
+        self.hops.take()
+    }
+}
+
+impl Drop for LineSlot {
+    fn drop(&mut self) {
+        if let Some(hops) = self.hops.take() {
+            self.index.pass_on(&self.capability, hops);
+        }
+    }
 }
 
 /// Asks the scope table for a task's scope. The answer comes on `granted` once every

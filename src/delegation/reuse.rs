@@ -94,6 +94,8 @@ fn hash_value(v: &Value, h: &mut impl Hasher) {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Reused {
+    /// The task attached to it, to which this is sent.
+    pub follower: Uuid,
     /// The task that ran.
     pub original: Uuid,
     /// Its accepted output, or `None` when it ended without one (the follower runs).
@@ -110,7 +112,7 @@ struct Done {
 struct InFlight {
     task: Uuid,
     input: Value,
-    followers: Vec<Recipient<Reused>>,
+    followers: Vec<(Uuid, Recipient<Reused>)>,
 }
 
 /// What a task finds when it looks for identical work.
@@ -166,7 +168,7 @@ impl Reuse {
         let mut inflight = self.inflight.lock();
         let entries = inflight.entry(key.clone()).or_default();
         if let Some(f) = entries.iter_mut().find(|f| f.input == *input) {
-            f.followers.push(me);
+            f.followers.push((task, me));
             return Found::InFlight(f.task);
         }
         entries.push(InFlight {
@@ -214,12 +216,12 @@ impl Reuse {
                 });
             }
         }
-        let reused = Reused {
-            original: task,
-            output: output.cloned(),
-        };
-        for f in entry.followers {
-            f.do_send(reused.clone());
+        for (follower, f) in entry.followers {
+            f.do_send(Reused {
+                follower,
+                original: task,
+                output: output.cloned(),
+            });
         }
     }
 }

@@ -5,7 +5,7 @@
 //! root (one_for_one) ── registry          discovery        (Named: restarts keep the name)
 //!                    ├─ router            routing          (Named)
 //!                    ├─ agents (one_for_one) ── <agent type> (its manifest's strategy) ── <agent>#<i>
-//!                    └─ owners            delegation: one TaskOwner per live task
+//!                    └─ owners            delegation: one owner per live task, in the owner shard
 //! ```
 //!
 //! Every handle is made before any actor runs (the named actors' mailboxes first), so each

@@ -1,0 +1,224 @@
+//! The owner shard: one actor on the runtime's thread that drives the owner of every live
+//! task started there.
+//!
+//! Owns the map of live owners, their [`Timers`] (one runtime timer armed, for the
+//! earliest), and the routing of what reaches an owner: attempt reports, heartbeats,
+//! cancellations, the end of identical work, and the end of waits it spawned. A task's
+//! owner is a [`TaskOwner`] state machine here, not an actor of its own: starting one
+//! costs a map entry. It must not decide anything about a task itself: every decision is
+//! the owner's (see [`owner`](super::owner)).
+//!
+//! An owner leaves the map when its task ended and every lease it granted has answered
+//! (or its lingering ran out). A report for a task no longer in the map is an answer to
+//! an ended task: journaled `result_stale` (G2). If the shard stops with owners whose task
+//! has not ended, each escalates its task as it is dropped (G1: nothing is lost silently).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use super::owner::{Cx, TaskOwner};
+use super::protocol::{CancelAll, CancelTask, LeaseHeartbeat, StartOwner, Woken};
+use super::reuse::Reused;
+use super::shared::Shared;
+use super::timers::Timers;
+use crate::agents::AttemptReport;
+
+/// The actor driving the owners of the tasks started on its thread.
+pub struct OwnerShard {
+    owners: Arc<Shared>,
+    live: HashMap<Uuid, TaskOwner>,
+    timers: Timers,
+    /// The runtime timer armed for the earliest of `timers`, and when it fires.
+    armed: Option<(tokio::time::Instant, SpawnHandle)>,
+    /// Where answers to its owners go: this actor (set when it starts).
+    me: Option<Me>,
+}
+
+/// This shard as each kind of answer's recipient.
+struct Me {
+    reply: Recipient<AttemptReport>,
+    woken: Recipient<Woken>,
+    beat: Recipient<LeaseHeartbeat>,
+    reused: Recipient<Reused>,
+}
+
+impl std::fmt::Debug for OwnerShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerShard")
+            .field("live", &self.live.len())
+            .finish()
+    }
+}
+
+impl OwnerShard {
+    /// The shard of `owners` (start it on the thread whose tasks it drives).
+    pub fn new(owners: Arc<Shared>) -> Self {
+        OwnerShard {
+            owners,
+            live: HashMap::new(),
+            timers: Timers::default(),
+            armed: None,
+            me: None,
+        }
+    }
+
+    /// Runs `f` on the owner of `task` (if it is live), then drops the owner if it is done.
+    fn drive<R>(
+        &mut self,
+        task: Uuid,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut TaskOwner, &mut Cx) -> R,
+    ) -> Option<R> {
+        let me = self.me.as_ref()?;
+        let owner = self.live.get_mut(&task)?;
+        let mut cx = Cx {
+            timers: &mut self.timers,
+            reply: &me.reply,
+            woken: &me.woken,
+            beat: &me.beat,
+            reused: &me.reused,
+        };
+        let r = f(owner, &mut cx);
+        if owner.stopped() {
+            if let Some(mut o) = self.live.remove(&task) {
+                o.cancel_timers(&mut self.timers);
+            }
+            // Memory follows the live set down after a burst.
+            if self.live.capacity() > 4096 && self.live.len() < self.live.capacity() / 8 {
+                self.live.shrink_to(self.live.len() * 2);
+            }
+        }
+        self.arm(ctx);
+        Some(r)
+    }
+
+    /// Arms the runtime timer for the earliest owner timer, unless it is armed for that
+    /// or earlier already.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let Some(next) = self.timers.earliest() else {
+            return;
+        };
+        if let Some((at, handle)) = self.armed {
+            if at <= next {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = next.saturating_duration_since(tokio::time::Instant::now());
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.armed = None;
+            act.fire(ctx);
+        });
+        self.armed = Some((next, handle));
+    }
+
+    /// Hands every due timer to its owner, earliest first, then arms for the next.
+    fn fire(&mut self, ctx: &mut Context<Self>) {
+        let now = tokio::time::Instant::now();
+        while let Some((task, due)) = self.timers.pop_due(now) {
+            self.drive(task, ctx, |o, cx| o.on_timer(due, cx));
+        }
+        self.arm(ctx);
+    }
+}
+
+impl Actor for OwnerShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Senders never wait on a shard's mailbox (`do_send` ignores the bound); `send`
+        // (cancellations) does, so it is large.
+        ctx.set_mailbox_capacity(1 << 20);
+        let addr = ctx.address();
+        self.me = Some(Me {
+            reply: addr.clone().recipient(),
+            woken: addr.clone().recipient(),
+            beat: addr.clone().recipient(),
+            reused: addr.recipient(),
+        });
+    }
+}
+
+impl Handler<StartOwner> for OwnerShard {
+    type Result = ();
+
+    fn handle(&mut self, StartOwner(a): StartOwner, ctx: &mut Self::Context) {
+        let owner = TaskOwner::new(self.owners.clone(), a);
+        let id = owner.id();
+        if self.live.contains_key(&id) {
+            // Two owners of one task: acceptance refuses a live id, so only a race of two
+            // submissions of the same id gets here. The first keeps the task; the second
+            // escalates as it is dropped (its task never started).
+            tracing::error!(task = %id, "a second owner for a live task: escalated");
+            return;
+        }
+        self.live.insert(id, owner);
+        self.drive(id, ctx, |o, cx| o.begin(cx));
+    }
+}
+
+impl Handler<AttemptReport> for OwnerShard {
+    type Result = ();
+
+    fn handle(&mut self, r: AttemptReport, ctx: &mut Self::Context) {
+        if self.live.contains_key(&r.task_id) {
+            self.drive(r.task_id, ctx, |o, cx| o.on_report(r, cx));
+        } else {
+            self.owners.stale_after_end(&r);
+        }
+    }
+}
+
+impl Handler<LeaseHeartbeat> for OwnerShard {
+    type Result = ();
+
+    fn handle(&mut self, h: LeaseHeartbeat, _: &mut Self::Context) {
+        if let Some(o) = self.live.get_mut(&h.task) {
+            o.on_heartbeat(h.epoch);
+        }
+    }
+}
+
+impl Handler<CancelTask> for OwnerShard {
+    type Result = bool;
+
+    fn handle(&mut self, c: CancelTask, ctx: &mut Self::Context) -> bool {
+        self.drive(c.task, ctx, |o, cx| o.cancel(c.reason, cx))
+            .unwrap_or(false)
+    }
+}
+
+impl Handler<CancelAll> for OwnerShard {
+    type Result = ();
+
+    fn handle(&mut self, c: CancelAll, ctx: &mut Self::Context) {
+        // In the order they were started would need a second index; sorted ids keep the
+        // journal the same for the same live set (G6).
+        let mut ids: Vec<Uuid> = self.live.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let reason = c.reason.clone();
+            self.drive(id, ctx, |o, cx| o.cancel(reason, cx));
+        }
+        ctx.stop();
+    }
+}
+
+impl Handler<Reused> for OwnerShard {
+    type Result = ();
+
+    fn handle(&mut self, r: Reused, ctx: &mut Self::Context) {
+        self.drive(r.follower, ctx, |o, cx| o.on_reused(r, cx));
+    }
+}
+
+impl Handler<Woken> for OwnerShard {
+    type Result = ();
+
+    fn handle(&mut self, w: Woken, ctx: &mut Self::Context) {
+        self.drive(w.task, ctx, |o, cx| o.on_woken(w.wake, cx));
+    }
+}
