@@ -68,6 +68,12 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn sync_point(&self, seq: u64) {
         let _ = seq;
     }
+    /// Says that a caller is about to wait for record `seq` to be written (on the
+    /// [`Journal::watermark`]): a journal that gathers records into group commits commits
+    /// what it holds at once instead of gathering more. A no-op by default.
+    fn want(&self, seq: u64) {
+        let _ = seq;
+    }
     /// For a journal that writes behind `append` (SQLite: records go to a writer thread
     /// that commits them in groups), how far it has written. The runtime waits on it
     /// before it reports or acts on a record — a task's outcome returned to its caller, a
@@ -149,6 +155,11 @@ pub struct JournalConfig {
     /// disk would (`muster run` reads it from `MUSTER_JOURNAL_COMMIT_DELAY`, e.g. `20ms`).
     /// For failure drills and tests; zero by default.
     pub commit_delay: std::time::Duration,
+    /// How long the SQLite writer gathers records that nobody waits for before it commits
+    /// them (a record waited for, by a task's outcome, a step, a gate or a flush, is
+    /// committed at once with everything before it). Bounds what a crash can lose of
+    /// records not yet acknowledged to anyone. Default 2 ms.
+    pub commit_window: std::time::Duration,
     /// The in-memory journal ([`MemoryJournal`]) keeps at most this many of the most recent
     /// records; older ones are dropped as new ones arrive (sequence numbers keep counting).
     /// Default [`DEFAULT_RETAIN_RECORDS`] (10,000). Zero keeps none. The SQLite journal
@@ -168,6 +179,7 @@ impl Default for JournalConfig {
         JournalConfig {
             max_payload_bytes: 4 * 1024 * 1024,
             commit_delay: std::time::Duration::ZERO,
+            commit_window: std::time::Duration::from_millis(2),
             retain_records: DEFAULT_RETAIN_RECORDS,
             retain_for: None,
         }

@@ -398,3 +398,59 @@ os.kill(os.getpid(), signal.SIGKILL)
         "the committed record survives, the torn write does not"
     );
 }
+
+#[test]
+fn records_nobody_waits_for_are_gathered_and_one_wait_commits_them_in_one_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = muster::journal::JournalConfig {
+        commit_window: Duration::from_secs(3600),
+        ..muster::journal::JournalConfig::default()
+    };
+    let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)
+        .expect("open");
+    for i in 0..3 {
+        j.append(
+            i,
+            Event::Note {
+                text: i.to_string(),
+            },
+        );
+    }
+    let stats = |j: &SqliteJournal| j.write_stats().expect("sqlite counts its commits");
+    assert_eq!(stats(&j).commits, 0, "nobody waits: nothing committed yet");
+    j.wait_durable(3).expect("written");
+    let s = stats(&j);
+    assert_eq!(
+        (s.commits, s.records),
+        (1, 3),
+        "one group commit for all three"
+    );
+}
+
+#[test]
+fn a_record_nobody_waits_for_is_still_written_within_the_commit_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let config = muster::journal::JournalConfig {
+        commit_window: Duration::from_millis(20),
+        ..muster::journal::JournalConfig::default()
+    };
+    let j = SqliteJournal::open_with(&path, Durability::Relaxed, config).expect("open");
+    j.append(
+        0,
+        Event::Note {
+            text: "unwaited".into(),
+        },
+    );
+    // Read from another connection, which waits for nothing: the writer commits on its
+    // own once the window is over (bounded here by wall time, not asserted as a timing).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if read_journal(&path, 0).map(|r| r.len()).unwrap_or(0) == 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "the record was never written");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(j);
+}

@@ -66,6 +66,7 @@ impl Recorder {
         if rx.borrow().covers(seq) {
             return None;
         }
+        self.journal.want(seq);
         let mut rx = rx.clone();
         Some(async move {
             let reached = rx

@@ -103,6 +103,8 @@ impl std::str::FromStr for Durability {
 
 enum Msg {
     Append(u64, u64, Event),
+    /// Someone waits for a record (the highest is in [`Progress::wanted`]): commit now.
+    Want,
     Close,
 }
 
@@ -123,6 +125,8 @@ struct State {
 struct Progress {
     state: Mutex<State>,
     changed: Condvar,
+    /// The highest sequence number anyone has waited for.
+    wanted: AtomicU64,
     /// The same progress for async waiters (the runtime's actors).
     watermark: watch::Sender<Watermark>,
 }
@@ -139,6 +143,7 @@ impl Progress {
                 ..State::default()
             }),
             changed: Condvar::new(),
+            wanted: AtomicU64::new(durable),
             watermark,
         }
     }
@@ -292,6 +297,7 @@ impl SqliteJournal {
             written: written.clone(),
             correlations: HashMap::new(),
             commit_delay: config.commit_delay,
+            commit_window: config.commit_window,
         };
         let handle = std::thread::Builder::new()
             .name("muster-journal".into())
@@ -340,6 +346,7 @@ impl SqliteJournal {
     /// ```
     pub fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
         let deadline = std::time::Instant::now() + DURABLE_WAIT;
+        self.want(seq);
         let mut s = self.progress.state.lock();
         loop {
             if s.durable >= seq {
@@ -519,6 +526,14 @@ impl Journal for SqliteJournal {
 
     fn watermark(&self) -> Option<watch::Receiver<Watermark>> {
         Some(self.progress.watermark.subscribe())
+    }
+
+    fn want(&self, seq: u64) {
+        if self.progress.wanted.fetch_max(seq, Ordering::AcqRel) < seq {
+            // A writer that stopped has nothing to commit; its waiters learn it from the
+            // state.
+            let _ = self.tx.send(Msg::Want);
+        }
     }
 
     fn max_payload_bytes(&self) -> usize {
@@ -1050,26 +1065,56 @@ struct Writer {
     correlations: HashMap<Uuid, Option<Uuid>>,
     /// Fault injection: a pause before every commit (a slow disk).
     commit_delay: Duration,
+    commit_window: Duration,
 }
 
 impl Writer {
+    /// Gathers records into group commits: what is queued is taken at once; a batch is
+    /// committed as soon as someone waits for a record (`want`), when it is full, or when
+    /// its oldest record has waited the commit window, so a sequential caller pays one
+    /// commit per acknowledgement rather than one per record.
     fn run(mut self) {
         let mut closing = false;
+        let mut batch = Vec::new();
+        let mut oldest = std::time::Instant::now();
+        let mut durable = self.progress.state.lock().durable;
         while !closing {
-            let mut batch = Vec::new();
-            match self.rx.recv() {
-                Ok(Msg::Append(seq, at, e)) => batch.push((seq, at, e)),
-                Ok(Msg::Close) | Err(_) => closing = true,
-            }
+            let next = if batch.is_empty() {
+                self.rx.recv().ok()
+            } else {
+                let left = self.commit_window.saturating_sub(oldest.elapsed());
+                match self.rx.recv_timeout(left) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Some(Msg::Want),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            let mut take = |m: Option<Msg>, batch: &mut Vec<_>| match m {
+                Some(Msg::Append(seq, at, e)) => {
+                    if batch.is_empty() {
+                        oldest = std::time::Instant::now();
+                    }
+                    batch.push((seq, at, e));
+                    false
+                }
+                Some(Msg::Want) => false,
+                Some(Msg::Close) | None => true,
+            };
+            closing = take(next, &mut batch);
             while !closing && batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
-                    Ok(Msg::Append(seq, at, e)) => batch.push((seq, at, e)),
-                    Ok(Msg::Close) | Err(mpsc::TryRecvError::Disconnected) => closing = true,
+                    Ok(m) => closing = take(Some(m), &mut batch),
+                    Err(mpsc::TryRecvError::Disconnected) => closing = true,
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
-            if !batch.is_empty() {
-                self.commit(batch);
+            let due = closing
+                || batch.len() >= MAX_BATCH
+                || self.progress.wanted.load(Ordering::Acquire) > durable
+                || oldest.elapsed() >= self.commit_window;
+            if due && !batch.is_empty() {
+                self.commit(std::mem::take(&mut batch));
+                durable = self.progress.state.lock().durable;
             }
         }
         let mut s = self.progress.state.lock();

@@ -89,6 +89,10 @@ impl Journal for TapJournal {
         self.inner.sync_point(seq)
     }
 
+    fn want(&self, seq: u64) {
+        self.inner.want(seq)
+    }
+
     fn watermark(&self) -> Option<watch::Receiver<Watermark>> {
         self.inner.watermark()
     }

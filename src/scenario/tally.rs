@@ -544,6 +544,10 @@ impl Journal for TallyJournal {
         self.inner.sync_point(seq)
     }
 
+    fn want(&self, seq: u64) {
+        self.inner.want(seq)
+    }
+
     // No `watermark`: a simulation acknowledges nothing to a real caller, and waiting on a
     // writer thread would let the paused clock jump (G6); its journal is written behind,
     // and flushed when the simulation ends.
