@@ -71,6 +71,19 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// Says that a caller is about to wait for record `seq` to be written (on the
     /// [`Journal::watermark`]): a journal that gathers records into group commits commits
     /// what it holds at once instead of gathering more. A no-op by default.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::journal::{Durability, Event, Journal, SqliteJournal};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed)?;
+    /// let seq = j.append(0, Event::Note { text: "acknowledge me".into() });
+    /// j.want(seq); // committed now, not at the end of the commit window
+    /// j.wait_durable(seq)?;
+    /// # Ok(()) }
+    /// ```
     fn want(&self, seq: u64) {
         let _ = seq;
     }
