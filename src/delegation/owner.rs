@@ -308,7 +308,7 @@ impl TaskOwner {
         }
     }
 
-    fn reused(&mut self, original: Uuid, output: Value, ctx: &mut Context<Self>) {
+    fn reused(&mut self, original: Uuid, output: Arc<Value>, ctx: &mut Context<Self>) {
         self.recorder.record(Event::TaskReused {
             task: self.record.id,
             original,
@@ -716,6 +716,8 @@ impl TaskOwner {
             });
         match verdict {
             Ok(()) => {
+                // One value for the record, the journal and whoever reads the outcome.
+                let output = Arc::new(output);
                 self.end_lease(epoch, LeaseOutcome::Completed, ctx);
                 self.recorder.record(Event::ResultAccepted {
                     task: self.record.id,
