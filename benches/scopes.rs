@@ -26,10 +26,10 @@ fn scoped(cap: &str, i: u64, distinct: bool) -> Task {
 }
 
 async fn chain(m: &Muster, i: u64, with_scope: bool) {
-    let mut v = payload(i);
+    let mut v = std::sync::Arc::new(payload(i));
     for cap in ["bench.a", "bench.b", "bench.c"] {
         let mut t = scoped(cap, i, with_scope);
-        t.input = v.into();
+        t.input = v;
         let o = m.delegate(t).await.expect("accepted");
         assert!(o.is_completed(), "{o:?}");
         v = o.output.unwrap_or_default();

@@ -42,7 +42,7 @@ fn records(seq: u64, tasks: u64) -> Vec<Record> {
                 task,
                 agent: format!("bench#{}", i % 100).into(),
                 epoch: 1,
-                output: json!({}),
+                output: json!({}).into(),
             },
         ];
         for event in events {

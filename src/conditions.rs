@@ -158,6 +158,21 @@ impl Condition {
         Some(at)
     }
 
+    /// The segments of the expression when it is a plain path of field names
+    /// (`steps.a.output`), which is read straight from the JSON; `None` otherwise.
+    ///
+    /// # Example
+    /// ```
+    /// use muster::conditions::Condition;
+    ///
+    /// let c = Condition::compile("steps.a.output").unwrap();
+    /// assert_eq!(c.plain_path().map(|p| p.len()), Some(3));
+    /// assert!(Condition::compile("steps.a.output.n + 1").unwrap().plain_path().is_none());
+    /// ```
+    pub fn plain_path(&self) -> Option<&[Box<str>]> {
+        self.path.as_deref()
+    }
+
     /// The expression text.
     pub fn source(&self) -> &str {
         &self.source

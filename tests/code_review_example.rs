@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use muster::journal::sqlite::read_journal;
 use muster::Event;
@@ -121,7 +122,7 @@ fn a_round_that_writes_the_same_code_reuses_the_review_and_security_verdicts() {
     let records = read_journal(&journal, 0).expect("the run's journal");
     let mut capability = HashMap::new();
     let mut ran: HashMap<String, usize> = HashMap::new();
-    let mut reused: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut reused: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     let mut accepted = HashMap::new();
     for r in &records {
         match &r.event {

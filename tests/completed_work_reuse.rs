@@ -70,7 +70,7 @@ fn an_identical_task_returns_the_accepted_result_without_running() {
         let third = within(30, "third", m.delegate(Task::new(CAP, json!({"n": 5}))))
             .await
             .unwrap();
-        assert_eq!(third.output, Some(json!({"value": 5})));
+        assert_eq!(third.output.as_deref(), Some(&json!({"value": 5})));
         assert_eq!(runs.load(Ordering::SeqCst), 2);
     });
 }
@@ -135,9 +135,8 @@ fn concurrent_identical_tasks_run_once() {
         for h in handles {
             outs.push(within(30, "each", h.outcome()).await);
         }
-        assert!(outs
-            .iter()
-            .all(|o| o.status == TaskStatus::Completed && o.output == Some(json!({"value": 7}))));
+        assert!(outs.iter().all(|o| o.status == TaskStatus::Completed
+            && o.output.as_deref() == Some(&json!({"value": 7}))));
         assert_eq!(
             runs.load(Ordering::SeqCst),
             1,
@@ -185,5 +184,54 @@ fn reuse_is_off_by_default() {
                 .unwrap();
         }
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// A reused result is the original's output itself, not a copy: the original's outcome,
+/// its `result_accepted` record, and each reusing task's `task_reused` record and outcome
+/// (a task that found the result done, and tasks attached while it ran) share it.
+#[test]
+fn a_reused_result_is_the_originals_output_shared_not_copied() {
+    run_paused(|| async {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let m = counting(runs.clone(), true).await;
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            handles.push(m.submit(Task::new(CAP, json!({"n": 9}))).await.unwrap());
+        }
+        let mut outs = Vec::new();
+        for h in handles {
+            outs.push(within(30, "each", h.outcome()).await);
+        }
+        // One more, after the first ended: it finds the result done.
+        let later = within(30, "later", m.delegate(Task::new(CAP, json!({"n": 9}))))
+            .await
+            .unwrap();
+        outs.push(later);
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the agent ran once");
+        let original = outs[0].output.clone().expect("the original completed");
+        let records = journal(&m);
+        let accepted = records.iter().find_map(|r| match &r.event {
+            Event::ResultAccepted { task, output, .. } if *task == outs[0].id => {
+                Some(output.clone())
+            }
+            _ => None,
+        });
+        let accepted = accepted.expect("the original's result_accepted");
+        assert!(Arc::ptr_eq(&original, &accepted), "the outcome is a copy");
+        for o in &outs[1..] {
+            let output = o.output.clone().expect("a reusing task completed");
+            assert!(Arc::ptr_eq(&output, &accepted), "task {}: a copy", o.id);
+            let reused = records.iter().find_map(|r| match &r.event {
+                Event::TaskReused { task, output, .. } if *task == o.id => Some(output.clone()),
+                _ => None,
+            });
+            let reused = reused.expect("the task_reused record");
+            assert!(
+                Arc::ptr_eq(&reused, &accepted),
+                "task {}: journaled a copy",
+                o.id
+            );
+        }
     });
 }

@@ -45,7 +45,7 @@ fn a_panic_mid_task_moves_the_task_at_once_and_the_agent_restarts() {
         let took = t0.elapsed();
 
         assert_eq!(out.status, TaskStatus::Completed, "{out:?}");
-        assert_eq!(out.output, Some(json!({"value": 9})));
+        assert_eq!(out.output.as_deref(), Some(&json!({"value": 9})));
         assert_eq!(out.leases.len(), 2);
         let (crashed, next) = (&out.leases[0], &out.leases[1]);
         assert_ne!(crashed.agent, next.agent);

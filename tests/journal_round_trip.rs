@@ -98,7 +98,7 @@ fn every_event() -> Vec<Event> {
             task,
             agent: "tester#1".into(),
             epoch: 2,
-            output: json!({"total": 3, "failed": 0, "neg": -1}),
+            output: json!({"total": 3, "failed": 0, "neg": -1}).into(),
         },
         Event::ResultStale {
             task,

@@ -224,8 +224,8 @@ fn a_valid_answer_is_accepted_with_its_usage_and_idempotency_key() {
         let out = within(30, "task", m.delegate(task())).await.unwrap();
         assert_eq!(out.status, TaskStatus::Completed);
         assert_eq!(
-            out.output,
-            Some(serde_json::from_str::<Value>(VALID).unwrap())
+            out.output.as_deref(),
+            Some(&serde_json::from_str::<Value>(VALID).unwrap())
         );
         let rs = records(&m);
         assert_eq!(

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use common::*;
@@ -152,7 +152,7 @@ async fn run_case(c: Case) -> Result<(), TestCaseError> {
     // Let every late answer and aborted hang come in (deadline + grace), then look.
     pass(TIMEOUT + Duration::from_secs(5)).await;
 
-    let mut accepted: HashMap<uuid::Uuid, Vec<(u64, serde_json::Value)>> = HashMap::new();
+    let mut accepted: HashMap<uuid::Uuid, Vec<(u64, Arc<serde_json::Value>)>> = HashMap::new();
     let mut granted: HashMap<uuid::Uuid, u64> = HashMap::new();
     for r in m.journal().read_after(0) {
         match r.event {
@@ -186,7 +186,7 @@ async fn run_case(c: Case) -> Result<(), TestCaseError> {
                 // The accepted result is the last lease's, and the agent was handed it.
                 prop_assert_eq!(Some(*epoch), granted.get(id).copied());
                 prop_assert_eq!(out.leases.last().map(|l| l.epoch), Some(*epoch));
-                prop_assert_eq!(output, &json!({"value": epoch}));
+                prop_assert_eq!(&**output, &json!({"value": epoch}));
                 prop_assert_eq!(out.output.as_ref(), Some(output));
             }
             TaskStatus::Escalated => {

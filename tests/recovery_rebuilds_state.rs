@@ -287,7 +287,7 @@ fn recovery_rebuilds_the_exact_state_at_each_kind_of_point() {
             .expect("the step has a task")
     };
     let (ta, tb, tc) = (task_of("a"), task_of("b"), task_of("c"));
-    let accepted: HashMap<Uuid, (String, Value)> = records
+    let accepted: HashMap<Uuid, (String, Arc<Value>)> = records
         .iter()
         .filter_map(|r| match &r.event {
             Event::ResultAccepted {
@@ -527,7 +527,7 @@ fn a_result_from_the_pre_crash_epoch_is_fenced_after_recovery() {
             .expect("resume");
         assert!(matches!(o.status, RunStatus::Waiting { .. }), "{o:?}");
         let all = j.read_after(0);
-        let accepted: Vec<(u64, Value)> = all
+        let accepted: Vec<(u64, Arc<Value>)> = all
             .iter()
             .filter_map(|r| match &r.event {
                 Event::ResultAccepted {
@@ -539,7 +539,7 @@ fn a_result_from_the_pre_crash_epoch_is_fenced_after_recovery() {
                 _ => None,
             })
             .collect();
-        assert_eq!(accepted, vec![(4, json!({"got": {"n": 1}}))]);
+        assert_eq!(accepted, vec![(4, Arc::new(json!({"got": {"n": 1}})))]);
         m.shutdown().await;
     });
 }

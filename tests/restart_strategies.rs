@@ -940,7 +940,7 @@ fn an_agent_instance_that_panics_is_restarted() {
             .expect("the task ends")
             .unwrap();
         assert_eq!(out.status, TaskStatus::Completed);
-        assert_eq!(out.output, Some(json!({"ok": true})));
+        assert_eq!(out.output.as_deref(), Some(&json!({"ok": true})));
         let restarted = m.journal().read_after(0).into_iter().any(|r| {
             matches!(&r.event, Event::ChildRestarted { child, .. } if child.as_ref() == "flaky#0")
         });
@@ -988,7 +988,7 @@ fn an_agent_type_past_its_intensity_drops_out_while_others_keep_serving() {
         .expect("the task ends")
         .unwrap();
         assert_eq!(out.status, TaskStatus::Completed);
-        assert_eq!(out.output, Some(json!({"echo": {"n": 1}})));
+        assert_eq!(out.output.as_deref(), Some(&json!({"echo": {"n": 1}})));
         // Nothing serves the dropped capability any more.
         assert!(m.candidates("flaky.do", &[]).is_empty());
         tokio::time::timeout(Duration::from_secs(120), m.shutdown())

@@ -150,7 +150,7 @@ fn outputs_with_seed(seed: u64) -> Vec<Value> {
         within(Duration::from_secs(600), "10 tasks", async {
             for h in handles {
                 let o = h.outcome().await;
-                sink.push(o.output.unwrap_or(Value::Null));
+                sink.push(o.output.map_or(Value::Null, Arc::unwrap_or_clone));
             }
         })
         .await;

@@ -22,7 +22,7 @@ async fn a_plain_tokio_program_registers_delegates_and_lists() {
     .await
     .expect("bounded")
     .expect("accepted");
-    assert_eq!(out.output, Some(json!({"from": "tokio"})));
+    assert_eq!(out.output.as_deref(), Some(&json!({"from": "tokio"})));
     assert_eq!(m.agents().len(), 1);
     m.shutdown().await;
 }

@@ -624,3 +624,105 @@ terminal = "done"
         assert_eq!(shared, 2);
     });
 }
+
+/// A step's accepted output is one value: the task's record (the outcome the engine reads),
+/// its `result_accepted` record, the step's `step_completed` record and the input of the
+/// next step that maps `steps.<name>.output` all hold the same allocation (none copies it).
+#[test]
+fn a_steps_output_is_shared_by_its_journal_records_and_the_next_steps_input() {
+    paused(async {
+        let m = builder()
+            .agent(echo("first", "one"))
+            .agent(echo("second", "two"))
+            .start()
+            .await
+            .unwrap();
+        let wf = parse(
+            &m,
+            r#"
+name = "pair"
+input = "any"
+start = "a"
+[steps.a]
+capability = "one"
+timeout = "5s"
+next = "b"
+[steps.b]
+capability = "two"
+input = "steps.a.output"
+timeout = "5s"
+next = "done"
+[steps.done]
+terminal = "done"
+"#,
+        );
+        let out = within(5, "run", m.run_workflow(wf, json!({"k": [1, 2]})))
+            .await
+            .unwrap();
+        assert!(out.is_completed(), "{:?}", out.status);
+        let records = m.journal().read_after(0);
+        let accepted = |task: Uuid| {
+            records.iter().find_map(|r| match &r.event {
+                Event::ResultAccepted {
+                    task: t, output, ..
+                } if *t == task => Some(output.clone()),
+                _ => None,
+            })
+        };
+        let submitted = |step: &str| {
+            records.iter().find_map(|r| match &r.event {
+                Event::TaskSubmitted {
+                    task,
+                    sender,
+                    input,
+                    ..
+                } if sender == &format!("pair/{step}") => Some((*task, input.clone())),
+                _ => None,
+            })
+        };
+        let mut completed = 0;
+        for r in &records {
+            if let Event::StepCompleted { task, output, .. } = &r.event {
+                let accepted = accepted(*task).expect("a completed step's result was accepted");
+                assert!(
+                    Arc::ptr_eq(output, &accepted),
+                    "task {task}: step_completed holds a copy of the accepted output"
+                );
+                completed += 1;
+            }
+        }
+        assert_eq!(completed, 2);
+        let (a, _) = submitted("a").expect("step a's task was submitted");
+        let (_, b_input) = submitted("b").expect("step b's task was submitted");
+        let a_output = accepted(a).expect("step a's result was accepted");
+        assert!(
+            Arc::ptr_eq(&b_input, &a_output),
+            "step b's input (steps.a.output) is a copy of a's accepted output"
+        );
+    });
+}
+
+/// A delegated task's outcome holds the very output its `result_accepted` record holds.
+#[test]
+fn a_tasks_outcome_output_is_the_journals_accepted_output() {
+    paused(async {
+        let m = builder().agent(echo("first", "one")).start().await.unwrap();
+        let t = muster::Task::new("one", json!({"k": "v"}));
+        let outcome = within(5, "delegate", m.delegate(t)).await.unwrap();
+        assert!(outcome.is_completed(), "{:?}", outcome.status);
+        let output = outcome.output.expect("a completed task has an output");
+        let journaled = m
+            .journal()
+            .read_after(0)
+            .into_iter()
+            .find_map(|r| match r.event {
+                Event::ResultAccepted { task, output, .. } if task == outcome.id => Some(output),
+                _ => None,
+            });
+        let journaled = journaled.expect("the result_accepted record");
+        assert!(
+            Arc::ptr_eq(&output, &journaled),
+            "the outcome holds a copy of the journaled output"
+        );
+    });
+}

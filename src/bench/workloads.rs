@@ -157,7 +157,8 @@ pub async fn chain_by_workflow(m: &Muster, wf: &Arc<Workflow>, i: u64) -> Result
 
 /// One W1 task as three chained `delegate` calls (no workflow engine).
 pub async fn chain_by_delegate(m: &Muster, i: u64) -> Result<(), BenchError> {
-    let mut v = payload(i);
+    // Each output is the next task's input, shared rather than copied.
+    let mut v = Arc::new(payload(i));
     for cap in ["bench.a", "bench.b", "bench.c"] {
         let o = m.delegate(Task::new(cap, v)).await?;
         v = match o.output {

@@ -233,7 +233,7 @@ impl TaskOwner {
         }
     }
 
-    fn reused(&mut self, original: Uuid, output: Value, cx: &mut Cx) {
+    fn reused(&mut self, original: Uuid, output: Arc<Value>, cx: &mut Cx) {
         self.recorder.record(Event::TaskReused {
             task: self.record.id,
             original,
@@ -697,6 +697,8 @@ impl TaskOwner {
             });
         match verdict {
             Ok(()) => {
+                // One value for the record, the journal and whoever reads the outcome.
+                let output = Arc::new(output);
                 self.end_lease(epoch, LeaseOutcome::Completed, cx);
                 self.recorder.record(Event::ResultAccepted {
                     task: self.record.id,

@@ -95,8 +95,10 @@ pub struct TaskRecord {
     pub status: TaskStatus,
     /// Every lease, in order.
     pub leases: Vec<Lease>,
-    /// The accepted output (completed tasks).
-    pub output: Option<Value>,
+    /// The accepted output (completed tasks): one value shared, not copied, by this
+    /// record, the journal's `result_accepted` (or `task_reused`) and a workflow's
+    /// `step_completed`.
+    pub output: Option<Arc<Value>>,
     /// Where it went (escalated tasks).
     pub escalation: Option<Escalation>,
     /// Results rejected because their epoch was superseded.
@@ -178,7 +180,7 @@ impl TaskRecord {
     pub fn output_as<T: serde::de::DeserializeOwned>(
         &self,
     ) -> Option<Result<T, serde_json::Error>> {
-        self.output.clone().map(serde_json::from_value)
+        self.output.as_deref().map(T::deserialize)
     }
 
     /// Leases granted.

@@ -98,20 +98,21 @@ pub struct Reused {
     pub follower: Uuid,
     /// The task that ran.
     pub original: Uuid,
-    /// Its accepted output, or `None` when it ended without one (the follower runs).
-    pub output: Option<Value>,
+    /// Its accepted output (shared with the original's records, not copied), or `None`
+    /// when it ended without one (the follower runs).
+    pub output: Option<Arc<Value>>,
 }
 
 struct Done {
     task: Uuid,
-    input: Value,
-    output: Value,
+    input: Arc<Value>,
+    output: Arc<Value>,
     until: tokio::time::Instant,
 }
 
 struct InFlight {
     task: Uuid,
-    input: Value,
+    input: Arc<Value>,
     followers: Vec<(Uuid, Recipient<Reused>)>,
 }
 
@@ -122,8 +123,8 @@ pub enum Found {
     Done {
         /// The task that produced it.
         task: Uuid,
-        /// The output.
-        output: Value,
+        /// The output (the one the original task's records hold).
+        output: Arc<Value>,
     },
     /// An identical task in flight; the caller is attached and gets a [`Reused`].
     InFlight(Uuid),
@@ -152,7 +153,7 @@ impl Reuse {
     pub fn find_or_run(
         &self,
         key: &ReuseKey,
-        input: &Value,
+        input: &Arc<Value>,
         task: Uuid,
         me: Recipient<Reused>,
     ) -> Found {
@@ -173,7 +174,7 @@ impl Reuse {
         }
         entries.push(InFlight {
             task,
-            input: input.clone(),
+            input: Arc::clone(input),
             followers: Vec::new(),
         });
         Found::Run
@@ -182,7 +183,7 @@ impl Reuse {
     /// `task`, entered by [`find_or_run`](Self::find_or_run), ended: with its accepted
     /// `output` (kept for `keep`, handed to every task attached), or without one (each
     /// attached task runs itself).
-    pub fn finish(&self, key: &ReuseKey, task: Uuid, output: Option<&Value>, keep: Duration) {
+    pub fn finish(&self, key: &ReuseKey, task: Uuid, output: Option<&Arc<Value>>, keep: Duration) {
         let entry = {
             let mut inflight = self.inflight.lock();
             let Some(entries) = inflight.get_mut(key) else {
@@ -211,7 +212,7 @@ impl Reuse {
                 v.push(Done {
                     task,
                     input: entry.input,
-                    output: output.clone(),
+                    output: Arc::clone(output),
                     until: now + keep,
                 });
             }

@@ -152,11 +152,12 @@ pub struct Task {
 
 impl Task {
     /// A task with defaults: 30 s per attempt, 3 attempts, no backoff, escalate to the
-    /// dead-letter record.
-    pub fn new(capability: impl Into<String>, input: Value) -> Self {
+    /// dead-letter record. The input is a `Value`, or an `Arc<Value>` already held
+    /// elsewhere (an earlier task's output) to share it rather than copy it.
+    pub fn new(capability: impl Into<String>, input: impl Into<Arc<Value>>) -> Self {
         Task {
             capability: capability.into(),
-            input: Arc::new(input),
+            input: input.into(),
             timeout: Duration::from_secs(30),
             attempts: 3,
             backoff: Backoff::none(),

@@ -135,8 +135,8 @@ pub enum Event {
         agent: Arc<str>,
         /// Epoch of the lease.
         epoch: u64,
-        /// The output.
-        output: Value,
+        /// The output (shared with the task's record, not copied).
+        output: Arc<Value>,
     },
     /// What an attempt spent on a model (LLM agents), journaled when the attempt ends,
     /// before its `result_accepted` or `attempt_failed`: tokens the server did not report
@@ -206,8 +206,8 @@ pub enum Event {
         task: Uuid,
         /// The task whose accepted result it returns.
         original: Uuid,
-        /// That result.
-        output: Value,
+        /// That result (shared with the original's records, not copied).
+        output: Arc<Value>,
     },
     /// A workflow run started.
     RunStarted {
@@ -237,8 +237,8 @@ pub enum Event {
         step: String,
         /// The step's task.
         task: Uuid,
-        /// The accepted output.
-        output: Value,
+        /// The accepted output (shared with the task's `result_accepted`, not copied).
+        output: Arc<Value>,
     },
     /// A task step (or branch) failed: its task was escalated, or its input mapping failed.
     StepFailed {

@@ -789,7 +789,7 @@ impl Timeline {
     /// let j = MemoryJournal::default();
     /// let task = uuid::Uuid::now_v7();
     /// j.append(0, Event::LeaseGranted { task, agent: "a#0".into(), epoch: 1, attempt: 1, envelope: uuid::Uuid::now_v7() });
-    /// j.append(1, Event::ResultAccepted { task, agent: "a#0".into(), epoch: 1, output: serde_json::json!({}) });
+    /// j.append(1, Event::ResultAccepted { task, agent: "a#0".into(), epoch: 1, output: serde_json::json!({}).into() });
     /// let m = timeline(&j.read_after(0), Scope::All).to_mermaid();
     /// assert!(m.starts_with("sequenceDiagram"));
     /// assert!(m.contains("->>") && m.contains("-->>"));

@@ -67,7 +67,7 @@ pub(super) struct Inner {
 ///         .start()
 ///         .await?;
 ///     let outcome = muster.delegate(Task::new("shout", json!({"text": "hi"}))).await?;
-///     assert_eq!(outcome.output, Some(json!({"text": "HI"})));
+///     assert_eq!(outcome.output.as_deref(), Some(&json!({"text": "HI"})));
 ///     Ok(())
 /// }
 /// ```

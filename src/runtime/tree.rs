@@ -183,7 +183,9 @@ fn agent_host(
                     Box::pin(async move {
                         let outcome = handle.outcome().await;
                         match outcome.output {
-                            Some(v) => Ok(v),
+                            // The agent owns what it is handed: a copy of the output the
+                            // journal shares.
+                            Some(v) => Ok(Arc::unwrap_or_clone(v)),
                             None => Err(format!(
                                 "task {} ended {:?}{}",
                                 outcome.id,

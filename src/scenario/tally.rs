@@ -602,7 +602,7 @@ mod tests {
                     task: a,
                     agent: "x#0".into(),
                     epoch: 1,
-                    output: serde_json::json!({}),
+                    output: serde_json::json!({}).into(),
                 },
             );
         }
@@ -631,7 +631,7 @@ mod tests {
             task,
             agent: "x#0".into(),
             epoch: 1,
-            output: serde_json::json!({}),
+            output: serde_json::json!({}).into(),
         }
     }
 

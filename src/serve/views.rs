@@ -222,7 +222,7 @@ pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskV
                         lease(t, *epoch, "completed");
                         t.status = "completed".into();
                         t.owner = Some(agent.to_string());
-                        t.output = output.clone();
+                        t.output = Value::clone(output);
                         t.reason = None;
                         t.ended_ms = Some(r.at_ms);
                     }
@@ -230,7 +230,7 @@ pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskV
                         original, output, ..
                     } => {
                         t.status = "completed".into();
-                        t.output = output.clone();
+                        t.output = Value::clone(output);
                         t.reason = Some(format!("the accepted result of task {original}"));
                         t.ended_ms = Some(r.at_ms);
                     }
@@ -399,7 +399,7 @@ mod tests {
             task,
             agent: "echo#0".into(),
             epoch: 1,
-            output: json!({}),
+            output: json!({}).into(),
         }
     }
 

@@ -27,6 +27,7 @@ use super::definition::{Next, Step, TaskStep, Workflow};
 use super::gates::{ApproveError, Decision, Gates};
 use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
 use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
+use crate::conditions::Condition;
 use crate::delegation::{Backoff, LeaseOutcome, Outcome, SubmitError, Task, TaskStatus};
 use crate::journal::{Event, Unwritten, UsageTotals};
 use crate::messaging::contract::SchemaError;
@@ -71,6 +72,10 @@ struct RunState<'a> {
     /// `steps.<name>` records, always a JSON object: mappings and conditions read it in
     /// place (no copy per step).
     steps: Value,
+    /// The `output` of each `steps.<name>` record this process made, as the one value its
+    /// task's record and journal records hold: a mapping that is exactly
+    /// `steps.<name>.output` hands it to the next task shared, not copied.
+    outputs: HashMap<String, Arc<Value>>,
     visits: HashMap<String, u32>,
     summaries: Vec<StepSummary>,
     causation: Option<Uuid>,
@@ -140,26 +145,29 @@ impl RunState<'_> {
         pending: Option<&PendingTask>,
     ) -> StepResult {
         let steps = &self.steps;
-        let input = match (&ts.input, pending) {
-            (_, Some(p)) => p.input.clone(),
-            (Some(map), None) => match map.eval_json(&[("run", &self.run), ("steps", steps)]) {
-                Ok(v) => v,
-                Err(e) => {
-                    let reason = format!("input mapping failed: {e}");
-                    self.journal(Event::StepFailed {
-                        run: self.id,
-                        step: name.into(),
-                        task: None,
-                        reason: reason.clone(),
-                    });
-                    return (
-                        TaskEnd::Failed(reason.clone()),
-                        Some((name.into(), StepRecord::refused(reason))),
-                        None,
-                    );
-                }
+        let input: Arc<Value> = match (&ts.input, pending) {
+            (_, Some(p)) => Arc::new(p.input.clone()),
+            (Some(map), None) => match self.shared_output(map) {
+                Some(o) => o,
+                None => match map.eval_json(&[("run", &self.run), ("steps", steps)]) {
+                    Ok(v) => Arc::new(v),
+                    Err(e) => {
+                        let reason = format!("input mapping failed: {e}");
+                        self.journal(Event::StepFailed {
+                            run: self.id,
+                            step: name.into(),
+                            task: None,
+                            reason: reason.clone(),
+                        });
+                        return (
+                            TaskEnd::Failed(reason.clone()),
+                            Some((name.into(), StepRecord::refused(reason))),
+                            None,
+                        );
+                    }
+                },
             },
-            (None, None) => self.run["input"].clone(),
+            (None, None) => Arc::new(self.run["input"].clone()),
         };
         let backoff = ts
             .backoff
@@ -281,7 +289,7 @@ impl RunState<'_> {
             usage: outcome.usage.clone(),
         };
         if outcome.is_completed() {
-            let output = outcome.output.take().unwrap_or(Value::Null);
+            let output = outcome.output.take().unwrap_or_default();
             self.journal(Event::StepCompleted {
                 run: self.id,
                 step: name.into(),
@@ -412,6 +420,7 @@ impl RunState<'_> {
                 self.causation = Some(e);
             }
             self.last_failure = rec.error.as_ref().map(|e| (name.clone(), e.reason.clone()));
+            self.outputs.insert(name.clone(), rec.output.clone());
             if let Value::Object(steps) = &mut self.steps {
                 steps.insert(name, rec.into_value());
             }
@@ -447,6 +456,17 @@ impl RunState<'_> {
                 }
                 Err(format!("no transition from `{from}` applies"))
             }
+        }
+    }
+
+    /// The output a mapping reads when it is exactly `steps.<name>.output` of a step this
+    /// process recorded: the shared value, where evaluating would copy it.
+    fn shared_output(&self, map: &Condition) -> Option<Arc<Value>> {
+        match map.plain_path()? {
+            [steps, name, output] if &**steps == "steps" && &**output == "output" => {
+                self.outputs.get(&**name).cloned()
+            }
+            _ => None,
         }
     }
 
@@ -556,6 +576,7 @@ impl WorkflowExt for Muster {
             id,
             run: json!({"input": input, "id": id.to_string()}),
             steps: Value::Object(serde_json::Map::new()),
+            outputs: HashMap::new(),
             visits: HashMap::new(),
             summaries: Vec::new(),
             causation: None,
@@ -596,6 +617,7 @@ impl WorkflowExt for Muster {
             id: rec.run,
             run: json!({"input": rec.input, "id": rec.run.to_string()}),
             steps: Value::Object(rec.steps),
+            outputs: HashMap::new(),
             visits: rec.visits.into_iter().collect(),
             summaries: rec.summaries,
             causation: None,

@@ -3,6 +3,8 @@
 //! `steps.<name>` (the same shape whether the step ran now or was rebuilt from the
 //! journal by recovery).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -139,8 +141,9 @@ pub enum StepEvent {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// The accepted output (`null` unless the step completed).
-    pub output: Value,
+    /// The accepted output (`null` unless the step completed): the value the step's task
+    /// record and its journal records hold, shared rather than copied.
+    pub output: Arc<Value>,
     /// Leases granted for the step's task.
     pub attempts: u32,
     /// Why the step failed (`null` when it completed).
@@ -178,7 +181,7 @@ impl StepRecord {
     /// A step that failed before any task ran (its input did not map or fit).
     pub fn refused(reason: String) -> Self {
         StepRecord {
-            output: Value::Null,
+            output: Arc::default(),
             attempts: 0,
             error: Some(StepError {
                 reason,
@@ -189,15 +192,16 @@ impl StepRecord {
         }
     }
 
-    /// A step whose task completed.
+    /// A step whose task completed, with its output (a `Value`, or the `Arc<Value>` of
+    /// the task's record to share it).
     pub fn completed(
-        output: Value,
+        output: impl Into<Arc<Value>>,
         attempts: u32,
         agent: Option<String>,
         envelope: Option<Uuid>,
     ) -> Self {
         StepRecord {
-            output,
+            output: output.into(),
             attempts,
             error: None,
             agent,
@@ -208,7 +212,7 @@ impl StepRecord {
     /// A step whose task ended without an accepted result.
     pub fn failed(attempts: u32, reason: String, failures: Vec<AttemptFailure>) -> Self {
         StepRecord {
-            output: Value::Null,
+            output: Arc::default(),
             attempts,
             error: Some(StepError {
                 reason,
@@ -224,8 +228,8 @@ impl StepRecord {
         self.clone().into_value()
     }
 
-    /// The record as conditions read it, its output moved in rather than copied: the
-    /// serialized form, built field by field.
+    /// The record as conditions read it, its output moved in (copied only while another
+    /// holder shares it): the serialized form, built field by field.
     ///
     /// # Example
     /// ```
@@ -238,7 +242,7 @@ impl StepRecord {
     /// ```
     pub fn into_value(self) -> Value {
         let mut m = serde_json::Map::new();
-        m.insert("output".into(), self.output);
+        m.insert("output".into(), Arc::unwrap_or_clone(self.output));
         m.insert("attempts".into(), self.attempts.into());
         // A struct of strings and numbers always serializes.
         let error = self.error.map_or(Value::Null, |e| {

@@ -68,8 +68,8 @@ pub enum StepProgress {
         agent: String,
         /// Its lease epoch.
         epoch: u64,
-        /// The accepted output.
-        output: Value,
+        /// The accepted output (the journal record's, shared).
+        output: Arc<Value>,
         /// Leases granted.
         leases: u32,
     },
@@ -176,7 +176,7 @@ struct TaskFacts {
     epoch: u64,
     leases: u32,
     stale: u32,
-    accepted: Option<(String, u64, Value)>,
+    accepted: Option<(String, u64, Arc<Value>)>,
     escalated: Option<String>,
     failures: Vec<AttemptFailure>,
 }
