@@ -29,7 +29,8 @@ use crate::agents::AttemptReport;
 /// The actor driving the owners of the tasks started on its thread.
 pub struct OwnerShard {
     owners: Arc<Shared>,
-    live: HashMap<Uuid, TaskOwner>,
+    /// Boxed: the map moves pointers, not owners, when it grows.
+    live: HashMap<Uuid, Box<TaskOwner>, foldhash::fast::RandomState>,
     timers: Timers,
     /// The runtime timer armed for the earliest of `timers`, and when it fires.
     armed: Option<(tokio::time::Instant, SpawnHandle)>,
@@ -58,7 +59,7 @@ impl OwnerShard {
     pub fn new(owners: Arc<Shared>) -> Self {
         OwnerShard {
             owners,
-            live: HashMap::new(),
+            live: HashMap::default(),
             timers: Timers::default(),
             armed: None,
             me: None,
@@ -155,7 +156,7 @@ impl Handler<StartOwner> for OwnerShard {
             tracing::error!(task = %id, "a second owner for a live task: escalated");
             return;
         }
-        self.live.insert(id, owner);
+        self.live.insert(id, Box::new(owner));
         self.drive(id, ctx, |o, cx| o.begin(cx));
     }
 }
@@ -164,9 +165,15 @@ impl Handler<AttemptReport> for OwnerShard {
     type Result = ();
 
     fn handle(&mut self, r: AttemptReport, ctx: &mut Self::Context) {
-        if self.live.contains_key(&r.task_id) {
-            self.drive(r.task_id, ctx, |o, cx| o.on_report(r, cx));
-        } else {
+        let task = r.task_id;
+        let mut r = Some(r);
+        self.drive(task, ctx, |o, cx| {
+            if let Some(r) = r.take() {
+                o.on_report(r, cx)
+            }
+        });
+        if let Some(r) = r {
+            // No owner holds the task any more.
             self.owners.stale_after_end(&r);
         }
     }

@@ -109,7 +109,7 @@ impl CapabilityIndex {
             .get(capability)
             .ok_or(PickError::UnknownCapability)?;
         loop {
-            match entry.order.front(exclude) {
+            match entry.order.front_for_newcomer(exclude) {
                 Front::Pick(h) if h.try_reserve() => return Ok((entry.contract.clone(), h)),
                 // Lost a race for the last slot (its load changed on another thread): the
                 // order is brought in line with the load now, and read again.
@@ -427,18 +427,53 @@ mod tests {
         let (idx, hs) = index(&[1]);
         assert!(idx.pick("c", &[]).is_ok());
         let (tx1, mut rx1) = line();
-        let (tx2, mut rx2) = line();
         assert!(idx.pick_or_wait("c", &[], tx1, None).is_err());
-        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
         hs[0].release();
         assert_eq!(rx1.try_recv(), Ok(0));
-        // Another pick takes the slot before the woken owner looks.
+        // With nobody else in line, a newcomer takes the slot before the woken owner looks.
         assert!(idx.pick("c", &[]).is_ok());
+        let (tx2, mut rx2) = line();
+        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
         let (tx1, mut rx1) = line();
         assert!(idx.pick_or_wait("c", &[], tx1, Some(0)).is_err());
         hs[0].release();
         assert_eq!(rx1.try_recv(), Ok(0), "the first waiter is first again");
         assert!(rx2.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_newcomer_queues_behind_the_owners_in_line_instead_of_taking_their_slot() {
+        let (idx, hs) = index(&[1]);
+        assert!(idx.pick("c", &[]).is_ok());
+        let (tx1, mut rx1) = line();
+        let (tx2, mut rx2) = line();
+        assert!(idx.pick_or_wait("c", &[], tx1, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
+        hs[0].release();
+        assert_eq!(
+            rx1.try_recv(),
+            Ok(0),
+            "the head of the line is offered the slot"
+        );
+        // A newcomer arriving before the woken owner looks finds the capability full
+        // (the slot is spoken for) and joins the back of the line.
+        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::AllFull));
+        let (tx3, mut rx3) = line();
+        assert_eq!(
+            idx.pick_or_wait("c", &[], tx3, None).map(|_| ()),
+            Err(PickError::AllFull)
+        );
+        // The woken owner takes its slot.
+        let (tx1, _rx1) = line();
+        assert!(idx.pick_or_wait("c", &[], tx1, Some(0)).is_ok());
+        // The next slots go in arrival order: the second waiter, then the newcomer.
+        hs[0].release();
+        assert_eq!(rx2.try_recv(), Ok(0));
+        assert!(rx3.try_recv().is_err(), "the newcomer waits its turn");
+        let (tx2, _rx2) = line();
+        assert!(idx.pick_or_wait("c", &[], tx2, Some(0)).is_ok());
+        hs[0].release();
+        assert_eq!(rx3.try_recv(), Ok(0));
     }
 
     #[test]
@@ -463,7 +498,11 @@ mod tests {
             Err(PickError::AllFull)
         );
         assert_eq!(rx2.try_recv(), Ok(1), "the next in line was offered it");
-        let (_, h) = idx.pick("c", &[]).expect("and takes it");
+        // A plain pick would queue behind the owner still in line; the woken one takes it.
+        let (tx2, _rx2) = line();
+        let (_, h) = idx
+            .pick_or_wait("c", &[], tx2, Some(1))
+            .expect("and takes it");
         assert_eq!(h.id, hs[0].id);
         assert!(rx1.try_recv().is_err());
     }

@@ -78,6 +78,14 @@ impl Inner {
         }
     }
 
+    /// Whether owners wait in line for a slot (those gone at its head are dropped first).
+    fn has_waiters(&mut self) -> bool {
+        while self.waiters.front().is_some_and(|w| w.is_closed()) {
+            self.waiters.pop_front();
+        }
+        !self.waiters.is_empty()
+    }
+
     /// Wakes up to `n` waiters still waiting (those gone are dropped on the way).
     fn wake(&mut self, n: usize) {
         self.wake_with(n, 0);
@@ -134,6 +142,17 @@ impl LoadOrder {
         Self::front_of(&self.inner.lock(), exclude)
     }
 
+    /// As [`LoadOrder::front`], for a newcomer: while owners wait in line, a free slot is
+    /// theirs (a wake for it is on its way to the head of the line), so a newcomer finds
+    /// every member full and queues behind them, first come first served.
+    pub(crate) fn front_for_newcomer(&self, exclude: &[Arc<str>]) -> Front {
+        let mut g = self.inner.lock();
+        match Self::front_of(&g, exclude) {
+            Front::Pick(_) if g.has_waiters() => Front::AllFull,
+            front => front,
+        }
+    }
+
     /// As [`LoadOrder::front`]; when every usable member is full, the waiter is taken
     /// out of `waiter` and joins the line under the same lock (so no slot freed in between
     /// goes unnoticed), to be sent a hop count when a slot frees.
@@ -150,7 +169,11 @@ impl LoadOrder {
         woken: Option<u32>,
     ) -> Front {
         let mut g = self.inner.lock();
-        let front = Self::front_of(&g, exclude);
+        let front = match Self::front_of(&g, exclude) {
+            // A newcomer does not overtake the line (see `front_for_newcomer`).
+            Front::Pick(_) if woken.is_none() && g.has_waiters() => Front::AllFull,
+            front => front,
+        };
         let full = matches!(front, Front::AllFull | Front::FreeOnlyExcluded);
         if let (true, Some(w)) = (full, waiter.take()) {
             // Owners that looked again on their backstop left their old place behind:
