@@ -568,20 +568,18 @@ fn branches_with_overlapping_rendered_scopes_run_one_after_the_other() {
     });
 }
 
-/// A step's input is one value: the `task_submitted` record and the envelope of every
-/// lease hold the same allocation (it is shared, not copied per record).
-#[test]
-fn a_steps_input_is_shared_by_its_journal_record_and_its_envelopes() {
-    paused(async {
-        let m = builder()
-            .agent(echo("first", "one"))
-            .agent(echo("second", "two"))
-            .start()
-            .await
-            .unwrap();
-        let wf = parse(
-            &m,
-            r#"
+/// Runs the two-step workflow `pair` (step b's input maps `steps.a.output`) to its end;
+/// returns the runtime and the run's outcome.
+async fn ran_pair() -> (Muster, muster::workflow::RunOutcome) {
+    let m = builder()
+        .agent(echo("first", "one"))
+        .agent(echo("second", "two"))
+        .start()
+        .await
+        .unwrap();
+    let wf = parse(
+        &m,
+        r#"
 name = "pair"
 input = "any"
 start = "a"
@@ -597,11 +595,20 @@ next = "done"
 [steps.done]
 terminal = "done"
 "#,
-        );
-        let out = within(5, "run", m.run_workflow(wf, json!({"k": [1, 2]})))
-            .await
-            .unwrap();
-        assert!(out.is_completed(), "{:?}", out.status);
+    );
+    let out = within(5, "run", m.run_workflow(wf, json!({"k": [1, 2]})))
+        .await
+        .unwrap();
+    assert!(out.is_completed(), "{:?}", out.status);
+    (m, out)
+}
+
+/// A step's input is one value: the `task_submitted` record and the envelope of every
+/// lease hold the same allocation (it is shared, not copied per record).
+#[test]
+fn a_steps_input_is_shared_by_its_journal_record_and_its_envelopes() {
+    paused(async {
+        let (m, out) = ran_pair().await;
         assert_eq!(out.outputs["b"], json!({"k": [1, 2]}));
         let records = m.journal().read_after(0);
         let mut shared = 0;
@@ -631,35 +638,7 @@ terminal = "done"
 #[test]
 fn a_steps_output_is_shared_by_its_journal_records_and_the_next_steps_input() {
     paused(async {
-        let m = builder()
-            .agent(echo("first", "one"))
-            .agent(echo("second", "two"))
-            .start()
-            .await
-            .unwrap();
-        let wf = parse(
-            &m,
-            r#"
-name = "pair"
-input = "any"
-start = "a"
-[steps.a]
-capability = "one"
-timeout = "5s"
-next = "b"
-[steps.b]
-capability = "two"
-input = "steps.a.output"
-timeout = "5s"
-next = "done"
-[steps.done]
-terminal = "done"
-"#,
-        );
-        let out = within(5, "run", m.run_workflow(wf, json!({"k": [1, 2]})))
-            .await
-            .unwrap();
-        assert!(out.is_completed(), "{:?}", out.status);
+        let (m, _) = ran_pair().await;
         let records = m.journal().read_after(0);
         let accepted = |task: Uuid| {
             records.iter().find_map(|r| match &r.event {

@@ -135,6 +135,22 @@ impl RunState<'_> {
         self.muster.recorder().record(e);
     }
 
+    /// A task step that could not even submit its task (its input mapping, scope or task
+    /// was refused): journaled `step_failed`, recorded as refused.
+    fn refused(&self, name: &str, reason: String) -> StepResult {
+        self.journal(Event::StepFailed {
+            run: self.id,
+            step: name.into(),
+            task: None,
+            reason: reason.clone(),
+        });
+        (
+            TaskEnd::Failed(reason.clone()),
+            Some((name.into(), StepRecord::refused(reason))),
+            None,
+        )
+    }
+
     /// Runs one task step (or branch) to its end and records it in `steps`. A task
     /// recovered in flight (`pending`) is resubmitted with its id and input, leasing above
     /// its highest journaled epoch.
@@ -153,17 +169,7 @@ impl RunState<'_> {
                     Ok(v) => Arc::new(v),
                     Err(e) => {
                         let reason = format!("input mapping failed: {e}");
-                        self.journal(Event::StepFailed {
-                            run: self.id,
-                            step: name.into(),
-                            task: None,
-                            reason: reason.clone(),
-                        });
-                        return (
-                            TaskEnd::Failed(reason.clone()),
-                            Some((name.into(), StepRecord::refused(reason))),
-                            None,
-                        );
+                        return self.refused(name, reason);
                     }
                 },
             },
@@ -209,17 +215,7 @@ impl RunState<'_> {
             match rendered {
                 Ok(scope) => task = task.scope(scope),
                 Err(reason) => {
-                    self.journal(Event::StepFailed {
-                        run: self.id,
-                        step: name.into(),
-                        task: None,
-                        reason: reason.clone(),
-                    });
-                    return (
-                        TaskEnd::Failed(reason.clone()),
-                        Some((name.into(), StepRecord::refused(reason))),
-                        None,
-                    );
+                    return self.refused(name, reason);
                 }
             }
         }
@@ -257,17 +253,7 @@ impl RunState<'_> {
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.journal(Event::StepFailed {
-                    run: self.id,
-                    step: name.into(),
-                    task: None,
-                    reason: reason.clone(),
-                });
-                return (
-                    TaskEnd::Failed(reason.clone()),
-                    Some((name.into(), StepRecord::refused(reason))),
-                    None,
-                );
+                return self.refused(name, reason);
             }
         };
         let summary = StepSummary {
