@@ -113,7 +113,8 @@ impl Delegator {
                 message: e.to_string(),
             });
         }
-        if self.owners.is_live(id) {
+        // Taken atomically with the check: of two submissions of one id, one is refused.
+        if !self.owners.claim(id) {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
                 message: format!("task {id} is live already: a task has one owner at a time"),

@@ -84,10 +84,15 @@ impl Owners {
         self.shared.table.contains(&task)
     }
 
-    /// Starts an accepted task's owner (call it on the runtime's thread) and enters the
-    /// task in the table of live tasks.
+    /// Enters a task being accepted in the table of live tasks; false if a task with this
+    /// id is live already (a task has one owner at a time).
+    pub(super) fn claim(&self, task: Uuid) -> bool {
+        self.shared.table.insert(task)
+    }
+
+    /// Starts an accepted task's owner (call it on the runtime's thread); the task is in
+    /// the table of live tasks since its acceptance.
     pub fn start(&self, a: Accepted) {
-        self.shared.table.insert(a.id);
         self.shard().do_send(StartOwner(a));
     }
 

@@ -149,13 +149,8 @@ impl Handler<StartOwner> for OwnerShard {
     fn handle(&mut self, StartOwner(a): StartOwner, ctx: &mut Self::Context) {
         let owner = TaskOwner::new(self.owners.clone(), a);
         let id = owner.id();
-        if self.live.contains_key(&id) {
-            // Two owners of one task: acceptance refuses a live id, so only a race of two
-            // submissions of the same id gets here. The first keeps the task; the second
-            // escalates as it is dropped (its task never started).
-            tracing::error!(task = %id, "a second owner for a live task: escalated");
-            return;
-        }
+        // Acceptance claims the id atomically, so no second owner of a live task arrives.
+        debug_assert!(!self.live.contains_key(&id), "two owners of task {id}");
         self.live.insert(id, Box::new(owner));
         self.drive(id, ctx, |o, cx| o.begin(cx));
     }
