@@ -72,6 +72,29 @@ pub struct CastArgs {
     pub schemas: PathBuf,
 }
 
+/// The runtime's settings a command that starts one takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Shards (threads) the runtime runs on: a number from 1 to 256, or `auto` for one per
+    /// core this process may use.
+    #[arg(long, default_value = "auto", value_parser = parse_shards)]
+    pub shards: usize,
+}
+
+/// `--shards`: `auto` or 1..=256.
+fn parse_shards(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        return Ok(crate::shards::available());
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=crate::shards::MAX_SHARDS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a shard count: give `auto` or a number from 1 to {}",
+            crate::shards::MAX_SHARDS
+        )),
+    }
+}
+
 /// A failure with its exit code, printed as text or JSON.
 #[derive(Debug)]
 pub struct CliError {

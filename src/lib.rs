@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-// The modules are layers (bottom to top: util, clock, ids, conditions, messaging, journal,
+// The modules are layers (bottom to top: util, clock, ids, conditions, shards, messaging, journal,
 // supervision, agents, discovery, routing, delegation, runtime, workflow, cast, telemetry, scenario,
 // then the front ends bench, serve and cli); docs/architecture.md says what each owns, and
 // `tests/architecture_layers.rs` checks that no module imports one above it.
@@ -19,6 +19,7 @@ pub mod routing;
 pub mod runtime;
 pub mod scenario;
 pub mod serve;
+pub mod shards;
 pub mod supervision;
 pub mod telemetry;
 mod util;

@@ -259,3 +259,52 @@ terminal = "done"
         "the task in flight was cancelled (or had finished), and journaled"
     );
 }
+
+#[test]
+fn a_shard_count_out_of_range_is_refused_with_exit_2_and_any_valid_count_runs_the_workflow() {
+    let dir = setup(&through_fail_terminal("echo"));
+    for bad in ["0", "257", "many"] {
+        let out = finish(
+            command(
+                dir.path(),
+                &["run", "wf.toml", "--journal", "j.db", "--shards", bad],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("muster starts"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--shards {bad}: {stderr}");
+        assert!(
+            stderr.contains("--shards") && stderr.contains("not a shard count"),
+            "--shards {bad}: {stderr}"
+        );
+    }
+    for good in ["1", "3", "auto"] {
+        let out = finish(
+            command(
+                dir.path(),
+                &[
+                    "run",
+                    "wf.toml",
+                    "--input",
+                    "{\"n\": 1}",
+                    "--journal",
+                    "j.db",
+                    "--shards",
+                    good,
+                    "--json",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("muster starts"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "--shards {good}: {stderr}");
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        assert_eq!(doc["status"], "completed", "--shards {good}: {doc}");
+    }
+}

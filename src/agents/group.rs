@@ -12,6 +12,7 @@ use super::instance::{AgentInstance, InstanceConfig};
 use super::presence::{Directory, Presence};
 use super::protocol::{Kill, Shutdown};
 use crate::journal::Recorder;
+use crate::shards::Shards;
 use crate::supervision::{
     ChildHandle, ChildLink, ChildSpec, Restart, Supervisor, SupervisorHandle,
 };
@@ -25,6 +26,8 @@ pub struct GroupContext {
     pub recorder: Recorder,
     /// How long past its deadline an attempt may run on before it is aborted.
     pub grace: Duration,
+    /// Where instances run: instance `i` of a type on shard `i % n`.
+    pub shards: Arc<Shards>,
 }
 
 /// The child spec of agent type `def`'s supervisor, whose children are its instances
@@ -50,8 +53,9 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
                     .filter_map(|c| Some((Arc::from(c.name.as_str()), c.workspace.clone()?)))
                     .collect(),
             );
-            for id in def.instance_ids() {
+            for (i, id) in def.instance_ids().into_iter().enumerate() {
                 let id: Arc<str> = Arc::from(id.as_str());
+                let shard = cx.shards.for_instance(i);
                 let cfg = InstanceConfig {
                     id: id.clone(),
                     agent_type: group_id.clone(),
@@ -63,9 +67,11 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
                     grace: cx.grace,
                     liveness: def.liveness,
                     layer: def.layer.clone(),
+                    shard,
                 };
                 let factory = def.factory.clone();
                 let directory = cx.directory.clone();
+                let shards = cx.shards.clone();
                 sup = sup.child(ChildSpec::new(
                     id.clone(),
                     def.restart,
@@ -74,8 +80,19 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
                         let mut cfg = cfg.clone();
                         cfg.generation = link.generation();
                         let generation = cfg.generation;
-                        let agent = factory.create(&id);
-                        let addr = AgentInstance::launch(cfg, agent, directory.clone(), link);
+                        let addr = if shard == 0 {
+                            let agent = factory.create(&id);
+                            AgentInstance::launch(cfg, agent, directory.clone(), link)
+                        } else {
+                            // Made on its shard's thread: an agent need not be `Send`.
+                            AgentInstance::launch_in(
+                                shards.arbiter(shard),
+                                cfg,
+                                factory.clone(),
+                                directory.clone(),
+                                link,
+                            )
+                        };
                         Ok(Box::new(InstanceChild {
                             addr,
                             id: id.clone(),

@@ -28,6 +28,8 @@ pub struct InstanceHandle {
     pub capacity: usize,
     /// The node hosting it, for an instance on another machine (`None`: this process).
     pub node: Option<Arc<str>>,
+    /// The shard (thread) of this process it runs on; see [`crate::shards`].
+    pub shard: usize,
     mailbox: Box<dyn Mailbox>,
     load: AtomicUsize,
     state: AtomicU8,
@@ -65,6 +67,7 @@ impl InstanceHandle {
             concurrency,
             capacity,
             node: None,
+            shard: 0,
             mailbox,
             load: AtomicUsize::new(0),
             state: AtomicU8::new(AgentState::Starting as u8),
@@ -75,6 +78,12 @@ impl InstanceHandle {
     /// The same handle, hosted on `node` (an instance on another machine).
     pub(crate) fn on_node(mut self, node: Arc<str>) -> Self {
         self.node = Some(node);
+        self
+    }
+
+    /// The same handle, on shard `shard`.
+    pub(crate) fn on_shard(mut self, shard: usize) -> Self {
+        self.shard = shard;
         self
     }
 

@@ -27,7 +27,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::agent::{Agent, AgentError, AgentLink, Failure, TaskContext};
+use super::agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
 use super::handle::{InstanceHandle, Mailbox, MailboxLayer};
 use super::presence::{Directory, Presence};
 use super::protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};
@@ -125,6 +125,8 @@ pub(crate) struct InstanceConfig {
     pub liveness: Option<Duration>,
     /// What wraps the instance's mailbox (a simulated network), if anything.
     pub layer: Option<Arc<dyn MailboxLayer>>,
+    /// The shard (thread) it runs on.
+    pub shard: usize,
 }
 
 /// One agent instance.
@@ -149,37 +151,61 @@ impl AgentInstance {
         directory: Directory,
         link: ChildLink,
     ) -> Addr<AgentInstance> {
-        AgentInstance::create(|ctx| {
-            // Cyclic: a layer in front of the mailbox holds the handle weakly, to free
-            // the slot of an assignment it never delivers.
-            let handle = Arc::new_cyclic(|me| {
-                let direct: Box<dyn Mailbox> = Box::new(ctx.address());
-                let mailbox = match &cfg.layer {
-                    Some(layer) => layer.wrap(me.clone(), direct),
-                    None => direct,
-                };
-                InstanceHandle::new(
-                    cfg.id.clone(),
-                    cfg.agent_type.clone(),
-                    cfg.generation,
-                    cfg.capabilities.clone(),
-                    cfg.concurrency,
-                    cfg.concurrency + cfg.mailbox,
-                    mailbox,
-                )
-            });
-            AgentInstance {
-                cfg,
-                agent,
-                handle: Some(handle),
-                directory,
-                link: Some(link),
-                running: BTreeMap::new(),
-                queue: VecDeque::new(),
-                next_slot: 0,
-                stopping: false,
-            }
+        AgentInstance::create(|ctx| AgentInstance::new(cfg, agent, directory, link, ctx))
+    }
+
+    /// As [`AgentInstance::launch`], on another shard's arbiter: the agent is made there by
+    /// `factory` (an agent need not be `Send`).
+    pub(crate) fn launch_in(
+        arbiter: &actix_rt::ArbiterHandle,
+        cfg: InstanceConfig,
+        factory: Arc<dyn AgentFactory>,
+        directory: Directory,
+        link: ChildLink,
+    ) -> Addr<AgentInstance> {
+        AgentInstance::start_in_arbiter(arbiter, move |ctx| {
+            let agent = factory.create(&cfg.id);
+            AgentInstance::new(cfg, agent, directory, link, ctx)
         })
+    }
+
+    fn new(
+        cfg: InstanceConfig,
+        agent: Box<dyn Agent>,
+        directory: Directory,
+        link: ChildLink,
+        ctx: &mut Context<AgentInstance>,
+    ) -> AgentInstance {
+        // Cyclic: a layer in front of the mailbox holds the handle weakly, to free the slot
+        // of an assignment it never delivers.
+        let handle = Arc::new_cyclic(|me| {
+            let direct: Box<dyn Mailbox> = Box::new(ctx.address());
+            let mailbox = match &cfg.layer {
+                Some(layer) => layer.wrap(me.clone(), direct),
+                None => direct,
+            };
+            InstanceHandle::new(
+                cfg.id.clone(),
+                cfg.agent_type.clone(),
+                cfg.generation,
+                cfg.capabilities.clone(),
+                cfg.concurrency,
+                cfg.concurrency + cfg.mailbox,
+                mailbox,
+            )
+            .on_shard(cfg.shard)
+        });
+        AgentInstance {
+            cfg,
+            agent,
+            handle: Some(handle),
+            directory,
+            link: Some(link),
+            running: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_slot: 0,
+            stopping: false,
+        }
     }
 
     fn inst(&self) -> &Arc<InstanceHandle> {

@@ -377,37 +377,25 @@ pub async fn w2(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
     c.rec("raw_actix_tasks_per_s", Unit::PerSecond, rate(t.elapsed()));
     drop(actix);
 
+    // One shard first (the single-threaded runtime), then one per core, submitting from
+    // every shard: each shard's submitter keeps its share of the batch in flight.
+    let one = w2_muster(n, 1).await?;
+    c.rec(
+        "muster_one_shard_tasks_per_s",
+        Unit::PerSecond,
+        rate(one.took),
+    );
     let (rss0, _) = memory();
-    let m = runtime(Arc::new(MemoryJournal::default())).await?;
-    let t = Instant::now();
-    m.register(echo_def("swarm", "bench.echo").replicas(AGENTS))
-        .await?;
+    let shards = crate::shards::available();
+    let all = w2_muster(n, shards).await?;
+    let (rss1, hwm) = memory();
     c.rec(
         "muster_register_1000_agents_ms",
         Unit::Millis,
-        t.elapsed().as_secs_f64() * 1e3,
+        all.register.as_secs_f64() * 1e3,
     );
-    let t = Instant::now();
-    let mut i = 0usize;
-    while i < n {
-        let end = (i + BATCH).min(n);
-        let mut handles = Vec::with_capacity(end - i);
-        for k in i..end {
-            handles.push(m.submit(Task::new("bench.echo", payload(k as u64))).await?);
-        }
-        let outs = futures::future::join_all(handles.into_iter().map(|h| h.outcome())).await;
-        if let Some(o) = outs.iter().find(|o| !o.is_completed()) {
-            return Err(BenchError::Incomplete(format!(
-                "W2: task {} ended {:?}",
-                o.id, o.status
-            )));
-        }
-        i = end;
-    }
-    let d = t.elapsed();
-    let (rss1, hwm) = memory();
-    m.shutdown().await;
-    c.rec("muster_tasks_per_s", Unit::PerSecond, rate(d));
+    c.rec("shards", Unit::Count, shards as f64);
+    c.rec("muster_tasks_per_s", Unit::PerSecond, rate(all.took));
     c.rec(
         "process_peak_rss_mb",
         Unit::Megabytes,
@@ -418,6 +406,77 @@ pub async fn w2(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
         Unit::Megabytes,
         rss1.saturating_sub(rss0) as f64 / 1048576.0,
     );
+    Ok(())
+}
+
+/// What one W2 run through muster took.
+struct W2Run {
+    register: Duration,
+    took: Duration,
+}
+
+/// W2 through a runtime on `shards` shards: 1,000 echo instances spread over them, and
+/// `n` tasks submitted from every shard (shard `s` takes every `shards`-th batch slot), each
+/// keeping its share of the 1,000 in flight.
+async fn w2_muster(n: usize, shards: usize) -> Result<W2Run, BenchError> {
+    const AGENTS: usize = 1_000;
+    const BATCH: usize = 1_000;
+    let m = Muster::builder()
+        .schema("bench-payload", payload_schema()?)
+        .journal(Arc::new(MemoryJournal::default()))
+        .shards(shards)
+        .start()
+        .await?;
+    let t = Instant::now();
+    m.register(echo_def("swarm", "bench.echo").replicas(AGENTS))
+        .await?;
+    let register = t.elapsed();
+    let t = Instant::now();
+    let mut done = Vec::with_capacity(shards);
+    for s in 0..shards {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let m2 = m.clone();
+        let batch = (BATCH / shards).max(1);
+        let started = m.spawn_on_shard(s, move || async move {
+            let _ = tx.send(w2_submitter(&m2, s, shards, n, batch).await);
+        });
+        if !started {
+            return Err(BenchError::Incomplete(format!("W2: shard {s} has stopped")));
+        }
+        done.push(rx);
+    }
+    for rx in done {
+        rx.await
+            .map_err(|_| BenchError::Incomplete("W2: a submitter stopped".into()))??;
+    }
+    let took = t.elapsed();
+    m.shutdown().await;
+    Ok(W2Run { register, took })
+}
+
+/// Submits tasks `s, s + shards, ...` below `n`, `batch` at a time, and checks each ended
+/// completed.
+async fn w2_submitter(
+    m: &Muster,
+    s: usize,
+    shards: usize,
+    n: usize,
+    batch: usize,
+) -> Result<(), BenchError> {
+    let mine: Vec<usize> = (s..n).step_by(shards).collect();
+    for chunk in mine.chunks(batch) {
+        let mut handles = Vec::with_capacity(chunk.len());
+        for &k in chunk {
+            handles.push(m.submit(Task::new("bench.echo", payload(k as u64))).await?);
+        }
+        let outs = futures::future::join_all(handles.into_iter().map(|h| h.outcome())).await;
+        if let Some(o) = outs.iter().find(|o| !o.is_completed()) {
+            return Err(BenchError::Incomplete(format!(
+                "W2: task {} ended {:?}",
+                o.id, o.status
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -57,16 +57,18 @@ pub(crate) fn load_schemas(store: &SchemaStore, dir: &Path) -> Result<(), CliErr
 
 /// Starts a runtime on the current actix system with the given schemas and cast.
 pub(crate) async fn start(schemas_dir: &Path, defs: Vec<AgentDef>) -> Result<Muster, CliError> {
-    start_with(schemas_dir, defs, None).await
+    start_with(schemas_dir, 1, defs, None).await
 }
 
-/// [`start`] with a journal (the runtime's default, in memory, otherwise).
+/// [`start`] on `shards` shards, with a journal (the runtime's default, in memory,
+/// otherwise).
 pub(crate) async fn start_with(
     schemas_dir: &Path,
+    shards: usize,
     defs: Vec<AgentDef>,
     journal: Option<std::sync::Arc<dyn crate::journal::Journal>>,
 ) -> Result<Muster, CliError> {
-    let mut b = Muster::builder().schemas_dir(schemas_dir);
+    let mut b = Muster::builder().schemas_dir(schemas_dir).shards(shards);
     if let Some(j) = journal {
         b = b.journal(j);
     }

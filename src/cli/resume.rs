@@ -32,6 +32,9 @@ pub struct ResumeArgs {
     /// Where the cast and schemas are.
     #[command(flatten)]
     pub cast: CastArgs,
+    /// The runtime's settings.
+    #[command(flatten)]
+    pub runtime: super::RuntimeArgs,
     /// `relaxed` or `sync` (see `muster run --help`).
     #[arg(long, default_value = "relaxed", value_parser = parse_durability)]
     pub durability: Durability,
@@ -95,6 +98,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     block_on(async move {
         let muster = start_with(
             &args.cast.schemas,
+            args.runtime.shards,
             defs,
             Some(journal.clone() as Arc<dyn Journal>),
         )

@@ -29,6 +29,9 @@ pub struct RunArgs {
     /// Where the cast and schemas are.
     #[command(flatten)]
     pub cast: CastArgs,
+    /// The runtime's settings.
+    #[command(flatten)]
+    pub runtime: super::RuntimeArgs,
     /// The journal (an SQLite file, created if absent): every event of the run, so that
     /// `muster resume` can finish it after a crash and `muster inspect` can show it.
     #[arg(long, default_value = ".muster/journal.db")]
@@ -241,6 +244,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     block_on(async move {
         let muster = start_with(
             &args.cast.schemas,
+            args.runtime.shards,
             defs,
             Some(journal.clone() as Arc<dyn Journal>),
         )

@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Where the cast and schemas are.
     #[command(flatten)]
     pub cast: CastArgs,
+    /// The runtime's settings.
+    #[command(flatten)]
+    pub runtime: super::RuntimeArgs,
     /// Workflows to serve: every `*.toml` in DIR and every `DIR/*/workflow.toml`.
     #[arg(long)]
     pub workflows: Option<PathBuf>,
@@ -200,6 +203,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         };
         let muster = start_with(
             &args.cast.schemas,
+            args.runtime.shards,
             local,
             Some(tap.clone() as Arc<dyn Journal>),
         )

@@ -58,7 +58,7 @@ impl Delegator {
     }
 
     /// Checks and journals a task; returns its handle and the accepted task, whose owner
-    /// [`Owners::start`] starts on the runtime's thread. Nothing is journaled for a task
+    /// [`Owners::start`] starts on the shard of the thread that called this. Nothing is journaled for a task
     /// that is refused.
     pub fn accept(&self, mut task: Task) -> Result<(TaskHandle, Accepted), SubmitError> {
         if task.attempts == 0 {
@@ -114,12 +114,12 @@ impl Delegator {
             });
         }
         // Taken atomically with the check: of two submissions of one id, one is refused.
-        if !self.owners.claim(id) {
+        let Some(shard) = self.owners.claim(id) else {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
                 message: format!("task {id} is live already: a task has one owner at a time"),
             });
-        }
+        };
         let correlation = task.correlation.unwrap_or(id);
         recorder.record_at(
             now,
@@ -144,6 +144,7 @@ impl Delegator {
                 id,
                 contract,
                 waiter: tx,
+                shard,
             },
         ))
     }

@@ -51,6 +51,8 @@ struct ActiveLease {
 /// The owner of one task: a state machine driven by its shard.
 pub(super) struct TaskOwner {
     owners: Arc<Shared>,
+    /// The shard it runs on: its picks prefer instances there.
+    shard: usize,
     recorder: Recorder,
     task: Task,
     contract: Option<Arc<Capability>>,
@@ -122,6 +124,7 @@ impl TaskOwner {
             id,
             contract,
             waiter,
+            shard,
         } = a;
         let recorder = owners.router.recorder().clone();
         let now = recorder.now_ms();
@@ -135,6 +138,7 @@ impl TaskOwner {
         let sender: Arc<str> = Arc::from(task.sender.as_str());
         TaskOwner {
             owners,
+            shard,
             recorder,
             deadline: tokio::time::Instant::now() + task.overall(),
             epoch: task.min_epoch,
@@ -388,7 +392,7 @@ impl TaskOwner {
         }
         let index = self.owners.router.index().clone();
         let woken = self.woken.take();
-        let picked = match index.pick(&self.task.capability, &self.excluded) {
+        let picked = match index.pick(&self.task.capability, &self.excluded, self.shard) {
             Err(PickError::AllFull) => {
                 // Look again with a place in line, atomically: a slot freed since the
                 // first look is taken now, and one freed later wakes this owner.
@@ -398,7 +402,13 @@ impl TaskOwner {
                     index: index.clone(),
                     capability: self.topic.clone(),
                 };
-                match index.pick_or_wait(&self.task.capability, &self.excluded, tx, woken) {
+                match index.pick_or_wait(
+                    &self.task.capability,
+                    &self.excluded,
+                    self.shard,
+                    tx,
+                    woken,
+                ) {
                     Err(PickError::AllFull) => return self.wait_in_line(line, cx),
                     other => other,
                 }

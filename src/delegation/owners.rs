@@ -2,8 +2,9 @@
 //! root's child under which every task owner lives.
 //!
 //! Owners are OTP `temporary` children: never restarted (a task is never run twice behind
-//! its owner's back). They are started directly on the runtime's thread by `submit`, in
-//! the [`OwnerShard`] there, so that starting one costs no hop through this actor; an
+//! its owner's back). They are started directly by `submit`, in the [`OwnerShard`] of the
+//! submitter's [shard](crate::shards), so that starting one costs no hop through this
+//! actor and a task stays on its submitter's thread; an
 //! owner that goes away before its task ended escalates the task from its `Drop` (nothing
 //! is lost silently). What this actor adds is the place in the tree: it is the root's last
 //! child, so a shutdown (reverse start order) cancels every live task first, and they end
@@ -25,14 +26,16 @@ use crate::agents::AttemptReport;
 use crate::discovery::Registry;
 use crate::messaging::Scope;
 use crate::routing::Router;
+use crate::shards::Shards;
 use crate::supervision::{ChildLink, Exit, Named, StopActor};
 
-/// The task owners of a runtime: starts each accepted task's owner on the shard of the
-/// runtime's thread, and reaches a live task's owner (cancel, a result from outside).
+/// The task owners of a runtime: starts each accepted task's owner on its submitter's
+/// shard, and reaches a live task's owner (cancel, a result from outside).
 pub struct Owners {
     shared: Arc<Shared>,
-    /// Started on the runtime's thread with the first task.
-    shard: std::sync::OnceLock<Addr<OwnerShard>>,
+    shards: Arc<Shards>,
+    /// One owner shard per runtime shard, each started on its arbiter with its first task.
+    owner_shards: Box<[std::sync::OnceLock<Addr<OwnerShard>>]>,
 }
 
 impl std::fmt::Debug for Owners {
@@ -45,11 +48,19 @@ impl std::fmt::Debug for Owners {
 
 impl Owners {
     /// The owners of a runtime: they route through `router`, wait for agents on
-    /// `registry`, and let an attempt run `grace` past its deadline.
-    pub fn new(router: Router, registry: Named<Registry>, grace: Duration) -> Self {
+    /// `registry`, let an attempt run `grace` past its deadline and run on `shards`.
+    pub fn new(
+        router: Router,
+        registry: Named<Registry>,
+        grace: Duration,
+        shards: Arc<Shards>,
+    ) -> Self {
         Owners {
             shared: Arc::new(Shared::new(router, registry, grace)),
-            shard: std::sync::OnceLock::new(),
+            owner_shards: (0..shards.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            shards,
         }
     }
 
@@ -72,33 +83,50 @@ impl Owners {
         &self.shared.stats
     }
 
-    /// The shard driving the owners, started on the current arbiter (the runtime's
-    /// thread) the first time it is needed.
-    fn shard(&self) -> &Addr<OwnerShard> {
-        self.shard
-            .get_or_init(|| OwnerShard::new(self.shared.clone()).start())
+    /// The owner shard of runtime shard `i`, started on its arbiter the first time it is
+    /// needed.
+    fn shard(&self, i: usize) -> &Addr<OwnerShard> {
+        self.owner_shards[i].get_or_init(|| {
+            let shared = self.shared.clone();
+            OwnerShard::start_in_arbiter(self.shards.arbiter(i), move |_| OwnerShard::new(shared))
+        })
+    }
+
+    /// The owner shard of a live task.
+    fn shard_of(&self, task: Uuid) -> Option<&Addr<OwnerShard>> {
+        let i = *self.shared.table.get(&task)?;
+        self.owner_shards.get(i)?.get()
     }
 
     /// Whether a task with this id is live (accepted and not ended).
     pub fn is_live(&self, task: Uuid) -> bool {
-        self.shared.table.contains(&task)
+        self.shared.table.contains_key(&task)
     }
 
-    /// Enters a task being accepted in the table of live tasks; false if a task with this
-    /// id is live already (a task has one owner at a time).
-    pub(super) fn claim(&self, task: Uuid) -> bool {
-        self.shared.table.insert(task)
+    /// Enters a task being accepted in the table of live tasks, owned on the calling
+    /// thread's shard; `None` if a task with this id is live already (a task has one
+    /// owner at a time).
+    pub(super) fn claim(&self, task: Uuid) -> Option<usize> {
+        match self.shared.table.entry(task) {
+            dashmap::Entry::Occupied(_) => None,
+            dashmap::Entry::Vacant(v) => {
+                let shard = self.shards.for_submitter();
+                v.insert(shard);
+                Some(shard)
+            }
+        }
     }
 
-    /// Starts an accepted task's owner (call it on the runtime's thread); the task is in
-    /// the table of live tasks since its acceptance.
+    /// Starts an accepted task's owner on the shard claimed for it (from any thread); the
+    /// task is in the table of live tasks since its acceptance.
     pub fn start(&self, a: Accepted) {
-        self.shard().do_send(StartOwner(a));
+        let i = a.shard;
+        self.shard(i).do_send(StartOwner(a));
     }
 
     /// Cancels a live task; false if it had already ended (or is unknown).
     pub async fn cancel(&self, task: Uuid, reason: &str) -> bool {
-        let Some(shard) = self.shard.get().filter(|_| self.is_live(task)) else {
+        let Some(shard) = self.shard_of(task).cloned() else {
             return false;
         };
         shard
@@ -110,21 +138,21 @@ impl Owners {
             .unwrap_or(false)
     }
 
-    /// Cancels every live task (a shutdown) and stops the shard; returns when it has.
+    /// Cancels every live task (a shutdown) and stops the owner shards; returns when they
+    /// have.
     pub async fn cancel_all(&self, reason: &str) {
-        if let Some(shard) = self.shard.get() {
-            let _ = shard
-                .send(CancelAll {
-                    reason: reason.into(),
-                })
-                .await;
-        }
+        let sent = self.owner_shards.iter().filter_map(|s| s.get()).map(|s| {
+            s.send(CancelAll {
+                reason: reason.into(),
+            })
+        });
+        futures::future::join_all(sent).await;
     }
 
     /// Hands a result from outside this runtime's instances to the owner of a live task,
     /// fenced like any other answer (G2). False when no live task has this id.
     pub fn deliver_result(&self, task: Uuid, agent: &str, epoch: u64, output: Value) -> bool {
-        match self.shard.get().filter(|_| self.is_live(task)) {
+        match self.shard_of(task) {
             Some(shard) => {
                 shard.do_send(AttemptReport::new(
                     task,

@@ -50,6 +50,8 @@ pub struct Accepted {
     /// The contract the input was checked against at acceptance (none yet declared).
     pub(super) contract: Option<Arc<Capability>>,
     pub(super) waiter: oneshot::Sender<Outcome>,
+    /// The shard its owner runs on (its submitter's), claimed with the id.
+    pub(super) shard: usize,
 }
 
 /// An accepted task, whose owner the shard starts.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use dashmap::DashSet;
+use dashmap::DashMap;
 use uuid::Uuid;
 
 use super::reuse::Reuse;
@@ -24,8 +24,8 @@ use crate::supervision::Named;
 pub struct Shared {
     pub(super) router: Router,
     pub(super) registry: Named<Registry>,
-    /// Tasks whose owner has not ended them yet.
-    pub(super) table: DashSet<Uuid>,
+    /// Tasks whose owner has not ended them yet, with the shard their owner runs on.
+    pub(super) table: DashMap<Uuid, usize>,
     pub(super) stats: Stats,
     pub(super) grace: Duration,
     /// Started with the first task that declares a scope (tasks without one never use it).
@@ -48,7 +48,7 @@ impl Shared {
         Shared {
             router,
             registry,
-            table: DashSet::new(),
+            table: DashMap::new(),
             stats: Stats::default(),
             grace,
             scopes: std::sync::OnceLock::new(),

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use dashmap::DashMap;
 use serde::Serialize;
 
-use super::load_order::{Front, LoadOrder};
+use super::load_order::{Front, Orders};
 use crate::agents::protocol::AgentState;
 use crate::agents::{InstanceHandle, LoadWatch};
 use crate::messaging::capability::{Capability, CapabilityError};
@@ -24,8 +24,9 @@ pub struct CapabilityEntry {
     pub contract: Arc<Capability>,
     /// Who declared it first.
     pub declared_by: Arc<str>,
-    /// Serving instances, least loaded first, ties by registration order.
-    order: Arc<LoadOrder>,
+    /// Serving instances, an order per shard (least loaded first, ties by registration
+    /// order) and one line of owners waiting for a slot.
+    orders: Arc<Orders>,
 }
 
 /// Why no instance could be picked.
@@ -78,13 +79,38 @@ pub struct CapabilityInfo {
 }
 
 /// Capability name → contract and instances; instance id → handle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CapabilityIndex {
     caps: DashMap<Arc<str>, CapabilityEntry>,
     agents: DashMap<Arc<str>, Arc<InstanceHandle>>,
+    /// How many shards its instances are spread over (an order each).
+    shards: usize,
+}
+
+impl Default for CapabilityIndex {
+    fn default() -> Self {
+        CapabilityIndex::with_shards(1)
+    }
 }
 
 impl CapabilityIndex {
+    /// An empty index for instances spread over `shards` shards (see
+    /// [`shards`](crate::shards)): each capability keeps one load order per shard, so picks
+    /// on different shards do not contend.
+    ///
+    /// # Example
+    /// ```
+    /// let index = muster::discovery::CapabilityIndex::with_shards(2);
+    /// assert!(index.is_empty());
+    /// ```
+    pub fn with_shards(shards: usize) -> Self {
+        CapabilityIndex {
+            caps: DashMap::new(),
+            agents: DashMap::new(),
+            shards: shards.max(1),
+        }
+    }
+
     /// The contract of a capability, if declared.
     pub fn contract(&self, capability: &str) -> Option<Arc<Capability>> {
         self.caps.get(capability).map(|e| e.contract.clone())
@@ -96,24 +122,27 @@ impl CapabilityIndex {
     }
 
     /// Picks the least-loaded available instance of a capability outside `exclude`, ties
-    /// broken by registration order (deterministic), and reserves a slot on it. O(log n) in
-    /// the capability's instances (plus one step per unavailable or excluded instance
-    /// passed over): the instances are kept in load order as their loads change.
+    /// broken by shard (`from`, the picker's, first) then registration order
+    /// (deterministic), and reserves a slot on it. An idle instance on shard `from` is
+    /// taken without looking at the other shards. O(log n) in the capability's instances
+    /// (plus one step per unavailable or excluded instance passed over): the instances are
+    /// kept in load order as their loads change.
     pub fn pick(
         &self,
         capability: &str,
         exclude: &[Arc<str>],
+        from: usize,
     ) -> Result<(Arc<Capability>, Arc<InstanceHandle>), PickError> {
         let entry = self
             .caps
             .get(capability)
             .ok_or(PickError::UnknownCapability)?;
         loop {
-            match entry.order.front_for_newcomer(exclude) {
+            match entry.orders.front_for_newcomer(exclude, from) {
                 Front::Pick(h) if h.try_reserve() => return Ok((entry.contract.clone(), h)),
                 // Lost a race for the last slot (its load changed on another thread): the
                 // order is brought in line with the load now, and read again.
-                Front::Pick(h) => entry.order.load_changed(&h),
+                Front::Pick(h) => entry.orders.of_shard(h.shard).load_changed(&h),
                 Front::AllFull | Front::FreeOnlyExcluded => return Err(PickError::AllFull),
                 Front::Nobody => return Err(PickError::NoCandidate),
             }
@@ -129,6 +158,7 @@ impl CapabilityIndex {
         &self,
         capability: &str,
         exclude: &[Arc<str>],
+        from: usize,
         waiter: tokio::sync::oneshot::Sender<u32>,
         woken: Option<u32>,
     ) -> Result<(Arc<Capability>, Arc<InstanceHandle>), PickError> {
@@ -138,10 +168,13 @@ impl CapabilityIndex {
             .ok_or(PickError::UnknownCapability)?;
         let mut waiter = Some(waiter);
         loop {
-            match entry.order.front_or_wait(exclude, &mut waiter, woken) {
+            match entry
+                .orders
+                .front_or_wait(exclude, from, &mut waiter, woken)
+            {
                 Front::Pick(h) if h.try_reserve() => return Ok((entry.contract.clone(), h)),
                 // Lost a race for the last slot: as in `pick` (the waiter is still ours).
-                Front::Pick(h) => entry.order.load_changed(&h),
+                Front::Pick(h) => entry.orders.of_shard(h.shard).load_changed(&h),
                 Front::AllFull | Front::FreeOnlyExcluded => return Err(PickError::AllFull),
                 Front::Nobody => return Err(PickError::NoCandidate),
             }
@@ -152,16 +185,17 @@ impl CapabilityIndex {
     /// woken but went away (or looked elsewhere) before taking the slot.
     pub fn pass_on(&self, capability: &str, hops: u32) {
         if let Some(e) = self.caps.get(capability) {
-            e.order.wake_one(hops);
+            e.orders.wake_one(hops);
         }
     }
 
     /// Owners waiting in line for a slot of `capability` (0 when none is at its bound).
     pub fn waiting(&self, capability: &str) -> usize {
-        self.caps.get(capability).map_or(0, |e| e.order.waiting())
+        self.caps.get(capability).map_or(0, |e| e.orders.waiting())
     }
 
-    /// The instance [`CapabilityIndex::pick`] would choose now, without reserving a slot.
+    /// The instance [`CapabilityIndex::pick`] would choose now from shard 0, without
+    /// reserving a slot.
     pub fn least_loaded(
         &self,
         capability: &str,
@@ -171,7 +205,7 @@ impl CapabilityIndex {
             .caps
             .get(capability)
             .ok_or(PickError::UnknownCapability)?;
-        match entry.order.front(exclude) {
+        match entry.orders.front(exclude, 0) {
             Front::Pick(h) => Ok(h),
             Front::AllFull | Front::FreeOnlyExcluded => Err(PickError::AllFull),
             Front::Nobody => Err(PickError::NoCandidate),
@@ -185,7 +219,7 @@ impl CapabilityIndex {
             return Vec::new();
         };
         let mut v: Vec<_> = entry
-            .order
+            .orders
             .members()
             .into_iter()
             .filter(|h| h.available() && !exclude.iter().any(|x| **x == *h.id))
@@ -273,7 +307,7 @@ impl CapabilityIndex {
             CapabilityEntry {
                 contract,
                 declared_by: by.clone(),
-                order: Arc::new(LoadOrder::default()),
+                orders: Arc::new(Orders::new(self.shards)),
             },
         );
         Ok(())
@@ -285,7 +319,10 @@ impl CapabilityIndex {
         self.remove(&handle.id);
         let mut watchers: Vec<Weak<dyn LoadWatch>> = Vec::new();
         for c in &handle.capabilities {
-            let order = self.caps.get(c.as_ref()).map(|e| e.order.clone());
+            let order = self
+                .caps
+                .get(c.as_ref())
+                .map(|e| e.orders.of_shard(handle.shard).clone());
             if let Some(order) = order {
                 order.add(handle.clone());
                 let order: Arc<dyn LoadWatch> = order;
@@ -300,7 +337,10 @@ impl CapabilityIndex {
         let (_, h) = self.agents.remove(id)?;
         h.set_load_watchers(Vec::new());
         for c in &h.capabilities {
-            let order = self.caps.get(c.as_ref()).map(|e| e.order.clone());
+            let order = self
+                .caps
+                .get(c.as_ref())
+                .map(|e| e.orders.of_shard(h.shard).clone());
             if let Some(order) = order {
                 order.remove(&h);
             }
@@ -327,24 +367,32 @@ mod tests {
     }
 
     fn index(capacities: &[usize]) -> (CapabilityIndex, Vec<Arc<InstanceHandle>>) {
+        sharded(capacities, 1)
+    }
+
+    /// As `index`, over `shards` shards: instance `i` on shard `i % shards`.
+    fn sharded(capacities: &[usize], shards: usize) -> (CapabilityIndex, Vec<Arc<InstanceHandle>>) {
         let schemas = SchemaStore::new();
         schemas.add("s", serde_json::json!({})).unwrap();
         let cap = CapabilitySpec::new("c", "s", "s")
             .compile(&schemas)
             .unwrap();
-        let idx = CapabilityIndex::default();
+        let idx = CapabilityIndex::with_shards(shards);
         idx.declare(Arc::new(cap), &Arc::from("t")).unwrap();
         let mut hs = Vec::new();
         for (i, capacity) in capacities.iter().enumerate() {
-            let h = Arc::new(InstanceHandle::new(
-                Arc::from(format!("t#{i}")),
-                Arc::from("t"),
-                0,
-                vec![Arc::from("c")],
-                *capacity,
-                *capacity,
-                Box::new(Open),
-            ));
+            let h = Arc::new(
+                InstanceHandle::new(
+                    Arc::from(format!("t#{i}")),
+                    Arc::from("t"),
+                    0,
+                    vec![Arc::from("c")],
+                    *capacity,
+                    *capacity,
+                    Box::new(Open),
+                )
+                .on_shard(i % shards),
+            );
             h.set_ordinal(i as u64 + 1);
             h.set_state(AgentState::Ready);
             hs.push(h);
@@ -392,10 +440,10 @@ mod tests {
     #[test]
     fn an_owner_in_line_is_woken_by_the_freed_slot_not_by_a_timer() {
         let (idx, hs) = index(&[1]);
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let (tx, mut rx) = line();
         assert_eq!(
-            idx.pick_or_wait("c", &[], tx, None).map(|_| ()),
+            idx.pick_or_wait("c", &[], 0, tx, None).map(|_| ()),
             Err(PickError::AllFull)
         );
         assert_eq!(idx.waiting("c"), 1);
@@ -403,17 +451,20 @@ mod tests {
         hs[0].release();
         assert_eq!(rx.try_recv(), Ok(0), "the release offered the slot");
         assert_eq!(idx.waiting("c"), 0);
-        assert!(idx.pick("c", &[]).is_ok(), "and the slot is there to take");
+        assert!(
+            idx.pick("c", &[], 0).is_ok(),
+            "and the slot is there to take"
+        );
     }
 
     #[test]
     fn one_freed_slot_wakes_one_waiter_first_come_first_woken() {
         let (idx, hs) = index(&[1]);
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let mut rxs = Vec::new();
         for _ in 0..3 {
             let (tx, rx) = line();
-            assert!(idx.pick_or_wait("c", &[], tx, None).is_err());
+            assert!(idx.pick_or_wait("c", &[], 0, tx, None).is_err());
             rxs.push(rx);
         }
         hs[0].release();
@@ -425,17 +476,17 @@ mod tests {
     #[test]
     fn a_waiter_that_lost_its_slot_keeps_the_head_of_the_line() {
         let (idx, hs) = index(&[1]);
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let (tx1, mut rx1) = line();
-        assert!(idx.pick_or_wait("c", &[], tx1, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], 0, tx1, None).is_err());
         hs[0].release();
         assert_eq!(rx1.try_recv(), Ok(0));
         // With nobody else in line, a newcomer takes the slot before the woken owner looks.
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let (tx2, mut rx2) = line();
-        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], 0, tx2, None).is_err());
         let (tx1, mut rx1) = line();
-        assert!(idx.pick_or_wait("c", &[], tx1, Some(0)).is_err());
+        assert!(idx.pick_or_wait("c", &[], 0, tx1, Some(0)).is_err());
         hs[0].release();
         assert_eq!(rx1.try_recv(), Ok(0), "the first waiter is first again");
         assert!(rx2.try_recv().is_err());
@@ -444,11 +495,11 @@ mod tests {
     #[test]
     fn a_newcomer_queues_behind_the_owners_in_line_instead_of_taking_their_slot() {
         let (idx, hs) = index(&[1]);
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let (tx1, mut rx1) = line();
         let (tx2, mut rx2) = line();
-        assert!(idx.pick_or_wait("c", &[], tx1, None).is_err());
-        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], 0, tx1, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], 0, tx2, None).is_err());
         hs[0].release();
         assert_eq!(
             rx1.try_recv(),
@@ -457,21 +508,21 @@ mod tests {
         );
         // A newcomer arriving before the woken owner looks finds the capability full
         // (the slot is spoken for) and joins the back of the line.
-        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::AllFull));
+        assert_eq!(idx.pick("c", &[], 0).map(|_| ()), Err(PickError::AllFull));
         let (tx3, mut rx3) = line();
         assert_eq!(
-            idx.pick_or_wait("c", &[], tx3, None).map(|_| ()),
+            idx.pick_or_wait("c", &[], 0, tx3, None).map(|_| ()),
             Err(PickError::AllFull)
         );
         // The woken owner takes its slot.
         let (tx1, _rx1) = line();
-        assert!(idx.pick_or_wait("c", &[], tx1, Some(0)).is_ok());
+        assert!(idx.pick_or_wait("c", &[], 0, tx1, Some(0)).is_ok());
         // The next slots go in arrival order: the second waiter, then the newcomer.
         hs[0].release();
         assert_eq!(rx2.try_recv(), Ok(0));
         assert!(rx3.try_recv().is_err(), "the newcomer waits its turn");
         let (tx2, _rx2) = line();
-        assert!(idx.pick_or_wait("c", &[], tx2, Some(0)).is_ok());
+        assert!(idx.pick_or_wait("c", &[], 0, tx2, Some(0)).is_ok());
         hs[0].release();
         assert_eq!(rx3.try_recv(), Ok(0));
     }
@@ -479,13 +530,13 @@ mod tests {
     #[test]
     fn a_slot_on_an_excluded_instance_is_passed_to_whoever_can_take_it() {
         let (idx, hs) = index(&[1, 1]);
-        assert!(idx.pick("c", &[]).is_ok());
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let failed_on_0: Vec<Arc<str>> = vec![hs[0].id.clone()];
         let (tx1, mut rx1) = line();
         let (tx2, mut rx2) = line();
-        assert!(idx.pick_or_wait("c", &failed_on_0, tx1, None).is_err());
-        assert!(idx.pick_or_wait("c", &[], tx2, None).is_err());
+        assert!(idx.pick_or_wait("c", &failed_on_0, 0, tx1, None).is_err());
+        assert!(idx.pick_or_wait("c", &[], 0, tx2, None).is_err());
         hs[0].release();
         let hops = rx1
             .try_recv()
@@ -493,7 +544,7 @@ mod tests {
         // It cannot take it (it failed there): it goes to the back and passes it on.
         let (tx1, mut rx1) = line();
         assert_eq!(
-            idx.pick_or_wait("c", &failed_on_0, tx1, Some(hops))
+            idx.pick_or_wait("c", &failed_on_0, 0, tx1, Some(hops))
                 .map(|_| ()),
             Err(PickError::AllFull)
         );
@@ -501,7 +552,7 @@ mod tests {
         // A plain pick would queue behind the owner still in line; the woken one takes it.
         let (tx2, _rx2) = line();
         let (_, h) = idx
-            .pick_or_wait("c", &[], tx2, Some(1))
+            .pick_or_wait("c", &[], 0, tx2, Some(1))
             .expect("and takes it");
         assert_eq!(h.id, hs[0].id);
         assert!(rx1.try_recv().is_err());
@@ -510,13 +561,13 @@ mod tests {
     #[test]
     fn a_slot_nobody_in_line_can_take_goes_round_the_line_once() {
         let (idx, hs) = index(&[1, 1]);
-        assert!(idx.pick("c", &[]).is_ok());
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let failed_on_0: Vec<Arc<str>> = vec![hs[0].id.clone()];
         let mut rxs = Vec::new();
         for _ in 0..2 {
             let (tx, rx) = line();
-            assert!(idx.pick_or_wait("c", &failed_on_0, tx, None).is_err());
+            assert!(idx.pick_or_wait("c", &failed_on_0, 0, tx, None).is_err());
             rxs.push(rx);
         }
         hs[0].release();
@@ -529,7 +580,7 @@ mod tests {
             };
             passes += 1;
             let (tx, rx) = line();
-            let _ = idx.pick_or_wait("c", &failed_on_0, tx, Some(passes - 1));
+            let _ = idx.pick_or_wait("c", &failed_on_0, 0, tx, Some(passes - 1));
             rxs[i] = rx;
         }
         assert!(passes <= 3, "the wake went round {passes} times");
@@ -545,18 +596,18 @@ mod tests {
     #[test]
     fn a_removed_instance_wakes_the_whole_line_to_look_again() {
         let (idx, hs) = index(&[1]);
-        assert!(idx.pick("c", &[]).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
         let mut rxs = Vec::new();
         for _ in 0..3 {
             let (tx, rx) = line();
-            assert!(idx.pick_or_wait("c", &[], tx, None).is_err());
+            assert!(idx.pick_or_wait("c", &[], 0, tx, None).is_err());
             rxs.push(rx);
         }
         idx.remove(&hs[0].id);
         assert!(rxs.iter_mut().all(|r| r.try_recv().is_ok()));
         let (tx, _rx) = line();
         assert_eq!(
-            idx.pick_or_wait("c", &[], tx, None).map(|_| ()),
+            idx.pick_or_wait("c", &[], 0, tx, None).map(|_| ()),
             Err(PickError::NoCandidate)
         );
     }
@@ -565,13 +616,13 @@ mod tests {
     fn an_instance_that_takes_work_again_offers_its_free_slots() {
         let (idx, hs) = index(&[2, 1]);
         for _ in 0..3 {
-            assert!(idx.pick("c", &[]).is_ok());
+            assert!(idx.pick("c", &[], 0).is_ok());
         }
         hs[0].set_state(AgentState::Failed);
         let mut rxs = Vec::new();
         for _ in 0..2 {
             let (tx, rx) = line();
-            assert!(idx.pick_or_wait("c", &[], tx, None).is_err());
+            assert!(idx.pick_or_wait("c", &[], 0, tx, None).is_err());
             rxs.push(rx);
         }
         // Its slots free while it is down: the waiters woken look, find nothing usable,
@@ -581,7 +632,7 @@ mod tests {
         for r in rxs.iter_mut() {
             let hops = r.try_recv().expect("offered");
             let (tx, rx) = line();
-            assert!(idx.pick_or_wait("c", &[], tx, Some(hops)).is_err());
+            assert!(idx.pick_or_wait("c", &[], 0, tx, Some(hops)).is_err());
             *r = rx;
         }
         assert_eq!(idx.waiting("c"), 2);
@@ -624,7 +675,7 @@ mod tests {
                             .filter_map(|i| hs.get(*i).map(|h| h.id.clone()))
                             .collect();
                         let want = scanned(&hs, &exclude);
-                        let got = idx.pick("c", &exclude).map(|(_, h)| h.id.clone());
+                        let got = idx.pick("c", &exclude, 0).map(|(_, h)| h.id.clone());
                         prop_assert_eq!(got, want);
                     }
                     Op::Release(i) => {
@@ -651,21 +702,134 @@ mod tests {
     fn an_unknown_capability_and_a_removed_instance_are_not_picked() {
         let (idx, hs) = index(&[2, 2]);
         assert_eq!(
-            idx.pick("other", &[]).map(|(_, h)| h.id.clone()),
+            idx.pick("other", &[], 0).map(|(_, h)| h.id.clone()),
             Err(PickError::UnknownCapability)
         );
         idx.remove(&hs[0].id);
         for _ in 0..2 {
             assert_eq!(
-                idx.pick("c", &[]).map(|(_, h)| h.id.clone()),
+                idx.pick("c", &[], 0).map(|(_, h)| h.id.clone()),
                 Ok(hs[1].id.clone())
             );
         }
-        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::AllFull));
+        assert_eq!(idx.pick("c", &[], 0).map(|_| ()), Err(PickError::AllFull));
         // The removed instance's releases no longer reach the order.
         hs[0].release();
-        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::AllFull));
+        assert_eq!(idx.pick("c", &[], 0).map(|_| ()), Err(PickError::AllFull));
         idx.remove(&hs[1].id);
-        assert_eq!(idx.pick("c", &[]).map(|_| ()), Err(PickError::NoCandidate));
+        assert_eq!(
+            idx.pick("c", &[], 0).map(|_| ()),
+            Err(PickError::NoCandidate)
+        );
+    }
+
+    #[test]
+    fn a_pick_takes_an_idle_instance_of_its_own_shard_then_the_least_loaded_of_any_shard() {
+        // t#0, t#2 on shard 0; t#1, t#3 on shard 1; two slots each.
+        let (idx, hs) = sharded(&[2, 2, 2, 2], 2);
+        let pick = |from| idx.pick("c", &[], from).map(|(_, h)| h.id.clone());
+        // Idle instances of the picker's shard first, in registration order.
+        assert_eq!(pick(1), Ok(hs[1].id.clone()));
+        assert_eq!(pick(1), Ok(hs[3].id.clone()));
+        // Shard 1 is busy (load 1 each) and shard 0 idle: the least loaded wins.
+        assert_eq!(pick(1), Ok(hs[0].id.clone()));
+        assert_eq!(pick(1), Ok(hs[2].id.clone()));
+        // Every instance at load 1: a tie goes to the picker's own shard.
+        assert_eq!(pick(0), Ok(hs[0].id.clone()));
+        assert_eq!(pick(1), Ok(hs[1].id.clone()));
+        // Shard 0 full: its pickers take shard 1's last slot, then find all full.
+        assert_eq!(pick(0), Ok(hs[2].id.clone()));
+        assert_eq!(pick(0), Ok(hs[3].id.clone()));
+        assert_eq!(pick(0).map(|_| ()), Err(PickError::AllFull));
+        assert_eq!(pick(1).map(|_| ()), Err(PickError::AllFull));
+    }
+
+    #[test]
+    fn a_slot_freed_on_another_shard_wakes_the_owner_in_line_on_this_one() {
+        let (idx, hs) = sharded(&[1, 1], 2);
+        assert!(idx.pick("c", &[], 0).is_ok());
+        assert!(idx.pick("c", &[], 0).is_ok());
+        let (tx, mut rx) = line();
+        assert_eq!(
+            idx.pick_or_wait("c", &[], 0, tx, None).map(|_| ()),
+            Err(PickError::AllFull)
+        );
+        // A newcomer on shard 1 queues behind the owner in line.
+        let (tx2, mut rx2) = line();
+        assert!(idx.pick_or_wait("c", &[], 1, tx2, None).is_err());
+        assert_eq!(idx.waiting("c"), 2);
+        // t#1 lives on shard 1: its freed slot goes to the first in line, of shard 0.
+        hs[1].release();
+        assert_eq!(rx.try_recv(), Ok(0));
+        assert!(rx2.try_recv().is_err());
+        let (tx, _rx) = line();
+        assert_eq!(
+            idx.pick_or_wait("c", &[], 0, tx, Some(0))
+                .map(|(_, h)| h.id.clone()),
+            Ok(hs[1].id.clone())
+        );
+        hs[0].release();
+        assert_eq!(rx2.try_recv(), Ok(0));
+        assert_eq!(idx.waiting("c"), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn across_shards_a_pick_is_as_loaded_as_the_scans_and_stays_home_on_a_tie(
+            capacities in proptest::collection::vec(1usize..4, 1..12),
+            shards in 1usize..4,
+            ops in proptest::collection::vec((op(12), 0usize..4), 1..120),
+        ) {
+            let (idx, hs) = sharded(&capacities, shards);
+            for (o, from) in ops {
+                let from = from % shards;
+                match o {
+                    Op::Pick(ex) => {
+                        let exclude: Vec<Arc<str>> = ex
+                            .iter()
+                            .filter_map(|i| hs.get(*i).map(|h| h.id.clone()))
+                            .collect();
+                        let want = scanned(&hs, &exclude);
+                        let least = want
+                            .as_ref()
+                            .ok()
+                            .and_then(|id| hs.iter().find(|h| h.id == *id))
+                            .map(|h| h.load());
+                        let home_at_least = hs.iter().any(|h| {
+                            h.shard == from
+                                && h.available()
+                                && h.load() < h.capacity
+                                && Some(h.load()) == least
+                                && !exclude.contains(&h.id)
+                        });
+                        match idx.pick("c", &exclude, from) {
+                            Ok((_, h)) => {
+                                prop_assert_eq!(Some(h.load() - 1), least, "as loaded as the scan's");
+                                prop_assert!(!exclude.contains(&h.id));
+                                if home_at_least {
+                                    prop_assert_eq!(h.shard, from, "a tie stays home");
+                                }
+                            }
+                            Err(e) => prop_assert_eq!(Err::<Arc<str>, _>(e), want),
+                        }
+                    }
+                    Op::Release(i) => {
+                        if let Some(h) = hs.get(i) {
+                            h.release();
+                        }
+                    }
+                    Op::Stop(i) => {
+                        if let Some(h) = hs.get(i) {
+                            h.set_state(AgentState::Stopped);
+                        }
+                    }
+                    Op::Restart(i) => {
+                        if let Some(h) = hs.get(i) {
+                            h.set_state(AgentState::Ready);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

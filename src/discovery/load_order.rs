@@ -2,46 +2,41 @@
 //! order (the ordinal), kept up to date as loads change, so that a pick reads the front of
 //! an ordered set (O(log n)) instead of scanning every instance.
 //!
-//! Each instance's handle tells the orders it belongs to of every load change
+//! Each instance's handle tells the order it belongs to of every load change
 //! ([`LoadWatch`]); the order then re-reads the load under its lock, so concurrent changes
 //! from several threads settle on the current load. Only instances below their capacity
 //! are in the set; availability (state, a connected mailbox) can change without notice, so
 //! it is checked as the front is read. Written by the capability index (membership) and
 //! by the handles (loads); it must not decide anything but the order.
 //!
-//! Owners that find every instance at its bound wait in line here instead of polling
-//! ([`LoadOrder::front_or_wait`]): each freed slot wakes the first waiter still waiting, a
-//! new instance wakes as many as it has slots, and a removed one wakes them all to look
-//! again. The cost of a full capability is then one wake per freed slot, whatever the
-//! number of tasks waiting.
+//! **One order per shard.** A capability's instances are kept in one [`LoadOrder`] per
+//! [shard](crate::shards) ([`Orders`]), each behind its own lock, so a pick on one shard
+//! and a load change on another never wait for each other. A pick from shard `s` takes an
+//! idle instance of shard `s` at once (nothing is less loaded); otherwise it compares the
+//! fronts of every shard and takes the least loaded, ties to shard `s` first, then the
+//! shards after it in turn, then by ordinal. With one shard this is the single order.
+//!
+//! Owners that find every instance at its bound wait in the capability's one [`Line`]
+//! instead of polling ([`Orders::front_or_wait`]): each freed slot on any shard wakes the
+//! first waiter still waiting, a new instance wakes as many as it has slots, and a removed
+//! one wakes them all to look again. The cost of a full capability is then one wake per
+//! freed slot, whatever the number of tasks waiting.
+//!
+//! Locks: a waiter holds the line's lock while it looks at the orders and joins the line;
+//! an order wakes the line only after releasing its own lock. A slot freed while a waiter
+//! looks is either seen by its look or wakes it (the waiter counts itself in the line
+//! before it looks, and an order reads that count after its change).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 use crate::agents::{InstanceHandle, LoadWatch};
 
-/// One capability's instances in pick order.
-#[derive(Debug, Default)]
-pub(crate) struct LoadOrder {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    /// (load, ordinal) of every member below its capacity.
-    order: BTreeSet<(usize, u64)>,
-    /// Members by ordinal, with the load their entry in `order` was made with (`None`:
-    /// at capacity, not in `order`).
-    members: HashMap<u64, (Arc<InstanceHandle>, Option<usize>)>,
-    /// Owners waiting for a slot, first come first woken; each is sent how many waiters
-    /// were offered this slot before it (see [`LoadOrder::front_or_wait`]).
-    waiters: VecDeque<oneshot::Sender<u32>>,
-}
-
-/// What the front of the order offers.
+/// What the front of the orders offers.
 pub(crate) enum Front {
     /// The least-loaded available instance below capacity outside the excluded ones.
     Pick(Arc<InstanceHandle>),
@@ -53,15 +48,93 @@ pub(crate) enum Front {
     Nobody,
 }
 
+/// The owners waiting for a slot of one capability, first come first woken; each is sent
+/// how many waiters were offered this slot before it (see [`Orders::front_or_wait`]).
+#[derive(Debug, Default)]
+pub(crate) struct Line {
+    waiters: Mutex<VecDeque<oneshot::Sender<u32>>>,
+    /// Waiters in `waiters` plus those looking before they join (read without the lock, so
+    /// that a freed slot costs no lock while nobody waits).
+    count: AtomicUsize,
+}
+
+impl Line {
+    /// Wakes up to `n` waiters still waiting (those gone are dropped on the way).
+    fn wake(&self, n: usize) {
+        if n > 0 && self.count.load(Ordering::SeqCst) > 0 {
+            self.wake_locked(&mut self.waiters.lock(), n, 0);
+        }
+    }
+
+    fn wake_locked(&self, w: &mut VecDeque<oneshot::Sender<u32>>, mut n: usize, hops: u32) {
+        while n > 0 {
+            let Some(s) = w.pop_front() else {
+                return;
+            };
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            if s.send(hops).is_ok() {
+                n -= 1;
+            }
+        }
+    }
+
+    /// Wakes every waiter.
+    fn wake_all(&self) {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            let mut w = self.waiters.lock();
+            let n = w.len();
+            self.wake_locked(&mut w, n, 0);
+        }
+    }
+
+    /// Whether owners wait in line (those gone at its head are dropped first).
+    fn has_waiters(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 0 && self.has_waiters_locked(&mut self.waiters.lock())
+    }
+
+    fn has_waiters_locked(&self, w: &mut VecDeque<oneshot::Sender<u32>>) -> bool {
+        while w.front().is_some_and(|s| s.is_closed()) {
+            w.pop_front();
+            self.count.fetch_sub(1, Ordering::SeqCst);
+        }
+        !w.is_empty()
+    }
+}
+
+/// One shard's instances of a capability in pick order.
+#[derive(Debug)]
+pub(crate) struct LoadOrder {
+    inner: Mutex<Inner>,
+    line: Arc<Line>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (load, ordinal) of every member below its capacity.
+    order: BTreeSet<(usize, u64)>,
+    /// Members by ordinal, with the load their entry in `order` was made with (`None`:
+    /// at capacity, not in `order`).
+    members: HashMap<u64, (Arc<InstanceHandle>, Option<usize>)>,
+}
+
+/// What one order offers: its front, and whether any usable member or any free excluded
+/// one exists (to tell "all full" from "nobody").
+struct Look {
+    pick: Option<Arc<InstanceHandle>>,
+    usable: bool,
+    free_excluded: bool,
+}
+
 impl Inner {
-    /// Puts a member's entry in `order` in line with its load now.
-    fn resync(&mut self, ordinal: u64, handle: &InstanceHandle) {
+    /// Puts a member's entry in `order` in line with its load now; true when a slot was
+    /// freed (or the instance came back), so that the next waiter may take it.
+    fn resync(&mut self, ordinal: u64, handle: &InstanceHandle) -> bool {
         let Some((member, key)) = self.members.get_mut(&ordinal) else {
-            return;
+            return false;
         };
         // A handle of an earlier generation with the same ordinal is no member.
         if !std::ptr::eq(Arc::as_ptr(member), handle) {
-            return;
+            return false;
         }
         let old = key.take();
         if let Some(old) = old {
@@ -71,166 +144,91 @@ impl Inner {
         if load < handle.capacity {
             self.order.insert((load, ordinal));
             *key = Some(load);
-            // A slot was freed (or the instance came back): the next waiter may take it.
-            if old.is_none_or(|o| load < o) {
-                self.wake(1);
-            }
+            return old.is_none_or(|o| load < o);
         }
+        false
     }
 
-    /// Whether owners wait in line for a slot (those gone at its head are dropped first).
-    fn has_waiters(&mut self) -> bool {
-        while self.waiters.front().is_some_and(|w| w.is_closed()) {
-            self.waiters.pop_front();
-        }
-        !self.waiters.is_empty()
-    }
-
-    /// Wakes up to `n` waiters still waiting (those gone are dropped on the way).
-    fn wake(&mut self, n: usize) {
-        self.wake_with(n, 0);
-    }
-
-    fn wake_with(&mut self, mut n: usize, hops: u32) {
-        while n > 0 {
-            let Some(w) = self.waiters.pop_front() else {
-                return;
-            };
-            if w.send(hops).is_ok() {
-                n -= 1;
-            }
-        }
-    }
-}
-
-impl LoadOrder {
-    /// Adds an instance (its ordinal already set by the registry).
-    pub(crate) fn add(&self, handle: Arc<InstanceHandle>) {
-        let mut g = self.inner.lock();
-        let ordinal = handle.ordinal();
-        if let Some((_, Some(old))) = g.members.remove(&ordinal) {
-            g.order.remove(&(old, ordinal));
-        }
-        g.members.insert(ordinal, (handle.clone(), None));
-        g.resync(ordinal, &handle);
-        // Every free slot of the newcomer is offered (resync offered one).
-        let free = handle.capacity.saturating_sub(handle.load());
-        g.wake(free.saturating_sub(1));
-    }
-
-    /// Removes an instance.
-    pub(crate) fn remove(&self, handle: &InstanceHandle) {
-        let mut g = self.inner.lock();
-        let ordinal = handle.ordinal();
-        let ours = g
-            .members
-            .get(&ordinal)
-            .is_some_and(|(m, _)| std::ptr::eq(Arc::as_ptr(m), handle));
-        if ours {
-            if let Some((_, Some(old))) = g.members.remove(&ordinal) {
-                g.order.remove(&(old, ordinal));
-            }
-            // Whoever waited may have nobody left to wait for: all look again.
-            let n = g.waiters.len();
-            g.wake(n);
-        }
-    }
-
-    /// The front: the first member in (load, ordinal) order that is available and not
-    /// excluded. Costs O(log n) plus one step per unavailable or excluded member passed.
-    pub(crate) fn front(&self, exclude: &[Arc<str>]) -> Front {
-        Self::front_of(&self.inner.lock(), exclude)
-    }
-
-    /// As [`LoadOrder::front`], for a newcomer: while owners wait in line, a free slot is
-    /// theirs (a wake for it is on its way to the head of the line), so a newcomer finds
-    /// every member full and queues behind them, first come first served.
-    pub(crate) fn front_for_newcomer(&self, exclude: &[Arc<str>]) -> Front {
-        let mut g = self.inner.lock();
-        match Self::front_of(&g, exclude) {
-            Front::Pick(_) if g.has_waiters() => Front::AllFull,
-            front => front,
-        }
-    }
-
-    /// As [`LoadOrder::front`]; when every usable member is full, the waiter is taken
-    /// out of `waiter` and joins the line under the same lock (so no slot freed in between
-    /// goes unnoticed), to be sent a hop count when a slot frees.
-    ///
-    /// `woken` is the hop count the caller was woken with, if it was: a woken caller that
-    /// lost the slot to another pick keeps the head of the line; one that cannot use the
-    /// slot (it is on an instance the caller excludes) goes to the back and passes the
-    /// wake on, at most once around the line, so the slot reaches whoever can take it
-    /// and the line never chases its tail.
-    pub(crate) fn front_or_wait(
-        &self,
-        exclude: &[Arc<str>],
-        waiter: &mut Option<oneshot::Sender<u32>>,
-        woken: Option<u32>,
-    ) -> Front {
-        let mut g = self.inner.lock();
-        let front = match Self::front_of(&g, exclude) {
-            // A newcomer does not overtake the line (see `front_for_newcomer`).
-            Front::Pick(_) if woken.is_none() && g.has_waiters() => Front::AllFull,
-            front => front,
-        };
-        let full = matches!(front, Front::AllFull | Front::FreeOnlyExcluded);
-        if let (true, Some(w)) = (full, waiter.take()) {
-            // Owners that looked again on their backstop left their old place behind:
-            // swept whenever the line doubles, so it stays within twice the owners waiting.
-            let n = g.waiters.len();
-            if n >= 64 && n.is_power_of_two() {
-                g.waiters.retain(|w| !w.is_closed());
-            }
-            match (&front, woken) {
-                (Front::AllFull, Some(_)) => g.waiters.push_front(w),
-                (Front::FreeOnlyExcluded, Some(hops)) => {
-                    g.waiters.push_back(w);
-                    if (hops as usize) < g.waiters.len() {
-                        g.wake_with(1, hops.saturating_add(1));
-                    }
-                }
-                _ => g.waiters.push_back(w),
-            }
-        }
-        front
-    }
-
-    /// Wakes the first waiter still waiting (a wake its receiver could not use is passed
-    /// on this way).
-    pub(crate) fn wake_one(&self, hops: u32) {
-        self.inner.lock().wake_with(1, hops);
-    }
-
-    /// Owners waiting for a slot now (those gone included until they are passed over).
-    pub(crate) fn waiting(&self) -> usize {
-        self.inner.lock().waiters.len()
-    }
-
-    fn front_of(g: &Inner, exclude: &[Arc<str>]) -> Front {
+    /// The first member in (load, ordinal) order that is available and not excluded.
+    /// Costs O(log n) plus one step per unavailable or excluded member passed.
+    fn look(&self, exclude: &[Arc<str>]) -> Look {
         let excluded = |h: &InstanceHandle| exclude.iter().any(|x| **x == *h.id);
         let usable = |h: &InstanceHandle| h.available() && !excluded(h);
         let mut free_excluded = false;
-        for (_, ordinal) in &g.order {
-            if let Some((h, _)) = g.members.get(ordinal) {
+        for (_, ordinal) in &self.order {
+            if let Some((h, _)) = self.members.get(ordinal) {
                 if usable(h) {
-                    return Front::Pick(h.clone());
+                    return Look {
+                        pick: Some(h.clone()),
+                        usable: true,
+                        free_excluded,
+                    };
                 }
                 free_excluded |= h.available();
             }
         }
         // Nobody below capacity: is anybody usable at all (then they are all full)?
-        if !g.members.values().any(|(h, _)| usable(h)) {
-            Front::Nobody
-        } else if free_excluded {
-            Front::FreeOnlyExcluded
-        } else {
-            Front::AllFull
+        Look {
+            pick: None,
+            usable: self.members.values().any(|(h, _)| usable(h)),
+            free_excluded,
+        }
+    }
+}
+
+impl LoadOrder {
+    fn new(line: Arc<Line>) -> Self {
+        LoadOrder {
+            inner: Mutex::new(Inner::default()),
+            line,
         }
     }
 
+    /// Adds an instance (its ordinal already set by the registry).
+    pub(crate) fn add(&self, handle: Arc<InstanceHandle>) {
+        let woken = {
+            let mut g = self.inner.lock();
+            let ordinal = handle.ordinal();
+            if let Some((_, Some(old))) = g.members.remove(&ordinal) {
+                g.order.remove(&(old, ordinal));
+            }
+            g.members.insert(ordinal, (handle.clone(), None));
+            let freed = g.resync(ordinal, &handle);
+            // Every free slot of the newcomer is offered.
+            let free = handle.capacity.saturating_sub(handle.load());
+            usize::from(freed) + free.saturating_sub(1)
+        };
+        self.line.wake(woken);
+    }
+
+    /// Removes an instance.
+    pub(crate) fn remove(&self, handle: &InstanceHandle) {
+        let ours = {
+            let mut g = self.inner.lock();
+            let ordinal = handle.ordinal();
+            let ours = g
+                .members
+                .get(&ordinal)
+                .is_some_and(|(m, _)| std::ptr::eq(Arc::as_ptr(m), handle));
+            if ours {
+                if let Some((_, Some(old))) = g.members.remove(&ordinal) {
+                    g.order.remove(&(old, ordinal));
+                }
+            }
+            ours
+        };
+        if ours {
+            // Whoever waited may have nobody left to wait for: all look again.
+            self.line.wake_all();
+        }
+    }
+
+    fn look(&self, exclude: &[Arc<str>]) -> Look {
+        self.inner.lock().look(exclude)
+    }
+
     /// Every member (in no particular order).
-    pub(crate) fn members(&self) -> Vec<Arc<InstanceHandle>> {
+    fn members(&self) -> Vec<Arc<InstanceHandle>> {
         self.inner
             .lock()
             .members
@@ -242,13 +240,159 @@ impl LoadOrder {
 
 impl LoadWatch for LoadOrder {
     fn load_changed(&self, handle: &InstanceHandle) {
-        self.inner.lock().resync(handle.ordinal(), handle);
+        let freed = self.inner.lock().resync(handle.ordinal(), handle);
+        if freed {
+            self.line.wake(1);
+        }
     }
 
     fn became_available(&self, handle: &InstanceHandle) {
-        let mut g = self.inner.lock();
-        g.resync(handle.ordinal(), handle);
-        let free = handle.capacity.saturating_sub(handle.load());
-        g.wake(free);
+        let woken = {
+            let mut g = self.inner.lock();
+            let freed = g.resync(handle.ordinal(), handle);
+            usize::from(freed) + handle.capacity.saturating_sub(handle.load())
+        };
+        self.line.wake(woken);
+    }
+}
+
+/// One capability's instances: an order per shard and one line.
+#[derive(Debug)]
+pub(crate) struct Orders {
+    shards: Box<[Arc<LoadOrder>]>,
+    line: Arc<Line>,
+}
+
+impl Orders {
+    /// Empty orders for `shards` shards (at least one).
+    pub(crate) fn new(shards: usize) -> Self {
+        let line = Arc::new(Line::default());
+        Orders {
+            shards: (0..shards.max(1))
+                .map(|_| Arc::new(LoadOrder::new(line.clone())))
+                .collect(),
+            line,
+        }
+    }
+
+    /// The order of the instances on `shard`.
+    pub(crate) fn of_shard(&self, shard: usize) -> &Arc<LoadOrder> {
+        &self.shards[shard % self.shards.len()]
+    }
+
+    /// The front for a pick from shard `from`: see the module's doc.
+    pub(crate) fn front(&self, exclude: &[Arc<str>], from: usize) -> Front {
+        let n = self.shards.len();
+        let first = self.of_shard(from).look(exclude);
+        if n == 1 {
+            return Self::front_of(first.pick, first.usable, first.free_excluded);
+        }
+        // An idle instance on the picker's own shard: nothing is less loaded.
+        if first.pick.as_ref().is_some_and(|h| h.load() == 0) {
+            return Self::front_of(first.pick, true, false);
+        }
+        let (mut usable, mut free_excluded) = (first.usable, first.free_excluded);
+        let mut best = first.pick.map(|h| (h.load(), h));
+        for k in 1..n {
+            let l = self.of_shard(from + k).look(exclude);
+            usable |= l.usable;
+            free_excluded |= l.free_excluded;
+            if let Some(h) = l.pick {
+                let load = h.load();
+                if best.as_ref().is_none_or(|(b, _)| load < *b) {
+                    best = Some((load, h));
+                }
+            }
+        }
+        Self::front_of(best.map(|(_, h)| h), usable, free_excluded)
+    }
+
+    fn front_of(pick: Option<Arc<InstanceHandle>>, usable: bool, free_excluded: bool) -> Front {
+        match pick {
+            Some(h) => Front::Pick(h),
+            None if !usable => Front::Nobody,
+            None if free_excluded => Front::FreeOnlyExcluded,
+            None => Front::AllFull,
+        }
+    }
+
+    /// As [`Orders::front`], for a newcomer: while owners wait in line, a free slot is
+    /// theirs (a wake for it is on its way to the head of the line), so a newcomer finds
+    /// every member full and queues behind them, first come first served.
+    pub(crate) fn front_for_newcomer(&self, exclude: &[Arc<str>], from: usize) -> Front {
+        match self.front(exclude, from) {
+            Front::Pick(_) if self.line.has_waiters() => Front::AllFull,
+            front => front,
+        }
+    }
+
+    /// As [`Orders::front`]; when every usable member is full, the waiter is taken out of
+    /// `waiter` and joins the line under the line's lock (so no slot freed in between goes
+    /// unnoticed), to be sent a hop count when a slot frees.
+    ///
+    /// `woken` is the hop count the caller was woken with, if it was: a woken caller that
+    /// lost the slot to another pick keeps the head of the line; one that cannot use the
+    /// slot (it is on an instance the caller excludes) goes to the back and passes the
+    /// wake on, at most once around the line, so the slot reaches whoever can take it
+    /// and the line never chases its tail.
+    pub(crate) fn front_or_wait(
+        &self,
+        exclude: &[Arc<str>],
+        from: usize,
+        waiter: &mut Option<oneshot::Sender<u32>>,
+        woken: Option<u32>,
+    ) -> Front {
+        let mut g: MutexGuard<'_, VecDeque<oneshot::Sender<u32>>> = self.line.waiters.lock();
+        // Counted before looking: a slot freed after the look sees a waiter and wakes it.
+        self.line.count.fetch_add(1, Ordering::SeqCst);
+        let front = match self.front(exclude, from) {
+            // A newcomer does not overtake the line (see `front_for_newcomer`).
+            Front::Pick(_) if woken.is_none() && self.line.has_waiters_locked(&mut g) => {
+                Front::AllFull
+            }
+            front => front,
+        };
+        let full = matches!(front, Front::AllFull | Front::FreeOnlyExcluded);
+        let Some(w) = waiter.take().filter(|_| full) else {
+            self.line.count.fetch_sub(1, Ordering::SeqCst);
+            return front;
+        };
+        // Owners that looked again on their backstop left their old place behind: swept
+        // whenever the line doubles, so it stays within twice the owners waiting.
+        let n = g.len();
+        if n >= 64 && n.is_power_of_two() {
+            g.retain(|w| !w.is_closed());
+            self.line.count.store(g.len() + 1, Ordering::SeqCst);
+        }
+        match (&front, woken) {
+            (Front::AllFull, Some(_)) => g.push_front(w),
+            (Front::FreeOnlyExcluded, Some(hops)) => {
+                g.push_back(w);
+                if (hops as usize) < g.len() {
+                    self.line.wake_locked(&mut g, 1, hops.saturating_add(1));
+                }
+            }
+            _ => g.push_back(w),
+        }
+        front
+    }
+
+    /// Wakes the first waiter still waiting (a wake its receiver could not use is passed
+    /// on this way).
+    pub(crate) fn wake_one(&self, hops: u32) {
+        if self.line.count.load(Ordering::SeqCst) > 0 {
+            self.line
+                .wake_locked(&mut self.line.waiters.lock(), 1, hops);
+        }
+    }
+
+    /// Owners waiting for a slot now (those gone included until they are passed over).
+    pub(crate) fn waiting(&self) -> usize {
+        self.line.waiters.lock().len()
+    }
+
+    /// Every member of every shard (in no particular order).
+    pub(crate) fn members(&self) -> Vec<Arc<InstanceHandle>> {
+        self.shards.iter().flat_map(|o| o.members()).collect()
     }
 }

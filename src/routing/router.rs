@@ -127,7 +127,7 @@ impl Router {
                 }
                 Ok(h)
             }
-            Recipient::Capability(cap) => match self.index.pick(cap, exclude) {
+            Recipient::Capability(cap) => match self.index.pick(cap, exclude, 0) {
                 Ok((_, h)) => Ok(h),
                 Err(PickError::UnknownCapability) => Err((
                     FailureReason::NoCapableAgent,

@@ -78,6 +78,20 @@ impl MusterBuilder {
         self
     }
 
+    /// How many shards (threads) the runtime runs on; see [`RuntimeConfig::shards`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # #[actix::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let m = muster::Muster::builder().shards(muster::shards::available()).start().await?;
+    /// assert_eq!(m.shards(), muster::shards::available());
+    /// # Ok(()) }
+    /// ```
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+
     /// Starts the runtime. Inside an actix system (`#[actix::main]`, `#[actix_rt::test]`)
     /// it runs on the current arbiter; elsewhere (`#[tokio::main]`) on a thread of its own.
     pub async fn start(self) -> Result<Muster, StartError> {
@@ -134,7 +148,9 @@ impl MusterBuilder {
             Some(s) => IdGen::seeded(s),
             None => IdGen::Random,
         });
+        let shards = Arc::new(crate::shards::Shards::start(self.config.shards)?);
         let parts = tree::Parts {
+            shards,
             schemas,
             recorder: Recorder::new(journal, clock),
             ids,

@@ -18,6 +18,27 @@ pub struct RuntimeConfig {
     /// How many dead letters [`Muster::dead_letters`](super::Muster::dead_letters) keeps
     /// (the most recent; default 1,000). Every one is journaled regardless.
     pub dead_letters: usize,
+    /// How many shards (arbiters, each a thread) the runtime runs on: agent instances are
+    /// spread over them and a task's owner runs on its submitter's (see
+    /// [`shards`](crate::shards)). Default 1: one thread, deterministic, what tests with a
+    /// paused clock and the simulator need; [`RuntimeConfig::all_cores`] uses every core.
+    pub shards: usize,
+}
+
+impl RuntimeConfig {
+    /// The defaults, on one shard per core this process may use.
+    ///
+    /// # Example
+    /// ```
+    /// let c = muster::RuntimeConfig::all_cores();
+    /// assert_eq!(c.shards, muster::shards::available());
+    /// ```
+    pub fn all_cores() -> Self {
+        RuntimeConfig {
+            shards: crate::shards::available(),
+            ..RuntimeConfig::default()
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -27,6 +48,7 @@ impl Default for RuntimeConfig {
             start_timeout: Duration::from_secs(10),
             send_wait: Duration::from_secs(30),
             dead_letters: crate::messaging::DEFAULT_DEAD_LETTERS,
+            shards: 1,
         }
     }
 }
@@ -51,4 +73,7 @@ pub enum StartError {
     /// The runtime is stopped.
     #[error("the runtime has stopped: {0}")]
     Stopped(String),
+    /// Its shards did not start.
+    #[error(transparent)]
+    Shards(#[from] crate::shards::ShardError),
 }

@@ -45,6 +45,7 @@ pub(super) struct Inner {
     pub(super) stopped: watch::Sender<Option<String>>,
     pub(super) root: Addr<Supervisor>,
     pub(super) arbiter: actix_rt::ArbiterHandle,
+    pub(super) shards: Arc<crate::shards::Shards>,
     pub(super) thread: std::thread::ThreadId,
     pub(super) extensions: Extensions,
 }
@@ -94,6 +95,37 @@ impl Muster {
 
     fn on_runtime_thread(&self) -> bool {
         std::thread::current().id() == self.inner.thread
+    }
+
+    /// How many shards (threads) the runtime runs on; see [`crate::shards`].
+    pub fn shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// Runs the future `work` makes on shard `shard`'s thread (the number taken modulo
+    /// [`Muster::shards`]); the future need not be `Send`, as it is made there. The tasks
+    /// it submits are owned on that shard and prefer instances there. False when the shard
+    /// has stopped. Use it to drive submissions from every core.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn f(m: muster::Muster) {
+    /// for s in 0..m.shards() {
+    ///     let m2 = m.clone();
+    ///     m.spawn_on_shard(s, move || async move {
+    ///         let _ = m2.delegate(muster::Task::new("echo", serde_json::json!({}))).await;
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    pub fn spawn_on_shard<F, Fut>(&self, shard: usize, work: F) -> bool
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        self.inner.shards.arbiter(shard).spawn_fn(move || {
+            actix_rt::spawn(work());
+        })
     }
 
     /// Registers an agent type: declares its capabilities (refusing a contract that
@@ -311,15 +343,8 @@ impl Muster {
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         self.check_running().map_err(SubmitError::Stopped)?;
         let (handle, accepted) = self.inner.delegator.accept(task)?;
-        let owners = self.inner.delegator.owners();
-        if self.on_runtime_thread() {
-            owners.start(accepted);
-        } else if !self.inner.arbiter.spawn_fn({
-            let owners = owners.clone();
-            move || owners.start(accepted)
-        }) {
-            return Err(SubmitError::Stopped("the runtime's arbiter is gone".into()));
-        }
+        // Owned on this thread's shard (a thread that is no shard's: the shards in turn).
+        self.inner.delegator.owners().start(accepted);
         Ok(handle)
     }
 
@@ -505,6 +530,7 @@ impl Muster {
         // Reverse start order: the owner supervisor (live tasks end `cancelled`), the
         // agent supervisors, the router, the registry.
         let _ = self.inner.root.send(ShutdownSupervisor).await;
+        self.inner.shards.stop();
         let _ = self.inner.stopped.send(Some("shut down".into()));
     }
 }

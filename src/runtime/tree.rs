@@ -5,13 +5,16 @@
 //! root (one_for_one) ── registry          discovery        (Named: restarts keep the name)
 //!                    ├─ router            routing          (Named)
 //!                    ├─ agents (one_for_one) ── <agent type> (its manifest's strategy) ── <agent>#<i>
-//!                    └─ owners            delegation: one owner per live task, in the owner shard
+//!                    └─ owners            delegation: one owner per live task, in its shard's owner shard
 //! ```
 //!
 //! Every handle is made before any actor runs (the named actors' mailboxes first), so each
-//! child is given what it uses at construction and nothing is filled in later. All actors
-//! live on one arbiter (thread): a task stays on it from submission to completion, because a
-//! cross-thread round trip costs ~70 µs on the target machine.
+//! child is given what it uses at construction and nothing is filled in later. The
+//! supervisors, the registry and the router live on shard 0 (the runtime's thread); agent
+//! instances are spread over the [`shards`](crate::shards) and each shard drives the owners
+//! of the tasks submitted from it, so a task stays on one thread from submission to
+//! completion where an instance of its capability lives there (a cross-thread round trip
+//! costs tens of µs on the target machine).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,12 +35,14 @@ use crate::ids::IdGen;
 use crate::journal::Recorder;
 use crate::messaging::{DeadLetters, SchemaStore};
 use crate::routing::{Router, RouterActor};
+use crate::shards::Shards;
 use crate::supervision::{
     ChildHandle, ChildSpec, Named, Restart, StopActor, Supervision, Supervisor, SupervisorHandle,
 };
 
 /// What the tree is built from.
 pub(super) struct Parts {
+    pub shards: Arc<Shards>,
     pub schemas: Arc<SchemaStore>,
     pub recorder: Recorder,
     pub ids: Arc<IdGen>,
@@ -49,13 +54,14 @@ pub(super) struct Parts {
 /// children in order when it first runs) and returns the runtime's parts.
 pub(super) fn start(p: Parts) -> Inner {
     let Parts {
+        shards,
         schemas,
         recorder,
         ids,
         config,
         root,
     } = p;
-    let index = Arc::new(CapabilityIndex::default());
+    let index = Arc::new(CapabilityIndex::with_shards(shards.len()));
     let dead_letters = Arc::new(DeadLetters::with_capacity(config.dead_letters));
     let router = Router::new(
         schemas.clone(),
@@ -67,7 +73,12 @@ pub(super) fn start(p: Parts) -> Inner {
     let registry: Named<Registry> = Named::new();
     let router_actor: Named<RouterActor> = Named::new();
     let agents: Named<Supervisor> = Named::new();
-    let owners = Arc::new(Owners::new(router.clone(), registry.clone(), config.grace));
+    let owners = Arc::new(Owners::new(
+        router.clone(),
+        registry.clone(),
+        config.grace,
+        shards.clone(),
+    ));
     let delegator = Delegator::new(owners.clone());
     let directory = {
         let registry = registry.clone();
@@ -77,6 +88,7 @@ pub(super) fn start(p: Parts) -> Inner {
         directory,
         recorder: recorder.clone(),
         grace: config.grace,
+        shards: shards.clone(),
     };
     let host = agent_host(&delegator, &index, &agents);
     let (stopped, _) = watch::channel(None);
@@ -154,6 +166,7 @@ pub(super) fn start(p: Parts) -> Inner {
         stopped,
         root,
         arbiter: actix_rt::Arbiter::current(),
+        shards,
         thread: std::thread::current().id(),
         extensions: Extensions::default(),
     }
@@ -178,7 +191,7 @@ fn agent_host(
             match delegator.accept(task) {
                 Err(e) => Box::pin(futures::future::ready(Err(e.to_string()))),
                 Ok((handle, accepted)) => {
-                    // Agents run on the runtime's thread, where owners start.
+                    // Owned on the shard of the agent's thread.
                     delegator.owners().start(accepted);
                     Box::pin(async move {
                         let outcome = handle.outcome().await;

@@ -463,8 +463,10 @@ async fn simulate(
         .schemas_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("schemas"));
+    // One shard: the paused clock is this thread's, and one thread is deterministic.
     let muster = Muster::builder()
         .seed(seed)
+        .shards(1)
         .schemas_dir(schemas_dir)
         .journal(journal.clone())
         .start()
