@@ -88,7 +88,15 @@ impl Owners {
     fn shard(&self, i: usize) -> &Addr<OwnerShard> {
         self.owner_shards[i].get_or_init(|| {
             let shared = self.shared.clone();
-            OwnerShard::start_in_arbiter(self.shards.arbiter(i), move |_| OwnerShard::new(shared))
+            if self.shards.here() == Some(i) {
+                // On its own thread at once: the first owner runs in the order it was
+                // started in, as every later one does.
+                OwnerShard::new(shared).start()
+            } else {
+                OwnerShard::start_in_arbiter(self.shards.arbiter(i), move |_| {
+                    OwnerShard::new(shared)
+                })
+            }
         })
     }
 
