@@ -166,6 +166,13 @@ pub const PEER_RATIOS: &[(&str, &str, &str, &str)] = &[
         "muster_tasks_per_s",
         "tasks_per_s",
     ),
+    // Like for like: the peers run on one thread, as muster's one-shard runtime does.
+    (
+        "W2",
+        "muster_one_shard_over_peer_throughput",
+        "muster_one_shard_tasks_per_s",
+        "tasks_per_s",
+    ),
     ("W3", "muster_over_peer_p50", "muster_p50_us", "p50_us"),
     ("W3", "muster_over_peer_p99", "muster_p99_us", "p99_us"),
 ];
