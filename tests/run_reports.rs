@@ -68,25 +68,35 @@ fn finish(mut child: Child) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// Runs muster with `args` to its end, stdout and stderr captured.
+fn captured(dir: &Path, args: &[&str]) -> Output {
+    finish(
+        command(dir, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("muster starts"),
+    )
+}
+
 /// Runs `wf.toml` with `--json`; returns the exit code and the document.
 fn run_json(dir: &Path) -> (Option<i32>, Value, String) {
-    let child = command(
-        dir,
-        &[
-            "run",
-            "wf.toml",
-            "--input",
-            "{\"n\": 1}",
-            "--journal",
-            "j.db",
-            "--json",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("muster starts");
-    let out = finish(child);
+    run_json_with(dir, &[])
+}
+
+/// As [`run_json`], with more arguments.
+fn run_json_with(dir: &Path, more: &[&str]) -> (Option<i32>, Value, String) {
+    let mut args = vec![
+        "run",
+        "wf.toml",
+        "--input",
+        "{\"n\": 1}",
+        "--journal",
+        "j.db",
+        "--json",
+    ];
+    args.extend_from_slice(more);
+    let out = captured(dir, &args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let doc = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("one JSON document ({e}); stderr: {stderr}"));
@@ -264,15 +274,9 @@ terminal = "done"
 fn a_shard_count_out_of_range_is_refused_with_exit_2_and_any_valid_count_runs_the_workflow() {
     let dir = setup(&through_fail_terminal("echo"));
     for bad in ["0", "257", "many"] {
-        let out = finish(
-            command(
-                dir.path(),
-                &["run", "wf.toml", "--journal", "j.db", "--shards", bad],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("muster starts"),
+        let out = captured(
+            dir.path(),
+            &["run", "wf.toml", "--journal", "j.db", "--shards", bad],
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "--shards {bad}: {stderr}");
@@ -282,29 +286,8 @@ fn a_shard_count_out_of_range_is_refused_with_exit_2_and_any_valid_count_runs_th
         );
     }
     for good in ["1", "3", "auto"] {
-        let out = finish(
-            command(
-                dir.path(),
-                &[
-                    "run",
-                    "wf.toml",
-                    "--input",
-                    "{\"n\": 1}",
-                    "--journal",
-                    "j.db",
-                    "--shards",
-                    good,
-                    "--json",
-                ],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("muster starts"),
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "--shards {good}: {stderr}");
-        let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        let (code, doc, stderr) = run_json_with(dir.path(), &["--shards", good]);
+        assert_eq!(code, Some(0), "--shards {good}: {stderr}");
         assert_eq!(doc["status"], "completed", "--shards {good}: {doc}");
     }
 }

@@ -660,6 +660,36 @@ mod tests {
         ]
     }
 
+    /// Applies an op other than a pick to the instances.
+    fn apply(op: &Op, hs: &[Arc<InstanceHandle>]) {
+        match op {
+            Op::Pick(_) => {}
+            Op::Release(i) => {
+                if let Some(h) = hs.get(*i) {
+                    h.release();
+                }
+            }
+            Op::Stop(i) => {
+                if let Some(h) = hs.get(*i) {
+                    h.set_state(AgentState::Stopped);
+                }
+            }
+            Op::Restart(i) => {
+                if let Some(h) = hs.get(*i) {
+                    h.set_state(AgentState::Ready);
+                }
+            }
+        }
+    }
+
+    /// The ids of the instances at these positions (out of range ones left out).
+    fn ids_of(positions: &[usize], hs: &[Arc<InstanceHandle>]) -> Vec<Arc<str>> {
+        positions
+            .iter()
+            .filter_map(|i| hs.get(*i).map(|h| h.id.clone()))
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn the_ordered_pick_chooses_what_the_scan_chose(
@@ -670,29 +700,12 @@ mod tests {
             for o in ops {
                 match o {
                     Op::Pick(ex) => {
-                        let exclude: Vec<Arc<str>> = ex
-                            .iter()
-                            .filter_map(|i| hs.get(*i).map(|h| h.id.clone()))
-                            .collect();
+                        let exclude = ids_of(&ex, &hs);
                         let want = scanned(&hs, &exclude);
                         let got = idx.pick("c", &exclude, 0).map(|(_, h)| h.id.clone());
                         prop_assert_eq!(got, want);
                     }
-                    Op::Release(i) => {
-                        if let Some(h) = hs.get(i) {
-                            h.release();
-                        }
-                    }
-                    Op::Stop(i) => {
-                        if let Some(h) = hs.get(i) {
-                            h.set_state(AgentState::Stopped);
-                        }
-                    }
-                    Op::Restart(i) => {
-                        if let Some(h) = hs.get(i) {
-                            h.set_state(AgentState::Ready);
-                        }
-                    }
+                    other => apply(&other, &hs),
                 }
             }
         }
@@ -785,10 +798,7 @@ mod tests {
                 let from = from % shards;
                 match o {
                     Op::Pick(ex) => {
-                        let exclude: Vec<Arc<str>> = ex
-                            .iter()
-                            .filter_map(|i| hs.get(*i).map(|h| h.id.clone()))
-                            .collect();
+                        let exclude = ids_of(&ex, &hs);
                         let want = scanned(&hs, &exclude);
                         let least = want
                             .as_ref()
@@ -813,23 +823,69 @@ mod tests {
                             Err(e) => prop_assert_eq!(Err::<Arc<str>, _>(e), want),
                         }
                     }
-                    Op::Release(i) => {
-                        if let Some(h) = hs.get(i) {
-                            h.release();
-                        }
-                    }
-                    Op::Stop(i) => {
-                        if let Some(h) = hs.get(i) {
-                            h.set_state(AgentState::Stopped);
-                        }
-                    }
-                    Op::Restart(i) => {
-                        if let Some(h) = hs.get(i) {
-                            h.set_state(AgentState::Ready);
-                        }
-                    }
+                    other => apply(&other, &hs),
                 }
             }
         }
+    }
+
+    #[test]
+    fn owners_on_several_threads_racing_for_two_slots_are_never_left_waiting_by_a_lost_wake() {
+        // One slot on each of two shards; four threads (two per shard) take a slot, give it
+        // back, or wait in line. A wake lost between a waiter's look and its joining the
+        // line would leave it waiting with both slots free: no backstop here, so the
+        // bounded wait below fails the test.
+        use tokio::sync::oneshot::error::TryRecvError;
+        let (idx, hs) = sharded(&[1, 1], 2);
+        let idx = Arc::new(idx);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (idx, hs) = (idx.clone(), hs.clone());
+                std::thread::spawn(move || -> Result<(), String> {
+                    let mut woken = None;
+                    let mut done = 0;
+                    while done < 2_000 {
+                        let (tx, mut rx) = line();
+                        match idx.pick_or_wait("c", &[], t % 2, tx, woken.take()) {
+                            Ok((_, h)) => {
+                                std::thread::yield_now();
+                                h.release();
+                                done += 1;
+                            }
+                            Err(PickError::AllFull) => {
+                                let give_up =
+                                    std::time::Instant::now() + std::time::Duration::from_secs(10);
+                                loop {
+                                    match rx.try_recv() {
+                                        Ok(hops) => {
+                                            woken = Some(hops);
+                                            break;
+                                        }
+                                        // Not in line after all (it lost a slot it
+                                        // had found): look again.
+                                        Err(TryRecvError::Closed) => break,
+                                        Err(_) if std::time::Instant::now() > give_up => {
+                                            let loads: Vec<_> =
+                                                hs.iter().map(|h| h.load()).collect();
+                                            return Err(format!(
+                                                "thread {t} waited 10 s with loads {loads:?}"
+                                            ));
+                                        }
+                                        Err(_) => std::thread::yield_now(),
+                                    }
+                                }
+                            }
+                            Err(e) => return Err(format!("thread {t}: {e:?}")),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a picker thread").expect("no lost wake");
+        }
+        assert!(hs.iter().all(|h| h.load() == 0));
+        assert_eq!(idx.waiting("c"), 0);
     }
 }

@@ -353,7 +353,9 @@ impl Orders {
             front => front,
         };
         let full = matches!(front, Front::AllFull | Front::FreeOnlyExcluded);
-        let Some(w) = waiter.take().filter(|_| full) else {
+        // Taken only to join the line: a caller that finds a slot (and may lose it to a
+        // race) keeps its waiter for the next look.
+        let Some(w) = waiter.take_if(|_| full) else {
             self.line.count.fetch_sub(1, Ordering::SeqCst);
             return front;
         };
