@@ -20,6 +20,8 @@ fn lease(task: Uuid, envelope: Uuid, i: u64) -> Event {
         epoch: i,
         attempt: 1,
         envelope,
+        // The record alone (a lease journaled before it carried its envelope).
+        routed: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn records(seq: u64, tasks: u64) -> Vec<Record> {
                 epoch: 1,
                 attempt: 1,
                 envelope: task,
+                routed: None,
             },
             Event::ResultAccepted {
                 task,

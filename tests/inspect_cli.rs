@@ -153,7 +153,6 @@ fn inspect_shows_correlations_timelines_ownership_and_diagrams() {
     for want in [
         "lease_granted",
         "attempt_failed",
-        "envelope_routed",
         "result_accepted",
         "the first call always fails",
         "reassigned",

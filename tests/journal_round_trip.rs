@@ -80,12 +80,23 @@ fn every_event() -> Vec<Event> {
             timeout_ms: 60_000,
             sender: "code-change/test".into(),
         },
+        // As journals written before a lease carried its envelope have it...
         Event::LeaseGranted {
             task,
             agent: "tester#0".into(),
             epoch: 1,
             attempt: 1,
             envelope: env.id,
+            routed: None,
+        },
+        // ... and as a lease is journaled now: with the envelope it delivered.
+        Event::LeaseGranted {
+            task,
+            agent: "tester#0".into(),
+            epoch: 2,
+            attempt: 2,
+            envelope: env.id,
+            routed: Some(Arc::new(env.clone())),
         },
         Event::AttemptFailed {
             task,
@@ -158,11 +169,11 @@ fn every_event_round_trips_through_sqlite_and_a_reopen_continues_the_sequence() 
         // Dropping it commits and stops the writer.
     }
     let j = SqliteJournal::open(&path, Durability::Sync).unwrap();
-    assert_eq!(j.len(), 16, "the counter is seeded from the file");
-    write_and_check(&j, 17);
+    assert_eq!(j.len(), 17, "the counter is seeded from the file");
+    write_and_check(&j, 18);
     let all = j.read_after(0);
     let seqs: Vec<u64> = all.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, (1..=32).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=34).collect::<Vec<_>>());
     j.close().unwrap();
     let again = muster::journal::sqlite::read_journal(&path, 0).unwrap();
     assert_eq!(again, all, "a read-only reader sees the same records");

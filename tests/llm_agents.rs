@@ -233,7 +233,6 @@ fn a_valid_answer_is_accepted_with_its_usage_and_idempotency_key() {
             [
                 "task_submitted",
                 "lease_granted",
-                "envelope_routed",
                 "model_usage",
                 "result_accepted"
             ]

@@ -461,9 +461,10 @@ fn step_tasks_carry_the_run_id_as_correlation_id() {
         let routed: Vec<(Uuid, Option<Uuid>)> = records
             .iter()
             .filter_map(|r| match &r.event {
-                Event::EnvelopeRouted { envelope, .. } => {
-                    Some((envelope.id, envelope.causation_id))
-                }
+                Event::LeaseGranted {
+                    routed: Some(envelope),
+                    ..
+                } => Some((envelope.id, envelope.causation_id)),
                 _ => None,
             })
             .collect();
@@ -615,9 +616,11 @@ fn a_steps_input_is_shared_by_its_journal_record_and_its_envelopes() {
         for r in &records {
             if let Event::TaskSubmitted { task, input, .. } = &r.event {
                 let routed = records.iter().find_map(|r| match &r.event {
-                    Event::EnvelopeRouted { envelope, .. } if envelope.task_id == Some(*task) => {
-                        Some(envelope.payload.clone())
-                    }
+                    Event::LeaseGranted {
+                        task: t,
+                        routed: Some(envelope),
+                        ..
+                    } if t == task => Some(envelope.payload.clone()),
                     _ => None,
                 });
                 let routed = routed.expect("every task was routed");

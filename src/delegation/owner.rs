@@ -562,6 +562,7 @@ impl TaskOwner {
                 epoch,
                 attempt,
                 envelope: envelope.id,
+                routed: Some(envelope.clone()),
             },
         );
         let task = self.record.id;
@@ -581,7 +582,8 @@ impl TaskOwner {
         };
         self.last_envelope = Some(envelope.id);
         self.outstanding.push(epoch);
-        self.owners.router.deliver(
+        // Journaled above, whole, in `lease_granted`.
+        self.owners.router.hand_over(
             &handle,
             envelope,
             deadline,

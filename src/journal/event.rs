@@ -113,6 +113,11 @@ pub enum Event {
         attempt: u32,
         /// The envelope carrying the input.
         envelope: Uuid,
+        /// That envelope, whole, as it was delivered to `agent`: a lease is journaled once,
+        /// with its envelope, instead of as a lease and an `envelope_routed`. Absent in
+        /// journals written before the two were folded into one record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routed: Option<Arc<Envelope>>,
     },
     /// An attempt failed (error, panic, timeout, missed heartbeat, contract violation...).
     AttemptFailed {
@@ -425,9 +430,12 @@ impl Event {
     pub fn correlation(&self) -> Option<Uuid> {
         match self {
             Event::TaskSubmitted { correlation, .. } => Some(*correlation),
-            Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
-                Some(envelope.correlation_id)
-            }
+            Event::EnvelopeRouted { envelope, .. }
+            | Event::EnvelopeFailed { envelope, .. }
+            | Event::LeaseGranted {
+                routed: Some(envelope),
+                ..
+            } => Some(envelope.correlation_id),
             _ => None,
         }
     }

@@ -244,6 +244,27 @@ struct TaskInfo {
     first_seq: u64,
 }
 
+/// Notes a delivered (or undeliverable) envelope, and what it says of its task.
+fn note_envelope(
+    tasks: &mut HashMap<Uuid, TaskInfo>,
+    envelopes: &mut HashMap<Uuid, Arc<Envelope>>,
+    envelope: &Arc<Envelope>,
+    seq: u64,
+) {
+    envelopes.insert(envelope.id, envelope.clone());
+    if let Some(id) = envelope.task_id {
+        let t = tasks.entry(id).or_insert_with(|| TaskInfo {
+            first_seq: seq,
+            ..TaskInfo::default()
+        });
+        t.correlation.get_or_insert(envelope.correlation_id);
+        t.sender.get_or_insert_with(|| envelope.sender.to_string());
+        if t.capability.is_empty() {
+            t.capability = envelope.topic.to_string();
+        }
+    }
+}
+
 /// An index over records: tasks, envelopes and correlations.
 struct Index<'a> {
     records: &'a [Record],
@@ -269,25 +290,18 @@ impl<'a> Index<'a> {
                     t.first_seq = r.seq;
                 }
                 Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
-                    envelopes.insert(envelope.id, envelope.clone());
-                    if let Some(id) = envelope.task_id {
-                        let t = tasks.entry(id).or_insert_with(|| TaskInfo {
-                            first_seq: r.seq,
-                            ..TaskInfo::default()
-                        });
-                        t.correlation.get_or_insert(envelope.correlation_id);
-                        t.sender.get_or_insert_with(|| envelope.sender.to_string());
-                        if t.capability.is_empty() {
-                            t.capability = envelope.topic.to_string();
-                        }
-                    }
+                    note_envelope(&mut tasks, &mut envelopes, envelope, r.seq);
                 }
                 Event::LeaseGranted {
                     task,
                     epoch,
                     attempt,
+                    routed,
                     ..
                 } => {
+                    if let Some(envelope) = routed {
+                        note_envelope(&mut tasks, &mut envelopes, envelope, r.seq);
+                    }
                     let t = tasks.entry(*task).or_insert_with(|| TaskInfo {
                         first_seq: r.seq,
                         ..TaskInfo::default()
@@ -570,7 +584,7 @@ pub fn task_ids(records: &[Record]) -> Vec<Uuid> {
 ///
 /// let j = MemoryJournal::default();
 /// let task = uuid::Uuid::now_v7();
-/// j.append(0, Event::LeaseGranted { task, agent: "a#0".into(), epoch: 1, attempt: 1, envelope: uuid::Uuid::now_v7() });
+/// j.append(0, Event::LeaseGranted { task, agent: "a#0".into(), epoch: 1, attempt: 1, envelope: uuid::Uuid::now_v7(), routed: None });
 /// j.append(5, Event::AttemptFailed { task, agent: "a#0".into(), epoch: 1, reason: "panic".into(), detail: "boom".into() });
 /// let t = timeline(&j.read_after(0), Scope::Task(task));
 /// assert_eq!(t.entries.len(), 2);
@@ -650,6 +664,7 @@ pub fn timeline(records: &[Record], scope: Scope) -> Timeline {
                 epoch,
                 attempt,
                 envelope,
+                ..
             } => {
                 if let Some(env) = index.envelopes.get(envelope) {
                     entry.schema = Some(env.schema.to_string());
@@ -788,7 +803,7 @@ impl Timeline {
     ///
     /// let j = MemoryJournal::default();
     /// let task = uuid::Uuid::now_v7();
-    /// j.append(0, Event::LeaseGranted { task, agent: "a#0".into(), epoch: 1, attempt: 1, envelope: uuid::Uuid::now_v7() });
+    /// j.append(0, Event::LeaseGranted { task, agent: "a#0".into(), epoch: 1, attempt: 1, envelope: uuid::Uuid::now_v7(), routed: None });
     /// j.append(1, Event::ResultAccepted { task, agent: "a#0".into(), epoch: 1, output: serde_json::json!({}).into() });
     /// let m = timeline(&j.read_after(0), Scope::All).to_mermaid();
     /// assert!(m.starts_with("sequenceDiagram"));

@@ -145,9 +145,26 @@ impl Router {
         }
     }
 
-    /// Puts an envelope in a reserved instance's mailbox and journals the handoff. The
-    /// payload must already be validated.
+    /// Puts an envelope in a reserved instance's mailbox and journals the handoff
+    /// (`envelope_routed`). The payload must already be validated.
     pub fn deliver(
+        &self,
+        to: &InstanceHandle,
+        envelope: Arc<Envelope>,
+        deadline: tokio::time::Instant,
+        reply: ReplyTo,
+        heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) {
+        self.recorder.record(Event::EnvelopeRouted {
+            envelope: envelope.clone(),
+            delivered_to: to.id.clone(),
+        });
+        self.hand_over(to, envelope, deadline, reply, heartbeat);
+    }
+
+    /// As [`Router::deliver`], for a caller that has journaled the handoff itself (a task
+    /// owner's `lease_granted` carries its envelope whole).
+    pub fn hand_over(
         &self,
         to: &InstanceHandle,
         envelope: Arc<Envelope>,
@@ -165,10 +182,6 @@ impl Router {
         )
         .entered();
         tracing::debug!(topic = %envelope.topic, schema = %envelope.schema, "routed");
-        self.recorder.record(Event::EnvelopeRouted {
-            envelope: envelope.clone(),
-            delivered_to: to.id.clone(),
-        });
         to.assign(Assign {
             envelope,
             deadline,

@@ -650,6 +650,7 @@ mod tests {
                         epoch,
                         attempt: epoch as u32,
                         envelope: Uuid::from_u128(9),
+                        routed: None,
                     },
                 );
             }

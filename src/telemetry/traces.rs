@@ -33,6 +33,7 @@ use uuid::Uuid;
 use super::bounded::Bounded;
 use super::TelemetryError;
 use crate::journal::{Event, Record};
+use crate::messaging::Envelope;
 
 /// Spans kept open at most by default ([`Traces::with_capacity`]).
 pub const DEFAULT_OPEN_SPANS: usize = 10_000;
@@ -514,6 +515,7 @@ impl Traces {
                 epoch,
                 attempt,
                 envelope,
+                routed,
             } => {
                 let open = Open {
                     name: format!("invoke_agent {}", agent_type(agent)),
@@ -534,26 +536,11 @@ impl Traces {
                     events: Vec::new(),
                 };
                 self.start(Key::Attempt(*task, *epoch), open);
-            }
-            Event::EnvelopeRouted { envelope, .. } => {
-                if let Some(task) = envelope.task_id {
-                    // A follower that missed the task's submission learns its trace here.
-                    let trace = trace_id(envelope.correlation_id);
-                    if !self.traces.contains(&task) {
-                        self.traces.insert(task, trace);
-                    }
-                    if let Some(o) = self.open.get_mut(&Key::Attempt(task, envelope.epoch)) {
-                        o.trace = trace;
-                        o.attrs.push(kv(
-                            "muster.correlation_id",
-                            envelope.correlation_id.to_string(),
-                        ));
-                        if let Some(c) = envelope.causation_id {
-                            o.attrs.push(kv("muster.causation_id", c.to_string()));
-                        }
-                    }
+                if let Some(envelope) = routed {
+                    self.routed(envelope);
                 }
             }
+            Event::EnvelopeRouted { envelope, .. } => self.routed(envelope),
             Event::ModelUsage {
                 task,
                 agent,
@@ -660,6 +647,28 @@ impl Traces {
                 self.end(Key::Task(*task), now, attrs, Status::Ok);
             }
             _ => {}
+        }
+    }
+
+    /// A task's envelope was delivered (an `envelope_routed`, or the envelope a
+    /// `lease_granted` carries): its attempt span gets the correlation and causation ids.
+    fn routed(&mut self, envelope: &Envelope) {
+        if let Some(task) = envelope.task_id {
+            // A follower that missed the task's submission learns its trace here.
+            let trace = trace_id(envelope.correlation_id);
+            if !self.traces.contains(&task) {
+                self.traces.insert(task, trace);
+            }
+            if let Some(o) = self.open.get_mut(&Key::Attempt(task, envelope.epoch)) {
+                o.trace = trace;
+                o.attrs.push(kv(
+                    "muster.correlation_id",
+                    envelope.correlation_id.to_string(),
+                ));
+                if let Some(c) = envelope.causation_id {
+                    o.attrs.push(kv("muster.causation_id", c.to_string()));
+                }
+            }
         }
     }
 
