@@ -18,12 +18,14 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::protocol::{Accepted, CancelAll, CancelTask, StartOwner};
+use super::record::TaskStatus;
 use super::scope_table::Restore;
 use super::shard::OwnerShard;
 use super::shared::Shared;
 use super::stats::{Stats, StatsSnapshot};
 use crate::agents::AttemptReport;
 use crate::discovery::Registry;
+use crate::journal::Event;
 use crate::messaging::Scope;
 use crate::routing::Router;
 use crate::shards::Shards;
@@ -126,10 +128,22 @@ impl Owners {
     }
 
     /// Starts an accepted task's owner on the shard claimed for it (from any thread); the
-    /// task is in the table of live tasks since its acceptance.
-    pub fn start(&self, a: Accepted) {
-        let i = a.shard;
-        self.shard(i).do_send(StartOwner(a));
+    /// task is in the table of live tasks since its acceptance. False when that shard's
+    /// owners have stopped (the runtime is shutting down): the task leaves the table and is
+    /// journaled `task_cancelled`, so no submission is left without an end.
+    pub fn start(&self, a: Accepted) -> bool {
+        let shard = self.shard(a.shard);
+        if shard.connected() {
+            shard.do_send(StartOwner(a));
+            return true;
+        }
+        self.shared.table.remove(&a.id);
+        self.shared.stats.ended(TaskStatus::Cancelled);
+        self.shared.router.recorder().record(Event::TaskCancelled {
+            task: a.id,
+            reason: "the runtime is shutting down: its task owners have stopped".into(),
+        });
+        false
     }
 
     /// Cancels a live task; false if it had already ended (or is unknown).
@@ -221,5 +235,57 @@ impl Handler<StopActor> for OwnerSupervisor {
                 .into_actor(self)
                 .map(|(), _, ctx| ctx.stop()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::delegation::{Delegator, Task};
+    use crate::discovery::CapabilityIndex;
+    use crate::ids::IdGen;
+    use crate::journal::{Journal, MemoryJournal, Recorder};
+    use crate::messaging::{DeadLetters, SchemaStore};
+
+    #[test]
+    fn a_task_accepted_after_the_owners_stopped_is_refused_and_journaled_cancelled() {
+        actix::System::new().block_on(async {
+            let journal = Arc::new(MemoryJournal::default());
+            let router = Router::new(
+                Arc::new(SchemaStore::new()),
+                Arc::new(CapabilityIndex::default()),
+                Recorder::new(journal.clone(), Clock::system()),
+                Arc::new(IdGen::Random),
+                Arc::new(DeadLetters::with_capacity(8)),
+            );
+            let shards = Arc::new(Shards::start(1).expect("one shard"));
+            let owners = Arc::new(Owners::new(
+                router,
+                Named::new(),
+                Duration::from_secs(1),
+                shards,
+            ));
+            let delegator = Delegator::new(owners.clone());
+            let task = || Task::new("nobody", serde_json::json!({}));
+            let (first, a) = delegator.accept(task()).expect("accepted");
+            assert!(owners.start(a), "the owners run");
+            owners.cancel_all("a shutdown").await;
+            assert_eq!(
+                first.outcome().await.status,
+                crate::delegation::TaskStatus::Cancelled
+            );
+            // The shutdown stopped the owner shard: a task accepted now has no owner to go
+            // to, and is refused instead of being left live for ever.
+            let (late, a) = delegator.accept(task()).expect("accepted");
+            assert!(!owners.start(a), "refused");
+            assert_eq!(owners.live(), 0);
+            assert_eq!(owners.snapshot().cancelled, 2);
+            let ended = journal
+                .read_after(0)
+                .into_iter()
+                .any(|r| matches!(r.event, Event::TaskCancelled { task, .. } if task == late.id()));
+            assert!(ended, "its submission has an end in the journal");
+        });
     }
 }

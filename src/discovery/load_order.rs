@@ -31,7 +31,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::agents::{InstanceHandle, LoadWatch};
@@ -59,10 +59,11 @@ pub(crate) struct Line {
 }
 
 impl Line {
-    /// Wakes up to `n` waiters still waiting (those gone are dropped on the way).
-    fn wake(&self, n: usize) {
+    /// Wakes up to `n` waiters still waiting (those gone are dropped on the way), each
+    /// sent `hops`.
+    fn wake(&self, n: usize, hops: u32) {
         if n > 0 && self.count.load(Ordering::SeqCst) > 0 {
-            self.wake_locked(&mut self.waiters.lock(), n, 0);
+            self.wake_locked(&mut self.waiters.lock(), n, hops);
         }
     }
 
@@ -198,7 +199,7 @@ impl LoadOrder {
             let free = handle.capacity.saturating_sub(handle.load());
             usize::from(freed) + free.saturating_sub(1)
         };
-        self.line.wake(woken);
+        self.line.wake(woken, 0);
     }
 
     /// Removes an instance.
@@ -242,7 +243,7 @@ impl LoadWatch for LoadOrder {
     fn load_changed(&self, handle: &InstanceHandle) {
         let freed = self.inner.lock().resync(handle.ordinal(), handle);
         if freed {
-            self.line.wake(1);
+            self.line.wake(1, 0);
         }
     }
 
@@ -252,7 +253,7 @@ impl LoadWatch for LoadOrder {
             let freed = g.resync(handle.ordinal(), handle);
             usize::from(freed) + handle.capacity.saturating_sub(handle.load())
         };
-        self.line.wake(woken);
+        self.line.wake(woken, 0);
     }
 }
 
@@ -342,7 +343,7 @@ impl Orders {
         waiter: &mut Option<oneshot::Sender<u32>>,
         woken: Option<u32>,
     ) -> Front {
-        let mut g: MutexGuard<'_, VecDeque<oneshot::Sender<u32>>> = self.line.waiters.lock();
+        let mut g = self.line.waiters.lock();
         // Counted before looking: a slot freed after the look sees a waiter and wakes it.
         self.line.count.fetch_add(1, Ordering::SeqCst);
         let front = match self.front(exclude, from) {
@@ -382,10 +383,7 @@ impl Orders {
     /// Wakes the first waiter still waiting (a wake its receiver could not use is passed
     /// on this way).
     pub(crate) fn wake_one(&self, hops: u32) {
-        if self.line.count.load(Ordering::SeqCst) > 0 {
-            self.line
-                .wake_locked(&mut self.line.waiters.lock(), 1, hops);
-        }
+        self.line.wake(1, hops);
     }
 
     /// Owners waiting for a slot now (those gone included until they are passed over).

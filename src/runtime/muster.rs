@@ -344,7 +344,11 @@ impl Muster {
         self.check_running().map_err(SubmitError::Stopped)?;
         let (handle, accepted) = self.inner.delegator.accept(task)?;
         // Owned on this thread's shard (a thread that is no shard's: the shards in turn).
-        self.inner.delegator.owners().start(accepted);
+        if !self.inner.delegator.owners().start(accepted) {
+            return Err(SubmitError::Stopped(
+                "the runtime is shutting down: its task owners have stopped".into(),
+            ));
+        }
         Ok(handle)
     }
 

@@ -192,7 +192,10 @@ fn agent_host(
                 Err(e) => Box::pin(futures::future::ready(Err(e.to_string()))),
                 Ok((handle, accepted)) => {
                     // Owned on the shard of the agent's thread.
-                    delegator.owners().start(accepted);
+                    if !delegator.owners().start(accepted) {
+                        let why = "the runtime is shutting down: its task owners have stopped";
+                        return Box::pin(futures::future::ready(Err(why.to_string())));
+                    }
                     Box::pin(async move {
                         let outcome = handle.outcome().await;
                         match outcome.output {
