@@ -23,10 +23,11 @@
 //! worker). `CLUSTER_BENCH_ONLY` picks phases (`w3`, `w2`, `kill`, comma-separated; for a
 //! profile of one). nats-server comes from `scripts/nats-server path`.
 
-#[path = "../tests/cluster_support/mod.rs"]
-mod cluster_support;
-#[path = "../tests/node_support/mod.rs"]
-mod node_support;
+#[path = "../tests/it/support/cluster.rs"]
+mod cluster;
+#[path = "../tests/it/support/node.rs"]
+mod node;
+use self::cluster as cluster_support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -89,7 +90,7 @@ fn hop_manifest(name: &str, capability: &str, replicas: usize) -> String {
 }
 
 fn slow_manifest() -> String {
-    let slow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/slow_stdio.py");
+    let slow = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/agents/slow_stdio.py");
     format!(
         "name = \"slow\"\nconcurrency = {SLOW_TASKS}\n[[capabilities]]\nname = \"bench.slow\"\n\
          input = \"obj\"\noutput = \"obj\"\n\

@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --example quickstart`
 
-use muster::{AgentDef, CapabilitySpec, Envelope, Muster, Recipient, Task};
+use muster_core::{AgentDef, CapabilitySpec, Envelope, Muster, Recipient, Task};
 use serde_json::json;
 
 #[actix::main]

@@ -23,12 +23,12 @@ use muster::SchemaStore;
 pub fn repo() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
+        // Built from `fuzz/` (one level down) or `crates/muster-cli` (two levels down).
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        if dir.join("schemas").is_dir() {
-            dir
-        } else {
-            dir.parent().map(Path::to_path_buf).unwrap_or(dir)
-        }
+        dir.ancestors()
+            .find(|d| d.join("schemas").is_dir())
+            .map(Path::to_path_buf)
+            .unwrap_or(dir)
     })
 }
 

@@ -1,0 +1,187 @@
+//! `muster agents`: register the cast and list every instance.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{block_on, CastArgs, CliError};
+use muster::cast::load_cast;
+use muster::runtime::{AgentDef, Muster};
+use muster::SchemaStore;
+
+/// Arguments of `muster agents`.
+#[derive(Debug, clap::Args)]
+pub struct AgentsArgs {
+    /// Where the cast and schemas are.
+    #[command(flatten)]
+    pub cast: CastArgs,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// List the agents of a node instead of starting the cast here.
+    #[command(flatten)]
+    pub server: super::client::ServerArgs,
+}
+
+/// Loads schemas and every manifest, checking all of them before registering any.
+pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliError> {
+    let store = SchemaStore::new();
+    load_schemas(&store, &cast.schemas)?;
+    let manifests = load_cast(&cast.actors, &store).map_err(|e| {
+        CliError::bad_input(
+            format!("invalid cast in {}:\n{e}", cast.actors.display()),
+            serde_json::to_value(&e.errors).unwrap_or_default(),
+        )
+    })?;
+    let mut defs = Vec::new();
+    for (file, m) in manifests {
+        let def = m.to_def(&store.clone().into()).map_err(|message| {
+            CliError::bad_input(
+                format!("{}: /backend: {message}", file.display()),
+                json!({"file": file, "field": "/backend", "message": message}),
+            )
+        })?;
+        defs.push(def);
+    }
+    Ok((store, defs))
+}
+
+pub(crate) fn load_schemas(store: &SchemaStore, dir: &Path) -> Result<(), CliError> {
+    store.load_dir(dir).map(|_| ()).map_err(|e| {
+        CliError::bad_input(
+            e.to_string(),
+            json!({"schemas": dir, "message": e.to_string()}),
+        )
+    })
+}
+
+/// Starts a runtime on the current actix system with the given schemas and cast.
+pub(crate) async fn start(schemas_dir: &Path, defs: Vec<AgentDef>) -> Result<Muster, CliError> {
+    start_with(schemas_dir, 1, defs, None).await
+}
+
+/// [`start`] on `shards` shards, with a journal (the runtime's default, in memory,
+/// otherwise).
+pub(crate) async fn start_with(
+    schemas_dir: &Path,
+    shards: usize,
+    defs: Vec<AgentDef>,
+    journal: Option<std::sync::Arc<dyn muster::journal::Journal>>,
+) -> Result<Muster, CliError> {
+    let mut b = Muster::builder().schemas_dir(schemas_dir).shards(shards);
+    if let Some(j) = journal {
+        b = b.journal(j);
+    }
+    for d in defs {
+        b = b.agent(d);
+    }
+    b.start()
+        .await
+        .map_err(|e| CliError::bad_input(e.to_string(), json!({"message": e.to_string()})))
+}
+
+/// `muster agents --server`: the node's agents, printed as a local listing is.
+fn remote(args: AgentsArgs) -> Result<(), CliError> {
+    let client = super::client::Client::new(&args.server)?;
+    let doc = block_on(async move { client.get("/v1/agents").await })?;
+    if args.json {
+        println!("{doc}");
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<9} {:>8}  {:<16} {:<20} OUTPUT",
+        "INSTANCE", "STATE", "IN-FLIGHT", "CAPABILITY", "INPUT"
+    );
+    let agents = doc["agents"].as_array().cloned().unwrap_or_default();
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for a in &agents {
+        for (i, c) in a["capabilities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let (id, state, inflight) = if i == 0 {
+                (s(&a["id"]), s(&a["state"]), s(&a["in_flight"]))
+            } else {
+                (String::new(), String::new(), String::new())
+            };
+            println!(
+                "{:<18} {:<9} {:>8}  {:<16} {:<20} {}",
+                id,
+                state,
+                inflight,
+                s(&c["name"]),
+                s(&c["input"]),
+                s(&c["output"])
+            );
+        }
+    }
+    println!();
+    println!(
+        "{} instances, {} schemas loaded",
+        agents.len(),
+        doc["schemas"].as_array().map_or(0, |a| a.len())
+    );
+    Ok(())
+}
+
+/// Runs `muster agents`.
+pub fn run(args: AgentsArgs) -> Result<(), CliError> {
+    if args.server.server.is_some() {
+        return remote(args);
+    }
+    let (store, defs) = load(&args.cast)?;
+    let descriptions: Vec<(String, String)> = defs
+        .iter()
+        .map(|d| (d.name.clone(), d.description.clone()))
+        .collect();
+    let schemas = store.names();
+    block_on(async move {
+        let muster = start(&args.cast.schemas, defs).await?;
+        let agents = muster.agents();
+        if args.json {
+            let doc = json!({
+                "ok": true,
+                "agents": agents,
+                "capabilities": agents.iter().flat_map(|a| a.capabilities.iter().map(|c| c.name.clone())).collect::<std::collections::BTreeSet<_>>(),
+                "schemas": schemas,
+            });
+            println!("{doc}");
+        } else {
+            println!(
+                "{:<18} {:<9} {:>8}  {:<16} {:<20} OUTPUT",
+                "INSTANCE", "STATE", "IN-FLIGHT", "CAPABILITY", "INPUT"
+            );
+            for a in &agents {
+                for (i, c) in a.capabilities.iter().enumerate() {
+                    let (id, state, inflight) = if i == 0 {
+                        (a.id.clone(), a.state.to_string(), a.in_flight.to_string())
+                    } else {
+                        (String::new(), String::new(), String::new())
+                    };
+                    println!(
+                        "{:<18} {:<9} {:>8}  {:<16} {:<20} {}",
+                        id, state, inflight, c.name, c.input, c.output
+                    );
+                }
+            }
+            println!();
+            for (name, desc) in descriptions {
+                if !desc.is_empty() {
+                    println!("{name}: {desc}");
+                }
+            }
+            println!(
+                "{} instances, {} schemas loaded",
+                agents.len(),
+                schemas.len()
+            );
+        }
+        muster.shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,210 @@
+//! The CLI as a client of a running node (`--server URL`): `muster run`, `approve`,
+//! `inspect` and `agents` talk to `muster serve`'s API (docs/api.md) and print what they
+//! print locally, with the same exit codes.
+//!
+//! The token comes from `--token-file`, `--token-env` or `MUSTER_TOKEN`. API errors become
+//! the CLI's errors: a 4xx is bad input (exit 2) with the node's message; an unreachable
+//! node is bad input naming the URL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::CliError;
+use muster::serve::Token;
+
+/// The largest response the client reads, in bytes.
+pub const MAX_RESPONSE: usize = 256 << 20;
+
+/// Options of a command that can talk to a node instead of running locally.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Talk to a running `muster serve` at this URL (e.g. http://127.0.0.1:7070).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// With --server: read the API token from this file.
+    #[arg(long, requires = "server", conflicts_with = "token_env")]
+    pub token_file: Option<PathBuf>,
+    /// With --server: read the API token from this variable (default MUSTER_TOKEN).
+    #[arg(long, requires = "server")]
+    pub token_env: Option<String>,
+}
+
+/// A connection to a node.
+#[derive(Debug)]
+pub struct Client {
+    base: String,
+    token: Token,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `args.server` (which must be given), with its token.
+    pub fn new(args: &ServerArgs) -> Result<Client, CliError> {
+        let base = args
+            .server
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::bad_input(
+                format!("--server `{base}` must be an http:// or https:// URL"),
+                json!({"server": base}),
+            ));
+        }
+        let token = Token::load(args.token_file.as_deref(), args.token_env.as_deref())
+            .map_err(|m| CliError::bad_input(m, json!({})))?
+            .map(|(t, _)| t)
+            .ok_or_else(|| {
+                CliError::bad_input(
+                    "no API token: give --token-file FILE or --token-env VAR, or set MUSTER_TOKEN",
+                    json!({}),
+                )
+            })?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .retry(reqwest::retry::never())
+            .build()
+            .map_err(|e| CliError::bad_input(format!("HTTP client: {e}"), json!({})))?;
+        Ok(Client { base, token, http })
+    }
+
+    /// The node's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path`: the JSON answer, or the node's error as a CLI error.
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        let mut resp = req
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .map_err(|e| {
+                CliError::bad_input(
+                    format!("cannot reach the node at {}: {e}", self.base),
+                    json!({"server": self.base}),
+                )
+            })?;
+        let status = resp.status();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            CliError::bad_input(
+                format!("reading the answer of {}: {e}", self.base),
+                json!({"server": self.base}),
+            )
+        })? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE {
+                return Err(CliError::bad_input(
+                    format!("the answer of {} is over {MAX_RESPONSE} bytes", self.base),
+                    json!({"server": self.base}),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let doc: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            json!({"error": String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).to_string()})
+        });
+        if status.is_success() {
+            return Ok(doc);
+        }
+        let message = doc["error"]
+            .as_str()
+            .map_or_else(|| format!("the node answered {status}"), str::to_string);
+        let details =
+            json!({"status": status.as_u16(), "field": doc.get("field"), "server": self.base});
+        Err(if status.is_client_error() {
+            CliError::bad_input(message, details)
+        } else {
+            CliError::failed(message, details)
+        })
+    }
+
+    /// Every record of the node's journal, page by page.
+    pub async fn records(&self) -> Result<Vec<muster::journal::Record>, CliError> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let page = self
+                .get(&format!("/v1/records?after={after}&limit=10000"))
+                .await?;
+            let records: Vec<muster::journal::Record> =
+                serde_json::from_value(page["records"].clone()).map_err(|e| {
+                    CliError::failed(
+                        format!("the node's records are not readable: {e}"),
+                        json!({}),
+                    )
+                })?;
+            out.extend(records);
+            match page["next"].as_u64() {
+                Some(n) if n > after => after = n,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The full id of a run given by id or unique prefix.
+    pub async fn resolve_run(&self, id: &str) -> Result<uuid::Uuid, CliError> {
+        let id = id.trim().to_ascii_lowercase();
+        if let Ok(u) = uuid::Uuid::parse_str(&id) {
+            return Ok(u);
+        }
+        let mut hits = Vec::new();
+        let mut after: Option<String> = None;
+        // At most 100 pages of 500 runs are looked through.
+        for _ in 0..100 {
+            let q = after
+                .as_ref()
+                .map_or(String::new(), |a| format!("&after={a}"));
+            let page = self.get(&format!("/v1/runs?limit=500{q}")).await?;
+            for r in page["runs"].as_array().into_iter().flatten() {
+                if let Some(run) = r["run"]
+                    .as_str()
+                    .filter(|r| !id.is_empty() && r.starts_with(&id))
+                {
+                    hits.push(run.to_string());
+                }
+            }
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_string()),
+                None => break,
+            }
+        }
+        match hits.as_slice() {
+            [one] => {
+                uuid::Uuid::parse_str(one).map_err(|e| CliError::failed(e.to_string(), json!({})))
+            }
+            [] => Err(CliError::bad_input(
+                format!("no run `{id}` on the node"),
+                json!({"run": id}),
+            )),
+            many => Err(CliError::bad_input(
+                format!(
+                    "`{id}` matches {} runs; give more of the id: {}",
+                    many.len(),
+                    many.join(", ")
+                ),
+                json!({"run": id, "matches": many}),
+            )),
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! `muster inspect`: what happened, read from a journal file without changing it (G5).
+//!
+//! Parses the options, reads the records ([`muster::journal::sqlite::read_journal`]),
+//! builds the views ([`muster::journal::inspect`]) and prints them as a table, JSON lines
+//! or a Mermaid sequence diagram. Without a filter it lists the workflow runs (workflow,
+//! status: completed, failed, waiting at a gate or unfinished, and the step) and then
+//! every correlation; with `--run` (or the `--correlation` of a run) the timeline opens
+//! with the run's status.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::CliError;
+use muster::journal::inspect::{self, CorrelationSummary, RunState, RunSummary, Scope, Timeline};
+use muster::journal::sqlite::read_journal;
+use muster::journal::Record;
+
+/// How `muster inspect` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON lines: one record per line, each with a `record` field saying what it is.
+    Json,
+    /// A Mermaid `sequenceDiagram`.
+    Mermaid,
+}
+
+/// Arguments of `muster inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The journal file (SQLite), opened read-only.
+    #[arg(long, default_value = ".muster/journal.db")]
+    pub journal: PathBuf,
+    /// A workflow run id (its tasks share it as their correlation id).
+    #[arg(long, conflicts_with_all = ["correlation", "task"])]
+    pub run: Option<String>,
+    /// A correlation id, or a unique prefix of one.
+    #[arg(long, conflicts_with = "task")]
+    pub correlation: Option<String>,
+    /// A task id, or a unique prefix of one.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Same as `--format json` (errors too are printed as JSON).
+    #[arg(long)]
+    pub json: bool,
+    /// Read the journal of a node instead of a file.
+    #[command(flatten)]
+    pub server: super::client::ServerArgs,
+}
+
+/// `writeln!` into the output buffer (writing to a `String` cannot fail).
+macro_rules! outln {
+    ($out:expr) => {{ let _ = writeln!($out); }};
+    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
+}
+
+/// `write!` into the output buffer.
+macro_rules! outw {
+    ($out:expr, $($arg:tt)*) => {{ let _ = write!($out, $($arg)*); }};
+}
+
+/// Runs `muster inspect`.
+pub fn run(args: InspectArgs) -> Result<(), CliError> {
+    let records = if args.server.server.is_some() {
+        let client = super::client::Client::new(&args.server)?;
+        super::block_on(async move { client.records().await })?
+    } else {
+        read_journal(&args.journal, 0).map_err(|e| {
+            CliError::bad_input(
+                e.to_string(),
+                json!({"journal": args.journal, "message": e.to_string()}),
+            )
+        })?
+    };
+    let format = if args.json { Format::Json } else { args.format };
+    let scope = if let Some(id) = args.run.as_ref().or(args.correlation.as_ref()) {
+        let what = if args.run.is_some() {
+            "run"
+        } else {
+            "correlation"
+        };
+        Scope::Correlation(resolve(
+            what,
+            id,
+            &inspect::correlation_ids(&records),
+            &args,
+        )?)
+    } else if let Some(id) = &args.task {
+        Scope::Task(resolve("task", id, &inspect::task_ids(&records), &args)?)
+    } else {
+        Scope::All
+    };
+    let mut out = String::new();
+    let runs = inspect::runs(&records);
+    // The run a `--run` / `--correlation` names, if it names one.
+    let run = match scope {
+        Scope::Correlation(c) => runs.iter().find(|r| r.run == c),
+        _ => None,
+    };
+    match (scope, format) {
+        (Scope::All, Format::Table) => {
+            if !runs.is_empty() {
+                print_runs(&mut out, &runs);
+                outln!(out);
+            }
+            print_summaries(&mut out, &inspect::correlations(&records))
+        }
+        (Scope::All, Format::Json) => {
+            for r in &runs {
+                outln!(out, "{}", line("run", r));
+            }
+            for s in inspect::correlations(&records) {
+                outln!(out, "{}", line("correlation", &s));
+            }
+        }
+        (scope, Format::Mermaid) => {
+            outw!(out, "{}", inspect::timeline(&records, scope).to_mermaid())
+        }
+        (scope, Format::Json) => {
+            if let Some(r) = run {
+                outln!(out, "{}", line("run", r));
+            }
+            let t = inspect::timeline(&records, scope);
+            for e in &t.entries {
+                outln!(out, "{}", line("event", e));
+            }
+            for o in &t.ownership {
+                for l in &o.leases {
+                    let mut v = line("lease", l);
+                    v["task"] = json!(o.task);
+                    v["capability"] = json!(o.capability);
+                    outln!(out, "{v}");
+                }
+            }
+            for o in &t.ownership {
+                outln!(out, "{}", line("task", o));
+            }
+        }
+        (scope, Format::Table) => print_timeline(&mut out, &records, scope, run),
+    }
+    // What model-backed agents spent, per run and agent type (LLM agents only).
+    let usage = inspect::usage(&records, scope);
+    match format {
+        Format::Table if !usage.is_empty() => print_usage(&mut out, &usage),
+        Format::Json => {
+            for u in &usage {
+                outln!(out, "{}", line("usage", u));
+            }
+        }
+        _ => {}
+    }
+    // A closed pipe (`muster inspect | head`) is the reader's choice, not an error.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::failed(
+            format!("cannot write the output: {e}"),
+            json!({"message": e.to_string()}),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn print_usage(out: &mut String, usage: &[inspect::UsageLine]) {
+    outln!(out);
+    outln!(
+        out,
+        "model usage (tokens; unknown: the server did not report them)"
+    );
+    outln!(
+        out,
+        "{:<36}  {:<16}  {:>8}  {:>6}  {:>10}  {:>10}  {:<28}  COST",
+        "CORRELATION",
+        "AGENT",
+        "ATTEMPTS",
+        "CALLS",
+        "PROMPT",
+        "COMPLETION",
+        "TOTAL"
+    );
+    for u in usage {
+        let t = &u.totals;
+        let known = |n: u64| {
+            if t.unknown_attempts == t.attempts {
+                "unknown".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        outln!(
+            out,
+            "{:<36}  {:<16}  {:>8}  {:>6}  {:>10}  {:>10}  {:<28}  {}",
+            u.correlation,
+            u.agent,
+            t.attempts,
+            t.calls,
+            known(t.prompt_tokens),
+            known(t.completion_tokens),
+            t.display_total(),
+            t.cost.map_or("-".into(), |c| format!("{c:.6}"))
+        );
+    }
+}
+
+/// Finds the one id that `given` names exactly or by a unique prefix.
+fn resolve(what: &str, given: &str, ids: &[Uuid], args: &InspectArgs) -> Result<Uuid, CliError> {
+    let given = given.trim().to_ascii_lowercase();
+    if let Ok(id) = Uuid::parse_str(&given) {
+        if ids.contains(&id) {
+            return Ok(id);
+        }
+    }
+    let matches: Vec<&Uuid> = ids
+        .iter()
+        .filter(|id| !given.is_empty() && id.to_string().starts_with(&given))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(**one),
+        [] => Err(CliError::bad_input(
+            format!(
+                "{}: no {what} `{given}` in this journal ({} known)",
+                args.journal.display(),
+                ids.len()
+            ),
+            json!({"journal": args.journal, what: given}),
+        )),
+        many => Err(CliError::bad_input(
+            format!(
+                "{}: `{given}` names {} {what}s; give more of the id",
+                args.journal.display(),
+                many.len()
+            ),
+            json!({"journal": args.journal, what: given, "matches": many}),
+        )),
+    }
+}
+
+fn line<T: Serialize>(record: &str, value: &T) -> Value {
+    let mut v = serde_json::to_value(value).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("record".into(), json!(record));
+    }
+    v
+}
+
+fn print_runs(out: &mut String, runs: &[RunSummary]) {
+    outln!(
+        out,
+        "{:<36}  {:<16}  {:<10}  {:<16}  {:>5}  {:<24}  {:>9}  DETAIL",
+        "RUN",
+        "WORKFLOW",
+        "STATUS",
+        "STEP",
+        "TASKS",
+        "STARTED",
+        "DURATION"
+    );
+    for r in runs {
+        outln!(
+            out,
+            "{:<36}  {:<16}  {:<10}  {:<16}  {:>5}  {:<24}  {:>9}  {}",
+            r.run,
+            r.workflow,
+            r.status,
+            r.step.as_deref().unwrap_or("-"),
+            r.tasks,
+            timestamp(r.started_ms),
+            duration(r.duration_ms),
+            detail(r)
+        );
+    }
+    outln!(out, "{} runs", runs.len());
+}
+
+/// What a run's status needs said beside it.
+fn detail(r: &RunSummary) -> String {
+    let mut d = match r.status {
+        RunState::Completed => return "-".into(),
+        RunState::Failed => r.reason.clone().unwrap_or_default(),
+        RunState::Waiting => format!(
+            "waits at gate `{}` for a decision (muster approve): {}",
+            r.gate.as_deref().unwrap_or("-"),
+            r.question.as_deref().unwrap_or("")
+        ),
+        RunState::Unfinished => "no run_ended: the process stopped mid-run, or is still running \
+                                 (muster resume finishes it)"
+            .into(),
+    };
+    if let Some(f) = &r.failed_step {
+        let _ = write!(d, "; step `{}` failed: {}", f.step, f.reason);
+    }
+    d
+}
+
+/// One line on a run: `ship (ship.toml): failed at step `test`: why`.
+fn run_line(r: &RunSummary) -> String {
+    let at = match (r.status, r.step.as_deref()) {
+        (_, None) => String::new(),
+        (RunState::Waiting, Some(s)) => format!(" at gate `{s}`"),
+        (RunState::Unfinished, Some(s)) => format!(" in step `{s}`"),
+        (_, Some(s)) => format!(" at step `{s}`"),
+    };
+    let detail = match r.status {
+        RunState::Completed => String::new(),
+        _ => format!(": {}", detail(r)),
+    };
+    format!("{} ({}): {}{at}{detail}", r.workflow, r.file, r.status)
+}
+
+fn print_summaries(out: &mut String, summaries: &[CorrelationSummary]) {
+    outln!(
+        out,
+        "{:<36}  {:>5}  {:>8}  {:>9}  {:>9}  {:>9}  {:<24}  DURATION",
+        "CORRELATION",
+        "TASKS",
+        "HANDOFFS",
+        "COMPLETED",
+        "ESCALATED",
+        "CANCELLED",
+        "STARTED"
+    );
+    for s in summaries {
+        outln!(
+            out,
+            "{:<36}  {:>5}  {:>8}  {:>9}  {:>9}  {:>9}  {:<24}  {}",
+            s.correlation,
+            s.tasks,
+            s.handoffs,
+            s.completed,
+            s.escalated,
+            s.cancelled,
+            timestamp(s.started_ms),
+            duration(s.duration_ms)
+        );
+    }
+    outln!(out, "{} correlations", summaries.len());
+}
+
+fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Option<&RunSummary>) {
+    let Timeline { entries, ownership } = inspect::timeline(records, scope);
+    match scope {
+        Scope::Correlation(c) => outln!(out, "correlation {c}"),
+        Scope::Task(t) => outln!(out, "task {t}"),
+        Scope::All => {}
+    }
+    if let Some(r) = run {
+        outln!(out, "run {}", run_line(r));
+    }
+    if let Some(first) = entries.first() {
+        outln!(out, "started {}", timestamp(first.at_ms));
+    }
+    outln!(out);
+    outln!(
+        out,
+        "{:>9}  {:>6}  {:<15}  {:<36}  {:<12}  {:<14}  {:<14}  {:<14}  {:>3}  {:>5}  OUTCOME",
+        "OFFSET",
+        "SEQ",
+        "EVENT",
+        "TASK",
+        "SENDER",
+        "AGENT",
+        "CAPABILITY",
+        "SCHEMA",
+        "ATT",
+        "EPOCH"
+    );
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    for e in &entries {
+        outln!(
+            out,
+            "{:>9}  {:>6}  {:<15}  {:<36}  {:<12}  {:<14}  {:<14}  {:<14}  {:>3}  {:>5}  {}",
+            format!("+{}", duration(e.offset_ms)),
+            e.seq,
+            e.kind,
+            e.task.map_or("-".into(), |t| t.to_string()),
+            opt(&e.sender),
+            opt(&e.agent),
+            opt(&e.capability),
+            opt(&e.schema),
+            e.attempt.map_or("-".into(), |a| a.to_string()),
+            e.epoch.map_or("-".into(), |a| a.to_string()),
+            e.outcome
+        );
+    }
+    let start = entries.first().map_or(0, |e| e.at_ms);
+    outln!(out);
+    outln!(out, "ownership");
+    for o in &ownership {
+        outln!(
+            out,
+            "  task {} ({}, from {}): {}",
+            o.task,
+            o.capability,
+            o.sender,
+            o.status
+        );
+        for l in &o.leases {
+            let span = match l.ended_ms {
+                Some(end) => format!(
+                    "+{}..+{}",
+                    duration(l.granted_ms.saturating_sub(start)),
+                    duration(end.saturating_sub(start))
+                ),
+                None => format!("+{}..", duration(l.granted_ms.saturating_sub(start))),
+            };
+            outln!(
+                out,
+                "    epoch {:<3} attempt {:<2} {:<16} {:<22} {}",
+                l.epoch,
+                l.attempt,
+                l.agent,
+                span,
+                l.outcome
+            );
+        }
+        for s in &o.stale {
+            outln!(out, "    stale result from {s} rejected");
+        }
+    }
+}
+
+fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn duration(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.3}s", ms as f64 / 1_000.0)
+    }
+}

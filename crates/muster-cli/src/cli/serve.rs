@@ -1,0 +1,348 @@
+//! `muster serve`: loads the cast and the workflows (each checked as `muster check` does),
+//! opens the journal, resumes its unfinished runs and serves the HTTP API until SIGINT or
+//! SIGTERM ([`muster::serve`], docs/api.md).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::agents::{load, start_with};
+use super::check::{findings, load_workflow, report as report_findings};
+use super::run::{flush, open_journal, parse_durability};
+use super::{block_on, interrupted, CastArgs, CliError, EXIT_BAD_INPUT, EXIT_OK};
+use muster::cluster::failover::Failover;
+use muster::cluster::{ClusterConfig, Control};
+use muster::journal::tap::DEFAULT_TAP_CAPACITY;
+use muster::journal::{Durability, Journal, TapJournal};
+use muster::serve::{GroupInfo, ServeConfig, Token, TokenSource};
+use muster::workflow::Workflow;
+
+/// The most workflow files a node loads.
+pub const MAX_WORKFLOWS: usize = 1000;
+
+/// Arguments of `muster serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the cast and schemas are.
+    #[command(flatten)]
+    pub cast: CastArgs,
+    /// The runtime's settings.
+    #[command(flatten)]
+    pub runtime: super::RuntimeArgs,
+    /// Workflows to serve: every `*.toml` in DIR and every `DIR/*/workflow.toml`.
+    #[arg(long)]
+    pub workflows: Option<PathBuf>,
+    /// The journal (SQLite, created if absent; one process at a time).
+    #[arg(long, default_value = ".muster/journal.db")]
+    pub journal: PathBuf,
+    /// `relaxed` or `sync` (see `muster run --help`).
+    #[arg(long, default_value = "relaxed", value_parser = parse_durability)]
+    pub durability: Durability,
+    /// The address to listen on (loopback by default; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Read the API token from this file (its first line).
+    #[arg(long, conflicts_with = "token_env")]
+    pub token_file: Option<PathBuf>,
+    /// Read the API token from this environment variable (default: MUSTER_TOKEN, and
+    /// when that is unset a token is generated into `token` beside the journal).
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Print one JSON line on start (`listen`, `token_file`, `workflows`, `resumed`; with
+    /// `--nats`, `node` and `nats`).
+    #[arg(long)]
+    pub json: bool,
+    /// Run as the control node of a cluster on this NATS server (JetStream): the cast's
+    /// agents run on `muster worker` nodes, none here (docs/distributed.md).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// This node's name in the cluster (default: `control-<pid>`).
+    #[arg(long, requires = "nats")]
+    pub node: Option<String>,
+    /// How long a worker's instance stays registered without a heartbeat.
+    #[arg(long, default_value = "1500ms", value_parser = super::parse_duration, requires = "nats")]
+    pub ttl: std::time::Duration,
+}
+
+/// The workflow files of `dir`: `*.toml` in it and `*/workflow.toml` under it, sorted.
+fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let unreadable = |e: std::io::Error| {
+        CliError::bad_input(
+            format!(
+                "{}: cannot read the workflows directory: {e}",
+                dir.display()
+            ),
+            json!({"workflows": dir}),
+        )
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let p = entry.map_err(unreadable)?.path();
+        if p.is_dir() {
+            let wf = p.join("workflow.toml");
+            if wf.is_file() {
+                out.push(wf);
+            }
+        } else if p.extension().is_some_and(|e| e == "toml") {
+            out.push(p);
+        }
+        if out.len() > MAX_WORKFLOWS {
+            return Err(CliError::bad_input(
+                format!(
+                    "{}: more than {MAX_WORKFLOWS} workflow files",
+                    dir.display()
+                ),
+                json!({"workflows": dir}),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Runs `muster serve`; returns the exit code.
+pub fn run(args: ServeArgs) -> Result<i32, CliError> {
+    let (store, defs) = load(&args.cast)?;
+    let mut workflows: BTreeMap<String, Arc<Workflow>> = BTreeMap::new();
+    if let Some(dir) = &args.workflows {
+        for file in workflow_files(dir)? {
+            let wf = load_workflow(&file, &store).map_err(|e| {
+                CliError::bad_input(format!("{}: {}", file.display(), e.message), e.details)
+            })?;
+            let found = findings(&wf, &defs, &store);
+            if !found.is_empty() {
+                if !args.json {
+                    eprintln!("refusing to serve {}:", file.display());
+                }
+                report_findings(&wf, &found, args.json);
+                return Ok(EXIT_BAD_INPUT);
+            }
+            if let Some(other) = workflows.get(&wf.name) {
+                return Err(CliError::bad_input(
+                    format!(
+                        "{} and {} both name workflow `{}`; a node serves one workflow per name",
+                        other.file.display(),
+                        file.display(),
+                        wf.name
+                    ),
+                    json!({"workflow": wf.name}),
+                ));
+            }
+            workflows.insert(wf.name.clone(), Arc::new(wf));
+        }
+    }
+    let bad = |m: String| CliError::bad_input(m, json!({}));
+    let (token, source) =
+        match Token::load(args.token_file.as_deref(), args.token_env.as_deref()).map_err(bad)? {
+            Some(found) => found,
+            None => {
+                let path = args
+                    .journal
+                    .parent()
+                    .map_or_else(|| PathBuf::from("token"), |d| d.join("token"));
+                (
+                    Token::generate(&path).map_err(bad)?,
+                    TokenSource::Generated(path),
+                )
+            }
+        };
+    let journal = open_journal(&args.journal, args.durability)?;
+    let records = journal
+        .try_read_after(0)
+        .map_err(|e| CliError::bad_input(e.to_string(), json!({"journal": args.journal})))?;
+    let open = muster::serve::unfinished(&records);
+    let held = muster::delegation::scope_table::held_at(&records);
+    drop(records);
+    let mut resume = Vec::new();
+    for rec in open {
+        let wf = match workflows.get(&rec.workflow) {
+            Some(wf) if wf.file.display().to_string() == rec.file => wf.clone(),
+            _ => Arc::new(load_workflow(Path::new(&rec.file), &store).map_err(|e| {
+                CliError::bad_input(
+                    format!(
+                        "run {} of `{}` cannot be resumed: its workflow file {}: {}",
+                        rec.run, rec.workflow, rec.file, e.message
+                    ),
+                    json!({"run": rec.run, "file": rec.file, "details": e.details}),
+                )
+            })?),
+        };
+        resume.push((wf, rec));
+    }
+    let traces = super::run::traces_from_env()?;
+    let groups: Vec<GroupInfo> = defs.iter().map(GroupInfo::of).collect();
+    let tap = Arc::new(TapJournal::new(
+        journal.clone() as Arc<dyn Journal>,
+        DEFAULT_TAP_CAPACITY,
+    ));
+    let json_out = args.json;
+    let cluster = match &args.nats {
+        Some(url) => {
+            let node = args
+                .node
+                .clone()
+                .unwrap_or_else(|| format!("control-{}", std::process::id()));
+            let mut c = ClusterConfig::new(url, &node);
+            c.ttl = args.ttl;
+            c.check().map_err(|e| {
+                CliError::bad_input(e.to_string(), json!({"nats": url, "node": node}))
+            })?;
+            Some(c)
+        }
+        None => None,
+    };
+    let joined_as = cluster.as_ref().map(|c| (c.node.clone(), c.url.clone()));
+    block_on(async move {
+        // A control node declares the cast and runs none of it: its instances join from
+        // the workers.
+        let (local, remote) = match cluster {
+            Some(_) => (Vec::new(), defs),
+            None => (defs, Vec::new()),
+        };
+        let muster = start_with(
+            &args.cast.schemas,
+            args.runtime.shards,
+            local,
+            Some(tap.clone() as Arc<dyn Journal>),
+        )
+        .await?;
+        let mut resume = resume;
+        let (_control, failover) = match cluster {
+            Some(c) => {
+                let joined = async {
+                    let control = Control::start(muster.clone(), &remote, c.clone()).await?;
+                    let failover = Failover::start(c, tap.clone() as Arc<dyn Journal>).await?;
+                    Ok::<_, muster::cluster::ClusterError>((control, failover))
+                };
+                match joined.await {
+                    Ok((control, (failover, takeovers))) => {
+                        // A run another control node took over while this one was away
+                        // is theirs now.
+                        let mut mine = Vec::new();
+                        for (wf, rec) in resume.drain(..) {
+                            if failover.holds(rec.run).await {
+                                mine.push((wf, rec));
+                            }
+                        }
+                        resume = mine;
+                        (Some(control), Some((failover, takeovers)))
+                    }
+                    Err(e) => {
+                        muster.shutdown().await;
+                        return Err(CliError::failed(
+                            e.to_string(),
+                            json!({"nats": args.nats, "message": e.to_string()}),
+                        ));
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                muster.shutdown().await;
+                return Err(CliError::bad_input(
+                    format!("--listen {}: cannot listen there: {e}", args.listen),
+                    json!({"listen": args.listen}),
+                ));
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| args.listen.clone());
+        let names: Vec<String> = workflows.keys().cloned().collect();
+        let resumed = resume.len();
+        announce(
+            &addr,
+            &token,
+            &source,
+            &names,
+            resumed,
+            joined_as.as_ref(),
+            json_out,
+        );
+        let config = ServeConfig {
+            workflows,
+            groups,
+            token,
+            resume,
+            held_scopes: held,
+            traces,
+            failover,
+        };
+        let signal = async {
+            let _ = interrupted().await;
+        };
+        let served = muster::serve::serve(muster, tap, config, listener, signal).await;
+        flush(&journal)?;
+        if !json_out {
+            eprintln!("stopped; the journal is flushed");
+        }
+        served.map_err(|e| CliError::failed(format!("the server failed: {e}"), json!({})))?;
+        Ok(EXIT_OK)
+    })
+}
+
+/// Prints where the node listens and where its token is (the token itself once, when it
+/// was generated).
+fn announce(
+    addr: &str,
+    token: &Token,
+    source: &TokenSource,
+    workflows: &[String],
+    resumed: usize,
+    cluster: Option<&(String, String)>,
+    json_out: bool,
+) {
+    let (file, generated) = match source {
+        TokenSource::File(p) => (Some(p.display().to_string()), false),
+        TokenSource::Generated(p) => (Some(p.display().to_string()), true),
+        TokenSource::Env(_) => (None, false),
+    };
+    if json_out {
+        let mut doc = json!({
+            "listen": addr,
+            "url": format!("http://{addr}"),
+            "token_file": file,
+            "workflows": workflows,
+            "resumed": resumed,
+        });
+        if let TokenSource::Env(v) = source {
+            doc["token_env"] = json!(v);
+        }
+        if let Some((node, url)) = cluster {
+            doc["node"] = json!(node);
+            doc["nats"] = json!(url);
+        }
+        if generated {
+            doc["token"] = json!(token.expose());
+        }
+        println!("{doc}");
+    } else {
+        println!("listening on http://{addr}");
+        if let Some((node, url)) = cluster {
+            println!("control node {node} of the cluster at {url}");
+        }
+        match source {
+            TokenSource::Generated(p) => println!(
+                "API token (printed once; also in {}, mode 0600): {}",
+                p.display(),
+                token.expose()
+            ),
+            TokenSource::File(p) => println!("API token from {}", p.display()),
+            TokenSource::Env(v) => println!("API token from ${v}"),
+        }
+        println!(
+            "workflows: {}; runs resumed: {resumed}",
+            if workflows.is_empty() {
+                "none".to_string()
+            } else {
+                workflows.join(", ")
+            }
+        );
+    }
+}

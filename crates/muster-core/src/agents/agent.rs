@@ -1,0 +1,363 @@
+//! The one trait every agent kind implements, and what an attempt can end in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::journal::Usage;
+use crate::messaging::{ContractError, Envelope};
+
+/// What an agent gets with each task: who it is, which task, the lease epoch (its fencing
+/// token: pass it to any side effect that must not happen twice) and the deadline.
+#[derive(Clone)]
+pub struct TaskContext {
+    /// The task, or the envelope id for a plain message.
+    pub task_id: Uuid,
+    /// The lease epoch. A result carrying an older epoch than the task's current one is
+    /// rejected as stale.
+    pub epoch: u64,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The capability asked for.
+    pub capability: Arc<str>,
+    /// This instance's id, e.g. `tester#0`.
+    pub agent: Arc<str>,
+    /// When the owner stops waiting for this attempt.
+    pub deadline: tokio::time::Instant,
+    /// The envelope that carried the task.
+    pub envelope: Arc<Envelope>,
+    #[doc(hidden)]
+    pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// What the attempt spent on models so far; the instance puts it in the attempt's
+    /// report however the attempt ends (even past its deadline).
+    pub(crate) usage: Arc<parking_lot::Mutex<Option<Usage>>>,
+}
+
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("task_id", &self.task_id)
+            .field("epoch", &self.epoch)
+            .field("attempt", &self.attempt)
+            .field("capability", &self.capability)
+            .field("agent", &self.agent)
+            .finish()
+    }
+}
+
+impl TaskContext {
+    /// Tells the task's owner this attempt is alive (for capabilities that declare a
+    /// heartbeat interval). Cheap; call it as often as you like.
+    pub fn heartbeat(&self) {
+        if let Some(h) = &self.heartbeat {
+            h();
+        }
+    }
+
+    /// A context for running an agent by hand, outside a runtime (tools, tests): no owner
+    /// listens to its heartbeats.
+    pub fn standalone(
+        task_id: Uuid,
+        epoch: u64,
+        capability: &str,
+        agent: &str,
+        deadline: tokio::time::Instant,
+    ) -> Self {
+        let envelope = Envelope::new(
+            capability,
+            crate::messaging::Recipient::Agent(Arc::from(agent)),
+            "",
+            Value::Null,
+        );
+        TaskContext {
+            task_id,
+            epoch,
+            attempt: 1,
+            capability: Arc::from(capability),
+            agent: Arc::from(agent),
+            deadline,
+            envelope: Arc::new(envelope),
+            heartbeat: None,
+            usage: Arc::default(),
+        }
+    }
+
+    /// Records what one model call of this attempt spent (LLM backends call it after each
+    /// request); the attempt's journal records carry the sum.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::Usage;
+    /// use muster_core::TaskContext;
+    ///
+    /// let ctx = TaskContext::standalone(uuid::Uuid::nil(), 1, "cap", "a#0", tokio::time::Instant::now());
+    /// ctx.record_usage(&Usage::known("m", 3, 4));
+    /// ctx.record_usage(&Usage::known("m", 1, 1));
+    /// assert_eq!(ctx.usage().and_then(|u| u.total_tokens), Some(9));
+    /// ```
+    pub fn record_usage(&self, usage: &Usage) {
+        let mut cell = self.usage.lock();
+        match cell.as_mut() {
+            Some(u) => u.add(usage),
+            None => *cell = Some(usage.clone()),
+        }
+    }
+
+    /// What this attempt has spent on models so far (`None` if it called none).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.lock().clone()
+    }
+
+    /// The resources this task may touch, if it declares a scope: change only what its
+    /// `write` patterns cover (an output reporting a `touched` path outside them is a
+    /// contract violation).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::TaskContext;
+    /// let ctx = TaskContext::standalone(uuid::Uuid::now_v7(), 1, "code.implement", "dev#0",
+    ///     tokio::time::Instant::now());
+    /// assert!(ctx.scope().is_none());
+    /// ```
+    pub fn scope(&self) -> Option<&crate::messaging::Scope> {
+        self.envelope.scope.as_deref()
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
+/// An agent's own failure: what it returns instead of an output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct AgentError {
+    /// What went wrong, for the journal and the next owner.
+    pub message: String,
+    /// Set by backends when the agent process itself is gone (not just this task).
+    #[serde(default)]
+    pub exited: bool,
+    /// Set by backends when the agent broke its wire protocol.
+    #[serde(default)]
+    pub protocol: bool,
+    /// Set by backends when the agent's answer broke its contract (a path it reports it
+    /// touched lies outside its write scope): the attempt fails `contract_violation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<ContractError>,
+}
+
+impl AgentError {
+    /// An ordinary task failure.
+    pub fn new(message: impl Into<String>) -> Self {
+        AgentError {
+            message: message.into(),
+            exited: false,
+            protocol: false,
+            contract: None,
+        }
+    }
+
+    /// The agent's process exited during the task.
+    pub fn exited(message: impl Into<String>) -> Self {
+        AgentError {
+            exited: true,
+            ..AgentError::new(message)
+        }
+    }
+
+    /// The agent's answer broke its contract, as `violation` says.
+    pub fn contract(violation: ContractError) -> Self {
+        AgentError {
+            contract: Some(violation.clone()),
+            ..AgentError::new(violation.to_string())
+        }
+    }
+
+    /// The agent broke its protocol (garbage, wrong task id or epoch).
+    pub fn protocol(message: impl Into<String>) -> Self {
+        AgentError {
+            protocol: true,
+            ..AgentError::new(message)
+        }
+    }
+}
+
+impl From<String> for AgentError {
+    fn from(s: String) -> Self {
+        AgentError::new(s)
+    }
+}
+
+impl From<&str> for AgentError {
+    fn from(s: &str) -> Self {
+        AgentError::new(s)
+    }
+}
+
+/// How an attempt failed. Every variant is the owner's failure (G4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
+pub enum Failure {
+    /// The agent returned an error.
+    Error(String),
+    /// The agent panicked (the instance is restarted by its supervisor).
+    Panic(String),
+    /// The attempt's time bound passed.
+    Timeout,
+    /// The agent's process exited mid-task.
+    Exited(String),
+    /// The agent broke its wire protocol.
+    Protocol(String),
+    /// The capability declares a heartbeat interval and none came.
+    HeartbeatMissed,
+    /// The output broke the capability's output schema.
+    ContractViolation(ContractError),
+    /// The output broke the capability's acceptance rule (or the rule failed).
+    Rejected(String),
+    /// The instance died or stopped while holding the task.
+    AgentGone(String),
+    /// The task was cancelled.
+    Cancelled,
+}
+
+impl Failure {
+    /// The snake_case reason, as journaled.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Error(_) => "error",
+            Failure::Panic(_) => "panic",
+            Failure::Timeout => "timeout",
+            Failure::Exited(_) => "exited",
+            Failure::Protocol(_) => "protocol",
+            Failure::HeartbeatMissed => "heartbeat_missed",
+            Failure::ContractViolation(_) => "contract_violation",
+            Failure::Rejected(_) => "rejected",
+            Failure::AgentGone(_) => "agent_gone",
+            Failure::Cancelled => "cancelled",
+        }
+    }
+
+    /// The details, as journaled.
+    pub fn detail(&self) -> String {
+        match self {
+            Failure::Error(s)
+            | Failure::Panic(s)
+            | Failure::Exited(s)
+            | Failure::Protocol(s)
+            | Failure::Rejected(s)
+            | Failure::AgentGone(s) => s.clone(),
+            Failure::Timeout => "the attempt's time bound passed".into(),
+            Failure::HeartbeatMissed => "no heartbeat within the declared interval".into(),
+            Failure::ContractViolation(c) => c.to_string(),
+            Failure::Cancelled => "cancelled".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason(), self.detail())
+    }
+}
+
+/// What an agent can tell its instance outside of a task: that its process died, or that
+/// it is alive.
+#[derive(Clone)]
+pub struct AgentLink {
+    #[doc(hidden)]
+    pub on_exit: Arc<dyn Fn(Result<(), String>) + Send + Sync>,
+    #[doc(hidden)]
+    pub on_alive: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl AgentLink {
+    /// The agent is gone: `Ok(())` for a normal exit, `Err(why)` for an abnormal one. The
+    /// instance fails every task it holds and its supervisor decides on a restart.
+    pub fn exited(&self, result: Result<(), String>) {
+        (self.on_exit)(result)
+    }
+
+    /// The agent is alive (liveness heartbeat to the registry).
+    pub fn alive(&self) {
+        (self.on_alive)()
+    }
+
+    /// A link that goes nowhere (for tests and tools that run an agent by hand).
+    pub fn detached() -> Self {
+        AgentLink {
+            on_exit: Arc::new(|_| {}),
+            on_alive: Arc::new(|| {}),
+        }
+    }
+}
+
+/// One agent instance's behaviour. Every kind (function, command, simulated, HTTP) is this
+/// trait; the runtime never looks behind it.
+///
+/// `handle` runs on the runtime's thread as a local future: it may hold non-`Send` state,
+/// and it must not block the thread (put blocking work on `tokio::task::spawn_blocking`).
+///
+/// # Example
+/// ```
+/// use muster_core::{Agent, AgentError, TaskContext};
+/// use futures::future::LocalBoxFuture;
+/// use serde_json::{json, Value};
+///
+/// struct Echo;
+/// impl Agent for Echo {
+///     fn handle(&self, input: Value, _ctx: TaskContext) -> LocalBoxFuture<'static, Result<Value, AgentError>> {
+///         Box::pin(async move { Ok(json!({"echo": input})) })
+///     }
+/// }
+/// ```
+pub trait Agent: 'static {
+    /// Runs one task.
+    fn handle(
+        &self,
+        input: Value,
+        ctx: TaskContext,
+    ) -> LocalBoxFuture<'static, Result<Value, AgentError>>;
+
+    /// Called once when the instance starts (spawn a process, open a connection). An error
+    /// is an abnormal exit of the instance.
+    fn start(&self, _link: AgentLink) -> LocalBoxFuture<'static, Result<(), AgentError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called when the instance stops (kill the process). Must finish promptly.
+    fn stop(&self) -> LocalBoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+
+    /// Called when a running task is cancelled (tell the process, or kill it).
+    fn cancel(&self, _task_id: Uuid, _epoch: u64) {}
+}
+
+/// Makes agent instances: called once per instance start, and again on every restart, so a
+/// restarted instance never inherits a crashed one's state.
+pub trait AgentFactory: Send + Sync + 'static {
+    /// A fresh agent for the instance called `instance`.
+    fn create(&self, instance: &str) -> Box<dyn Agent>;
+
+    /// Called once when the agent type is registered, before any instance starts, with
+    /// what the runtime lends it (shared services, delegation). Backends that need neither
+    /// keep the default. An error refuses the registration.
+    fn attach(&self, _host: super::host::AgentHost) -> LocalBoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl<F> AgentFactory for F
+where
+    F: Fn(&str) -> Box<dyn Agent> + Send + Sync + 'static,
+{
+    fn create(&self, instance: &str) -> Box<dyn Agent> {
+        self(instance)
+    }
+}

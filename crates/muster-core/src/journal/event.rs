@@ -1,0 +1,442 @@
+//! The event vocabulary: what can happen in a runtime, as data.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::usage::Usage;
+use crate::messaging::{Envelope, Scope};
+
+/// A journaled event with its sequence number and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// From 1, gap-free, in append order.
+    pub seq: u64,
+    /// Unix milliseconds (virtual time in simulations).
+    pub at_ms: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Everything the runtime journals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An agent instance joined the registry.
+    AgentRegistered {
+        /// Instance id, e.g. `tester#0`.
+        agent: Arc<str>,
+        /// Its capabilities.
+        capabilities: Vec<Arc<str>>,
+        /// Start generation (0 first, +1 per restart).
+        generation: u64,
+    },
+    /// An agent instance changed lifecycle state.
+    AgentStateChanged {
+        /// Instance id.
+        agent: Arc<str>,
+        /// New state.
+        state: String,
+        /// Why, if it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An agent instance left the registry.
+    AgentDroppedOut {
+        /// Instance id.
+        agent: Arc<str>,
+        /// Why (restart intensity, missed heartbeats, shutdown...).
+        reason: String,
+    },
+    /// A supervisor restarted a child.
+    ChildRestarted {
+        /// Supervisor id.
+        supervisor: Arc<str>,
+        /// Child id.
+        child: Arc<str>,
+        /// How the child had exited.
+        exit: String,
+    },
+    /// A supervisor hit its restart intensity and escalated to its parent.
+    SupervisorEscalated {
+        /// Supervisor id.
+        supervisor: Arc<str>,
+        /// What happened.
+        reason: String,
+    },
+    /// An envelope was delivered to a recipient's mailbox.
+    EnvelopeRouted {
+        /// The envelope, whole.
+        envelope: Arc<Envelope>,
+        /// The instance it went to.
+        delivered_to: Arc<str>,
+    },
+    /// An envelope could not be delivered (a dead letter).
+    EnvelopeFailed {
+        /// The envelope, whole.
+        envelope: Arc<Envelope>,
+        /// The reason, from the closed set.
+        reason: String,
+        /// Details.
+        detail: String,
+    },
+    /// A task was accepted.
+    TaskSubmitted {
+        /// Task id.
+        task: Uuid,
+        /// Capability.
+        capability: Arc<str>,
+        /// Correlation id (the workflow run, or the task itself).
+        correlation: Uuid,
+        /// The validated input (shared with the task and its envelopes).
+        input: Arc<Value>,
+        /// Attempt budget.
+        attempts: u32,
+        /// Per-attempt time bound, ms.
+        timeout_ms: u64,
+        /// Who delegated it: a workflow step is `"{workflow}/{step}"` (recovery ties the
+        /// task to its step by it). Empty in journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        sender: String,
+    },
+    /// A task was leased to an agent under a fresh epoch.
+    LeaseGranted {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Fencing token.
+        epoch: u64,
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// The envelope carrying the input.
+        envelope: Uuid,
+        /// That envelope, whole, as it was delivered to `agent`: a lease is journaled once,
+        /// with its envelope, instead of as a lease and an `envelope_routed`. Absent in
+        /// journals written before the two were folded into one record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routed: Option<Arc<Envelope>>,
+    },
+    /// An attempt failed (error, panic, timeout, missed heartbeat, contract violation...).
+    AttemptFailed {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Epoch of the failed lease.
+        epoch: u64,
+        /// Failure kind (`error`, `panic`, `timeout`, ...).
+        reason: String,
+        /// Details (message, validator errors...).
+        detail: String,
+    },
+    /// A result was accepted: the task is completed.
+    ResultAccepted {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Epoch of the lease.
+        epoch: u64,
+        /// The output (shared with the task's record, not copied).
+        output: Arc<Value>,
+    },
+    /// What an attempt spent on a model (LLM agents), journaled when the attempt ends,
+    /// before its `result_accepted` or `attempt_failed`: tokens the server did not report
+    /// are `null` (unknown), never 0.
+    ModelUsage {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Epoch of the lease.
+        epoch: u64,
+        /// The model, its calls, tokens and cost.
+        usage: Usage,
+    },
+    /// A result from a superseded epoch was rejected (G2).
+    ResultStale {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance that answered late.
+        agent: Arc<str>,
+        /// The stale epoch it carried.
+        epoch: u64,
+        /// The epoch in force (0 when the task had already ended).
+        current_epoch: u64,
+    },
+    /// A task's policy is exhausted; a gate or the dead-letter record holds it.
+    TaskEscalated {
+        /// Task id.
+        task: Uuid,
+        /// The gate, or `dead_letter`.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// A task was cancelled.
+    TaskCancelled {
+        /// Task id.
+        task: Uuid,
+        /// Why.
+        reason: String,
+    },
+    /// A task took its scope: it may lease now.
+    ScopeAcquired {
+        /// Task id.
+        task: Uuid,
+        /// The scope it holds until it ends.
+        scope: Scope,
+    },
+    /// A task's scope overlaps one held (or asked for first): it waits its turn.
+    ScopeWaiting {
+        /// Task id.
+        task: Uuid,
+        /// The task it waits for.
+        holder: Uuid,
+        /// Which patterns overlap, with an example path.
+        overlap: String,
+    },
+    /// A task that held (or waited for) a scope ended: the scope is free.
+    ScopeReleased {
+        /// Task id.
+        task: Uuid,
+    },
+    /// An idempotent task returned the accepted result of an identical earlier (or
+    /// concurrent) task instead of running again. Terminal, like `result_accepted`.
+    TaskReused {
+        /// Task id.
+        task: Uuid,
+        /// The task whose accepted result it returns.
+        original: Uuid,
+        /// That result (shared with the original's records, not copied).
+        output: Arc<Value>,
+    },
+    /// A workflow run started.
+    RunStarted {
+        /// Run id (the correlation id of its tasks).
+        run: Uuid,
+        /// Workflow name.
+        workflow: String,
+        /// The workflow file.
+        file: String,
+        /// The validated run input.
+        input: Value,
+    },
+    /// A run entered a step.
+    StepEntered {
+        /// Run id.
+        run: Uuid,
+        /// Step name.
+        step: String,
+        /// How many times the run has entered it (from 1).
+        visit: u32,
+    },
+    /// A task step (or branch) completed.
+    StepCompleted {
+        /// Run id.
+        run: Uuid,
+        /// Step name.
+        step: String,
+        /// The step's task.
+        task: Uuid,
+        /// The accepted output (shared with the task's `result_accepted`, not copied).
+        output: Arc<Value>,
+    },
+    /// A task step (or branch) failed: its task was escalated, or its input mapping failed.
+    StepFailed {
+        /// Run id.
+        run: Uuid,
+        /// Step name.
+        step: String,
+        /// The step's task, if one was submitted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<Uuid>,
+        /// Why.
+        reason: String,
+    },
+    /// A run waits at a gate for a human decision.
+    GateWaiting {
+        /// Run id.
+        run: Uuid,
+        /// Gate step name.
+        gate: String,
+        /// What the human decides.
+        question: String,
+    },
+    /// A human decided at a gate.
+    GateDecided {
+        /// Run id.
+        run: Uuid,
+        /// Gate step name.
+        gate: String,
+        /// Approved or rejected.
+        approved: bool,
+        /// Why.
+        reason: String,
+    },
+    /// A run ended.
+    RunEnded {
+        /// Run id.
+        run: Uuid,
+        /// `completed` or `failed`.
+        status: String,
+        /// The step it ended at.
+        step: String,
+        /// Why, for failures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Free text (tests, tools).
+    Note {
+        /// The text.
+        text: String,
+    },
+}
+
+impl Event {
+    /// The snake_case kind of the event, as stored in the `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::AgentRegistered { .. } => "agent_registered",
+            Event::AgentStateChanged { .. } => "agent_state_changed",
+            Event::AgentDroppedOut { .. } => "agent_dropped_out",
+            Event::ChildRestarted { .. } => "child_restarted",
+            Event::SupervisorEscalated { .. } => "supervisor_escalated",
+            Event::EnvelopeRouted { .. } => "envelope_routed",
+            Event::EnvelopeFailed { .. } => "envelope_failed",
+            Event::TaskSubmitted { .. } => "task_submitted",
+            Event::LeaseGranted { .. } => "lease_granted",
+            Event::AttemptFailed { .. } => "attempt_failed",
+            Event::ResultAccepted { .. } => "result_accepted",
+            Event::ModelUsage { .. } => "model_usage",
+            Event::ResultStale { .. } => "result_stale",
+            Event::TaskEscalated { .. } => "task_escalated",
+            Event::TaskCancelled { .. } => "task_cancelled",
+            Event::ScopeAcquired { .. } => "scope_acquired",
+            Event::ScopeWaiting { .. } => "scope_waiting",
+            Event::ScopeReleased { .. } => "scope_released",
+            Event::TaskReused { .. } => "task_reused",
+            Event::RunStarted { .. } => "run_started",
+            Event::StepEntered { .. } => "step_entered",
+            Event::StepCompleted { .. } => "step_completed",
+            Event::StepFailed { .. } => "step_failed",
+            Event::GateWaiting { .. } => "gate_waiting",
+            Event::GateDecided { .. } => "gate_decided",
+            Event::RunEnded { .. } => "run_ended",
+            Event::Note { .. } => "note",
+        }
+    }
+
+    /// The task the event is about, if any (envelopes: the task they carry).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::Event;
+    /// let task = uuid::Uuid::now_v7();
+    /// let e = Event::TaskCancelled { task, reason: "user".into() };
+    /// assert_eq!(e.task(), Some(task));
+    /// assert_eq!(Event::Note { text: "hi".into() }.task(), None);
+    /// ```
+    pub fn task(&self) -> Option<Uuid> {
+        match self {
+            Event::TaskSubmitted { task, .. }
+            | Event::LeaseGranted { task, .. }
+            | Event::AttemptFailed { task, .. }
+            | Event::ResultAccepted { task, .. }
+            | Event::ModelUsage { task, .. }
+            | Event::ResultStale { task, .. }
+            | Event::TaskEscalated { task, .. }
+            | Event::TaskCancelled { task, .. }
+            | Event::ScopeAcquired { task, .. }
+            | Event::ScopeWaiting { task, .. }
+            | Event::ScopeReleased { task }
+            | Event::TaskReused { task, .. } => Some(*task),
+            Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
+                envelope.task_id
+            }
+            _ => None,
+        }
+    }
+
+    /// The agent instance the event is about, if any (a routed envelope: the instance it
+    /// was delivered to; a failed one: its named recipient).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::Event;
+    /// let e = Event::AgentDroppedOut { agent: "tester#0".into(), reason: "shutdown".into() };
+    /// assert_eq!(e.agent(), Some("tester#0"));
+    /// ```
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            Event::AgentRegistered { agent, .. }
+            | Event::AgentStateChanged { agent, .. }
+            | Event::AgentDroppedOut { agent, .. }
+            | Event::LeaseGranted { agent, .. }
+            | Event::AttemptFailed { agent, .. }
+            | Event::ResultAccepted { agent, .. }
+            | Event::ModelUsage { agent, .. }
+            | Event::ResultStale { agent, .. } => Some(agent),
+            Event::EnvelopeRouted { delivered_to, .. } => Some(delivered_to),
+            Event::EnvelopeFailed { envelope, .. } => match &envelope.recipient {
+                crate::messaging::Recipient::Agent(a) => Some(a),
+                crate::messaging::Recipient::Capability(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The lease epoch (fencing token) the event carries, if any. Envelopes count only
+    /// when they carry a task.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::Event;
+    /// let e = Event::ResultStale {
+    ///     task: uuid::Uuid::now_v7(), agent: "a#0".into(), epoch: 1, current_epoch: 2,
+    /// };
+    /// assert_eq!(e.epoch(), Some(1));
+    /// ```
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            Event::LeaseGranted { epoch, .. }
+            | Event::AttemptFailed { epoch, .. }
+            | Event::ResultAccepted { epoch, .. }
+            | Event::ModelUsage { epoch, .. }
+            | Event::ResultStale { epoch, .. } => Some(*epoch),
+            Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
+                envelope.task_id.map(|_| envelope.epoch)
+            }
+            _ => None,
+        }
+    }
+
+    /// The correlation id the event itself carries (a submitted task's, an envelope's).
+    /// Other task events share their task's correlation: look it up by [`Event::task`]
+    /// (the SQLite journal fills its `correlation` column that way).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::{Envelope, Event, Recipient};
+    /// use serde_json::json;
+    /// let env = Envelope::new("echo", Recipient::Agent("echo#0".into()), "any", json!({}));
+    /// let id = env.correlation_id;
+    /// let e = Event::EnvelopeRouted { envelope: env.into(), delivered_to: "echo#0".into() };
+    /// assert_eq!(e.correlation(), Some(id));
+    /// ```
+    pub fn correlation(&self) -> Option<Uuid> {
+        match self {
+            Event::TaskSubmitted { correlation, .. } => Some(*correlation),
+            Event::EnvelopeRouted { envelope, .. }
+            | Event::EnvelopeFailed { envelope, .. }
+            | Event::LeaseGranted {
+                routed: Some(envelope),
+                ..
+            } => Some(envelope.correlation_id),
+            _ => None,
+        }
+    }
+}

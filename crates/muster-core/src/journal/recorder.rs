@@ -1,0 +1,121 @@
+//! The recorder: the small handle every actor journals through (a journal and the clock
+//! that stamps its records), so that no actor needs more of the runtime than this to
+//! write history.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::event::Event;
+use super::{Journal, Watermark};
+use crate::clock::Clock;
+
+/// A journal and the runtime clock: appends events stamped with the runtime's time.
+///
+/// Cheap to clone (an `Arc` and a copy of the clock). Every actor that writes history
+/// receives one at start; none reaches for a runtime-wide context.
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use muster_core::clock::Clock;
+/// use muster_core::journal::{Event, MemoryJournal, Recorder};
+///
+/// let rec = Recorder::new(Arc::new(MemoryJournal::default()), Clock::fixed(1_000));
+/// let seq = rec.record(Event::Note { text: "hello".into() });
+/// assert_eq!(seq, 1);
+/// assert_eq!(rec.journal().read_after(0)[0].at_ms, 1_000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    journal: Arc<dyn Journal>,
+    clock: Clock,
+    watermark: Option<watch::Receiver<Watermark>>,
+}
+
+/// A record the journal could not write (its writer failed or stopped first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the journal stopped before it wrote record {seq} (written up to {written})")]
+pub struct Unwritten {
+    /// The record waited for.
+    pub seq: u64,
+    /// How far the journal got.
+    pub written: u64,
+}
+
+impl Recorder {
+    /// A recorder writing to `journal`, stamping with `clock`.
+    pub fn new(journal: Arc<dyn Journal>, clock: Clock) -> Self {
+        let watermark = journal.watermark();
+        Recorder {
+            journal,
+            clock,
+            watermark,
+        }
+    }
+
+    /// What to await before reporting or acting on record `seq`: `None` when it is
+    /// written already (or the journal's `append` is the write), else a future that ends
+    /// once the journal has written it, or fails if the journal stops first.
+    pub fn until_written(
+        &self,
+        seq: u64,
+    ) -> Option<impl Future<Output = Result<(), Unwritten>> + 'static> {
+        let rx = self.watermark.as_ref()?;
+        if rx.borrow().covers(seq) {
+            return None;
+        }
+        self.journal.want(seq);
+        let mut rx = rx.clone();
+        Some(async move {
+            let reached = rx
+                .wait_for(|w| w.covers(seq) || w.stopped)
+                .await
+                .map(|w| *w);
+            match reached {
+                Ok(w) if w.covers(seq) => Ok(()),
+                Ok(w) => Err(Unwritten {
+                    seq,
+                    written: w.written,
+                }),
+                Err(_) => Err(Unwritten { seq, written: 0 }),
+            }
+        })
+    }
+
+    /// Appends `event` stamped now and returns once the journal has written it (at once
+    /// for a journal whose `append` is the write).
+    pub async fn record_written(&self, event: Event) -> Result<u64, Unwritten> {
+        let seq = self.record(event);
+        if let Some(w) = self.until_written(seq) {
+            w.await?;
+        }
+        Ok(seq)
+    }
+
+    /// Appends `event` stamped now; returns its sequence number.
+    pub fn record(&self, event: Event) -> u64 {
+        self.journal.append(self.clock.now_ms(), event)
+    }
+
+    /// Appends `event` stamped `at_ms` (a time the caller already read).
+    pub fn record_at(&self, at_ms: u64, event: Event) -> u64 {
+        self.journal.append(at_ms, event)
+    }
+
+    /// Now, in Unix milliseconds of the runtime clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The runtime clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The journal written to.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
+    }
+}

@@ -1,0 +1,71 @@
+//! `scripts/cluster.sh` end to end: a real nats-server, a control node and two worker
+//! processes on this machine run the code-review example, and every process the script
+//! started is gone when it exits. Bounded: the script is stopped (SIGTERM, then its
+//! process is killed) if it has not finished within 180 s.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[test]
+fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_every_process_it_started(
+) {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(root.join("scripts/cluster.sh"))
+        .args(["--workers", "2", "--json"])
+        .current_dir(root)
+        .env("MUSTER_BIN", env!("CARGO_BIN_EXE_muster"))
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scripts/cluster.sh starts");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().expect("waitable").is_none() {
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on our own unreaped child; its trap stops what it started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let out = child.wait_with_output().expect("the script exits");
+            panic!(
+                "scripts/cluster.sh did not finish within 180 s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("the script's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("the run's JSON document");
+    assert_eq!(doc["status"], "completed", "{doc:#}");
+    let steps = doc["steps"].as_array().cloned().unwrap_or_default();
+    assert!(!steps.is_empty(), "{doc:#}");
+    for s in &steps {
+        let owner = s["agent"].as_str().unwrap_or_default();
+        assert!(
+            owner.ends_with("@worker-1") || owner.ends_with("@worker-2"),
+            "every step ran on a worker: {s:#}"
+        );
+    }
+    // The script names the pids it started and stopped; none of them is alive.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("stopped 4 processes"))
+        .unwrap_or_else(|| panic!("the script says what it stopped:\n{stderr}"));
+    let pids: Vec<i32> = line
+        .rsplit_once("(pids ")
+        .map(|(_, p)| p.trim_end_matches(')'))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 4, "{line}");
+    for pid in pids {
+        // SAFETY: signal 0 only checks whether the pid exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "pid {pid} outlived the script:\n{stderr}");
+    }
+}

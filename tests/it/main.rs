@@ -1,0 +1,75 @@
+//! muster's system tests, one binary: every guarantee, CLI, node, cluster, browser and fuzz
+//! test of the workspace, one module per behaviour (the module named after what it
+//! proves). Shared helpers are in `support`; the fuzz targets in `tests/fuzzing` are shared
+//! with the libFuzzer targets of `fuzz/`.
+
+#[path = "../fuzzing/mod.rs"]
+mod fuzzing;
+mod support;
+
+mod approve_cli;
+mod architecture_layers;
+mod bad_manifests;
+mod bench_cli;
+mod bench_peers;
+mod bounded_memory;
+mod cancellation;
+mod cast_conflicts;
+mod cel_limits;
+mod check_catches_run_refusals;
+mod cluster_nats;
+mod cluster_script;
+mod code_review_example;
+mod colour_cli;
+mod command_agent_scopes;
+mod command_agents;
+mod completed_work_reuse;
+mod contract_violations;
+mod count_limits;
+mod crash_reassigns_immediately;
+mod dashboard_browser;
+mod discovery;
+mod duration_limits;
+mod failover_example;
+mod fuzz_cel;
+mod fuzz_envelope;
+mod fuzz_journal;
+mod fuzz_llm;
+mod fuzz_loaders;
+mod fuzz_regressions;
+mod inspect_cli;
+mod journal_corrupt_file;
+mod journal_hardening;
+mod journal_round_trip;
+mod llm_agents;
+mod llm_real_model;
+mod messaging_contracts;
+mod named_restart;
+mod no_task_lost;
+mod recovery_rebuilds_state;
+mod restart_strategies;
+mod resume_keeps_budgets;
+mod run_reports;
+mod scope_leases;
+mod scope_overlap;
+mod serve_api;
+mod shards;
+mod sigkill_resume;
+mod sim_agents;
+mod sim_cli;
+mod sim_determinism;
+mod sim_horizon;
+mod sim_network;
+mod sim_no_loss;
+mod sim_virtual_time;
+mod stale_results_are_fenced;
+mod task_bounds;
+mod telemetry_metrics;
+mod telemetry_traces;
+mod tokio_main;
+mod typed_capabilities;
+mod user_service_example;
+mod waiting_for_agents;
+mod workflow_check;
+mod workflow_engine;
+mod workspace_scope;
