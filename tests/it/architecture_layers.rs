@@ -1,4 +1,5 @@
-//! Import layering. The crate's top-level modules form layers, listed bottom first in
+//! Import layering. The workspace's top-level modules (of every crate, read as one tree)
+//! form layers, listed bottom first in
 //! `docs/architecture.md` between `<!-- layers:begin -->` and `<!-- layers:end -->`, in a
 //! fenced code block: one layer per line, its module names separated by spaces, `#` starts
 //! a comment. A module may import only modules on lower lines; modules on one line are
@@ -399,21 +400,106 @@ fn read_tree(dir: &Path, rel: &str, files: &mut Files) {
     }
 }
 
+/// The workspace's sources as one tree of layers: every crate's modules under `src/`, with
+/// `muster_core::` and `muster::` paths read as `crate::` (the crates re-export one another's
+/// modules under their own names, so a module's layer is the same in every crate). A
+/// crate's facade file for a module the core also has (`muster`'s `agents.rs` and
+/// `journal.rs`, which add backends to the core's modules) is read as part of the core's
+/// file. Crate roots (`lib.rs`, `main.rs`) may import anything.
+fn workspace_tree(root: &Path) -> Files {
+    let mut files = Files::new();
+    for krate in ["muster-core", "muster", "muster-cli"] {
+        let mut own = Files::new();
+        read_tree(&root.join("crates").join(krate).join("src"), "src", &mut own);
+        for (name, text) in own {
+            if name == "src/lib.rs" || name == "src/main.rs" {
+                continue;
+            }
+            let text: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("pub use muster_core::") || !l.trim_end().ends_with("::*;"))
+                .map(|l| l.replace("muster_core::", "crate::").replace("muster::", "crate::") + "\n")
+                .collect();
+            files.entry(name).or_default().push_str(&text);
+        }
+    }
+    files
+}
+
+/// The crates, bottom first, from the `crates:begin` block of `doc` (same format as the
+/// layer block).
+fn parse_crates(doc: &str) -> Vec<String> {
+    let block = doc
+        .split_once("<!-- crates:begin -->")
+        .and_then(|(_, b)| b.split_once("<!-- crates:end -->"))
+        .map(|(b, _)| b)
+        .expect("docs/architecture.md: no `<!-- crates:begin -->` ... `<!-- crates:end -->` block");
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty() && !l.starts_with("```"))
+        .map(String::from)
+        .collect()
+}
+
+/// The workspace crates each crate depends on (normal and build dependencies).
+fn crate_deps(root: &Path, krate: &str, all: &[String]) -> Vec<String> {
+    let manifest = fs::read_to_string(root.join("crates").join(krate).join("Cargo.toml"))
+        .unwrap_or_else(|e| panic!("crates/{krate}/Cargo.toml: {e}"));
+    let mut section = String::new();
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.trim_matches(|c| c == '[' || c == ']').to_string();
+            continue;
+        }
+        if section != "dependencies" && section != "build-dependencies" {
+            continue;
+        }
+        let name = line.split(['=', '.', ' ']).next().unwrap_or("");
+        if all.iter().any(|c| c == name) {
+            deps.push(name.to_string());
+        }
+    }
+    deps
+}
+
 #[test]
 fn the_source_tree_has_no_upward_or_circular_imports() {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let doc = fs::read_to_string(root.join("docs/architecture.md")).expect("docs/architecture.md");
     let layers = parse_layers(&doc).unwrap_or_else(|e| panic!("{e}"));
-    let mut files = Files::new();
-    read_tree(&root.join("src"), "src", &mut files);
-    let found = check(&files, &layers);
-    let how = "the rule and how to fix a violation are at the top of tests/architecture_layers.rs";
+    let found = check(&workspace_tree(root), &layers);
+    let how = "the rule and how to fix a violation are at the top of tests/it/architecture_layers.rs";
     assert!(
         found.is_empty(),
         "{} import violation(s); {how}:\n{}",
         found.len(),
         found.join("\n")
     );
+}
+
+#[test]
+fn no_crate_depends_on_a_crate_above_it() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let doc = fs::read_to_string(root.join("docs/architecture.md")).expect("docs/architecture.md");
+    let crates = parse_crates(&doc);
+    let on_disk: BTreeSet<String> = fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let listed: BTreeSet<String> = crates.iter().cloned().collect();
+    assert_eq!(on_disk, listed, "docs/architecture.md's crate list must name every crate under crates/");
+    let mut out = Vec::new();
+    for (i, krate) in crates.iter().enumerate() {
+        for dep in crate_deps(root, krate, &crates) {
+            let j = crates.iter().position(|c| *c == dep).unwrap_or(usize::MAX);
+            if j >= i {
+                out.push(format!("crates/{krate} depends on {dep}, which is not below it in docs/architecture.md's crate list"));
+            }
+        }
+    }
+    assert!(out.is_empty(), "{}", out.join("\n"));
 }
 
 /// Checks a synthetic tree: each file is a `//- path` line followed by its source.
