@@ -90,7 +90,8 @@ fn hop_manifest(name: &str, capability: &str, replicas: usize) -> String {
 }
 
 fn slow_manifest() -> String {
-    let slow = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/agents/slow_stdio.py");
+    let slow = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("tests/fixtures/agents/slow_stdio.py");
     format!(
         "name = \"slow\"\nconcurrency = {SLOW_TASKS}\n[[capabilities]]\nname = \"bench.slow\"\n\
          input = \"obj\"\noutput = \"obj\"\n\

@@ -410,15 +410,26 @@ fn workspace_tree(root: &Path) -> Files {
     let mut files = Files::new();
     for krate in ["muster-core", "muster", "muster-cli"] {
         let mut own = Files::new();
-        read_tree(&root.join("crates").join(krate).join("src"), "src", &mut own);
+        read_tree(
+            &root.join("crates").join(krate).join("src"),
+            "src",
+            &mut own,
+        );
         for (name, text) in own {
             if name == "src/lib.rs" || name == "src/main.rs" {
                 continue;
             }
             let text: String = text
                 .lines()
-                .filter(|l| !l.trim_start().starts_with("pub use muster_core::") || !l.trim_end().ends_with("::*;"))
-                .map(|l| l.replace("muster_core::", "crate::").replace("muster::", "crate::") + "\n")
+                .filter(|l| {
+                    !l.trim_start().starts_with("pub use muster_core::")
+                        || !l.trim_end().ends_with("::*;")
+                })
+                .map(|l| {
+                    l.replace("muster_core::", "crate::")
+                        .replace("muster::", "crate::")
+                        + "\n"
+                })
                 .collect();
             files.entry(name).or_default().push_str(&text);
         }
@@ -470,7 +481,8 @@ fn the_source_tree_has_no_upward_or_circular_imports() {
     let doc = fs::read_to_string(root.join("docs/architecture.md")).expect("docs/architecture.md");
     let layers = parse_layers(&doc).unwrap_or_else(|e| panic!("{e}"));
     let found = check(&workspace_tree(root), &layers);
-    let how = "the rule and how to fix a violation are at the top of tests/it/architecture_layers.rs";
+    let how =
+        "the rule and how to fix a violation are at the top of tests/it/architecture_layers.rs";
     assert!(
         found.is_empty(),
         "{} import violation(s); {how}:\n{}",
@@ -489,7 +501,10 @@ fn no_crate_depends_on_a_crate_above_it() {
         .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
         .collect();
     let listed: BTreeSet<String> = crates.iter().cloned().collect();
-    assert_eq!(on_disk, listed, "docs/architecture.md's crate list must name every crate under crates/");
+    assert_eq!(
+        on_disk, listed,
+        "docs/architecture.md's crate list must name every crate under crates/"
+    );
     let mut out = Vec::new();
     for (i, krate) in crates.iter().enumerate() {
         for dep in crate_deps(root, krate, &crates) {

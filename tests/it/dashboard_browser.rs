@@ -8,7 +8,7 @@
 //! server strings as text (never markup), and a gate's Approve button decides the gate so
 //! that the run ends completed (checked through the API).
 //!
-//! Chromium must be installed (`.ci/run` installs it; `apt-get install chromium`). The test
+//! Chromium is installed by the test when absent (`scripts/chromium install`). The test
 //! refuses to pass without it; `MUSTER_SKIP_BROWSER=1` skips it, loudly. Every wait has a
 //! wall-clock deadline (a browser and a server are real processes, not on a paused clock),
 //! and both processes are killed by pid when the test ends, passed or failed.
@@ -271,19 +271,31 @@ fn chromium_path() -> PathBuf {
         assert!(p.is_file(), "MUSTER_CHROMIUM={} is not a file", p.display());
         return p;
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser"] {
-            let p = dir.join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
+    // Installed when absent (once per test run), as the model server is for
+    // tests/it/llm_real_model.rs: the README's test command needs nothing else installed.
+    static INSTALLED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = installed.as_ref() {
+        return p.clone();
     }
-    panic!(
-        "chromium is not installed: the dashboard test needs it (apt-get install chromium; \
-         .ci/run installs it). Set MUSTER_SKIP_BROWSER=1 to skip this test explicitly."
+    let out = Command::new("scripts/chromium")
+        .arg("install")
+        .output()
+        .expect("run scripts/chromium");
+    assert!(
+        out.status.success(),
+        "chromium is not installed and `scripts/chromium install` could not install it: {}\n\
+         Install Debian's chromium, or set MUSTER_SKIP_BROWSER=1 to skip this test explicitly.",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let out = Command::new("scripts/chromium")
+        .arg("path")
+        .output()
+        .expect("run scripts/chromium");
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(p.is_file(), "scripts/chromium path printed {}", p.display());
+    *installed = Some(p.clone());
+    p
 }
 
 fn skip_requested() -> bool {

@@ -12,8 +12,11 @@ use serde_json::json;
 
 fn schemas() -> SchemaStore {
     let s = SchemaStore::new();
-    s.load_dir(concat!(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."), "/schemas"))
-        .expect("the shipped schemas load");
+    s.load_dir(concat!(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../.."),
+        "/schemas"
+    ))
+    .expect("the shipped schemas load");
     s
 }
 
@@ -30,8 +33,11 @@ fn on_2_mib_stack_in_a_child(name: &str, body: fn()) {
             .expect("the body passes");
         return;
     }
+    // The test's full name in the one test binary: `fuzz_regressions::NAME`.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let full = format!("{module}::{name}");
     let out = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([name, "--exact", "--include-ignored", "--nocapture"])
+        .args([&full, "--exact", "--include-ignored", "--nocapture"])
         .env("MUSTER_REGRESSION_CHILD", "1")
         .output()
         .expect("run the child");
@@ -44,6 +50,11 @@ fn on_2_mib_stack_in_a_child(name: &str, body: fn()) {
             .filter(|l| l.contains("overflow") || l.contains("panicked"))
             .collect::<Vec<_>>()
             .join(" | ")
+    );
+    // A name that matches no test would pass vacuously: the child must have run it.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{full}: the child process ran no test named so"
     );
 }
 

@@ -3,6 +3,23 @@
 //! proves). Shared helpers are in `support`; the fuzz targets in `tests/fuzzing` are shared
 //! with the libFuzzer targets of `fuzz/`.
 
+/// The system tests run from the repository root, where a user runs `muster` and where the
+/// tests' relative paths (`examples/...`, `scripts/...`) point; cargo starts a package's
+/// tests in the package's directory (`crates/muster-cli`). This runs before `main` (an
+/// ELF initialiser, as the `ctor` crate makes), so no test thread sees another directory.
+#[used]
+#[link_section = ".init_array"]
+static RUN_FROM_THE_REPOSITORY_ROOT: extern "C" fn() = {
+    extern "C" fn chdir_to_root() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        if let Err(e) = std::env::set_current_dir(root) {
+            eprintln!("the system tests must run from the repository root ({root}): {e}");
+            std::process::exit(2);
+        }
+    }
+    chdir_to_root
+};
+
 #[path = "../fuzzing/mod.rs"]
 mod fuzzing;
 mod support;

@@ -27,7 +27,8 @@ fn setup(workflow: &str) -> tempfile::TempDir {
             "required": ["answer"], "properties": {"answer": {"type": "string"}}}"#,
     )
     .expect("schema");
-    let fixtures = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/agents");
+    let fixtures =
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/agents");
     std::fs::write(
         p.join("actors/echo.toml"),
         "name = \"echo\"\nreplicas = 2\n[[capabilities]]\nname = \"echo\"\ninput = \"obj\"\noutput = \"obj\"\n[[capabilities]]\nname = \"answer\"\ninput = \"obj\"\noutput = \"answer\"\n[backend]\nkind = \"function\"\nname = \"echo\"\n",

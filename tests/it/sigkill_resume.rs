@@ -89,8 +89,8 @@ fn setup() -> tempfile::TempDir {
         r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
     )
     .expect("schema");
-    let agent =
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/agents/sleepy_oneshot.py");
+    let agent = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("tests/fixtures/agents/sleepy_oneshot.py");
     std::fs::write(
         p.join("actors/sleepy.toml"),
         format!(

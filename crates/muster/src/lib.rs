@@ -7,11 +7,10 @@
 // cluster, telemetry, scenario, bench, serve); docs/architecture.md says what each owns,
 // and the layer check in tests/it/architecture_layers.rs checks that no module imports one
 // above it.
-pub use muster_core::{
-    clock, conditions, delegation, discovery, ids, messaging, routing, runtime, shards,
-    supervision,
-};
 pub(crate) use muster_core::util;
+pub use muster_core::{
+    clock, conditions, delegation, discovery, ids, messaging, routing, runtime, shards, supervision,
+};
 
 pub mod agents;
 pub mod cast;

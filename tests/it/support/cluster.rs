@@ -79,10 +79,12 @@ impl Drop for Proc {
 pub fn nats_server() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        let out = Command::new(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("scripts/nats-server"))
-            .arg("path")
-            .output()
-            .expect("scripts/nats-server runs");
+        let out = Command::new(
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("scripts/nats-server"),
+        )
+        .arg("path")
+        .output()
+        .expect("scripts/nats-server runs");
         assert!(
             out.status.success(),
             "nats-server could not be installed by `scripts/nats-server path`:\n{}",

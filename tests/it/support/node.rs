@@ -33,7 +33,8 @@ pub fn write_cast(dir: &Path, subs: &[&str], replicas: usize) {
 /// Writes the slow agent: tests/fixtures/agents/slow_stdio.py over stdio, concurrency 4,
 /// capability `slow` (each task answers `{"n": input.n}` after `input.delay_ms`).
 pub fn write_slow(dir: &Path) {
-    let slow = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/agents/slow_stdio.py");
+    let slow = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("tests/fixtures/agents/slow_stdio.py");
     std::fs::write(
         dir.join("actors/slow.toml"),
         format!(

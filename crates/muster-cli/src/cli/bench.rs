@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// The longest one peer run may take, s, before it is killed and the bench fails.
     #[arg(long, default_value_t = 900)]
     pub peer_timeout_s: u64,
+    /// The peers' sources (a muster checkout's `benches/peers`); by default the checkout
+    /// the current directory is in.
+    #[arg(long, value_name = "DIR")]
+    pub peers_dir: Option<std::path::PathBuf>,
 }
 
 /// The longest `--peer-timeout-s`.
@@ -82,7 +86,9 @@ const MAX_EXTRA_PEERS: usize = 16;
 fn prepare_peers(args: &BenchArgs) -> Result<Vec<Peer>, CliError> {
     let mut peers = Vec::new();
     if let Some(list) = &args.peers {
-        let dirs = PeerDirs::of_source_tree();
+        let dirs = PeerDirs::locate(args.peers_dir.as_deref()).map_err(|m| {
+            CliError::bad_input(format!("--peers: {m}"), json!({"field": "--peers-dir"}))
+        })?;
         let spinner = if std::io::stderr().is_terminal() {
             let s = indicatif::ProgressBar::new_spinner();
             s.enable_steady_tick(Duration::from_millis(120));

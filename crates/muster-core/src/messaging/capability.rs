@@ -273,7 +273,11 @@ impl AcceptRule {
 
     /// Whether `output` (answering `input`) satisfies the rule; `Err` when the rule cannot
     /// be evaluated on them.
-    pub fn accepts(&self, input: &serde_json::Value, output: &serde_json::Value) -> Result<bool, String> {
+    pub fn accepts(
+        &self,
+        input: &serde_json::Value,
+        output: &serde_json::Value,
+    ) -> Result<bool, String> {
         #[cfg(feature = "cel")]
         return self
             .condition

@@ -15,7 +15,7 @@
 //! # Example
 //! ```no_run
 //! use muster::bench::peers::{Peer, PeerDirs, BUILTIN};
-//! let dirs = PeerDirs::of_source_tree();
+//! let dirs = PeerDirs::locate(None).expect("run from a muster checkout");
 //! let spec = BUILTIN.iter().find(|p| p.name == "graph-flow").unwrap();
 //! let peer: Peer = spec.prepare(&dirs, &mut |step| eprintln!("{step}")).expect("built");
 //! println!("{}", peer.command_line());
@@ -150,13 +150,37 @@ pub struct PeerDirs {
 }
 
 impl PeerDirs {
-    /// The directories of the source tree this binary was built from.
-    pub fn of_source_tree() -> PeerDirs {
-        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-        PeerDirs {
-            sources: root.join("benches").join("peers"),
-            work: root.join("target").join("peers"),
+    /// Where the peers are: `dir` when given (a copy of a checkout's `benches/peers`; the
+    /// venv and builds go to `.muster/peers` in the current directory), else the
+    /// `benches/peers` of the muster checkout the current directory is in (builds in its
+    /// `target/peers`). Nothing is taken from where this binary was built, so an installed
+    /// `muster` works from a checkout or with a directory. `Err` says what to pass.
+    pub fn locate(dir: Option<&Path>) -> Result<PeerDirs, String> {
+        if let Some(dir) = dir {
+            if !dir.join("python").is_dir() && !dir.join("rust").is_dir() {
+                return Err(format!(
+                    "{}: not the peers' directory (it holds neither python/ nor rust/; pass the benches/peers folder of a muster checkout)",
+                    dir.display()
+                ));
+            }
+            return Ok(PeerDirs {
+                sources: dir.to_path_buf(),
+                work: PathBuf::from(".muster").join("peers"),
+            });
         }
+        let cwd = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
+        cwd.ancestors()
+            .find(|d| d.join("benches").join("peers").is_dir() && d.join("Cargo.toml").is_file())
+            .map(|root| PeerDirs {
+                sources: root.join("benches").join("peers"),
+                work: root.join("target").join("peers"),
+            })
+            .ok_or_else(|| {
+                format!(
+                    "the peers' sources were not found: {} is not inside a muster checkout (one with benches/peers); run from a checkout or pass --peers-dir DIR",
+                    cwd.display()
+                )
+            })
     }
 }
 
