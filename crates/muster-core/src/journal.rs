@@ -2,7 +2,7 @@
 //!
 //! Owns the [`Event`] vocabulary and the [`Journal`] trait with its backends: in memory
 //! ([`MemoryJournal`], a bounded ring of the most recent records) and durable
-//! ([`SqliteJournal`], one SQLite file, every record). It is the source of truth for
+//! (`SqliteJournal` in the `muster` crate, one SQLite file, every record). It is the source of truth for
 //! inspection (G5) and, with the durable backend, for recovery. Appends must be
 //! cheap and must never block the hot path on a disk write per event: the SQLite backend
 //! hands each record to a writer thread that commits them in batches.
@@ -59,7 +59,7 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
         self.len() == 0
     }
     /// Blocks until record `seq` is written, for a journal that writes behind `append`
-    /// (SQLite: in the file, and synced with [`Durability::Sync`]); a no-op otherwise.
+    /// (SQLite: in the file, and synced with `Durability::Sync`); a no-op otherwise.
     /// For callers outside the runtime's thread; the runtime itself awaits the
     /// [`Journal::watermark`] instead.
     fn sync_point(&self, seq: u64) {
@@ -71,15 +71,12 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     ///
     /// # Example
     /// ```
-    /// use muster_core::journal::{Durability, Event, Journal, SqliteJournal};
+    /// use muster_core::journal::{Event, Journal, MemoryJournal};
     ///
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let dir = tempfile::tempdir()?;
-    /// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed)?;
+    /// let j = MemoryJournal::default();
     /// let seq = j.append(0, Event::Note { text: "acknowledge me".into() });
-    /// j.want(seq); // committed now, not at the end of the commit window
-    /// j.wait_durable(seq)?;
-    /// # Ok(()) }
+    /// j.want(seq); // in memory `append` is the write; the SQLite journal commits now
+    /// assert!(j.watermark().is_none());
     /// ```
     fn want(&self, seq: u64) {
         let _ = seq;

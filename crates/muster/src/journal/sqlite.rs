@@ -184,6 +184,23 @@ impl Progress {
 /// // Give it to a runtime: `Muster::builder().journal(journal.clone())`.
 /// # Ok(()) }
 /// ```
+///
+/// A record a caller is about to wait for is committed at once (`Journal::want`), and the
+/// writer counts its group commits (`Journal::write_stats`):
+/// ```
+/// use muster::journal::{Durability, Event, Journal, SqliteJournal};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed)?;
+/// let seq = j.append(0, Event::Note { text: "acknowledge me".into() });
+/// j.want(seq); // committed now, not at the end of the commit window
+/// j.wait_durable(seq)?;
+/// let s = j.write_stats().expect("SQLite writes behind append");
+/// assert_eq!(s.records, 1);
+/// assert_eq!(s.batch_buckets.iter().sum::<u64>(), s.commits);
+/// # Ok(()) }
+/// ```
 pub struct SqliteJournal {
     path: PathBuf,
     durability: Durability,

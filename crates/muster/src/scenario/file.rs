@@ -140,6 +140,8 @@ impl RuntimeFault {
 /// use muster::scenario::Scenario;
 /// use muster::SchemaStore;
 ///
+/// # // Run from the repository root, as the `muster` binary is.
+/// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap();
 /// let schemas = SchemaStore::new();
 /// schemas.load_dir("schemas").unwrap();
 /// let s = Scenario::load("examples/scenarios/all-agents-fail.toml".as_ref(), &schemas).unwrap();
@@ -817,7 +819,8 @@ mod tests {
 
     fn store() -> SchemaStore {
         let s = SchemaStore::new();
-        s.load_dir("schemas").unwrap();
+        s.load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))
+            .unwrap();
         s
     }
 
@@ -874,7 +877,12 @@ output = "test-report"
     #[test]
     fn shipped_scenarios_load_and_fit_the_scenario_schema() {
         let schemas = store();
-        for f in std::fs::read_dir("examples/scenarios").unwrap() {
+        for f in std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/scenarios"
+        ))
+        .unwrap()
+        {
             let p = f.unwrap().path();
             if p.extension().is_none_or(|x| x != "toml") {
                 continue;

@@ -320,6 +320,8 @@ fn paused_runtime() -> Result<tokio::runtime::Runtime, SimError> {
 /// use muster::scenario::{run, Scenario, SimOptions};
 /// use muster::SchemaStore;
 ///
+/// # // Run from the repository root, as the `muster` binary is.
+/// # std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap();
 /// let schemas = SchemaStore::new();
 /// schemas.load_dir("schemas").unwrap();
 /// let s = Scenario::load("examples/scenarios/all-agents-fail.toml".as_ref(), &schemas).unwrap();
