@@ -400,15 +400,80 @@ fn read_tree(dir: &Path, rel: &str, files: &mut Files) {
     }
 }
 
-/// The workspace's sources as one tree of layers: every crate's modules under `src/`, with
-/// `muster_core::` and `muster::` paths read as `crate::` (the crates re-export one another's
-/// modules under their own names, so a module's layer is the same in every crate). A
-/// crate's facade file for a module the core also has (`muster`'s `agents.rs` and
-/// `journal.rs`, which add backends to the core's modules) is read as part of the core's
-/// file. Crate roots (`lib.rs`, `main.rs`) may import anything.
+/// Where each crate's modules sit in the one tree of layers: its `lib.rs` is the module
+/// file at that path and its other files are that module's children (`muster-sqlite`'s
+/// `lib.rs` is `src/journal/sqlite.rs`). The core, the facade and the binary are roots.
+const MOUNTS: [(&str, &str); 14] = [
+    ("muster-core", ""),
+    ("muster-sqlite", "journal/sqlite"),
+    ("muster-command", "agents/command"),
+    ("muster-llm", "agents/llm"),
+    ("muster-sim", "agents/sim"),
+    ("muster-workflow", "workflow"),
+    ("muster-cast", "cast"),
+    ("muster-cluster", "cluster"),
+    ("muster-telemetry", "telemetry"),
+    ("muster-scenario", "scenario"),
+    ("muster-bench", "bench"),
+    ("muster-serve", "serve"),
+    ("muster", ""),
+    ("muster-cli", ""),
+];
+
+/// `text` with every path into a workspace crate written as a `crate::` path of the one
+/// tree: `muster_sqlite::X` is `crate::journal::sqlite::X`, a crate's own `crate::X` is
+/// `crate::<its mount>::X`, and `muster_core::`/`muster::` (whose modules sit at the
+/// root) are `crate::`.
+fn as_one_tree(text: &str, own: &str) -> String {
+    let mut out = text.to_string();
+    let colons = |m: &str| m.replace('/', "::");
+    let own_mount = MOUNTS
+        .iter()
+        .find(|(c, _)| *c == own)
+        .map_or("", |(_, m)| m);
+    if !own_mount.is_empty() {
+        out = out.replace("crate::", &format!("CRATE::{}::", colons(own_mount)));
+    }
+    // Longest crate names first, so `muster_` alone is replaced last.
+    let mut names: Vec<&(&str, &str)> = MOUNTS.iter().collect();
+    names.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
+    for (c, m) in names {
+        let ident = format!("{}::", c.replace('-', "_"));
+        let to = if m.is_empty() {
+            "CRATE::".to_string()
+        } else {
+            format!("CRATE::{}::", colons(m))
+        };
+        out = replace_ident_path(&out, &ident, &to);
+    }
+    out.replace("CRATE::", "crate::")
+}
+
+/// Replaces `from` (a `name::` path head) where it starts an identifier.
+fn replace_ident_path(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(from) {
+        let before = rest[..i].chars().next_back();
+        out.push_str(&rest[..i]);
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[i + from.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The workspace's sources as one tree of layers: every crate's files at their mount
+/// (see [`MOUNTS`]), with paths into other crates read as `crate::` paths of that tree.
+/// Crate roots (the core's `lib.rs`, the binary's `main.rs` and the whole of the `muster`
+/// facade, which only re-exports) may import anything and are skipped.
 fn workspace_tree(root: &Path) -> Files {
     let mut files = Files::new();
-    for krate in ["muster-core", "muster", "muster-cli"] {
+    for (krate, mount) in MOUNTS {
         let mut own = Files::new();
         read_tree(
             &root.join("crates").join(krate).join("src"),
@@ -416,21 +481,15 @@ fn workspace_tree(root: &Path) -> Files {
             &mut own,
         );
         for (name, text) in own {
-            if name == "src/lib.rs" || name == "src/main.rs" {
-                continue;
-            }
-            let text: String = text
-                .lines()
-                .filter(|l| {
-                    !l.trim_start().starts_with("pub use muster_core::")
-                        || !l.trim_end().ends_with("::*;")
-                })
-                .map(|l| {
-                    l.replace("muster_core::", "crate::")
-                        .replace("muster::", "crate::")
-                        + "\n"
-                })
-                .collect();
+            let name = match (mount, name.as_str()) {
+                // The facade only re-exports: all of it is a crate root.
+                _ if krate == "muster" => continue,
+                ("", "src/lib.rs" | "src/main.rs") => continue,
+                ("", _) => name,
+                (m, "src/lib.rs") => format!("src/{m}.rs"),
+                (m, n) => format!("src/{m}/{}", &n["src/".len()..]),
+            };
+            let text: String = text.lines().map(|l| as_one_tree(l, krate) + "\n").collect();
             files.entry(name).or_default().push_str(&text);
         }
     }

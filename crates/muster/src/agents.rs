@@ -1,11 +1,14 @@
 //! Agents: the core's agent kinds ([`muster_core::agents`]: the `Agent` trait, function and
-//! typed agents, instances and their supervisors) and the backends this crate adds:
-//! [`command`] (external programs), [`llm`] (a model behind an OpenAI-compatible
-//! endpoint, its output held to the capability's schema) and [`sim`] (simulated agents
-//! acting out a fault model).
+//! typed agents, instances and their supervisors) and, behind their features, the backends
+//! of their own crates: `command` (external programs, `muster-command`), `llm` (a model
+//! behind an OpenAI-compatible endpoint, `muster-llm`) and `sim` (simulated agents acting
+//! out a fault model, `muster-sim`).
 
 pub use muster_core::agents::*;
 
-pub mod command;
-pub mod llm;
-pub mod sim;
+#[cfg(feature = "command")]
+pub use muster_command as command;
+#[cfg(feature = "llm")]
+pub use muster_llm as llm;
+#[cfg(feature = "sim")]
+pub use muster_sim as sim;

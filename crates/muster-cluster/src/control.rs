@@ -1,0 +1,377 @@
+//! The control node's half of the cluster: it publishes the cast's contracts, watches the
+//! bucket of agent instances (registering each live instance with the runtime, taking it
+//! out when its key expires), and hands the reports and heartbeats that come back to the
+//! owners waiting for them.
+//!
+//! It must not pick instances or judge results: owners do, through the capability index,
+//! exactly as for local instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::remote::{Remote, RemoteMailbox, Wire};
+use super::wire::{self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg};
+use super::{ClusterConfig, ClusterError, Outbox};
+use muster_core::agents::{AgentDef, InstanceHandle};
+use muster_core::journal::Event;
+use muster_core::runtime::Muster;
+
+/// A running control node's view of the cluster.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(muster: muster_core::Muster, defs: Vec<muster_core::AgentDef>) -> Result<(), muster_cluster::ClusterError> {
+/// use muster_cluster::{ClusterConfig, Control};
+///
+/// let control = Control::start(muster, &defs, ClusterConfig::new("nats://127.0.0.1:4222", "control-1")).await?;
+/// println!("{} remote instances", control.instances().len());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    muster: Muster,
+    config: ClusterConfig,
+    wire: Arc<Wire>,
+    /// Remote instances by their id on this node (`id@node`).
+    remotes: DashMap<Arc<str>, Arc<Remote>>,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    late_reports: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+    swept: std::sync::atomic::AtomicU64,
+}
+
+/// A remote instance as the control node lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RemoteInfo {
+    /// Its id here (`id@node`).
+    pub id: String,
+    /// Its node.
+    pub node: String,
+    /// Its start generation on its node.
+    pub generation: u64,
+    /// Attempts sent to it and not yet answered.
+    pub in_flight: usize,
+}
+
+impl Control {
+    /// Joins the cluster at `config.url` as control node `config.node` for `muster`:
+    /// declares every agent type of `defs` (their instances run on workers), publishes
+    /// their contracts, and starts watching for instances. Runs on the runtime's thread.
+    pub async fn start(
+        muster: Muster,
+        defs: &[AgentDef],
+        config: ClusterConfig,
+    ) -> Result<Control, ClusterError> {
+        let client = config.connect().await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let nats = |what: &str, e: &dyn std::fmt::Display| {
+            ClusterError::Nats(format!("{what} at {}: {e}", config.url))
+        };
+        let agents = super::open_bucket(
+            &js,
+            &config,
+            wire::AGENTS_BUCKET,
+            "muster agent instances (one key each, gone at the TTL)",
+            Some(config.ttl),
+        )
+        .await?;
+        let contracts = super::open_bucket(
+            &js,
+            &config,
+            wire::CONTRACTS_BUCKET,
+            "muster capability contracts",
+            None,
+        )
+        .await?;
+        for def in defs {
+            muster
+                .declare(def)
+                .await
+                .map_err(|e| ClusterError::Runtime(e.to_string()))?;
+            for c in &def.capabilities {
+                let Some(compiled) = muster.contract(&c.name) else {
+                    continue;
+                };
+                let record = ContractRecord::of(&compiled);
+                let body = serde_json::to_vec(&record)
+                    .map_err(|e| ClusterError::Runtime(e.to_string()))?;
+                contracts
+                    .put(wire::contract_key(&c.name), body.into())
+                    .await
+                    .map_err(|e| nats("cannot publish a contract", &e))?;
+            }
+        }
+        let max_bytes = client.server_info().max_payload.max(1024);
+        let wire = Arc::new(Wire {
+            outbox: Outbox::start(client.clone()),
+            report_to: wire::report_subject(&config.node),
+            beat_to: wire::beat_subject(&config.node),
+            max_bytes,
+            grace: config.ttl,
+            alive_every: config.ttl / 4,
+        });
+        let reports = client
+            .subscribe(wire.report_to.clone())
+            .await
+            .map_err(|e| nats("cannot subscribe to reports", &e))?;
+        let beats = client
+            .subscribe(wire.beat_to.clone())
+            .await
+            .map_err(|e| nats("cannot subscribe to heartbeats", &e))?;
+        let control = Control {
+            inner: Arc::new(Inner {
+                muster,
+                config,
+                wire,
+                remotes: DashMap::new(),
+                stats: Stats::default(),
+            }),
+        };
+        control.spawn_reports(reports);
+        control.spawn_beats(beats);
+        control.spawn_watch(agents);
+        control.spawn_sweep();
+        Ok(control)
+    }
+
+    /// The remote instances registered now.
+    pub fn instances(&self) -> Vec<RemoteInfo> {
+        let mut out: Vec<RemoteInfo> = self
+            .inner
+            .remotes
+            .iter()
+            .map(|r| RemoteInfo {
+                id: r.id.to_string(),
+                node: r.node.to_string(),
+                generation: r.generation,
+                in_flight: r.in_flight(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Reports that arrived for no attempt in flight (handed to owners as late answers),
+    /// instance keys refused for a contract mismatch, and attempts given up as lost.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.inner.stats;
+        (
+            s.late_reports.load(Relaxed),
+            s.refused.load(Relaxed),
+            s.swept.load(Relaxed),
+        )
+    }
+
+    fn spawn_reports(&self, mut sub: async_nats::Subscriber) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let msg: ReportMsg = match serde_json::from_slice(&m.payload) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an unreadable attempt report was dropped");
+                        continue;
+                    }
+                };
+                let late = match inner.remotes.get(msg.instance.as_str()).map(|r| r.clone()) {
+                    Some(r) => r.report(msg),
+                    None => Some(msg),
+                };
+                if let Some(msg) = late {
+                    // No attempt waits for it: its instance left, or the attempt was given
+                    // up. The task's owner fences it (journaled as stale unless its epoch
+                    // is current, which a reassigned task's is not).
+                    inner
+                        .stats
+                        .late_reports
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let delivered = match msg.result {
+                        Ok(output) => inner.muster.deliver_result(
+                            msg.task_id,
+                            &msg.instance,
+                            msg.epoch,
+                            output,
+                        ),
+                        Err(_) => true, // a late failure changes nothing
+                    };
+                    if !delivered {
+                        // The task has ended (or lives on no node here): the answer is
+                        // fenced all the same, and journaled so.
+                        inner.muster.recorder().record(Event::ResultStale {
+                            task: msg.task_id,
+                            agent: Arc::from(msg.instance.as_str()),
+                            epoch: msg.epoch,
+                            current_epoch: 0,
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    fn spawn_beats(&self, mut sub: async_nats::Subscriber) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let Ok(beat) = serde_json::from_slice::<BeatMsg>(&m.payload) else {
+                    continue;
+                };
+                if let Some(r) = inner.remotes.get(beat.instance.as_str()).map(|r| r.clone()) {
+                    r.beat(beat.task_id, beat.epoch, beat.agent);
+                }
+            }
+        });
+    }
+
+    fn spawn_sweep(&self) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut every = super::quarter_ttl(&inner.config);
+            loop {
+                every.tick().await;
+                if inner.muster.stopped().is_some() {
+                    break;
+                }
+                let now = tokio::time::Instant::now();
+                let remotes: Vec<Arc<Remote>> =
+                    inner.remotes.iter().map(|r| r.value().clone()).collect();
+                let n: usize = remotes.iter().map(|r| r.sweep(now)).sum();
+                inner
+                    .stats
+                    .swept
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+
+    fn spawn_watch(&self, bucket: async_nats::jetstream::kv::Store) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            loop {
+                match bucket.watch_with_history(">").await {
+                    Ok(mut w) => {
+                        while let Some(entry) = w.next().await {
+                            match entry {
+                                Ok(e) => inner.on_entry(e),
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "agents bucket watch failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "cannot watch the agents bucket"),
+                }
+                if inner.muster.stopped().is_some() {
+                    break;
+                }
+                // The watch ended (the server restarted, or the connection dropped): watch
+                // again from each key's last value once the client has reconnected.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn on_entry(&self, e: async_nats::jetstream::kv::Entry) {
+        use async_nats::jetstream::kv::Operation;
+        match e.operation {
+            Operation::Put => match serde_json::from_slice::<InstanceRecord>(&e.value) {
+                Ok(rec) => self.on_put(rec),
+                Err(err) => {
+                    tracing::warn!(key = %e.key, error = %err, "an unreadable instance key was ignored")
+                }
+            },
+            Operation::Delete | Operation::Purge => {
+                let gone: Vec<Arc<Remote>> = self
+                    .remotes
+                    .iter()
+                    .filter(|r| wire::instance_key(&r.node, &r.local_id) == e.key)
+                    .map(|r| r.value().clone())
+                    .collect();
+                for r in gone {
+                    self.drop_remote(
+                        &r,
+                        format!(
+                            "its key expired or was deleted on node {} (no heartbeat within {:?})",
+                            r.node, self.config.ttl
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn drop_remote(&self, r: &Arc<Remote>, why: String) {
+        self.remotes.remove(&r.id);
+        r.gone(&format!("agent {} left the cluster: {why}", r.id));
+        self.muster.detach(r.id.clone(), r.generation, why);
+    }
+
+    fn on_put(&self, rec: InstanceRecord) {
+        if wire::check_node_name(&rec.node).is_err() {
+            return;
+        }
+        let id: Arc<str> = Arc::from(wire::remote_id(&rec.node, &rec.id));
+        if let Some(r) = self.remotes.get(&id).map(|r| r.clone()) {
+            if r.generation == rec.generation {
+                return; // a heartbeat
+            }
+            self.drop_remote(&r, format!("restarted as generation {}", rec.generation));
+        }
+        // Every capability must be the cluster's contract, or the instance is refused.
+        for c in &rec.capabilities {
+            let verdict = match self.muster.contract(&c.name) {
+                Some(ours) => ContractRecord::of(&ours).differs(c),
+                None => Err("the control node's cast does not declare it".into()),
+            };
+            if let Err(why) = verdict {
+                self.stats
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(instance = %id, capability = %c.name, %why, "instance refused");
+                return;
+            }
+        }
+        let remote = Remote::new(
+            id.clone(),
+            rec.id.clone(),
+            Arc::from(rec.node.as_str()),
+            rec.generation,
+            self.wire.clone(),
+        );
+        let handle = Arc::new(
+            InstanceHandle::new(
+                id.clone(),
+                Arc::from(rec.agent.as_str()),
+                rec.generation,
+                rec.capabilities
+                    .iter()
+                    .map(|c| Arc::from(c.name.as_str()))
+                    .collect(),
+                rec.concurrency.max(1),
+                rec.capacity.max(rec.concurrency).max(1),
+                Box::new(RemoteMailbox(remote.clone())),
+            )
+            .on_node(remote.node.clone()),
+        );
+        remote.bind(&handle);
+        self.remotes.insert(id, remote);
+        self.muster.attach(handle);
+    }
+}

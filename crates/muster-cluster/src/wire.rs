@@ -1,0 +1,486 @@
+//! The cluster's wire: subjects, buckets, keys, and the messages a control node and its
+//! workers exchange over NATS (each described by a JSON Schema in `schemas/cluster-*`).
+//!
+//! Owns naming and encoding only: it opens no connection and keeps no state.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use muster_core::agents::{AgentState, Failure};
+use muster_core::journal::Usage;
+use muster_core::messaging::{Capability, Envelope};
+
+/// The key-value bucket of agent instances: one key per instance, kept alive by its
+/// worker's heartbeats, gone when the bucket's age limit (the TTL) passes without one.
+pub const AGENTS_BUCKET: &str = "muster_agents";
+
+/// The key-value bucket of the cluster's contracts: one key per capability, written by
+/// the control node, read by every worker when it joins.
+pub const CONTRACTS_BUCKET: &str = "muster_contracts";
+
+/// The longest node name.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Checks a node name: 1 to [`MAX_NODE_NAME`] characters of `A-Z a-z 0-9 _ -` (it is a
+/// NATS subject token and a key-value key segment).
+///
+/// # Example
+/// ```
+/// use muster_cluster::wire::check_node_name;
+///
+/// assert!(check_node_name("worker-1").is_ok());
+/// assert!(check_node_name("a.b").is_err());
+/// ```
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NODE_NAME {
+        return Err(format!(
+            "node name `{name}` must have 1 to {MAX_NODE_NAME} characters"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "node name `{name}` has `{c}`; use only letters, digits, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// The subject a worker node reads its assignments from.
+pub fn assign_subject(node: &str) -> String {
+    format!("muster.assign.{node}")
+}
+
+/// The subject a worker node reads cancellations and kills from.
+pub fn control_subject(node: &str) -> String {
+    format!("muster.control.{node}")
+}
+
+/// The subject a control node reads attempt reports from.
+pub fn report_subject(control: &str) -> String {
+    format!("muster.report.{control}")
+}
+
+/// The subject a control node reads task heartbeats from.
+pub fn beat_subject(control: &str) -> String {
+    format!("muster.beat.{control}")
+}
+
+/// Escapes `s` into the key alphabet (`A-Z a-z 0-9 _ -`, anything else as `=XX`).
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+/// The key of instance `id` of `node` in [`AGENTS_BUCKET`].
+///
+/// # Example
+/// ```
+/// use muster_cluster::wire::instance_key;
+///
+/// assert_eq!(instance_key("w1", "echo#0"), "w1.echo=230");
+/// ```
+pub fn instance_key(node: &str, id: &str) -> String {
+    format!("{node}.{}", escape(id))
+}
+
+/// The key of capability `name` in [`CONTRACTS_BUCKET`].
+pub fn contract_key(name: &str) -> String {
+    escape(name)
+}
+
+/// The id a control node gives an instance of another node: `id@node`.
+pub fn remote_id(node: &str, id: &str) -> String {
+    format!("{id}@{node}")
+}
+
+/// A capability's contract as the cluster compares it: names, version and a digest of
+/// both schema documents and the acceptance rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractRecord {
+    /// Capability name.
+    pub name: String,
+    /// Contract version.
+    pub version: String,
+    /// Input schema name.
+    pub input: String,
+    /// Output schema name.
+    pub output: String,
+    /// FNV-1a 64 of the canonical JSON of both schema documents, the version and the
+    /// acceptance rule, in hex.
+    pub digest: String,
+}
+
+impl ContractRecord {
+    /// The record of a compiled capability.
+    pub fn of(c: &Capability) -> Self {
+        let canonical = serde_json::json!({
+            "version": c.spec.version,
+            "input": [c.spec.input, c.input.document],
+            "output": [c.spec.output, c.output.document],
+            "accept": c.spec.accept,
+        });
+        let mut text = String::new();
+        canonical_json(&canonical, &mut text);
+        ContractRecord {
+            name: c.name.to_string(),
+            version: c.spec.version.clone(),
+            input: c.spec.input.clone(),
+            output: c.spec.output.clone(),
+            digest: format!("{:016x}", fnv1a(text.as_bytes())),
+        }
+    }
+
+    /// `Err` says how `other` (a worker's) differs from this one (the cluster's).
+    pub fn differs(&self, other: &ContractRecord) -> Result<(), String> {
+        if self.version != other.version {
+            return Err(format!(
+                "version {} here, {} in the cluster",
+                other.version, self.version
+            ));
+        }
+        if self.input != other.input || self.output != other.output {
+            return Err(format!(
+                "schemas {} -> {} here, {} -> {} in the cluster",
+                other.input, other.output, self.input, self.output
+            ));
+        }
+        if self.digest != other.digest {
+            let schemas = if self.input == self.output {
+                format!("schema `{}`", self.input)
+            } else {
+                format!("schema `{}` or `{}`", self.input, self.output)
+            };
+            return Err(format!(
+                "{schemas} (or the acceptance rule) differs from the cluster's \
+                 (digest {} here, {} in the cluster)",
+                other.digest, self.digest
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// JSON with object keys sorted, whatever order the document was read in.
+fn canonical_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical_json(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// One agent instance as its worker publishes it in [`AGENTS_BUCKET`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// The worker node.
+    pub node: String,
+    /// The instance id on its node, e.g. `echo#0`.
+    pub id: String,
+    /// The agent type.
+    pub agent: String,
+    /// Start generation on its node.
+    pub generation: u64,
+    /// Tasks at once.
+    pub concurrency: usize,
+    /// Tasks held at once (running and queued).
+    pub capacity: usize,
+    /// Lifecycle state.
+    pub state: AgentState,
+    /// Tasks held now.
+    pub load: usize,
+    /// Its capabilities' contracts.
+    pub capabilities: Vec<ContractRecord>,
+}
+
+/// A task handed to an instance of a worker node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignMsg {
+    /// The instance id on its node.
+    pub instance: String,
+    /// The envelope carrying the input; its task id and epoch identify the attempt.
+    pub envelope: Arc<Envelope>,
+    /// How long the owner waits, from when the worker reads this.
+    pub timeout_ms: u64,
+    /// Where the report goes.
+    pub report_to: String,
+    /// Where heartbeats go.
+    pub beat_to: String,
+    /// How often the worker tells that the attempt is still running (milliseconds): the
+    /// control node gives an attempt up as lost after four such intervals of silence.
+    pub alive_every_ms: u64,
+}
+
+/// How an attempt on a worker node ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportMsg {
+    /// The task.
+    pub task_id: Uuid,
+    /// The lease epoch the instance worked under.
+    pub epoch: u64,
+    /// The instance, as the control node names it (`id@node`).
+    pub instance: String,
+    /// The output, or how it failed.
+    pub result: Result<Value, Failure>,
+    /// What the attempt spent on models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// A task heartbeat from a worker node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeatMsg {
+    /// The instance, as the control node names it (`id@node`).
+    pub instance: String,
+    /// The task.
+    pub task_id: Uuid,
+    /// The lease epoch.
+    pub epoch: u64,
+    /// `true`: the agent's own heartbeat (it renews the capability's heartbeat bound);
+    /// `false`: the worker's word that the attempt is still running.
+    #[serde(default)]
+    pub agent: bool,
+}
+
+/// What a control node asks of a worker's instance outside an assignment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlMsg {
+    /// Cancel the attempt of `task_id` under `epoch`.
+    Cancel {
+        /// The instance id on its node.
+        instance: String,
+        /// The task.
+        task_id: Uuid,
+        /// The lease epoch.
+        epoch: u64,
+    },
+    /// Stop the instance abruptly.
+    Kill {
+        /// The instance id on its node.
+        instance: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_ignores_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a": {"x": null, "y": [1, 2]}, "b": 1}"#).unwrap();
+        let (mut sa, mut sb) = (String::new(), String::new());
+        canonical_json(&a, &mut sa);
+        canonical_json(&b, &mut sb);
+        assert_eq!(sa, sb);
+        assert_eq!(sa, r#"{"a":{"x":null,"y":[1,2]},"b":1}"#);
+    }
+
+    #[test]
+    fn keys_stay_in_the_key_alphabet() {
+        let k = instance_key("n-1", "code review#12");
+        assert_eq!(k, "n-1.code=20review=2312");
+        assert!(k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=.".contains(c)));
+        assert!(check_node_name(&"x".repeat(MAX_NODE_NAME + 1)).is_err());
+        assert!(check_node_name("").is_err());
+    }
+
+    #[test]
+    fn a_changed_schema_changes_the_digest_and_is_named() {
+        let store = muster_core::messaging::SchemaStore::new();
+        store.add("in", json!({"type": "object"})).unwrap();
+        store.add("out", json!({"type": "object"})).unwrap();
+        let spec = muster_core::messaging::CapabilitySpec::new("echo", "in", "out");
+        let a = ContractRecord::of(&spec.compile(&store).unwrap());
+        let other = muster_core::messaging::SchemaStore::new();
+        other.add("in", json!({"type": "object"})).unwrap();
+        other
+            .add("out", json!({"type": "object", "required": ["x"]}))
+            .unwrap();
+        let b = ContractRecord::of(&spec.compile(&other).unwrap());
+        assert_eq!(a.differs(&a), Ok(()));
+        let why = a.differs(&b).unwrap_err();
+        assert!(why.contains("`in` or `out`"), "{why}");
+    }
+
+    /// Each message as encoded satisfies its schema in `schemas/` (the documented format).
+    #[test]
+    fn every_wire_message_satisfies_its_published_schema() {
+        let check = |name: &str, text: &str, v: Value| {
+            let store = muster_core::messaging::SchemaStore::shipped(name, text);
+            assert!(store.contains(name), "{name} compiles");
+            if let Err(e) = store.validate(name, &v) {
+                panic!("{name}: {e}: {v}");
+            }
+        };
+        let store = muster_core::messaging::SchemaStore::new();
+        store.add("in", json!({"type": "object"})).unwrap();
+        let contract = ContractRecord::of(
+            &muster_core::messaging::CapabilitySpec::new("echo", "in", "in")
+                .compile(&store)
+                .unwrap(),
+        );
+        check(
+            "cluster-contract",
+            include_str!("../../../schemas/cluster-contract.schema.json"),
+            serde_json::to_value(&contract).unwrap(),
+        );
+        let instance = InstanceRecord {
+            node: "w1".into(),
+            id: "echo#0".into(),
+            agent: "echo".into(),
+            generation: 0,
+            concurrency: 1,
+            capacity: 2,
+            state: AgentState::Ready,
+            load: 0,
+            capabilities: vec![contract],
+        };
+        check(
+            "cluster-instance",
+            include_str!("../../../schemas/cluster-instance.schema.json"),
+            serde_json::to_value(&instance).unwrap(),
+        );
+        let task = Uuid::now_v7();
+        let mut env = Envelope::new(
+            "echo",
+            muster_core::messaging::Recipient::Agent("echo#0".into()),
+            "in",
+            json!({"x": 1}),
+        );
+        env.task_id = Some(task);
+        env.epoch = 2;
+        let assign = AssignMsg {
+            instance: "echo#0".into(),
+            envelope: Arc::new(env),
+            timeout_ms: 1000,
+            report_to: report_subject("c1"),
+            beat_to: beat_subject("c1"),
+            alive_every_ms: 375,
+        };
+        check(
+            "cluster-assign",
+            include_str!("../../../schemas/cluster-assign.schema.json"),
+            serde_json::to_value(&assign).unwrap(),
+        );
+        for result in [
+            Ok(json!({"x": 1})),
+            Err(Failure::AgentGone("gone".into())),
+            Err(Failure::Timeout),
+        ] {
+            let r = ReportMsg {
+                task_id: task,
+                epoch: 2,
+                instance: "echo#0@w1".into(),
+                result,
+                usage: None,
+            };
+            check(
+                "cluster-report",
+                include_str!("../../../schemas/cluster-report.schema.json"),
+                serde_json::to_value(&r).unwrap(),
+            );
+        }
+        check(
+            "cluster-beat",
+            include_str!("../../../schemas/cluster-beat.schema.json"),
+            serde_json::to_value(BeatMsg {
+                instance: "echo#0@w1".into(),
+                task_id: task,
+                epoch: 2,
+                agent: false,
+            })
+            .unwrap(),
+        );
+        for m in [
+            ControlMsg::Cancel {
+                instance: "echo#0".into(),
+                task_id: task,
+                epoch: 2,
+            },
+            ControlMsg::Kill {
+                instance: "echo#0".into(),
+                reason: "liveness".into(),
+            },
+        ] {
+            check(
+                "cluster-control",
+                include_str!("../../../schemas/cluster-control.schema.json"),
+                serde_json::to_value(&m).unwrap(),
+            );
+        }
+        check(
+            "cluster-run-lease",
+            include_str!("../../../schemas/cluster-run-lease.schema.json"),
+            serde_json::to_value(crate::failover::RunLease {
+                owner: "c1".into(),
+                workflow: "code-change".into(),
+            })
+            .unwrap(),
+        );
+    }
+
+    #[test]
+    fn reports_round_trip_with_failures() {
+        let r = ReportMsg {
+            task_id: Uuid::now_v7(),
+            epoch: 3,
+            instance: "echo#0@w1".into(),
+            result: Err(Failure::AgentGone("gone".into())),
+            usage: None,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        let back: ReportMsg = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.result, r.result);
+        assert_eq!(back.epoch, 3);
+    }
+}

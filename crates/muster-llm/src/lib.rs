@@ -1,0 +1,523 @@
+//! LLM agents: a model behind any OpenAI-compatible chat-completions endpoint (OpenAI,
+//! vLLM, llama.cpp's server, Ollama, LM Studio) is an agent whose output is held to its
+//! capability's contract.
+//!
+//! Owns the `kind = "llm"` backend: its [`LlmConfig`], the prompt templates
+//! ([`Prompts`]), the request body ([`request_body`]), the HTTP exchange and its failures
+//! ([`CallError`]), answer decoding ([`decode_response`], [`StreamDecoder`]), the rate
+//! budgets ([`RateBudget`]) and the supervised [`provider`] actor, one per endpoint and
+//! model, that owns them for every instance calling that endpoint.
+//!
+//! One attempt:
+//!
+//! ```text
+//!  render prompts ─▶ acquire (provider: concurrency, rpm, tpm, Retry-After)
+//!        ▲              │
+//!        │           POST /chat/completions  (Idempotency-Key: <task>-<epoch>)
+//!        │              │
+//!        │           decode ─▶ tool calls? ─▶ delegate each as a task ─▶ next round
+//!        │              │                    (at most max_tool_rounds)
+//!        │           JSON? valid for the output schema? ── yes ─▶ output
+//!        │              │ no
+//!        └── repair turn (errors shown to the model), at most `repair`
+//!                       │ none left
+//!                       ▼
+//!        output as is (the owner journals contract_violation and reassigns),
+//!        or a protocol failure when the answer is not JSON at all
+//! ```
+//!
+//! Every HTTP failure (429, 5xx, refusal, connection, timeout, idle stream, undecodable
+//! answer) fails the attempt at once with its kind in the message: this module never
+//! retries on its own; the task's owner reassigns and the provider makes the next request
+//! wait out a `Retry-After`. What each attempt spent is recorded on its context
+//! ([`TaskContext::record_usage`]) and journaled by the owner as `model_usage`; tokens the
+//! server does not report are unknown, never 0.
+#![warn(missing_docs)]
+
+mod budget;
+mod call;
+mod config;
+mod decode;
+mod prompt;
+pub mod protocol;
+pub mod provider;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use futures::future::LocalBoxFuture;
+use serde_json::{json, Value};
+
+pub use budget::RateBudget;
+pub use call::{parse_retry_after, CallError, Request, MAX_RETRY_AFTER};
+pub use config::{
+    LlmConfig, LlmLimits, LlmPrice, Structured, MAX_REPAIR, MAX_TOKENS, MAX_TOOL_ROUNDS, MAX_WAIT,
+};
+pub use decode::{
+    decode_response, json_in, Answer, DecodeError, StreamDecoder, TokenCounts, ToolCall,
+    MAX_RESPONSE_BYTES, MAX_TOOL_CALLS,
+};
+pub use prompt::{PromptVars, Prompts, MAX_PROMPT_BYTES, VARIABLES};
+pub use provider::{Permit, ProviderHandle, ProviderUnavailable};
+pub use wire::{request_body, schema_instruction, wire_name, AttemptId, ToolSpec, ANSWER_TOOL};
+
+use muster_core::agents::agent::{Agent, AgentError, AgentFactory, TaskContext};
+use muster_core::agents::host::{AgentHost, SubTask};
+use muster_core::journal::Usage;
+use muster_core::messaging::SchemaStore;
+
+/// Tokens charged for a request when the config sets no `max_tokens`.
+const DEFAULT_TOKEN_ESTIMATE: u64 = 512;
+
+/// Makes the LLM agents of one agent type; all its instances share one provider (and with
+/// it the budgets of every other agent type calling the same endpoint and model).
+///
+/// # Example
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Arc;
+/// use muster_llm::{LlmConfig, LlmFactory};
+/// use muster_core::SchemaStore;
+///
+/// let schemas = Arc::new(SchemaStore::new());
+/// schemas.add("verdict", serde_json::json!({"type": "object"})).unwrap();
+/// let config = LlmConfig::new("http://127.0.0.1:8080/v1", "smollm2-135m", "Judge: {{ input.text }}");
+/// let outputs = HashMap::from([("judge".to_string(), "verdict".to_string())]);
+/// let factory = LlmFactory::new(config, outputs, schemas).unwrap();
+/// assert_eq!(factory.config().model, "smollm2-135m");
+/// ```
+#[derive(Clone)]
+pub struct LlmFactory {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: LlmConfig,
+    prompts: Prompts,
+    /// Capability → output schema name.
+    outputs: HashMap<String, String>,
+    schemas: Arc<SchemaStore>,
+    provider: OnceLock<ProviderHandle>,
+    host: OnceLock<AgentHost>,
+}
+
+impl std::fmt::Debug for LlmFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmFactory")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl LlmFactory {
+    /// A factory for agents answering the capabilities in `outputs` (capability → the name
+    /// of its output schema in `schemas`). Checks the config and compiles the templates
+    /// (reading `system_file`); errors are `(field, message)`, the field a JSON pointer
+    /// under the backend.
+    pub fn new(
+        config: LlmConfig,
+        outputs: HashMap<String, String>,
+        schemas: Arc<SchemaStore>,
+    ) -> Result<Self, Vec<(String, String)>> {
+        let mut problems = config.problems();
+        let system = match (&config.system, &config.system_file) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(s) if s.len() <= MAX_PROMPT_BYTES => Some(s),
+                Ok(s) => {
+                    problems.push((
+                        "/system_file".into(),
+                        format!(
+                            "{}: {} bytes, above the limit of {MAX_PROMPT_BYTES}",
+                            f.display(),
+                            s.len()
+                        ),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push((
+                        "/system_file".into(),
+                        format!("{}: cannot read: {e}", f.display()),
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let prompts = match Prompts::compile(system.as_deref(), &config.prompt) {
+            Ok(p) => Some(p),
+            Err(es) => {
+                problems.extend(es.into_iter().map(|(f, m)| {
+                    let f = if f == "/system" && config.system.is_none() {
+                        "/system_file".to_string()
+                    } else {
+                        f
+                    };
+                    (f, m)
+                }));
+                None
+            }
+        };
+        match prompts {
+            Some(prompts) if problems.is_empty() => Ok(LlmFactory {
+                shared: Arc::new(Shared {
+                    config,
+                    prompts,
+                    outputs,
+                    schemas,
+                    provider: OnceLock::new(),
+                    host: OnceLock::new(),
+                }),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &LlmConfig {
+        &self.shared.config
+    }
+
+    /// Uses `provider` (already started) instead of the runtime's shared one: for agents
+    /// run by hand, tests and benchmarks. The first provider set is kept.
+    pub fn with_provider(self, provider: ProviderHandle) -> Self {
+        let _ = self.shared.provider.set(provider);
+        self
+    }
+}
+
+impl AgentFactory for LlmFactory {
+    fn create(&self, instance: &str) -> Box<dyn Agent> {
+        Box::new(LlmAgent {
+            name: Arc::from(instance),
+            shared: self.shared.clone(),
+        })
+    }
+
+    fn attach(&self, host: AgentHost) -> LocalBoxFuture<'static, Result<(), String>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let _ = shared.host.set(host.clone());
+            if shared.provider.get().is_some() {
+                return Ok(());
+            }
+            let key = shared.config.provider_key();
+            let limits = shared.config.limits;
+            let provider = host
+                .service(&key, || {
+                    let p = ProviderHandle::new(&key)?;
+                    let spec = p.child_spec(limits);
+                    Ok((p, spec))
+                })
+                .await?;
+            let _ = shared.provider.set(provider);
+            Ok(())
+        })
+    }
+}
+
+/// One instance's LLM agent (see the [module docs](self)).
+pub struct LlmAgent {
+    name: Arc<str>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LlmAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmAgent")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Agent for LlmAgent {
+    fn handle(
+        &self,
+        input: Value,
+        ctx: TaskContext,
+    ) -> LocalBoxFuture<'static, Result<Value, AgentError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.attempt(input, ctx).await })
+    }
+
+    fn start(
+        &self,
+        _link: muster_core::agents::AgentLink,
+    ) -> LocalBoxFuture<'static, Result<(), AgentError>> {
+        let ok = self.shared.provider.get().is_some();
+        let key = self.shared.config.provider_key();
+        Box::pin(async move {
+            if ok {
+                Ok(())
+            } else {
+                Err(AgentError::new(format!(
+                    "no provider for {key}: the agent type was not registered with a runtime \
+                     (or give the factory one with `with_provider`)"
+                )))
+            }
+        })
+    }
+}
+
+/// What one turn of an attempt got back.
+enum Turn {
+    /// The answer's text (or the `answer` tool's arguments).
+    Text(String),
+    /// Tool calls to run before the model answers.
+    Tools(Vec<ToolCall>, Value),
+}
+
+impl Shared {
+    async fn attempt(self: Arc<Self>, input: Value, ctx: TaskContext) -> Result<Value, AgentError> {
+        let cfg = &self.config;
+        let provider = self
+            .provider
+            .get()
+            .ok_or_else(|| AgentError::new("the LLM agent has no provider"))?;
+        let schema_name = self.outputs.get(ctx.capability.as_ref()).ok_or_else(|| {
+            AgentError::new(format!(
+                "capability `{}` is not one this agent declares",
+                ctx.capability
+            ))
+        })?;
+        let schema = self
+            .schemas
+            .get(schema_name)
+            .map_err(|e| AgentError::new(e.to_string()))?;
+        let api_key = match &cfg.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                AgentError::new(format!(
+                    "the API key variable {var} (backend.api_key_env) is not set"
+                ))
+            })?),
+            None => None,
+        };
+        let task = ctx.task_id.to_string();
+        let tools = self.tool_specs()?;
+        let mut messages = self.first_messages(&input, &ctx, &task, &schema.document, "")?;
+        let mut turn = 0u32;
+        let mut repairs = 0u32;
+        let mut tool_rounds = 0u32;
+        loop {
+            let id = AttemptId {
+                task: &task,
+                epoch: ctx.epoch,
+                turn,
+            };
+            turn += 1;
+            let body = request_body(cfg, &messages, schema_name, &schema.document, &tools, id);
+            let got = self
+                .request(provider, &body, id, api_key.as_deref(), &ctx)
+                .await?;
+            let text = match got {
+                Turn::Tools(calls, assistant) => {
+                    if tool_rounds >= cfg.max_tool_rounds {
+                        return Err(AgentError::new(format!(
+                            "the model asked for tools beyond max_tool_rounds = {}",
+                            cfg.max_tool_rounds
+                        )));
+                    }
+                    tool_rounds += 1;
+                    messages.push(assistant);
+                    for call in calls {
+                        let result = self.run_tool(&call, &ctx).await;
+                        messages.push(json!({"role": "tool", "tool_call_id": call.id,
+                                             "content": result.to_string()}));
+                    }
+                    continue;
+                }
+                Turn::Text(t) => t,
+            };
+            let (why, value) = match json_in(&text) {
+                Err(e) => (e, None),
+                Ok(v) => match schema.validate(&v) {
+                    Ok(()) => return Ok(v),
+                    Err(c) => (c.to_string(), Some(v)),
+                },
+            };
+            if repairs >= cfg.repair {
+                return match value {
+                    // Handed over as it is: the owner's contract check fails the attempt
+                    // as a contract violation and reassigns the task.
+                    Some(v) => Ok(v),
+                    None => Err(AgentError::protocol(format!(
+                        "after {repairs} repair turn(s): {why}"
+                    ))),
+                };
+            }
+            repairs += 1;
+            tracing::debug!(agent = %ctx.agent, task = %task, %why, "repair turn");
+            let feedback = why;
+            // The conversation so far, the answer, and what is wrong with it.
+            messages = self.first_messages(&input, &ctx, &task, &schema.document, &feedback)?;
+            messages.push(json!({"role": "assistant", "content": text}));
+            messages.push(json!({"role": "user", "content": format!(
+                "Your answer does not satisfy the required JSON Schema: {feedback}\n\
+                 Answer again with only the corrected JSON.")}));
+        }
+    }
+
+    fn first_messages(
+        &self,
+        input: &Value,
+        ctx: &TaskContext,
+        task: &str,
+        schema: &Value,
+        feedback: &str,
+    ) -> Result<Vec<Value>, AgentError> {
+        let vars = PromptVars {
+            input,
+            capability: &ctx.capability,
+            task: task.to_string(),
+            attempt: ctx.attempt,
+            feedback,
+        };
+        let (system, user) = self.prompts.render(&vars).map_err(AgentError::new)?;
+        let system = match (system, self.config.structured) {
+            (s, Structured::JsonObject) => Some(match s {
+                Some(s) => format!("{s}\n\n{}", schema_instruction(schema)),
+                None => schema_instruction(schema),
+            }),
+            (s, _) => s,
+        };
+        let mut messages = Vec::with_capacity(4);
+        if let Some(s) = system {
+            messages.push(json!({"role": "system", "content": s}));
+        }
+        messages.push(json!({"role": "user", "content": user}));
+        Ok(messages)
+    }
+
+    /// One request under a permit of the provider; records its usage on the context.
+    async fn request(
+        &self,
+        provider: &ProviderHandle,
+        body: &Value,
+        id: AttemptId<'_>,
+        api_key: Option<&str>,
+        ctx: &TaskContext,
+    ) -> Result<Turn, AgentError> {
+        let cfg = &self.config;
+        let bytes = serde_json::to_vec(body).map_err(|e| AgentError::new(e.to_string()))?;
+        let estimate = cfg.max_tokens.unwrap_or(DEFAULT_TOKEN_ESTIMATE) + (bytes.len() as u64) / 4;
+        let mut permit = provider
+            .acquire(estimate)
+            .await
+            .map_err(|e| AgentError::new(e.to_string()))?;
+        let url = cfg.endpoint();
+        let key = id.idempotency_key();
+        let req = Request {
+            url: &url,
+            api_key,
+            idempotency_key: &key,
+            body: bytes,
+            timeout: cfg.timeout,
+            stream_idle: cfg.stream.then_some(cfg.stream_idle),
+        };
+        let heartbeat = || ctx.heartbeat();
+        let result = call::send(provider.client(), req, &heartbeat).await;
+        let answer = match result {
+            Ok(a) => a,
+            Err(e) => {
+                permit.retry_after(e.retry_after());
+                return Err(AgentError::new(format!("model {}: {e}", cfg.model)));
+            }
+        };
+        let usage = self.usage_of(answer.usage);
+        permit.spent(usage.total_tokens);
+        drop(permit);
+        ctx.record_usage(&usage);
+        let mut calls = answer.tool_calls;
+        if let Some(i) = calls.iter().position(|c| c.name == ANSWER_TOOL) {
+            return Ok(Turn::Text(calls.swap_remove(i).arguments));
+        }
+        if !calls.is_empty() && !cfg.tools.is_empty() {
+            let assistant = json!({"role": "assistant", "content": answer.content,
+                "tool_calls": calls.iter().map(|c| json!({"id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments}})).collect::<Vec<_>>()});
+            return Ok(Turn::Tools(calls, assistant));
+        }
+        match answer.content {
+            Some(t) => Ok(Turn::Text(t)),
+            None => Err(AgentError::protocol(format!(
+                "model {}: the answer has neither content nor an `{ANSWER_TOOL}` call (finish_reason: {})",
+                cfg.model,
+                answer.finish_reason.as_deref().unwrap_or("none")
+            ))),
+        }
+    }
+
+    fn usage_of(&self, counts: Option<TokenCounts>) -> Usage {
+        let model = &self.config.model;
+        let Some(c) = counts else {
+            return Usage::unknown(model);
+        };
+        let mut u = Usage {
+            model: model.clone(),
+            calls: 1,
+            prompt_tokens: c.prompt,
+            completion_tokens: c.completion,
+            total_tokens: c.total,
+            cost: None,
+        };
+        if let (Some(price), Some(p), Some(k)) = (self.config.price, c.prompt, c.completion) {
+            u.cost = Some((p as f64 * price.prompt + k as f64 * price.completion) / 1e6);
+        }
+        u
+    }
+
+    /// The tools the model may call: each declared capability in `tools`, with its input
+    /// schema.
+    fn tool_specs(&self) -> Result<Vec<ToolSpec>, AgentError> {
+        if self.config.tools.is_empty() {
+            return Ok(Vec::new());
+        }
+        let host = self
+            .host
+            .get()
+            .ok_or_else(|| AgentError::new("tools need a runtime to delegate to"))?;
+        self.config
+            .tools
+            .iter()
+            .map(|cap| {
+                let parameters = host.capability_input(cap).ok_or_else(|| {
+                    AgentError::new(format!("tool capability `{cap}` is not declared"))
+                })?;
+                Ok(ToolSpec {
+                    name: wire_name(cap),
+                    description: format!("Delegate a task to the capability `{cap}`."),
+                    parameters,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs one tool call as a delegated task; what goes back to the model is its output,
+    /// or the reason it has none.
+    async fn run_tool(&self, call: &ToolCall, ctx: &TaskContext) -> Value {
+        let Some(cap) = self.config.tools.iter().find(|c| wire_name(c) == call.name) else {
+            return json!({"error": format!("no tool called `{}`", call.name)});
+        };
+        let input: Value = match serde_json::from_str(&call.arguments) {
+            Ok(v) => v,
+            Err(e) => return json!({"error": format!("the arguments are not JSON: {e}")}),
+        };
+        let Some(host) = self.host.get() else {
+            return json!({"error": "no runtime to delegate to"});
+        };
+        let sub = SubTask {
+            capability: cap.clone(),
+            input,
+            correlation: ctx.envelope.correlation_id,
+            parent: ctx.task_id,
+            sender: ctx.agent.to_string(),
+            timeout: ctx.remaining(),
+        };
+        match host.delegate(sub).await {
+            Ok(v) => v,
+            Err(e) => json!({"error": e}),
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The node: the part of `muster serve` that lives on the runtime's thread. It starts and
+//! resumes workflow runs, submits tasks, decides gates exactly once, cancels runs, and
+//! stops everything in order at shutdown.
+//!
+//! It owns the table of runs it drives ([`Live`], shared with the handlers for reading)
+//! and the gates it has decided. It must not answer HTTP (the routes do) nor read the
+//! journal on a request's behalf beyond what cancelling a run needs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::protocol::{Command, DecideRefused};
+use muster_cluster::failover::{Failover, Takeover};
+use muster_core::journal::Event;
+use muster_core::runtime::Muster;
+use muster_workflow::engine::RunOptions;
+use muster_workflow::{recovery, Decision, RecoveredRun, Workflow, WorkflowExt};
+
+/// How long a decision waits for a run that has journaled `gate_waiting` to park at the
+/// gate (the journal write comes first), in 10 ms steps.
+pub const DECIDE_RETRIES: u32 = 200;
+
+/// The runs this node drives now, and the gates it decided for them (kept while the run
+/// lives). Shared with the handlers, which read it to tell `running` from `unfinished`.
+///
+/// # Example
+/// ```
+/// use muster_serve::Live;
+///
+/// let live = Live::default();
+/// assert!(!live.contains(uuid::Uuid::now_v7()));
+/// assert_eq!(live.len(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct Live {
+    runs: Mutex<HashMap<Uuid, LiveRun>>,
+    decided: Mutex<HashMap<(Uuid, String), bool>>,
+    starts: Mutex<Starts>,
+}
+
+/// Where in the journal the runs and tasks this node started begin (the journal's length
+/// just before), so that their views read from there rather than from the journal's start;
+/// the last [`Live::STARTS_KEPT`] are kept.
+#[derive(Debug, Default)]
+struct Starts {
+    at: HashMap<Uuid, u64>,
+    order: std::collections::VecDeque<Uuid>,
+}
+
+#[derive(Debug)]
+struct LiveRun {
+    workflow: String,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    /// Whether this node drives the run now.
+    pub fn contains(&self, run: Uuid) -> bool {
+        self.runs.lock().contains_key(&run)
+    }
+
+    /// How many runs this node drives now.
+    pub fn len(&self) -> usize {
+        self.runs.lock().len()
+    }
+
+    /// Whether it drives none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The workflow of a run it drives.
+    pub fn workflow(&self, run: Uuid) -> Option<String> {
+        self.runs.lock().get(&run).map(|r| r.workflow.clone())
+    }
+
+    /// How many run and task start points are kept.
+    pub const STARTS_KEPT: usize = 100_000;
+
+    /// Notes that `id` (a run or a task) starts after the journal's record `seq`.
+    pub fn started_after(&self, id: Uuid, seq: u64) {
+        let mut s = self.starts.lock();
+        if s.at.insert(id, seq).is_none() {
+            s.order.push_back(id);
+        }
+        while s.order.len() > Self::STARTS_KEPT {
+            if let Some(old) = s.order.pop_front() {
+                s.at.remove(&old);
+            }
+        }
+    }
+
+    /// The journal record `id` (a run or a task this node started) starts after, if known.
+    pub fn start_of(&self, id: Uuid) -> Option<u64> {
+        self.starts.lock().at.get(&id).copied()
+    }
+
+    fn finished(&self, run: Uuid) {
+        self.runs.lock().remove(&run);
+        self.decided.lock().retain(|(r, _), _| *r != run);
+    }
+}
+
+/// The node's half on the runtime thread.
+pub struct Node {
+    muster: Muster,
+    live: Arc<Live>,
+    tx: mpsc::Sender<Command>,
+    cluster: Option<Clustered>,
+}
+
+/// What a control node of a cluster adds: its run leases, and the workflows by name (a
+/// run taken over is resumed with the workflow of the same name).
+struct Clustered {
+    failover: Failover,
+    workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
+}
+
+impl Node {
+    /// A node driving runs on `muster`; `tx` is the sender of its own command queue (a
+    /// decision that must look again re-queues itself through it).
+    pub fn new(muster: Muster, live: Arc<Live>, tx: mpsc::Sender<Command>) -> Self {
+        Node {
+            muster,
+            live,
+            tx,
+            cluster: None,
+        }
+    }
+
+    /// The same node as a control node of a cluster: every run it starts is leased
+    /// through `failover` (released when it ends), and runs won from a control node that
+    /// left are resumed with the workflow of their name in `workflows`.
+    pub fn clustered(
+        mut self,
+        failover: Failover,
+        workflows: Arc<BTreeMap<String, Arc<Workflow>>>,
+    ) -> Self {
+        self.cluster = Some(Clustered {
+            failover,
+            workflows,
+        });
+        self
+    }
+
+    /// Serves commands until `rx` closes or `stop` fires. Runs on the runtime's thread.
+    pub async fn serve(
+        &self,
+        mut rx: mpsc::Receiver<Command>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => self.handle(c),
+                    None => break,
+                },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    }
+
+    fn handle(&self, c: Command) {
+        match c {
+            Command::TakeOver(t) => self.take_over(*t),
+            Command::StartRun {
+                workflow,
+                input,
+                reply,
+            } => {
+                let id = self.muster.new_id();
+                self.live.started_after(id, self.muster.journal().len());
+                self.drive(id, workflow, Start::Fresh(input));
+                let _ = reply.send(id);
+            }
+            Command::SubmitTask { task, reply } => {
+                let muster = self.muster.clone();
+                let live = self.live.clone();
+                actix::spawn(async move {
+                    let before = muster.journal().len();
+                    let r = muster.submit(*task).await.map(|h| h.id());
+                    if let Ok(id) = &r {
+                        live.started_after(*id, before);
+                    }
+                    let _ = reply.send(r);
+                });
+            }
+            Command::Decide {
+                run,
+                gate,
+                approved,
+                note,
+                retries,
+                reply,
+            } => {
+                // Decisions are taken one at a time on this thread: the first one finds
+                // the run parked and takes its gate; every later one finds it decided.
+                let key = (run, gate.clone());
+                if let Some(&a) = self.live.decided.lock().get(&key) {
+                    let _ = reply.send(Err(DecideRefused::AlreadyDecided { approved: a }));
+                    return;
+                }
+                if self.muster.is_waiting(run, &gate) {
+                    let decision = if approved {
+                        Decision::Approve { reason: note }
+                    } else {
+                        Decision::Reject { reason: note }
+                    };
+                    let r = self
+                        .muster
+                        .approve(run, &gate, decision)
+                        .map_err(|_| DecideRefused::NotWaiting);
+                    if r.is_ok() {
+                        self.live.decided.lock().insert(key, approved);
+                    }
+                    let _ = reply.send(r);
+                } else if retries > 0 && self.live.contains(run) {
+                    let tx = self.tx.clone();
+                    actix::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        let again = Command::Decide {
+                            run,
+                            gate,
+                            approved,
+                            note,
+                            retries: retries - 1,
+                            reply,
+                        };
+                        if let Err(mpsc::error::SendError(Command::Decide { reply, .. })) =
+                            tx.send(again).await
+                        {
+                            let _ = reply.send(Err(DecideRefused::NotWaiting));
+                        }
+                    });
+                } else {
+                    let _ = reply.send(Err(DecideRefused::NotWaiting));
+                }
+            }
+            Command::CancelRun { run, reason, reply } => {
+                let handle = self.live.runs.lock().remove(&run);
+                let Some(lr) = handle else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                // The run's future is dropped before its tasks are cancelled, so the engine
+                // does not see the cancellations and fail the run itself.
+                if let Some(h) = lr.handle {
+                    h.abort();
+                }
+                self.live.finished(run);
+                let muster = self.muster.clone();
+                actix::spawn(async move {
+                    let journal = muster.journal();
+                    let records = tokio::task::spawn_blocking(move || journal.read_after(0))
+                        .await
+                        .unwrap_or_default();
+                    let rec = recovery::runs(&records).into_iter().find(|r| r.run == run);
+                    drop(records);
+                    let step = rec
+                        .as_ref()
+                        .and_then(|r| r.at.as_ref().map(|p| p.step.clone()))
+                        .unwrap_or_default();
+                    for t in rec.map(|r| r.in_flight()).unwrap_or_default() {
+                        muster.cancel(t).await;
+                    }
+                    muster.recorder().record(Event::RunEnded {
+                        run,
+                        status: "cancelled".into(),
+                        step,
+                        reason: Some(if reason.is_empty() {
+                            "cancelled through the API".into()
+                        } else {
+                            format!("cancelled through the API: {reason}")
+                        }),
+                    });
+                    let _ = reply.send(true);
+                });
+            }
+        }
+    }
+
+    /// Resumes an unfinished run rebuilt from the journal (the scopes its tasks held are
+    /// given back first).
+    pub fn resume(
+        &self,
+        wf: Arc<Workflow>,
+        rec: RecoveredRun,
+        held: &[(Uuid, muster_core::messaging::Scope)],
+    ) {
+        let mine = rec.in_flight();
+        self.muster.restore_scopes(
+            held.iter()
+                .filter(|(t, _)| mine.contains(t))
+                .cloned()
+                .collect(),
+        );
+        self.drive(rec.run, wf, Start::Resume(Box::new(rec)));
+    }
+
+    /// Resumes the runs won from a control node that left: each run's records are copied
+    /// from the stream into this node's journal (so its views, and a later `muster resume`
+    /// of this journal, see its whole story), then it is rebuilt from them and resumed as
+    /// `muster resume` does, its tasks leasing from epochs above the journaled ones.
+    fn take_over(&self, t: Takeover) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let recovered = recovery::recover(&t.records);
+        let held = muster_core::delegation::scope_table::held_at(&t.records);
+        for (run, lease, revision) in t.runs {
+            let Some(rec) = recovered.iter().find(|r| r.run == run).cloned() else {
+                // It had ended (its lease was not yet released): nothing to resume.
+                let f = cluster.failover.clone();
+                actix::spawn(async move { f.release(run).await });
+                continue;
+            };
+            let Some(wf) = cluster.workflows.get(&lease.workflow).cloned() else {
+                tracing::warn!(%run, workflow = %lease.workflow, "a run taken over names a workflow this node does not serve");
+                continue;
+            };
+            self.live.started_after(run, self.muster.journal().len());
+            let mut tasks = HashSet::from([run]);
+            for r in &t.records {
+                if super::views::belongs(&r.event, run, &mut tasks) {
+                    self.muster.recorder().record(r.event.clone());
+                }
+            }
+            self.muster.recorder().record(Event::Note {
+                text: format!(
+                    "run {run} taken over from control node {} (lease revision {revision})",
+                    t.from
+                ),
+            });
+            cluster.failover.adopted(&[run]);
+            self.resume(wf, rec, &held);
+        }
+    }
+
+    /// Drives a run on the runtime's thread until it ends (or is cancelled or the node
+    /// stops): gates wait in this process for a decision over the API.
+    fn drive(&self, id: Uuid, wf: Arc<Workflow>, start: Start) {
+        self.live.runs.lock().insert(
+            id,
+            LiveRun {
+                workflow: wf.name.clone(),
+                handle: None,
+            },
+        );
+        let muster = self.muster.clone();
+        let live = self.live.clone();
+        let failover = self.cluster.as_ref().map(|c| c.failover.clone());
+        let fresh = matches!(start, Start::Fresh(_));
+        let workflow = wf.name.clone();
+        let handle = actix::spawn(async move {
+            if let (Some(f), true) = (&failover, fresh) {
+                if let Err(e) = f.own(id, &workflow).await {
+                    tracing::warn!(run = %id, error = %e, "the run is not leased; no other control node can take it over");
+                }
+            }
+            let opts = RunOptions {
+                progress: None,
+                stop_at_gates: false,
+                run_id: Some(id),
+            };
+            let r = match start {
+                Start::Fresh(input) => muster.run_workflow_with(wf, input, opts).await,
+                Start::Resume(rec) => muster.resume_run(wf, *rec, opts).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(run = %id, error = %e, "the run did not start");
+            }
+            if let Some(f) = &failover {
+                f.release(id).await;
+            }
+            live.finished(id);
+        });
+        if let Some(r) = self.live.runs.lock().get_mut(&id) {
+            r.handle = Some(handle);
+        }
+    }
+
+    /// Stops every run this node drives without ending it (each stays unfinished in the
+    /// journal, to be resumed by the next start), then shuts the runtime down (its tasks
+    /// are cancelled) and returns once the journal holds everything.
+    pub async fn shutdown(&self) {
+        let runs: Vec<LiveRun> = self.live.runs.lock().drain().map(|(_, r)| r).collect();
+        for r in runs {
+            if let Some(h) = r.handle {
+                h.abort();
+            }
+        }
+        self.muster.shutdown().await;
+        let journal = self.muster.journal();
+        let last = journal.len();
+        let _ = tokio::task::spawn_blocking(move || journal.sync_point(last)).await;
+    }
+}
+
+enum Start {
+    Fresh(serde_json::Value),
+    Resume(Box<RecoveredRun>),
+}

@@ -1,0 +1,680 @@
+//! The routes of docs/api.md: each handler parses and checks its input, reads the journal
+//! (off the runtime's thread) or sends a command to the node, and answers JSON.
+//!
+//! It owns the mapping from requests to the node's commands and the views. It must not
+//! run workflows or tasks itself (the node does) nor hold state of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::auth::{bearer, Token};
+use super::error::{ApiError, Body, BODY_LIMIT};
+use super::events::{self, Streams};
+use super::node::{Live, DECIDE_RETRIES};
+use super::protocol::{Command, DecideRefused};
+use super::tree::GroupInfo;
+use super::views;
+use muster_core::delegation::{SubmitError, Task};
+use muster_core::journal::{Journal, Record, TapJournal};
+use muster_core::messaging::SchemaStore;
+use muster_core::runtime::Muster;
+use muster_workflow::inspect::{self, RunState};
+use muster_workflow::Workflow;
+
+/// The most runs one `GET /v1/runs` page lists.
+pub const MAX_PAGE: usize = 500;
+/// The most records one `GET /v1/records` page holds.
+pub const MAX_RECORDS_PAGE: usize = 10_000;
+/// The largest `timeout_ms` of a task.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// The largest `attempts` of a task.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// What every handler shares: the node's command queue and read-only views of the node.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node's command queue.
+    pub node: mpsc::Sender<Command>,
+    /// The runtime (read-only uses: agents, schemas, load).
+    pub muster: Muster,
+    /// The journal, with its live tap.
+    pub journal: Arc<TapJournal>,
+    /// Runs the node drives.
+    pub live: Arc<Live>,
+    /// Loaded workflows, by name.
+    pub workflows: Arc<std::collections::BTreeMap<String, Arc<Workflow>>>,
+    /// Agent types, for the tree.
+    pub groups: Arc<Vec<GroupInfo>>,
+    /// The API token.
+    pub token: Token,
+    /// The journal's last sequence number when the node started (restarts are counted
+    /// after it).
+    pub started_seq: u64,
+    /// Open event streams.
+    pub streams: Arc<Streams>,
+    /// Turns true when the node shuts down.
+    pub stop: watch::Receiver<bool>,
+    /// The node's metrics (`GET /metrics`).
+    pub metrics: Arc<muster_telemetry::Metrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Every route of the API, with its authentication and body limit.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/runs", post(start_run).get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/gates/{gate}", post(decide))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/tasks", post(submit_task))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/agents", get(agents))
+        .route("/v1/tree", get(tree))
+        .route("/v1/records", get(records))
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        // The dashboard (docs/dashboard.md): its files hold no data and need no token.
+        .merge(super::assets::router())
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such route (see docs/api.md)") })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Refuses a request without the token (401) before its body is read. The event stream
+/// also takes it as `?token=` (a browser's `EventSource` sets no header).
+async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let header_ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .is_some_and(|t| st.token.matches(t));
+    let ok = header_ok || {
+        req.uri().path() == "/v1/events"
+            && form_pairs(req.uri())
+                .into_iter()
+                .any(|(k, v)| k == "token" && st.token.matches(&v))
+    };
+    if ok {
+        return next.run(req).await;
+    }
+    // The refused request's body is never read, so it can never be logged.
+    tracing::info!(path = %req.uri().path(), "refused a request without a valid token");
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "a valid token is required: Authorization: Bearer <token>",
+    )
+    .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+fn form_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|Query(v)| v)
+        .unwrap_or_default()
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// Reads every record of the journal off the runtime's thread.
+async fn all_records(journal: &Arc<TapJournal>, after: u64) -> Vec<Record> {
+    let j = journal.clone();
+    tokio::task::spawn_blocking(move || j.read_after(after))
+        .await
+        .unwrap_or_default()
+}
+
+/// The records of one run or task (a run's: its own and its tasks'), read from `from` to
+/// the journal's end a batch at a time, keeping only those: a view of a recent run costs
+/// what was journaled since it started, not the whole history.
+async fn records_of(journal: &Arc<TapJournal>, from: u64, id: Uuid) -> Vec<Record> {
+    let j = journal.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut tasks = std::collections::HashSet::from([id]);
+        let mut out = Vec::new();
+        let mut after = from;
+        loop {
+            let batch = j.read_batch(after, 4096);
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            for r in batch {
+                if views::belongs(&r.event, id, &mut tasks) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The records a view of `id` needs: scoped when this node knows where it starts, all of
+/// them otherwise (a run or task of a previous process, or one started long ago).
+async fn view_records(st: &AppState, id: Uuid) -> Vec<Record> {
+    match st.live.start_of(id) {
+        Some(from) => records_of(&st.journal, from, id).await,
+        None => all_records(&st.journal, 0).await,
+    }
+}
+
+fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text.trim()).map_err(|_| {
+        ApiError::bad_request(format!("`{text}` is not a run or task id (a UUID)")).field(field)
+    })
+}
+
+async fn ask<T>(
+    st: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
+    let gone = || ApiError::unavailable("the node is shutting down");
+    if *st.stop.borrow() {
+        return Err(gone());
+    }
+    let (tx, rx) = oneshot::channel();
+    st.node.send(make(tx)).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    workflow: String,
+    input: Value,
+}
+
+async fn start_run(
+    State(st): State<AppState>,
+    Body(req): Body<StartRun>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let wf = st.workflows.get(&req.workflow).cloned().ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no workflow `{}` is loaded (loaded: {})",
+            req.workflow,
+            st.workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+        .field("workflow")
+    })?;
+    if !wf.input.is_empty() {
+        check_input(&st.muster.schemas(), &wf.input, &req.input)?;
+    }
+    let name = wf.name.clone();
+    let run = ask(&st, |reply| Command::StartRun {
+        workflow: wf,
+        input: req.input,
+        reply,
+    })
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run": run, "workflow": name})),
+    ))
+}
+
+/// The CLI's message for a run input that breaks the workflow's input schema.
+fn check_input(store: &SchemaStore, schema: &str, input: &Value) -> Result<(), ApiError> {
+    store.validate(schema, input).map_err(|e| {
+        ApiError::unprocessable(format!("the run input does not fit schema `{schema}`: {e}"))
+            .field("input")
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRuns {
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+async fn list_runs(
+    State(st): State<AppState>,
+    q: Result<Query<ListRuns>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("the query: {}", e.body_text())))?;
+    if let Some(s) = &q.status {
+        if !views::RUN_STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "`{s}` is not a run status; one of {}",
+                views::RUN_STATUSES.join(", ")
+            ))
+            .field("status"));
+        }
+    }
+    let limit = match &q.limit {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit `{l}` must be a number from 1 to {MAX_PAGE}"))
+                    .field("limit")
+            })?,
+    };
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| parse_id(a, "after"))
+        .transpose()?;
+    let records = all_records(&st.journal, 0).await;
+    let live = st.live.clone();
+    let all = views::run_summaries(&records, &|r| live.contains(r));
+    drop(records);
+    let mut page: Vec<Value> = Vec::new();
+    let mut started = after.is_none();
+    let mut more = false;
+    for r in all {
+        if !started {
+            started = r["run"] == json!(after);
+            continue;
+        }
+        if q.status.as_ref().is_some_and(|s| r["status"] != json!(s))
+            || q.workflow
+                .as_ref()
+                .is_some_and(|w| r["workflow"] != json!(w))
+        {
+            continue;
+        }
+        if page.len() == limit {
+            more = true;
+            break;
+        }
+        page.push(r);
+    }
+    let next = if more {
+        page.last().map(|r| r["run"].clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({"runs": page, "next": next})))
+}
+
+async fn get_run(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "id")?;
+    let records = view_records(&st, id).await;
+    match views::run_detail(&records, id, st.live.contains(id)) {
+        Some(doc) => Ok(Json(doc)),
+        // Started by this node a moment ago: not journaled yet.
+        None => match st.live.workflow(id) {
+            Some(w) => Ok(Json(json!({
+                "run": id, "workflow": w, "status": "running", "steps": [], "gates": [],
+            }))),
+            None => Err(ApiError::not_found(format!("no run `{id}` in the journal")).field("id")),
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn decide(
+    State(st): State<AppState>,
+    Path((id, gate)): Path<(String, String)>,
+    Body(req): Body<DecideBody>,
+) -> Result<Json<Value>, ApiError> {
+    let run = parse_id(&id, "id")?;
+    let approved = match req.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "decision `{other}` must be `approve` or `reject`"
+            ))
+            .field("decision"))
+        }
+    };
+    let records = all_records(&st.journal, 0).await;
+    let summary = inspect::runs(&records)
+        .into_iter()
+        .find(|s| s.run == run)
+        .ok_or_else(|| ApiError::not_found(format!("no run `{id}` in the journal")).field("id"))?;
+    let decided = records.iter().rev().find_map(|r| match &r.event {
+        muster_core::journal::Event::GateDecided {
+            run: r,
+            gate: g,
+            approved,
+            ..
+        } if *r == run && *g == gate => Some(*approved),
+        _ => None,
+    });
+    drop(records);
+    let verdict = |a: bool| if a { "approved" } else { "rejected" };
+    let already = |a: bool| {
+        ApiError::conflict(format!(
+            "gate `{gate}` of run {run} is already decided ({})",
+            verdict(a)
+        ))
+    };
+    if summary.status == RunState::Completed || summary.status == RunState::Failed {
+        return Err(ApiError::conflict(format!(
+            "run {run} has already ended ({}); there is nothing to decide",
+            summary.status
+        )));
+    }
+    let waits_here = summary.status == RunState::Waiting && summary.gate.as_deref() == Some(&gate);
+    if !waits_here {
+        if let Some(a) =
+            decided.filter(|_| summary.step.as_deref() != Some(&gate) || summary.gate.is_none())
+        {
+            return Err(already(a));
+        }
+    }
+    let where_ = match (&summary.gate, &summary.step) {
+        (Some(g), _) => format!("it waits at gate `{g}`"),
+        (None, Some(s)) => format!("it is at step `{s}`, not at a gate"),
+        (None, None) => "it has not entered a step yet".to_string(),
+    };
+    let not_waiting = ApiError::conflict(format!(
+        "run {run} does not wait at gate `{gate}`: {where_}"
+    ));
+    let r = ask(&st, |reply| Command::Decide {
+        run,
+        gate: gate.clone(),
+        approved,
+        note: req.note,
+        // Only a run the journal shows waiting here is worth looking at again.
+        retries: if waits_here { DECIDE_RETRIES } else { 0 },
+        reply,
+    })
+    .await?;
+    match r {
+        Ok(()) => Ok(Json(
+            json!({"run": run, "gate": gate, "approved": approved}),
+        )),
+        Err(DecideRefused::AlreadyDecided { approved }) => Err(already(approved)),
+        Err(DecideRefused::NotWaiting) => Err(not_waiting),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn cancel_run(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let run = parse_id(&id, "id")?;
+    let req: CancelBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        CancelBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the request body: {e}")))?
+    };
+    if ask(&st, |reply| Command::CancelRun {
+        run,
+        reason: req.reason,
+        reply,
+    })
+    .await?
+    {
+        return Ok(Json(json!({"run": run, "status": "cancelled"})));
+    }
+    let records = all_records(&st.journal, 0).await;
+    match inspect::runs(&records).into_iter().find(|s| s.run == run) {
+        None => Err(ApiError::not_found(format!("no run `{id}` in the journal")).field("id")),
+        Some(s) => Err(ApiError::conflict(match s.status {
+            RunState::Completed | RunState::Failed => {
+                format!(
+                    "run {run} has already ended ({}); there is nothing to cancel",
+                    s.status
+                )
+            }
+            _ => format!("run {run} is not driven by this node; there is nothing to cancel here"),
+        })),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitTask {
+    capability: String,
+    input: Value,
+    timeout_ms: Option<u64>,
+    attempts: Option<u32>,
+}
+
+async fn submit_task(
+    State(st): State<AppState>,
+    Body(req): Body<SubmitTask>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let timeout_ms = req.timeout_ms.unwrap_or(30_000);
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(ApiError::unprocessable(format!(
+            "timeout_ms {timeout_ms} must be from 1 to {MAX_TIMEOUT_MS}"
+        ))
+        .field("timeout_ms"));
+    }
+    let attempts = req.attempts.unwrap_or(3);
+    if !(1..=MAX_ATTEMPTS).contains(&attempts) {
+        return Err(ApiError::unprocessable(format!(
+            "attempts {attempts} must be from 1 to {MAX_ATTEMPTS}"
+        ))
+        .field("attempts"));
+    }
+    let declared = st
+        .muster
+        .agents()
+        .iter()
+        .any(|a| a.capabilities.iter().any(|c| c.name == req.capability));
+    if !declared {
+        return Err(ApiError::not_found(format!(
+            "no agent declares capability `{}`",
+            req.capability
+        ))
+        .field("capability"));
+    }
+    let task = Task::new(req.capability, req.input)
+        .timeout(Duration::from_millis(timeout_ms))
+        .attempts(attempts)
+        .sender("api");
+    let r = ask(&st, |reply| Command::SubmitTask {
+        task: Box::new(task),
+        reply,
+    })
+    .await?;
+    match r {
+        Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({"task": id})))),
+        Err(e @ SubmitError::InvalidInput { .. }) => {
+            Err(ApiError::unprocessable(e.to_string()).field("input"))
+        }
+        Err(e @ SubmitError::InvalidTask { .. }) => Err(ApiError::unprocessable(e.to_string())),
+        Err(e @ SubmitError::Stopped(_)) => Err(ApiError::unavailable(e.to_string())),
+    }
+}
+
+async fn get_task(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id, "id")?;
+    let records = view_records(&st, id).await;
+    views::task(&records, id)
+        .map(|t| Json(json!(t)))
+        .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the journal")).field("id"))
+}
+
+async fn agents(State(st): State<AppState>) -> Json<Value> {
+    let agents = st.muster.agents();
+    let caps: std::collections::BTreeSet<String> = agents
+        .iter()
+        .flat_map(|a| a.capabilities.iter().map(|c| c.name.clone()))
+        .collect();
+    Json(json!({
+        "ok": true,
+        "agents": agents,
+        "capabilities": caps,
+        "schemas": st.muster.schemas().names(),
+    }))
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            muster_telemetry::Metrics::CONTENT_TYPE,
+        )],
+        st.metrics.render(&st.muster),
+    )
+        .into_response()
+}
+
+async fn tree(State(st): State<AppState>) -> Json<Value> {
+    let records = all_records(&st.journal, st.started_seq).await;
+    let restarts = views::restarts(&records);
+    Json(super::tree::tree(
+        &st.groups,
+        &st.muster.agents(),
+        &restarts,
+        st.muster.live_tasks(),
+        st.muster.stopped().is_some(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn parse_number<T: std::str::FromStr>(text: &str, field: &str, what: &str) -> Result<T, ApiError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{field} `{text}` must be {what}")).field(field))
+}
+
+async fn records(
+    State(st): State<AppState>,
+    q: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("the query: {}", e.body_text())))?;
+    let after: u64 = match &q.after {
+        Some(a) => parse_number(a, "after", "a sequence number")?,
+        None => 0,
+    };
+    let limit: usize = match &q.limit {
+        Some(l) => parse_number::<usize>(l, "limit", "a number").and_then(|n| {
+            (1..=MAX_RECORDS_PAGE)
+                .contains(&n)
+                .then_some(n)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "limit `{l}` must be a number from 1 to {MAX_RECORDS_PAGE}"
+                    ))
+                    .field("limit")
+                })
+        })?,
+        None => 1000,
+    };
+    let mut records = all_records(&st.journal, after).await;
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let next = if more {
+        records.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok(Json(json!({"records": records, "next": next})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    run: Option<String>,
+    after: Option<String>,
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+async fn events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("the query: {}", e.body_text())))?;
+    let run = q.run.as_deref().map(|r| parse_id(r, "run")).transpose()?;
+    let from_header = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_number::<u64>(v, "Last-Event-ID", "a sequence number"))
+        .transpose()?;
+    let from_query = q
+        .after
+        .as_deref()
+        .map(|a| parse_number::<u64>(a, "after", "a sequence number"))
+        .transpose()?;
+    let after = from_header.or(from_query).unwrap_or(0);
+    if *st.stop.borrow() {
+        return Err(ApiError::unavailable("the node is shutting down"));
+    }
+    let slot = st.streams.open().ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "too many event streams are open (at most {})",
+            events::MAX_STREAMS
+        ))
+    })?;
+    let s = events::stream(st.journal.clone(), after, run, st.stop.clone(), slot);
+    Ok(Sse::new(s)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_decoded() {
+        let uri: axum::http::Uri = "/v1/events?run=1&token=a%2Bb".parse().unwrap();
+        assert_eq!(
+            form_pairs(&uri),
+            vec![("run".into(), "1".into()), ("token".into(), "a+b".into())]
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! What the API answers about runs, tasks and the supervision tree, built from the
+//! journal's records (the source of truth) and the node's table of live runs.
+//!
+//! It owns the JSON shapes of docs/api.md's `RunSummary`, run detail, task detail and tree
+//! documents. It must not change anything: these are folds over records.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use muster_core::journal::{Event, Record};
+use muster_workflow::inspect::{self, RunState, Scope};
+use muster_workflow::recovery;
+
+/// The statuses a run can be listed by.
+pub const RUN_STATUSES: &[&str] = &[
+    "running",
+    "waiting",
+    "completed",
+    "failed",
+    "cancelled",
+    "unfinished",
+];
+
+/// A run's status as the API says it: the journal's, with `running` for an unfinished run
+/// this node drives and `cancelled` for one ended by a cancel.
+fn status(state: RunState, live: bool, cancelled: bool) -> &'static str {
+    match state {
+        RunState::Unfinished if live => "running",
+        RunState::Failed if cancelled => "cancelled",
+        s => s.as_str(),
+    }
+}
+
+/// Runs ended by a cancel (`run_ended` with status `cancelled`).
+fn cancelled_runs(records: &[Record]) -> HashSet<Uuid> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::RunEnded { run, status, .. } if status == "cancelled" => Some(*run),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every run's summary, newest first, with the API's status.
+pub fn run_summaries(records: &[Record], live: &dyn Fn(Uuid) -> bool) -> Vec<Value> {
+    let cancelled = cancelled_runs(records);
+    let mut out: Vec<Value> = inspect::runs(records)
+        .into_iter()
+        .map(|s| {
+            let st = status(s.status, live(s.run), cancelled.contains(&s.run));
+            let mut v = serde_json::to_value(&s).unwrap_or_default();
+            v["status"] = json!(st);
+            v
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Whether a record is part of the story of `id`, a run or a task: the run's own records,
+/// the tasks submitted under it (or the task itself) and theirs, and envelopes correlated
+/// to it. `tasks` holds `id` and collects the tasks seen so far (read records in order).
+pub fn belongs(e: &Event, id: Uuid, tasks: &mut HashSet<Uuid>) -> bool {
+    match e {
+        Event::RunStarted { run, .. }
+        | Event::StepEntered { run, .. }
+        | Event::StepCompleted { run, .. }
+        | Event::StepFailed { run, .. }
+        | Event::GateWaiting { run, .. }
+        | Event::GateDecided { run, .. }
+        | Event::RunEnded { run, .. } => *run == id,
+        Event::TaskSubmitted {
+            task, correlation, ..
+        } => {
+            if *task == id || *correlation == id {
+                tasks.insert(*task);
+                true
+            } else {
+                false
+            }
+        }
+        e => match (e.task(), e.correlation()) {
+            (Some(t), _) => tasks.contains(&t),
+            (None, Some(c)) => c == id,
+            (None, None) => false,
+        },
+    }
+}
+
+/// One lease of a task and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseView {
+    /// The agent instance.
+    pub agent: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// `running`, `completed`, or the failure kind (`timeout`, `error`, ...).
+    pub outcome: String,
+}
+
+/// A task as the journal tells it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    /// Task id.
+    pub task: Uuid,
+    /// Capability.
+    pub capability: String,
+    /// Correlation id (a run id, or the task's own).
+    pub correlation: Uuid,
+    /// Who delegated it (`workflow/step` for a run's step).
+    pub sender: String,
+    /// The step of a run it serves, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// `running`, `completed`, `escalated` or `cancelled`.
+    pub status: String,
+    /// The agent whose result was accepted.
+    pub owner: Option<String>,
+    /// Leases granted.
+    pub attempts: u32,
+    /// Leases after the first.
+    pub reassignments: u32,
+    /// Stale results rejected.
+    pub stale_rejected: u32,
+    /// Every lease.
+    pub leases: Vec<LeaseView>,
+    /// The input.
+    pub input: Value,
+    /// The accepted output.
+    pub output: Value,
+    /// Why it did not complete.
+    pub reason: Option<String>,
+    /// Submitted, Unix ms.
+    pub submitted_ms: u64,
+    /// Ended, Unix ms.
+    pub ended_ms: Option<u64>,
+}
+
+/// Every task of the records whose correlation passes `keep`, in submission order.
+pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskView> {
+    let mut order = Vec::new();
+    let mut by: HashMap<Uuid, TaskView> = HashMap::new();
+    for r in records {
+        match &r.event {
+            Event::TaskSubmitted {
+                task,
+                capability,
+                correlation,
+                input,
+                sender,
+                ..
+            } => {
+                if by.contains_key(task) || !keep(*task, *correlation) {
+                    continue;
+                }
+                order.push(*task);
+                by.insert(
+                    *task,
+                    TaskView {
+                        task: *task,
+                        capability: capability.to_string(),
+                        correlation: *correlation,
+                        sender: sender.clone(),
+                        step: sender.rsplit_once('/').map(|(_, s)| s.to_string()),
+                        status: "running".into(),
+                        owner: None,
+                        attempts: 0,
+                        reassignments: 0,
+                        stale_rejected: 0,
+                        leases: Vec::new(),
+                        input: Value::clone(input),
+                        output: Value::Null,
+                        reason: None,
+                        submitted_ms: r.at_ms,
+                        ended_ms: None,
+                    },
+                );
+            }
+            e => {
+                let Some(t) = e.task().and_then(|t| by.get_mut(&t)) else {
+                    continue;
+                };
+                let lease = |t: &mut TaskView, epoch: u64, outcome: &str| {
+                    if let Some(l) = t.leases.iter_mut().rev().find(|l| l.epoch == epoch) {
+                        l.outcome = outcome.to_string();
+                    }
+                };
+                match e {
+                    Event::LeaseGranted {
+                        agent,
+                        epoch,
+                        attempt,
+                        ..
+                    } => {
+                        // A resumed task is leased again from a new process: a new lease.
+                        if t.status != "running" {
+                            t.status = "running".into();
+                            t.ended_ms = None;
+                        }
+                        t.leases.push(LeaseView {
+                            agent: agent.to_string(),
+                            epoch: *epoch,
+                            attempt: *attempt,
+                            outcome: "running".into(),
+                        });
+                        t.attempts = t.leases.len() as u32;
+                        t.reassignments = t.attempts.saturating_sub(1);
+                    }
+                    Event::AttemptFailed { epoch, reason, .. } => lease(t, *epoch, reason),
+                    Event::ResultAccepted {
+                        agent,
+                        epoch,
+                        output,
+                        ..
+                    } => {
+                        lease(t, *epoch, "completed");
+                        t.status = "completed".into();
+                        t.owner = Some(agent.to_string());
+                        t.output = Value::clone(output);
+                        t.reason = None;
+                        t.ended_ms = Some(r.at_ms);
+                    }
+                    Event::TaskReused {
+                        original, output, ..
+                    } => {
+                        t.status = "completed".into();
+                        t.output = Value::clone(output);
+                        t.reason = Some(format!("the accepted result of task {original}"));
+                        t.ended_ms = Some(r.at_ms);
+                    }
+                    Event::ResultStale { .. } => t.stale_rejected += 1,
+                    Event::TaskEscalated { reason, .. } => {
+                        t.status = "escalated".into();
+                        t.reason = Some(reason.clone());
+                        t.ended_ms = Some(r.at_ms);
+                    }
+                    Event::TaskCancelled { reason, .. } => {
+                        if let Some(l) = t.leases.last_mut().filter(|l| l.outcome == "running") {
+                            l.outcome = "cancelled".into();
+                        }
+                        t.status = "cancelled".into();
+                        t.reason = Some(reason.clone());
+                        t.ended_ms = Some(r.at_ms);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    order.into_iter().filter_map(|t| by.remove(&t)).collect()
+}
+
+/// One task, if the records have it.
+pub fn task(records: &[Record], id: Uuid) -> Option<TaskView> {
+    tasks(records, &|t, _| t == id).into_iter().next()
+}
+
+/// A run's detail (docs/api.md, `GET /v1/runs/{id}`), if the records have it.
+pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
+    let summary = inspect::runs(records).into_iter().find(|s| s.run == id)?;
+    let rec = recovery::runs(records).into_iter().find(|r| r.run == id)?;
+    let cancelled = cancelled_runs(records).contains(&id);
+    let st = status(summary.status, live, cancelled);
+    let mut doc = serde_json::to_value(&summary).unwrap_or_default();
+    doc["status"] = json!(st);
+    doc["input"] = rec.input.clone();
+    doc["steps"] = json!(tasks(records, &|_, c| c == id));
+    let mut gates: Vec<Value> = Vec::new();
+    for r in records {
+        match &r.event {
+            Event::GateWaiting {
+                run,
+                gate,
+                question,
+            } if *run == id => {
+                gates.push(json!({"gate": gate, "question": question, "decided": null}));
+            }
+            Event::GateDecided {
+                run,
+                gate,
+                approved,
+                reason,
+            } if *run == id => {
+                let open = gates
+                    .iter_mut()
+                    .rev()
+                    .find(|g| g["gate"] == json!(gate) && g["decided"].is_null());
+                let decided = json!({"approved": approved, "reason": reason});
+                match open {
+                    Some(g) => g["decided"] = decided,
+                    None => gates.push(json!({"gate": gate, "question": "", "decided": decided})),
+                }
+            }
+            _ => {}
+        }
+    }
+    doc["gates"] = json!(gates);
+    if let Some(u) = inspect::usage(records, Scope::Correlation(id))
+        .into_iter()
+        .find(|l| l.agent == "*")
+    {
+        doc["usage"] = json!(u.totals);
+    }
+    // The facts `muster run` prints, in the shape of its `--json` document, once the run
+    // has stopped somewhere (ended, or waiting at a gate).
+    let run_status = match st {
+        "completed" => Some(json!({"status": "completed"})),
+        "failed" | "cancelled" => Some(json!({
+            "status": "failed",
+            "step": summary.step.clone().unwrap_or_default(),
+            "reason": summary.reason.clone().unwrap_or_default(),
+        })),
+        "waiting" => Some(json!({
+            "status": "waiting",
+            "gate": summary.gate.clone().unwrap_or_default(),
+            "question": summary.question.clone().unwrap_or_default(),
+        })),
+        _ => None,
+    };
+    if let Some(Value::Object(status)) = run_status {
+        let mut owners: Vec<String> = Vec::new();
+        for s in &rec.summaries {
+            if let Some(a) = &s.agent {
+                if !owners.contains(a) {
+                    owners.push(a.clone());
+                }
+            }
+        }
+        let outputs: Map<String, Value> = rec
+            .steps
+            .iter()
+            .filter(|(_, v)| !v["output"].is_null())
+            .map(|(k, v)| (k.clone(), v["output"].clone()))
+            .collect();
+        let mut o = Map::new();
+        o.insert("run".into(), json!(id));
+        o.insert("workflow".into(), json!(rec.workflow));
+        o.extend(status);
+        o.insert("steps".into(), json!(rec.summaries));
+        o.insert("owners".into(), json!(owners));
+        o.insert(
+            "handoffs".into(),
+            json!(rec.summaries.iter().map(|s| s.attempts).sum::<u32>()),
+        );
+        o.insert(
+            "reassignments".into(),
+            json!(rec.summaries.iter().map(|s| s.reassignments).sum::<u32>()),
+        );
+        o.insert(
+            "stale_rejected".into(),
+            json!(rec.summaries.iter().map(|s| s.stale_rejected).sum::<u32>()),
+        );
+        o.insert("outputs".into(), Value::Object(outputs));
+        o.insert("duration_ms".into(), json!(summary.duration_ms));
+        doc["outcome"] = Value::Object(o);
+    }
+    Some(doc)
+}
+
+/// The restarts each supervisor made of each child, from `child_restarted` records.
+pub fn restarts(records: &[Record]) -> HashMap<(String, String), u64> {
+    let mut out: HashMap<(String, String), u64> = HashMap::new();
+    for r in records {
+        if let Event::ChildRestarted {
+            supervisor, child, ..
+        } = &r.event
+        {
+            *out.entry((supervisor.to_string(), child.to_string()))
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submitted(task: Uuid, correlation: Uuid) -> Event {
+        Event::TaskSubmitted {
+            task,
+            capability: "echo".into(),
+            correlation,
+            input: json!({}).into(),
+            attempts: 1,
+            timeout_ms: 1000,
+            sender: String::new(),
+        }
+    }
+
+    fn accepted(task: Uuid) -> Event {
+        Event::ResultAccepted {
+            task,
+            agent: "echo#0".into(),
+            epoch: 1,
+            output: json!({}).into(),
+        }
+    }
+
+    #[test]
+    fn a_runs_story_is_its_records_and_its_tasks_not_its_neighbours() {
+        let (run, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+        let started = |run| Event::RunStarted {
+            run,
+            workflow: "w".into(),
+            file: "w.toml".into(),
+            input: json!({}),
+        };
+        let events = [
+            (started(run), true),
+            (started(other), false),
+            (submitted(theirs, other), false),
+            (submitted(mine, run), true),
+            (accepted(theirs), false),
+            (accepted(mine), true),
+        ];
+        let mut tasks = HashSet::from([run]);
+        for (e, expected) in &events {
+            assert_eq!(belongs(e, run, &mut tasks), *expected, "{e:?}");
+        }
+        // A bare task's story: its own records only.
+        let mut tasks = HashSet::from([theirs]);
+        let kept: Vec<bool> = events
+            .iter()
+            .map(|(e, _)| belongs(e, theirs, &mut tasks))
+            .collect();
+        assert_eq!(kept, [false, false, true, false, true, false]);
+    }
+}
