@@ -581,13 +581,13 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
+        // This test's own name, whatever crate and module it lives in.
+        let name = format!(
+            "{}::agent_processes_die_with_their_owner",
+            module_path!().split_once("::").map_or("", |(_, m)| m)
+        );
         let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "agents::command::process::tests::agent_processes_die_with_their_owner",
-                "--test-threads=1",
-                "--nocapture",
-            ])
+            .args(["--exact", &name, "--test-threads=1", "--nocapture"])
             .env(OWNER_HELPER, &pidfile)
             .stdout(std::process::Stdio::null())
             .spawn()

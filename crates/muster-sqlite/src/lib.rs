@@ -175,7 +175,8 @@ impl Progress {
 /// # Example
 /// ```
 /// use std::sync::Arc;
-/// use muster_core::journal::{Durability, Event, Journal, SqliteJournal};
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::{Durability, SqliteJournal};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
@@ -191,7 +192,8 @@ impl Progress {
 /// A record a caller is about to wait for is committed at once (`Journal::want`), and the
 /// writer counts its group commits (`Journal::write_stats`):
 /// ```
-/// use muster_core::journal::{Durability, Event, Journal, SqliteJournal};
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::{Durability, SqliteJournal};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
@@ -240,7 +242,8 @@ impl SqliteJournal {
     ///
     /// # Example
     /// ```
-    /// use muster_core::journal::{Durability, JournalError, SqliteJournal};
+    /// use muster_core::journal::JournalError;
+    /// use muster_sqlite::{Durability, SqliteJournal};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
@@ -259,7 +262,8 @@ impl SqliteJournal {
     ///
     /// # Example
     /// ```
-    /// use muster_core::journal::{Durability, Journal, JournalConfig, SqliteJournal};
+    /// use muster_core::journal::{Journal, JournalConfig};
+    /// use muster_sqlite::{Durability, SqliteJournal};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
@@ -355,7 +359,8 @@ impl SqliteJournal {
     ///
     /// # Example
     /// ```
-    /// use muster_core::journal::{Durability, Event, Journal, SqliteJournal};
+    /// use muster_core::journal::{Event, Journal};
+    /// use muster_sqlite::{Durability, SqliteJournal};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
@@ -404,7 +409,8 @@ impl SqliteJournal {
     ///
     /// # Example
     /// ```
-    /// # use muster_core::journal::{Durability, Event, Journal, SqliteJournal};
+    /// # use muster_core::journal::{Event, Journal};
+    /// use muster_sqlite::{Durability, SqliteJournal};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let dir = tempfile::tempdir()?;
     /// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed)?;
@@ -457,7 +463,8 @@ impl SqliteJournal {
     /// # Example
     /// ```
     /// use muster_sqlite::decide_gate;
-    /// use muster_core::journal::{Durability, Event, Journal, SqliteJournal};
+    /// use muster_core::journal::{Event, Journal};
+    /// use muster_sqlite::{Durability, SqliteJournal};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let dir = tempfile::tempdir()?;
@@ -589,7 +596,9 @@ impl Drop for SqliteJournal {
 ///
 /// # Example
 /// ```
-/// use muster_core::journal::{sqlite::read_journal, Durability, Event, Journal, SqliteJournal};
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::read_journal;
+/// use muster_sqlite::{Durability, SqliteJournal};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
@@ -892,7 +901,8 @@ pub enum DecideError {
 /// # Example
 /// ```
 /// use muster_sqlite::{decide_gate, DecideError};
-/// use muster_core::journal::{Durability, Event, Journal, SqliteJournal};
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::{Durability, SqliteJournal};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;

@@ -348,7 +348,8 @@ fn set_status(tasks: &mut HashMap<Uuid, TaskInfo>, task: Uuid, s: &'static str) 
 ///
 /// # Example
 /// ```
-/// use muster_core::journal::{inspect, Event, Journal, MemoryJournal};
+/// use muster_core::journal::{Event, Journal, MemoryJournal};
+/// use muster_workflow::inspect;
 ///
 /// let j = MemoryJournal::default();
 /// let task = uuid::Uuid::now_v7();
