@@ -8,17 +8,11 @@
 use crate::support::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use muster::cast::load_cast;
 use muster::scenario::Scenario;
 use muster::SchemaStore;
-
-fn muster_within(secs: u64, args: &[&str], dir: &Path) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.args(args).current_dir(dir);
-    common::output_within(secs, cmd)
-}
 
 fn manifest(name: &str, input: &str, output: &str, extra: &str) -> String {
     format!(
@@ -108,7 +102,7 @@ fn two_agents_declaring_one_capability_with_different_schemas_are_refused_before
             "j.db",
         ][..],
     ] {
-        let out = muster_within(120, args, d.path());
+        let out = common::muster_within(120, args, d.path());
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
@@ -167,7 +161,7 @@ fn agents_sharing_a_capability_with_one_contract_are_accepted() {
     ]);
     let cast = load_cast(&d.path().join("actors"), &store(d.path())).unwrap();
     assert_eq!(cast.len(), 2);
-    let out = muster_within(120, &["check", "wf.toml"], d.path());
+    let out = common::muster_within(120, &["check", "wf.toml"], d.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 

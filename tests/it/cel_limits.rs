@@ -8,15 +8,9 @@
 use crate::support::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use muster::conditions::{MAX_DEPTH, MAX_NESTING};
-
-fn muster_within(secs: u64, args: &[&str], dir: &Path) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.args(args).current_dir(dir).env_remove("RUST_BACKTRACE");
-    common::output_within(secs, cmd)
-}
 
 /// A temp dir holding `actors/echo.toml` (serving `do.echo`), `schemas/` (the shipped
 /// manifest, workflow and scenario schemas, `req`, and the test schemas a scenario
@@ -82,7 +76,7 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        muster_within(120, args, self.dir.path())
+        common::muster_within(120, args, self.dir.path())
     }
 }
 

@@ -9,15 +9,9 @@
 use crate::support::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn muster_within(secs: u64, args: &[&str], dir: &Path) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.args(args).current_dir(dir);
-    common::output_within(secs, cmd)
-}
 
 /// A temp dir with `actors/echo.toml` serving `do.echo` and `schemas/` (`req`, and the
 /// shipped workflow schema when `with_schema`).
@@ -70,12 +64,12 @@ name = "echo"
 
     fn check(&self, text: &str) -> Output {
         self.write(text);
-        muster_within(60, &["check", "wf.toml", "--json"], self.dir.path())
+        common::muster_within(60, &["check", "wf.toml", "--json"], self.dir.path())
     }
 
     fn run(&self, text: &str) -> Output {
         self.write(text);
-        muster_within(
+        common::muster_within(
             60,
             &[
                 "run",
@@ -343,7 +337,7 @@ fn findings_of_a_10000_step_workflow_stay_short() {
     wf.push_str("[steps.done]\nterminal = \"done\"\n");
     let f = Fixture::new(true);
     f.write(&wf);
-    let out = muster_within(60, &["check", "wf.toml"], f.dir.path());
+    let out = common::muster_within(60, &["check", "wf.toml"], f.dir.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(

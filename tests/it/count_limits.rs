@@ -8,7 +8,7 @@
 use crate::support::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use muster::cast::{load_cast, Manifest, MAX_CAST_INSTANCES, MAX_REPLICAS};
 use muster::SchemaStore;
@@ -17,11 +17,8 @@ use serde_json::{json, Value};
 /// Runs the binary, killing it if it has not finished within `secs` (then the test fails
 /// saying so instead of hanging).
 fn muster_within(secs: u64, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.args(args).env_remove("RUST_BACKTRACE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = common::muster_cmd(Path::new("."));
+    cmd.args(args).envs(env.iter().copied());
     common::output_within(secs, cmd)
 }
 

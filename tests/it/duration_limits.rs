@@ -7,15 +7,13 @@
 use crate::support::common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use muster::cast::Manifest;
 use muster::SchemaStore;
 
 fn muster_within(secs: u64, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.args(args).env_remove("RUST_BACKTRACE");
-    common::output_within(secs, cmd)
+    common::muster_within(secs, args, Path::new("."))
 }
 
 const SCENARIO: &str = r#"

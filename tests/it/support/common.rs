@@ -160,6 +160,21 @@ pub async fn hang() -> Result<Value, AgentError> {
     unreachable!()
 }
 
+/// The `muster` binary under test, to run in `dir`. `RUST_BACKTRACE` is removed, so a
+/// panic (which no bad input may cause) shows as a user would see it.
+pub fn muster_cmd(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_muster"));
+    cmd.current_dir(dir).env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// Runs `muster ARGS` in `dir` and waits for it, failing the test after `secs` seconds.
+pub fn muster_within(secs: u64, args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    let mut cmd = muster_cmd(dir);
+    cmd.args(args);
+    output_within(secs, cmd)
+}
+
 /// Runs a prepared command to its end with stdout and stderr captured, draining both
 /// while it runs (so a large output cannot block it); kills it and fails the test if it
 /// takes over `secs` seconds of wall time (a real process: the paused clock does not
