@@ -50,12 +50,12 @@ pub mod discovery;
 pub mod ids;
 pub mod journal;
 pub mod messaging;
+pub mod prelude;
 pub mod routing;
 pub mod runtime;
 pub mod shards;
 pub mod supervision;
-// Duration parsing and serde helpers shared with the integrations in `muster`; not a
-// stable API.
+// Duration parsing and serde helpers shared with the integration crates; not a stable API.
 #[doc(hidden)]
 pub mod util;
 

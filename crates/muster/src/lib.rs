@@ -12,6 +12,7 @@ pub use muster_core::{
 
 pub mod agents;
 pub mod journal;
+pub mod prelude;
 
 #[cfg(feature = "bench")]
 #[doc(hidden)]
