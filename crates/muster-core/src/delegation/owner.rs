@@ -9,6 +9,37 @@
 //! An owner is not an actor of its own: the [`OwnerShard`](super::shard::OwnerShard) of
 //! its thread drives it (messages, timers, the end of waits it spawned) through a [`Cx`].
 //! Starting a task costs a map entry, not a mailbox, a context and a spawned future.
+//!
+//! Its state is one [`Phase`]; each phase holds what it waits on (a timer, a lease, the
+//! number of its wait in line), so a message or a timer that belongs to another phase
+//! finds nothing to act on. `Pending` is never waited in: it is the phase between two
+//! steps of one call.
+//!
+//! ```text
+//!  begin ─▶ Pending ──identical work in flight──▶ Following{leader} ──its result──▶ ┐
+//!             │  ▲                                    │ it ended without one       │
+//!             │  └────────────────────────────────────┘                            │
+//!             │ scope declared                                                     │
+//!             ├──────────────▶ AwaitingScope ──granted──▶ look                    │
+//!             │                                                                    │
+//!             ▼                 ┌───── slot freed / backstop ─────┐                │
+//!           look ──all full───▶ InLine{gen} ◀─────────────────────┘                │
+//!            │ │ ──nobody─────▶ AwaitingAgent ──an agent registered──▶ look        │
+//!            │ └─picked──▶ Leased{epoch, agent, timers}                            │
+//!            │                 │ failure, timeout, heartbeat missed, rejected      │
+//!            │                 ▼                                                   │
+//!            └──◀ delay over ─ Backoff{timer} (or look at once without delay)      │
+//!                                                                                  │
+//!  any waiting phase ── deadline, budget spent, scope refused ──▶ escalated ─┐     │
+//!  Leased ── result accepted ──▶ completed ──┐    cancel (any) ─▶ cancelled ─┤ ◀───┘
+//!                                            ▼                               ▼
+//!                          leases unanswered? ── yes ──▶ Lingering{timer} ── last answer
+//!                                            │ no                      or timer ──▶ Done
+//!                                            └─────────────────────────────────────▶ Done
+//! ```
+//!
+//! A result whose epoch is not the `Leased` one (or that arrives once the task ended) is
+//! journaled `result_stale` and never accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,12 +71,59 @@ pub(super) struct Cx<'a> {
     pub(super) reused: &'a actix::Recipient<Reused>,
 }
 
+/// The lease in force: its agent, its epoch and the timers watching it.
 struct ActiveLease {
     handle: Arc<InstanceHandle>,
     epoch: u64,
     timer: TimerKey,
     heartbeat_check: Option<TimerKey>,
     last_heartbeat: tokio::time::Instant,
+}
+
+/// Where an owner is in its task's life: the one place its state is kept. Each variant
+/// holds what that phase waits on; see the module's diagram.
+enum Phase {
+    /// Between two steps of one call (and before `begin`): nothing is awaited.
+    Pending,
+    /// Waits for the identical idempotent task `leader` in flight to end, bounded by the
+    /// task's deadline (`timer`).
+    Following { leader: Uuid, timer: TimerKey },
+    /// Asked the scope table for the task's scope; waits for its answer.
+    AwaitingScope,
+    /// Every capable agent is at its bound: waits in the capability's line, this owner's
+    /// `gen`-th wait there (the wake of an older one is passed on to the next in line).
+    InLine { gen: u32 },
+    /// Nobody serves the capability (or everybody failed it): waits for an agent to
+    /// register, bounded by the deadline.
+    AwaitingAgent,
+    /// A failed attempt's back-off runs; the owner looks for an agent when `timer` fires.
+    Backoff { timer: TimerKey },
+    /// Leased to one agent under one epoch.
+    Leased(ActiveLease),
+    /// The task ended; waits for the leases it granted to answer, at most until `timer`.
+    Lingering { timer: TimerKey },
+    /// The task ended and nothing is left to wait for: the shard drops this owner.
+    Done,
+}
+
+impl Phase {
+    /// Cancels the timers this phase set.
+    fn cancel_timers(&self, timers: &mut Timers) {
+        match self {
+            Phase::Following { timer, .. }
+            | Phase::Backoff { timer }
+            | Phase::Lingering { timer } => timers.cancel(*timer),
+            Phase::Leased(l) => {
+                timers.cancel(l.timer);
+                if let Some(h) = l.heartbeat_check {
+                    timers.cancel(h);
+                }
+            }
+            Phase::Pending | Phase::AwaitingScope | Phase::InLine { .. } | Phase::AwaitingAgent => {
+            }
+            Phase::Done => {}
+        }
+    }
 }
 
 /// The owner of one task: a state machine driven by its shard.
@@ -57,43 +135,30 @@ pub(super) struct TaskOwner {
     task: Task,
     contract: Option<Arc<Capability>>,
     record: TaskRecord,
+    /// Where the owner is (see [`Phase`]).
+    phase: Phase,
+    /// The last epoch granted (or the task's first epoch less one).
     epoch: u64,
-    lease: Option<ActiveLease>,
     /// Epochs granted whose agent has not answered yet.
     outstanding: Vec<u64>,
     excluded: Vec<Arc<str>>,
     waiter: Option<oneshot::Sender<Outcome>>,
     deadline: tokio::time::Instant,
     last_envelope: Option<Uuid>,
-    waiting_for_agent: bool,
     /// Consecutive waits in line without a lease (the backstop doubles with each, see
     /// [`LINE_BACKSTOP`]).
     line_waits: u32,
-    /// The wait in line in progress (its number), if any: the wake of an older one is
-    /// passed on to the next in line.
-    in_line: Option<u32>,
-    /// Waits in line so far (numbers them).
+    /// Waits in line so far (numbers them, see [`Phase::InLine`]).
     line_gen: u32,
-    /// Set when a freed slot woke this owner from the capability's line (with the number
-    /// of waiters offered the slot before it): if the slot is gone by the time it looks,
-    /// it goes back to the head of the line; if it cannot take it, it passes it on.
-    woken: Option<u32>,
     /// The capability and the sender as envelopes carry them, allocated once per task.
     topic: Arc<str>,
     sender: Arc<str>,
-    /// Whether the task asked the scope table for its scope (and must free it at its end).
+    /// Whether the task asked the scope table for its scope (and must free it at its end):
+    /// held from `AwaitingScope` to the task's end, across phases.
     scope_asked: bool,
-    /// Set while this task is the one running identical idempotent work.
+    /// Set while this task is the one running identical idempotent work (across phases,
+    /// until its end).
     reuse_key: Option<ReuseKey>,
-    /// Set while this task waits for an identical one in flight.
-    following: Option<Uuid>,
-    /// Timers that are not a lease's: the retry back-off, the lingering, the wait on
-    /// identical work (cancelled when the owner is dropped).
-    retry: Option<TimerKey>,
-    linger: Option<TimerKey>,
-    follow: Option<TimerKey>,
-    /// The task ended and nothing is left to wait for: the shard drops this owner.
-    stopped: bool,
 }
 
 /// How long an owner waiting in line waits for its wake before it looks again anyway (a
@@ -146,24 +211,16 @@ impl TaskOwner {
             task,
             contract,
             record,
-            lease: None,
+            phase: Phase::Pending,
             outstanding: Vec::new(),
             excluded: Vec::new(),
             waiter: Some(waiter),
-            waiting_for_agent: false,
             topic,
             sender,
             line_waits: 0,
-            in_line: None,
             line_gen: 0,
-            woken: None,
             scope_asked: false,
             reuse_key: None,
-            following: None,
-            retry: None,
-            linger: None,
-            follow: None,
-            stopped: false,
         }
     }
 
@@ -175,23 +232,19 @@ impl TaskOwner {
     /// Whether the shard should drop this owner: the task ended and nothing it granted
     /// is still to answer (or its lingering is over).
     pub(super) fn stopped(&self) -> bool {
-        self.stopped
+        matches!(self.phase, Phase::Done)
     }
 
     /// Cancels the timers this owner set (it is being dropped).
     pub(super) fn cancel_timers(&mut self, timers: &mut Timers) {
-        if let Some(l) = self.lease.as_mut() {
-            timers.cancel(l.timer);
-            if let Some(h) = l.heartbeat_check.take() {
-                timers.cancel(h);
-            }
-        }
-        for key in [self.retry.take(), self.linger.take(), self.follow.take()]
-            .into_iter()
-            .flatten()
-        {
-            timers.cancel(key);
-        }
+        self.phase.cancel_timers(timers);
+    }
+
+    /// Moves to `next`, cancelling the timers of the phase it leaves; returns that phase.
+    fn enter(&mut self, next: Phase, timers: &mut Timers) -> Phase {
+        let old = std::mem::replace(&mut self.phase, next);
+        old.cancel_timers(timers);
+        old
     }
 
     /// Starts the task: reuse of identical work, else its scope, then its first lease.
@@ -222,12 +275,9 @@ impl TaskOwner {
             }
             Found::InFlight(leader) => {
                 tracing::debug!(task = %self.record.id, %leader, "attached to an identical task in flight");
-                self.following = Some(leader);
                 // Bounded like any wait: past the deadline the task escalates.
-                if let Some(k) = self.follow.take() {
-                    cx.timers.cancel(k);
-                }
-                self.follow = Some(cx.timers.at(self.deadline, self.record.id, Due::Follow));
+                let timer = cx.timers.at(self.deadline, self.record.id, Due::Follow);
+                self.enter(Phase::Following { leader, timer }, cx.timers);
                 true
             }
             Found::Run => {
@@ -255,6 +305,7 @@ impl TaskOwner {
             return;
         };
         self.scope_asked = true;
+        self.enter(Phase::AwaitingScope, cx.timers);
         let (tx, rx) = oneshot::channel();
         self.owners.scope_table().do_send(AcquireScope {
             task: self.record.id,
@@ -292,24 +343,27 @@ impl TaskOwner {
     pub(super) fn on_woken(&mut self, wake: Wake, cx: &mut Cx) {
         match wake {
             Wake::Scope(answer) => {
-                if self.done() {
+                if !matches!(self.phase, Phase::AwaitingScope) {
                     return; // cancelled while it waited
                 }
+                self.enter(Phase::Pending, cx.timers);
                 match answer {
                     Ok(()) => self.try_lease(cx),
                     Err(reason) => self.escalate(reason, cx),
                 }
             }
             Wake::Line { gen, mut slot } => {
-                if self.in_line != Some(gen) || self.done() {
+                if !matches!(self.phase, Phase::InLine { gen: g } if g == gen) {
                     return; // an older wait's slot: `slot` passes it on
                 }
-                self.in_line = None;
-                self.woken = slot.take();
-                self.try_lease(cx);
+                self.enter(Phase::Pending, cx.timers);
+                self.look(slot.take(), cx);
             }
             Wake::Agent => {
-                self.waiting_for_agent = false;
+                if !matches!(self.phase, Phase::AwaitingAgent) {
+                    return; // cancelled while it waited
+                }
+                self.enter(Phase::Pending, cx.timers);
                 self.try_lease(cx);
             }
         }
@@ -323,9 +377,12 @@ impl TaskOwner {
             }
             Due::Heartbeat { epoch, every } => {
                 let now = tokio::time::Instant::now();
-                let Some(l) = self.lease.as_mut().filter(|l| l.epoch == epoch) else {
+                let Phase::Leased(l) = &mut self.phase else {
                     return;
                 };
+                if l.epoch != epoch {
+                    return;
+                }
                 if now.saturating_duration_since(l.last_heartbeat) > every {
                     l.heartbeat_check = None;
                     self.attempt_failed(epoch, Failure::HeartbeatMissed, cx);
@@ -338,16 +395,18 @@ impl TaskOwner {
                 }
             }
             Due::Retry => {
-                self.retry = None;
-                self.try_lease(cx);
+                if matches!(self.phase, Phase::Backoff { .. }) {
+                    self.enter(Phase::Pending, cx.timers);
+                    self.try_lease(cx);
+                }
             }
             Due::Linger => {
-                self.linger = None;
-                self.stopped = true;
+                if matches!(self.phase, Phase::Lingering { .. }) {
+                    self.enter(Phase::Done, cx.timers);
+                }
             }
             Due::Follow => {
-                self.follow = None;
-                if let Some(leader) = self.following.filter(|_| !self.done()) {
+                if let Phase::Following { leader, .. } = self.phase {
                     self.escalate(
                         format!("the identical task {leader} it attached to did not end before the deadline"),
                         cx,
@@ -362,12 +421,28 @@ impl TaskOwner {
         self.task.spent + self.record.leases.len() as u32
     }
 
+    /// Whether the task ended (the owner may still linger).
     fn done(&self) -> bool {
-        self.record.status.is_terminal()
+        matches!(self.phase, Phase::Lingering { .. } | Phase::Done)
+    }
+
+    fn leased(&self) -> Option<&ActiveLease> {
+        match &self.phase {
+            Phase::Leased(l) => Some(l),
+            _ => None,
+        }
     }
 
     fn try_lease(&mut self, cx: &mut Cx) {
-        if self.done() || self.lease.is_some() {
+        self.look(None, cx);
+    }
+
+    /// Leases the task to the best agent now, or waits for one; `woken`: the hop count of
+    /// the freed slot that woke this owner from the capability's line, if one did (if the
+    /// slot is gone by the time it looks, it goes back to the head of the line; if it
+    /// cannot take it, it passes it on).
+    fn look(&mut self, woken: Option<u32>, cx: &mut Cx) {
+        if self.done() || self.leased().is_some() {
             return;
         }
         if self.attempts_used() >= self.task.attempts {
@@ -391,7 +466,6 @@ impl TaskOwner {
             }
         }
         let index = self.owners.router.index().clone();
-        let woken = self.woken.take();
         let picked = match index.pick(&self.task.capability, &self.excluded, self.shard) {
             Err(PickError::AllFull) => {
                 // Look again with a place in line, atomically: a slot freed since the
@@ -443,7 +517,7 @@ impl TaskOwner {
         self.line_waits = self.line_waits.saturating_add(1);
         self.line_gen = self.line_gen.wrapping_add(1);
         let gen = self.line_gen;
-        self.in_line = Some(gen);
+        self.enter(Phase::InLine { gen }, cx.timers);
         let (shard, task) = (cx.woken.clone(), self.record.id);
         actix::spawn(async move {
             let hops = tokio::select! {
@@ -478,10 +552,10 @@ impl TaskOwner {
             self.escalate(reason, cx);
             return;
         }
-        if self.waiting_for_agent {
+        if matches!(self.phase, Phase::AwaitingAgent) {
             return;
         }
-        self.waiting_for_agent = true;
+        self.enter(Phase::AwaitingAgent, cx.timers);
         let (tx, rx) = oneshot::channel();
         self.owners.registry.get().do_send(WaitFor {
             capability: Arc::from(self.task.capability.as_str()),
@@ -503,7 +577,6 @@ impl TaskOwner {
 
     fn lease_to(&mut self, handle: Arc<InstanceHandle>, cx: &mut Cx) {
         self.line_waits = 0;
-        self.in_line = None;
         self.epoch += 1;
         let epoch = self.epoch;
         let attempt = self.attempts_used() + 1;
@@ -590,13 +663,16 @@ impl TaskOwner {
             ReplyTo::Owner(cx.reply.clone()),
             heartbeat,
         );
-        self.lease = Some(ActiveLease {
-            handle,
-            epoch,
-            timer,
-            heartbeat_check,
-            last_heartbeat: now,
-        });
+        self.enter(
+            Phase::Leased(ActiveLease {
+                handle,
+                epoch,
+                timer,
+                heartbeat_check,
+                last_heartbeat: now,
+            }),
+            cx.timers,
+        );
     }
 
     fn last_failure(&self) -> String {
@@ -618,11 +694,12 @@ impl TaskOwner {
         outcome: LeaseOutcome,
         cx: &mut Cx,
     ) -> Option<Arc<InstanceHandle>> {
-        let lease = self.lease.take_if(|l| l.epoch == epoch)?;
-        cx.timers.cancel(lease.timer);
-        if let Some(h) = lease.heartbeat_check {
-            cx.timers.cancel(h);
+        if self.leased().is_none_or(|l| l.epoch != epoch) {
+            return None;
         }
+        let Phase::Leased(lease) = self.enter(Phase::Pending, cx.timers) else {
+            return None;
+        };
         let now = self.recorder.now_ms();
         if let Some(l) = self
             .record
@@ -672,16 +749,14 @@ impl TaskOwner {
         if delay.is_zero() {
             self.try_lease(cx);
         } else {
-            if let Some(k) = self.retry.take() {
-                cx.timers.cancel(k);
-            }
             let at = tokio::time::Instant::now() + delay;
-            self.retry = Some(cx.timers.at(at, self.record.id, Due::Retry));
+            let timer = cx.timers.at(at, self.record.id, Due::Retry);
+            self.enter(Phase::Backoff { timer }, cx.timers);
         }
     }
 
     fn on_result(&mut self, epoch: u64, agent: Arc<str>, output: Value, cx: &mut Cx) {
-        let current = self.lease.as_ref().map(|l| l.epoch);
+        let current = self.leased().map(|l| l.epoch);
         if current != Some(epoch) || self.done() {
             // A result from a superseded epoch: fenced (G2).
             self.record.stale_rejected += 1;
@@ -741,12 +816,13 @@ impl TaskOwner {
     }
 
     fn finish(&mut self, status: TaskStatus, cx: &mut Cx) {
+        // Whatever it waited on is over (a lease was ended before).
+        self.enter(Phase::Done, cx.timers);
         self.record.status = status;
         self.record.ended_ms = Some(self.recorder.now_ms());
         self.owners.stats.ended(status);
         self.owners.table.remove(&self.record.id);
         self.release_scope();
-        self.following = None;
         if let Some(key) = self.reuse_key.take() {
             let keep = self
                 .contract
@@ -799,18 +875,19 @@ impl TaskOwner {
                 }
             }
         }
-        self.maybe_stop();
         if !self.outstanding.is_empty() {
             // Bound the lingering: every agent answers by its deadline plus grace.
             let linger = self.task.timeout + self.owners.grace + Duration::from_secs(1);
             let at = tokio::time::Instant::now() + linger;
-            self.linger = Some(cx.timers.at(at, self.record.id, Due::Linger));
+            let timer = cx.timers.at(at, self.record.id, Due::Linger);
+            self.enter(Phase::Lingering { timer }, cx.timers);
         }
     }
 
-    fn maybe_stop(&mut self) {
-        if self.done() && self.outstanding.is_empty() {
-            self.stopped = true;
+    /// A lingering owner whose every lease has answered is done.
+    fn maybe_stop(&mut self, cx: &mut Cx) {
+        if matches!(self.phase, Phase::Lingering { .. }) && self.outstanding.is_empty() {
+            self.enter(Phase::Done, cx.timers);
         }
     }
 
@@ -832,12 +909,12 @@ impl TaskOwner {
             Err(Failure::Cancelled) => {}
             Err(f) => self.attempt_failed(r.epoch, f, cx),
         }
-        self.maybe_stop();
+        self.maybe_stop(cx);
     }
 
     /// A heartbeat from the agent holding lease `epoch`.
     pub(super) fn on_heartbeat(&mut self, epoch: u64) {
-        if let Some(l) = self.lease.as_mut() {
+        if let Phase::Leased(l) = &mut self.phase {
             if l.epoch == epoch {
                 l.last_heartbeat = tokio::time::Instant::now();
             }
@@ -863,13 +940,10 @@ impl TaskOwner {
 
     /// The identical task this one follows ended.
     pub(super) fn on_reused(&mut self, r: Reused, cx: &mut Cx) {
-        if self.done() || self.following != Some(r.original) {
+        if !matches!(self.phase, Phase::Following { leader, .. } if leader == r.original) {
             return;
         }
-        self.following = None;
-        if let Some(k) = self.follow.take() {
-            cx.timers.cancel(k);
-        }
+        self.enter(Phase::Pending, cx.timers);
         match r.output {
             Some(output) => self.reused(r.original, output, cx),
             // The task it attached to ended without a result: this one runs (or attaches
