@@ -43,7 +43,8 @@
 //!
 //! This file holds the owner's state and the entry points its shard calls; each concern
 //! has a file of its own: [`phase`] (the states), [`attempt`] (looking for an agent,
-//! leases, results and failures), [`verdict`] (whether an output is accepted), [`waits`]
+//! leases, results and failures, with the one [`verdict`](crate::routing::verdict) on an
+//! output), [`waits`]
 //! (in the capability's line, or for an agent), [`scope`] (the write scope),
 //! [`following`] (reuse of identical work) and [`ending`] (escalation, cancellation, the
 //! end and the lingering after it).
@@ -52,7 +53,6 @@ mod ending;
 mod following;
 mod phase;
 mod scope;
-mod verdict;
 mod waits;
 
 use std::sync::Arc;

@@ -11,13 +11,13 @@ use super::super::protocol::LeaseHeartbeat;
 use super::super::record::{Lease, LeaseOutcome, TaskStatus};
 use super::super::timers::Due;
 use super::phase::{ActiveLease, Phase};
-use super::verdict::{check_output, check_touched};
 use super::waits::InLine;
 use super::{Cx, TaskOwner};
 use crate::agents::{Failure, InstanceHandle, ReplyTo};
 use crate::discovery::PickError;
-use crate::journal::{check_payload, Event};
+use crate::journal::Event;
 use crate::messaging::{Envelope, Recipient};
+use crate::routing::verdict;
 
 impl TaskOwner {
     pub(super) fn try_lease(&mut self, cx: &mut Cx) {
@@ -280,19 +280,15 @@ impl TaskOwner {
             });
             return;
         }
-        // An output larger than the journal's payload bound would be stored only in part
-        // (or not at all): it is refused like any other contract breach.
         let limit = self.recorder.journal().max_payload_bytes();
-        let verdict = check_payload(self.record.id, &output, limit)
-            .map_err(|e| Failure::Rejected(e.to_string()))
-            .and_then(|()| match &self.contract {
-                Some(c) => check_output(c, &self.task.input, &output),
-                None => Ok(()),
-            })
-            .and_then(|()| match &self.task.scope {
-                Some(scope) => check_touched(scope, self.contract.as_deref(), &output),
-                None => Ok(()),
-            });
+        let verdict = verdict(
+            self.record.id,
+            self.contract.as_deref(),
+            &self.task.input,
+            &output,
+            self.task.scope.as_deref(),
+            Some(limit),
+        );
         match verdict {
             Ok(()) => {
                 // One value for the record, the journal and whoever reads the outcome.
