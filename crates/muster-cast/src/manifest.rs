@@ -677,7 +677,11 @@ fn contract_conflicts(cast: &[(PathBuf, Manifest)], schemas: &SchemaStore) -> Ve
                     }
                 }
                 Some((first_file, first_agent, contract)) => {
-                    if let Err(what) = contract.same_contract(spec) {
+                    // A spec that does not compile is reported where it is loaded.
+                    let differs = spec
+                        .compile(schemas)
+                        .map_or(Ok(()), |c| contract.same_contract(&c));
+                    if let Err(what) = differs {
                         errors.push(ManifestError {
                             file: file.clone(),
                             field: format!("/capabilities/{i}"),

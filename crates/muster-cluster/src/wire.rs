@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use muster_core::agents::{AgentState, Failure};
 use muster_core::journal::Usage;
-use muster_core::messaging::{Capability, Envelope};
+use muster_core::messaging::{Capability, ContractDifference, ContractTerms, Envelope};
 
 /// The key-value bucket of agent instances: one key per instance, kept alive by its
 /// worker's heartbeats, gone when the bucket's age limit (the TTL) passes without one.
@@ -106,111 +106,61 @@ pub fn remote_id(node: &str, id: &str) -> String {
     format!("{id}@{node}")
 }
 
-/// A capability's contract as the cluster compares it: names, version and a digest of
-/// both schema documents and the acceptance rule.
+/// A capability's contract as the cluster compares it: its name and its
+/// [`ContractTerms`] (version, schema names, idempotence, acceptance rule and a digest of
+/// both schema documents), compared by the one definition of "same contract".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContractRecord {
     /// Capability name.
     pub name: String,
-    /// Contract version.
-    pub version: String,
-    /// Input schema name.
-    pub input: String,
-    /// Output schema name.
-    pub output: String,
-    /// FNV-1a 64 of the canonical JSON of both schema documents, the version and the
-    /// acceptance rule, in hex.
-    pub digest: String,
+    /// What must agree.
+    #[serde(flatten)]
+    pub terms: ContractTerms,
 }
 
 impl ContractRecord {
     /// The record of a compiled capability.
     pub fn of(c: &Capability) -> Self {
-        let canonical = serde_json::json!({
-            "version": c.spec.version,
-            "input": [c.spec.input, c.input.document],
-            "output": [c.spec.output, c.output.document],
-            "accept": c.spec.accept,
-        });
-        let mut text = String::new();
-        canonical_json(&canonical, &mut text);
         ContractRecord {
             name: c.name.to_string(),
-            version: c.spec.version.clone(),
-            input: c.spec.input.clone(),
-            output: c.spec.output.clone(),
-            digest: format!("{:016x}", fnv1a(text.as_bytes())),
+            terms: ContractTerms::of(c),
         }
     }
 
     /// `Err` says how `other` (a worker's) differs from this one (the cluster's).
     pub fn differs(&self, other: &ContractRecord) -> Result<(), String> {
-        if self.version != other.version {
-            return Err(format!(
-                "version {} here, {} in the cluster",
-                other.version, self.version
-            ));
-        }
-        if self.input != other.input || self.output != other.output {
-            return Err(format!(
+        let (ours, theirs) = (&self.terms, &other.terms);
+        other.terms.differs(&self.terms).map_err(|d| match d {
+            ContractDifference::Version {
+                ours: here,
+                theirs: cluster,
+            } => {
+                format!("version {here} here, {cluster} in the cluster")
+            }
+            ContractDifference::Input { .. } | ContractDifference::Output { .. } => format!(
                 "schemas {} -> {} here, {} -> {} in the cluster",
-                other.input, other.output, self.input, self.output
-            ));
-        }
-        if self.digest != other.digest {
-            let schemas = if self.input == self.output {
-                format!("schema `{}`", self.input)
-            } else {
-                format!("schema `{}` or `{}`", self.input, self.output)
-            };
-            return Err(format!(
-                "{schemas} (or the acceptance rule) differs from the cluster's \
-                 (digest {} here, {} in the cluster)",
-                other.digest, self.digest
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// JSON with object keys sorted, whatever order the document was read in.
-fn canonical_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical_json(&m[k], out);
+                theirs.input, theirs.output, ours.input, ours.output
+            ),
+            ContractDifference::Idempotent {
+                ours: here,
+                theirs: cluster,
+            } => {
+                format!("idempotent {here} here, {cluster} in the cluster")
             }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(x, out);
+            ContractDifference::Accept { .. } | ContractDifference::Documents { .. } => {
+                let schemas = if ours.input == ours.output {
+                    format!("schema `{}`", ours.input)
+                } else {
+                    format!("schema `{}` or `{}`", ours.input, ours.output)
+                };
+                format!(
+                    "{schemas} (or the acceptance rule) differs from the cluster's \
+                     (digest {} here, {} in the cluster)",
+                    theirs.digest, ours.digest
+                )
             }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
+        })
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// One agent instance as its worker publishes it in [`AGENTS_BUCKET`].
@@ -310,6 +260,7 @@ pub enum ControlMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use muster_core::messaging::canonical_json;
     use serde_json::json;
 
     #[test]

@@ -15,7 +15,10 @@ pub mod envelope;
 pub mod failure;
 pub mod scope;
 
-pub use capability::{AcceptRule, Capability, CapabilityError, CapabilitySpec, DEFAULT_REUSE_FOR};
+pub use capability::{
+    canonical_json, AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference,
+    ContractTerms, DEFAULT_REUSE_FOR,
+};
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
 pub use dead_letter::{DeadLetter, DeadLetters, DEFAULT_DEAD_LETTERS};
 pub use envelope::{Envelope, Recipient};

@@ -12,7 +12,9 @@
 pub mod actor;
 pub mod protocol;
 pub mod router;
+pub mod verdict;
 
 pub use actor::RouterActor;
 pub use protocol::Route;
 pub use router::{route, Router};
+pub use verdict::verdict;

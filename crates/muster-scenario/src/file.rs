@@ -381,7 +381,11 @@ impl Scenario {
             for (j, spec) in a.capabilities.iter().enumerate() {
                 match first.get(spec.name.as_str()) {
                     Some((k, agent, c)) => {
-                        if let Err(what) = c.same_contract(spec) {
+                        // A spec that does not compile is reported with its agent.
+                        let differs = spec
+                            .compile(schemas)
+                            .map_or(Ok(()), |theirs| c.same_contract(&theirs));
+                        if let Err(what) = differs {
                             problems.push(err(
                                 &format!("agents[{i}].capabilities[{j}]"),
                                 format!(

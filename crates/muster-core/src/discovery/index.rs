@@ -283,7 +283,7 @@ impl CapabilityIndex {
         match self.caps.get(contract.name.as_ref()) {
             Some(e) => {
                 e.contract
-                    .same_contract(&contract.spec)
+                    .same_contract(contract)
                     .map_err(|what| CapabilityError::Conflict {
                         capability: contract.name.to_string(),
                         by: e.declared_by.to_string(),

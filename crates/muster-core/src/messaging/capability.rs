@@ -292,27 +292,202 @@ impl AcceptRule {
 }
 
 impl Capability {
-    /// Whether two declarations describe the same contract; `Err` says what differs.
-    pub fn same_contract(&self, other: &CapabilitySpec) -> Result<(), String> {
-        let a = &self.spec;
-        if a.version != other.version {
-            return Err(format!("version {} vs {}", a.version, other.version));
+    /// Whether two declarations describe the same contract (see [`ContractTerms`]); `Err`
+    /// says what differs, this one's first.
+    pub fn same_contract(&self, other: &Capability) -> Result<(), String> {
+        ContractTerms::of(self)
+            .differs(&ContractTerms::of(other))
+            .map_err(|d| match d {
+                ContractDifference::Version { ours, theirs } => {
+                    format!("version {ours} vs {theirs}")
+                }
+                ContractDifference::Input { ours, theirs } => {
+                    format!("input schema {ours} vs {theirs}")
+                }
+                ContractDifference::Output { ours, theirs } => {
+                    format!("output schema {ours} vs {theirs}")
+                }
+                ContractDifference::Idempotent { ours, theirs } => {
+                    format!("idempotent {ours} vs {theirs}")
+                }
+                ContractDifference::Accept { ours, theirs } => {
+                    format!("accept rule {ours:?} vs {theirs:?}")
+                }
+                ContractDifference::Documents { ours, theirs } => format!(
+                    "schema documents of `{}` -> `{}` (digest {ours} vs {theirs})",
+                    self.spec.input, self.spec.output
+                ),
+            })
+    }
+}
+
+/// What two declarations of one capability must agree on to be the same contract: the
+/// version, the input and output schemas (names and documents), the acceptance rule and
+/// whether it is idempotent. The one definition of "same contract": the runtime checks it
+/// when a second agent declares a capability, the cast check before anything runs, and a
+/// cluster on the wire (where the documents travel as a digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractTerms {
+    /// Contract version.
+    pub version: String,
+    /// Input schema name.
+    pub input: String,
+    /// Output schema name.
+    pub output: String,
+    /// Whether identical work may be reused (an older record without it reads `false`).
+    #[serde(default)]
+    pub idempotent: bool,
+    /// The acceptance rule's source, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept: Option<String>,
+    /// FNV-1a 64 of the canonical JSON (keys sorted) of both schema documents, the version
+    /// and the acceptance rule, in hex.
+    pub digest: String,
+}
+
+/// How two [`ContractTerms`] differ: the first term that does, `ours` then `theirs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContractDifference {
+    /// Another version.
+    Version {
+        /// This side's.
+        ours: String,
+        /// The other side's.
+        theirs: String,
+    },
+    /// Another input schema name.
+    Input {
+        /// This side's.
+        ours: String,
+        /// The other side's.
+        theirs: String,
+    },
+    /// Another output schema name.
+    Output {
+        /// This side's.
+        ours: String,
+        /// The other side's.
+        theirs: String,
+    },
+    /// One is idempotent, the other not.
+    Idempotent {
+        /// This side's.
+        ours: bool,
+        /// The other side's.
+        theirs: bool,
+    },
+    /// Another acceptance rule.
+    Accept {
+        /// This side's.
+        ours: Option<String>,
+        /// The other side's.
+        theirs: Option<String>,
+    },
+    /// The same names, but other schema documents (their digests).
+    Documents {
+        /// This side's digest.
+        ours: String,
+        /// The other side's digest.
+        theirs: String,
+    },
+}
+
+impl ContractTerms {
+    /// The terms of a compiled capability.
+    pub fn of(c: &Capability) -> Self {
+        let canonical = serde_json::json!({
+            "version": c.spec.version,
+            "input": [c.spec.input, c.input.document],
+            "output": [c.spec.output, c.output.document],
+            "accept": c.spec.accept,
+        });
+        let mut text = String::new();
+        canonical_json(&canonical, &mut text);
+        ContractTerms {
+            version: c.spec.version.clone(),
+            input: c.spec.input.clone(),
+            output: c.spec.output.clone(),
+            idempotent: c.spec.idempotent,
+            accept: c.spec.accept.clone(),
+            digest: format!("{:016x}", fnv1a(text.as_bytes())),
         }
-        if a.input != other.input {
-            return Err(format!("input schema {} vs {}", a.input, other.input));
+    }
+
+    /// `Err` names the first term in which `other` differs from these.
+    pub fn differs(&self, other: &ContractTerms) -> Result<(), ContractDifference> {
+        let pair = |a: &String, b: &String| (a.clone(), b.clone());
+        if self.version != other.version {
+            let (ours, theirs) = pair(&self.version, &other.version);
+            return Err(ContractDifference::Version { ours, theirs });
         }
-        if a.output != other.output {
-            return Err(format!("output schema {} vs {}", a.output, other.output));
+        if self.input != other.input {
+            let (ours, theirs) = pair(&self.input, &other.input);
+            return Err(ContractDifference::Input { ours, theirs });
         }
-        if a.idempotent != other.idempotent {
-            return Err(format!(
-                "idempotent {} vs {}",
-                a.idempotent, other.idempotent
-            ));
+        if self.output != other.output {
+            let (ours, theirs) = pair(&self.output, &other.output);
+            return Err(ContractDifference::Output { ours, theirs });
         }
-        if a.accept != other.accept {
-            return Err(format!("accept rule {:?} vs {:?}", a.accept, other.accept));
+        if self.idempotent != other.idempotent {
+            return Err(ContractDifference::Idempotent {
+                ours: self.idempotent,
+                theirs: other.idempotent,
+            });
+        }
+        if self.accept != other.accept {
+            return Err(ContractDifference::Accept {
+                ours: self.accept.clone(),
+                theirs: other.accept.clone(),
+            });
+        }
+        if self.digest != other.digest {
+            let (ours, theirs) = pair(&self.digest, &other.digest);
+            return Err(ContractDifference::Documents { ours, theirs });
         }
         Ok(())
     }
+}
+
+/// JSON with object keys sorted, whatever order the document was read in: the one
+/// canonical JSON contracts are digested from.
+#[doc(hidden)]
+pub fn canonical_json(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical_json(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// FNV-1a 64.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::agents::{Assign, AttemptReport, InstanceHandle, ReplyTo};
+use super::verdict::verdict;
+use crate::agents::{Assign, AttemptReport, Failure, InstanceHandle, ReplyTo};
 use crate::discovery::{CapabilityIndex, PickError};
 use crate::ids::IdGen;
 use crate::journal::{Event, Recorder};
@@ -258,25 +259,29 @@ pub async fn route(
             return Err(router.fail(env, FailureReason::AgentFailed, detail, None));
         }
     };
-    // The reply crosses a boundary too: check it against the capability's output schema.
-    let out_schema = match &env.recipient {
+    // The reply crosses a boundary too: it gets the verdict a task's result gets (a routed
+    // reply is not journaled whole, so the payload bound does not apply).
+    let contract = match &env.recipient {
         Recipient::Capability(c) => router.index.contract(c),
         Recipient::Agent(_) => router.index.contract(&env.topic),
     };
-    let schema_name = match &out_schema {
-        Some(c) => {
-            if let Err(e) = c.output.validate(&output) {
-                return Err(router.fail(
-                    env,
-                    FailureReason::ReplyViolation,
-                    e.to_string(),
-                    Some(e),
-                ));
-            }
-            c.output.name.clone()
-        }
-        None => Arc::from(""),
-    };
+    let task = env.task_id.unwrap_or(env.id);
+    let judged = verdict(
+        task,
+        contract.as_deref(),
+        &env.payload,
+        &output,
+        env.scope.as_deref(),
+        None,
+    );
+    if let Err(f) = judged {
+        let (detail, error) = match f {
+            Failure::ContractViolation(e) => (e.to_string(), Some(e)),
+            other => (other.detail(), None),
+        };
+        return Err(router.fail(env, FailureReason::ReplyViolation, detail, error));
+    }
+    let schema_name = contract.map_or_else(|| Arc::from(""), |c| c.output.name.clone());
     let reply = Envelope {
         id: router.ids.next(router.recorder.now_ms()),
         correlation_id: env.correlation_id,

@@ -1,0 +1,309 @@
+//! Leases and attempts: looking for an agent, granting a lease under a fresh epoch,
+//! ending it, and what a result or a failure of an attempt does (G2: a result of another
+//! epoch is stale).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::super::protocol::LeaseHeartbeat;
+use super::super::record::{Lease, LeaseOutcome, TaskStatus};
+use super::super::timers::Due;
+use super::phase::{ActiveLease, Phase};
+use super::waits::InLine;
+use super::{Cx, TaskOwner};
+use crate::agents::{Failure, InstanceHandle, ReplyTo};
+use crate::discovery::PickError;
+use crate::journal::Event;
+use crate::messaging::{Envelope, Recipient};
+use crate::routing::verdict;
+
+impl TaskOwner {
+    pub(super) fn try_lease(&mut self, cx: &mut Cx) {
+        self.look(None, cx);
+    }
+
+    /// Leases the task to the best agent now, or waits for one; `woken`: the hop count of
+    /// the freed slot that woke this owner from the capability's line, if one did (if the
+    /// slot is gone by the time it looks, it goes back to the head of the line; if it
+    /// cannot take it, it passes it on).
+    pub(super) fn look(&mut self, woken: Option<u32>, cx: &mut Cx) {
+        if self.done() || self.leased().is_some() {
+            return;
+        }
+        if self.attempts_used() >= self.task.attempts {
+            let reason = format!(
+                "attempt budget of {} spent; last failure: {}",
+                self.task.attempts,
+                self.last_failure()
+            );
+            self.escalate(reason, cx);
+            return;
+        }
+        // The contract may be unknown if the task was submitted before any agent declared
+        // the capability: check the input now, before anything is leased (G3).
+        if self.contract.is_none() {
+            if let Some(c) = self.owners.router.index().contract(&self.task.capability) {
+                if let Err(e) = c.input.validate(&self.task.input) {
+                    self.escalate(format!("input violates the capability's contract: {e}"), cx);
+                    return;
+                }
+                self.contract = Some(c);
+            }
+        }
+        let index = self.owners.router.index().clone();
+        let picked = match index.pick(&self.task.capability, &self.excluded, self.shard) {
+            Err(PickError::AllFull) => {
+                // Look again with a place in line, atomically: a slot freed since the
+                // first look is taken now, and one freed later wakes this owner.
+                let (tx, rx) = oneshot::channel();
+                let line = InLine {
+                    rx,
+                    index: index.clone(),
+                    capability: self.topic.clone(),
+                };
+                match index.pick_or_wait(
+                    &self.task.capability,
+                    &self.excluded,
+                    self.shard,
+                    tx,
+                    woken,
+                ) {
+                    Err(PickError::AllFull) => return self.wait_in_line(line, cx),
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        match picked {
+            Ok((contract, handle)) => {
+                self.contract = Some(contract);
+                self.lease_to(handle, cx);
+            }
+            // Nobody serves it (a full capability waited in line above).
+            Err(_) => self.wait_for_agent(cx),
+        }
+    }
+
+    pub(super) fn lease_to(&mut self, handle: Arc<InstanceHandle>, cx: &mut Cx) {
+        self.line_waits = 0;
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let attempt = self.attempts_used() + 1;
+        if attempt > 1 {
+            // Counted when the task actually moves to another agent, not when an attempt
+            // fails (it may then wait, or be escalated, instead).
+            self.owners.stats.reassigned();
+        }
+        let _span = tracing::debug_span!(
+            "lease",
+            run = %self.record.correlation,
+            task = %self.record.id,
+            epoch = self.epoch,
+            agent = %handle.id,
+        )
+        .entered();
+        tracing::debug!(attempt, "lease granted");
+        // One clock read for the whole lease.
+        let now = tokio::time::Instant::now();
+        let now_ms = self.recorder.clock().at_ms(now);
+        let deadline = now + self.task.timeout;
+        let contract = self.contract.as_ref();
+        let envelope = Arc::new(Envelope {
+            id: self.owners.router.ids().next(now_ms),
+            correlation_id: self.record.correlation,
+            causation_id: self.last_envelope,
+            topic: self.topic.clone(),
+            sender: self.sender.clone(),
+            recipient: Recipient::Agent(handle.id.clone()),
+            schema: contract
+                .map(|c| c.input.name.clone())
+                .unwrap_or_else(|| Arc::from("")),
+            payload: self.task.input.clone(),
+            task_id: Some(self.record.id),
+            attempt,
+            epoch,
+            created_at: now_ms,
+            deadline: Some(now_ms + self.task.timeout.as_millis() as u64),
+            scope: self.task.scope.clone(),
+        });
+        self.record.status = TaskStatus::Leased;
+        self.record.leases.push(Lease {
+            agent: handle.id.clone(),
+            epoch,
+            attempt,
+            started_ms: now_ms,
+            ended_ms: None,
+            outcome: LeaseOutcome::Running,
+            envelope: Some(envelope.id),
+        });
+        self.recorder.record_at(
+            now_ms,
+            Event::LeaseGranted {
+                task: self.record.id,
+                agent: handle.id.clone(),
+                epoch,
+                attempt,
+                envelope: envelope.id,
+                routed: Some(envelope.clone()),
+            },
+        );
+        let task = self.record.id;
+        let timer = cx.timers.at(deadline, task, Due::Attempt { epoch });
+        let heartbeat_every = contract.and_then(|c| c.spec.heartbeat);
+        let (heartbeat, heartbeat_check) = match heartbeat_every {
+            Some(every) => {
+                let to = cx.beat.clone();
+                let beat: Arc<dyn Fn() + Send + Sync> =
+                    Arc::new(move || to.do_send(LeaseHeartbeat { task, epoch }));
+                let check = cx
+                    .timers
+                    .at(now + every, task, Due::Heartbeat { epoch, every });
+                (Some(beat), Some(check))
+            }
+            None => (None, None),
+        };
+        self.last_envelope = Some(envelope.id);
+        self.outstanding.push(epoch);
+        // Journaled above, whole, in `lease_granted`.
+        self.owners.router.hand_over(
+            &handle,
+            envelope,
+            deadline,
+            ReplyTo::Owner(cx.reply.clone()),
+            heartbeat,
+        );
+        self.enter(
+            Phase::Leased(ActiveLease {
+                handle,
+                epoch,
+                timer,
+                heartbeat_check,
+                last_heartbeat: now,
+            }),
+            cx.timers,
+        );
+    }
+
+    pub(super) fn last_failure(&self) -> String {
+        self.record
+            .leases
+            .iter()
+            .rev()
+            .find_map(|l| match &l.outcome {
+                LeaseOutcome::Failed { failure } => Some(format!("{} on {}", failure, l.agent)),
+                _ => None,
+            })
+            .unwrap_or_else(|| "none".into())
+    }
+
+    /// Ends the current lease; returns its agent if `epoch` is the current lease.
+    pub(super) fn end_lease(
+        &mut self,
+        epoch: u64,
+        outcome: LeaseOutcome,
+        cx: &mut Cx,
+    ) -> Option<Arc<InstanceHandle>> {
+        if self.leased().is_none_or(|l| l.epoch != epoch) {
+            return None;
+        }
+        let Phase::Leased(lease) = self.enter(Phase::Pending, cx.timers) else {
+            return None;
+        };
+        let now = self.recorder.now_ms();
+        if let Some(l) = self
+            .record
+            .leases
+            .iter_mut()
+            .rev()
+            .find(|l| l.epoch == epoch)
+        {
+            l.ended_ms = Some(now);
+            l.outcome = outcome;
+        }
+        self.record.status = TaskStatus::Pending;
+        Some(lease.handle)
+    }
+
+    pub(super) fn attempt_failed(&mut self, epoch: u64, failure: Failure, cx: &mut Cx) {
+        if self.done() {
+            return;
+        }
+        let Some(handle) = self.end_lease(
+            epoch,
+            LeaseOutcome::Failed {
+                failure: failure.clone(),
+            },
+            cx,
+        ) else {
+            return; // a failure of a superseded lease changes nothing
+        };
+        tracing::debug!(task = %self.record.id, agent = %handle.id, epoch, %failure, "attempt failed");
+        self.recorder.record(Event::AttemptFailed {
+            task: self.record.id,
+            agent: handle.id.clone(),
+            epoch,
+            reason: failure.reason().into(),
+            detail: failure.detail(),
+        });
+        self.owners.stats.attempt_failed();
+        if !self.excluded.contains(&handle.id) {
+            self.excluded.push(handle.id.clone());
+        }
+        let failures = self.attempts_used();
+        if failures >= self.task.attempts {
+            self.try_lease(cx); // escalates with the budget message
+            return;
+        }
+        let delay = self.task.backoff.delay(failures);
+        if delay.is_zero() {
+            self.try_lease(cx);
+        } else {
+            let at = tokio::time::Instant::now() + delay;
+            let timer = cx.timers.at(at, self.record.id, Due::Retry);
+            self.enter(Phase::Backoff { timer }, cx.timers);
+        }
+    }
+
+    pub(super) fn on_result(&mut self, epoch: u64, agent: Arc<str>, output: Value, cx: &mut Cx) {
+        let current = self.leased().map(|l| l.epoch);
+        if current != Some(epoch) || self.done() {
+            // A result from a superseded epoch: fenced (G2).
+            self.record.stale_rejected += 1;
+            self.owners.stats.stale();
+            self.recorder.record(Event::ResultStale {
+                task: self.record.id,
+                agent,
+                epoch,
+                current_epoch: current.unwrap_or(if self.done() { 0 } else { self.epoch }),
+            });
+            return;
+        }
+        let limit = self.recorder.journal().max_payload_bytes();
+        let verdict = verdict(
+            self.record.id,
+            self.contract.as_deref(),
+            &self.task.input,
+            &output,
+            self.task.scope.as_deref(),
+            Some(limit),
+        );
+        match verdict {
+            Ok(()) => {
+                // One value for the record, the journal and whoever reads the outcome.
+                let output = Arc::new(output);
+                self.end_lease(epoch, LeaseOutcome::Completed, cx);
+                self.recorder.record(Event::ResultAccepted {
+                    task: self.record.id,
+                    agent,
+                    epoch,
+                    output: output.clone(),
+                });
+                self.record.output = Some(output);
+                self.finish(TaskStatus::Completed, cx);
+            }
+            Err(f) => self.attempt_failed(epoch, f, cx),
+        }
+    }
+}
