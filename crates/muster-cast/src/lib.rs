@@ -15,6 +15,6 @@ pub mod builtins;
 pub mod manifest;
 
 pub use manifest::{
-    load_cast, BackendSpec, CastError, Manifest, ManifestError, SimBackend, MAX_CAST_INSTANCES,
-    MAX_CONCURRENCY, MAX_MAILBOX, MAX_REPLICAS,
+    load_cast, BackendError, BackendSpec, CastError, Manifest, ManifestError, SimBackend,
+    MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX, MAX_REPLICAS,
 };

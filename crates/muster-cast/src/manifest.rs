@@ -542,19 +542,15 @@ impl Manifest {
 
     /// The agent type this manifest declares. `schemas` holds the capabilities' output
     /// schemas, from which a simulated agent generates its outputs.
-    pub fn to_def(&self, schemas: &Arc<SchemaStore>) -> Result<AgentDef, String> {
+    pub fn to_def(&self, schemas: &Arc<SchemaStore>) -> Result<AgentDef, BackendError> {
         let factory: Arc<dyn muster_core::agents::AgentFactory> = match &self.backend {
             BackendSpec::Function { name } => super::builtins::builtin(name)
                 .map(Arc::from)
-                .ok_or_else(|| format!("no built-in function agent `{name}`"))?,
+                .ok_or_else(|| BackendError::NoBuiltin { name: name.clone() })?,
             BackendSpec::Command(c) => Arc::new(CommandFactory(c.clone())),
             BackendSpec::Llm(c) => Arc::new(
-                LlmFactory::new(c.clone(), self.outputs(), schemas.clone()).map_err(|es| {
-                    es.into_iter()
-                        .map(|(f, m)| format!("/backend{f}: {m}"))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })?,
+                LlmFactory::new(c.clone(), self.outputs(), schemas.clone())
+                    .map_err(|problems| BackendError::Llm { problems })?,
             ),
             BackendSpec::Sim(sim) => Arc::new(SimFactory {
                 model: sim.model.clone(),
@@ -582,6 +578,24 @@ impl Manifest {
             layer: None,
         })
     }
+}
+
+/// A manifest that loaded but whose backend cannot make agents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// `kind = "function"` names no built-in agent.
+    #[error("no built-in function agent `{name}`")]
+    NoBuiltin {
+        /// The name given.
+        name: String,
+    },
+    /// The LLM backend's settings do not hold together: each problem is a field under
+    /// `/backend` and what is wrong with it.
+    #[error("{}", problems.iter().map(|(f, m)| format!("/backend{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    Llm {
+        /// `(field, message)` pairs.
+        problems: Vec<(String, String)>,
+    },
 }
 
 fn field_of(e: &config::ConfigError) -> String {

@@ -64,3 +64,36 @@ pub fn resident_memory() -> Option<(u64, u64)> {
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
+
+/// How much of a value an error message quotes.
+pub const QUOTE_LIMIT: usize = 256;
+
+/// `v` as compact JSON, cut to its first [`QUOTE_LIMIT`] bytes (at a character boundary)
+/// with its full size appended when longer, so an error that echoes input stays small
+/// however large the input is.
+pub fn bounded_json(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.len() <= QUOTE_LIMIT {
+        return text;
+    }
+    let mut end = QUOTE_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_value_is_quoted_by_a_bounded_prefix_with_its_size() {
+        let small = serde_json::json!({"a": 1});
+        assert_eq!(bounded_json(&small), r#"{"a":1}"#);
+        let big = serde_json::json!({"s": "é".repeat(10_000)});
+        let q = bounded_json(&big);
+        assert!(q.len() < QUOTE_LIMIT + 32, "{}", q.len());
+        assert!(q.ends_with(&format!("({} bytes)", big.to_string().len())));
+    }
+}

@@ -50,18 +50,18 @@ pub enum TokenSource {
 impl Token {
     /// Checks a token's text: 16 to 4096 printable ASCII characters, no spaces. `origin`
     /// names where it came from in the error.
-    pub fn parse(text: &str, origin: &str) -> Result<Token, String> {
+    pub fn parse(text: &str, origin: &str) -> Result<Token, TokenError> {
         let t = text.trim();
         if t.len() < MIN_TOKEN_LEN || t.len() > MAX_TOKEN_LEN {
-            return Err(format!(
-                "{origin}: the token is {} characters long; it must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN}",
-                t.len()
-            ));
+            return Err(TokenError::Length {
+                origin: origin.into(),
+                len: t.len(),
+            });
         }
         if !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!(
-                "{origin}: the token must be printable ASCII without spaces"
-            ));
+            return Err(TokenError::Characters {
+                origin: origin.into(),
+            });
         }
         Ok(Token(t.to_string()))
     }
@@ -81,10 +81,12 @@ impl Token {
     pub fn load(
         file: Option<&Path>,
         var: Option<&str>,
-    ) -> Result<Option<(Token, TokenSource)>, String> {
+    ) -> Result<Option<(Token, TokenSource)>, TokenError> {
         if let Some(f) = file {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| format!("{}: cannot read the token file: {e}", f.display()))?;
+            let text = std::fs::read_to_string(f).map_err(|source| TokenError::ReadFile {
+                path: f.to_path_buf(),
+                source,
+            })?;
             let first = text.lines().next().unwrap_or("");
             let t = Token::parse(first, &f.display().to_string())?;
             return Ok(Some((t, TokenSource::File(f.to_path_buf()))));
@@ -96,35 +98,97 @@ impl Token {
                 TokenSource::Env(name.into()),
             ))),
             Err(std::env::VarError::NotPresent) if var.is_none() => Ok(None),
-            Err(std::env::VarError::NotPresent) => {
-                Err(format!("--token-env {name}: the variable is not set"))
-            }
+            Err(std::env::VarError::NotPresent) => Err(TokenError::VarNotSet { name: name.into() }),
             Err(std::env::VarError::NotUnicode(_)) => {
-                Err(format!("{name}: the token is not valid UTF-8"))
+                Err(TokenError::VarNotUnicode { name: name.into() })
             }
         }
     }
 
     /// Generates a random token (256 bits from the OS, hex) and writes it to `path` with
     /// mode 0600 (the parent directory is created).
-    pub fn generate(path: &Path) -> Result<Token, String> {
+    pub fn generate(path: &Path) -> Result<Token, TokenError> {
         let mut bytes = [0u8; 32];
         {
             use std::io::Read;
-            let mut f = std::fs::File::open("/dev/urandom")
-                .map_err(|e| format!("/dev/urandom: cannot read random bytes: {e}"))?;
-            f.read_exact(&mut bytes)
-                .map_err(|e| format!("/dev/urandom: cannot read random bytes: {e}"))?;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .map_err(|source| TokenError::Random { source })?;
         }
         let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| TokenError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         }
-        write_private(path, &text)
-            .map_err(|e| format!("{}: cannot write the token: {e}", path.display()))?;
+        write_private(path, &text).map_err(|source| TokenError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Token(text))
     }
+}
+
+/// A token that cannot be read, checked or written; every variant names where.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Too short or too long.
+    #[error("{origin}: the token is {len} characters long; it must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN}")]
+    Length {
+        /// Where it came from (a file or a variable).
+        origin: String,
+        /// Its length.
+        len: usize,
+    },
+    /// Not printable ASCII, or with spaces.
+    #[error("{origin}: the token must be printable ASCII without spaces")]
+    Characters {
+        /// Where it came from.
+        origin: String,
+    },
+    /// The token file cannot be read.
+    #[error("{}: cannot read the token file: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--token-env NAME` names a variable that is not set.
+    #[error("--token-env {name}: the variable is not set")]
+    VarNotSet {
+        /// The variable.
+        name: String,
+    },
+    /// The variable's value is not UTF-8.
+    #[error("{name}: the token is not valid UTF-8")]
+    VarNotUnicode {
+        /// The variable.
+        name: String,
+    },
+    /// No random bytes for a generated token.
+    #[error("/dev/urandom: cannot read random bytes: {source}")]
+    Random {
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The generated token's directory cannot be created.
+    #[error("{}: cannot create the directory: {source}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The generated token cannot be written.
+    #[error("{}: cannot write the token: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Writes `text` to a file only its owner can read (0600 from its creation on).

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-pub use auth::{Token, TokenSource};
+pub use auth::{Token, TokenError, TokenSource};
 pub use error::{ApiError, BODY_LIMIT};
 pub use events::Streams;
 pub use node::{Live, Node};

@@ -102,17 +102,39 @@ impl StepScope {
     /// let scope = s.render(&[("input", &json!({"module": "user"}))]).unwrap();
     /// assert!(scope.allows_write("src/user/mod.rs"));
     /// ```
-    pub fn render(&self, vars: &[(&str, &Value)]) -> Result<Scope, String> {
+    pub fn render(&self, vars: &[(&str, &Value)]) -> Result<Scope, ScopeMappingError> {
         match self {
             StepScope::Fixed(s) => Ok(s.clone()),
             StepScope::Mapped(c) => {
                 let v = c
                     .eval_json(vars)
-                    .map_err(|e| format!("scope mapping failed: {e}"))?;
-                scope_from(&v).map_err(|e| format!("scope mapping gave {v}: {e}"))
+                    .map_err(|source| ScopeMappingError::Eval { source })?;
+                scope_from(&v).map_err(|message| ScopeMappingError::NotAScope {
+                    value: muster_core::util::bounded_json(&v),
+                    message,
+                })
             }
         }
     }
+}
+
+/// A step's scope mapping that gave no scope.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeMappingError {
+    /// The CEL expression failed.
+    #[error("scope mapping failed: {source}")]
+    Eval {
+        /// Why.
+        source: muster_core::ConditionError,
+    },
+    /// It gave a value that is not `{write: [...], read: [...]}`.
+    #[error("scope mapping gave {value}: {message}")]
+    NotAScope {
+        /// The value (a bounded prefix of its JSON).
+        value: String,
+        /// Why it is not a scope.
+        message: String,
+    },
 }
 
 /// A scope from its JSON form `{write: [...], read: [...]}` (both optional).

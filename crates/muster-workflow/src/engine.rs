@@ -214,8 +214,8 @@ impl RunState<'_> {
                 s.render(&[("run", &self.run), ("steps", steps), ("input", &task.input)]);
             match rendered {
                 Ok(scope) => task = task.scope(scope),
-                Err(reason) => {
-                    return self.refused(name, reason);
+                Err(e) => {
+                    return self.refused(name, e.to_string());
                 }
             }
         }

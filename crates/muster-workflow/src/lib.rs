@@ -19,7 +19,7 @@ pub mod outcome;
 pub mod recovery;
 
 pub use check::{check, Finding};
-pub use definition::{Next, Rule, Step, Workflow, WorkflowError};
+pub use definition::{Next, Rule, ScopeMappingError, Step, Workflow, WorkflowError};
 pub use engine::{RunError, RunOptions, WorkflowExt};
 pub use gates::{ApproveError, Decision, Gates};
 pub use outcome::{

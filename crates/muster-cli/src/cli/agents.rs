@@ -35,7 +35,8 @@ pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliE
     })?;
     let mut defs = Vec::new();
     for (file, m) in manifests {
-        let def = m.to_def(&store.clone().into()).map_err(|message| {
+        let def = m.to_def(&store.clone().into()).map_err(|e| {
+            let message = e.to_string();
             CliError::bad_input(
                 format!("{}: /backend: {message}", file.display()),
                 json!({"file": file, "field": "/backend", "message": message}),

@@ -55,7 +55,7 @@ impl Client {
             ));
         }
         let token = Token::load(args.token_file.as_deref(), args.token_env.as_deref())
-            .map_err(|m| CliError::bad_input(m, json!({})))?
+            .map_err(|e| CliError::bad_input(e.to_string(), json!({})))?
             .map(|(t, _)| t)
             .ok_or_else(|| {
                 CliError::bad_input(

@@ -133,7 +133,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             workflows.insert(wf.name.clone(), Arc::new(wf));
         }
     }
-    let bad = |m: String| CliError::bad_input(m, json!({}));
+    let bad = |e: muster::serve::TokenError| CliError::bad_input(e.to_string(), json!({}));
     let (token, source) =
         match Token::load(args.token_file.as_deref(), args.token_env.as_deref()).map_err(bad)? {
             Some(found) => found,

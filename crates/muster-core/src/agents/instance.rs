@@ -87,9 +87,13 @@ async fn within_workspace(
             w.field
         )));
     };
-    let before = listing(dir.clone()).await.map_err(AgentError::new)?;
+    let before = listing(dir.clone())
+        .await
+        .map_err(|e| AgentError::new(e.to_string()))?;
     let output = work.await?;
-    let after = listing(dir).await.map_err(AgentError::new)?;
+    let after = listing(dir)
+        .await
+        .map_err(|e| AgentError::new(e.to_string()))?;
     let changed = before.changed(&after);
     if changed.is_empty() {
         return Ok(output);

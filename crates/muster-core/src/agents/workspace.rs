@@ -34,15 +34,17 @@ impl Listing {
     /// assert_eq!(before.changed(&after), ["src/a.txt"]);
     /// std::fs::remove_dir_all(&dir).unwrap();
     /// ```
-    pub fn of(dir: &Path) -> Result<Listing, String> {
+    pub fn of(dir: &Path) -> Result<Listing, ListingError> {
         let mut files = BTreeMap::new();
         if !dir.exists() {
             return Ok(Listing(files));
         }
         let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            let entries =
-                std::fs::read_dir(&d).map_err(|e| format!("cannot list {}: {e}", d.display()))?;
+            let entries = std::fs::read_dir(&d).map_err(|source| ListingError::Read {
+                dir: d.clone(),
+                source,
+            })?;
             for entry in entries.flatten() {
                 let Ok(kind) = entry.file_type() else {
                     continue;
@@ -69,10 +71,9 @@ impl Listing {
                     ),
                 );
                 if files.len() > MAX_WORKSPACE_FILES {
-                    return Err(format!(
-                        "the workspace {} holds more than {MAX_WORKSPACE_FILES} files",
-                        dir.display()
-                    ));
+                    return Err(ListingError::TooMany {
+                        dir: dir.to_path_buf(),
+                    });
                 }
             }
         }
@@ -99,11 +100,36 @@ impl Listing {
     }
 }
 
+/// A workspace that cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    /// A directory of it cannot be read.
+    #[error("cannot list {}: {source}", dir.display())]
+    Read {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It holds more files than a listing keeps.
+    #[error("the workspace {} holds more than {MAX_WORKSPACE_FILES} files", dir.display())]
+    TooMany {
+        /// The workspace.
+        dir: PathBuf,
+    },
+    /// The blocking task that lists it panicked or was cancelled.
+    #[error("the workspace listing failed: {source}")]
+    Task {
+        /// Why.
+        source: tokio::task::JoinError,
+    },
+}
+
 /// Lists `dir` on tokio's blocking pool, so a large workspace never stalls an actor.
-pub async fn listing(dir: PathBuf) -> Result<Listing, String> {
+pub async fn listing(dir: PathBuf) -> Result<Listing, ListingError> {
     tokio::task::spawn_blocking(move || Listing::of(&dir))
         .await
-        .unwrap_or_else(|e| Err(format!("the workspace listing failed: {e}")))
+        .unwrap_or_else(|source| Err(ListingError::Task { source }))
 }
 
 #[cfg(test)]
