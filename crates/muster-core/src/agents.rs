@@ -5,9 +5,10 @@
 //! that a panic, an error or an overrun becomes a structured [`Failure`] (never a silently
 //! dead actor), its [`protocol`] (the messages other layers send it and the report every
 //! attempt ends in), the [`InstanceHandle`] the rest of the runtime holds of an instance,
-//! the supervisor of one agent type's instances ([`group`]), and the shipped backends:
-//! [`function`] and [`typed`] (Rust closures), [`command`] (external programs) and
-//! [`sim`] (simulated agents acting out a fault model) and [`llm`] (a model behind an
+//! the supervisor of one agent type's instances ([`group`]), and the in-process backends
+//! [`function`] and [`typed`] (Rust closures). The other backends are crates of their own
+//! that implement the same trait: `muster-command` (external programs), `muster-sim`
+//! (simulated agents acting out a fault model) and `muster-llm` (a model behind an
 //! OpenAI-compatible chat-completions endpoint, its output held to the capability's
 //! schema). What the runtime lends an agent type at registration (shared services,
 //! delegation of sub-tasks) is an [`AgentHost`]. It does not choose who gets work

@@ -9,10 +9,15 @@
 //! ```
 //!
 //! Owns start-up, registration of agent types, submission of tasks and shutdown; each of
-//! those is handed to the layer that owns it. All actors live on one arbiter (thread): a
-//! task stays on it from submission to completion. From a plain `#[tokio::main]` program
-//! the runtime starts its own thread and the handle talks to it. Layers above (workflows,
-//! the cast, front ends) use the runtime only through the public [`Muster`] handle.
+//! those is handed to the layer that owns it. The runtime runs on
+//! [`RuntimeConfig::shards`] arbiters (threads; one by default when embedded): shard 0
+//! holds the supervisors, the registry and the router; instance `i` of an agent type runs
+//! on shard `i % n`, and a task's owner runs in the owner shard of the thread that
+//! submitted it, so a task whose instance is on that shard stays on one thread from
+//! submission to completion (docs/architecture.md, "Threads: shards"). From a plain
+//! `#[tokio::main]` program the runtime starts its own threads and the handle talks to
+//! them. Layers above (workflows, the cast, front ends) use the runtime only through the
+//! public [`Muster`] handle.
 
 pub mod builder;
 pub mod config;

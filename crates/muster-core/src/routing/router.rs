@@ -5,8 +5,11 @@
 //! from other threads and waits for their replies.
 //! Task owners call `Router::deliver` inline: a task stays on one thread from submission to
 //! completion, and a hop through another actor would cost a mailbox round trip per handoff.
-//! The transport seam for remote agents is `Router::deliver`: everything that reaches an
-//! instance passes through it.
+//! The transport seam for remote agents is the instance's
+//! [`Mailbox`](crate::agents::Mailbox) port behind its [`InstanceHandle`]: the router
+//! delivers to a handle, and a handle whose mailbox is a remote instance (the cluster's
+//! `RemoteMailbox`) or a simulated network node (the simulator's `NodeMailbox`) carries the
+//! assignment there; the router does not know which.
 
 use std::sync::Arc;
 use std::time::Duration;
