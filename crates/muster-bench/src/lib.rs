@@ -18,7 +18,7 @@
 //! println!("{}", report.to_text());
 //! # });
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod baseline;
 pub mod payload;

@@ -9,7 +9,7 @@
 //! leaves nothing half-registered. An override must have its field's type, and counts are
 //! bounded ([`MAX_REPLICAS`], [`MAX_CONCURRENCY`], [`MAX_MAILBOX`], [`MAX_CAST_INSTANCES`]).
 //! It does not start anything: the runtime does.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod builtins;
 pub mod manifest;

@@ -37,6 +37,14 @@ pub struct Control {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("node", &self.inner.config.node)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     muster: Muster,
     config: ClusterConfig,

@@ -13,7 +13,7 @@
 //! This module owns the connection, the wire ([`wire`]) and both roles' loops. It must
 //! not decide anything an owner decides (who gets a task, whether a result counts): it
 //! only carries assignments and reports between owners and instances.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod control;
 pub mod failover;

@@ -47,6 +47,14 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("node", &self.inner.config.node)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     muster: Muster,
     config: ClusterConfig,

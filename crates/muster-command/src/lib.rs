@@ -25,7 +25,7 @@
 //!
 //! Layout: `config` (what to run) ← `process` (spawning, exit statuses, stderr tails,
 //! quoting) ← `oneshot` and `stdio` (the two modes) ← this file (the [`Agent`] impl).
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod config;
 mod oneshot;

@@ -8,7 +8,7 @@
 //! ([`muster_sim`]): this module only casts them, drives work at them and reads
 //! what the journal says happened. It must not reach into the runtime: simulated faults
 //! reach owners and supervisors exactly as real ones do (G6: same seed, same journal).
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod file;
 pub mod runner;

@@ -11,7 +11,7 @@
 //! task id and the epoch, never on scheduling or the wall clock; on tokio's paused clock
 //! the same seed gives the same journal. It must not bypass the runtime: simulated faults
 //! reach owners and supervisors exactly as real ones do.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod agent;
 mod distribution;

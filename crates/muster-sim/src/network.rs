@@ -38,7 +38,7 @@ pub const MAX_PARTITIONS: usize = 10_000;
 
 /// The longest partition, start time or drop-out time a model may name (366 days, the
 /// runtime's own limit on durations).
-pub const MAX_SPAN: Duration = Duration::from_secs(366 * 24 * 3600);
+pub(crate) const MAX_SPAN: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A node cut off from the runtime for a while.
 ///
@@ -74,11 +74,11 @@ pub struct Partition {
 mod opt_secs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
         #[derive(Deserialize)]
         struct Wrap(#[serde(with = "super::secs")] f64);
         Ok(Some(Wrap::deserialize(d)?.0))

@@ -15,7 +15,7 @@
 //!
 //! Opening never modifies a file that is not a muster journal: the file's header and its
 //! tables are checked read-only before anything is created.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;

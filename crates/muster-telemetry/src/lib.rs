@@ -34,7 +34,7 @@
 //! ```
 //!
 //! [`Muster`]: muster_core::runtime::Muster
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod bounded;
 pub mod follow;

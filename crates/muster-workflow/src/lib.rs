@@ -8,7 +8,7 @@
 //! is a delegated task (so G1-G4 hold per step); transitions are CEL conditions, evaluated
 //! mechanically; every back-edge has a bound; gates wait for a human decision. It must not
 //! talk to agents directly, and uses the runtime only through its public handle.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod check;
 pub mod definition;
