@@ -43,7 +43,7 @@ pub struct CancelAll {
 }
 
 /// A task accepted (checked and journaled) whose owner is still to be started, on the
-/// runtime's thread, by [`Owners::start`](super::Owners::start).
+/// shard claimed for it, by [`Owners::submit`](super::Owners::submit).
 pub struct Accepted {
     pub(super) task: Task,
     pub(super) id: Uuid,
