@@ -65,7 +65,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-pub(super) use self::context::{Cx, InLine, Unavailable};
+pub(super) use self::context::{Cx, Unavailable};
 use self::phase::{ActiveLease, Phase};
 use super::protocol::{Accepted, Wake};
 use super::record::{Outcome, TaskRecord};

@@ -22,15 +22,15 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::owner::{Cx, InLine, TaskOwner, Unavailable};
+use super::owner::{Cx, TaskOwner, Unavailable};
 use super::protocol::{
-    AcquireScope, CancelAll, CancelTask, LeaseHeartbeat, LineSlot, StartOwner, Wake, Woken,
+    AcquireScope, CancelAll, CancelTask, LeaseHeartbeat, StartOwner, Wake, Woken,
 };
 use super::reuse::{Found, ReuseKey, Reused};
 use super::shared::Shared;
 use super::timers::{Due, TimerKey, Timers};
 use crate::agents::{AttemptReport, InstanceHandle, ReplyTo};
-use crate::discovery::{PickError, WaitFor};
+use crate::discovery::{LinePlace, PickError, WaitFor};
 use crate::messaging::{Capability, Envelope, Scope};
 
 /// The actor driving the owners of the tasks started on its thread.
@@ -166,11 +166,8 @@ impl Cx for ShardCx<'_> {
             Err(PickError::AllFull) => {
                 // Look again with a place in line, atomically: a slot freed since the
                 // first look is taken now, and one freed later wakes this owner.
-                let (tx, rx) = oneshot::channel();
-                let line = InLine {
-                    rx,
-                    index: index.clone(),
-                    capability: capability.clone(),
+                let Some((tx, line)) = index.join_line(capability) else {
+                    return Err(Unavailable::Nobody);
                 };
                 match index.pick_or_wait(capability, exclude, shard, tx, woken) {
                     Err(PickError::AllFull) => return Err(Unavailable::Full(line)),
@@ -246,21 +243,15 @@ impl Cx for ShardCx<'_> {
         &mut self,
         task: Uuid,
         gen: u32,
-        mut line: InLine,
+        mut line: LinePlace,
         backstop: std::time::Duration,
     ) {
         let shard = self.me.woken.clone();
         actix::spawn(async move {
-            let hops = tokio::select! {
-                r = &mut line.rx => r.ok(),
-                _ = tokio::time::sleep(backstop) => None,
-            };
-            let slot = LineSlot::new(hops, line.index.clone(), line.capability.clone());
-            // A wake that arrives as the backstop fires is passed on.
-            drop(line);
+            line.woken(backstop).await;
             shard.do_send(Woken {
                 task,
-                wake: Wake::Line { gen, slot },
+                wake: Wake::Line { gen, slot: line },
             });
         });
     }

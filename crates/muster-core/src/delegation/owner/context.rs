@@ -11,38 +11,21 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::super::reuse::{Found, ReuseKey};
 use super::super::timers::{Due, TimerKey};
 use crate::agents::InstanceHandle;
-use crate::discovery::CapabilityIndex;
+use crate::discovery::LinePlace;
 use crate::messaging::{Capability, Envelope, Scope};
 
 /// Why no agent was found for a lease now.
 pub(in crate::delegation) enum Unavailable {
     /// Every capable agent is at its bound: the owner has a place in the capability's line.
-    Full(InLine),
+    Full(LinePlace),
     /// Nobody serves the capability (outside the agents the task excludes).
     Nobody,
-}
-
-/// An owner's place in a capability's line while its wait runs: a wake that arrives as
-/// the backstop fires is passed on.
-pub(in crate::delegation) struct InLine {
-    pub(in crate::delegation) rx: oneshot::Receiver<u32>,
-    pub(in crate::delegation) index: Arc<CapabilityIndex>,
-    pub(in crate::delegation) capability: Arc<str>,
-}
-
-impl Drop for InLine {
-    fn drop(&mut self) {
-        if let Ok(hops) = self.rx.try_recv() {
-            self.index.pass_on(&self.capability, hops);
-        }
-    }
 }
 
 /// What a task owner asks of its surroundings. Every answer to the owner comes back
@@ -90,7 +73,13 @@ pub(in crate::delegation) trait Cx {
     fn ask_scope(&mut self, task: Uuid, scope: Arc<Scope>, fail: bool, deadline: Instant);
 
     /// Waits in line: a freed slot (or the backstop) wakes `task` with `Wake::Line`.
-    fn wait_in_line(&mut self, task: Uuid, gen: u32, line: InLine, backstop: std::time::Duration);
+    fn wait_in_line(
+        &mut self,
+        task: Uuid,
+        gen: u32,
+        line: LinePlace,
+        backstop: std::time::Duration,
+    );
 
     /// Waits for an agent serving `capability` to register (or the deadline); wakes `task`
     /// with `Wake::Agent`.

@@ -16,11 +16,11 @@ use super::super::reuse::{Found, ReuseKey};
 use super::super::shared::Shared;
 use super::super::task::{Backoff, Task};
 use super::super::timers::{Due, TimerKey, Timers};
-use super::{Cx, InLine, TaskOwner, Unavailable};
+use super::{Cx, TaskOwner, Unavailable};
 use crate::agents::Assign;
 use crate::agents::{AttemptReport, Cancel, Failure, InstanceHandle, Kill, Mailbox};
 use crate::clock::Clock;
-use crate::discovery::CapabilityIndex;
+use crate::discovery::{CapabilityIndex, LinePlace};
 use crate::ids::IdGen;
 use crate::journal::{Event, Journal, MemoryJournal, Recorder};
 use crate::messaging::{Capability, CapabilitySpec, DeadLetters, Envelope, SchemaStore, Scope};
@@ -88,7 +88,7 @@ impl Cx for Fake {
         Found::Run
     }
     fn ask_scope(&mut self, _: Uuid, _: Arc<Scope>, _: bool, _: Instant) {}
-    fn wait_in_line(&mut self, _: Uuid, _: u32, _: InLine, _: Duration) {}
+    fn wait_in_line(&mut self, _: Uuid, _: u32, _: LinePlace, _: Duration) {}
     fn wait_for_agent(&mut self, _: Uuid, _: Arc<str>, _: Instant) {
         self.agent_waits += 1;
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::phase::Phase;
-use super::{Cx, InLine, TaskOwner};
+use super::{Cx, TaskOwner};
+use crate::discovery::LinePlace;
 
 /// How long an owner waiting in line waits for its wake before it looks again anyway (a
 /// backstop: wakes are not expected to be lost); it doubles up to [`LINE_BACKSTOP_MAX`].
@@ -16,7 +17,7 @@ const LINE_BACKSTOP_MAX: Duration = Duration::from_secs(32);
 impl TaskOwner {
     /// Every candidate is at its bound: waits in the capability's line until a freed slot
     /// wakes this owner (a backstop looks anyway), bounded by the task's deadline.
-    pub(super) fn wait_in_line(&mut self, line: InLine, cx: &mut dyn Cx) {
+    pub(super) fn wait_in_line(&mut self, line: LinePlace, cx: &mut dyn Cx) {
         let now = cx.now();
         if now >= self.deadline {
             self.escalate(
