@@ -33,6 +33,6 @@ pub use function::FnAgent;
 #[doc(hidden)]
 pub use handle::LoadWatch;
 pub use handle::{InstanceHandle, Mailbox, MailboxLayer};
-pub use host::{AgentHost, SubTask};
+pub use host::{AgentHost, DelegateError, SubTask};
 pub use presence::{Directory, Presence};
 pub use protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};

@@ -1,7 +1,7 @@
 //! Delegation: who owns this work.
 //!
 //! Owns the [`Task`] spec, the [`TaskRecord`] (the delegation record: state machine and full
-//! lease history), the [`Delegator`] that accepts tasks, and the task owner, one state
+//! lease history), [`Owners::submit`] that accepts tasks and starts their owners, and the task owner, one state
 //! machine per live task driven by the [`OwnerShard`](shard::OwnerShard) of its thread, that leases the task to one agent at a time under a fresh epoch,
 //! watches the attempt, and reassigns it to a different capable agent when it fails, until
 //! the task is completed, escalated or cancelled. Beside them: the [`scope_table`], where a
@@ -25,7 +25,6 @@
 //!   a result carrying epoch < n is journaled `result_stale` and never accepted
 //! ```
 
-pub mod delegator;
 pub mod handle;
 pub mod owner;
 pub mod owners;
@@ -36,13 +35,14 @@ pub mod scope_table;
 pub mod shard;
 pub mod shared;
 pub mod stats;
+pub mod submit;
 pub mod task;
 mod timers;
 
-pub use delegator::{Delegator, SubmitError};
 pub use handle::TaskHandle;
 pub use owners::Owners;
 pub use protocol::Accepted;
-pub use record::{Escalation, Lease, LeaseOutcome, Outcome, TaskRecord, TaskStatus};
+pub use record::{Escalation, Lease, LeaseOutcome, NoOutput, Outcome, TaskRecord, TaskStatus};
 pub use stats::{Stats, StatsSnapshot};
+pub use submit::SubmitError;
 pub use task::{Backoff, Exhausted, OnConflict, Task};

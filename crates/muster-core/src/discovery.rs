@@ -10,11 +10,13 @@
 //! an agent fails (supervision does).
 
 pub mod index;
+mod line;
 mod load_order;
 pub mod protocol;
 pub mod registry;
 
 pub use crate::messaging::capability::{Capability, CapabilitySpec};
 pub use index::{AgentInfo, CapabilityIndex, PickError};
+pub(crate) use line::LinePlace;
 pub use protocol::{Declare, RegistryEvent, Subscribe, WaitFor};
 pub use registry::Registry;

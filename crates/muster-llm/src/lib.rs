@@ -517,7 +517,7 @@ impl Shared {
         };
         match host.delegate(sub).await {
             Ok(v) => v,
-            Err(e) => json!({"error": e}),
+            Err(e) => json!({"error": e.to_string()}),
         }
     }
 }

@@ -32,9 +32,37 @@ pub struct SubTask {
     pub timeout: std::time::Duration,
 }
 
+/// Why a delegated [`SubTask`] has no output. The runtime's own error is the source, boxed
+/// because it is a layer above agents: a `delegation::SubmitError` for a refusal, a
+/// `delegation::NoOutput` (holding the sub-task's record) for a task that ended without
+/// an output; reach it with `std::error::Error::source` and `downcast_ref`.
+///
+/// # Example
+/// ```
+/// use muster_core::agents::host::DelegateError;
+///
+/// // What an LLM agent's tool call hands back to the model when it has no output:
+/// let err = DelegateError::Detached;
+/// assert_eq!(err.to_string(), "no runtime to delegate to");
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum DelegateError {
+    /// The host has no runtime behind it ([`AgentHost::detached`]).
+    #[error("no runtime to delegate to")]
+    Detached,
+    /// The runtime refused the sub-task (its input, its bounds, or a shutdown); the source
+    /// is its `delegation::SubmitError`.
+    #[error("{0}")]
+    Refused(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The sub-task ended without an accepted output (escalated or cancelled); the source
+    /// is a `delegation::NoOutput` holding its record.
+    #[error("{0}")]
+    Ended(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// How a runtime delegates a [`SubTask`]: the accepted output, or why there is none.
 pub type Delegate =
-    Arc<dyn Fn(SubTask) -> LocalBoxFuture<'static, Result<Value, String>> + Send + Sync>;
+    Arc<dyn Fn(SubTask) -> LocalBoxFuture<'static, Result<Value, DelegateError>> + Send + Sync>;
 
 /// How a runtime finds a declared capability's input schema (document).
 pub type InputSchemas = Arc<dyn Fn(&str) -> Option<Value> + Send + Sync>;
@@ -117,10 +145,10 @@ impl AgentHost {
     }
 
     /// Delegates a sub-task and waits for its accepted output.
-    pub fn delegate(&self, task: SubTask) -> LocalBoxFuture<'static, Result<Value, String>> {
+    pub fn delegate(&self, task: SubTask) -> LocalBoxFuture<'static, Result<Value, DelegateError>> {
         match &self.delegate {
             Some(d) => d(task),
-            None => Box::pin(async { Err("no runtime to delegate to".to_string()) }),
+            None => Box::pin(async { Err(DelegateError::Detached) }),
         }
     }
 

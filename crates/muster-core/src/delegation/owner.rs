@@ -7,7 +7,9 @@
 //! a late result is still seen, and fenced as stale (G2), rather than lost.
 //!
 //! An owner is not an actor of its own: the [`OwnerShard`](super::shard::OwnerShard) of
-//! its thread drives it (messages, timers, the end of waits it spawned) through a [`Cx`].
+//! its thread drives it (messages, timers, the end of waits it spawned), and the owner asks
+//! what it needs of its surroundings through a [`Cx`] ([`context`]): a unit test steps it
+//! with a fake one, without actors or clocks.
 //! Starting a task costs a map entry, not a mailbox, a context and a spawned future.
 //!
 //! Its state is one [`Phase`]; each phase holds what it waits on (a timer, a lease, the
@@ -49,10 +51,13 @@
 //! [`following`] (reuse of identical work) and [`ending`] (escalation, cancellation, the
 //! end and the lingering after it).
 mod attempt;
+mod context;
 mod ending;
 mod following;
 mod phase;
 mod scope;
+#[cfg(test)]
+mod tests;
 mod waits;
 
 use std::sync::Arc;
@@ -60,26 +65,17 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+pub(super) use self::context::{Cx, Unavailable};
 use self::phase::{ActiveLease, Phase};
-use super::protocol::{Accepted, LeaseHeartbeat, Wake, Woken};
+use super::protocol::{Accepted, Wake};
 use super::record::{Outcome, TaskRecord};
-use super::reuse::{ReuseKey, Reused};
+use super::reuse::ReuseKey;
 use super::shared::Shared;
 use super::task::Task;
 use super::timers::{Due, Timers};
 use crate::agents::{AttemptReport, Failure};
 use crate::journal::{Event, Recorder};
 use crate::messaging::Capability;
-
-/// What an owner asks of the shard driving it: its timers, and where answers to the owner
-/// go (all to the shard, naming the task).
-pub(super) struct Cx<'a> {
-    pub(super) timers: &'a mut Timers,
-    pub(super) reply: &'a actix::Recipient<AttemptReport>,
-    pub(super) woken: &'a actix::Recipient<Woken>,
-    pub(super) beat: &'a actix::Recipient<LeaseHeartbeat>,
-    pub(super) reused: &'a actix::Recipient<Reused>,
-}
 
 /// The owner of one task: a state machine driven by its shard.
 pub(super) struct TaskOwner {
@@ -117,7 +113,8 @@ pub(super) struct TaskOwner {
 }
 
 impl TaskOwner {
-    pub(super) fn new(owners: Arc<Shared>, a: Accepted) -> Self {
+    /// The owner of an accepted task, started at `now`.
+    pub(super) fn new(owners: Arc<Shared>, a: Accepted, started: tokio::time::Instant) -> Self {
         let Accepted {
             task,
             id,
@@ -139,7 +136,7 @@ impl TaskOwner {
             owners,
             shard,
             recorder,
-            deadline: tokio::time::Instant::now() + task.overall(),
+            deadline: started + task.overall(),
             epoch: task.min_epoch,
             last_envelope: task.causation,
             task,
@@ -171,18 +168,18 @@ impl TaskOwner {
 
     /// Cancels the timers this owner set (it is being dropped).
     pub(super) fn cancel_timers(&mut self, timers: &mut Timers) {
-        self.phase.cancel_timers(timers);
+        self.phase.cancel_timers(&mut |k| timers.cancel(k));
     }
 
     /// Moves to `next`, cancelling the timers of the phase it leaves; returns that phase.
-    fn enter(&mut self, next: Phase, timers: &mut Timers) -> Phase {
+    fn enter(&mut self, next: Phase, cx: &mut dyn Cx) -> Phase {
         let old = std::mem::replace(&mut self.phase, next);
-        old.cancel_timers(timers);
+        old.cancel_timers(&mut |k| cx.disarm(k));
         old
     }
 
     /// Starts the task: reuse of identical work, else its scope, then its first lease.
-    pub(super) fn begin(&mut self, cx: &mut Cx) {
+    pub(super) fn begin(&mut self, cx: &mut dyn Cx) {
         if self.try_reuse(cx) {
             return;
         }
@@ -190,13 +187,13 @@ impl TaskOwner {
     }
 
     /// What the owner waited for outside the shard has happened.
-    pub(super) fn on_woken(&mut self, wake: Wake, cx: &mut Cx) {
+    pub(super) fn on_woken(&mut self, wake: Wake, cx: &mut dyn Cx) {
         match wake {
             Wake::Scope(answer) => {
                 if !matches!(self.phase, Phase::AwaitingScope) {
                     return; // cancelled while it waited
                 }
-                self.enter(Phase::Pending, cx.timers);
+                self.enter(Phase::Pending, cx);
                 match answer {
                     Ok(()) => self.try_lease(cx),
                     Err(reason) => self.escalate(reason, cx),
@@ -206,27 +203,27 @@ impl TaskOwner {
                 if !matches!(self.phase, Phase::InLine { gen: g } if g == gen) {
                     return; // an older wait's slot: `slot` passes it on
                 }
-                self.enter(Phase::Pending, cx.timers);
+                self.enter(Phase::Pending, cx);
                 self.look(slot.take(), cx);
             }
             Wake::Agent => {
                 if !matches!(self.phase, Phase::AwaitingAgent) {
                     return; // cancelled while it waited
                 }
-                self.enter(Phase::Pending, cx.timers);
+                self.enter(Phase::Pending, cx);
                 self.try_lease(cx);
             }
         }
     }
 
     /// A timer this owner set is due.
-    pub(super) fn on_timer(&mut self, due: Due, cx: &mut Cx) {
+    pub(super) fn on_timer(&mut self, due: Due, cx: &mut dyn Cx) {
         match due {
             Due::Attempt { epoch } => {
                 self.attempt_failed(epoch, Failure::Timeout, cx);
             }
             Due::Heartbeat { epoch, every } => {
-                let now = tokio::time::Instant::now();
+                let now = cx.now();
                 let Phase::Leased(l) = &mut self.phase else {
                     return;
                 };
@@ -237,22 +234,19 @@ impl TaskOwner {
                     l.heartbeat_check = None;
                     self.attempt_failed(epoch, Failure::HeartbeatMissed, cx);
                 } else {
-                    l.heartbeat_check = Some(cx.timers.at(
-                        now + every,
-                        self.record.id,
-                        Due::Heartbeat { epoch, every },
-                    ));
+                    l.heartbeat_check =
+                        Some(cx.arm(now + every, self.record.id, Due::Heartbeat { epoch, every }));
                 }
             }
             Due::Retry => {
                 if matches!(self.phase, Phase::Backoff { .. }) {
-                    self.enter(Phase::Pending, cx.timers);
+                    self.enter(Phase::Pending, cx);
                     self.try_lease(cx);
                 }
             }
             Due::Linger => {
                 if matches!(self.phase, Phase::Lingering { .. }) {
-                    self.enter(Phase::Done, cx.timers);
+                    self.enter(Phase::Done, cx);
                 }
             }
             Due::Follow => {
@@ -267,7 +261,7 @@ impl TaskOwner {
     }
 
     /// How an attempt ended.
-    pub(super) fn on_report(&mut self, mut r: AttemptReport, cx: &mut Cx) {
+    pub(super) fn on_report(&mut self, mut r: AttemptReport, cx: &mut dyn Cx) {
         self.outstanding.retain(|e| *e != r.epoch);
         // Tokens spent are journaled however the attempt ended, before its verdict.
         if let Some(usage) = r.usage.take() {
@@ -288,10 +282,10 @@ impl TaskOwner {
     }
 
     /// A heartbeat from the agent holding lease `epoch`.
-    pub(super) fn on_heartbeat(&mut self, epoch: u64) {
+    pub(super) fn on_heartbeat(&mut self, epoch: u64, now: tokio::time::Instant) {
         if let Phase::Leased(l) = &mut self.phase {
             if l.epoch == epoch {
-                l.last_heartbeat = tokio::time::Instant::now();
+                l.last_heartbeat = now;
             }
         }
     }

@@ -131,7 +131,7 @@ impl Owners {
     /// task is in the table of live tasks since its acceptance. False when that shard's
     /// owners have stopped (the runtime is shutting down): the task leaves the table and is
     /// journaled `task_cancelled`, so no submission is left without an end.
-    pub fn start(&self, a: Accepted) -> bool {
+    pub(super) fn start(&self, a: Accepted) -> bool {
         let shard = self.shard(a.shard);
         if shard.connected() {
             shard.do_send(StartOwner(a));
@@ -242,7 +242,7 @@ impl Handler<StopActor> for OwnerSupervisor {
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::delegation::{Delegator, Task};
+    use crate::delegation::{SubmitError, Task};
     use crate::discovery::CapabilityIndex;
     use crate::ids::IdGen;
     use crate::journal::{Journal, MemoryJournal, Recorder};
@@ -266,10 +266,8 @@ mod tests {
                 Duration::from_secs(1),
                 shards,
             ));
-            let delegator = Delegator::new(owners.clone());
             let task = || Task::new("nobody", serde_json::json!({}));
-            let (first, a) = delegator.accept(task()).expect("accepted");
-            assert!(owners.start(a), "the owners run");
+            let first = owners.submit(task()).expect("accepted: the owners run");
             owners.cancel_all("a shutdown").await;
             assert_eq!(
                 first.outcome().await.status,
@@ -277,14 +275,18 @@ mod tests {
             );
             // The shutdown stopped the owner shard: a task accepted now has no owner to go
             // to, and is refused instead of being left live for ever.
-            let (late, a) = delegator.accept(task()).expect("accepted");
-            assert!(!owners.start(a), "refused");
+            let late = Uuid::from_u128(7);
+            let refused = owners.submit(Task {
+                id: Some(late),
+                ..task()
+            });
+            assert!(matches!(refused, Err(SubmitError::Stopped(_))), "refused");
             assert_eq!(owners.live(), 0);
             assert_eq!(owners.snapshot().cancelled, 2);
             let ended = journal
                 .read_after(0)
                 .into_iter()
-                .any(|r| matches!(r.event, Event::TaskCancelled { task, .. } if task == late.id()));
+                .any(|r| matches!(r.event, Event::TaskCancelled { task, .. } if task == late));
             assert!(ended, "its submission has an end in the journal");
         });
     }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::record::Outcome;
 use super::task::Task;
+use crate::discovery::LinePlace;
 use crate::messaging::{Capability, Overlap, Scope};
 
 /// A task heartbeat from the agent holding lease `epoch` of `task`.
@@ -43,7 +44,7 @@ pub struct CancelAll {
 }
 
 /// A task accepted (checked and journaled) whose owner is still to be started, on the
-/// runtime's thread, by [`Owners::start`](super::Owners::start).
+/// shard claimed for it, by [`Owners::submit`](super::Owners::submit).
 pub struct Accepted {
     pub(super) task: Task,
     pub(super) id: Uuid,
@@ -77,48 +78,11 @@ pub(super) enum Wake {
     Line {
         /// Which wait in line it ends (an older one's wake is passed on).
         gen: u32,
-        /// The slot offered, if one was.
-        slot: LineSlot,
+        /// Its place in line, with the slot offered if one was (passed on unless taken).
+        slot: LinePlace,
     },
     /// An agent serving the capability registered (or the deadline passed).
     Agent,
-}
-
-/// A slot of a capability offered to an owner waiting in line, on its way to the owner. A
-/// slot the owner does not take (it stopped, looked again on its backstop, or the message
-/// never arrived) is passed on to the next in line, so no freed slot is left unoffered.
-pub(super) struct LineSlot {
-    hops: Option<u32>,
-    index: Arc<crate::discovery::CapabilityIndex>,
-    capability: Arc<str>,
-}
-
-impl LineSlot {
-    /// A slot (`hops`: waiters offered it before) of `capability` in `index`.
-    pub(super) fn new(
-        hops: Option<u32>,
-        index: Arc<crate::discovery::CapabilityIndex>,
-        capability: Arc<str>,
-    ) -> Self {
-        LineSlot {
-            hops,
-            index,
-            capability,
-        }
-    }
-
-    /// Takes the offer (it is no longer passed on when dropped).
-    pub(super) fn take(&mut self) -> Option<u32> {
-        self.hops.take()
-    }
-}
-
-impl Drop for LineSlot {
-    fn drop(&mut self) {
-        if let Some(hops) = self.hops.take() {
-            self.index.pass_on(&self.capability, hops);
-        }
-    }
 }
 
 /// Asks the scope table for a task's scope. The answer comes on `granted` once every

@@ -118,6 +118,27 @@ pub struct TaskRecord {
 /// cancelled with the history.
 pub type Outcome = TaskRecord;
 
+/// A task that ended without an accepted output (escalated or cancelled), as an error:
+/// its record says how (the source of a sub-task's
+/// [`DelegateError::Ended`](crate::agents::host::DelegateError::Ended)).
+///
+/// # Example
+/// ```
+/// use muster_core::delegation::{NoOutput, TaskRecord, TaskStatus};
+///
+/// let mut record = TaskRecord::new(uuid::Uuid::nil(), "code.test".into(), uuid::Uuid::nil(), 0);
+/// record.status = TaskStatus::Cancelled;
+/// assert!(NoOutput(record).to_string().ends_with("ended Cancelled"));
+/// ```
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "task {} ended {:?}{}",
+    .0.id,
+    .0.status,
+    .0.escalation.as_ref().map(|e| format!(": {}", e.reason)).unwrap_or_default()
+)]
+pub struct NoOutput(pub Outcome);
+
 impl TaskRecord {
     /// The record of a task just submitted: pending, with no lease yet.
     pub fn new(id: Uuid, capability: String, correlation: Uuid, submitted_ms: u64) -> Self {

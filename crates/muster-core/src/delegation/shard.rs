@@ -17,14 +17,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::owner::{Cx, TaskOwner};
-use super::protocol::{CancelAll, CancelTask, LeaseHeartbeat, StartOwner, Woken};
-use super::reuse::Reused;
+use super::owner::{Cx, TaskOwner, Unavailable};
+use super::protocol::{
+    AcquireScope, CancelAll, CancelTask, LeaseHeartbeat, StartOwner, Wake, Woken,
+};
+use super::reuse::{Found, ReuseKey, Reused};
 use super::shared::Shared;
-use super::timers::Timers;
-use crate::agents::AttemptReport;
+use super::timers::{Due, TimerKey, Timers};
+use crate::agents::{AttemptReport, InstanceHandle, ReplyTo};
+use crate::discovery::{LinePlace, PickError, WaitFor};
+use crate::messaging::{Capability, Envelope, Scope};
 
 /// The actor driving the owners of the tasks started on its thread.
 pub struct OwnerShard {
@@ -39,6 +46,7 @@ pub struct OwnerShard {
 }
 
 /// This shard as each kind of answer's recipient.
+#[derive(Clone)]
 struct Me {
     reply: Recipient<AttemptReport>,
     woken: Recipient<Woken>,
@@ -71,16 +79,14 @@ impl OwnerShard {
         &mut self,
         task: Uuid,
         ctx: &mut Context<Self>,
-        f: impl FnOnce(&mut TaskOwner, &mut Cx) -> R,
+        f: impl FnOnce(&mut TaskOwner, &mut dyn Cx) -> R,
     ) -> Option<R> {
         let me = self.me.as_ref()?;
         let owner = self.live.get_mut(&task)?;
-        let mut cx = Cx {
+        let mut cx = ShardCx {
             timers: &mut self.timers,
-            reply: &me.reply,
-            woken: &me.woken,
-            beat: &me.beat,
-            reused: &me.reused,
+            me,
+            shared: &self.owners,
         };
         let r = f(owner, &mut cx);
         if owner.stopped() {
@@ -126,6 +132,150 @@ impl OwnerShard {
     }
 }
 
+/// The shard as an owner's surroundings while the owner handles one message: its timer
+/// queue, the runtime's clock, the router, and futures spawned on its arbiter whose end
+/// comes back as a [`Woken`].
+struct ShardCx<'a> {
+    timers: &'a mut Timers,
+    me: &'a Me,
+    shared: &'a Shared,
+}
+
+impl Cx for ShardCx<'_> {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn arm(&mut self, at: Instant, task: Uuid, due: Due) -> TimerKey {
+        self.timers.at(at, task, due)
+    }
+
+    fn disarm(&mut self, key: TimerKey) {
+        self.timers.cancel(key);
+    }
+
+    fn find_agent(
+        &mut self,
+        capability: &Arc<str>,
+        exclude: &[Arc<str>],
+        shard: usize,
+        woken: Option<u32>,
+    ) -> Result<(Arc<Capability>, Arc<InstanceHandle>), Unavailable> {
+        let index = self.shared.router.index();
+        let picked = match index.pick(capability, exclude, shard) {
+            Err(PickError::AllFull) => {
+                // Look again with a place in line, atomically: a slot freed since the
+                // first look is taken now, and one freed later wakes this owner.
+                let Some((tx, line)) = index.join_line(capability) else {
+                    return Err(Unavailable::Nobody);
+                };
+                match index.pick_or_wait(capability, exclude, shard, tx, woken) {
+                    Err(PickError::AllFull) => return Err(Unavailable::Full(line)),
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        // Nobody serves it (a full capability waits in line above).
+        picked.map_err(|_| Unavailable::Nobody)
+    }
+
+    fn assign(
+        &mut self,
+        agent: &Arc<InstanceHandle>,
+        envelope: Arc<Envelope>,
+        deadline: Instant,
+        heartbeat: bool,
+    ) {
+        let beat = match (heartbeat, envelope.task_id) {
+            (true, Some(task)) => {
+                let (to, epoch) = (self.me.beat.clone(), envelope.epoch);
+                let beat: Arc<dyn Fn() + Send + Sync> =
+                    Arc::new(move || to.do_send(LeaseHeartbeat { task, epoch }));
+                Some(beat)
+            }
+            _ => None,
+        };
+        // Journaled by the owner, whole, in `lease_granted`.
+        self.shared.router.hand_over(
+            agent,
+            envelope,
+            deadline,
+            ReplyTo::Owner(self.me.reply.clone()),
+            beat,
+        );
+    }
+
+    fn cancel_attempt(&mut self, agent: &InstanceHandle, task: Uuid, epoch: u64) {
+        agent.cancel(task, epoch);
+    }
+
+    fn find_or_run(&mut self, key: &ReuseKey, input: &Arc<Value>, task: Uuid) -> Found {
+        self.shared
+            .reuse
+            .find_or_run(key, input, task, self.me.reused.clone())
+    }
+
+    fn ask_scope(&mut self, task: Uuid, scope: Arc<Scope>, fail: bool, deadline: Instant) {
+        let (tx, rx) = oneshot::channel();
+        self.shared.scope_table().do_send(AcquireScope {
+            task,
+            scope,
+            fail,
+            granted: tx,
+        });
+        let shard = self.me.woken.clone();
+        actix::spawn(async move {
+            let answer = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(refused))) => Err(refused.to_string()),
+                Ok(Err(_)) => Err("the scope table stopped".into()),
+                Err(_) => Err("its scope stayed held by another task until the deadline".into()),
+            };
+            shard.do_send(Woken {
+                task,
+                wake: Wake::Scope(answer),
+            });
+        });
+    }
+
+    fn wait_in_line(
+        &mut self,
+        task: Uuid,
+        gen: u32,
+        mut line: LinePlace,
+        backstop: std::time::Duration,
+    ) {
+        let shard = self.me.woken.clone();
+        actix::spawn(async move {
+            line.woken(backstop).await;
+            shard.do_send(Woken {
+                task,
+                wake: Wake::Line { gen, slot: line },
+            });
+        });
+    }
+
+    fn wait_for_agent(&mut self, task: Uuid, capability: Arc<str>, deadline: Instant) {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .registry
+            .get()
+            .do_send(WaitFor { capability, tx });
+        let shard = self.me.woken.clone();
+        actix::spawn(async move {
+            tokio::select! {
+                _ = rx => {},
+                _ = tokio::time::sleep_until(deadline) => {},
+            }
+            shard.do_send(Woken {
+                task,
+                wake: Wake::Agent,
+            });
+        });
+    }
+}
+
 impl Actor for OwnerShard {
     type Context = Context<Self>;
 
@@ -147,7 +297,7 @@ impl Handler<StartOwner> for OwnerShard {
     type Result = ();
 
     fn handle(&mut self, StartOwner(a): StartOwner, ctx: &mut Self::Context) {
-        let owner = TaskOwner::new(self.owners.clone(), a);
+        let owner = TaskOwner::new(self.owners.clone(), a, Instant::now());
         let id = owner.id();
         // Acceptance claims the id atomically, so no second owner of a live task arrives.
         debug_assert!(!self.live.contains_key(&id), "two owners of task {id}");
@@ -179,7 +329,7 @@ impl Handler<LeaseHeartbeat> for OwnerShard {
 
     fn handle(&mut self, h: LeaseHeartbeat, _: &mut Self::Context) {
         if let Some(o) = self.live.get_mut(&h.task) {
-            o.on_heartbeat(h.epoch);
+            o.on_heartbeat(h.epoch, Instant::now());
         }
     }
 }

@@ -181,6 +181,15 @@ impl CapabilityIndex {
         }
     }
 
+    /// A new place in `capability`'s line, and the sender to hand
+    /// [`CapabilityIndex::pick_or_wait`] for it (`None`: the capability is not declared).
+    pub(crate) fn join_line(
+        &self,
+        capability: &str,
+    ) -> Option<(tokio::sync::oneshot::Sender<u32>, super::LinePlace)> {
+        self.caps.get(capability).map(|e| e.orders.place())
+    }
+
     /// Passes a wake on to the next owner in `capability`'s line: for a waiter that was
     /// woken but went away (or looked elsewhere) before taking the slot.
     pub fn pass_on(&self, capability: &str, hops: u32) {

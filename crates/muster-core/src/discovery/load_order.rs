@@ -16,8 +16,8 @@
 //! fronts of every shard and takes the least loaded, ties to shard `s` first, then the
 //! shards after it in turn, then by ordinal. With one shard this is the single order.
 //!
-//! Owners that find every instance at its bound wait in the capability's one [`Line`]
-//! instead of polling ([`Orders::front_or_wait`]): each freed slot on any shard wakes the
+//! Owners that find every instance at its bound wait in the capability's one
+//! [`Line`](super::line::Line) instead of polling ([`Orders::front_or_wait`]): each freed slot on any shard wakes the
 //! first waiter still waiting, a new instance wakes as many as it has slots, and a removed
 //! one wakes them all to look again. The cost of a full capability is then one wake per
 //! freed slot, whatever the number of tasks waiting.
@@ -27,13 +27,14 @@
 //! looks is either seen by its look or wakes it (the waiter counts itself in the line
 //! before it looks, and an order reads that count after its change).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use super::line::{Line, LinePlace};
 use crate::agents::{InstanceHandle, LoadWatch};
 
 /// What the front of the orders offers.
@@ -46,60 +47,6 @@ pub(crate) enum Front {
     FreeOnlyExcluded,
     /// No available instance outside the excluded ones.
     Nobody,
-}
-
-/// The owners waiting for a slot of one capability, first come first woken; each is sent
-/// how many waiters were offered this slot before it (see [`Orders::front_or_wait`]).
-#[derive(Debug, Default)]
-pub(crate) struct Line {
-    waiters: Mutex<VecDeque<oneshot::Sender<u32>>>,
-    /// Waiters in `waiters` plus those looking before they join (read without the lock, so
-    /// that a freed slot costs no lock while nobody waits).
-    count: AtomicUsize,
-}
-
-impl Line {
-    /// Wakes up to `n` waiters still waiting (those gone are dropped on the way), each
-    /// sent `hops`.
-    fn wake(&self, n: usize, hops: u32) {
-        if n > 0 && self.count.load(Ordering::SeqCst) > 0 {
-            self.wake_locked(&mut self.waiters.lock(), n, hops);
-        }
-    }
-
-    fn wake_locked(&self, w: &mut VecDeque<oneshot::Sender<u32>>, mut n: usize, hops: u32) {
-        while n > 0 {
-            let Some(s) = w.pop_front() else {
-                return;
-            };
-            self.count.fetch_sub(1, Ordering::SeqCst);
-            if s.send(hops).is_ok() {
-                n -= 1;
-            }
-        }
-    }
-
-    /// Wakes every waiter.
-    fn wake_all(&self) {
-        if self.count.load(Ordering::SeqCst) > 0 {
-            let mut w = self.waiters.lock();
-            let n = w.len();
-            self.wake_locked(&mut w, n, 0);
-        }
-    }
-
-    /// Whether owners wait in line (those gone at its head are dropped first).
-    fn has_waiters(&self) -> bool {
-        self.count.load(Ordering::SeqCst) > 0 && self.has_waiters_locked(&mut self.waiters.lock())
-    }
-
-    fn has_waiters_locked(&self, w: &mut VecDeque<oneshot::Sender<u32>>) -> bool {
-        while w.front().is_some_and(|s| s.is_closed()) {
-            w.pop_front();
-            self.count.fetch_sub(1, Ordering::SeqCst);
-        }
-        !w.is_empty()
-    }
 }
 
 /// One shard's instances of a capability in pick order.
@@ -378,6 +325,12 @@ impl Orders {
             _ => g.push_back(w),
         }
         front
+    }
+
+    /// A new place in the line, and the sender that [`Orders::front_or_wait`] puts in the
+    /// line for it.
+    pub(crate) fn place(&self) -> (oneshot::Sender<u32>, LinePlace) {
+        LinePlace::new(self.line.clone())
     }
 
     /// Wakes the first waiter still waiting (a wake its receiver could not use is passed

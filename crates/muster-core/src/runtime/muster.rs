@@ -16,7 +16,7 @@ use super::config::{RuntimeConfig, StartError};
 use super::extensions::Extensions;
 use crate::agents::group::{self, GroupContext};
 use crate::agents::{AgentDef, InstanceHandle, Presence};
-use crate::delegation::{Delegator, Outcome, StatsSnapshot, SubmitError, Task, TaskHandle};
+use crate::delegation::{Outcome, Owners, StatsSnapshot, SubmitError, Task, TaskHandle};
 use crate::discovery::{AgentInfo, CapabilityIndex, Declare, Registry, RegistryEvent, Subscribe};
 use crate::ids::IdGen;
 use crate::journal::{Journal, Recorder};
@@ -35,7 +35,7 @@ pub(super) struct Inner {
     pub(super) ids: Arc<IdGen>,
     pub(super) dead_letters: Arc<DeadLetters>,
     pub(super) router: Router,
-    pub(super) delegator: Delegator,
+    pub(super) owners: Arc<Owners>,
     pub(super) registry: Named<Registry>,
     pub(super) router_actor: Named<RouterActor>,
     pub(super) agents: Named<Supervisor>,
@@ -342,14 +342,8 @@ impl Muster {
     /// capability is declared), starts its owner and returns at once.
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         self.check_running().map_err(SubmitError::Stopped)?;
-        let (handle, accepted) = self.inner.delegator.accept(task)?;
         // Owned on this thread's shard (a thread that is no shard's: the shards in turn).
-        if !self.inner.delegator.owners().start(accepted) {
-            return Err(SubmitError::Stopped(
-                "the runtime is shutting down: its task owners have stopped".into(),
-            ));
-        }
-        Ok(handle)
+        self.inner.owners.submit(task)
     }
 
     /// Gives the scopes held when a journal ended (a crash; see
@@ -367,7 +361,7 @@ impl Muster {
         if held.is_empty() {
             return;
         }
-        let owners = self.inner.delegator.owners().clone();
+        let owners = self.inner.owners.clone();
         if self.on_runtime_thread() {
             owners.restore_scopes(held);
         } else {
@@ -384,11 +378,7 @@ impl Muster {
 
     /// Cancels a live task; false if it had already ended (or is unknown).
     pub async fn cancel(&self, task: Uuid) -> bool {
-        self.inner
-            .delegator
-            .owners()
-            .cancel(task, "cancelled by the API")
-            .await
+        self.inner.owners.cancel(task, "cancelled by the API").await
     }
 
     /// Subscribes to registry changes (registrations, state changes, drop-outs).
@@ -442,12 +432,12 @@ impl Muster {
 
     /// Task counters.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.delegator.owners().snapshot()
+        self.inner.owners.snapshot()
     }
 
     /// Live tasks.
     pub fn live_tasks(&self) -> usize {
-        self.inner.delegator.owners().live()
+        self.inner.owners.live()
     }
 
     /// The runtime's value of type `T` (made with `T::default()` on first use): state that
@@ -504,10 +494,7 @@ impl Muster {
     /// # }
     /// ```
     pub fn deliver_result(&self, task: Uuid, agent: &str, epoch: u64, output: Value) -> bool {
-        self.inner
-            .delegator
-            .owners()
-            .deliver_result(task, agent, epoch, output)
+        self.inner.owners.deliver_result(task, agent, epoch, output)
     }
 
     /// Why the runtime stopped, if it has (the root supervisor's escalation report).

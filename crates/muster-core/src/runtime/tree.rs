@@ -26,10 +26,10 @@ use super::config::RuntimeConfig;
 use super::extensions::Extensions;
 use super::muster::Inner;
 use crate::agents::group::GroupContext;
-use crate::agents::host::{Delegate, SubTask};
+use crate::agents::host::{Delegate, DelegateError, SubTask};
 use crate::agents::{AgentHost, Directory};
 use crate::delegation::owners::OwnerSupervisor;
-use crate::delegation::{Delegator, Owners, Task};
+use crate::delegation::{NoOutput, Owners, Task};
 use crate::discovery::{CapabilityIndex, Registry};
 use crate::ids::IdGen;
 use crate::journal::Recorder;
@@ -79,7 +79,6 @@ pub(super) fn start(p: Parts) -> Inner {
         config.grace,
         shards.clone(),
     ));
-    let delegator = Delegator::new(owners.clone());
     let directory = {
         let registry = registry.clone();
         Directory::new(move |p| registry.get().do_send(p))
@@ -90,7 +89,7 @@ pub(super) fn start(p: Parts) -> Inner {
         grace: config.grace,
         shards: shards.clone(),
     };
-    let host = agent_host(&delegator, &index, &agents);
+    let host = agent_host(&owners, &index, &agents);
     let (stopped, _) = watch::channel(None);
     let on_stop = stopped.clone();
     let root = Supervisor::new("root", root)
@@ -156,7 +155,7 @@ pub(super) fn start(p: Parts) -> Inner {
         ids,
         dead_letters,
         router,
-        delegator,
+        owners,
         registry,
         router_actor,
         agents,
@@ -176,44 +175,32 @@ pub(super) fn start(p: Parts) -> Inner {
 /// by agent types (an LLM endpoint's provider), delegation of sub-tasks (an LLM agent's
 /// tool calls, each a task of its own in the same run) and the declared input schemas.
 fn agent_host(
-    delegator: &Delegator,
+    owners: &Arc<Owners>,
     index: &Arc<CapabilityIndex>,
     agents: &Named<Supervisor>,
 ) -> AgentHost {
     let delegate: Delegate = {
-        let delegator = Delegator::new(delegator.owners().clone());
+        let owners = owners.clone();
         Arc::new(move |sub: SubTask| {
             let task = Task::new(sub.capability, sub.input)
                 .correlation(sub.correlation)
                 .causation(sub.parent)
                 .sender(sub.sender)
                 .timeout(sub.timeout.max(Duration::from_millis(1)));
-            match delegator.accept(task) {
-                Err(e) => Box::pin(futures::future::ready(Err(e.to_string()))),
-                Ok((handle, accepted)) => {
-                    // Owned on the shard of the agent's thread.
-                    if !delegator.owners().start(accepted) {
-                        let why = "the runtime is shutting down: its task owners have stopped";
-                        return Box::pin(futures::future::ready(Err(why.to_string())));
+            // Owned on the shard of the agent's thread.
+            match owners.submit(task) {
+                Err(e) => Box::pin(futures::future::ready(Err(DelegateError::Refused(
+                    Box::new(e),
+                )))),
+                Ok(handle) => Box::pin(async move {
+                    let outcome = handle.outcome().await;
+                    match outcome.output {
+                        // The agent owns what it is handed: a copy of the output the
+                        // journal shares.
+                        Some(v) => Ok(Arc::unwrap_or_clone(v)),
+                        None => Err(DelegateError::Ended(Box::new(NoOutput(outcome)))),
                     }
-                    Box::pin(async move {
-                        let outcome = handle.outcome().await;
-                        match outcome.output {
-                            // The agent owns what it is handed: a copy of the output the
-                            // journal shares.
-                            Some(v) => Ok(Arc::unwrap_or_clone(v)),
-                            None => Err(format!(
-                                "task {} ended {:?}{}",
-                                outcome.id,
-                                outcome.status,
-                                outcome
-                                    .escalation
-                                    .map(|e| format!(": {}", e.reason))
-                                    .unwrap_or_default()
-                            )),
-                        }
-                    })
-                }
+                }),
             }
         })
     };

@@ -5,22 +5,18 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::oneshot;
 
-use super::super::protocol::LeaseHeartbeat;
 use super::super::record::{Lease, LeaseOutcome, TaskStatus};
 use super::super::timers::Due;
 use super::phase::{ActiveLease, Phase};
-use super::waits::InLine;
-use super::{Cx, TaskOwner};
-use crate::agents::{Failure, InstanceHandle, ReplyTo};
-use crate::discovery::PickError;
+use super::{Cx, TaskOwner, Unavailable};
+use crate::agents::{Failure, InstanceHandle};
 use crate::journal::Event;
 use crate::messaging::{Envelope, Recipient};
 use crate::routing::verdict;
 
 impl TaskOwner {
-    pub(super) fn try_lease(&mut self, cx: &mut Cx) {
+    pub(super) fn try_lease(&mut self, cx: &mut dyn Cx) {
         self.look(None, cx);
     }
 
@@ -28,7 +24,7 @@ impl TaskOwner {
     /// the freed slot that woke this owner from the capability's line, if one did (if the
     /// slot is gone by the time it looks, it goes back to the head of the line; if it
     /// cannot take it, it passes it on).
-    pub(super) fn look(&mut self, woken: Option<u32>, cx: &mut Cx) {
+    pub(super) fn look(&mut self, woken: Option<u32>, cx: &mut dyn Cx) {
         if self.done() || self.leased().is_some() {
             return;
         }
@@ -52,41 +48,17 @@ impl TaskOwner {
                 self.contract = Some(c);
             }
         }
-        let index = self.owners.router.index().clone();
-        let picked = match index.pick(&self.task.capability, &self.excluded, self.shard) {
-            Err(PickError::AllFull) => {
-                // Look again with a place in line, atomically: a slot freed since the
-                // first look is taken now, and one freed later wakes this owner.
-                let (tx, rx) = oneshot::channel();
-                let line = InLine {
-                    rx,
-                    index: index.clone(),
-                    capability: self.topic.clone(),
-                };
-                match index.pick_or_wait(
-                    &self.task.capability,
-                    &self.excluded,
-                    self.shard,
-                    tx,
-                    woken,
-                ) {
-                    Err(PickError::AllFull) => return self.wait_in_line(line, cx),
-                    other => other,
-                }
-            }
-            other => other,
-        };
-        match picked {
+        match cx.find_agent(&self.topic, &self.excluded, self.shard, woken) {
             Ok((contract, handle)) => {
                 self.contract = Some(contract);
                 self.lease_to(handle, cx);
             }
-            // Nobody serves it (a full capability waited in line above).
-            Err(_) => self.wait_for_agent(cx),
+            Err(Unavailable::Full(line)) => self.wait_in_line(line, cx),
+            Err(Unavailable::Nobody) => self.wait_for_agent(cx),
         }
     }
 
-    pub(super) fn lease_to(&mut self, handle: Arc<InstanceHandle>, cx: &mut Cx) {
+    pub(super) fn lease_to(&mut self, handle: Arc<InstanceHandle>, cx: &mut dyn Cx) {
         self.line_waits = 0;
         self.epoch += 1;
         let epoch = self.epoch;
@@ -106,7 +78,7 @@ impl TaskOwner {
         .entered();
         tracing::debug!(attempt, "lease granted");
         // One clock read for the whole lease.
-        let now = tokio::time::Instant::now();
+        let now = cx.now();
         let now_ms = self.recorder.clock().at_ms(now);
         let deadline = now + self.task.timeout;
         let contract = self.contract.as_ref();
@@ -150,30 +122,14 @@ impl TaskOwner {
             },
         );
         let task = self.record.id;
-        let timer = cx.timers.at(deadline, task, Due::Attempt { epoch });
+        let timer = cx.arm(deadline, task, Due::Attempt { epoch });
         let heartbeat_every = contract.and_then(|c| c.spec.heartbeat);
-        let (heartbeat, heartbeat_check) = match heartbeat_every {
-            Some(every) => {
-                let to = cx.beat.clone();
-                let beat: Arc<dyn Fn() + Send + Sync> =
-                    Arc::new(move || to.do_send(LeaseHeartbeat { task, epoch }));
-                let check = cx
-                    .timers
-                    .at(now + every, task, Due::Heartbeat { epoch, every });
-                (Some(beat), Some(check))
-            }
-            None => (None, None),
-        };
+        let heartbeat_check =
+            heartbeat_every.map(|every| cx.arm(now + every, task, Due::Heartbeat { epoch, every }));
         self.last_envelope = Some(envelope.id);
         self.outstanding.push(epoch);
         // Journaled above, whole, in `lease_granted`.
-        self.owners.router.hand_over(
-            &handle,
-            envelope,
-            deadline,
-            ReplyTo::Owner(cx.reply.clone()),
-            heartbeat,
-        );
+        cx.assign(&handle, envelope, deadline, heartbeat_every.is_some());
         self.enter(
             Phase::Leased(ActiveLease {
                 handle,
@@ -182,7 +138,7 @@ impl TaskOwner {
                 heartbeat_check,
                 last_heartbeat: now,
             }),
-            cx.timers,
+            cx,
         );
     }
 
@@ -203,12 +159,12 @@ impl TaskOwner {
         &mut self,
         epoch: u64,
         outcome: LeaseOutcome,
-        cx: &mut Cx,
+        cx: &mut dyn Cx,
     ) -> Option<Arc<InstanceHandle>> {
         if self.leased().is_none_or(|l| l.epoch != epoch) {
             return None;
         }
-        let Phase::Leased(lease) = self.enter(Phase::Pending, cx.timers) else {
+        let Phase::Leased(lease) = self.enter(Phase::Pending, cx) else {
             return None;
         };
         let now = self.recorder.now_ms();
@@ -226,7 +182,7 @@ impl TaskOwner {
         Some(lease.handle)
     }
 
-    pub(super) fn attempt_failed(&mut self, epoch: u64, failure: Failure, cx: &mut Cx) {
+    pub(super) fn attempt_failed(&mut self, epoch: u64, failure: Failure, cx: &mut dyn Cx) {
         if self.done() {
             return;
         }
@@ -260,13 +216,19 @@ impl TaskOwner {
         if delay.is_zero() {
             self.try_lease(cx);
         } else {
-            let at = tokio::time::Instant::now() + delay;
-            let timer = cx.timers.at(at, self.record.id, Due::Retry);
-            self.enter(Phase::Backoff { timer }, cx.timers);
+            let at = cx.now() + delay;
+            let timer = cx.arm(at, self.record.id, Due::Retry);
+            self.enter(Phase::Backoff { timer }, cx);
         }
     }
 
-    pub(super) fn on_result(&mut self, epoch: u64, agent: Arc<str>, output: Value, cx: &mut Cx) {
+    pub(super) fn on_result(
+        &mut self,
+        epoch: u64,
+        agent: Arc<str>,
+        output: Value,
+        cx: &mut dyn Cx,
+    ) {
         let current = self.leased().map(|l| l.epoch);
         if current != Some(epoch) || self.done() {
             // A result from a superseded epoch: fenced (G2).

@@ -13,7 +13,7 @@ use crate::journal::Event;
 use crate::messaging::DEFAULT_REUSE_FOR;
 
 impl TaskOwner {
-    pub(super) fn escalate(&mut self, reason: String, cx: &mut Cx) {
+    pub(super) fn escalate(&mut self, reason: String, cx: &mut dyn Cx) {
         let to = match &self.task.on_exhausted {
             Exhausted::Fail => "dead_letter".to_string(),
             Exhausted::Gate(g) => g.clone(),
@@ -28,9 +28,9 @@ impl TaskOwner {
         self.finish(TaskStatus::Escalated, cx);
     }
 
-    pub(super) fn finish(&mut self, status: TaskStatus, cx: &mut Cx) {
+    pub(super) fn finish(&mut self, status: TaskStatus, cx: &mut dyn Cx) {
         // Whatever it waited on is over (a lease was ended before).
-        self.enter(Phase::Done, cx.timers);
+        self.enter(Phase::Done, cx);
         self.record.status = status;
         self.record.ended_ms = Some(self.recorder.now_ms());
         self.owners.stats.ended(status);
@@ -91,27 +91,27 @@ impl TaskOwner {
         if !self.outstanding.is_empty() {
             // Bound the lingering: every agent answers by its deadline plus grace.
             let linger = self.task.timeout + self.owners.grace + Duration::from_secs(1);
-            let at = tokio::time::Instant::now() + linger;
-            let timer = cx.timers.at(at, self.record.id, Due::Linger);
-            self.enter(Phase::Lingering { timer }, cx.timers);
+            let at = cx.now() + linger;
+            let timer = cx.arm(at, self.record.id, Due::Linger);
+            self.enter(Phase::Lingering { timer }, cx);
         }
     }
 
     /// A lingering owner whose every lease has answered is done.
-    pub(super) fn maybe_stop(&mut self, cx: &mut Cx) {
+    pub(super) fn maybe_stop(&mut self, cx: &mut dyn Cx) {
         if matches!(self.phase, Phase::Lingering { .. }) && self.outstanding.is_empty() {
-            self.enter(Phase::Done, cx.timers);
+            self.enter(Phase::Done, cx);
         }
     }
 
     /// Cancels the task; false if it had already ended.
-    pub(crate) fn cancel(&mut self, reason: String, cx: &mut Cx) -> bool {
+    pub(crate) fn cancel(&mut self, reason: String, cx: &mut dyn Cx) -> bool {
         if self.done() {
             return false;
         }
         let epoch = self.epoch;
         if let Some(h) = self.end_lease(epoch, LeaseOutcome::Cancelled, cx) {
-            h.cancel(self.record.id, epoch);
+            cx.cancel_attempt(&h, self.record.id, epoch);
         }
         self.recorder.record(Event::TaskCancelled {
             task: self.record.id,

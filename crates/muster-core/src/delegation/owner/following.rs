@@ -17,17 +17,12 @@ impl TaskOwner {
     /// An idempotent task first looks for identical work: an accepted result ends it at
     /// once (`task_reused`), a task in flight takes it on as a follower. True when it
     /// must not run now.
-    pub(super) fn try_reuse(&mut self, cx: &mut Cx) -> bool {
+    pub(super) fn try_reuse(&mut self, cx: &mut dyn Cx) -> bool {
         let Some(c) = self.contract.as_ref().filter(|c| c.spec.idempotent) else {
             return false;
         };
         let key = ReuseKey::new(&c.name, &c.spec.version, &self.task.input);
-        match self.owners.reuse.find_or_run(
-            &key,
-            &self.task.input,
-            self.record.id,
-            cx.reused.clone(),
-        ) {
+        match cx.find_or_run(&key, &self.task.input, self.record.id) {
             Found::Done { task, output } => {
                 self.reused(task, output, cx);
                 true
@@ -35,8 +30,8 @@ impl TaskOwner {
             Found::InFlight(leader) => {
                 tracing::debug!(task = %self.record.id, %leader, "attached to an identical task in flight");
                 // Bounded like any wait: past the deadline the task escalates.
-                let timer = cx.timers.at(self.deadline, self.record.id, Due::Follow);
-                self.enter(Phase::Following { leader, timer }, cx.timers);
+                let timer = cx.arm(self.deadline, self.record.id, Due::Follow);
+                self.enter(Phase::Following { leader, timer }, cx);
                 true
             }
             Found::Run => {
@@ -46,7 +41,7 @@ impl TaskOwner {
         }
     }
 
-    pub(super) fn reused(&mut self, original: Uuid, output: Arc<Value>, cx: &mut Cx) {
+    pub(super) fn reused(&mut self, original: Uuid, output: Arc<Value>, cx: &mut dyn Cx) {
         self.recorder.record(Event::TaskReused {
             task: self.record.id,
             original,
@@ -57,11 +52,11 @@ impl TaskOwner {
     }
 
     /// The identical task this one follows ended.
-    pub(crate) fn on_reused(&mut self, r: Reused, cx: &mut Cx) {
+    pub(crate) fn on_reused(&mut self, r: Reused, cx: &mut dyn Cx) {
         if !matches!(self.phase, Phase::Following { leader, .. } if leader == r.original) {
             return;
         }
-        self.enter(Phase::Pending, cx.timers);
+        self.enter(Phase::Pending, cx);
         match r.output {
             Some(output) => self.reused(r.original, output, cx),
             // The task it attached to ended without a result: this one runs (or attaches

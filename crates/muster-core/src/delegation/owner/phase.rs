@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::super::timers::{TimerKey, Timers};
+use super::super::timers::TimerKey;
 use crate::agents::InstanceHandle;
 
 /// The lease in force: its agent, its epoch and the timers watching it.
@@ -44,16 +44,16 @@ pub(super) enum Phase {
 }
 
 impl Phase {
-    /// Cancels the timers this phase set.
-    pub(super) fn cancel_timers(&self, timers: &mut Timers) {
+    /// Cancels the timers this phase set (`cancel`: how).
+    pub(super) fn cancel_timers(&self, cancel: &mut dyn FnMut(TimerKey)) {
         match self {
             Phase::Following { timer, .. }
             | Phase::Backoff { timer }
-            | Phase::Lingering { timer } => timers.cancel(*timer),
+            | Phase::Lingering { timer } => cancel(*timer),
             Phase::Leased(l) => {
-                timers.cancel(l.timer);
+                cancel(l.timer);
                 if let Some(h) = l.heartbeat_check {
-                    timers.cancel(h);
+                    cancel(h);
                 }
             }
             Phase::Pending

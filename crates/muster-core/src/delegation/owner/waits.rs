@@ -5,39 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
-use super::super::protocol::{LineSlot, Wake, Woken};
 use super::phase::Phase;
 use super::{Cx, TaskOwner};
-use crate::discovery::WaitFor;
+use crate::discovery::LinePlace;
 
 /// How long an owner waiting in line waits for its wake before it looks again anyway (a
 /// backstop: wakes are not expected to be lost); it doubles up to [`LINE_BACKSTOP_MAX`].
 const LINE_BACKSTOP: Duration = Duration::from_secs(1);
 const LINE_BACKSTOP_MAX: Duration = Duration::from_secs(32);
 
-/// An owner's place in a capability's line while its wait runs: a wake that arrives as
-/// the backstop fires is passed on.
-pub(super) struct InLine {
-    pub(super) rx: oneshot::Receiver<u32>,
-    pub(super) index: Arc<crate::discovery::CapabilityIndex>,
-    pub(super) capability: Arc<str>,
-}
-
-impl Drop for InLine {
-    fn drop(&mut self) {
-        if let Ok(hops) = self.rx.try_recv() {
-            self.index.pass_on(&self.capability, hops);
-        }
-    }
-}
-
 impl TaskOwner {
     /// Every candidate is at its bound: waits in the capability's line until a freed slot
     /// wakes this owner (a backstop looks anyway), bounded by the task's deadline.
-    pub(super) fn wait_in_line(&mut self, mut line: InLine, cx: &mut Cx) {
-        let now = tokio::time::Instant::now();
+    pub(super) fn wait_in_line(&mut self, line: LinePlace, cx: &mut dyn Cx) {
+        let now = cx.now();
         if now >= self.deadline {
             self.escalate(
                 "every capable agent stayed at its bound until the deadline".into(),
@@ -52,25 +33,12 @@ impl TaskOwner {
         self.line_waits = self.line_waits.saturating_add(1);
         self.line_gen = self.line_gen.wrapping_add(1);
         let gen = self.line_gen;
-        self.enter(Phase::InLine { gen }, cx.timers);
-        let (shard, task) = (cx.woken.clone(), self.record.id);
-        actix::spawn(async move {
-            let hops = tokio::select! {
-                r = &mut line.rx => r.ok(),
-                _ = tokio::time::sleep(backstop) => None,
-            };
-            let slot = LineSlot::new(hops, line.index.clone(), line.capability.clone());
-            // A wake that arrives as the backstop fires is passed on.
-            drop(line);
-            shard.do_send(Woken {
-                task,
-                wake: Wake::Line { gen, slot },
-            });
-        });
+        self.enter(Phase::InLine { gen }, cx);
+        cx.wait_in_line(self.record.id, gen, line, backstop);
     }
 
-    pub(super) fn wait_for_agent(&mut self, cx: &mut Cx) {
-        if tokio::time::Instant::now() >= self.deadline {
+    pub(super) fn wait_for_agent(&mut self, cx: &mut dyn Cx) {
+        if cx.now() >= self.deadline {
             let reason = if self.excluded.is_empty() {
                 format!(
                     "no agent serving `{}` registered before the deadline",
@@ -90,23 +58,8 @@ impl TaskOwner {
         if matches!(self.phase, Phase::AwaitingAgent) {
             return;
         }
-        self.enter(Phase::AwaitingAgent, cx.timers);
-        let (tx, rx) = oneshot::channel();
-        self.owners.registry.get().do_send(WaitFor {
-            capability: Arc::from(self.task.capability.as_str()),
-            tx,
-        });
-        let deadline = self.deadline;
-        let (shard, task) = (cx.woken.clone(), self.record.id);
-        actix::spawn(async move {
-            tokio::select! {
-                _ = rx => {},
-                _ = tokio::time::sleep_until(deadline) => {},
-            }
-            shard.do_send(Woken {
-                task,
-                wake: Wake::Agent,
-            });
-        });
+        self.enter(Phase::AwaitingAgent, cx);
+        let capability = Arc::from(self.task.capability.as_str());
+        cx.wait_for_agent(self.record.id, capability, self.deadline);
     }
 }

@@ -1,8 +1,11 @@
-//! The delegator: where tasks are accepted.
+//! Submission: where a task is accepted and its owner started, in one call
+//! ([`Owners::submit`]).
 //!
 //! A task is checked (its bounds, its input against the capability's contract, its size
 //! against the journal's payload bound) and journaled `task_submitted` before its owner
-//! exists, so nothing is leased for a task the journal does not know.
+//! exists, so nothing is leased for a task the journal does not know (G1). A task that
+//! is accepted while its shard's owners have stopped ends `cancelled` at once and is
+//! refused as [`SubmitError::Stopped`]: no submission is left without an end.
 
 use std::sync::Arc;
 
@@ -40,27 +43,23 @@ pub enum SubmitError {
     Stopped(String),
 }
 
-/// Accepts tasks: checks and journals each before its owner exists.
-#[derive(Debug)]
-pub struct Delegator {
-    owners: Arc<Owners>,
-}
-
-impl Delegator {
-    /// A delegator whose tasks are owned by `owners`.
-    pub fn new(owners: Arc<Owners>) -> Self {
-        Delegator { owners }
-    }
-
-    /// The owners of its tasks.
-    pub fn owners(&self) -> &Arc<Owners> {
-        &self.owners
+impl Owners {
+    /// Accepts a task and starts its owner on the shard of the calling thread (a thread
+    /// that is no shard's: the shards in turn); returns at once with its handle. Nothing
+    /// is journaled for a task that is refused for its input or its bounds.
+    pub fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
+        let (handle, accepted) = self.accept(task)?;
+        if !self.start(accepted) {
+            return Err(SubmitError::Stopped(
+                "the runtime is shutting down: its task owners have stopped".into(),
+            ));
+        }
+        Ok(handle)
     }
 
     /// Checks and journals a task; returns its handle and the accepted task, whose owner
-    /// [`Owners::start`] starts on the shard of the thread that called this. Nothing is journaled for a task
-    /// that is refused.
-    pub fn accept(&self, mut task: Task) -> Result<(TaskHandle, Accepted), SubmitError> {
+    /// [`Owners::start`] starts on the shard claimed for it.
+    fn accept(&self, mut task: Task) -> Result<(TaskHandle, Accepted), SubmitError> {
         if task.attempts == 0 {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
@@ -83,7 +82,7 @@ impl Delegator {
                 ),
             });
         }
-        let router = self.owners.router();
+        let router = self.router();
         let recorder = router.recorder();
         // Looked up once: the owner starts with the contract the input was checked against.
         let contract = router.index().contract(&task.capability);
@@ -114,7 +113,7 @@ impl Delegator {
             });
         }
         // Taken atomically with the check: of two submissions of one id, one is refused.
-        let Some(shard) = self.owners.claim(id) else {
+        let Some(shard) = self.claim(id) else {
             return Err(SubmitError::InvalidTask {
                 capability: task.capability,
                 message: format!("task {id} is live already: a task has one owner at a time"),
@@ -133,7 +132,7 @@ impl Delegator {
                 sender: task.sender.clone(),
             },
         );
-        self.owners.stats().submitted();
+        self.stats().submitted();
         let (tx, rx) = oneshot::channel();
         let fallback = TaskRecord::new(id, task.capability.clone(), correlation, now);
         let handle = TaskHandle { id, rx, fallback };
