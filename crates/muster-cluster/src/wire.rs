@@ -10,6 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use muster_core::agents::{AgentState, Failure};
+use muster_core::ids::{canonical_json, fnv1a64};
 use muster_core::journal::Usage;
 use muster_core::messaging::{Capability, Envelope};
 
@@ -132,14 +133,13 @@ impl ContractRecord {
             "output": [c.spec.output, c.output.document],
             "accept": c.spec.accept,
         });
-        let mut text = String::new();
-        canonical_json(&canonical, &mut text);
+        let text = canonical_json(&canonical);
         ContractRecord {
             name: c.name.to_string(),
             version: c.spec.version.clone(),
             input: c.spec.input.clone(),
             output: c.spec.output.clone(),
-            digest: format!("{:016x}", fnv1a(text.as_bytes())),
+            digest: format!("{:016x}", fnv1a64(text.as_bytes())),
         }
     }
 
@@ -171,46 +171,6 @@ impl ContractRecord {
         }
         Ok(())
     }
-}
-
-/// JSON with object keys sorted, whatever order the document was read in.
-fn canonical_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical_json(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// One agent instance as its worker publishes it in [`AGENTS_BUCKET`].
@@ -311,17 +271,6 @@ pub enum ControlMsg {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn canonical_json_ignores_key_order() {
-        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"a": {"x": null, "y": [1, 2]}, "b": 1}"#).unwrap();
-        let (mut sa, mut sb) = (String::new(), String::new());
-        canonical_json(&a, &mut sa);
-        canonical_json(&b, &mut sb);
-        assert_eq!(sa, sb);
-        assert_eq!(sa, r#"{"a":{"x":null,"y":[1,2]},"b":1}"#);
-    }
 
     #[test]
     fn keys_stay_in_the_key_alphabet() {
