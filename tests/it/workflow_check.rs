@@ -215,6 +215,19 @@ fn a_mapping_that_misses_a_required_field_or_sets_a_forbidden_one_is_a_messaging
 }
 
 #[test]
+fn a_condition_with_a_raw_string_is_read_past_the_string() {
+    // `r'C:\'` is the string `C:\` (in a raw string a backslash escapes nothing; the TOML
+    // below doubles it). A scanner that took `\'` for an escaped quote read the rest of the
+    // condition as string contents and missed the misspelt field after it.
+    let f = Fixture::new();
+    let found = f.findings(&edit(
+        "steps.two.output.text == 'again'",
+        "steps.two.output.text == r'C:\\\\' || steps.two.output.verdict == 'again'",
+    ));
+    assert_finding(&found, "messaging", "two", "steps.two.output.verdict");
+}
+
+#[test]
 fn reading_a_step_that_does_not_exist_is_a_messaging_finding() {
     let f = Fixture::new();
     let found = f.findings(&edit(

@@ -260,19 +260,7 @@ pub enum ControlMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use muster_core::messaging::canonical_json;
     use serde_json::json;
-
-    #[test]
-    fn canonical_json_ignores_key_order() {
-        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"a": {"x": null, "y": [1, 2]}, "b": 1}"#).unwrap();
-        let (mut sa, mut sb) = (String::new(), String::new());
-        canonical_json(&a, &mut sa);
-        canonical_json(&b, &mut sb);
-        assert_eq!(sa, sb);
-        assert_eq!(sa, r#"{"a":{"x":null,"y":[1,2]},"b":1}"#);
-    }
 
     #[test]
     fn keys_stay_in_the_key_alphabet() {

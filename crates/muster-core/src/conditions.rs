@@ -342,9 +342,7 @@ fn estimated_depth(source: &str) -> Result<usize, Scan> {
                     i += 1;
                 }
                 let word = &b[start..i];
-                let raw = matches!(word, b"r" | b"R" | b"br" | b"bR" | b"Br" | b"BR");
-                let bytes = matches!(word, b"b" | b"B");
-                if (raw || bytes) && matches!(b.get(i), Some(b'"' | b'\'')) {
+                if let (Some((raw, _)), Some(b'"' | b'\'')) = (string_prefix(word), b.get(i)) {
                     i = skip_string(b, i, raw)?;
                 } else if word == b"in" {
                     if let Some(l) = levels.last_mut() {
@@ -449,6 +447,84 @@ fn skip_number(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// Whether `word` is a string literal's prefix when a quote follows it: `Some((raw, bytes))`
+/// for `r`/`R` (raw: escapes off), `b`/`B` (bytes) and their combinations, else `None`.
+fn string_prefix(word: &[u8]) -> Option<(bool, bool)> {
+    match word {
+        b"r" | b"R" => Some((true, false)),
+        b"b" | b"B" => Some((false, true)),
+        b"br" | b"bR" | b"Br" | b"BR" => Some((true, true)),
+        _ => None,
+    }
+}
+
+/// A string literal in a CEL expression's source, found by [`string_literal_at`]. The
+/// offsets are bytes of the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringLiteral {
+    /// Its contents as written (escapes not decoded), between the quotes.
+    pub contents: std::ops::Range<usize>,
+    /// The byte after its closing quote (the end of the source if it has none).
+    pub end: usize,
+    /// An `r` prefix: a backslash is just a backslash.
+    pub raw: bool,
+    /// A `b` prefix: the literal is bytes, not a string.
+    pub bytes: bool,
+}
+
+/// The string literal that starts at byte `at` of a CEL expression (at its opening quote
+/// or its prefix), read as the CEL lexer reads it, or `None` if none starts there. This is
+/// the scanner [`bounded`] skips literals with; tools that read expressions from their
+/// source text use it so that an operator, a dot or a quote inside a literal is never read
+/// as code.
+///
+/// Single, double and triple quotes; the prefixes `r`/`R` (raw: no escapes, so `r'C:\'`
+/// ends at its second quote), `b`/`B` (bytes) and `br` in any case. A prefix counts only at
+/// the start of a word (`xr'a'` is the identifier `xr`, then a literal at the quote). A
+/// literal the lexer refuses (unterminated, a bad escape) runs to the end of the source:
+/// [`Condition::compile`] reports it.
+///
+/// # Example
+/// ```
+/// use muster_core::conditions::string_literal_at;
+///
+/// let src = r"r'C:\' + steps.a.output.dir";
+/// let lit = string_literal_at(src, 0).unwrap();
+/// assert_eq!(&src[lit.contents.clone()], r"C:\");
+/// assert!(lit.raw);
+/// assert_eq!(&src[lit.end..], " + steps.a.output.dir");
+/// assert_eq!(string_literal_at(src, 9), None); // `steps` is no literal
+/// ```
+pub fn string_literal_at(source: &str, at: usize) -> Option<StringLiteral> {
+    let b = source.as_bytes();
+    let ident = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
+    let (quote, raw, bytes) = match *b.get(at)? {
+        b'"' | b'\'' => (at, false, false),
+        _ if at > 0 && ident(&b[at - 1]) => return None,
+        _ => {
+            let len = b[at..].iter().take_while(|c| ident(c)).count();
+            let (raw, bytes) = string_prefix(&b[at..at + len])?;
+            if !matches!(b.get(at + len), Some(b'"' | b'\'')) {
+                return None;
+            }
+            (at + len, raw, bytes)
+        }
+    };
+    let q = b[quote];
+    let triple = b.get(quote + 1) == Some(&q) && b.get(quote + 2) == Some(&q);
+    let open = if triple { 3 } else { 1 };
+    let (end, close) = match skip_string(b, quote, raw) {
+        Ok(end) => (end, open),
+        Err(_) => (b.len(), 0),
+    };
+    Some(StringLiteral {
+        contents: quote + open..end - close,
+        end,
+        raw,
+        bytes,
+    })
 }
 
 /// Skips a string literal whose opening quote is at `i` (single or triple quotes; `raw`
@@ -714,6 +790,33 @@ mod tests {
         assert!(too_large(&format!(r"xr'\'' + {chain}")));
         assert!(too_large(&format!("1{}", ".a".repeat(MAX_DEPTH + 1))));
         assert!(too_large(&format!("`a//b` + {chain}")));
+    }
+
+    #[test]
+    fn string_literals_are_found_as_the_lexer_reads_them() {
+        let at = |src: &str, i: usize| {
+            string_literal_at(src, i).map(|l| (src[l.contents.clone()].to_string(), l.end))
+        };
+        assert_eq!(at("'a' + b", 0), Some(("a".into(), 3)));
+        assert_eq!(at(r#""a\"b" + c"#, 0), Some((r#"a\"b"#.into(), 6)));
+        assert_eq!(at("'''a'b''' + c", 0), Some(("a'b".into(), 9)));
+        assert_eq!(at("'' + c", 0), Some((String::new(), 2)));
+        // Raw: the backslash does not escape the quote.
+        assert_eq!(at(r"r'C:\' + x", 0), Some((r"C:\".into(), 6)));
+        assert_eq!(at(r"R'\'", 0), Some((r"\".into(), 4)));
+        let l = string_literal_at("BR'x'", 0).unwrap();
+        assert!(l.raw && l.bytes);
+        assert!(string_literal_at("b'x'", 0).is_some_and(|l| l.bytes && !l.raw));
+        // Not a prefix: a longer word, or a word not followed by a quote.
+        assert_eq!(at("xr'a'", 1), None);
+        assert_eq!(at("xr'a'", 2), Some(("a".into(), 5)));
+        assert_eq!(at("r + 1", 0), None);
+        assert_eq!(at("steps.a", 0), None);
+        // Unterminated: to the end, with whatever follows as its contents.
+        assert_eq!(at("'abc", 0), Some(("abc".into(), 4)));
+        // And the raw string is the one CEL evaluates.
+        let c = Condition::compile(r"r'C:\' + 'x' == 'C:\\x'").unwrap();
+        assert!(c.eval_bool(&[]).unwrap());
     }
 
     #[test]

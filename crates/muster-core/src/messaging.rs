@@ -16,8 +16,8 @@ pub mod failure;
 pub mod scope;
 
 pub use capability::{
-    canonical_json, AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference,
-    ContractTerms, DEFAULT_REUSE_FOR,
+    AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference, ContractTerms,
+    DEFAULT_REUSE_FOR,
 };
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
 pub use dead_letter::{DeadLetter, DeadLetters, DEFAULT_DEAD_LETTERS};

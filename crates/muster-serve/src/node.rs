@@ -19,7 +19,9 @@ use muster_cluster::failover::{Failover, Takeover};
 use muster_core::journal::Event;
 use muster_core::runtime::Muster;
 use muster_workflow::engine::RunOptions;
-use muster_workflow::{recovery, Decision, RecoveredRun, Workflow, WorkflowExt};
+use muster_workflow::{
+    recovery, resume, Decision, RecoveredRun, Unfinished, Workflow, WorkflowExt,
+};
 
 /// How long a decision waits for a run that has journaled `gate_waiting` to park at the
 /// gate (the journal write comes first), in 10 ms steps.
@@ -292,13 +294,7 @@ impl Node {
         rec: RecoveredRun,
         held: &[(Uuid, muster_core::messaging::Scope)],
     ) {
-        let mine = rec.in_flight();
-        self.muster.restore_scopes(
-            held.iter()
-                .filter(|(t, _)| mine.contains(t))
-                .cloned()
-                .collect(),
-        );
+        resume::restore_scopes(&self.muster, &rec, held);
         self.drive(rec.run, wf, Start::Resume(Box::new(rec)));
     }
 
@@ -310,8 +306,10 @@ impl Node {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let recovered = recovery::recover(&t.records);
-        let held = muster_core::delegation::scope_table::held_at(&t.records);
+        let Unfinished {
+            runs: recovered,
+            held,
+        } = Unfinished::of(&t.records);
         for (run, lease, revision) in t.runs {
             let Some(rec) = recovered.iter().find(|r| r.run == run).cloned() else {
                 // It had ended (its lease was not yet released): nothing to resume.

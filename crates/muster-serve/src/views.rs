@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use muster_core::journal::{Event, Record};
+use muster_workflow::inspect::run_of;
 use muster_workflow::inspect::{self, RunState, Scope};
 use muster_workflow::recovery;
 
@@ -65,14 +66,10 @@ pub fn run_summaries(records: &[Record], live: &dyn Fn(Uuid) -> bool) -> Vec<Val
 /// the tasks submitted under it (or the task itself) and theirs, and envelopes correlated
 /// to it. `tasks` holds `id` and collects the tasks seen so far (read records in order).
 pub fn belongs(e: &Event, id: Uuid, tasks: &mut HashSet<Uuid>) -> bool {
+    if let Some(run) = run_of(e) {
+        return run == id;
+    }
     match e {
-        Event::RunStarted { run, .. }
-        | Event::StepEntered { run, .. }
-        | Event::StepCompleted { run, .. }
-        | Event::StepFailed { run, .. }
-        | Event::GateWaiting { run, .. }
-        | Event::GateDecided { run, .. }
-        | Event::RunEnded { run, .. } => *run == id,
         Event::TaskSubmitted {
             task, correlation, ..
         } => {

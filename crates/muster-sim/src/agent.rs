@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::{generate, violate, Fault, FaultModel, SimRng};
 use muster_core::agents::{Agent, AgentError, AgentFactory, TaskContext};
-use muster_core::ids::splitmix64;
+use muster_core::ids::{fnv1a64, splitmix64};
 use muster_core::messaging::SchemaStore;
 
 /// The panic message of a simulated crash (the runner keeps it out of the panic hook's
@@ -65,18 +65,10 @@ pub struct SimFactory {
     pub schemas: Arc<SchemaStore>,
 }
 
-/// FNV-1a, 64 bits: a stable hash of an instance name (the standard library's hasher may
-/// change between releases, and seeds must not).
-fn fnv1a64(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 impl SimFactory {
     /// The seed of the instance called `instance`.
     pub fn instance_seed(&self, instance: &str) -> u64 {
-        splitmix64(self.seed ^ fnv1a64(instance))
+        splitmix64(self.seed ^ fnv1a64(instance.as_bytes()))
     }
 }
 

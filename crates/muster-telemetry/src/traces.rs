@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::bounded::Bounded;
 use super::TelemetryError;
+use muster_core::ids::splitmix64;
 use muster_core::journal::{Event, Record};
 use muster_core::messaging::Envelope;
 
@@ -65,13 +66,6 @@ impl IdGenerator for RecordIds {
     }
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// What a span id is derived for.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -85,7 +79,7 @@ enum Kind {
 /// The span id of `kind` for `id` (and `n`, an epoch): the same in every process.
 fn span_id(kind: Kind, id: Uuid, n: u64) -> SpanId {
     let (hi, lo) = id.as_u64_pair();
-    let v = splitmix(splitmix(splitmix(kind as u64 ^ hi) ^ lo) ^ n);
+    let v = splitmix64(splitmix64(splitmix64(kind as u64 ^ hi) ^ lo) ^ n);
     SpanId::from(v.max(1))
 }
 

@@ -125,8 +125,20 @@ pub struct RunSummary {
     pub duration_ms: u64,
 }
 
-/// The run a workflow record belongs to.
-fn run_of(e: &Event) -> Option<Uuid> {
+/// The run a workflow record belongs to: the run id of a run, step or gate event; `None`
+/// for any other record (a task's records name their run as their correlation).
+///
+/// # Example
+/// ```
+/// use muster_core::journal::Event;
+/// use muster_workflow::inspect::run_of;
+///
+/// let run = uuid::Uuid::now_v7();
+/// let waiting = Event::GateWaiting { run, gate: "ship".into(), question: "ship it?".into() };
+/// assert_eq!(run_of(&waiting), Some(run));
+/// assert_eq!(run_of(&Event::Note { text: "hello".into() }), None);
+/// ```
+pub fn run_of(e: &Event) -> Option<Uuid> {
     match e {
         Event::RunStarted { run, .. }
         | Event::StepEntered { run, .. }

@@ -20,8 +20,7 @@ use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use muster::journal::sqlite::read_journal;
 use muster::journal::{Durability, Journal};
 use muster::workflow::engine::RunOptions;
-use muster::workflow::recovery;
-use muster::workflow::WorkflowExt;
+use muster::workflow::resume::{self, Unfinished};
 
 /// Arguments of `muster resume`.
 #[derive(Debug, clap::Args)]
@@ -64,9 +63,9 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let records = journal
         .try_read_after(0)
         .map_err(|e| journal_error(&args.journal, e))?;
-    let open = recovery::recover(&records);
-    // The scopes the crashed process's tasks held, given back to them as each run resumes.
-    let held = muster::delegation::scope_table::held_at(&records);
+    // The unfinished runs, and the scopes the crashed process's tasks held (given back to
+    // them as each run resumes).
+    let Unfinished { runs: open, held } = Unfinished::of(&records);
     drop(records);
     if open.is_empty() {
         if args.json {
@@ -129,15 +128,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
                     wait: args.wait,
                     progress: tx.clone(),
                 };
-                let mine = rec.in_flight();
-                muster.restore_scopes(
-                    held.iter()
-                        .filter(|(t, _)| mine.contains(t))
-                        .cloned()
-                        .collect(),
-                );
-                let first = muster
-                    .resume_run(wf.clone(), rec, opts)
+                let first = resume::resume(&muster, wf.clone(), rec, &held, opts)
                     .await
                     .map_err(|e| CliError::failed(e.to_string(), json!({})))?;
                 let o = gates.past_gates(first).await?;

@@ -17,7 +17,7 @@ use muster::cluster::{ClusterConfig, Control};
 use muster::journal::tap::DEFAULT_TAP_CAPACITY;
 use muster::journal::{Durability, Journal, TapJournal};
 use muster::serve::{GroupInfo, ServeConfig, Token, TokenSource};
-use muster::workflow::Workflow;
+use muster::workflow::{Unfinished, Workflow};
 
 /// The most workflow files a node loads.
 pub const MAX_WORKFLOWS: usize = 1000;
@@ -152,8 +152,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
     let records = journal
         .try_read_after(0)
         .map_err(|e| CliError::bad_input(e.to_string(), json!({"journal": args.journal})))?;
-    let open = muster::serve::unfinished(&records);
-    let held = muster::delegation::scope_table::held_at(&records);
+    let Unfinished { runs: open, held } = Unfinished::of(&records);
     drop(records);
     let mut resume = Vec::new();
     for rec in open {

@@ -401,15 +401,14 @@ impl ContractTerms {
             "output": [c.spec.output, c.output.document],
             "accept": c.spec.accept,
         });
-        let mut text = String::new();
-        canonical_json(&canonical, &mut text);
+        let text = crate::ids::canonical_json(&canonical);
         ContractTerms {
             version: c.spec.version.clone(),
             input: c.spec.input.clone(),
             output: c.spec.output.clone(),
             idempotent: c.spec.idempotent,
             accept: c.spec.accept.clone(),
-            digest: format!("{:016x}", fnv1a(text.as_bytes())),
+            digest: format!("{:016x}", crate::ids::fnv1a64(text.as_bytes())),
         }
     }
 
@@ -446,48 +445,4 @@ impl ContractTerms {
         }
         Ok(())
     }
-}
-
-/// JSON with object keys sorted, whatever order the document was read in: the one
-/// canonical JSON contracts are digested from.
-#[doc(hidden)]
-pub fn canonical_json(v: &serde_json::Value, out: &mut String) {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical_json(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// FNV-1a 64.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }

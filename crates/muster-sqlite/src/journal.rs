@@ -1,0 +1,473 @@
+//! The journal handle, [`SqliteJournal`]: opens the file (taking its lock), starts the
+//! writer thread, hands it every append without waiting on the disk, and waits for the
+//! durable watermark when asked to. It implements the core's [`Journal`] trait.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use tokio::sync::watch;
+
+use crate::file::{create, lock, open_read_only, probe, sql_error, Probe};
+use crate::read::read_records;
+use crate::writer::{self, Msg, Progress};
+use muster_core::journal::write_stats::WriteCounters;
+use muster_core::journal::{
+    Event, Journal, JournalConfig, JournalError, Record, Watermark, WriteStats,
+};
+
+/// How long a durability wait may take before it reports the writer stuck.
+const DURABLE_WAIT: Duration = Duration::from_secs(60);
+
+/// How hard the journal works to keep a record once appended.
+///
+/// # Example
+/// ```
+/// use muster_sqlite::Durability;
+///
+/// assert_eq!("sync".parse::<Durability>(), Ok(Durability::Sync));
+/// assert_eq!(Durability::default(), Durability::Relaxed);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: every group commit is synced to disk before the runtime reports
+    /// or acts on any record in it. Survives a crash of the process and a power loss.
+    Sync,
+    /// `synchronous=NORMAL` in WAL mode: every group commit is written to the file (the
+    /// WAL) before the runtime reports or acts on any record in it, without waiting for
+    /// the disk to sync. Survives a crash of the process (SIGKILL, panic, OOM kill); the
+    /// last commits can be lost on a power loss or a kernel crash.
+    #[default]
+    Relaxed,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sync" => Ok(Durability::Sync),
+            "relaxed" => Ok(Durability::Relaxed),
+            other => Err(format!(
+                "unknown durability `{other}`, expected `sync` or `relaxed`"
+            )),
+        }
+    }
+}
+
+/// A journal in one SQLite file (WAL mode), written by one thread in group commits.
+///
+/// `append` never waits on the disk; `flush`/`wait_durable` wait for the writer;
+/// `read_after` flushes, then reads the file. Dropping it (or [`SqliteJournal::close`])
+/// commits what is pending and stops the writer.
+///
+/// # Example
+/// ```
+/// use std::sync::Arc;
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::{Durability, SqliteJournal};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join(".muster/journal.db");
+/// let journal = Arc::new(SqliteJournal::open(&path, Durability::Relaxed)?);
+/// let seq = journal.append(1_000, Event::Note { text: "hello".into() });
+/// journal.wait_durable(seq)?;
+/// assert_eq!(journal.read_after(0)[0].event, Event::Note { text: "hello".into() });
+/// // Give it to a runtime: `Muster::builder().journal(journal.clone())`.
+/// # Ok(()) }
+/// ```
+///
+/// A record a caller is about to wait for is committed at once (`Journal::want`), and the
+/// writer counts its group commits (`Journal::write_stats`):
+/// ```
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::{Durability, SqliteJournal};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed)?;
+/// let seq = j.append(0, Event::Note { text: "acknowledge me".into() });
+/// j.want(seq); // committed now, not at the end of the commit window
+/// j.wait_durable(seq)?;
+/// let s = j.write_stats().expect("SQLite writes behind append");
+/// assert_eq!(s.records, 1);
+/// assert_eq!(s.batch_buckets.iter().sum::<u64>(), s.commits);
+/// # Ok(()) }
+/// ```
+pub struct SqliteJournal {
+    path: PathBuf,
+    durability: Durability,
+    config: JournalConfig,
+    /// The last sequence number handed out.
+    last: AtomicU64,
+    tx: mpsc::Sender<Msg>,
+    progress: Arc<Progress>,
+    reader: Mutex<Option<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// What the writer has committed, and how fast.
+    written: Arc<WriteCounters>,
+    /// The lock file, held (flock) while this journal is open: one writer per journal.
+    /// Released explicitly at close, not by closing the descriptor: a child forked by
+    /// another thread of this process holds a copy of the descriptor until it execs, and
+    /// that copy would keep the lock (the journal could not be reopened for that while).
+    lock: std::fs::File,
+}
+
+impl std::fmt::Debug for SqliteJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteJournal")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("last", &self.last.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SqliteJournal {
+    /// Opens the journal at `path`, creating the file and its parent directories if
+    /// needed, with the default [`JournalConfig`]. A file that exists and is not a muster
+    /// journal is refused, unchanged.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::JournalError;
+    /// use muster_sqlite::{Durability, SqliteJournal};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let notes = dir.path().join("notes.txt");
+    /// std::fs::write(&notes, "not a database")?;
+    /// let err = SqliteJournal::open(&notes, Durability::Sync).unwrap_err();
+    /// assert!(matches!(err, JournalError::NotSqlite { .. }));
+    /// assert_eq!(std::fs::read_to_string(&notes)?, "not a database");
+    /// # Ok(()) }
+    /// ```
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, JournalError> {
+        Self::open_with(path, durability, JournalConfig::default())
+    }
+
+    /// [`SqliteJournal::open`] with explicit settings.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Journal, JournalConfig};
+    /// use muster_sqlite::{Durability, SqliteJournal};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let config = JournalConfig { max_payload_bytes: 64 * 1024, ..JournalConfig::default() };
+    /// let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)?;
+    /// assert_eq!(j.max_payload_bytes(), 64 * 1024);
+    /// # Ok(()) }
+    /// ```
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        durability: Durability,
+        config: JournalConfig,
+    ) -> Result<Self, JournalError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        // A file that is not a muster journal is refused before anything is created
+        // beside it (not even the lock file).
+        if probe(&path)? == Probe::Absent {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+        }
+        // One writer per journal: the lock is taken before the file is created, recovered
+        // or appended to, and the file is looked at again under it.
+        let lock = lock(&path)?;
+        if probe(&path)? == Probe::Absent {
+            create(&path)?;
+        }
+        let sql = |context: &str| sql_error(&path, context);
+        let conn = Connection::open(&path).map_err(sql("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql("set WAL mode"))?;
+        let sync = match durability {
+            Durability::Sync => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(sql("set synchronous"))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(sql("set busy timeout"))?;
+        let last: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(sql("read the last sequence number"))?;
+        let last = last.max(0) as u64;
+        let progress = Arc::new(Progress::new(last));
+        let written = Arc::new(WriteCounters::default());
+        let (tx, handle) = writer::start(conn, progress.clone(), written.clone(), &config)
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(SqliteJournal {
+            path,
+            durability,
+            config,
+            last: AtomicU64::new(last),
+            tx,
+            progress,
+            reader: Mutex::new(None),
+            writer: Mutex::new(Some(handle)),
+            written,
+            lock,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The durability mode it was opened with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Blocks until record `seq` is committed (and, with [`Durability::Sync`], synced).
+    /// Fails if the writer failed or stopped before it got there, or after 60 s.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, Journal};
+    /// use muster_sqlite::{Durability, SqliteJournal};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Sync)?;
+    /// let seq = j.append(0, Event::Note { text: "on disk before we go on".into() });
+    /// j.wait_durable(seq)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        let deadline = std::time::Instant::now() + DURABLE_WAIT;
+        self.want(seq);
+        let mut s = self.progress.state.lock();
+        loop {
+            if s.durable >= seq {
+                return Ok(());
+            }
+            let message = if let Some(f) = &s.failed {
+                Some(format!("failed: {f}"))
+            } else if s.closed {
+                Some("has stopped (the journal was closed)".to_string())
+            } else if self
+                .progress
+                .changed
+                .wait_until(&mut s, deadline)
+                .timed_out()
+                && s.durable < seq
+            {
+                Some(format!(
+                    "did not commit seq {seq} within {}s",
+                    DURABLE_WAIT.as_secs()
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                return Err(JournalError::Writer {
+                    path: self.path.clone(),
+                    message,
+                    durable: s.durable,
+                });
+            }
+        }
+    }
+
+    /// Blocks until every record appended so far is committed.
+    ///
+    /// # Example
+    /// ```
+    /// # use muster_core::journal::{Event, Journal};
+    /// use muster_sqlite::{Durability, SqliteJournal};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed)?;
+    /// for i in 0..100 { j.append(i, Event::Note { text: format!("{i}") }); }
+    /// j.flush()?; // now `sqlite3 j.db 'select count(*) from events'` says 100
+    /// # Ok(()) }
+    /// ```
+    pub fn flush(&self) -> Result<(), JournalError> {
+        self.wait_durable(self.last.load(Ordering::Acquire))
+    }
+
+    /// Commits what is pending, stops the writer and releases the journal's lock, so the
+    /// file can be opened again at once. Appends after this are not stored (they are
+    /// logged as errors). Dropping the journal does the same.
+    pub fn close(&self) -> Result<(), JournalError> {
+        let handle = self.writer.lock().take();
+        if let Some(h) = handle {
+            let _ = self.tx.send(Msg::Close);
+            let joined = h.join();
+            // `flock` locks belong to the open file description, which forked children
+            // share until they exec: unlock it rather than wait for every copy to close.
+            let _ = self.lock.unlock();
+            if joined.is_err() {
+                return Err(JournalError::Writer {
+                    path: self.path.clone(),
+                    message: "panicked".into(),
+                    durable: self.progress.state.lock().durable,
+                });
+            }
+        }
+        let s = self.progress.state.lock();
+        match &s.failed {
+            Some(f) => Err(JournalError::Writer {
+                path: self.path.clone(),
+                message: format!("failed: {f}"),
+                durable: s.durable,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Adopts records another process appended to the file since this journal was opened
+    /// (`muster approve` writing a gate decision while a run waits): commits what is
+    /// pending, then moves the sequence counter and the durable watermark up to the file's
+    /// last record, so that the next append neither overwrites nor waits for them.
+    /// Returns the last sequence number. Call it only while this process appends nothing
+    /// (a run waiting at a gate), since an append racing it could take a number the other
+    /// process used.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_sqlite::decide_gate;
+    /// use muster_core::journal::{Event, Journal};
+    /// use muster_sqlite::{Durability, SqliteJournal};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("j.db");
+    /// let run = uuid::Uuid::now_v7();
+    /// let waiting = SqliteJournal::open(&path, Durability::Relaxed)?;
+    /// waiting.append(0, Event::GateWaiting { run, gate: "ok".into(), question: "?".into() });
+    /// waiting.flush()?;
+    /// decide_gate(&path, run, "ok", true, "", 1)?; // what `muster approve` does, elsewhere
+    /// assert_eq!(waiting.catch_up()?, 2);
+    /// assert_eq!(waiting.append(0, Event::Note { text: "going on".into() }), 3);
+    /// assert_eq!(waiting.read_after(0).len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn catch_up(&self) -> Result<u64, JournalError> {
+        self.flush()?;
+        let conn = open_read_only(&self.path)?;
+        let max: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(|source| JournalError::Sqlite {
+                path: self.path.clone(),
+                context: "read the last sequence number".into(),
+                source: Box::new(source),
+            })?;
+        let max = max.max(0) as u64;
+        let mut s = self.progress.state.lock();
+        if max > s.durable {
+            s.durable = max;
+            s.ahead.retain(|seq| *seq > max);
+        }
+        let (durable, stopped) = (s.durable, s.closed || s.failed.is_some());
+        drop(s);
+        self.progress.publish(durable, stopped);
+        let before = self.last.fetch_max(max, Ordering::AcqRel);
+        Ok(before.max(max))
+    }
+
+    /// Every record after `after`, read from the file once pending appends are committed.
+    pub fn try_read_after(&self, after: u64) -> Result<Vec<Record>, JournalError> {
+        self.try_read_batch(after, usize::MAX)
+    }
+
+    /// At most `max` records after `after`, read from the file once pending appends are
+    /// committed.
+    pub fn try_read_batch(&self, after: u64, max: usize) -> Result<Vec<Record>, JournalError> {
+        self.flush()?;
+        let mut guard = self.reader.lock();
+        let conn = match guard.take() {
+            Some(c) => c,
+            None => open_read_only(&self.path)?,
+        };
+        let out = read_records(&conn, &self.path, after, max);
+        *guard = Some(conn);
+        out
+    }
+}
+
+impl Journal for SqliteJournal {
+    fn append(&self, at_ms: u64, event: Event) -> u64 {
+        let seq = self.last.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.tx.send(Msg::Append(seq, at_ms, event)).is_err() {
+            tracing::error!(path = %self.path.display(), seq, "journal closed: event not stored");
+        }
+        seq
+    }
+
+    fn read_after(&self, after: u64) -> Vec<Record> {
+        match self.try_read_after(after) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "journal read failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    fn sync_point(&self, seq: u64) {
+        if let Err(e) = self.wait_durable(seq) {
+            tracing::error!(error = %e, seq, "waiting for the journal to write a record");
+        }
+    }
+
+    fn watermark(&self) -> Option<watch::Receiver<Watermark>> {
+        Some(self.progress.watermark.subscribe())
+    }
+
+    fn want(&self, seq: u64) {
+        if self.progress.wanted.fetch_max(seq, Ordering::AcqRel) < seq {
+            // A writer that stopped has nothing to commit; its waiters learn it from the
+            // state.
+            let _ = self.tx.send(Msg::Want);
+        }
+    }
+
+    fn max_payload_bytes(&self) -> usize {
+        self.config.max_payload_bytes
+    }
+
+    fn read_batch(&self, after: u64, max: usize) -> Vec<Record> {
+        match self.try_read_batch(after, max) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "journal read failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn write_stats(&self) -> Option<WriteStats> {
+        Some(self.written.snapshot())
+    }
+}
+
+impl Drop for SqliteJournal {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the journal");
+        }
+    }
+}
