@@ -2,7 +2,7 @@
 //!
 //! One actor per runtime, started with the first task that declares a scope (a task
 //! without one never talks to it). A task's owner asks for its whole scope before its
-//! first lease ([`AcquireScope`]) and frees it when the task ends ([`ReleaseScope`]).
+//! first lease (`AcquireScope`) and frees it when the task ends (`ReleaseScope`).
 //! Write patterns are exclusive against overlapping writes and reads; reads share.
 //!
 //! Deadlock-free by construction: a scope is granted all at once or not at all (a task
