@@ -35,7 +35,7 @@
 //!     Ok(())
 //! }
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 // The modules are layers (bottom to top: util, clock, ids, conditions, shards, messaging,
 // journal, supervision, agents, discovery, routing, delegation, runtime); docs/architecture.md

@@ -116,6 +116,12 @@ pub struct Request<'a> {
     pub stream_idle: Option<Duration>,
 }
 
+impl<'a> std::fmt::Debug for Request<'a> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").finish_non_exhaustive()
+    }
+}
+
 fn excerpt(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
         .replace(['\n', '\r'], " ")
@@ -137,7 +143,7 @@ fn unreachable(e: &reqwest::Error) -> CallError {
 
 /// Sends `req` with `client` and decodes the answer; `on_chunk` is called for every chunk
 /// of a streamed answer (the attempt's heartbeat).
-pub async fn send(
+pub(crate) async fn send(
     client: &reqwest::Client,
     req: Request<'_>,
     on_chunk: &dyn Fn(),

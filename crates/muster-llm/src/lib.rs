@@ -32,7 +32,7 @@
 //! wait out a `Retry-After`. What each attempt spent is recorded on its context
 //! ([`TaskContext::record_usage`]) and journaled by the owner as `model_usage`; tokens the
 //! server does not report are unknown, never 0.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod budget;
 mod call;

@@ -20,6 +20,12 @@ pub struct Acquire {
     pub reply: oneshot::Sender<Grant>,
 }
 
+impl std::fmt::Debug for Acquire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acquire").finish_non_exhaustive()
+    }
+}
+
 /// A granted request: hold it while the request runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {

@@ -43,6 +43,12 @@ pub struct ProviderActor {
     link: Option<ChildLink>,
 }
 
+impl std::fmt::Debug for ProviderActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderActor").finish_non_exhaustive()
+    }
+}
+
 impl ProviderActor {
     fn new(limits: LlmLimits, generation: u64, link: Option<ChildLink>) -> Self {
         let now = Instant::now();
@@ -217,6 +223,12 @@ impl std::fmt::Debug for ProviderHandle {
 pub struct Permit {
     named: Named<ProviderActor>,
     release: Release,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
 }
 
 impl Permit {

@@ -15,7 +15,7 @@
 //! start; a gate is decided exactly once (G5 holds for every decision: it is journaled).
 //! It must not hold logic of the layers below: runs go through the workflow engine, tasks
 //! through delegation, views are folds over the journal.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod assets;
 pub mod auth;

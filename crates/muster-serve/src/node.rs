@@ -116,6 +116,12 @@ pub struct Node {
     cluster: Option<Clustered>,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").finish_non_exhaustive()
+    }
+}
+
 /// What a control node of a cluster adds: its run leases, and the workflows by name (a
 /// run taken over is resumed with the workflow of the same name).
 struct Clustered {

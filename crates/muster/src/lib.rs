@@ -1,5 +1,5 @@
 #![doc = include_str!("../../../README.md")]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 // A facade: muster-core's modules under their own names, and each integration crate,
 // behind the feature of its name, at the path it has always had (`muster::workflow`,

@@ -276,6 +276,12 @@ pub struct AgentLink {
     pub on_alive: Arc<dyn Fn() + Send + Sync>,
 }
 
+impl std::fmt::Debug for AgentLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentLink").finish_non_exhaustive()
+    }
+}
+
 impl AgentLink {
     /// The agent is gone: `Ok(())` for a normal exit, `Err(why)` for an abnormal one. The
     /// instance fails every task it holds and its supervisor decides on a restart.

@@ -25,6 +25,12 @@ pub struct FnAgent<F> {
     f: Arc<F>,
 }
 
+impl<F> std::fmt::Debug for FnAgent<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnAgent").finish_non_exhaustive()
+    }
+}
+
 impl<F> Clone for FnAgent<F> {
     fn clone(&self) -> Self {
         FnAgent { f: self.f.clone() }

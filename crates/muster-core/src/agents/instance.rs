@@ -146,6 +146,12 @@ pub struct AgentInstance {
     stopping: bool,
 }
 
+impl std::fmt::Debug for AgentInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentInstance").finish_non_exhaustive()
+    }
+}
+
 impl AgentInstance {
     /// Starts an instance on the current arbiter; returns its address (not yet registered:
     /// it reports itself up to its directory once its agent has started).

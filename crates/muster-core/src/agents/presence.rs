@@ -45,6 +45,12 @@ pub enum Presence {
     },
 }
 
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presence").finish_non_exhaustive()
+    }
+}
+
 /// Where an instance sends its [`Presence`]: the directory of agents, whichever
 /// incarnation of it runs now. The runtime makes one per runtime and hands it to every
 /// instance at start.

@@ -106,6 +106,12 @@ pub enum ReplyTo {
     Answered,
 }
 
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyTo").finish_non_exhaustive()
+    }
+}
+
 impl ReplyTo {
     #[doc(hidden)]
     pub fn send(self, report: AttemptReport) {
@@ -131,6 +137,12 @@ pub struct Assign {
     pub reply: ReplyTo,
     /// Called on every task heartbeat.
     pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Assign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assign").finish_non_exhaustive()
+    }
 }
 
 impl Assign {
@@ -190,12 +202,30 @@ pub struct Cancel {
     pub epoch: u64,
 }
 
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel").finish_non_exhaustive()
+    }
+}
+
 /// Stops the instance abruptly: its tasks fail, its supervisor sees an abnormal exit.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Kill(pub String);
 
+impl std::fmt::Debug for Kill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kill").finish_non_exhaustive()
+    }
+}
+
 /// Stops the instance gracefully: no new work; running tasks may finish.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown").finish_non_exhaustive()
+    }
+}

@@ -200,14 +200,14 @@ impl Owners {
 }
 
 /// The owner supervisor actor.
-pub struct OwnerSupervisor {
+pub(crate) struct OwnerSupervisor {
     owners: Arc<Owners>,
     link: Option<ChildLink>,
 }
 
 impl OwnerSupervisor {
     /// The supervisor of `owners`, reporting its exit through `link`.
-    pub fn new(owners: Arc<Owners>, link: ChildLink) -> Self {
+    pub(crate) fn new(owners: Arc<Owners>, link: ChildLink) -> Self {
         OwnerSupervisor {
             owners,
             link: Some(link),

@@ -16,7 +16,7 @@ use crate::messaging::{Capability, Overlap, Scope};
 /// A task heartbeat from the agent holding lease `epoch` of `task`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct LeaseHeartbeat {
+pub(crate) struct LeaseHeartbeat {
     /// The task.
     pub task: Uuid,
     /// The lease's epoch.
@@ -28,7 +28,7 @@ pub struct LeaseHeartbeat {
 /// ended (or is not on this shard).
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct CancelTask {
+pub(crate) struct CancelTask {
     /// The task.
     pub task: Uuid,
     /// Why (journaled with `task_cancelled`).
@@ -38,7 +38,7 @@ pub struct CancelTask {
 /// Cancels every live task of the shard (a shutdown), then stops the shard.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CancelAll {
+pub(crate) struct CancelAll {
     /// Why (journaled with each `task_cancelled`).
     pub reason: String,
 }
@@ -53,6 +53,12 @@ pub struct Accepted {
     pub(super) waiter: oneshot::Sender<Outcome>,
     /// The shard its owner runs on (its submitter's), claimed with the id.
     pub(super) shard: usize,
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted").finish_non_exhaustive()
+    }
 }
 
 /// An accepted task, whose owner the shard starts.
@@ -101,12 +107,24 @@ pub struct AcquireScope {
     pub granted: oneshot::Sender<Result<(), ScopeRefused>>,
 }
 
+impl std::fmt::Debug for AcquireScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcquireScope").finish_non_exhaustive()
+    }
+}
+
 /// Frees a task's scope, or takes it out of the queue if it was still waiting.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReleaseScope {
     /// The task.
     pub task: Uuid,
+}
+
+impl std::fmt::Debug for ReleaseScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReleaseScope").finish_non_exhaustive()
+    }
 }
 
 /// Why a task that fails on conflict did not get its scope.

@@ -103,6 +103,12 @@ pub struct Reused {
     pub output: Option<Arc<Value>>,
 }
 
+impl std::fmt::Debug for Reused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reused").finish_non_exhaustive()
+    }
+}
+
 struct Done {
     task: Uuid,
     input: Arc<Value>,

@@ -47,6 +47,12 @@ pub struct ScopeTable {
     queue: VecDeque<Waiting>,
 }
 
+impl std::fmt::Debug for ScopeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeTable").finish_non_exhaustive()
+    }
+}
+
 impl ScopeTable {
     /// An empty table that journals through `recorder`.
     pub fn new(recorder: Recorder) -> Self {
@@ -224,6 +230,12 @@ pub fn held_at(records: &[Record]) -> Vec<(Uuid, Scope)> {
 pub struct Restore {
     /// The scopes, in the order they were granted.
     pub held: Vec<(Uuid, Scope)>,
+}
+
+impl std::fmt::Debug for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restore").finish_non_exhaustive()
+    }
 }
 
 impl Handler<Restore> for ScopeTable {

@@ -34,7 +34,7 @@ use crate::discovery::{LinePlace, PickError, WaitFor};
 use crate::messaging::{Capability, Envelope, Scope};
 
 /// The actor driving the owners of the tasks started on its thread.
-pub struct OwnerShard {
+pub(super) struct OwnerShard {
     owners: Arc<Shared>,
     /// Boxed: the map moves pointers, not owners, when it grows.
     live: HashMap<Uuid, Box<TaskOwner>, foldhash::fast::RandomState>,
@@ -64,7 +64,7 @@ impl std::fmt::Debug for OwnerShard {
 
 impl OwnerShard {
     /// The shard of `owners` (start it on the thread whose tasks it drives).
-    pub fn new(owners: Arc<Shared>) -> Self {
+    pub(super) fn new(owners: Arc<Shared>) -> Self {
         OwnerShard {
             owners,
             live: HashMap::default(),

@@ -21,7 +21,7 @@ use crate::routing::Router;
 use crate::supervision::Named;
 
 /// What every task owner works with.
-pub struct Shared {
+pub(super) struct Shared {
     pub(super) router: Router,
     pub(super) registry: Named<Registry>,
     /// Tasks whose owner has not ended them yet, with the shard their owner runs on.

@@ -49,6 +49,12 @@ pub struct Declare {
     pub contracts: Vec<Arc<Capability>>,
 }
 
+impl std::fmt::Debug for Declare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Declare").finish_non_exhaustive()
+    }
+}
+
 /// Resolves when an instance of the capability registers.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -59,12 +65,30 @@ pub struct WaitFor {
     pub tx: oneshot::Sender<()>,
 }
 
+impl std::fmt::Debug for WaitFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitFor").finish_non_exhaustive()
+    }
+}
+
 /// Subscribe to registry events.
 #[derive(Message)]
 #[rtype(result = "broadcast::Receiver<RegistryEvent>")]
 pub struct Subscribe;
 
+impl std::fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribe").finish_non_exhaustive()
+    }
+}
+
 /// Resolves once every message sent to the registry before it has been handled.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Sync;
+
+impl std::fmt::Debug for Sync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sync").finish_non_exhaustive()
+    }
+}

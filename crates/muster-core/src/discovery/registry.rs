@@ -27,6 +27,12 @@ pub struct Registry {
     link: Option<ChildLink>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
 impl Registry {
     /// The registry of `index` (its sole writer), journaling through `recorder` and
     /// reporting its exit through `link`.

@@ -14,6 +14,12 @@ pub struct RouterActor {
     link: Option<ChildLink>,
 }
 
+impl std::fmt::Debug for RouterActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterActor").finish_non_exhaustive()
+    }
+}
+
 impl RouterActor {
     /// A router actor over `router`, reporting its exit through `link`.
     pub fn new(router: Router, link: ChildLink) -> Self {

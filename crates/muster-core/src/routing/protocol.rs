@@ -16,3 +16,9 @@ pub struct Route {
     /// deadline).
     pub wait: Duration,
 }
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route").finish_non_exhaustive()
+    }
+}

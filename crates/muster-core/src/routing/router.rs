@@ -37,6 +37,12 @@ pub struct Router {
     dead_letters: Arc<DeadLetters>,
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
 impl Router {
     /// A router over these handles.
     pub fn new(

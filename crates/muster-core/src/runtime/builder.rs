@@ -35,6 +35,12 @@ pub struct MusterBuilder {
     config: RuntimeConfig,
 }
 
+impl std::fmt::Debug for MusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MusterBuilder").finish_non_exhaustive()
+    }
+}
+
 impl MusterBuilder {
     /// Loads every `*.schema.json` from this directory.
     pub fn schemas_dir(mut self, dir: impl Into<PathBuf>) -> Self {

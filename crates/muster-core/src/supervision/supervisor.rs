@@ -99,6 +99,12 @@ pub struct Supervisor {
     terminating: bool,
 }
 
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").finish_non_exhaustive()
+    }
+}
+
 impl Supervisor {
     /// A supervisor with no children yet. `parent` is its own link when it is supervised;
     /// without one it is a root, and `on_escalate` is called with the report when it gives
@@ -486,6 +492,12 @@ impl Handler<ShutdownSupervisor> for Supervisor {
 
 /// A supervisor as a child of another supervisor.
 pub struct SupervisorHandle(pub Addr<Supervisor>);
+
+impl std::fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorHandle").finish_non_exhaustive()
+    }
+}
 
 impl ChildHandle for SupervisorHandle {
     fn shutdown(&mut self) {
