@@ -44,7 +44,7 @@ mod timers;
 pub use handle::TaskHandle;
 pub use owners::Owners;
 pub use protocol::Accepted;
-pub use record::{Escalation, Lease, LeaseOutcome, NoOutput, Outcome, TaskRecord, TaskStatus};
+pub use record::{Escalation, Lease, LeaseOutcome, NoOutput, TaskRecord, TaskStatus};
 pub use stats::{Stats, StatsSnapshot};
 pub use submit::SubmitError;
 pub use task::{Backoff, Exhausted, OnConflict, Task};

@@ -65,7 +65,7 @@ pub use agents::{
 #[cfg(feature = "cel")]
 pub use conditions::{Condition, ConditionError};
 pub use delegation::{
-    Backoff, Escalation, Exhausted, Lease, LeaseOutcome, Outcome, StatsSnapshot, SubmitError, Task,
+    Backoff, Escalation, Exhausted, Lease, LeaseOutcome, StatsSnapshot, SubmitError, Task,
     TaskHandle, TaskRecord, TaskStatus,
 };
 pub use discovery::{AgentInfo, RegistryEvent};

@@ -28,7 +28,7 @@ use super::gates::{ApproveError, Decision, Gates};
 use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
 use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
 use muster_core::conditions::Condition;
-use muster_core::delegation::{Backoff, LeaseOutcome, Outcome, SubmitError, Task, TaskStatus};
+use muster_core::delegation::{Backoff, LeaseOutcome, SubmitError, Task, TaskRecord, TaskStatus};
 use muster_core::journal::{Event, Unwritten, UsageTotals};
 use muster_core::messaging::contract::SchemaError;
 use muster_core::messaging::ContractError;
@@ -220,7 +220,7 @@ impl RunState<'_> {
             }
         }
         let visit = self.visits.get(name).copied().unwrap_or(1);
-        let mut outcome: Outcome = match self.muster.delegate(task).await {
+        let mut outcome: TaskRecord = match self.muster.delegate(task).await {
             Ok(o) => o,
             Err(SubmitError::InvalidInput { source, .. }) => {
                 let reason = format!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use muster::journal::Usage;
 use muster::workflow::{RunOutcome, Workflow};
-use muster::{AgentDef, AgentError, CapabilitySpec, Muster, Outcome, Task, WorkflowExt};
+use muster::{AgentDef, AgentError, CapabilitySpec, Muster, Task, TaskRecord, WorkflowExt};
 use serde_json::{json, Value};
 
 /// The attempt time bound of the review step.
@@ -76,7 +76,7 @@ pub async fn runtime() -> Muster {
 }
 
 /// Runs the workload; returns the run's outcome and the bare task's.
-pub async fn workload(m: &Muster) -> (RunOutcome, Outcome) {
+pub async fn workload(m: &Muster) -> (RunOutcome, TaskRecord) {
     let wf = match Workflow::parse(WORKFLOW, Path::new("review.toml"), &m.schemas()) {
         Ok(wf) => Arc::new(wf),
         Err(e) => panic!("the workflow does not parse: {e:?}"),

@@ -3,7 +3,7 @@
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::record::{Escalation, Outcome, TaskRecord, TaskStatus};
+use super::record::{Escalation, TaskRecord, TaskStatus};
 
 /// A submitted task: its id and its outcome to come.
 ///
@@ -22,7 +22,7 @@ use super::record::{Escalation, Outcome, TaskRecord, TaskStatus};
 #[derive(Debug)]
 pub struct TaskHandle {
     pub(super) id: Uuid,
-    pub(super) rx: oneshot::Receiver<Outcome>,
+    pub(super) rx: oneshot::Receiver<TaskRecord>,
     pub(super) fallback: TaskRecord,
 }
 
@@ -34,7 +34,7 @@ impl TaskHandle {
 
     /// Waits for the task's terminal state. If the owner itself was lost (a bug), the
     /// record says so as an escalation instead of hanging.
-    pub async fn outcome(self) -> Outcome {
+    pub async fn outcome(self) -> TaskRecord {
         match self.rx.await {
             Ok(o) => o,
             Err(_) => {

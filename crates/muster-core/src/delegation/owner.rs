@@ -68,7 +68,7 @@ use uuid::Uuid;
 pub(super) use self::context::{Cx, Unavailable};
 use self::phase::{ActiveLease, Phase};
 use super::protocol::{Accepted, Wake};
-use super::record::{Outcome, TaskRecord};
+use super::record::TaskRecord;
 use super::reuse::ReuseKey;
 use super::shared::Shared;
 use super::task::Task;
@@ -93,7 +93,7 @@ pub(super) struct TaskOwner {
     /// Epochs granted whose agent has not answered yet.
     outstanding: Vec<u64>,
     excluded: Vec<Arc<str>>,
-    waiter: Option<oneshot::Sender<Outcome>>,
+    waiter: Option<oneshot::Sender<TaskRecord>>,
     deadline: tokio::time::Instant,
     last_envelope: Option<Uuid>,
     /// Consecutive waits in line without a lease (the backstop doubles with each, see

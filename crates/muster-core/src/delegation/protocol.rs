@@ -8,7 +8,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::record::Outcome;
+use super::record::TaskRecord;
 use super::task::Task;
 use crate::discovery::LinePlace;
 use crate::messaging::{Capability, Overlap, Scope};
@@ -50,7 +50,7 @@ pub struct Accepted {
     pub(super) id: Uuid,
     /// The contract the input was checked against at acceptance (none yet declared).
     pub(super) contract: Option<Arc<Capability>>,
-    pub(super) waiter: oneshot::Sender<Outcome>,
+    pub(super) waiter: oneshot::Sender<TaskRecord>,
     /// The shard its owner runs on (its submitter's), claimed with the id.
     pub(super) shard: usize,
 }

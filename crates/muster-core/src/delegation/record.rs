@@ -114,10 +114,6 @@ pub struct TaskRecord {
     pub usage: UsageTotals,
 }
 
-/// A finished task's record: completed with output, owner and attempts; or escalated or
-/// cancelled with the history.
-pub type Outcome = TaskRecord;
-
 /// A task that ended without an accepted output (escalated or cancelled), as an error:
 /// its record says how (the source of a sub-task's
 /// [`DelegateError::Ended`](crate::agents::host::DelegateError::Ended)).
@@ -137,7 +133,7 @@ pub type Outcome = TaskRecord;
     .0.status,
     .0.escalation.as_ref().map(|e| format!(": {}", e.reason)).unwrap_or_default()
 )]
-pub struct NoOutput(pub Outcome);
+pub struct NoOutput(pub TaskRecord);
 
 impl TaskRecord {
     /// The record of a task just submitted: pending, with no lease yet.

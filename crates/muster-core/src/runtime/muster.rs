@@ -16,7 +16,7 @@ use super::config::{RuntimeConfig, StartError};
 use super::extensions::Extensions;
 use crate::agents::group::{self, GroupContext};
 use crate::agents::{AgentDef, InstanceHandle, Presence};
-use crate::delegation::{Outcome, Owners, StatsSnapshot, SubmitError, Task, TaskHandle};
+use crate::delegation::{Owners, StatsSnapshot, SubmitError, Task, TaskHandle, TaskRecord};
 use crate::discovery::{AgentInfo, CapabilityIndex, Declare, Registry, RegistryEvent, Subscribe};
 use crate::ids::IdGen;
 use crate::journal::{Journal, Recorder};
@@ -372,7 +372,7 @@ impl Muster {
     }
 
     /// Submits a task and waits for its outcome.
-    pub async fn delegate(&self, task: Task) -> Result<Outcome, SubmitError> {
+    pub async fn delegate(&self, task: Task) -> Result<TaskRecord, SubmitError> {
         Ok(self.submit(task).await?.outcome().await)
     }
 

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::super::protocol::{Accepted, Wake};
-use super::super::record::{Outcome, TaskStatus};
+use super::super::record::{TaskRecord, TaskStatus};
 use super::super::reuse::{Found, ReuseKey};
 use super::super::shared::Shared;
 use super::super::task::{Backoff, Task};
@@ -109,7 +109,7 @@ struct Setup {
     owner: TaskOwner,
     cx: Fake,
     journal: Arc<MemoryJournal>,
-    outcome: oneshot::Receiver<Outcome>,
+    outcome: oneshot::Receiver<TaskRecord>,
 }
 
 fn agent(id: &str) -> Arc<InstanceHandle> {
