@@ -102,6 +102,34 @@ fn a_reply_is_checked_against_the_output_schema() {
     });
 }
 
+/// The reply gets the verdict a task's result gets: a reply that fits the output schema but
+/// breaks the capability's acceptance rule is a reply violation, and one the rule accepts
+/// is delivered.
+#[test]
+fn a_reply_is_checked_against_the_acceptance_rule() {
+    paused(async {
+        let m = Muster::builder()
+            .schema("p", payload_schema())
+            .schema("n", json!({"type": "integer"}))
+            .agent(
+                AgentDef::function("counter", |v, _| async move { Ok(v["task_id"].clone()) })
+                    .capability(CapabilitySpec::new("count", "p", "n").accept("output > 0")),
+            )
+            .start()
+            .await
+            .unwrap();
+        let send = |id: i64| {
+            let p = json!({"task_id": id, "hops": 0, "last": "", "data": "x", "score": 0.5});
+            Envelope::new("count", Recipient::Capability("count".into()), "p", p)
+        };
+        let err = within(5, "send", m.send(send(0))).await.unwrap_err();
+        assert_eq!(err.reason, FailureReason::ReplyViolation);
+        assert!(err.detail.contains("output > 0"), "{}", err.detail);
+        let reply = within(5, "send", m.send(send(3))).await.unwrap();
+        assert_eq!(*reply.payload, json!(3));
+    });
+}
+
 #[test]
 fn a_passed_deadline_fails_the_envelope() {
     paused(async {

@@ -190,14 +190,6 @@ impl CapabilityIndex {
         self.caps.get(capability).map(|e| e.orders.place())
     }
 
-    /// Passes a wake on to the next owner in `capability`'s line: for a waiter that was
-    /// woken but went away (or looked elsewhere) before taking the slot.
-    pub fn pass_on(&self, capability: &str, hops: u32) {
-        if let Some(e) = self.caps.get(capability) {
-            e.orders.wake_one(hops);
-        }
-    }
-
     /// Owners waiting in line for a slot of `capability` (0 when none is at its bound).
     pub fn waiting(&self, capability: &str) -> usize {
         self.caps.get(capability).map_or(0, |e| e.orders.waiting())

@@ -333,12 +333,6 @@ impl Orders {
         LinePlace::new(self.line.clone())
     }
 
-    /// Wakes the first waiter still waiting (a wake its receiver could not use is passed
-    /// on this way).
-    pub(crate) fn wake_one(&self, hops: u32) {
-        self.line.wake(1, hops);
-    }
-
     /// Owners waiting for a slot now (those gone included until they are passed over).
     pub(crate) fn waiting(&self) -> usize {
         self.line.waiters.lock().len()
