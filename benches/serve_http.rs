@@ -173,7 +173,6 @@ fn main() {
             groups: Vec::new(),
             token: Token::parse(TOKEN, "bench").expect("a valid token"),
             resume: Vec::new(),
-            held_scopes: Vec::new(),
             traces: None,
             failover: None,
         };

@@ -57,6 +57,7 @@ mod fuzz_regressions;
 mod inspect_cli;
 mod journal_corrupt_file;
 mod journal_hardening;
+mod journal_index;
 mod journal_round_trip;
 mod llm_agents;
 mod llm_real_model;

@@ -15,6 +15,7 @@
 pub mod event;
 pub mod memory;
 pub mod recorder;
+pub mod runs;
 pub mod tap;
 pub mod usage;
 pub mod write_stats;
@@ -26,6 +27,7 @@ use serde_json::Value;
 pub use event::{Event, Record};
 pub use memory::MemoryJournal;
 pub use recorder::{Recorder, Unwritten};
+pub use runs::{RunEntry, RunQuery, RunStatus};
 pub use tap::TapJournal;
 pub use usage::{Usage, UsageTotals};
 pub use write_stats::WriteStats;
@@ -117,6 +119,73 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// is the write (memory).
     fn write_stats(&self) -> Option<WriteStats> {
         None
+    }
+    /// The runs [`RunQuery`] asks for, newest first. A journal with an index of runs (the
+    /// SQLite journal's `runs` table) answers in time that grows with the page; the
+    /// default scans every record it holds ([`runs::scan_runs`]).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, Journal, MemoryJournal, RunQuery, RunStatus};
+    ///
+    /// let j = MemoryJournal::default();
+    /// for _ in 0..3 {
+    ///     let run = uuid::Uuid::now_v7();
+    ///     j.append(0, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: serde_json::json!({}) });
+    ///     j.append(1, Event::GateWaiting { run, gate: "g".into(), question: "?".into() });
+    /// }
+    /// let page = j.runs(&RunQuery { status: Some(RunStatus::Waiting), limit: 2, ..RunQuery::default() });
+    /// assert_eq!(page.len(), 2);
+    /// assert!(page[0].started_seq > page[1].started_seq); // newest first
+    /// ```
+    fn runs(&self, query: &RunQuery) -> Vec<RunEntry> {
+        let mut all = runs::scan_runs(&self.read_after(0));
+        all.reverse();
+        all.into_iter()
+            .filter(|e| query.admits(e))
+            .take(query.limit)
+            .collect()
+    }
+    /// One run's entry in the index, if the journal holds the run.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, Journal, MemoryJournal};
+    ///
+    /// let j = MemoryJournal::default();
+    /// let run = uuid::Uuid::now_v7();
+    /// j.append(0, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: serde_json::json!({}) });
+    /// assert_eq!(j.run_entry(run).map(|e| e.workflow), Some("w".to_string()));
+    /// assert!(j.run_entry(uuid::Uuid::now_v7()).is_none());
+    /// ```
+    fn run_entry(&self, run: uuid::Uuid) -> Option<RunEntry> {
+        runs::scan_runs(&self.read_after(0))
+            .into_iter()
+            .find(|e| e.run == run)
+    }
+    /// The records that tell the story of `id`, in order: a run's own records and its
+    /// tasks' (the records whose correlation is the run), or a task's records. A journal
+    /// indexed by run answers in time that grows with that story; the default scans
+    /// ([`runs::scan_records_of`]). Callers that need an exact view filter further.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, Journal, MemoryJournal};
+    ///
+    /// let j = MemoryJournal::default();
+    /// let run = uuid::Uuid::now_v7();
+    /// j.append(0, Event::Note { text: "not the run's".into() });
+    /// j.append(0, Event::StepEntered { run, step: "a".into(), visit: 1 });
+    /// assert_eq!(j.records_of(run).iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    /// ```
+    fn records_of(&self, id: uuid::Uuid) -> Vec<Record> {
+        runs::scan_records_of(&self.read_after(0), id)
+    }
+    /// Whether [`Journal::runs`], [`Journal::run_entry`] and [`Journal::records_of`] are
+    /// answered from an index (cost per page or per run) rather than by a scan of the
+    /// whole journal (cost per record held).
+    fn indexed(&self) -> bool {
+        false
     }
 }
 
@@ -219,7 +288,7 @@ pub enum JournalError {
         detail: String,
     },
     /// A muster journal of a format version this build does not read.
-    #[error("{}: muster journal version {found}, this build reads version {expected}", path.display())]
+    #[error("{}: muster journal version {found}, this build reads versions 1 to {expected} (a journal written by a newer muster: open it with that muster)", path.display())]
     Version {
         /// The file.
         path: PathBuf,

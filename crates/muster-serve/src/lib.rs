@@ -40,10 +40,10 @@ pub use routes::{router, AppState};
 pub use tree::GroupInfo;
 
 use muster_cluster::failover::{Failover, Takeover};
-use muster_core::journal::{Journal, TapJournal};
+use muster_core::journal::{Journal, RunEntry, RunQuery, RunStatus, TapJournal};
 use muster_core::runtime::Muster;
 use muster_telemetry::{Follower, Metrics, Traces, DEFAULT_EVERY};
-use muster_workflow::{recovery, RecoveredRun, Workflow};
+use muster_workflow::{recovery, RecoveredRun, Unfinished, Workflow};
 use protocol::Command;
 
 /// How long requests in flight may take to finish once the node is asked to stop.
@@ -58,11 +58,10 @@ pub struct ServeConfig {
     pub groups: Vec<GroupInfo>,
     /// The API token.
     pub token: Token,
-    /// Unfinished runs to resume, each with its workflow.
-    pub resume: Vec<(Arc<Workflow>, RecoveredRun)>,
-    /// The scopes the previous process's tasks held (see
-    /// [`held_at`](muster_core::delegation::scope_table::held_at)).
-    pub held_scopes: Vec<(uuid::Uuid, muster_core::messaging::Scope)>,
+    /// Unfinished runs to resume, each with its workflow, oldest first (from the journal's
+    /// run index, [`unfinished_runs`]). The node serves at once and resumes them in the
+    /// background, each rebuilt from its own records; `GET /readyz` tells how far it got.
+    pub resume: Vec<(Arc<Workflow>, uuid::Uuid)>,
     /// Traces to export (OTLP, when the OpenTelemetry environment asks for it).
     pub traces: Option<Traces>,
     /// As a control node of a cluster: its run leases and the takeovers it wins.
@@ -118,9 +117,13 @@ pub async fn serve(
         follower = follower.traces(t);
     }
     let following = follower.spawn(DEFAULT_EVERY);
-    for (wf, rec) in config.resume {
-        node.resume(wf, rec, &config.held_scopes);
-    }
+    live.will_resume(config.resume.iter().map(|(_, run)| *run));
+    actix::spawn(resume_in_background(
+        journal.clone(),
+        config.resume,
+        tx.clone(),
+        live.clone(),
+    ));
     let state = AppState {
         node: tx,
         muster: muster.clone(),
@@ -129,31 +132,22 @@ pub async fn serve(
         workflows,
         groups: Arc::new(config.groups),
         token: config.token,
-        started_seq,
+        restarts: Arc::new(views::Restarts::after(started_seq)),
         streams: Arc::new(Streams::new(events::MAX_STREAMS)),
         stop: stop.clone(),
         metrics,
     };
     let app = router(state);
     let node_loop = node.serve(rx, stop.clone());
-    let stop_for_server = stop_tx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        // Event streams and the node's queue end with the listener.
-        let _ = stop_for_server.send(true);
-    });
-    // Requests in flight get a bounded time to finish once the stop is asked for.
-    let mut asked = stop.clone();
-    let bounded = async move {
-        tokio::select! {
-            r = server => r,
-            _ = async {
-                let _ = asked.wait_for(|s| *s).await;
-                tokio::time::sleep(GRACE).await;
-            } => Ok(()),
-        }
-    };
-    let (served, ()) = tokio::join!(bounded, node_loop);
+    let served = http_thread(listener, app, stop_tx.clone(), stop.clone(), shutdown)?;
+    let (served, ()) = tokio::join!(
+        async {
+            served
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the HTTP thread panicked")))
+        },
+        node_loop
+    );
     let _ = stop_tx.send(true);
     node.shutdown().await;
     if let Err(e) = following.stop().await {
@@ -162,8 +156,136 @@ pub async fn serve(
     served
 }
 
-/// Every unfinished run of `records`, for [`ServeConfig::resume`] (the caller pairs each
-/// with its workflow).
+/// Every unfinished run of `records`, rebuilt (the caller pairs each with its workflow).
 pub fn unfinished(records: &[muster_core::journal::Record]) -> Vec<RecoveredRun> {
     recovery::recover(records)
+}
+
+/// The unfinished runs of `journal` (not ended: running when the last process stopped,
+/// or waiting at a gate), oldest first, from its run index: what a node resumes.
+///
+/// # Example
+/// ```
+/// use muster_core::journal::{Event, Journal, MemoryJournal};
+///
+/// let j = MemoryJournal::default();
+/// let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+/// for run in [a, b] {
+///     j.append(0, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: serde_json::json!({}) });
+/// }
+/// j.append(1, Event::RunEnded { run: a, status: "completed".into(), step: "s".into(), reason: None });
+/// let open = muster_serve::unfinished_runs(&j);
+/// assert_eq!(open.iter().map(|e| e.run).collect::<Vec<_>>(), vec![b]);
+/// ```
+pub fn unfinished_runs(journal: &dyn Journal) -> Vec<RunEntry> {
+    let mut out: Vec<RunEntry> = [RunStatus::Unfinished, RunStatus::Waiting]
+        .into_iter()
+        .flat_map(|status| {
+            journal.runs(&RunQuery {
+                status: Some(status),
+                limit: usize::MAX,
+                ..RunQuery::default()
+            })
+        })
+        .collect();
+    out.sort_by_key(|e| e.started_seq);
+    out
+}
+
+/// How many runs one read of the background resumption rebuilds.
+const RESUME_CHUNK: usize = 64;
+
+/// Resumes `runs` in order, a chunk at a time: each run's records are read through the
+/// journal's run index off the runtime's thread, rebuilt, and handed to the node. The API
+/// answers meanwhile (`GET /readyz` counts them).
+async fn resume_in_background(
+    journal: Arc<TapJournal>,
+    runs: Vec<(Arc<Workflow>, uuid::Uuid)>,
+    node: mpsc::Sender<Command>,
+    live: Arc<Live>,
+) {
+    let mut runs = runs.into_iter().peekable();
+    while runs.peek().is_some() {
+        let chunk: Vec<_> = runs.by_ref().take(RESUME_CHUNK).collect();
+        let j = journal.clone();
+        let ids: Vec<uuid::Uuid> = chunk.iter().map(|(_, r)| *r).collect();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|id| (id, Unfinished::of(&j.records_of(id))))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for ((wf, id), (_, open)) in chunk.into_iter().zip(rebuilt) {
+            let Unfinished { runs, held } = open;
+            match runs.into_iter().find(|r| r.run == id) {
+                Some(run) => {
+                    let c = Command::Resume {
+                        workflow: wf,
+                        run: Box::new(run),
+                        held,
+                    };
+                    if node.send(c).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    tracing::warn!(run = %id, "an unfinished run of the index has no records to resume from");
+                    live.resumed(id);
+                }
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` from a thread of its own (a small multi-threaded tokio
+/// runtime), so that no work of the runtime's thread — resuming thousands of runs,
+/// driving them — ever delays an answer (`/healthz` never waits). The returned receiver
+/// answers once the server has stopped: after `shutdown` (then `stop` turns true, ending
+/// the event streams and the node's queue) and the requests in flight, bounded by
+/// [`GRACE`].
+fn http_thread(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop_tx: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let listener = listener.into_std()?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("muster-http".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("muster-http")
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        let stop_for_server = stop_tx.clone();
+                        let server =
+                            axum::serve(listener, app).with_graceful_shutdown(async move {
+                                shutdown.await;
+                                // Event streams and the node's queue end with the listener.
+                                let _ = stop_for_server.send(true);
+                            });
+                        // Requests in flight get a bounded time to finish once the stop
+                        // is asked for.
+                        let mut asked = stop;
+                        let r = tokio::select! {
+                            r = server => r,
+                            _ = async {
+                                let _ = asked.wait_for(|s| *s).await;
+                                tokio::time::sleep(GRACE).await;
+                            } => Ok(()),
+                        };
+                        let _ = stop_tx.send(true);
+                        r
+                    })
+                });
+            let _ = done_tx.send(served);
+        })?;
+    Ok(done)
 }

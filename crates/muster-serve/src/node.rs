@@ -42,16 +42,16 @@ pub const DECIDE_RETRIES: u32 = 200;
 pub struct Live {
     runs: Mutex<HashMap<Uuid, LiveRun>>,
     decided: Mutex<HashMap<(Uuid, String), bool>>,
-    starts: Mutex<Starts>,
+    resuming: Mutex<Resuming>,
 }
 
-/// Where in the journal the runs and tasks this node started begin (the journal's length
-/// just before), so that their views read from there rather than from the journal's start;
-/// the last [`Live::STARTS_KEPT`] are kept.
+/// The unfinished runs of the journal that the node resumes after it starts to serve.
 #[derive(Debug, Default)]
-struct Starts {
-    at: HashMap<Uuid, u64>,
-    order: std::collections::VecDeque<Uuid>,
+struct Resuming {
+    /// Runs not resumed yet.
+    pending: HashSet<Uuid>,
+    /// How many there were at start.
+    total: usize,
 }
 
 #[derive(Debug)]
@@ -81,25 +81,39 @@ impl Live {
         self.runs.lock().get(&run).map(|r| r.workflow.clone())
     }
 
-    /// How many run and task start points are kept.
-    pub const STARTS_KEPT: usize = 100_000;
-
-    /// Notes that `id` (a run or a task) starts after the journal's record `seq`.
-    pub fn started_after(&self, id: Uuid, seq: u64) {
-        let mut s = self.starts.lock();
-        if s.at.insert(id, seq).is_none() {
-            s.order.push_back(id);
-        }
-        while s.order.len() > Self::STARTS_KEPT {
-            if let Some(old) = s.order.pop_front() {
-                s.at.remove(&old);
-            }
-        }
+    /// Notes the runs the node will resume (in the background, once it serves).
+    pub fn will_resume(&self, runs: impl IntoIterator<Item = Uuid>) {
+        let mut r = self.resuming.lock();
+        r.pending.extend(runs);
+        r.total = r.pending.len();
     }
 
-    /// The journal record `id` (a run or a task this node started) starts after, if known.
-    pub fn start_of(&self, id: Uuid) -> Option<u64> {
-        self.starts.lock().at.get(&id).copied()
+    /// Notes that a run is resumed (or could not be).
+    pub fn resumed(&self, run: Uuid) {
+        self.resuming.lock().pending.remove(&run);
+    }
+
+    /// Whether `run` waits to be resumed: a decision or a cancel must come back later.
+    pub fn is_pending(&self, run: Uuid) -> bool {
+        self.resuming.lock().pending.contains(&run)
+    }
+
+    /// How far resumption has got: `(resumed, of)`; equal once the node is ready.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::Live;
+    ///
+    /// let live = Live::default();
+    /// let run = uuid::Uuid::now_v7();
+    /// live.will_resume([run]);
+    /// assert_eq!(live.resume_progress(), (0, 1));
+    /// live.resumed(run);
+    /// assert_eq!(live.resume_progress(), (1, 1));
+    /// ```
+    pub fn resume_progress(&self) -> (usize, usize) {
+        let r = self.resuming.lock();
+        (r.total - r.pending.len(), r.total)
     }
 
     fn finished(&self, run: Uuid) {
@@ -176,25 +190,28 @@ impl Node {
     fn handle(&self, c: Command) {
         match c {
             Command::TakeOver(t) => self.take_over(*t),
+            Command::Resume {
+                workflow,
+                run,
+                held,
+            } => {
+                let id = run.run;
+                self.resume(workflow, *run, &held);
+                self.live.resumed(id);
+            }
             Command::StartRun {
                 workflow,
                 input,
                 reply,
             } => {
                 let id = self.muster.new_id();
-                self.live.started_after(id, self.muster.journal().len());
                 self.drive(id, workflow, Start::Fresh(input));
                 let _ = reply.send(id);
             }
             Command::SubmitTask { task, reply } => {
                 let muster = self.muster.clone();
-                let live = self.live.clone();
                 actix::spawn(async move {
-                    let before = muster.journal().len();
                     let r = muster.submit(*task).await.map(|h| h.id());
-                    if let Ok(id) = &r {
-                        live.started_after(*id, before);
-                    }
                     let _ = reply.send(r);
                 });
             }
@@ -264,7 +281,7 @@ impl Node {
                 let muster = self.muster.clone();
                 actix::spawn(async move {
                     let journal = muster.journal();
-                    let records = tokio::task::spawn_blocking(move || journal.read_after(0))
+                    let records = tokio::task::spawn_blocking(move || journal.records_of(run))
                         .await
                         .unwrap_or_default();
                     let rec = recovery::runs(&records).into_iter().find(|r| r.run == run);
@@ -327,7 +344,6 @@ impl Node {
                 tracing::warn!(%run, workflow = %lease.workflow, "a run taken over names a workflow this node does not serve");
                 continue;
             };
-            self.live.started_after(run, self.muster.journal().len());
             let mut tasks = HashSet::from([run]);
             for r in &t.records {
                 if super::views::belongs(&r.event, run, &mut tasks) {

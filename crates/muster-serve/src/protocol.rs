@@ -36,6 +36,16 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Uuid, SubmitError>>,
     },
+    /// Resume an unfinished run of the journal (read after the node started to serve),
+    /// giving its tasks back the scopes in `held` first.
+    Resume {
+        /// Its workflow.
+        workflow: Arc<Workflow>,
+        /// The run, rebuilt from its records.
+        run: Box<muster_workflow::RecoveredRun>,
+        /// The scopes its tasks held.
+        held: Vec<(Uuid, muster_core::messaging::Scope)>,
+    },
     /// Decide a gate where a run waits, exactly once.
     Decide {
         /// The run.

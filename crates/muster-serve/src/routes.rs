@@ -59,9 +59,9 @@ pub struct AppState {
     pub groups: Arc<Vec<GroupInfo>>,
     /// The API token.
     pub token: Token,
-    /// The journal's last sequence number when the node started (restarts are counted
-    /// after it).
-    pub started_seq: u64,
+    /// The restarts counted since the node started (the tree's), read on from where the
+    /// last request left off.
+    pub restarts: Arc<views::Restarts>,
     /// Open event streams.
     pub streams: Arc<Streams>,
     /// Turns true when the node shuts down.
@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         // The dashboard (docs/dashboard.md): its files hold no data and need no token.
         .merge(super::assets::router())
         .merge(protected)
@@ -146,46 +147,55 @@ async fn healthz() -> Json<Value> {
     Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// Reads every record of the journal off the runtime's thread.
-async fn all_records(journal: &Arc<TapJournal>, after: u64) -> Vec<Record> {
-    let j = journal.clone();
-    tokio::task::spawn_blocking(move || j.read_after(after))
-        .await
-        .unwrap_or_default()
-}
-
-/// The records of one run or task (a run's: its own and its tasks'), read from `from` to
-/// the journal's end a batch at a time, keeping only those: a view of a recent run costs
-/// what was journaled since it started, not the whole history.
-async fn records_of(journal: &Arc<TapJournal>, from: u64, id: Uuid) -> Vec<Record> {
-    let j = journal.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut tasks = std::collections::HashSet::from([id]);
-        let mut out = Vec::new();
-        let mut after = from;
-        loop {
-            let batch = j.read_batch(after, 4096);
-            let Some(last) = batch.last() else { break };
-            after = last.seq;
-            for r in batch {
-                if views::belongs(&r.event, id, &mut tasks) {
-                    out.push(r);
-                }
-            }
-        }
-        out
-    })
-    .await
-    .unwrap_or_default()
-}
-
-/// The records a view of `id` needs: scoped when this node knows where it starts, all of
-/// them otherwise (a run or task of a previous process, or one started long ago).
-async fn view_records(st: &AppState, id: Uuid) -> Vec<Record> {
-    match st.live.start_of(id) {
-        Some(from) => records_of(&st.journal, from, id).await,
-        None => all_records(&st.journal, 0).await,
+/// Ready once every unfinished run of the journal is resumed: `200 {"ready": true}`, or
+/// `503 {"ready": false, "resuming": {"done": N, "of": M}}` with `Retry-After` before.
+/// Reads no journal.
+async fn readyz(State(st): State<AppState>) -> Response {
+    let (done, of) = st.live.resume_progress();
+    let doc = json!({"ready": done == of, "resuming": {"done": done, "of": of}});
+    if done == of {
+        return Json(doc).into_response();
     }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(doc),
+    )
+        .into_response()
+}
+
+/// A decision or a cancel for a run the node has not resumed yet comes back later.
+fn not_resumed_yet(st: &AppState, run: Uuid) -> Result<(), ApiError> {
+    if !st.live.is_pending(run) {
+        return Ok(());
+    }
+    let (done, of) = st.live.resume_progress();
+    Err(ApiError::unavailable(format!(
+        "run {run} is not resumed yet (the node is resuming runs: {done} of {of}); retry shortly"
+    )))
+}
+
+/// Runs a journal read on the blocking pool (never on the runtime's or the API's
+/// threads): a read waits for the writer's pending commit and then the disk.
+async fn read<T: Send + 'static>(
+    journal: &Arc<TapJournal>,
+    f: impl FnOnce(&TapJournal) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let j = journal.clone();
+    tokio::task::spawn_blocking(move || f(&j))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the journal read did not finish: {e}")))
+}
+
+/// The records of one run or task (a run's: its own and its tasks'), read through the
+/// journal's run index: a view costs that run's records, not the history.
+fn records_of(journal: &TapJournal, id: Uuid) -> Vec<Record> {
+    let mut tasks = std::collections::HashSet::from([id]);
+    journal
+        .records_of(id)
+        .into_iter()
+        .filter(|r| views::belongs(&r.event, id, &mut tasks))
+        .collect()
 }
 
 fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
@@ -289,31 +299,18 @@ async fn list_runs(
         .as_deref()
         .map(|a| parse_id(a, "after"))
         .transpose()?;
-    let records = all_records(&st.journal, 0).await;
     let live = st.live.clone();
-    let all = views::run_summaries(&records, &|r| live.contains(r));
-    drop(records);
-    let mut page: Vec<Value> = Vec::new();
-    let mut started = after.is_none();
-    let mut more = false;
-    for r in all {
-        if !started {
-            started = r["run"] == json!(after);
-            continue;
-        }
-        if q.status.as_ref().is_some_and(|s| r["status"] != json!(s))
-            || q.workflow
-                .as_ref()
-                .is_some_and(|w| r["workflow"] != json!(w))
-        {
-            continue;
-        }
-        if page.len() == limit {
-            more = true;
-            break;
-        }
-        page.push(r);
-    }
+    let (page, more) = read(&st.journal, move |j| {
+        views::run_page(
+            j,
+            &|r| live.contains(r),
+            q.status.as_deref(),
+            q.workflow,
+            after,
+            limit,
+        )
+    })
+    .await?;
     let next = if more {
         page.last().map(|r| r["run"].clone())
     } else {
@@ -327,7 +324,7 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "id")?;
-    let records = view_records(&st, id).await;
+    let records = read(&st.journal, move |j| records_of(j, id)).await?;
     match views::run_detail(&records, id, st.live.contains(id)) {
         Some(doc) => Ok(Json(doc)),
         // Started by this node a moment ago: not journaled yet.
@@ -364,7 +361,8 @@ async fn decide(
             .field("decision"))
         }
     };
-    let records = all_records(&st.journal, 0).await;
+    not_resumed_yet(&st, run)?;
+    let records = read(&st.journal, move |j| records_of(j, run)).await?;
     let summary = inspect::runs(&records)
         .into_iter()
         .find(|s| s.run == run)
@@ -446,6 +444,7 @@ async fn cancel_run(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("the request body: {e}")))?
     };
+    not_resumed_yet(&st, run)?;
     if ask(&st, |reply| Command::CancelRun {
         run,
         reason: req.reason,
@@ -455,7 +454,7 @@ async fn cancel_run(
     {
         return Ok(Json(json!({"run": run, "status": "cancelled"})));
     }
-    let records = all_records(&st.journal, 0).await;
+    let records = read(&st.journal, move |j| records_of(j, run)).await?;
     match inspect::runs(&records).into_iter().find(|s| s.run == run) {
         None => Err(ApiError::not_found(format!("no run `{id}` in the journal")).field("id")),
         Some(s) => Err(ApiError::conflict(match s.status {
@@ -533,7 +532,7 @@ async fn get_task(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "id")?;
-    let records = view_records(&st, id).await;
+    let records = read(&st.journal, move |j| records_of(j, id)).await?;
     views::task(&records, id)
         .map(|t| Json(json!(t)))
         .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the journal")).field("id"))
@@ -564,16 +563,16 @@ async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn tree(State(st): State<AppState>) -> Json<Value> {
-    let records = all_records(&st.journal, st.started_seq).await;
-    let restarts = views::restarts(&records);
-    Json(super::tree::tree(
+async fn tree(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let counted = st.restarts.clone();
+    let restarts = read(&st.journal, move |j| counted.update(j)).await?;
+    Ok(Json(super::tree::tree(
         &st.groups,
         &st.muster.agents(),
         &restarts,
         st.muster.live_tasks(),
         st.muster.stopped().is_some(),
-    ))
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -612,7 +611,7 @@ async fn records(
         })?,
         None => 1000,
     };
-    let mut records = all_records(&st.journal, after).await;
+    let mut records = read(&st.journal, move |j| j.read_batch(after, limit + 1)).await?;
     let more = records.len() > limit;
     records.truncate(limit);
     let next = if more {

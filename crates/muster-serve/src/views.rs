@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use muster_core::journal::{Event, Record};
+use muster_core::journal::{Event, Journal, Record, RunQuery, RunStatus};
 use muster_workflow::inspect::run_of;
 use muster_workflow::inspect::{self, RunState, Scope};
 use muster_workflow::recovery;
@@ -60,6 +60,114 @@ pub fn run_summaries(records: &[Record], live: &dyn Fn(Uuid) -> bool) -> Vec<Val
         .collect();
     out.reverse();
     out
+}
+
+/// A page of the run list, newest first, read through the journal's run index: at most
+/// `limit` runs that started before the run `after` (the last of the previous page), with
+/// the API's status `status` and workflow `workflow`; and whether there are more. Each
+/// run's summary is folded from that run's records only, so a page costs its runs, not
+/// the history.
+///
+/// # Example
+/// ```
+/// use muster_core::journal::{Event, Journal, MemoryJournal};
+/// use muster_serve::views::run_page;
+///
+/// let j = MemoryJournal::default();
+/// for _ in 0..3 {
+///     let run = uuid::Uuid::now_v7();
+///     j.append(0, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: serde_json::json!({}) });
+///     j.append(1, Event::GateWaiting { run, gate: "g".into(), question: "?".into() });
+/// }
+/// let (page, more) = run_page(&j, &|_| false, Some("waiting"), None, None, 2);
+/// assert_eq!((page.len(), more), (2, true));
+/// assert_eq!(page[0]["status"], "waiting");
+/// ```
+pub fn run_page(
+    journal: &dyn Journal,
+    live: &dyn Fn(Uuid) -> bool,
+    status: Option<&str>,
+    workflow: Option<String>,
+    after: Option<Uuid>,
+    limit: usize,
+) -> (Vec<Value>, bool) {
+    // `running` and `unfinished` are one state in the journal: this node drives the first.
+    let (indexed, driven) = match status {
+        Some("running") => (Some(RunStatus::Unfinished), Some(true)),
+        Some("unfinished") => (Some(RunStatus::Unfinished), Some(false)),
+        Some(s) => (s.parse().ok(), None),
+        None => (None, None),
+    };
+    let before = match after {
+        Some(a) => match journal.run_entry(a) {
+            Some(e) => Some(e.started_seq),
+            // A cursor the journal does not hold ends the list.
+            None => return (Vec::new(), false),
+        },
+        None => None,
+    };
+    let mut query = RunQuery {
+        status: indexed,
+        workflow,
+        before,
+        limit: limit + 1,
+    };
+    let mut entries = Vec::new();
+    loop {
+        let got = journal.runs(&query);
+        let exhausted = got.len() < query.limit;
+        query.before = got.last().map(|e| e.started_seq);
+        entries.extend(
+            got.into_iter()
+                .filter(|e| driven.is_none_or(|d| live(e.run) == d)),
+        );
+        if exhausted || entries.len() > limit || query.before.is_none() {
+            break;
+        }
+    }
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let page = entries
+        .into_iter()
+        .filter_map(|e| {
+            let records = journal.records_of(e.run);
+            run_summaries(&records, live)
+                .into_iter()
+                .find(|v| v["run"] == json!(e.run))
+        })
+        .collect();
+    (page, more)
+}
+
+/// The tree's restart counts: `child_restarted` records since the node started, read on
+/// from where the previous request stopped, so a request costs what was journaled since.
+#[derive(Debug)]
+pub struct Restarts(parking_lot::Mutex<(u64, RestartCounts)>);
+
+/// Restarts per (supervisor, child).
+pub type RestartCounts = HashMap<(String, String), u64>;
+
+impl Restarts {
+    /// Counts from after record `seq` (the journal's length when the node started).
+    pub fn after(seq: u64) -> Self {
+        Restarts(parking_lot::Mutex::new((seq, HashMap::new())))
+    }
+
+    /// Reads what was journaled since the last call and returns the counts.
+    pub fn update(&self, journal: &dyn Journal) -> RestartCounts {
+        let mut g = self.0.lock();
+        loop {
+            let batch = journal.read_batch(g.0, 4096);
+            let Some(last) = batch.last().map(|r| r.seq) else {
+                break;
+            };
+            g.0 = last;
+            for (k, n) in restarts(&batch) {
+                *g.1.entry(k).or_default() += n;
+            }
+        }
+        g.1.clone()
+    }
 }
 
 /// Whether a record is part of the story of `id`, a run or a task: the run's own records,

@@ -1,8 +1,8 @@
 //! The journal file itself: what is at a path (probed read-only, so a file that is not
 //! a muster journal is never changed), the lock that makes one process its writer, the
 //! crash-safe creation of a new file, and the roll-back of a hot journal a killed process
-//! left behind. Owns the on-disk format (tables `events` and `meta`, [`FORMAT`],
-//! [`VERSION`]).
+//! left behind. Owns the on-disk format (tables `events`, `runs` and `meta`, [`FORMAT`],
+//! [`VERSION`]) and its migration from older versions, in place, on open.
 //!
 //! It must not append records: the writer thread (`writer.rs`) does, and `muster approve`'s
 //! one compare-and-set append is `gate.rs`'s.
@@ -16,8 +16,13 @@ use muster_core::journal::JournalError;
 
 /// The value of `meta.format` in every muster journal.
 pub const FORMAT: &str = "muster-journal";
-/// The on-disk format version this build writes and reads (`meta.version`).
-pub const VERSION: u32 = 1;
+/// The on-disk format version this build writes (`meta.version`). It reads every
+/// version up to this one, migrating an older file in place when it opens it to write:
+/// - 1: `events` and `meta`; the `run` column empty.
+/// - 2: the `run` column filled (a run record's run, a task record's correlation) and
+///   indexed; the `runs` table, one row per workflow run, kept in the same transaction as
+///   the records it summarises.
+pub const VERSION: u32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -37,12 +42,37 @@ CREATE INDEX IF NOT EXISTS events_correlation ON events(correlation);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 ";
 
+/// What version 2 adds to version 1.
+const SCHEMA_2: &str = "
+CREATE INDEX IF NOT EXISTS events_run ON events(run, seq);
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    file TEXT NOT NULL,
+    status TEXT NOT NULL,
+    gate TEXT,
+    started_seq INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    last_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_seq);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, started_seq);
+CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, started_seq);
+";
+
+/// The kinds of the run records (their `run` is in the body).
+pub(crate) const RUN_KINDS: &str =
+    "'run_started', 'step_entered', 'step_completed', 'step_failed', 'gate_waiting', 'gate_decided', 'run_ended'";
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Probe {
     /// No file, an empty file, or an empty SQLite database: a journal may be created.
     Absent,
     /// A muster journal of this version.
     Journal,
+    /// A muster journal of an older version this build migrates when it writes.
+    Older(u32),
 }
 
 /// Checks, without writing, what is at `path`.
@@ -119,20 +149,77 @@ pub(crate) fn probe(path: &Path) -> Result<Probe, JournalError> {
         });
     }
     let version = get("version")?.unwrap_or_default();
-    if version != VERSION.to_string() {
-        return Err(JournalError::Version {
-            path: path.to_path_buf(),
-            found: version,
-            expected: VERSION,
-        });
-    }
+    let found = match version.trim().parse::<u32>() {
+        Ok(v) if (1..=VERSION).contains(&v) => v,
+        _ => {
+            return Err(JournalError::Version {
+                path: path.to_path_buf(),
+                found: version,
+                expected: VERSION,
+            })
+        }
+    };
     if !tables.iter().any(|t| t == "events") {
         return Err(JournalError::Foreign {
             path: path.to_path_buf(),
             detail: "the muster marker is there but the `events` table is not".into(),
         });
     }
-    Ok(Probe::Journal)
+    Ok(if found == VERSION {
+        Probe::Journal
+    } else {
+        Probe::Older(found)
+    })
+}
+
+/// Brings the journal open on `conn` to [`VERSION`] in one transaction (a crash leaves
+/// it as it was): from version 1, fills the `run` column of every record and builds the
+/// `runs` table by replaying the run records. Does nothing to a current file. The caller
+/// holds the journal's lock, or writes only inside this transaction (`muster approve`).
+/// Returns the version the file had.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, JournalError> {
+    let sql = |context: &str| sql_error(path, context);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql("begin the migration"))?;
+    let version: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql("read the version"))?;
+    let found = version
+        .as_deref()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if found == VERSION {
+        return Ok(found);
+    }
+    if found != 1 {
+        return Err(JournalError::Version {
+            path: path.to_path_buf(),
+            found: version.unwrap_or_default(),
+            expected: VERSION,
+        });
+    }
+    tx.execute_batch(SCHEMA_2)
+        .map_err(sql("add the run index (migrating from version 1)"))?;
+    tx.execute(
+        &format!(
+            "UPDATE events SET run = CASE WHEN kind IN ({RUN_KINDS})
+                 THEN json_extract(body, '$.run') ELSE correlation END"
+        ),
+        [],
+    )
+    .map_err(sql("fill the run column (migrating from version 1)"))?;
+    crate::runs::rebuild(&tx, path)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'version'",
+        [VERSION.to_string()],
+    )
+    .map_err(sql("write the version (migrating from version 1)"))?;
+    tx.commit().map_err(sql("commit the migration"))?;
+    Ok(found)
 }
 
 /// A rollback journal left beside a database by a process killed mid-transaction (a
@@ -236,7 +323,7 @@ pub(crate) fn create(path: &Path) -> Result<(), JournalError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql("set WAL mode"))?;
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA}
+            "BEGIN; {SCHEMA} {SCHEMA_2}
              INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
              INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '{VERSION}');
              COMMIT;"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, TransactionBehavior};
 use uuid::Uuid;
 
-use crate::file::{probe, sql_error, Probe};
+use crate::file::{migrate, probe, sql_error, Probe};
 use muster_core::journal::{Event, JournalError};
 
 /// Why a gate decision was not recorded by [`decide_gate`].
@@ -84,6 +84,9 @@ pub fn decide_gate(
     let mut conn = Connection::open(path).map_err(sql("open"))?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(sql("set busy timeout"))?;
+    // A journal of an older version gets its run index first (in a transaction of its
+    // own, so a writer of this version sees a current file).
+    migrate(&mut conn, path)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("begin the decision"))?;
@@ -92,11 +95,14 @@ pub fn decide_gate(
     {
         let mut stmt = tx
             .prepare(
-                "SELECT seq, body FROM events WHERE kind IN ('gate_waiting', 'gate_decided') ORDER BY seq",
+                "SELECT seq, body FROM events WHERE run = ?1
+                 AND kind IN ('gate_waiting', 'gate_decided') ORDER BY seq",
             )
             .map_err(sql("read the gate's events"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map([run.to_string()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(sql("read the gate's events"))?;
         for row in rows {
             let (seq, body) = row.map_err(sql("read the gate's events"))?;
@@ -147,10 +153,17 @@ pub fn decide_gate(
     let body = serde_json::to_string(&event).unwrap_or_default();
     tx.execute(
         "INSERT INTO events (seq, at_ms, kind, task, run, correlation, agent, epoch, body)
-         VALUES (?1, ?2, ?3, NULL, NULL, NULL, NULL, NULL, ?4)",
-        params![seq as i64, at_ms as i64, event.kind(), body],
+         VALUES (?1, ?2, ?3, NULL, ?4, NULL, NULL, NULL, ?5)",
+        params![
+            seq as i64,
+            at_ms as i64,
+            event.kind(),
+            run.to_string(),
+            body
+        ],
     )
     .map_err(sql("append the decision"))?;
+    crate::runs::apply(&tx, seq, at_ms, &event).map_err(sql("update the run's row"))?;
     tx.commit().map_err(sql("commit the decision"))?;
     Ok(seq)
 }

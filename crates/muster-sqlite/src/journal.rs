@@ -13,12 +13,13 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use crate::file::{create, lock, open_read_only, probe, sql_error, Probe};
+use crate::file::{create, lock, migrate, open_read_only, probe, sql_error, Probe};
 use crate::read::read_records;
+use crate::runs;
 use crate::writer::{self, Msg, Progress};
 use muster_core::journal::write_stats::WriteCounters;
 use muster_core::journal::{
-    Event, Journal, JournalConfig, JournalError, Record, Watermark, WriteStats,
+    Event, Journal, JournalConfig, JournalError, Record, RunEntry, RunQuery, Watermark, WriteStats,
 };
 
 /// How long a durability wait may take before it reports the writer stuck.
@@ -186,11 +187,16 @@ impl SqliteJournal {
         // One writer per journal: the lock is taken before the file is created, recovered
         // or appended to, and the file is looked at again under it.
         let lock = lock(&path)?;
-        if probe(&path)? == Probe::Absent {
-            create(&path)?;
-        }
+        let older = match probe(&path)? {
+            Probe::Absent => {
+                create(&path)?;
+                false
+            }
+            Probe::Journal => false,
+            Probe::Older(_) => true,
+        };
         let sql = |context: &str| sql_error(&path, context);
-        let conn = Connection::open(&path).map_err(sql("open"))?;
+        let mut conn = Connection::open(&path).map_err(sql("open"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql("set WAL mode"))?;
         let sync = match durability {
@@ -201,6 +207,10 @@ impl SqliteJournal {
             .map_err(sql("set synchronous"))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sql("set busy timeout"))?;
+        if older {
+            let from = migrate(&mut conn, &path)?;
+            tracing::info!(path = %path.display(), from, to = crate::file::VERSION, "journal migrated");
+        }
         let last: i64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql("read the last sequence number"))?;
@@ -384,6 +394,38 @@ impl SqliteJournal {
         Ok(before.max(max))
     }
 
+    /// Runs with the reader connection, once pending appends are committed.
+    fn reading<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        self.flush()?;
+        let mut guard = self.reader.lock();
+        let conn = match guard.take() {
+            Some(c) => c,
+            None => open_read_only(&self.path)?,
+        };
+        let out = f(&conn);
+        *guard = Some(conn);
+        out
+    }
+
+    /// [`Journal::runs`], with its error: a page of the `runs` table.
+    pub fn try_runs(&self, query: &RunQuery) -> Result<Vec<RunEntry>, JournalError> {
+        self.reading(|c| runs::page(c, query).map_err(sql_error(&self.path, "read the runs")))
+    }
+
+    /// [`Journal::run_entry`], with its error: one row of the `runs` table.
+    pub fn try_run_entry(&self, run: uuid::Uuid) -> Result<Option<RunEntry>, JournalError> {
+        self.reading(|c| runs::get(c, run).map_err(sql_error(&self.path, "read a run")))
+    }
+
+    /// [`Journal::records_of`], with its error: the records whose `run` column is `id`,
+    /// and those of the task `id`.
+    pub fn try_records_of(&self, id: uuid::Uuid) -> Result<Vec<Record>, JournalError> {
+        self.reading(|c| runs::records_of(c, &self.path, id))
+    }
+
     /// Every record after `after`, read from the file once pending appends are committed.
     pub fn try_read_after(&self, after: u64) -> Result<Vec<Record>, JournalError> {
         self.try_read_batch(after, usize::MAX)
@@ -392,15 +434,7 @@ impl SqliteJournal {
     /// At most `max` records after `after`, read from the file once pending appends are
     /// committed.
     pub fn try_read_batch(&self, after: u64, max: usize) -> Result<Vec<Record>, JournalError> {
-        self.flush()?;
-        let mut guard = self.reader.lock();
-        let conn = match guard.take() {
-            Some(c) => c,
-            None => open_read_only(&self.path)?,
-        };
-        let out = read_records(&conn, &self.path, after, max);
-        *guard = Some(conn);
-        out
+        self.reading(|c| read_records(c, &self.path, after, max))
     }
 }
 
@@ -461,6 +495,31 @@ impl Journal for SqliteJournal {
 
     fn write_stats(&self) -> Option<WriteStats> {
         Some(self.written.snapshot())
+    }
+
+    fn runs(&self, query: &RunQuery) -> Vec<RunEntry> {
+        self.try_runs(query).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "journal read failed");
+            Vec::new()
+        })
+    }
+
+    fn run_entry(&self, run: uuid::Uuid) -> Option<RunEntry> {
+        self.try_run_entry(run).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "journal read failed");
+            None
+        })
+    }
+
+    fn records_of(&self, id: uuid::Uuid) -> Vec<Record> {
+        self.try_records_of(id).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "journal read failed");
+            Vec::new()
+        })
+    }
+
+    fn indexed(&self) -> bool {
+        true
     }
 }
 

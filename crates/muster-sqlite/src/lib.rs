@@ -1,6 +1,6 @@
 //! The durable journal: one SQLite file in WAL mode, written by one thread in group commits.
 //!
-//! Owns the on-disk format (tables `events` and `meta`) and the writer thread. It upholds
+//! Owns the on-disk format (tables `events`, `runs` and `meta`) and the writer thread. It upholds
 //! G5 after the process is gone (every event is a row that `muster inspect` and `sqlite3`
 //! can query) and, with [`Durability::Sync`], that an acknowledged result is on disk. It
 //! must not block the hot path: [`SqliteJournal::append`] assigns the sequence number from
@@ -18,8 +18,15 @@
 //!
 //! The crate is split by concern: `file` (probe, lock, create, recover: the on-disk
 //! format), `writer` (the writer thread and the durable watermark), `journal` (the
-//! [`SqliteJournal`] handle), `read` (reading records back) and `gate` (`muster approve`'s
-//! compare-and-set decision).
+//! [`SqliteJournal`] handle), `read` (reading records back), `runs` (the index of
+//! workflow runs and the reads it answers) and `gate` (`muster approve`'s compare-and-set
+//! decision).
+//!
+//! The journal is indexed by run: every record's `run` column names the run (or, for a
+//! task outside any run, the correlation) whose story it is part of, and the `runs` table
+//! holds one row per run, written in the same transaction as its records. A run list, a
+//! run's detail and a gate decision cost the page or the run, not the history. A file of
+//! an older version is migrated in place when it is opened to write.
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
@@ -27,6 +34,7 @@ mod file;
 mod gate;
 mod journal;
 mod read;
+mod runs;
 mod writer;
 
 pub use file::{FORMAT, VERSION};

@@ -59,27 +59,41 @@ pub(crate) fn read_records(
     // `seq` is an SQLite integer (i64): an `after` past i64::MAX asks for nothing (cast as
     // it is, it would wrap to a negative number and ask for everything).
     let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let rows = stmt
-        .query_map([after, max], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .map_err(sql)?;
+    let mut rows = stmt.query([after, max]).map_err(sql)?;
     let mut out = Vec::new();
-    for row in rows {
-        let (seq, at_ms, body) = row.map_err(sql)?;
-        let event = serde_json::from_str(&body).map_err(|e| JournalError::Foreign {
-            path: path.to_path_buf(),
-            detail: format!("event {seq} does not parse: {e}"),
-        })?;
-        out.push(Record {
-            seq: seq as u64,
-            at_ms: at_ms as u64,
-            event,
-        });
+    while let Some(row) = rows.next().map_err(sql)? {
+        out.push(decode(row, path).map_err(|e| match e {
+            DecodeError::Sql(s) => sql(s),
+            DecodeError::Journal(j) => j,
+        })?);
     }
     Ok(out)
+}
+
+/// Why a row could not be read as a record.
+pub(crate) enum DecodeError {
+    /// SQLite could not read a column.
+    Sql(rusqlite::Error),
+    /// The body does not parse (named by its sequence number).
+    Journal(JournalError),
+}
+
+/// A `(seq, at_ms, body)` row as a record.
+pub(crate) fn decode(row: &rusqlite::Row<'_>, path: &Path) -> Result<Record, DecodeError> {
+    let seq: i64 = row.get(0).map_err(DecodeError::Sql)?;
+    let at_ms: i64 = row.get(1).map_err(DecodeError::Sql)?;
+    let body: String = row.get(2).map_err(DecodeError::Sql)?;
+    let event = serde_json::from_str(&body).map_err(|e| {
+        DecodeError::Journal(JournalError::Foreign {
+            path: path.to_path_buf(),
+            detail: format!("event {seq} does not parse: {e}"),
+        })
+    })?;
+    // Numbers are read as they were written (an `INTEGER` holds an i64; muster writes
+    // only non-negative ones).
+    Ok(Record {
+        seq: seq as u64,
+        at_ms: at_ms as u64,
+        event,
+    })
 }

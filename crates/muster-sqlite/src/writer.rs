@@ -101,10 +101,14 @@ struct Row {
     at_ms: u64,
     kind: &'static str,
     task: Option<Uuid>,
+    /// The run (or, outside any run, the correlation) whose story it is part of.
+    run: Option<Uuid>,
     correlation: Option<Uuid>,
     agent: Option<String>,
     epoch: Option<u64>,
     body: String,
+    /// A run record, kept to update its run's row in the same transaction.
+    run_event: Option<Event>,
 }
 
 /// Starts the writer thread on `conn`: returns the channel to send it records on and its
@@ -273,15 +277,18 @@ impl Writer {
             serde_json::json!({"type": "note", "text": format!("unserializable {} event: {err}", e.kind())})
                 .to_string()
         });
+        let run = e.run();
         Row {
             seq,
             at_ms,
             kind: e.kind(),
             task,
+            run: run.or(correlation),
             correlation,
             agent: e.agent().map(str::to_string),
             epoch: e.epoch(),
             body,
+            run_event: run.is_some().then_some(e),
         }
     }
 
@@ -316,7 +323,7 @@ fn insert(conn: &mut Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO events (seq, at_ms, kind, task, run, correlation, agent, epoch, body)
-             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for r in rows {
             stmt.execute(params![
@@ -324,11 +331,19 @@ fn insert(conn: &mut Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
                 r.at_ms as i64,
                 r.kind,
                 r.task.map(|t| t.to_string()),
+                r.run.map(|t| t.to_string()),
                 r.correlation.map(|c| c.to_string()),
                 r.agent,
                 r.epoch.map(|e| e as i64),
                 r.body,
             ])?;
+        }
+    }
+    // Each run's row changes with its records, in the same transaction: the index never
+    // says what the records do not.
+    for r in rows {
+        if let Some(e) = &r.run_event {
+            crate::runs::apply(&tx, r.seq, r.at_ms, e)?;
         }
     }
     tx.commit()

@@ -630,10 +630,11 @@ impl WorkflowExt for Muster {
 /// The run loop, from `current`. With `resume`, the first step is the one the run was
 /// in when it was recovered: it is not entered again, and its recorded progress is
 /// finished rather than started over.
-/// What a recovered run's tasks spent before it was resumed, from the journal (read once,
-/// at resume; a live run keeps its own count).
+/// What a recovered run's tasks spent before it was resumed, from the run's records in the
+/// journal (read once, at resume, through the journal's run index; a live run keeps its
+/// own count).
 fn spent_before(muster: &Muster, run: Uuid) -> UsageTotals {
-    let records = muster.journal().read_after(0);
+    let records = muster.journal().records_of(run);
     crate::inspect::usage(&records, crate::inspect::Scope::Correlation(run))
         .into_iter()
         .find(|l| l.agent == "*")

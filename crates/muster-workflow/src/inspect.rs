@@ -139,16 +139,7 @@ pub struct RunSummary {
 /// assert_eq!(run_of(&Event::Note { text: "hello".into() }), None);
 /// ```
 pub fn run_of(e: &Event) -> Option<Uuid> {
-    match e {
-        Event::RunStarted { run, .. }
-        | Event::StepEntered { run, .. }
-        | Event::StepCompleted { run, .. }
-        | Event::StepFailed { run, .. }
-        | Event::GateWaiting { run, .. }
-        | Event::GateDecided { run, .. }
-        | Event::RunEnded { run, .. } => Some(*run),
-        _ => None,
-    }
+    e.run()
 }
 
 /// Which records a timeline covers.

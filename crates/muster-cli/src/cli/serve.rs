@@ -17,7 +17,7 @@ use muster::cluster::{ClusterConfig, Control};
 use muster::journal::tap::DEFAULT_TAP_CAPACITY;
 use muster::journal::{Durability, Journal, TapJournal};
 use muster::serve::{GroupInfo, ServeConfig, Token, TokenSource};
-use muster::workflow::{Unfinished, Workflow};
+use muster::workflow::Workflow;
 
 /// The most workflow files a node loads.
 pub const MAX_WORKFLOWS: usize = 1000;
@@ -149,26 +149,27 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             }
         };
     let journal = open_journal(&args.journal, args.durability)?;
-    let records = journal
-        .try_read_after(0)
-        .map_err(|e| CliError::bad_input(e.to_string(), json!({"journal": args.journal})))?;
-    let Unfinished { runs: open, held } = Unfinished::of(&records);
-    drop(records);
+    // What to resume comes from the journal's run index: the runs not ended, each with
+    // its workflow (loaded once per file). Their records are read after the node serves.
     let mut resume = Vec::new();
-    for rec in open {
-        let wf = match workflows.get(&rec.workflow) {
-            Some(wf) if wf.file.display().to_string() == rec.file => wf.clone(),
-            _ => Arc::new(load_workflow(Path::new(&rec.file), &store).map_err(|e| {
+    let mut loaded: BTreeMap<(String, String), Arc<Workflow>> = BTreeMap::new();
+    for entry in muster::serve::unfinished_runs(journal.as_ref()) {
+        let key = (entry.workflow.clone(), entry.file.clone());
+        let wf = match (loaded.get(&key), workflows.get(&entry.workflow)) {
+            (Some(wf), _) => wf.clone(),
+            (None, Some(wf)) if wf.file.display().to_string() == entry.file => wf.clone(),
+            _ => Arc::new(load_workflow(Path::new(&entry.file), &store).map_err(|e| {
                 CliError::bad_input(
                     format!(
                         "run {} of `{}` cannot be resumed: its workflow file {}: {}",
-                        rec.run, rec.workflow, rec.file, e.message
+                        entry.run, entry.workflow, entry.file, e.message
                     ),
-                    json!({"run": rec.run, "file": rec.file, "details": e.details}),
+                    json!({"run": entry.run, "file": entry.file, "details": e.details}),
                 )
             })?),
         };
-        resume.push((wf, rec));
+        loaded.insert(key, wf.clone());
+        resume.push((wf, entry.run));
     }
     let traces = super::run::traces_from_env()?;
     let groups: Vec<GroupInfo> = defs.iter().map(GroupInfo::of).collect();
@@ -220,9 +221,9 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                         // A run another control node took over while this one was away
                         // is theirs now.
                         let mut mine = Vec::new();
-                        for (wf, rec) in resume.drain(..) {
-                            if failover.holds(rec.run).await {
-                                mine.push((wf, rec));
+                        for (wf, run) in resume.drain(..) {
+                            if failover.holds(run).await {
+                                mine.push((wf, run));
                             }
                         }
                         resume = mine;
@@ -269,7 +270,6 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             groups,
             token,
             resume,
-            held_scopes: held,
             traces,
             failover,
         };

@@ -414,6 +414,32 @@ impl Event {
         }
     }
 
+    /// The workflow run a run record (`run_started`, `step_*`, `gate_*`, `run_ended`)
+    /// belongs to; `None` for any other record (a task's records name their run as their
+    /// correlation).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::Event;
+    ///
+    /// let run = uuid::Uuid::now_v7();
+    /// let waiting = Event::GateWaiting { run, gate: "ship".into(), question: "ship it?".into() };
+    /// assert_eq!(waiting.run(), Some(run));
+    /// assert_eq!(Event::Note { text: "hello".into() }.run(), None);
+    /// ```
+    pub fn run(&self) -> Option<Uuid> {
+        match self {
+            Event::RunStarted { run, .. }
+            | Event::StepEntered { run, .. }
+            | Event::StepCompleted { run, .. }
+            | Event::StepFailed { run, .. }
+            | Event::GateWaiting { run, .. }
+            | Event::GateDecided { run, .. }
+            | Event::RunEnded { run, .. } => Some(*run),
+            _ => None,
+        }
+    }
+
     /// The correlation id the event itself carries (a submitted task's, an envelope's).
     /// Other task events share their task's correlation: look it up by [`Event::task`]
     /// (the SQLite journal fills its `correlation` column that way).

@@ -108,6 +108,22 @@ impl Journal for TapJournal {
     fn write_stats(&self) -> Option<WriteStats> {
         self.inner.write_stats()
     }
+
+    fn runs(&self, query: &super::RunQuery) -> Vec<super::RunEntry> {
+        self.inner.runs(query)
+    }
+
+    fn run_entry(&self, run: uuid::Uuid) -> Option<super::RunEntry> {
+        self.inner.run_entry(run)
+    }
+
+    fn records_of(&self, id: uuid::Uuid) -> Vec<Record> {
+        self.inner.records_of(id)
+    }
+
+    fn indexed(&self) -> bool {
+        self.inner.indexed()
+    }
 }
 
 #[cfg(test)]

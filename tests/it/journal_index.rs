@@ -1,0 +1,213 @@
+//! The SQLite journal is indexed by run, and its index never says what its records do not:
+//! on a journal of a few hundred simulated code-review runs (failures, gates, restarts),
+//! the `runs` table and the per-run reads answer exactly what a scan of every record
+//! answers; a version-1 journal (no index) is migrated in place on open with the same
+//! answers; `muster approve` on a version-1 file migrates it too; a journal from a newer
+//! muster is refused naming both versions, unchanged.
+
+use muster::journal::runs::{scan_records_of, scan_runs};
+use muster::journal::{Durability, Journal, JournalError, RunQuery, RunStatus, SqliteJournal};
+use rusqlite::Connection;
+
+use crate::support::common::muster_within;
+
+/// A journal of `tasks` simulated runs of the code-review workflow with heavy faults
+/// (most wait at the human gate, some completed or failed), made by `muster sim`.
+fn simulated(dir: &std::path::Path, tasks: u32) -> std::path::PathBuf {
+    let path = dir.join("sim.db");
+    let out = muster_within(
+        120,
+        &[
+            "sim",
+            "examples/scenarios/code-review-heavy-faults.toml",
+            "--tasks",
+            &tasks.to_string(),
+            "--journal",
+            path.to_str().expect("a UTF-8 temp path"),
+        ],
+        std::path::Path::new("."),
+    );
+    assert!(
+        out.status.success(),
+        "muster sim failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// Turns a current journal into what version 1 wrote: no `runs` table, no run index, the
+/// `run` column empty.
+fn make_version_1(path: &std::path::Path) {
+    let c = Connection::open(path).expect("open");
+    c.execute_batch(
+        "DROP TABLE runs; DROP INDEX events_run;
+         UPDATE events SET run = NULL;
+         UPDATE meta SET value = '1' WHERE key = 'version';",
+    )
+    .expect("downgrade to version 1");
+}
+
+fn all(status: Option<RunStatus>) -> RunQuery {
+    RunQuery {
+        status,
+        limit: usize::MAX,
+        ..RunQuery::default()
+    }
+}
+
+/// Every answer of the index equals the scan's.
+fn index_agrees_with_a_scan(j: &SqliteJournal) {
+    let records = j.read_after(0);
+    let mut scanned = scan_runs(&records);
+    scanned.reverse();
+    assert!(
+        scanned.len() >= 100,
+        "the simulation made {} runs",
+        scanned.len()
+    );
+    assert_eq!(
+        j.runs(&all(None)),
+        scanned,
+        "the runs table and a scan differ"
+    );
+    for status in RunStatus::ALL {
+        let want: Vec<_> = scanned
+            .iter()
+            .filter(|e| e.status == status)
+            .cloned()
+            .collect();
+        assert_eq!(j.runs(&all(Some(status))), want, "runs {status}");
+    }
+    assert!(
+        scanned.iter().any(|e| e.status == RunStatus::Waiting),
+        "the heavy-faults scenario leaves runs at the gate"
+    );
+    // Paging newest first with a cursor visits every run once.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = j.runs(&RunQuery {
+            before,
+            limit: 37,
+            ..RunQuery::default()
+        });
+        let Some(last) = page.last() else { break };
+        before = Some(last.started_seq);
+        paged.extend(page);
+    }
+    assert_eq!(paged, scanned);
+    for e in scanned.iter().step_by(7) {
+        assert_eq!(j.run_entry(e.run).as_ref(), Some(e));
+        let want = scan_records_of(&records, e.run);
+        let got = j.records_of(e.run);
+        assert!(want.len() > 3, "run {} has {} records", e.run, want.len());
+        assert_eq!(
+            got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            want.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            "the records of run {}",
+            e.run
+        );
+    }
+}
+
+#[test]
+fn the_run_index_answers_what_a_scan_of_every_record_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = simulated(dir.path(), 300);
+    let j = SqliteJournal::open(&path, Durability::Relaxed).expect("open");
+    assert!(j.indexed());
+    index_agrees_with_a_scan(&j);
+}
+
+#[test]
+fn a_version_1_journal_is_migrated_in_place_with_the_same_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = simulated(dir.path(), 200);
+    let before = {
+        let j = SqliteJournal::open(&path, Durability::Relaxed).expect("open");
+        j.read_after(0)
+    };
+    make_version_1(&path);
+    let j = SqliteJournal::open(&path, Durability::Relaxed).expect("a version-1 file opens");
+    let c = Connection::open(&path).expect("open");
+    let version: String = c
+        .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
+            r.get(0)
+        })
+        .expect("version");
+    assert_eq!(version, muster::journal::sqlite::VERSION.to_string());
+    let empty: i64 = c
+        .query_row(
+            "SELECT count(*) FROM events WHERE run IS NULL AND (task IS NOT NULL OR kind LIKE 'run_%' OR kind LIKE 'step_%' OR kind LIKE 'gate_%')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(empty, 0, "every run and task record names its run");
+    assert_eq!(j.read_after(0), before, "the migration changed no record");
+    index_agrees_with_a_scan(&j);
+}
+
+#[test]
+fn approving_on_a_version_1_journal_migrates_it_and_updates_the_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = simulated(dir.path(), 120);
+    let waiting = {
+        let j = SqliteJournal::open(&path, Durability::Relaxed).expect("open");
+        j.runs(&all(Some(RunStatus::Waiting)))
+    };
+    let run = waiting.first().expect("a run waits at the gate").clone();
+    make_version_1(&path);
+    let gate = run.gate.clone().expect("a waiting run names its gate");
+    muster::journal::sqlite::decide_gate(&path, run.run, &gate, true, "ship it", 1)
+        .expect("the decision is recorded");
+    let j = SqliteJournal::open(&path, Durability::Relaxed).expect("open");
+    let now = j.run_entry(run.run).expect("the run is indexed");
+    assert_eq!((now.status, now.gate), (RunStatus::Unfinished, None));
+    index_agrees_with_a_scan(&j);
+}
+
+#[test]
+fn a_journal_of_a_newer_muster_is_refused_naming_both_versions_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    drop(SqliteJournal::open(&path, Durability::Relaxed).expect("create"));
+    let c = Connection::open(&path).expect("open");
+    c.execute("UPDATE meta SET value = '99' WHERE key = 'version'", [])
+        .expect("pretend a newer muster wrote it");
+    drop(c);
+    let bytes = std::fs::read(&path).expect("read");
+    let err = SqliteJournal::open(&path, Durability::Relaxed).expect_err("refused");
+    assert!(
+        matches!(&err, JournalError::Version { found, .. } if found == "99"),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("version 99")
+            && text.contains(&format!("1 to {}", muster::journal::sqlite::VERSION)),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "the file is unchanged"
+    );
+    // The CLI says so and exits 2.
+    let out = muster_within(
+        30,
+        &["inspect", "--journal", path.to_str().expect("utf-8")],
+        std::path::Path::new("."),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("version 99"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
