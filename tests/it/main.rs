@@ -55,6 +55,7 @@ mod fuzz_llm;
 mod fuzz_loaders;
 mod fuzz_regressions;
 mod inspect_cli;
+mod journal_compact;
 mod journal_corrupt_file;
 mod journal_hardening;
 mod journal_index;

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod inspect;
+pub mod journal;
 pub mod resume;
 pub mod run;
 pub mod serve;
@@ -49,6 +50,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure coordination overhead (W1-W5) beside raw tokio and raw actix.
     Bench(bench::BenchArgs),
+    /// Look after a journal file: `compact` removes (and archives) work that ended long ago.
+    Journal(journal::JournalArgs),
     /// Finish every unfinished run of a journal (after a crash, or past a decided gate).
     Resume(resume::ResumeArgs),
     /// Decide a gate where a run waits: appends the decision to the journal.
@@ -166,6 +169,13 @@ pub fn run(cli: Cli) -> i32 {
             let json = a.json;
             match agents::run(a) {
                 Ok(()) => EXIT_OK,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Journal(a) => {
+            let json = a.json();
+            match journal::run(a) {
+                Ok(code) => code,
                 Err(e) => e.report(json),
             }
         }

@@ -320,6 +320,9 @@ pub(crate) fn create(path: &Path) -> Result<(), JournalError> {
     let sql = |context: &str| sql_error(path, context);
     {
         let conn = Connection::open(&tmp).map_err(sql("create"))?;
+        // Before the first table: compaction can then return free pages as it goes.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(sql("set incremental vacuum"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql("set WAL mode"))?;
         conn.execute_batch(&format!(

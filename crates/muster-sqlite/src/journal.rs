@@ -426,6 +426,53 @@ impl SqliteJournal {
         self.reading(|c| runs::records_of(c, &self.path, id))
     }
 
+    /// Compacts this journal while it is in use (a node's retention): see
+    /// [`compact`](crate::compact) for what goes and what is kept. Its note is appended
+    /// through this journal; free pages are returned to the file system when the file
+    /// allows it incrementally (every file created since format 2), else reused by later
+    /// records.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, Journal};
+    /// use muster_sqlite::{Compaction, Durability, SqliteJournal};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed)?;
+    /// let run = uuid::Uuid::now_v7();
+    /// j.append(1, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: serde_json::json!({}) });
+    /// j.append(2, Event::RunEnded { run, status: "failed".into(), step: "s".into(), reason: None });
+    /// j.append(3, Event::Note { text: "kept: the last record".into() });
+    /// let c = j.compact(&Compaction { ended_before_ms: 10, archive: None }, 20)?;
+    /// assert_eq!((c.runs, c.records, c.note_seq), (1, 2, 4));
+    /// assert_eq!(j.read_after(0).len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn compact(
+        &self,
+        what: &crate::Compaction,
+        now_ms: u64,
+    ) -> Result<crate::Compacted, crate::CompactError> {
+        self.flush()?;
+        let sql = |context: &str| sql_error(&self.path, context);
+        let mut conn = Connection::open(&self.path).map_err(sql("open"))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(sql("set busy timeout"))?;
+        let append = |e: Event| -> Result<u64, JournalError> {
+            let seq = self.append(now_ms, e);
+            self.wait_durable(seq)?;
+            Ok(seq)
+        };
+        crate::compact::compact_on(
+            &mut conn,
+            &self.path,
+            what,
+            now_ms,
+            crate::compact::Appender::Journal(&append),
+        )
+    }
+
     /// Every record after `after`, read from the file once pending appends are committed.
     pub fn try_read_after(&self, after: u64) -> Result<Vec<Record>, JournalError> {
         self.try_read_batch(after, usize::MAX)

@@ -19,7 +19,7 @@
 //! The crate is split by concern: `file` (probe, lock, create, recover: the on-disk
 //! format), `writer` (the writer thread and the durable watermark), `journal` (the
 //! [`SqliteJournal`] handle), `read` (reading records back), `runs` (the index of
-//! workflow runs and the reads it answers) and `gate` (`muster approve`'s compare-and-set
+//! workflow runs and the reads it answers), `compact` (retention and archives) and `gate` (`muster approve`'s compare-and-set
 //! decision).
 //!
 //! The journal is indexed by run: every record's `run` column names the run (or, for a
@@ -30,6 +30,7 @@
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod compact;
 mod file;
 mod gate;
 mod journal;
@@ -37,6 +38,7 @@ mod read;
 mod runs;
 mod writer;
 
+pub use compact::{compact, read_archive, CompactError, Compacted, Compaction};
 pub use file::{FORMAT, VERSION};
 pub use gate::{decide_gate, DecideError};
 pub use journal::{Durability, SqliteJournal};

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::CliError;
 use muster::journal::inspect::{self, CorrelationSummary, RunState, RunSummary, Scope, Timeline};
-use muster::journal::sqlite::read_journal;
+use muster::journal::sqlite::{read_archive, read_journal};
 use muster::journal::Record;
 
 /// How `muster inspect` prints.
@@ -53,6 +53,10 @@ pub struct InspectArgs {
     /// Same as `--format json` (errors too are printed as JSON).
     #[arg(long)]
     pub json: bool,
+    /// Read an archive written by `muster journal compact --archive` instead of the
+    /// journal (its count and digest are checked first).
+    #[arg(long, conflicts_with = "journal")]
+    pub archive: Option<PathBuf>,
     /// Read the journal of a node instead of a file.
     #[command(flatten)]
     pub server: super::client::ServerArgs,
@@ -74,6 +78,13 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
     let records = if args.server.server.is_some() {
         let client = super::client::Client::new(&args.server)?;
         super::block_on(async move { client.records().await })?
+    } else if let Some(archive) = &args.archive {
+        read_archive(archive).map_err(|e| {
+            CliError::bad_input(
+                e.to_string(),
+                json!({"archive": archive, "message": e.to_string()}),
+            )
+        })?
     } else {
         read_journal(&args.journal, 0).map_err(|e| {
             CliError::bad_input(

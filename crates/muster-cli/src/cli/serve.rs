@@ -64,6 +64,67 @@ pub struct ServeArgs {
     /// How long a worker's instance stays registered without a heartbeat.
     #[arg(long, default_value = "1500ms", value_parser = super::parse_duration, requires = "nats")]
     pub ttl: std::time::Duration,
+    /// Retention: remove the records of work that ended longer ago than this (`30d`), at
+    /// start and then every `--retain-every`; running and gate-waiting work is always
+    /// kept (as `muster journal compact` does). Unset: keep everything.
+    #[arg(long, value_parser = super::journal::parse_age)]
+    pub retain: Option<std::time::Duration>,
+    /// How often retention runs.
+    #[arg(long, default_value = "1h", value_parser = parse_every, requires = "retain")]
+    pub retain_every: std::time::Duration,
+    /// With `--retain`, first archive what each compaction removes into this directory
+    /// (`compacted-<unix ms>.jsonl.zst`, read by `muster inspect --archive`).
+    #[arg(long, requires = "retain")]
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// `--retain-every`: an age of at least a second.
+fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = super::journal::parse_age(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than a second"));
+    }
+    Ok(d)
+}
+
+/// Runs retention on the node's journal: at once, then every `every`, on the blocking
+/// pool (the API and the runtime go on meanwhile).
+fn retain(
+    journal: Arc<muster::journal::SqliteJournal>,
+    age: std::time::Duration,
+    every: std::time::Duration,
+    archive_dir: Option<PathBuf>,
+) {
+    actix::spawn(async move {
+        loop {
+            let j = journal.clone();
+            let dir = archive_dir.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let what = muster::journal::sqlite::Compaction {
+                    ended_before_ms: now_ms.saturating_sub(age.as_millis() as u64),
+                    archive: dir.map(|d| d.join(format!("compacted-{now_ms}.jsonl.zst"))),
+                };
+                j.compact(&what, now_ms)
+            })
+            .await;
+            match done {
+                Ok(Ok(c)) => tracing::info!(
+                    records = c.records,
+                    runs = c.runs,
+                    stories = c.stories,
+                    bytes_before = c.bytes_before,
+                    bytes_after = c.bytes_after,
+                    "retention: compacted the journal"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention: the compaction failed"),
+                Err(e) => tracing::warn!(error = %e, "retention: the compaction did not finish"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
 }
 
 /// The workflow files of `dir`: `*.toml` in it and `*/workflow.toml` under it, sorted.
@@ -148,6 +209,14 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                 )
             }
         };
+    if let Some(dir) = &args.archive_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::bad_input(
+                format!("--archive-dir {}: cannot create it: {e}", dir.display()),
+                json!({"archive_dir": dir}),
+            )
+        })?;
+    }
     let journal = open_journal(&args.journal, args.durability)?;
     // What to resume comes from the journal's run index: the runs not ended, each with
     // its workflow (loaded once per file). Their records are read after the node serves.
@@ -273,6 +342,14 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             traces,
             failover,
         };
+        if let Some(age) = args.retain {
+            retain(
+                journal.clone(),
+                age,
+                args.retain_every,
+                args.archive_dir.clone(),
+            );
+        }
         let signal = async {
             let _ = interrupted().await;
         };
