@@ -334,6 +334,7 @@ pub fn needed_role(method: &str, route: &str) -> Role {
 /// assert_eq!((alice.role, alice.name.as_deref()), (Role::Operator, Some("alice")));
 /// assert_eq!(ts.find("0123456789abcdef-admin").unwrap().role, Role::Admin);
 /// assert!(ts.find("0123456789abcdef-nope").is_none());
+/// assert_eq!(ts.callers().filter(|c| c.role == Role::Operator).count(), 1);
 /// ```
 #[derive(Clone)]
 pub struct Tokens {

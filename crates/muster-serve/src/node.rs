@@ -87,6 +87,13 @@ impl Live {
 
     /// The token ([`Caller::id`](crate::Caller::id)) that started a run this node drives,
     /// if it was started through the API by this process.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::Live;
+    ///
+    /// assert_eq!(Live::default().started_by(uuid::Uuid::now_v7()), None);
+    /// ```
     pub fn started_by(&self, run: Uuid) -> Option<usize> {
         self.runs.lock().get(&run).and_then(|r| r.started_by)
     }
@@ -155,6 +162,18 @@ impl Node {
 
     /// The same node, starting a run only while it drives fewer than `max` runs (resumed
     /// and taken-over runs count; they are never refused).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(muster: muster_core::Muster) {
+    /// use std::sync::Arc;
+    /// use muster_serve::{Live, Node};
+    ///
+    /// let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    /// let node = Node::new(muster, Arc::new(Live::default()), tx).max_runs(2);
+    /// # let _ = node;
+    /// # }
+    /// ```
     pub fn max_runs(mut self, max: usize) -> Self {
         self.max_runs = max;
         self

@@ -95,6 +95,14 @@ pub struct RunsFull {
 }
 
 /// What a cancel came to.
+///
+/// # Example
+/// ```
+/// use muster_serve::protocol::Cancelled;
+///
+/// // A submitter's cancel of another token's run does nothing.
+/// assert_ne!(Cancelled::NotStarter, Cancelled::Done);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
     /// The run was driven here and is cancelled.
