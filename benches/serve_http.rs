@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muster::journal::{Journal, MemoryJournal, TapJournal};
-use muster::serve::{serve, ServeConfig, Token};
+use muster::serve::{serve, ServeConfig, Token, Tokens};
 use muster::{AgentDef, CapabilitySpec, Muster, Task};
 use serde_json::{json, Value};
 
@@ -171,7 +171,12 @@ fn main() {
         let config = ServeConfig {
             workflows: BTreeMap::new(),
             groups: Vec::new(),
-            token: Token::parse(TOKEN, "bench").expect("a valid token"),
+            tokens: Tokens::admin(Token::parse(TOKEN, "bench").expect("a valid token")),
+            // Every task the bench sends is in flight at once at most: no 429s.
+            limits: muster::serve::admission::Limits {
+                max_runs: muster::serve::admission::MAX_BOUND,
+                max_tasks: muster::serve::admission::MAX_BOUND,
+            },
             resume: Vec::new(),
             traces: None,
             failover: None,

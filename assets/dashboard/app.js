@@ -4,7 +4,10 @@
 // - Every string from the server reaches the page through textContent or an attribute set
 //   with setAttribute, never parsed as HTML: a run input cannot inject markup.
 // - Nothing is loaded from outside the node; the token is read once from `?token=`, kept in
-//   sessionStorage, removed from the address bar and sent as `Authorization: Bearer`.
+//   sessionStorage, removed from the address bar and sent as `Authorization: Bearer`
+//   (never in a URL the page requests: the node refuses `?token=` on its API).
+// - Controls a token's role may not use are not shown (`GET /v1/whoami`); the node refuses
+//   them anyway (403).
 // - Server-sent events are queued and applied once per animation frame; lists render only
 //   the rows in view (agents, tree) or one page (runs), so 1,000 agents and 10,000 runs
 //   cost what a screenful costs.
@@ -281,7 +284,34 @@
     detail: null, // GET /v1/runs/{id}
     timeline: [], // events of the selected run
     lastSeq: 0,
+    role: null, // the token's role (GET /v1/whoami); null until known
+    name: null, // the token's name, if it has one
   };
+
+  // What each role may do, in the order the node ranks them (docs/api.md, "Roles").
+  const ROLES = ["viewer", "submitter", "operator", "admin"];
+  // Whether the token's role allows what needs `needed`. While the role is unknown the
+  // controls are hidden; a node that cannot say ("?") leaves the decision to its 403.
+  function may(needed) {
+    if (state.role === null) return false;
+    if (!ROLES.includes(state.role)) return true;
+    return ROLES.indexOf(state.role) >= ROLES.indexOf(needed);
+  }
+
+  async function loadWhoami() {
+    try {
+      const me = await api("GET", "/v1/whoami");
+      state.role = str(me && me.role) || "?";
+      state.name = me && me.name !== undefined && me.name !== null ? str(me.name) : null;
+    } catch (e) {
+      if (e.status === 401) throw e;
+      state.role = "?";
+    }
+    document.body.setAttribute("data-role", state.role);
+    $("whoami").textContent = state.name ? state.name + " (" + state.role + ")" : state.role;
+    dirty.gates = true;
+    if (state.selected) dirty.detail = true;
+  }
 
   const dirty = { agents: false, agentOrder: false, tree: false, runs: false, gates: false, detail: false };
   const refetch = { agents: false, tree: false, runs: false, gates: false, detail: false };
@@ -755,6 +785,10 @@
   }
 
   function gateButtons(run, gate) {
+    // Deciding a gate needs role `operator`.
+    if (!may("operator")) {
+      return [el("span", { class: "muted", "data-testid": "gate-readonly", text: state.role === null ? "" : "deciding needs role operator" })];
+    }
     const note = el("input", { type: "text", placeholder: "note (optional)", "data-testid": "gate-note", maxlength: 2000 });
     const decide = (decision) => async (e) => {
       const box = e.target.closest(".gate");
@@ -1089,7 +1123,7 @@
         onDown: (e) => setConn(false, e ? "reconnecting: " + e.message : "reconnecting"),
       },
     );
-    const results = await Promise.allSettled([loadAgents(), loadTree(), loadRuns(), loadGates()]);
+    const results = await Promise.allSettled([loadWhoami(), loadAgents(), loadTree(), loadRuns(), loadGates()]);
     const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
     if (failed.length) showError("loading: " + failed.join("; "));
     render();

@@ -5,8 +5,9 @@
 //! What a person at the dashboard relies on, checked as they would see it: the page opened
 //! with `/?token=...` shows the agents and the supervision tree, drops the token from the
 //! address bar, shows a run submitted through the API complete, draws its handoffs, shows
-//! server strings as text (never markup), and a gate's Approve button decides the gate so
-//! that the run ends completed (checked through the API).
+//! server strings as text (never markup), a viewer's token is shown the waiting gate without
+//! Approve or Reject, and a gate's Approve button decides the gate so that the run ends
+//! completed (checked through the API).
 //!
 //! Chromium is installed by the test when absent (`scripts/chromium install`). The test
 //! refuses to pass without it; `MUSTER_SKIP_BROWSER=1` skips it, loudly. Every wait has a
@@ -26,6 +27,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "dashboard-test-token-0123456789abcdef";
+/// A second token of the node's token file, of role `viewer`.
+const VIEWER: &str = "dashboard-viewer-token-0123456789ab";
 const WAIT: Duration = Duration::from_secs(60);
 
 const ECHO_WORKFLOW: &str = r#"
@@ -125,6 +128,11 @@ struct Node {
 impl Node {
     fn start(dir: &Path) -> Node {
         let log = dir.join("serve.stderr");
+        std::fs::write(
+            dir.join("tokens.txt"),
+            format!("{TOKEN} admin dash-admin\n{VIEWER} viewer dash-viewer\n"),
+        )
+        .expect("token file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
             .current_dir(dir)
             .args([
@@ -139,11 +147,10 @@ impl Node {
                 "journal.db",
                 "--listen",
                 "127.0.0.1:0",
-                "--token-env",
-                "DASHBOARD_TEST_TOKEN",
+                "--token-file",
+                "tokens.txt",
                 "--json",
             ])
-            .env("DASHBOARD_TEST_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -604,6 +611,41 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     )
     .await;
     assert_eq!(run_status(&client, &node, &gated).await, "waiting");
+    // A viewer's page shows the gate waiting without the buttons its role may not use.
+    let viewer = chrome
+        .browser
+        .new_page(node.url(&format!("/?token={VIEWER}")))
+        .await
+        .expect("the dashboard opens");
+    wait_page(
+        &viewer,
+        "the viewer's role known",
+        "document.body.dataset.role === 'viewer' && document.getElementById('whoami').textContent === 'dash-viewer (viewer)'",
+    )
+    .await;
+    let viewer_row = format!(
+        "document.querySelector('[data-testid=gate-row][data-run-id={}]')",
+        q(&gated)
+    );
+    wait_page(
+        &viewer,
+        "the gate, read-only, on the viewer's page",
+        &format!("{viewer_row}?.querySelector('[data-testid=gate-readonly]')"),
+    )
+    .await;
+    let buttons = page_text(
+        &viewer,
+        "document.querySelectorAll('[data-testid=gate-approve], [data-testid=gate-reject]').length",
+    )
+    .await;
+    assert_eq!(buttons, "0", "a viewer is shown Approve or Reject");
+    viewer.close().await.expect("the viewer's page closes");
+    wait_page(
+        &page,
+        "the admin's role known",
+        "document.body.dataset.role === 'admin'",
+    )
+    .await;
     page.find_element(approve.clone())
         .await
         .expect("the Approve button")

@@ -1,8 +1,9 @@
 //! `muster serve`'s HTTP API, driven against the real binary on 127.0.0.1 with a free
-//! port: every route and its error codes, a token on every route but /healthz, the event
-//! stream resumed from an event id, a gate decided exactly once under concurrent requests,
-//! a graceful stop with a run in flight and its resumption by the next start, and the CLI
-//! as a client of the node. Every wait has a deadline; no timing is asserted.
+//! port: every route and its error codes, a token on every route but /healthz (never in a
+//! URL), the event stream resumed from an event id, a gate decided exactly once under
+//! concurrent requests, a graceful stop with a run in flight and its resumption by the
+//! next start, and the CLI as a client of the node. Every wait has a deadline; no timing
+//! is asserted.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -177,6 +178,7 @@ async fn healthz_is_open_and_every_other_route_refuses_a_request_without_the_tok
         ("GET", "/v1/records".to_string()),
         ("GET", "/v1/events".to_string()),
         ("GET", "/metrics".to_string()),
+        ("GET", "/v1/whoami".to_string()),
     ];
     for (method, path) in &routes {
         let url = format!("{}{path}", node.url);
@@ -190,24 +192,22 @@ async fn healthz_is_open_and_every_other_route_refuses_a_request_without_the_tok
     // Nothing was started by the refused POSTs.
     let (_, runs) = call("GET", &format!("{}/v1/runs", node.url), None).await;
     assert_eq!(runs["runs"], json!([]));
-    // The event stream takes the token as a query parameter too (EventSource sets no header).
-    let resp = client()
-        .get(format!("{}/v1/events?token={TOKEN}", node.url))
-        .send()
-        .await
-        .expect("events");
-    assert_eq!(resp.status().as_u16(), 200);
-    let (code, _) = call_with(
-        "GET",
-        &format!("{}/v1/agents?token={TOKEN}", node.url),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(
-        code, 401,
-        "only the event stream takes the token in the URL"
-    );
+    // Tokens never travel in URLs: a `token` query parameter is refused (400, naming it),
+    // on the event stream as anywhere else, with or without the header.
+    for path in ["/v1/events", "/v1/agents"] {
+        let url = format!("{}{path}?token={TOKEN}", node.url);
+        for token in [None, Some(TOKEN)] {
+            let (code, doc) = call_with("GET", &url, None, token).await;
+            assert_eq!(
+                (code, doc["field"].clone()),
+                (400, json!("token")),
+                "{path}: {doc}"
+            );
+            let e = doc["error"].as_str().unwrap_or_default();
+            assert!(e.contains("Authorization: Bearer"), "{e}");
+            assert!(!e.contains(TOKEN), "{e}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
-//! The API token: where it comes from (a file, a variable, or generated and written with
-//! mode 0600), what a valid one looks like, and the constant-time check every protected
-//! request passes.
+//! The API's tokens and what each may do: where they come from (a token file of
+//! `token role [name]` lines, a variable, or one generated and written with mode 0600),
+//! what a valid one looks like, the constant-time lookup every protected request passes,
+//! and the role each route needs (docs/api.md, "Authentication" and "Roles").
 //!
-//! It owns authentication only; it must not log a refused request's body (it never reads
-//! it) nor the token.
+//! It owns authentication and the table of roles; it must not log a refused request's body
+//! (it never reads it) nor a token, and no error it makes holds a token.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 /// The shortest token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -15,6 +18,10 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// The variable read when neither a token file nor a variable is named.
 pub const TOKEN_VAR: &str = "MUSTER_TOKEN";
+/// The most tokens a token file may list.
+pub const MAX_TOKENS: usize = 1000;
+/// The longest token name.
+pub const MAX_NAME_LEN: usize = 64;
 
 /// A bearer token, checked in constant time.
 ///
@@ -76,33 +83,25 @@ impl Token {
         &self.0
     }
 
-    /// Loads the token: from `file`, else the variable `var`, else [`TOKEN_VAR`]; `None`
+    /// Loads one token, as a client does: the first token of `file` (a token file as
+    /// [`Tokens::parse`] reads it), else the variable `var`, else [`TOKEN_VAR`]; `None`
     /// when none is given or set.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::Token;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let f = dir.path().join("tokens");
+    /// std::fs::write(&f, "# the node's tokens\n0123456789abcdef0123 viewer ci\n").unwrap();
+    /// let (t, _) = Token::load(Some(&f), None).unwrap().unwrap();
+    /// assert!(t.matches("0123456789abcdef0123"));
+    /// ```
     pub fn load(
         file: Option<&Path>,
         var: Option<&str>,
     ) -> Result<Option<(Token, TokenSource)>, TokenError> {
-        if let Some(f) = file {
-            let text = std::fs::read_to_string(f).map_err(|source| TokenError::ReadFile {
-                path: f.to_path_buf(),
-                source,
-            })?;
-            let first = text.lines().next().unwrap_or("");
-            let t = Token::parse(first, &f.display().to_string())?;
-            return Ok(Some((t, TokenSource::File(f.to_path_buf()))));
-        }
-        let name = var.unwrap_or(TOKEN_VAR);
-        match std::env::var(name) {
-            Ok(v) => Ok(Some((
-                Token::parse(&v, name)?,
-                TokenSource::Env(name.into()),
-            ))),
-            Err(std::env::VarError::NotPresent) if var.is_none() => Ok(None),
-            Err(std::env::VarError::NotPresent) => Err(TokenError::VarNotSet { name: name.into() }),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(TokenError::VarNotUnicode { name: name.into() })
-            }
-        }
+        Ok(Tokens::load(file, var)?.map(|(ts, source)| (ts.entries[0].0.clone(), source)))
     }
 
     /// Generates a random token (256 bits from the OS, hex) and writes it to `path` with
@@ -127,6 +126,420 @@ impl Token {
             source,
         })?;
         Ok(Token(text))
+    }
+}
+
+/// What a token may do. Each role may do everything the roles before it may: `viewer`
+/// reads (every `GET`, the event stream, the metrics, the dashboard); `submitter` also
+/// starts runs and bare tasks and cancels the runs it started; `operator` also decides
+/// gates and cancels any run; `admin` may do everything.
+///
+/// # Example
+/// ```
+/// use muster_serve::Role;
+///
+/// let r: Role = "operator".parse().unwrap();
+/// assert!(r.allows(Role::Submitter));
+/// assert!(!r.allows(Role::Admin));
+/// let e = "opertor".parse::<Role>().unwrap_err();
+/// assert!(e.to_string().contains("did you mean `operator`"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads only.
+    Viewer,
+    /// Reads, starts runs and tasks, cancels its own runs.
+    Submitter,
+    /// Also decides gates and cancels any run.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Every role, from the least to the most allowed.
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Submitter, Role::Operator, Role::Admin];
+
+    /// The role's name, as a token file and the API write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Submitter => "submitter",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether a token of this role may do what needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        if let Some(r) = Role::ALL.into_iter().find(|r| r.as_str() == s) {
+            return Ok(r);
+        }
+        // A long or odd word may be a token written in the wrong field: never echoed.
+        let echo = s.len() < MIN_TOKEN_LEN
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        Err(UnknownRole {
+            given: echo.then(|| s.to_string()),
+            suggestion: closest_role(s),
+        })
+    }
+}
+
+/// A word that is not a role, with the closest role when one is close.
+///
+/// # Example
+/// ```
+/// use muster_serve::{Role, auth::UnknownRole};
+///
+/// let e: UnknownRole = "Admin".parse::<Role>().unwrap_err();
+/// assert_eq!(e.suggestion, Some(Role::Admin));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct UnknownRole {
+    /// The word, unless it looked like it could be a secret (then it is not repeated).
+    pub given: Option<String>,
+    /// The role it is closest to, if one is close.
+    pub suggestion: Option<Role>,
+}
+
+impl fmt::Display for UnknownRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.given {
+            Some(g) => write!(f, "unknown role `{g}`")?,
+            None => f.write_str("the second field is not a role")?,
+        }
+        if let Some(r) = self.suggestion {
+            write!(f, "; did you mean `{r}`?")?;
+        }
+        f.write_str(" (the roles: viewer, submitter, operator, admin)")
+    }
+}
+
+/// The role `word` is a slip of: the same letters in another case, a prefix of two
+/// letters or more, or at most two edits away.
+fn closest_role(word: &str) -> Option<Role> {
+    let w = word.to_ascii_lowercase();
+    if w.is_empty() || w.len() > 2 * MAX_NAME_LEN {
+        return None;
+    }
+    if w.len() >= 2 {
+        if let Some(r) = Role::ALL.into_iter().find(|r| r.as_str().starts_with(&w)) {
+            return Some(r);
+        }
+    }
+    Role::ALL
+        .into_iter()
+        .map(|r| (edit_distance(&w, r.as_str()), r))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, r)| r)
+}
+
+/// Levenshtein distance, in bytes (the words compared are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let swap = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = swap.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Who sent a request: which token (its place in the node's list), its role and its name.
+/// The authentication layer puts it in the request's extensions.
+///
+/// # Example
+/// ```
+/// use muster_serve::{Caller, Role};
+///
+/// let c = Caller { id: 2, role: Role::Viewer, name: Some("dash".into()) };
+/// assert_eq!(c.describe(), "this token (dash) is `viewer`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's place in the node's list (0 for a single token).
+    pub id: usize,
+    /// Its role.
+    pub role: Role,
+    /// Its name, if the token file gave one.
+    pub name: Option<String>,
+}
+
+impl Caller {
+    /// "this token (NAME) is `ROLE`", for a refusal.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("this token ({n}) is `{}`", self.role),
+            None => format!("this token is `{}`", self.role),
+        }
+    }
+}
+
+/// The role a request needs, by its method and route pattern (`/v1/runs/{id}/cancel`):
+/// every read (`GET`) needs `viewer`; starting a run or a task and cancelling a run
+/// `submitter` (the cancel route then lets a submitter cancel only the runs it started);
+/// deciding a gate `operator`; anything else `admin`.
+///
+/// # Example
+/// ```
+/// use muster_serve::{auth::needed_role, Role};
+///
+/// assert_eq!(needed_role("GET", "/v1/events"), Role::Viewer);
+/// assert_eq!(needed_role("POST", "/v1/runs"), Role::Submitter);
+/// assert_eq!(needed_role("POST", "/v1/runs/{id}/gates/{gate}"), Role::Operator);
+/// assert_eq!(needed_role("DELETE", "/v1/runs/{id}"), Role::Admin);
+/// ```
+pub fn needed_role(method: &str, route: &str) -> Role {
+    match (method, route) {
+        ("GET" | "HEAD", _) => Role::Viewer,
+        ("POST", "/v1/runs" | "/v1/tasks" | "/v1/runs/{id}/cancel") => Role::Submitter,
+        ("POST", "/v1/runs/{id}/gates/{gate}") => Role::Operator,
+        _ => Role::Admin,
+    }
+}
+
+/// The node's tokens, each with its role and name, looked up in constant time.
+///
+/// # Example
+/// ```
+/// use std::path::Path;
+/// use muster_serve::{Role, Tokens};
+///
+/// let text = "# who may do what\n\
+///             0123456789abcdef-admin\n\
+///             0123456789abcdef-ops   operator alice\n";
+/// let ts = Tokens::parse(text, Path::new("tokens.txt")).unwrap();
+/// assert_eq!(ts.len(), 2);
+/// let alice = ts.find("0123456789abcdef-ops").unwrap();
+/// assert_eq!((alice.role, alice.name.as_deref()), (Role::Operator, Some("alice")));
+/// assert_eq!(ts.find("0123456789abcdef-admin").unwrap().role, Role::Admin);
+/// assert!(ts.find("0123456789abcdef-nope").is_none());
+/// assert_eq!(ts.callers().filter(|c| c.role == Role::Operator).count(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Tokens {
+    /// Never empty; no token twice.
+    entries: Vec<(Token, Caller)>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tokens({})", self.entries.len())
+    }
+}
+
+impl Tokens {
+    /// One token, of role `admin` (a `--token-env` variable or a generated token).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::{Role, Token, Tokens};
+    ///
+    /// let ts = Tokens::admin(Token::parse("0123456789abcdef0123", "T").unwrap());
+    /// assert_eq!(ts.find("0123456789abcdef0123").unwrap().role, Role::Admin);
+    /// ```
+    pub fn admin(token: Token) -> Tokens {
+        Tokens {
+            entries: vec![(
+                token,
+                Caller {
+                    id: 0,
+                    role: Role::Admin,
+                    name: None,
+                },
+            )],
+        }
+    }
+
+    /// Reads a token file's text (`path` names it in errors): one token a line,
+    /// `token role [name]`, fields separated by spaces or tabs; a token alone is an
+    /// `admin` token (a file of one token, as before roles, keeps its meaning). Blank
+    /// lines and lines starting with `#` are skipped. A bad line is an error naming the
+    /// file, the line and what is wrong, never the token.
+    pub fn parse(text: &str, path: &Path) -> Result<Tokens, TokenError> {
+        let mut entries: Vec<(Token, Caller)> = Vec::new();
+        let mut lines_of: Vec<usize> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line_no = i + 1;
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |problem: String| TokenError::Line {
+                path: path.to_path_buf(),
+                line: line_no,
+                problem,
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 3 {
+                return Err(bad(format!(
+                    "{} fields; a line is `token role [name]`",
+                    fields.len()
+                )));
+            }
+            let text = fields[0];
+            if text.len() < MIN_TOKEN_LEN || text.len() > MAX_TOKEN_LEN {
+                return Err(bad(format!(
+                    "the token is {} characters long; it must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN}",
+                    text.len()
+                )));
+            }
+            if !text.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad(
+                    "the token must be printable ASCII without spaces".to_string()
+                ));
+            }
+            let role = match fields.get(1) {
+                None => Role::Admin,
+                Some(r) => r.parse::<Role>().map_err(|e| bad(e.to_string()))?,
+            };
+            let name = match fields.get(2) {
+                None => None,
+                Some(n) => Some(check_name(n).map_err(bad)?),
+            };
+            if let Some(at) = entries
+                .iter()
+                .zip(&lines_of)
+                .find(|((t, _), _)| t.matches(text))
+                .map(|(_, at)| *at)
+            {
+                return Err(bad(format!(
+                    "the same token as line {at}; list each token once"
+                )));
+            }
+            if let Some(n) = &name {
+                if let Some(at) = entries
+                    .iter()
+                    .zip(&lines_of)
+                    .find(|((_, c), _)| c.name.as_ref() == Some(n))
+                    .map(|(_, at)| *at)
+                {
+                    return Err(bad(format!(
+                        "the name `{n}` is taken by line {at}; a name names one token"
+                    )));
+                }
+            }
+            if entries.len() == MAX_TOKENS {
+                return Err(bad(format!("more than {MAX_TOKENS} tokens")));
+            }
+            let id = entries.len();
+            entries.push((Token(text.to_string()), Caller { id, role, name }));
+            lines_of.push(line_no);
+        }
+        if entries.is_empty() {
+            return Err(TokenError::NoToken {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// Loads the node's tokens: every line of `file` ([`Tokens::parse`]), else the
+    /// variable `var`, else [`TOKEN_VAR`] (a variable holds one `admin` token); `None`
+    /// when none is given or set.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::{Role, Tokens, TokenSource};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let f = dir.path().join("tokens");
+    /// std::fs::write(&f, "0123456789abcdef0123 viewer dash\n").unwrap();
+    /// let (ts, source) = Tokens::load(Some(&f), None).unwrap().unwrap();
+    /// assert_eq!(ts.find("0123456789abcdef0123").unwrap().role, Role::Viewer);
+    /// assert_eq!(source, TokenSource::File(f));
+    /// ```
+    pub fn load(
+        file: Option<&Path>,
+        var: Option<&str>,
+    ) -> Result<Option<(Tokens, TokenSource)>, TokenError> {
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f).map_err(|source| TokenError::ReadFile {
+                path: f.to_path_buf(),
+                source,
+            })?;
+            let ts = Tokens::parse(&text, f)?;
+            return Ok(Some((ts, TokenSource::File(f.to_path_buf()))));
+        }
+        let name = var.unwrap_or(TOKEN_VAR);
+        match std::env::var(name) {
+            Ok(v) => Ok(Some((
+                Tokens::admin(Token::parse(&v, name)?),
+                TokenSource::Env(name.into()),
+            ))),
+            Err(std::env::VarError::NotPresent) if var.is_none() => Ok(None),
+            Err(std::env::VarError::NotPresent) => Err(TokenError::VarNotSet { name: name.into() }),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(TokenError::VarNotUnicode { name: name.into() })
+            }
+        }
+    }
+
+    /// The caller whose token `candidate` is, if any. Every token is compared, in constant
+    /// time in its length, whichever matches: the time taken does not say which one did.
+    pub fn find(&self, candidate: &str) -> Option<&Caller> {
+        let mut hit = 0u32;
+        let mut found = Choice::from(0);
+        for (i, (t, _)) in self.entries.iter().enumerate() {
+            let m = t.0.as_bytes().ct_eq(candidate.as_bytes());
+            // At most MAX_TOKENS entries: the index fits.
+            hit.conditional_assign(&u32::try_from(i).unwrap_or(u32::MAX), m);
+            found |= m;
+        }
+        if bool::from(found) {
+            self.entries.get(hit as usize).map(|(_, c)| c)
+        } else {
+            None
+        }
+    }
+
+    /// How many tokens there are (at least one).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Always false: a token list holds one token at least.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every caller, in the file's order (no token).
+    pub fn callers(&self) -> impl Iterator<Item = &Caller> {
+        self.entries.iter().map(|(_, c)| c)
+    }
+}
+
+/// A token's name: 1 to [`MAX_NAME_LEN`] letters, digits or `-_.@`.
+fn check_name(n: &str) -> Result<String, String> {
+    let ok = n.len() <= MAX_NAME_LEN
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if ok {
+        Ok(n.to_string())
+    } else {
+        Err(format!(
+            "the name (the third field) must be 1 to {MAX_NAME_LEN} letters, digits or `-_.@`"
+        ))
     }
 }
 
@@ -160,6 +573,22 @@ pub enum TokenError {
     VarNotSet {
         /// The variable.
         name: String,
+    },
+    /// A line of a token file is wrong (never holds the token).
+    #[error("{}:{line}: {problem}", path.display())]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A token file with no token in it.
+    #[error("{}: no token; each line is `token role [name]` (a token alone is an `admin`)", path.display())]
+    NoToken {
+        /// The file.
+        path: PathBuf,
     },
     /// The variable's value is not UTF-8.
     #[error("{name}: the token is not valid UTF-8")]
@@ -236,6 +665,139 @@ mod tests {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaa-admin";
+    const B: &str = "bbbbbbbbbbbbbbbb-ops";
+
+    fn parse(text: &str) -> Result<Tokens, TokenError> {
+        Tokens::parse(text, Path::new("tokens.txt"))
+    }
+
+    fn refusal(text: &str) -> String {
+        let e = parse(text).expect_err("the file is refused").to_string();
+        for secret in [A, B, "cccccccccccccccc-x", "short"] {
+            assert!(!e.contains(secret), "the error shows a token: {e}");
+        }
+        e
+    }
+
+    #[test]
+    fn a_token_file_lists_tokens_with_roles_and_names() {
+        let text = format!(
+            "# the node's tokens\n\n  {A}\n\t{B}\toperator  ops-alice \r\n\
+             cccccccccccccccc-x viewer\n# done\n"
+        );
+        let ts = parse(&text).unwrap();
+        assert_eq!(ts.len(), 3);
+        let a = ts.find(A).unwrap();
+        assert_eq!((a.id, a.role, a.name.clone()), (0, Role::Admin, None));
+        let b = ts.find(B).unwrap();
+        assert_eq!(
+            (b.id, b.role, b.name.as_deref()),
+            (1, Role::Operator, Some("ops-alice"))
+        );
+        let c = ts.find("cccccccccccccccc-x").unwrap();
+        assert_eq!((c.role, c.name.clone()), (Role::Viewer, None));
+        assert!(ts.find("cccccccccccccccc-").is_none());
+        assert!(ts.find("").is_none());
+        let names: Vec<_> = ts.callers().map(|c| c.id).collect();
+        assert_eq!(names, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_file_of_one_token_alone_is_an_admin_token_as_before_roles() {
+        let ts = parse(&format!("{A}\n")).unwrap();
+        assert_eq!(ts.len(), 1);
+        assert_eq!(ts.find(A).unwrap().role, Role::Admin);
+    }
+
+    #[test]
+    fn bad_lines_are_refused_naming_the_file_the_line_and_the_problem() {
+        let e = refusal(&format!("{A}\n{B} opertor bob\n"));
+        assert!(e.starts_with("tokens.txt:2: "), "{e}");
+        assert!(
+            e.contains("unknown role `opertor`; did you mean `operator`?"),
+            "{e}"
+        );
+        let e = refusal("# c\n\nshort viewer\n");
+        assert!(e.starts_with("tokens.txt:3: "), "{e}");
+        assert!(
+            e.contains("5 characters long; it must be 16 to 4096"),
+            "{e}"
+        );
+        let e = refusal(&format!("{A} admin\n{B} viewer\n{A} viewer\n"));
+        assert!(
+            e.starts_with("tokens.txt:3: the same token as line 1"),
+            "{e}"
+        );
+        let e = refusal(&format!("{A} admin al\n{B} viewer al\n"));
+        assert!(
+            e.starts_with("tokens.txt:2: the name `al` is taken by line 1"),
+            "{e}"
+        );
+        let e = refusal(&format!("{A} admin al extra\n"));
+        assert!(e.starts_with("tokens.txt:1: 4 fields"), "{e}");
+        let e = refusal(&format!("{A} admin bad/name\n"));
+        assert!(e.contains("the name (the third field)"), "{e}");
+        let e = refusal(&format!("{A} Admin\n"));
+        assert!(e.contains("did you mean `admin`"), "{e}");
+        let e = refusal(&format!("{A} view\n"));
+        assert!(e.contains("did you mean `viewer`"), "{e}");
+        let e = refusal(&format!("{A} root\n"));
+        assert!(e.contains("unknown role `root` (the roles:"), "{e}");
+        // Two tokens on a line: the second is not repeated in the error.
+        let e = refusal(&format!("{A} {B}\n"));
+        assert!(e.contains("the second field is not a role"), "{e}");
+        let e = refusal("# only comments\n\n");
+        assert!(e.starts_with("tokens.txt: no token"), "{e}");
+        let e = refusal("  \n");
+        assert!(e.contains("no token"), "{e}");
+        let e = refusal(&format!("{A}é viewer\n"));
+        assert!(e.contains("printable ASCII"), "{e}");
+    }
+
+    #[test]
+    fn more_than_the_most_tokens_is_refused() {
+        let text: String = (0..=MAX_TOKENS)
+            .map(|i| format!("token-{i:016}\n"))
+            .collect();
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(&format!("more than {MAX_TOKENS} tokens")), "{e}");
+    }
+
+    #[test]
+    fn roles_are_ordered_and_routes_need_the_documented_role() {
+        assert!(Role::Admin.allows(Role::Operator));
+        assert!(Role::Operator.allows(Role::Submitter));
+        assert!(Role::Submitter.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Submitter));
+        assert!(!Role::Submitter.allows(Role::Operator));
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+        }
+        for route in ["/v1/runs", "/v1/events", "/metrics", "/v1/whoami"] {
+            assert_eq!(needed_role("GET", route), Role::Viewer);
+        }
+        assert_eq!(needed_role("POST", "/v1/tasks"), Role::Submitter);
+        assert_eq!(needed_role("POST", "/v1/runs/{id}/cancel"), Role::Submitter);
+        assert_eq!(
+            needed_role("POST", "/v1/runs/{id}/gates/{gate}"),
+            Role::Operator
+        );
+        assert_eq!(needed_role("POST", "/v1/something-new"), Role::Admin);
+        assert_eq!(needed_role("PUT", "/v1/runs"), Role::Admin);
+    }
+
+    #[test]
+    fn slips_of_role_names_are_suggested_and_far_words_are_not() {
+        assert_eq!(closest_role("opertor"), Some(Role::Operator));
+        assert_eq!(closest_role("submiter"), Some(Role::Submitter));
+        assert_eq!(closest_role("ADMIN"), Some(Role::Admin));
+        assert_eq!(closest_role("sub"), Some(Role::Submitter));
+        assert_eq!(closest_role("root"), None);
+        assert_eq!(closest_role(""), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

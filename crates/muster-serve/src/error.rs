@@ -33,6 +33,9 @@ pub struct ApiError {
     pub error: String,
     /// The field at fault, if one is.
     pub field: Option<String>,
+    /// Seconds to wait before trying again (a `Retry-After` header), for a refusal at a
+    /// bound.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -42,7 +45,39 @@ impl ApiError {
             status,
             error: error.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// 403: the token is valid, its role does not allow the request.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::ApiError;
+    ///
+    /// let e = ApiError::forbidden("deciding a gate needs role `operator`");
+    /// assert_eq!(e.status.as_u16(), 403);
+    /// ```
+    pub fn forbidden(error: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, error)
+    }
+
+    /// 429: the node is at a bound; the client may try again after `retry_after` seconds
+    /// (sent as `Retry-After`).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::ApiError;
+    /// use axum::response::IntoResponse;
+    ///
+    /// let r = ApiError::too_many("10 runs in flight (--max-runs 10)", 1).into_response();
+    /// assert_eq!(r.status().as_u16(), 429);
+    /// assert_eq!(r.headers()["retry-after"], "1");
+    /// ```
+    pub fn too_many(error: impl Into<String>, retry_after: u32) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, error);
+        e.retry_after = Some(retry_after);
+        e
     }
 
     /// 400: malformed input.
@@ -87,7 +122,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 

@@ -17,6 +17,7 @@
 //! through delegation, views are folds over the journal.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod admission;
 pub mod assets;
 pub mod auth;
 pub mod error;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-pub use auth::{Token, TokenError, TokenSource};
+pub use auth::{Caller, Role, Token, TokenError, TokenSource, Tokens};
 pub use error::{ApiError, BODY_LIMIT};
 pub use events::Streams;
 pub use node::{Live, Node};
@@ -56,8 +57,10 @@ pub struct ServeConfig {
     pub workflows: BTreeMap<String, Arc<Workflow>>,
     /// The agent types, for the tree.
     pub groups: Vec<GroupInfo>,
-    /// The API token.
-    pub token: Token,
+    /// The API tokens, each with its role.
+    pub tokens: Tokens,
+    /// How much work the node takes on at once.
+    pub limits: admission::Limits,
     /// Unfinished runs to resume, each with its workflow, oldest first (from the journal's
     /// run index, [`unfinished_runs`]). The node serves at once and resumes them in the
     /// background, each rebuilt from its own records; `GET /readyz` tells how far it got.
@@ -94,7 +97,8 @@ pub async fn serve(
     let (stop_tx, stop) = watch::channel(false);
     let live = Arc::new(Live::default());
     let workflows = Arc::new(config.workflows);
-    let mut node = Node::new(muster.clone(), live.clone(), tx.clone());
+    let mut node =
+        Node::new(muster.clone(), live.clone(), tx.clone()).max_runs(config.limits.max_runs);
     if let Some((failover, mut takeovers)) = config.failover {
         node = node.clustered(failover, workflows.clone());
         let to_node = tx.clone();
@@ -131,7 +135,8 @@ pub async fn serve(
         live,
         workflows,
         groups: Arc::new(config.groups),
-        token: config.token,
+        tokens: Arc::new(config.tokens),
+        admission: Arc::new(admission::Admission::new(config.limits)),
         restarts: Arc::new(views::Restarts::after(started_seq)),
         streams: Arc::new(Streams::new(events::MAX_STREAMS)),
         stop: stop.clone(),

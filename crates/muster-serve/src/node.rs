@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::protocol::{Command, DecideRefused};
+use super::admission::DEFAULT_MAX_RUNS;
+use super::protocol::{Cancelled, Command, DecideRefused, RunsFull};
 use muster_cluster::failover::{Failover, Takeover};
 use muster_core::journal::Event;
 use muster_core::runtime::Muster;
@@ -58,6 +59,9 @@ struct Resuming {
 struct LiveRun {
     workflow: String,
     handle: Option<tokio::task::JoinHandle<()>>,
+    /// The token that started it through the API ([`Caller::id`](crate::Caller::id));
+    /// forgotten with the run when it ends.
+    started_by: Option<usize>,
 }
 
 impl Live {
@@ -79,6 +83,19 @@ impl Live {
     /// The workflow of a run it drives.
     pub fn workflow(&self, run: Uuid) -> Option<String> {
         self.runs.lock().get(&run).map(|r| r.workflow.clone())
+    }
+
+    /// The token ([`Caller::id`](crate::Caller::id)) that started a run this node drives,
+    /// if it was started through the API by this process.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_serve::Live;
+    ///
+    /// assert_eq!(Live::default().started_by(uuid::Uuid::now_v7()), None);
+    /// ```
+    pub fn started_by(&self, run: Uuid) -> Option<usize> {
+        self.runs.lock().get(&run).and_then(|r| r.started_by)
     }
 
     /// Notes the runs the node will resume (in the background, once it serves).
@@ -128,6 +145,7 @@ pub struct Node {
     live: Arc<Live>,
     tx: mpsc::Sender<Command>,
     cluster: Option<Clustered>,
+    max_runs: usize,
 }
 
 impl std::fmt::Debug for Node {
@@ -152,7 +170,27 @@ impl Node {
             live,
             tx,
             cluster: None,
+            max_runs: DEFAULT_MAX_RUNS,
         }
+    }
+
+    /// The same node, starting a run only while it drives fewer than `max` runs (resumed
+    /// and taken-over runs count; they are never refused).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(muster: muster_core::Muster) {
+    /// use std::sync::Arc;
+    /// use muster_serve::{Live, Node};
+    ///
+    /// let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    /// let node = Node::new(muster, Arc::new(Live::default()), tx).max_runs(2);
+    /// # let _ = node;
+    /// # }
+    /// ```
+    pub fn max_runs(mut self, max: usize) -> Self {
+        self.max_runs = max;
+        self
     }
 
     /// The same node as a control node of a cluster: every run it starts is leased
@@ -202,17 +240,37 @@ impl Node {
             Command::StartRun {
                 workflow,
                 input,
+                by,
                 reply,
             } => {
+                // Checked and taken on this thread, the only one that adds runs: the
+                // bound holds however many requests race for the last place.
+                let in_flight = self.live.len();
+                if in_flight >= self.max_runs {
+                    let _ = reply.send(Err(RunsFull {
+                        in_flight,
+                        max: self.max_runs,
+                    }));
+                    return;
+                }
                 let id = self.muster.new_id();
-                self.drive(id, workflow, Start::Fresh(input));
-                let _ = reply.send(id);
+                self.drive(id, workflow, Start::Fresh(input), by);
+                let _ = reply.send(Ok(id));
             }
-            Command::SubmitTask { task, reply } => {
+            Command::SubmitTask { task, slot, reply } => {
                 let muster = self.muster.clone();
                 actix::spawn(async move {
-                    let r = muster.submit(*task).await.map(|h| h.id());
-                    let _ = reply.send(r);
+                    let handle = match muster.submit(*task).await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = reply.send(Ok(handle.id()));
+                    // The admission slot is held until the task ends.
+                    let _ = handle.outcome().await;
+                    drop(slot);
                 });
             }
             Command::Decide {
@@ -220,6 +278,7 @@ impl Node {
                 gate,
                 approved,
                 note,
+                by,
                 retries,
                 reply,
             } => {
@@ -231,10 +290,11 @@ impl Node {
                     return;
                 }
                 if self.muster.is_waiting(run, &gate) {
+                    let reason = attributed(by.as_deref(), &note);
                     let decision = if approved {
-                        Decision::Approve { reason: note }
+                        Decision::Approve { reason }
                     } else {
-                        Decision::Reject { reason: note }
+                        Decision::Reject { reason }
                     };
                     let r = self
                         .muster
@@ -253,6 +313,7 @@ impl Node {
                             gate,
                             approved,
                             note,
+                            by,
                             retries: retries - 1,
                             reply,
                         };
@@ -266,10 +327,30 @@ impl Node {
                     let _ = reply.send(Err(DecideRefused::NotWaiting));
                 }
             }
-            Command::CancelRun { run, reason, reply } => {
-                let handle = self.live.runs.lock().remove(&run);
+            Command::CancelRun {
+                run,
+                reason,
+                by,
+                only_if_started_by,
+                reply,
+            } => {
+                let handle = {
+                    let mut runs = self.live.runs.lock();
+                    match runs.get(&run) {
+                        None => None,
+                        Some(r)
+                            if only_if_started_by.is_some()
+                                && r.started_by != only_if_started_by =>
+                        {
+                            drop(runs);
+                            let _ = reply.send(Cancelled::NotStarter);
+                            return;
+                        }
+                        Some(_) => runs.remove(&run),
+                    }
+                };
                 let Some(lr) = handle else {
-                    let _ = reply.send(false);
+                    let _ = reply.send(Cancelled::NotDriven);
                     return;
                 };
                 // The run's future is dropped before its tasks are cancelled, so the engine
@@ -293,17 +374,18 @@ impl Node {
                     for t in rec.map(|r| r.in_flight()).unwrap_or_default() {
                         muster.cancel(t).await;
                     }
+                    let by = by.map(|n| format!(" by {n}")).unwrap_or_default();
                     muster.recorder().record(Event::RunEnded {
                         run,
                         status: "cancelled".into(),
                         step,
                         reason: Some(if reason.is_empty() {
-                            "cancelled through the API".into()
+                            format!("cancelled through the API{by}")
                         } else {
-                            format!("cancelled through the API: {reason}")
+                            format!("cancelled through the API{by}: {reason}")
                         }),
                     });
-                    let _ = reply.send(true);
+                    let _ = reply.send(Cancelled::Done);
                 });
             }
         }
@@ -318,7 +400,7 @@ impl Node {
         held: &[(Uuid, muster_core::messaging::Scope)],
     ) {
         resume::restore_scopes(&self.muster, &rec, held);
-        self.drive(rec.run, wf, Start::Resume(Box::new(rec)));
+        self.drive(rec.run, wf, Start::Resume(Box::new(rec)), None);
     }
 
     /// Resumes the runs won from a control node that left: each run's records are copied
@@ -363,12 +445,13 @@ impl Node {
 
     /// Drives a run on the runtime's thread until it ends (or is cancelled or the node
     /// stops): gates wait in this process for a decision over the API.
-    fn drive(&self, id: Uuid, wf: Arc<Workflow>, start: Start) {
+    fn drive(&self, id: Uuid, wf: Arc<Workflow>, start: Start, started_by: Option<usize>) {
         self.live.runs.lock().insert(
             id,
             LiveRun {
                 workflow: wf.name.clone(),
                 handle: None,
+                started_by,
             },
         );
         let muster = self.muster.clone();
@@ -424,4 +507,29 @@ impl Node {
 enum Start {
     Fresh(serde_json::Value),
     Resume(Box<RecoveredRun>),
+}
+
+/// A gate decision's journaled reason: the note, with the deciding token's name in front
+/// when it has one (`by ops-alice: looks right`).
+fn attributed(by: Option<&str>, note: &str) -> String {
+    match (by, note.is_empty()) {
+        (None, _) => note.to_string(),
+        (Some(n), true) => format!("by {n}"),
+        (Some(n), false) => format!("by {n}: {note}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attributed;
+
+    #[test]
+    fn a_decision_names_the_token_that_took_it() {
+        assert_eq!(
+            attributed(Some("ops-alice"), "ship it"),
+            "by ops-alice: ship it"
+        );
+        assert_eq!(attributed(Some("ops-alice"), ""), "by ops-alice");
+        assert_eq!(attributed(None, "ship it"), "ship it");
+    }
 }

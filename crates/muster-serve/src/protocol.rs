@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::admission::Slot;
 use muster_core::delegation::{SubmitError, Task};
 use muster_workflow::Workflow;
 
@@ -20,19 +21,25 @@ pub enum Command {
     /// Runs won from a control node that left the cluster, to rebuild and resume.
     TakeOver(Box<muster_cluster::failover::Takeover>),
     /// Start a run of `workflow` (its input already checked against the workflow's
-    /// schema); answers the run id.
+    /// schema) unless the node drives its bound of runs already; answers the run id.
     StartRun {
         /// The workflow.
         workflow: Arc<Workflow>,
         /// The run input.
         input: Value,
-        /// Where the run id goes.
-        reply: oneshot::Sender<Uuid>,
+        /// The token that asked ([`Caller::id`](crate::Caller::id)): a `submitter` may
+        /// cancel the runs it started.
+        by: Option<usize>,
+        /// Where the run id goes, or the bound that refused it.
+        reply: oneshot::Sender<Result<Uuid, RunsFull>>,
     },
     /// Submit a bare task; answers its id, or why it was refused.
     SubmitTask {
         /// The task.
         task: Box<Task>,
+        /// The admission slot the task holds until it ends (given back at once if it is
+        /// refused).
+        slot: Option<Slot>,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Uuid, SubmitError>>,
     },
@@ -56,6 +63,8 @@ pub enum Command {
         approved: bool,
         /// Why (journaled with the decision).
         note: String,
+        /// The name of the token that decides, journaled with the note (`by NAME: note`).
+        by: Option<String>,
         /// How many more times to look again, 10 ms apart, for a run that has journaled
         /// `gate_waiting` but is not parked at the gate yet.
         retries: u32,
@@ -68,9 +77,51 @@ pub enum Command {
         run: Uuid,
         /// Why.
         reason: String,
-        /// Where the answer goes: whether the node was driving the run.
-        reply: oneshot::Sender<bool>,
+        /// The name of the token that cancels, journaled in the run's end reason.
+        by: Option<String>,
+        /// Cancel only if this token ([`Caller::id`](crate::Caller::id)) started the run
+        /// (a `submitter`'s cancel); `None` cancels any run (an `operator`'s).
+        only_if_started_by: Option<usize>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Cancelled>,
     },
+}
+
+/// A run refused because the node drives its bound of runs already.
+///
+/// # Example
+/// ```
+/// use muster_serve::protocol::RunsFull;
+///
+/// let full = RunsFull { in_flight: 2, max: 2 };
+/// assert_eq!(full.in_flight, full.max);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunsFull {
+    /// Runs in flight when it was refused.
+    pub in_flight: usize,
+    /// The bound (`--max-runs`).
+    pub max: usize,
+}
+
+/// What a cancel came to.
+///
+/// # Example
+/// ```
+/// use muster_serve::protocol::Cancelled;
+///
+/// // A submitter's cancel of another token's run does nothing.
+/// assert_ne!(Cancelled::NotStarter, Cancelled::Done);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The run was driven here and is cancelled.
+    Done,
+    /// This node does not drive the run (ended, unknown, or another node's).
+    NotDriven,
+    /// The run is driven here but was not started by the token that asked (a
+    /// `submitter` cancels only its own runs); nothing was done.
+    NotStarter,
 }
 
 /// Why a gate decision was refused by the node.

@@ -7,29 +7,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::auth::{bearer, Token};
+use super::admission::{Admission, RETRY_AFTER_SECS};
+use super::auth::{bearer, needed_role, Caller, Role, Tokens};
 use super::error::{ApiError, Body, BODY_LIMIT};
 use super::events::{self, Streams};
 use super::node::{Live, DECIDE_RETRIES};
-use super::protocol::{Command, DecideRefused};
+use super::protocol::{Cancelled, Command, DecideRefused};
 use super::tree::GroupInfo;
 use super::views;
 use muster_core::delegation::{SubmitError, Task};
 use muster_core::journal::{Journal, Record, TapJournal};
 use muster_core::messaging::SchemaStore;
 use muster_core::runtime::Muster;
+use muster_telemetry::AdmissionKind;
 use muster_workflow::inspect::{self, RunState};
 use muster_workflow::Workflow;
 
@@ -57,8 +59,10 @@ pub struct AppState {
     pub workflows: Arc<std::collections::BTreeMap<String, Arc<Workflow>>>,
     /// Agent types, for the tree.
     pub groups: Arc<Vec<GroupInfo>>,
-    /// The API token.
-    pub token: Token,
+    /// The API tokens, each with its role.
+    pub tokens: Arc<Tokens>,
+    /// The bounds of work in flight, and the bare tasks' places.
+    pub admission: Arc<Admission>,
     /// The restarts counted since the node started (the tree's), read on from where the
     /// last request left off.
     pub restarts: Arc<views::Restarts>,
@@ -90,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records", get(records))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .route("/v1/whoami", get(whoami))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -105,36 +110,56 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Refuses a request without the token (401) before its body is read. The event stream
-/// also takes it as `?token=` (a browser's `EventSource` sets no header).
-async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let header_ok = req
+/// Refuses a request that puts a token in its URL (400), one without a valid token (401)
+/// and one whose token's role does not allow it (403), all before its body is read; puts
+/// the [`Caller`] in the request's extensions for the handlers.
+async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    // Tokens never travel in URLs (they end up in logs, histories and Referer headers).
+    if form_pairs(req.uri()).iter().any(|(k, _)| k == "token") {
+        return ApiError::bad_request(
+            "the `token` query parameter is refused: tokens never go in URLs; \
+             send the token as `Authorization: Bearer <token>`",
+        )
+        .field("token")
+        .into_response();
+    }
+    let caller = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer)
-        .is_some_and(|t| st.token.matches(t));
-    let ok = header_ok || {
-        req.uri().path() == "/v1/events"
-            && form_pairs(req.uri())
-                .into_iter()
-                .any(|(k, v)| k == "token" && st.token.matches(&v))
+        .and_then(|t| st.tokens.find(t))
+        .cloned();
+    let Some(caller) = caller else {
+        // The refused request's body is never read, so it can never be logged.
+        tracing::info!(path = %req.uri().path(), "refused a request without a valid token");
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid token is required: Authorization: Bearer <token>",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
     };
-    if ok {
-        return next.run(req).await;
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let needed = needed_role(req.method().as_str(), &route);
+    if !caller.role.allows(needed) {
+        tracing::info!(%route, role = %caller.role, "refused a request beyond its token's role");
+        return ApiError::forbidden(format!(
+            "`{} {route}` needs role `{needed}`; {}",
+            req.method(),
+            caller.describe()
+        ))
+        .into_response();
     }
-    // The refused request's body is never read, so it can never be logged.
-    tracing::info!(path = %req.uri().path(), "refused a request without a valid token");
-    let mut r = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "a valid token is required: Authorization: Bearer <token>",
-    )
-    .into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    r
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 fn form_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
@@ -145,6 +170,12 @@ fn form_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
 
 async fn healthz() -> Json<Value> {
     Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// `GET /v1/whoami`: the role and name of the token that asks (the dashboard hides what
+/// it may not do).
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({"role": caller.role.as_str(), "name": caller.name}))
 }
 
 /// Ready once every unfinished run of the journal is resumed: `200 {"ready": true}`, or
@@ -226,6 +257,7 @@ struct StartRun {
 
 async fn start_run(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(req): Body<StartRun>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let wf = st.workflows.get(&req.workflow).cloned().ok_or_else(|| {
@@ -243,9 +275,20 @@ async fn start_run(
     let run = ask(&st, |reply| Command::StartRun {
         workflow: wf,
         input: req.input,
+        by: Some(caller.id),
         reply,
     })
-    .await?;
+    .await?
+    .map_err(|full| {
+        st.metrics.admission_refused(AdmissionKind::Run);
+        ApiError::too_many(
+            format!(
+                "this node has {} runs in flight, its bound (--max-runs {}); try again later",
+                full.in_flight, full.max
+            ),
+            RETRY_AFTER_SECS,
+        )
+    })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"run": run, "workflow": name})),
@@ -347,6 +390,7 @@ struct DecideBody {
 
 async fn decide(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, gate)): Path<(String, String)>,
     Body(req): Body<DecideBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -411,6 +455,7 @@ async fn decide(
         gate: gate.clone(),
         approved,
         note: req.note,
+        by: caller.name.clone(),
         // Only a run the journal shows waiting here is worth looking at again.
         retries: if waits_here { DECIDE_RETRIES } else { 0 },
         reply,
@@ -434,6 +479,7 @@ struct CancelBody {
 
 async fn cancel_run(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -445,14 +491,25 @@ async fn cancel_run(
             .map_err(|e| ApiError::bad_request(format!("the request body: {e}")))?
     };
     not_resumed_yet(&st, run)?;
-    if ask(&st, |reply| Command::CancelRun {
+    // An operator cancels any run; a submitter only the runs it started.
+    let own_only = !caller.role.allows(Role::Operator);
+    match ask(&st, |reply| Command::CancelRun {
         run,
         reason: req.reason,
+        by: caller.name.clone(),
+        only_if_started_by: own_only.then_some(caller.id),
         reply,
     })
     .await?
     {
-        return Ok(Json(json!({"run": run, "status": "cancelled"})));
+        Cancelled::Done => return Ok(Json(json!({"run": run, "status": "cancelled"}))),
+        Cancelled::NotStarter => {
+            return Err(ApiError::forbidden(format!(
+                "cancelling run {run} needs role `operator`: a `submitter` cancels only the runs it started; {}",
+                caller.describe()
+            )))
+        }
+        Cancelled::NotDriven => {}
     }
     let records = read(&st.journal, move |j| records_of(j, run)).await?;
     match inspect::runs(&records).into_iter().find(|s| s.run == run) {
@@ -508,12 +565,25 @@ async fn submit_task(
         ))
         .field("capability"));
     }
+    // The place is taken before the task is accepted and held until it ends.
+    let slot = st.admission.tasks.take().ok_or_else(|| {
+        st.metrics.admission_refused(AdmissionKind::Task);
+        ApiError::too_many(
+            format!(
+                "this node has {} bare tasks in flight, its bound (--max-tasks {}); try again later",
+                st.admission.tasks.in_use(),
+                st.admission.tasks.max()
+            ),
+            RETRY_AFTER_SECS,
+        )
+    })?;
     let task = Task::new(req.capability, req.input)
         .timeout(Duration::from_millis(timeout_ms))
         .attempts(attempts)
         .sender("api");
     let r = ask(&st, |reply| Command::SubmitTask {
         task: Box::new(task),
+        slot: Some(slot),
         reply,
     })
     .await?;
@@ -627,8 +697,6 @@ async fn records(
 struct EventsQuery {
     run: Option<String>,
     after: Option<String>,
-    #[allow(dead_code)]
-    token: Option<String>,
 }
 
 async fn events(

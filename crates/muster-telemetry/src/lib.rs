@@ -43,7 +43,7 @@ pub mod traces;
 
 pub use bounded::{LabelCap, OTHER};
 pub use follow::{Follower, Following, DEFAULT_BATCH, DEFAULT_EVERY, MAX_BATCH};
-pub use metrics::{Metrics, MetricsConfig, LEASE_SECONDS_BOUNDS};
+pub use metrics::{AdmissionKind, Metrics, MetricsConfig, LEASE_SECONDS_BOUNDS};
 pub use traces::{Traces, DEFAULT_OPEN_SPANS};
 
 /// Why telemetry could not start or finish.

@@ -37,6 +37,33 @@ pub const LEASE_SECONDS_BOUNDS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
 ];
 
+/// What a serving node refused at its admission bound (the `kind` label of
+/// `muster_admission_refused_total`).
+///
+/// # Example
+/// ```
+/// use muster_telemetry::AdmissionKind;
+///
+/// assert_eq!(AdmissionKind::Task.as_str(), "task");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionKind {
+    /// A run (`POST /v1/runs`, bounded by `--max-runs`).
+    Run,
+    /// A bare task (`POST /v1/tasks`, bounded by `--max-tasks`).
+    Task,
+}
+
+impl AdmissionKind {
+    /// The label value: `run` or `task`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdmissionKind::Run => "run",
+            AdmissionKind::Task => "task",
+        }
+    }
+}
+
 /// Bounds of what [`Metrics`] keeps.
 ///
 /// # Example
@@ -97,6 +124,7 @@ struct Families {
     journal_seq: Gauge,
     open_leases: Gauge,
     evicted_leases: Gauge,
+    admission_refused: Family<Labels, Counter>,
 }
 
 fn lease_histogram() -> Histogram {
@@ -129,6 +157,7 @@ impl Families {
             journal_seq: Gauge::default(),
             open_leases: Gauge::default(),
             evicted_leases: Gauge::default(),
+            admission_refused: Family::default(),
         }
     }
 
@@ -234,6 +263,11 @@ impl Families {
             "Leases forgotten past the bound before their outcome (left out of lease_seconds)",
             f.evicted_leases,
         );
+        r.register(
+            "admission_refused",
+            "Requests a serving node refused at its admission bound, by kind (run: --max-runs, task: --max-tasks)",
+            f.admission_refused,
+        );
     }
 }
 
@@ -307,6 +341,11 @@ impl Metrics {
     /// Metrics with explicit bounds.
     pub fn with_config(config: MetricsConfig) -> Self {
         let f = Families::new();
+        for kind in [AdmissionKind::Run, AdmissionKind::Task] {
+            let _ = f
+                .admission_refused
+                .get_or_create(&labels("kind", kind.as_str()));
+        }
         let mut registry = Registry::with_prefix("muster");
         f.register(&mut registry);
         let writes: Arc<Mutex<Option<WriteStats>>> = Arc::default();
@@ -323,6 +362,31 @@ impl Metrics {
             }),
             writes,
         }
+    }
+
+    /// Counts a request a serving node refused at its admission bound (`muster serve
+    /// --max-runs` for `kind` `run`, `--max-tasks` for `task`): not from the journal, since
+    /// a refused request leaves nothing there. Both kinds show from the start, at 0.
+    ///
+    /// # Example
+    /// ```
+    /// # actix::System::new().block_on(async {
+    /// use muster_telemetry::{AdmissionKind, Metrics};
+    ///
+    /// let m = muster_core::Muster::builder().start().await.unwrap();
+    /// let metrics = Metrics::default();
+    /// metrics.admission_refused(AdmissionKind::Run);
+    /// let text = metrics.render(&m);
+    /// assert!(text.contains("muster_admission_refused_total{kind=\"run\"} 1"));
+    /// assert!(text.contains("muster_admission_refused_total{kind=\"task\"} 0"));
+    /// # m.shutdown().await;
+    /// # });
+    /// ```
+    pub fn admission_refused(&self, kind: AdmissionKind) {
+        self.f
+            .admission_refused
+            .get_or_create(&labels("kind", kind.as_str()))
+            .inc();
     }
 
     /// The last journal sequence number observed (0: none).

@@ -93,3 +93,152 @@ pub async fn call_with(
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
+
+/// A running `muster serve`, killed by pid when dropped.
+pub struct Serving {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its `--json` start line.
+    pub start: Value,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `muster serve --workflows workflows --journal j/journal.db --listen 127.0.0.1:0
+/// --json` plus `args` in `dir`, with `MUSTER_TOKEN` removed and `env` set, and reads its
+/// start line (failing after 60 s).
+pub fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serving {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+    cmd.current_dir(dir)
+        .env_remove("MUSTER_TOKEN")
+        .env_remove("RUST_BACKTRACE")
+        .args([
+            "serve",
+            "--workflows",
+            "workflows",
+            "--journal",
+            "j/journal.db",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("muster serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The start line, then the rest drained so the node never blocks on its stdout.
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("muster serve printed no start line within 60 s");
+        }
+    };
+    let start: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the start line is not JSON ({e}): {line:?}"));
+    let url = start["url"].as_str().expect("url").to_string();
+    Serving { child, url, start }
+}
+
+/// A request (`GET`, else `POST`) with `token` as bearer: the status, the `Retry-After`
+/// header if any, and the JSON body (`null` when it is not JSON). An event stream's body
+/// (a 200 `text/event-stream`) is not read: the stream is dropped at once.
+pub async fn send(
+    method: &str,
+    url: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let c = client();
+    let mut req = match method {
+        "GET" => c.get(url),
+        _ => c.post(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.expect("the node answers");
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let streaming = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if streaming {
+        return (status, retry_after, Value::Null);
+    }
+    let bytes = resp.bytes().await.expect("body");
+    (
+        status,
+        retry_after,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls `GET {url}/v1/runs/{run}` with `token` until `done` holds of the document
+/// (failing after 60 s).
+pub async fn wait_run(url: &str, token: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, doc) =
+            call_with("GET", &format!("{url}/v1/runs/{run}"), None, Some(token)).await;
+        assert_eq!(code, 200, "{doc}");
+        if done(&doc) {
+            return doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run} never got there: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `muster_admission_refused_total{kind="KIND"}` value of the node's metrics.
+pub async fn refused_total(url: &str, token: &str, kind: &str) -> u64 {
+    let resp = client()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.expect("text");
+    let prefix = format!("muster_admission_refused_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in the metrics:\n{text}"))
+}

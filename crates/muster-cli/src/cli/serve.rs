@@ -16,7 +16,8 @@ use muster::cluster::failover::Failover;
 use muster::cluster::{ClusterConfig, Control};
 use muster::journal::tap::DEFAULT_TAP_CAPACITY;
 use muster::journal::{Durability, Journal, TapJournal};
-use muster::serve::{GroupInfo, ServeConfig, Token, TokenSource};
+use muster::serve::admission::{self, Limits};
+use muster::serve::{GroupInfo, ServeConfig, Token, TokenSource, Tokens};
 use muster::workflow::Workflow;
 
 /// The most workflow files a node loads.
@@ -43,13 +44,24 @@ pub struct ServeArgs {
     /// The address to listen on (loopback by default; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
-    /// Read the API token from this file (its first line).
+    /// Read the API tokens from this file: one a line, `token role [name]`, role one of
+    /// viewer, submitter, operator, admin (a token alone is an admin); blank lines and
+    /// `#` comments are skipped (docs/api.md, "Roles").
     #[arg(long, conflicts_with = "token_env")]
     pub token_file: Option<PathBuf>,
-    /// Read the API token from this environment variable (default: MUSTER_TOKEN, and
-    /// when that is unset a token is generated into `token` beside the journal).
+    /// Read the API token (an admin's) from this environment variable (default:
+    /// MUSTER_TOKEN, and when that is unset a token is generated into `token` beside the
+    /// journal).
     #[arg(long)]
     pub token_env: Option<String>,
+    /// At most this many runs in flight on this node (started, resumed, or waiting at a
+    /// gate); beyond it `POST /v1/runs` is answered 429 with Retry-After. 1 to 10000000.
+    #[arg(long, default_value_t = admission::DEFAULT_MAX_RUNS, value_parser = parse_max_runs)]
+    pub max_runs: usize,
+    /// At most this many bare tasks in flight submitted through `POST /v1/tasks`; beyond
+    /// it the API answers 429 with Retry-After. 1 to 10000000.
+    #[arg(long, default_value_t = admission::DEFAULT_MAX_TASKS, value_parser = parse_max_tasks)]
+    pub max_tasks: usize,
     /// Print one JSON line on start (`listen`, `token_file`, `workflows`, `resumed`; with
     /// `--nats`, `node` and `nats`).
     #[arg(long)]
@@ -127,6 +139,16 @@ fn retain(
     });
 }
 
+/// `--max-runs`: 1..=10^7.
+fn parse_max_runs(s: &str) -> Result<usize, String> {
+    admission::parse_bound("--max-runs", s)
+}
+
+/// `--max-tasks`: 1..=10^7.
+fn parse_max_tasks(s: &str) -> Result<usize, String> {
+    admission::parse_bound("--max-tasks", s)
+}
+
 /// The workflow files of `dir`: `*.toml` in it and `*/workflow.toml` under it, sorted.
 fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
     let unreadable = |e: std::io::Error| {
@@ -195,18 +217,18 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         }
     }
     let bad = |e: muster::serve::TokenError| CliError::bad_input(e.to_string(), json!({}));
-    let (token, source) =
-        match Token::load(args.token_file.as_deref(), args.token_env.as_deref()).map_err(bad)? {
+    let mut generated = None;
+    let (tokens, source) =
+        match Tokens::load(args.token_file.as_deref(), args.token_env.as_deref()).map_err(bad)? {
             Some(found) => found,
             None => {
                 let path = args
                     .journal
                     .parent()
                     .map_or_else(|| PathBuf::from("token"), |d| d.join("token"));
-                (
-                    Token::generate(&path).map_err(bad)?,
-                    TokenSource::Generated(path),
-                )
+                let token = Token::generate(&path).map_err(bad)?;
+                generated = Some(token.clone());
+                (Tokens::admin(token), TokenSource::Generated(path))
             }
         };
     if let Some(dir) = &args.archive_dir {
@@ -217,6 +239,10 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             )
         })?;
     }
+    let limits = Limits {
+        max_runs: args.max_runs,
+        max_tasks: args.max_tasks,
+    };
     let journal = open_journal(&args.journal, args.durability)?;
     // What to resume comes from the journal's run index: the runs not ended, each with
     // its workflow (loaded once per file). Their records are read after the node serves.
@@ -327,7 +353,8 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         let resumed = resume.len();
         announce(
             &addr,
-            &token,
+            generated.as_ref(),
+            &tokens,
             &source,
             &names,
             resumed,
@@ -337,7 +364,8 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         let config = ServeConfig {
             workflows,
             groups,
-            token,
+            tokens,
+            limits,
             resume,
             traces,
             failover,
@@ -363,21 +391,22 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
     })
 }
 
-/// Prints where the node listens and where its token is (the token itself once, when it
+/// Prints where the node listens and where its tokens are (the token itself once, when it
 /// was generated).
+#[allow(clippy::too_many_arguments)]
 fn announce(
     addr: &str,
-    token: &Token,
+    generated_token: Option<&Token>,
+    tokens: &Tokens,
     source: &TokenSource,
     workflows: &[String],
     resumed: usize,
     cluster: Option<&(String, String)>,
     json_out: bool,
 ) {
-    let (file, generated) = match source {
-        TokenSource::File(p) => (Some(p.display().to_string()), false),
-        TokenSource::Generated(p) => (Some(p.display().to_string()), true),
-        TokenSource::Env(_) => (None, false),
+    let file = match source {
+        TokenSource::File(p) | TokenSource::Generated(p) => Some(p.display().to_string()),
+        TokenSource::Env(_) => None,
     };
     if json_out {
         let mut doc = json!({
@@ -394,23 +423,32 @@ fn announce(
             doc["node"] = json!(node);
             doc["nats"] = json!(url);
         }
-        if generated {
-            doc["token"] = json!(token.expose());
+        if let Some(t) = generated_token {
+            doc["token"] = json!(t.expose());
         }
+        doc["tokens"] = json!(tokens.len());
         println!("{doc}");
     } else {
         println!("listening on http://{addr}");
         if let Some((node, url)) = cluster {
             println!("control node {node} of the cluster at {url}");
         }
-        match source {
-            TokenSource::Generated(p) => println!(
+        match (source, generated_token) {
+            (TokenSource::Generated(p), Some(t)) => println!(
                 "API token (printed once; also in {}, mode 0600): {}",
                 p.display(),
-                token.expose()
+                t.expose()
             ),
-            TokenSource::File(p) => println!("API token from {}", p.display()),
-            TokenSource::Env(v) => println!("API token from ${v}"),
+            (TokenSource::Generated(p), None) => println!("API token in {}", p.display()),
+            (TokenSource::File(p), _) => {
+                let mut by_role = std::collections::BTreeMap::new();
+                for c in tokens.callers() {
+                    *by_role.entry(c.role).or_insert(0usize) += 1;
+                }
+                let roles: Vec<String> = by_role.iter().map(|(r, n)| format!("{n} {r}")).collect();
+                println!("API tokens from {}: {}", p.display(), roles.join(", "))
+            }
+            (TokenSource::Env(v), _) => println!("API token from ${v}"),
         }
         println!(
             "workflows: {}; runs resumed: {resumed}",
