@@ -211,3 +211,39 @@ fn a_journal_of_a_newer_muster_is_refused_naming_both_versions_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn wrappers_forward_every_method_to_the_journal_they_wrap() {
+    use muster::journal::TapJournal;
+    use muster::scenario::TallyJournal;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite =
+        Arc::new(SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed).expect("open"));
+    let tap = TapJournal::new(sqlite.clone(), 16);
+    let tally = TallyJournal::new(Arc::new(TapJournal::new(sqlite.clone(), 16)));
+    let run = uuid::Uuid::now_v7();
+    for (name, j) in [("tap", &tap as &dyn Journal), ("tally", &tally)] {
+        assert!(j.indexed(), "{name} answers from the index");
+        assert!(j.write_stats().is_some(), "{name} forwards write_stats");
+        assert_eq!(j.max_payload_bytes(), sqlite.max_payload_bytes());
+    }
+    tally.append(
+        1,
+        muster::journal::Event::RunStarted {
+            run,
+            workflow: "w".into(),
+            file: "w.toml".into(),
+            input: serde_json::json!({}),
+        },
+    );
+    sqlite.flush().expect("flush");
+    assert_eq!(tap.run_entry(run).map(|e| e.started_seq), Some(1));
+    assert_eq!(tap.records_of(run).len(), 1);
+    assert_eq!(tally.read_batch(0, 10).len(), 1);
+    assert_eq!(tap.runs(&all(None)).len(), 1);
+    // The one method a layer may decline: a simulation never waits on a writer thread.
+    assert!(tap.watermark().is_some());
+    assert!(tally.watermark().is_none());
+}

@@ -189,6 +189,95 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A journal that wraps another and sees every append (a live feed, a tally): it
+/// implements [`JournalLayer::intercept`] and names its [`JournalLayer::inner`] journal,
+/// and every other [`Journal`] method forwards to the inner journal by construction, so
+/// no wrapper can forget one (and fall back to a default that reads the whole journal).
+///
+/// # Example
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use muster_core::journal::{Event, Journal, JournalLayer, MemoryJournal};
+///
+/// #[derive(Debug)]
+/// struct Counting { inner: Arc<dyn Journal>, seen: AtomicU64 }
+///
+/// impl JournalLayer for Counting {
+///     fn inner(&self) -> &dyn Journal { &*self.inner }
+///     fn intercept(&self, at_ms: u64, event: Event) -> u64 {
+///         self.seen.fetch_add(1, Ordering::Relaxed);
+///         self.inner.append(at_ms, event)
+///     }
+/// }
+///
+/// let j = Counting { inner: Arc::new(MemoryJournal::default()), seen: AtomicU64::new(0) };
+/// j.append(0, Event::Note { text: "x".into() });
+/// assert_eq!((j.seen.load(Ordering::Relaxed), j.read_batch(0, 10).len()), (1, 1));
+/// ```
+pub trait JournalLayer: Send + Sync + std::fmt::Debug {
+    /// The wrapped journal: every method but `append` is answered by it.
+    fn inner(&self) -> &dyn Journal;
+    /// What the layer does with an append: it must append `event` to [`JournalLayer::inner`]
+    /// (or to a journal that numbers the same way) and return that sequence number.
+    fn intercept(&self, at_ms: u64, event: Event) -> u64;
+    /// Whether callers may wait on the inner journal's [`Journal::watermark`]. A layer
+    /// that must never make the runtime wait on a writer thread (a simulation on a paused
+    /// clock) says no; the default is yes.
+    fn forwards_watermark(&self) -> bool {
+        true
+    }
+}
+
+impl<L: JournalLayer> Journal for L {
+    fn append(&self, at_ms: u64, event: Event) -> u64 {
+        self.intercept(at_ms, event)
+    }
+    fn read_after(&self, after: u64) -> Vec<Record> {
+        self.inner().read_after(after)
+    }
+    fn len(&self) -> u64 {
+        self.inner().len()
+    }
+    fn is_empty(&self) -> bool {
+        self.inner().is_empty()
+    }
+    fn sync_point(&self, seq: u64) {
+        self.inner().sync_point(seq)
+    }
+    fn want(&self, seq: u64) {
+        self.inner().want(seq)
+    }
+    fn watermark(&self) -> Option<tokio::sync::watch::Receiver<Watermark>> {
+        if self.forwards_watermark() {
+            self.inner().watermark()
+        } else {
+            None
+        }
+    }
+    fn max_payload_bytes(&self) -> usize {
+        self.inner().max_payload_bytes()
+    }
+    fn read_batch(&self, after: u64, max: usize) -> Vec<Record> {
+        self.inner().read_batch(after, max)
+    }
+    fn write_stats(&self) -> Option<WriteStats> {
+        self.inner().write_stats()
+    }
+    fn runs(&self, query: &RunQuery) -> Vec<RunEntry> {
+        self.inner().runs(query)
+    }
+    fn run_entry(&self, run: uuid::Uuid) -> Option<RunEntry> {
+        self.inner().run_entry(run)
+    }
+    fn records_of(&self, id: uuid::Uuid) -> Vec<Record> {
+        self.inner().records_of(id)
+    }
+    fn indexed(&self) -> bool {
+        self.inner().indexed()
+    }
+}
+
 /// How far a journal that writes behind `append` has got (see [`Journal::watermark`]).
 ///
 /// # Example

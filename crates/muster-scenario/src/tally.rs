@@ -3,7 +3,7 @@
 //! run.
 //!
 //! Owns the journal digest (FNV-1a, 64 bits, over the canonical JSON of every record in
-//! order: `{"seq":..,"at_ms":..,"event":{..}}`, exactly as [`Record`] serializes) and the
+//! order: `{"seq":..,"at_ms":..,"event":{..}}`, exactly as [`Record`](muster_core::journal::Record) serializes) and the
 //! counts the report is made of: terminal states, `result_accepted` per task (duplicates,
 //! G1/G2), results accepted under a superseded epoch (G2), stale results, reassignments, restarts, drop-outs. The tally is computed from
 //! the records themselves, never from the runtime's own counters, so a task the runtime
@@ -18,9 +18,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use muster_core::ids::Fnv1a;
-use muster_core::journal::{Event, Journal, Record};
+use muster_core::journal::{Event, Journal, JournalLayer};
 
-/// Serializes like [`Record`], without owning the event.
+/// Serializes like [`Record`](muster_core::journal::Record), without owning the event.
 #[derive(Serialize)]
 struct RecordRef<'a> {
     seq: u64,
@@ -463,8 +463,12 @@ impl State {
     }
 }
 
-impl Journal for TallyJournal {
-    fn append(&self, at_ms: u64, event: Event) -> u64 {
+impl JournalLayer for TallyJournal {
+    fn inner(&self) -> &dyn Journal {
+        &*self.inner
+    }
+
+    fn intercept(&self, at_ms: u64, event: Event) -> u64 {
         let mut s = self.state.lock();
         if self.sealed.load(std::sync::atomic::Ordering::SeqCst) {
             return self.inner.append(at_ms, event);
@@ -495,28 +499,11 @@ impl Journal for TallyJournal {
         seq
     }
 
-    fn read_after(&self, after: u64) -> Vec<Record> {
-        self.inner.read_after(after)
-    }
-
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-
-    fn sync_point(&self, seq: u64) {
-        self.inner.sync_point(seq)
-    }
-
-    fn want(&self, seq: u64) {
-        self.inner.want(seq)
-    }
-
-    // No `watermark`: a simulation acknowledges nothing to a real caller, and waiting on a
+    // No watermark: a simulation acknowledges nothing to a real caller, and waiting on a
     // writer thread would let the paused clock jump (G6); its journal is written behind,
     // and flushed when the simulation ends.
-
-    fn max_payload_bytes(&self) -> usize {
-        self.inner.max_payload_bytes()
+    fn forwards_watermark(&self) -> bool {
+        false
     }
 }
 

@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
-use super::{Event, Journal, Record, Watermark, WriteStats};
+use super::{Event, Journal, JournalLayer, Record};
 
 /// Records buffered per listener before it lags, by default.
 pub const DEFAULT_TAP_CAPACITY: usize = 1024;
@@ -61,8 +61,12 @@ impl TapJournal {
     }
 }
 
-impl Journal for TapJournal {
-    fn append(&self, at_ms: u64, event: Event) -> u64 {
+impl JournalLayer for TapJournal {
+    fn inner(&self) -> &dyn Journal {
+        &*self.inner
+    }
+
+    fn intercept(&self, at_ms: u64, event: Event) -> u64 {
         if self.tx.receiver_count() == 0 {
             return self.inner.append(at_ms, event);
         }
@@ -75,54 +79,6 @@ impl Journal for TapJournal {
             event: copy,
         }));
         seq
-    }
-
-    fn read_after(&self, after: u64) -> Vec<Record> {
-        self.inner.read_after(after)
-    }
-
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-
-    fn sync_point(&self, seq: u64) {
-        self.inner.sync_point(seq)
-    }
-
-    fn want(&self, seq: u64) {
-        self.inner.want(seq)
-    }
-
-    fn watermark(&self) -> Option<watch::Receiver<Watermark>> {
-        self.inner.watermark()
-    }
-
-    fn max_payload_bytes(&self) -> usize {
-        self.inner.max_payload_bytes()
-    }
-
-    fn read_batch(&self, after: u64, max: usize) -> Vec<Record> {
-        self.inner.read_batch(after, max)
-    }
-
-    fn write_stats(&self) -> Option<WriteStats> {
-        self.inner.write_stats()
-    }
-
-    fn runs(&self, query: &super::RunQuery) -> Vec<super::RunEntry> {
-        self.inner.runs(query)
-    }
-
-    fn run_entry(&self, run: uuid::Uuid) -> Option<super::RunEntry> {
-        self.inner.run_entry(run)
-    }
-
-    fn records_of(&self, id: uuid::Uuid) -> Vec<Record> {
-        self.inner.records_of(id)
-    }
-
-    fn indexed(&self) -> bool {
-        self.inner.indexed()
     }
 }
 
