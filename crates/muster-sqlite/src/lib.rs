@@ -42,4 +42,4 @@ pub use compact::{compact, read_archive, CompactError, Compacted, Compaction};
 pub use file::{FORMAT, VERSION};
 pub use gate::{decide_gate, DecideError};
 pub use journal::{Durability, SqliteJournal};
-pub use read::read_journal;
+pub use read::{find_runs, read_journal, read_records_of};

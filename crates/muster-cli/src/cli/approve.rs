@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::CliError;
-use muster::journal::sqlite::{decide_gate, read_journal, DecideError};
-use muster::workflow::recovery::{self, RecoveredRun};
+use muster::journal::sqlite::{decide_gate, find_runs, read_records_of, DecideError};
+use muster::workflow::recovery;
 
 /// Arguments of `muster approve`.
 #[derive(Debug, clap::Args)]
@@ -37,29 +37,38 @@ pub struct ApproveArgs {
     pub server: super::client::ServerArgs,
 }
 
-/// Finds a run by id or unique id prefix.
-fn find<'a>(runs: &'a [RecoveredRun], id: &str) -> Result<&'a RecoveredRun, CliError> {
+/// Finds a run by id or unique id prefix, through the journal's run index (a read of the
+/// matching ids, not of the history).
+fn find(journal: &std::path::Path, id: &str) -> Result<uuid::Uuid, CliError> {
     let id = id.trim().to_ascii_lowercase();
-    let hits: Vec<&RecoveredRun> = runs
-        .iter()
-        .filter(|r| !id.is_empty() && r.run.to_string().starts_with(&id))
-        .collect();
+    let bad = |e: muster::journal::JournalError| {
+        CliError::bad_input(
+            e.to_string(),
+            json!({"journal": journal, "message": e.to_string()}),
+        )
+    };
+    let hits = if id.is_empty() {
+        Vec::new()
+    } else {
+        find_runs(journal, &id, 20).map_err(bad)?
+    };
     match hits.as_slice() {
-        [one] => Ok(one),
+        [one] => Ok(*one),
         [] => Err(CliError::bad_input(
             format!("no run `{id}` in the journal"),
             json!({"run": id}),
         )),
         many => Err(CliError::bad_input(
             format!(
-                "`{id}` matches {} runs; give more of the id: {}",
+                "`{id}` matches {}{} runs; give more of the id: {}",
+                if many.len() >= 20 { "at least " } else { "" },
                 many.len(),
                 many.iter()
-                    .map(|r| r.run.to_string())
+                    .map(|r| r.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            json!({"run": id, "matches": many.iter().map(|r| r.run).collect::<Vec<_>>()}),
+            json!({"run": id, "matches": many}),
         )),
     }
 }
@@ -106,10 +115,15 @@ pub fn run(args: ApproveArgs) -> Result<(), CliError> {
             json!({"journal": args.journal, "message": e.to_string()}),
         )
     };
-    let records = read_journal(&args.journal, 0).map_err(bad_journal)?;
+    let run = find(&args.journal, &args.run)?;
+    let records = read_records_of(&args.journal, run).map_err(bad_journal)?;
     let runs = recovery::runs(&records);
-    let rec = find(&runs, &args.run)?;
-    let run = rec.run;
+    let rec = runs.iter().find(|r| r.run == run).ok_or_else(|| {
+        CliError::bad_input(
+            format!("no run `{run}` in the journal"),
+            json!({"run": run}),
+        )
+    })?;
     let details = json!({"run": run, "gate": args.gate});
     if let Some(status) = &rec.ended {
         return Err(CliError::bad_input(
