@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use crate::file::{lock, migrate, probe, sql_error, Probe, RUN_KINDS};
+use crate::file::{lock, probe, sql_error, Probe, RUN_KINDS};
+use crate::migrate::migrate;
 use crate::read::{decode, DecodeError};
 use muster_core::ids::Fnv1a;
 use muster_core::journal::{Event, JournalError, Record};

@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 ";
 
 /// What version 2 adds to version 1.
-const SCHEMA_2: &str = "
+pub(crate) const SCHEMA_2: &str = "
 CREATE INDEX IF NOT EXISTS events_run ON events(run, seq);
 CREATE TABLE IF NOT EXISTS runs (
     run TEXT PRIMARY KEY,
@@ -170,56 +170,6 @@ pub(crate) fn probe(path: &Path) -> Result<Probe, JournalError> {
     } else {
         Probe::Older(found)
     })
-}
-
-/// Brings the journal open on `conn` to [`VERSION`] in one transaction (a crash leaves
-/// it as it was): from version 1, fills the `run` column of every record and builds the
-/// `runs` table by replaying the run records. Does nothing to a current file. The caller
-/// holds the journal's lock, or writes only inside this transaction (`muster approve`).
-/// Returns the version the file had.
-pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, JournalError> {
-    let sql = |context: &str| sql_error(path, context);
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql("begin the migration"))?;
-    let version: Option<String> = tx
-        .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(sql("read the version"))?;
-    let found = version
-        .as_deref()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    if found == VERSION {
-        return Ok(found);
-    }
-    if found != 1 {
-        return Err(JournalError::Version {
-            path: path.to_path_buf(),
-            found: version.unwrap_or_default(),
-            expected: VERSION,
-        });
-    }
-    tx.execute_batch(SCHEMA_2)
-        .map_err(sql("add the run index (migrating from version 1)"))?;
-    tx.execute(
-        &format!(
-            "UPDATE events SET run = CASE WHEN kind IN ({RUN_KINDS})
-                 THEN json_extract(body, '$.run') ELSE correlation END"
-        ),
-        [],
-    )
-    .map_err(sql("fill the run column (migrating from version 1)"))?;
-    crate::runs::rebuild(&tx, path)?;
-    tx.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'version'",
-        [VERSION.to_string()],
-    )
-    .map_err(sql("write the version (migrating from version 1)"))?;
-    tx.commit().map_err(sql("commit the migration"))?;
-    Ok(found)
 }
 
 /// A rollback journal left beside a database by a process killed mid-transaction (a

@@ -8,7 +8,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, TransactionBehavior};
 use uuid::Uuid;
 
-use crate::file::{migrate, probe, sql_error, Probe};
+use crate::file::{probe, sql_error, Probe};
+use crate::migrate::migrate;
 use muster_core::journal::{Event, JournalError};
 
 /// Why a gate decision was not recorded by [`decide_gate`].

@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use crate::file::{create, lock, migrate, open_read_only, probe, sql_error, Probe};
+use crate::file::{create, lock, open_read_only, probe, sql_error, Probe};
+use crate::migrate::migrate;
 use crate::read::read_records;
 use crate::runs;
 use crate::writer::{self, Msg, Progress};

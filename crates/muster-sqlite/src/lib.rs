@@ -17,7 +17,7 @@
 //! tables are checked read-only before anything is created.
 //!
 //! The crate is split by concern: `file` (probe, lock, create, recover: the on-disk
-//! format), `writer` (the writer thread and the durable watermark), `journal` (the
+//! format), `migrate` (older versions, in place), `writer` (the writer thread and the durable watermark), `journal` (the
 //! [`SqliteJournal`] handle), `read` (reading records back), `runs` (the index of
 //! workflow runs and the reads it answers), `compact` (retention and archives) and `gate` (`muster approve`'s compare-and-set
 //! decision).
@@ -34,6 +34,7 @@ mod compact;
 mod file;
 mod gate;
 mod journal;
+mod migrate;
 mod read;
 mod runs;
 mod writer;
@@ -42,4 +43,5 @@ pub use compact::{compact, read_archive, CompactError, Compacted, Compaction};
 pub use file::{FORMAT, VERSION};
 pub use gate::{decide_gate, DecideError};
 pub use journal::{Durability, SqliteJournal};
-pub use read::{find_runs, read_journal, read_records_of};
+pub use read::read_journal;
+pub use runs::{find_runs, read_records_of};

@@ -12,8 +12,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use crate::file::{sql_error, RUN_KINDS};
-use crate::read::decode;
+use crate::file::{open_read_only, probe, sql_error, Probe, RUN_KINDS};
+use crate::read::{decode, read_journal};
 use muster_core::journal::{Event, JournalError, Record, RunEntry, RunQuery, RunStatus};
 
 const COLUMNS: &str =
@@ -203,4 +203,108 @@ pub(crate) fn records_of(
         })?);
     }
     Ok(out)
+}
+
+/// The runs of a journal file whose id starts with `prefix` (at most `max`), read without
+/// writing: from the `runs` index, or by a scan of a version-1 file.
+///
+/// # Example
+/// ```
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::{find_runs, Durability, SqliteJournal};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("j.db");
+/// let run = uuid::Uuid::now_v7();
+/// let j = SqliteJournal::open(&path, Durability::Relaxed)?;
+/// j.append(0, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: serde_json::json!({}) });
+/// j.flush()?;
+/// assert_eq!(find_runs(&path, &run.to_string()[..8], 10)?, vec![run]);
+/// assert!(find_runs(&path, "ffffffff", 10)?.is_empty());
+/// # Ok(()) }
+/// ```
+pub fn find_runs(
+    path: impl AsRef<Path>,
+    prefix: &str,
+    max: usize,
+) -> Result<Vec<uuid::Uuid>, JournalError> {
+    let path = path.as_ref();
+    let prefix = prefix.trim().to_ascii_lowercase();
+    match probe(path)? {
+        Probe::Absent => Err(JournalError::Missing {
+            path: path.to_path_buf(),
+        }),
+        Probe::Older(_) => Ok(
+            muster_core::journal::runs::scan_runs(&read_journal(path, 0)?)
+                .into_iter()
+                .map(|e| e.run)
+                .filter(|r| r.to_string().starts_with(&prefix))
+                .take(max)
+                .collect(),
+        ),
+        Probe::Journal => {
+            let conn = open_read_only(path)?;
+            // Hex digits and dashes only: anything else matches nothing (and no `LIKE`
+            // wildcard can come from the input).
+            if !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn
+                .prepare("SELECT run FROM runs WHERE run >= ?1 AND run < ?2 ORDER BY run LIMIT ?3")
+                .map_err(crate::file::sql_error(path, "find runs"))?;
+            let upper = format!("{prefix}\u{7f}");
+            let rows = stmt
+                .query_map(
+                    rusqlite::params![prefix, upper, i64::try_from(max).unwrap_or(i64::MAX)],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(crate::file::sql_error(path, "find runs"))?;
+            let mut out = Vec::new();
+            for r in rows {
+                let r = r.map_err(crate::file::sql_error(path, "find runs"))?;
+                if let Ok(id) = uuid::Uuid::parse_str(&r) {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The records of the story of `id` (a run's own and its tasks', or a task's) in a
+/// journal file, read without writing: through the run index, or by a scan of a
+/// version-1 file.
+///
+/// # Example
+/// ```
+/// use muster_core::journal::{Event, Journal};
+/// use muster_sqlite::{read_records_of, Durability, SqliteJournal};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("j.db");
+/// let run = uuid::Uuid::now_v7();
+/// let j = SqliteJournal::open(&path, Durability::Relaxed)?;
+/// j.append(0, Event::Note { text: "not the run's".into() });
+/// j.append(0, Event::GateWaiting { run, gate: "g".into(), question: "?".into() });
+/// j.flush()?;
+/// assert_eq!(read_records_of(&path, run)?.len(), 1);
+/// # Ok(()) }
+/// ```
+pub fn read_records_of(
+    path: impl AsRef<Path>,
+    id: uuid::Uuid,
+) -> Result<Vec<Record>, JournalError> {
+    let path = path.as_ref();
+    match probe(path)? {
+        Probe::Absent => Err(JournalError::Missing {
+            path: path.to_path_buf(),
+        }),
+        Probe::Older(_) => Ok(muster_core::journal::runs::scan_records_of(
+            &read_journal(path, 0)?,
+            id,
+        )),
+        Probe::Journal => records_of(&open_read_only(path)?, path, id),
+    }
 }
