@@ -335,7 +335,7 @@ impl Manifest {
             shipped_schema()
         };
         if store.contains("manifest") {
-            if let Err(c) = store.validate("manifest", &json) {
+            if let Err(c) = store.validate_explained("manifest", &json) {
                 return Err(c
                     .errors
                     .into_iter()
