@@ -910,6 +910,34 @@ output = "test-report"
     }
 
     #[test]
+    fn a_wrong_latency_value_names_the_field_and_the_forms_and_nothing_after() {
+        let e = parse("latency = \"fast\"\n").unwrap_err();
+        assert_eq!(e.len(), 1, "one root cause: {e:?}");
+        assert_eq!(e[0].field, "agents[0].latency");
+        assert_eq!(
+            e[0].message,
+            "expected a table with `kind` = one of: fixed, uniform, normal, lognormal, \
+             exponential; got \"fast\""
+        );
+        let e = parse("latency = { kind = \"fixed\", valu = 1 }\n").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "agents[0].latency.valu");
+        assert!(e[0].message.ends_with("did you mean `value`?"), "{e:?}");
+        let e = parse("latency = { kind = \"fixed\", value = true }\n").unwrap_err();
+        assert_eq!(e[0].field, "agents[0].latency.value");
+        assert!(
+            e[0].message
+                .starts_with("expected a number, or a duration string"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_scenario_schema_is_built_in() {
+        assert!(shipped_schema().contains("scenario"));
+    }
+
+    #[test]
     fn faults_name_known_instances() {
         let e = parse_with("", "[[faults]]\nat = \"1s\"\nkill = \"tester#5\"\n").unwrap_err();
         assert_eq!(e[0].field, "faults[0].kill");
