@@ -100,6 +100,9 @@ fn accepts_type(root: &Value, branch: &Value, v: &Value) -> bool {
     if let Some(c) = b.get("const") {
         return json_type(c) == t;
     }
+    if let Some(Value::Array(options)) = b.get("enum") {
+        return options.iter().any(|o| json_type(o) == t);
+    }
     for key in ["anyOf", "oneOf"] {
         if let Some(Value::Array(alts)) = b.get(key) {
             return alts.iter().any(|a| accepts_type(root, a, v));
@@ -130,6 +133,10 @@ fn describe(root: &Value, branch: &Value) -> String {
     let b = resolve(root, branch);
     if let Some(c) = b.get("const") {
         return c.to_string();
+    }
+    if let Some(Value::Array(options)) = b.get("enum") {
+        let list: Vec<String> = options.iter().map(Value::to_string).collect();
+        return format!("one of {}", list.join(", "));
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(Value::Array(alts)) = b.get(key) {
