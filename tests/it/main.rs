@@ -47,6 +47,7 @@ mod crash_reassigns_immediately;
 mod dashboard_browser;
 mod discovery;
 mod duration_limits;
+mod errors_at_root;
 mod failover_example;
 mod fuzz_cel;
 mod fuzz_envelope;

@@ -335,7 +335,7 @@ impl Manifest {
             shipped_schema()
         };
         if store.contains("manifest") {
-            if let Err(c) = store.validate("manifest", &json) {
+            if let Err(c) = store.validate_explained("manifest", &json) {
                 return Err(c
                     .errors
                     .into_iter()
@@ -722,5 +722,35 @@ mod shipped_schema_tests {
     #[test]
     fn the_shipped_manifest_schema_is_built_in() {
         assert!(super::shipped_schema().contains("manifest"));
+    }
+
+    #[test]
+    fn an_unknown_backend_field_names_the_kind_what_it_accepts_and_a_guess() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "name = \"a\"\n[[capabilities]]\nname = \"echo\"\ninput = \"any\"\n\
+             output = \"any\"\n[backend]\nkind = \"llm\"\nbase_url = \"http://x\"\n\
+             model = \"m\"\nprompt = \"p\"\ntemprature = 0.5\n",
+        )
+        .unwrap();
+        let e = super::Manifest::load(&path, &muster_core::SchemaStore::new(), None).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "/backend/temprature");
+        assert!(
+            e[0].message.starts_with(
+                "unknown field `temprature` (for kind = \"llm\"); kind = \"llm\" accepts: "
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e[0].message.ends_with("did you mean `temperature`?"),
+            "{e:?}"
+        );
+        assert!(
+            e[0].to_string().contains("a.toml: /backend/temprature: "),
+            "{e:?}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod capability;
 pub mod contract;
 pub mod dead_letter;
 pub mod envelope;
+pub mod explain;
 pub mod failure;
 pub mod scope;
 
@@ -22,5 +23,6 @@ pub use capability::{
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
 pub use dead_letter::{DeadLetter, DeadLetters, DEFAULT_DEAD_LETTERS};
 pub use envelope::{Envelope, Recipient};
+pub use explain::did_you_mean;
 pub use failure::{DeliveryFailure, FailureReason};
 pub use scope::{Overlap, Pattern, Scope, ScopeError};

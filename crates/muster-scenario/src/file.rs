@@ -260,6 +260,28 @@ impl Scenario {
             field: field.to_string(),
             message,
         };
+        // The file is checked against the scenario schema first, so that a wrong value is
+        // named at its root (`agents[0].latency`: the forms accepted), not by serde's
+        // "did not match any variant", nor by what it breaks further on.
+        if let Ok(table) = toml::from_str::<toml::Table>(text) {
+            let store = if schemas.contains("scenario") {
+                schemas
+            } else {
+                shipped_schema()
+            };
+            let doc = serde_json::to_value(&table).unwrap_or(Value::Null);
+            if let Err(c) = store.validate_explained("scenario", &doc) {
+                return Err(c
+                    .errors
+                    .into_iter()
+                    .map(|v| {
+                        let field = dotted(&v.instance_path);
+                        let field = field.strip_prefix('.').unwrap_or(&field);
+                        err(if field.is_empty() { "/" } else { field }, v.message)
+                    })
+                    .collect());
+            }
+        }
         let raw: RawScenario = toml::from_str(text).map_err(|e| {
             let field = e
                 .message()
@@ -348,6 +370,7 @@ impl Scenario {
         // The cast, each entry on its node.
         let mut agents = Vec::new();
         let mut nodes = Vec::new();
+        let before_cast = problems.len();
         for (i, entry) in raw.agents.iter().enumerate() {
             let mut entry = entry.clone();
             let node = entry.as_object_mut().and_then(|m| m.remove("node"));
@@ -372,6 +395,9 @@ impl Scenario {
                 ),
             }
         }
+        // An entry that did not load is the root cause of whatever names it further on
+        // (a capability nobody serves, a fault on an unknown agent): only it is reported.
+        let cast_loaded = problems.len() == before_cast;
         // One contract per capability, as the runtime requires when it registers them.
         let mut first: std::collections::HashMap<
             &str,
@@ -530,6 +556,7 @@ impl Scenario {
                     .flat_map(|a| a.capabilities.iter())
                     .find(|s| &s.name == c);
                 match served {
+                    None if !cast_loaded => None,
                     None => {
                         problems.push(err(
                             "capability",
@@ -572,7 +599,7 @@ impl Scenario {
                             .and_then(|n| n.parse::<usize>().ok())
                             .is_some_and(|n| n < a.replicas)
                     });
-                    if !known {
+                    if !known && cast_loaded {
                         problems.push(err(
                             &at("kill"),
                             format!("`{inst}` is not an instance of the cast (expected NAME#INDEX, e.g. `{}#0`)",
@@ -585,7 +612,7 @@ impl Scenario {
                     });
                 }
                 (None, Some(agent)) => {
-                    if !agents.iter().any(|a| &a.name == agent) {
+                    if cast_loaded && !agents.iter().any(|a| &a.name == agent) {
                         problems.push(err(
                             &at("drop"),
                             format!("`{agent}` is not an agent type of the cast"),
@@ -736,6 +763,18 @@ fn dotted(pointer: &str) -> String {
         .collect()
 }
 
+/// The scenario schema shipped with muster (`schemas/scenario.schema.json`, built in).
+fn shipped_schema() -> &'static SchemaStore {
+    static STORE: std::sync::OnceLock<SchemaStore> = std::sync::OnceLock::new();
+    // `the_shipped_scenario_schema_is_built_in` proves the text compiles.
+    STORE.get_or_init(|| {
+        SchemaStore::shipped(
+            "scenario",
+            include_str!("../../../schemas/scenario.schema.json"),
+        )
+    })
+}
+
 /// An `[[agents]]` entry as a manifest with a `sim` backend. Errors are
 /// `(field suffix, message)`, the suffix starting with `.`.
 fn agent_manifest(entry: &Value, schemas: &SchemaStore) -> Result<Manifest, Vec<(String, String)>> {
@@ -868,6 +907,34 @@ output = "test-report"
         assert_eq!(e[0].field, "agents[0].latency.std_dev", "{e:?}");
         let e = parse("crsh = 0.1\n").unwrap_err();
         assert!(e[0].field.contains("crsh"), "{e:?}");
+    }
+
+    #[test]
+    fn a_wrong_latency_value_names_the_field_and_the_forms_and_nothing_after() {
+        let e = parse("latency = \"fast\"\n").unwrap_err();
+        assert_eq!(e.len(), 1, "one root cause: {e:?}");
+        assert_eq!(e[0].field, "agents[0].latency");
+        assert_eq!(
+            e[0].message,
+            "expected a table with `kind` = one of: fixed, uniform, normal, lognormal, \
+             exponential; got \"fast\""
+        );
+        let e = parse("latency = { kind = \"fixed\", valu = 1 }\n").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "agents[0].latency.valu");
+        assert!(e[0].message.ends_with("did you mean `value`?"), "{e:?}");
+        let e = parse("latency = { kind = \"fixed\", value = true }\n").unwrap_err();
+        assert_eq!(e[0].field, "agents[0].latency.value");
+        assert!(
+            e[0].message
+                .starts_with("expected a number, or a duration string"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_scenario_schema_is_built_in() {
+        assert!(shipped_schema().contains("scenario"));
     }
 
     #[test]

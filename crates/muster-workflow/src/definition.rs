@@ -278,7 +278,7 @@ impl Workflow {
             shipped_schema()
         };
         if store.contains("workflow") {
-            if let Err(c) = store.validate("workflow", &doc) {
+            if let Err(c) = store.validate_explained("workflow", &doc) {
                 // A step matches none of the step kinds (`oneOf`): the schema cannot say
                 // which field is wrong, muster's own parsing of the step can.
                 return Err(c

@@ -80,6 +80,22 @@ pub enum SchemaError {
         /// What is wrong.
         message: String,
     },
+    /// A schema refers (`$ref`) to a remote URL: muster never fetches one.
+    #[error(
+        "{origin}: schema `{name}` refers to the remote URL `{reference}` ($ref); remote \
+         references are not fetched. Vendor it: save that schema as schemas/{vendored} and \
+         write \"$ref\": \"{vendored}\" (a schema of the schemas directory is referred to by \
+         its file name, or by its `$id` if it declares one)",
+        vendored = vendored_name(.reference)
+    )]
+    RemoteRef {
+        /// The file holding the reference, or `<api>`.
+        origin: String,
+        /// The schema name.
+        name: String,
+        /// The reference as written.
+        reference: String,
+    },
     /// A schema was asked for by name and is not in the store.
     #[error("unknown schema `{0}` (expected a file schemas/{0}.schema.json)")]
     Unknown(String),
@@ -124,6 +140,122 @@ impl Schema {
             schema: self.name.to_string(),
             errors,
         })
+    }
+
+    /// Checks a payload like [`Schema::validate`], each error named at its root: a value
+    /// matching no branch of a `oneOf`/`anyOf` is reported through the branch it was meant
+    /// for (picked by its `kind`-like tag or by its type), an unknown field with the fields
+    /// accepted and a `did you mean`, a wrong type with the types accepted. For files a
+    /// person writes (manifests, workflows, scenarios).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::SchemaStore;
+    /// use serde_json::json;
+    ///
+    /// let store = SchemaStore::new();
+    /// store.add("pet", json!({"oneOf": [
+    ///     {"type": "object", "additionalProperties": false,
+    ///      "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer"}}},
+    ///     {"type": "object", "additionalProperties": false,
+    ///      "properties": {"kind": {"const": "dog"}, "tricks": {"type": "integer"}}}]})).unwrap();
+    /// let schema = store.get("pet").unwrap();
+    /// let e = schema.validate_explained(&json!({"kind": "cat", "live": 9})).unwrap_err();
+    /// assert_eq!(e.errors[0].instance_path, "/live");
+    /// assert_eq!(e.errors[0].message, "unknown field `live` (for kind = \"cat\"); \
+    ///     kind = \"cat\" accepts: kind, lives; did you mean `lives`?");
+    /// ```
+    pub fn validate_explained(&self, payload: &Value) -> Result<(), ContractError> {
+        if self.validator.is_valid(payload) {
+            return Ok(());
+        }
+        let errors = super::explain::explain_all(
+            &self.document,
+            payload,
+            self.validator.iter_errors(payload),
+        );
+        Err(ContractError {
+            schema: self.name.to_string(),
+            errors,
+        })
+    }
+}
+
+/// The retriever of every store: a `$ref` to a document not in the store (a remote URL)
+/// is refused, never fetched; the error says how to vendor it (save the
+/// schema under `schemas/` and refer to it by its file name, or keep its `$id`).
+struct NoRemoteRefs;
+
+impl jsonschema::Retrieve for NoRemoteRefs {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        Err(format!(
+            "`{}` is not fetched (muster never fetches remote references)",
+            uri.as_str()
+        )
+        .into())
+    }
+}
+
+/// The `$ref`s in `doc` (every depth) that point outside muster's schema store, i.e. to an
+/// absolute URL other than the store's own base.
+fn remote_refs(doc: &Value, out: &mut Vec<String>) {
+    match doc {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("$ref" | "$dynamicRef", Value::String(r))
+                        if r.contains("://") && !r.starts_with(BASE) =>
+                    {
+                        out.push(r.clone())
+                    }
+                    _ => remote_refs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| remote_refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Every `$id` declared in `doc`.
+fn collect_ids(doc: &Value, out: &mut Vec<String>) {
+    match doc {
+        Value::Object(m) => {
+            if let Some(Value::String(id)) = m.get("$id") {
+                out.push(id.clone());
+            }
+            m.values().for_each(|v| collect_ids(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect_ids(v, out)),
+        _ => {}
+    }
+}
+
+/// The error for a schema whose `$ref` points to a remote URL.
+fn remote_ref_error(origin: &str, name: &str, reference: &str) -> SchemaError {
+    SchemaError::RemoteRef {
+        origin: origin.to_string(),
+        name: name.to_string(),
+        reference: reference.to_string(),
+    }
+}
+
+/// The file name a remote schema is vendored under: its URL's last segment, as
+/// `NAME.schema.json`.
+fn vendored_name(reference: &str) -> String {
+    let file = reference
+        .split('#')
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|f| !f.is_empty())
+        .unwrap_or("NAME.schema.json");
+    if file.ends_with(".schema.json") {
+        file.to_string()
+    } else {
+        format!("{}.schema.json", file.trim_end_matches(".json"))
     }
 }
 
@@ -216,6 +348,27 @@ impl SchemaStore {
     }
 
     fn add_all(&self, docs: Vec<(String, Value, String)>) -> Result<(), SchemaError> {
+        // A remote `$ref` is refused by name before the registry would try (and fail) to
+        // retrieve it with a message naming no file.
+        // A reference to the `$id` of a schema in the store is not remote.
+        let mut ids = Vec::new();
+        for s in self.schemas.iter() {
+            collect_ids(&s.document, &mut ids);
+        }
+        for (_, doc, _) in &docs {
+            collect_ids(doc, &mut ids);
+        }
+        for (name, doc, origin) in &docs {
+            let mut refs = Vec::new();
+            remote_refs(doc, &mut refs);
+            let remote = refs.iter().find(|r| {
+                let target = r.split('#').next().unwrap_or(r);
+                !ids.iter().any(|id| id.trim_end_matches('#') == target)
+            });
+            if let Some(r) = remote {
+                return Err(remote_ref_error(origin, name, r));
+            }
+        }
         // Every known schema is a resource, so `$ref`s between files resolve by file name.
         let mut resources: Vec<(String, Value)> = self
             .schemas
@@ -224,7 +377,7 @@ impl SchemaStore {
             .map(|s| (uri(&s.name), s.document.clone()))
             .collect();
         resources.extend(docs.iter().map(|(n, d, _)| (uri(n), d.clone())));
-        let mut builder = jsonschema::Registry::new();
+        let mut builder = jsonschema::Registry::new().retriever(NoRemoteRefs);
         for (u, d) in &resources {
             builder = builder
                 .add(u.as_str(), jsonschema::Resource::from_contents(d.clone()))
@@ -242,6 +395,7 @@ impl SchemaStore {
         let mut compiled = Vec::with_capacity(docs.len());
         for (name, doc, origin) in docs {
             let validator = jsonschema::draft202012::options()
+                .with_retriever(NoRemoteRefs)
                 .with_registry(&registry)
                 .with_base_uri(uri(&name))
                 .build(&doc)
@@ -282,6 +436,28 @@ impl SchemaStore {
         let mut v: Vec<String> = self.schemas.iter().map(|s| s.name.to_string()).collect();
         v.sort();
         v
+    }
+
+    /// Validates `payload` against the schema called `name`, each error named at its root
+    /// (see [`Schema::validate_explained`]).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::SchemaStore;
+    /// use serde_json::json;
+    ///
+    /// let store = SchemaStore::new();
+    /// store.add("size", json!({"anyOf": [{"type": "integer"}, {"enum": ["small", "large"]}]}))
+    ///     .unwrap();
+    /// let e = store.validate_explained("size", &json!(true)).unwrap_err();
+    /// assert_eq!(e.errors[0].message,
+    ///     "expected an integer, or one of \"small\", \"large\"; got true");
+    /// ```
+    pub fn validate_explained(&self, name: &str, payload: &Value) -> Result<(), ContractError> {
+        match self.schemas.get(name) {
+            Some(s) => s.validate_explained(payload),
+            None => self.validate(name, payload),
+        }
     }
 
     /// Validates `payload` against the schema called `name`.
@@ -340,6 +516,45 @@ mod tests {
             .unwrap();
         let err = store.validate("p", &json!({"c": "x"})).unwrap_err();
         assert_eq!(err.errors.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn a_remote_ref_is_refused_naming_the_file_the_reference_and_how_to_vendor_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("r.schema.json"),
+            r#"{"type": "object", "properties": {"x": {"$ref": "https://example.com/x.json"}}}"#,
+        )
+        .unwrap();
+        let store = SchemaStore::new();
+        let e = store.load_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("r.schema.json"), "{e}");
+        assert!(e.contains("`https://example.com/x.json`"), "{e}");
+        assert!(e.contains("remote references are not fetched"), "{e}");
+        assert!(e.contains("schemas/x.schema.json"), "{e}");
+        assert!(store.names().is_empty(), "nothing was added");
+    }
+
+    #[test]
+    fn a_vendored_schema_is_referred_to_by_its_id_or_its_file_name() {
+        let store = SchemaStore::new();
+        store
+            .add(
+                "x",
+                json!({"$id": "https://example.com/x.json", "type": "integer"}),
+            )
+            .unwrap();
+        store
+            .add(
+                "r",
+                json!({"type": "object", "properties": {
+                    "a": {"$ref": "https://example.com/x.json"},
+                    "b": {"$ref": "x.schema.json"}}}),
+            )
+            .unwrap();
+        assert!(store.validate("r", &json!({"a": 1, "b": 2})).is_ok());
+        assert!(store.validate("r", &json!({"a": "1"})).is_err());
+        assert!(store.validate("r", &json!({"b": "1"})).is_err());
     }
 
     #[test]
