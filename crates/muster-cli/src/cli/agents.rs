@@ -30,10 +30,13 @@ pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliE
     load_manifests(cast).map(|(store, defs, _)| (store, defs))
 }
 
+/// Each manifest of the cast with its file.
+pub(crate) type Manifests = Vec<(PathBuf, Manifest)>;
+
 /// [`load`], also returning each manifest with its file (for messages that name it).
 pub(crate) fn load_manifests(
     cast: &CastArgs,
-) -> Result<(SchemaStore, Vec<AgentDef>, Vec<(PathBuf, Manifest)>), CliError> {
+) -> Result<(SchemaStore, Vec<AgentDef>, Manifests), CliError> {
     let store = SchemaStore::new();
     load_schemas(&store, &cast.schemas)?;
     let manifests = load_cast(&cast.actors, &store).map_err(|e| {
