@@ -65,6 +65,7 @@ mod llm_agents;
 mod llm_real_model;
 mod messaging_contracts;
 mod named_restart;
+mod no_capable_agent;
 mod no_task_lost;
 mod recovery_rebuilds_state;
 mod restart_strategies;

@@ -30,6 +30,7 @@
 mod config;
 mod oneshot;
 mod process;
+mod program;
 mod stdio;
 #[cfg(test)]
 mod testing;
@@ -42,6 +43,7 @@ use uuid::Uuid;
 
 pub use config::{CommandConfig, CommandLimits, CommandMode, DEFAULT_ENV_PASS};
 pub use process::MAX_OUTPUT_BYTES;
+pub use program::{find_program, ProgramError};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, AgentLink, TaskContext};
 
@@ -155,7 +157,20 @@ impl Agent for CommandAgent {
 
     fn start(&self, link: AgentLink) -> LocalBoxFuture<'static, Result<(), AgentError>> {
         match &self.backend {
-            Backend::Oneshot(_) => Box::pin(async { Ok(()) }),
+            // A program that cannot be found fails the start (its supervisor gives up after
+            // its intensity) instead of every task, one by one.
+            Backend::Oneshot(_) => {
+                let found = std::env::current_dir()
+                    .map_err(|e| {
+                        AgentError::new(format!("agent {}: no working directory: {e}", self.name))
+                    })
+                    .and_then(|here| {
+                        program::find_program(&self.config, &here).map_err(|e| {
+                            AgentError::new(format!("agent {}: cannot start: {e}", self.name))
+                        })
+                    });
+                Box::pin(async move { found.map(|_| ()) })
+            }
             Backend::Stdio(stdio) => Box::pin(stdio.start(link)),
         }
     }

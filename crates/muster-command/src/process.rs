@@ -182,10 +182,18 @@ pub(super) fn spawn_error(name: &str, config: &CommandConfig, e: &std::io::Error
         Some(cwd) => format!(" in {}", cwd.display()),
         None => String::new(),
     };
-    AgentError::new(format!(
-        "agent {name}: cannot start program `{}`{cwd}: {e}",
-        config.program
-    ))
+    let program = &config.program;
+    let why = match e.kind() {
+        std::io::ErrorKind::NotFound if !program.contains('/') => {
+            format!("`{program}` not found on PATH")
+        }
+        std::io::ErrorKind::NotFound => format!("`{program}` not found{cwd}"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("`{program}`{cwd}: permission denied")
+        }
+        _ => format!("cannot start program `{program}`{cwd}: {e}"),
+    };
+    AgentError::new(format!("agent {name}: {why}"))
 }
 
 /// Milliseconds left before the task's deadline.

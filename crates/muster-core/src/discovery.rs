@@ -9,6 +9,7 @@
 //! actor. It does not deliver anything (routing does) and does not decide what to do when
 //! an agent fails (supervision does).
 
+mod dropped_out;
 pub mod index;
 mod line;
 mod load_order;
@@ -16,6 +17,7 @@ pub mod protocol;
 pub mod registry;
 
 pub use crate::messaging::capability::{Capability, CapabilitySpec};
+pub use dropped_out::Abandoned;
 pub use index::{AgentInfo, CapabilityIndex, PickError};
 pub(crate) use line::LinePlace;
 pub use protocol::{Declare, RegistryEvent, Subscribe, WaitFor};

@@ -1,12 +1,14 @@
 //! `muster agents`: register the cast and list every instance.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::{block_on, CastArgs, CliError};
-use muster::cast::load_cast;
-use muster::runtime::{AgentDef, Muster};
+use muster::agents::command::find_program;
+use muster::cast::{load_cast, BackendSpec, Manifest};
+use muster::runtime::{AgentDef, Muster, StartError};
 use muster::SchemaStore;
 
 /// Arguments of `muster agents`.
@@ -25,6 +27,16 @@ pub struct AgentsArgs {
 
 /// Loads schemas and every manifest, checking all of them before registering any.
 pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliError> {
+    load_manifests(cast).map(|(store, defs, _)| (store, defs))
+}
+
+/// Each manifest of the cast with its file.
+pub(crate) type Manifests = Vec<(PathBuf, Manifest)>;
+
+/// [`load`], also returning each manifest with its file (for messages that name it).
+pub(crate) fn load_manifests(
+    cast: &CastArgs,
+) -> Result<(SchemaStore, Vec<AgentDef>, Manifests), CliError> {
     let store = SchemaStore::new();
     load_schemas(&store, &cast.schemas)?;
     let manifests = load_cast(&cast.actors, &store).map_err(|e| {
@@ -34,7 +46,7 @@ pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliE
         )
     })?;
     let mut defs = Vec::new();
-    for (file, m) in manifests {
+    for (file, m) in &manifests {
         let def = m.to_def(&store.clone().into()).map_err(|e| {
             let message = e.to_string();
             CliError::bad_input(
@@ -44,7 +56,34 @@ pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliE
         })?;
         defs.push(def);
     }
-    Ok((store, defs))
+    Ok((store, defs, manifests))
+}
+
+/// Agent type name → its manifest file.
+pub(crate) fn manifest_files(manifests: &[(PathBuf, Manifest)]) -> HashMap<String, PathBuf> {
+    manifests
+        .iter()
+        .map(|(file, m)| (m.name.clone(), file.clone()))
+        .collect()
+}
+
+/// Warnings about the cast that do not refuse a run: a command agent whose `program`
+/// cannot be found from where it will run (PATH lookup, or a path relative to its
+/// working directory from `base`, the directory muster runs in), naming the manifest.
+pub(crate) fn program_warnings(manifests: &[(PathBuf, Manifest)], base: &Path) -> Vec<String> {
+    manifests
+        .iter()
+        .filter_map(|(file, m)| match &m.backend {
+            BackendSpec::Command(c) => find_program(c, base).err().map(|e| {
+                format!(
+                    "{}: /backend/program: agent `{}` cannot start: {e}",
+                    file.display(),
+                    m.name
+                )
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn load_schemas(store: &SchemaStore, dir: &Path) -> Result<(), CliError> {
@@ -69,6 +108,18 @@ pub(crate) async fn start_with(
     defs: Vec<AgentDef>,
     journal: Option<std::sync::Arc<dyn muster::journal::Journal>>,
 ) -> Result<Muster, CliError> {
+    start_naming(schemas_dir, shards, defs, journal, &HashMap::new()).await
+}
+
+/// [`start_with`], naming the manifest file (from `files`) of an agent type that fails
+/// to start.
+pub(crate) async fn start_naming(
+    schemas_dir: &Path,
+    shards: usize,
+    defs: Vec<AgentDef>,
+    journal: Option<std::sync::Arc<dyn muster::journal::Journal>>,
+    files: &HashMap<String, PathBuf>,
+) -> Result<Muster, CliError> {
     let mut b = Muster::builder().schemas_dir(schemas_dir).shards(shards);
     if let Some(j) = journal {
         b = b.journal(j);
@@ -76,9 +127,19 @@ pub(crate) async fn start_with(
     for d in defs {
         b = b.agent(d);
     }
-    b.start()
-        .await
-        .map_err(|e| CliError::bad_input(e.to_string(), json!({"message": e.to_string()})))
+    b.start().await.map_err(|e| {
+        let file = match &e {
+            StartError::Agent { agent, .. } => files.get(agent),
+            _ => None,
+        };
+        match file {
+            Some(f) => {
+                let message = format!("{}: {e}", f.display());
+                CliError::bad_input(message.clone(), json!({"file": f, "message": message}))
+            }
+            None => CliError::bad_input(e.to_string(), json!({"message": e.to_string()})),
+        }
+    })
 }
 
 /// `muster agents --server`: the node's agents, printed as a local listing is.

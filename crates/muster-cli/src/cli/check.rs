@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::agents::load;
+use super::agents::{load_manifests, program_warnings};
 use super::{CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use muster::agents::AgentDef;
 use muster::messaging::CapabilitySpec;
@@ -39,15 +39,32 @@ pub(crate) fn findings(wf: &Workflow, defs: &[AgentDef], store: &SchemaStore) ->
 
 /// Prints findings (text or one JSON document); returns the exit code.
 pub(crate) fn report(wf: &Workflow, findings: &[Finding], json_out: bool) -> i32 {
+    report_with(wf, findings, &[], json_out)
+}
+
+/// [`report`], with warnings that do not change the exit code (printed first).
+fn report_with(wf: &Workflow, findings: &[Finding], warnings: &[String], json_out: bool) -> i32 {
     if json_out {
-        let doc = json!({
+        let mut doc = json!({
             "ok": findings.is_empty(),
             "workflow": wf.name,
             "file": wf.file.display().to_string(),
             "findings": findings,
         });
+        if !warnings.is_empty() {
+            doc["warnings"] = json!(warnings);
+        }
         println!("{doc}");
-    } else if findings.is_empty() {
+        return if findings.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        };
+    }
+    for w in warnings {
+        println!("{w}");
+    }
+    if findings.is_empty() {
         println!(
             "{}: `{}` ok: every capability is declared (discovery), every handoff has a \
              schema that fits (messaging), every step is bounded, reachable and can end \
@@ -73,12 +90,19 @@ pub(crate) fn report(wf: &Workflow, findings: &[Finding], json_out: bool) -> i32
     }
 }
 
-/// Runs `muster check`; returns the exit code (0 clean, 1 findings).
+/// Runs `muster check`; returns the exit code (0 clean, 1 findings). Warnings about the
+/// cast (a command agent's program not found from here) are printed first (in `--json`:
+/// a `warnings` list) and do not change the code.
 pub fn run(args: CheckArgs) -> Result<i32, CliError> {
-    let (store, defs) = load(&args.cast)?;
+    let (store, defs, manifests) = load_manifests(&args.cast)?;
     let wf = load_workflow(&args.workflow, &store)?;
+    let here = std::env::current_dir().unwrap_or_default();
+    let warnings: Vec<String> = program_warnings(&manifests, &here)
+        .into_iter()
+        .map(|w| format!("warning: {w}"))
+        .collect();
     let found = findings(&wf, &defs, &store);
-    Ok(report(&wf, &found, args.json))
+    Ok(report_with(&wf, &found, &warnings, args.json))
 }
 
 /// Loads and compiles a workflow file; every error names the file and the step (exit 2).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::agents::{load, start_with};
+use super::agents::{load_manifests, manifest_files, start_naming};
 use super::check::load_workflow;
 use super::run::{
     flush, follow_traces, open_journal, parse_durability, printer, report, stop_traces,
@@ -78,7 +78,8 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         }
         return Ok(EXIT_OK);
     }
-    let (store, defs) = load(&args.cast)?;
+    let (store, defs, manifests) = load_manifests(&args.cast)?;
+    let files = manifest_files(&manifests);
     let mut work = Vec::new();
     for rec in open {
         let wf = load_workflow(Path::new(&rec.file), &store).map_err(|e| {
@@ -95,11 +96,12 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let json_out = args.json;
     let traces = traces_from_env()?;
     block_on(async move {
-        let muster = start_with(
+        let muster = start_naming(
             &args.cast.schemas,
             args.runtime.shards,
             defs,
             Some(journal.clone() as Arc<dyn Journal>),
+            &files,
         )
         .await?;
         let following = follow_traces(&journal, traces);

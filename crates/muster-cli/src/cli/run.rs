@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::agents::{load, start_with};
+use super::agents::{load_manifests, manifest_files, start_naming};
 use super::check::load_workflow;
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use muster::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal, UsageTotals};
@@ -219,7 +219,8 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     if args.server.server.is_some() {
         return remote(args);
     }
-    let (store, defs) = load(&args.cast)?;
+    let (store, defs, manifests) = load_manifests(&args.cast)?;
+    let files = manifest_files(&manifests);
     let wf = Arc::new(load_workflow(&args.workflow, &store)?);
     // The same checks as `muster check`: a workflow with findings does not run.
     let found = super::check::findings(&wf, &defs, &store);
@@ -242,11 +243,12 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     let traces = traces_from_env()?;
     let journal = open_journal(&args.journal, args.durability)?;
     block_on(async move {
-        let muster = start_with(
+        let muster = start_naming(
             &args.cast.schemas,
             args.runtime.shards,
             defs,
             Some(journal.clone() as Arc<dyn Journal>),
+            &files,
         )
         .await?;
         let following = follow_traces(&journal, traces);

@@ -222,6 +222,10 @@ pub enum Failure {
     Rejected(String),
     /// The instance died or stopped while holding the task.
     AgentGone(String),
+    /// Nobody will serve the task's capability: every agent type that declared it dropped
+    /// out (its supervisor gave up) and no instance is left or starting. The detail names
+    /// the capability and each type's drop-out reason.
+    NoCapableAgent(String),
     /// The task was cancelled.
     Cancelled,
 }
@@ -239,6 +243,7 @@ impl Failure {
             Failure::ContractViolation(_) => "contract_violation",
             Failure::Rejected(_) => "rejected",
             Failure::AgentGone(_) => "agent_gone",
+            Failure::NoCapableAgent(_) => "no_capable_agent",
             Failure::Cancelled => "cancelled",
         }
     }
@@ -251,7 +256,8 @@ impl Failure {
             | Failure::Exited(s)
             | Failure::Protocol(s)
             | Failure::Rejected(s)
-            | Failure::AgentGone(s) => s.clone(),
+            | Failure::AgentGone(s)
+            | Failure::NoCapableAgent(s) => s.clone(),
             Failure::Timeout => "the attempt's time bound passed".into(),
             Failure::HeartbeatMissed => "no heartbeat within the declared interval".into(),
             Failure::ContractViolation(c) => c.to_string(),

@@ -1,6 +1,7 @@
 //! An agent type's group: the supervisor of its instances, started as one child of the
 //! runtime's `agents` supervisor. An agent type past its restart intensity drops out
-//! (the group is `temporary`) rather than being restarted whole.
+//! (the group is `temporary`) rather than being restarted whole, and the registry is told
+//! so ([`Presence::Gone`]): owners waiting for its capabilities stop waiting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +40,14 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
         Restart::Temporary,
         def.supervision.shutdown + Duration::from_secs(1),
         move |link: ChildLink| {
+            let gone = {
+                let (directory, agent_type) = (cx.directory.clone(), group_id.clone());
+                move |reason: String| directory.tell(Presence::Gone { agent_type, reason })
+            };
             let mut sup = Supervisor::new(group_id.clone(), def.supervision.clone())
                 .with_recorder(cx.recorder.clone())
-                .with_parent(link);
+                .with_parent(link)
+                .on_escalate(gone);
             let caps: Vec<Arc<str>> = def
                 .capabilities
                 .iter()

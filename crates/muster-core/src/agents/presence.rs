@@ -1,5 +1,5 @@
 //! Presence: what an instance tells the directory of agents (the registry) about itself
-//! (up with its handle, alive, a state change, down), and the [`Directory`] handle it
+//! (up with its handle, alive, a state change, down; its type gone), and the [`Directory`] handle it
 //! tells it through, so an instance never names the registry.
 
 use std::sync::Arc;
@@ -41,6 +41,15 @@ pub enum Presence {
         /// The generation that left.
         generation: u64,
         /// Why.
+        reason: String,
+    },
+    /// An agent type's supervisor gave up (past its restart intensity): none of its
+    /// instances will come back unless the type is registered again. A restart in
+    /// progress is not this (OTP: only a supervisor that gave up means gone).
+    Gone {
+        /// The agent type.
+        agent_type: Arc<str>,
+        /// The supervisor's report (its last child's exit).
         reason: String,
     },
 }

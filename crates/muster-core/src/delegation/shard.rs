@@ -176,8 +176,12 @@ impl Cx for ShardCx<'_> {
             }
             other => other,
         };
-        // Nobody serves it (a full capability waits in line above).
-        picked.map_err(|_| Unavailable::Nobody)
+        // Nobody serves it (a full capability waits in line above); nobody will, if every
+        // type serving it dropped out.
+        picked.map_err(|_| match index.abandoned(capability) {
+            Some(gone) => Unavailable::Abandoned(gone),
+            None => Unavailable::Nobody,
+        })
     }
 
     fn assign(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use dashmap::DashMap;
 use serde::Serialize;
 
+use super::dropped_out::{Abandoned, AgentTypes};
 use super::load_order::{Front, Orders};
 use crate::agents::protocol::AgentState;
 use crate::agents::{InstanceHandle, LoadWatch};
@@ -83,6 +84,8 @@ pub struct CapabilityInfo {
 pub struct CapabilityIndex {
     caps: DashMap<Arc<str>, CapabilityEntry>,
     agents: DashMap<Arc<str>, Arc<InstanceHandle>>,
+    /// Agent types: what each declared, and why it dropped out if it did.
+    types: AgentTypes,
     /// How many shards its instances are spread over (an order each).
     shards: usize,
 }
@@ -107,6 +110,7 @@ impl CapabilityIndex {
         CapabilityIndex {
             caps: DashMap::new(),
             agents: DashMap::new(),
+            types: AgentTypes::default(),
             shards: shards.max(1),
         }
     }
@@ -277,7 +281,56 @@ impl CapabilityIndex {
         self.agents.is_empty()
     }
 
+    /// Why agent type `agent_type` dropped out (its supervisor gave up, past its restart
+    /// intensity), unless it was registered again since; `None` while it runs or restarts.
+    ///
+    /// # Example
+    /// ```
+    /// let index = muster_core::discovery::CapabilityIndex::default();
+    /// assert_eq!(index.dropped_out("reviewer"), None);
+    /// ```
+    pub fn dropped_out(&self, agent_type: &str) -> Option<Arc<str>> {
+        self.types.reason(agent_type)
+    }
+
+    /// Whether nobody will serve `capability` any more: it was declared, every agent type
+    /// that declared it dropped out (see [`CapabilityIndex::dropped_out`]) and no instance
+    /// serving it is registered. `None` while any type serving it runs or restarts, and
+    /// for a capability nobody declared (an agent may still register for it).
+    ///
+    /// # Example
+    /// ```
+    /// let index = muster_core::discovery::CapabilityIndex::default();
+    /// assert_eq!(index.abandoned("review"), None); // never declared: may still come
+    /// ```
+    pub fn abandoned(&self, capability: &str) -> Option<Abandoned> {
+        let entry = self.caps.get(capability)?;
+        if !entry.orders.members().is_empty() {
+            return None;
+        }
+        let capability = entry.key().clone();
+        drop(entry);
+        let serving = self.types.serving(&capability);
+        if serving.is_empty() {
+            return None;
+        }
+        let mut dropped = Vec::with_capacity(serving.len());
+        for (agent_type, gone) in serving {
+            dropped.push((agent_type, gone?));
+        }
+        Some(Abandoned {
+            capability,
+            dropped,
+        })
+    }
+
     // ---- writes: only the registry actor calls these ----
+
+    /// Agent type `agent_type`'s supervisor gave up, for `reason`; returns the
+    /// capabilities it declared.
+    pub(crate) fn type_gone(&self, agent_type: &Arc<str>, reason: &str) -> Vec<Arc<str>> {
+        self.types.gone(agent_type, reason)
+    }
 
     /// Whether `contract` agrees with the capability's declared contract, if any.
     pub(crate) fn check_contract(&self, contract: &Capability) -> Result<(), CapabilityError> {
@@ -300,6 +353,7 @@ impl CapabilityIndex {
         contract: Arc<Capability>,
         by: &Arc<str>,
     ) -> Result<(), CapabilityError> {
+        self.types.declare(by, &contract.name);
         if self.caps.contains_key(contract.name.as_ref()) {
             return self.check_contract(&contract);
         }
@@ -331,6 +385,7 @@ impl CapabilityIndex {
             }
         }
         handle.set_load_watchers(watchers);
+        self.types.revive(&handle.agent);
         self.agents.insert(handle.id.clone(), handle);
     }
 

@@ -55,13 +55,14 @@ impl std::fmt::Debug for Declare {
     }
 }
 
-/// Resolves when an instance of the capability registers.
+/// Resolves when an instance of the capability registers, or when an agent type serving
+/// it drops out (its supervisor gave up): the waiter looks again either way.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WaitFor {
     /// The capability.
     pub capability: Arc<str>,
-    /// Fired on the next registration.
+    /// Fired on the next registration (or drop-out of a type serving it).
     pub tx: oneshot::Sender<()>,
 }
 

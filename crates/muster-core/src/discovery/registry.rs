@@ -1,5 +1,7 @@
 //! The registry actor: agents register on start-up, failed agents drop out, and every
-//! change is published (to subscribers and to the journal).
+//! change is published (to subscribers and to the journal). An agent type whose
+//! supervisor gave up is marked dropped out in the index, and the owners waiting for its
+//! capabilities are woken.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,6 +105,21 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// An agent type's supervisor gave up: owners waiting for one of its capabilities
+    /// are woken to look again, and those nobody serves any more stop waiting.
+    fn type_gone(&mut self, agent_type: &Arc<str>, reason: &str) {
+        tracing::warn!(%agent_type, %reason, "agent type dropped out");
+        for c in self.index.type_gone(agent_type, reason) {
+            if let Some(ws) = self.waiters.remove(&c) {
+                for w in ws {
+                    let _ = w.send(());
+                }
+            }
+        }
+    }
+}
+
 impl Actor for Registry {
     type Context = Context<Self>;
 
@@ -153,6 +170,12 @@ impl Handler<WaitFor> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: WaitFor, _: &mut Self::Context) {
+        // Its agents dropped out before the wait reached here: nothing will wake it, so
+        // it looks again now (and finds nobody will come).
+        if self.index.abandoned(&msg.capability).is_some() {
+            let _ = msg.tx.send(());
+            return;
+        }
         let ws = self.waiters.entry(msg.capability).or_default();
         ws.retain(|w| !w.is_closed());
         ws.push(msg.tx);
@@ -210,6 +233,7 @@ impl Handler<Presence> for Registry {
                     self.drop_out(&id, reason);
                 }
             }
+            Presence::Gone { agent_type, reason } => self.type_gone(&agent_type, &reason),
         }
     }
 }

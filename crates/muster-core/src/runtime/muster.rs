@@ -130,7 +130,10 @@ impl Muster {
 
     /// Registers an agent type: declares its capabilities (refusing a contract that
     /// conflicts with one already declared), starts its instances under a supervisor of
-    /// their own, and returns once every instance is discoverable.
+    /// their own, and returns once every instance is discoverable. If the type's
+    /// supervisor gives up first (an instance that cannot start, past its restart
+    /// intensity) it fails at once with the supervisor's report, rather than at
+    /// [`RuntimeConfig::start_timeout`](super::RuntimeConfig::start_timeout).
     pub async fn register(&self, def: AgentDef) -> Result<Vec<String>, StartError> {
         self.check_running().map_err(StartError::Stopped)?;
         let inner = &self.inner;
@@ -162,7 +165,8 @@ impl Muster {
                 agent: agent_name.to_string(),
                 message,
             })?;
-        // Wait (bounded) until every instance has registered.
+        // Wait (bounded) until every instance has registered, or the type dropped out (its
+        // supervisor gave up: nothing more will start).
         let limit = tokio::time::Instant::now() + inner.config.start_timeout;
         loop {
             let up = ids
@@ -170,6 +174,12 @@ impl Muster {
                 .all(|id| inner.index.agent(id).is_some_and(|h| h.available()));
             if up {
                 return Ok(ids);
+            }
+            if let Some(reason) = inner.index.dropped_out(&agent_name) {
+                return Err(StartError::Agent {
+                    agent: agent_name.to_string(),
+                    message: format!("dropped out before it started: {reason}"),
+                });
             }
             if tokio::time::Instant::now() >= limit {
                 return Err(StartError::Agent {

@@ -107,8 +107,8 @@ impl std::fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// A supervisor with no children yet. `parent` is its own link when it is supervised;
-    /// without one it is a root, and `on_escalate` is called with the report when it gives
-    /// up.
+    /// without one it is a root. `on_escalate`, if set, is called with the report when it
+    /// gives up (before its parent, if any, is told).
     pub fn new(id: impl Into<Arc<str>>, settings: Supervision) -> Self {
         Supervisor {
             id: id.into(),
@@ -128,7 +128,20 @@ impl Supervisor {
         self
     }
 
-    /// Called (on a root) when it reaches its intensity.
+    /// Called when it gives up (past its intensity), with the report, after its children
+    /// are stopped and before its parent (if any) is told: a root's way to report, and
+    /// any supervisor's way to tell whoever watches it that its children are gone for
+    /// good (OTP: only a supervisor that gave up means that; a restart is still coming
+    /// otherwise).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::supervision::{Supervision, Supervisor};
+    ///
+    /// let sup = Supervisor::new("workers", Supervision::default())
+    ///     .on_escalate(|report| eprintln!("workers gave up: {report}"));
+    /// # drop(sup);
+    /// ```
     pub fn on_escalate(mut self, f: impl FnOnce(String) + 'static) -> Self {
         self.on_escalate = Some(Box::new(f));
         self
@@ -231,10 +244,13 @@ impl Supervisor {
         let fut = self.terminate(order);
         ctx.wait(fut.into_actor(self).map(move |stopped, act, ctx| {
             act.release_all(stopped, &format!("its supervisor escalated: {reason}"));
+            // Told before the parent hears of it: whoever watches this supervisor (an
+            // agent type's registry entry) learns it gave up, with the report.
+            if let Some(f) = act.on_escalate.take() {
+                f(reason.clone());
+            }
             if let Some(link) = act.parent.take() {
                 link.exit(Exit::Error(reason));
-            } else if let Some(f) = act.on_escalate.take() {
-                f(reason);
             }
             ctx.stop();
         }));

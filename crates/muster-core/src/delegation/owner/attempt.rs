@@ -55,6 +55,9 @@ impl TaskOwner {
             }
             Err(Unavailable::Full(line)) => self.wait_in_line(line, cx),
             Err(Unavailable::Nobody) => self.wait_for_agent(cx),
+            Err(Unavailable::Abandoned(gone)) => {
+                self.escalate(Failure::NoCapableAgent(gone.to_string()).to_string(), cx)
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::super::reuse::{Found, ReuseKey};
 use super::super::timers::{Due, TimerKey};
 use crate::agents::InstanceHandle;
-use crate::discovery::LinePlace;
+use crate::discovery::{Abandoned, LinePlace};
 use crate::messaging::{Capability, Envelope, Scope};
 
 /// Why no agent was found for a lease now.
@@ -26,6 +26,8 @@ pub(in crate::delegation) enum Unavailable {
     Full(LinePlace),
     /// Nobody serves the capability (outside the agents the task excludes).
     Nobody,
+    /// Nobody will: every agent type serving it dropped out (its supervisor gave up).
+    Abandoned(Abandoned),
 }
 
 /// What a task owner asks of its surroundings. Every answer to the owner comes back
