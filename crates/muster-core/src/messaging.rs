@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod explain;
 pub mod failure;
 pub mod scope;
+mod violation;
 
 pub use capability::{
     AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference, ContractTerms,

@@ -279,16 +279,19 @@ impl Workflow {
         };
         if store.contains("workflow") {
             if let Err(c) = store.validate_explained("workflow", &doc) {
-                // A step matches none of the step kinds (`oneOf`): the schema cannot say
-                // which field is wrong, muster's own parsing of the step can.
+                // A step that breaks the schema: muster's own parsing of the step says
+                // what is wrong in the format's words when it can; else the schema's
+                // explained error stands.
                 return Err(c
                     .errors
                     .into_iter()
                     .map(|v| {
+                        // Inside a step, muster's own parse of it names the field in
+                        // the words of the workflow format when it finds the fault too.
                         let own = v
                             .instance_path
                             .strip_prefix("/steps/")
-                            .filter(|name| !name.contains('/'))
+                            .map(|rest| rest.split('/').next().unwrap_or(rest))
                             .and_then(|name| doc["steps"].get(name))
                             .and_then(|raw| parse_step(raw).err());
                         err(&pointer_to_step(&v.instance_path), own.unwrap_or(v.message))

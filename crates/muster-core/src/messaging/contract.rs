@@ -15,16 +15,7 @@ use serde_json::Value;
 /// The base URI schemas are registered under, so `{"$ref": "other.schema.json"}` resolves.
 const BASE: &str = "https://schemas.muster.invalid/";
 
-/// One error found by a validator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaViolation {
-    /// JSON pointer into the payload, e.g. `/files/0`.
-    pub instance_path: String,
-    /// JSON pointer into the schema, e.g. `/properties/files/type`.
-    pub schema_path: String,
-    /// What was expected.
-    pub message: String,
-}
+pub use super::violation::SchemaViolation;
 
 /// A payload that broke its contract (or a contract that could not be checked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -11,7 +11,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::ValidationError;
 use serde_json::Value;
 
-use super::contract::SchemaViolation;
+use super::violation::SchemaViolation;
 
 /// The closest of `candidates` to `name`, if one is close enough to be a likely typo
 /// (at most two edits, and fewer edits than the name has characters).
