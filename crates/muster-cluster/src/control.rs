@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::remote::{Remote, RemoteMailbox, Wire};
 use super::wire::{self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg};
-use super::{ClusterConfig, ClusterError, Outbox};
+use super::{ClusterConfig, ClusterError, Outbox, Replication};
 use muster_core::agents::{AgentDef, InstanceHandle};
 use muster_core::journal::Event;
 use muster_core::runtime::Muster;
@@ -52,6 +52,8 @@ struct Inner {
     /// Remote instances by their id on this node (`id@node`).
     remotes: DashMap<Arc<str>, Arc<Remote>>,
     stats: Stats,
+    /// The buckets this node opened, with their replica counts.
+    replication: Replication,
 }
 
 #[derive(Default)]
@@ -88,22 +90,22 @@ impl Control {
         let nats = |what: &str, e: &dyn std::fmt::Display| {
             ClusterError::Nats(format!("{what} at {}: {e}", config.url))
         };
+        let mut placer = super::replicas::Placer::new(&js, &client, &config);
         let agents = super::open_bucket(
-            &js,
-            &config,
+            &mut placer,
             wire::AGENTS_BUCKET,
             "muster agent instances (one key each, gone at the TTL)",
             Some(config.ttl),
         )
         .await?;
         let contracts = super::open_bucket(
-            &js,
-            &config,
+            &mut placer,
             wire::CONTRACTS_BUCKET,
             "muster capability contracts",
             None,
         )
         .await?;
+        let replication = placer.replication();
         for def in defs {
             muster
                 .declare(def)
@@ -146,6 +148,7 @@ impl Control {
                 wire,
                 remotes: DashMap::new(),
                 stats: Stats::default(),
+                replication,
             }),
         };
         control.spawn_reports(reports);
@@ -153,6 +156,13 @@ impl Control {
         control.spawn_watch(agents);
         control.spawn_sweep();
         Ok(control)
+    }
+
+    /// The buckets this control node opened at start (`muster_agents`,
+    /// `muster_contracts`), each with its replica count and what was done about the
+    /// `--replicas` setting.
+    pub fn replication(&self) -> &Replication {
+        &self.inner.replication
     }
 
     /// The remote instances registered now.
