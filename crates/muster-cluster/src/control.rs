@@ -118,10 +118,13 @@ impl Control {
                 let record = ContractRecord::of(&compiled);
                 let body = serde_json::to_vec(&record)
                     .map_err(|e| ClusterError::Runtime(e.to_string()))?;
-                contracts
-                    .put(wire::contract_key(&c.name), body.into())
-                    .await
-                    .map_err(|e| nats("cannot publish a contract", &e))?;
+                super::put_retrying(
+                    &contracts,
+                    &config,
+                    &wire::contract_key(&c.name),
+                    body.into(),
+                )
+                .await?;
             }
         }
         let max_bytes = client.server_info().max_payload.max(1024);

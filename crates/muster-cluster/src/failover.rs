@@ -119,9 +119,6 @@ impl Failover {
     ) -> Result<(Failover, mpsc::Receiver<Takeover>), ClusterError> {
         let client = config.connect().await?;
         let js = async_nats::jetstream::new(client.clone());
-        let nats = |what: &str, e: &dyn std::fmt::Display| {
-            ClusterError::Nats(format!("{what} at {}: {e}", config.url))
-        };
         let mut placer = super::replicas::Placer::new(&js, &client, &config);
         let stream = placer
             .stream(async_nats::jetstream::stream::Config {
@@ -150,10 +147,13 @@ impl Failover {
                 .unwrap_or(0),
             Err(_) => 0,
         };
-        controls
-            .put(&config.node, bytes::Bytes::from_static(b"{}"))
-            .await
-            .map_err(|e| nats("cannot write this node's key", &e))?;
+        super::put_retrying(
+            &controls,
+            &config,
+            &config.node,
+            bytes::Bytes::from_static(b"{}"),
+        )
+        .await?;
         let failover = Failover {
             inner: Arc::new(Inner {
                 config,
@@ -308,6 +308,9 @@ impl Failover {
                         if matches!(e.operation, Operation::Delete | Operation::Purge)
                             && e.key != inner.config.node
                         {
+                            if inner.alive_again(&e.key).await {
+                                continue;
+                            }
                             match inner.take_over(&e.key).await {
                                 Ok(Some(t)) => {
                                     if tx.send(t).await.is_err() {
@@ -332,6 +335,23 @@ impl Failover {
 }
 
 impl Inner {
+    /// Whether control node `node`, whose key has just expired, writes it again within
+    /// one TTL. A live node's key expires too when its heartbeats could not be written
+    /// for a TTL: while the bucket elects a leader (a replicated bucket that lost the
+    /// server leading it) or while the server restarts. Such a node writes its key at its
+    /// next heartbeat (every TTL/4) once the bucket takes writes again; a node that died
+    /// never does.
+    async fn alive_again(&self, node: &str) -> bool {
+        tokio::time::sleep(self.config.ttl).await;
+        match self.controls.get(node).await {
+            Ok(Some(_)) => {
+                tracing::info!(%node, "control node's key expired and was written again: it is alive, no takeover");
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Races for every run of `from`: a compare-and-set of each run's key from its
     /// revision to this node; exactly one control node wins each run.
     async fn take_over(&self, from: &str) -> Result<Option<Takeover>, ClusterError> {

@@ -190,6 +190,32 @@ pub(crate) async fn open_bucket(
         .await
 }
 
+/// Writes `key` in `store`, retrying every 250 ms for at most the join timeout while the
+/// bucket takes no writes (it elects a leader, or its replicas are being changed).
+pub(crate) async fn put_retrying(
+    store: &async_nats::jetstream::kv::Store,
+    config: &ClusterConfig,
+    key: &str,
+    body: bytes::Bytes,
+) -> Result<u64, ClusterError> {
+    let deadline = tokio::time::Instant::now() + config.join_timeout;
+    loop {
+        match store.put(key, body.clone()).await {
+            Ok(rev) => return Ok(rev),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ClusterError::Nats(format!(
+                    "cannot write key {key} of bucket {} at {} within {:?}: {e}",
+                    store.name, config.url, config.join_timeout
+                )))
+            }
+            Err(e) => {
+                tracing::debug!(%key, error = %e, "writing it again in 250 ms");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
 /// A ticker every quarter of the TTL (heartbeats and sweeps) that skips missed ticks.
 pub(crate) fn quarter_ttl(config: &ClusterConfig) -> tokio::time::Interval {
     let mut every = tokio::time::interval(config.ttl / 4);

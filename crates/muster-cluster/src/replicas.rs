@@ -424,9 +424,26 @@ impl<'a> Placer<'a> {
         c.num_replicas = n;
         let name = c.name.clone();
         self.js.update_stream(c).await.map_err(|e| classify(&e))?;
-        match self.existing(&name).await? {
-            Some(s) => Ok(s),
-            None => Err(Failed::Transient(format!("stream {name} is gone"))),
+        // The copies move (a new group is formed and elects its leader): the stream takes
+        // writes again once it has a leader and its peers are current.
+        let deadline = tokio::time::Instant::now() + self.config.join_timeout;
+        loop {
+            if let Some(s) = self.existing(&name).await.ok().flatten() {
+                let settled = s.cached_info().cluster.as_ref().is_none_or(|c| {
+                    c.leader.is_some()
+                        && c.replicas.len() + 1 == n
+                        && c.replicas.iter().all(|r| r.current)
+                });
+                if settled || tokio::time::Instant::now() >= deadline {
+                    if !settled {
+                        tracing::warn!(stream = %name, "its replicas did not settle within the join timeout");
+                    }
+                    return Ok(s);
+                }
+            } else if tokio::time::Instant::now() >= deadline {
+                return Err(Failed::Transient(format!("stream {name} is gone")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
