@@ -29,6 +29,7 @@ use muster_core::runtime::Muster;
 ///
 /// let control = Control::start(muster, &defs, ClusterConfig::new("nats://127.0.0.1:4222", "control-1")).await?;
 /// println!("{} remote instances", control.instances().len());
+/// println!("{}", control.replication().text()); // replicas: 3 (--replicas auto; ...)
 /// # Ok(())
 /// # }
 /// ```

@@ -75,6 +75,7 @@ pub struct Takeover {
 ///
 /// let (failover, mut takeovers) =
 ///     Failover::start(ClusterConfig::new("nats://127.0.0.1:4222", "control-1"), journal).await?;
+/// println!("{}", failover.replication().text()); // replicas: 3 (--replicas auto; ...)
 /// let run = uuid::Uuid::now_v7();
 /// failover.own(run, "code-change").await?;
 /// while let Some(t) = takeovers.recv().await {

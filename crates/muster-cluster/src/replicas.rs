@@ -325,7 +325,17 @@ impl<'a> Placer<'a> {
                 }
             }
         };
-        let n = store.stream.cached_info().config.num_replicas.max(1);
+        let mut n = store.stream.cached_info().config.num_replicas.max(1);
+        let had = existing.map(|s| s.cached_info().config.num_replicas.max(1));
+        if had.is_some_and(|m| m != n) {
+            n = self
+                .settled(stream, n)
+                .await?
+                .cached_info()
+                .config
+                .num_replicas
+                .max(1);
+        }
         Ok((store, Placed::bucket(name, n, note)))
     }
 
@@ -424,11 +434,16 @@ impl<'a> Placer<'a> {
         c.num_replicas = n;
         let name = c.name.clone();
         self.js.update_stream(c).await.map_err(|e| classify(&e))?;
-        // The copies move (a new group is formed and elects its leader): the stream takes
-        // writes again once it has a leader and its peers are current.
+        self.settled(&name, n).await
+    }
+
+    /// Stream `name` once its `n` copies have moved (a new group is formed and elects its
+    /// leader): it takes writes again once it has a leader and its peers are current.
+    /// Waits at most the join timeout (then goes on, with a warning).
+    async fn settled(&self, name: &str, n: usize) -> Result<jetstream::stream::Stream, Failed> {
         let deadline = tokio::time::Instant::now() + self.config.join_timeout;
         loop {
-            if let Some(s) = self.existing(&name).await.ok().flatten() {
+            if let Some(s) = self.existing(name).await.ok().flatten() {
                 let settled = s.cached_info().cluster.as_ref().is_none_or(|c| {
                     c.leader.is_some()
                         && c.replicas.len() + 1 == n

@@ -37,6 +37,7 @@ pub const MAX_ATTEMPT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// use muster_cluster::{ClusterConfig, Worker};
 ///
 /// let worker = Worker::start(muster, ClusterConfig::new("nats://127.0.0.1:4222", "w1")).await?;
+/// println!("{}", worker.replication().text()); // replicas: 3 (--replicas auto; ...)
 /// // ... until asked to stop:
 /// worker.leave().await;
 /// # Ok(())
