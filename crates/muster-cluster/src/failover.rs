@@ -346,7 +346,7 @@ impl Inner {
         tokio::time::sleep(self.config.ttl).await;
         match self.controls.get(node).await {
             Ok(Some(_)) => {
-                tracing::info!(%node, "control node's key expired and was written again: it is alive, no takeover");
+                tracing::warn!(%node, "control node's key expired and was written again within a TTL: it is alive; its runs stay with it");
                 true
             }
             _ => false,
