@@ -155,8 +155,9 @@ impl RunEntry {
     }
 
     /// Applies one of the run's records (number `seq`, stamped `at_ms`; its `run_started`
-    /// again changes nothing: a run keeps its first start). Returns whether the entry
-    /// changed. A run that has ended changes no more.
+    /// again changes nothing: a run keeps its first start). Returns whether the record
+    /// was applied (it is one of this run's and the run has not ended; a run that has
+    /// ended changes no more).
     pub fn apply(&mut self, seq: u64, at_ms: u64, event: &Event) -> bool {
         if self.status.has_ended() || event.run() != Some(self.run) {
             return false;
