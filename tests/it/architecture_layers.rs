@@ -7,7 +7,7 @@
 //!
 //! An import is a `crate::`, `self::` or `super::` path in code (`use`, `pub use` or
 //! inline); comments, string literals and `#[cfg(test)]` items are skipped, as are the crate
-//! roots `src/lib.rs` and `src/main.rs`. A path resolves to the file that defines the item,
+//! roots `src/lib.rs`, `src/main.rs` and `src/bin/*.rs`. A path resolves to the file that defines the item,
 //! following `pub use` re-exports (`crate::agents::Agent` is `src/agents/agent.rs`), so a
 //! child importing through its parent's re-exports is not a cycle; `mod child;` is no import.
 //!
@@ -469,7 +469,7 @@ fn replace_ident_path(text: &str, from: &str, to: &str) -> String {
 
 /// The workspace's sources as one tree of layers: every crate's files at their mount
 /// (see [`MOUNTS`]), with paths into other crates read as `crate::` paths of that tree.
-/// Crate roots (the core's `lib.rs`, the binary's `main.rs` and the whole of the `muster`
+/// Crate roots (the core's `lib.rs`, a binary's `main.rs` or `bin/*.rs`, and the whole of the `muster`
 /// facade, which only re-exports) may import anything and are skipped.
 fn workspace_tree(root: &Path) -> Files {
     let mut files = Files::new();
@@ -485,6 +485,8 @@ fn workspace_tree(root: &Path) -> Files {
                 // The facade only re-exports: all of it is a crate root.
                 _ if krate == "muster" => continue,
                 ("", "src/lib.rs" | "src/main.rs") => continue,
+                // Further binaries (`src/bin/*.rs`) are crate roots too.
+                _ if name.starts_with("src/bin/") => continue,
                 ("", _) => name,
                 (m, "src/lib.rs") => format!("src/{m}.rs"),
                 (m, n) => format!("src/{m}/{}", &n["src/".len()..]),

@@ -21,6 +21,9 @@ fn colour(stderr_is_terminal: bool, no_color: Option<OsString>) -> bool {
 }
 
 fn main() {
+    // Started as a command agent's shim (`argv[0]` is `muster-agent-shim`), the process is
+    // the shim and never returns from this; otherwise agents get the shim from here on.
+    muster::agents::command::shim::run_if_requested();
     let cli = crate::cli::Cli::parse();
     // `muster bench` (W4) and `muster sim` crash agents on purpose: a warning per crash
     // would be printed, and timed, thousands of times; their reports say what happened.

@@ -23,14 +23,17 @@
 //! own that is killed on every way out (and, on Linux, by the kernel if muster dies). What
 //! it prints is bounded ([`MAX_OUTPUT_BYTES`] for an answer, a short stderr tail).
 //!
-//! Layout: `config` (what to run) ← `process` (spawning, exit statuses, stderr tails,
-//! quoting) ← `oneshot` and `stdio` (the two modes) ← this file (the [`Agent`] impl).
+//! Layout: `config` (what to run) ← `child` (limits and the parent-death signal, between
+//! fork and exec) ← `shim` (the agent shim) ← `program` ← `process` (spawning, exit
+//! statuses, stderr tails, quoting) ← `oneshot` and `stdio` (the two modes) ← this file (the [`Agent`] impl).
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod child;
 mod config;
 mod oneshot;
 mod process;
 mod program;
+pub mod shim;
 mod stdio;
 #[cfg(test)]
 mod testing;

@@ -137,7 +137,7 @@ async fn run_oneshot(
 ) -> Result<Value, AgentError> {
     let name = shared.name.clone();
     let config = shared.config.clone();
-    let mut cmd = base_command(&name, &config);
+    let mut cmd = base_command(&name, &config)?;
     cmd.env("MUSTER_TASK_ID", ctx.task_id.to_string())
         .env("MUSTER_EPOCH", ctx.epoch.to_string())
         .env("MUSTER_ATTEMPT", ctx.attempt.to_string())

@@ -36,8 +36,30 @@ pub(super) const QUOTE_CHARS: usize = 200;
 /// (so that [`ProcessGroup::kill`] takes down whatever it starts too), gets `config.limits`
 /// and, on Linux, is killed by the kernel if the thread that spawned it dies (which covers
 /// muster being SIGKILLed: nothing of muster's own runs then).
-pub(super) fn base_command(name: &str, config: &CommandConfig) -> Command {
-    let mut cmd = Command::new(&config.program);
+///
+/// Where the [agent shim](crate::shim) is available, the process is the shim, which runs
+/// the program as its child and takes the whole group down if muster dies; the program is
+/// then looked up first (a missing program fails here, named as a failed spawn would be).
+pub(super) fn base_command(name: &str, config: &CommandConfig) -> Result<Command, AgentError> {
+    let shim = crate::shim::available();
+    let mut cmd = if shim {
+        let here = std::env::current_dir()
+            .map_err(|e| AgentError::new(format!("agent {name}: no working directory: {e}")))?;
+        let resolved = crate::program::find_program(config, &here)
+            .map_err(|e| AgentError::new(format!("agent {name}: {e}")))?;
+        let mut cmd = Command::new(crate::shim::program());
+        #[cfg(unix)]
+        cmd.arg0(crate::shim::SHIM_ARG0);
+        cmd.args(crate::shim::shim_args(
+            std::process::id(),
+            &config.limits,
+            &resolved,
+            &config.program,
+        ));
+        cmd
+    } else {
+        Command::new(&config.program)
+    };
     cmd.args(&config.args).env_clear();
     let passed = DEFAULT_ENV_PASS
         .iter()
@@ -61,73 +83,19 @@ pub(super) fn base_command(name: &str, config: &CommandConfig) -> Command {
     {
         cmd.process_group(0);
         let parent = std::process::id();
-        let limits = config.limits;
+        // The shim applies the limits to the program, not to itself.
+        let limits = if shim {
+            CommandLimits::default()
+        } else {
+            config.limits
+        };
         // SAFETY: `in_child` only makes async-signal-safe system calls (no allocation, no
         // lock), as code between fork and exec must.
         unsafe {
-            cmd.pre_exec(move || in_child(parent, &limits));
+            cmd.pre_exec(move || crate::child::in_child(parent, &limits));
         }
     }
-    cmd
-}
-
-/// Runs in the child between fork and exec: async-signal-safe calls only.
-#[cfg(unix)]
-fn in_child(parent: u32, limits: &CommandLimits) -> std::io::Result<()> {
-    /// Lowers a limit to `value` (soft) and `value + grace` (hard), never raising the hard
-    /// limit the child inherited (which an unprivileged process could not do).
-    macro_rules! limit {
-        ($resource:expr, $value:expr, $grace:expr) => {
-            if let Some(value) = $value {
-                let value = libc::rlim_t::try_from(value).unwrap_or(libc::RLIM_INFINITY);
-                let mut old = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                // SAFETY: getrlimit(2) and setrlimit(2) get pointers to live locals.
-                unsafe {
-                    if libc::getrlimit($resource, &mut old) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let hard = value.saturating_add($grace).min(old.rlim_max);
-                    let new = libc::rlimit {
-                        rlim_cur: value.min(hard),
-                        rlim_max: hard,
-                    };
-                    if libc::setrlimit($resource, &new) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-            }
-        };
-    }
-    // SIGXCPU at the soft CPU limit; SIGKILL a second later if it is ignored.
-    limit!(libc::RLIMIT_CPU, limits.cpu_seconds, 1);
-    limit!(libc::RLIMIT_AS, limits.memory_bytes, 0);
-    limit!(libc::RLIMIT_NOFILE, limits.open_files, 0);
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: prctl(2) and getppid(2) take no pointers.
-        unsafe {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before the prctl: then no signal would ever come.
-            if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = parent;
-    Ok(())
+    Ok(cmd)
 }
 
 /// The process group an agent process leads: killing it kills the process and whatever it
@@ -439,7 +407,7 @@ mod tests {
 
     /// Runs `config` (a oneshot program printing one JSON document) to its exit.
     async fn output_of(config: &CommandConfig) -> serde_json::Value {
-        let child = base_command("env#0", config).spawn().unwrap();
+        let child = base_command("env#0", config).unwrap().spawn().unwrap();
         let output =
             tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
                 .await
@@ -546,7 +514,7 @@ mod tests {
                 cpu_seconds: Some(1),
                 ..CommandLimits::default()
             });
-        let mut child = base_command("spin#0", &config).spawn().unwrap();
+        let mut child = base_command("spin#0", &config).unwrap().spawn().unwrap();
         // One CPU second, however busy the machine: bounded generously in wall time.
         let status = tokio::time::timeout(std::time::Duration::from_secs(120), child.wait())
             .await
@@ -581,7 +549,8 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            let _child = runtime.block_on(async { base_command("owner#0", &config).spawn() });
+            let _child =
+                runtime.block_on(async { base_command("owner#0", &config).unwrap().spawn() });
             // Killed long before this ends; bounded all the same.
             std::thread::sleep(Duration::from_secs(60));
             return;

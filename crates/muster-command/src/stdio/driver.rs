@@ -231,7 +231,7 @@ fn start_stdio(shared: Rc<Shared>, link: AgentLink) -> Result<(), AgentError> {
             )));
         }
     }
-    let mut child = base_command(&name, &config)
+    let mut child = base_command(&name, &config)?
         .spawn()
         .map_err(|e| spawn_error(&name, &config, &e))?;
     let group = Rc::new(ProcessGroup::of(&child));

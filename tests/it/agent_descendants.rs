@@ -1,0 +1,165 @@
+//! Every descendant of a command agent dies with muster, also when muster is SIGKILLed:
+//! the agent shim (`muster_command::shim`) leads the agent's process group, adopts its
+//! orphans, and kills the group when muster dies.
+//!
+//! The agent here starts a grandchild that ignores SIGTERM and SIGHUP and sleeps, writes
+//! the grandchild's pid to a file, and then works on its task for a long time. muster is
+//! SIGKILLed mid-task; the grandchild must be gone within a bound. Each wait is bounded;
+//! no timing is asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::support::common::muster_cmd;
+
+/// The agent program: starts the stubborn grandchild, records its pid, then sleeps.
+const AGENT: &str = r#"
+import json, os, subprocess, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+grandchild = subprocess.Popen([sys.executable, "-c",
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+    "time.sleep(600)\n"])
+with open(os.path.join(here, "grandchild.pid.tmp"), "w") as f:
+    f.write(str(grandchild.pid))
+os.rename(os.path.join(here, "grandchild.pid.tmp"), os.path.join(here, "grandchild.pid"))
+MODE = sys.argv[1]
+if MODE == "oneshot":
+    json.load(sys.stdin)
+    time.sleep(600)
+else:
+    for line in sys.stdin:
+        time.sleep(600)
+"#;
+
+/// A cast of one agent (`mode` = "oneshot" or "stdio") running [`AGENT`], and a one-step
+/// workflow on its capability.
+fn cast(mode: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("a temporary directory");
+    std::fs::create_dir_all(d.path().join("actors")).expect("actors/");
+    std::fs::create_dir_all(d.path().join("schemas")).expect("schemas/");
+    std::fs::write(d.path().join("agent.py"), AGENT).expect("the agent program");
+    std::fs::write(
+        d.path().join("schemas/any.schema.json"),
+        r#"{"type":"object"}"#,
+    )
+    .expect("a schema");
+    std::fs::write(
+        d.path().join("actors/parent.toml"),
+        format!(
+            r#"name = "parent"
+[[capabilities]]
+name = "spawn"
+input = "any"
+output = "any"
+[backend]
+kind = "command"
+program = "python3"
+args = ["agent.py", "{mode}"]
+mode = "{mode}"
+"#
+        ),
+    )
+    .expect("a manifest");
+    std::fs::write(
+        d.path().join("wf.toml"),
+        r#"name = "t"
+input = "any"
+start = "one"
+
+[steps.one]
+capability = "spawn"
+timeout = "300s"
+attempts = 1
+on_exhausted = "fail"
+next = "done"
+
+[steps.done]
+terminal = "done"
+"#,
+    )
+    .expect("a workflow");
+    d
+}
+
+/// Waits (at most `secs` seconds of wall time) for `path` to exist; its contents.
+fn wait_for_file(path: &Path, secs: u64, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("muster ended ({status}) before the agent started its grandchild");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {} within {secs} s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` is a live process (a zombie is not: it has ended, only unreaped).
+fn alive(pid: i32) -> bool {
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    match std::fs::read_to_string(stat) {
+        // The state follows the command name, which is in parentheses.
+        Ok(text) => text
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn sigkill(pid: i32) {
+    // SAFETY: kill(2) takes no pointers.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// Runs the workflow with an agent in `mode`, SIGKILLs muster mid-task, and asserts that
+/// the grandchild is gone within a bound.
+fn grandchild_dies_with_a_sigkilled_muster(mode: &str) {
+    let d = cast(mode);
+    let mut cmd = muster_cmd(d.path());
+    cmd.args(["run", "wf.toml", "--input", "{}", "--journal", "j.db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut muster = cmd.spawn().expect("muster starts");
+    let pid: i32 = wait_for_file(&d.path().join("grandchild.pid"), 60, &mut muster)
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(alive(pid), "the grandchild runs while muster does");
+    sigkill(muster.id() as i32);
+    let _ = muster.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survived = alive(pid);
+    if survived {
+        // Do not leave it behind, whatever the verdict.
+        sigkill(pid);
+    }
+    assert!(
+        !survived,
+        "the grandchild {pid} (which ignores SIGTERM) outlived a SIGKILLed muster by 20 s"
+    );
+}
+
+#[test]
+fn a_oneshot_agents_grandchild_that_ignores_sigterm_dies_with_a_sigkilled_muster() {
+    grandchild_dies_with_a_sigkilled_muster("oneshot");
+}
+
+#[test]
+fn a_stdio_agents_grandchild_that_ignores_sigterm_dies_with_a_sigkilled_muster() {
+    grandchild_dies_with_a_sigkilled_muster("stdio");
+}
