@@ -7,12 +7,15 @@
 #
 #   scripts/cluster.sh                    # 2 workers, free ports
 #   scripts/cluster.sh --workers 3 --nats-port 4222 --api-port 7070
+#   scripts/cluster.sh --nats-servers 3   # a 3-server JetStream cluster, 3 replicas
 #   scripts/cluster.sh --keep             # leave the cluster up until Ctrl-C
 #
 # Options:
 #   --workers N      worker processes (default 2, at most 16)
-#   --nats-port P    the NATS client port (default: a free one)
-#   --monitor-port P nats-server's monitor port (default: a free one)
+#   --nats-servers N nats-servers in one JetStream cluster (default 1, at most 5): each
+#                    with its name (nats-1..), store dir and ports, routes between them
+#   --nats-port P    the (first) NATS client port (default: a free one)
+#   --monitor-port P the (first) nats-server's monitor port (default: a free one)
 #   --api-port P     the control node's HTTP API port (default: a free one)
 #   --keep           after the run, keep everything up until Ctrl-C
 #   --json           print the run's JSON document (muster run --json) instead of a table
@@ -23,8 +26,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."                # the repo root: the example's manifests name paths from it
 
-WORKERS=2 NATS_PORT="" MONITOR_PORT="" API_PORT="" KEEP=0 JSON=0
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+WORKERS=2 SERVERS=1 NATS_PORT="" MONITOR_PORT="" API_PORT="" KEEP=0 JSON=0
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 port_arg() { [[ "${2:-}" =~ ^[0-9]{1,5}$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 65535 ] \
   || { echo "cluster.sh: $1 needs a port (1..65535), got \`${2:-}\`" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -33,6 +36,10 @@ while [ $# -gt 0 ]; do
       [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 16 ] \
         || { echo "cluster.sh: --workers needs 1..16, got \`${2:-}\`" >&2; exit 2; }
       WORKERS=$2; shift 2 ;;
+    --nats-servers)
+      [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 5 ] \
+        || { echo "cluster.sh: --nats-servers needs 1..5, got \`${2:-}\`" >&2; exit 2; }
+      SERVERS=$2; shift 2 ;;
     --nats-port) port_arg "$1" "${2:-}"; NATS_PORT=$2; shift 2 ;;
     --monitor-port) port_arg "$1" "${2:-}"; MONITOR_PORT=$2; shift 2 ;;
     --api-port) port_arg "$1" "${2:-}"; API_PORT=$2; shift 2 ;;
@@ -94,13 +101,42 @@ wait_for() {
   done
 }
 
-# 1. NATS with JetStream, its store in the temp dir.
-"$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$MONITOR_PORT" -sd "$TMP/nats-store" \
-  >"$TMP/nats.log" 2>&1 &
-PIDS+=($!)
-wait_for "nats-server" 30 "${PIDS[-1]}" \
-  curl -fsS "http://127.0.0.1:$MONITOR_PORT/healthz?js-enabled-only=true"
-say "nats-server (pid ${PIDS[-1]}) on $NATS_URL, JetStream store $TMP/nats-store"
+# 1. NATS with JetStream, its store in the temp dir: one server, or a cluster of
+#    $SERVERS (each its own name, store dir, client, monitor and route ports; routes to
+#    all the others), which every muster process is given the whole list of.
+if [ "$SERVERS" = 1 ]; then
+  "$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$MONITOR_PORT" -sd "$TMP/nats-store" \
+    >"$TMP/nats.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "nats-server" 30 "${PIDS[-1]}" \
+    curl -fsS "http://127.0.0.1:$MONITOR_PORT/healthz?js-enabled-only=true"
+  say "nats-server (pid ${PIDS[-1]}) on $NATS_URL, JetStream store $TMP/nats-store"
+else
+  CLIENT_PORTS=("$NATS_PORT") MONITOR_PORTS=("$MONITOR_PORT") ROUTE_PORTS=()
+  for i in $(seq 2 "$SERVERS"); do
+    CLIENT_PORTS+=("$(free_port)"); MONITOR_PORTS+=("$(free_port)")
+  done
+  for i in $(seq "$SERVERS"); do ROUTE_PORTS+=("$(free_port)"); done
+  ROUTES="$(printf 'nats://127.0.0.1:%s,' "${ROUTE_PORTS[@]}")"; ROUTES=${ROUTES%,}
+  NATS_URL="$(printf 'nats://127.0.0.1:%s,' "${CLIENT_PORTS[@]}")"; NATS_URL=${NATS_URL%,}
+  NATS_PIDS=()
+  for i in $(seq "$SERVERS"); do
+    k=$((i - 1))
+    "$NATS_SERVER" -js -a 127.0.0.1 -p "${CLIENT_PORTS[k]}" -m "${MONITOR_PORTS[k]}" \
+      --server_name "nats-$i" -sd "$TMP/nats-store-$i" --cluster_name muster-local \
+      --cluster "nats://127.0.0.1:${ROUTE_PORTS[k]}" --routes "$ROUTES" \
+      >"$TMP/nats-$i.log" 2>&1 &
+    PIDS+=($!); NATS_PIDS+=($!)
+  done
+  # Ready when every server has JetStream in touch with the cluster's meta leader.
+  for i in $(seq "$SERVERS"); do
+    k=$((i - 1))
+    wait_for "nats-server nats-$i" 60 "${NATS_PIDS[k]}" \
+      curl -fsS "http://127.0.0.1:${MONITOR_PORTS[k]}/healthz"
+    say "nats-server nats-$i (pid ${NATS_PIDS[k]}) on nats://127.0.0.1:${CLIENT_PORTS[k]}, JetStream store $TMP/nats-store-$i"
+  done
+  say "JetStream cluster muster-local: $SERVERS servers, routes on ports ${ROUTE_PORTS[*]}"
+fi
 
 # 2. The control node: the code-review workflow, the repo's cast (actors/, schemas/); it
 #    runs no agents itself.
@@ -112,18 +148,28 @@ chmod 600 "$TMP/token"
   --journal "$TMP/journal.db" --listen "127.0.0.1:$API_PORT" --token-file "$TMP/token" \
   --json >"$TMP/control.out" 2>"$TMP/control.log" &
 PIDS+=($!)
+CONTROL_PID=$!
 API="http://127.0.0.1:$API_PORT"
-wait_for "the control node" 60 "${PIDS[-1]}" test -s "$TMP/control.out"
-say "control node (pid ${PIDS[-1]}) serving $API, journal $TMP/journal.db"
+wait_for "the control node" 60 "$CONTROL_PID" test -s "$TMP/control.out"
+say "control node (pid $CONTROL_PID) serving $API, journal $TMP/journal.db"
+if [ "$SERVERS" != 1 ]; then
+  REPLICAS="$(python3 -c 'import json, sys
+d = json.load(sys.stdin)
+each = ", ".join(f"{k} {v}" for k, v in d.get("replicas_of", {}).items())
+n = d.get("replicas")
+print(f"{n} replicas ({each})")' <"$TMP/control.out")"
+  say "buckets and journal stream: $REPLICAS"
+fi
 
 # 3. N workers, each hosting the whole cast.
+WORKER_PIDS=()
 for i in $(seq "$WORKERS"); do
   "$MUSTER" worker --nats "$NATS_URL" --node "worker-$i" --json \
     >"$TMP/worker-$i.out" 2>"$TMP/worker-$i.log" &
-  PIDS+=($!)
+  PIDS+=($!); WORKER_PIDS+=($!)
 done
 for i in $(seq "$WORKERS"); do
-  pid=${PIDS[$((1 + i))]}
+  pid=${WORKER_PIDS[$((i - 1))]}
   wait_for "worker-$i" 60 "$pid" test -s "$TMP/worker-$i.out"
   say "worker-$i (pid $pid) joined: $(cat "$TMP/worker-$i.out")"
 done
@@ -135,7 +181,7 @@ nodes_listed() {
 nodes = {a.get("node") for a in d.get("agents", [])}
 sys.exit(0 if all(f"worker-{i}" in nodes for i in range(1, n + 1)) else 1)' "$WORKERS"
 }
-wait_for "the control node's agent list" 60 "${PIDS[1]}" nodes_listed
+wait_for "the control node's agent list" 60 "$CONTROL_PID" nodes_listed
 
 # 4. The example across the cluster.
 say "running examples/code-review across $WORKERS workers"
@@ -154,6 +200,6 @@ say "the run exited $code"
 
 if [ "$KEEP" = 1 ]; then
   say "the cluster stays up: $API (token in $TMP/token), NATS $NATS_URL; Ctrl-C stops it"
-  while kill -0 "${PIDS[1]}" 2>/dev/null; do sleep 1; done
+  while kill -0 "$CONTROL_PID" 2>/dev/null; do sleep 1; done
 fi
 exit "$code"

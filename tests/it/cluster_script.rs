@@ -1,7 +1,8 @@
-//! `scripts/cluster.sh` end to end: a real nats-server, a control node and two worker
-//! processes on this machine run the code-review example, and every process the script
-//! started is gone when it exits. Bounded: the script is stopped (SIGTERM, then its
-//! process is killed) if it has not finished within 180 s.
+//! `scripts/cluster.sh` end to end: a real nats-server (or a JetStream cluster of three,
+//! `--nats-servers 3`), a control node and two worker processes on this machine run the
+//! code-review example, and every process the script started is gone when it exits.
+//! Bounded: the script is stopped (SIGTERM, then its process is killed) if it has not
+//! finished within 180 s.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,13 +10,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[test]
-fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_every_process_it_started(
-) {
+/// Runs the script with `args` (and `--workers 2 --json`); its stderr and the run's
+/// document, after checking that it exited 0, that every step ran on a worker and that
+/// the `processes` pids it names as stopped are gone.
+fn run_script(args: &[&str], processes: usize) -> (String, Value) {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(root.join("scripts/cluster.sh"))
         .args(["--workers", "2", "--json"])
+        .args(args)
         .current_dir(root)
         .env("MUSTER_BIN", env!("CARGO_BIN_EXE_muster"))
         .env("TMPDIR", tmp.path())
@@ -37,7 +40,7 @@ fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_ever
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().expect("the script's output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     let doc: Value = serde_json::from_slice(&out.stdout).expect("the run's JSON document");
     assert_eq!(doc["status"], "completed", "{doc:#}");
@@ -53,7 +56,7 @@ fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_ever
     // The script names the pids it started and stopped; none of them is alive.
     let line = stderr
         .lines()
-        .find(|l| l.contains("stopped 4 processes"))
+        .find(|l| l.contains(&format!("stopped {processes} processes")))
         .unwrap_or_else(|| panic!("the script says what it stopped:\n{stderr}"));
     let pids: Vec<i32> = line
         .rsplit_once("(pids ")
@@ -62,10 +65,36 @@ fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_ever
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    assert_eq!(pids.len(), 4, "{line}");
+    assert_eq!(pids.len(), processes, "{line}");
     for pid in pids {
         // SAFETY: signal 0 only checks whether the pid exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         assert!(!alive, "pid {pid} outlived the script:\n{stderr}");
     }
+    (stderr, doc)
+}
+
+#[test]
+fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_every_process_it_started(
+) {
+    run_script(&[], 4);
+}
+
+#[test]
+fn the_cluster_script_with_three_nats_servers_runs_the_example_on_three_replicas() {
+    let (stderr, _) = run_script(&["--nats-servers", "3"], 6);
+    for i in 1..=3 {
+        assert!(
+            stderr.contains(&format!("nats-server nats-{i} (pid ")),
+            "server nats-{i} is named:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("JetStream cluster muster-local: 3 servers"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("buckets and journal stream: 3 replicas (MUSTER_JOURNAL 3, muster_agents 3, muster_contracts 3, muster_controls 3, muster_runs 3)"),
+        "{stderr}"
+    );
 }

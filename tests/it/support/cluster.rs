@@ -1,8 +1,9 @@
 //! A real cluster on this machine for tests: nats-server with JetStream on free loopback
 //! ports and a temp store dir (ready when its monitor answers
-//! `/healthz?js-enabled-only=true`), a control node (`muster serve --nats`) and worker
-//! processes (`muster worker`), each stopped by pid when dropped. Every wait has a
-//! deadline.
+//! `/healthz?js-enabled-only=true`), or a JetStream cluster of several such servers
+//! (`NatsCluster`: names, routes, a store dir each; ready when every server's `/healthz`
+//! answers), a control node (`muster serve --nats`) and worker processes
+//! (`muster worker`), each stopped by pid when dropped. Every wait has a deadline.
 
 #![allow(dead_code)]
 
@@ -147,17 +148,250 @@ impl Nats {
     }
 
     fn ready(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.monitor)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let req = "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
+        http_get(self.monitor, "/healthz?js-enabled-only=true").is_some_and(|(code, _)| code == 200)
+    }
+}
+
+/// `GET path` on a nats-server's monitor port: the status and the body (None when it does
+/// not answer within 2 s).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// One server of a `NatsCluster`: its name, ports and store; `proc` is None while it is
+/// down.
+pub struct Member {
+    pub name: String,
+    pub port: u16,
+    pub monitor: u16,
+    pub route: u16,
+    pub store: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+/// A JetStream cluster of nats-servers on loopback: `nats-1`, `nats-2`, ... in cluster
+/// `muster-test`, each with its own store dir under the test's dir and routes to all.
+pub struct NatsCluster {
+    pub members: Vec<Member>,
+    routes: String,
+}
+
+/// The cluster's name.
+pub const CLUSTER_NAME: &str = "muster-test";
+
+impl NatsCluster {
+    /// Starts `n` servers and waits (at most 60 s) until each answers `/healthz` (its
+    /// JetStream is in touch with the meta leader).
+    pub fn start(dir: &Path, n: usize) -> NatsCluster {
+        let members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("nats-{i}"),
+                port: free_port(),
+                monitor: free_port(),
+                route: free_port(),
+                store: dir.join(format!("nats-store-{i}")),
+                proc: None,
+            })
+            .collect();
+        let routes = members
+            .iter()
+            .map(|m| format!("nats://127.0.0.1:{}", m.route))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = NatsCluster { members, routes };
+        for i in 0..n {
+            cluster.spawn(i);
         }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200")
+        for i in 0..n {
+            cluster.wait_healthy(i, 60);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let routes = self.routes.clone();
+        let m = &mut self.members[i];
+        std::fs::create_dir_all(&m.store).expect("store dir");
+        let child = Command::new(nats_server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &m.port.to_string()])
+            .args(["-m", &m.monitor.to_string(), "--server_name", &m.name])
+            .arg("-sd")
+            .arg(&m.store)
+            .args(["--cluster_name", CLUSTER_NAME, "--cluster"])
+            .arg(format!("nats://127.0.0.1:{}", m.route))
+            .args(["--routes", &routes])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        m.proc = Some(Proc {
+            child,
+            name: m.name.clone(),
+        });
+    }
+
+    /// Waits (at most `secs`) until member `i` answers `/healthz` with 200.
+    fn wait_healthy(&mut self, i: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let m = &mut self.members[i];
+            if http_get(m.monitor, "/healthz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            if let Some(p) = m.proc.as_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    panic!("nats-server {} exited: {status}", m.name);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server {} not healthy within {secs} s: {:?}",
+                m.name,
+                http_get(m.monitor, "/healthz")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every server's client URL, comma-separated (what `--nats` takes).
+    pub fn url(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("nats://127.0.0.1:{}", m.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client URLs of the servers up now.
+    pub fn live_urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.proc.is_some())
+            .map(|m| format!("nats://127.0.0.1:{}", m.port))
+            .collect()
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.members
+            .iter()
+            .position(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no server {name} in the cluster"))
+    }
+
+    /// SIGKILLs server `name` (and reaps it); its store stays.
+    pub fn kill(&mut self, name: &str) {
+        let i = self.index(name);
+        let mut p = self.members[i].proc.take().expect("the server is up");
+        p.kill();
+    }
+
+    /// Starts server `name` again, same ports and store, and waits (at most 60 s) until
+    /// it answers `/healthz`.
+    pub fn restart(&mut self, name: &str) {
+        let i = self.index(name);
+        assert!(self.members[i].proc.is_none(), "{name} is up");
+        self.spawn(i);
+        self.wait_healthy(i, 60);
+    }
+
+    /// `/jsz` (with `query`) of the first server up that answers, as JSON.
+    fn jsz(&self, query: &str) -> Option<(String, Value)> {
+        self.members
+            .iter()
+            .filter(|m| m.proc.is_some())
+            .find_map(|m| {
+                let (code, body) = http_get(m.monitor, &format!("/jsz{query}"))?;
+                (code == 200)
+                    .then(|| serde_json::from_str(&body).ok())
+                    .flatten()
+                    .map(|v| (m.name.clone(), v))
+            })
+    }
+
+    /// The JetStream meta leader's name, as a server that is up reports it (waits at
+    /// most `secs` for one that names a server that is up).
+    pub fn meta_leader(&self, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let leader = self
+                .jsz("")
+                .and_then(|(_, v)| v["meta_cluster"]["leader"].as_str().map(String::from))
+                .filter(|l| {
+                    self.members
+                        .iter()
+                        .any(|m| &m.name == l && m.proc.is_some())
+                });
+            if let Some(l) = leader {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no meta leader among the servers up within {secs} s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stream `stream`'s state on server `name` itself (its replica): `/jsz?streams=true`
+    /// of that server.
+    pub fn local_stream(&self, name: &str, stream: &str) -> Option<Value> {
+        let m = &self.members[self.index(name)];
+        let (code, body) = http_get(m.monitor, "/jsz?streams=true")?;
+        if code != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == json!(stream))
+    }
+}
+
+/// A JetStream client of the cluster's servers that are up (for stream info).
+pub async fn jetstream(urls: &[String]) -> async_nats::jetstream::Context {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(urls)
+        .await
+        .expect("the test connects to NATS");
+    async_nats::jetstream::new(client)
+}
+
+/// Stream `stream`'s info as its leader reports it, retried (every 100 ms, at most
+/// `secs`) until `done` holds: during an election the request fails or names no leader.
+pub async fn stream_info(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    secs: u64,
+    done: impl Fn(&async_nats::jetstream::stream::Info) -> bool,
+) -> async_nats::jetstream::stream::Info {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last;
+    loop {
+        match js.get_stream(stream).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) if done(info) => return info.clone(),
+                Ok(info) => last = format!("{:?}", info.cluster),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream {stream} never got there within {secs} s: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -194,6 +428,18 @@ pub struct ControlNode {
 
 /// Starts a control node named `node`.
 pub fn control(dir: &Path, nats: &str, node: &str, journal: &str) -> ControlNode {
+    control_with(dir, nats, node, journal, &[]).0
+}
+
+/// Starts a control node named `node` with `extra` arguments; the node and its JSON start
+/// line.
+pub fn control_with(
+    dir: &Path,
+    nats: &str,
+    node: &str,
+    journal: &str,
+    extra: &[&str],
+) -> (ControlNode, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
         .current_dir(dir)
         .env("MUSTER_CLUSTER_TEST_TOKEN", TOKEN)
@@ -205,6 +451,7 @@ pub fn control(dir: &Path, nats: &str, node: &str, journal: &str) -> ControlNode
             "--token-env",
             "MUSTER_CLUSTER_TEST_TOKEN",
         ])
+        .args(extra)
         .arg("--json")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -212,39 +459,55 @@ pub fn control(dir: &Path, nats: &str, node: &str, journal: &str) -> ControlNode
         .expect("muster serve starts");
     let line = first_line(&mut child, "muster serve --nats", 60);
     let start: Value = serde_json::from_str(&line).expect("start line is JSON");
-    let url = start["url"].as_str().expect("url").to_string();
+    let url = start["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no url in the start line: {start}"))
+        .to_string();
     assert_eq!(
         start["node"],
         serde_json::json!(node),
         "the start line names the node"
     );
     assert_eq!(start["nats"], serde_json::json!(nats));
-    ControlNode {
-        proc: Proc {
-            child,
-            name: format!("control {node}"),
+    (
+        ControlNode {
+            proc: Proc {
+                child,
+                name: format!("control {node}"),
+            },
+            url,
         },
-        url,
-    }
+        start,
+    )
 }
 
 /// Starts a worker named `node` hosting `dir`'s actors (the printed join line is waited
 /// for: its keys are published).
 pub fn worker(dir: &Path, nats: &str, node: &str) -> Proc {
+    worker_with(dir, nats, node, &[]).0
+}
+
+/// Starts a worker named `node` with `extra` arguments; the process and its JSON join
+/// line.
+pub fn worker_with(dir: &Path, nats: &str, node: &str, extra: &[&str]) -> (Proc, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
         .current_dir(dir)
         .args(["worker", "--nats", nats, "--node", node, "--json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("muster worker starts");
     let line = first_line(&mut child, "muster worker", 60);
     let joined: Value = serde_json::from_str(&line).expect("join line is JSON");
-    assert_eq!(joined["node"], json!(node));
-    Proc {
-        child,
-        name: format!("worker {node}"),
-    }
+    assert_eq!(joined["node"], json!(node), "{joined}");
+    (
+        Proc {
+            child,
+            name: format!("worker {node}"),
+        },
+        joined,
+    )
 }
 
 /// A request with the token; the status and the JSON body.
