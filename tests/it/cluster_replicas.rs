@@ -69,7 +69,7 @@ for line in sys.stdin:
 
 /// A temp dir with the echo cast, the gate agent (capability `held`, concurrency 32: old
 /// attempts of reassigned tasks keep their slot until the gate opens) and workflow `held`.
-fn setup() -> tempfile::TempDir {
+pub(crate) fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
     node_support::write_cast(p, &["workflows", "j"], 1);
@@ -93,7 +93,7 @@ fn setup() -> tempfile::TempDir {
 }
 
 /// Waits until the node lists `n` remote instances of agent `agent`.
-async fn wait_agents(node: &ControlNode, agent: &str, n: usize) {
+pub(crate) async fn wait_agents(node: &ControlNode, agent: &str, n: usize) {
     wait_for(node, "/v1/agents", 60, |d| {
         d["agents"]
             .as_array()
@@ -104,7 +104,7 @@ async fn wait_agents(node: &ControlNode, agent: &str, n: usize) {
 }
 
 /// Waits until run `run`'s task has been leased (assigned to an instance) at least once.
-async fn leased(node: &ControlNode, run: &str) {
+pub(crate) async fn leased(node: &ControlNode, run: &str) {
     wait_for(node, &format!("/v1/runs/{run}"), 60, |d| {
         d["steps"][0]["leases"]
             .as_array()
@@ -114,7 +114,7 @@ async fn leased(node: &ControlNode, run: &str) {
 }
 
 /// Accepted results per task, asserting each at most once.
-fn accepted_once(recs: &[Value]) -> HashMap<String, usize> {
+pub(crate) fn accepted_once(recs: &[Value]) -> HashMap<String, usize> {
     let mut n: HashMap<String, usize> = HashMap::new();
     for r in recs {
         if r["event"]["type"] == json!("result_accepted") {
@@ -239,7 +239,7 @@ async fn three_servers_give_every_bucket_and_the_journal_stream_three_replicas()
         .await;
         assert_eq!(info.config.num_replicas, 3, "{stream}: {:?}", info.config);
         let c = info.cluster.expect("cluster info");
-        assert_eq!(c.name.as_deref(), Some(CLUSTER_NAME), "{stream}");
+        assert_eq!(c.name.as_deref(), Some(cluster.name.as_str()), "{stream}");
         assert_eq!(
             c.replicas.len(),
             2,

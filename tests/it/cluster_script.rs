@@ -82,6 +82,8 @@ fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_ever
 
 #[test]
 fn the_cluster_script_with_three_nats_servers_runs_the_example_on_three_replicas() {
+    // No other multi-server cluster of this test binary is up meanwhile.
+    let _gate = crate::support::cluster::cluster_gate();
     let (stderr, _) = run_script(&["--nats-servers", "3"], 6);
     for i in 1..=3 {
         assert!(
@@ -90,8 +92,9 @@ fn the_cluster_script_with_three_nats_servers_runs_the_example_on_three_replicas
         );
     }
     assert!(
-        stderr.contains("JetStream cluster muster-local: 3 servers"),
-        "{stderr}"
+        stderr.contains("JetStream cluster muster-local-")
+            && stderr.contains(": 3 servers, routes"),
+        "the cluster has a name of its own: {stderr}"
     );
     assert!(
         stderr.contains("buckets and journal stream: 3 replicas (MUSTER_JOURNAL 3, muster_agents 3, muster_contracts 3, muster_controls 3, muster_runs 3)"),
