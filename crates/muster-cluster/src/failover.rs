@@ -66,6 +66,23 @@ pub struct Takeover {
     pub records: Vec<Record>,
 }
 
+/// What [`Failover::compact_stream`] removed from the journal stream.
+///
+/// # Example
+/// ```
+/// use muster_cluster::failover::StreamCompaction;
+///
+/// let c = StreamCompaction::default();
+/// assert_eq!((c.removed, c.kept_from), (0, 0));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StreamCompaction {
+    /// Messages removed from this node's subject.
+    pub removed: u64,
+    /// The stream sequence this node's subject is kept from (0: nothing was removed).
+    pub kept_from: u64,
+}
+
 /// A control node's part in failover.
 ///
 /// # Example
@@ -229,6 +246,88 @@ impl Failover {
     /// about the `--replicas` setting.
     pub fn replication(&self) -> &Replication {
         &self.inner.replication
+    }
+
+    /// Compacts this node's history in the journal stream after its journal's retention
+    /// compaction (`muster serve --retain`): removes from this node's subject every
+    /// message before the first one that carries a record at or after `keep_from` (the
+    /// oldest record the node's journal still holds: what retention removed from the
+    /// journal goes from the stream too, and whatever the journal keeps, the stream
+    /// keeps). Only acknowledged history is removed (a message in the stream was
+    /// acknowledged by it); the subject's last message always stays (a restarted node
+    /// mirrors on from it); a message that is not a record stops the scan (kept). Reads
+    /// for at most two minutes; other nodes' subjects are never touched.
+    pub async fn compact_stream(&self, keep_from: u64) -> Result<StreamCompaction, ClusterError> {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        let nats = |e: &dyn std::fmt::Display| {
+            ClusterError::Nats(format!("cannot compact the journal stream: {e}"))
+        };
+        let subject = journal_subject(&self.inner.config.node);
+        let stream = self
+            .inner
+            .js
+            .get_stream(JOURNAL_STREAM)
+            .await
+            .map_err(|e| nats(&e))?;
+        let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await else {
+            // Nothing of this node's in the stream.
+            return Ok(StreamCompaction::default());
+        };
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                filter_subject: subject.clone(),
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(&e))?;
+        // Everything on the subject before `cut` was read and may go; `cut` never passes
+        // the subject's last message.
+        let mut cut: Option<u64> = None;
+        let limit = tokio::time::Instant::now() + READ_LIMIT;
+        'scan: while tokio::time::Instant::now() < limit {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| nats(&e))?;
+            let mut got = false;
+            while let Some(m) = batch.next().await {
+                let Ok(m) = m else { break 'scan };
+                let Ok(at) = m.info().map(|i| i.stream_sequence) else {
+                    break 'scan;
+                };
+                got = true;
+                let seq = serde_json::from_slice::<Record>(&m.payload).map_or(0, |r| r.seq);
+                if at >= last.sequence || seq == 0 || seq >= keep_from {
+                    break 'scan;
+                }
+                cut = Some(at + 1);
+            }
+            if !got {
+                break;
+            }
+        }
+        let _ = stream
+            .delete_consumer(consumer.cached_info().name.as_str())
+            .await;
+        let Some(cut) = cut.map(|c| c.min(last.sequence)) else {
+            return Ok(StreamCompaction::default());
+        };
+        let purged = stream
+            .purge()
+            .filter(subject)
+            .sequence(cut)
+            .await
+            .map_err(|e| nats(&e))?;
+        Ok(StreamCompaction {
+            removed: purged.purged,
+            kept_from: cut,
+        })
     }
 
     /// The runs this node owns now.

@@ -107,12 +107,16 @@ fn parse_every(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Runs retention on the node's journal: at once, then every `every`, on the blocking
-/// pool (the API and the runtime go on meanwhile).
+/// pool (the API and the runtime go on meanwhile). A control node (`--nats`) then
+/// compacts its own history in the cluster's journal stream to match: what the journal
+/// no longer holds, up to its oldest record, goes from the stream
+/// ([`Failover::compact_stream`]).
 fn retain(
     journal: Arc<muster::journal::SqliteJournal>,
     age: std::time::Duration,
     every: std::time::Duration,
     archive_dir: Option<PathBuf>,
+    failover: Option<Failover>,
 ) {
     actix::spawn(async move {
         loop {
@@ -140,6 +144,28 @@ fn retain(
                 ),
                 Ok(Err(e)) => tracing::warn!(error = %e, "retention: the compaction failed"),
                 Err(e) => tracing::warn!(error = %e, "retention: the compaction did not finish"),
+            }
+            if let Some(f) = &failover {
+                // The oldest record the journal still holds (compaction keeps the last).
+                let j = journal.clone();
+                let oldest = tokio::task::spawn_blocking(move || j.read_batch(0, 1))
+                    .await
+                    .ok()
+                    .and_then(|b| b.first().map(|r| r.seq));
+                if let Some(keep_from) = oldest {
+                    match f.compact_stream(keep_from).await {
+                        Ok(c) => tracing::info!(
+                            removed = c.removed,
+                            kept_from = c.kept_from,
+                            keep_from,
+                            "retention: compacted this node's history in the journal stream"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "retention: the journal stream was not compacted"
+                        ),
+                    }
+                }
             }
             tokio::time::sleep(every).await;
         }
@@ -377,6 +403,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             replication.as_ref(),
             json_out,
         );
+        let retained_failover = failover.as_ref().map(|(f, _)| f.clone());
         let config = ServeConfig {
             workflows,
             groups,
@@ -392,6 +419,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                 age,
                 args.retain_every,
                 args.archive_dir.clone(),
+                retained_failover,
             );
         }
         let signal = async {
