@@ -85,7 +85,8 @@ pub struct ServeArgs {
     pub replicas: Replicas,
     /// Retention: remove the records of work that ended longer ago than this (`30d`), at
     /// start and then every `--retain-every`; running and gate-waiting work is always
-    /// kept (as `muster journal compact` does). Unset: keep everything.
+    /// kept (as `muster journal compact` does). With `--nats`, the node's history in the
+    /// cluster's journal stream is then compacted to match. Unset: keep everything.
     #[arg(long, value_parser = super::journal::parse_age)]
     pub retain: Option<std::time::Duration>,
     /// How often retention runs.
