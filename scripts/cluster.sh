@@ -195,7 +195,7 @@ start_nats() {
     done
   done
   [ -z "$why" ] && return 0
-  say "attempt $attempt of $NATS_ATTEMPTS to start NATS failed: $why"
+  say "attempt $attempt of $NATS_ATTEMPTS to start NATS failed: $why; stopping its servers (pids ${NATS_PIDS[*]})"
   stop_pids "${NATS_PIDS[@]}"
   PIDS=("${PIDS[@]:0:base}")
   for ((k = 0; k < SERVERS; k++)); do

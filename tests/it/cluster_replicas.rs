@@ -5,8 +5,9 @@
 //! nothing accepted twice, after SIGKILL of the JetStream meta leader and then of the
 //! journal stream's leader, each restarted on its store and caught up before the next;
 //! an existing bucket with another count is kept by `auto` and updated by `--replicas N`;
-//! one server refuses `--replicas 3` by name with exit code 2. Waits are bounded; no
-//! timing is asserted.
+//! one server refuses `--replicas 3` by name with exit code 2; a cluster whose server
+//! cannot bind its port is started again on fresh ports (tests/it/support/cluster.rs).
+//! Waits are bounded; no timing is asserted.
 
 use crate::support::cluster as cluster_support;
 use crate::support::node as node_support;
@@ -530,4 +531,42 @@ async fn one_server_gives_one_replica_and_refuses_three_by_name_with_exit_code_2
         text.contains("not part of a JetStream cluster"),
         "and why: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_server_cannot_bind_its_port_is_started_again_on_fresh_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port held here is nats-2's client port in the first attempt: nats-2 exits.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let taken = held.local_addr().expect("its address").port();
+    let ports = |client: u16| (client, free_port(), free_port());
+    let first = vec![ports(free_port()), ports(taken), ports(free_port())];
+    let cluster = NatsCluster::start_with(dir.path(), 3, Some(first));
+    assert_eq!(cluster.failures.len(), 1, "{:?}", cluster.failures);
+    let failure = &cluster.failures[0];
+    assert!(failure.contains("nats-2 exited"), "{failure}");
+    assert!(
+        failure.contains("address already in use"),
+        "the failure shows nats-2's log tail: {failure}"
+    );
+    for m in &cluster.members {
+        assert_ne!(m.port, taken, "{} is on a fresh port", m.name);
+        assert!(m.proc.is_some(), "{} is up", m.name);
+    }
+    // The cluster started again serves: a stream with three replicas gets a leader.
+    let js = jetstream(&cluster.live_urls()).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "PROBE".into(),
+        subjects: vec!["probe".into()],
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("a stream with three replicas");
+    let info = stream_info(&js, "PROBE", 30, |i| {
+        i.cluster.as_ref().is_some_and(|c| c.leader.is_some())
+    })
+    .await;
+    assert_eq!(info.config.num_replicas, 3);
+    drop(held);
 }

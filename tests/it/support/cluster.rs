@@ -338,6 +338,8 @@ pub struct NatsCluster {
     /// The cluster's name (`--cluster_name`), its own among the clusters of this test
     /// binary.
     pub name: String,
+    /// Why each earlier attempt at starting it failed (with its servers' log tails).
+    pub failures: Vec<String>,
     routes: String,
     // Dropped after the members (fields drop in order): the next cluster starts once
     // these servers are gone.
@@ -354,6 +356,12 @@ impl NatsCluster {
     /// ready in time is stopped and started again on fresh ports and empty stores,
     /// `START_ATTEMPTS` in all; then the test fails with each attempt's log tails.
     pub fn start(dir: &Path, n: usize) -> NatsCluster {
+        NatsCluster::start_with(dir, n, None)
+    }
+
+    /// As `start`, the first attempt on the given ports (client, monitor, route of each
+    /// server) when `first` is set: the test of the retry gives it a port it holds.
+    pub fn start_with(dir: &Path, n: usize, first: Option<Vec<(u16, u16, u16)>>) -> NatsCluster {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let mut gate = (n > 1).then(cluster_gate);
         let mut failures = Vec::new();
@@ -367,11 +375,17 @@ impl NatsCluster {
                 .map(|i| {
                     let store = dir.join(format!("nats-store-{i}"));
                     let _ = std::fs::remove_dir_all(&store);
+                    let given = first
+                        .as_ref()
+                        .filter(|_| attempt == 1)
+                        .and_then(|f| f.get(i - 1).copied());
+                    let (port, monitor, route) =
+                        given.unwrap_or_else(|| (free_port(), free_port(), free_port()));
                     Member {
                         name: format!("nats-{i}"),
-                        port: free_port(),
-                        monitor: free_port(),
-                        route: free_port(),
+                        port,
+                        monitor,
+                        route,
                         store,
                         log: dir.join(format!("nats-{i}.log")),
                         proc: None,
@@ -390,11 +404,13 @@ impl NatsCluster {
                 members,
                 name,
                 routes,
+                failures: Vec::new(),
                 _gate: None,
             };
             match cluster.try_start(CLUSTER_START_SECS) {
                 Ok(()) => {
                     cluster._gate = gate.take();
+                    cluster.failures = failures;
                     return cluster;
                 }
                 Err(e) => {
