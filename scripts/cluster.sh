@@ -20,6 +20,9 @@
 #   --keep           after the run, keep everything up until Ctrl-C
 #   --json           print the run's JSON document (muster run --json) instead of a table
 #
+# Free ports are drawn below the kernel's ephemeral range and checked free; NATS that does
+# not come up (a server exits, or no meta leader within 45 s) is stopped by pid and started
+# again on fresh ports, 3 attempts in all, each failure with the servers' log tails.
 # Environment: MUSTER_BIN (default target/release/muster, built when absent).
 # Exit: the run's exit code (0 completed), 2 bad arguments, 1 when the cluster does not
 # come up. Needs python3 (the example's agents) and curl.
@@ -27,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."                # the repo root: the example's manifests name paths from it
 
 WORKERS=2 SERVERS=1 NATS_PORT_OPT="" MONITOR_PORT_OPT="" API_PORT="" KEEP=0 JSON=0
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 port_arg() { [[ "${2:-}" =~ ^[0-9]{1,5}$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 65535 ] \
   || { echo "cluster.sh: $1 needs a port (1..65535), got \`${2:-}\`" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do

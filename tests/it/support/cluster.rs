@@ -302,6 +302,19 @@ impl Nats {
     }
 }
 
+impl Drop for Nats {
+    fn drop(&mut self) {
+        // A test failing while the server is up shows what the server said.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- the tail of nats-server's log {}:\n{}",
+                self.log.display(),
+                log_tail(&self.log, 30)
+            );
+        }
+    }
+}
+
 /// `GET path` on a nats-server's monitor port: the status and the body (None when it does
 /// not answer within 2 s).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -344,6 +357,16 @@ pub struct NatsCluster {
     // Dropped after the members (fields drop in order): the next cluster starts once
     // these servers are gone.
     _gate: Option<ClusterGate>,
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        // A test failing while the cluster is up shows what its servers said; the servers
+        // are then stopped by pid (each member's `Proc`), and the gate let go.
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(30));
+        }
+    }
 }
 
 /// How long one attempt at starting a cluster may take before it is started again.
