@@ -214,17 +214,17 @@ async fn a_worker_killed_mid_task_has_its_tasks_reassigned_to_the_other_and_none
         runs.len(),
         "every task accepted once"
     );
-    // The killed worker's attempts failed as `agent_gone` when its keys expired (not at
-    // the 120 s attempt deadline) and were reassigned.
+    // The killed worker's attempts failed as `agent_gone` (not at the 120 s attempt
+    // deadline) and were reassigned: when its keys expired, or when its attempts fell
+    // silent, whichever the owner saw first (on a busy machine either can be first).
     let gone: Vec<&Value> = events(&recs, "attempt_failed")
         .into_iter()
         .filter(|e| {
+            let detail = e["detail"].as_str().unwrap_or("");
             e["agent"].as_str().unwrap_or("").ends_with("@w1")
                 && e["reason"] == json!("agent_gone")
-                && e["detail"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("left the cluster")
+                && (detail.contains("left the cluster")
+                    || detail.contains("no word of the attempt from node w1"))
         })
         .collect();
     assert!(

@@ -36,6 +36,8 @@ mod cast_conflicts;
 mod cel_limits;
 mod check_catches_run_refusals;
 mod cluster_nats;
+mod cluster_replicas;
+mod cluster_retention;
 mod cluster_script;
 mod code_review_example;
 mod colour_cli;

@@ -98,6 +98,11 @@ fn parse_shards(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses `--replicas`: `auto` or 1 to 5.
+pub(crate) fn parse_replicas(s: &str) -> Result<muster::cluster::Replicas, String> {
+    s.parse()
+}
+
 /// A failure with its exit code, printed as text or JSON.
 #[derive(Debug)]
 pub struct CliError {

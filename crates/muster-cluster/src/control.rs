@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::remote::{Remote, RemoteMailbox, Wire};
 use super::wire::{self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg};
-use super::{ClusterConfig, ClusterError, Outbox};
+use super::{ClusterConfig, ClusterError, Outbox, Replication};
 use muster_core::agents::{AgentDef, InstanceHandle};
 use muster_core::journal::Event;
 use muster_core::runtime::Muster;
@@ -29,6 +29,7 @@ use muster_core::runtime::Muster;
 ///
 /// let control = Control::start(muster, &defs, ClusterConfig::new("nats://127.0.0.1:4222", "control-1")).await?;
 /// println!("{} remote instances", control.instances().len());
+/// println!("{}", control.replication().text()); // replicas: 3 (--replicas auto; ...)
 /// # Ok(())
 /// # }
 /// ```
@@ -52,6 +53,8 @@ struct Inner {
     /// Remote instances by their id on this node (`id@node`).
     remotes: DashMap<Arc<str>, Arc<Remote>>,
     stats: Stats,
+    /// The buckets this node opened, with their replica counts.
+    replication: Replication,
 }
 
 #[derive(Default)]
@@ -88,22 +91,22 @@ impl Control {
         let nats = |what: &str, e: &dyn std::fmt::Display| {
             ClusterError::Nats(format!("{what} at {}: {e}", config.url))
         };
+        let mut placer = super::replicas::Placer::new(&js, &client, &config);
         let agents = super::open_bucket(
-            &js,
-            &config,
+            &mut placer,
             wire::AGENTS_BUCKET,
             "muster agent instances (one key each, gone at the TTL)",
             Some(config.ttl),
         )
         .await?;
         let contracts = super::open_bucket(
-            &js,
-            &config,
+            &mut placer,
             wire::CONTRACTS_BUCKET,
             "muster capability contracts",
             None,
         )
         .await?;
+        let replication = placer.replication();
         for def in defs {
             muster
                 .declare(def)
@@ -116,10 +119,13 @@ impl Control {
                 let record = ContractRecord::of(&compiled);
                 let body = serde_json::to_vec(&record)
                     .map_err(|e| ClusterError::Runtime(e.to_string()))?;
-                contracts
-                    .put(wire::contract_key(&c.name), body.into())
-                    .await
-                    .map_err(|e| nats("cannot publish a contract", &e))?;
+                super::put_retrying(
+                    &contracts,
+                    &config,
+                    &wire::contract_key(&c.name),
+                    body.into(),
+                )
+                .await?;
             }
         }
         let max_bytes = client.server_info().max_payload.max(1024);
@@ -146,6 +152,7 @@ impl Control {
                 wire,
                 remotes: DashMap::new(),
                 stats: Stats::default(),
+                replication,
             }),
         };
         control.spawn_reports(reports);
@@ -153,6 +160,13 @@ impl Control {
         control.spawn_watch(agents);
         control.spawn_sweep();
         Ok(control)
+    }
+
+    /// The buckets this control node opened at start (`muster_agents`,
+    /// `muster_contracts`), each with its replica count and what was done about the
+    /// `--replicas` setting.
+    pub fn replication(&self) -> &Replication {
+        &self.inner.replication
     }
 
     /// The remote instances registered now.

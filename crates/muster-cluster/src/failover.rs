@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{ClusterConfig, ClusterError};
+use super::{ClusterConfig, ClusterError, Replication};
 use muster_core::journal::{Journal, Record};
 
 /// The stream every control node's journal is mirrored to.
@@ -66,6 +66,23 @@ pub struct Takeover {
     pub records: Vec<Record>,
 }
 
+/// What [`Failover::compact_stream`] removed from the journal stream.
+///
+/// # Example
+/// ```
+/// use muster_cluster::failover::StreamCompaction;
+///
+/// let c = StreamCompaction::default();
+/// assert_eq!((c.removed, c.kept_from), (0, 0));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StreamCompaction {
+    /// Messages removed from this node's subject.
+    pub removed: u64,
+    /// The stream sequence this node's subject is kept from (0: nothing was removed).
+    pub kept_from: u64,
+}
+
 /// A control node's part in failover.
 ///
 /// # Example
@@ -75,6 +92,7 @@ pub struct Takeover {
 ///
 /// let (failover, mut takeovers) =
 ///     Failover::start(ClusterConfig::new("nats://127.0.0.1:4222", "control-1"), journal).await?;
+/// println!("{}", failover.replication().text()); // replicas: 3 (--replicas auto; ...)
 /// let run = uuid::Uuid::now_v7();
 /// failover.own(run, "code-change").await?;
 /// while let Some(t) = takeovers.recv().await {
@@ -104,6 +122,8 @@ struct Inner {
     controls: async_nats::jetstream::kv::Store,
     /// The runs this node owns now.
     owned: Mutex<HashSet<Uuid>>,
+    /// The stream and buckets this node opened, with their replica counts.
+    replication: Replication,
 }
 
 impl Failover {
@@ -116,28 +136,25 @@ impl Failover {
         journal: Arc<dyn Journal>,
     ) -> Result<(Failover, mpsc::Receiver<Takeover>), ClusterError> {
         let client = config.connect().await?;
-        let js = async_nats::jetstream::new(client);
-        let nats = |what: &str, e: &dyn std::fmt::Display| {
-            ClusterError::Nats(format!("{what} at {}: {e}", config.url))
-        };
-        let stream = js
-            .get_or_create_stream(async_nats::jetstream::stream::Config {
+        let js = async_nats::jetstream::new(client.clone());
+        let mut placer = super::replicas::Placer::new(&js, &client, &config);
+        let stream = placer
+            .stream(async_nats::jetstream::stream::Config {
                 name: JOURNAL_STREAM.into(),
                 subjects: vec!["muster.journal.>".into()],
                 description: Some("muster control nodes' journals".into()),
                 ..Default::default()
             })
-            .await
-            .map_err(|e| nats("cannot open the journal stream", &e))?;
-        let runs = super::open_bucket(&js, &config, RUNS_BUCKET, "muster run leases", None).await?;
+            .await?;
+        let runs = super::open_bucket(&mut placer, RUNS_BUCKET, "muster run leases", None).await?;
         let controls = super::open_bucket(
-            &js,
-            &config,
+            &mut placer,
             CONTROLS_BUCKET,
             "muster control nodes (one key each, gone at the TTL)",
             Some(config.ttl),
         )
         .await?;
+        let replication = placer.replication();
         // Mirror from where the stream's copy ends: the last mirrored record's seq.
         let mirrored = match stream
             .get_last_raw_message_by_subject(&journal_subject(&config.node))
@@ -148,10 +165,13 @@ impl Failover {
                 .unwrap_or(0),
             Err(_) => 0,
         };
-        controls
-            .put(&config.node, bytes::Bytes::from_static(b"{}"))
-            .await
-            .map_err(|e| nats("cannot write this node's key", &e))?;
+        super::put_retrying(
+            &controls,
+            &config,
+            &config.node,
+            bytes::Bytes::from_static(b"{}"),
+        )
+        .await?;
         let failover = Failover {
             inner: Arc::new(Inner {
                 config,
@@ -159,6 +179,7 @@ impl Failover {
                 runs,
                 controls,
                 owned: Mutex::new(HashSet::new()),
+                replication,
             }),
         };
         let (tx, rx) = mpsc::channel(64);
@@ -218,6 +239,95 @@ impl Failover {
     pub async fn release(&self, run: Uuid) {
         self.inner.owned.lock().remove(&run);
         let _ = self.inner.runs.delete(run.to_string()).await;
+    }
+
+    /// The stream and buckets this node opened at start (`MUSTER_JOURNAL`,
+    /// `muster_runs`, `muster_controls`), each with its replica count and what was done
+    /// about the `--replicas` setting.
+    pub fn replication(&self) -> &Replication {
+        &self.inner.replication
+    }
+
+    /// Compacts this node's history in the journal stream after its journal's retention
+    /// compaction (`muster serve --retain`): removes from this node's subject every
+    /// message before the first one that carries a record at or after `keep_from` (the
+    /// oldest record the node's journal still holds: what retention removed from the
+    /// journal goes from the stream too, and whatever the journal keeps, the stream
+    /// keeps). Only acknowledged history is removed (a message in the stream was
+    /// acknowledged by it); the subject's last message always stays (a restarted node
+    /// mirrors on from it); a message that is not a record stops the scan (kept). Reads
+    /// for at most two minutes; other nodes' subjects are never touched.
+    pub async fn compact_stream(&self, keep_from: u64) -> Result<StreamCompaction, ClusterError> {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        let nats = |e: &dyn std::fmt::Display| {
+            ClusterError::Nats(format!("cannot compact the journal stream: {e}"))
+        };
+        let subject = journal_subject(&self.inner.config.node);
+        let stream = self
+            .inner
+            .js
+            .get_stream(JOURNAL_STREAM)
+            .await
+            .map_err(|e| nats(&e))?;
+        let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await else {
+            // Nothing of this node's in the stream.
+            return Ok(StreamCompaction::default());
+        };
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                filter_subject: subject.clone(),
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats(&e))?;
+        // Everything on the subject before `cut` was read and may go; `cut` never passes
+        // the subject's last message.
+        let mut cut: Option<u64> = None;
+        let limit = tokio::time::Instant::now() + READ_LIMIT;
+        'scan: while tokio::time::Instant::now() < limit {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|e| nats(&e))?;
+            let mut got = false;
+            while let Some(m) = batch.next().await {
+                let Ok(m) = m else { break 'scan };
+                let Ok(at) = m.info().map(|i| i.stream_sequence) else {
+                    break 'scan;
+                };
+                got = true;
+                let seq = serde_json::from_slice::<Record>(&m.payload).map_or(0, |r| r.seq);
+                if at >= last.sequence || seq == 0 || seq >= keep_from {
+                    break 'scan;
+                }
+                cut = Some(at + 1);
+            }
+            if !got {
+                break;
+            }
+        }
+        let _ = stream
+            .delete_consumer(consumer.cached_info().name.as_str())
+            .await;
+        let Some(cut) = cut.map(|c| c.min(last.sequence)) else {
+            return Ok(StreamCompaction::default());
+        };
+        let purged = stream
+            .purge()
+            .filter(subject)
+            .sequence(cut)
+            .await
+            .map_err(|e| nats(&e))?;
+        Ok(StreamCompaction {
+            removed: purged.purged,
+            kept_from: cut,
+        })
     }
 
     /// The runs this node owns now.
@@ -298,6 +408,9 @@ impl Failover {
                         if matches!(e.operation, Operation::Delete | Operation::Purge)
                             && e.key != inner.config.node
                         {
+                            if inner.alive_again(&e.key).await {
+                                continue;
+                            }
                             match inner.take_over(&e.key).await {
                                 Ok(Some(t)) => {
                                     if tx.send(t).await.is_err() {
@@ -322,6 +435,23 @@ impl Failover {
 }
 
 impl Inner {
+    /// Whether control node `node`, whose key has just expired, writes it again within
+    /// one TTL. A live node's key expires too when its heartbeats could not be written
+    /// for a TTL: while the bucket elects a leader (a replicated bucket that lost the
+    /// server leading it) or while the server restarts. Such a node writes its key at its
+    /// next heartbeat (every TTL/4) once the bucket takes writes again; a node that died
+    /// never does.
+    async fn alive_again(&self, node: &str) -> bool {
+        tokio::time::sleep(self.config.ttl).await;
+        match self.controls.get(node).await {
+            Ok(Some(_)) => {
+                tracing::warn!(%node, "control node's key expired and was written again within a TTL: it is alive; its runs stay with it");
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Races for every run of `from`: a compare-and-set of each run's key from its
     /// revision to this node; exactly one control node wins each run.
     async fn take_over(&self, from: &str) -> Result<Option<Takeover>, ClusterError> {
@@ -386,8 +516,13 @@ impl Inner {
             .await
             .map_err(|e| nats(&e))?;
         let mut out = Vec::new();
+        // A record published again after its acknowledgement was lost (a leader election
+        // of a replicated stream, a reconnect) is in the stream twice: only its first copy
+        // counts, by node (subject) and journal sequence.
+        let mut seen: HashSet<(String, u64)> = HashSet::new();
+        let mut read = 0u64;
         let limit = tokio::time::Instant::now() + READ_LIMIT;
-        while (out.len() as u64) < total {
+        while read < total {
             if tokio::time::Instant::now() >= limit {
                 return Err(ClusterError::Nats(format!(
                     "the journal stream was not read within {READ_LIMIT:?}"
@@ -400,13 +535,15 @@ impl Inner {
                 .messages()
                 .await
                 .map_err(|e| nats(&e))?;
-            let before = out.len();
+            let before = read;
             while let Some(m) = batch.next().await {
                 let Ok(m) = m else { break };
+                read += 1;
                 if let Ok(r) = serde_json::from_slice::<Record>(&m.payload) {
-                    out.push(r);
+                    if r.seq == 0 || seen.insert((m.subject.to_string(), r.seq)) {
+                        out.push(r);
+                    }
                 } else {
-                    // Counted all the same, so that the read ends.
                     out.push(Record {
                         seq: 0,
                         at_ms: 0,
@@ -416,7 +553,7 @@ impl Inner {
                     });
                 }
             }
-            if out.len() == before {
+            if read == before {
                 break;
             }
         }

@@ -18,12 +18,14 @@
 pub mod control;
 pub mod failover;
 mod remote;
+pub mod replicas;
 pub mod wire;
 pub mod worker;
 
 use std::time::Duration;
 
 pub use control::Control;
+pub use replicas::{Replicas, Replication};
 pub use worker::Worker;
 
 /// The default time a worker's instance keys live without a heartbeat.
@@ -41,21 +43,30 @@ pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// ```
 /// use muster_cluster::ClusterConfig;
 ///
-/// let c = ClusterConfig::new("nats://127.0.0.1:4222", "control-1");
+/// let mut c = ClusterConfig::new("nats://127.0.0.1:4222", "control-1");
 /// assert_eq!(c.ttl, muster_cluster::DEFAULT_TTL);
+/// assert_eq!(c.replicas, muster_cluster::Replicas::Auto);
+/// assert!(c.check().is_ok());
+/// // Several servers of one cluster, comma-separated: the first reachable is used.
+/// c.url = "nats://127.0.0.1:4222,nats://127.0.0.1:4223".into();
 /// assert!(c.check().is_ok());
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The NATS server(s), e.g. `nats://127.0.0.1:4222`.
+    /// The NATS server(s), e.g. `nats://127.0.0.1:4222`, or several servers of one
+    /// cluster separated by commas (`nats://a:4222,nats://b:4222`): the client connects
+    /// to one and reconnects to the others when it goes.
     pub url: String,
     /// This node's name (a subject token: letters, digits, `_`, `-`).
     pub node: String,
     /// How long an instance key lives without a heartbeat (the control node sets it on
     /// the bucket; workers heartbeat at a quarter of it).
     pub ttl: Duration,
-    /// How long a worker waits for the cluster's contracts when it joins.
+    /// How long a worker waits for the cluster's contracts when it joins (and how long
+    /// any node retries opening its buckets and stream while the servers elect leaders).
     pub join_timeout: Duration,
+    /// How many replicas the buckets and the journal stream have ([`replicas`]).
+    pub replicas: Replicas,
 }
 
 impl ClusterConfig {
@@ -66,10 +77,11 @@ impl ClusterConfig {
             node: node.to_string(),
             ttl: DEFAULT_TTL,
             join_timeout: Duration::from_secs(30),
+            replicas: Replicas::Auto,
         }
     }
 
-    /// Checks the node name and the TTL's bounds.
+    /// Checks the node name, the TTL's bounds and the server URLs.
     pub fn check(&self) -> Result<(), ClusterError> {
         wire::check_node_name(&self.node).map_err(ClusterError::Config)?;
         if self.ttl < MIN_TTL || self.ttl > MAX_TTL {
@@ -81,7 +93,21 @@ impl ClusterConfig {
         if self.url.trim().is_empty() {
             return Err(ClusterError::Config("the NATS url is empty".into()));
         }
+        for u in self.urls() {
+            u.parse::<async_nats::ServerAddr>().map_err(|e| {
+                ClusterError::Config(format!("`{u}` (in the NATS url `{}`): {e}", self.url))
+            })?;
+        }
         Ok(())
+    }
+
+    /// The server URLs of [`ClusterConfig::url`], split at commas.
+    fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 
     /// Connects to NATS, retrying the first connection for at most `join_timeout`.
@@ -92,14 +118,28 @@ impl ClusterConfig {
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect();
         let url = self.url.clone();
-        match tokio::time::timeout(self.join_timeout, opts.connect(url.as_str())).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(ClusterError::Nats(format!("cannot connect to {url}: {e}"))),
-            Err(_) => Err(ClusterError::Nats(format!(
+        let deadline = tokio::time::Instant::now() + self.join_timeout;
+        let late = || {
+            ClusterError::Nats(format!(
                 "cannot connect to {url} within {:?}",
                 self.join_timeout
-            ))),
+            ))
+        };
+        let client = match tokio::time::timeout_at(deadline, opts.connect(self.urls())).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(ClusterError::Nats(format!("cannot connect to {url}: {e}"))),
+            Err(_) => return Err(late()),
+        };
+        // With retries on the first connection the client comes back at once; the
+        // server's INFO (its payload limit, whether it is part of a cluster) is known
+        // only once it is connected.
+        while client.try_server_info().is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(late());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(client)
     }
 }
 
@@ -120,35 +160,60 @@ pub enum ClusterError {
         /// What differs.
         why: String,
     },
+    /// The server cannot give a bucket or the stream the replica count asked for (more
+    /// replicas than JetStream servers, or more than 1 outside a cluster).
+    #[error("replicas: {0}")]
+    Replicas(String),
     /// The runtime refused a declaration.
     #[error("{0}")]
     Runtime(String),
 }
 
-/// Opens (creating or updating) key-value bucket `bucket` with history 1; with `ttl`, a key
-/// is gone `ttl` after its last write, with a delete marker that watchers see.
+/// Opens (creating or updating) key-value bucket `bucket` with history 1 and the replica
+/// setting ([`replicas`]); with `ttl`, a key is gone `ttl` after its last write, with a
+/// delete marker that watchers see.
 pub(crate) async fn open_bucket(
-    js: &async_nats::jetstream::Context,
-    config: &ClusterConfig,
+    placer: &mut replicas::Placer<'_>,
     bucket: &str,
     description: &str,
     ttl: Option<Duration>,
 ) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
-    js.create_or_update_key_value(async_nats::jetstream::kv::Config {
-        bucket: bucket.into(),
-        description: description.into(),
-        history: 1,
-        max_age: ttl.unwrap_or_default(),
-        limit_markers: ttl,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| {
-        ClusterError::Nats(format!(
-            "cannot open the {bucket} bucket at {}: {e}",
-            config.url
-        ))
-    })
+    placer
+        .bucket(async_nats::jetstream::kv::Config {
+            bucket: bucket.into(),
+            description: description.into(),
+            history: 1,
+            max_age: ttl.unwrap_or_default(),
+            limit_markers: ttl,
+            ..Default::default()
+        })
+        .await
+}
+
+/// Writes `key` in `store`, retrying every 250 ms for at most the join timeout while the
+/// bucket takes no writes (it elects a leader, or its replicas are being changed).
+pub(crate) async fn put_retrying(
+    store: &async_nats::jetstream::kv::Store,
+    config: &ClusterConfig,
+    key: &str,
+    body: bytes::Bytes,
+) -> Result<u64, ClusterError> {
+    let deadline = tokio::time::Instant::now() + config.join_timeout;
+    loop {
+        match store.put(key, body.clone()).await {
+            Ok(rev) => return Ok(rev),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ClusterError::Nats(format!(
+                    "cannot write key {key} of bucket {} at {} within {:?}: {e}",
+                    store.name, config.url, config.join_timeout
+                )))
+            }
+            Err(e) => {
+                tracing::debug!(%key, error = %e, "writing it again in 250 ms");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
 }
 
 /// A ticker every quarter of the TTL (heartbeats and sweeps) that skips missed ticks.

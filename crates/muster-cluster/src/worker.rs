@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::wire::{
     self, AssignMsg, BeatMsg, ContractRecord, ControlMsg, InstanceRecord, ReportMsg,
 };
-use super::{ClusterConfig, ClusterError, Outbox};
+use super::{ClusterConfig, ClusterError, Outbox, Replication};
 use muster_core::agents::protocol::{Assign, ReplyTo};
 use muster_core::agents::{AgentState, Failure};
 use muster_core::runtime::Muster;
@@ -37,6 +37,7 @@ pub const MAX_ATTEMPT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// use muster_cluster::{ClusterConfig, Worker};
 ///
 /// let worker = Worker::start(muster, ClusterConfig::new("nats://127.0.0.1:4222", "w1")).await?;
+/// println!("{}", worker.replication().text()); // replicas: 3 (--replicas auto; ...)
 /// // ... until asked to stop:
 /// worker.leave().await;
 /// # Ok(())
@@ -66,6 +67,8 @@ struct Inner {
     /// Each capability's contract record, computed once at join (contracts do not change
     /// while a worker runs).
     contracts: HashMap<String, ContractRecord>,
+    /// The buckets this worker opened, with their replica counts.
+    replication: Replication,
 }
 
 impl Worker {
@@ -138,6 +141,12 @@ impl Worker {
                 })?;
             records.insert(name, ours);
         }
+        // The buckets' replica counts: as the control node made them, or, with
+        // `--replicas N` here and another count there, updated to N.
+        let mut placer = super::replicas::Placer::new(&js, &client, &config);
+        let agents = placer.adjust(agents).await?;
+        placer.adjust(contracts).await?;
+        let replication = placer.replication();
         // Heartbeats follow the TTL the control node set on the bucket, whatever this
         // worker was told.
         let mut config = config;
@@ -165,6 +174,7 @@ impl Worker {
                 published: Mutex::new(HashMap::new()),
                 contracts: records,
                 config,
+                replication,
             }),
         };
         worker.inner.heartbeat().await;
@@ -172,6 +182,13 @@ impl Worker {
         worker.spawn_assigns(assigns);
         worker.spawn_controls(controls);
         Ok(worker)
+    }
+
+    /// The buckets this worker opened when it joined (`muster_agents`,
+    /// `muster_contracts`), each with its replica count and what was done about the
+    /// `--replicas` setting.
+    pub fn replication(&self) -> &Replication {
+        &self.inner.replication
     }
 
     /// The keys this worker has published (one per live instance).

@@ -13,7 +13,7 @@ use super::check::{findings, load_workflow, report as report_findings};
 use super::run::{flush, open_journal, parse_durability};
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_BAD_INPUT, EXIT_OK};
 use muster::cluster::failover::Failover;
-use muster::cluster::{ClusterConfig, Control};
+use muster::cluster::{ClusterConfig, ClusterError, Control, Replicas, Replication};
 use muster::journal::tap::DEFAULT_TAP_CAPACITY;
 use muster::journal::{Durability, Journal, TapJournal};
 use muster::serve::admission::{self, Limits};
@@ -63,11 +63,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = admission::DEFAULT_MAX_TASKS, value_parser = parse_max_tasks)]
     pub max_tasks: usize,
     /// Print one JSON line on start (`listen`, `token_file`, `workflows`, `resumed`; with
-    /// `--nats`, `node` and `nats`).
+    /// `--nats`, `node`, `nats`, `replicas`, `replicas_setting`, `replicas_of` and
+    /// `replica_notes`).
     #[arg(long)]
     pub json: bool,
     /// Run as the control node of a cluster on this NATS server (JetStream): the cast's
-    /// agents run on `muster worker` nodes, none here (docs/distributed.md).
+    /// agents run on `muster worker` nodes, none here (docs/distributed.md). Several
+    /// servers of one NATS cluster are separated by commas.
     #[arg(long)]
     pub nats: Option<String>,
     /// This node's name in the cluster (default: `control-<pid>`).
@@ -76,9 +78,15 @@ pub struct ServeArgs {
     /// How long a worker's instance stays registered without a heartbeat.
     #[arg(long, default_value = "1500ms", value_parser = super::parse_duration, requires = "nats")]
     pub ttl: std::time::Duration,
+    /// Replicas of the cluster's buckets and journal stream: `auto` (3 when the JetStream
+    /// cluster can place 3, else 1; what exists keeps its count) or 1 to 5 (what exists
+    /// with another count is updated). See docs/distributed.md, "Replication".
+    #[arg(long, default_value = "auto", value_parser = super::parse_replicas, requires = "nats")]
+    pub replicas: Replicas,
     /// Retention: remove the records of work that ended longer ago than this (`30d`), at
     /// start and then every `--retain-every`; running and gate-waiting work is always
-    /// kept (as `muster journal compact` does). Unset: keep everything.
+    /// kept (as `muster journal compact` does). With `--nats`, the node's history in the
+    /// cluster's journal stream is then compacted to match. Unset: keep everything.
     #[arg(long, value_parser = super::journal::parse_age)]
     pub retain: Option<std::time::Duration>,
     /// How often retention runs.
@@ -100,12 +108,16 @@ fn parse_every(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Runs retention on the node's journal: at once, then every `every`, on the blocking
-/// pool (the API and the runtime go on meanwhile).
+/// pool (the API and the runtime go on meanwhile). A control node (`--nats`) then
+/// compacts its own history in the cluster's journal stream to match: what the journal
+/// no longer holds, up to its oldest record, goes from the stream
+/// ([`Failover::compact_stream`]).
 fn retain(
     journal: Arc<muster::journal::SqliteJournal>,
     age: std::time::Duration,
     every: std::time::Duration,
     archive_dir: Option<PathBuf>,
+    failover: Option<Failover>,
 ) {
     actix::spawn(async move {
         loop {
@@ -133,6 +145,28 @@ fn retain(
                 ),
                 Ok(Err(e)) => tracing::warn!(error = %e, "retention: the compaction failed"),
                 Err(e) => tracing::warn!(error = %e, "retention: the compaction did not finish"),
+            }
+            if let Some(f) = &failover {
+                // The oldest record the journal still holds (compaction keeps the last).
+                let j = journal.clone();
+                let oldest = tokio::task::spawn_blocking(move || j.read_batch(0, 1))
+                    .await
+                    .ok()
+                    .and_then(|b| b.first().map(|r| r.seq));
+                if let Some(keep_from) = oldest {
+                    match f.compact_stream(keep_from).await {
+                        Ok(c) => tracing::info!(
+                            removed = c.removed,
+                            kept_from = c.kept_from,
+                            keep_from,
+                            "retention: compacted this node's history in the journal stream"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "retention: the journal stream was not compacted"
+                        ),
+                    }
+                }
             }
             tokio::time::sleep(every).await;
         }
@@ -281,6 +315,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                 .unwrap_or_else(|| format!("control-{}", std::process::id()));
             let mut c = ClusterConfig::new(url, &node);
             c.ttl = args.ttl;
+            c.replicas = args.replicas;
             c.check().map_err(|e| {
                 CliError::bad_input(e.to_string(), json!({"nats": url, "node": node}))
             })?;
@@ -304,15 +339,19 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         )
         .await?;
         let mut resume = resume;
+        let mut replication = None;
         let (_control, failover) = match cluster {
             Some(c) => {
                 let joined = async {
                     let control = Control::start(muster.clone(), &remote, c.clone()).await?;
                     let failover = Failover::start(c, tap.clone() as Arc<dyn Journal>).await?;
-                    Ok::<_, muster::cluster::ClusterError>((control, failover))
+                    Ok::<_, ClusterError>((control, failover))
                 };
                 match joined.await {
                     Ok((control, (failover, takeovers))) => {
+                        let mut r = control.replication().clone();
+                        r.extend(failover.replication().clone());
+                        replication = Some(r);
                         // A run another control node took over while this one was away
                         // is theirs now.
                         let mut mine = Vec::new();
@@ -326,10 +365,13 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                     }
                     Err(e) => {
                         muster.shutdown().await;
-                        return Err(CliError::failed(
-                            e.to_string(),
-                            json!({"nats": args.nats, "message": e.to_string()}),
-                        ));
+                        let details = json!({"nats": args.nats, "message": e.to_string()});
+                        // A replica count the servers cannot place is a setting to change.
+                        return Err(if matches!(e, ClusterError::Replicas(_)) {
+                            CliError::bad_input(e.to_string(), details)
+                        } else {
+                            CliError::failed(e.to_string(), details)
+                        });
                     }
                 }
             }
@@ -359,8 +401,10 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             &names,
             resumed,
             joined_as.as_ref(),
+            replication.as_ref(),
             json_out,
         );
+        let retained_failover = failover.as_ref().map(|(f, _)| f.clone());
         let config = ServeConfig {
             workflows,
             groups,
@@ -376,6 +420,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                 age,
                 args.retain_every,
                 args.archive_dir.clone(),
+                retained_failover,
             );
         }
         let signal = async {
@@ -392,7 +437,8 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
 }
 
 /// Prints where the node listens and where its tokens are (the token itself once, when it
-/// was generated).
+/// was generated); a control node adds its cluster, its buckets' and stream's replica
+/// counts, and what it changed or kept against `--replicas`.
 #[allow(clippy::too_many_arguments)]
 fn announce(
     addr: &str,
@@ -402,6 +448,7 @@ fn announce(
     workflows: &[String],
     resumed: usize,
     cluster: Option<&(String, String)>,
+    replication: Option<&Replication>,
     json_out: bool,
 ) {
     let file = match source {
@@ -423,6 +470,11 @@ fn announce(
             doc["node"] = json!(node);
             doc["nats"] = json!(url);
         }
+        if let (Some(r), Some(fields)) = (replication, doc.as_object_mut()) {
+            if let serde_json::Value::Object(more) = r.to_json() {
+                fields.extend(more);
+            }
+        }
         if let Some(t) = generated_token {
             doc["token"] = json!(t.expose());
         }
@@ -432,6 +484,12 @@ fn announce(
         println!("listening on http://{addr}");
         if let Some((node, url)) = cluster {
             println!("control node {node} of the cluster at {url}");
+        }
+        if let Some(r) = replication {
+            println!("{}", r.text());
+            for note in r.notes() {
+                println!("note: {note}");
+            }
         }
         match (source, generated_token) {
             (TokenSource::Generated(p), Some(t)) => println!(
