@@ -50,8 +50,8 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "token_env")]
     pub token_file: Option<PathBuf>,
     /// Read the API token (an admin's) from this environment variable (default:
-    /// MUSTER_TOKEN, and when that is unset a token is generated into `token` beside the
-    /// journal).
+    /// MUSTER_TOKEN, and when that is unset the file `token` beside the journal: reused
+    /// when an earlier start left it, else generated into it, mode 0600).
     #[arg(long)]
     pub token_env: Option<String>,
     /// At most this many runs in flight on this node (started, resumed, or waiting at a
