@@ -853,7 +853,7 @@ async fn the_cli_runs_approves_inspects_and_lists_agents_against_the_node() {
 }
 
 #[test]
-fn a_workflow_with_findings_refuses_the_start_with_them() {
+fn under_strict_a_workflow_with_findings_refuses_the_start_with_them() {
     let dir = setup();
     std::fs::write(
         dir.path().join("workflows/broken.toml"),
@@ -866,6 +866,7 @@ fn a_workflow_with_findings_refuses_the_start_with_them() {
     )
     .expect("workflow");
     let mut child = serve_command(dir.path())
+        .arg("--strict")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

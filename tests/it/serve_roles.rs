@@ -296,7 +296,7 @@ async fn a_gate_is_decided_once_among_concurrent_operators_and_journaled_with_th
     let doc = wait_run(&u, VIEW, &run, |d| d["status"] == "completed").await;
     assert_eq!(
         doc["gates"][0]["decided"],
-        json!({"approved": true, "reason": expected}),
+        json!({"approved": true, "note": expected}),
         "{doc}"
     );
     // The journal's record says the same.
@@ -349,7 +349,7 @@ async fn a_file_of_one_token_alone_is_an_admin_token_as_before() {
     assert_eq!(code, 200, "{doc}");
     // An unnamed token's decision is journaled with its note alone.
     let doc = wait_run(u, ADMIN, &run, |d| d["status"] == "completed").await;
-    assert_eq!(doc["gates"][0]["decided"]["reason"], "ok", "{doc}");
+    assert_eq!(doc["gates"][0]["decided"]["note"], "ok", "{doc}");
     // The other tokens of the roles file are not valid here.
     let (code, _) = call_with("GET", &format!("{u}/v1/whoami"), None, Some(VIEW)).await;
     assert_eq!(code, 401);

@@ -179,6 +179,72 @@ fn a_back_edge_without_max_visits_is_a_delegation_finding() {
     assert_finding(&found, "delegation", "two", "nothing bounds the loop");
 }
 
+/// The base fixture with `two` going to a gate `review` (approve: `done`, reject: `one`).
+fn with_review(two_next: &str) -> String {
+    let wf = edit(
+        "next = [\n  { when = \"steps.two.output.text == 'again'\", goto = \"one\", max_visits = 2 },\n  { otherwise = true, goto = \"done\" },\n]",
+        two_next,
+    );
+    format!("{wf}\n[steps.review]\ngate = \"ship?\"\non_approve = \"done\"\non_reject = \"one\"\n")
+}
+
+#[test]
+fn a_loop_through_a_gate_needs_a_bound_like_any_other() {
+    let f = Fixture::new();
+    let found = f.findings(&with_review("next = \"review\""));
+    assert_finding(&found, "delegation", "review", "nothing bounds the loop");
+    assert_finding(&found, "delegation", "review", "max_visits");
+    // Bounded by a rule on the loop, the same workflow is clean.
+    let bounded = with_review(
+        "next = [\n  { when = \"true\", goto = \"review\", max_visits = 3 },\n  { otherwise = true, goto = \"done\" },\n]",
+    );
+    let out = f.check(&bounded, true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_workflow_that_can_only_fail_has_no_path_to_a_success_terminal() {
+    let f = Fixture::new();
+    // Every path ends in a `fail` terminal.
+    let found = f.findings(&edit("terminal = \"done\"", "terminal = \"fail\""));
+    assert_finding(
+        &found,
+        "delegation",
+        "one",
+        "no path reaches a success terminal",
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // Every path goes through a gate back to an earlier step, or ends in `fail`.
+    let wf = with_review("next = \"review\"")
+        .replace("on_approve = \"done\"", "on_approve = \"one\"")
+        .replace("on_reject = \"one\"", "on_reject = \"stop\"")
+        .replace(
+            "[steps.done]\nterminal = \"done\"",
+            "[steps.stop]\nterminal = \"fail\"",
+        );
+    let found = f.findings(&wf);
+    assert_finding(
+        &found,
+        "delegation",
+        "one",
+        "no path reaches a success terminal",
+    );
+    assert_finding(&found, "delegation", "review", "nothing bounds the loop");
+    // As a user sees it: exit 1, the file, the step and the words.
+    let out = f.check(&wf, false);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no path reaches a success terminal") && text.contains("wf.toml"),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_unreachable_step_is_a_delegation_finding() {
     let f = Fixture::new();

@@ -5,6 +5,8 @@
 //! `config` crate so environment variables can override any field:
 //! `MUSTER_<AGENT>__<FIELD>` (agent name upper-cased, `-` as `_`; nested fields joined with
 //! `__`), e.g. `MUSTER_TESTER__REPLICAS=3` or `MUSTER_TESTER__BACKEND__PROGRAM=python3.12`.
+//! A variable of that shape whose agent the cast lacks is reported by
+//! [`unknown_overrides`] (with the closest agent name) instead of silently ignored.
 //! Every manifest is loaded and checked before any agent is registered, so one bad file
 //! leaves nothing half-registered. An override must have its field's type, and counts are
 //! bounded ([`MAX_REPLICAS`], [`MAX_CONCURRENCY`], [`MAX_MAILBOX`], [`MAX_CAST_INSTANCES`]).
@@ -15,6 +17,6 @@ pub mod builtins;
 pub mod manifest;
 
 pub use manifest::{
-    load_cast, BackendError, BackendSpec, CastError, Manifest, ManifestError, SimBackend,
-    MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX, MAX_REPLICAS,
+    load_cast, unknown_overrides, BackendError, BackendSpec, CastError, Manifest, ManifestError,
+    SimBackend, UnknownOverride, MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX, MAX_REPLICAS,
 };

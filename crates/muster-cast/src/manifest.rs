@@ -396,14 +396,58 @@ impl Manifest {
         if !problems.is_empty() {
             return Err(problems);
         }
+        // An error names the variables behind it: an override of the field itself, of a
+        // field under it (an error at `/backend` for `MUSTER_X__BACKEND__KIND`) or above
+        // it; an error about the whole document names every override in effect.
         let set_by = |field: &str| {
-            overrides
+            let vars: Vec<&str> = overrides
                 .iter()
-                .find(|o| o.pointer == field)
-                .map(|o| format!(" (set by {})", o.variable))
-                .unwrap_or_default()
+                .filter(|o| {
+                    field == "/"
+                        || o.pointer == field
+                        || o.pointer.starts_with(&format!("{field}/"))
+                        || field.starts_with(&format!("{}/", o.pointer))
+                })
+                .map(|o| o.variable.as_str())
+                .collect();
+            match (vars.is_empty(), field) {
+                (true, _) => String::new(),
+                (false, "/") => format!(" (environment overrides in effect: {})", vars.join(", ")),
+                (false, _) => format!(" (set by {})", vars.join(", ")),
+            }
         };
-        let built = builder.build().map_err(|e| vec![err("/", e.to_string())])?;
+        let built = builder.build().map_err(|e| {
+            let field = field_of(&e);
+            let by = set_by(&field);
+            vec![err(&field, format!("{e}{by}"))]
+        })?;
+        // The overridden document is checked against the schema for fields it does not
+        // have: an override of a field the backend lacks (`MUSTER_X__BACKEND__BASEURL`) is
+        // refused naming its variable, not silently ignored. Only violations at an
+        // overridden field count (the file itself passed above).
+        if !overrides.is_empty() && store.contains("manifest") {
+            if let Ok(merged) = built.clone().try_deserialize::<Value>() {
+                if let Err(c) = store.validate_explained("manifest", &merged) {
+                    let bad: Vec<ManifestError> = c
+                        .errors
+                        .into_iter()
+                        // Types are checked above, by the field's own rules (a duration
+                        // may be whole milliseconds here); what is left is a field the
+                        // manifest does not have.
+                        .filter(|v| !v.instance_path.is_empty())
+                        .filter(|v| v.message.starts_with("unknown field"))
+                        .filter_map(|v| {
+                            let by = set_by(&v.instance_path);
+                            (!by.is_empty())
+                                .then(|| err(&v.instance_path, format!("{}{by}", v.message)))
+                        })
+                        .collect();
+                    if !bad.is_empty() {
+                        return Err(bad);
+                    }
+                }
+            }
+        }
         let m: Manifest = built.try_deserialize().map_err(|e| {
             let field = field_of(&e);
             let by = set_by(&field);
@@ -435,8 +479,9 @@ impl Manifest {
                 .push(err(
                     "/backend/name",
                     format!(
-                        "no built-in function agent `{name}`; expected one of: {}",
-                        super::builtins::NAMES.join(", ")
+                        "no built-in function agent `{name}`; expected one of: {}{}",
+                        super::builtins::NAMES.join(", "),
+                        set_by("/backend/name")
                     ),
                 )),
             BackendSpec::Sim(sim) => {
@@ -608,6 +653,90 @@ fn field_of(e: &config::ConfigError) -> String {
         }
     }
     "/".into()
+}
+
+/// An environment variable shaped like a manifest override, `MUSTER_<AGENT>__<FIELD>`,
+/// whose agent the cast does not have: nothing reads it, so it is reported (a warning, or
+/// an error under `--strict`) rather than silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownOverride {
+    /// The variable, e.g. `MUSTER_CLASIFIER__BACKEND__BASE_URL`.
+    pub variable: String,
+    /// The agent part of it as written (`CLASIFIER`).
+    pub agent: String,
+    /// The cast's agent whose name is closest to it, if one is close.
+    pub closest: Option<String>,
+}
+
+impl std::fmt::Display for UnknownOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the cast has no agent `{}` for this override",
+            self.variable, self.agent
+        )?;
+        match &self.closest {
+            Some(c) => write!(
+                f,
+                "; did you mean agent `{c}` (MUSTER_{}__...)?",
+                env_prefix(c)
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An agent's part of its override variables: its name upper-cased, `-` as `_`.
+fn env_prefix(name: &str) -> String {
+    name.to_uppercase().replace('-', "_")
+}
+
+/// Every variable of `vars` shaped like an override (`MUSTER_<AGENT>__<FIELD>`) whose
+/// `<AGENT>` is no agent of `cast`, each with the closest agent name; sorted by variable.
+///
+/// # Example
+/// ```
+/// use muster_cast::manifest::unknown_overrides;
+///
+/// let vars = [
+///     ("MUSTER_CLASIFIER__BACKEND__BASE_URL".to_string(), "http://x".to_string()),
+///     ("MUSTER_TOKEN".to_string(), "not an override".to_string()),
+/// ];
+/// let found = unknown_overrides(["classifier", "replier"], vars);
+/// assert_eq!(found.len(), 1);
+/// assert_eq!(found[0].closest.as_deref(), Some("classifier"));
+/// assert!(found[0].to_string().contains("did you mean agent `classifier`"));
+/// ```
+pub fn unknown_overrides<'a>(
+    agents: impl IntoIterator<Item = &'a str>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Vec<UnknownOverride> {
+    let names: Vec<(String, &str)> = agents.into_iter().map(|n| (env_prefix(n), n)).collect();
+    let mut out: Vec<UnknownOverride> = vars
+        .into_iter()
+        .filter_map(|(variable, _)| {
+            let rest = variable.strip_prefix("MUSTER_")?;
+            let (agent, field) = rest.split_once("__")?;
+            if agent.is_empty() || field.is_empty() || names.iter().any(|(p, _)| p == agent) {
+                return None;
+            }
+            let closest =
+                muster_core::messaging::did_you_mean(agent, names.iter().map(|(p, _)| p.as_str()))
+                    .and_then(|p| {
+                        names
+                            .iter()
+                            .find(|(q, _)| *q == p)
+                            .map(|(_, n)| n.to_string())
+                    });
+            Some(UnknownOverride {
+                agent: agent.to_string(),
+                variable,
+                closest,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.variable.cmp(&b.variable));
+    out
 }
 
 /// Loads every `*.toml` in `dir` (sorted by file name), checking all of them before

@@ -73,6 +73,11 @@ pub struct CastArgs {
     /// Directory of JSON Schemas (`NAME.schema.json`).
     #[arg(long, default_value = "schemas")]
     pub schemas: PathBuf,
+    /// Refuse (exit 2) what is otherwise a warning: an environment override
+    /// `MUSTER_<AGENT>__<FIELD>` for an agent the cast does not have; for `muster serve`,
+    /// also a workflow of `--workflows` that does not check clean.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// The runtime's settings a command that starts one takes.

@@ -27,8 +27,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const MESSAGE_CHARS: usize = 2000;
 /// How much of the stderr tail goes into an error message.
 pub(super) const STDERR_TAIL_BYTES: usize = 2048;
-/// How much of a misbehaving line or output is quoted in an error message.
-pub(super) const QUOTE_CHARS: usize = 200;
 
 /// The command for `config`, with piped stdio and a least-privilege environment: only the
 /// variables in [`DEFAULT_ENV_PASS`] and `config.env_pass` (as set in muster's environment),
@@ -340,15 +338,12 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// The first [`QUOTE_CHARS`] characters of `bytes` (decoded leniently), marked if cut.
+/// `bytes` (decoded leniently) quoted by the one bounded quote
+/// ([`muster_core::util::bytes_head`]): whole when short, else a prefix and the size.
 pub(super) fn quote_bytes(bytes: &[u8]) -> String {
-    // A character is at most 4 bytes: this prefix holds every character `quote` keeps.
-    let head = &bytes[..bytes.len().min(4 * QUOTE_CHARS + 4)];
-    let quoted = quote(&String::from_utf8_lossy(head));
-    if head.len() < bytes.len() && !quoted.ends_with('…') {
-        format!("{quoted}…")
-    } else {
-        quoted
+    match muster_core::util::bytes_head(bytes) {
+        (head, None) => format!("{:?}", head.trim()),
+        (head, Some(total)) => format!("{:?}… ({total} bytes)", head.trim()),
     }
 }
 
@@ -363,15 +358,12 @@ pub(super) fn clip_message(message: &str) -> String {
     }
 }
 
-/// The first [`QUOTE_CHARS`] characters of `s`, marked if cut.
+/// `s` quoted by the one bounded quote ([`muster_core::util::quote_head`]): whole when
+/// short, else a prefix and the size, `"head"… (N bytes)`.
 pub(super) fn quote(s: &str) -> String {
-    let s = s.trim();
-    let mut chars = s.chars();
-    let head: String = chars.by_ref().take(QUOTE_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head:?}…")
-    } else {
-        format!("{head:?}")
+    match muster_core::util::quote_head(s.trim()) {
+        (head, None) => format!("{head:?}"),
+        (head, Some(total)) => format!("{head:?}… ({total} bytes)"),
     }
 }
 
@@ -604,8 +596,11 @@ mod tests {
     #[test]
     fn quoting_and_tails_are_bounded() {
         let long = "x".repeat(1000);
-        assert!(quote(&long).chars().count() < QUOTE_CHARS + 5);
-        assert!(quote_bytes(long.as_bytes()).chars().count() < QUOTE_CHARS + 5);
+        let limit = muster_core::util::QUOTE_LIMIT;
+        assert!(quote(&long).len() < limit + 32, "{}", quote(&long));
+        assert!(quote(&long).ends_with(&format!("… ({} bytes)", long.len())));
+        assert!(quote_bytes(long.as_bytes()).len() < limit + 32);
+        assert!(quote_bytes(long.as_bytes()).ends_with(&format!("… ({} bytes)", long.len())));
         assert!(quote_bytes(b"ab\xffc").contains('\u{fffd}'));
         assert!(clip_message(&long).chars().count() <= MESSAGE_CHARS + 1);
         assert_eq!(clip_message("short"), "short");

@@ -71,23 +71,16 @@ pub const MAX_NESTING: usize = 16;
 /// The most operators on any path into a CEL expression (see the module docs).
 pub const MAX_DEPTH: usize = 64;
 
-/// The longest part of an expression (or of a parser message) an error quotes.
-const QUOTE_CHARS: usize = 80;
-const MESSAGE_CHARS: usize = 2000;
-
-/// The expression as an error quotes it: whole when short, else its start and its size.
-fn quoted(source: &str) -> String {
-    match source.char_indices().nth(QUOTE_CHARS) {
-        None => source.to_string(),
-        Some((cut, _)) => format!("{}… ({} bytes)", &source[..cut], source.len()),
-    }
+/// The expression as an error quotes it: the one bounded quote (whole when short, else
+/// its start and its size).
+fn quoted(source: &str) -> std::borrow::Cow<'_, str> {
+    crate::util::bounded_text(source)
 }
 
+/// A message (the parser's or the interpreter's, which can quote a value) as an error
+/// holds it: the one bounded quote.
 fn clipped(message: &str) -> String {
-    match message.char_indices().nth(MESSAGE_CHARS) {
-        None => message.to_string(),
-        Some((cut, _)) => format!("{}…", &message[..cut]),
-    }
+    crate::util::bounded_text(message).into_owned()
 }
 
 /// A CEL expression that did not compile or did not evaluate.
@@ -201,7 +194,7 @@ impl Condition {
                 .execute(&ctx)
                 .map_err(|e| ConditionError::Eval {
                     source_text: self.source.to_string(),
-                    message: e.to_string(),
+                    message: clipped(&e.to_string()),
                 })
         })
     }
@@ -215,7 +208,7 @@ impl Condition {
             Cel::Bool(b) => Ok(b),
             other => Err(ConditionError::NotBool {
                 source_text: self.source.to_string(),
-                got: format!("{other:?}"),
+                got: clipped(&format!("{other:?}")),
             }),
         }
     }
@@ -228,7 +221,7 @@ impl Condition {
         let v = self.eval_cel(vars)?;
         from_cel(&v).map_err(|message| ConditionError::Eval {
             source_text: self.source.to_string(),
-            message,
+            message: clipped(&message),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Small shared helpers: human-readable durations in files (`"10s"`, `"250ms"`), and the
-//! process's resident memory (for reports that show memory stays bounded).
+//! Small shared helpers: human-readable durations in files (`"10s"`, `"250ms"`), the
+//! process's resident memory (for reports that show memory stays bounded), and the one
+//! bounded quote of a value in an error message or a journal record.
 
 /// Serde for `Duration` as a humantime string (`"10s"`), or a number of milliseconds.
 pub mod duration {
@@ -68,19 +69,122 @@ pub fn resident_memory() -> Option<(u64, u64)> {
 /// How much of a value an error message quotes.
 pub const QUOTE_LIMIT: usize = 256;
 
-/// `v` as compact JSON, cut to its first [`QUOTE_LIMIT`] bytes (at a character boundary)
-/// with its full size appended when longer, so an error that echoes input stays small
-/// however large the input is.
-pub fn bounded_json(v: &serde_json::Value) -> String {
-    let text = v.to_string();
+/// The one bounded quote: `text` whole when it is at most [`QUOTE_LIMIT`] bytes, else its
+/// first [`QUOTE_LIMIT`] bytes (cut at a character boundary) and its full size, so an
+/// error or a journal record that echoes input stays small however large the input is.
+/// Every message that quotes a value, a model's answer, an agent's line or its stderr
+/// quotes it through this (or [`bounded_json`], [`bounded_message`]).
+///
+/// # Example
+/// ```
+/// use muster_core::util::bounded_text;
+///
+/// assert_eq!(bounded_text("short"), "short");
+/// let q = bounded_text(&"x".repeat(5 << 20));
+/// assert!(q.len() < 300 && q.ends_with("… (5242880 bytes)"));
+/// ```
+pub fn bounded_text(text: &str) -> std::borrow::Cow<'_, str> {
+    match quote_head(text) {
+        (_, None) => std::borrow::Cow::Borrowed(text),
+        (head, Some(total)) => std::borrow::Cow::Owned(format!("{head}… ({total} bytes)")),
+    }
+}
+
+/// What a bounded quote shows of `text`: all of it and `None`, or its first
+/// [`QUOTE_LIMIT`] bytes (cut at a character boundary) and its full size in bytes. For a
+/// caller that frames the head itself (`"head"… (N bytes)`); [`bounded_text`] is the
+/// usual form.
+///
+/// # Example
+/// ```
+/// use muster_core::util::quote_head;
+///
+/// assert_eq!(quote_head("ok"), ("ok", None));
+/// let (head, size) = quote_head(&"é".repeat(1000));
+/// assert!(head.len() <= 256 && size == Some(2000));
+/// ```
+pub fn quote_head(text: &str) -> (&str, Option<usize>) {
     if text.len() <= QUOTE_LIMIT {
-        return text;
+        return (text, None);
     }
     let mut end = QUOTE_LIMIT;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes)", &text[..end], text.len())
+    (&text[..end], Some(text.len()))
+}
+
+/// Bytes (an answer's body, a line an agent printed) quoted by [`bounded_text`], decoded
+/// leniently; only the quoted prefix is decoded, and the size is the bytes' own.
+///
+/// # Example
+/// ```
+/// use muster_core::util::bounded_bytes;
+///
+/// assert_eq!(bounded_bytes(b"ab\xffc"), "ab\u{fffd}c");
+/// assert!(bounded_bytes(&vec![b'x'; 5 << 20]).ends_with("… (5242880 bytes)"));
+/// ```
+pub fn bounded_bytes(bytes: &[u8]) -> String {
+    match bytes_head(bytes) {
+        (head, None) => head.into_owned(),
+        (head, Some(total)) => format!("{head}… ({total} bytes)"),
+    }
+}
+
+/// [`quote_head`] of bytes: the leniently decoded prefix a bounded quote shows, and the
+/// bytes' full size when they were cut (only the prefix is decoded).
+pub fn bytes_head(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<usize>) {
+    if bytes.len() <= QUOTE_LIMIT {
+        return (String::from_utf8_lossy(bytes), None);
+    }
+    let head = String::from_utf8_lossy(&bytes[..QUOTE_LIMIT]);
+    // A character cut at the limit decodes to U+FFFD at the end: drop it.
+    let kept = head.trim_end_matches('\u{fffd}').len();
+    let head = match head {
+        std::borrow::Cow::Borrowed(h) => std::borrow::Cow::Borrowed(&h[..kept]),
+        std::borrow::Cow::Owned(mut h) => {
+            h.truncate(kept);
+            std::borrow::Cow::Owned(h)
+        }
+    };
+    (head, Some(bytes.len()))
+}
+
+/// `v` as compact JSON, quoted by [`bounded_text`].
+pub fn bounded_json(v: &serde_json::Value) -> String {
+    bounded_text(&v.to_string()).into_owned()
+}
+
+/// `message` with the value it quotes bounded: a validator's message that holds `value`'s
+/// whole JSON (`"xxxx…" is longer than 10 characters`) gets it replaced by
+/// [`bounded_json`]; a message that quotes it otherwise is cut as a whole by
+/// [`bounded_text`].
+///
+/// # Example
+/// ```
+/// use muster_core::util::bounded_message;
+/// use serde_json::json;
+///
+/// let v = json!("y".repeat(1 << 20));
+/// let m = bounded_message(&format!("{v} is longer than 10 characters"), &v);
+/// assert!(m.len() < 400 && m.ends_with("bytes) is longer than 10 characters"));
+/// ```
+pub fn bounded_message(message: &str, value: &serde_json::Value) -> String {
+    if message.len() <= QUOTE_LIMIT {
+        return message.to_string();
+    }
+    let whole = value.to_string();
+    if whole.len() > QUOTE_LIMIT {
+        if let Some(at) = message.find(&whole) {
+            let rest = bounded_text(&message[at + whole.len()..]).into_owned();
+            return format!(
+                "{}{}{rest}",
+                bounded_text(&message[..at]),
+                bounded_text(&whole)
+            );
+        }
+    }
+    bounded_text(message).into_owned()
 }
 
 #[cfg(test)]
@@ -95,5 +199,21 @@ mod tests {
         let q = bounded_json(&big);
         assert!(q.len() < QUOTE_LIMIT + 32, "{}", q.len());
         assert!(q.ends_with(&format!("({} bytes)", big.to_string().len())));
+    }
+
+    #[test]
+    fn a_message_keeps_its_words_around_a_bounded_value() {
+        let v = serde_json::json!({"s": "z".repeat(100_000)});
+        let m = bounded_message(&format!("{v} is not of type \"string\""), &v);
+        assert!(m.len() < 2 * QUOTE_LIMIT, "{}", m.len());
+        assert!(m.ends_with("bytes) is not of type \"string\""), "{m}");
+        // A message quoting the value some other way is cut as a whole.
+        let m = bounded_message(&format!("got {:?}", "q".repeat(100_000)), &v);
+        assert!(
+            m.len() < QUOTE_LIMIT + 32 && m.starts_with("got \"qqq"),
+            "{m}"
+        );
+        // Short messages are untouched.
+        assert_eq!(bounded_message("too short", &v), "too short");
     }
 }

@@ -122,8 +122,9 @@ impl<'a> std::fmt::Debug for Request<'a> {
     }
 }
 
+/// The body as an error quotes it: the one bounded quote, on one line.
 fn excerpt(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+    muster_core::util::bounded_bytes(bytes)
         .replace(['\n', '\r'], " ")
         .trim()
         .to_string()

@@ -172,19 +172,17 @@ fn arguments_text(v: &Value) -> String {
     }
 }
 
+/// The bytes as an error quotes them: the one bounded quote, on one line.
 fn excerpt(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
-    s.replace(['\n', '\r'], " ")
+    muster_core::util::bounded_bytes(bytes).replace(['\n', '\r'], " ")
 }
 
+/// A provider's error as an error quotes it (the one bounded quote).
 fn error_text(e: &Value) -> String {
-    e.get("message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| e.to_string())
-        .chars()
-        .take(500)
-        .collect()
+    match e.get("message").and_then(Value::as_str) {
+        Some(m) => muster_core::util::bounded_text(m).into_owned(),
+        None => muster_core::util::bounded_json(e),
+    }
 }
 
 /// Decodes a whole (non-streamed) chat-completions body.
@@ -367,7 +365,7 @@ pub fn json_in(text: &str) -> Result<Value, String> {
         })
         .unwrap_or(t);
     serde_json::from_str(inner).map_err(|e| {
-        let shown: String = t.chars().take(200).collect();
+        let shown = muster_core::util::bounded_text(t);
         format!("the answer is not JSON ({e}): `{shown}`")
     })
 }

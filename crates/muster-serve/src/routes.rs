@@ -107,7 +107,67 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route (see docs/api.md)") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Gives every error answer the API's JSON shape `{"error": ...}`: the handlers' own
+/// errors are JSON already; this catches what axum answers by itself (405 for a method a
+/// route does not take, 413 from the body limit, 415 or 400 from an extractor's
+/// rejection, 404 with no route), keeping its headers (`Allow`, `WWW-Authenticate`,
+/// `Retry-After`).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = match status {
+        // The router adds the `Allow` header after this layer: point to it.
+        StatusCode::METHOD_NOT_ALLOWED => format!(
+            "`{method} {path}` is not a route: {path} does not take {method} (the Allow \
+             header lists the methods it takes; see docs/api.md)"
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is over the limit of {BODY_LIMIT} bytes")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "the request body must be JSON (Content-Type: application/json)".to_string()
+        }
+        StatusCode::NOT_FOUND if text.is_empty() => {
+            format!("no such route `{path}` (see docs/api.md)")
+        }
+        _ if text.is_empty() => format!(
+            "`{method} {path}`: {}",
+            status.canonical_reason().unwrap_or("refused")
+        ),
+        _ => format!(
+            "`{method} {path}`: {}",
+            muster_core::util::bounded_text(&text)
+        ),
+    };
+    let mut r = ApiError::new(status, error).into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    r
 }
 
 /// Refuses a request that puts a token in its URL (400), one without a valid token (401)

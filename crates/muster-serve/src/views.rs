@@ -396,7 +396,8 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
                     .iter_mut()
                     .rev()
                     .find(|g| g["gate"] == json!(gate) && g["decided"].is_null());
-                let decided = json!({"approved": approved, "reason": reason});
+                // The request's `note` (after the deciding token's name), under the same name.
+                let decided = json!({"approved": approved, "note": reason});
                 match open {
                     Some(g) => g["decided"] = decided,
                     None => gates.push(json!({"gate": gate, "question": "", "decided": decided})),

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{block_on, CastArgs, CliError};
 use muster::agents::command::find_program;
-use muster::cast::{load_cast, BackendSpec, Manifest};
+use muster::cast::{load_cast, unknown_overrides, BackendSpec, Manifest};
 use muster::runtime::{AgentDef, Muster, StartError};
 use muster::SchemaStore;
 
@@ -45,6 +45,7 @@ pub(crate) fn load_manifests(
             serde_json::to_value(&e.errors).unwrap_or_default(),
         )
     })?;
+    override_warnings(cast, &manifests)?;
     let mut defs = Vec::new();
     for (file, m) in &manifests {
         let def = m.to_def(&store.clone().into()).map_err(|e| {
@@ -57,6 +58,35 @@ pub(crate) fn load_manifests(
         defs.push(def);
     }
     Ok((store, defs, manifests))
+}
+
+/// Reports every `MUSTER_<AGENT>__<FIELD>` variable of this process whose agent the cast
+/// does not have: on stderr as a warning, or with `--strict` as bad input (exit 2).
+fn override_warnings(cast: &CastArgs, manifests: &[(PathBuf, Manifest)]) -> Result<(), CliError> {
+    let unknown = unknown_overrides(
+        manifests.iter().map(|(_, m)| m.name.as_str()),
+        std::env::vars_os().filter_map(|(k, v)| {
+            Some((k.into_string().ok()?, v.into_string().unwrap_or_default()))
+        }),
+    );
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let cast_dir = cast.actors.display();
+    if cast.strict {
+        let lines: Vec<String> = unknown.iter().map(|u| u.to_string()).collect();
+        return Err(CliError::bad_input(
+            format!(
+                "environment overrides for no agent of the cast in {cast_dir} (--strict):\n{}",
+                lines.join("\n")
+            ),
+            json!({"unknown_overrides": unknown}),
+        ));
+    }
+    for u in &unknown {
+        eprintln!("warning: {u} (cast in {cast_dir}); it is ignored (--strict refuses it)");
+    }
+    Ok(())
 }
 
 /// Agent type name → its manifest file.

@@ -26,9 +26,10 @@ pub struct ApproveArgs {
     /// Reject instead of approving.
     #[arg(long)]
     pub reject: bool,
-    /// Why (journaled with the decision).
-    #[arg(long, default_value = "")]
-    pub reason: String,
+    /// A note on the decision, journaled with it (the API's `note`; `--reason` is the
+    /// old name, still accepted).
+    #[arg(long, alias = "reason", default_value = "")]
+    pub note: String,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -81,7 +82,7 @@ fn remote(args: ApproveArgs) -> Result<(), CliError> {
         let approved = !args.reject;
         let body = json!({
             "decision": if approved { "approve" } else { "reject" },
-            "note": args.reason,
+            "note": args.note,
         });
         client
             .post(&format!("/v1/runs/{run}/gates/{}", args.gate), &body)
@@ -164,7 +165,7 @@ pub fn run(args: ApproveArgs) -> Result<(), CliError> {
         .unwrap_or(0);
     // One compare-and-set transaction: of two deciders racing, one wins and the other is
     // told the decision that stands.
-    let seq = decide_gate(&args.journal, run, &args.gate, approved, &args.reason, now)
+    let seq = decide_gate(&args.journal, run, &args.gate, approved, &args.note, now)
         .map_err(|e| match e {
             DecideError::AlreadyDecided {
                 approved, seq, ..

@@ -2,7 +2,8 @@
 //! `inspect` and `agents` talk to `muster serve`'s API (docs/api.md) and print what they
 //! print locally, with the same exit codes.
 //!
-//! The token comes from `--token-file`, `--token-env` or `MUSTER_TOKEN`. API errors become
+//! The token comes from `--token-file`, `--token-env`, `MUSTER_TOKEN` or the node's kept
+//! `.muster/token` ([`DEFAULT_TOKEN_FILE`]). API errors become
 //! the CLI's errors: a 4xx is bad input (exit 2) with the node's message; an unreachable
 //! node is bad input naming the URL.
 
@@ -13,6 +14,10 @@ use serde_json::{json, Value};
 
 use super::CliError;
 use muster::serve::Token;
+
+/// The token file a node on the default journal (`.muster/journal.db`) generates and
+/// keeps; read when no token file or variable is given and `MUSTER_TOKEN` is unset.
+pub const DEFAULT_TOKEN_FILE: &str = ".muster/token";
 
 /// The largest response the client reads, in bytes.
 pub const MAX_RESPONSE: usize = 256 << 20;
@@ -26,7 +31,8 @@ pub struct ServerArgs {
     /// With --server: read the API token from this file.
     #[arg(long, requires = "server", conflicts_with = "token_env")]
     pub token_file: Option<PathBuf>,
-    /// With --server: read the API token from this variable (default MUSTER_TOKEN).
+    /// With --server: read the API token from this variable (default MUSTER_TOKEN, then
+    /// the file .muster/token that a node on the default journal keeps).
     #[arg(long, requires = "server")]
     pub token_env: Option<String>,
 }
@@ -54,15 +60,24 @@ impl Client {
                 json!({"server": base}),
             ));
         }
-        let token = Token::load(args.token_file.as_deref(), args.token_env.as_deref())
-            .map_err(|e| CliError::bad_input(e.to_string(), json!({})))?
-            .map(|(t, _)| t)
-            .ok_or_else(|| {
-                CliError::bad_input(
-                    "no API token: give --token-file FILE or --token-env VAR, or set MUSTER_TOKEN",
-                    json!({}),
-                )
-            })?;
+        let bad = |e: muster::serve::TokenError| CliError::bad_input(e.to_string(), json!({}));
+        let mut token = Token::load(args.token_file.as_deref(), args.token_env.as_deref())
+            .map_err(bad)?
+            .map(|(t, _)| t);
+        // Last, the token a node on the default journal generated and keeps.
+        let kept = std::path::Path::new(DEFAULT_TOKEN_FILE);
+        if token.is_none() && kept.is_file() {
+            token = Token::load(Some(kept), None).map_err(bad)?.map(|(t, _)| t);
+        }
+        let token = token.ok_or_else(|| {
+            CliError::bad_input(
+                format!(
+                    "no API token: give --token-file FILE or --token-env VAR, set \
+                     MUSTER_TOKEN, or run where `muster serve` keeps {DEFAULT_TOKEN_FILE}"
+                ),
+                json!({}),
+            )
+        })?;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))

@@ -50,8 +50,8 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "token_env")]
     pub token_file: Option<PathBuf>,
     /// Read the API token (an admin's) from this environment variable (default:
-    /// MUSTER_TOKEN, and when that is unset a token is generated into `token` beside the
-    /// journal).
+    /// MUSTER_TOKEN, and when that is unset the file `token` beside the journal: reused
+    /// when an earlier start left it, else generated into it, mode 0600).
     #[arg(long)]
     pub token_env: Option<String>,
     /// At most this many runs in flight on this node (started, resumed, or waiting at a
@@ -223,6 +223,9 @@ fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
 pub fn run(args: ServeArgs) -> Result<i32, CliError> {
     let (store, defs) = load(&args.cast)?;
     let mut workflows: BTreeMap<String, Arc<Workflow>> = BTreeMap::new();
+    // Workflows that do not check clean: not served (the others are), listed on start;
+    // with --strict they refuse the start.
+    let mut refused: Vec<serde_json::Value> = Vec::new();
     if let Some(dir) = &args.workflows {
         for file in workflow_files(dir)? {
             let wf = load_workflow(&file, &store).map_err(|e| {
@@ -230,11 +233,31 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             })?;
             let found = findings(&wf, &defs, &store);
             if !found.is_empty() {
-                if !args.json {
-                    eprintln!("refusing to serve {}:", file.display());
+                if args.cast.strict {
+                    if !args.json {
+                        eprintln!("refusing to serve {} (--strict):", file.display());
+                    }
+                    report_findings(&wf, &found, args.json);
+                    return Ok(EXIT_BAD_INPUT);
                 }
-                report_findings(&wf, &found, args.json);
-                return Ok(EXIT_BAD_INPUT);
+                if !args.json {
+                    eprintln!(
+                        "not serving workflow `{}` of {}: {} finding{} (--strict refuses the start instead):",
+                        wf.name,
+                        file.display(),
+                        found.len(),
+                        if found.len() == 1 { "" } else { "s" }
+                    );
+                    for f in &found {
+                        eprintln!("  {f}");
+                    }
+                }
+                refused.push(json!({
+                    "workflow": wf.name,
+                    "file": file.display().to_string(),
+                    "findings": found,
+                }));
+                continue;
             }
             if let Some(other) = workflows.get(&wf.name) {
                 return Err(CliError::bad_input(
@@ -260,9 +283,10 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                     .journal
                     .parent()
                     .map_or_else(|| PathBuf::from("token"), |d| d.join("token"));
-                let token = Token::generate(&path).map_err(bad)?;
-                generated = Some(token.clone());
-                (Tokens::admin(token), TokenSource::Generated(path))
+                // Kept from an earlier start when it is there: a restart keeps the token.
+                let (tokens, fresh) = Tokens::reuse_or_generate(&path).map_err(bad)?;
+                generated = fresh;
+                (tokens, TokenSource::Generated(path))
             }
         };
     if let Some(dir) = &args.archive_dir {
@@ -399,6 +423,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             &tokens,
             &source,
             &names,
+            &refused,
             resumed,
             joined_as.as_ref(),
             replication.as_ref(),
@@ -446,6 +471,7 @@ fn announce(
     tokens: &Tokens,
     source: &TokenSource,
     workflows: &[String],
+    refused: &[serde_json::Value],
     resumed: usize,
     cluster: Option<&(String, String)>,
     replication: Option<&Replication>,
@@ -459,10 +485,14 @@ fn announce(
         let mut doc = json!({
             "listen": addr,
             "url": format!("http://{addr}"),
+            "dashboard": format!("http://{addr}/"),
             "token_file": file,
             "workflows": workflows,
             "resumed": resumed,
         });
+        if !refused.is_empty() {
+            doc["refused"] = json!(refused);
+        }
         if let TokenSource::Env(v) = source {
             doc["token_env"] = json!(v);
         }
@@ -481,7 +511,7 @@ fn announce(
         doc["tokens"] = json!(tokens.len());
         println!("{doc}");
     } else {
-        println!("listening on http://{addr}");
+        println!("listening on http://{addr}; dashboard: http://{addr}/");
         if let Some((node, url)) = cluster {
             println!("control node {node} of the cluster at {url}");
         }
@@ -497,7 +527,10 @@ fn announce(
                 p.display(),
                 t.expose()
             ),
-            (TokenSource::Generated(p), None) => println!("API token in {}", p.display()),
+            (TokenSource::Generated(p), None) => println!(
+                "API token kept from an earlier start in {} (mode 0600)",
+                p.display()
+            ),
             (TokenSource::File(p), _) => {
                 let mut by_role = std::collections::BTreeMap::new();
                 for c in tokens.callers() {
@@ -508,8 +541,17 @@ fn announce(
             }
             (TokenSource::Env(v), _) => println!("API token from ${v}"),
         }
+        let not_served = if refused.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = refused
+                .iter()
+                .filter_map(|r| r["workflow"].as_str())
+                .collect();
+            format!("; not served (findings above): {}", names.join(", "))
+        };
         println!(
-            "workflows: {}; runs resumed: {resumed}",
+            "workflows: {}{not_served}; runs resumed: {resumed}",
             if workflows.is_empty() {
                 "none".to_string()
             } else {

@@ -124,7 +124,7 @@ impl Schema {
             .map(|e| SchemaViolation {
                 instance_path: e.instance_path().to_string(),
                 schema_path: e.schema_path().to_string(),
-                message: e.to_string(),
+                message: super::explain::said(&e),
             })
             .collect();
         Err(ContractError {

@@ -12,6 +12,7 @@ use jsonschema::ValidationError;
 use serde_json::Value;
 
 use super::violation::SchemaViolation;
+use crate::util::{bounded_json, bounded_message, bounded_text};
 
 /// The closest of `candidates` to `name`, if one is close enough to be a likely typo
 /// (at most two edits, and fewer edits than the name has characters).
@@ -208,10 +209,10 @@ fn explain(
             context: branches_errors,
         } => {
             let Some(Value::Array(alts)) = root.pointer(&schema_path) else {
-                return push(out, at, e.to_string());
+                return push(out, at, said(e));
             };
             let Some(value) = here else {
-                return push(out, at, e.to_string());
+                return push(out, at, said(e));
             };
             let branches: Vec<&Value> = alts.iter().map(|a| resolve(root, a)).collect();
             if let Some(tag) = discriminator(&branches) {
@@ -225,7 +226,8 @@ fn explain(
                         out,
                         at,
                         format!(
-                            "expected a table with `{tag}` = one of: {list}; got {value}{}",
+                            "expected a table with `{tag}` = one of: {list}; got {}{}",
+                            bounded_json(value),
                             in_context(context)
                         ),
                     );
@@ -247,7 +249,8 @@ fn explain(
                             out,
                             join_pointer(&at, tag),
                             format!(
-                                "unknown {tag} \"{given}\"; expected one of: {list}{}",
+                                "unknown {tag} \"{}\"; expected one of: {list}{}",
+                                bounded_text(given),
                                 suggestion(given, names.iter().copied())
                             ),
                         ),
@@ -255,7 +258,10 @@ fn explain(
                     Some(other) => push(
                         out,
                         join_pointer(&at, tag),
-                        format!("expected a string, one of: {list}; got {other}"),
+                        format!(
+                            "expected a string, one of: {list}; got {}",
+                            bounded_json(other)
+                        ),
                     ),
                 }
                 return;
@@ -281,7 +287,11 @@ fn explain(
                 _ => push(
                     out,
                     at,
-                    format!("expected {forms}; got {value}{}", in_context(context)),
+                    format!(
+                        "expected {forms}; got {}{}",
+                        bounded_json(value),
+                        in_context(context)
+                    ),
                 ),
             }
         }
@@ -305,7 +315,8 @@ fn explain(
                     out,
                     join_pointer(&at, name),
                     format!(
-                        "unknown field `{name}`{}{accepts}{}",
+                        "unknown field `{}`{}{accepts}{}",
+                        bounded_text(name),
                         in_context(context),
                         suggestion(name, fields.iter().map(String::as_str))
                     ),
@@ -321,7 +332,7 @@ fn explain(
                     .collect::<Vec<_>>()
                     .join(" or "),
             };
-            let got = here.map(Value::to_string).unwrap_or_default();
+            let got = here.map(bounded_json).unwrap_or_default();
             push(
                 out,
                 at,
@@ -337,10 +348,15 @@ fn explain(
                 Some(Value::String(s)) => suggestion(s, list.iter().copied()),
                 _ => String::new(),
             };
-            push(out, at, format!("{e}{}{hint}", in_context(context)));
+            push(out, at, format!("{}{}{hint}", said(e), in_context(context)));
         }
-        _ => push(out, at, format!("{e}{}", in_context(context))),
+        _ => push(out, at, format!("{}{}", said(e), in_context(context))),
     }
+}
+
+/// A validator's own message, its quote of the value bounded.
+pub(crate) fn said(e: &ValidationError<'_>) -> String {
+    bounded_message(&e.to_string(), e.instance())
 }
 
 fn in_context(context: &str) -> String {

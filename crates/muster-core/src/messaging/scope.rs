@@ -617,7 +617,10 @@ impl Scope {
         let Some(items) = touched.as_array() else {
             return Err(err(vec![violation(
                 format!("/{field}"),
-                format!("`{field}` must be an array of paths, got {touched}"),
+                format!(
+                    "`{field}` must be an array of paths, got {}",
+                    crate::util::bounded_json(touched)
+                ),
             )]));
         };
         if items.len() > MAX_TOUCHED {
@@ -644,7 +647,10 @@ impl Scope {
                 )),
                 None => Some(violation(
                     format!("/{field}/{i}"),
-                    format!("expected a path (a string), got {v}"),
+                    format!(
+                        "expected a path (a string), got {}",
+                        crate::util::bounded_json(v)
+                    ),
                 )),
             })
             .collect();

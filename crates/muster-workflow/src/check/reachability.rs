@@ -1,6 +1,6 @@
 //! `muster check`'s questions about the transition graph: is every step reachable from
-//! `start`, is every loop bounded (by `max_visits` or a gate), and can a run that reaches
-//! a step always still end?
+//! `start`, is every loop bounded (by `max_visits`; a gate is no bound), can a run that
+//! reaches a step always still end, and does some path reach a success?
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -18,7 +18,8 @@ enum EdgeKind {
     Exhausted,
     /// A parallel step to one of its branches.
     Branch,
-    /// A gate's `on_approve` / `on_reject` (a human decides: never an unbounded loop).
+    /// A gate's `on_approve` / `on_reject` (a human decides, but a loop through a gate
+    /// still needs a bound).
     Gate,
 }
 
@@ -129,7 +130,7 @@ impl<'a> Checker<'a> {
                 );
             }
         }
-        // Unbounded loops: cycles left after removing bounded rules and gate routes.
+        // Unbounded loops: cycles left after removing bounded rules.
         self.loops(&edges);
         // Every step a run can stand at can reach an end: a terminal, or a gate that ends
         // the run.
@@ -201,6 +202,21 @@ impl<'a> Checker<'a> {
             }
             forward.insert(from, to);
         }
+        let successes: Vec<&str> = wf
+            .steps
+            .iter()
+            .filter(|(_, s)| {
+                matches!(
+                    s,
+                    Step::Terminal { success: true }
+                        | Step::Gate {
+                            on_approve: None,
+                            ..
+                        }
+                )
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
         let mut can_end: HashSet<&str> = ends.iter().copied().collect();
         let mut stack = ends;
         while let Some(s) = stack.pop() {
@@ -216,6 +232,17 @@ impl<'a> Checker<'a> {
             if at.insert(s) {
                 stack.extend(forward.get(s).into_iter().flatten().copied());
             }
+        }
+        if !successes.iter().any(|s| at.contains(s)) {
+            self.push(
+                "delegation",
+                &wf.start,
+                "no path reaches a success terminal: every way a run can go from here ends \
+                 in a `fail` terminal, a gate's rejection, or loops back; route some step \
+                 to a `terminal = \"done\"` step (or leave a gate's `on_approve` out: an \
+                 approval then completes the run)"
+                    .into(),
+            );
         }
         for name in wf.steps.keys() {
             let n = name.as_str();
@@ -236,16 +263,15 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Reports every back-edge (depth-first) of the graph without bounded rules and gate
-    /// routes: each closes a loop that nothing bounds.
+    /// Reports every back-edge (depth-first) of the graph without bounded rules: each
+    /// closes a loop that nothing bounds (a gate's route is no bound).
     fn loops(&mut self, edges: &[Edge<'a>]) {
         let wf = self.wf;
         let mut out: BTreeMap<&str, Vec<&Edge>> = BTreeMap::new();
         for e in edges {
-            let bounded = matches!(
-                e.kind,
-                EdgeKind::Gate | EdgeKind::Rule { bounded: true, .. }
-            );
+            // A gate bounds nothing: each approval (or rejection) can send the run round
+            // the loop again, so a cycle through a gate needs a bound like any other.
+            let bounded = matches!(e.kind, EdgeKind::Rule { bounded: true, .. });
             if !bounded {
                 out.entry(e.from).or_default().push(e);
             }
@@ -299,7 +325,12 @@ impl<'a> Checker<'a> {
                     "on_exhausted = \"{to}\" leads back here, so an exhausted step is retried \
                      without bound; route it to a gate or to \"fail\""
                 ),
-                EdgeKind::Branch | EdgeKind::Gate => format!(
+                EdgeKind::Gate => format!(
+                    "the gate's route to `{to}` leads back here, and nothing bounds the loop: \
+                     a gate does not (every decision can send the run round again); add \
+                     max_visits = N to a rule on the loop (and a later rule as the way out)"
+                ),
+                EdgeKind::Branch => format!(
                     "the transition to `{to}` leads back here, and nothing bounds the loop; \
                      add max_visits = N to a rule on it"
                 ),
