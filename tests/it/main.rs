@@ -56,6 +56,7 @@ mod fuzz_journal;
 mod fuzz_llm;
 mod fuzz_loaders;
 mod fuzz_regressions;
+mod fuzz_surfaces;
 mod inspect_cli;
 mod journal_compact;
 mod journal_corrupt_file;
