@@ -8,9 +8,11 @@
 pub mod cel;
 pub mod envelope;
 pub mod gen;
+pub mod http;
 pub mod journal;
 pub mod llm;
 pub mod loaders;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -61,6 +61,7 @@ mod fuzz_loaders;
 mod fuzz_regressions;
 mod generated_token_is_kept;
 mod http_errors_are_json;
+mod fuzz_surfaces;
 mod inspect_cli;
 mod journal_compact;
 mod journal_corrupt_file;

@@ -202,7 +202,7 @@ impl Control {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                let msg: ReportMsg = match serde_json::from_slice(&m.payload) {
+                let msg: ReportMsg = match wire::decode(&m.payload) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(error = %e, "an unreadable attempt report was dropped");
@@ -249,7 +249,7 @@ impl Control {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                let Ok(beat) = serde_json::from_slice::<BeatMsg>(&m.payload) else {
+                let Ok(beat) = wire::decode::<BeatMsg>(&m.payload) else {
                     continue;
                 };
                 if let Some(r) = inner.remotes.get(beat.instance.as_str()).map(|r| r.clone()) {
@@ -313,7 +313,7 @@ impl Inner {
     fn on_entry(&self, e: async_nats::jetstream::kv::Entry) {
         use async_nats::jetstream::kv::Operation;
         match e.operation {
-            Operation::Put => match serde_json::from_slice::<InstanceRecord>(&e.value) {
+            Operation::Put => match wire::decode::<InstanceRecord>(&e.value) {
                 Ok(rec) => self.on_put(rec),
                 Err(err) => {
                     tracing::warn!(key = %e.key, error = %err, "an unreadable instance key was ignored")

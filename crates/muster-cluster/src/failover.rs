@@ -54,6 +54,10 @@ pub struct RunLease {
     pub workflow: String,
 }
 
+impl crate::wire::WireMessage for RunLease {
+    const SCHEMA: &'static str = "cluster-run-lease";
+}
+
 /// Runs taken over from a control node that left, with everything the stream holds (in
 /// stream order), to be rebuilt and resumed.
 #[derive(Debug)]
@@ -222,7 +226,7 @@ impl Failover {
     /// has none (it was never leased). False when another control node took it over.
     pub async fn holds(&self, run: Uuid) -> bool {
         match self.inner.runs.get(run.to_string()).await {
-            Ok(Some(body)) => serde_json::from_slice::<RunLease>(&body)
+            Ok(Some(body)) => crate::wire::decode::<RunLease>(&body)
                 .map(|l| l.owner == self.inner.config.node)
                 .unwrap_or(false),
             Ok(None) => true,
@@ -463,7 +467,7 @@ impl Inner {
             let Ok(Some(entry)) = self.runs.entry(k.clone()).await else {
                 continue;
             };
-            let Ok(lease) = serde_json::from_slice::<RunLease>(&entry.value) else {
+            let Ok(lease) = crate::wire::decode::<RunLease>(&entry.value) else {
                 continue;
             };
             if lease.owner != from {

@@ -3,7 +3,7 @@
 //!
 //! Owns naming and encoding only: it opens no connection and keeps no state.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use muster_core::agents::{AgentState, Failure};
 use muster_core::journal::Usage;
-use muster_core::messaging::{Capability, ContractDifference, ContractTerms, Envelope};
+use muster_core::messaging::{
+    Capability, ContractDifference, ContractTerms, Envelope, SchemaStore,
+};
 
 /// The key-value bucket of agent instances: one key per instance, kept alive by its
 /// worker's heartbeats, gone when the bucket's age limit (the TTL) passes without one.
@@ -257,6 +259,131 @@ pub enum ControlMsg {
     },
 }
 
+/// A message of the wire, with the name of the JSON Schema it is published with
+/// (`schemas/<SCHEMA>.schema.json`); [`decode`] reads one from a peer's bytes.
+pub trait WireMessage: serde::de::DeserializeOwned {
+    /// The schema's name.
+    const SCHEMA: &'static str;
+    /// Parts checked against a schema of their own: (JSON pointer, schema name).
+    const PARTS: &'static [(&'static str, &'static str)] = &[];
+}
+
+impl WireMessage for AssignMsg {
+    const SCHEMA: &'static str = "cluster-assign";
+    const PARTS: &'static [(&'static str, &'static str)] = &[("/envelope", "envelope")];
+}
+impl WireMessage for ReportMsg {
+    const SCHEMA: &'static str = "cluster-report";
+}
+impl WireMessage for BeatMsg {
+    const SCHEMA: &'static str = "cluster-beat";
+}
+impl WireMessage for ControlMsg {
+    const SCHEMA: &'static str = "cluster-control";
+}
+impl WireMessage for InstanceRecord {
+    const SCHEMA: &'static str = "cluster-instance";
+}
+impl WireMessage for ContractRecord {
+    const SCHEMA: &'static str = "cluster-contract";
+}
+
+/// The wire's published schemas, compiled once (they are part of this crate's source).
+pub fn schemas() -> &'static SchemaStore {
+    static STORE: OnceLock<SchemaStore> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let store = SchemaStore::new();
+        for (name, text) in [
+            (
+                "cluster-assign",
+                include_str!("../../../schemas/cluster-assign.schema.json"),
+            ),
+            (
+                "cluster-report",
+                include_str!("../../../schemas/cluster-report.schema.json"),
+            ),
+            (
+                "cluster-beat",
+                include_str!("../../../schemas/cluster-beat.schema.json"),
+            ),
+            (
+                "cluster-control",
+                include_str!("../../../schemas/cluster-control.schema.json"),
+            ),
+            (
+                "cluster-instance",
+                include_str!("../../../schemas/cluster-instance.schema.json"),
+            ),
+            (
+                "cluster-contract",
+                include_str!("../../../schemas/cluster-contract.schema.json"),
+            ),
+            (
+                "cluster-run-lease",
+                include_str!("../../../schemas/cluster-run-lease.schema.json"),
+            ),
+            (
+                "envelope",
+                include_str!("../../../schemas/envelope.schema.json"),
+            ),
+        ] {
+            // Checked by the test `every_published_schema_compiles`.
+            if let Ok(doc) = serde_json::from_str(text) {
+                let _ = store.add(name, doc);
+            }
+        }
+        store
+    })
+}
+
+/// A peer's message that was refused: which kind, and what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a `{schema}` message was refused: {problem}")]
+pub struct WireError {
+    /// The schema it was read against.
+    pub schema: &'static str,
+    /// What was wrong.
+    pub problem: String,
+}
+
+/// Reads a message of the wire from a peer's bytes: JSON, checked against its published
+/// schema and its parts against theirs ([`WireMessage::PARTS`]: an assignment's envelope
+/// against `envelope.schema.json`), as every envelope is checked at a boundary, then
+/// decoded. A
+/// message its schema refuses is refused here, with the schema's words, whatever the
+/// decoder would have made of it.
+///
+/// # Example
+/// ```
+/// use muster_cluster::wire::{decode, BeatMsg};
+///
+/// let ok = br#"{"instance":"echo#0@w1","task_id":"01900000-0000-7000-8000-000000000001","epoch":2}"#;
+/// assert_eq!(decode::<BeatMsg>(ok).unwrap().epoch, 2);
+/// let empty = br#"{"instance":"","task_id":"01900000-0000-7000-8000-000000000001","epoch":2}"#;
+/// let e = decode::<BeatMsg>(empty).unwrap_err();
+/// assert_eq!(e.schema, "cluster-beat");
+/// assert!(e.problem.contains("/instance"), "{e}");
+/// ```
+pub fn decode<T: WireMessage>(bytes: &[u8]) -> Result<T, WireError> {
+    let refused = |problem: String| WireError {
+        schema: T::SCHEMA,
+        problem,
+    };
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| refused(format!("not JSON: {e}")))?;
+    schemas()
+        .validate(T::SCHEMA, &value)
+        .map_err(|e| refused(e.to_string()))?;
+    for (at, schema) in T::PARTS {
+        if let Some(part) = value.pointer(at) {
+            schemas()
+                .validate(schema, part)
+                .map_err(|e| refused(format!("at {at}: {e}")))?;
+        }
+    }
+    serde_json::from_value(value).map_err(|e| refused(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,10 +421,25 @@ mod tests {
     /// Each message as encoded satisfies its schema in `schemas/` (the documented format).
     #[test]
     fn every_wire_message_satisfies_its_published_schema() {
+        // Each example also reads back through `decode`, schema and parts checked.
         let check = |name: &str, text: &str, v: Value| {
             let store = muster_core::messaging::SchemaStore::shipped(name, text);
             assert!(store.contains(name), "{name} compiles");
             if let Err(e) = store.validate(name, &v) {
+                panic!("{name}: {e}: {v}");
+            }
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let read = match name {
+                "cluster-contract" => decode::<ContractRecord>(&bytes).map(drop),
+                "cluster-instance" => decode::<InstanceRecord>(&bytes).map(drop),
+                "cluster-assign" => decode::<AssignMsg>(&bytes).map(drop),
+                "cluster-report" => decode::<ReportMsg>(&bytes).map(drop),
+                "cluster-beat" => decode::<BeatMsg>(&bytes).map(drop),
+                "cluster-control" => decode::<ControlMsg>(&bytes).map(drop),
+                "cluster-run-lease" => decode::<crate::failover::RunLease>(&bytes).map(drop),
+                other => panic!("no decoder for {other}"),
+            };
+            if let Err(e) = read {
                 panic!("{name}: {e}: {v}");
             }
         };
@@ -406,6 +548,22 @@ mod tests {
             })
             .unwrap(),
         );
+    }
+
+    #[test]
+    fn every_published_schema_compiles() {
+        for name in [
+            AssignMsg::SCHEMA,
+            ReportMsg::SCHEMA,
+            BeatMsg::SCHEMA,
+            ControlMsg::SCHEMA,
+            InstanceRecord::SCHEMA,
+            ContractRecord::SCHEMA,
+            crate::failover::RunLease::SCHEMA,
+            "envelope",
+        ] {
+            assert!(schemas().contains(name), "{name} compiles");
+        }
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Worker {
                 }
             };
             let theirs: ContractRecord =
-                serde_json::from_slice(&theirs).map_err(|e| ClusterError::ContractMismatch {
+                wire::decode(&theirs).map_err(|e| ClusterError::ContractMismatch {
                     capability: name.clone(),
                     why: format!("the cluster's record of it is unreadable: {e}"),
                 })?;
@@ -231,7 +231,7 @@ impl Worker {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                match serde_json::from_slice::<AssignMsg>(&m.payload) {
+                match wire::decode::<AssignMsg>(&m.payload) {
                     Ok(a) => inner.on_assign(a),
                     Err(e) => tracing::warn!(error = %e, "an unreadable assignment was dropped"),
                 }
@@ -243,7 +243,7 @@ impl Worker {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                match serde_json::from_slice::<ControlMsg>(&m.payload) {
+                match wire::decode::<ControlMsg>(&m.payload) {
                     Ok(ControlMsg::Cancel {
                         instance,
                         task_id,
