@@ -226,24 +226,122 @@ fn body(b: &mut Bytes) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-/// One request through a node's router. Invariants: no panic and no hang; no 5xx other
-/// than 503; every refusal (4xx, 503) is a JSON object with an `error` text (docs/api.md);
-/// a request without a valid token never gets data from a protected route; a token in
-/// the URL is refused with 400.
-pub fn request(data: &[u8]) {
-    static NODE: Mutex<Option<ServedNode>> = Mutex::new(None);
-    let mut guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
-    if guard
-        .as_ref()
-        .is_none_or(|n| n.requests >= REQUESTS_PER_NODE)
-    {
-        *guard = None;
-        *guard = Some(ServedNode::start());
-    }
-    let node = guard.as_mut().expect("a node");
-    node.requests += 1;
-    let mut b = Bytes::new(data);
+/// One request, before it is built.
+struct Plan {
+    method: Method,
+    path: String,
+    query: Vec<String>,
+    auth: Option<String>,
+    last_event_id: Option<String>,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+}
 
+impl Plan {
+    /// Changes one thing of a well-formed request.
+    fn mutate(&mut self, b: &mut Bytes) {
+        match b.below(7) {
+            0 => {
+                self.auth = [None, Some(format!("Bearer {}", encode(&text(b))))][b.below(2)].clone()
+            }
+            1 => self.query.push(format!(
+                "{}={}",
+                b.pick(&["status", "limit", "after", "run", "before", "token", "x"]),
+                encode(&text(b))
+            )),
+            2 => {
+                self.content_type = [
+                    None,
+                    Some("text/plain"),
+                    Some("application/json; charset=utf-8"),
+                ][b.below(3)]
+            }
+            3 => self.body = body(b),
+            4 if !self.body.is_empty() => {
+                let i = b.below(self.body.len());
+                self.body[i] = b.u8();
+            }
+            5 => self.last_event_id = Some(encode(&text(b))),
+            _ => self.method = [Method::GET, Method::POST, Method::DELETE][b.below(3)].clone(),
+        }
+    }
+}
+
+/// A request a client following docs/api.md would send: the right token for the route,
+/// a JSON body of the route's shape, the known runs and the gate's name.
+fn well_formed(b: &mut Bytes, runs: &[Uuid]) -> Plan {
+    let admin = Some(format!("Bearer {}", TOKENS[3].0));
+    let run = if runs.is_empty() || b.below(8) == 0 {
+        Uuid::from_u128(u128::from(b.u64())).to_string()
+    } else {
+        runs[runs.len() - 1 - b.below(runs.len().min(16))].to_string()
+    };
+    let get = |path: String, query: Vec<String>| Plan {
+        method: Method::GET,
+        path,
+        query,
+        auth: admin.clone(),
+        last_event_id: None,
+        content_type: None,
+        body: Vec::new(),
+    };
+    let post = |path: String, v: Value| Plan {
+        method: Method::POST,
+        path,
+        query: Vec::new(),
+        auth: admin.clone(),
+        last_event_id: None,
+        content_type: Some("application/json"),
+        body: v.to_string().into_bytes(),
+    };
+    match b.below(10) {
+        0..=2 => post(
+            "/v1/runs".into(),
+            json!({"workflow": "fz", "input": {"n": b.below(1000), "s": gen::string(b)}}),
+        ),
+        3 | 4 => post(
+            format!("/v1/runs/{run}/gates/review"),
+            json!({"decision": b.pick(&["approve", "reject"]), "note": gen::string(b)}),
+        ),
+        5 => post(
+            format!("/v1/runs/{run}/cancel"),
+            json!({"reason": gen::string(b)}),
+        ),
+        6 => post(
+            "/v1/tasks".into(),
+            json!({"capability": "echo", "input": {"n": b.below(10)}, "timeout_ms": 1 + b.below(60_000)}),
+        ),
+        7 => get(format!("/v1/runs/{run}"), Vec::new()),
+        8 => {
+            let mut q = vec![format!("limit={}", b.below(300))];
+            if b.bool() {
+                q.push(format!(
+                    "status={}",
+                    b.pick(&["waiting", "completed", "failed", "unfinished", "cancelled"])
+                ));
+            }
+            if b.bool() {
+                q.push(format!("after={}", b.below(100_000)));
+            }
+            get(b.pick(&["/v1/runs", "/v1/records"]).into(), q)
+        }
+        _ => {
+            let mut p = get(
+                "/v1/events".into(),
+                if b.bool() {
+                    vec![format!("run={run}")]
+                } else {
+                    Vec::new()
+                },
+            );
+            p.last_event_id = Some(b.below(100_000).to_string());
+            p
+        }
+    }
+}
+
+/// A request made of anything: any method, route, query, token and body.
+fn free(b: &mut Bytes, runs: &[Uuid]) -> Plan {
     let method = match b.below(10) {
         0..=3 => Method::GET,
         4..=6 => Method::POST,
@@ -251,7 +349,7 @@ pub fn request(data: &[u8]) {
         8 => Method::PUT,
         _ => [Method::HEAD, Method::OPTIONS, Method::PATCH][b.below(3)].clone(),
     };
-    let id = run_id(&mut b, &node.runs);
+    let id = run_id(b, runs);
     let path = match b.below(16) {
         0 => "/healthz".to_string(),
         1 => "/readyz".to_string(),
@@ -262,7 +360,7 @@ pub fn request(data: &[u8]) {
             if b.bool() {
                 "review".to_string()
             } else {
-                encode(&text(&mut b))
+                encode(&text(b))
             }
         ),
         7 => format!("/v1/runs/{id}/cancel"),
@@ -276,7 +374,7 @@ pub fn request(data: &[u8]) {
         13 => b
             .pick(&["/", "/index.html", "/app.js", "/style.css"])
             .to_string(),
-        _ => format!("/{}", encode(&text(&mut b))),
+        _ => format!("/{}", encode(&text(b))),
     };
     let mut query = Vec::new();
     for _ in 0..b.below(4) {
@@ -296,10 +394,80 @@ pub fn request(data: &[u8]) {
                 ])
                 .to_string(),
             2 => id.clone(),
-            _ => encode(&text(&mut b)),
+            _ => encode(&text(b)),
         };
         query.push(format!("{k}={v}"));
     }
+    let auth = match b.below(7) {
+        role @ 0..=3 => Some(format!("Bearer {}", TOKENS[role].0)),
+        4 => Some(format!("Bearer {}", encode(&text(b)))),
+        5 => Some(encode(&text(b))),
+        _ => None,
+    };
+    let last_event_id = (b.below(3) == 0).then(|| match b.below(3) {
+        0 => b.u64().to_string(),
+        1 => format!("-{}", b.u64()),
+        _ => encode(&text(b)),
+    });
+    let content_type = match b.below(5) {
+        0..=2 => Some("application/json"),
+        3 => Some("text/plain"),
+        _ => None,
+    };
+    let body = if method == Method::POST || b.below(8) == 0 {
+        body(b)
+    } else {
+        Vec::new()
+    };
+    Plan {
+        method,
+        path,
+        query,
+        auth,
+        last_event_id,
+        content_type,
+        body,
+    }
+}
+
+/// One request through a node's router. Invariants: no panic and no hang; no 5xx other
+/// than 503; every refusal (4xx, 503) is a JSON object with an `error` text (docs/api.md);
+/// a request without a valid token never gets data from a protected route; a token in
+/// the URL is refused with 400.
+pub fn request(data: &[u8]) {
+    static NODE: Mutex<Option<ServedNode>> = Mutex::new(None);
+    let mut guard = NODE.lock().unwrap_or_else(|e| e.into_inner());
+    if guard
+        .as_ref()
+        .is_none_or(|n| n.requests >= REQUESTS_PER_NODE)
+    {
+        *guard = None;
+        *guard = Some(ServedNode::start());
+    }
+    let node = guard.as_mut().expect("a node");
+    node.requests += 1;
+    let mut b = Bytes::new(data);
+    let plan = if b.bool() {
+        let mut plan = well_formed(&mut b, &node.runs);
+        if b.below(3) == 0 {
+            plan.mutate(&mut b);
+        }
+        plan
+    } else {
+        free(&mut b, &node.runs)
+    };
+    let Plan {
+        method,
+        path,
+        query,
+        auth,
+        last_event_id,
+        content_type,
+        body: bytes,
+    } = plan;
+    let valid_token = auth
+        .as_deref()
+        .is_some_and(|a| TOKENS.iter().any(|(t, _)| a == format!("Bearer {t}")));
     let token_in_url = query.iter().any(|q| q.starts_with("token="));
     let uri = if query.is_empty() {
         path.clone()
@@ -307,43 +475,19 @@ pub fn request(data: &[u8]) {
         format!("{path}?{}", query.join("&"))
     };
     let mut req = Request::builder().method(method.clone()).uri(&uri);
-    let role = b.below(7);
-    let valid_token = role < 4;
-    match role {
-        0..=3 => req = req.header(header::AUTHORIZATION, format!("Bearer {}", TOKENS[role].0)),
-        4 => {
-            req = req.header(
-                header::AUTHORIZATION,
-                format!("Bearer {}", encode(&text(&mut b))),
-            )
-        }
-        5 => req = req.header(header::AUTHORIZATION, encode(&text(&mut b))),
-        _ => {}
+    if let Some(a) = &auth {
+        req = req.header(header::AUTHORIZATION, a);
     }
-    if b.below(3) == 0 {
-        let v = match b.below(3) {
-            0 => b.u64().to_string(),
-            1 => format!("-{}", b.u64()),
-            _ => encode(&text(&mut b)),
-        };
+    if let Some(v) = &last_event_id {
         req = req.header("last-event-id", v);
     }
-    let content_type = b.below(5);
-    if content_type < 3 {
-        req = req.header(header::CONTENT_TYPE, "application/json");
-    } else if content_type == 3 {
-        req = req.header(header::CONTENT_TYPE, "text/plain");
+    if let Some(c) = content_type {
+        req = req.header(header::CONTENT_TYPE, c);
     }
-    let bytes = if method == Method::POST || b.below(8) == 0 {
-        body(&mut b)
-    } else {
-        Vec::new()
-    };
     let Ok(req) = req.body(Body::from(bytes)) else {
         // Not a request hyper would hand over (an invalid URI or header).
         return;
     };
-
     let app = node.app.clone();
     let events = path == "/v1/events";
     let (status, content, ctype) = node.client.block_on(async move {
@@ -364,6 +508,7 @@ pub fn request(data: &[u8]) {
             .expect("a body under 64 MiB");
         (status, body.to_vec(), ctype)
     });
+    tally(&method, &path, status);
     let shown = || {
         format!(
             "{method} {uri} -> {status}: {}",
@@ -407,6 +552,43 @@ pub fn request(data: &[u8]) {
             node.runs.push(run);
         }
     }
+}
+
+/// What the requests got, by method, route and status (`http_api_requests` prints it, so
+/// a run shows which routes its inputs reached).
+static TALLY: Mutex<std::collections::BTreeMap<(String, String, u16), u64>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+fn tally(method: &Method, path: &str, status: StatusCode) {
+    // The route's pattern: ids and free text folded away.
+    let route = match path.split('/').nth(2) {
+        Some("runs") if path.contains("/gates/") => "/v1/runs/{id}/gates/{gate}",
+        Some("runs") if path.ends_with("/cancel") => "/v1/runs/{id}/cancel",
+        Some("runs") if path.len() > "/v1/runs".len() => "/v1/runs/{id}",
+        Some("tasks") if path.len() > "/v1/tasks".len() => "/v1/tasks/{id}",
+        _ if path.starts_with("/v1/")
+            || ["/healthz", "/readyz", "/metrics", "/"].contains(&path) =>
+        {
+            path
+        }
+        _ => "(other)",
+    };
+    if let Ok(mut t) = TALLY.lock() {
+        *t.entry((method.to_string(), route.to_string(), status.as_u16()))
+            .or_default() += 1;
+    }
+}
+
+/// The tally so far, one line per method, route and status.
+pub fn tally_lines() -> Vec<String> {
+    TALLY
+        .lock()
+        .map(|t| {
+            t.iter()
+                .map(|((m, r, s), n)| format!("{m} {r} {s}: {n}"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A token file's text: lines a user may write (`token role [name]`, comments, blanks),

@@ -12,6 +12,9 @@ use fuzzing::{http, wire, Run};
 fn http_api_requests() {
     let run = Run::new("http_api_requests");
     bolero::check!().for_each(|data: &[u8]| run.one(data, http::request));
+    for line in http::tally_lines() {
+        eprintln!("http_api_requests: {line}");
+    }
 }
 
 #[test]
