@@ -165,3 +165,75 @@ fn nested_parentheses_compile_without_overflowing_the_stack_in_debug_builds() {
         },
     );
 }
+
+/// Found by `cluster_wire_messages`: a heartbeat whose instance is empty was read, though
+/// `cluster-beat.schema.json` refuses it. Every message from a peer is now read against
+/// its schema first.
+#[test]
+fn a_heartbeat_its_schema_refuses_is_not_read() {
+    use muster::cluster::wire::{decode, BeatMsg};
+    let task = "01900000-0000-7000-8000-000000000001";
+    let empty = format!(r#"{{"instance":"","task_id":"{task}","epoch":2}}"#);
+    let e = decode::<BeatMsg>(empty.as_bytes()).expect_err("refused");
+    assert_eq!(e.schema, "cluster-beat");
+    assert!(e.to_string().contains("/instance"), "{e}");
+    let good = format!(r#"{{"instance":"echo#0@w1","task_id":"{task}","epoch":2}}"#);
+    assert_eq!(decode::<BeatMsg>(good.as_bytes()).map(|b| b.epoch), Ok(2));
+}
+
+/// Found by `cluster_wire_messages`: an assignment whose envelope broke
+/// `envelope.schema.json` (a list for `causation_id`) passed the assignment's schema; the
+/// envelope is now checked against its own.
+#[test]
+fn an_assignment_whose_envelope_breaks_its_schema_is_refused() {
+    use muster::cluster::wire::{decode, AssignMsg};
+    let id = "01900000-0000-7000-8000-000000000001";
+    let assign = |causation: &str| {
+        format!(
+            r#"{{"instance":"echo#0","timeout_ms":1000,"report_to":"r","beat_to":"b","alive_every_ms":375,
+            "envelope":{{"id":"{id}","correlation_id":"{id}","causation_id":{causation},"topic":"echo",
+            "sender":"anonymous","recipient":{{"kind":"agent","name":"echo#0"}},"schema":"in",
+            "payload":{{"x":1}},"attempt":1,"epoch":2,"created_at":1,"task_id":"{id}"}}}}"#
+        )
+    };
+    let e = decode::<AssignMsg>(assign(r#"["hop"]"#).as_bytes()).expect_err("refused");
+    assert!(e.to_string().contains("at /envelope"), "{e}");
+    let ok = decode::<AssignMsg>(assign(&format!("\"{id}\"")).as_bytes());
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// Found by `cluster_wire_messages`: `cluster-report.schema.json` accepted any `detail`
+/// for any failure and left out `no_capable_agent`, so a report the schema allowed could
+/// not be read and one the control node sends was outside it. The schema now says what
+/// the control node reads.
+#[test]
+fn a_report_is_read_exactly_when_its_schema_accepts_it() {
+    use muster::cluster::wire::{decode, schemas, ReportMsg};
+    let report = |err: &str| {
+        format!(
+            r#"{{"task_id":"01900000-0000-7000-8000-000000000001","epoch":2,"instance":"echo#0@w1","result":{{"Err":{err}}}}}"#
+        )
+    };
+    for (err, read) in [
+        (r#"{"reason":"agent_gone","detail":{"x":1}}"#, false),
+        (r#"{"reason":"agent_gone","detail":"gone"}"#, true),
+        (
+            r#"{"reason":"no_capable_agent","detail":"nobody left"}"#,
+            true,
+        ),
+        (r#"{"reason":"timeout"}"#, true),
+        (
+            r#"{"reason":"contract_violation","detail":{"schema":"out","errors":[]}}"#,
+            true,
+        ),
+    ] {
+        let text = report(err);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(
+            schemas().validate("cluster-report", &v).is_ok(),
+            read,
+            "the schema on {err}"
+        );
+        assert_eq!(decode::<ReportMsg>(text.as_bytes()).is_ok(), read, "{err}");
+    }
+}
