@@ -86,6 +86,7 @@ mod sim_network;
 mod sim_no_loss;
 mod sim_virtual_time;
 mod stale_results_are_fenced;
+mod submit_during_shutdown;
 mod task_bounds;
 mod telemetry_metrics;
 mod telemetry_traces;

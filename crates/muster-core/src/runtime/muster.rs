@@ -349,7 +349,9 @@ impl Muster {
     }
 
     /// Submits a task: checks its input against the capability's contract (when the
-    /// capability is declared), starts its owner and returns at once.
+    /// capability is declared), starts its owner and returns at once. During a shutdown a
+    /// task is either refused ([`SubmitError::Stopped`]) or accepted and ended
+    /// `cancelled`: every task accepted has a terminal record.
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         self.check_running().map_err(SubmitError::Stopped)?;
         // Owned on this thread's shard (a thread that is no shard's: the shards in turn).
