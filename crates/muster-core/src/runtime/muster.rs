@@ -514,19 +514,6 @@ impl Muster {
         self.inner.stopped.borrow().clone()
     }
 
-    /// Waits until the runtime stops; returns the report.
-    pub async fn wait_stopped(&self) -> String {
-        let mut rx = self.inner.stopped.subscribe();
-        loop {
-            if let Some(r) = rx.borrow_and_update().clone() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                return "the runtime is gone".into();
-            }
-        }
-    }
-
     /// Stops the runtime: cancels live tasks (they end `cancelled`), then stops the
     /// children in reverse start order, each within its shutdown time.
     pub async fn shutdown(&self) {
