@@ -94,6 +94,7 @@ mod tokio_main;
 mod typed_capabilities;
 mod user_service_example;
 mod waiting_for_agents;
+mod waits_are_wake_ups;
 mod workflow_check;
 mod workflow_engine;
 mod workspace_scope;

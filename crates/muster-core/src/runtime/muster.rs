@@ -5,11 +5,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::config::{RuntimeConfig, StartError};
@@ -144,6 +143,9 @@ impl Muster {
             });
         }
         self.declare(&def).await?;
+        // Subscribed before anything starts: every registration, state change and drop-out
+        // from here on wakes the wait below, which reads the index after each.
+        let mut events = self.subscribe().await;
         let agent_name: Arc<str> = Arc::from(def.name.as_str());
         // Shared services (an LLM endpoint's provider) start before the instances.
         def.factory
@@ -166,7 +168,8 @@ impl Muster {
                 message,
             })?;
         // Wait (bounded) until every instance has registered, or the type dropped out (its
-        // supervisor gave up: nothing more will start).
+        // supervisor gave up: nothing more will start), looking again at each registry
+        // event rather than on a timer.
         let limit = tokio::time::Instant::now() + inner.config.start_timeout;
         loop {
             let up = ids
@@ -181,16 +184,28 @@ impl Muster {
                     message: format!("dropped out before it started: {reason}"),
                 });
             }
-            if tokio::time::Instant::now() >= limit {
-                return Err(StartError::Agent {
-                    agent: agent_name.to_string(),
-                    message: format!(
-                        "its instances did not all start within {:?} (the journal has their exits)",
-                        inner.config.start_timeout
-                    ),
-                });
+            let Some(rx) = events.as_mut() else {
+                return Err(StartError::Stopped(
+                    "the registry stopped while the agent started".into(),
+                ));
+            };
+            match tokio::time::timeout_at(limit, rx.recv()).await {
+                // Something changed (or so much did that some events were skipped): look.
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                // The registry restarted (a new one publishes on a new channel).
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    events = self.subscribe().await;
+                }
+                Err(_) => {
+                    return Err(StartError::Agent {
+                        agent: agent_name.to_string(),
+                        message: format!(
+                            "its instances did not all start within {:?} (the journal has their exits)",
+                            inner.config.start_timeout
+                        ),
+                    });
+                }
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
