@@ -550,12 +550,25 @@ impl WorkflowExt for Muster {
         }
         let started = self.recorder().now_ms();
         let id = opts.run_id.unwrap_or_else(|| self.new_id());
-        self.recorder().record(Event::RunStarted {
-            run: id,
-            workflow: wf.name.clone(),
-            file: wf.file.display().to_string(),
-            input: input.clone(),
-        });
+        let file = wf.file.display().to_string();
+        let started_written = self
+            .recorder()
+            .record_written(Event::RunStarted {
+                run: id,
+                workflow: wf.name.clone(),
+                file: file.clone(),
+                input: input.clone(),
+            })
+            .await;
+        // Announced only once it is durable: a user who saw the run start finds it in the
+        // journal after any crash (a journal that stopped first announces nothing).
+        if let (Ok(_), Some(p)) = (started_written, &opts.progress) {
+            let _ = p.send(StepEvent::Started {
+                run: id,
+                workflow: wf.name.clone(),
+                file,
+            });
+        }
         let st = RunState {
             muster: self,
             wf: &wf,
