@@ -43,6 +43,7 @@ mod command_agents;
 mod completed_work_reuse;
 mod contract_violations;
 mod count_limits;
+mod crash_interrupted_attempts;
 mod crash_reassigns_immediately;
 mod dashboard_browser;
 mod discovery;

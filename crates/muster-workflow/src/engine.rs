@@ -26,7 +26,9 @@ use uuid::Uuid;
 use super::definition::{Next, Step, TaskStep, Workflow};
 use super::gates::{ApproveError, Decision, Gates};
 use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
-use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
+use super::recovery::{
+    PendingTask, Position, RecoveredRun, StepProgress, MAX_REFUNDED_INTERRUPTIONS,
+};
 use muster_core::conditions::Condition;
 use muster_core::delegation::{Backoff, LeaseOutcome, SubmitError, Task, TaskRecord, TaskStatus};
 use muster_core::journal::{Event, Unwritten, UsageTotals};
@@ -202,8 +204,21 @@ impl RunState<'_> {
             // budget, so leasing above `highest journaled + budget` never hands an agent an
             // epoch it may already have seen.
             task.min_epoch = p.epoch + u64::from(ts.attempts.unwrap_or(1));
-            // Attempts journaled before the crash count against the budget.
-            task.spent = p.leases;
+            // Attempts journaled before the crash count against the budget, except those
+            // the crash itself cut short (a bounded number of them per task, so that an
+            // attempt that kills the process cannot loop for ever): journaled interrupted.
+            let mut refunds = 0;
+            for (epoch, agent) in &p.interrupted {
+                let refunded = p.refunded + refunds < MAX_REFUNDED_INTERRUPTIONS;
+                refunds += u32::from(refunded);
+                self.journal(Event::AttemptInterrupted {
+                    task: p.task,
+                    agent: Arc::from(agent.as_str()),
+                    epoch: *epoch,
+                    refunded,
+                });
+            }
+            task.spent = p.leases.saturating_sub(p.refunded + refunds);
         }
         if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
             task = task.escalate_to(g);
