@@ -242,10 +242,12 @@ async fn resolve_waiting(
                     Err(_) => {} // nobody serves it any more: the next look says so
                 }
             }
-            Recipient::Agent(name) => match router.index.agent(name) {
-                Some(h) => h.slot_freed(backstop).await,
-                None => {} // gone: the next look says so
-            },
+            Recipient::Agent(name) => {
+                // Gone: the next look says so.
+                if let Some(h) = router.index.agent(name) {
+                    h.slot_freed(backstop).await;
+                }
+            }
         }
     }
 }
