@@ -7,19 +7,44 @@ use crate::support::common;
 
 use std::sync::Arc;
 
-use common::{agent, builder, echo, input, paused, within};
-use muster::{Envelope, Recipient};
+use common::{agent, builder, input, paused, within};
+use futures::future::LocalBoxFuture;
+use muster::{Agent, AgentDef, AgentError, AgentLink, Envelope, Recipient, TaskContext};
 use parking_lot::Mutex;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// An agent whose start takes a few turns of the executor (a handshake), but no time: its
+/// instances register after `register` first looks.
+struct Handshaking;
+
+impl Agent for Handshaking {
+    fn handle(&self, input: Value, _ctx: TaskContext) -> LocalBoxFuture<'static, AgentResult> {
+        Box::pin(async move { Ok(json!({"value": input["n"].as_i64().unwrap_or(0)})) })
+    }
+
+    fn start(&self, _link: AgentLink) -> LocalBoxFuture<'static, Result<(), AgentError>> {
+        Box::pin(async {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+type AgentResult = Result<Value, AgentError>;
 
 #[test]
 fn register_returns_as_the_instances_register_with_no_time_passing() {
     paused(async {
         let m = builder().start().await.expect("runtime starts");
+        let def = AgentDef::new("shaking", |_: &str| Box::new(Handshaking) as Box<dyn Agent>)
+            .capability(common::cap())
+            .replicas(3);
         let t0 = Instant::now();
-        let ids = within(10, "register", m.register(echo("echo").replicas(3)))
+        let ids = within(10, "register", m.register(def))
             .await
             .expect("registers");
         assert_eq!(ids.len(), 3);
