@@ -331,6 +331,8 @@ fn recovery_rebuilds_the_exact_state_at_each_kind_of_point() {
                 epoch: 0,
                 leases: 0,
                 input: json!({"n": 1}),
+                interrupted: vec![],
+                refunded: 0,
             })
         )])
     );
@@ -341,6 +343,13 @@ fn recovery_rebuilds_the_exact_state_at_each_kind_of_point() {
         |e| matches!(e, Event::LeaseGranted { task, .. } if *task == ta),
     );
     let at = only(recovery::recover(&records[..n])).at.expect("at");
+    let leased_to = records[..n]
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::LeaseGranted { task, agent, .. } if *task == ta => Some(agent.to_string()),
+            _ => None,
+        })
+        .expect("leased");
     assert_eq!(
         at.tasks["a"],
         StepProgress::InFlight(PendingTask {
@@ -348,6 +357,9 @@ fn recovery_rebuilds_the_exact_state_at_each_kind_of_point() {
             epoch: 1,
             leases: 1,
             input: json!({"n": 1}),
+            // The lease has no end: the crash interrupted that attempt.
+            interrupted: vec![(1, leased_to)],
+            refunded: 0,
         })
     );
 

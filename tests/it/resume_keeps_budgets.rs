@@ -174,15 +174,17 @@ fn a_task_whose_budget_was_spent_before_the_crash_escalates_without_a_lease() {
             .expect("run");
         m.shutdown().await;
         let records = original.read_after(0);
-        // Cut just after the third lease: all three attempts are journaled as granted.
-        let third_lease = records
+        // Cut just after the third failure: all three attempts are journaled as failed (a
+        // lease with no end would be an attempt the crash interrupted, which is refunded:
+        // `crash_interrupted_attempts`).
+        let third_failure = records
             .iter()
             .enumerate()
-            .filter(|(_, r)| matches!(r.event, Event::LeaseGranted { .. }))
+            .filter(|(_, r)| matches!(r.event, Event::AttemptFailed { .. }))
             .nth(2)
             .map(|(i, _)| i + 1)
-            .expect("three leases");
-        let survived = &records[..third_lease];
+            .expect("three failures");
+        let survived = &records[..third_failure];
         let rec = recovery::recover(survived).pop().expect("unfinished run");
         let j = journal_of(survived);
         let m = failing(j.clone()).await;
@@ -253,6 +255,99 @@ fn a_resumed_runs_outcome_covers_the_steps_before_the_crash() {
         );
         assert_eq!(o.handoffs, full.handoffs);
         assert_eq!(o.outputs, full.outputs);
+        m.shutdown().await;
+    })
+}
+
+#[test]
+fn interrupted_attempts_are_refunded_at_most_the_bound_per_task() {
+    paused(async {
+        let original = Arc::new(MemoryJournal::default());
+        let m = failing(original.clone()).await;
+        let wf = workflow(&m, FLAKY);
+        within(60, "the original run", m.run_workflow(wf, json!({"n": 1})))
+            .await
+            .expect("run");
+        m.shutdown().await;
+        let records = original.read_after(0);
+        // The process "dies" during the first attempt: its lease has no end.
+        let first_lease = records
+            .iter()
+            .position(|r| matches!(r.event, Event::LeaseGranted { .. }))
+            .expect("a lease");
+        let (task, agent, epoch) = match &records[first_lease].event {
+            Event::LeaseGranted {
+                task, agent, epoch, ..
+            } => (*task, agent.clone(), *epoch),
+            _ => unreachable!("found as a lease"),
+        };
+        let mut survived = records[..=first_lease].to_vec();
+        // Earlier restarts had already refunded as many interrupted attempts as a task gets.
+        let at = survived.last().map_or(0, |r| r.at_ms);
+        for k in 0..recovery::MAX_REFUNDED_INTERRUPTIONS {
+            let e = epoch + 100 + u64::from(k);
+            for event in [
+                Event::LeaseGranted {
+                    task,
+                    agent: agent.clone(),
+                    epoch: e,
+                    attempt: 1,
+                    envelope: Uuid::now_v7(),
+                    routed: None,
+                },
+                Event::AttemptInterrupted {
+                    task,
+                    agent: agent.clone(),
+                    epoch: e,
+                    refunded: true,
+                },
+            ] {
+                survived.push(Record {
+                    seq: survived.len() as u64 + 1,
+                    at_ms: at,
+                    event,
+                });
+            }
+        }
+        let rec = recovery::recover(&survived).pop().expect("unfinished run");
+        match rec.at.as_ref().and_then(|p| p.tasks.get("a")) {
+            Some(recovery::StepProgress::InFlight(p)) => {
+                assert_eq!(p.interrupted, vec![(epoch, agent.to_string())]);
+                assert_eq!(p.refunded, recovery::MAX_REFUNDED_INTERRUPTIONS);
+            }
+            other => panic!("step a should be in flight, got {other:?}"),
+        }
+        let j = journal_of(&survived);
+        let m = failing(j.clone()).await;
+        let wf = workflow(&m, FLAKY);
+        let o = within(
+            60,
+            "the resumed run",
+            m.resume_run(wf, rec, RunOptions::default()),
+        )
+        .await
+        .expect("resume");
+        assert!(matches!(o.status, RunStatus::Failed { .. }), "{o:?}");
+        let after = j.read_after(survived.len() as u64);
+        let interrupted: Vec<(u64, bool)> = after
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::AttemptInterrupted {
+                    task: t,
+                    epoch,
+                    refunded,
+                    ..
+                } if *t == task => Some((*epoch, *refunded)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            interrupted,
+            vec![(epoch, false)],
+            "journaled interrupted, and counted: the bound is reached"
+        );
+        // Four leases, three of them refunded: one attempt spent, two left of three.
+        assert_eq!(leases_of(&after, task), 2, "two attempts left to lease");
         m.shutdown().await;
     })
 }

@@ -43,11 +43,4 @@ impl Clock {
     pub fn at_ms(&self, at: Instant) -> u64 {
         self.origin_unix_ms + at.saturating_duration_since(self.origin).as_millis() as u64
     }
-
-    /// Milliseconds since the clock started.
-    pub fn elapsed_ms(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.origin)
-            .as_millis() as u64
-    }
 }

@@ -26,7 +26,9 @@ use uuid::Uuid;
 use super::definition::{Next, Step, TaskStep, Workflow};
 use super::gates::{ApproveError, Decision, Gates};
 use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
-use super::recovery::{PendingTask, Position, RecoveredRun, StepProgress};
+use super::recovery::{
+    PendingTask, Position, RecoveredRun, StepProgress, MAX_REFUNDED_INTERRUPTIONS,
+};
 use muster_core::conditions::Condition;
 use muster_core::delegation::{Backoff, LeaseOutcome, SubmitError, Task, TaskRecord, TaskStatus};
 use muster_core::journal::{Event, Unwritten, UsageTotals};
@@ -202,8 +204,21 @@ impl RunState<'_> {
             // budget, so leasing above `highest journaled + budget` never hands an agent an
             // epoch it may already have seen.
             task.min_epoch = p.epoch + u64::from(ts.attempts.unwrap_or(1));
-            // Attempts journaled before the crash count against the budget.
-            task.spent = p.leases;
+            // Attempts journaled before the crash count against the budget, except those
+            // the crash itself cut short (a bounded number of them per task, so that an
+            // attempt that kills the process cannot loop for ever): journaled interrupted.
+            let mut refunds = 0;
+            for (epoch, agent) in &p.interrupted {
+                let refunded = p.refunded + refunds < MAX_REFUNDED_INTERRUPTIONS;
+                refunds += u32::from(refunded);
+                self.journal(Event::AttemptInterrupted {
+                    task: p.task,
+                    agent: Arc::from(agent.as_str()),
+                    epoch: *epoch,
+                    refunded,
+                });
+            }
+            task.spent = p.leases.saturating_sub(p.refunded + refunds);
         }
         if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
             task = task.escalate_to(g);
@@ -550,12 +565,25 @@ impl WorkflowExt for Muster {
         }
         let started = self.recorder().now_ms();
         let id = opts.run_id.unwrap_or_else(|| self.new_id());
-        self.recorder().record(Event::RunStarted {
-            run: id,
-            workflow: wf.name.clone(),
-            file: wf.file.display().to_string(),
-            input: input.clone(),
-        });
+        let file = wf.file.display().to_string();
+        let started_written = self
+            .recorder()
+            .record_written(Event::RunStarted {
+                run: id,
+                workflow: wf.name.clone(),
+                file: file.clone(),
+                input: input.clone(),
+            })
+            .await;
+        // Announced only once it is durable: a user who saw the run start finds it in the
+        // journal after any crash (a journal that stopped first announces nothing).
+        if let (Ok(_), Some(p)) = (started_written, &opts.progress) {
+            let _ = p.send(StepEvent::Started {
+                run: id,
+                workflow: wf.name.clone(),
+                file,
+            });
+        }
         let st = RunState {
             muster: self,
             wf: &wf,

@@ -101,6 +101,17 @@ impl RunOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StepEvent {
+    /// The run started: its `run_started` record is written (the journal acknowledged
+    /// it), so a crash from here on leaves a run that `muster resume` finishes. Sent once,
+    /// before anything else, by a run that starts (not by one that resumes).
+    Started {
+        /// The run's id.
+        run: Uuid,
+        /// The workflow's name.
+        workflow: String,
+        /// The workflow file, as journaled.
+        file: String,
+    },
     /// A step was entered.
     Entered {
         /// Step.

@@ -48,7 +48,21 @@ pub struct PendingTask {
     pub leases: u32,
     /// The input it was submitted with (resubmitted as is, not mapped again).
     pub input: Value,
+    /// The leases (epoch, agent) with no end in the journal: attempts that were running
+    /// when the process died. They are the runtime's interruption, not the agent's
+    /// failure: the engine journals each `attempt_interrupted` and gives up to
+    /// [`MAX_REFUNDED_INTERRUPTIONS`] of them per task back to the attempt budget.
+    pub interrupted: Vec<(u64, String)>,
+    /// Interrupted attempts already given back at earlier resumes (`attempt_interrupted`
+    /// records with `refunded`).
+    pub refunded: u32,
 }
+
+/// How many attempts of one task cut short by the process's own end (a crash, a kill)
+/// are given back to its attempt budget, over all its resumes: an attempt interrupted
+/// beyond these counts as spent, so a task whose attempts crash the process ends after
+/// a bounded number of restarts.
+pub const MAX_REFUNDED_INTERRUPTIONS: u32 = 3;
 
 /// How far one task step (a step, or a branch of a join) got in the current visit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -175,6 +189,10 @@ struct TaskFacts {
     submitted_ms: u64,
     epoch: u64,
     leases: u32,
+    /// Leases granted (epoch -> agent) with no end journaled yet.
+    open: BTreeMap<u64, String>,
+    /// `attempt_interrupted` records with `refunded`.
+    refunded: u32,
     stale: u32,
     accepted: Option<(String, u64, Arc<Value>)>,
     escalated: Option<String>,
@@ -318,30 +336,43 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 }
                 continue;
             }
-            Event::LeaseGranted { task, epoch, .. } => {
+            Event::LeaseGranted {
+                task, epoch, agent, ..
+            } => {
                 let f = facts.entry(*task).or_default();
                 f.epoch = f.epoch.max(*epoch);
                 f.leases += 1;
+                f.open.insert(*epoch, agent.to_string());
             }
             Event::AttemptFailed {
                 task,
                 agent,
+                epoch,
                 reason,
                 detail,
+            } => {
+                let f = facts.entry(*task).or_default();
+                f.open.remove(epoch);
+                f.failures.push(AttemptFailure {
+                    agent: agent.to_string(),
+                    reason: reason.clone(),
+                    detail: detail.clone(),
+                });
+            }
+            Event::AttemptInterrupted {
+                task,
+                epoch,
+                refunded,
                 ..
             } => {
-                facts
-                    .entry(*task)
-                    .or_default()
-                    .failures
-                    .push(AttemptFailure {
-                        agent: agent.to_string(),
-                        reason: reason.clone(),
-                        detail: detail.clone(),
-                    });
+                let f = facts.entry(*task).or_default();
+                f.open.remove(epoch);
+                f.refunded += u32::from(*refunded);
             }
-            Event::ResultStale { task, .. } => {
-                facts.entry(*task).or_default().stale += 1;
+            Event::ResultStale { task, epoch, .. } => {
+                let f = facts.entry(*task).or_default();
+                f.open.remove(epoch);
+                f.stale += 1;
             }
             Event::ResultAccepted {
                 task,
@@ -350,6 +381,7 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 output,
             } => {
                 let f = facts.entry(*task).or_default();
+                f.open.remove(epoch);
                 if f.accepted.is_none() {
                     f.accepted = Some((agent.to_string(), *epoch, output.clone()));
                 }
@@ -551,6 +583,8 @@ fn finish(b: Building, facts: &HashMap<Uuid, TaskFacts>) -> RecoveredRun {
                             epoch: f.epoch,
                             leases: f.leases,
                             input: Arc::unwrap_or_clone(f.input),
+                            interrupted: f.open.into_iter().collect(),
+                            refunded: f.refunded,
                         }),
                     }
                 }

@@ -18,7 +18,7 @@ use super::run::{
 };
 use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use muster::journal::sqlite::read_journal;
-use muster::journal::{Durability, Journal};
+use muster::journal::{Durability, Event, Journal};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::resume::{self, Unfinished};
 
@@ -66,13 +66,21 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     // The unfinished runs, and the scopes the crashed process's tasks held (given back to
     // them as each run resumes).
     let Unfinished { runs: open, held } = Unfinished::of(&records);
+    let any_started = records
+        .iter()
+        .any(|r| matches!(r.event, Event::RunStarted { .. }));
     drop(records);
     if open.is_empty() {
         if args.json {
             println!("{}", json!({"ok": true, "resumed": 0}));
-        } else {
+        } else if any_started {
             println!(
                 "nothing to resume: every run in {} has ended",
+                args.journal.display()
+            );
+        } else {
+            println!(
+                "nothing to resume: no run was started in {}",
                 args.journal.display()
             );
         }

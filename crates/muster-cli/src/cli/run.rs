@@ -122,6 +122,11 @@ pub(crate) fn read_input(arg: Option<&str>, workflow: &Path) -> Result<Value, Cl
 /// Loads a workflow file; errors name the file and the step.
 pub(crate) fn print_event(e: &StepEvent) {
     match e {
+        StepEvent::Started {
+            run,
+            workflow,
+            file,
+        } => println!("running `{workflow}` ({file}), run {run}"),
         StepEvent::Entered { .. } => {}
         StepEvent::Finished(s) => println!(
             "  {:<12} {:<16} {:<16} attempt {:<2} {:<10} {:>7} ms{}",
@@ -252,10 +257,9 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         )
         .await?;
         let following = follow_traces(&journal, traces);
+        // The header ("running `name` (file), run ID") is the run's first progress event:
+        // printed once `run_started` is written, never for a run a crash could lose.
         let (tx, printer) = printer(json_out);
-        if !json_out {
-            println!("running `{}` ({})", wf.name, args.workflow.display());
-        }
         let wall = std::time::Instant::now();
         let opts = RunOptions {
             progress: Some(tx.clone()),

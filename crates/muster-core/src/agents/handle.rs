@@ -35,6 +35,10 @@ pub struct InstanceHandle {
     state: AtomicU8,
     /// Told of every load change (the capability index's load orders).
     watchers: RwLock<Box<[Weak<dyn LoadWatch>]>>,
+    /// Senders waiting for a slot of this instance itself (an envelope addressed to it),
+    /// and their wake: a freed slot notifies them only while there are some.
+    slot_waiters: AtomicUsize,
+    slot_freed: tokio::sync::Notify,
 }
 
 /// Told of every change of an instance's load, so that an index can keep instances in
@@ -73,6 +77,8 @@ impl InstanceHandle {
             load: AtomicUsize::new(0),
             state: AtomicU8::new(AgentState::Starting as u8),
             watchers: RwLock::new(Box::new([])),
+            slot_waiters: AtomicUsize::new(0),
+            slot_freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -156,7 +162,25 @@ impl InstanceHandle {
             .is_ok()
         {
             self.load_changed();
+            if self.slot_waiters.load(Ordering::SeqCst) > 0 {
+                self.slot_freed.notify_waiters();
+            }
         }
+    }
+
+    /// Waits until a slot of this instance frees (or `limit` passes); returns at once if
+    /// one is free now. It reserves nothing: the caller tries again
+    /// ([`InstanceHandle::try_reserve`]), and waits again if another took the slot.
+    pub(crate) async fn slot_freed(&self, limit: std::time::Duration) {
+        let freed = self.slot_freed.notified();
+        tokio::pin!(freed);
+        // Registered before the look, so that a slot freed after it wakes this wait.
+        freed.as_mut().enable();
+        self.slot_waiters.fetch_add(1, Ordering::SeqCst);
+        if self.load.load(Ordering::SeqCst) >= self.capacity {
+            let _ = tokio::time::timeout(limit, freed).await;
+        }
+        self.slot_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Who is told of load changes from now on (replacing the previous watchers): the

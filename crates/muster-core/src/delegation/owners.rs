@@ -10,22 +10,22 @@
 //! child, so a shutdown (reverse start order) cancels every live task first, and they end
 //! `cancelled` before the agents they ran on stop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::dev::SendError;
 use actix::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::protocol::{Accepted, CancelAll, CancelTask, StartOwner};
-use super::record::TaskStatus;
 use super::scope_table::Restore;
 use super::shard::OwnerShard;
 use super::shared::Shared;
 use super::stats::{Stats, StatsSnapshot};
 use crate::agents::AttemptReport;
 use crate::discovery::Registry;
-use crate::journal::Event;
 use crate::messaging::Scope;
 use crate::routing::Router;
 use crate::shards::Shards;
@@ -36,8 +36,11 @@ use crate::supervision::{ChildLink, Exit, Named, StopActor};
 pub struct Owners {
     shared: Arc<Shared>,
     shards: Arc<Shards>,
-    /// One owner shard per runtime shard, each started on its arbiter with its first task.
-    owner_shards: Box<[std::sync::OnceLock<Addr<OwnerShard>>]>,
+    /// One owner shard per runtime shard, each started on its arbiter with its first task
+    /// (`None`: the slot was closed by [`Owners::cancel_all`] before any task needed it).
+    owner_shards: Box<[std::sync::OnceLock<Option<Addr<OwnerShard>>>]>,
+    /// Set by [`Owners::cancel_all`]: no owner shard is started from then on.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Owners {
@@ -63,6 +66,7 @@ impl Owners {
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
             shards,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -86,31 +90,32 @@ impl Owners {
     }
 
     /// The owner shard of runtime shard `i`, started on its arbiter the first time it is
-    /// needed.
-    fn shard(&self, i: usize) -> &Addr<OwnerShard> {
-        self.owner_shards[i].get_or_init(|| {
-            let shared = self.shared.clone();
-            if self.shards.here() == Some(i) {
-                // On its own thread at once: the first owner runs in the order it was
-                // started in, as every later one does.
-                OwnerShard::new(shared).start()
-            } else {
-                OwnerShard::start_in_arbiter(self.shards.arbiter(i), move |_| {
-                    OwnerShard::new(shared)
+    /// needed; `None` once the owners are closed ([`Owners::cancel_all`]) if it was not
+    /// started before.
+    fn shard(&self, i: usize) -> Option<&Addr<OwnerShard>> {
+        self.owner_shards[i]
+            .get_or_init(|| {
+                if self.closed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let shared = self.shared.clone();
+                Some(if self.shards.here() == Some(i) {
+                    // On its own thread at once: the first owner runs in the order it was
+                    // started in, as every later one does.
+                    OwnerShard::new(shared).start()
+                } else {
+                    OwnerShard::start_in_arbiter(self.shards.arbiter(i), move |_| {
+                        OwnerShard::new(shared)
+                    })
                 })
-            }
-        })
+            })
+            .as_ref()
     }
 
     /// The owner shard of a live task.
     fn shard_of(&self, task: Uuid) -> Option<&Addr<OwnerShard>> {
         let i = *self.shared.table.get(&task)?;
-        self.owner_shards.get(i)?.get()
-    }
-
-    /// Whether a task with this id is live (accepted and not ended).
-    pub fn is_live(&self, task: Uuid) -> bool {
-        self.shared.table.contains_key(&task)
+        self.owner_shards.get(i)?.get()?.as_ref()
     }
 
     /// Enters a task being accepted in the table of live tasks, owned on the calling
@@ -129,21 +134,27 @@ impl Owners {
 
     /// Starts an accepted task's owner on the shard claimed for it (from any thread); the
     /// task is in the table of live tasks since its acceptance. False when that shard's
-    /// owners have stopped (the runtime is shutting down): the task leaves the table and is
-    /// journaled `task_cancelled`, so no submission is left without an end.
+    /// owners have stopped (the runtime is shutting down). Whenever the owner does not
+    /// start (refused here, or the message is lost behind a shutdown), the message ends
+    /// the task itself as it is dropped ([`StartOwner`]): it leaves the table, is
+    /// journaled `task_cancelled` and its handle says `cancelled`, so no accepted task is
+    /// left without an end.
     pub(super) fn start(&self, a: Accepted) -> bool {
         let shard = self.shard(a.shard);
-        if shard.connected() {
-            shard.do_send(StartOwner(a));
-            return true;
+        let msg = StartOwner::new(a, self.shared.clone());
+        let Some(shard) = shard else {
+            return false; // `msg` ends the task as it drops
+        };
+        match shard.try_send(msg) {
+            Ok(()) => true,
+            // Senders never wait on a shard's mailbox: past its bound, as `do_send` does
+            // (which drops a message to a closed mailbox, and so ends the task).
+            Err(SendError::Full(msg)) => {
+                shard.do_send(msg);
+                true
+            }
+            Err(SendError::Closed(_)) => false,
         }
-        self.shared.table.remove(&a.id);
-        self.shared.stats.ended(TaskStatus::Cancelled);
-        self.shared.router.recorder().record(Event::TaskCancelled {
-            task: a.id,
-            reason: "the runtime is shutting down: its task owners have stopped".into(),
-        });
-        false
     }
 
     /// Cancels a live task; false if it had already ended (or is unknown).
@@ -161,13 +172,21 @@ impl Owners {
     }
 
     /// Cancels every live task (a shutdown) and stops the owner shards; returns when they
-    /// have.
+    /// have. From then on no task is accepted: a submission racing with it is either
+    /// cancelled by it or refused, and ends `cancelled` either way.
     pub async fn cancel_all(&self, reason: &str) {
-        let sent = self.owner_shards.iter().filter_map(|s| s.get()).map(|s| {
-            s.send(CancelAll {
-                reason: reason.into(),
-            })
-        });
+        self.closed.store(true, Ordering::SeqCst);
+        // A shard being started by a submission now is waited for (and then cancelled);
+        // a slot never started is closed, so none starts later.
+        let sent = self
+            .owner_shards
+            .iter()
+            .filter_map(|s| s.get_or_init(|| None).as_ref())
+            .map(|s| {
+                s.send(CancelAll {
+                    reason: reason.into(),
+                })
+            });
         futures::future::join_all(sent).await;
     }
 
@@ -245,7 +264,7 @@ mod tests {
     use crate::delegation::{SubmitError, Task};
     use crate::discovery::CapabilityIndex;
     use crate::ids::IdGen;
-    use crate::journal::{Journal, MemoryJournal, Recorder};
+    use crate::journal::{Event, Journal, MemoryJournal, Recorder};
     use crate::messaging::{DeadLetters, SchemaStore};
 
     #[test]

@@ -61,10 +61,48 @@ impl std::fmt::Debug for Accepted {
     }
 }
 
-/// An accepted task, whose owner the shard starts.
+/// An accepted task, whose owner the shard starts. It ends its task itself if it is
+/// dropped before the shard took the task: a send to a shard that has stopped, a message
+/// left in the mailbox of a shard that stopped behind a [`CancelAll`], or one the shard
+/// refuses because it is stopping. The task then leaves the table of live tasks, is
+/// journaled `task_cancelled` and its handle gets a cancelled record: no accepted task is
+/// left without an end, whichever way the message is lost.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct StartOwner(pub(super) Accepted);
+pub(super) struct StartOwner {
+    accepted: Option<Accepted>,
+    ender: Arc<dyn EndUnstarted>,
+}
+
+impl StartOwner {
+    /// The message starting `accepted`'s owner; `ender` ends the task if it never starts.
+    pub(super) fn new(accepted: Accepted, ender: Arc<dyn EndUnstarted>) -> Self {
+        StartOwner {
+            accepted: Some(accepted),
+            ender,
+        }
+    }
+
+    /// Takes the task out, for its owner to start (the message no longer ends it).
+    pub(super) fn take(&mut self) -> Option<Accepted> {
+        self.accepted.take()
+    }
+}
+
+impl Drop for StartOwner {
+    fn drop(&mut self) {
+        if let Some(a) = self.accepted.take() {
+            self.ender.end_unstarted(a);
+        }
+    }
+}
+
+/// Ends a task whose owner never started (see [`StartOwner`]); the owners' shared state
+/// implements it (handed in from above, so that this protocol need not know it).
+pub(super) trait EndUnstarted: Send + Sync {
+    /// Ends `accepted` `cancelled`: out of the live table, journaled, its handle told.
+    fn end_unstarted(&self, accepted: Accepted);
+}
 
 /// Something an owner waited for outside the shard has happened (a spawned wait ended).
 #[derive(Message)]

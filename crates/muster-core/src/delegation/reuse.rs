@@ -43,11 +43,6 @@ impl ReuseKey {
             hash: canonical_hash(input),
         }
     }
-
-    /// The canonical input hash, as hex.
-    pub fn hash_hex(&self) -> String {
-        format!("{:016x}", self.hash)
-    }
 }
 
 /// A hash of the canonical JSON of `v`: object keys in sorted order, whatever order they

@@ -43,6 +43,8 @@ pub(super) struct OwnerShard {
     armed: Option<(tokio::time::Instant, SpawnHandle)>,
     /// Where answers to its owners go: this actor (set when it starts).
     me: Option<Me>,
+    /// Set by [`CancelAll`]: the shard is stopping, and starts no owner any more.
+    closing: bool,
 }
 
 /// This shard as each kind of answer's recipient.
@@ -71,6 +73,7 @@ impl OwnerShard {
             timers: Timers::default(),
             armed: None,
             me: None,
+            closing: false,
         }
     }
 
@@ -300,7 +303,15 @@ impl Actor for OwnerShard {
 impl Handler<StartOwner> for OwnerShard {
     type Result = ();
 
-    fn handle(&mut self, StartOwner(a): StartOwner, ctx: &mut Self::Context) {
+    fn handle(&mut self, mut start: StartOwner, ctx: &mut Self::Context) {
+        // A start behind a `CancelAll` (handled in the same turn of the mailbox, before the
+        // shard stops): the message ends its task `cancelled` as it drops.
+        if self.closing {
+            return;
+        }
+        let Some(a) = start.take() else {
+            return;
+        };
         let owner = TaskOwner::new(self.owners.clone(), a, Instant::now());
         let id = owner.id();
         // Acceptance claims the id atomically, so no second owner of a live task arrives.
@@ -351,6 +362,7 @@ impl Handler<CancelAll> for OwnerShard {
     type Result = ();
 
     fn handle(&mut self, c: CancelAll, ctx: &mut Self::Context) {
+        self.closing = true;
         // In the order they were started would need a second index; sorted ids keep the
         // journal the same for the same live set (G6).
         let mut ids: Vec<Uuid> = self.live.keys().copied().collect();

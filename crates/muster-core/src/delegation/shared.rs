@@ -11,6 +11,8 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
+use super::protocol::{Accepted, EndUnstarted};
+use super::record::{TaskRecord, TaskStatus};
 use super::reuse::Reuse;
 use super::scope_table::ScopeTable;
 use super::stats::Stats;
@@ -74,5 +76,32 @@ impl Shared {
                 current_epoch: 0,
             });
         }
+    }
+}
+
+/// Why a task whose owner never started ended (see [`EndUnstarted`]).
+pub(super) const UNSTARTED: &str = "the runtime is shutting down: its task owners have stopped";
+
+impl EndUnstarted for Shared {
+    fn end_unstarted(&self, a: Accepted) {
+        let recorder = self.router.recorder();
+        let now = recorder.now_ms();
+        // Journaled before the task leaves the table: once `live` reads 0, every end is
+        // in the journal.
+        recorder.record_at(
+            now,
+            Event::TaskCancelled {
+                task: a.id,
+                reason: UNSTARTED.into(),
+            },
+        );
+        self.stats.ended(TaskStatus::Cancelled);
+        self.table.remove(&a.id);
+        let correlation = a.task.correlation.unwrap_or(a.id);
+        let mut record = TaskRecord::new(a.id, a.task.capability, correlation, now);
+        record.status = TaskStatus::Cancelled;
+        record.ended_ms = Some(now);
+        // The submitter may have dropped its handle: nobody to tell then.
+        let _ = a.waiter.send(record);
     }
 }

@@ -5,7 +5,9 @@
 //! against the journal's payload bound) and journaled `task_submitted` before its owner
 //! exists, so nothing is leased for a task the journal does not know (G1). A task that
 //! is accepted while its shard's owners have stopped ends `cancelled` at once and is
-//! refused as [`SubmitError::Stopped`]: no submission is left without an end.
+//! refused as [`SubmitError::Stopped`]; one accepted as the shutdown begins is cancelled
+//! by it, or, if its owner's start is lost behind it, ends `cancelled` as that start is
+//! dropped (see `StartOwner`): no submission is left without an end.
 
 use std::sync::Arc;
 

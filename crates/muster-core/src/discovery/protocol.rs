@@ -36,6 +36,14 @@ pub enum RegistryEvent {
         /// Why.
         reason: String,
     },
+    /// An agent type dropped out: its supervisor gave up, and no instance of it will start
+    /// again (see [`CapabilityIndex::dropped_out`](super::CapabilityIndex::dropped_out)).
+    TypeDroppedOut {
+        /// The agent type.
+        agent_type: Arc<str>,
+        /// Its supervisor's report.
+        reason: String,
+    },
 }
 
 /// Declares capabilities for an agent type, checking every contract against the ones

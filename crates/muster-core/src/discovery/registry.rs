@@ -74,12 +74,14 @@ impl Registry {
             capabilities: h.capabilities.clone(),
             generation: h.generation,
         });
-        self.publish(RegistryEvent::Registered {
+        let event = RegistryEvent::Registered {
             agent: h.id.clone(),
             capabilities: h.capabilities.clone(),
-        });
+        };
         let caps = h.capabilities.clone();
         self.index.insert(h);
+        // Published once the index lists it: a subscriber woken by it finds it there.
+        self.publish(event);
         for c in caps {
             if let Some(ws) = self.waiters.remove(&c) {
                 for w in ws {
@@ -110,7 +112,12 @@ impl Registry {
     /// are woken to look again, and those nobody serves any more stop waiting.
     fn type_gone(&mut self, agent_type: &Arc<str>, reason: &str) {
         tracing::warn!(%agent_type, %reason, "agent type dropped out");
-        for c in self.index.type_gone(agent_type, reason) {
+        let caps = self.index.type_gone(agent_type, reason);
+        self.publish(RegistryEvent::TypeDroppedOut {
+            agent_type: agent_type.clone(),
+            reason: reason.to_string(),
+        });
+        for c in caps {
             if let Some(ws) = self.waiters.remove(&c) {
                 for w in ws {
                     let _ = w.send(());

@@ -132,6 +132,21 @@ pub enum Event {
         /// Details (message, validator errors...).
         detail: String,
     },
+    /// An attempt was cut short by the runtime's own end: its lease was granted, and the
+    /// process died (a crash, a SIGKILL) before the attempt ended. Journaled when the task
+    /// is resumed, for each lease that has no end in the journal. It is not the agent's
+    /// failure: `refunded` says whether the attempt was given back to the task's attempt
+    /// budget (a bounded number of them are per task, so that a crash loop stays finite).
+    AttemptInterrupted {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance that held the lease.
+        agent: Arc<str>,
+        /// Epoch of the interrupted lease.
+        epoch: u64,
+        /// Whether it does not count against the attempt budget.
+        refunded: bool,
+    },
     /// A result was accepted: the task is completed.
     ResultAccepted {
         /// Task id.
@@ -310,6 +325,7 @@ impl Event {
             Event::TaskSubmitted { .. } => "task_submitted",
             Event::LeaseGranted { .. } => "lease_granted",
             Event::AttemptFailed { .. } => "attempt_failed",
+            Event::AttemptInterrupted { .. } => "attempt_interrupted",
             Event::ResultAccepted { .. } => "result_accepted",
             Event::ModelUsage { .. } => "model_usage",
             Event::ResultStale { .. } => "result_stale",
@@ -345,6 +361,7 @@ impl Event {
             Event::TaskSubmitted { task, .. }
             | Event::LeaseGranted { task, .. }
             | Event::AttemptFailed { task, .. }
+            | Event::AttemptInterrupted { task, .. }
             | Event::ResultAccepted { task, .. }
             | Event::ModelUsage { task, .. }
             | Event::ResultStale { task, .. }
@@ -377,6 +394,7 @@ impl Event {
             | Event::AgentDroppedOut { agent, .. }
             | Event::LeaseGranted { agent, .. }
             | Event::AttemptFailed { agent, .. }
+            | Event::AttemptInterrupted { agent, .. }
             | Event::ResultAccepted { agent, .. }
             | Event::ModelUsage { agent, .. }
             | Event::ResultStale { agent, .. } => Some(agent),
@@ -404,6 +422,7 @@ impl Event {
         match self {
             Event::LeaseGranted { epoch, .. }
             | Event::AttemptFailed { epoch, .. }
+            | Event::AttemptInterrupted { epoch, .. }
             | Event::ResultAccepted { epoch, .. }
             | Event::ModelUsage { epoch, .. }
             | Event::ResultStale { epoch, .. } => Some(*epoch),

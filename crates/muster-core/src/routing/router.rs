@@ -201,6 +201,57 @@ impl Router {
     }
 }
 
+/// How long a sender waiting for a slot sleeps at most before it looks again on its own:
+/// a backstop only, as every freed slot wakes it.
+const SLOT_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// Resolves the envelope's recipient and reserves a slot on it; while every candidate is
+/// at its bound, waits until `until` for a slot to free, woken as task owners are (a
+/// capability's line, or the addressed instance's own wake) rather than by polling.
+async fn resolve_waiting(
+    router: &Router,
+    env: &Envelope,
+    until: tokio::time::Instant,
+) -> Result<Arc<InstanceHandle>, (FailureReason, String)> {
+    // The hop count of the last wake (see `CapabilityIndex::pick_or_wait`).
+    let mut woken = None;
+    loop {
+        let full = match router.resolve(env, &[]) {
+            Ok(h) => return Ok(h),
+            Err((FailureReason::MailboxFull, detail)) => detail,
+            Err(other) => return Err(other),
+        };
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Err((FailureReason::MailboxFull, full));
+        }
+        let backstop = (until - now).min(SLOT_BACKSTOP);
+        match &env.recipient {
+            Recipient::Capability(cap) => {
+                // A place in line, taken atomically with a second look: a slot freed since
+                // the first is taken now, and one freed later wakes this sender.
+                let Some((tx, mut place)) = router.index.join_line(cap) else {
+                    continue; // no longer declared: the next look says so
+                };
+                match router.index.pick_or_wait(cap, &[], 0, tx, woken) {
+                    Ok((_, h)) => return Ok(h),
+                    Err(PickError::AllFull) => {
+                        place.woken(backstop).await;
+                        woken = place.take();
+                    }
+                    Err(_) => {} // nobody serves it any more: the next look says so
+                }
+            }
+            Recipient::Agent(name) => {
+                // Gone: the next look says so.
+                if let Some(h) = router.index.agent(name) {
+                    h.slot_freed(backstop).await;
+                }
+            }
+        }
+    }
+}
+
 /// Validates, resolves, delivers and waits for the reply (checked against the capability's
 /// output contract). Every failure is journaled and kept as a dead letter.
 pub async fn route(
@@ -228,17 +279,9 @@ pub async fn route(
     }
     // Resolve, waiting (bounded) while every candidate's mailbox is full.
     let wait_until = (start + wait).min(deadline);
-    let handle = loop {
-        match router.resolve(&env, &[]) {
-            Ok(h) => break h,
-            Err((FailureReason::MailboxFull, detail)) => {
-                if tokio::time::Instant::now() >= wait_until {
-                    return Err(router.fail(env, FailureReason::MailboxFull, detail, None));
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err((reason, detail)) => return Err(router.fail(env, reason, detail, None)),
-        }
+    let handle = match resolve_waiting(&router, &env, wait_until).await {
+        Ok(h) => h,
+        Err((reason, detail)) => return Err(router.fail(env, reason, detail, None)),
     };
     let (tx, rx) = oneshot::channel::<AttemptReport>();
     router.deliver(&handle, env.clone(), deadline, ReplyTo::Once(tx), None);

@@ -5,11 +5,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::config::{RuntimeConfig, StartError};
@@ -144,6 +143,9 @@ impl Muster {
             });
         }
         self.declare(&def).await?;
+        // Subscribed before anything starts: every registration, state change and drop-out
+        // from here on wakes the wait below, which reads the index after each.
+        let mut events = self.subscribe().await;
         let agent_name: Arc<str> = Arc::from(def.name.as_str());
         // Shared services (an LLM endpoint's provider) start before the instances.
         def.factory
@@ -166,7 +168,8 @@ impl Muster {
                 message,
             })?;
         // Wait (bounded) until every instance has registered, or the type dropped out (its
-        // supervisor gave up: nothing more will start).
+        // supervisor gave up: nothing more will start), looking again at each registry
+        // event rather than on a timer.
         let limit = tokio::time::Instant::now() + inner.config.start_timeout;
         loop {
             let up = ids
@@ -181,16 +184,28 @@ impl Muster {
                     message: format!("dropped out before it started: {reason}"),
                 });
             }
-            if tokio::time::Instant::now() >= limit {
-                return Err(StartError::Agent {
-                    agent: agent_name.to_string(),
-                    message: format!(
-                        "its instances did not all start within {:?} (the journal has their exits)",
-                        inner.config.start_timeout
-                    ),
-                });
+            let Some(rx) = events.as_mut() else {
+                return Err(StartError::Stopped(
+                    "the registry stopped while the agent started".into(),
+                ));
+            };
+            match tokio::time::timeout_at(limit, rx.recv()).await {
+                // Something changed (or so much did that some events were skipped): look.
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                // The registry restarted (a new one publishes on a new channel).
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    events = self.subscribe().await;
+                }
+                Err(_) => {
+                    return Err(StartError::Agent {
+                        agent: agent_name.to_string(),
+                        message: format!(
+                            "its instances did not all start within {:?} (the journal has their exits)",
+                            inner.config.start_timeout
+                        ),
+                    });
+                }
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -349,7 +364,9 @@ impl Muster {
     }
 
     /// Submits a task: checks its input against the capability's contract (when the
-    /// capability is declared), starts its owner and returns at once.
+    /// capability is declared), starts its owner and returns at once. During a shutdown a
+    /// task is either refused ([`SubmitError::Stopped`]) or accepted and ended
+    /// `cancelled`: every task accepted has a terminal record.
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         self.check_running().map_err(SubmitError::Stopped)?;
         // Owned on this thread's shard (a thread that is no shard's: the shards in turn).
@@ -510,19 +527,6 @@ impl Muster {
     /// Why the runtime stopped, if it has (the root supervisor's escalation report).
     pub fn stopped(&self) -> Option<String> {
         self.inner.stopped.borrow().clone()
-    }
-
-    /// Waits until the runtime stops; returns the report.
-    pub async fn wait_stopped(&self) -> String {
-        let mut rx = self.inner.stopped.subscribe();
-        loop {
-            if let Some(r) = rx.borrow_and_update().clone() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                return "the runtime is gone".into();
-            }
-        }
     }
 
     /// Stops the runtime: cancels live tasks (they end `cancelled`), then stops the
