@@ -2,8 +2,9 @@
 //! (docs/api.md), including what axum answers by itself: 404 for an unknown route, 405 for
 //! a method a route does not take (with `Allow`), 413 from the body limit on a route that
 //! reads raw bytes, 400 for a body that is not JSON or not sent as JSON, and 422 for an
-//! input that breaks its schema. A gate's note is called `note` in the request and in the
-//! run's view. Real node on 127.0.0.1 with a free port, stopped by pid; every wait bounded.
+//! input that breaks its schema; a huge wrong value is quoted by a bounded prefix. A
+//! gate's note is called `note` in the request and in the run's view. Real node on
+//! 127.0.0.1 with a free port, stopped by pid; every wait bounded.
 
 use serde_json::{json, Value};
 
@@ -157,4 +158,38 @@ async fn a_gate_note_is_called_note_in_the_request_and_in_the_run() {
         json!({"approved": true, "note": "looks right"}),
         "{doc}"
     );
+}
+
+#[tokio::test]
+async fn a_huge_wrong_value_in_a_request_is_quoted_by_a_bounded_prefix() {
+    let dir = setup();
+    let node = serve(dir.path(), &[], &[("MUSTER_TOKEN", TOKEN)]);
+    let u = &node.url;
+    let huge = "z".repeat(500_000);
+    let body = json!({"capability": "echo", "input": {}, "timeout_ms": huge});
+    let (code, _, doc) = send(
+        reqwest::Method::POST,
+        &format!("{u}/v1/tasks"),
+        Some("application/json"),
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (code, doc["field"].clone()),
+        (400, json!("timeout_ms")),
+        "{doc}"
+    );
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.len() < 1024, "an error of {} bytes", error.len());
+    assert!(error.contains("bytes)"), "{error}");
+    // A path segment too.
+    let (code, _, doc) = send(
+        reqwest::Method::GET,
+        &format!("{u}/v1/runs/{}", "q".repeat(20_000)),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!((code, doc["field"].clone()), (400, json!("id")), "{doc}");
+    assert!(doc["error"].as_str().unwrap().len() < 1024, "{doc}");
 }

@@ -80,7 +80,8 @@ pub const QUOTE_LIMIT: usize = 256;
 /// use muster_core::util::bounded_text;
 ///
 /// assert_eq!(bounded_text("short"), "short");
-/// let q = bounded_text(&"x".repeat(5 << 20));
+/// let big = "x".repeat(5 << 20);
+/// let q = bounded_text(&big);
 /// assert!(q.len() < 300 && q.ends_with("… (5242880 bytes)"));
 /// ```
 pub fn bounded_text(text: &str) -> std::borrow::Cow<'_, str> {
@@ -100,7 +101,8 @@ pub fn bounded_text(text: &str) -> std::borrow::Cow<'_, str> {
 /// use muster_core::util::quote_head;
 ///
 /// assert_eq!(quote_head("ok"), ("ok", None));
-/// let (head, size) = quote_head(&"é".repeat(1000));
+/// let text = "é".repeat(1000);
+/// let (head, size) = quote_head(&text);
 /// assert!(head.len() <= 256 && size == Some(2000));
 /// ```
 pub fn quote_head(text: &str) -> (&str, Option<usize>) {

@@ -167,7 +167,11 @@ fn rejection(e: JsonRejection) -> ApiError {
                 .map(|(path, _)| path.to_string())
                 .filter(|p| !p.contains(' '))
                 .or_else(|| unknown_field(&detail));
-            let err = ApiError::bad_request(format!("the request body: {detail}"));
+            // serde quotes a wrong value whole (`invalid type: string "..."`): bounded.
+            let err = ApiError::bad_request(format!(
+                "the request body: {}",
+                muster_core::util::bounded_text(&detail)
+            ));
             match field {
                 Some(f) => err.field(f),
                 None => err,
@@ -183,7 +187,10 @@ fn rejection(e: JsonRejection) -> ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is over the limit of {} bytes", BODY_LIMIT),
         ),
-        other => ApiError::bad_request(format!("the request body: {}", other.body_text())),
+        other => ApiError::bad_request(format!(
+            "the request body: {}",
+            muster_core::util::bounded_text(&other.body_text())
+        )),
     }
 }
 

@@ -291,7 +291,11 @@ fn records_of(journal: &TapJournal, id: Uuid) -> Vec<Record> {
 
 fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text.trim()).map_err(|_| {
-        ApiError::bad_request(format!("`{text}` is not a run or task id (a UUID)")).field(field)
+        ApiError::bad_request(format!(
+            "`{}` is not a run or task id (a UUID)",
+            muster_core::util::bounded_text(text)
+        ))
+        .field(field)
     })
 }
 
@@ -376,7 +380,12 @@ async fn list_runs(
     State(st): State<AppState>,
     q: Result<Query<ListRuns>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("the query: {}", e.body_text())))?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the query: {}",
+            muster_core::util::bounded_text(&e.body_text())
+        ))
+    })?;
     if let Some(s) = &q.status {
         if !views::RUN_STATUSES.contains(&s.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -547,8 +556,13 @@ async fn cancel_run(
     let req: CancelBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
         CancelBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("the request body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            let e = e.to_string();
+            ApiError::bad_request(format!(
+                "the request body: {}",
+                muster_core::util::bounded_text(&e)
+            ))
+        })?
     };
     not_resumed_yet(&st, run)?;
     // An operator cancels any run; a submitter only the runs it started.
@@ -713,16 +727,22 @@ struct RecordsQuery {
 }
 
 fn parse_number<T: std::str::FromStr>(text: &str, field: &str, what: &str) -> Result<T, ApiError> {
-    text.trim()
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{field} `{text}` must be {what}")).field(field))
+    text.trim().parse().map_err(|_| {
+        let text = muster_core::util::bounded_text(text);
+        ApiError::bad_request(format!("{field} `{text}` must be {what}")).field(field)
+    })
 }
 
 async fn records(
     State(st): State<AppState>,
     q: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("the query: {}", e.body_text())))?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the query: {}",
+            muster_core::util::bounded_text(&e.body_text())
+        ))
+    })?;
     let after: u64 = match &q.after {
         Some(a) => parse_number(a, "after", "a sequence number")?,
         None => 0,
@@ -764,7 +784,12 @@ async fn events(
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("the query: {}", e.body_text())))?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the query: {}",
+            muster_core::util::bounded_text(&e.body_text())
+        ))
+    })?;
     let run = q.run.as_deref().map(|r| parse_id(r, "run")).transpose()?;
     let from_header = headers
         .get("last-event-id")
