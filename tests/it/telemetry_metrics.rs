@@ -244,6 +244,32 @@ fn every_counter_equals_what_the_journal_and_the_runtime_say() {
 }
 
 #[test]
+fn attempts_interrupted_at_resume_are_counted_by_refund() {
+    paused(async {
+        let m = telemetry_support::runtime().await;
+        let metrics = Metrics::default();
+        let interrupted = |seq: u64, refunded: bool| Record {
+            seq,
+            at_ms: 1,
+            event: Event::AttemptInterrupted {
+                task: uuid::Uuid::now_v7(),
+                agent: Arc::from("echo#0"),
+                epoch: 1,
+                refunded,
+            },
+        };
+        for (seq, refunded) in [(1, true), (2, true), (3, false)] {
+            metrics.observe(&interrupted(seq, refunded));
+        }
+        let s = parse(&metrics.render(&m));
+        let name = "muster_attempts_interrupted_total";
+        assert_eq!(value(&s, name, &[("refunded", "true")]), 2.0);
+        assert_eq!(value(&s, name, &[("refunded", "false")]), 1.0);
+        m.shutdown().await;
+    });
+}
+
+#[test]
 fn a_record_fed_twice_is_counted_once() {
     paused(async {
         let m = telemetry_support::runtime().await;

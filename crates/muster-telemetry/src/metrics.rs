@@ -107,6 +107,7 @@ struct Families {
     leases_granted: Counter,
     reassignments: Counter,
     stale_results: Counter,
+    attempts_interrupted: Family<Labels, Counter>,
     lease_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     runs_started: Counter,
     runs_ended: Family<Labels, Counter>,
@@ -140,6 +141,7 @@ impl Families {
             leases_granted: Counter::default(),
             reassignments: Counter::default(),
             stale_results: Counter::default(),
+            attempts_interrupted: Family::default(),
             lease_seconds: Family::new_with_constructor(lease_histogram),
             runs_started: Counter::default(),
             runs_ended: Family::default(),
@@ -193,6 +195,11 @@ impl Families {
             "stale_results",
             "Results rejected because their lease epoch was superseded (G2)",
             f.stale_results,
+        );
+        r.register(
+            "attempts_interrupted",
+            "Attempts cut short by muster's own death, found at resume, by whether they were refunded",
+            f.attempts_interrupted,
         );
         r.register(
             "lease_seconds",
@@ -441,6 +448,14 @@ impl Metrics {
             }
             Event::ResultStale { .. } => {
                 f.stale_results.inc();
+            }
+            Event::AttemptInterrupted { refunded, .. } => {
+                f.attempts_interrupted
+                    .get_or_create(&labels(
+                        "refunded",
+                        if *refunded { "true" } else { "false" },
+                    ))
+                    .inc();
             }
             Event::TaskEscalated { .. } => {
                 f.tasks_ended
