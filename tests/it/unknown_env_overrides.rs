@@ -43,6 +43,18 @@ fn an_override_for_no_agent_warns_naming_the_variable_and_the_closest_agent() {
             && stderr.contains("did you mean agent `echo` (MUSTER_ECHO__...)?"),
         "{stderr}"
     );
+    // `--json` lists it with the check's other warnings.
+    let (code, stdout, stderr) =
+        muster_with(dir.path(), TYPO, &["check", "workflows/w.toml", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    let warnings = doc["warnings"].as_array().expect("a warnings list");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("MUSTER_ECHOO__REPLICAS"))),
+        "{doc}"
+    );
     // A run goes on, with the same warning.
     let (code, _, stderr) = muster_with(
         dir.path(),

@@ -34,9 +34,23 @@ pub(crate) fn load(cast: &CastArgs) -> Result<(SchemaStore, Vec<AgentDef>), CliE
 pub(crate) type Manifests = Vec<(PathBuf, Manifest)>;
 
 /// [`load`], also returning each manifest with its file (for messages that name it).
+/// Environment overrides for no agent of the cast are warned about on stderr.
 pub(crate) fn load_manifests(
     cast: &CastArgs,
 ) -> Result<(SchemaStore, Vec<AgentDef>, Manifests), CliError> {
+    let (store, defs, manifests, warnings) = load_manifests_warning(cast)?;
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    Ok((store, defs, manifests))
+}
+
+/// [`load_manifests`], returning the warnings about overrides for no agent (each line
+/// starting `warning: `) instead of printing them, for `muster check` to report with its
+/// own (`--json`: its `warnings` list).
+pub(crate) fn load_manifests_warning(
+    cast: &CastArgs,
+) -> Result<(SchemaStore, Vec<AgentDef>, Manifests, Vec<String>), CliError> {
     let store = SchemaStore::new();
     load_schemas(&store, &cast.schemas)?;
     let manifests = load_cast(&cast.actors, &store).map_err(|e| {
@@ -45,7 +59,7 @@ pub(crate) fn load_manifests(
             serde_json::to_value(&e.errors).unwrap_or_default(),
         )
     })?;
-    override_warnings(cast, &manifests)?;
+    let warnings = override_warnings(cast, &manifests)?;
     let mut defs = Vec::new();
     for (file, m) in &manifests {
         let def = m.to_def(&store.clone().into()).map_err(|e| {
@@ -57,12 +71,15 @@ pub(crate) fn load_manifests(
         })?;
         defs.push(def);
     }
-    Ok((store, defs, manifests))
+    Ok((store, defs, manifests, warnings))
 }
 
-/// Reports every `MUSTER_<AGENT>__<FIELD>` variable of this process whose agent the cast
-/// does not have: on stderr as a warning, or with `--strict` as bad input (exit 2).
-fn override_warnings(cast: &CastArgs, manifests: &[(PathBuf, Manifest)]) -> Result<(), CliError> {
+/// Every `MUSTER_<AGENT>__<FIELD>` variable of this process whose agent the cast does not
+/// have: a warning line each, or with `--strict` bad input (exit 2).
+fn override_warnings(
+    cast: &CastArgs,
+    manifests: &[(PathBuf, Manifest)],
+) -> Result<Vec<String>, CliError> {
     let unknown = unknown_overrides(
         manifests.iter().map(|(_, m)| m.name.as_str()),
         std::env::vars_os().filter_map(|(k, v)| {
@@ -70,7 +87,7 @@ fn override_warnings(cast: &CastArgs, manifests: &[(PathBuf, Manifest)]) -> Resu
         }),
     );
     if unknown.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let cast_dir = cast.actors.display();
     if cast.strict {
@@ -83,10 +100,10 @@ fn override_warnings(cast: &CastArgs, manifests: &[(PathBuf, Manifest)]) -> Resu
             json!({"unknown_overrides": unknown}),
         ));
     }
-    for u in &unknown {
-        eprintln!("warning: {u} (cast in {cast_dir}); it is ignored (--strict refuses it)");
-    }
-    Ok(())
+    Ok(unknown
+        .iter()
+        .map(|u| format!("warning: {u} (cast in {cast_dir}); it is ignored (--strict refuses it)"))
+        .collect())
 }
 
 /// Agent type name → its manifest file.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::agents::{load_manifests, program_warnings};
+use super::agents::{load_manifests_warning, program_warnings};
 use super::{CastArgs, CliError, EXIT_FAILED, EXIT_OK};
 use muster::agents::AgentDef;
 use muster::messaging::CapabilitySpec;
@@ -91,16 +91,27 @@ fn report_with(wf: &Workflow, findings: &[Finding], warnings: &[String], json_ou
 }
 
 /// Runs `muster check`; returns the exit code (0 clean, 1 findings). Warnings about the
-/// cast (a command agent's program not found from here) are printed first (in `--json`:
-/// a `warnings` list) and do not change the code.
+/// cast (an environment override for no agent, a command agent's program not found from
+/// here) are printed first (in `--json`: a `warnings` list) and do not change the code.
 pub fn run(args: CheckArgs) -> Result<i32, CliError> {
-    let (store, defs, manifests) = load_manifests(&args.cast)?;
+    let (store, defs, manifests, overrides) = load_manifests_warning(&args.cast)?;
+    // Text: on stderr, as every command that loads the cast says them; `--json`: in the
+    // document's `warnings`.
+    let mut warnings = Vec::new();
+    for w in overrides {
+        if args.json {
+            warnings.push(w);
+        } else {
+            eprintln!("{w}");
+        }
+    }
     let wf = load_workflow(&args.workflow, &store)?;
     let here = std::env::current_dir().unwrap_or_default();
-    let warnings: Vec<String> = program_warnings(&manifests, &here)
-        .into_iter()
-        .map(|w| format!("warning: {w}"))
-        .collect();
+    warnings.extend(
+        program_warnings(&manifests, &here)
+            .into_iter()
+            .map(|w| format!("warning: {w}")),
+    );
     let found = findings(&wf, &defs, &store);
     Ok(report_with(&wf, &found, &warnings, args.json))
 }
