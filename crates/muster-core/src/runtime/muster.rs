@@ -171,11 +171,17 @@ impl Muster {
         // supervisor gave up: nothing more will start), looking again at each registry
         // event rather than on a timer.
         let limit = tokio::time::Instant::now() + inner.config.start_timeout;
+        // The instances before `ready` were found up: each event looks on from there, so a
+        // type of N replicas costs O(N) looks in all, not O(N) per registry event.
+        let mut ready = 0;
         loop {
-            let up = ids
-                .iter()
-                .all(|id| inner.index.agent(id).is_some_and(|h| h.available()));
-            if up {
+            while ids
+                .get(ready)
+                .is_some_and(|id| inner.index.agent(id).is_some_and(|h| h.available()))
+            {
+                ready += 1;
+            }
+            if ready == ids.len() {
                 return Ok(ids);
             }
             if let Some(reason) = inner.index.dropped_out(&agent_name) {
