@@ -668,6 +668,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// At the limits, on a thread with a 256 KiB stack (well below the 2 MiB of a test
+    /// thread, on which an unoptimised parser overflowed at 16 brackets): compiling and
+    /// evaluating run on a grown stack instead of overflowing it.
+    #[test]
+    fn the_deepest_expressions_within_the_limits_run_on_a_small_thread_stack() {
+        let nested = format!("{}1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        let chain = vec!["1"; MAX_DEPTH].join(" + ");
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let c = Condition::compile(&nested).expect("nested brackets at the limit");
+                assert_eq!(c.eval_json(&[]).expect("evaluates"), json!(1));
+                let c = Condition::compile(&chain).expect("a chain at the limit");
+                assert_eq!(c.eval_json(&[]).expect("evaluates"), json!(MAX_DEPTH));
+            })
+            .expect("a thread")
+            .join()
+            .expect("no overflow");
+    }
+
     #[test]
     fn integer_arithmetic_works_on_json_numbers() {
         let c = Condition::compile("steps.test.output.failed + 1").unwrap();
