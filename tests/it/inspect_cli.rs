@@ -448,6 +448,7 @@ fn inspect_lists_runs_with_workflow_status_and_the_step() {
     assert!(ship_row.contains("the tests do not pass"), "{ship_row}");
     assert!(row(gated).join(" ").contains("Ship it?"), "{table}");
     assert!(table.contains("4 runs"), "{table}");
+    assert!(!table.contains("1 runs"), "{table}");
     assert!(
         table.contains("correlations"),
         "correlations still listed:\n{table}"
@@ -511,6 +512,38 @@ fn inspect_lists_runs_with_workflow_status_and_the_step() {
     assert_eq!(
         (&one[0]["record"], &one[0]["status"]),
         (&json!("run"), &json!("waiting"))
+    );
+
+    // `--run latest`: the run started last (the slow one, cut off mid-step).
+    let latest = json_lines(&inspect(&path, &["--run", "latest", "--format", "json"]));
+    assert_eq!(latest[0]["record"], "run", "{latest:?}");
+    assert_eq!(latest[0]["run"], json!(slow), "{latest:?}");
+}
+
+#[test]
+fn run_latest_on_a_journal_without_runs_exits_2_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.db");
+    SqliteJournal::open(&path, Durability::Sync)
+        .unwrap()
+        .close()
+        .unwrap();
+    let out = common::muster_within(
+        30,
+        &[
+            "inspect",
+            "--journal",
+            path.to_str().unwrap(),
+            "--run",
+            "latest",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--run latest: this journal holds no workflow run"),
+        "{err}"
     );
 }
 

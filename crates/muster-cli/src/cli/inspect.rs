@@ -38,7 +38,8 @@ pub struct InspectArgs {
     /// The journal file (SQLite), opened read-only.
     #[arg(long, default_value = ".muster/journal.db")]
     pub journal: PathBuf,
-    /// A workflow run id (its tasks share it as their correlation id).
+    /// A workflow run id, a unique prefix of one, or `latest` (the run started last).
+    /// Its tasks share it as their correlation id.
     #[arg(long, conflicts_with_all = ["correlation", "task"])]
     pub run: Option<String>,
     /// A correlation id, or a unique prefix of one.
@@ -94,7 +95,13 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
         })?
     };
     let format = if args.json { Format::Json } else { args.format };
-    let scope = if let Some(id) = args.run.as_ref().or(args.correlation.as_ref()) {
+    let latest = match args.run.as_deref().map(str::trim) {
+        Some(r) if r.eq_ignore_ascii_case("latest") => Some(latest_run(&records, &args)?),
+        _ => None,
+    };
+    let scope = if let Some(id) = latest {
+        Scope::Correlation(id)
+    } else if let Some(id) = args.run.as_ref().or(args.correlation.as_ref()) {
         let what = if args.run.is_some() {
             "run"
         } else {
@@ -226,6 +233,28 @@ fn print_usage(out: &mut String, usage: &[inspect::UsageLine]) {
 }
 
 /// Finds the one id that `given` names exactly or by a unique prefix.
+/// The run of the journal started last (`--run latest`).
+fn latest_run(records: &[Record], args: &InspectArgs) -> Result<Uuid, CliError> {
+    inspect::runs(records)
+        .iter()
+        .max_by_key(|r| (r.started_ms, r.run))
+        .map(|r| r.run)
+        .ok_or_else(|| {
+            CliError::bad_input(
+                format!(
+                    "{}: --run latest: this journal holds no workflow run",
+                    args.journal.display()
+                ),
+                json!({"journal": args.journal, "run": "latest"}),
+            )
+        })
+}
+
+/// `1 run`, `3 runs`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn resolve(what: &str, given: &str, ids: &[Uuid], args: &InspectArgs) -> Result<Uuid, CliError> {
     let given = given.trim().to_ascii_lowercase();
     if let Ok(id) = Uuid::parse_str(&given)
@@ -292,7 +321,7 @@ fn print_runs(out: &mut String, runs: &[RunSummary]) {
             detail(r)
         );
     }
-    outln!(out, "{} runs", runs.len());
+    outln!(out, "{}", count(runs.len(), "run", "runs"));
 }
 
 /// What a run's status needs said beside it.
@@ -356,7 +385,11 @@ fn print_summaries(out: &mut String, summaries: &[CorrelationSummary]) {
             duration(s.duration_ms)
         );
     }
-    outln!(out, "{} correlations", summaries.len());
+    outln!(
+        out,
+        "{}",
+        count(summaries.len(), "correlation", "correlations")
+    );
 }
 
 fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Option<&RunSummary>) {
