@@ -15,6 +15,7 @@
 
 pub mod builtins;
 pub mod manifest;
+mod mcp;
 
 pub use manifest::{
     load_cast, unknown_overrides, BackendError, BackendSpec, CastError, Manifest, ManifestError,
