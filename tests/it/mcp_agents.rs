@@ -14,7 +14,7 @@ use crate::support::common;
 use common::{muster_within, output_within, real, within};
 use muster::cast::Manifest;
 use muster::{Event, Muster, SchemaStore, Task, TaskStatus};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Where `scripts/mcp-servers` put the servers: its venv and its npm prefix.
 struct Servers {
@@ -387,10 +387,10 @@ fn a_server_killed_mid_call_ends_the_attempt_agent_gone_and_is_restarted() {
                                 Event::LeaseGranted { agent, .. } => Some(agent.to_string()),
                                 _ => None,
                             });
-                    if let Some(agent) = leased {
-                        if let Some((_, pid)) = pids(&path).into_iter().find(|(a, _)| *a == agent) {
-                            break (agent, pid);
-                        }
+                    if let Some(agent) = leased
+                        && let Some((_, pid)) = pids(&path).into_iter().find(|(a, _)| *a == agent)
+                    {
+                        break (agent, pid);
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -690,9 +690,11 @@ fn an_llm_agent_calls_an_mcp_tool_as_a_delegated_task() {
             })
             .expect("the tool call was submitted as a task");
         assert_eq!(sub.1, out.correlation);
-        assert!(records
-            .iter()
-            .any(|r| r.event.task() == Some(sub.0) && r.event.kind() == "result_accepted"));
+        assert!(
+            records
+                .iter()
+                .any(|r| r.event.task() == Some(sub.0) && r.event.kind() == "result_accepted")
+        );
         let seen = seen.lock().clone();
         // The model was offered the tool with the MCP tool's own input schema...
         let offered = &seen[0]["tools"][0]["function"];

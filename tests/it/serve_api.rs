@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use node_support::{call_with, client};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::support::node as node_support;
 
@@ -79,9 +79,8 @@ impl Drop for Node {
 }
 
 fn serve_command(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
-    c.current_dir(dir)
-        .env("MUSTER_TEST_TOKEN", TOKEN)
+    let mut c = crate::support::common::muster_cmd(dir);
+    c.env("MUSTER_TEST_TOKEN", TOKEN)
         .env_remove("MUSTER_TOKEN")
         .args([
             "serve",
@@ -251,10 +250,12 @@ async fn bad_input_is_answered_400_404_409_413_or_422_naming_the_field_never_500
         (404, json!("workflow")),
         "{doc}"
     );
-    assert!(doc["error"]
-        .as_str()
-        .unwrap()
-        .contains("gated, plain, slow"));
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("gated, plain, slow")
+    );
     let (code, doc) = call(
         "POST",
         &runs,
@@ -262,10 +263,12 @@ async fn bad_input_is_answered_400_404_409_413_or_422_naming_the_field_never_500
     )
     .await;
     assert_eq!((code, doc["field"].clone()), (422, json!("input")), "{doc}");
-    assert!(doc["error"]
-        .as_str()
-        .unwrap()
-        .contains("the run input does not fit schema `needx`"));
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("the run input does not fit schema `needx`")
+    );
     // Ids, queries.
     let (code, doc) = call("GET", &format!("{runs}/not-a-uuid"), None).await;
     assert_eq!((code, doc["field"].clone()), (400, json!("id")));
@@ -354,9 +357,11 @@ async fn a_run_submitted_over_http_completes_and_its_detail_names_owners_attempt
         let step = &doc["steps"][0];
         assert_eq!(step["step"], "one");
         assert_eq!(step["status"], "completed");
-        assert!(step["owner"]
-            .as_str()
-            .is_some_and(|o| o.starts_with("echo#")));
+        assert!(
+            step["owner"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("echo#"))
+        );
         assert_eq!(step["attempts"], 1);
         assert_eq!(step["reassignments"], 0);
         assert_eq!(step["output"], step["input"]);
@@ -638,6 +643,59 @@ async fn the_event_stream_resumes_after_last_event_id_with_no_gap_and_no_duplica
     }
 }
 
+/// The dashboard's stream (`?after=now`) replays nothing: its first event names the
+/// point it starts after, and every record written after it follows, once, in order.
+#[tokio::test]
+async fn a_stream_asked_to_start_now_replays_no_history_and_misses_nothing_after() {
+    let dir = setup();
+    let node = start(dir.path());
+    let first = start_run(&node, "plain", json!({"x": 1})).await;
+    wait_run(&node, &first, |d| d["status"] == "completed").await;
+    let (_, page) = call("GET", &format!("{}/v1/records?limit=10000", node.url), None).await;
+    let last = page["records"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let url = format!("{}/v1/events?after=now", node.url);
+    let reader = tokio::spawn(async move {
+        read_events(&url, None, |ev| {
+            ev.iter().any(|(_, d)| d["event"]["type"] == "run_ended")
+        })
+        .await
+    });
+    // The stream is open once its `start` event is out; a run started after that shows.
+    let second = start_run(&node, "plain", json!({"x": 2})).await;
+    wait_run(&node, &second, |d| d["status"] == "completed").await;
+    let events = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the stream delivered the second run")
+        .expect("reader");
+    let (start_id, start) = &events[0];
+    assert_eq!(start["after"].as_u64(), Some(*start_id), "{start}");
+    assert!(
+        *start_id >= last,
+        "started at {start_id}, before the first run's end {last}"
+    );
+    let ids: Vec<u64> = events[1..].iter().map(|(id, _)| *id).collect();
+    let expected: Vec<u64> = (start_id + 1..=start_id + ids.len() as u64).collect();
+    assert_eq!(
+        ids, expected,
+        "every record after the start, once, in order"
+    );
+    assert!(
+        events[1..]
+            .iter()
+            .all(|(_, d)| d["event"]["run"] != json!(first)),
+        "no record of the run that ended before the stream opened"
+    );
+    // A bad `after` is a 400 naming the field's forms.
+    let (status, body) = call("GET", &format!("{}/v1/events?after=soon", node.url), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("`now`"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_resumed_from_zero_replays_a_journal_larger_than_its_batch_in_order() {
     let dir = setup();
@@ -696,7 +754,7 @@ fn wait_exit(node: &mut Node) -> Option<i32> {
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_stops_gracefully_with_a_run_in_flight_and_the_next_start_finishes_it() {
-    use muster::journal::inspect::{runs, RunState};
+    use muster::journal::inspect::{RunState, runs};
     use muster::journal::sqlite::read_journal;
 
     let dir = setup();
@@ -728,23 +786,9 @@ async fn sigterm_stops_gracefully_with_a_run_in_flight_and_the_next_start_finish
 
 /// Runs a CLI command to its end (failing after 60 s).
 fn muster(dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
-        .current_dir(dir)
-        .env("MUSTER_TOKEN", TOKEN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("muster starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("muster {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    let mut c = crate::support::common::muster_cmd(dir);
+    c.env("MUSTER_TOKEN", TOKEN).args(args);
+    crate::support::common::output_within(60, c)
 }
 
 fn stdout_json(o: &std::process::Output) -> Value {

@@ -29,7 +29,7 @@ pub mod workloads;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use peers::{Peer, PEER_WORKLOADS};
+use peers::{PEER_WORKLOADS, Peer};
 use report::{BenchReport, Collector, Machine, PeerSamples, WorkloadReport};
 
 /// The environment variable that scales every task and agent count (e.g. `0.01`).
@@ -299,5 +299,5 @@ fn w5_in_child(
     if doc["ok"] != true {
         return Err(BenchError::Child(doc["error"].to_string()));
     }
-    report::merge_samples(&doc, "W5", into).map_err(BenchError::Child)
+    report::merge_samples(&doc, "W5", into).map_err(|e| BenchError::Child(e.to_string()))
 }

@@ -7,7 +7,7 @@
 //! in this benchmark), and a figure that was not measured is listed as such, with why.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A figure's unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -357,11 +357,21 @@ pub const RATIOS: &[(&str, &str, &str, &str)] = &[
 /// What each workload is, as measured here.
 pub fn describe(workload: &str) -> &'static str {
     match workload {
-        "W1" => "handoff chain A -> B -> C: a 3-step workflow (Workflow::parse, step inputs map the previous output), schemas on, in-memory journal, sequential tasks after warm-up; also 3 chained delegate calls; baselines do 3 request-replies from the caller",
-        "W2" => "fan-out: 1,000 instances of one capability, tasks in batches of 1,000 in flight, each routed by capability to one instance which echoes; baselines: 1,000 tokio tasks / actix actors, round-robin",
-        "W3" => "request-response: one agent, sequential delegate calls each timed alone, after warm-up; baselines time the same loop",
-        "W4" => "recovery: one capability, 2 instances (w4-crashy registered first, panics on every task; w4-healthy); sequential tasks; time from just before the panic to the healthy agent starting the task (tokio Instants inside the agents); crashy's supervisor allows 1,000,000 restarts/s so it never drops out; baselines: a panicking spawned task / actix actor, then a request-reply to a healthy one",
-        "W5" => "scale: agent types of 1,000 replicas, a capability each; bytes per agent = VmRSS delta / agents (process-wide: includes supervisors, registry index and journal events); look-up at that size: Muster::candidates over one capability (sorts its 1,000 instances) and a whole delegate",
+        "W1" => {
+            "handoff chain A -> B -> C: a 3-step workflow (Workflow::parse, step inputs map the previous output), schemas on, in-memory journal, sequential tasks after warm-up; also 3 chained delegate calls; baselines do 3 request-replies from the caller"
+        }
+        "W2" => {
+            "fan-out: 1,000 instances of one capability, tasks in batches of 1,000 in flight, each routed by capability to one instance which echoes; baselines: 1,000 tokio tasks / actix actors, round-robin"
+        }
+        "W3" => {
+            "request-response: one agent, sequential delegate calls each timed alone, after warm-up; baselines time the same loop"
+        }
+        "W4" => {
+            "recovery: one capability, 2 instances (w4-crashy registered first, panics on every task; w4-healthy); sequential tasks; time from just before the panic to the healthy agent starting the task (tokio Instants inside the agents); crashy's supervisor allows 1,000,000 restarts/s so it never drops out; baselines: a panicking spawned task / actix actor, then a request-reply to a healthy one"
+        }
+        "W5" => {
+            "scale: agent types of 1,000 replicas, a capability each; bytes per agent = VmRSS delta / agents (process-wide: includes supervisors, registry index and journal events); look-up at that size: Muster::candidates over one capability (sorts its 1,000 instances) and a whole delegate"
+        }
         _ => "",
     }
 }
@@ -699,21 +709,32 @@ impl BenchReport {
 
 /// Rebuilds the samples of one workload from the JSON of another report (a W5 run in a
 /// process of its own), appending them to `into`.
-pub fn merge_samples(doc: &Value, workload: &str, into: &mut Collector) -> Result<(), String> {
+pub fn merge_samples(doc: &Value, workload: &str, into: &mut Collector) -> Result<(), MergeError> {
     let w = doc["workloads"]
         .as_array()
         .and_then(|ws| ws.iter().find(|w| w["id"] == workload))
-        .ok_or_else(|| format!("no {workload} in the child's report"))?;
+        .ok_or_else(|| MergeError::NoWorkload(workload.to_string()))?;
     for f in w["figures"].as_array().into_iter().flatten() {
         let name = f["name"].as_str().unwrap_or_default();
         let unit: Unit = serde_json::from_value::<UnitName>(f["unit"].clone())
             .map(|u| u.0)
-            .map_err(|e| format!("figure {name}: {e}"))?;
+            .map_err(|e| MergeError::Unit(name.to_string(), e))?;
         for s in f["samples"].as_array().into_iter().flatten() {
             into.rec(name, unit, s.as_f64().unwrap_or(f64::NAN));
         }
     }
     Ok(())
+}
+
+/// Why [`merge_samples`] could not read another report.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// The report has no such workload.
+    #[error("no {0} in the child's report")]
+    NoWorkload(String),
+    /// A figure's unit is not one muster writes.
+    #[error("figure {0}: {1}")]
+    Unit(String, #[source] serde_json::Error),
 }
 
 struct UnitName(Unit);

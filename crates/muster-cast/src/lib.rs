@@ -18,6 +18,7 @@ pub mod manifest;
 mod mcp;
 
 pub use manifest::{
-    load_cast, unknown_overrides, BackendError, BackendSpec, CastError, Manifest, ManifestError,
-    SimBackend, UnknownOverride, MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX, MAX_REPLICAS,
+    BackendError, BackendSpec, CastError, MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX,
+    MAX_REPLICAS, Manifest, ManifestError, SimBackend, UnknownOverride, load_cast,
+    unknown_overrides,
 };

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use muster_core::messaging::SchemaStore;
 use muster_mcp::{
-    content_schema, input_schema_name, list_tools, output_schema_name, McpConfig, ToolInfo,
-    CONTENT_SCHEMA,
+    CONTENT_SCHEMA, McpConfig, ToolInfo, content_schema, input_schema_name, list_tools,
+    output_schema_name,
 };
 
 /// A placeholder schema name for the manifest schema's check of an MCP manifest whose

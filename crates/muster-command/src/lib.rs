@@ -45,8 +45,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use config::{CommandConfig, CommandLimits, CommandMode, DEFAULT_ENV_PASS};
-pub use process::{describe_status, spawn_error, ProcessGroup, MAX_OUTPUT_BYTES};
-pub use program::{find_program, ProgramError};
+pub use process::{MAX_OUTPUT_BYTES, ProcessGroup, describe_status, spawn_error};
+pub use program::{ProgramError, find_program};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, AgentLink, TaskContext};
 

@@ -55,15 +55,13 @@ pub mod routing;
 pub mod runtime;
 pub mod shards;
 pub mod supervision;
-// Duration parsing and serde helpers shared with the integration crates; not a stable API.
-#[doc(hidden)]
 pub mod util;
 
 pub use agents::{
     Agent, AgentDef, AgentError, AgentFactory, AgentLink, AgentState, Failure, FnAgent, TaskContext,
 };
 #[cfg(feature = "cel")]
-pub use conditions::{Condition, ConditionError};
+pub use conditions::{Condition, ConditionError, NoJsonForm};
 pub use delegation::{
     Backoff, Escalation, Exhausted, Lease, LeaseOutcome, StatsSnapshot, SubmitError, Task,
     TaskHandle, TaskRecord, TaskStatus,

@@ -18,11 +18,11 @@ pub mod scope;
 mod violation;
 
 pub use capability::{
-    AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference, ContractTerms,
-    DEFAULT_REUSE_FOR,
+    AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference, ContractMismatch,
+    ContractTerms, DEFAULT_REUSE_FOR,
 };
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
-pub use dead_letter::{DeadLetter, DeadLetters, DEFAULT_DEAD_LETTERS};
+pub use dead_letter::{DEFAULT_DEAD_LETTERS, DeadLetter, DeadLetters};
 pub use envelope::{Envelope, Recipient};
 pub use explain::did_you_mean;
 pub use failure::{DeliveryFailure, FailureReason};

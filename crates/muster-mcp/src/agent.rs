@@ -157,7 +157,7 @@ impl Agent for McpAgent {
                     return Err(AgentError::new(format!(
                         "tool `{tool}` takes an object of arguments; the task's input is {}",
                         kind_of(&other)
-                    )))
+                    )));
                 }
             };
             let request = ClientRequest::CallToolRequest(CallToolRequest::new(

@@ -161,13 +161,13 @@ impl McpConfig {
                         p(&format!("/headers/{k}"), "not a valid HTTP header value".into());
                     }
                 }
-                if let Some(var) = &self.token_env {
-                    if std::env::var_os(var).is_none() {
-                        p(
-                            "/token_env",
-                            format!("the environment variable `{var}` (the bearer token) is not set"),
-                        );
-                    }
+                if let Some(var) = &self.token_env
+                    && std::env::var_os(var).is_none()
+                {
+                    p(
+                        "/token_env",
+                        format!("the environment variable `{var}` (the bearer token) is not set"),
+                    );
                 }
             }
         }

@@ -59,13 +59,13 @@ pub fn list_tools(agent: &str, config: &McpConfig) -> Result<Vec<ToolInfo>, Stri
                         return Err(format!(
                             "MCP server {}: tools/list failed: {e}",
                             config.target()
-                        ))
+                        ));
                     }
                     Err(_) => {
                         return Err(format!(
                             "MCP server {}: no answer to tools/list",
                             config.target()
-                        ))
+                        ));
                     }
                 };
                 Ok(tools

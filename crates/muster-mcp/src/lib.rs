@@ -41,9 +41,9 @@ mod session;
 use std::sync::Arc;
 
 pub use agent::McpAgent;
-pub use config::{McpConfig, DEFAULT_CONNECT_TIMEOUT};
-pub use discover::{list_tools, ToolInfo};
-pub use schema::{content_schema, input_schema_name, output_schema_name, CONTENT_SCHEMA};
+pub use config::{DEFAULT_CONNECT_TIMEOUT, McpConfig};
+pub use discover::{ToolInfo, list_tools};
+pub use schema::{CONTENT_SCHEMA, content_schema, input_schema_name, output_schema_name};
 
 use muster_core::agents::agent::{Agent, AgentFactory};
 

@@ -2,7 +2,7 @@
 //! generic output schema of a tool that declares none, and the output a tool result
 //! becomes. Pure functions over JSON; it must not talk to a server.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// The name of the generic output schema (`mcp.content`): the output of a capability whose
 /// tool declares no `outputSchema` (and whose manifest names no `output`).
@@ -94,10 +94,10 @@ pub(crate) fn output_of(structured: Option<Value>, content: Vec<Value>) -> Value
     let text = text_of(&content);
     let mut doc = Map::new();
     doc.insert("content".into(), Value::Array(content));
-    if let Ok(parsed) = serde_json::from_str::<Value>(text.trim()) {
-        if !text.trim().is_empty() {
-            doc.insert("json".into(), parsed);
-        }
+    if !text.trim().is_empty()
+        && let Ok(parsed) = serde_json::from_str::<Value>(text.trim())
+    {
+        doc.insert("json".into(), parsed);
     }
     doc.insert("text".into(), Value::String(text));
     Value::Object(doc)
@@ -137,8 +137,10 @@ mod tests {
         store.add(CONTENT_SCHEMA, content_schema()).unwrap();
         let out = output_of(None, vec![json!({"type": "text", "text": "[1, 2]"})]);
         store.validate(CONTENT_SCHEMA, &out).unwrap();
-        assert!(store
-            .validate(CONTENT_SCHEMA, &json!({"text": "no blocks"}))
-            .is_err());
+        assert!(
+            store
+                .validate(CONTENT_SCHEMA, &json!({"text": "no blocks"}))
+                .is_err()
+        );
     }
 }

@@ -13,8 +13,8 @@
 //! is capped by [`Streams`].
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::response::sse::Event as SseEvent;
 use futures::Stream;
@@ -154,6 +154,16 @@ fn sse(r: &Record) -> SseEvent {
         .id(r.seq.to_string())
         .event(r.event.kind())
         .data(data)
+}
+
+/// The first event of a stream asked to start now (`?after=now`): `event: start`, its id
+/// the sequence number the stream starts after, its data `{"after": N}`. A client that
+/// reconnects sends that id (or a later one) as `Last-Event-ID` and misses nothing.
+pub fn start_event(after: u64) -> SseEvent {
+    SseEvent::default()
+        .id(after.to_string())
+        .event("start")
+        .data(format!("{{\"after\":{after}}}"))
 }
 
 /// The event stream after sequence number `after`, kept to `run` if given; it ends when

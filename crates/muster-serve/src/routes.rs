@@ -8,22 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::admission::{Admission, RETRY_AFTER_SECS};
-use super::auth::{bearer, needed_role, Caller, Role, Tokens};
-use super::error::{ApiError, Body, BODY_LIMIT};
+use super::auth::{Caller, Role, Tokens, bearer, needed_role};
+use super::error::{ApiError, BODY_LIMIT, Body};
 use super::events::{self, Streams};
-use super::node::{Live, DECIDE_RETRIES};
+use super::node::{DECIDE_RETRIES, Live};
 use super::protocol::{Cancelled, Command, DecideRefused};
 use super::tree::GroupInfo;
 use super::views;
@@ -32,8 +33,8 @@ use muster_core::journal::{Journal, Record, TapJournal};
 use muster_core::messaging::SchemaStore;
 use muster_core::runtime::Muster;
 use muster_telemetry::AdmissionKind;
-use muster_workflow::inspect::{self, RunState};
 use muster_workflow::Workflow;
+use muster_workflow::inspect::{self, RunState};
 
 /// The most runs one `GET /v1/runs` page lists.
 pub const MAX_PAGE: usize = 500;
@@ -386,14 +387,14 @@ async fn list_runs(
             muster_core::util::bounded_text(&e.body_text())
         ))
     })?;
-    if let Some(s) = &q.status {
-        if !views::RUN_STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "`{s}` is not a run status; one of {}",
-                views::RUN_STATUSES.join(", ")
-            ))
-            .field("status"));
-        }
+    if let Some(s) = &q.status
+        && !views::RUN_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "`{s}` is not a run status; one of {}",
+            views::RUN_STATUSES.join(", ")
+        ))
+        .field("status"));
     }
     let limit = match &q.limit {
         None => 50,
@@ -471,7 +472,7 @@ async fn decide(
             return Err(ApiError::bad_request(format!(
                 "decision `{other}` must be `approve` or `reject`"
             ))
-            .field("decision"))
+            .field("decision"));
         }
     };
     not_resumed_yet(&st, run)?;
@@ -504,12 +505,11 @@ async fn decide(
         )));
     }
     let waits_here = summary.status == RunState::Waiting && summary.gate.as_deref() == Some(&gate);
-    if !waits_here {
-        if let Some(a) =
+    if !waits_here
+        && let Some(a) =
             decided.filter(|_| summary.step.as_deref() != Some(&gate) || summary.gate.is_none())
-        {
-            return Err(already(a));
-        }
+    {
+        return Err(already(a));
     }
     let where_ = match (&summary.gate, &summary.step) {
         (Some(g), _) => format!("it waits at gate `{g}`"),
@@ -581,7 +581,7 @@ async fn cancel_run(
             return Err(ApiError::forbidden(format!(
                 "cancelling run {run} needs role `operator`: a `submitter` cancels only the runs it started; {}",
                 caller.describe()
-            )))
+            )));
         }
         Cancelled::NotDriven => {}
     }
@@ -779,6 +779,14 @@ struct EventsQuery {
     after: Option<String>,
 }
 
+/// Where an event stream starts.
+enum Start {
+    /// After this sequence number (replaying from the journal up to now).
+    After(u64),
+    /// After the journal's last record now, announced by a `start` event.
+    Now(u64),
+}
+
 async fn events(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -796,12 +804,20 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .map(|v| parse_number::<u64>(v, "Last-Event-ID", "a sequence number"))
         .transpose()?;
+    // `after=now`: only what is written from now on, announced by a first `start` event
+    // whose id is the point it starts after (what a reconnect then resumes from).
+    let now = q.after.as_deref() == Some("now");
     let from_query = q
         .after
         .as_deref()
-        .map(|a| parse_number::<u64>(a, "after", "a sequence number"))
+        .filter(|_| !now)
+        .map(|a| parse_number::<u64>(a, "after", "a sequence number or `now`"))
         .transpose()?;
-    let after = from_header.or(from_query).unwrap_or(0);
+    let start = match from_header {
+        Some(n) => Start::After(n),
+        None if now => Start::Now(st.journal.len()),
+        None => Start::After(from_query.unwrap_or(0)),
+    };
     if *st.stop.borrow() {
         return Err(ApiError::unavailable("the node is shutting down"));
     }
@@ -811,7 +827,12 @@ async fn events(
             events::MAX_STREAMS
         ))
     })?;
+    let (after, greeting) = match start {
+        Start::After(n) => (n, None),
+        Start::Now(n) => (n, Some(events::start_event(n))),
+    };
     let s = events::stream(st.journal.clone(), after, run, st.stop.clone(), slot);
+    let s = futures::stream::iter(greeting.map(Ok)).chain(s);
     Ok(Sse::new(s)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -202,20 +202,25 @@ pub enum CapabilityError {
     /// An acceptance rule was declared, but this build has no CEL (muster-core's `cel`
     /// feature is off).
     #[cfg(not(feature = "cel"))]
-    #[error("capability `{capability}`: field `accept`: acceptance rules are CEL expressions, and this build has no CEL: enable muster-core's `cel` feature (the `muster` crate does)")]
+    #[error(
+        "capability `{capability}`: field `accept`: acceptance rules are CEL expressions, and this build has no CEL: enable muster-core's `cel` feature (the `muster` crate does)"
+    )]
     AcceptUnsupported {
         /// The capability.
         capability: String,
     },
     /// Another agent declared the same capability with a different contract.
-    #[error("capability `{capability}` is already declared by `{by}` with a different contract ({what}); two agents serving one capability must agree on it")]
+    #[error(
+        "capability `{capability}` is already declared by `{by}` with a different contract ({what}); two agents serving one capability must agree on it"
+    )]
     Conflict {
         /// The capability.
         capability: String,
         /// The agent that declared it first.
         by: String,
         /// What differs.
-        what: String,
+        #[source]
+        what: Box<ContractMismatch>,
     },
 }
 
@@ -294,30 +299,51 @@ impl AcceptRule {
 impl Capability {
     /// Whether two declarations describe the same contract (see [`ContractTerms`]); `Err`
     /// says what differs, this one's first.
-    pub fn same_contract(&self, other: &Capability) -> Result<(), String> {
+    pub fn same_contract(&self, other: &Capability) -> Result<(), ContractMismatch> {
         ContractTerms::of(self)
             .differs(&ContractTerms::of(other))
-            .map_err(|d| match d {
-                ContractDifference::Version { ours, theirs } => {
-                    format!("version {ours} vs {theirs}")
-                }
-                ContractDifference::Input { ours, theirs } => {
-                    format!("input schema {ours} vs {theirs}")
-                }
-                ContractDifference::Output { ours, theirs } => {
-                    format!("output schema {ours} vs {theirs}")
-                }
-                ContractDifference::Idempotent { ours, theirs } => {
-                    format!("idempotent {ours} vs {theirs}")
-                }
-                ContractDifference::Accept { ours, theirs } => {
-                    format!("accept rule {ours:?} vs {theirs:?}")
-                }
-                ContractDifference::Documents { ours, theirs } => format!(
-                    "schema documents of `{}` -> `{}` (digest {ours} vs {theirs})",
-                    self.spec.input, self.spec.output
-                ),
+            .map_err(|difference| ContractMismatch {
+                input: self.spec.input.clone(),
+                output: self.spec.output.clone(),
+                difference,
             })
+    }
+}
+
+/// Two declarations of one capability that are not the same contract: the first term
+/// that differs (see [`Capability::same_contract`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct ContractMismatch {
+    /// This side's input schema name.
+    pub input: String,
+    /// This side's output schema name.
+    pub output: String,
+    /// What differs, this side's first.
+    pub difference: ContractDifference,
+}
+
+impl ContractMismatch {
+    fn describe(&self) -> String {
+        match &self.difference {
+            ContractDifference::Version { ours, theirs } => format!("version {ours} vs {theirs}"),
+            ContractDifference::Input { ours, theirs } => {
+                format!("input schema {ours} vs {theirs}")
+            }
+            ContractDifference::Output { ours, theirs } => {
+                format!("output schema {ours} vs {theirs}")
+            }
+            ContractDifference::Idempotent { ours, theirs } => {
+                format!("idempotent {ours} vs {theirs}")
+            }
+            ContractDifference::Accept { ours, theirs } => {
+                format!("accept rule {ours:?} vs {theirs:?}")
+            }
+            ContractDifference::Documents { ours, theirs } => format!(
+                "schema documents of `{}` -> `{}` (digest {ours} vs {theirs})",
+                self.input, self.output
+            ),
+        }
     }
 }
 
