@@ -71,6 +71,7 @@ mod journal_index;
 mod journal_round_trip;
 mod llm_agents;
 mod llm_real_model;
+mod mcp_agents;
 mod messaging_contracts;
 mod named_restart;
 mod no_capable_agent;

@@ -15,6 +15,7 @@
 
 pub mod builtins;
 pub mod manifest;
+mod mcp;
 
 pub use manifest::{
     BackendError, BackendSpec, CastError, MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX,

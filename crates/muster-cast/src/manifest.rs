@@ -13,8 +13,11 @@ use muster_core::messaging::SchemaStore;
 use muster_core::runtime::AgentDef;
 use muster_core::supervision::{Restart, Supervision};
 use muster_llm::{LlmConfig, LlmFactory};
+use muster_mcp::{McpConfig, McpFactory, ToolInfo};
 use muster_sim::{FaultModel, SimFactory};
 use muster_workflow::definition::MAX_DURATION;
+
+use super::mcp;
 
 /// The backend an agent type runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +36,8 @@ pub enum BackendSpec {
     /// A model behind an OpenAI-compatible chat-completions endpoint (see
     /// [`muster_llm`]).
     Llm(LlmConfig),
+    /// An MCP server whose tools serve the capabilities (see [`muster_mcp`]).
+    Mcp(McpConfig),
 }
 
 /// The `[backend]` of a simulated agent: a [`FaultModel`] plus an optional seed, all at
@@ -129,6 +134,14 @@ pub struct Manifest {
     pub capabilities: Vec<CapabilitySpec>,
     /// Backend.
     pub backend: BackendSpec,
+    /// The tools its MCP server offers, listed when the manifest was loaded (empty for
+    /// other backends).
+    #[serde(skip)]
+    pub tools: Vec<ToolInfo>,
+    /// The schemas it brings, `(name, document)`: an MCP backend's tool schemas taken for
+    /// capabilities that left theirs out (see [`muster_mcp::input_schema_name`]).
+    #[serde(skip)]
+    pub schemas: Vec<(String, Value)>,
 }
 
 /// One problem with one manifest file.
@@ -345,7 +358,7 @@ impl Manifest {
             shipped_schema()
         };
         if store.contains("manifest")
-            && let Err(c) = store.validate_explained("manifest", &json)
+            && let Err(c) = store.validate_explained("manifest", &mcp::schema_view(&json))
         {
             return Err(c
                 .errors
@@ -438,7 +451,7 @@ impl Manifest {
         if !overrides.is_empty()
             && store.contains("manifest")
             && let Ok(merged) = built.clone().try_deserialize::<Value>()
-            && let Err(c) = store.validate_explained("manifest", &merged)
+            && let Err(c) = store.validate_explained("manifest", &mcp::schema_view(&merged))
         {
             let bad: Vec<ManifestError> = c
                 .errors
@@ -457,11 +470,40 @@ impl Manifest {
                 return Err(bad);
             }
         }
-        let m: Manifest = built.try_deserialize().map_err(|e| {
-            let field = field_of(&e);
-            let by = set_by(&field);
-            vec![err(&field, format!("{e}{by}"))]
-        })?;
+        let is_mcp = doc
+            .get("backend")
+            .and_then(|b| b.get("kind"))
+            .and_then(|k| k.as_str())
+            == Some("mcp");
+        let m: Manifest = if is_mcp {
+            // The capabilities' tools are resolved against the server's list first: an
+            // omitted schema becomes the tool's, registered under a stable name.
+            let mut merged: Value = built.try_deserialize().map_err(|e| {
+                let field = field_of(&e);
+                let by = set_by(&field);
+                vec![err(&field, format!("{e}{by}"))]
+            })?;
+            let (tools, brought) = mcp::prepare(&mut merged, schemas).map_err(|es| {
+                es.into_iter()
+                    .map(|(f, message)| {
+                        let by = set_by(&f);
+                        err(&f, format!("{message}{by}"))
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+            let mut m: Manifest =
+                serde_json::from_value(merged).map_err(|e| vec![err("/", e.to_string())])?;
+            m.tools = tools;
+            m.schemas = brought;
+            m
+        } else {
+            built.try_deserialize().map_err(|e| {
+                let field = field_of(&e);
+                let by = set_by(&field);
+                vec![err(&field, format!("{e}{by}"))]
+            })?
+        };
+
         for (field, message) in m.limit_problems() {
             let by = set_by(&field);
             problems.push(err(&field, format!("{message}{by}")));
@@ -602,6 +644,7 @@ impl Manifest {
                 .map(Arc::from)
                 .ok_or_else(|| BackendError::NoBuiltin { name: name.clone() })?,
             BackendSpec::Command(c) => Arc::new(CommandFactory(c.clone())),
+            BackendSpec::Mcp(c) => Arc::new(McpFactory::new(c.clone())),
             BackendSpec::Llm(c) => Arc::new(
                 LlmFactory::new(c.clone(), self.outputs(), schemas.clone())
                     .map_err(|problems| BackendError::Llm { problems })?,
@@ -628,7 +671,7 @@ impl Manifest {
             supervision: self.supervision.clone().unwrap_or_default(),
             liveness: self.liveness,
             factory,
-            schemas: Vec::new(),
+            schemas: self.schemas.clone(),
             layer: None,
         })
     }

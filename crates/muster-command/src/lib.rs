@@ -45,10 +45,31 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use config::{CommandConfig, CommandLimits, CommandMode, DEFAULT_ENV_PASS};
-pub use process::MAX_OUTPUT_BYTES;
+pub use process::{MAX_OUTPUT_BYTES, ProcessGroup, describe_status, spawn_error};
 pub use program::{ProgramError, find_program};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, AgentLink, TaskContext};
+
+/// The command muster starts an agent program with, for other backends that run a
+/// long-lived program over its stdio (the MCP backend): piped stdin, stdout and stderr, the
+/// least-privilege environment of `config` ([`DEFAULT_ENV_PASS`], `env_pass`, `env`, then
+/// `MUSTER_AGENT=instance`), `config.limits`, a process group of its own (kill it with
+/// [`ProcessGroup`]) and, on Linux, the agent shim or the parent-death signal, exactly as
+/// for a command agent. `config.mode` is not read.
+///
+/// # Example
+/// ```
+/// use muster_command::{agent_command, CommandConfig};
+///
+/// let cmd = agent_command("time#0", &CommandConfig::new("sh").with_args(["-c", "true"]));
+/// assert!(cmd.is_ok());
+/// ```
+pub fn agent_command(
+    instance: &str,
+    config: &CommandConfig,
+) -> Result<tokio::process::Command, AgentError> {
+    process::base_command(instance, config)
+}
 
 /// Makes one [`CommandAgent`] per instance (and per restart), all running the same program.
 ///

@@ -105,20 +105,20 @@ pub(super) fn base_command(name: &str, config: &CommandConfig) -> Result<Command
 /// After an exit the leader is already reaped; the group is then killed at once, in the
 /// same poll, which leaves only a negligible window for its id to be reused.
 #[derive(Debug)]
-pub(super) struct ProcessGroup {
+pub struct ProcessGroup {
     pgid: Cell<Option<u32>>,
 }
 
 impl ProcessGroup {
     /// The group `child` leads (as every process from [`base_command`] does).
-    pub(super) fn of(child: &Child) -> Self {
+    pub fn of(child: &Child) -> Self {
         ProcessGroup {
             pgid: Cell::new(child.id()),
         }
     }
 
     /// Sends SIGKILL to every process in the group, the first time only.
-    pub(super) fn kill(&self) {
+    pub fn kill(&self) {
         let Some(pgid) = self.pgid.take() else {
             return;
         };
@@ -143,7 +143,7 @@ impl Drop for ProcessGroup {
 }
 
 /// The error for a program that could not be started, naming it (and its directory).
-pub(super) fn spawn_error(name: &str, config: &CommandConfig, e: &std::io::Error) -> AgentError {
+pub fn spawn_error(name: &str, config: &CommandConfig, e: &std::io::Error) -> AgentError {
     let cwd = match &config.cwd {
         Some(cwd) => format!(" in {}", cwd.display()),
         None => String::new(),
@@ -304,7 +304,7 @@ pub(super) async fn read_capped<R: AsyncRead + Unpin>(
 }
 
 /// "exit code 3", or "signal 9 (SIGKILL)".
-pub(super) fn describe_status(status: ExitStatus) -> String {
+pub fn describe_status(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exit code {code}");
     }

@@ -1,8 +1,8 @@
 //! Agents: the core's agent kinds ([`muster_core::agents`]: the `Agent` trait, function and
 //! typed agents, instances and their supervisors) and, behind their features, the backends
 //! of their own crates: `command` (external programs, `muster-command`), `llm` (a model
-//! behind an OpenAI-compatible endpoint, `muster-llm`) and `sim` (simulated agents acting
-//! out a fault model, `muster-sim`).
+//! behind an OpenAI-compatible endpoint, `muster-llm`), `mcp` (an MCP server's tools,
+//! `muster-mcp`) and `sim` (simulated agents acting out a fault model, `muster-sim`).
 
 pub use muster_core::agents::*;
 
@@ -10,5 +10,7 @@ pub use muster_core::agents::*;
 pub use muster_command as command;
 #[cfg(feature = "llm")]
 pub use muster_llm as llm;
+#[cfg(feature = "mcp")]
+pub use muster_mcp as mcp;
 #[cfg(feature = "sim")]
 pub use muster_sim as sim;

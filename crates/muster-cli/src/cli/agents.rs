@@ -106,6 +106,39 @@ fn override_warnings(
         .collect())
 }
 
+/// Each MCP agent of the cast with the tools its server listed when the cast was loaded,
+/// and for each tool the capabilities mapped to it (none: the tool is not used).
+fn mcp_tools(manifests: &[(PathBuf, Manifest)]) -> Vec<serde_json::Value> {
+    manifests
+        .iter()
+        .filter_map(|(file, m)| {
+            let BackendSpec::Mcp(config) = &m.backend else {
+                return None;
+            };
+            let tools: Vec<serde_json::Value> = m
+                .tools
+                .iter()
+                .map(|t| {
+                    let mapped: Vec<&str> = m
+                        .capabilities
+                        .iter()
+                        .filter(|c| config.tool_for(&c.name) == t.name)
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    json!({
+                        "name": t.name,
+                        "description": t.description,
+                        "input_schema": t.input_schema,
+                        "output_schema": t.output_schema,
+                        "mapped": mapped,
+                    })
+                })
+                .collect();
+            Some(json!({"agent": m.name, "file": file, "server": config.target(), "tools": tools}))
+        })
+        .collect()
+}
+
 /// Agent type name → its manifest file.
 pub(crate) fn manifest_files(manifests: &[(PathBuf, Manifest)]) -> HashMap<String, PathBuf> {
     manifests
@@ -243,7 +276,8 @@ pub fn run(args: AgentsArgs) -> Result<(), CliError> {
     if args.server.server.is_some() {
         return remote(args);
     }
-    let (store, defs) = load(&args.cast)?;
+    let (store, defs, manifests) = load_manifests(&args.cast)?;
+    let mcp = mcp_tools(&manifests);
     let descriptions: Vec<(String, String)> = defs
         .iter()
         .map(|d| (d.name.clone(), d.description.clone()))
@@ -258,6 +292,7 @@ pub fn run(args: AgentsArgs) -> Result<(), CliError> {
                 "agents": agents,
                 "capabilities": agents.iter().flat_map(|a| a.capabilities.iter().map(|c| c.name.clone())).collect::<std::collections::BTreeSet<_>>(),
                 "schemas": schemas,
+                "mcp": mcp,
             });
             println!("{doc}");
         } else {
@@ -283,6 +318,30 @@ pub fn run(args: AgentsArgs) -> Result<(), CliError> {
                 if !desc.is_empty() {
                     println!("{name}: {desc}");
                 }
+            }
+            for a in &mcp {
+                let tools: Vec<String> = a["tools"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| match t["mapped"].as_array().filter(|m| !m.is_empty()) {
+                        Some(caps) => format!(
+                            "{} (-> {})",
+                            t["name"].as_str().unwrap_or_default(),
+                            caps.iter()
+                                .filter_map(|c| c.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => t["name"].as_str().unwrap_or_default().to_string(),
+                    })
+                    .collect();
+                println!(
+                    "{} (MCP {}): tools {}",
+                    a["agent"].as_str().unwrap_or_default(),
+                    a["server"].as_str().unwrap_or_default(),
+                    tools.join(", ")
+                );
             }
             println!(
                 "{} instances, {} schemas loaded",
