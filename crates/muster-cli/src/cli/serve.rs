@@ -390,12 +390,15 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                     Err(e) => {
                         muster.shutdown().await;
                         let details = json!({"nats": args.nats, "message": e.to_string()});
-                        // A replica count the servers cannot place is a setting to change.
-                        return Err(if matches!(e, ClusterError::Replicas(_)) {
-                            CliError::bad_input(e.to_string(), details)
-                        } else {
-                            CliError::failed(e.to_string(), details)
-                        });
+                        // A replica count the servers cannot place is a setting to change;
+                        // a peer of another wire version, a version to change.
+                        return Err(
+                            if matches!(e, ClusterError::Replicas(_) | ClusterError::Version(_)) {
+                                CliError::bad_input(e.to_string(), details)
+                            } else {
+                                CliError::failed(e.to_string(), details)
+                            },
+                        );
                     }
                 }
             }
