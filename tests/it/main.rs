@@ -86,6 +86,7 @@ mod serve_admission;
 mod serve_api;
 mod serve_refused_workflows;
 mod serve_roles;
+mod serve_tls;
 mod shards;
 mod sigkill_resume;
 mod sim_agents;
