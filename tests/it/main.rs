@@ -41,6 +41,7 @@ mod cluster_nats;
 mod cluster_replicas;
 mod cluster_retention;
 mod cluster_script;
+mod cluster_wire;
 mod code_review_example;
 mod colour_cli;
 mod command_agent_scopes;

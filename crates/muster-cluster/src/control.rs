@@ -72,6 +72,16 @@ struct Stats {
     late_reports: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
     swept: std::sync::atomic::AtomicU64,
+    unreadable: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    /// A peer's message that [`wire::decode`] refused: logged and counted, then dropped.
+    fn unreadable(&self, what: &str, e: &wire::WireError) {
+        self.unreadable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %e, "an unreadable {what} was dropped");
+    }
 }
 
 /// A remote instance as the control node lists it.
@@ -216,6 +226,16 @@ impl Control {
         )
     }
 
+    /// Peer messages refused by [`wire::decode`] (not JSON, or not what their published
+    /// schema allows): attempt reports, beats and worker records. Each was logged and
+    /// dropped; none reached an owner or the registry.
+    pub fn unreadable(&self) -> u64 {
+        self.inner
+            .stats
+            .unreadable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn spawn_reports(&self, mut sub: async_nats::Subscriber) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -223,7 +243,7 @@ impl Control {
                 let msg: ReportMsg = match wire::decode(&m.payload) {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!(error = %e, "an unreadable attempt report was dropped");
+                        inner.stats.unreadable("attempt report", &e);
                         continue;
                     }
                 };
@@ -267,8 +287,12 @@ impl Control {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                let Ok(beat) = wire::decode::<BeatMsg>(&m.payload) else {
-                    continue;
+                let beat = match wire::decode::<BeatMsg>(&m.payload) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        inner.stats.unreadable("beat", &e);
+                        continue;
+                    }
                 };
                 if let Some(r) = inner.remotes.get(beat.instance.as_str()).map(|r| r.clone()) {
                     r.beat(beat.task_id, beat.epoch, beat.agent);
@@ -347,9 +371,9 @@ impl Inner {
                     Ok(rec) => {
                         tracing::warn!(key = %e.key, node = %rec.node, "a worker record under another node's key was ignored")
                     }
-                    Err(err) => {
-                        tracing::warn!(key = %e.key, error = %err, "an unreadable worker record was ignored")
-                    }
+                    Err(err) => self
+                        .stats
+                        .unreadable(&format!("worker record ({})", e.key), &err),
                 }
             }
             Operation::Delete | Operation::Purge => {

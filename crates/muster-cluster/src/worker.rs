@@ -82,6 +82,8 @@ struct Inner {
     freed: Mutex<HashMap<String, Arc<Notify>>>,
     /// Assignments that found their instance full and waited for a slot.
     waited: AtomicU64,
+    /// Peer messages refused by [`wire::decode`].
+    unreadable: AtomicU64,
     /// Each capability's contract record, computed once at join (contracts do not change
     /// while a worker runs).
     contracts: HashMap<String, ContractRecord>,
@@ -195,6 +197,7 @@ impl Worker {
                 waiting: Mutex::new(HashMap::new()),
                 freed: Mutex::new(HashMap::new()),
                 waited: AtomicU64::new(0),
+                unreadable: AtomicU64::new(0),
                 contracts: records,
                 config,
                 replication,
@@ -239,6 +242,13 @@ impl Worker {
         self.inner.waited.load(Ordering::Relaxed)
     }
 
+    /// Peer messages refused by [`wire::decode`] (not JSON, or not what their published
+    /// schema allows): assignments and control messages. Each was logged and dropped;
+    /// none reached an instance.
+    pub fn unreadable(&self) -> u64 {
+        self.inner.unreadable.load(Ordering::Relaxed)
+    }
+
     /// Leaves the cluster: deletes its keys, so that control nodes reassign its tasks at
     /// once rather than at the TTL.
     pub async fn leave(&self) {
@@ -269,7 +279,10 @@ impl Worker {
             while let Some(m) = sub.next().await {
                 match wire::decode::<AssignMsg>(&m.payload) {
                     Ok(a) => inner.on_assign(a),
-                    Err(e) => tracing::warn!(error = %e, "an unreadable assignment was dropped"),
+                    Err(e) => {
+                        inner.unreadable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "an unreadable assignment was dropped")
+                    }
                 }
             }
         });
@@ -302,6 +315,7 @@ impl Worker {
                         inner.muster.kill_agent(&instance, &reason);
                     }
                     Err(e) => {
+                        inner.unreadable.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "an unreadable control message was dropped")
                     }
                 }
