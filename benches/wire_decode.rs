@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use muster::cluster::wire::{
     self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg, WireMessage, WorkerRecord,
 };

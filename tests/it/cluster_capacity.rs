@@ -12,7 +12,7 @@ use crate::support::node as node_support;
 use std::collections::HashMap;
 
 use cluster_support::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Instances of the worker's `slow` agent, each holding `CAPACITY` tasks at once.
 const REPLICAS: usize = 2;

@@ -15,7 +15,7 @@ use cluster_support::*;
 use futures::StreamExt;
 use muster::cluster::wire::{AssignMsg, ReportMsg};
 use muster::{Envelope, Recipient};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// An assignment of `echo#0` for task `task`, reporting to `report_to`.

@@ -5,11 +5,11 @@
 //! exits 2 naming it. Processes listen on loopback port 0 and are stopped by pid.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
+use crate::support::common;
 use crate::support::node as node_support;
 
 const TOKEN: &str = "tls-test-token-0123456789abcdef";
@@ -25,31 +25,18 @@ fn certificate(dir: &Path, name: &str) -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
-/// Runs the muster binary in `dir` with `args` and `env`, bounded at 60 s.
+/// Runs the muster binary in `dir` with `args` and `env` (no inherited token or CA file),
+/// bounded at 60 s.
 fn muster(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.current_dir(dir)
-        .env_remove("MUSTER_TOKEN")
+    let mut cmd = common::muster_cmd(dir);
+    cmd.env_remove("MUSTER_TOKEN")
         .env_remove("MUSTER_CA_CERT")
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("muster runs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("muster {args:?} did not end within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::output_within(60, cmd)
 }
 
 /// The JSON error document of a refused command (on stdout or stderr).

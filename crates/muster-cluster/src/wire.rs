@@ -490,9 +490,10 @@ mod tests {
     fn keys_stay_in_the_key_alphabet() {
         let k = contract_key("code review#12");
         assert_eq!(k, "code=20review=2312");
-        assert!(k
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=.".contains(c)));
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=.".contains(c))
+        );
         let w = worker_key("n-1", 12);
         assert_eq!(parse_worker_key(&w), Some(("n-1", 12)));
         // A version-1 worker's instance key never reads as a worker key, whatever the id.

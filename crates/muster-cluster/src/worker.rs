@@ -12,18 +12,18 @@
 //! is sent), so a bad payload is named on the node that produced it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::wire::{
-    self, AssignMsg, BeatMsg, ContractRecord, ControlMsg, InstanceRecord, ReportMsg, WorkerRecord,
-    WIRE_VERSION,
+    self, AssignMsg, BeatMsg, ContractRecord, ControlMsg, InstanceRecord, ReportMsg, WIRE_VERSION,
+    WorkerRecord,
 };
 use super::{ClusterConfig, ClusterError, Outbox, Replication};
 use muster_core::agents::protocol::{Assign, ReplyTo};
@@ -144,7 +144,7 @@ impl Worker {
                                  cast declared it within {:?})",
                                 config.join_timeout
                             ),
-                        })
+                        });
                     }
                 }
             };
@@ -450,10 +450,10 @@ impl Inner {
                     instances: Vec::new(),
                 });
                 for c in &rec.capabilities {
-                    if !r.contracts.iter().any(|k| &k.name == c) {
-                        if let Some(k) = self.contracts.get(c) {
-                            r.contracts.push(k.clone());
-                        }
+                    if !r.contracts.iter().any(|k| &k.name == c)
+                        && let Some(k) = self.contracts.get(c)
+                    {
+                        r.contracts.push(k.clone());
                     }
                 }
                 r.instances.push(rec.clone());
@@ -556,11 +556,11 @@ impl Inner {
             return;
         };
         let contract = self.muster.contract(&env.topic);
-        if let Some(c) = &contract {
-            if let Err(e) = c.input.validate(&env.payload) {
-                self.report(&a.report_to, &answer(Err(Failure::ContractViolation(e))));
-                return;
-            }
+        if let Some(c) = &contract
+            && let Err(e) = c.input.validate(&env.payload)
+        {
+            self.report(&a.report_to, &answer(Err(Failure::ContractViolation(e))));
+            return;
         }
         if !handle.available() {
             let why = format!("instance {instance} is {}", handle.state());
@@ -755,10 +755,10 @@ impl Inner {
                     usage: None,
                 },
             };
-            if let (Ok(out), Some(c)) = (&msg.result, &contract) {
-                if let Err(e) = c.output.validate(out) {
-                    msg.result = Err(Failure::ContractViolation(e));
-                }
+            if let (Ok(out), Some(c)) = (&msg.result, &contract)
+                && let Err(e) = c.output.validate(out)
+            {
+                msg.result = Err(Failure::ContractViolation(e));
             }
             inner.report(&report_to, &msg);
         });

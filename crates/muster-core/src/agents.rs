@@ -30,8 +30,7 @@ pub mod workspace;
 pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
 pub use def::AgentDef;
 pub use function::FnAgent;
-#[doc(hidden)]
-pub use handle::LoadWatch;
+pub(crate) use handle::LoadWatch;
 pub use handle::{InstanceHandle, Mailbox, MailboxLayer};
 pub use host::{AgentHost, DelegateError, SubTask};
 pub use presence::{Directory, Presence};
