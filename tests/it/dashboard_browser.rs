@@ -613,6 +613,19 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     )
     .await;
     assert_eq!(run_status(&client, &node, &gated).await, "waiting");
+    // The run's own page says why it waits: what its steps found before the gate.
+    let linked = chrome
+        .browser
+        .new_page(node.url(&format!("/?token={TOKEN}#run={gated}")))
+        .await
+        .expect("the run's page opens");
+    wait_page(
+        &linked,
+        "the gate's reasons on the run's page",
+        "document.querySelector('[data-testid=gate-why]')?.textContent.includes('prepare: completed — x 1')",
+    )
+    .await;
+    let _ = linked.close().await;
     // A viewer's page shows the gate waiting without the buttons its role may not use.
     let viewer = chrome
         .browser

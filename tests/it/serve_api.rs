@@ -643,6 +643,59 @@ async fn the_event_stream_resumes_after_last_event_id_with_no_gap_and_no_duplica
     }
 }
 
+/// The dashboard's stream (`?after=now`) replays nothing: its first event names the
+/// point it starts after, and every record written after it follows, once, in order.
+#[tokio::test]
+async fn a_stream_asked_to_start_now_replays_no_history_and_misses_nothing_after() {
+    let dir = setup();
+    let node = start(dir.path());
+    let first = start_run(&node, "plain", json!({"x": 1})).await;
+    wait_run(&node, &first, |d| d["status"] == "completed").await;
+    let (_, page) = call("GET", &format!("{}/v1/records?limit=10000", node.url), None).await;
+    let last = page["records"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let url = format!("{}/v1/events?after=now", node.url);
+    let reader = tokio::spawn(async move {
+        read_events(&url, None, |ev| {
+            ev.iter().any(|(_, d)| d["event"]["type"] == "run_ended")
+        })
+        .await
+    });
+    // The stream is open once its `start` event is out; a run started after that shows.
+    let second = start_run(&node, "plain", json!({"x": 2})).await;
+    wait_run(&node, &second, |d| d["status"] == "completed").await;
+    let events = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the stream delivered the second run")
+        .expect("reader");
+    let (start_id, start) = &events[0];
+    assert_eq!(start["after"].as_u64(), Some(*start_id), "{start}");
+    assert!(
+        *start_id >= last,
+        "started at {start_id}, before the first run's end {last}"
+    );
+    let ids: Vec<u64> = events[1..].iter().map(|(id, _)| *id).collect();
+    let expected: Vec<u64> = (start_id + 1..=start_id + ids.len() as u64).collect();
+    assert_eq!(
+        ids, expected,
+        "every record after the start, once, in order"
+    );
+    assert!(
+        events[1..]
+            .iter()
+            .all(|(_, d)| d["event"]["run"] != json!(first)),
+        "no record of the run that ended before the stream opened"
+    );
+    // A bad `after` is a 400 naming the field's forms.
+    let (status, body) = call("GET", &format!("{}/v1/events?after=soon", node.url), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("`now`"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_resumed_from_zero_replays_a_journal_larger_than_its_batch_in_order() {
     let dir = setup();

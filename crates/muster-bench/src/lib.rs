@@ -299,5 +299,5 @@ fn w5_in_child(
     if doc["ok"] != true {
         return Err(BenchError::Child(doc["error"].to_string()));
     }
-    report::merge_samples(&doc, "W5", into).map_err(BenchError::Child)
+    report::merge_samples(&doc, "W5", into).map_err(|e| BenchError::Child(e.to_string()))
 }

@@ -155,33 +155,55 @@ impl PeerDirs {
     /// `benches/peers` of the muster checkout the current directory is in (builds in its
     /// `target/peers`). Nothing is taken from where this binary was built, so an installed
     /// `muster` works from a checkout or with a directory. `Err` says what to pass.
-    pub fn locate(dir: Option<&Path>) -> Result<PeerDirs, String> {
+    pub fn locate(dir: Option<&Path>) -> Result<PeerDirs, LocateError> {
         if let Some(dir) = dir {
             if !dir.join("python").is_dir() && !dir.join("rust").is_dir() {
-                return Err(format!(
-                    "{}: not the peers' directory (it holds neither python/ nor rust/; pass the benches/peers folder of a muster checkout)",
-                    dir.display()
-                ));
+                return Err(LocateError::NotPeers(dir.to_path_buf()));
             }
             return Ok(PeerDirs {
                 sources: dir.to_path_buf(),
                 work: PathBuf::from(".muster").join("peers"),
             });
         }
-        let cwd = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
+        let cwd = std::env::current_dir().map_err(LocateError::CurrentDir)?;
         cwd.ancestors()
             .find(|d| d.join("benches").join("peers").is_dir() && d.join("Cargo.toml").is_file())
             .map(|root| PeerDirs {
                 sources: root.join("benches").join("peers"),
                 work: root.join("target").join("peers"),
             })
-            .ok_or_else(|| {
-                format!(
-                    "the peers' sources were not found: {} is not inside a muster checkout (one with benches/peers); run from a checkout or pass --peers-dir DIR",
-                    cwd.display()
-                )
-            })
+            .ok_or(LocateError::NoCheckout(cwd))
     }
+}
+
+/// Why [`PeerDirs::locate`] found no peers.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    /// The directory given is not a `benches/peers`.
+    #[error(
+        "{}: not the peers' directory (it holds neither python/ nor rust/; pass the benches/peers folder of a muster checkout)",
+        .0.display()
+    )]
+    NotPeers(PathBuf),
+    /// The current directory could not be read.
+    #[error("the current directory: {0}")]
+    CurrentDir(#[source] std::io::Error),
+    /// No directory was given and the current one is not inside a checkout.
+    #[error(
+        "the peers' sources were not found: {} is not inside a muster checkout (one with benches/peers); run from a checkout or pass --peers-dir DIR",
+        .0.display()
+    )]
+    NoCheckout(PathBuf),
+}
+
+/// A `--peer NAME=PROGRAM` that [`Peer::external`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--peer {spec}: expected NAME=PROGRAM{}", if *.named { "" } else { " with a name of 1 to 64 characters" })]
+pub struct PeerSpecError {
+    /// What was given.
+    pub spec: String,
+    /// Whether it had the `NAME=PROGRAM` shape at all (then the name or program was bad).
+    named: bool,
 }
 
 /// A peer that could not be made ready or did not deliver its figures.
@@ -230,15 +252,15 @@ impl Peer {
     /// let p = Peer::external("mine=/usr/local/bin/my-peer").unwrap();
     /// assert_eq!(p.name, "mine");
     /// ```
-    pub fn external(spec: &str) -> Result<Peer, String> {
-        let (name, program) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("--peer {spec}: expected NAME=PROGRAM"))?;
+    pub fn external(spec: &str) -> Result<Peer, PeerSpecError> {
+        let refused = |named| PeerSpecError {
+            spec: spec.to_string(),
+            named,
+        };
+        let (name, program) = spec.split_once('=').ok_or_else(|| refused(true))?;
         let name = name.trim();
         if name.is_empty() || name.len() > 64 || program.trim().is_empty() {
-            return Err(format!(
-                "--peer {spec}: expected NAME=PROGRAM with a name of 1 to 64 characters"
-            ));
+            return Err(refused(false));
         }
         Ok(Peer {
             name: name.to_string(),
@@ -641,7 +663,12 @@ mod tests {
     fn an_external_peer_needs_a_name_and_a_program() {
         assert!(Peer::external("x=/bin/true").is_ok());
         for bad in ["x", "=/bin/true", "x=", " = "] {
-            assert!(Peer::external(bad).unwrap_err().contains("NAME=PROGRAM"));
+            assert!(
+                Peer::external(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("NAME=PROGRAM")
+            );
         }
     }
 

@@ -709,21 +709,32 @@ impl BenchReport {
 
 /// Rebuilds the samples of one workload from the JSON of another report (a W5 run in a
 /// process of its own), appending them to `into`.
-pub fn merge_samples(doc: &Value, workload: &str, into: &mut Collector) -> Result<(), String> {
+pub fn merge_samples(doc: &Value, workload: &str, into: &mut Collector) -> Result<(), MergeError> {
     let w = doc["workloads"]
         .as_array()
         .and_then(|ws| ws.iter().find(|w| w["id"] == workload))
-        .ok_or_else(|| format!("no {workload} in the child's report"))?;
+        .ok_or_else(|| MergeError::NoWorkload(workload.to_string()))?;
     for f in w["figures"].as_array().into_iter().flatten() {
         let name = f["name"].as_str().unwrap_or_default();
         let unit: Unit = serde_json::from_value::<UnitName>(f["unit"].clone())
             .map(|u| u.0)
-            .map_err(|e| format!("figure {name}: {e}"))?;
+            .map_err(|e| MergeError::Unit(name.to_string(), e))?;
         for s in f["samples"].as_array().into_iter().flatten() {
             into.rec(name, unit, s.as_f64().unwrap_or(f64::NAN));
         }
     }
     Ok(())
+}
+
+/// Why [`merge_samples`] could not read another report.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// The report has no such workload.
+    #[error("no {0} in the child's report")]
+    NoWorkload(String),
+    /// A figure's unit is not one muster writes.
+    #[error("figure {0}: {1}")]
+    Unit(String, #[source] serde_json::Error),
 }
 
 struct UnitName(Unit);

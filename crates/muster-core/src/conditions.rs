@@ -218,9 +218,9 @@ impl Condition {
             return Ok(v.clone());
         }
         let v = self.eval_cel(vars)?;
-        from_cel(&v).map_err(|message| ConditionError::Eval {
+        from_cel(&v).map_err(|e| ConditionError::Eval {
             source_text: self.source.to_string(),
-            message: clipped(&message),
+            message: clipped(&e.0),
         })
     }
 }
@@ -627,8 +627,13 @@ pub fn to_cel(value: &Value) -> Cel {
     }
 }
 
+/// A CEL value with no JSON form (a NaN or infinite float, a function, a type, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NoJsonForm(String);
+
 /// CEL to JSON; maps with non-string keys use the key's text.
-pub fn from_cel(value: &Cel) -> Result<Value, String> {
+pub fn from_cel(value: &Cel) -> Result<Value, NoJsonForm> {
     Ok(match value {
         Cel::Null => Value::Null,
         Cel::Bool(b) => Value::Bool(*b),
@@ -636,7 +641,7 @@ pub fn from_cel(value: &Cel) -> Result<Value, String> {
         Cel::UInt(u) => Value::from(*u),
         Cel::Float(f) => serde_json::Number::from_f64(*f)
             .map(Value::Number)
-            .ok_or_else(|| format!("{f} has no JSON form"))?,
+            .ok_or_else(|| NoJsonForm(format!("{f} has no JSON form")))?,
         Cel::String(s) => Value::String(s.to_string()),
         Cel::List(l) => Value::Array(l.iter().map(from_cel).collect::<Result<_, _>>()?),
         Cel::Map(m) => {
@@ -650,7 +655,7 @@ pub fn from_cel(value: &Cel) -> Result<Value, String> {
         }
         other => value
             .json()
-            .map_err(|e| format!("{other:?} has no JSON form: {e:?}"))?,
+            .map_err(|e| NoJsonForm(format!("{other:?} has no JSON form: {e:?}")))?,
     })
 }
 

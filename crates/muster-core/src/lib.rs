@@ -61,7 +61,7 @@ pub use agents::{
     Agent, AgentDef, AgentError, AgentFactory, AgentLink, AgentState, Failure, FnAgent, TaskContext,
 };
 #[cfg(feature = "cel")]
-pub use conditions::{Condition, ConditionError};
+pub use conditions::{Condition, ConditionError, NoJsonForm};
 pub use delegation::{
     Backoff, Escalation, Exhausted, Lease, LeaseOutcome, StatsSnapshot, SubmitError, Task,
     TaskHandle, TaskRecord, TaskStatus,

@@ -18,8 +18,8 @@ pub mod scope;
 mod violation;
 
 pub use capability::{
-    AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference, ContractTerms,
-    DEFAULT_REUSE_FOR,
+    AcceptRule, Capability, CapabilityError, CapabilitySpec, ContractDifference, ContractMismatch,
+    ContractTerms, DEFAULT_REUSE_FOR,
 };
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
 pub use dead_letter::{DEFAULT_DEAD_LETTERS, DeadLetter, DeadLetters};

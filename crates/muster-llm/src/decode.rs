@@ -355,7 +355,7 @@ impl StreamDecoder {
 /// assert_eq!(json_in("```json\n{\"a\": 1}\n```").unwrap()["a"], 1);
 /// assert!(json_in("sure! here it is").is_err());
 /// ```
-pub fn json_in(text: &str) -> Result<Value, String> {
+pub fn json_in(text: &str) -> Result<Value, NotJson> {
     let t = text.trim();
     let inner = t
         .strip_prefix("```")
@@ -364,10 +364,21 @@ pub fn json_in(text: &str) -> Result<Value, String> {
             rest.strip_suffix("```").unwrap_or(rest).trim()
         })
         .unwrap_or(t);
-    serde_json::from_str(inner).map_err(|e| {
-        let shown = muster_core::util::bounded_text(t);
-        format!("the answer is not JSON ({e}): `{shown}`")
+    serde_json::from_str(inner).map_err(|source| NotJson {
+        shown: muster_core::util::bounded_text(t).into_owned(),
+        source,
     })
+}
+
+/// A model's answer that [`json_in`] could not read as JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer is not JSON ({source}): `{shown}`")]
+pub struct NotJson {
+    /// The answer, quoted within the bounded-quote limit.
+    pub shown: String,
+    /// What the JSON parser said.
+    #[source]
+    pub source: serde_json::Error,
 }
 
 #[cfg(test)]

@@ -55,11 +55,11 @@ pub use config::{
     LlmConfig, LlmLimits, LlmPrice, MAX_REPAIR, MAX_TOKENS, MAX_TOOL_ROUNDS, MAX_WAIT, Structured,
 };
 pub use decode::{
-    Answer, DecodeError, MAX_RESPONSE_BYTES, MAX_TOOL_CALLS, StreamDecoder, TokenCounts, ToolCall,
-    decode_response, json_in,
+    Answer, DecodeError, MAX_RESPONSE_BYTES, MAX_TOOL_CALLS, NotJson, StreamDecoder, TokenCounts,
+    ToolCall, decode_response, json_in,
 };
 pub use prompt::{MAX_PROMPT_BYTES, PromptVars, Prompts, VARIABLES};
-pub use provider::{Permit, ProviderHandle, ProviderUnavailable};
+pub use provider::{ClientError, Permit, ProviderHandle, ProviderUnavailable};
 pub use wire::{ANSWER_TOOL, AttemptId, ToolSpec, request_body, schema_instruction, wire_name};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, TaskContext};
@@ -207,7 +207,7 @@ impl AgentFactory for LlmFactory {
             let limits = shared.config.limits;
             let provider = host
                 .service(&key, || {
-                    let p = ProviderHandle::new(&key)?;
+                    let p = ProviderHandle::new(&key).map_err(|e| e.to_string())?;
                     let spec = p.child_spec(limits);
                     Ok((p, spec))
                 })
@@ -331,7 +331,7 @@ impl Shared {
                 Turn::Text(t) => t,
             };
             let (why, value) = match json_in(&text) {
-                Err(e) => (e, None),
+                Err(e) => (e.to_string(), None),
                 Ok(v) => match schema.validate(&v) {
                     Ok(()) => return Ok(v),
                     Err(c) => (c.to_string(), Some(v)),

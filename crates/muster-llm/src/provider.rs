@@ -260,7 +260,7 @@ pub struct ProviderUnavailable {
 }
 
 /// The HTTP client every provider uses: rustls with the ring provider, HTTP/1.1.
-fn client() -> Result<reqwest::Client, String> {
+fn client() -> Result<reqwest::Client, ClientError> {
     // Installing fails only when a provider is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -269,13 +269,18 @@ fn client() -> Result<reqwest::Client, String> {
         .retry(reqwest::retry::never())
         .pool_max_idle_per_host(64)
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(ClientError)
 }
+
+/// The HTTP client a provider uses could not be built (no TLS roots, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[source] reqwest::Error);
 
 impl ProviderHandle {
     /// A handle for `key` whose actor is not running yet: start it with
     /// [`ProviderHandle::child_spec`] under a supervisor, or [`ProviderHandle::start`].
-    pub fn new(key: &str) -> Result<Self, String> {
+    pub fn new(key: &str) -> Result<Self, ClientError> {
         Ok(ProviderHandle {
             named: Named::new(),
             client: client()?,

@@ -156,6 +156,16 @@ fn sse(r: &Record) -> SseEvent {
         .data(data)
 }
 
+/// The first event of a stream asked to start now (`?after=now`): `event: start`, its id
+/// the sequence number the stream starts after, its data `{"after": N}`. A client that
+/// reconnects sends that id (or a later one) as `Last-Event-ID` and misses nothing.
+pub fn start_event(after: u64) -> SseEvent {
+    SseEvent::default()
+        .id(after.to_string())
+        .event("start")
+        .data(format!("{{\"after\":{after}}}"))
+}
+
 /// The event stream after sequence number `after`, kept to `run` if given; it ends when
 /// `stop` turns true or the journal's tap closes.
 pub fn stream(

@@ -14,6 +14,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -778,6 +779,14 @@ struct EventsQuery {
     after: Option<String>,
 }
 
+/// Where an event stream starts.
+enum Start {
+    /// After this sequence number (replaying from the journal up to now).
+    After(u64),
+    /// After the journal's last record now, announced by a `start` event.
+    Now(u64),
+}
+
 async fn events(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -795,12 +804,20 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .map(|v| parse_number::<u64>(v, "Last-Event-ID", "a sequence number"))
         .transpose()?;
+    // `after=now`: only what is written from now on, announced by a first `start` event
+    // whose id is the point it starts after (what a reconnect then resumes from).
+    let now = q.after.as_deref() == Some("now");
     let from_query = q
         .after
         .as_deref()
-        .map(|a| parse_number::<u64>(a, "after", "a sequence number"))
+        .filter(|_| !now)
+        .map(|a| parse_number::<u64>(a, "after", "a sequence number or `now`"))
         .transpose()?;
-    let after = from_header.or(from_query).unwrap_or(0);
+    let start = match from_header {
+        Some(n) => Start::After(n),
+        None if now => Start::Now(st.journal.len()),
+        None => Start::After(from_query.unwrap_or(0)),
+    };
     if *st.stop.borrow() {
         return Err(ApiError::unavailable("the node is shutting down"));
     }
@@ -810,7 +827,12 @@ async fn events(
             events::MAX_STREAMS
         ))
     })?;
+    let (after, greeting) = match start {
+        Start::After(n) => (n, None),
+        Start::Now(n) => (n, Some(events::start_event(n))),
+    };
     let s = events::stream(st.journal.clone(), after, run, st.stop.clone(), slot);
+    let s = futures::stream::iter(greeting.map(Ok)).chain(s);
     Ok(Sse::new(s)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

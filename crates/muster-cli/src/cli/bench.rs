@@ -130,8 +130,8 @@ fn prepare_peers(args: &BenchArgs) -> Result<Vec<Peer>, CliError> {
         ));
     }
     for spec in &args.extra_peers {
-        let peer =
-            Peer::external(spec).map_err(|m| CliError::bad_input(m, json!({"field": "--peer"})))?;
+        let peer = Peer::external(spec)
+            .map_err(|m| CliError::bad_input(m.to_string(), json!({"field": "--peer"})))?;
         if peers.iter().any(|p| p.name == peer.name) {
             return Err(CliError::bad_input(
                 format!(

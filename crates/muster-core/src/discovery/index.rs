@@ -341,7 +341,7 @@ impl CapabilityIndex {
                     .map_err(|what| CapabilityError::Conflict {
                         capability: contract.name.to_string(),
                         by: e.declared_by.to_string(),
-                        what,
+                        what: Box::new(what),
                     })
             }
             None => Ok(()),

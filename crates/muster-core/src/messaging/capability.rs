@@ -219,7 +219,8 @@ pub enum CapabilityError {
         /// The agent that declared it first.
         by: String,
         /// What differs.
-        what: String,
+        #[source]
+        what: Box<ContractMismatch>,
     },
 }
 
@@ -298,30 +299,51 @@ impl AcceptRule {
 impl Capability {
     /// Whether two declarations describe the same contract (see [`ContractTerms`]); `Err`
     /// says what differs, this one's first.
-    pub fn same_contract(&self, other: &Capability) -> Result<(), String> {
+    pub fn same_contract(&self, other: &Capability) -> Result<(), ContractMismatch> {
         ContractTerms::of(self)
             .differs(&ContractTerms::of(other))
-            .map_err(|d| match d {
-                ContractDifference::Version { ours, theirs } => {
-                    format!("version {ours} vs {theirs}")
-                }
-                ContractDifference::Input { ours, theirs } => {
-                    format!("input schema {ours} vs {theirs}")
-                }
-                ContractDifference::Output { ours, theirs } => {
-                    format!("output schema {ours} vs {theirs}")
-                }
-                ContractDifference::Idempotent { ours, theirs } => {
-                    format!("idempotent {ours} vs {theirs}")
-                }
-                ContractDifference::Accept { ours, theirs } => {
-                    format!("accept rule {ours:?} vs {theirs:?}")
-                }
-                ContractDifference::Documents { ours, theirs } => format!(
-                    "schema documents of `{}` -> `{}` (digest {ours} vs {theirs})",
-                    self.spec.input, self.spec.output
-                ),
+            .map_err(|difference| ContractMismatch {
+                input: self.spec.input.clone(),
+                output: self.spec.output.clone(),
+                difference,
             })
+    }
+}
+
+/// Two declarations of one capability that are not the same contract: the first term
+/// that differs (see [`Capability::same_contract`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct ContractMismatch {
+    /// This side's input schema name.
+    pub input: String,
+    /// This side's output schema name.
+    pub output: String,
+    /// What differs, this side's first.
+    pub difference: ContractDifference,
+}
+
+impl ContractMismatch {
+    fn describe(&self) -> String {
+        match &self.difference {
+            ContractDifference::Version { ours, theirs } => format!("version {ours} vs {theirs}"),
+            ContractDifference::Input { ours, theirs } => {
+                format!("input schema {ours} vs {theirs}")
+            }
+            ContractDifference::Output { ours, theirs } => {
+                format!("output schema {ours} vs {theirs}")
+            }
+            ContractDifference::Idempotent { ours, theirs } => {
+                format!("idempotent {ours} vs {theirs}")
+            }
+            ContractDifference::Accept { ours, theirs } => {
+                format!("accept rule {ours:?} vs {theirs:?}")
+            }
+            ContractDifference::Documents { ours, theirs } => format!(
+                "schema documents of `{}` -> `{}` (digest {ours} vs {theirs})",
+                self.input, self.output
+            ),
+        }
     }
 }
 
