@@ -229,6 +229,7 @@ fn measure(path: &Path, waiting: Vec<Uuid>, oldest: Uuid, samples: usize) -> Val
             resume,
             traces: None,
             failover: None,
+            tls: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

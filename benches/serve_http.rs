@@ -180,6 +180,7 @@ fn main() {
             resume: Vec::new(),
             traces: None,
             failover: None,
+            tls: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,13 +1,14 @@
 //! The cluster's wire: what a worker or a control node decodes from NATS (an assignment, a
-//! report, a heartbeat, a control message, an instance record, a contract record, a run
-//! lease), and the KV keys made from names a peer chose.
+//! report, a heartbeat, a control message, a worker record, a control node's record, a
+//! contract record, a run lease), and the KV keys made from names a peer chose.
 
 use std::sync::Arc;
 
 use muster::cluster::failover::RunLease;
 use muster::cluster::wire::{
-    AssignMsg, BeatMsg, ContractRecord, ControlMsg, InstanceRecord, ReportMsg, WireMessage,
-    check_node_name, contract_key, decode, instance_key, schemas as wire_schemas,
+    AssignMsg, BeatMsg, ContractRecord, ControlMsg, ControlRecord, ReportMsg, WireMessage,
+    WorkerRecord, check_node_name, contract_key, decode, parse_worker_key, schemas as wire_schemas,
+    version_of, worker_key,
 };
 use muster::{CapabilitySpec, Envelope, Failure, Recipient, SchemaStore};
 use serde::Serialize;
@@ -50,6 +51,10 @@ const KEYS: &[&str] = &[
     "output",
     "idempotent",
     "digest",
+    "wire",
+    "part",
+    "contracts",
+    "instances",
     "owner",
     "workflow",
     "topic",
@@ -125,11 +130,14 @@ fn examples() -> Vec<(&'static str, Value)> {
     if let Some(contract) = contract {
         out.push(("cluster-contract", to(&contract)));
         out.push((
-            "cluster-instance",
+            "cluster-worker",
             json!({
-                "node": "w1", "id": "echo#0", "agent": "echo", "generation": 0,
-                "concurrency": 1, "capacity": 2, "state": "ready", "load": 0,
-                "capabilities": [to(&contract)],
+                "wire": 2, "node": "w1", "part": 0, "contracts": [to(&contract)],
+                "instances": [{
+                    "id": "echo#0", "agent": "echo", "generation": 0,
+                    "concurrency": 1, "capacity": 2, "state": "ready", "load": 0,
+                    "capabilities": ["echo"],
+                }],
             }),
         ));
     }
@@ -246,7 +254,9 @@ pub fn messages(data: &[u8]) {
     decode_as::<ReportMsg>(&bytes);
     decode_as::<BeatMsg>(&bytes);
     decode_as::<ControlMsg>(&bytes);
-    decode_as::<InstanceRecord>(&bytes);
+    decode_as::<WorkerRecord>(&bytes);
+    decode_as::<ControlRecord>(&bytes);
+    let _ = version_of(&bytes);
     decode_as::<ContractRecord>(&bytes);
     decode_as::<RunLease>(&bytes);
 
@@ -265,7 +275,10 @@ pub fn messages(data: &[u8]) {
     // A node's name is checked where it is configured (and in every record read back),
     // so only a checked name makes a key.
     let node = if check_node_name(a).is_ok() { a } else { "w-1" };
-    for k in [instance_key(node, c), contract_key(d)] {
+    let part = c.len();
+    let worker = worker_key(node, part);
+    assert_eq!(parse_worker_key(&worker), Some((node, part)), "{worker:?}");
+    for k in [worker, contract_key(d)] {
         assert!(
             k.chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || "-_=.".contains(ch)),

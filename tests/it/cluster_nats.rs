@@ -435,3 +435,91 @@ async fn a_worker_whose_schema_differs_from_the_clusters_is_refused_by_name_and_
         "the refused worker never joined: {doc}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_node_and_a_worker_killed_together_mid_run_leave_every_run_finished_once_on_the_survivors()
+ {
+    let dir = setup();
+    let nats = Nats::start(dir.path());
+    let mut c1 = control(dir.path(), &nats.url(), "c1", "j/c1.db");
+    let c2 = control(dir.path(), &nats.url(), "c2", "j/c2.db");
+    let mut w1 = worker(dir.path(), &nats.url(), "w1");
+    let _w2 = worker(dir.path(), &nats.url(), "w2");
+    wait_agents(&c1, "slow", 2).await;
+    wait_agents(&c2, "slow", 2).await;
+    // Runs on both control nodes, their tasks on both workers.
+    let mut runs = Vec::new();
+    for n in 0..4 {
+        runs.push(start_run(&c1, "slow", json!({"n": n, "delay_ms": 2000})).await);
+    }
+    let mut own = Vec::new();
+    for n in 4..8 {
+        own.push(start_run(&c2, "slow", json!({"n": n, "delay_ms": 2000})).await);
+    }
+    // Every run of c1 is leased (journaled) and mirrored before it dies.
+    for run in &runs {
+        wait_for(&c1, &format!("/v1/runs/{run}"), 60, |d| {
+            d["steps"][0]["leases"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        })
+        .await;
+    }
+    let last = records(&c1)
+        .await
+        .last()
+        .and_then(|r| r["seq"].as_u64())
+        .expect("c1's records");
+    mirrored_up_to(&nats.url(), "c1", last).await;
+    // w1 holds work of c2 (so the surviving control node loses attempts too).
+    wait_for(&c2, "/v1/agents", 60, |d| {
+        d["agents"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["node"] == json!("w1") && x["in_flight"].as_u64().unwrap_or(0) > 0)
+        })
+    })
+    .await;
+    // Both at once, without warning.
+    c1.proc.kill();
+    w1.kill();
+    for run in runs.iter().chain(&own) {
+        let doc = wait_run(&c2, run, 180).await;
+        assert_eq!(doc["status"], json!("completed"), "{doc}");
+        assert_eq!(doc["steps"][0]["output"]["n"], doc["input"]["n"]);
+        let leases = doc["steps"][0]["leases"].as_array().expect("leases");
+        let done: Vec<&Value> = leases
+            .iter()
+            .filter(|l| l["outcome"] == json!("completed"))
+            .collect();
+        assert_eq!(done.len(), 1, "one lease completed the task: {leases:?}");
+        assert!(
+            done[0]["agent"].as_str().unwrap_or("").ends_with("@w2"),
+            "it completed on the surviving worker: {leases:?}"
+        );
+    }
+    let recs = records(&c2).await;
+    let accepted = accepted_once(&recs);
+    for run in runs.iter().chain(&own) {
+        let (_, doc) = call("GET", &format!("{}/v1/runs/{run}", c2.url), None).await;
+        let task = doc["steps"][0]["task"].to_string();
+        assert_eq!(
+            accepted.get(&task),
+            Some(&1),
+            "run {run}'s task accepted once on c2: {doc}"
+        );
+    }
+    let taken: Vec<&Value> = events(&recs, "note")
+        .into_iter()
+        .filter(|e| {
+            e["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("taken over from control node c1")
+        })
+        .collect();
+    assert_eq!(
+        taken.len(),
+        runs.len(),
+        "each of c1's runs taken over once: {taken:?}"
+    );
+}

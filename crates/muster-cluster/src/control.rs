@@ -14,7 +14,13 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::remote::{Remote, RemoteMailbox, Wire};
-use super::wire::{self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg};
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+
+use super::wire::{
+    self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg, WIRE_VERSION, WorkerRecord,
+};
 use super::{ClusterConfig, ClusterError, Outbox, Replication};
 use muster_core::agents::{AgentDef, InstanceHandle};
 use muster_core::journal::Event;
@@ -52,6 +58,10 @@ struct Inner {
     wire: Arc<Wire>,
     /// Remote instances by their id on this node (`id@node`).
     remotes: DashMap<Arc<str>, Arc<Remote>>,
+    /// The instances each worker key (a part of a worker's record) carried last.
+    carried: Mutex<HashMap<String, Vec<Arc<str>>>>,
+    /// Keys of peers of another wire version, refused (logged once each).
+    refused_keys: Mutex<HashSet<String>>,
     stats: Stats,
     /// The buckets this node opened, with their replica counts.
     replication: Replication,
@@ -62,6 +72,16 @@ struct Stats {
     late_reports: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
     swept: std::sync::atomic::AtomicU64,
+    unreadable: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    /// A peer's message that [`wire::decode`] refused: logged and counted, then dropped.
+    fn unreadable(&self, what: &str, e: &wire::WireError) {
+        self.unreadable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %e, "an unreadable {what} was dropped");
+    }
 }
 
 /// A remote instance as the control node lists it.
@@ -75,6 +95,9 @@ pub struct RemoteInfo {
     pub generation: u64,
     /// Attempts sent to it and not yet answered.
     pub in_flight: usize,
+    /// Slots counted for the load other control nodes place on it, as its worker last
+    /// reported it.
+    pub others: usize,
 }
 
 impl Control {
@@ -91,6 +114,7 @@ impl Control {
         let nats = |what: &str, e: &dyn std::fmt::Display| {
             ClusterError::Nats(format!("{what} at {}: {e}", config.url))
         };
+        super::check_control_nodes(&js, &config).await?;
         let mut placer = super::replicas::Placer::new(&js, &client, &config);
         let agents = super::open_bucket(
             &mut placer,
@@ -151,6 +175,8 @@ impl Control {
                 config,
                 wire,
                 remotes: DashMap::new(),
+                carried: Mutex::new(HashMap::new()),
+                refused_keys: Mutex::new(HashSet::new()),
                 stats: Stats::default(),
                 replication,
             }),
@@ -180,6 +206,7 @@ impl Control {
                 node: r.node.to_string(),
                 generation: r.generation,
                 in_flight: r.in_flight(),
+                others: r.others(),
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -187,7 +214,8 @@ impl Control {
     }
 
     /// Reports that arrived for no attempt in flight (handed to owners as late answers),
-    /// instance keys refused for a contract mismatch, and attempts given up as lost.
+    /// instances refused (a contract mismatch, or a worker of another wire version), and
+    /// attempts given up as lost.
     pub fn counts(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.inner.stats;
@@ -198,6 +226,16 @@ impl Control {
         )
     }
 
+    /// Peer messages refused by [`wire::decode`] (not JSON, or not what their published
+    /// schema allows): attempt reports, beats and worker records. Each was logged and
+    /// dropped; none reached an owner or the registry.
+    pub fn unreadable(&self) -> u64 {
+        self.inner
+            .stats
+            .unreadable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn spawn_reports(&self, mut sub: async_nats::Subscriber) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -205,7 +243,7 @@ impl Control {
                 let msg: ReportMsg = match wire::decode(&m.payload) {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!(error = %e, "an unreadable attempt report was dropped");
+                        inner.stats.unreadable("attempt report", &e);
                         continue;
                     }
                 };
@@ -249,8 +287,12 @@ impl Control {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                let Ok(beat) = wire::decode::<BeatMsg>(&m.payload) else {
-                    continue;
+                let beat = match wire::decode::<BeatMsg>(&m.payload) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        inner.stats.unreadable("beat", &e);
+                        continue;
+                    }
                 };
                 if let Some(r) = inner.remotes.get(beat.instance.as_str()).map(|r| r.clone()) {
                     r.beat(beat.task_id, beat.epoch, beat.agent);
@@ -313,28 +355,83 @@ impl Inner {
     fn on_entry(&self, e: async_nats::jetstream::kv::Entry) {
         use async_nats::jetstream::kv::Operation;
         match e.operation {
-            Operation::Put => match wire::decode::<InstanceRecord>(&e.value) {
-                Ok(rec) => self.on_put(rec),
-                Err(err) => {
-                    tracing::warn!(key = %e.key, error = %err, "an unreadable instance key was ignored")
+            Operation::Put => {
+                let Some((node, _)) = wire::parse_worker_key(&e.key) else {
+                    // A key of one instance: a worker of wire version 1.
+                    self.refuse_key(&e.key, wire::version_of(&e.value).min(1));
+                    return;
+                };
+                let version = wire::version_of(&e.value);
+                if version != WIRE_VERSION {
+                    self.refuse_key(&e.key, version);
+                    return;
                 }
-            },
+                match wire::decode::<WorkerRecord>(&e.value) {
+                    Ok(rec) if rec.node == node => self.on_worker(&e.key, rec),
+                    Ok(rec) => {
+                        tracing::warn!(key = %e.key, node = %rec.node, "a worker record under another node's key was ignored")
+                    }
+                    Err(err) => self
+                        .stats
+                        .unreadable(&format!("worker record ({})", e.key), &err),
+                }
+            }
             Operation::Delete | Operation::Purge => {
-                let gone: Vec<Arc<Remote>> = self
-                    .remotes
-                    .iter()
-                    .filter(|r| wire::instance_key(&r.node, &r.local_id) == e.key)
-                    .map(|r| r.value().clone())
-                    .collect();
-                for r in gone {
-                    self.drop_remote(
-                        &r,
-                        format!(
-                            "its key expired or was deleted on node {} (no heartbeat within {:?})",
-                            r.node, self.config.ttl
-                        ),
-                    );
+                let ids = self.carried.lock().remove(&e.key).unwrap_or_default();
+                for id in ids {
+                    if let Some(r) = self.remotes.get(&id).map(|r| r.clone()) {
+                        self.drop_remote(
+                            &r,
+                            format!(
+                                "its worker's key expired or was deleted on node {} (no heartbeat within {:?})",
+                                r.node, self.config.ttl
+                            ),
+                        );
+                    }
                 }
+            }
+        }
+    }
+
+    /// A peer of another wire version: refused by name, logged once per key.
+    fn refuse_key(&self, key: &str, version: u32) {
+        if self.refused_keys.lock().insert(key.to_string()) {
+            self.stats
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let why = wire::version_refusal(
+                &format!("worker `{}` (key {key})", wire::key_node(key)),
+                version,
+            );
+            tracing::error!(%key, "refused: {why}");
+        }
+    }
+
+    /// One part of a worker's record: its instances are registered or refreshed; those
+    /// it carried last time and no longer does have left.
+    fn on_worker(&self, key: &str, rec: WorkerRecord) {
+        let contracts: HashMap<&str, &ContractRecord> =
+            rec.contracts.iter().map(|c| (c.name.as_str(), c)).collect();
+        let now: Vec<Arc<str>> = rec
+            .instances
+            .iter()
+            .filter_map(|inst| self.on_put(&rec.node, inst, &contracts))
+            .collect();
+        let before = self
+            .carried
+            .lock()
+            .insert(key.to_string(), now.clone())
+            .unwrap_or_default();
+        let kept: HashSet<&Arc<str>> = now.iter().collect();
+        for id in before.iter().filter(|id| !kept.contains(id)) {
+            if let Some(r) = self.remotes.get(id).map(|r| r.clone()) {
+                self.drop_remote(
+                    &r,
+                    format!(
+                        "it is no longer in the record of node {} (it stopped or failed there)",
+                        r.node
+                    ),
+                );
             }
         }
     }
@@ -345,35 +442,41 @@ impl Inner {
         self.muster.detach(r.id.clone(), r.generation, why);
     }
 
-    fn on_put(&self, rec: InstanceRecord) {
-        if wire::check_node_name(&rec.node).is_err() {
-            return;
-        }
-        let id: Arc<str> = Arc::from(wire::remote_id(&rec.node, &rec.id));
+    /// An instance of worker `node`'s record: registered when new (or of a new
+    /// generation), its load observed when known. Its id here, or `None` when refused.
+    fn on_put(
+        &self,
+        node: &str,
+        rec: &InstanceRecord,
+        contracts: &HashMap<&str, &ContractRecord>,
+    ) -> Option<Arc<str>> {
+        let id: Arc<str> = Arc::from(wire::remote_id(node, &rec.id));
         if let Some(r) = self.remotes.get(&id).map(|r| r.clone()) {
             if r.generation == rec.generation {
-                return; // a heartbeat
+                r.observe(rec.load); // a heartbeat
+                return Some(id);
             }
             self.drop_remote(&r, format!("restarted as generation {}", rec.generation));
         }
         // Every capability must be the cluster's contract, or the instance is refused.
-        for c in &rec.capabilities {
-            let verdict = match self.muster.contract(&c.name) {
-                Some(ours) => ContractRecord::of(&ours).differs(c),
-                None => Err("the control node's cast does not declare it".into()),
+        for name in &rec.capabilities {
+            let verdict = match (self.muster.contract(name), contracts.get(name.as_str())) {
+                (Some(ours), Some(theirs)) => ContractRecord::of(&ours).differs(theirs),
+                (None, _) => Err("the control node's cast does not declare it".into()),
+                (Some(_), None) => Err("the worker's record carries no contract for it".into()),
             };
             if let Err(why) = verdict {
                 self.stats
                     .refused
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(instance = %id, capability = %c.name, %why, "instance refused");
-                return;
+                tracing::warn!(instance = %id, capability = %name, %why, "instance refused");
+                return None;
             }
         }
         let remote = Remote::new(
             id.clone(),
             rec.id.clone(),
-            Arc::from(rec.node.as_str()),
+            Arc::from(node),
             rec.generation,
             self.wire.clone(),
         );
@@ -384,7 +487,7 @@ impl Inner {
                 rec.generation,
                 rec.capabilities
                     .iter()
-                    .map(|c| Arc::from(c.name.as_str()))
+                    .map(|c| Arc::from(c.as_str()))
                     .collect(),
                 rec.concurrency.max(1),
                 rec.capacity.max(rec.concurrency).max(1),
@@ -393,7 +496,9 @@ impl Inner {
             .on_node(remote.node.clone()),
         );
         remote.bind(&handle);
-        self.remotes.insert(id, remote);
+        self.remotes.insert(id.clone(), remote.clone());
         self.muster.attach(handle);
+        remote.observe(rec.load);
+        Some(id)
     }
 }

@@ -169,13 +169,7 @@ impl Failover {
                 .unwrap_or(0),
             Err(_) => 0,
         };
-        super::put_retrying(
-            &controls,
-            &config,
-            &config.node,
-            bytes::Bytes::from_static(b"{}"),
-        )
-        .await?;
+        super::put_retrying(&controls, &config, &config.node, control_record()).await?;
         let failover = Failover {
             inner: Arc::new(Inner {
                 config,
@@ -393,7 +387,7 @@ impl Failover {
                 every.tick().await;
                 if let Err(e) = inner
                     .controls
-                    .put(&inner.config.node, bytes::Bytes::from_static(b"{}"))
+                    .put(&inner.config.node, control_record())
                     .await
                 {
                     tracing::warn!(error = %e, "control node heartbeat not written");
@@ -436,6 +430,15 @@ impl Failover {
             }
         });
     }
+}
+
+/// The value of this control node's key in [`CONTROLS_BUCKET`]: its wire version.
+fn control_record() -> bytes::Bytes {
+    serde_json::to_vec(&crate::wire::ControlRecord {
+        wire: crate::wire::WIRE_VERSION,
+    })
+    .unwrap_or_default()
+    .into()
 }
 
 impl Inner {

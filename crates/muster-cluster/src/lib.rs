@@ -164,9 +164,43 @@ pub enum ClusterError {
     /// replicas than JetStream servers, or more than 1 outside a cluster).
     #[error("replicas: {0}")]
     Replicas(String),
+    /// A peer speaks another version of the cluster's wire (docs/distributed.md,
+    /// "Wire versions"): every node of a cluster must run the same wire version.
+    #[error("wire version: {0}")]
+    Version(String),
     /// The runtime refused a declaration.
     #[error("{0}")]
     Runtime(String),
+}
+
+/// Refuses to join a cluster where a live control node (other than `config.node`) speaks
+/// another wire version, naming it. No bucket of control nodes yet: nobody to check.
+pub(crate) async fn check_control_nodes(
+    js: &async_nats::jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<(), ClusterError> {
+    use futures::StreamExt;
+    let Ok(controls) = js.get_key_value(failover::CONTROLS_BUCKET).await else {
+        return Ok(());
+    };
+    let Ok(mut keys) = controls.keys().await else {
+        return Ok(());
+    };
+    while let Some(Ok(key)) = keys.next().await {
+        if key == config.node {
+            continue;
+        }
+        if let Ok(Some(body)) = controls.get(&key).await {
+            let v = wire::version_of(&body);
+            if v != wire::WIRE_VERSION {
+                return Err(ClusterError::Version(wire::version_refusal(
+                    &format!("control node `{key}` (at {})", config.url),
+                    v,
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens (creating or updating) key-value bucket `bucket` with history 1 and the replica

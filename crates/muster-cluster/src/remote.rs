@@ -59,6 +59,9 @@ pub(crate) struct Remote {
     live: AtomicBool,
     pending: Mutex<HashMap<(Uuid, u64), Pending>>,
     handle: OnceLock<Weak<InstanceHandle>>,
+    /// Slots held on the handle for the load other control nodes place on the instance,
+    /// as its worker last reported it ([`Remote::observe`]).
+    others: Mutex<usize>,
 }
 
 impl Remote {
@@ -80,6 +83,7 @@ impl Remote {
             live: AtomicBool::new(true),
             pending: Mutex::new(HashMap::new()),
             handle: OnceLock::new(),
+            others: Mutex::new(0),
         })
     }
 
@@ -97,6 +101,32 @@ impl Remote {
     fn answer(&self, reply: ReplyTo, report: AttemptReport) {
         self.release();
         reply.send(report);
+    }
+
+    /// The instance's load as its worker reports it (`load`: what the worker holds for it
+    /// from every control node): the part that is not this node's attempts is held as
+    /// slots on the handle, so that this node's owners see the instance as full as it is
+    /// and pick another, or wait in the capability's line, rather than ask a full
+    /// instance. The count is refreshed at each report; attempts sent meanwhile may still
+    /// find the instance full, and then wait at the worker for a slot.
+    pub(crate) fn observe(&self, load: usize) {
+        let Some(h) = self.handle.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let want = load.saturating_sub(self.in_flight());
+        let mut others = self.others.lock();
+        while *others < want && h.try_reserve() {
+            *others += 1;
+        }
+        while *others > want {
+            h.release();
+            *others -= 1;
+        }
+    }
+
+    /// Slots held now for other control nodes' load.
+    pub(crate) fn others(&self) -> usize {
+        *self.others.lock()
     }
 
     /// Attempts in flight.
@@ -139,6 +169,7 @@ impl Remote {
     /// with `why`, so its owners reassign at once, and nothing more is sent to it.
     pub(crate) fn gone(&self, why: &str) {
         self.live.store(false, Ordering::Release);
+        self.observe(0);
         let drained: Vec<((Uuid, u64), Pending)> = self.pending.lock().drain().collect();
         for ((task, epoch), p) in drained {
             self.answer(
@@ -409,5 +440,26 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(h.load(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_load_of_other_control_nodes_fills_the_handle_and_frees_it_when_reported_gone() {
+        let (r, h, _sent) = remote(1 << 20);
+        let _mine = assign(&h, json!({"x": 1}));
+        // The worker holds 2 for this instance: this node's attempt and another node's.
+        r.observe(2);
+        assert_eq!((r.others(), h.load()), (1, 2), "full: capacity 2");
+        assert!(!h.try_reserve(), "no owner here asks a full instance");
+        // A report above the capacity holds only what is free.
+        r.observe(5);
+        assert_eq!((r.others(), h.load()), (1, 2));
+        // The other node's attempt ended: its slot is free again here.
+        r.observe(1);
+        assert_eq!((r.others(), h.load()), (0, 1));
+        assert!(h.try_reserve());
+        h.release();
+        r.observe(3);
+        r.gone("its key expired");
+        assert_eq!(r.others(), 0, "nothing held for a departed instance");
     }
 }

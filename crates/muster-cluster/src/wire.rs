@@ -86,18 +86,6 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// The key of instance `id` of `node` in [`AGENTS_BUCKET`].
-///
-/// # Example
-/// ```
-/// use muster_cluster::wire::instance_key;
-///
-/// assert_eq!(instance_key("w1", "echo#0"), "w1.echo=230");
-/// ```
-pub fn instance_key(node: &str, id: &str) -> String {
-    format!("{node}.{}", escape(id))
-}
-
 /// The key of capability `name` in [`CONTRACTS_BUCKET`].
 pub fn contract_key(name: &str) -> String {
     escape(name)
@@ -165,11 +153,103 @@ impl ContractRecord {
     }
 }
 
-/// One agent instance as its worker publishes it in [`AGENTS_BUCKET`].
+/// The version of the wire between control nodes and workers. Version 2 (this one)
+/// writes one key per worker ([`WorkerRecord`]) where version 1 wrote one per instance,
+/// and a worker holds an assignment for a full instance until a slot frees where version 1
+/// refused it. A peer of another version is refused by name ([`version_of`]).
+pub const WIRE_VERSION: u32 = 2;
+
+/// The key of part `part` of worker `node`'s record in [`AGENTS_BUCKET`]:
+/// `<node>.=W<part>`. The `=W` cannot begin an escaped instance id (escapes are `=`
+/// and two hex digits), so no key of a version-1 worker (`<node>.<escaped id>`) has this
+/// form.
+///
+/// # Example
+/// ```
+/// use muster_cluster::wire::{parse_worker_key, worker_key};
+///
+/// assert_eq!(worker_key("w1", 0), "w1.=W0");
+/// assert_eq!(parse_worker_key("w1.=W0"), Some(("w1", 0)));
+/// assert_eq!(parse_worker_key("w1.echo=230"), None); // a version-1 instance key
+/// ```
+pub fn worker_key(node: &str, part: usize) -> String {
+    format!("{node}.=W{part}")
+}
+
+/// The node and part of a worker key of [`AGENTS_BUCKET`]; `None` for any other key (a
+/// version-1 worker's per-instance key).
+pub fn parse_worker_key(key: &str) -> Option<(&str, usize)> {
+    let (node, part) = key.split_once(".=W")?;
+    check_node_name(node).ok()?;
+    if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((node, part.parse().ok()?))
+}
+
+/// The node of a key of [`AGENTS_BUCKET`] (what precedes the first `.`), for messages.
+pub fn key_node(key: &str) -> &str {
+    key.split('.').next().unwrap_or(key)
+}
+
+/// The wire version a peer's record declares (its `wire` field); 1 when it has none (a
+/// record of a version-1 peer, which had no such field), 0 when it is not a JSON object.
+///
+/// # Example
+/// ```
+/// use muster_cluster::wire::version_of;
+///
+/// assert_eq!(version_of(br#"{"wire": 2, "node": "w1"}"#), 2);
+/// assert_eq!(version_of(b"{}"), 1);
+/// assert_eq!(version_of(b"nonsense"), 0);
+/// ```
+pub fn version_of(bytes: &[u8]) -> u32 {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default = "one")]
+        wire: u32,
+    }
+    fn one() -> u32 {
+        1
+    }
+    serde_json::from_slice::<Peek>(bytes).map_or(0, |p| p.wire)
+}
+
+/// The refusal of a peer that speaks another wire version: who, which version, and what
+/// to do.
+pub fn version_refusal(peer: &str, theirs: u32) -> String {
+    let what = match theirs {
+        0 => "an unreadable record".to_string(),
+        1 => "wire version 1 (one key per instance; a full instance refuses work)".to_string(),
+        n => format!("wire version {n}"),
+    };
+    format!(
+        "{peer} speaks {what}; this node speaks wire version {WIRE_VERSION}: run the same \
+         muster version on every control node and worker"
+    )
+}
+
+/// One part of a worker node's live instances as it publishes them in
+/// [`AGENTS_BUCKET`], under [`worker_key`]: one write per part every quarter TTL, however
+/// many instances it holds. A worker whose instances fit the server's payload limit has
+/// one part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceRecord {
+pub struct WorkerRecord {
+    /// [`WIRE_VERSION`].
+    pub wire: u32,
     /// The worker node.
     pub node: String,
+    /// Which part of the worker's instances this is (its key's suffix).
+    pub part: usize,
+    /// The contract of each capability the part's instances serve, once each.
+    pub contracts: Vec<ContractRecord>,
+    /// The instances.
+    pub instances: Vec<InstanceRecord>,
+}
+
+/// One agent instance in its worker's [`WorkerRecord`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
     /// The instance id on its node, e.g. `echo#0`.
     pub id: String,
     /// The agent type.
@@ -182,10 +262,20 @@ pub struct InstanceRecord {
     pub capacity: usize,
     /// Lifecycle state.
     pub state: AgentState,
-    /// Tasks held now.
+    /// Tasks the worker holds for it now, from every control node: running, queued, and
+    /// waiting at the worker for a slot. Control nodes count the part that is not theirs
+    /// against its capacity (docs/distributed.md, "Capacity across control nodes").
     pub load: usize,
-    /// Its capabilities' contracts.
-    pub capabilities: Vec<ContractRecord>,
+    /// The names of its capabilities (each one's contract is in the record's
+    /// `contracts`).
+    pub capabilities: Vec<String>,
+}
+
+/// The value of a control node's key in the `muster_controls` bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlRecord {
+    /// The wire version the control node speaks ([`WIRE_VERSION`]).
+    pub wire: u32,
 }
 
 /// A task handed to an instance of a worker node.
@@ -281,8 +371,11 @@ impl WireMessage for BeatMsg {
 impl WireMessage for ControlMsg {
     const SCHEMA: &'static str = "cluster-control";
 }
-impl WireMessage for InstanceRecord {
-    const SCHEMA: &'static str = "cluster-instance";
+impl WireMessage for WorkerRecord {
+    const SCHEMA: &'static str = "cluster-worker";
+}
+impl WireMessage for ControlRecord {
+    const SCHEMA: &'static str = "cluster-control-node";
 }
 impl WireMessage for ContractRecord {
     const SCHEMA: &'static str = "cluster-contract";
@@ -311,8 +404,12 @@ pub fn schemas() -> &'static SchemaStore {
                 include_str!("../../../schemas/cluster-control.schema.json"),
             ),
             (
-                "cluster-instance",
-                include_str!("../../../schemas/cluster-instance.schema.json"),
+                "cluster-worker",
+                include_str!("../../../schemas/cluster-worker.schema.json"),
+            ),
+            (
+                "cluster-control-node",
+                include_str!("../../../schemas/cluster-control-node.schema.json"),
             ),
             (
                 "cluster-contract",
@@ -391,12 +488,20 @@ mod tests {
 
     #[test]
     fn keys_stay_in_the_key_alphabet() {
-        let k = instance_key("n-1", "code review#12");
-        assert_eq!(k, "n-1.code=20review=2312");
+        let k = contract_key("code review#12");
+        assert_eq!(k, "code=20review=2312");
         assert!(
             k.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_=.".contains(c))
         );
+        let w = worker_key("n-1", 12);
+        assert_eq!(parse_worker_key(&w), Some(("n-1", 12)));
+        // A version-1 worker's instance key never reads as a worker key, whatever the id.
+        for id in ["W0", "=W0", "x=W1", "code review#12"] {
+            let old = format!("n-1.{}", escape(id));
+            assert_eq!(parse_worker_key(&old), None, "{old}");
+            assert_eq!(key_node(&old), "n-1");
+        }
         assert!(check_node_name(&"x".repeat(MAX_NODE_NAME + 1)).is_err());
         assert!(check_node_name("").is_err());
     }
@@ -432,7 +537,8 @@ mod tests {
             let bytes = serde_json::to_vec(&v).unwrap();
             let read = match name {
                 "cluster-contract" => decode::<ContractRecord>(&bytes).map(drop),
-                "cluster-instance" => decode::<InstanceRecord>(&bytes).map(drop),
+                "cluster-worker" => decode::<WorkerRecord>(&bytes).map(drop),
+                "cluster-control-node" => decode::<ControlRecord>(&bytes).map(drop),
                 "cluster-assign" => decode::<AssignMsg>(&bytes).map(drop),
                 "cluster-report" => decode::<ReportMsg>(&bytes).map(drop),
                 "cluster-beat" => decode::<BeatMsg>(&bytes).map(drop),
@@ -456,21 +562,31 @@ mod tests {
             include_str!("../../../schemas/cluster-contract.schema.json"),
             serde_json::to_value(&contract).unwrap(),
         );
-        let instance = InstanceRecord {
+        let worker = WorkerRecord {
+            wire: WIRE_VERSION,
             node: "w1".into(),
-            id: "echo#0".into(),
-            agent: "echo".into(),
-            generation: 0,
-            concurrency: 1,
-            capacity: 2,
-            state: AgentState::Ready,
-            load: 0,
-            capabilities: vec![contract],
+            part: 0,
+            contracts: vec![contract],
+            instances: vec![InstanceRecord {
+                id: "echo#0".into(),
+                agent: "echo".into(),
+                generation: 0,
+                concurrency: 1,
+                capacity: 2,
+                state: AgentState::Ready,
+                load: 0,
+                capabilities: vec!["echo".into()],
+            }],
         };
         check(
-            "cluster-instance",
-            include_str!("../../../schemas/cluster-instance.schema.json"),
-            serde_json::to_value(&instance).unwrap(),
+            "cluster-worker",
+            include_str!("../../../schemas/cluster-worker.schema.json"),
+            serde_json::to_value(&worker).unwrap(),
+        );
+        check(
+            "cluster-control-node",
+            include_str!("../../../schemas/cluster-control-node.schema.json"),
+            serde_json::to_value(ControlRecord { wire: WIRE_VERSION }).unwrap(),
         );
         let task = Uuid::now_v7();
         let mut env = Envelope::new(
@@ -558,7 +674,8 @@ mod tests {
             ReportMsg::SCHEMA,
             BeatMsg::SCHEMA,
             ControlMsg::SCHEMA,
-            InstanceRecord::SCHEMA,
+            WorkerRecord::SCHEMA,
+            ControlRecord::SCHEMA,
             ContractRecord::SCHEMA,
             crate::failover::RunLease::SCHEMA,
             "envelope",

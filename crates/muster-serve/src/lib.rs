@@ -25,6 +25,7 @@ pub mod events;
 pub mod node;
 pub mod protocol;
 pub mod routes;
+pub mod tls;
 pub mod tree;
 pub mod views;
 
@@ -69,6 +70,8 @@ pub struct ServeConfig {
     pub traces: Option<Traces>,
     /// As a control node of a cluster: its run leases and the takeovers it wins.
     pub failover: Option<(Failover, mpsc::Receiver<Takeover>)>,
+    /// TLS for the listener ([`tls::server_config`]); `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves the API on `listener` with the runtime `muster` (journaling into `journal`, the
@@ -144,7 +147,14 @@ pub async fn serve(
     };
     let app = router(state);
     let node_loop = node.serve(rx, stop.clone());
-    let served = http_thread(listener, app, stop_tx.clone(), stop.clone(), shutdown)?;
+    let served = http_thread(
+        listener,
+        config.tls,
+        app,
+        stop_tx.clone(),
+        stop.clone(),
+        shutdown,
+    )?;
     let (served, ()) = tokio::join!(
         async {
             served
@@ -251,6 +261,7 @@ async fn resume_in_background(
 /// [`GRACE`].
 fn http_thread(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
     stop_tx: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
@@ -270,12 +281,24 @@ fn http_thread(
                     rt.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
                         let stop_for_server = stop_tx.clone();
-                        let server =
-                            axum::serve(listener, app).with_graceful_shutdown(async move {
-                                shutdown.await;
-                                // Event streams and the node's queue end with the listener.
-                                let _ = stop_for_server.send(true);
-                            });
+                        let graceful = async move {
+                            shutdown.await;
+                            // Event streams and the node's queue end with the listener.
+                            let _ = stop_for_server.send(true);
+                        };
+                        let server: std::pin::Pin<
+                            Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
+                        > = match tls {
+                            None => Box::pin(std::future::IntoFuture::into_future(
+                                axum::serve(listener, app).with_graceful_shutdown(graceful),
+                            )),
+                            Some(config) => {
+                                let tls = tls::TlsListener::new(listener, config)?;
+                                Box::pin(std::future::IntoFuture::into_future(
+                                    axum::serve(tls, app).with_graceful_shutdown(graceful),
+                                ))
+                            }
+                        };
                         // Requests in flight get a bounded time to finish once the stop
                         // is asked for.
                         let mut asked = stop;

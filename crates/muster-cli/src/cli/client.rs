@@ -35,7 +35,15 @@ pub struct ServerArgs {
     /// the file .muster/token that a node on the default journal keeps).
     #[arg(long, requires = "server")]
     pub token_env: Option<String>,
+    /// With an https:// --server: trust only the CA certificates (PEM) in this file, in
+    /// place of the system's roots (a node with a certificate of a private CA, or a
+    /// self-signed one); default: the variable MUSTER_CA_CERT when set.
+    #[arg(long, requires = "server", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
+
+/// The variable naming a CA file (PEM) the client trusts, when `--ca-cert` is not given.
+pub const CA_CERT_ENV: &str = "MUSTER_CA_CERT";
 
 /// A connection to a node.
 #[derive(Debug)]
@@ -79,10 +87,33 @@ impl Client {
             )
         })?;
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
-            .retry(reqwest::retry::never())
+            .retry(reqwest::retry::never());
+        let ca = args.ca_cert.clone().map(|f| (f, "--ca-cert")).or_else(|| {
+            std::env::var_os(CA_CERT_ENV)
+                .filter(|v| !v.is_empty())
+                .map(|v| (PathBuf::from(v), CA_CERT_ENV))
+        });
+        if let Some((file, from)) = ca {
+            let bad = |why: String| {
+                CliError::bad_input(
+                    format!("{from} {}: {why}", file.display()),
+                    json!({"file": file.display().to_string()}),
+                )
+            };
+            let pem = std::fs::read(&file).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad(
+                    "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::bad_input(format!("HTTP client: {e}"), json!({})))?;
         Ok(Client { base, token, http })

@@ -44,6 +44,13 @@ pub struct ServeArgs {
     /// The address to listen on (loopback by default; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Serve HTTPS with this PEM certificate chain (the node's certificate first); needs
+    /// --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Read the API tokens from this file: one a line, `token role [name]`, role one of
     /// viewer, submitter, operator, admin (a token alone is an admin); blank lines and
     /// `#` comments are skipped (docs/api.md, "Roles").
@@ -221,6 +228,18 @@ fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
 
 /// Runs `muster serve`; returns the exit code.
 pub fn run(args: ServeArgs) -> Result<i32, CliError> {
+    // The certificate and key first: a bad file is refused before anything starts.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(muster::serve::tls::server_config(cert, key).map_err(|e| {
+                CliError::bad_input(
+                    e.to_string(),
+                    json!({"file": e.path().display().to_string()}),
+                )
+            })?)
+        }
+        _ => None,
+    };
     let (store, defs) = load(&args.cast)?;
     let mut workflows: BTreeMap<String, Arc<Workflow>> = BTreeMap::new();
     // Workflows that do not check clean: not served (the others are), listed on start;
@@ -390,12 +409,15 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                     Err(e) => {
                         muster.shutdown().await;
                         let details = json!({"nats": args.nats, "message": e.to_string()});
-                        // A replica count the servers cannot place is a setting to change.
-                        return Err(if matches!(e, ClusterError::Replicas(_)) {
-                            CliError::bad_input(e.to_string(), details)
-                        } else {
-                            CliError::failed(e.to_string(), details)
-                        });
+                        // A replica count the servers cannot place is a setting to change;
+                        // a peer of another wire version, a version to change.
+                        return Err(
+                            if matches!(e, ClusterError::Replicas(_) | ClusterError::Version(_)) {
+                                CliError::bad_input(e.to_string(), details)
+                            } else {
+                                CliError::failed(e.to_string(), details)
+                            },
+                        );
                     }
                 }
             }
@@ -419,6 +441,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
         let resumed = resume.len();
         announce(
             &addr,
+            if tls.is_some() { "https" } else { "http" },
             generated.as_ref(),
             &tokens,
             &source,
@@ -438,6 +461,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             resume,
             traces,
             failover,
+            tls,
         };
         if let Some(age) = args.retain {
             retain(
@@ -467,6 +491,7 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
 #[allow(clippy::too_many_arguments)]
 fn announce(
     addr: &str,
+    scheme: &str,
     generated_token: Option<&Token>,
     tokens: &Tokens,
     source: &TokenSource,
@@ -484,8 +509,8 @@ fn announce(
     if json_out {
         let mut doc = json!({
             "listen": addr,
-            "url": format!("http://{addr}"),
-            "dashboard": format!("http://{addr}/"),
+            "url": format!("{scheme}://{addr}"),
+            "dashboard": format!("{scheme}://{addr}/"),
             "token_file": file,
             "workflows": workflows,
             "resumed": resumed,
@@ -511,7 +536,7 @@ fn announce(
         doc["tokens"] = json!(tokens.len());
         println!("{doc}");
     } else {
-        println!("listening on http://{addr}; dashboard: http://{addr}/");
+        println!("listening on {scheme}://{addr}; dashboard: {scheme}://{addr}/");
         if let Some((node, url)) = cluster {
             println!("control node {node} of the cluster at {url}");
         }

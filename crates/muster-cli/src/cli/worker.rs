@@ -60,6 +60,7 @@ pub fn run(args: WorkerArgs) -> Result<i32, CliError> {
                     e,
                     muster::cluster::ClusterError::ContractMismatch { .. }
                         | muster::cluster::ClusterError::Replicas(_)
+                        | muster::cluster::ClusterError::Version(_)
                 );
                 let details = json!({"node": node, "nats": args.nats, "message": e.to_string()});
                 return Err(if refused {
@@ -72,7 +73,7 @@ pub fn run(args: WorkerArgs) -> Result<i32, CliError> {
         let keys = worker.keys();
         let replication = worker.replication();
         if args.json {
-            let mut doc = json!({"node": node, "keys": keys});
+            let mut doc = json!({"node": node, "keys": keys, "instances": worker.instances()});
             if let (Some(fields), serde_json::Value::Object(more)) =
                 (doc.as_object_mut(), replication.to_json())
             {
@@ -83,7 +84,7 @@ pub fn run(args: WorkerArgs) -> Result<i32, CliError> {
             eprintln!(
                 "worker {node} joined {} with {} instances; {}; stop with Ctrl-C",
                 args.nats,
-                keys.len(),
+                worker.instances().len(),
                 replication.text()
             );
             for note in replication.notes() {
