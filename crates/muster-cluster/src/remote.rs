@@ -345,6 +345,7 @@ mod tests {
             deadline: tokio::time::Instant::now() + Duration::from_secs(60),
             reply: ReplyTo::Once(tx),
             heartbeat: None,
+            effects: None,
         });
         rx
     }

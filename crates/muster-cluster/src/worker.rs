@@ -418,6 +418,9 @@ impl Inner {
             deadline: tokio::time::Instant::now() + timeout,
             reply: ReplyTo::Once(tx),
             heartbeat: Some(heartbeat),
+            // The task's ledger lives with its owner on the control node: an attempt here
+            // gets the task's keys, and a ledger that journals nothing.
+            effects: None,
         });
         let inner = self.clone();
         let report_to = a.report_to;

@@ -132,7 +132,14 @@ impl TaskOwner {
         self.last_envelope = Some(envelope.id);
         self.outstanding.push(epoch);
         // Journaled above, whole, in `lease_granted`.
-        cx.assign(&handle, envelope, deadline, heartbeat_every.is_some());
+        let effects = self.ledger().clone();
+        cx.assign(
+            &handle,
+            envelope,
+            deadline,
+            heartbeat_every.is_some(),
+            effects,
+        );
         self.enter(
             Phase::Leased(ActiveLease {
                 handle,
