@@ -34,13 +34,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::{worker, Nats, Proc};
+use cluster_support::{Nats, Proc, worker};
 use futures::StreamExt;
-use muster::bench::workloads::{echo_def, payload, payload_schema, percentile, PAYLOAD_SCHEMA};
+use muster::bench::workloads::{PAYLOAD_SCHEMA, echo_def, payload, payload_schema, percentile};
 use muster::cluster::{ClusterConfig, Control};
 use muster::journal::{Journal, MemoryJournal};
 use muster::{AgentDef, CapabilitySpec, Event, Muster, Task};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const BATCH: usize = 1_000;
 const SLOW_TASKS: usize = 8;

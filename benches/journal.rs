@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use muster::journal::{Durability, Event, Journal, MemoryJournal, SqliteJournal};
 use uuid::Uuid;
 

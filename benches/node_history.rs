@@ -9,6 +9,10 @@
 //! time: `GET /v1/runs?limit=50`, `GET /v1/runs/{id}` of the oldest finished run, and a
 //! gate decision (`POST /v1/runs/{id}/gates/ask`, each on another waiting run).
 //!
+//! With `NODE_HISTORY_COMPACT=1`, each journal is then compacted as `muster journal compact
+//! --finished-before 0s --archive F` would (every finished run removed and archived, the
+//! 200 waiting runs kept), timed, with the file's size before and after.
+//!
 //! Run: `cargo bench --bench node_history` (prints one JSON document; figures in
 //! BENCHMARKS.md, "A node with history"). The target: each figure at 10^6 within 2x of
 //! its value at 10^4, start within 5 s at 10^6.
@@ -19,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muster::journal::{Durability, Event, Journal, SqliteJournal, TapJournal};
-use muster::serve::{serve, unfinished_runs, ServeConfig, Token, Tokens};
+use muster::serve::{ServeConfig, Token, Tokens, serve, unfinished_runs};
 use muster::workflow::Workflow;
 use muster::{AgentDef, CapabilitySpec, Muster};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -289,6 +293,35 @@ fn measure(path: &Path, waiting: Vec<Uuid>, oldest: Uuid, samples: usize) -> Val
     })
 }
 
+/// Compacts every finished run of the journal at `path` into `archive`; its figures.
+fn compact_all(path: &Path, archive: &Path) -> Value {
+    use muster::journal::sqlite::{Compaction, compact};
+    eprintln!("  compacting");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let what = Compaction {
+        ended_before_ms: now_ms,
+        archive: Some(archive.to_path_buf()),
+    };
+    let t = Instant::now();
+    let c = compact(path, &what, now_ms).expect("the compaction");
+    let seconds = t.elapsed().as_secs_f64();
+    assert_eq!(
+        c.kept_unfinished, WAITING as u64,
+        "every waiting run is kept"
+    );
+    json!({
+        "seconds": seconds,
+        "runs_removed": c.runs,
+        "records_removed": c.records,
+        "kept_unfinished": c.kept_unfinished,
+        "bytes_before": c.bytes_before,
+        "bytes_after": c.bytes_after,
+        "archive_bytes": std::fs::metadata(archive).map_or(0, |m| m.len()),
+    })
+}
+
 fn main() {
     let sizes = env_list("NODE_HISTORY_SIZES", &[10_000, 100_000]);
     let samples = env_list("NODE_HISTORY_SAMPLES", &[200])[0].max(1);
@@ -307,6 +340,9 @@ fn main() {
         );
         let mut figures = measure(&path, waiting, oldest, samples);
         figures["journal_bytes"] = json!(bytes);
+        if std::env::var("NODE_HISTORY_COMPACT").is_ok_and(|v| v == "1") {
+            figures["compaction"] = compact_all(&path, &dir.path().join("archive.jsonl.zst"));
+        }
         out.insert(n.to_string(), figures);
     }
     println!(

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use muster::{AgentDef, CapabilitySpec, Muster, Task};
 use serde_json::json;
 

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use muster::{AgentDef, CapabilitySpec, Envelope, Muster, Recipient, Task};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn payload(i: u64) -> Value {
     json!({"task_id": i, "hops": 0, "last": "", "data": "hello world", "score": 0.5})

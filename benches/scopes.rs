@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, Criterion};
-use muster::bench::workloads::{chain_runtime, echo_def, payload, runtime, DiscardJournal};
+use criterion::{Criterion, criterion_group};
+use muster::bench::workloads::{DiscardJournal, chain_runtime, echo_def, payload, runtime};
 use muster::{Muster, Scope, Task};
 
 fn scoped(cap: &str, i: u64, distinct: bool) -> Task {

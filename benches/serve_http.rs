@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muster::journal::{Journal, MemoryJournal, TapJournal};
-use muster::serve::{serve, ServeConfig, Token, Tokens};
+use muster::serve::{ServeConfig, Token, Tokens, serve};
 use muster::{AgentDef, CapabilitySpec, Muster, Task};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const CLIENTS: usize = 64;
@@ -124,11 +124,11 @@ async fn follow(
         while let Some(end) = text.find("\n\n") {
             let block: String = text.drain(..end + 2).collect();
             for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id: ") {
-                    if let Ok(id) = v.parse::<u64>() {
-                        seen = seen.max(id);
-                        count += 1;
-                    }
+                if let Some(v) = line.strip_prefix("id: ")
+                    && let Ok(id) = v.parse::<u64>()
+                {
+                    seen = seen.max(id);
+                    count += 1;
                 }
             }
         }

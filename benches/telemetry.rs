@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use muster::journal::{Event, Record};
 use muster::telemetry::{Metrics, Traces};
 use muster::{AgentDef, CapabilitySpec, Muster};

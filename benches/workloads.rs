@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use muster::bench::baseline::{self, ActixAgents, TokioAgents};
 use muster::bench::workloads::{
-    chain_by_delegate, chain_by_workflow, chain_runtime, echo_def, payload, recovery_runtime,
-    runtime, DiscardJournal,
+    DiscardJournal, chain_by_delegate, chain_by_workflow, chain_runtime, echo_def, payload,
+    recovery_runtime, runtime,
 };
 use muster::{MemoryJournal, Task};
 

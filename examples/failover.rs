@@ -13,15 +13,15 @@
 //! Run: `cargo run --example failover`
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use muster::{
     AgentDef, AgentError, CapabilitySpec, Event, Muster, Supervision, Task, TaskContext, TaskRecord,
 };
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// What the scenario ended in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

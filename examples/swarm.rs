@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use muster::workflow::{check, Workflow};
 use muster::WorkflowExt;
+use muster::workflow::{Workflow, check};
 use muster::{AgentDef, CapabilitySpec, Muster};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const PIPELINE: &str = r#"
 name = "pipeline"

@@ -7,7 +7,7 @@ use muster::conditions::{from_cel, to_cel};
 use muster::{Condition, ConditionError};
 use serde_json::Value;
 
-use super::gen::{self, Bytes, CEL_FIELDS};
+use super::arb::{self, Bytes, CEL_FIELDS};
 
 /// How deep the generated context nests.
 const CONTEXT_DEPTH: usize = 3;
@@ -20,21 +20,21 @@ pub fn cel(data: &[u8]) {
     let mode = b.below(8);
     let vars: Vec<(&str, Value)> = ["output", "input", "run", "steps"]
         .into_iter()
-        .map(|name| (name, gen::json(&mut b, CONTEXT_DEPTH, CEL_FIELDS)))
+        .map(|name| (name, arb::json(&mut b, CONTEXT_DEPTH, CEL_FIELDS)))
         .collect();
     let src = match mode {
         0 | 1 => String::from_utf8_lossy(b.rest()).into_owned(),
         2..=5 => {
             let depth = 1 + b.below(6);
-            gen::cel(&mut b, depth)
+            arb::cel(&mut b, depth)
         }
         6 => {
             let n = b.below(400);
-            gen::deep_cel(&mut b, n)
+            arb::deep_cel(&mut b, n)
         }
         _ => {
             // The JSON <-> CEL rule on its own.
-            let v = gen::json(&mut b, 6, CEL_FIELDS);
+            let v = arb::json(&mut b, 6, CEL_FIELDS);
             assert_eq!(from_cel(&to_cel(&v)).as_ref(), Ok(&v));
             return;
         }

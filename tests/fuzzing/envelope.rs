@@ -9,9 +9,9 @@ use muster::journal::{Journal, Record};
 use muster::{
     AgentDef, CapabilitySpec, Envelope, Event, FailureReason, Muster, Recipient, SchemaStore,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
-use super::gen::{self, Bytes};
+use super::arb::{self, Bytes};
 use super::{repo, schemas};
 
 /// Keys that the shipped schemas name (so generated payloads often half-fit them).
@@ -31,9 +31,9 @@ fn payload(b: &mut Bytes) -> Value {
         0 => serde_json::from_slice(b.rest()).unwrap_or(Value::Null),
         1 => {
             let depth = b.below(130);
-            gen::deep_json(b, depth)
+            arb::deep_json(b, depth)
         }
-        _ => gen::json(b, 4, payload_keys()),
+        _ => arb::json(b, 4, payload_keys()),
     }
 }
 
@@ -87,7 +87,7 @@ const ENVELOPE_KEYS: &[&str] = &[
 /// A field of an envelope, of roughly the right type.
 fn field(b: &mut Bytes, key: &str) -> Value {
     if b.u8() < 24 {
-        return gen::json(b, 1, ENVELOPE_KEYS);
+        return arb::json(b, 1, ENVELOPE_KEYS);
     }
     match key {
         "id" | "correlation_id" | "causation_id" | "task_id" => {
@@ -100,9 +100,9 @@ fn field(b: &mut Bytes, key: &str) -> Value {
             }
         }
         "recipient" => {
-            json!({"kind": b.pick(&["agent", "capability", "x"]), "name": gen::string(b)})
+            json!({"kind": b.pick(&["agent", "capability", "x"]), "name": arb::string(b)})
         }
-        "payload" => gen::json(b, 3, &[]),
+        "payload" => arb::json(b, 3, &[]),
         "attempt" | "epoch" | "created_at" | "deadline" => match b.below(5) {
             0 => json!(u64::MAX),
             1 => json!(u64::from(u32::MAX) + 1),
@@ -110,7 +110,7 @@ fn field(b: &mut Bytes, key: &str) -> Value {
             3 => json!(1.0),
             _ => json!(b.u8()),
         },
-        _ => Value::String(gen::string(b)),
+        _ => Value::String(arb::string(b)),
     }
 }
 
@@ -126,7 +126,7 @@ fn envelope_json(b: &mut Bytes) -> Value {
         }
     }
     if b.u8() < 16 {
-        m.insert(gen::string(b), gen::json(b, 1, &[]));
+        m.insert(arb::string(b), arb::json(b, 1, &[]));
     }
     Value::Object(m)
 }
@@ -257,8 +257,8 @@ pub fn envelope_sending(data: &[u8]) {
     let mut b = Bytes::new(data);
     let recipient = match b.below(4) {
         0 => Recipient::Agent("echo#0".into()),
-        1 => Recipient::Agent(gen::string(&mut b).into()),
-        2 => Recipient::Capability(gen::string(&mut b).into()),
+        1 => Recipient::Agent(arb::string(&mut b).into()),
+        2 => Recipient::Capability(arb::string(&mut b).into()),
         _ => Recipient::Capability("echo".into()),
     };
     let schema: String = match b.below(4) {
@@ -266,7 +266,7 @@ pub fn envelope_sending(data: &[u8]) {
             let names = schemas().names();
             names[b.below(names.len())].clone()
         }
-        1 => gen::string(&mut b),
+        1 => arb::string(&mut b),
         _ => "echo".into(),
     };
     let deadline = match b.below(6) {
@@ -276,7 +276,7 @@ pub fn envelope_sending(data: &[u8]) {
         _ => None,
     };
     let payload = match b.below(3) {
-        0 => json!({"a": b.u8(), "b": gen::string(&mut b)}),
+        0 => json!({"a": b.u8(), "b": arb::string(&mut b)}),
         _ => payload(&mut b),
     };
     let mut env = Envelope::new("echo", recipient, schema.as_str(), payload.clone());

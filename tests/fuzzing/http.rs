@@ -7,17 +7,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode, header};
 use muster::journal::{Journal, MemoryJournal, TapJournal};
 use muster::serve::admission::{Admission, Limits};
-use muster::serve::{router, views, AppState, Live, Node, Role, Streams, Token, Tokens};
+use muster::serve::{AppState, Live, Node, Role, Streams, Token, Tokens, router, views};
 use muster::workflow::Workflow;
 use muster::{AgentDef, CapabilitySpec, Muster, SchemaStore};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use super::gen::{self, Bytes};
+use super::arb::{self, Bytes};
 
 /// The node's tokens: one per role, in [`Role`] order.
 const TOKENS: [(&str, &str); 4] = [
@@ -174,9 +174,9 @@ fn text(b: &mut Bytes) -> String {
         0 => "9".repeat(b.below(64)),
         1 => {
             let depth = b.below(40);
-            gen::deep_json(b, depth).to_string()
+            arb::deep_json(b, depth).to_string()
         }
-        _ => gen::string(b),
+        _ => arb::string(b),
     }
 }
 
@@ -203,25 +203,25 @@ fn body(b: &mut Bytes) -> Vec<u8> {
     ];
     let v = match b.below(7) {
         0 => {
-            json!({"workflow": if b.bool() { "fz".to_string() } else { text(b) }, "input": gen::json(b, 3, keys)})
+            json!({"workflow": if b.bool() { "fz".to_string() } else { text(b) }, "input": arb::json(b, 3, keys)})
         }
         1 => json!({"decision": b.pick(&["approve", "reject", "maybe", ""]), "note": text(b)}),
         2 => json!({"capability": if b.bool() { "echo".to_string() } else { text(b) },
-                    "input": gen::json(b, 3, keys),
-                    "timeout_ms": gen::number(b), "attempts": gen::number(b)}),
+                    "input": arb::json(b, 3, keys),
+                    "timeout_ms": arb::number(b), "attempts": arb::number(b)}),
         3 => json!({"reason": text(b)}),
         4 => return b.rest().to_vec(),
         5 => {
             let depth = b.below(200);
-            gen::deep_json(b, depth)
+            arb::deep_json(b, depth)
         }
-        _ => gen::json(b, 4, keys),
+        _ => arb::json(b, 4, keys),
     };
     let mut v = v;
-    if b.below(4) == 0 {
-        if let Value::Object(m) = &mut v {
-            m.insert(b.pick(keys).to_string(), gen::json(b, 2, keys));
-        }
+    if b.below(4) == 0
+        && let Value::Object(m) = &mut v
+    {
+        m.insert(b.pick(keys).to_string(), arb::json(b, 2, keys));
     }
     v.to_string().into_bytes()
 }
@@ -297,15 +297,15 @@ fn well_formed(b: &mut Bytes, runs: &[Uuid]) -> Plan {
     match b.below(10) {
         0..=2 => post(
             "/v1/runs".into(),
-            json!({"workflow": "fz", "input": {"n": b.below(1000), "s": gen::string(b)}}),
+            json!({"workflow": "fz", "input": {"n": b.below(1000), "s": arb::string(b)}}),
         ),
         3 | 4 => post(
             format!("/v1/runs/{run}/gates/review"),
-            json!({"decision": b.pick(&["approve", "reject"]), "note": gen::string(b)}),
+            json!({"decision": b.pick(&["approve", "reject"]), "note": arb::string(b)}),
         ),
         5 => post(
             format!("/v1/runs/{run}/cancel"),
-            json!({"reason": gen::string(b)}),
+            json!({"reason": arb::string(b)}),
         ),
         6 => post(
             "/v1/tasks".into(),
@@ -544,13 +544,14 @@ pub fn request(data: &[u8]) {
     if protected && token_in_url && status.is_success() {
         panic!("a token in the URL was not refused: {}", shown());
     }
-    if method == Method::POST && path == "/v1/runs" && status.is_success() {
-        if let Some(run) = serde_json::from_slice::<Value>(&content)
+    if method == Method::POST
+        && path == "/v1/runs"
+        && status.is_success()
+        && let Some(run) = serde_json::from_slice::<Value>(&content)
             .ok()
             .and_then(|v| v.get("run")?.as_str()?.parse::<Uuid>().ok())
-        {
-            node.runs.push(run);
-        }
+    {
+        node.runs.push(run);
     }
 }
 
@@ -611,11 +612,7 @@ fn token_file_text(b: &mut Bytes) -> String {
                 let token: String = (0..len)
                     .map(|_| {
                         let c = b.below(97) as u8 + 30;
-                        if c > 126 {
-                            ' '
-                        } else {
-                            c as char
-                        }
+                        if c > 126 { ' ' } else { c as char }
                     })
                     .collect();
                 out.push_str(&token);
@@ -625,7 +622,7 @@ fn token_file_text(b: &mut Bytes) -> String {
                 }
                 if b.below(3) == 0 {
                     out.push(' ');
-                    out.push_str(&gen::string(b));
+                    out.push_str(&arb::string(b));
                 }
             }
         }

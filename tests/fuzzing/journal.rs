@@ -8,7 +8,7 @@ use muster::journal::sqlite::read_journal;
 use muster::journal::{Durability, Event, Journal, Record, SqliteJournal};
 use serde_json::{Map, Value};
 
-use super::gen::{self, Bytes};
+use super::arb::{self, Bytes};
 
 /// Every event kind (the `type` tag).
 const KINDS: &[&str] = &[
@@ -105,10 +105,10 @@ const ENVELOPE_FIELDS: &[(&str, Shape)] = &[
 /// A value of roughly the given shape (and now and then any value at all).
 fn shaped(b: &mut Bytes, shape: Shape, depth: usize) -> Value {
     if b.u8() < 16 {
-        return gen::json(b, 1, &[]);
+        return arb::json(b, 1, &[]);
     }
     match shape {
-        Shape::Text => Value::String(gen::string(b)),
+        Shape::Text => Value::String(arb::string(b)),
         Shape::Id => match b.below(4) {
             0 => Value::String(uuid::Uuid::from_u128(u128::from(b.u64())).to_string()),
             1 => Value::String(
@@ -130,15 +130,15 @@ fn shaped(b: &mut Bytes, shape: Shape, depth: usize) -> Value {
             _ => u64::from(u32::MAX) + 1,
         }),
         Shape::Flag => Value::Bool(b.bool()),
-        Shape::Any => gen::json(b, 4, &["a", "b", "hops", "last"]),
+        Shape::Any => arb::json(b, 4, &["a", "b", "hops", "last"]),
         Shape::Texts => Value::Array(
             (0..b.below(4))
-                .map(|_| Value::String(gen::string(b)))
+                .map(|_| Value::String(arb::string(b)))
                 .collect(),
         ),
         Shape::Recipient => serde_json::json!({
             "kind": b.pick(&["agent", "capability", "other"]),
-            "name": gen::string(b),
+            "name": arb::string(b),
         }),
         Shape::Envelope if depth > 0 => object(b, ENVELOPE_FIELDS, depth - 1),
         Shape::Envelope => Value::Null,
@@ -163,10 +163,10 @@ fn body(b: &mut Bytes) -> Vec<u8> {
         return b.rest().to_vec();
     }
     let mut v = object(b, FIELDS, 1);
-    if let Value::Object(m) = &mut v {
-        if b.u8() < 240 {
-            m.insert("type".into(), Value::String(b.pick(KINDS).into()));
-        }
+    if let Value::Object(m) = &mut v
+        && b.u8() < 240
+    {
+        m.insert("type".into(), Value::String(b.pick(KINDS).into()));
     }
     serde_json::to_vec(&v).expect("a JSON value serializes")
 }

@@ -1,10 +1,10 @@
 //! Model answer decoding: any bytes as a chat-completions body, as a server-sent event
 //! stream cut at any points, and as the text a JSON answer is looked for in.
 
-use muster::agents::llm::{decode_response, json_in, StreamDecoder, MAX_TOOL_CALLS};
+use muster::agents::llm::{MAX_TOOL_CALLS, StreamDecoder, decode_response, json_in};
 use serde_json::Value;
 
-use super::gen::{self, Bytes};
+use super::arb::{self, Bytes};
 
 /// The chat-completions vocabulary, so generated bodies often half-fit the format.
 const KEYS: &[&str] = &[
@@ -31,7 +31,7 @@ const KEYS: &[&str] = &[
 fn body(b: &mut Bytes) -> Vec<u8> {
     match b.below(3) {
         0 => b.rest().to_vec(),
-        _ => gen::json(b, 5, KEYS).to_string().into_bytes(),
+        _ => arb::json(b, 5, KEYS).to_string().into_bytes(),
     }
 }
 

@@ -7,12 +7,12 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use muster::cast::{load_cast, Manifest};
-use muster::scenario::{Scenario, Target};
-use muster::workflow::{check, Workflow};
 use muster::CapabilitySpec;
+use muster::cast::{Manifest, load_cast};
+use muster::scenario::{Scenario, Target};
+use muster::workflow::{Workflow, check};
 
-use super::gen::{mutate_toml, Bytes};
+use super::arb::{Bytes, mutate_toml};
 use super::{repo, schemas, seeds, words};
 
 /// The document under test: raw bytes (lossy UTF-8) or a mutated seed.

@@ -5,9 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod arb;
 pub mod cel;
 pub mod envelope;
-pub mod gen;
 pub mod http;
 pub mod journal;
 pub mod llm;
@@ -48,7 +48,7 @@ pub fn schemas() -> &'static Arc<SchemaStore> {
 /// The schemas' property names and enum values (the loaders' vocabulary).
 pub fn words() -> &'static [String] {
     static WORDS: OnceLock<Vec<String>> = OnceLock::new();
-    WORDS.get_or_init(|| gen::schema_words(&repo().join("schemas")))
+    WORDS.get_or_init(|| arb::schema_words(&repo().join("schemas")))
 }
 
 /// The text of the shipped files matching `dir/*.ext`, sorted by name.
@@ -58,10 +58,10 @@ pub fn seeds(dirs: &[&str], ext: &str) -> Vec<(PathBuf, String)> {
         if let Ok(rd) = std::fs::read_dir(repo().join(d)) {
             for e in rd.flatten() {
                 let p = e.path();
-                if p.extension().is_some_and(|x| x == ext) {
-                    if let Ok(t) = std::fs::read_to_string(&p) {
-                        out.push((p, t));
-                    }
+                if p.extension().is_some_and(|x| x == ext)
+                    && let Ok(t) = std::fs::read_to_string(&p)
+                {
+                    out.push((p, t));
                 }
             }
         }

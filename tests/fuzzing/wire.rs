@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use muster::cluster::failover::RunLease;
 use muster::cluster::wire::{
-    check_node_name, contract_key, decode, instance_key, schemas as wire_schemas, AssignMsg,
-    BeatMsg, ContractRecord, ControlMsg, InstanceRecord, ReportMsg, WireMessage,
+    AssignMsg, BeatMsg, ContractRecord, ControlMsg, InstanceRecord, ReportMsg, WireMessage,
+    check_node_name, contract_key, decode, instance_key, schemas as wire_schemas,
 };
 use muster::{CapabilitySpec, Envelope, Failure, Recipient, SchemaStore};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::gen::{self, Bytes};
+use super::arb::{self, Bytes};
 
 /// The wire's vocabulary, so generated messages often half-fit a format.
 const KEYS: &[&str] = &[
@@ -152,7 +152,7 @@ mod erased {
 /// a nested object mutated in turn.
 fn mutate(v: &mut Value, b: &mut Bytes, depth: usize) {
     let Value::Object(map) = v else {
-        *v = gen::json(b, 3, KEYS);
+        *v = arb::json(b, 3, KEYS);
         return;
     };
     let keys: Vec<String> = map.keys().cloned().collect();
@@ -162,7 +162,7 @@ fn mutate(v: &mut Value, b: &mut Bytes, depth: usize) {
         }
         1 => {
             let k = b.pick(KEYS).to_string();
-            map.insert(k, gen::json(b, 3, KEYS));
+            map.insert(k, arb::json(b, 3, KEYS));
         }
         2 if !keys.is_empty() && depth < 4 => {
             let k = &keys[b.below(keys.len())];
@@ -172,7 +172,7 @@ fn mutate(v: &mut Value, b: &mut Bytes, depth: usize) {
         }
         _ if !keys.is_empty() => {
             let k = keys[b.below(keys.len())].clone();
-            map.insert(k, gen::json(b, 3, KEYS));
+            map.insert(k, arb::json(b, 3, KEYS));
         }
         _ => {}
     }
@@ -231,7 +231,7 @@ pub fn messages(data: &[u8]) {
     let mut b = Bytes::new(data);
     let bytes: Vec<u8> = match b.below(4) {
         0 => b.rest().to_vec(),
-        1 => gen::json(&mut b, 5, KEYS).to_string().into_bytes(),
+        1 => arb::json(&mut b, 5, KEYS).to_string().into_bytes(),
         _ => {
             let mut seeds = examples();
             let i = b.below(seeds.len());

@@ -7,6 +7,7 @@
 //! SIGKILLed mid-task; the grandchild must be gone within a bound. Each wait is bounded;
 //! no timing is asserted.
 
+use crate::support::cast::{Cast, command_agent, one_step_workflow};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -37,51 +38,24 @@ else:
 /// A cast of one agent (`mode` = "oneshot" or "stdio") running [`AGENT`], and a one-step
 /// workflow on its capability.
 fn cast(mode: &str) -> tempfile::TempDir {
-    let d = tempfile::tempdir().expect("a temporary directory");
-    std::fs::create_dir_all(d.path().join("actors")).expect("actors/");
-    std::fs::create_dir_all(d.path().join("schemas")).expect("schemas/");
-    std::fs::write(d.path().join("agent.py"), AGENT).expect("the agent program");
-    std::fs::write(
-        d.path().join("schemas/any.schema.json"),
-        r#"{"type":"object"}"#,
-    )
-    .expect("a schema");
-    std::fs::write(
-        d.path().join("actors/parent.toml"),
-        format!(
-            r#"name = "parent"
-[[capabilities]]
-name = "spawn"
-input = "any"
-output = "any"
-[backend]
-kind = "command"
-program = "python3"
-args = ["agent.py", "{mode}"]
-mode = "{mode}"
-"#
-        ),
-    )
-    .expect("a manifest");
-    std::fs::write(
-        d.path().join("wf.toml"),
-        r#"name = "t"
-input = "any"
-start = "one"
-
-[steps.one]
-capability = "spawn"
-timeout = "300s"
-attempts = 1
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-"#,
-    )
-    .expect("a workflow");
-    d
+    let manifest = command_agent(
+        "parent",
+        "spawn",
+        "any",
+        "python3",
+        &["agent.py", mode],
+        mode,
+        "",
+    );
+    Cast::new()
+        .schema("any", r#"{"type":"object"}"#)
+        .file("agent.py", AGENT)
+        .actor("parent", &manifest)
+        .file(
+            "wf.toml",
+            &one_step_workflow("t", "any", "spawn", "300s", 1),
+        )
+        .into_dir()
 }
 
 /// Waits (at most `secs` seconds of wall time) for `path` to exist; its contents.

@@ -5,65 +5,36 @@
 //! another process.
 
 use std::path::Path;
+
+use crate::support::cast::{Cast, OBJECT, function_agent};
+use crate::support::common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use muster::journal::sqlite::read_journal;
 use muster::journal::Event;
+use muster::journal::sqlite::read_journal;
 use serde_json::Value;
 use uuid::Uuid;
 
 const WORKFLOW: &str = include_str!("../fixtures/workflows/gated.toml");
 
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("actors")).expect("actors dir");
-    std::fs::create_dir_all(p.join("schemas")).expect("schemas dir");
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
-    std::fs::write(
-        p.join("actors/echo.toml"),
-        r#"name = "echo"
-[[capabilities]]
-name = "echo"
-input = "obj"
-output = "obj"
-[backend]
-kind = "function"
-name = "echo"
-"#,
-    )
-    .expect("manifest");
-    std::fs::write(p.join("gate.toml"), WORKFLOW).expect("workflow");
-    dir
+    Cast::new()
+        .schema("obj", OBJECT)
+        .actor("echo", &function_agent("echo", "echo", "obj", "echo", ""))
+        .file("gate.toml", WORKFLOW)
+        .into_dir()
 }
 
 fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
-    c.current_dir(dir).args(args);
+    let mut c = common::muster_cmd(dir);
+    c.args(args);
     c
 }
 
 /// Runs a command to its end, failing the test after 30 s.
 fn muster(dir: &Path, args: &[&str]) -> Output {
-    let mut child = command(dir, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("muster starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("muster {args:?} did not finish within 30s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    common::muster_within(30, args, dir)
 }
 
 fn text(o: &Output) -> String {

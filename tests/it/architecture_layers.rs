@@ -626,7 +626,9 @@ fn a_reexport_through_the_parent_root_is_not_a_cycle() {
         //- src/agents.rs\n pub mod agent; pub mod instance; pub struct Own;
         pub use agent::{Agent as A2, Failure};\n pub use instance::Instance;
         //- src/agents/instance.rs\n use super::{A2, Own}; use crate::Failure; pub struct Instance;\n";
-    let tree = format!("{root}//- src/agents/agent.rs\n pub struct Failure;\n//- src/b.rs\n use crate::agents::Instance;\n");
+    let tree = format!(
+        "{root}//- src/agents/agent.rs\n pub struct Failure;\n//- src/b.rs\n use crate::agents::Instance;\n"
+    );
     assert!(run("agents\nb", &tree).is_empty());
     let tree = format!("{root}//- src/agents/agent.rs\n use crate::agents::instance::Instance;\n");
     assert_eq!(

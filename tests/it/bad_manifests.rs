@@ -1,10 +1,8 @@
 //! Bad manifests, run through the built binary: exit code 2, the file and the field named,
 //! and nothing registered.
 
-use std::process::Command;
-
 fn muster(dir: &std::path::Path, json: bool) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+    let mut c = crate::support::common::muster();
     c.arg("agents")
         .arg("--actors")
         .arg(dir.join("actors"))
@@ -112,7 +110,7 @@ fn a_wrong_field_exits_2_with_what_was_expected() {
 
 #[test]
 fn the_shipped_cast_registers_and_lists_every_agent() {
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args(["agents", "--json"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .output()
@@ -128,11 +126,13 @@ fn the_shipped_cast_registers_and_lists_every_agent() {
     for c in ["code.write", "code.test", "code.review", "code.security"] {
         assert!(caps.contains(c), "{caps}");
     }
-    assert!(doc["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|a| a["state"] == "ready"));
+    assert!(
+        doc["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["state"] == "ready")
+    );
 }
 
 #[test]

@@ -2,12 +2,10 @@
 //! median and min..max, the baselines, the ratios, the peers and the machine. Timings are
 //! never asserted: only that they are there.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 fn bench(workload: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args(["bench", "--workload", workload, "--runs", "1", "--json"])
         .env("MUSTER_BENCH_SCALE", "0.01")
         .output()
@@ -93,7 +91,7 @@ fn w3_json_has_every_figure_baseline_and_ratio_and_no_quoted_peer() {
 
 #[test]
 fn bad_scale_is_bad_input() {
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args(["bench", "--workload", "W3", "--runs", "1", "--json"])
         .env("MUSTER_BENCH_SCALE", "zero")
         .output()
@@ -110,7 +108,7 @@ fn runs_and_scale_beyond_their_limits_are_bad_input_naming_the_flag() {
         (vec!["--runs", "1", "--scale", "1e12"], None, "--scale"),
         (vec!["--runs", "1"], Some("1e12"), "MUSTER_BENCH_SCALE"),
     ] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+        let mut c = crate::support::common::muster();
         c.args(["bench", "--workload", "W3", "--json"]).args(&args);
         match env {
             Some(v) => c.env("MUSTER_BENCH_SCALE", v),

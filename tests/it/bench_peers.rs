@@ -37,7 +37,7 @@ echo "{{\"peer\":\"fake\",\"version\":\"9.9\",\"workload\":\"W3\",\"tasks\":100,
 }
 
 fn muster(args: &[&str]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+    let mut c = common::muster();
     c.arg("bench").args(args).env_remove("MUSTER_BENCH_SCALE");
     common::output_within(300, c)
 }
@@ -97,9 +97,11 @@ fn peer_figures_and_ratios_to_muster_are_taken_run_by_run_in_the_same_bench() {
         (p["peer"].as_str(), p["version"].as_str()),
         (Some("fake"), Some("9.9"))
     );
-    assert!(p["command"]
-        .as_str()
-        .is_some_and(|c| c.ends_with("fake-peer.sh")));
+    assert!(
+        p["command"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("fake-peer.sh"))
+    );
     let p50 = figure(&p["figures"], "p50_us");
     assert_eq!(
         samples(p50),
@@ -251,7 +253,7 @@ fn peers_without_a_peer_workload_or_with_an_unknown_name_are_bad_input() {
 #[test]
 #[ignore = "builds graph-flow and autoagents-core with cargo"]
 fn the_rust_peers_build_and_report_w1_to_w3_beside_muster() {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+    let mut c = crate::support::common::muster();
     c.args([
         "bench",
         "--workload",

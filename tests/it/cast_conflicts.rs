@@ -10,9 +10,9 @@ use crate::support::common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use muster::SchemaStore;
 use muster::cast::load_cast;
 use muster::scenario::Scenario;
-use muster::SchemaStore;
 
 fn manifest(name: &str, input: &str, output: &str, extra: &str) -> String {
     format!(

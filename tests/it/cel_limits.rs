@@ -5,6 +5,7 @@
 //! `muster check`, `muster run` and every `muster resume` with a stack overflow. Every
 //! child process here runs under a watchdog.
 
+use crate::support::cast::Cast;
 use crate::support::common;
 
 use std::path::{Path, PathBuf};
@@ -37,35 +38,22 @@ impl Fixture {
     }
 
     fn with_accept(accept: &str) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-        std::fs::create_dir_all(dir.path().join("actors")).unwrap();
-        std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
-        for s in [
+        let shipped = [
             "manifest",
             "workflow",
             "scenario",
             "test-request",
             "test-report",
             "test-failure",
-        ] {
-            let f = format!("{s}.schema.json");
-            std::fs::copy(
-                root.join("schemas").join(&f),
-                dir.path().join("schemas").join(&f),
+        ];
+        let dir = Cast::new()
+            .shipped_schemas(&shipped)
+            .schema(
+                "req",
+                r#"{"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}"#,
             )
-            .unwrap();
-        }
-        std::fs::write(
-            dir.path().join("schemas/req.schema.json"),
-            r#"{"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("actors/echo.toml"),
-            ECHO.replace("ACCEPT", accept),
-        )
-        .unwrap();
+            .actor("echo", &ECHO.replace("ACCEPT", accept))
+            .into_dir();
         Fixture { dir }
     }
 

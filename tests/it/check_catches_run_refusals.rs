@@ -6,9 +6,10 @@
 //! the steps: a chain of 10,000 steps is checked clean well inside a watchdog (it took
 //! 81 s). Every child process here runs under a watchdog.
 
+use crate::support::cast::{Cast, function_agent};
 use crate::support::common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::Value;
@@ -21,38 +22,19 @@ struct Fixture {
 
 impl Fixture {
     fn new(with_schema: bool) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-        std::fs::create_dir_all(dir.path().join("actors")).unwrap();
-        std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
-        if with_schema {
-            for s in ["manifest", "workflow"] {
-                let f = format!("{s}.schema.json");
-                std::fs::copy(
-                    root.join("schemas").join(&f),
-                    dir.path().join("schemas").join(&f),
-                )
-                .unwrap();
-            }
-        }
-        std::fs::write(
-            dir.path().join("schemas/req.schema.json"),
-            r#"{"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("actors/echo.toml"),
-            r#"name = "echo"
-[[capabilities]]
-name = "do.echo"
-input = "req"
-output = "req"
-[backend]
-kind = "function"
-name = "echo"
-"#,
-        )
-        .unwrap();
+        let shipped: &[&str] = if with_schema {
+            &["manifest", "workflow"]
+        } else {
+            &[]
+        };
+        let dir = Cast::new()
+            .shipped_schemas(shipped)
+            .schema(
+                "req",
+                r#"{"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}"#,
+            )
+            .actor("echo", &function_agent("echo", "do.echo", "req", "echo", ""))
+            .into_dir();
         Fixture { dir }
     }
 

@@ -12,7 +12,7 @@ use crate::support::node as node_support;
 use std::collections::HashMap;
 
 use cluster_support::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const PLAIN: &str = r#"
 name = "plain"
@@ -175,8 +175,8 @@ async fn a_workflow_whose_agents_are_only_on_two_workers_completes_and_agents_li
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_task_has_its_tasks_reassigned_to_the_other_and_none_is_lost_or_doubled(
-) {
+async fn a_worker_killed_mid_task_has_its_tasks_reassigned_to_the_other_and_none_is_lost_or_doubled()
+ {
     let dir = setup();
     let nats = Nats::start(dir.path());
     let node = control(dir.path(), &nats.url(), "c1", "j/journal.db");
@@ -292,10 +292,12 @@ async fn a_worker_paused_past_its_lease_has_its_late_result_journaled_stale_neve
         .filter(|e| e["task"] == json!(task))
         .collect();
     assert_eq!(accepted.len(), 1, "{accepted:?}");
-    assert!(accepted[0]["agent"]
-        .as_str()
-        .unwrap_or("")
-        .ends_with(&format!("@{other}")));
+    assert!(
+        accepted[0]["agent"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!("@{other}"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,8 +326,8 @@ async fn runs_continue_after_the_nats_server_restarts_mid_run_with_nothing_lost_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_control_node_killed_mid_run_has_its_runs_finished_by_another_with_epochs_above_the_journaled(
-) {
+async fn a_control_node_killed_mid_run_has_its_runs_finished_by_another_with_epochs_above_the_journaled()
+ {
     let dir = setup();
     let nats = Nats::start(dir.path());
     let mut c1 = control(dir.path(), &nats.url(), "c1", "j/c1.db");

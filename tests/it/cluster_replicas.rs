@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster_support::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The streams behind muster's buckets, and the journal stream.
 const STREAMS: [&str; 5] = [
@@ -250,8 +250,8 @@ async fn three_servers_give_every_bucket_and_the_journal_stream_three_replicas()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_in_flight_complete_after_the_meta_leader_and_then_the_journal_leader_are_killed_and_each_restarted_server_catches_up(
-) {
+async fn runs_in_flight_complete_after_the_meta_leader_and_then_the_journal_leader_are_killed_and_each_restarted_server_catches_up()
+ {
     let t0 = Instant::now();
     // What happened when, shown when the test fails.
     let step = |what: &str| eprintln!("[{:>6.2} s] {what}", t0.elapsed().as_secs_f64());

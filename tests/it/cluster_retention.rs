@@ -10,7 +10,7 @@ use crate::support::cluster::*;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The journal sequence of the first record on control node `node`'s subject of the
 /// journal stream (None while there is none or the server does not answer).
@@ -37,8 +37,8 @@ fn last_of(recs: &[Value], runs: &[String]) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_removes_ended_runs_from_the_journal_stream_and_keeps_a_running_run_for_a_takeover(
-) {
+async fn retention_removes_ended_runs_from_the_journal_stream_and_keeps_a_running_run_for_a_takeover()
+ {
     let dir = setup();
     let (open, later) = (dir.path().join("open"), dir.path().join("later"));
     std::fs::write(&open, b"open").expect("gate");

@@ -90,8 +90,8 @@ fn script(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_every_process_it_started(
-) {
+fn the_cluster_script_runs_the_code_review_example_on_its_workers_and_stops_every_process_it_started()
+ {
     run_script(&[], 4);
 }
 

@@ -6,11 +6,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
-use muster::journal::sqlite::read_journal;
 use muster::Event;
+use muster::journal::sqlite::read_journal;
 use serde_json::Value;
 
 #[test]
@@ -18,7 +17,7 @@ fn the_code_review_example_completes_with_a_reassignment_and_three_rounds() {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = dir.path().join("journal.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .current_dir(root)
         .args([
             "run",
@@ -58,7 +57,7 @@ fn the_code_review_example_leaves_no_temporary_files_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).expect("tmp dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .current_dir(root)
         .env("TMPDIR", &tmp)
         .args([
@@ -100,7 +99,7 @@ fn a_round_that_writes_the_same_code_reuses_the_review_and_security_verdicts() {
         }
     }
     let journal = dir.path().join("journal.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .current_dir(root)
         .env("MUSTER_REVIEW_CHANGES", &changes)
         .args([

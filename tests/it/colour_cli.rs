@@ -59,7 +59,7 @@ fn output(mut c: Command) -> Output {
 #[test]
 fn log_lines_on_a_piped_stderr_carry_no_colour_codes() {
     for no_color in [None, Some("")] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+        let mut c = crate::support::common::muster();
         c.args(sim_args()).env("RUST_LOG", "debug");
         match no_color {
             Some(v) => c.env("NO_COLOR", v),

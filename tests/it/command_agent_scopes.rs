@@ -8,7 +8,7 @@ use crate::support::common;
 use common::{real, within};
 use muster::agents::command::{CommandConfig, CommandFactory, CommandMode};
 use muster::{AgentDef, CapabilitySpec, Event, Muster, Scope, Task, TaskStatus};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const STDIO: &str = r#"
 import json, sys

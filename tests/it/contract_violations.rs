@@ -5,8 +5,8 @@
 
 use crate::support::common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -96,9 +96,11 @@ fn a_task_whose_every_candidate_violates_is_escalated_with_its_history() {
         assert!(esc.reason.contains("contract_violation"), "{}", esc.reason);
         let failures = attempt_failures(&m, id);
         assert_eq!(failures.len(), 2);
-        assert!(failures
-            .iter()
-            .all(|(r, d)| r == "contract_violation" && d.contains("value")));
+        assert!(
+            failures
+                .iter()
+                .all(|(r, d)| r == "contract_violation" && d.contains("value"))
+        );
         assert_eq!(count_kind(&events_of(&m, id), "task_escalated"), 1);
         assert_eq!(count_kind(&events_of(&m, id), "result_accepted"), 0);
         assert_eq!(m.stats().escalated, 1);

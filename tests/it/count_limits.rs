@@ -10,9 +10,9 @@ use crate::support::common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use muster::cast::{load_cast, Manifest, MAX_CAST_INSTANCES, MAX_REPLICAS};
 use muster::SchemaStore;
-use serde_json::{json, Value};
+use muster::cast::{MAX_CAST_INSTANCES, MAX_REPLICAS, Manifest, load_cast};
+use serde_json::{Value, json};
 
 /// Runs the binary, killing it if it has not finished within `secs` (then the test fails
 /// saying so instead of hanging).

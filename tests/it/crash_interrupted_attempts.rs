@@ -10,6 +10,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+
+use crate::support::cast::{Cast, OBJECT, command_agent};
+use crate::support::common;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -47,71 +50,31 @@ json.dump({"got": task_input}, sys.stdout)
 "#;
 
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("actors")).expect("actors dir");
-    std::fs::create_dir_all(p.join("schemas")).expect("schemas dir");
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
-    std::fs::write(p.join("hold.py"), AGENT).expect("agent");
-    std::fs::write(
-        p.join("actors/holder.toml"),
-        format!(
-            r#"name = "holder"
-[[capabilities]]
-name = "work"
-input = "obj"
-output = "obj"
-[backend]
-kind = "command"
-program = "python3"
-args = [{:?}, {:?}]
-mode = "oneshot"
-"#,
-            p.join("hold.py").display().to_string(),
-            p.join("hold").display().to_string()
-        ),
-    )
-    .expect("manifest");
-    std::fs::write(p.join("workflow.toml"), WORKFLOW).expect("workflow");
-    dir
+    let cast = Cast::new().schema("obj", OBJECT).file("hold.py", AGENT);
+    let args = [cast.at("hold.py"), cast.at("hold")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let manifest = command_agent("holder", "work", "obj", "python3", &args, "oneshot", "");
+    cast.actor("holder", &manifest)
+        .file("workflow.toml", WORKFLOW)
+        .into_dir()
 }
 
 fn muster(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
-    c.current_dir(dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = common::muster_cmd(dir);
+    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
 
-/// Waits for a child to exit, killing it and failing the test after `secs` seconds.
-fn wait_bounded(mut child: Child, secs: u64, what: &str) -> (ExitStatus, String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return (out.status, text);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{what} did not finish within {secs}s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits for a child to exit (failing the test after `secs` seconds): its status and
+/// its stdout and stderr together.
+fn wait_bounded(child: Child, secs: u64, what: &str) -> (ExitStatus, String) {
+    let out = common::wait_within(child, secs, what);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
 }
 
 fn read(path: &Path) -> Vec<Record> {
@@ -122,10 +85,10 @@ fn read(path: &Path) -> Vec<Record> {
 fn wait_for<T>(path: &Path, what: &str, found: impl Fn(&[Record]) -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if path.exists() {
-            if let Some(t) = read_journal(path, 0).ok().and_then(|r| found(&r)) {
-                return t;
-            }
+        if path.exists()
+            && let Some(t) = read_journal(path, 0).ok().and_then(|r| found(&r))
+        {
+            return t;
         }
         assert!(Instant::now() < deadline, "no {what} within 30s");
         std::thread::sleep(Duration::from_millis(20));

@@ -20,11 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use chromiumoxide::Page;
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::Page;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const TOKEN: &str = "dashboard-test-token-0123456789abcdef";
 /// A second token of the node's token file, of role `viewer`.
@@ -133,7 +133,7 @@ impl Node {
             format!("{TOKEN} admin dash-admin\n{VIEWER} viewer dash-viewer\n"),
         )
         .expect("token file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
+        let mut child = crate::support::common::muster()
             .current_dir(dir)
             .args([
                 "serve",
@@ -175,10 +175,10 @@ impl Node {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if let Some(a) = v["listen"].as_str() {
-                            node.addr = a.trim_start_matches("http://").to_string();
-                        }
+                    if let Ok(v) = serde_json::from_str::<Value>(&line)
+                        && let Some(a) = v["listen"].as_str()
+                    {
+                        node.addr = a.trim_start_matches("http://").to_string();
                     }
                 }
                 Err(_) => panic!(
@@ -370,7 +370,9 @@ async fn wait_page(page: &Page, what: &str, expr: &str) {
                     screenshot_path("dashboard-failure.png"),
                 )
                 .await;
-            panic!("the page did not show {what} within {WAIT:?} (connection: {conn:?}, error line: {error:?}; screenshot target/dashboard-failure.png)");
+            panic!(
+                "the page did not show {what} within {WAIT:?} (connection: {conn:?}, error line: {error:?}; screenshot target/dashboard-failure.png)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

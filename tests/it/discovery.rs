@@ -125,11 +125,12 @@ fn a_panicking_agent_is_a_failure_event_and_the_runtime_keeps_serving() {
             }
         })
         .await;
-        assert!(m
-            .journal()
-            .read_after(0)
-            .iter()
-            .any(|r| r.event.kind() == "agent_dropped_out"));
+        assert!(
+            m.journal()
+                .read_after(0)
+                .iter()
+                .any(|r| r.event.kind() == "agent_dropped_out")
+        );
         let ok = within(10, "ok task", m.delegate(Task::new("ok", json!({"n": 1}))))
             .await
             .unwrap();
@@ -234,8 +235,10 @@ fn an_agent_that_stops_heartbeating_drops_out() {
             .iter()
             .find(|r| r.event.kind() == "agent_dropped_out")
             .expect("drop-out journaled");
-        assert!(serde_json::to_string(&dropped.event)
-            .unwrap()
-            .contains("liveness"));
+        assert!(
+            serde_json::to_string(&dropped.event)
+                .unwrap()
+                .contains("liveness")
+        );
     });
 }

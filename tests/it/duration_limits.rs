@@ -9,8 +9,8 @@ use crate::support::common;
 use std::path::Path;
 use std::process::Output;
 
-use muster::cast::Manifest;
 use muster::SchemaStore;
+use muster::cast::Manifest;
 
 fn muster_within(secs: u64, args: &[&str]) -> Output {
     common::muster_within(secs, args, Path::new("."))

@@ -2,11 +2,7 @@
 //! in a tagged section, a remote `$ref`, a bad `[[agents]]` value. Each exits 2 with one
 //! message naming the file, the field and what is accepted.
 
-use std::process::Command;
-
-fn muster() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_muster"))
-}
+use crate::support::common::muster;
 
 fn dir_with(actor: &str, schema: (&str, &str)) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 
 use crate::fuzzing;
 
-use fuzzing::{cel, Run};
+use fuzzing::{Run, cel};
 
 /// The stack the target runs on: 2 MiB (a tokio worker's, a test thread's) in release
 /// builds. Debug builds spend several times more stack per nested CEL construct (the

@@ -5,7 +5,7 @@
 
 use crate::fuzzing;
 
-use fuzzing::{envelope, Run};
+use fuzzing::{Run, envelope};
 
 #[test]
 fn envelope_payload_validation() {

@@ -5,7 +5,7 @@
 
 use crate::fuzzing;
 
-use fuzzing::{journal, Run};
+use fuzzing::{Run, journal};
 
 #[test]
 fn journal_event_decoding() {

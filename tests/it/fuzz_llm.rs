@@ -5,7 +5,7 @@
 
 use crate::fuzzing;
 
-use fuzzing::{llm, Run};
+use fuzzing::{Run, llm};
 
 #[test]
 fn llm_answer_decoding() {

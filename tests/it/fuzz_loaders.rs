@@ -5,7 +5,7 @@
 
 use crate::fuzzing;
 
-use fuzzing::{loaders, Run};
+use fuzzing::{Run, loaders};
 
 #[test]
 fn manifest_loader() {

@@ -171,7 +171,7 @@ fn nested_parentheses_compile_without_overflowing_the_stack_in_debug_builds() {
 /// its schema first.
 #[test]
 fn a_heartbeat_its_schema_refuses_is_not_read() {
-    use muster::cluster::wire::{decode, BeatMsg};
+    use muster::cluster::wire::{BeatMsg, decode};
     let task = "01900000-0000-7000-8000-000000000001";
     let empty = format!(r#"{{"instance":"","task_id":"{task}","epoch":2}}"#);
     let e = decode::<BeatMsg>(empty.as_bytes()).expect_err("refused");
@@ -186,7 +186,7 @@ fn a_heartbeat_its_schema_refuses_is_not_read() {
 /// envelope is now checked against its own.
 #[test]
 fn an_assignment_whose_envelope_breaks_its_schema_is_refused() {
-    use muster::cluster::wire::{decode, AssignMsg};
+    use muster::cluster::wire::{AssignMsg, decode};
     let id = "01900000-0000-7000-8000-000000000001";
     let assign = |causation: &str| {
         format!(
@@ -208,7 +208,7 @@ fn an_assignment_whose_envelope_breaks_its_schema_is_refused() {
 /// the control node reads.
 #[test]
 fn a_report_is_read_exactly_when_its_schema_accepts_it() {
-    use muster::cluster::wire::{decode, schemas, ReportMsg};
+    use muster::cluster::wire::{ReportMsg, decode, schemas};
     let report = |err: &str| {
         format!(
             r#"{{"task_id":"01900000-0000-7000-8000-000000000001","epoch":2,"instance":"echo#0@w1","result":{{"Err":{err}}}}}"#

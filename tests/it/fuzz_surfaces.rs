@@ -6,7 +6,7 @@
 
 use crate::fuzzing;
 
-use fuzzing::{http, wire, Run};
+use fuzzing::{Run, http, wire};
 
 #[test]
 fn http_api_requests() {

@@ -6,7 +6,7 @@
 //! gate's note is called `note` in the request and in the run's view. Real node on
 //! 127.0.0.1 with a free port, stopped by pid; every wait bounded.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::support::node::{call_with, client, serve, wait_run, write_cast};
 

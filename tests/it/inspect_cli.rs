@@ -4,14 +4,13 @@
 use crate::support::common;
 
 use std::path::Path;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{real, within};
 use muster::journal::{Durability, JournalConfig, SqliteJournal};
 use muster::{AgentDef, AgentError, CapabilitySpec, Muster, SubmitError, Task, TaskStatus};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 struct Workload {
@@ -96,7 +95,7 @@ fn workload(path: &Path) -> Workload {
 }
 
 fn inspect(path: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .arg("inspect")
         .arg("--journal")
         .arg(path)
@@ -219,7 +218,7 @@ fn an_unknown_correlation_exits_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal.db");
     workload(&path);
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args([
             "inspect",
             "--json",
@@ -359,8 +358,8 @@ terminal = "done"
 /// gate (no task at all), and `slow` is cut off in `wait` as a killed process leaves it (the
 /// journal stops with its task leased, no `run_ended`). Returns the run ids in that order.
 fn runs_journal(path: &Path) -> [Uuid; 4] {
-    use muster::workflow::engine::RunOptions;
     use muster::workflow::Workflow;
+    use muster::workflow::engine::RunOptions;
     use muster::{Journal, MemoryJournal, WorkflowExt};
 
     let memory = Arc::new(MemoryJournal::default());

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use muster::journal::sqlite::{read_archive, Compaction};
+use muster::journal::sqlite::{Compaction, read_archive};
 use muster::journal::{Durability, Event, Journal, RunQuery, RunStatus, SqliteJournal};
 use muster::workflow::Unfinished;
 use serde_json::json;
@@ -206,14 +206,15 @@ fn compaction_removes_ended_work_into_the_archive_and_keeps_what_goes_on() {
         rebuilt(&before),
         "recovery rebuilds the same runs"
     );
-    assert!(j
-        .runs(&RunQuery {
+    assert!(
+        j.runs(&RunQuery {
             status: Some(RunStatus::Completed),
             limit: usize::MAX,
             ..RunQuery::default()
         })
         .iter()
-        .all(|e| e.workflow != "old"));
+        .all(|e| e.workflow != "old")
+    );
     // Sequence numbers go on from the highest ever given.
     assert_eq!(
         j.append(

@@ -2,9 +2,8 @@
 //! byte for byte as it was: a text file, random bytes, a foreign SQLite database.
 
 use std::path::Path;
-use std::process::Command;
 
-use muster::journal::{sqlite::read_journal, Durability, JournalError, SqliteJournal};
+use muster::journal::{Durability, JournalError, SqliteJournal, sqlite::read_journal};
 
 fn refused_unchanged(path: &Path, expect: fn(&JournalError) -> bool) {
     let before = std::fs::read(path).unwrap();
@@ -33,7 +32,7 @@ fn refused_unchanged(path: &Path, expect: fn(&JournalError) -> bool) {
     );
 
     // The CLI: exit 2, a message naming the file, the file unchanged.
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args(["inspect", "--journal"])
         .arg(path)
         .output()
@@ -130,7 +129,7 @@ fn a_foreign_database_with_its_own_meta_table_is_refused_and_left_unchanged() {
 fn a_missing_journal_is_a_clear_error_for_inspect_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args(["inspect", "--journal"])
         .arg(&path)
         .output()

@@ -5,6 +5,7 @@
 //! many deciders race; a kill while the journal file is being created, or a hot rollback
 //! journal beside it, never leaves it unreadable.
 
+use crate::support::cast::{Cast, OBJECT, function_agent};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -58,42 +59,24 @@ terminal = "fail"
 "#;
 
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("actors")).expect("actors dir");
-    std::fs::create_dir_all(p.join("schemas")).expect("schemas dir");
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
-    std::fs::write(
-        p.join("actors/echo.toml"),
-        "name = \"echo\"\nreplicas = 2\n[[capabilities]]\nname = \"echo\"\ninput = \"obj\"\noutput = \"obj\"\n[backend]\nkind = \"function\"\nname = \"echo\"\n",
-    )
-    .expect("manifest");
-    std::fs::write(p.join("chain.toml"), chain()).expect("workflow");
-    std::fs::write(p.join("gated.toml"), GATED).expect("workflow");
-    dir
+    let echo = function_agent("echo", "echo", "obj", "echo", "replicas = 2");
+    Cast::new()
+        .schema("obj", OBJECT)
+        .actor("echo", &echo)
+        .file("chain.toml", &chain())
+        .file("gated.toml", GATED)
+        .into_dir()
 }
 
 fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
-    c.current_dir(dir).args(args).stdin(Stdio::null());
+    let mut c = crate::support::common::muster_cmd(dir);
+    c.args(args).stdin(Stdio::null());
     c
 }
 
 /// Waits (at most 60 s) for a child to end; kills it and fails the test otherwise.
-fn finish(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+fn finish(child: Child, what: &str) -> Output {
+    crate::support::common::wait_within(child, 60, what)
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {

@@ -18,7 +18,7 @@ use muster::agents::llm::{LlmConfig, LlmFactory, Structured};
 use muster::journal::Record;
 use muster::{AgentDef, CapabilitySpec, Event, Muster, SchemaStore, Task, TaskStatus};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 /// What the fake server does for one request.
@@ -219,7 +219,9 @@ fn a_valid_answer_is_accepted_with_its_usage_and_idempotency_key() {
         let (url, script) = fake_server(vec![Reply::Body(answer(VALID))]).await;
         let mut c = config(&url);
         c.api_key_env = Some("MUSTER_TEST_LLM_KEY_VALID".into());
-        std::env::set_var("MUSTER_TEST_LLM_KEY_VALID", "sk-test");
+        // SAFETY: no other test uses this variable, and std's environment reads take the
+        // same lock as `set_var`; the agent reads it through `std::env::var`.
+        unsafe { std::env::set_var("MUSTER_TEST_LLM_KEY_VALID", "sk-test") };
         let m = runtime(c, 1).await;
         let out = within(30, "task", m.delegate(task())).await.unwrap();
         assert_eq!(out.status, TaskStatus::Completed);
@@ -558,10 +560,12 @@ fn a_tool_call_is_a_delegated_task_whose_result_goes_back_to_the_model() {
             .find(|m| m["role"] == "tool")
             .expect("a tool message");
         assert_eq!(tool_msg["tool_call_id"], "call_1");
-        assert!(tool_msg["content"]
-            .as_str()
-            .unwrap()
-            .contains("parser-team"));
+        assert!(
+            tool_msg["content"]
+                .as_str()
+                .unwrap()
+                .contains("parser-team")
+        );
         m.shutdown().await;
     });
 }
@@ -752,9 +756,11 @@ fn a_template_with_an_unknown_variable_is_refused_at_load_naming_file_and_field(
     )]);
     let errors = muster::cast::Manifest::load(&path, &manifest_schemas(), Some(env)).unwrap_err();
     assert_eq!(errors[0].field, "/backend/repair");
-    assert!(errors[0]
-        .message
-        .contains("MUSTER_TRIAGER__BACKEND__REPAIR"));
+    assert!(
+        errors[0]
+            .message
+            .contains("MUSTER_TRIAGER__BACKEND__REPAIR")
+    );
 }
 
 #[test]

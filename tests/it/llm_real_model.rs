@@ -72,7 +72,7 @@ fn a_real_model_run_accepts_only_outputs_that_satisfy_their_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, url) = start_server(dir.path());
     let journal = dir.path().join("triage.db");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+    let mut cmd = crate::support::common::muster();
     cmd.args([
         "run",
         "examples/triage/workflow.toml",

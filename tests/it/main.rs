@@ -8,7 +8,7 @@
 /// tests in the package's directory (`crates/muster-cli`). This runs before `main` (an
 /// ELF initialiser, as the `ctor` crate makes), so no test thread sees another directory.
 #[used]
-#[link_section = ".init_array"]
+#[unsafe(link_section = ".init_array")]
 static RUN_FROM_THE_REPOSITORY_ROOT: extern "C" fn() = {
     extern "C" fn chdir_to_root() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

@@ -3,8 +3,8 @@
 
 use crate::support::common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{paused, payload_schema, within};
 use muster::{AgentDef, CapabilitySpec, Envelope, FailureReason, Muster, Recipient};
@@ -207,9 +207,10 @@ fn a_full_mailbox_fails_after_the_bounded_wait() {
         let second = Envelope::new("slow", Recipient::Capability("slow".into()), "p", p);
         let err = within(10, "send", m.send(second)).await.unwrap_err();
         assert_eq!(err.reason, FailureReason::MailboxFull);
-        assert!(m
-            .dead_letters()
-            .iter()
-            .any(|d| d.reason == FailureReason::MailboxFull));
+        assert!(
+            m.dead_letters()
+                .iter()
+                .any(|d| d.reason == FailureReason::MailboxFull)
+        );
     });
 }

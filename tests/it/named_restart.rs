@@ -12,7 +12,7 @@ use actix::prelude::*;
 use muster::supervision::{
     ChildHandle, ChildLink, ChildSpec, Named, Restart, Supervision, Supervisor, WhichChildren,
 };
-use tokio::time::{sleep, Instant};
+use tokio::time::{Instant, sleep};
 
 fn on_paused_clock<F: Future<Output = ()>>(body: F) {
     let sys = actix::System::with_tokio_rt(|| {

@@ -6,6 +6,7 @@
 //! `muster run` exits at once when an agent type drops out at start, naming the manifest
 //! and the reason, and `muster check` warns about a program it cannot find.
 
+use crate::support::cast::{Cast, command_agent, one_step_workflow};
 use crate::support::common;
 
 use std::time::Duration;
@@ -16,7 +17,7 @@ use muster::{
     Agent, AgentDef, AgentError, AgentLink, AgentState, Event, Supervision, Task, TaskContext,
     TaskStatus,
 };
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// An agent that never starts: every start (and restart) fails with `why`.
 struct NeverStarts(&'static str);
@@ -204,47 +205,13 @@ fn a_capability_whose_agent_is_restarting_is_still_waited_for_and_the_task_compl
 
 /// A cast whose one agent runs a program that does not exist, and a one-step workflow.
 fn missing_program_cast() -> tempfile::TempDir {
-    let d = tempfile::tempdir().expect("a temporary directory");
-    std::fs::create_dir_all(d.path().join("actors")).expect("actors/");
-    std::fs::create_dir_all(d.path().join("schemas")).expect("schemas/");
-    std::fs::write(
-        d.path().join("schemas/any.schema.json"),
-        r#"{"type":"object"}"#,
-    )
-    .expect("a schema");
-    std::fs::write(
-        d.path().join("actors/ghost.toml"),
-        r#"name = "ghost"
-[[capabilities]]
-name = "haunt"
-input = "any"
-output = "any"
-[backend]
-kind = "command"
-program = "muster-test-no-such-program"
-mode = "stdio"
-"#,
-    )
-    .expect("a manifest");
-    std::fs::write(
-        d.path().join("wf.toml"),
-        r#"name = "t"
-input = "any"
-start = "one"
-
-[steps.one]
-capability = "haunt"
-timeout = "10s"
-attempts = 1
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-"#,
-    )
-    .expect("a workflow");
-    d
+    let program = "muster-test-no-such-program";
+    let manifest = command_agent("ghost", "haunt", "any", program, &[], "stdio", "");
+    Cast::new()
+        .schema("any", r#"{"type":"object"}"#)
+        .actor("ghost", &manifest)
+        .file("wf.toml", &one_step_workflow("t", "any", "haunt", "10s", 1))
+        .into_dir()
 }
 
 #[test]

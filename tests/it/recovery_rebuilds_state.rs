@@ -12,18 +12,18 @@
 use crate::support::common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{paused, within};
+use muster::WorkflowExt;
 use muster::journal::{Event, Journal, MemoryJournal, Record};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::recovery::{self, PendingTask, RecoveredRun, StepProgress};
 use muster::workflow::{RunStatus, Workflow};
-use muster::WorkflowExt;
 use muster::{AgentDef, CapabilitySpec, Muster};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 const WORKFLOW: &str = r#"

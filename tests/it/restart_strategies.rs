@@ -19,7 +19,7 @@ use muster::supervision::{
 };
 use muster::{AgentDef, AgentError, CapabilitySpec, Muster, Task, TaskStatus};
 use serde_json::json;
-use tokio::time::{sleep, Instant};
+use tokio::time::{Instant, sleep};
 
 /// Runs `body` in an actix system on tokio's paused clock.
 fn on_paused_clock<F: Future<Output = ()>>(body: F) {

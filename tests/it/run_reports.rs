@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use muster::journal::sqlite::read_journal;
 use muster::journal::Event;
+use muster::journal::sqlite::read_journal;
 use serde_json::Value;
 
 fn setup(workflow: &str) -> tempfile::TempDir {
@@ -52,21 +52,13 @@ fn setup(workflow: &str) -> tempfile::TempDir {
 }
 
 fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
-    c.current_dir(dir).args(args).stdin(Stdio::null());
+    let mut c = crate::support::common::muster_cmd(dir);
+    c.args(args).stdin(Stdio::null());
     c
 }
 
-fn finish(mut child: Child) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("muster did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+fn finish(child: Child) -> Output {
+    crate::support::common::wait_within(child, 60, "muster")
 }
 
 /// Runs muster with `args` to its end, stdout and stderr captured.

@@ -10,11 +10,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::support::common::muster_within;
 use crate::support::node::{
-    self as node_support, call_with, refused_total, send, serve, wait_run, Serving,
+    self as node_support, Serving, call_with, refused_total, send, serve, wait_run,
 };
 
 const TOKEN: &str = "admission-token-0123456789abcdef";

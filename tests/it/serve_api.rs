@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use node_support::{call_with, client};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::support::node as node_support;
 
@@ -79,9 +79,8 @@ impl Drop for Node {
 }
 
 fn serve_command(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
-    c.current_dir(dir)
-        .env("MUSTER_TEST_TOKEN", TOKEN)
+    let mut c = crate::support::common::muster_cmd(dir);
+    c.env("MUSTER_TEST_TOKEN", TOKEN)
         .env_remove("MUSTER_TOKEN")
         .args([
             "serve",
@@ -251,10 +250,12 @@ async fn bad_input_is_answered_400_404_409_413_or_422_naming_the_field_never_500
         (404, json!("workflow")),
         "{doc}"
     );
-    assert!(doc["error"]
-        .as_str()
-        .unwrap()
-        .contains("gated, plain, slow"));
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("gated, plain, slow")
+    );
     let (code, doc) = call(
         "POST",
         &runs,
@@ -262,10 +263,12 @@ async fn bad_input_is_answered_400_404_409_413_or_422_naming_the_field_never_500
     )
     .await;
     assert_eq!((code, doc["field"].clone()), (422, json!("input")), "{doc}");
-    assert!(doc["error"]
-        .as_str()
-        .unwrap()
-        .contains("the run input does not fit schema `needx`"));
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("the run input does not fit schema `needx`")
+    );
     // Ids, queries.
     let (code, doc) = call("GET", &format!("{runs}/not-a-uuid"), None).await;
     assert_eq!((code, doc["field"].clone()), (400, json!("id")));
@@ -354,9 +357,11 @@ async fn a_run_submitted_over_http_completes_and_its_detail_names_owners_attempt
         let step = &doc["steps"][0];
         assert_eq!(step["step"], "one");
         assert_eq!(step["status"], "completed");
-        assert!(step["owner"]
-            .as_str()
-            .is_some_and(|o| o.starts_with("echo#")));
+        assert!(
+            step["owner"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("echo#"))
+        );
         assert_eq!(step["attempts"], 1);
         assert_eq!(step["reassignments"], 0);
         assert_eq!(step["output"], step["input"]);
@@ -696,7 +701,7 @@ fn wait_exit(node: &mut Node) -> Option<i32> {
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_stops_gracefully_with_a_run_in_flight_and_the_next_start_finishes_it() {
-    use muster::journal::inspect::{runs, RunState};
+    use muster::journal::inspect::{RunState, runs};
     use muster::journal::sqlite::read_journal;
 
     let dir = setup();
@@ -728,23 +733,9 @@ async fn sigterm_stops_gracefully_with_a_run_in_flight_and_the_next_start_finish
 
 /// Runs a CLI command to its end (failing after 60 s).
 fn muster(dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
-        .current_dir(dir)
-        .env("MUSTER_TOKEN", TOKEN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("muster starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("muster {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    let mut c = crate::support::common::muster_cmd(dir);
+    c.env("MUSTER_TOKEN", TOKEN).args(args);
+    crate::support::common::output_within(60, c)
 }
 
 fn stdout_json(o: &std::process::Output) -> Value {

@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::support::common::muster_within;
-use crate::support::node::{self as node_support, call_with, send, serve, wait_run, Serving};
+use crate::support::node::{self as node_support, Serving, call_with, send, serve, wait_run};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const OPS_A: &str = "ops-alice-token-0123456789ab";

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
-use common::{agent, builder, count_kind, hang, input, journal, real, within, CAP};
+use common::{CAP, agent, builder, count_kind, hang, input, journal, real, within};
 use muster::{Muster, Task, TaskStatus};
 use parking_lot::Mutex;
 use serde_json::json;

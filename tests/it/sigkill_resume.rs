@@ -7,6 +7,7 @@
 //! delay drawn from a seeded generator, reads the journal, runs `muster resume` on it and
 //! reads the journal again. Every wait is bounded; no timing is asserted.
 
+use crate::support::cast::{Cast, OBJECT, command_agent, fixture_agent};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -80,67 +81,33 @@ impl Rng {
 
 /// A temp dir with the cast (one slow oneshot agent, two replicas), schemas and workflow.
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("actors")).expect("actors dir");
-    std::fs::create_dir_all(p.join("schemas")).expect("schemas dir");
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
-    let agent = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .join("tests/fixtures/agents/sleepy_oneshot.py");
-    std::fs::write(
-        p.join("actors/sleepy.toml"),
-        format!(
-            r#"name = "sleepy"
-replicas = 2
-concurrency = 1
-[[capabilities]]
-name = "work"
-input = "obj"
-output = "obj"
-[backend]
-kind = "command"
-program = "python3"
-args = [{:?}]
-mode = "oneshot"
-"#,
-            agent.display().to_string()
-        ),
-    )
-    .expect("manifest");
-    std::fs::write(p.join("workflow.toml"), WORKFLOW).expect("workflow");
-    dir
+    let agent = fixture_agent("sleepy_oneshot.py");
+    let extra = "replicas = 2\nconcurrency = 1";
+    let manifest = command_agent(
+        "sleepy",
+        "work",
+        "obj",
+        "python3",
+        &[&agent],
+        "oneshot",
+        extra,
+    );
+    Cast::new()
+        .schema("obj", OBJECT)
+        .actor("sleepy", &manifest)
+        .file("workflow.toml", WORKFLOW)
+        .into_dir()
 }
 
 fn muster(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
-    c.current_dir(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut c = crate::support::common::muster_cmd(dir);
+    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     c
 }
 
-/// Waits for a child to exit, killing it and failing the test after `secs` seconds.
-fn wait_bounded(mut child: Child, secs: u64, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{what} did not finish within {secs}s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits for a child to exit, failing the test after `secs` seconds.
+fn wait_bounded(child: Child, secs: u64, what: &str) -> ExitStatus {
+    crate::support::common::wait_within(child, secs, what).status
 }
 
 fn read(path: &Path) -> Vec<Record> {

@@ -7,14 +7,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use muster::agents::sim::{Distribution, FaultModel, SimFactory};
 use muster::journal::Event;
 use muster::{AgentDef, CapabilitySpec, Muster, SchemaStore, Task, TaskStatus};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 /// Runs `body` in an actix system on tokio's paused clock.
@@ -272,7 +271,7 @@ fn bad_models_are_refused_naming_the_field() {
 }
 
 fn muster_agents(actors: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_muster"))
+    crate::support::common::muster()
         .args(["agents", "--json", "--schemas", "schemas", "--actors"])
         .arg(actors)
         .output()

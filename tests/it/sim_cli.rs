@@ -2,11 +2,7 @@
 //! field (every distribution parameter, every probability), a shipped scenario runs with
 //! a small `--tasks` and prints one well-formed JSON document.
 
-use std::process::Command;
-
-fn muster() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_muster"))
-}
+use crate::support::common::muster;
 
 fn scenario(agent_extra: &str) -> String {
     format!(

@@ -3,8 +3,8 @@
 //! (crashes, hangs, late answers, violations, an instance killed, an agent type dropping
 //! out and rejoining, agents with concurrency 2) twice in one process.
 
-use muster::scenario::{run, Scenario, SimOptions, SimReport};
 use muster::SchemaStore;
+use muster::scenario::{Scenario, SimOptions, SimReport, run};
 
 fn simulate(seed: Option<u64>, count: u64) -> SimReport {
     let schemas = SchemaStore::new();

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use muster::scenario::{run, Arrival, RuntimeFault, Scenario, SimOptions, SimReport};
 use muster::SchemaStore;
+use muster::scenario::{Arrival, RuntimeFault, Scenario, SimOptions, SimReport, run};
 
 const HOUR_MS: u64 = 3_600_000;
 

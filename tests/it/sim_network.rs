@@ -7,13 +7,12 @@
 //! instead of hanging the suite.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use muster::journal::{Durability, Event, Journal, Record, SqliteJournal};
-use muster::scenario::{run, Scenario, ScenarioError, SimOptions, SimReport};
 use muster::SchemaStore;
+use muster::journal::{Durability, Event, Journal, Record, SqliteJournal};
+use muster::scenario::{Scenario, ScenarioError, SimOptions, SimReport, run};
 
 /// Two agent types: `near` on node n1 (100 ms a task), `far` on node n2 (300 ms a task),
 /// 60 tasks arriving at 20 a second, a 1 s lease and 6 attempts; `network` goes at the end.
@@ -354,7 +353,7 @@ fn muster_sim_exits_2_on_a_bad_network_and_reports_the_network_in_json() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, text("[network]\nloss = 1.5\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args(["sim", bad.to_str().unwrap()])
         .output()
         .unwrap();
@@ -367,7 +366,7 @@ fn muster_sim_exits_2_on_a_bad_network_and_reports_the_network_in_json() {
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, text(PARTITION)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .args(["sim", good.to_str().unwrap(), "--json"])
         .output()
         .unwrap();

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use muster::scenario::{run, Scenario, SimOptions};
 use muster::SchemaStore;
+use muster::scenario::{Scenario, SimOptions, run};
 use proptest::prelude::*;
 
 const SCENARIO: &str = r#"

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use muster::scenario::{run, Scenario, SimOptions};
 use muster::SchemaStore;
+use muster::scenario::{Scenario, SimOptions, run};
 
 #[test]
 fn an_hour_of_latency_is_an_hour_of_virtual_time() {

@@ -6,7 +6,7 @@ use crate::support::common;
 
 use std::time::Duration;
 
-use common::{builder, echo, input, paused, CAP};
+use common::{CAP, builder, echo, input, paused};
 use muster::{Backoff, SubmitError, Task};
 
 #[test]

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::paused;
+use muster::TaskStatus;
 use muster::journal::{Event, Record};
 use muster::telemetry::traces::{attempt_span_id, run_span_id, task_span_id, trace_id};
 use muster::telemetry::{Follower, Traces};
-use muster::TaskStatus;
 use opentelemetry::trace::{SpanId, Status};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
@@ -148,9 +148,11 @@ fn a_run_is_one_trace_of_run_task_attempt_and_model_call_spans() {
         let calls = named(&spans, "chat ");
         assert_eq!(calls.len(), 2);
         for c in &calls {
-            assert!(attempts
-                .iter()
-                .any(|a| a.span_context.span_id() == c.parent_span_id));
+            assert!(
+                attempts
+                    .iter()
+                    .any(|a| a.span_context.span_id() == c.parent_span_id)
+            );
             assert_eq!(c.span_context.trace_id(), trace_id(run.run));
             assert_eq!(attr(c, "gen_ai.operation.name").as_deref(), Some("chat"));
             assert_eq!(
@@ -177,10 +179,12 @@ fn a_run_is_one_trace_of_run_task_attempt_and_model_call_spans() {
         assert!(matches!(b[0].status, Status::Error { .. }));
         let failed = named(&spans, "invoke_agent breaker");
         assert_eq!(failed.len(), 2);
-        assert!(failed
-            .iter()
-            .all(|a| a.parent_span_id == b[0].span_context.span_id()
-                && attr(a, "muster.outcome").as_deref() == Some("error")));
+        assert!(
+            failed
+                .iter()
+                .all(|a| a.parent_span_id == b[0].span_context.span_id()
+                    && attr(a, "muster.outcome").as_deref() == Some("error"))
+        );
 
         // Nothing left open, nothing evicted.
         let traces = follower.traces_ref().expect("traces");
@@ -295,7 +299,7 @@ fn cast(dir: &Path) {
 }
 
 fn muster_run(dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+    let mut c = crate::support::common::muster();
     c.current_dir(dir)
         .args([
             "run",

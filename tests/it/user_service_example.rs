@@ -12,9 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn muster(root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.current_dir(root);
-    cmd
+    crate::support::common::muster_cmd(root)
 }
 
 #[test]

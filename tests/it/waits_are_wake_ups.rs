@@ -11,7 +11,7 @@ use common::{agent, builder, input, paused, within};
 use futures::future::LocalBoxFuture;
 use muster::{Agent, AgentDef, AgentError, AgentLink, Envelope, Recipient, TaskContext};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 

@@ -3,8 +3,9 @@
 //! workflow file that cannot be read or compiled is bad input (exit 2) naming the file and
 //! the step; the shipped example passes clean (exit 0).
 
+use crate::support::cast::{Cast, function_agent};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -44,36 +45,18 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-        let schemas = dir.path().join("schemas");
-        let actors = dir.path().join("actors");
-        std::fs::create_dir_all(&schemas).unwrap();
-        std::fs::create_dir_all(&actors).unwrap();
-        for s in ["manifest", "workflow"] {
-            let f = format!("{s}.schema.json");
-            std::fs::copy(root.join("schemas").join(&f), schemas.join(&f)).unwrap();
-        }
-        std::fs::write(
-            schemas.join("req.schema.json"),
-            r#"{"type": "object", "additionalProperties": false, "required": ["text"],
+        let dir = Cast::new()
+            .shipped_schemas(&["manifest", "workflow"])
+            .schema(
+                "req",
+                r#"{"type": "object", "additionalProperties": false, "required": ["text"],
                 "properties": {"text": {"type": "string"}, "note": {"type": "string"}}}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            actors.join("echo.toml"),
-            r#"name = "echo"
-replicas = 2
-[[capabilities]]
-name = "do.echo"
-input = "req"
-output = "req"
-[backend]
-kind = "function"
-name = "echo"
-"#,
-        )
-        .unwrap();
+            )
+            .actor(
+                "echo",
+                &function_agent("echo", "do.echo", "req", "echo", "replicas = 2"),
+            )
+            .into_dir();
         Fixture { dir }
     }
 
@@ -85,7 +68,7 @@ name = "echo"
 
     fn check(&self, text: &str, json: bool) -> Output {
         let wf = self.workflow(text);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+        let mut cmd = crate::support::common::muster();
         cmd.arg("check")
             .arg(&wf)
             .arg("--actors")
@@ -338,7 +321,7 @@ fn text_output_names_the_file_the_step_and_what_to_change() {
 #[test]
 fn the_shipped_example_passes_clean() {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .current_dir(root)
         .args(["check", "examples/code-review/workflow.toml", "--json"])
         .output()
@@ -407,7 +390,7 @@ fn invalid_cel_is_bad_input_naming_the_step() {
 fn muster_run_refuses_a_workflow_with_findings() {
     let f = Fixture::new();
     let wf = f.workflow(&edit("goto = \"one\", max_visits = 2", "goto = \"one\""));
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .arg("run")
         .arg(&wf)
         .args(["--input", r#"{"text": "hi"}"#, "--json"])
@@ -429,7 +412,7 @@ fn muster_run_refuses_a_workflow_with_findings() {
     );
     // The clean one runs to completion with the function agents.
     let wf = f.workflow(BASE);
-    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+    let out = crate::support::common::muster()
         .arg("run")
         .arg(&wf)
         .args(["--input", r#"{"text": "hi"}"#, "--json"])

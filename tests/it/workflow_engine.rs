@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{paused, within};
+use muster::WorkflowExt;
 use muster::workflow::engine::RunOptions;
 use muster::workflow::{Decision, RunStatus, Workflow};
-use muster::WorkflowExt;
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 fn builder() -> MusterBuilder {

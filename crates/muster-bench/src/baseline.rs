@@ -226,14 +226,15 @@ pub async fn tokio_recovery_once(i: u64) -> Option<std::time::Duration> {
         panic!("bench: the failing worker panics on every request");
     });
     let mut result = None;
-    if let Err(e) = failing.await {
-        if e.is_panic() {
-            let (rt, rr) = oneshot::channel();
-            if tx.send((v, rt)).await.is_ok() && rr.await.is_ok() {
-                if let (Some(a), Some(b)) = (crashed.take(i), started.take(i)) {
-                    result = Some(b.duration_since(a));
-                }
-            }
+    if let Err(e) = failing.await
+        && e.is_panic()
+    {
+        let (rt, rr) = oneshot::channel();
+        if tx.send((v, rt)).await.is_ok()
+            && rr.await.is_ok()
+            && let (Some(a), Some(b)) = (crashed.take(i), started.take(i))
+        {
+            result = Some(b.duration_since(a));
         }
     }
     drop(tx);

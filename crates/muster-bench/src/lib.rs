@@ -29,7 +29,7 @@ pub mod workloads;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use peers::{Peer, PEER_WORKLOADS};
+use peers::{PEER_WORKLOADS, Peer};
 use report::{BenchReport, Collector, Machine, PeerSamples, WorkloadReport};
 
 /// The environment variable that scales every task and agent count (e.g. `0.01`).

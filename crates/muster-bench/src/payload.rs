@@ -1,7 +1,7 @@
 //! The benchmark payload and the hop every benchmark agent performs, shared by muster's
 //! workloads and the raw tokio and actix baselines so all run the same work.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The 5-field payload of task `i`.
 pub fn payload(i: u64) -> Value {

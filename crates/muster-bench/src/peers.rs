@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::Workload;
 use super::report::{Collector, Unit};
 use super::workloads::scaled;
-use super::Workload;
 
 /// How a built-in peer is made ready and run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub fn choose(list: &str) -> Result<Vec<&'static PeerSpec>, String> {
                             .map(|p| p.name)
                             .collect::<Vec<_>>()
                             .join(", ")
-                    ))
+                    ));
                 }
             },
         }

@@ -7,7 +7,7 @@
 //! in this benchmark), and a figure that was not measured is listed as such, with why.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A figure's unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -357,11 +357,21 @@ pub const RATIOS: &[(&str, &str, &str, &str)] = &[
 /// What each workload is, as measured here.
 pub fn describe(workload: &str) -> &'static str {
     match workload {
-        "W1" => "handoff chain A -> B -> C: a 3-step workflow (Workflow::parse, step inputs map the previous output), schemas on, in-memory journal, sequential tasks after warm-up; also 3 chained delegate calls; baselines do 3 request-replies from the caller",
-        "W2" => "fan-out: 1,000 instances of one capability, tasks in batches of 1,000 in flight, each routed by capability to one instance which echoes; baselines: 1,000 tokio tasks / actix actors, round-robin",
-        "W3" => "request-response: one agent, sequential delegate calls each timed alone, after warm-up; baselines time the same loop",
-        "W4" => "recovery: one capability, 2 instances (w4-crashy registered first, panics on every task; w4-healthy); sequential tasks; time from just before the panic to the healthy agent starting the task (tokio Instants inside the agents); crashy's supervisor allows 1,000,000 restarts/s so it never drops out; baselines: a panicking spawned task / actix actor, then a request-reply to a healthy one",
-        "W5" => "scale: agent types of 1,000 replicas, a capability each; bytes per agent = VmRSS delta / agents (process-wide: includes supervisors, registry index and journal events); look-up at that size: Muster::candidates over one capability (sorts its 1,000 instances) and a whole delegate",
+        "W1" => {
+            "handoff chain A -> B -> C: a 3-step workflow (Workflow::parse, step inputs map the previous output), schemas on, in-memory journal, sequential tasks after warm-up; also 3 chained delegate calls; baselines do 3 request-replies from the caller"
+        }
+        "W2" => {
+            "fan-out: 1,000 instances of one capability, tasks in batches of 1,000 in flight, each routed by capability to one instance which echoes; baselines: 1,000 tokio tasks / actix actors, round-robin"
+        }
+        "W3" => {
+            "request-response: one agent, sequential delegate calls each timed alone, after warm-up; baselines time the same loop"
+        }
+        "W4" => {
+            "recovery: one capability, 2 instances (w4-crashy registered first, panics on every task; w4-healthy); sequential tasks; time from just before the panic to the healthy agent starting the task (tokio Instants inside the agents); crashy's supervisor allows 1,000,000 restarts/s so it never drops out; baselines: a panicking spawned task / actix actor, then a request-reply to a healthy one"
+        }
+        "W5" => {
+            "scale: agent types of 1,000 replicas, a capability each; bytes per agent = VmRSS delta / agents (process-wide: includes supervisors, registry index and journal events); look-up at that size: Muster::candidates over one capability (sorts its 1,000 instances) and a whole delegate"
+        }
         _ => "",
     }
 }

@@ -16,10 +16,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::BenchError;
 use super::baseline::{self, ActixAgents, TokioAgents};
 pub use super::payload::{hop, payload};
 use super::report::{Collector, Unit};
-use super::BenchError;
 use muster_core::journal::{Event, Journal, MemoryJournal, Record};
 use muster_core::runtime::{AgentDef, Muster};
 use muster_core::supervision::Supervision;
@@ -167,7 +167,7 @@ pub async fn chain_by_delegate(m: &Muster, i: u64) -> Result<(), BenchError> {
                 return Err(BenchError::Incomplete(format!(
                     "W1 task {i} at {cap} ended {:?}",
                     o.status
-                )))
+                )));
             }
         };
     }

@@ -1,6 +1,6 @@
 //! Function agents a manifest can name with `backend = { kind = "function", name = "..." }`.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use muster_core::agents::{AgentFactory, FnAgent};
 

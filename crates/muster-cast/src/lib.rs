@@ -17,6 +17,7 @@ pub mod builtins;
 pub mod manifest;
 
 pub use manifest::{
-    load_cast, unknown_overrides, BackendError, BackendSpec, CastError, Manifest, ManifestError,
-    SimBackend, UnknownOverride, MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX, MAX_REPLICAS,
+    BackendError, BackendSpec, CastError, MAX_CAST_INSTANCES, MAX_CONCURRENCY, MAX_MAILBOX,
+    MAX_REPLICAS, Manifest, ManifestError, SimBackend, UnknownOverride, load_cast,
+    unknown_overrides,
 };

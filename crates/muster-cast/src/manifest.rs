@@ -181,17 +181,27 @@ fn field_type(path: &[&str]) -> FieldType {
     match path {
         ["replicas" | "concurrency" | "mailbox"]
         | ["supervision", "intensity"]
-        | ["backend", "seed" | "repair" | "max_tokens" | "max_tool_rounds"]
-        | ["backend", "limits", "concurrency" | "requests_per_minute" | "tokens_per_minute"] => {
-            FieldType::Count
-        }
-        ["backend", "crash" | "hang" | "error" | "violate" | "late" | "temperature"]
+        | [
+            "backend",
+            "seed" | "repair" | "max_tokens" | "max_tool_rounds",
+        ]
+        | [
+            "backend",
+            "limits",
+            "concurrency" | "requests_per_minute" | "tokens_per_minute",
+        ] => FieldType::Count,
+        [
+            "backend",
+            "crash" | "hang" | "error" | "violate" | "late" | "temperature",
+        ]
         | ["backend", "latency", "mu" | "sigma"]
         | ["backend", "price", "prompt" | "completion"] => FieldType::Number,
         ["backend", "late_by"]
-        | ["backend", "latency", "value" | "min" | "max" | "mean" | "std_dev"] => {
-            FieldType::Seconds
-        }
+        | [
+            "backend",
+            "latency",
+            "value" | "min" | "max" | "mean" | "std_dev",
+        ] => FieldType::Seconds,
         ["liveness"]
         | ["supervision", "period" | "backoff" | "shutdown"]
         | ["backend", "timeout" | "stream_idle"] => FieldType::Duration,
@@ -334,21 +344,21 @@ impl Manifest {
         } else {
             shipped_schema()
         };
-        if store.contains("manifest") {
-            if let Err(c) = store.validate_explained("manifest", &json) {
-                return Err(c
-                    .errors
-                    .into_iter()
-                    .map(|v| {
-                        let field = if v.instance_path.is_empty() {
-                            "/".to_string()
-                        } else {
-                            v.instance_path
-                        };
-                        err(&field, v.message)
-                    })
-                    .collect());
-            }
+        if store.contains("manifest")
+            && let Err(c) = store.validate_explained("manifest", &json)
+        {
+            return Err(c
+                .errors
+                .into_iter()
+                .map(|v| {
+                    let field = if v.instance_path.is_empty() {
+                        "/".to_string()
+                    } else {
+                        v.instance_path
+                    };
+                    err(&field, v.message)
+                })
+                .collect());
         }
         let typed: Vec<ManifestError> = typed_fields(&json)
             .into_iter()
@@ -425,27 +435,26 @@ impl Manifest {
         // have: an override of a field the backend lacks (`MUSTER_X__BACKEND__BASEURL`) is
         // refused naming its variable, not silently ignored. Only violations at an
         // overridden field count (the file itself passed above).
-        if !overrides.is_empty() && store.contains("manifest") {
-            if let Ok(merged) = built.clone().try_deserialize::<Value>() {
-                if let Err(c) = store.validate_explained("manifest", &merged) {
-                    let bad: Vec<ManifestError> = c
-                        .errors
-                        .into_iter()
-                        // Types are checked above, by the field's own rules (a duration
-                        // may be whole milliseconds here); what is left is a field the
-                        // manifest does not have.
-                        .filter(|v| !v.instance_path.is_empty())
-                        .filter(|v| v.message.starts_with("unknown field"))
-                        .filter_map(|v| {
-                            let by = set_by(&v.instance_path);
-                            (!by.is_empty())
-                                .then(|| err(&v.instance_path, format!("{}{by}", v.message)))
-                        })
-                        .collect();
-                    if !bad.is_empty() {
-                        return Err(bad);
-                    }
-                }
+        if !overrides.is_empty()
+            && store.contains("manifest")
+            && let Ok(merged) = built.clone().try_deserialize::<Value>()
+            && let Err(c) = store.validate_explained("manifest", &merged)
+        {
+            let bad: Vec<ManifestError> = c
+                .errors
+                .into_iter()
+                // Types are checked above, by the field's own rules (a duration
+                // may be whole milliseconds here); what is left is a field the
+                // manifest does not have.
+                .filter(|v| !v.instance_path.is_empty())
+                .filter(|v| v.message.starts_with("unknown field"))
+                .filter_map(|v| {
+                    let by = set_by(&v.instance_path);
+                    (!by.is_empty()).then(|| err(&v.instance_path, format!("{}{by}", v.message)))
+                })
+                .collect();
+            if !bad.is_empty() {
+                return Err(bad);
             }
         }
         let m: Manifest = built.try_deserialize().map_err(|e| {
@@ -757,7 +766,7 @@ pub fn load_cast(dir: &Path, schemas: &SchemaStore) -> Result<Vec<(PathBuf, Mani
                     field: "/".into(),
                     message: format!("cannot read the actors directory: {e}"),
                 }],
-            })
+            });
         }
     };
     files.sort();

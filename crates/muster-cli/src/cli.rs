@@ -262,7 +262,7 @@ pub fn run(cli: Cli) -> i32 {
 pub(crate) async fn interrupted() -> i32 {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => tokio::select! {
                 _ = tokio::signal::ctrl_c() => 130,

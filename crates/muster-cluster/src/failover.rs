@@ -210,7 +210,7 @@ impl Failover {
                 Err(e) if tries >= OWN_TRIES => {
                     return Err(ClusterError::Nats(format!(
                         "cannot write the lease of run {run}: {e}"
-                    )))
+                    )));
                 }
                 Err(_) => {
                     tries += 1;
@@ -262,7 +262,7 @@ impl Failover {
     /// mirrors on from it); a message that is not a record stops the scan (kept). Reads
     /// for at most two minutes; other nodes' subjects are never touched.
     pub async fn compact_stream(&self, keep_from: u64) -> Result<StreamCompaction, ClusterError> {
-        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
         let nats = |e: &dyn std::fmt::Display| {
             ClusterError::Nats(format!("cannot compact the journal stream: {e}"))
         };
@@ -500,7 +500,7 @@ impl Inner {
 
     /// Every record of the journal stream, in stream order.
     async fn read_stream(&self) -> Result<Vec<Record>, ClusterError> {
-        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
         let nats = |e: &dyn std::fmt::Display| {
             ClusterError::Nats(format!("cannot read the journal stream: {e}"))
         };

@@ -206,7 +206,7 @@ pub(crate) async fn put_retrying(
                 return Err(ClusterError::Nats(format!(
                     "cannot write key {key} of bucket {} at {} within {:?}: {e}",
                     store.name, config.url, config.join_timeout
-                )))
+                )));
             }
             Err(e) => {
                 tracing::debug!(%key, error = %e, "writing it again in 250 ms");

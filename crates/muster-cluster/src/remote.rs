@@ -15,8 +15,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::wire::{AssignMsg, ControlMsg, ReportMsg};
 use super::Outbox;
+use super::wire::{AssignMsg, ControlMsg, ReportMsg};
 use muster_core::agents::protocol::{Assign, AttemptReport, Cancel, Kill, ReplyTo};
 use muster_core::agents::{Failure, InstanceHandle, Mailbox};
 
@@ -128,11 +128,7 @@ impl Remote {
                 return;
             };
             p.heard = tokio::time::Instant::now();
-            if agent {
-                p.heartbeat.clone()
-            } else {
-                None
-            }
+            if agent { p.heartbeat.clone() } else { None }
         };
         if let Some(hb) = hb {
             hb();
@@ -266,18 +262,18 @@ impl Mailbox for RemoteMailbox {
                 heard: now,
             },
         );
-        if !r.wire.outbox.send(r.assign_subject.clone(), body.into()) {
-            if let Some(p) = r.pending.lock().remove(&key) {
-                r.answer(
-                    p.reply,
-                    AttemptReport::gone(
-                        key.0,
-                        key.1,
-                        r.id.clone(),
-                        "the cluster's outbound queue is full".into(),
-                    ),
-                );
-            }
+        if !r.wire.outbox.send(r.assign_subject.clone(), body.into())
+            && let Some(p) = r.pending.lock().remove(&key)
+        {
+            r.answer(
+                p.reply,
+                AttemptReport::gone(
+                    key.0,
+                    key.1,
+                    r.id.clone(),
+                    "the cluster's outbound queue is full".into(),
+                ),
+            );
         }
     }
 

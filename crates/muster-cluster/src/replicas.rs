@@ -475,13 +475,13 @@ impl<'a> Placer<'a> {
     ) -> Option<Result<T, ClusterError>> {
         match outcome {
             Ok((value, placed)) => {
-                if self.config.replicas == Replicas::Auto && self.auto.is_none() {
-                    if let Some(note) = placed.note.as_deref().filter(|n| n.starts_with(AUTO_NOTE))
-                    {
-                        // `auto` fell back: the node's other new buckets and streams get 1
-                        // at once, with the same reason.
-                        self.auto = Some((placed.replicas, Some(note.to_string())));
-                    }
+                if self.config.replicas == Replicas::Auto
+                    && self.auto.is_none()
+                    && let Some(note) = placed.note.as_deref().filter(|n| n.starts_with(AUTO_NOTE))
+                {
+                    // `auto` fell back: the node's other new buckets and streams get 1
+                    // at once, with the same reason.
+                    self.auto = Some((placed.replicas, Some(note.to_string())));
                 }
                 self.placed.push(placed);
                 Some(Ok(value))
@@ -578,11 +578,7 @@ fn fall_back(why: &str) -> Option<String> {
 }
 
 fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        "replica"
-    } else {
-        "replicas"
-    }
+    if n == 1 { "replica" } else { "replicas" }
 }
 
 /// Whether the server refused a replica count (no retry helps), and why.
@@ -601,12 +597,12 @@ fn classify(err: &(dyn std::error::Error + 'static)) -> Failed {
             Some(ErrorCode::CLUSTER_NO_PEERS) | Some(ErrorCode::INSUFFICIENT_RESOURCES) => {
                 return Failed::Refused(format!(
                     "{err}; a JetStream cluster needs at least as many servers as replicas"
-                ))
+                ));
             }
             Some(ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED) => {
                 return Failed::Refused(format!(
                     "{err}; the server is not part of a JetStream cluster"
-                ))
+                ));
             }
             _ => {}
         }

@@ -393,9 +393,10 @@ mod tests {
     fn keys_stay_in_the_key_alphabet() {
         let k = instance_key("n-1", "code review#12");
         assert_eq!(k, "n-1.code=20review=2312");
-        assert!(k
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=.".contains(c)));
+        assert!(
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=.".contains(c))
+        );
         assert!(check_node_name(&"x".repeat(MAX_NODE_NAME + 1)).is_err());
         assert!(check_node_name("").is_err());
     }

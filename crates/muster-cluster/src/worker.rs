@@ -124,7 +124,7 @@ impl Worker {
                                  cast declared it within {:?})",
                                 config.join_timeout
                             ),
-                        })
+                        });
                     }
                 }
             };
@@ -380,11 +380,11 @@ impl Inner {
             return;
         };
         let contract = self.muster.contract(&env.topic);
-        if let Some(c) = &contract {
-            if let Err(e) = c.input.validate(&env.payload) {
-                self.report(&a.report_to, &answer(Err(Failure::ContractViolation(e))));
-                return;
-            }
+        if let Some(c) = &contract
+            && let Err(e) = c.input.validate(&env.payload)
+        {
+            self.report(&a.report_to, &answer(Err(Failure::ContractViolation(e))));
+            return;
         }
         if !handle.available() || !handle.try_reserve() {
             let state = handle.state();
@@ -456,10 +456,10 @@ impl Inner {
                     usage: None,
                 },
             };
-            if let (Ok(out), Some(c)) = (&msg.result, &contract) {
-                if let Err(e) = c.output.validate(out) {
-                    msg.result = Err(Failure::ContractViolation(e));
-                }
+            if let (Ok(out), Some(c)) = (&msg.result, &contract)
+                && let Err(e) = c.output.validate(out)
+            {
+                msg.result = Err(Failure::ContractViolation(e));
             }
             inner.report(&report_to, &msg);
         });

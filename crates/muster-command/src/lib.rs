@@ -46,7 +46,7 @@ use uuid::Uuid;
 
 pub use config::{CommandConfig, CommandLimits, CommandMode, DEFAULT_ENV_PASS};
 pub use process::MAX_OUTPUT_BYTES;
-pub use program::{find_program, ProgramError};
+pub use program::{ProgramError, find_program};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, AgentLink, TaskContext};
 

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::config::CommandConfig;
 use super::process::{
-    base_command, capture_stderr, describe_status, quote, quote_bytes, read_capped, remaining_ms,
-    spawn_error, ProcessGroup, StderrTail, MAX_OUTPUT_BYTES,
+    MAX_OUTPUT_BYTES, ProcessGroup, StderrTail, base_command, capture_stderr, describe_status,
+    quote, quote_bytes, read_capped, remaining_ms, spawn_error,
 };
 use muster_core::agents::agent::{AgentError, TaskContext};
 
@@ -92,7 +92,7 @@ impl Oneshot {
         &self,
         input: Value,
         ctx: TaskContext,
-    ) -> impl Future<Output = Result<Value, AgentError>> + 'static {
+    ) -> impl Future<Output = Result<Value, AgentError>> + 'static + use<> {
         run_oneshot(self.shared.clone(), input, ctx)
     }
 
@@ -335,8 +335,8 @@ mod tests {
     use tokio::time::timeout;
 
     use super::super::testing::{
-        ctx, expect_err, fixture, local, peak_rss, python, read_pid, reset_peak_rss, script,
-        sh_with_pidfile, wait_gone, T,
+        T, ctx, expect_err, fixture, local, peak_rss, python, read_pid, reset_peak_rss, script,
+        sh_with_pidfile, wait_gone,
     };
     use super::*;
 

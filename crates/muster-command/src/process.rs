@@ -123,12 +123,12 @@ impl ProcessGroup {
             return;
         };
         #[cfg(unix)]
-        if let Ok(pgid) = libc::pid_t::try_from(pgid) {
-            if pgid > 0 {
-                // SAFETY: kill(2) takes no pointers. A negative pid names the group.
-                unsafe {
-                    libc::kill(-pgid, libc::SIGKILL);
-                }
+        if let Ok(pgid) = libc::pid_t::try_from(pgid)
+            && pgid > 0
+        {
+            // SAFETY: kill(2) takes no pointers. A negative pid names the group.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
             }
         }
         #[cfg(not(unix))]
@@ -391,9 +391,11 @@ mod tests {
     fn secret() -> (String, String) {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let (name, value) = (format!("MUSTER_TEST_SECRET_{id}"), format!("s3cr3t-{id}"));
-        // Safe enough in a test: std's own environment reads (including those made to spawn
-        // a process) take the same lock as `set_var`.
-        std::env::set_var(&name, &value);
+        // SAFETY: the name is unique to this call, so no other thread reads or writes it;
+        // std's own environment reads (including those made to spawn a process) take the
+        // same lock as `set_var`, and nothing in this test reads the environment through
+        // libc directly.
+        unsafe { std::env::set_var(&name, &value) };
         (name, value)
     }
 

@@ -32,8 +32,8 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::CommandLimits;
 
@@ -199,7 +199,7 @@ mod imp {
                 return fail(&format!(
                     "cannot start `{}`: {e}",
                     program.to_string_lossy()
-                ))
+                ));
             }
         };
         let agent_pid = agent.id() as libc::pid_t;

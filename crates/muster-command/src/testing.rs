@@ -59,12 +59,12 @@ impl Recorder {
     pub(super) fn link(&self) -> AgentLink {
         let exits = self.exits.clone();
         let alive = self.alive.clone();
-        AgentLink {
-            on_exit: Arc::new(move |r| exits.lock().unwrap().push(r)),
-            on_alive: Arc::new(move || {
+        AgentLink::new(
+            Arc::new(move |r| exits.lock().unwrap().push(r)),
+            Arc::new(move || {
                 alive.fetch_add(1, Ordering::SeqCst);
             }),
-        }
+        )
     }
 
     pub(super) fn exits(&self) -> Vec<Result<(), String>> {
@@ -124,12 +124,11 @@ pub(super) fn sh_with_pidfile(script: &str, dir: &tempfile::TempDir) -> (Command
 pub(super) async fn read_pid(pidfile: &Path) -> i32 {
     let deadline = Instant::now() + T * 6;
     loop {
-        if let Ok(text) = std::fs::read_to_string(pidfile) {
-            if let Some(line) = text.strip_suffix('\n') {
-                if let Ok(pid) = line.trim().parse() {
-                    return pid;
-                }
-            }
+        if let Ok(text) = std::fs::read_to_string(pidfile)
+            && let Some(line) = text.strip_suffix('\n')
+            && let Ok(pid) = line.trim().parse()
+        {
+            return pid;
         }
         assert!(
             Instant::now() < deadline,

@@ -32,8 +32,7 @@ pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext
 pub use def::AgentDef;
 pub use effects::{EffectEntry, EffectError, EffectState, Ledger};
 pub use function::FnAgent;
-#[doc(hidden)]
-pub use handle::LoadWatch;
+pub(crate) use handle::LoadWatch;
 pub use handle::{InstanceHandle, Mailbox, MailboxLayer};
 pub use host::{AgentHost, DelegateError, SubTask};
 pub use presence::{Directory, Presence};

@@ -126,10 +126,11 @@ impl Condition {
     /// docs): this is the only place muster hands text to the CEL parser.
     pub fn compile(source: &str) -> Result<Self, ConditionError> {
         bounded(source)?;
-        let program = Program::compile(source).map_err(|e| ConditionError::Syntax {
-            source_text: source.to_string(),
-            message: clipped(&e.to_string()),
-        })?;
+        let program =
+            with_stack(|| Program::compile(source)).map_err(|e| ConditionError::Syntax {
+                source_text: source.to_string(),
+                message: clipped(&e.to_string()),
+            })?;
         Ok(Condition {
             source: Arc::from(source),
             program: Arc::new(program),
@@ -190,12 +191,10 @@ impl Condition {
             for (name, value) in vars {
                 ctx.add_variable_from_value(*name, to_cel(value));
             }
-            self.program
-                .execute(&ctx)
-                .map_err(|e| ConditionError::Eval {
-                    source_text: self.source.to_string(),
-                    message: clipped(&e.to_string()),
-                })
+            with_stack(|| self.program.execute(&ctx)).map_err(|e| ConditionError::Eval {
+                source_text: self.source.to_string(),
+                message: clipped(&e.to_string()),
+            })
         })
     }
 
@@ -224,6 +223,23 @@ impl Condition {
             message: clipped(&message),
         })
     }
+}
+
+/// The stack the CEL parser and evaluator may need within the limits: antlr's generated
+/// rules recurse once per bracket level and CEL's evaluator once per operator. Unoptimised
+/// frames are far larger (16 nested brackets took over 2 MiB, a test thread's whole stack),
+/// so debug builds ask for more.
+const CEL_STACK: usize = if cfg!(debug_assertions) {
+    8 << 20
+} else {
+    1 << 20
+};
+
+/// Runs `f` on a stack with at least [`CEL_STACK`] bytes left: on the current one when it
+/// has them, else on a fresh segment twice that size (an `mmap`, only on a thread whose
+/// stack is nearly used up or smaller than the bound).
+fn with_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(CEL_STACK, 2 * CEL_STACK, f)
 }
 
 /// Checks an expression against [`MAX_SOURCE_BYTES`], [`MAX_NESTING`] and [`MAX_DEPTH`]
@@ -337,10 +353,10 @@ fn estimated_depth(source: &str) -> Result<usize, Scan> {
                 let word = &b[start..i];
                 if let (Some((raw, _)), Some(b'"' | b'\'')) = (string_prefix(word), b.get(i)) {
                     i = skip_string(b, i, raw)?;
-                } else if word == b"in" {
-                    if let Some(l) = levels.last_mut() {
-                        l.ops += 1;
-                    }
+                } else if word == b"in"
+                    && let Some(l) = levels.last_mut()
+                {
+                    l.ops += 1;
                 }
                 continue;
             }
@@ -396,12 +412,11 @@ fn estimated_depth(source: &str) -> Result<usize, Scan> {
 /// Closes the innermost bracket level (never the outermost), folding its depth into the
 /// level that holds it.
 fn close(levels: &mut Vec<Level>) {
-    if levels.len() > 1 {
-        if let Some(done) = levels.pop() {
-            if let Some(l) = levels.last_mut() {
-                l.child = l.child.max(done.depth());
-            }
-        }
+    if levels.len() > 1
+        && let Some(done) = levels.pop()
+        && let Some(l) = levels.last_mut()
+    {
+        l.child = l.child.max(done.depth());
     }
 }
 
@@ -652,6 +667,26 @@ fn key_text(k: &Key) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// At the limits, on a thread with a 256 KiB stack (well below the 2 MiB of a test
+    /// thread, on which an unoptimised parser overflowed at 16 brackets): compiling and
+    /// evaluating run on a grown stack instead of overflowing it.
+    #[test]
+    fn the_deepest_expressions_within_the_limits_run_on_a_small_thread_stack() {
+        let nested = format!("{}1{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        let chain = vec!["1"; MAX_DEPTH].join(" + ");
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let c = Condition::compile(&nested).expect("nested brackets at the limit");
+                assert_eq!(c.eval_json(&[]).expect("evaluates"), json!(1));
+                let c = Condition::compile(&chain).expect("a chain at the limit");
+                assert_eq!(c.eval_json(&[]).expect("evaluates"), json!(MAX_DEPTH));
+            })
+            .expect("a thread")
+            .join()
+            .expect("no overflow");
+    }
 
     #[test]
     fn integer_arithmetic_works_on_json_numbers() {

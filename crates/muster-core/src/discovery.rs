@@ -14,11 +14,11 @@ pub mod index;
 mod line;
 mod load_order;
 pub mod protocol;
-pub mod registry;
+mod registry;
 
 pub use crate::messaging::capability::{Capability, CapabilitySpec};
 pub use dropped_out::Abandoned;
 pub use index::{AgentInfo, CapabilityIndex, PickError};
 pub(crate) use line::LinePlace;
 pub use protocol::{Declare, RegistryEvent, Subscribe, WaitFor};
-pub use registry::Registry;
+pub(crate) use registry::Registry;

@@ -59,8 +59,16 @@ impl IdGen {
     }
 }
 
-/// The splitmix64 finaliser: a cheap, well-mixed bijection on u64.
-#[doc(hidden)]
+/// The splitmix64 finaliser: a cheap, well-mixed bijection on u64, used wherever a
+/// deterministic id or draw is derived from a seed (the simulator, trace ids).
+///
+/// # Example
+/// ```
+/// use muster_core::ids::splitmix64;
+///
+/// assert_eq!(splitmix64(1), splitmix64(1));
+/// assert_ne!(splitmix64(1), splitmix64(2));
+/// ```
 pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

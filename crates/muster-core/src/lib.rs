@@ -55,8 +55,6 @@ pub mod routing;
 pub mod runtime;
 pub mod shards;
 pub mod supervision;
-// Duration parsing and serde helpers shared with the integration crates; not a stable API.
-#[doc(hidden)]
 pub mod util;
 
 pub use agents::{

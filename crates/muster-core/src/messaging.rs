@@ -22,7 +22,7 @@ pub use capability::{
     DEFAULT_REUSE_FOR,
 };
 pub use contract::{ContractError, SchemaStore, SchemaViolation};
-pub use dead_letter::{DeadLetter, DeadLetters, DEFAULT_DEAD_LETTERS};
+pub use dead_letter::{DEFAULT_DEAD_LETTERS, DeadLetter, DeadLetters};
 pub use envelope::{Envelope, Recipient};
 pub use explain::did_you_mean;
 pub use failure::{DeliveryFailure, FailureReason};

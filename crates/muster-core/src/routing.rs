@@ -9,12 +9,12 @@
 //! letter) and G3 at the wire (payloads and replies are validated). It decides nothing about
 //! ownership: delegation does.
 
-pub mod actor;
+mod actor;
 pub mod protocol;
 pub mod router;
 pub mod verdict;
 
-pub use actor::RouterActor;
+pub(crate) use actor::RouterActor;
 pub use protocol::Route;
-pub use router::{route, Router};
+pub use router::{Router, route};
 pub use verdict::verdict;

@@ -18,7 +18,7 @@ pub mod child;
 pub mod named;
 pub mod protocol;
 pub mod restart;
-pub mod supervisor;
+mod supervisor;
 
 pub use child::{ChildHandle, ChildLink, ChildSpec};
 pub use named::Named;

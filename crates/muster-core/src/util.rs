@@ -176,15 +176,15 @@ pub fn bounded_message(message: &str, value: &serde_json::Value) -> String {
         return message.to_string();
     }
     let whole = value.to_string();
-    if whole.len() > QUOTE_LIMIT {
-        if let Some(at) = message.find(&whole) {
-            let rest = bounded_text(&message[at + whole.len()..]).into_owned();
-            return format!(
-                "{}{}{rest}",
-                bounded_text(&message[..at]),
-                bounded_text(&whole)
-            );
-        }
+    if whole.len() > QUOTE_LIMIT
+        && let Some(at) = message.find(&whole)
+    {
+        let rest = bounded_text(&message[at + whole.len()..]).into_owned();
+        return format!(
+            "{}{}{rest}",
+            bounded_text(&message[..at]),
+            bounded_text(&whole)
+        );
     }
     bounded_text(message).into_owned()
 }

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
-use super::decode::{decode_response, Answer, DecodeError, StreamDecoder, MAX_RESPONSE_BYTES};
+use super::decode::{Answer, DecodeError, MAX_RESPONSE_BYTES, StreamDecoder, decode_response};
 
 /// The longest `Retry-After` honoured (a longer one is cut to it).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -252,9 +252,11 @@ mod tests {
             "rate_limited: HTTP 429 (retry after 1s): slow down"
         );
         assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
-        assert!(CallError::Timeout(Duration::from_secs(60))
-            .to_string()
-            .starts_with("timeout: "));
+        assert!(
+            CallError::Timeout(Duration::from_secs(60))
+                .to_string()
+                .starts_with("timeout: ")
+        );
         assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("-1"), None);
     }

@@ -225,13 +225,13 @@ impl LlmConfig {
         if self.model.trim().is_empty() {
             p("/model", "must not be empty".into());
         }
-        if let Some(v) = &self.api_key_env {
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                p(
-                    "/api_key_env",
-                    format!("`{v}` is not an environment variable name (the NAME, not the key)"),
-                );
-            }
+        if let Some(v) = &self.api_key_env
+            && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            p(
+                "/api_key_env",
+                format!("`{v}` is not an environment variable name (the NAME, not the key)"),
+            );
         }
         if self.system.is_some() && self.system_file.is_some() {
             p(
@@ -254,15 +254,15 @@ impl LlmConfig {
                 ),
             );
         }
-        if let Some(t) = self.max_tokens {
-            if t == 0 || t > MAX_TOKENS {
-                p("/max_tokens", format!("{t} is outside 1..={MAX_TOKENS}"));
-            }
+        if let Some(t) = self.max_tokens
+            && (t == 0 || t > MAX_TOKENS)
+        {
+            p("/max_tokens", format!("{t} is outside 1..={MAX_TOKENS}"));
         }
-        if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                p("/temperature", format!("{t} is outside 0..=2"));
-            }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            p("/temperature", format!("{t} is outside 0..=2"));
         }
         for (field, d) in [
             ("/timeout", self.timeout),
@@ -337,10 +337,12 @@ mod tests {
         assert_eq!(c.limits.tokens_per_minute, Some(200_000));
         assert_eq!(c.endpoint(), "http://127.0.0.1:8080/v1/chat/completions");
         assert!(c.problems().is_empty(), "{:?}", c.problems());
-        assert!(toml::from_str::<LlmConfig>(
-            "base_url = \"x\"\nmodel = \"m\"\nprompt = \"p\"\nnope = 1"
-        )
-        .is_err());
+        assert!(
+            toml::from_str::<LlmConfig>(
+                "base_url = \"x\"\nmodel = \"m\"\nprompt = \"p\"\nnope = 1"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -47,20 +47,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use futures::future::LocalBoxFuture;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub use budget::RateBudget;
-pub use call::{parse_retry_after, CallError, Request, MAX_RETRY_AFTER};
+pub use call::{CallError, MAX_RETRY_AFTER, Request, parse_retry_after};
 pub use config::{
-    LlmConfig, LlmLimits, LlmPrice, Structured, MAX_REPAIR, MAX_TOKENS, MAX_TOOL_ROUNDS, MAX_WAIT,
+    LlmConfig, LlmLimits, LlmPrice, MAX_REPAIR, MAX_TOKENS, MAX_TOOL_ROUNDS, MAX_WAIT, Structured,
 };
 pub use decode::{
-    decode_response, json_in, Answer, DecodeError, StreamDecoder, TokenCounts, ToolCall,
-    MAX_RESPONSE_BYTES, MAX_TOOL_CALLS,
+    Answer, DecodeError, MAX_RESPONSE_BYTES, MAX_TOOL_CALLS, StreamDecoder, TokenCounts, ToolCall,
+    decode_response, json_in,
 };
-pub use prompt::{PromptVars, Prompts, MAX_PROMPT_BYTES, VARIABLES};
+pub use prompt::{MAX_PROMPT_BYTES, PromptVars, Prompts, VARIABLES};
 pub use provider::{Permit, ProviderHandle, ProviderUnavailable};
-pub use wire::{request_body, schema_instruction, wire_name, AttemptId, ToolSpec, ANSWER_TOOL};
+pub use wire::{ANSWER_TOOL, AttemptId, ToolSpec, request_body, schema_instruction, wire_name};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, TaskContext};
 use muster_core::agents::host::{AgentHost, SubTask};

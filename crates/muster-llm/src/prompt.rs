@@ -175,11 +175,13 @@ mod tests {
         assert!(err[0].1.contains("`sytem`"), "{}", err[0].1);
         assert_eq!(err[1].0, "/prompt");
         // Loop variables and builtins are not unknown.
-        assert!(Prompts::compile(
-            None,
-            "{% for x in range(3) %}{{ x }}{{ loop.index }}{% endfor %}"
-        )
-        .is_ok());
+        assert!(
+            Prompts::compile(
+                None,
+                "{% for x in range(3) %}{{ x }}{{ loop.index }}{% endfor %}"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -89,20 +89,20 @@ impl ProviderActor {
                 return; // a release pumps again
             }
             let tokens = front.tokens;
-            if let Some(b) = self.requests.as_mut() {
-                if let Err(wait) = b.take(1, now) {
-                    self.wake_at(now + wait, ctx);
-                    return;
-                }
+            if let Some(b) = self.requests.as_mut()
+                && let Err(wait) = b.take(1, now)
+            {
+                self.wake_at(now + wait, ctx);
+                return;
             }
-            if let Some(b) = self.tokens.as_mut() {
-                if let Err(wait) = b.take(tokens, now) {
-                    if let Some(r) = self.requests.as_mut() {
-                        r.settle(1, now);
-                    }
-                    self.wake_at(now + wait, ctx);
-                    return;
+            if let Some(b) = self.tokens.as_mut()
+                && let Err(wait) = b.take(tokens, now)
+            {
+                if let Some(r) = self.requests.as_mut() {
+                    r.settle(1, now);
                 }
+                self.wake_at(now + wait, ctx);
+                return;
             }
             let Some(a) = self.waiting.pop_front() else {
                 return;

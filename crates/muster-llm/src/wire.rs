@@ -3,7 +3,7 @@
 //! metadata) and the name an output schema is sent under. Pure functions of their
 //! arguments; the HTTP exchange is in [`call`](super::call).
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::config::{LlmConfig, Structured};
 
@@ -31,11 +31,7 @@ pub fn wire_name(name: &str) -> String {
         })
         .take(64)
         .collect();
-    if s.is_empty() {
-        "output".into()
-    } else {
-        s
-    }
+    if s.is_empty() { "output".into() } else { s }
 }
 
 /// The instruction added to the system prompt with `structured = "json_object"`, where

@@ -42,11 +42,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use muster_cast::{BackendSpec, Manifest, SimBackend, MAX_CAST_INSTANCES};
+use muster_cast::{BackendSpec, MAX_CAST_INSTANCES, Manifest, SimBackend};
 use muster_core::messaging::SchemaStore;
 use muster_sim::NetworkModel;
-use muster_workflow::definition::{MAX_ATTEMPTS, MAX_DURATION};
 use muster_workflow::Workflow;
+use muster_workflow::definition::{MAX_ATTEMPTS, MAX_DURATION};
 
 /// The keys of an `[[agents]]` entry that belong to its fault model (the rest is an
 /// agent manifest).
@@ -321,13 +321,13 @@ impl Scenario {
                 ),
             ));
         }
-        if let Arrival::Poisson { rate } = raw.arrival {
-            if !rate.is_finite() || rate <= 0.0 {
-                problems.push(err(
-                    "arrival.rate",
-                    format!("must be a number above 0 (arrivals per virtual second; got {rate})"),
-                ));
-            }
+        if let Arrival::Poisson { rate } = raw.arrival
+            && (!rate.is_finite() || rate <= 0.0)
+        {
+            problems.push(err(
+                "arrival.rate",
+                format!("must be a number above 0 (arrivals per virtual second; got {rate})"),
+            ));
         }
         if raw.attempts == 0 {
             problems.push(err("attempts", "must be at least 1".into()));
@@ -520,18 +520,17 @@ impl Scenario {
                                 }
                             }
                         };
-                        if let Some(v) = &input {
-                            if !wf.input.is_empty() {
-                                if let Err(e) = schemas.validate(&wf.input, v) {
-                                    problems.push(err(
-                                        "input",
-                                        format!(
-                                            "does not fit the workflow's input schema `{}`: {e}",
-                                            wf.input
-                                        ),
-                                    ));
-                                }
-                            }
+                        if let Some(v) = &input
+                            && !wf.input.is_empty()
+                            && let Err(e) = schemas.validate(&wf.input, v)
+                        {
+                            problems.push(err(
+                                "input",
+                                format!(
+                                    "does not fit the workflow's input schema `{}`: {e}",
+                                    wf.input
+                                ),
+                            ));
                         }
                         input.map(|input| Target::Workflow {
                             workflow: Arc::new(wf),

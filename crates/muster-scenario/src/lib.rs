@@ -14,6 +14,6 @@ mod file;
 pub mod runner;
 mod tally;
 
-pub use file::{Arrival, RuntimeFault, Scenario, ScenarioError, Target, MAX_COUNT};
-pub use runner::{run, NetworkReport, Progress, RssMarks, SimError, SimOptions, SimReport};
-pub use tally::{Fnv1a, Latencies, Tally, TallyJournal, TALLY_WINDOW};
+pub use file::{Arrival, MAX_COUNT, RuntimeFault, Scenario, ScenarioError, Target};
+pub use runner::{NetworkReport, Progress, RssMarks, SimError, SimOptions, SimReport, run};
+pub use tally::{Fnv1a, Latencies, TALLY_WINDOW, Tally, TallyJournal};

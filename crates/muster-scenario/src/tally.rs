@@ -428,12 +428,11 @@ impl State {
             t.ended_ms = Some(at_ms);
             self.ended_tasks += 1;
             self.ended_tasks_order.push_back(task);
-            if self.ended_tasks_order.len() > TALLY_WINDOW {
-                if let Some(old) = self.ended_tasks_order.pop_front() {
-                    if let Some(t) = self.tasks.remove(&old) {
-                        self.retired.task(&t);
-                    }
-                }
+            if self.ended_tasks_order.len() > TALLY_WINDOW
+                && let Some(old) = self.ended_tasks_order.pop_front()
+                && let Some(t) = self.tasks.remove(&old)
+            {
+                self.retired.task(&t);
             }
         }
     }
@@ -452,12 +451,11 @@ impl State {
         if first {
             self.ended_runs += 1;
             self.ended_runs_order.push_back(run);
-            if self.ended_runs_order.len() > TALLY_WINDOW {
-                if let Some(old) = self.ended_runs_order.pop_front() {
-                    if let Some(r) = self.runs.remove(&old) {
-                        self.retired.run(&r);
-                    }
-                }
+            if self.ended_runs_order.len() > TALLY_WINDOW
+                && let Some(old) = self.ended_runs_order.pop_front()
+                && let Some(r) = self.runs.remove(&old)
+            {
+                self.retired.run(&r);
             }
         }
     }

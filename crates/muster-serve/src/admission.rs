@@ -9,8 +9,8 @@
 //! the one thread that starts runs, against the runs it drives. It must not queue work:
 //! a refused request is the client's to retry.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The default bound of runs in flight on a node.
 pub const DEFAULT_MAX_RUNS: usize = 10_000;

@@ -8,13 +8,13 @@
 //! own request and lets a browser open `/?token=...`, which the page moves into
 //! `sessionStorage` at once.
 
+use axum::Router;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
 };
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 
 /// The page (`GET /`).
 pub const INDEX_HTML: &str = include_str!("../../../assets/dashboard/index.html");

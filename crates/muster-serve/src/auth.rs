@@ -238,10 +238,10 @@ fn closest_role(word: &str) -> Option<Role> {
     if w.is_empty() || w.len() > 2 * MAX_NAME_LEN {
         return None;
     }
-    if w.len() >= 2 {
-        if let Some(r) = Role::ALL.into_iter().find(|r| r.as_str().starts_with(&w)) {
-            return Some(r);
-        }
+    if w.len() >= 2
+        && let Some(r) = Role::ALL.into_iter().find(|r| r.as_str().starts_with(&w))
+    {
+        return Some(r);
     }
     Role::ALL
         .into_iter()
@@ -428,17 +428,16 @@ impl Tokens {
                     "the same token as line {at}; list each token once"
                 )));
             }
-            if let Some(n) = &name {
-                if let Some(at) = entries
+            if let Some(n) = &name
+                && let Some(at) = entries
                     .iter()
                     .zip(&lines_of)
                     .find(|((_, c), _)| c.name.as_ref() == Some(n))
                     .map(|(_, at)| *at)
-                {
-                    return Err(bad(format!(
-                        "the name `{n}` is taken by line {at}; a name names one token"
-                    )));
-                }
+            {
+                return Err(bad(format!(
+                    "the name `{n}` is taken by line {at}; a name names one token"
+                )));
             }
             if entries.len() == MAX_TOKENS {
                 return Err(bad(format!("more than {MAX_TOKENS} tokens")));
@@ -593,7 +592,9 @@ fn check_name(n: &str) -> Result<String, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// Too short or too long.
-    #[error("{origin}: the token is {len} characters long; it must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN}")]
+    #[error(
+        "{origin}: the token is {len} characters long; it must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN}"
+    )]
     Length {
         /// Where it came from (a file or a variable).
         origin: String,

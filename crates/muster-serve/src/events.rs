@@ -13,8 +13,8 @@
 //! is capped by [`Streams`].
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::response::sse::Event as SseEvent;
 use futures::Stream;

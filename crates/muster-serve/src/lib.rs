@@ -37,14 +37,14 @@ pub use auth::{Caller, Role, Token, TokenError, TokenSource, Tokens};
 pub use error::{ApiError, BODY_LIMIT};
 pub use events::Streams;
 pub use node::{Live, Node};
-pub use routes::{router, AppState};
+pub use routes::{AppState, router};
 pub use tree::GroupInfo;
 
 use muster_cluster::failover::{Failover, Takeover};
 use muster_core::journal::{Journal, RunEntry, RunQuery, RunStatus, TapJournal};
 use muster_core::runtime::Muster;
-use muster_telemetry::{Follower, Metrics, Traces, DEFAULT_EVERY};
-use muster_workflow::{recovery, RecoveredRun, Unfinished, Workflow};
+use muster_telemetry::{DEFAULT_EVERY, Follower, Metrics, Traces};
+use muster_workflow::{RecoveredRun, Unfinished, Workflow, recovery};
 use protocol::Command;
 
 /// How long requests in flight may take to finish once the node is asked to stop.

@@ -21,7 +21,7 @@ use muster_core::journal::Event;
 use muster_core::runtime::Muster;
 use muster_workflow::engine::RunOptions;
 use muster_workflow::{
-    recovery, resume, Decision, RecoveredRun, Unfinished, Workflow, WorkflowExt,
+    Decision, RecoveredRun, Unfinished, Workflow, WorkflowExt, recovery, resume,
 };
 
 /// How long a decision waits for a run that has journaled `gate_waiting` to park at the
@@ -460,10 +460,10 @@ impl Node {
         let fresh = matches!(start, Start::Fresh(_));
         let workflow = wf.name.clone();
         let handle = actix::spawn(async move {
-            if let (Some(f), true) = (&failover, fresh) {
-                if let Err(e) = f.own(id, &workflow).await {
-                    tracing::warn!(run = %id, error = %e, "the run is not leased; no other control node can take it over");
-                }
+            if let (Some(f), true) = (&failover, fresh)
+                && let Err(e) = f.own(id, &workflow).await
+            {
+                tracing::warn!(run = %id, error = %e, "the run is not leased; no other control node can take it over");
             }
             let opts = RunOptions {
                 progress: None,

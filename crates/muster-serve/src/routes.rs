@@ -8,22 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::admission::{Admission, RETRY_AFTER_SECS};
-use super::auth::{bearer, needed_role, Caller, Role, Tokens};
-use super::error::{ApiError, Body, BODY_LIMIT};
+use super::auth::{Caller, Role, Tokens, bearer, needed_role};
+use super::error::{ApiError, BODY_LIMIT, Body};
 use super::events::{self, Streams};
-use super::node::{Live, DECIDE_RETRIES};
+use super::node::{DECIDE_RETRIES, Live};
 use super::protocol::{Cancelled, Command, DecideRefused};
 use super::tree::GroupInfo;
 use super::views;
@@ -32,8 +32,8 @@ use muster_core::journal::{Journal, Record, TapJournal};
 use muster_core::messaging::SchemaStore;
 use muster_core::runtime::Muster;
 use muster_telemetry::AdmissionKind;
-use muster_workflow::inspect::{self, RunState};
 use muster_workflow::Workflow;
+use muster_workflow::inspect::{self, RunState};
 
 /// The most runs one `GET /v1/runs` page lists.
 pub const MAX_PAGE: usize = 500;
@@ -386,14 +386,14 @@ async fn list_runs(
             muster_core::util::bounded_text(&e.body_text())
         ))
     })?;
-    if let Some(s) = &q.status {
-        if !views::RUN_STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "`{s}` is not a run status; one of {}",
-                views::RUN_STATUSES.join(", ")
-            ))
-            .field("status"));
-        }
+    if let Some(s) = &q.status
+        && !views::RUN_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "`{s}` is not a run status; one of {}",
+            views::RUN_STATUSES.join(", ")
+        ))
+        .field("status"));
     }
     let limit = match &q.limit {
         None => 50,
@@ -471,7 +471,7 @@ async fn decide(
             return Err(ApiError::bad_request(format!(
                 "decision `{other}` must be `approve` or `reject`"
             ))
-            .field("decision"))
+            .field("decision"));
         }
     };
     not_resumed_yet(&st, run)?;
@@ -504,12 +504,11 @@ async fn decide(
         )));
     }
     let waits_here = summary.status == RunState::Waiting && summary.gate.as_deref() == Some(&gate);
-    if !waits_here {
-        if let Some(a) =
+    if !waits_here
+        && let Some(a) =
             decided.filter(|_| summary.step.as_deref() != Some(&gate) || summary.gate.is_none())
-        {
-            return Err(already(a));
-        }
+    {
+        return Err(already(a));
     }
     let where_ = match (&summary.gate, &summary.step) {
         (Some(g), _) => format!("it waits at gate `{g}`"),
@@ -581,7 +580,7 @@ async fn cancel_run(
             return Err(ApiError::forbidden(format!(
                 "cancelling run {run} needs role `operator`: a `submitter` cancels only the runs it started; {}",
                 caller.describe()
-            )))
+            )));
         }
         Cancelled::NotDriven => {}
     }

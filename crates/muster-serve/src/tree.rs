@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use muster_core::agents::AgentDef;
 use muster_core::discovery::AgentInfo;

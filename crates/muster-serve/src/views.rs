@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use muster_core::journal::{Event, Journal, Record, RunQuery, RunStatus};
@@ -432,10 +432,10 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
     if let Some(Value::Object(status)) = run_status {
         let mut owners: Vec<String> = Vec::new();
         for s in &rec.summaries {
-            if let Some(a) = &s.agent {
-                if !owners.contains(a) {
-                    owners.push(a.clone());
-                }
+            if let Some(a) = &s.agent
+                && !owners.contains(a)
+            {
+                owners.push(a.clone());
             }
         }
         let outputs: Map<String, Value> = rec

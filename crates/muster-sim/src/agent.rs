@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
 
-use super::{generate, violate, Fault, FaultModel, SimRng};
+use super::{Fault, FaultModel, SimRng, generate, violate};
 use muster_core::agents::{Agent, AgentError, AgentFactory, TaskContext};
 use muster_core::ids::{fnv1a64, splitmix64};
 use muster_core::messaging::SchemaStore;
@@ -168,7 +168,7 @@ impl SimAgent {
                 return Plan::Fail(AgentError::new(format!(
                     "simulated error (task {}, epoch {})",
                     ctx.task_id, ctx.epoch
-                )))
+                )));
             }
             Fault::None | Fault::Violate | Fault::Late => match output_schema() {
                 Ok(s) => s,

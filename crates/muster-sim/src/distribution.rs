@@ -255,12 +255,14 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.field, "mean");
-        assert!(Distribution::Lognormal {
-            mu: -2.0,
-            sigma: 0.3
-        }
-        .validate()
-        .is_ok());
+        assert!(
+            Distribution::Lognormal {
+                mu: -2.0,
+                sigma: 0.3
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     #[test]

@@ -21,11 +21,11 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Number, Value};
+use serde_json::{Map, Number, Value, json};
 
-use super::{pattern, SimRng};
-use muster_core::messaging::contract::Schema;
+use super::{SimRng, pattern};
 use muster_core::messaging::SchemaStore;
+use muster_core::messaging::contract::Schema;
 
 /// Past this nesting depth optional properties are left out and arrays are kept at their
 /// minimum size, so recursive schemas end.
@@ -369,10 +369,10 @@ impl Gen<'_> {
         let one_of = m.remove("oneOf");
         let any_of = m.remove("anyOf");
         let mut subs: Vec<(Value, Root)> = Vec::new();
-        if let Some(Value::String(r)) = reference {
-            if let Some(t) = self.resolve(&r, root) {
-                subs.push(t);
-            }
+        if let Some(Value::String(r)) = reference
+            && let Some(t) = self.resolve(&r, root)
+        {
+            subs.push(t);
         }
         if let Some(Value::Array(all)) = all_of {
             subs.extend(all.into_iter().map(|s| (s, root.clone())));
@@ -416,10 +416,10 @@ impl Gen<'_> {
         if let Some(Value::Array(e)) = m.get("enum") {
             acc = intersect(acc, Some(e.iter().map(value_type).collect()));
         }
-        if let Some(Value::String(r)) = m.get("$ref") {
-            if let Some((t, troot)) = self.resolve(r, root) {
-                acc = intersect(acc, self.allowed_types(&t, &troot, depth + 1));
-            }
+        if let Some(Value::String(r)) = m.get("$ref")
+            && let Some((t, troot)) = self.resolve(r, root)
+        {
+            acc = intersect(acc, self.allowed_types(&t, &troot, depth + 1));
         }
         if let Some(Value::Array(all)) = m.get("allOf") {
             for s in all {
@@ -450,10 +450,10 @@ impl Gen<'_> {
         if let Some(c) = m.get("const") {
             return c.clone();
         }
-        if let Some(Value::Array(e)) = m.get("enum") {
-            if !e.is_empty() {
-                return e[rng.below(e.len())].clone();
-            }
+        if let Some(Value::Array(e)) = m.get("enum")
+            && !e.is_empty()
+        {
+            return e[rng.below(e.len())].clone();
         }
         let mut types = types_of(m.get("type").unwrap_or(&Value::Null));
         if types.is_empty() {
@@ -663,16 +663,16 @@ fn string(m: &Map<String, Value>, rng: &mut SimRng) -> Value {
 /// The bounds a number must lie within: `(low, low exclusive, high, high exclusive)`.
 fn bounds(m: &Map<String, Value>) -> (Option<f64>, bool, Option<f64>, bool) {
     let (mut lo, mut lo_ex) = (num(m, "minimum"), false);
-    if let Some(x) = num(m, "exclusiveMinimum") {
-        if lo.is_none_or(|l| x >= l) {
-            (lo, lo_ex) = (Some(x), true);
-        }
+    if let Some(x) = num(m, "exclusiveMinimum")
+        && lo.is_none_or(|l| x >= l)
+    {
+        (lo, lo_ex) = (Some(x), true);
     }
     let (mut hi, mut hi_ex) = (num(m, "maximum"), false);
-    if let Some(x) = num(m, "exclusiveMaximum") {
-        if hi.is_none_or(|h| x <= h) {
-            (hi, hi_ex) = (Some(x), true);
-        }
+    if let Some(x) = num(m, "exclusiveMaximum")
+        && hi.is_none_or(|h| x <= h)
+    {
+        (hi, hi_ex) = (Some(x), true);
     }
     (lo, lo_ex, hi, hi_ex)
 }
@@ -682,19 +682,11 @@ fn integer(m: &Map<String, Value>, rng: &mut SimRng) -> Value {
     let (lo, lo_ex, hi, hi_ex) = bounds(m);
     let lo = lo.map(|l| {
         let c = l.ceil();
-        if lo_ex && c == l {
-            c + 1.0
-        } else {
-            c
-        }
+        if lo_ex && c == l { c + 1.0 } else { c }
     });
     let hi = hi.map(|h| {
         let f = h.floor();
-        if hi_ex && f == h {
-            f - 1.0
-        } else {
-            f
-        }
+        if hi_ex && f == h { f - 1.0 } else { f }
     });
     let (lo, hi) = match (lo, hi) {
         (Some(l), Some(h)) => (l, h),

@@ -21,11 +21,11 @@ mod network;
 mod pattern;
 mod rng;
 
-pub use agent::{SimAgent, SimFactory, CRASH_MESSAGE};
+pub use agent::{CRASH_MESSAGE, SimAgent, SimFactory};
 pub use distribution::Distribution;
 pub use fault::{Fault, FaultModel};
 pub use generate::{generate, violate};
-pub use network::{NetworkCounts, NetworkModel, Partition, SimNetwork, MAX_PARTITIONS};
+pub use network::{MAX_PARTITIONS, NetworkCounts, NetworkModel, Partition, SimNetwork};
 pub use rng::SimRng;
 
 /// A parameter of a fault model or distribution that is out of range.

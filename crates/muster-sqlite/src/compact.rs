@@ -13,11 +13,11 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::file::{lock, probe, sql_error, Probe, RUN_KINDS};
+use crate::file::{Probe, RUN_KINDS, lock, probe, sql_error};
 use crate::migrate::migrate;
-use crate::read::{decode, DecodeError};
+use crate::read::{DecodeError, decode};
 use muster_core::ids::Fnv1a;
 use muster_core::journal::{Event, JournalError, Record};
 

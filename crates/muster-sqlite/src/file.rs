@@ -62,8 +62,7 @@ CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, started_seq);
 ";
 
 /// The kinds of the run records (their `run` is in the body).
-pub(crate) const RUN_KINDS: &str =
-    "'run_started', 'step_entered', 'step_completed', 'step_failed', 'gate_waiting', 'gate_decided', 'run_ended'";
+pub(crate) const RUN_KINDS: &str = "'run_started', 'step_entered', 'step_completed', 'step_failed', 'gate_waiting', 'gate_decided', 'run_ended'";
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Probe {
@@ -156,7 +155,7 @@ pub(crate) fn probe(path: &Path) -> Result<Probe, JournalError> {
                 path: path.to_path_buf(),
                 found: version,
                 expected: VERSION,
-            })
+            });
         }
     };
     if !tables.iter().any(|t| t == "events") {
@@ -198,7 +197,7 @@ fn recover_hot_journal(path: &Path) -> Result<(), JournalError> {
 pub(crate) fn sql_error(
     path: &Path,
     context: &str,
-) -> impl FnOnce(rusqlite::Error) -> JournalError {
+) -> impl FnOnce(rusqlite::Error) -> JournalError + use<> {
     let path = path.to_path_buf();
     let context = context.to_string();
     move |source| JournalError::Sqlite {

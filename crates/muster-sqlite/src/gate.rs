@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior, params};
 use uuid::Uuid;
 
-use crate::file::{probe, sql_error, Probe};
+use crate::file::{Probe, probe, sql_error};
 use crate::migrate::migrate;
 use muster_core::journal::{Event, JournalError};
 

@@ -3,9 +3,9 @@
 //! durable watermark when asked to. It implements the core's [`Journal`] trait.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use crate::file::{create, lock, open_read_only, probe, sql_error, Probe};
+use crate::file::{Probe, create, lock, open_read_only, probe, sql_error};
 use crate::migrate::migrate;
 use crate::read::read_records;
 use crate::runs;
@@ -180,10 +180,10 @@ impl SqliteJournal {
         };
         // A file that is not a muster journal is refused before anything is created
         // beside it (not even the lock file).
-        if probe(&path)? == Probe::Absent {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
+        if probe(&path)? == Probe::Absent
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(io)?;
         }
         // One writer per journal: the lock is taken before the file is created, recovered
         // or appended to, and the file is looked at again under it.

@@ -39,9 +39,9 @@ mod read;
 mod runs;
 mod writer;
 
-pub use compact::{compact, read_archive, CompactError, Compacted, Compaction};
+pub use compact::{CompactError, Compacted, Compaction, compact, read_archive};
 pub use file::{FORMAT, VERSION};
-pub use gate::{decide_gate, DecideError};
+pub use gate::{DecideError, decide_gate};
 pub use journal::{Durability, SqliteJournal};
 pub use read::read_journal;
 pub use runs::{find_runs, read_records_of};

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::file::{sql_error, RUN_KINDS, SCHEMA_2, VERSION};
+use crate::file::{RUN_KINDS, SCHEMA_2, VERSION, sql_error};
 use muster_core::journal::JournalError;
 
 /// Brings the journal open on `conn` to [`VERSION`] in one transaction (a crash leaves

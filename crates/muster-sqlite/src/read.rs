@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::file::{open_read_only, probe, Probe};
+use crate::file::{Probe, open_read_only, probe};
 use muster_core::journal::{JournalError, Record};
 
 /// Reads every record after `after` from a journal file without writing to it (for

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use crate::file::{open_read_only, probe, sql_error, Probe, RUN_KINDS};
+use crate::file::{Probe, RUN_KINDS, open_read_only, probe, sql_error};
 use crate::read::{decode, read_journal};
 use muster_core::journal::{Event, JournalError, Record, RunEntry, RunQuery, RunStatus};
 

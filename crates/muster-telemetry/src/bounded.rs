@@ -73,13 +73,12 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
     pub(crate) fn insert(&mut self, k: K, v: V) -> Option<(K, V)> {
         self.remove(&k);
         let mut out = None;
-        if self.items.len() >= self.cap {
-            if let Some((_, old)) = self.order.pop_first() {
-                if let Some((_, v)) = self.items.remove(&old) {
-                    self.evicted += 1;
-                    out = Some((old, v));
-                }
-            }
+        if self.items.len() >= self.cap
+            && let Some((_, old)) = self.order.pop_first()
+            && let Some((_, v)) = self.items.remove(&old)
+        {
+            self.evicted += 1;
+            out = Some((old, v));
         }
         self.next += 1;
         self.order.insert(self.next, k.clone());

@@ -9,9 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::TelemetryError;
 use super::metrics::Metrics;
 use super::traces::Traces;
-use super::TelemetryError;
 use muster_core::journal::{Journal, Record};
 
 /// Records read per batch by default.

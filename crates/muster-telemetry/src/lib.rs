@@ -42,9 +42,9 @@ pub mod metrics;
 pub mod traces;
 
 pub use bounded::{LabelCap, OTHER};
-pub use follow::{Follower, Following, DEFAULT_BATCH, DEFAULT_EVERY, MAX_BATCH};
-pub use metrics::{AdmissionKind, Metrics, MetricsConfig, LEASE_SECONDS_BOUNDS};
-pub use traces::{Traces, DEFAULT_OPEN_SPANS};
+pub use follow::{DEFAULT_BATCH, DEFAULT_EVERY, Follower, Following, MAX_BATCH};
+pub use metrics::{AdmissionKind, LEASE_SECONDS_BOUNDS, Metrics, MetricsConfig};
+pub use traces::{DEFAULT_OPEN_SPANS, Traces};
 
 /// Why telemetry could not start or finish.
 #[derive(Debug, thiserror::Error)]

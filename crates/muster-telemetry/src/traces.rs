@@ -23,15 +23,15 @@ use opentelemetry::trace::{
     TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SdkTracer, SdkTracerProvider, SpanExporter,
     TracerProviderBuilder,
 };
-use opentelemetry_sdk::Resource;
 use uuid::Uuid;
 
-use super::bounded::Bounded;
 use super::TelemetryError;
+use super::bounded::Bounded;
 use muster_core::ids::splitmix64;
 use muster_core::journal::{Event, Record};
 use muster_core::messaging::Envelope;
@@ -270,7 +270,7 @@ impl Traces {
                     return Err(TelemetryError::Env {
                         var: "OTEL_TRACES_EXPORTER".into(),
                         message: format!("`{other}` is not supported: use `otlp` or `none`"),
-                    })
+                    });
                 }
             }
         }
@@ -278,16 +278,16 @@ impl Traces {
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
         ] {
-            if let Some(v) = var(name) {
-                if v.trim() != "http/protobuf" {
-                    return Err(TelemetryError::Env {
-                        var: name.into(),
-                        message: format!(
-                            "`{}` is not supported: this build exports `http/protobuf`",
-                            v.trim()
-                        ),
-                    });
-                }
+            if let Some(v) = var(name)
+                && v.trim() != "http/protobuf"
+            {
+                return Err(TelemetryError::Env {
+                    var: name.into(),
+                    message: format!(
+                        "`{}` is not supported: this build exports `http/protobuf`",
+                        v.trim()
+                    ),
+                });
             }
         }
         let endpoint = [
@@ -703,11 +703,11 @@ impl Traces {
 
     fn run_event(&mut self, run: Uuid, now: u64, name: &'static str, attrs: Vec<KeyValue>) {
         self.resumed_run(run, now);
-        if let Some(o) = self.open.get_mut(&Key::Run(run)) {
-            if o.events.len() < MAX_EVENTS {
-                o.events
-                    .push(opentelemetry::trace::Event::new(name, at(now), attrs, 0));
-            }
+        if let Some(o) = self.open.get_mut(&Key::Run(run))
+            && o.events.len() < MAX_EVENTS
+        {
+            o.events
+                .push(opentelemetry::trace::Event::new(name, at(now), attrs, 0));
         }
     }
 

@@ -112,7 +112,7 @@ impl<'a> Checker<'a> {
         });
     }
 
-    fn tasks(&self) -> impl Iterator<Item = (&'a str, &'a TaskStep)> {
+    fn tasks(&self) -> impl Iterator<Item = (&'a str, &'a TaskStep)> + use<'a> {
         self.wf.steps.iter().filter_map(|(n, s)| match s {
             Step::Task(t) => Some((n.as_str(), t)),
             _ => None,

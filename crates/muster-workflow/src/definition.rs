@@ -181,10 +181,10 @@ impl Step {
                 if let Some(n) = &t.next {
                     push_next(n, &mut out);
                 }
-                if let Some(e) = &t.on_exhausted {
-                    if e != "fail" {
-                        out.push(e.as_str());
-                    }
+                if let Some(e) = &t.on_exhausted
+                    && e != "fail"
+                {
+                    out.push(e.as_str());
                 }
             }
             Step::Parallel { branches, next, .. } => {
@@ -277,27 +277,27 @@ impl Workflow {
         } else {
             shipped_schema()
         };
-        if store.contains("workflow") {
-            if let Err(c) = store.validate_explained("workflow", &doc) {
-                // A step that breaks the schema: muster's own parsing of the step says
-                // what is wrong in the format's words when it can; else the schema's
-                // explained error stands.
-                return Err(c
-                    .errors
-                    .into_iter()
-                    .map(|v| {
-                        // Inside a step, muster's own parse of it names the field in
-                        // the words of the workflow format when it finds the fault too.
-                        let own = v
-                            .instance_path
-                            .strip_prefix("/steps/")
-                            .map(|rest| rest.split('/').next().unwrap_or(rest))
-                            .and_then(|name| doc["steps"].get(name))
-                            .and_then(|raw| parse_step(raw).err());
-                        err(&pointer_to_step(&v.instance_path), own.unwrap_or(v.message))
-                    })
-                    .collect());
-            }
+        if store.contains("workflow")
+            && let Err(c) = store.validate_explained("workflow", &doc)
+        {
+            // A step that breaks the schema: muster's own parsing of the step says
+            // what is wrong in the format's words when it can; else the schema's
+            // explained error stands.
+            return Err(c
+                .errors
+                .into_iter()
+                .map(|v| {
+                    // Inside a step, muster's own parse of it names the field in
+                    // the words of the workflow format when it finds the fault too.
+                    let own = v
+                        .instance_path
+                        .strip_prefix("/steps/")
+                        .map(|rest| rest.split('/').next().unwrap_or(rest))
+                        .and_then(|name| doc["steps"].get(name))
+                        .and_then(|raw| parse_step(raw).err());
+                    err(&pointer_to_step(&v.instance_path), own.unwrap_or(v.message))
+                })
+                .collect());
         }
         let mut errors = Vec::new();
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
@@ -444,7 +444,7 @@ fn duration(raw: &Value, key: &str) -> Result<Option<Duration>, String> {
         Some(other) => {
             return Err(format!(
                 "{key}: expected a duration like \"30s\", got {other}"
-            ))
+            ));
         }
     };
     if d > MAX_DURATION {
@@ -494,13 +494,13 @@ fn text(raw: &Value, key: &str) -> Result<Option<String>, String> {
 /// Refuses the fields a step of this kind does not have (the schema does too, but it
 /// can only say that the step matches no kind).
 fn known_fields(raw: &Value, kind: &str, fields: &[&str]) -> Result<(), String> {
-    if let Some(map) = raw.as_object() {
-        if let Some(k) = map.keys().find(|k| !fields.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown field `{k}` for a {kind} step (it has: {})",
-                fields.join(", ")
-            ));
-        }
+    if let Some(map) = raw.as_object()
+        && let Some(k) = map.keys().find(|k| !fields.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field `{k}` for a {kind} step (it has: {})",
+            fields.join(", ")
+        ));
     }
     Ok(())
 }
@@ -548,7 +548,7 @@ fn parse_next(raw: &Value) -> Result<Option<Next>, String> {
                     Some(other) => {
                         return Err(format!(
                             "next[{i}].when: expected a CEL condition (a string), got {other}"
-                        ))
+                        ));
                     }
                     None if r.get("otherwise").and_then(Value::as_bool) == Some(true) => None,
                     None => return Err(format!("next[{i}]: needs `when` or `otherwise = true`")),
@@ -630,7 +630,7 @@ fn parse_step(raw: &Value) -> Result<Step, String> {
                 Some(other) => {
                     return Err(format!(
                         "on_conflict: `{other}`; expected \"wait\" or \"fail\""
-                    ))
+                    ));
                 }
             },
         }));

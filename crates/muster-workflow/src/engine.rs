@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -27,13 +27,13 @@ use super::definition::{Next, Step, TaskStep, Workflow};
 use super::gates::{ApproveError, Decision, Gates};
 use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
 use super::recovery::{
-    PendingTask, Position, RecoveredRun, StepProgress, MAX_REFUNDED_INTERRUPTIONS,
+    MAX_REFUNDED_INTERRUPTIONS, PendingTask, Position, RecoveredRun, StepProgress,
 };
 use muster_core::conditions::Condition;
 use muster_core::delegation::{Backoff, LeaseOutcome, SubmitError, Task, TaskRecord, TaskStatus};
 use muster_core::journal::{Event, Unwritten, UsageTotals};
-use muster_core::messaging::contract::SchemaError;
 use muster_core::messaging::ContractError;
+use muster_core::messaging::contract::SchemaError;
 use muster_core::runtime::Muster;
 
 /// Why a run could not start.
@@ -116,10 +116,10 @@ impl RunState<'_> {
     /// Reports a progress event, once everything journaled so far is written (a line the
     /// user reads must never claim what a crash could lose).
     async fn emit(&self, e: StepEvent) {
-        if let Some(p) = &self.opts.progress {
-            if self.written().await.is_ok() {
-                let _ = p.send(e);
-            }
+        if let Some(p) = &self.opts.progress
+            && self.written().await.is_ok()
+        {
+            let _ = p.send(e);
         }
     }
 
@@ -740,7 +740,7 @@ async fn drive(
                             break RunStatus::Failed {
                                 step: current.clone(),
                                 reason,
-                            }
+                            };
                         }
                     },
                     TaskEnd::Failed(reason) => match st.exhausted_route(ts) {
@@ -749,7 +749,7 @@ async fn drive(
                             break RunStatus::Failed {
                                 step: current.clone(),
                                 reason,
-                            }
+                            };
                         }
                     },
                 }
@@ -788,10 +788,11 @@ async fn drive(
                 .await;
                 let mut failed = None;
                 for (b, ts, r) in results {
-                    if let TaskEnd::Failed(reason) = st.record(r).await {
-                        if !optional.contains(&b) && failed.is_none() {
-                            failed = Some((b, ts, reason));
-                        }
+                    if let TaskEnd::Failed(reason) = st.record(r).await
+                        && !optional.contains(&b)
+                        && failed.is_none()
+                    {
+                        failed = Some((b, ts, reason));
                     }
                 }
                 if let Err(e) = st.written().await {
@@ -804,7 +805,7 @@ async fn drive(
                             break RunStatus::Failed {
                                 step: current.clone(),
                                 reason,
-                            }
+                            };
                         }
                     },
                     Some((b, ts, reason)) => match st.exhausted_route(ts) {
@@ -813,7 +814,7 @@ async fn drive(
                             break RunStatus::Failed {
                                 step: b,
                                 reason: format!("branch failed the join: {reason}"),
-                            }
+                            };
                         }
                     },
                 }
@@ -896,7 +897,7 @@ async fn drive(
                         break RunStatus::Failed {
                             step: current.clone(),
                             reason: format!("rejected at the gate: {reason}"),
-                        }
+                        };
                     }
                 }
             }
@@ -907,12 +908,16 @@ async fn drive(
                 break match &st.last_failure {
                     Some((failed, why)) => RunStatus::Failed {
                         step: failed.clone(),
-                        reason: format!("step `{failed}` failed: {why} (the run then reached fail terminal `{current}`)"),
+                        reason: format!(
+                            "step `{failed}` failed: {why} (the run then reached fail terminal `{current}`)"
+                        ),
                     },
                     None => RunStatus::Failed {
                         step: current.clone(),
                         reason: match &came_from {
-                            Some(from) => format!("reached fail terminal `{current}` from step `{from}`"),
+                            Some(from) => {
+                                format!("reached fail terminal `{current}` from step `{from}`")
+                            }
                             None => format!("reached fail terminal `{current}`"),
                         },
                     },

@@ -884,10 +884,10 @@ fn fill_envelope(entry: &mut TimelineEntry, envelope: &Envelope) {
     entry.capability = Some(envelope.topic.to_string());
     entry.schema = Some(envelope.schema.to_string()).filter(|s| !s.is_empty());
     entry.attempt = Some(envelope.attempt);
-    if entry.agent.is_none() {
-        if let Recipient::Capability(c) = &envelope.recipient {
-            entry.agent = Some(format!("({c})"));
-        }
+    if entry.agent.is_none()
+        && let Recipient::Capability(c) = &envelope.recipient
+    {
+        entry.agent = Some(format!("({c})"));
     }
 }
 

@@ -20,7 +20,7 @@ pub mod outcome;
 pub mod recovery;
 pub mod resume;
 
-pub use check::{check, Finding};
+pub use check::{Finding, check};
 pub use definition::{Next, Rule, ScopeMappingError, Step, Workflow, WorkflowError};
 pub use engine::{RunError, RunOptions, WorkflowExt};
 pub use gates::{ApproveError, Decision, Gates};

@@ -334,10 +334,10 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 };
                 b.just_entered = false;
                 let prefix = format!("{}/", b.run.workflow);
-                if let Some(step) = sender.strip_prefix(&prefix) {
-                    if let Some(slot) = b.slots.get_mut(step) {
-                        slot.task = Some(*task);
-                    }
+                if let Some(step) = sender.strip_prefix(&prefix)
+                    && let Some(slot) = b.slots.get_mut(step)
+                {
+                    slot.task = Some(*task);
                 }
                 continue;
             }
@@ -470,11 +470,11 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 }
             }
             Event::GateWaiting { run, gate, .. } => {
-                if let Some(b) = by.get_mut(run) {
-                    if let Some(p) = b.run.at.as_mut().filter(|p| &p.step == gate) {
-                        p.gate_waiting = true;
-                        b.slots.remove(gate);
-                    }
+                if let Some(b) = by.get_mut(run)
+                    && let Some(p) = b.run.at.as_mut().filter(|p| &p.step == gate)
+                {
+                    p.gate_waiting = true;
+                    b.slots.remove(gate);
                 }
             }
             Event::GateDecided {
@@ -483,16 +483,16 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 approved,
                 reason,
             } => {
-                if let Some(b) = by.get_mut(run) {
-                    if let Some(p) = b.run.at.as_mut().filter(|p| &p.step == gate) {
-                        if p.decision.is_none() {
-                            p.decision = Some(GateDecision {
-                                approved: *approved,
-                                reason: reason.clone(),
-                            });
-                        }
-                        b.slots.remove(gate);
+                if let Some(b) = by.get_mut(run)
+                    && let Some(p) = b.run.at.as_mut().filter(|p| &p.step == gate)
+                {
+                    if p.decision.is_none() {
+                        p.decision = Some(GateDecision {
+                            approved: *approved,
+                            reason: reason.clone(),
+                        });
                     }
+                    b.slots.remove(gate);
                 }
             }
             Event::RunEnded { run, status, .. } => {
@@ -503,10 +503,10 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
             _ => continue,
         }
         // Any run event other than `step_entered` / `task_submitted` ends a run of entries.
-        if let Some(run) = run_of(&r.event) {
-            if let Some(b) = by.get_mut(&run) {
-                b.just_entered = false;
-            }
+        if let Some(run) = run_of(&r.event)
+            && let Some(b) = by.get_mut(&run)
+        {
+            b.just_entered = false;
         }
     }
     order
@@ -558,12 +558,12 @@ fn finish(b: Building, facts: &HashMap<Uuid, TaskFacts>) -> RecoveredRun {
     } = b;
     if let Some(p) = run.at.as_mut() {
         // A join's own slot: it has branches after it and never a task of its own.
-        if slots.len() > 1 {
-            if let Some(s) = slots.get(&p.step) {
-                if s.task.is_none() && s.done.is_none() {
-                    slots.remove(&p.step);
-                }
-            }
+        if slots.len() > 1
+            && let Some(s) = slots.get(&p.step)
+            && s.task.is_none()
+            && s.done.is_none()
+        {
+            slots.remove(&p.step);
         }
         if p.gate_waiting || p.decision.is_some() {
             slots.remove(&p.step);

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::Workflow;
 use super::engine::{RunError, RunOptions, WorkflowExt};
 use super::outcome::RunOutcome;
-use super::recovery::{recover, RecoveredRun};
-use super::Workflow;
+use super::recovery::{RecoveredRun, recover};
 use muster_core::delegation::scope_table::held_at;
 use muster_core::journal::Record;
 use muster_core::messaging::Scope;

@@ -14,8 +14,8 @@ pub mod agents;
 pub mod journal;
 pub mod prelude;
 
+/// The coordination benchmark behind `muster bench` (workloads W1–W5 and the peers).
 #[cfg(feature = "bench")]
-#[doc(hidden)]
 pub use muster_bench as bench;
 #[cfg(feature = "cast")]
 pub use muster_cast as cast;

@@ -6,13 +6,13 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use muster::journal::Record;
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder, TaskContext};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// The capability every test agent serves unless told otherwise.
@@ -160,11 +160,19 @@ pub async fn hang() -> Result<Value, AgentError> {
     unreachable!()
 }
 
-/// The `muster` binary under test, to run in `dir`. `RUST_BACKTRACE` is removed, so a
-/// panic (which no bad input may cause) shows as a user would see it.
-pub fn muster_cmd(dir: &std::path::Path) -> std::process::Command {
+/// The `muster` binary under test, run from the repository root (where the tests run).
+/// `RUST_BACKTRACE` is removed, so a panic (which no bad input may cause) shows as a user
+/// would see it.
+pub fn muster() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_muster"));
-    cmd.current_dir(dir).env_remove("RUST_BACKTRACE");
+    cmd.env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// The `muster` binary under test, to run in `dir` (see [`muster`]).
+pub fn muster_cmd(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = muster();
+    cmd.current_dir(dir);
     cmd
 }
 
@@ -175,26 +183,34 @@ pub fn muster_within(secs: u64, args: &[&str], dir: &std::path::Path) -> std::pr
     output_within(secs, cmd)
 }
 
-/// Runs a prepared command to its end with stdout and stderr captured, draining both
-/// while it runs (so a large output cannot block it); kills it and fails the test if it
-/// takes over `secs` seconds of wall time (a real process: the paused clock does not
-/// reach it).
+/// Runs a prepared command to its end with stdout and stderr captured (see
+/// [`wait_within`]); fails the test if it takes over `secs` seconds.
 pub fn output_within(secs: u64, mut cmd: std::process::Command) -> std::process::Output {
     use std::process::Stdio;
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the command starts");
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+    wait_within(child, secs, &format!("{cmd:?}"))
+}
+
+/// Waits for a started child to exit, reading its piped stdout and stderr while it runs
+/// (so a large output cannot block it; a stream not piped reads as empty); kills it and
+/// fails the test, naming `what` and quoting its stderr, if it takes over `secs` seconds
+/// of wall time (a real process: the paused clock does not reach it).
+pub fn wait_within(mut child: std::process::Child, secs: u64, what: &str) -> std::process::Output {
+    fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
             buf
         })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -203,7 +219,11 @@ pub fn output_within(secs: u64, mut cmd: std::process::Command) -> std::process:
         if std::time::Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {secs}s");
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "{what} did not finish within {secs}s: {}",
+                String::from_utf8_lossy(&err)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };

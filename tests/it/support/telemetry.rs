@@ -13,7 +13,7 @@ use std::time::Duration;
 use muster::journal::Usage;
 use muster::workflow::{RunOutcome, Workflow};
 use muster::{AgentDef, AgentError, CapabilitySpec, Muster, Task, TaskRecord, WorkflowExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The attempt time bound of the review step.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

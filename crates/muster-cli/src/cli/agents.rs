@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{block_on, CastArgs, CliError};
-use muster::agents::command::find_program;
-use muster::cast::{load_cast, unknown_overrides, BackendSpec, Manifest};
-use muster::runtime::{AgentDef, Muster, StartError};
+use super::{CastArgs, CliError, block_on};
 use muster::SchemaStore;
+use muster::agents::command::find_program;
+use muster::cast::{BackendSpec, Manifest, load_cast, unknown_overrides};
+use muster::runtime::{AgentDef, Muster, StartError};
 
 /// Arguments of `muster agents`.
 #[derive(Debug, clap::Args)]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::CliError;
-use muster::journal::sqlite::{decide_gate, find_runs, read_records_of, DecideError};
+use muster::journal::sqlite::{DecideError, decide_gate, find_runs, read_records_of};
 use muster::workflow::recovery;
 
 /// Arguments of `muster approve`.

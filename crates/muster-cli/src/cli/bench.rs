@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{block_on, CliError};
-use muster::bench::peers::{choose, Peer, PeerDirs, PEER_WORKLOADS};
-use muster::bench::{run as run_bench, scale_from_env, BenchConfig, Workload, SCALE_ENV};
+use super::{CliError, block_on};
+use muster::bench::peers::{PEER_WORKLOADS, Peer, PeerDirs, choose};
+use muster::bench::{BenchConfig, SCALE_ENV, Workload, run as run_bench, scale_from_env};
 
 /// Which workloads: one, or `all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -160,7 +160,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             return Err(CliError::bad_input(
                 format!("--scale {s}: expected a number above 0 and at most {MAX_SCALE}"),
                 json!({"field": "--scale"}),
-            ))
+            ));
         }
         None => scale_from_env()
             .map_err(|m| CliError::bad_input(m, json!({"env": SCALE_ENV})))?

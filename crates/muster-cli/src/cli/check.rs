@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::agents::{load_manifests_warning, program_warnings};
 use super::{CastArgs, CliError, EXIT_FAILED, EXIT_OK};
+use muster::SchemaStore;
 use muster::agents::AgentDef;
 use muster::messaging::CapabilitySpec;
-use muster::workflow::{check, Finding, Workflow};
-use muster::SchemaStore;
+use muster::workflow::{Finding, Workflow, check};
 
 /// Arguments of `muster check`.
 #[derive(Debug, clap::Args)]

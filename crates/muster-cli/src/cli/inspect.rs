@@ -13,13 +13,13 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::CliError;
+use muster::journal::Record;
 use muster::journal::inspect::{self, CorrelationSummary, RunState, RunSummary, Scope, Timeline};
 use muster::journal::sqlite::{read_archive, read_journal};
-use muster::journal::Record;
 
 /// How `muster inspect` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -228,10 +228,10 @@ fn print_usage(out: &mut String, usage: &[inspect::UsageLine]) {
 /// Finds the one id that `given` names exactly or by a unique prefix.
 fn resolve(what: &str, given: &str, ids: &[Uuid], args: &InspectArgs) -> Result<Uuid, CliError> {
     let given = given.trim().to_ascii_lowercase();
-    if let Ok(id) = Uuid::parse_str(&given) {
-        if ids.contains(&id) {
-            return Ok(id);
-        }
+    if let Ok(id) = Uuid::parse_str(&given)
+        && ids.contains(&id)
+    {
+        return Ok(id);
     }
     let matches: Vec<&Uuid> = ids
         .iter()

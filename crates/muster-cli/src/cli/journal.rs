@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{CliError, EXIT_OK};
-use muster::journal::sqlite::{compact, Compaction};
+use muster::journal::sqlite::{Compaction, compact};
 
 /// Arguments of `muster journal`.
 #[derive(Debug, clap::Args)]

@@ -13,10 +13,10 @@ use serde_json::json;
 use super::agents::{load_manifests, manifest_files, start_naming};
 use super::check::load_workflow;
 use super::run::{
-    flush, follow_traces, open_journal, parse_durability, printer, report, stop_traces,
-    traces_from_env, Gates, EXIT_WAITING,
+    EXIT_WAITING, Gates, flush, follow_traces, open_journal, parse_durability, printer, report,
+    stop_traces, traces_from_env,
 };
-use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
+use super::{CastArgs, CliError, EXIT_FAILED, EXIT_OK, block_on, interrupted};
 use muster::journal::sqlite::read_journal;
 use muster::journal::{Durability, Event, Journal};
 use muster::workflow::engine::RunOptions;

@@ -3,17 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::agents::{load_manifests, manifest_files, start_naming};
 use super::check::load_workflow;
-use super::{block_on, interrupted, CastArgs, CliError, EXIT_FAILED, EXIT_OK};
+use super::{CastArgs, CliError, EXIT_FAILED, EXIT_OK, block_on, interrupted};
 use muster::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal, UsageTotals};
 use muster::runtime::Muster;
-use muster::telemetry::{Follower, Following, Traces, DEFAULT_EVERY};
-use muster::workflow::engine::RunOptions;
+use muster::telemetry::{DEFAULT_EVERY, Follower, Following, Traces};
 use muster::workflow::WorkflowExt;
-use muster::workflow::{recovery, RunOutcome, RunStatus, StepEvent, Workflow};
+use muster::workflow::engine::RunOptions;
+use muster::workflow::{RunOutcome, RunStatus, StepEvent, Workflow, recovery};
 
 /// Exit code: the run waits at a human gate.
 pub const EXIT_WAITING: i32 = 3;
@@ -237,13 +237,13 @@ pub fn run(mut args: RunArgs) -> Result<i32, CliError> {
         return Ok(super::check::report(&wf, &found, args.json));
     }
     let input = read_input(args.input.as_deref(), &args.workflow)?;
-    if !wf.input.is_empty() {
-        if let Err(e) = store.validate(&wf.input, &input) {
-            return Err(CliError::bad_input(
-                format!("the run input does not fit schema `{}`: {e}", wf.input),
-                serde_json::to_value(&e).unwrap_or_default(),
-            ));
-        }
+    if !wf.input.is_empty()
+        && let Err(e) = store.validate(&wf.input, &input)
+    {
+        return Err(CliError::bad_input(
+            format!("the run input does not fit schema `{}`: {e}", wf.input),
+            serde_json::to_value(&e).unwrap_or_default(),
+        ));
     }
     let json_out = args.json;
     let traces = traces_from_env()?;
@@ -425,10 +425,10 @@ pub(crate) fn follow_traces(
 /// Reads the last records and flushes the spans; an export that fails is a warning (the
 /// run's outcome and the journal stand).
 pub(crate) async fn stop_traces(following: Option<Following>) {
-    if let Some(f) = following {
-        if let Err(e) = f.stop().await {
-            eprintln!("warning: {e}");
-        }
+    if let Some(f) = following
+        && let Err(e) = f.stop().await
+    {
+        eprintln!("warning: {e}");
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::agents::{load, start_with};
 use super::check::{findings, load_workflow, report as report_findings};
 use super::run::{flush, open_journal, parse_durability};
-use super::{block_on, interrupted, CastArgs, CliError, EXIT_BAD_INPUT, EXIT_OK};
+use super::{CastArgs, CliError, EXIT_BAD_INPUT, EXIT_OK, block_on, interrupted};
 use muster::cluster::failover::Failover;
 use muster::cluster::{ClusterConfig, ClusterError, Control, Replicas, Replication};
 use muster::journal::tap::DEFAULT_TAP_CAPACITY;
@@ -500,10 +500,10 @@ fn announce(
             doc["node"] = json!(node);
             doc["nats"] = json!(url);
         }
-        if let (Some(r), Some(fields)) = (replication, doc.as_object_mut()) {
-            if let serde_json::Value::Object(more) = r.to_json() {
-                fields.extend(more);
-            }
+        if let (Some(r), Some(fields)) = (replication, doc.as_object_mut())
+            && let serde_json::Value::Object(more) = r.to_json()
+        {
+            fields.extend(more);
         }
         if let Some(t) = generated_token {
             doc["token"] = json!(t.expose());

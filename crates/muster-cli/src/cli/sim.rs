@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{CliError, EXIT_FAILED, EXIT_OK};
-use muster::scenario::{run as simulate, Progress, Scenario, SimOptions, SimReport, MAX_COUNT};
 use muster::SchemaStore;
+use muster::scenario::{MAX_COUNT, Progress, Scenario, SimOptions, SimReport, run as simulate};
 
 /// Arguments of `muster sim`.
 #[derive(Debug, clap::Args)]
@@ -60,13 +60,13 @@ pub fn run(a: SimArgs) -> Result<i32, CliError> {
             return Err(CliError::bad_input(
                 "--tasks: must be at least 1",
                 json!({"field": "--tasks"}),
-            ))
+            ));
         }
         Some(n) if n > MAX_COUNT => {
             return Err(CliError::bad_input(
                 format!("--tasks: {n} is above the limit of {MAX_COUNT}"),
                 json!({"field": "--tasks", "limit": MAX_COUNT}),
-            ))
+            ));
         }
         _ => {}
     }
@@ -141,7 +141,12 @@ fn human(r: &SimReport) -> String {
     let _ = writeln!(
         s,
         "  faults   failed attempts {}  reassignments {}  stale results rejected {}  restarts {}  dropped out {}  runtime faults {}",
-        r.failed_attempts, r.reassignments, r.stale_rejected, r.restarts, r.dropped_out, r.faults_applied
+        r.failed_attempts,
+        r.reassignments,
+        r.stale_rejected,
+        r.restarts,
+        r.dropped_out,
+        r.faults_applied
     );
     if r.accepted_superseded > 0 {
         let _ = writeln!(
@@ -155,7 +160,13 @@ fn human(r: &SimReport) -> String {
         let _ = writeln!(
             s,
             "  network  messages {}  delayed {}  lost {}  lost in partitions {}  held in partitions {}  partitions {} (healed {})",
-            c.messages, c.delayed, c.lost, c.lost_in_partitions, c.held_in_partitions, n.partitions, n.healed
+            c.messages,
+            c.delayed,
+            c.lost,
+            c.lost_in_partitions,
+            c.held_in_partitions,
+            n.partitions,
+            n.healed
         );
     }
     for (what, l) in [("task", r.task_latency), ("run", r.run_latency)] {

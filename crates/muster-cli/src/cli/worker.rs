@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::agents::{load, start};
-use super::{block_on, interrupted, CastArgs, CliError, EXIT_OK};
+use super::{CastArgs, CliError, EXIT_OK, block_on, interrupted};
 use muster::cluster::{ClusterConfig, Worker};
 
 /// Arguments of `muster worker`.

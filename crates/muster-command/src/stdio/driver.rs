@@ -19,11 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::wire::{cancel_line, decode, task_line, AgentLine, Decoded, Line, Lines};
+use super::wire::{AgentLine, Decoded, Line, Lines, cancel_line, decode, task_line};
 use crate::config::CommandConfig;
 use crate::process::{
-    base_command, capture_stderr, clip_message, describe_status, spawn_error, ProcessGroup,
-    StderrTail,
+    ProcessGroup, StderrTail, base_command, capture_stderr, clip_message, describe_status,
+    spawn_error,
 };
 use muster_core::agents::agent::{AgentError, AgentLink, TaskContext};
 
@@ -99,13 +99,13 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(mut inner) = self.shared.inner.try_borrow_mut() {
-            if inner.pending.get(&self.key).map(|p| p.seq) == Some(self.seq) {
-                // Dropped unanswered (timed out, or cancelled by the runtime): tell the
-                // program to stop working on it.
-                inner.pending.remove(&self.key);
-                inner.send_cancel(self.key);
-            }
+        if let Ok(mut inner) = self.shared.inner.try_borrow_mut()
+            && inner.pending.get(&self.key).map(|p| p.seq) == Some(self.seq)
+        {
+            // Dropped unanswered (timed out, or cancelled by the runtime): tell the
+            // program to stop working on it.
+            inner.pending.remove(&self.key);
+            inner.send_cancel(self.key);
         }
     }
 }
@@ -147,7 +147,7 @@ impl Stdio {
     pub(crate) fn start(
         &self,
         link: AgentLink,
-    ) -> impl Future<Output = Result<(), AgentError>> + 'static {
+    ) -> impl Future<Output = Result<(), AgentError>> + 'static + use<> {
         let shared = self.shared.clone();
         async move { start_stdio(shared, link) }
     }
@@ -157,7 +157,7 @@ impl Stdio {
         &self,
         input: Value,
         ctx: TaskContext,
-    ) -> impl Future<Output = Result<Value, AgentError>> + 'static {
+    ) -> impl Future<Output = Result<Value, AgentError>> + 'static + use<> {
         run_stdio_task(self.shared.clone(), input, ctx)
     }
 
@@ -171,7 +171,7 @@ impl Stdio {
     /// Stops the process: closes its stdin and gives it [`STOP_GRACE`] to finish on its
     /// own (a program may clean up what it made), then kills its whole process group and
     /// waits (bounded) for the reader to reap it.
-    pub(crate) fn stop(&self) -> impl Future<Output = ()> + 'static {
+    pub(crate) fn stop(&self) -> impl Future<Output = ()> + 'static + use<> {
         let shared = self.shared.clone();
         async move {
             let (kill, reader, group) = {
@@ -184,10 +184,10 @@ impl Stdio {
                 (inner.kill.take(), inner.reader.take(), inner.group.take())
             };
             let mut reader = reader;
-            if let Some(r) = reader.as_mut() {
-                if tokio::time::timeout(STOP_GRACE, r).await.is_ok() {
-                    reader = None;
-                }
+            if let Some(r) = reader.as_mut()
+                && tokio::time::timeout(STOP_GRACE, r).await.is_ok()
+            {
+                reader = None;
             }
             // Whatever is left of the group (the program, if it did not exit, and anything
             // it started) is killed.
@@ -197,10 +197,10 @@ impl Stdio {
             if let Some(kill) = kill {
                 let _ = kill.send(());
             }
-            if let Some(reader) = reader {
-                if tokio::time::timeout(STOP_WAIT, reader).await.is_err() {
-                    tracing::warn!(agent = %shared.name, "agent process did not go away within {STOP_WAIT:?} of stop");
-                }
+            if let Some(reader) = reader
+                && tokio::time::timeout(STOP_WAIT, reader).await.is_err()
+            {
+                tracing::warn!(agent = %shared.name, "agent process did not go away within {STOP_WAIT:?} of stop");
             }
         }
     }
@@ -294,13 +294,13 @@ async fn run_stdio_task(
             (_, false, _) => {
                 return Err(AgentError::new(format!(
                     "agent {name}: the agent process was not started"
-                )))
+                )));
             }
             (_, _, true) | (None, _, _) => {
                 return Err(AgentError::exited(format!(
                     "agent {name}: the agent is stopping; cannot take task {}",
                     ctx.task_id
-                )))
+                )));
             }
             (Some(writer), true, false) => writer.clone(),
         };

@@ -6,13 +6,13 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::process::quote_bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::wire::{decode, AgentLine, Decoded, Line, Lines};
+use super::wire::{AgentLine, Decoded, Line, Lines, decode};
 
 /// A reader that hands out its bytes in the given chunk sizes.
 struct Chunked {

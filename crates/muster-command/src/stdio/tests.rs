@@ -1,10 +1,10 @@
 //! The stdio mode's tests: real processes (the fixtures in `tests/fixtures/agents`) driven
 //! through [`Stdio`], and the wire format's line splitting and schema agreement.
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use tokio::time::timeout;
@@ -14,8 +14,8 @@ use super::wire::{AgentLine, Line, Lines};
 use crate::config::{CommandConfig, CommandMode};
 use crate::process::MAX_OUTPUT_BYTES;
 use crate::testing::{
-    ctx, expect_err, fixture, local, read_pid, script, sh_with_pidfile, stdio, wait_gone, Recorder,
-    T,
+    Recorder, T, ctx, expect_err, fixture, local, read_pid, script, sh_with_pidfile, stdio,
+    wait_gone,
 };
 use muster_core::agents::agent::{AgentError, AgentLink, TaskContext};
 
@@ -246,9 +246,8 @@ async fn stdio_heartbeats_reach_the_context_and_the_link() {
         let rec = Recorder::default();
         let agent = started(stdio(fixture("heartbeat_stdio.py")), &rec).await;
         let beats = Arc::new(AtomicUsize::new(0));
-        let mut c = ctx(2);
         let b = beats.clone();
-        c.heartbeat = Some(Arc::new(move || {
+        let c = ctx(2).with_heartbeat(Arc::new(move || {
             b.fetch_add(1, Ordering::SeqCst);
         }));
         let out = run(&agent, json!({}), c).await.unwrap();

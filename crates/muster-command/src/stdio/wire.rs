@@ -7,11 +7,11 @@
 //! (`stdio/driver.rs`) decides what a decoded line does.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use uuid::Uuid;
 
-use crate::process::{quote, quote_bytes, remaining_ms, MAX_OUTPUT_BYTES};
+use crate::process::{MAX_OUTPUT_BYTES, quote, quote_bytes, remaining_ms};
 use muster_core::agents::agent::TaskContext;
 use muster_core::agents::effects::EffectEntry;
 

@@ -31,8 +31,8 @@ pub struct TaskContext {
     pub deadline: tokio::time::Instant,
     /// The envelope that carried the task.
     pub envelope: Arc<Envelope>,
-    #[doc(hidden)]
-    pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called by [`TaskContext::heartbeat`]; set by whoever hands the task out.
+    pub(crate) heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
     /// What the attempt spent on models so far; the instance puts it in the attempt's
     /// report however the attempt ends (even past its deadline).
     pub(crate) usage: Arc<parking_lot::Mutex<Option<Usage>>>,
@@ -59,6 +59,31 @@ impl TaskContext {
         if let Some(h) = &self.heartbeat {
             h();
         }
+    }
+
+    /// The same context, whose [`heartbeat`](TaskContext::heartbeat) calls `beat`: for a
+    /// host that runs an agent outside the runtime's instances (a test harness, a remote
+    /// worker) and forwards the agent's heartbeats itself.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use muster_core::TaskContext;
+    ///
+    /// let beats = Arc::new(AtomicUsize::new(0));
+    /// let counter = beats.clone();
+    /// let deadline = tokio::time::Instant::now();
+    /// let ctx = TaskContext::standalone(uuid::Uuid::nil(), 1, "work", "w#0", deadline)
+    ///     .with_heartbeat(Arc::new(move || {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     }));
+    /// ctx.heartbeat();
+    /// assert_eq!(beats.load(Ordering::Relaxed), 1);
+    /// ```
+    pub fn with_heartbeat(mut self, beat: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.heartbeat = Some(beat);
+        self
     }
 
     /// A context for running an agent by hand, outside a runtime (tools, tests): no owner
@@ -490,19 +515,43 @@ impl std::fmt::Display for Failure {
 /// it is alive.
 #[derive(Clone)]
 pub struct AgentLink {
-    #[doc(hidden)]
-    pub on_exit: Arc<dyn Fn(Result<(), String>) + Send + Sync>,
-    #[doc(hidden)]
-    pub on_alive: Arc<dyn Fn() + Send + Sync>,
+    pub(crate) on_exit: Arc<dyn Fn(Result<(), String>) + Send + Sync>,
+    pub(crate) on_alive: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for AgentLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Two callbacks, nothing else to show.
         f.debug_struct("AgentLink").finish_non_exhaustive()
     }
 }
 
 impl AgentLink {
+    /// A link whose [`exited`](AgentLink::exited) calls `on_exit` and whose
+    /// [`alive`](AgentLink::alive) calls `on_alive`: for a host that starts agents itself
+    /// (a test harness, a remote worker) and wants to see what they report.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use muster_core::AgentLink;
+    ///
+    /// let exits = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = exits.clone();
+    /// let link = AgentLink::new(
+    ///     Arc::new(move |r| seen.lock().unwrap().push(r)),
+    ///     Arc::new(|| {}),
+    /// );
+    /// link.exited(Err("the process died".into()));
+    /// assert_eq!(exits.lock().unwrap().len(), 1);
+    /// ```
+    pub fn new(
+        on_exit: Arc<dyn Fn(Result<(), String>) + Send + Sync>,
+        on_alive: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        AgentLink { on_exit, on_alive }
+    }
+
     /// The agent is gone: `Ok(())` for a normal exit, `Err(why)` for an abnormal one. The
     /// instance fails every task it holds and its supervisor decides on a restart.
     pub fn exited(&self, result: Result<(), String>) {

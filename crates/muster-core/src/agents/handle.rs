@@ -1,7 +1,7 @@
 //! The instance handle: what every other layer holds of a running agent instance (its
 //! mailbox port, and its load and state, readable without a round trip).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
@@ -43,7 +43,7 @@ pub struct InstanceHandle {
 
 /// Told of every change of an instance's load, so that an index can keep instances in
 /// load order without scanning them on each pick. Held weakly by the handle.
-pub trait LoadWatch: Send + Sync {
+pub(crate) trait LoadWatch: Send + Sync {
     /// `handle`'s load changed: read it again with [`InstanceHandle::load`].
     fn load_changed(&self, handle: &InstanceHandle);
     /// `handle` takes work again (after a restart or a pause): its free slots are offered.
@@ -53,7 +53,34 @@ pub trait LoadWatch: Send + Sync {
 }
 
 impl InstanceHandle {
-    #[doc(hidden)]
+    /// A handle for an instance whose tasks go to `mailbox`: for a host that runs
+    /// instances elsewhere (a cluster's workers, the simulator's network) and lists them
+    /// in the registry beside the runtime's own. The handle starts with no load, in state
+    /// `Starting`; the host reserves a slot ([`try_reserve`](Self::try_reserve)) before
+    /// each assignment and [`release`](Self::release)s it when the attempt ends.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use muster_core::agents::{InstanceHandle, Mailbox};
+    /// use muster_core::agents::protocol::{Assign, Cancel, Kill};
+    ///
+    /// /// A mailbox that refuses everything (a real one forwards to the remote host).
+    /// struct Closed;
+    /// impl Mailbox for Closed {
+    ///     fn assign(&self, _: Assign) {} // dropped unanswered: the owner hears `agent_gone`
+    ///     fn cancel(&self, _: Cancel) {}
+    ///     fn kill(&self, _: Kill) {}
+    ///     fn connected(&self) -> bool { false }
+    /// }
+    ///
+    /// let h = InstanceHandle::new("w#0".into(), "w".into(), 0, vec!["work".into()], 1, 2,
+    ///     Box::new(Closed)).on_node("worker-1".into());
+    /// assert!(h.try_reserve() && h.try_reserve());
+    /// assert!(!h.try_reserve(), "two slots: one running, one queued");
+    /// h.release();
+    /// assert_eq!(h.load(), 1);
+    /// ```
     pub fn new(
         id: Arc<str>,
         agent: Arc<str>,
@@ -82,8 +109,8 @@ impl InstanceHandle {
         }
     }
 
-    /// The same handle, hosted on `node` (an instance on another machine).
-    #[doc(hidden)]
+    /// The same handle, hosted on `node` (an instance on another machine): shown in
+    /// listings and events, and used by the pick to prefer no node over another.
     pub fn on_node(mut self, node: Arc<str>) -> Self {
         self.node = Some(node);
         self
@@ -132,8 +159,9 @@ impl InstanceHandle {
         matches!(self.state(), AgentState::Ready | AgentState::Busy) && self.mailbox.connected()
     }
 
-    /// Reserves one slot; false when full.
-    #[doc(hidden)]
+    /// Reserves one slot; false when full. Whoever sends an [`Assign`] reserves first
+    /// (the router does for the runtime's own picks; a host of remote instances does for
+    /// the assignments it forwards), and the slot is freed by [`release`](Self::release).
     pub fn try_reserve(&self) -> bool {
         let mut cur = self.load.load(Ordering::Relaxed);
         loop {
@@ -153,8 +181,8 @@ impl InstanceHandle {
         }
     }
 
-    /// Frees one reserved slot (the attempt ended, or its assignment never arrived).
-    #[doc(hidden)]
+    /// Frees one reserved slot (the attempt ended, or its assignment never arrived), and
+    /// wakes whoever waits for a slot of this instance.
     pub fn release(&self) {
         if self
             .load

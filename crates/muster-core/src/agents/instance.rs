@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures::future::LocalBoxFuture;
 use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -149,7 +149,12 @@ pub struct AgentInstance {
 
 impl std::fmt::Debug for AgentInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentInstance").finish_non_exhaustive()
+        f.debug_struct("AgentInstance")
+            .field("id", &self.cfg.id)
+            .field("running", &self.running.len())
+            .field("queued", &self.queue.len())
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
     }
 }
 
@@ -548,16 +553,15 @@ impl Handler<Cancel> for AgentInstance {
             .queue
             .iter()
             .position(|a| a.envelope.task_id == Some(c.task_id) && a.envelope.epoch == c.epoch)
+            && let Some(mut a) = self.queue.remove(pos)
         {
-            if let Some(mut a) = self.queue.remove(pos) {
-                self.inst().release();
-                a.take_reply().send(AttemptReport::new(
-                    c.task_id,
-                    c.epoch,
-                    self.cfg.id.clone(),
-                    Err(Failure::Cancelled),
-                ));
-            }
+            self.inst().release();
+            a.take_reply().send(AttemptReport::new(
+                c.task_id,
+                c.epoch,
+                self.cfg.id.clone(),
+                Err(Failure::Cancelled),
+            ));
         }
         self.pump(ctx);
     }

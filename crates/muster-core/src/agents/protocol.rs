@@ -109,12 +109,18 @@ pub enum ReplyTo {
 
 impl std::fmt::Debug for ReplyTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplyTo").finish_non_exhaustive()
+        f.write_str(match self {
+            ReplyTo::Owner(_) => "ReplyTo::Owner",
+            ReplyTo::Once(_) => "ReplyTo::Once",
+            ReplyTo::Answered => "ReplyTo::Answered",
+        })
     }
 }
 
 impl ReplyTo {
-    #[doc(hidden)]
+    /// Delivers the attempt's report to whoever waits for it (nothing when already
+    /// answered): for a host that runs an assignment somewhere else and answers it when
+    /// the remote attempt ends.
     pub fn send(self, report: AttemptReport) {
         match self {
             ReplyTo::Owner(r) => r.do_send(report),
@@ -145,13 +151,21 @@ pub struct Assign {
 
 impl std::fmt::Debug for Assign {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Assign").finish_non_exhaustive()
+        f.debug_struct("Assign")
+            .field("task", &self.envelope.task_id.unwrap_or(self.envelope.id))
+            .field("epoch", &self.envelope.epoch)
+            .field("recipient", &self.envelope.recipient)
+            .field("deadline", &self.deadline)
+            .field("reply", &self.reply)
+            .finish_non_exhaustive()
     }
 }
 
 impl Assign {
-    /// Takes the reply out, so the assignment no longer answers when dropped.
-    #[doc(hidden)]
+    /// Takes the reply out, so the assignment no longer answers when dropped: a host
+    /// that forwards the assignment elsewhere keeps the reply and [`ReplyTo::send`]s the
+    /// remote attempt's report itself. (An assignment dropped with its reply still in it
+    /// answers `agent_gone`.)
     pub fn take_reply(&mut self) -> ReplyTo {
         std::mem::replace(&mut self.reply, ReplyTo::Answered)
     }
@@ -197,7 +211,7 @@ impl Drop for Assign {
 }
 
 /// Cancels a running or queued task.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Cancel {
     /// Task id.
@@ -206,30 +220,12 @@ pub struct Cancel {
     pub epoch: u64,
 }
 
-impl std::fmt::Debug for Cancel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cancel").finish_non_exhaustive()
-    }
-}
-
 /// Stops the instance abruptly: its tasks fail, its supervisor sees an abnormal exit.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Kill(pub String);
 
-impl std::fmt::Debug for Kill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kill").finish_non_exhaustive()
-    }
-}
-
 /// Stops the instance gracefully: no new work; running tasks may finish.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
-
-impl std::fmt::Debug for Shutdown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shutdown").finish_non_exhaustive()
-    }
-}

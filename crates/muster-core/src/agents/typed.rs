@@ -9,8 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::agent::{AgentError, TaskContext};

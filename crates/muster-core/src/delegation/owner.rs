@@ -216,8 +216,11 @@ impl TaskOwner {
                     Err(reason) => self.escalate(reason, cx),
                 }
             }
-            Wake::Line { gen, mut slot } => {
-                if !matches!(self.phase, Phase::InLine { gen: g } if g == gen) {
+            Wake::Line {
+                generation,
+                mut slot,
+            } => {
+                if !matches!(self.phase, Phase::InLine { generation: g } if g == generation) {
                     return; // an older wait's slot: `slot` passes it on
                 }
                 self.enter(Phase::Pending, cx);
@@ -300,10 +303,10 @@ impl TaskOwner {
 
     /// A heartbeat from the agent holding lease `epoch`.
     pub(super) fn on_heartbeat(&mut self, epoch: u64, now: tokio::time::Instant) {
-        if let Phase::Leased(l) = &mut self.phase {
-            if l.epoch == epoch {
-                l.last_heartbeat = now;
-            }
+        if let Phase::Leased(l) = &mut self.phase
+            && l.epoch == epoch
+        {
+            l.last_heartbeat = now;
         }
     }
 

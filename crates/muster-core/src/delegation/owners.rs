@@ -10,8 +10,8 @@
 //! child, so a shutdown (reverse start order) cancels every live task first, and they end
 //! `cancelled` before the agents they ran on stop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::dev::SendError;
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Owners {
 impl Owners {
     /// The owners of a runtime: they route through `router`, wait for agents on
     /// `registry`, let an attempt run `grace` past its deadline and run on `shards`.
-    pub fn new(
+    pub(crate) fn new(
         router: Router,
         registry: Named<Registry>,
         grace: Duration,

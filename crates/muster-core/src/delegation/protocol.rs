@@ -57,7 +57,11 @@ pub struct Accepted {
 
 impl std::fmt::Debug for Accepted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accepted").finish_non_exhaustive()
+        f.debug_struct("Accepted")
+            .field("id", &self.id)
+            .field("capability", &self.task.capability)
+            .field("shard", &self.shard)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,7 +125,7 @@ pub(super) enum Wake {
     /// A freed slot of the capability, or the backstop of the `gen`-th wait in line.
     Line {
         /// Which wait in line it ends (an older one's wake is passed on).
-        gen: u32,
+        generation: u32,
         /// Its place in line, with the slot offered if one was (passed on unless taken).
         slot: LinePlace,
     },
@@ -147,22 +151,20 @@ pub struct AcquireScope {
 
 impl std::fmt::Debug for AcquireScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AcquireScope").finish_non_exhaustive()
+        f.debug_struct("AcquireScope")
+            .field("task", &self.task)
+            .field("scope", &self.scope)
+            .field("fail", &self.fail)
+            .finish_non_exhaustive()
     }
 }
 
 /// Frees a task's scope, or takes it out of the queue if it was still waiting.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ReleaseScope {
     /// The task.
     pub task: Uuid,
-}
-
-impl std::fmt::Debug for ReleaseScope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReleaseScope").finish_non_exhaustive()
-    }
 }
 
 /// Why a task that fails on conflict did not get its scope.

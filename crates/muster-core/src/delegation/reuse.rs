@@ -86,7 +86,7 @@ fn hash_value(v: &Value, h: &mut impl Hasher) {
 }
 
 /// The result an identical task ended with, sent to the tasks attached to it.
-#[derive(Message, Clone)]
+#[derive(Debug, Message, Clone)]
 #[rtype(result = "()")]
 pub struct Reused {
     /// The task attached to it, to which this is sent.
@@ -96,12 +96,6 @@ pub struct Reused {
     /// Its accepted output (shared with the original's records, not copied), or `None`
     /// when it ended without one (the follower runs).
     pub output: Option<Arc<Value>>,
-}
-
-impl std::fmt::Debug for Reused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reused").finish_non_exhaustive()
-    }
 }
 
 struct Done {
@@ -159,13 +153,13 @@ impl Reuse {
         me: Recipient<Reused>,
     ) -> Found {
         let now = tokio::time::Instant::now();
-        if let Some(done) = self.done.get(key) {
-            if let Some(d) = done.iter().find(|d| d.input == *input && d.until > now) {
-                return Found::Done {
-                    task: d.task,
-                    output: d.output.clone(),
-                };
-            }
+        if let Some(done) = self.done.get(key)
+            && let Some(d) = done.iter().find(|d| d.input == *input && d.until > now)
+        {
+            return Found::Done {
+                task: d.task,
+                output: d.output.clone(),
+            };
         }
         let mut inflight = self.inflight.lock();
         let entries = inflight.entry(key.clone()).or_default();

@@ -49,7 +49,10 @@ pub struct ScopeTable {
 
 impl std::fmt::Debug for ScopeTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScopeTable").finish_non_exhaustive()
+        f.debug_struct("ScopeTable")
+            .field("held", &self.held)
+            .field("waiting", &self.queue.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,17 +228,11 @@ pub fn held_at(records: &[Record]) -> Vec<(Uuid, Scope)> {
 /// Seeds the table with scopes held before a restart ([`held_at`]), so the tasks that held
 /// them (resubmitted with the same id) get them back first and no other task takes them
 /// in the meantime.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Restore {
     /// The scopes, in the order they were granted.
     pub held: Vec<(Uuid, Scope)>,
-}
-
-impl std::fmt::Debug for Restore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Restore").finish_non_exhaustive()
-    }
 }
 
 impl Handler<Restore> for ScopeTable {

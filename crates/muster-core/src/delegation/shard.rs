@@ -251,7 +251,7 @@ impl Cx for ShardCx<'_> {
     fn wait_in_line(
         &mut self,
         task: Uuid,
-        gen: u32,
+        generation: u32,
         mut line: LinePlace,
         backstop: std::time::Duration,
     ) {
@@ -260,7 +260,10 @@ impl Cx for ShardCx<'_> {
             line.woken(backstop).await;
             shard.do_send(Woken {
                 task,
-                wake: Wake::Line { gen, slot: line },
+                wake: Wake::Line {
+                    generation,
+                    slot: line,
+                },
             });
         });
     }

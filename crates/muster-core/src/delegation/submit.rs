@@ -17,8 +17,8 @@ use super::handle::TaskHandle;
 use super::owners::Owners;
 use super::protocol::Accepted;
 use super::record::TaskRecord;
-use super::task::{Task, MAX_DURATION};
-use crate::journal::{check_payload, Event};
+use super::task::{MAX_DURATION, Task};
+use crate::journal::{Event, check_payload};
 use crate::messaging::ContractError;
 
 /// Why a task was not accepted.

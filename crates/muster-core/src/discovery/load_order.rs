@@ -28,8 +28,8 @@
 //! before it looks, and an order reads that count after its change).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -158,10 +158,8 @@ impl LoadOrder {
                 .members
                 .get(&ordinal)
                 .is_some_and(|(m, _)| std::ptr::eq(Arc::as_ptr(m), handle));
-            if ours {
-                if let Some((_, Some(old))) = g.members.remove(&ordinal) {
-                    g.order.remove(&(old, ordinal));
-                }
+            if ours && let Some((_, Some(old))) = g.members.remove(&ordinal) {
+                g.order.remove(&(old, ordinal));
             }
             ours
         };

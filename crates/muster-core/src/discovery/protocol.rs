@@ -59,7 +59,11 @@ pub struct Declare {
 
 impl std::fmt::Debug for Declare {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Declare").finish_non_exhaustive()
+        let names: Vec<&str> = self.contracts.iter().map(|c| &*c.name).collect();
+        f.debug_struct("Declare")
+            .field("agent", &self.agent)
+            .field("capabilities", &names)
+            .finish()
     }
 }
 
@@ -76,28 +80,18 @@ pub struct WaitFor {
 
 impl std::fmt::Debug for WaitFor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WaitFor").finish_non_exhaustive()
+        f.debug_struct("WaitFor")
+            .field("capability", &self.capability)
+            .finish_non_exhaustive()
     }
 }
 
 /// Subscribe to registry events.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "broadcast::Receiver<RegistryEvent>")]
 pub struct Subscribe;
 
-impl std::fmt::Debug for Subscribe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscribe").finish_non_exhaustive()
-    }
-}
-
 /// Resolves once every message sent to the registry before it has been handled.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Sync;
-
-impl std::fmt::Debug for Sync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sync").finish_non_exhaustive()
-    }
-}

@@ -18,7 +18,7 @@ use crate::messaging::CapabilityError;
 use crate::supervision::{ChildLink, Exit, StopActor};
 
 /// The registry actor. Sole writer of the [`CapabilityIndex`].
-pub struct Registry {
+pub(crate) struct Registry {
     index: Arc<CapabilityIndex>,
     recorder: Recorder,
     next_ordinal: u64,
@@ -31,14 +31,18 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("agents", &self.ordinals.len())
+            .field("waiting_capabilities", &self.waiters.len())
+            .field("watched", &self.liveness.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Registry {
     /// The registry of `index` (its sole writer), journaling through `recorder` and
     /// reporting its exit through `link`.
-    pub fn new(index: Arc<CapabilityIndex>, recorder: Recorder, link: ChildLink) -> Self {
+    pub(crate) fn new(index: Arc<CapabilityIndex>, recorder: Recorder, link: ChildLink) -> Self {
         let (events, _) = broadcast::channel(1024);
         Registry {
             index,

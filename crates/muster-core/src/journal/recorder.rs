@@ -61,7 +61,7 @@ impl Recorder {
     pub fn until_written(
         &self,
         seq: u64,
-    ) -> Option<impl Future<Output = Result<(), Unwritten>> + 'static> {
+    ) -> Option<impl Future<Output = Result<(), Unwritten>> + 'static + use<>> {
         let rx = self.watermark.as_ref()?;
         if rx.borrow().covers(seq) {
             return None;

@@ -16,9 +16,10 @@ pub const COMMIT_SECONDS_BOUNDS: [f64; 10] = [
 /// Upper bounds of the batch-size buckets, in records per commit (the last is `+Inf`).
 pub const BATCH_RECORDS_BOUNDS: [f64; 8] = [1.0, 2.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 8192.0];
 
-/// The writer's counters (shared by the journal and its writer thread).
+/// A journal writer's counters: a journal implementation with a writer of its own (the
+/// SQLite journal's writer thread) counts its commits here and answers
+/// [`Journal::write_stats`](super::Journal::write_stats) from them.
 #[derive(Debug, Default)]
-#[doc(hidden)]
 pub struct WriteCounters {
     commits: AtomicU64,
     records: AtomicU64,

@@ -202,13 +202,17 @@ pub enum CapabilityError {
     /// An acceptance rule was declared, but this build has no CEL (muster-core's `cel`
     /// feature is off).
     #[cfg(not(feature = "cel"))]
-    #[error("capability `{capability}`: field `accept`: acceptance rules are CEL expressions, and this build has no CEL: enable muster-core's `cel` feature (the `muster` crate does)")]
+    #[error(
+        "capability `{capability}`: field `accept`: acceptance rules are CEL expressions, and this build has no CEL: enable muster-core's `cel` feature (the `muster` crate does)"
+    )]
     AcceptUnsupported {
         /// The capability.
         capability: String,
     },
     /// Another agent declared the same capability with a different contract.
-    #[error("capability `{capability}` is already declared by `{by}` with a different contract ({what}); two agents serving one capability must agree on it")]
+    #[error(
+        "capability `{capability}` is already declared by `{by}` with a different contract ({what}); two agents serving one capability must agree on it"
+    )]
     Conflict {
         /// The capability.
         capability: String,

@@ -7,8 +7,8 @@
 //! found, and its own errors reported: the unknown field with what the branch accepts and
 //! a `did you mean`, the wrong value with the types or forms accepted.
 
-use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::ValidationError;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
 
 use super::violation::SchemaViolation;

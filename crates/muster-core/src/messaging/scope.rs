@@ -187,7 +187,9 @@ impl Pattern {
             if seg.contains(['[', ']', '{', '}']) {
                 return Err(scope_error(
                     s,
-                    format!("`{seg}`: character classes and alternatives are not supported; list the patterns instead"),
+                    format!(
+                        "`{seg}`: character classes and alternatives are not supported; list the patterns instead"
+                    ),
                 ));
             }
             let tokens = seg
@@ -322,19 +324,21 @@ fn path_witness(
             // Either `**` ends here, or it absorbs the other side's next segment.
             let mut found = (a_any && path_witness(a, b, i + 1, j, failed, out))
                 || (b_any && path_witness(a, b, i, j + 1, failed, out));
-            if !found && a_any {
-                if let Some(Segment::Tokens(t)) = y {
-                    out.truncate(mark);
-                    out.push(some_name(t));
-                    found = path_witness(a, b, i, j + 1, failed, out);
-                }
+            if !found
+                && a_any
+                && let Some(Segment::Tokens(t)) = y
+            {
+                out.truncate(mark);
+                out.push(some_name(t));
+                found = path_witness(a, b, i, j + 1, failed, out);
             }
-            if !found && b_any {
-                if let Some(Segment::Tokens(t)) = x {
-                    out.truncate(mark);
-                    out.push(some_name(t));
-                    found = path_witness(a, b, i + 1, j, failed, out);
-                }
+            if !found
+                && b_any
+                && let Some(Segment::Tokens(t)) = x
+            {
+                out.truncate(mark);
+                out.push(some_name(t));
+                found = path_witness(a, b, i + 1, j, failed, out);
             }
             found
         }
@@ -408,19 +412,21 @@ fn token_witness(
         // Either a star ends here, or it absorbs the other side's next character.
         let mut found = (a_star && token_witness(a, b, i + 1, j, failed, out))
             || (b_star && token_witness(a, b, i, j + 1, failed, out));
-        if !found && a_star {
-            if let Some(c) = one_char(y) {
-                out.truncate(mark);
-                out.push(c);
-                found = token_witness(a, b, i, j + 1, failed, out);
-            }
+        if !found
+            && a_star
+            && let Some(c) = one_char(y)
+        {
+            out.truncate(mark);
+            out.push(c);
+            found = token_witness(a, b, i, j + 1, failed, out);
         }
-        if !found && b_star {
-            if let Some(c) = one_char(x) {
-                out.truncate(mark);
-                out.push(c);
-                found = token_witness(a, b, i + 1, j, failed, out);
-            }
+        if !found
+            && b_star
+            && let Some(c) = one_char(x)
+        {
+            out.truncate(mark);
+            out.push(c);
+            found = token_witness(a, b, i + 1, j, failed, out);
         }
         found
     } else {
@@ -688,10 +694,10 @@ mod tests {
         for (a, b, want) in cases {
             assert_eq!(p(a).overlaps(&p(b)), want, "{a} vs {b}");
             assert_eq!(p(b).overlaps(&p(a)), want, "{b} vs {a}");
-            if let Some(ex) = p(a).example(&p(b)) {
-                if !p(a).is_concept() {
-                    assert!(p(a).matches(&ex) && p(b).matches(&ex), "{a} {b} {ex}");
-                }
+            if let Some(ex) = p(a).example(&p(b))
+                && !p(a).is_concept()
+            {
+                assert!(p(a).matches(&ex) && p(b).matches(&ex), "{a} {b} {ex}");
             }
         }
     }

@@ -4,25 +4,27 @@
 use actix::prelude::*;
 
 use super::protocol::Route;
-use super::router::{route, Router};
+use super::router::{Router, route};
 use crate::messaging::DeliveryFailure;
 use crate::supervision::{ChildLink, Exit, StopActor};
 
 /// The router actor.
-pub struct RouterActor {
+pub(crate) struct RouterActor {
     router: Router,
     link: Option<ChildLink>,
 }
 
 impl std::fmt::Debug for RouterActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterActor").finish_non_exhaustive()
+        f.debug_struct("RouterActor")
+            .field("router", &self.router)
+            .finish_non_exhaustive()
     }
 }
 
 impl RouterActor {
     /// A router actor over `router`, reporting its exit through `link`.
-    pub fn new(router: Router, link: ChildLink) -> Self {
+    pub(crate) fn new(router: Router, link: ChildLink) -> Self {
         RouterActor {
             router,
             link: Some(link),

@@ -19,6 +19,11 @@ pub struct Route {
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Route").finish_non_exhaustive()
+        f.debug_struct("Route")
+            .field("envelope", &self.envelope.id)
+            .field("topic", &self.envelope.topic)
+            .field("recipient", &self.envelope.recipient)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
     }
 }

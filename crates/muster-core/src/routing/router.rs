@@ -272,7 +272,7 @@ pub async fn route(
                 FailureReason::DeadlinePassed,
                 format!("deadline {d} passed before delivery (now {now_ms})"),
                 None,
-            ))
+            ));
         }
         Some(d) => start + Duration::from_millis(d - now_ms),
         None => start + wait,
@@ -296,7 +296,7 @@ pub async fn route(
                 FailureReason::AgentFailed,
                 format!("agent {} went away without answering", handle.id),
                 None,
-            ))
+            ));
         }
         Err(_) => {
             return Err(router.fail(
@@ -304,7 +304,7 @@ pub async fn route(
                 FailureReason::DeadlinePassed,
                 format!("no reply from {} before the deadline", handle.id),
                 None,
-            ))
+            ));
         }
     };
     let output = match report.result {

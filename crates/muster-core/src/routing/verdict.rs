@@ -42,7 +42,7 @@ pub fn verdict(
                     return Err(Failure::Rejected(format!(
                         "acceptance rule `{}` is false for this output",
                         rule.source()
-                    )))
+                    )));
                 }
                 Err(e) => return Err(Failure::Rejected(e)),
             }

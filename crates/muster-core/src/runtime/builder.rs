@@ -37,7 +37,15 @@ pub struct MusterBuilder {
 
 impl std::fmt::Debug for MusterBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MusterBuilder").finish_non_exhaustive()
+        let agents: Vec<&str> = self.agents.iter().map(|a| &*a.name).collect();
+        f.debug_struct("MusterBuilder")
+            .field("schemas_dir", &self.schemas_dir)
+            .field("schemas", &self.schemas.len())
+            .field("agents", &agents)
+            .field("supervision", &self.supervision)
+            .field("journal", &self.journal.is_some())
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::messaging::contract::SchemaError;
 use crate::messaging::CapabilityError;
+use crate::messaging::contract::SchemaError;
 
 /// Runtime-wide settings.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use crate::messaging::Capability;
 use crate::messaging::{
     DeadLetter, DeadLetters, DeliveryFailure, Envelope, FailureReason, SchemaStore,
 };
-use crate::routing::{route, Route, Router, RouterActor};
+use crate::routing::{Route, Router, RouterActor, route};
 use crate::supervision::{Named, ShutdownSupervisor, StartChild, Supervisor, TerminateChild};
 
 /// What one runtime is made of; built once by [`MusterBuilder::start`].

@@ -2,8 +2,8 @@
 //! held of it while it runs ([`ChildHandle`]) and its line back to the supervisor
 //! ([`ChildLink`], which reports an exit even when dropped, so no exit goes unseen).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use actix::dev::channel::{channel, AddressReceiver};
+use actix::dev::channel::{AddressReceiver, channel};
 use actix::prelude::*;
 use parking_lot::{Mutex, RwLock};
 

@@ -18,31 +18,19 @@ pub struct StartChild(pub ChildSpec);
 
 impl std::fmt::Debug for StartChild {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StartChild").finish_non_exhaustive()
+        f.debug_tuple("StartChild").field(&self.0).finish()
     }
 }
 
 /// Stops one child for good and removes it.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "bool")]
 pub struct TerminateChild(pub Arc<str>);
 
-impl std::fmt::Debug for TerminateChild {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TerminateChild").finish_non_exhaustive()
-    }
-}
-
 /// Lists the children in start order (as `supervisor:which_children/1`).
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "Vec<ChildInfo>")]
 pub struct WhichChildren;
-
-impl std::fmt::Debug for WhichChildren {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhichChildren").finish_non_exhaustive()
-    }
-}
 
 /// A child as listed by [`WhichChildren`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,24 +47,12 @@ pub struct ChildInfo {
 
 /// Stops every child in reverse start order (each within its shutdown time), then the
 /// supervisor itself, reporting `shutdown` to its parent.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ShutdownSupervisor;
 
-impl std::fmt::Debug for ShutdownSupervisor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShutdownSupervisor").finish_non_exhaustive()
-    }
-}
-
 /// Asks a plain actor child (registry, router) to stop; it reports `shutdown` through its
 /// link as it stops.
-#[derive(Message)]
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct StopActor;
-
-impl std::fmt::Debug for StopActor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StopActor").finish_non_exhaustive()
-    }
-}

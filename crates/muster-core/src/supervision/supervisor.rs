@@ -19,8 +19,8 @@
 //! by a shutdown or an escalation) is told so through [`ChildHandle::removed`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -101,7 +101,14 @@ pub struct Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Supervisor").finish_non_exhaustive()
+        let children: Vec<&str> = self.children.iter().map(|c| &*c.spec.id).collect();
+        f.debug_struct("Supervisor")
+            .field("id", &self.id)
+            .field("strategy", &self.settings.strategy)
+            .field("children", &children)
+            .field("recent_restarts", &self.restarts.len())
+            .field("terminating", &self.terminating)
+            .finish_non_exhaustive()
     }
 }
 

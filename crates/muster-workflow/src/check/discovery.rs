@@ -1,7 +1,7 @@
 //! `muster check`'s discovery question: can every task step's capability be served by an
 //! agent the cast declares?
 
-use super::{listed, Checker};
+use super::{Checker, listed};
 
 impl<'a> Checker<'a> {
     pub(super) fn discovery(&mut self) {

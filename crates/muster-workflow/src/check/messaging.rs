@@ -4,7 +4,7 @@
 
 use super::expr::{map_literal_keys, member_chains};
 use super::schema::{Resolver, Shape, Walk};
-use super::{listed, Checker};
+use super::{Checker, listed};
 use crate::definition::{Next, Step, TaskStep};
 use muster_core::discovery::CapabilitySpec;
 

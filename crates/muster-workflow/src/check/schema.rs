@@ -116,7 +116,7 @@ impl Resolver<'_> {
                 return Walk::Missing {
                     at: seg.clone(),
                     known: props,
-                }
+                };
             }
             _ => {}
         }

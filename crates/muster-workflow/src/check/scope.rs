@@ -61,20 +61,20 @@ impl<'a> Checker<'a> {
                 if self.accepts_waiting(name) {
                     continue;
                 }
-                if let Some(s) = self.fixed_scope(name) {
-                    if let Some(o) = s.conflict_with(&s) {
-                        found.push((
-                            name.to_string(),
-                            format!(
-                                "the workflow declares `concurrent = true` and this step's \
+                if let Some(s) = self.fixed_scope(name)
+                    && let Some(o) = s.conflict_with(&s)
+                {
+                    found.push((
+                        name.to_string(),
+                        format!(
+                            "the workflow declares `concurrent = true` and this step's \
                                  write scope is the same in every run: two runs would write \
                                  `{}` at once ({o}). Fix: render the scope from the input \
                                  (scope = \"CEL mapping\") so runs touch different paths, or \
                                  accept that runs wait for each other (on_conflict = \"wait\")",
-                                o.example
-                            ),
-                        ));
-                    }
+                            o.example
+                        ),
+                    ));
                 }
             }
         }

@@ -39,14 +39,14 @@ impl TaskOwner {
         }
         // The contract may be unknown if the task was submitted before any agent declared
         // the capability: check the input now, before anything is leased (G3).
-        if self.contract.is_none() {
-            if let Some(c) = self.owners.router.index().contract(&self.task.capability) {
-                if let Err(e) = c.input.validate(&self.task.input) {
-                    self.escalate(format!("input violates the capability's contract: {e}"), cx);
-                    return;
-                }
-                self.contract = Some(c);
+        if self.contract.is_none()
+            && let Some(c) = self.owners.router.index().contract(&self.task.capability)
+        {
+            if let Err(e) = c.input.validate(&self.task.input) {
+                self.escalate(format!("input violates the capability's contract: {e}"), cx);
+                return;
             }
+            self.contract = Some(c);
         }
         match cx.find_agent(&self.topic, &self.excluded, self.shard, woken) {
             Ok((contract, handle)) => {

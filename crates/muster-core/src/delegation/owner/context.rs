@@ -80,7 +80,7 @@ pub(in crate::delegation) trait Cx {
     fn wait_in_line(
         &mut self,
         task: Uuid,
-        gen: u32,
+        generation: u32,
         line: LinePlace,
         backstop: std::time::Duration,
     );

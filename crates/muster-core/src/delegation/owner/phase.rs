@@ -29,7 +29,7 @@ pub(super) enum Phase {
     AwaitingScope,
     /// Every capable agent is at its bound: waits in the capability's line, this owner's
     /// `gen`-th wait there (the wake of an older one is passed on to the next in line).
-    InLine { gen: u32 },
+    InLine { generation: u32 },
     /// Nobody serves the capability (or everybody failed it): waits for an agent to
     /// register, bounded by the deadline.
     AwaitingAgent,

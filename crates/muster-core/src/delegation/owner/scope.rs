@@ -21,12 +21,12 @@ impl TaskOwner {
     }
 
     pub(super) fn release_scope(&mut self) {
-        if std::mem::take(&mut self.scope_asked) {
-            if let Some(t) = self.owners.scopes.get() {
-                t.do_send(ReleaseScope {
-                    task: self.record.id,
-                });
-            }
+        if std::mem::take(&mut self.scope_asked)
+            && let Some(t) = self.owners.scopes.get()
+        {
+            t.do_send(ReleaseScope {
+                task: self.record.id,
+            });
         }
     }
 }

@@ -32,9 +32,9 @@ impl TaskOwner {
             .min(self.deadline.saturating_duration_since(now));
         self.line_waits = self.line_waits.saturating_add(1);
         self.line_gen = self.line_gen.wrapping_add(1);
-        let gen = self.line_gen;
-        self.enter(Phase::InLine { gen }, cx);
-        cx.wait_in_line(self.record.id, gen, line, backstop);
+        let generation = self.line_gen;
+        self.enter(Phase::InLine { generation }, cx);
+        cx.wait_in_line(self.record.id, generation, line, backstop);
     }
 
     pub(super) fn wait_for_agent(&mut self, cx: &mut dyn Cx) {

@@ -287,10 +287,10 @@ pub fn schema_words(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
-            if let Ok(text) = std::fs::read_to_string(e.path()) {
-                if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                    walk(&v, &mut out);
-                }
+            if let Ok(text) = std::fs::read_to_string(e.path())
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+            {
+                walk(&v, &mut out);
             }
         }
     }
