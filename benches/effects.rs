@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use muster::agents::effects::Ledger;
 use muster::clock::Clock;
 use muster::journal::{Durability, Journal, MemoryJournal, Recorder, SqliteJournal};

@@ -70,6 +70,7 @@ mod journal_corrupt_file;
 mod journal_hardening;
 mod journal_index;
 mod journal_round_trip;
+mod late_results_adopt;
 mod llm_agents;
 mod llm_real_model;
 mod messaging_contracts;

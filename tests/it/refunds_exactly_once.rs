@@ -13,13 +13,13 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use muster::journal::sqlite::read_journal;
 use muster::journal::Event;
-use serde_json::{json, Value};
+use muster::journal::sqlite::read_journal;
+use serde_json::{Value, json};
 
 use crate::support::cluster::http_get;
 use crate::support::common::{muster_cmd, output_within};
@@ -31,7 +31,7 @@ const LANES: usize = 8;
 /// Orders per run.
 const ORDERS: usize = 3;
 /// The agent's bookkeeping after each refund, ms (the window a kill leaves "unknown").
-const WORK_MS: &str = "60";
+const WORK_MS: &str = "100";
 
 /// The example's payment service on a port of its own, stopped by pid when dropped.
 struct Payments {
@@ -185,19 +185,21 @@ fn trials(payments: &Payments, unsafe_mode: bool, kills: &[Duration], dir: &Path
     std::thread::scope(|s| {
         for _ in 0..LANES {
             let next = next.clone();
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= kills.len() {
-                    break;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= kills.len() {
+                        break;
+                    }
+                    let journal = dir.join(format!("{mode}-{i}.db"));
+                    trial(
+                        &payments.url(),
+                        unsafe_mode,
+                        &orders(mode, i),
+                        &journal,
+                        kills[i],
+                    );
                 }
-                let journal = dir.join(format!("{mode}-{i}.db"));
-                trial(
-                    &payments.url(),
-                    unsafe_mode,
-                    &orders(mode, i),
-                    &journal,
-                    kills[i],
-                );
             });
         }
     });
@@ -222,17 +224,32 @@ fn kill_points(bound: Duration, n: usize) -> Vec<Duration> {
 fn every_order_is_refunded_once_across_sigkill_and_resume_and_twice_without_the_ledger() {
     let payments = Payments::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    // The length of an unkilled run on this machine now: kill points are drawn over it.
-    let baseline = orders("baseline", 0);
-    let t0 = Instant::now();
-    trial(
-        &payments.url(),
-        false,
-        &baseline,
-        &dir.path().join("baseline.db"),
-        Duration::from_secs(120),
-    );
-    let length = t0.elapsed();
+    // The length of an unkilled trial on this machine now (a run, then the `muster
+    // resume` that finds nothing to do), with as many at once as the trials have (their
+    // mean): kill points are drawn over it, so a few land after the run ended.
+    let lengths: Vec<Duration> = std::thread::scope(|s| {
+        let lanes: Vec<_> = (0..LANES)
+            .map(|lane| {
+                let (payments, dir) = (&payments, dir.path());
+                s.spawn(move || {
+                    let t0 = Instant::now();
+                    trial(
+                        &payments.url(),
+                        false,
+                        &orders("baseline", lane),
+                        &dir.join(format!("baseline-{lane}.db")),
+                        Duration::from_secs(120),
+                    );
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        lanes
+            .into_iter()
+            .map(|l| l.join().expect("a baseline run"))
+            .collect()
+    });
+    let length = lengths.iter().sum::<Duration>() / LANES as u32;
     let kills = kill_points(length, TRIALS);
 
     trials(&payments, false, &kills, dir.path());

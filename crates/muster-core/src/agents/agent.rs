@@ -297,7 +297,7 @@ impl TaskContext {
                         key: entry.key,
                         epoch: entry.epoch,
                     }),
-                }
+                };
             }
         };
         // Declared before it is done: a crash from here on leaves it "unknown", never

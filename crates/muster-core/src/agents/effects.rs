@@ -144,7 +144,9 @@ pub enum EffectError {
     /// it done: it may have happened. Reconcile with the outside world by `key` (query it,
     /// or repeat the call with the same idempotency key) and report what you found with
     /// [`TaskContext::effect_done`](super::TaskContext::effect_done).
-    #[error("effect `{name}` has an unknown outcome: started by epoch {epoch} with key {key:?} and never reported done")]
+    #[error(
+        "effect `{name}` has an unknown outcome: started by epoch {epoch} with key {key:?} and never reported done"
+    )]
     Unknown {
         /// The effect.
         name: String,

@@ -171,6 +171,20 @@ pub enum Event {
         /// The model, its calls, tokens and cost.
         usage: Usage,
     },
+    /// A late result of an earlier epoch was adopted: the capability is idempotent and
+    /// declares `late_results = "adopt"`, the result passed the contract, and it arrived
+    /// while the attempt under `current_epoch` was running (that attempt is cancelled). A
+    /// `result_accepted` under `epoch` follows.
+    ResultAdopted {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance that answered late.
+        agent: Arc<str>,
+        /// The earlier epoch whose result is adopted.
+        epoch: u64,
+        /// The epoch of the attempt it supersedes.
+        current_epoch: u64,
+    },
     /// A result from a superseded epoch was rejected (G2).
     ResultStale {
         /// Task id.
@@ -362,6 +376,7 @@ impl Event {
             Event::ResultAccepted { .. } => "result_accepted",
             Event::ModelUsage { .. } => "model_usage",
             Event::ResultStale { .. } => "result_stale",
+            Event::ResultAdopted { .. } => "result_adopted",
             Event::EffectStarted { .. } => "effect_started",
             Event::EffectDone { .. } => "effect_done",
             Event::TaskEscalated { .. } => "task_escalated",
@@ -400,6 +415,7 @@ impl Event {
             | Event::ResultAccepted { task, .. }
             | Event::ModelUsage { task, .. }
             | Event::ResultStale { task, .. }
+            | Event::ResultAdopted { task, .. }
             | Event::EffectStarted { task, .. }
             | Event::EffectDone { task, .. }
             | Event::TaskEscalated { task, .. }
@@ -436,6 +452,7 @@ impl Event {
             | Event::ModelUsage { agent, .. }
             | Event::EffectStarted { agent, .. }
             | Event::EffectDone { agent, .. }
+            | Event::ResultAdopted { agent, .. }
             | Event::ResultStale { agent, .. } => Some(agent),
             Event::EnvelopeRouted { delivered_to, .. } => Some(delivered_to),
             Event::EnvelopeFailed { envelope, .. } => match &envelope.recipient {
@@ -466,6 +483,7 @@ impl Event {
             | Event::ModelUsage { epoch, .. }
             | Event::EffectStarted { epoch, .. }
             | Event::EffectDone { epoch, .. }
+            | Event::ResultAdopted { epoch, .. }
             | Event::ResultStale { epoch, .. } => Some(*epoch),
             Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
                 envelope.task_id.map(|_| envelope.epoch)
