@@ -93,6 +93,7 @@ mod sigkill_resume;
 mod sim_agents;
 mod sim_cli;
 mod sim_determinism;
+mod sim_effects;
 mod sim_horizon;
 mod sim_network;
 mod sim_no_loss;
