@@ -333,6 +333,7 @@ fn recovery_rebuilds_the_exact_state_at_each_kind_of_point() {
                 input: json!({"n": 1}),
                 interrupted: vec![],
                 refunded: 0,
+                effects: vec![],
             })
         )])
     );
@@ -360,6 +361,7 @@ fn recovery_rebuilds_the_exact_state_at_each_kind_of_point() {
             // The lease has no end: the crash interrupted that attempt.
             interrupted: vec![(1, leased_to)],
             refunded: 0,
+            effects: vec![],
         })
     );
 

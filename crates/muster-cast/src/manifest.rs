@@ -205,7 +205,7 @@ fn field_type(path: &[&str]) -> FieldType {
         ] => FieldType::Count,
         [
             "backend",
-            "crash" | "hang" | "error" | "violate" | "late" | "temperature",
+            "crash" | "hang" | "error" | "violate" | "late" | "crash_after_effect" | "temperature",
         ]
         | ["backend", "latency", "mu" | "sigma"]
         | ["backend", "price", "prompt" | "completion"] => FieldType::Number,

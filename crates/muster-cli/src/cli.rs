@@ -80,6 +80,28 @@ pub struct CastArgs {
     pub strict: bool,
 }
 
+impl CastArgs {
+    /// The cast of a workflow that keeps its own beside it: `--actors` (`--schemas`) left at
+    /// `actors` (`schemas`) is read as the `actors/` (`schemas/`) folder of the workflow
+    /// file's folder when there is one, so `muster run examples/refunds/workflow.toml`
+    /// runs from anywhere in the repository without naming its cast.
+    pub(crate) fn beside(mut self, workflow: &std::path::Path) -> Self {
+        let Some(dir) = workflow
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && *d != std::path::Path::new("."))
+        else {
+            return self;
+        };
+        if self.actors == std::path::Path::new("actors") && dir.join("actors").is_dir() {
+            self.actors = dir.join("actors");
+        }
+        if self.schemas == std::path::Path::new("schemas") && dir.join("schemas").is_dir() {
+            self.schemas = dir.join("schemas");
+        }
+        self
+    }
+}
+
 /// The runtime's settings a command that starts one takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {

@@ -372,6 +372,7 @@ mod tests {
             deadline: tokio::time::Instant::now() + Duration::from_secs(60),
             reply: ReplyTo::Once(tx),
             heartbeat: None,
+            effects: None,
         });
         rx
     }

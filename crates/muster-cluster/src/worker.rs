@@ -717,6 +717,9 @@ impl Inner {
             deadline,
             reply: ReplyTo::Once(tx),
             heartbeat: Some(heartbeat),
+            // The task's ledger lives with its owner on the control node: an attempt here
+            // gets the task's keys, and a ledger that journals nothing.
+            effects: None,
         });
         let inner = self.clone();
         let local_id = a.instance;

@@ -143,7 +143,16 @@ async fn run_oneshot(
         .env("MUSTER_ATTEMPT", ctx.attempt.to_string())
         .env("MUSTER_CAPABILITY", &*ctx.capability)
         .env("MUSTER_AGENT", &*ctx.agent)
-        .env("MUSTER_DEADLINE_MS", remaining_ms(&ctx).to_string());
+        .env("MUSTER_DEADLINE_MS", remaining_ms(&ctx).to_string())
+        .env("MUSTER_EFFECT_KEY_PREFIX", ctx.effect_key_prefix());
+    let effects = ctx.effects();
+    if !effects.is_empty() {
+        // The task's ledger: what earlier attempts did (done) or may have done (unknown).
+        cmd.env(
+            "MUSTER_EFFECTS",
+            crate::stdio::wire::effects_json(&effects).to_string(),
+        );
+    }
     if let Some(scope) = ctx.scope() {
         // The program's output may list what it changed in `touched`; the task's owner
         // checks it against this scope.
@@ -370,6 +379,10 @@ mod tests {
             assert_eq!(env["MUSTER_ATTEMPT"], json!("2"));
             assert_eq!(env["MUSTER_CAPABILITY"], json!("echo"));
             assert_eq!(env["MUSTER_AGENT"], json!("echo#0"));
+            assert_eq!(
+                env["MUSTER_EFFECT_KEY_PREFIX"],
+                json!(format!("muster:{task_id}:"))
+            );
             assert_eq!(env["EXTRA"], json!("yes"));
             let ms: u64 = env["MUSTER_DEADLINE_MS"].as_str().unwrap().parse().unwrap();
             assert!(ms > 0 && ms <= 10_000, "{ms}");

@@ -8,7 +8,7 @@
 //! the tasks in flight. The tests sit apart (`stdio/tests.rs`, `stdio/fuzz.rs`).
 
 mod driver;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod fuzz;

@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod def;
+pub mod effects;
 pub mod function;
 pub mod group;
 pub mod handle;
@@ -29,6 +30,7 @@ pub mod workspace;
 
 pub use agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
 pub use def::AgentDef;
+pub use effects::{EffectEntry, EffectError, EffectState, Ledger};
 pub use function::FnAgent;
 pub(crate) use handle::LoadWatch;
 pub use handle::{InstanceHandle, Mailbox, MailboxLayer};

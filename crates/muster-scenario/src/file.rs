@@ -50,8 +50,16 @@ use muster_workflow::definition::{MAX_ATTEMPTS, MAX_DURATION};
 
 /// The keys of an `[[agents]]` entry that belong to its fault model (the rest is an
 /// agent manifest).
-const FAULT_KEYS: [&str; 8] = [
-    "seed", "latency", "crash", "hang", "error", "violate", "late", "late_by",
+const FAULT_KEYS: [&str; 9] = [
+    "seed",
+    "latency",
+    "crash",
+    "hang",
+    "error",
+    "violate",
+    "late",
+    "late_by",
+    "crash_after_effect",
 ];
 
 /// The most tasks (or runs) a scenario may drive, from the file or `--tasks`: the

@@ -15,5 +15,7 @@ pub mod runner;
 mod tally;
 
 pub use file::{Arrival, MAX_COUNT, RuntimeFault, Scenario, ScenarioError, Target};
-pub use runner::{NetworkReport, Progress, RssMarks, SimError, SimOptions, SimReport, run};
+pub use runner::{
+    EffectCounts, NetworkReport, Progress, RssMarks, SimError, SimOptions, SimReport, run,
+};
 pub use tally::{Fnv1a, Latencies, TALLY_WINDOW, Tally, TallyJournal};

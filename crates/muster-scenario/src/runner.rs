@@ -161,6 +161,17 @@ pub struct Wall {
     pub rss: Option<RssMarks>,
 }
 
+/// What the simulated agents' effects came to (`crash_after_effect` models).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EffectCounts {
+    /// Tasks that did their effect.
+    pub run: u64,
+    /// Effects done again by a later attempt (0 with the effect ledger).
+    pub repeated: u64,
+    /// Effects started and never reported done.
+    pub unknown: u64,
+}
+
 /// Resident memory at points of a simulation, MiB (see [`Wall::rss`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RssMarks {
@@ -223,6 +234,8 @@ pub struct SimReport {
     pub tasks: Ends,
     /// Results rejected as stale (G2).
     pub stale_rejected: u64,
+    /// Effects: tasks that did one, effects done again, effects of unknown outcome.
+    pub effects: EffectCounts,
     /// Results accepted under an epoch other than the task's latest lease (G2: must be 0).
     pub accepted_superseded: u64,
     /// Leases after a task's first.
@@ -397,6 +410,11 @@ fn report(
             duplicates: t.duplicates,
         },
         stale_rejected: t.stale_rejected,
+        effects: EffectCounts {
+            run: t.effects_run,
+            repeated: t.effects_repeated,
+            unknown: t.effects_unknown,
+        },
         accepted_superseded: t.accepted_superseded,
         reassignments: t.reassignments,
         failed_attempts: t.failed_attempts,

@@ -38,6 +38,10 @@ struct TaskTrack {
     accepted: u32,
     escalated: bool,
     cancelled: bool,
+    /// `effect_started` records (the simulated agents do at most one effect per task).
+    effect_starts: u32,
+    /// Whether an `effect_done` came.
+    effect_done: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -121,6 +125,9 @@ struct Counts {
     cancelled: u64,
     duplicates: u64,
     multiple_terminals: u64,
+    effects_run: u64,
+    effects_repeated: u64,
+    effects_unknown: u64,
     task_latencies: Latencies,
     runs: u64,
     runs_completed: u64,
@@ -136,6 +143,11 @@ impl Counts {
         }
         if task.terminals > 1 {
             self.multiple_terminals += 1;
+        }
+        if task.effect_starts > 0 || task.effect_done {
+            self.effects_run += 1;
+            self.effects_repeated += u64::from(task.effect_starts.saturating_sub(1));
+            self.effects_unknown += u64::from(!task.effect_done);
         }
         if let Some(end) = task.ended_ms {
             if task.accepted > 0 {
@@ -232,6 +244,13 @@ pub struct Tally {
     pub duplicates: u64,
     /// Tasks with more than one terminal event.
     pub multiple_terminals: u64,
+    /// Tasks that did an effect (an `effect_started` or `effect_done`).
+    pub effects_run: u64,
+    /// `effect_started` records beyond a task's first for its effect: the effect was done
+    /// again (must be 0 with the ledger).
+    pub effects_repeated: u64,
+    /// Effects started and never reported done (unknown outcome).
+    pub effects_unknown: u64,
     /// Workflow runs started.
     pub runs: u64,
     /// Runs that ended `completed`.
@@ -337,6 +356,9 @@ impl TallyJournal {
             lost,
             duplicates: c.duplicates,
             multiple_terminals: c.multiple_terminals,
+            effects_run: c.effects_run,
+            effects_repeated: c.effects_repeated,
+            effects_unknown: c.effects_unknown,
             runs: c.runs,
             runs_completed: c.runs_completed,
             runs_escalated: c.runs_escalated,
@@ -394,6 +416,18 @@ impl State {
                 self.task_end(*task, at_ms, |t| t.cancelled = true)
             }
             Event::ResultStale { .. } => self.stale += 1,
+            // Effects come before their task's end; one of a task already out of the
+            // window is not counted.
+            Event::EffectStarted { task, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.effect_starts += 1;
+                }
+            }
+            Event::EffectDone { task, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.effect_done = true;
+                }
+            }
             Event::ChildRestarted { .. } => self.restarts += 1,
             Event::AgentDroppedOut { .. } => self.dropped += 1,
             Event::RunStarted { run, .. } => {

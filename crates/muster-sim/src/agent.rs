@@ -116,6 +116,7 @@ pub struct SimAgent {
 /// What a simulated task will do, drawn before it starts waiting.
 enum Plan {
     Answer(Value),
+    CrashAfterEffect,
     Late(Value),
     Fail(AgentError),
     Crash,
@@ -163,6 +164,7 @@ impl SimAgent {
             };
         let schema = match fault {
             Fault::Crash => return Plan::Crash,
+            Fault::CrashAfterEffect => return Plan::CrashAfterEffect,
             Fault::Hang => return Plan::Hang,
             Fault::Error => {
                 return Plan::Fail(AgentError::new(format!(
@@ -202,10 +204,18 @@ impl Agent for SimAgent {
         let plan = self.plan(fault, &ctx, &mut rng);
         let late_by = Duration::from_secs_f64(self.model.late_by.clamp(0.0, 1.0e9));
         let deadline = ctx.deadline;
+        let effects = self.model.crash_after_effect > 0.0;
         Box::pin(async move {
             tokio::time::sleep(latency).await;
+            if effects {
+                // One effect per task, run at most once whatever happens to its attempts.
+                let key = ctx.effect_key("effect");
+                ctx.effect("effect", Some(&key), || async { Ok::<u64, AgentError>(1) })
+                    .await?;
+            }
             match plan {
                 Plan::Answer(v) => Ok(v),
+                Plan::CrashAfterEffect => panic!("{} (after its effect)", CRASH_MESSAGE),
                 Plan::Fail(e) => Err(e),
                 Plan::Crash => panic!("{}", CRASH_MESSAGE),
                 Plan::Hang => {

@@ -74,6 +74,12 @@ pub struct FaultModel {
     /// journaled `result_stale`; past the grace the attempt is aborted instead.
     #[serde(default = "default_late_by", with = "secs")]
     pub late_by: f64,
+    /// Probability that a task does its effect (journaled `effect_started`, then
+    /// `effect_done`) and then panics before it answers. A model with it above 0 makes
+    /// every task do one effect, named `effect`, through `TaskContext::effect`, before
+    /// its outcome: a later attempt finds it done and does not do it again.
+    #[serde(default)]
+    pub crash_after_effect: f64,
 }
 
 impl Default for FaultModel {
@@ -87,6 +93,7 @@ impl Default for FaultModel {
             violate: 0.0,
             late: 0.0,
             late_by: default_late_by(),
+            crash_after_effect: 0.0,
         }
     }
 }
@@ -107,6 +114,8 @@ pub enum Fault {
     Violate,
     /// Answers after its deadline.
     Late,
+    /// Does its effect, then panics before it answers.
+    CrashAfterEffect,
 }
 
 impl FaultModel {
@@ -137,7 +146,9 @@ impl FaultModel {
         if out.is_empty() && sum > 1.0 + 1e-9 {
             out.push(InvalidModel::new(
                 "",
-                format!("crash + hang + error + violate + late = {sum} is above 1"),
+                format!(
+                    "crash + hang + error + violate + late + crash_after_effect = {sum} is above 1"
+                ),
             ));
         }
         if !self.late_by.is_finite() || self.late_by < 0.0 {
@@ -158,13 +169,14 @@ impl FaultModel {
         }
     }
 
-    fn probabilities(&self) -> [(&'static str, f64); 5] {
+    fn probabilities(&self) -> [(&'static str, f64); 6] {
         [
             ("crash", self.crash),
             ("hang", self.hang),
             ("error", self.error),
             ("violate", self.violate),
             ("late", self.late),
+            ("crash_after_effect", self.crash_after_effect),
         ]
     }
 
@@ -185,6 +197,7 @@ impl FaultModel {
             Fault::Error,
             Fault::Violate,
             Fault::Late,
+            Fault::CrashAfterEffect,
         ];
         for ((_, p), fault) in self.probabilities().into_iter().zip(faults) {
             acc += p.max(0.0);

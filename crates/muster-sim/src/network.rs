@@ -655,6 +655,7 @@ mod tests {
             heartbeat: Some(Arc::new(move || {
                 beat.fetch_add(1, Ordering::Relaxed);
             })),
+            effects: None,
         }
     }
 

@@ -219,6 +219,9 @@ impl RunState<'_> {
                 });
             }
             task.spent = p.leases.saturating_sub(p.refunded + refunds);
+            // What its attempts did to the outside world before the crash: done effects
+            // are not run again, started ones are reported of unknown outcome.
+            task.effects = p.effects.clone();
         }
         if let Some(g) = ts.on_exhausted.as_deref().filter(|g| *g != "fail") {
             task = task.escalate_to(g);

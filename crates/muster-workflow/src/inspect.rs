@@ -225,6 +225,74 @@ pub struct TaskOwnership {
     pub leases: Vec<LeaseSpan>,
     /// Results rejected as stale, as `agent@epoch`.
     pub stale: Vec<String>,
+    /// Its effects on the outside world (`effect_started`, `effect_done`), by name in
+    /// the order they were first started.
+    pub effects: Vec<EffectView>,
+}
+
+/// One effect of a task, as its records tell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EffectView {
+    /// The effect's name.
+    pub name: String,
+    /// The idempotency key it was last started with, if any.
+    pub key: Option<String>,
+    /// The epochs that started it, in order (more than one: a later attempt reconciled an
+    /// unknown outcome, or ran it again).
+    pub started: Vec<u64>,
+    /// The epochs that reported it done, in order (at most one, unless an agent repeated
+    /// a done effect).
+    pub done: Vec<u64>,
+    /// `done`, or `unknown` (started, never reported done).
+    pub state: &'static str,
+    /// Set when the effect was started more than once without an idempotency key: the
+    /// outside world may have seen it twice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl EffectView {
+    fn new(name: &str) -> Self {
+        EffectView {
+            name: name.to_string(),
+            key: None,
+            started: Vec::new(),
+            done: Vec::new(),
+            state: "unknown",
+            warning: None,
+        }
+    }
+
+    /// Folds one of the task's effect records in.
+    fn note(&mut self, event: &Event) {
+        match event {
+            Event::EffectStarted { key, epoch, .. } => {
+                self.started.push(*epoch);
+                if key.is_some() {
+                    self.key = key.clone();
+                }
+                if self.started.len() > 1 && self.key.is_none() {
+                    self.warning = Some(format!(
+                        "started {} times without an idempotency key (epochs {}): the outside world may have seen it more than once",
+                        self.started.len(),
+                        self.started
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            Event::EffectDone { key, epoch, .. } => {
+                self.done.push(*epoch);
+                if self.key.is_none() {
+                    self.key = key.clone();
+                }
+                self.state = "done";
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The story of a scope: entries in journal order, then ownership per task.
@@ -600,6 +668,7 @@ pub fn timeline(records: &[Record], scope: Scope) -> Timeline {
     let mut first: Option<u64> = None;
     // task → (leases, stale)
     let mut owners: BTreeMap<(u64, Uuid), (Vec<LeaseSpan>, Vec<String>)> = BTreeMap::new();
+    let mut effects: HashMap<Uuid, Vec<EffectView>> = HashMap::new();
     let key = |t: &Uuid| (index.tasks.get(t).map_or(0, |i| i.first_seq), *t);
     for r in index.records {
         if !index.in_scope(&r.event, scope) {
@@ -749,6 +818,33 @@ pub fn timeline(records: &[Record], scope: Scope) -> Timeline {
                     .1
                     .push(format!("{agent}@{epoch}"));
             }
+            Event::EffectStarted {
+                task, name, key, ..
+            }
+            | Event::EffectDone {
+                task, name, key, ..
+            } => {
+                entry.attempt =
+                    info.and_then(|i| entry.epoch.and_then(|e| i.attempts.get(&e).copied()));
+                let done = matches!(r.event, Event::EffectDone { .. });
+                let key = key
+                    .as_deref()
+                    .map_or("no key".to_string(), |k| format!("key {k}"));
+                entry.outcome = if done {
+                    format!("effect `{name}` done ({key})")
+                } else {
+                    format!("effect `{name}` started ({key})")
+                };
+                let list = effects.entry(*task).or_default();
+                let i = match list.iter().position(|v| v.name == *name) {
+                    Some(i) => i,
+                    None => {
+                        list.push(EffectView::new(name));
+                        list.len() - 1
+                    }
+                };
+                list[i].note(&r.event);
+            }
             Event::TaskEscalated { task, to, reason } => {
                 entry.outcome = format!("escalated to {to}: {reason}");
                 end_lease(&mut owners, *task, None, "escalated".into());
@@ -776,6 +872,7 @@ pub fn timeline(records: &[Record], scope: Scope) -> Timeline {
                 status: info.and_then(|i| i.status).unwrap_or("open").to_string(),
                 leases,
                 stale,
+                effects: effects.remove(&task).unwrap_or_default(),
             }
         })
         .collect();

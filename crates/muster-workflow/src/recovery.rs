@@ -34,6 +34,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::outcome::{AttemptFailure, StepRecord, StepSummary};
+use muster_core::agents::EffectEntry;
 use muster_core::journal::{Event, Record};
 
 /// A task of a step that was submitted before the crash and has no accepted result.
@@ -56,6 +57,9 @@ pub struct PendingTask {
     /// Interrupted attempts already given back at earlier resumes (`attempt_interrupted`
     /// records with `refunded`).
     pub refunded: u32,
+    /// Its effect ledger, folded from its `effect_started` and `effect_done` records
+    /// (of every epoch, stale ones included): handed to the resubmitted task.
+    pub effects: Vec<EffectEntry>,
 }
 
 /// How many attempts of one task cut short by the process's own end (a crash, a kill)
@@ -193,6 +197,7 @@ struct TaskFacts {
     open: BTreeMap<u64, String>,
     /// `attempt_interrupted` records with `refunded`.
     refunded: u32,
+    effects: Vec<EffectEntry>,
     stale: u32,
     accepted: Option<(String, u64, Arc<Value>)>,
     escalated: Option<String>,
@@ -368,6 +373,10 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                 let f = facts.entry(*task).or_default();
                 f.open.remove(epoch);
                 f.refunded += u32::from(*refunded);
+            }
+            Event::EffectStarted { task, .. } | Event::EffectDone { task, .. } => {
+                let f = facts.entry(*task).or_default();
+                EffectEntry::fold(&mut f.effects, &r.event);
             }
             Event::ResultStale { task, epoch, .. } => {
                 let f = facts.entry(*task).or_default();
@@ -585,6 +594,7 @@ fn finish(b: Building, facts: &HashMap<Uuid, TaskFacts>) -> RecoveredRun {
                             input: Arc::unwrap_or_clone(f.input),
                             interrupted: f.open.into_iter().collect(),
                             refunded: f.refunded,
+                            effects: f.effects,
                         }),
                     }
                 }

@@ -93,7 +93,8 @@ fn report_with(wf: &Workflow, findings: &[Finding], warnings: &[String], json_ou
 /// Runs `muster check`; returns the exit code (0 clean, 1 findings). Warnings about the
 /// cast (an environment override for no agent, a command agent's program not found from
 /// here) are printed first (in `--json`: a `warnings` list) and do not change the code.
-pub fn run(args: CheckArgs) -> Result<i32, CliError> {
+pub fn run(mut args: CheckArgs) -> Result<i32, CliError> {
+    args.cast = args.cast.beside(&args.workflow);
     let (store, defs, manifests, overrides) = load_manifests_warning(&args.cast)?;
     // Text: on stderr, as every command that loads the cast says them; `--json`: in the
     // document's `warnings`.

@@ -472,6 +472,25 @@ fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Optio
         for s in &o.stale {
             outln!(out, "    stale result from {s} rejected");
         }
+        for e in &o.effects {
+            let epochs = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            outln!(
+                out,
+                "    effect {:<24} {:<7} started@{} done@{} key {}",
+                e.name,
+                e.state,
+                epochs(&e.started),
+                if e.done.is_empty() {
+                    "-".to_string()
+                } else {
+                    epochs(&e.done)
+                },
+                e.key.as_deref().unwrap_or("(none)")
+            );
+            if let Some(w) = &e.warning {
+                outln!(out, "      warning: {w}");
+            }
+        }
     }
 }
 

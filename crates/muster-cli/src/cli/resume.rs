@@ -54,7 +54,7 @@ fn journal_error(path: &Path, e: muster::journal::JournalError) -> CliError {
 
 /// Runs `muster resume`; returns the exit code: 0 when every run completed (or there
 /// was nothing to finish), 1 when one failed, 3 when one waits at a gate.
-pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
+pub fn run(mut args: ResumeArgs) -> Result<i32, CliError> {
     // Read-only first: a missing or foreign file is refused before anything is created.
     read_journal(&args.journal, i64::MAX as u64).map_err(|e| journal_error(&args.journal, e))?;
     // Then the lock: what is unfinished is read by the one process that may finish it
@@ -85,6 +85,10 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
             );
         }
         return Ok(EXIT_OK);
+    }
+    // A workflow that keeps its cast beside it finds it there (see `muster run`).
+    if let Some(first) = open.first() {
+        args.cast = args.cast.clone().beside(Path::new(&first.file));
     }
     let (store, defs, manifests) = load_manifests(&args.cast)?;
     let files = manifest_files(&manifests);

@@ -220,10 +220,11 @@ pub(crate) fn print_usage(usage: Option<&UsageTotals>) {
 }
 
 /// Runs `muster run`; returns the exit code.
-pub fn run(args: RunArgs) -> Result<i32, CliError> {
+pub fn run(mut args: RunArgs) -> Result<i32, CliError> {
     if args.server.server.is_some() {
         return remote(args);
     }
+    args.cast = args.cast.beside(&args.workflow);
     let (store, defs, manifests) = load_manifests(&args.cast)?;
     let files = manifest_files(&manifests);
     let wf = Arc::new(load_workflow(&args.workflow, &store)?);

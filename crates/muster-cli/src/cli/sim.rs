@@ -138,6 +138,13 @@ fn human(r: &SimReport) -> String {
         "  tasks    {:>9}  completed {}  escalated {}  cancelled {}  lost {}  duplicates {}",
         t.total, t.completed, t.escalated, t.cancelled, t.lost, t.duplicates
     );
+    if r.effects.run > 0 {
+        let _ = writeln!(
+            s,
+            "  effects  run {}  repeated {}  unknown outcome {}",
+            r.effects.run, r.effects.repeated, r.effects.unknown
+        );
+    }
     let _ = writeln!(
         s,
         "  faults   failed attempts {}  reassignments {}  stale results rejected {}  restarts {}  dropped out {}  runtime faults {}",

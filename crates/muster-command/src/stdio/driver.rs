@@ -73,6 +73,10 @@ struct Inner {
     pending: HashMap<(Uuid, u64), Pending>,
     /// Tasks a cancel line was written for, most recent last.
     cancelled: VecDeque<(Uuid, u64)>,
+    /// The contexts of the attempts most recently started, in flight or not, so that an
+    /// effect an attempt reports after it lost its lease is still journaled (effects are
+    /// facts, whichever epoch ran them).
+    recent: VecDeque<TaskContext>,
 }
 
 struct Pending {
@@ -308,6 +312,10 @@ async fn run_stdio_task(
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
+        if inner.recent.len() >= RECENT_CANCELS {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(ctx.clone());
         inner.pending.insert(
             key,
             Pending {
@@ -598,6 +606,36 @@ fn on_line(shared: &Shared, line: Line, link: &AgentLink) {
                 None => settle(shared, task_id, epoch, Ok(output)),
             }
         }
+        AgentLine::EffectStarted {
+            task_id,
+            epoch,
+            name: effect,
+            key,
+        } => match attempt_of(shared, task_id, epoch) {
+            Some(ctx) => {
+                ctx.ledger()
+                    .started(&effect, key.as_deref(), epoch, &ctx.agent);
+            }
+            None => tracing::warn!(
+                agent = %name,
+                "effect_started `{effect}` for task {task_id} at epoch {epoch}, which this instance does not know; not journaled"
+            ),
+        },
+        AgentLine::EffectDone {
+            task_id,
+            epoch,
+            name: effect,
+            key,
+            result,
+        } => match attempt_of(shared, task_id, epoch) {
+            Some(ctx) => ctx
+                .ledger()
+                .done(&effect, key.as_deref(), epoch, &ctx.agent, result),
+            None => tracing::warn!(
+                agent = %name,
+                "effect_done `{effect}` for task {task_id} at epoch {epoch}, which this instance does not know; not journaled"
+            ),
+        },
         AgentLine::Error {
             task_id,
             epoch,
@@ -609,6 +647,20 @@ fn on_line(shared: &Shared, line: Line, link: &AgentLink) {
             Err(AgentError::new(clip_message(&message))),
         ),
     }
+}
+
+/// The context of attempt `epoch` of `task_id`: in flight, or among the recent ones.
+fn attempt_of(shared: &Shared, task_id: Uuid, epoch: u64) -> Option<TaskContext> {
+    let inner = shared.inner.try_borrow().ok()?;
+    if let Some(p) = inner.pending.get(&(task_id, epoch)) {
+        return Some(p.ctx.clone());
+    }
+    inner
+        .recent
+        .iter()
+        .rev()
+        .find(|c| c.task_id == task_id && c.epoch == epoch)
+        .cloned()
 }
 
 /// Delivers an answer to the task it names, or fails a task whose epoch it got wrong.

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::process::{MAX_OUTPUT_BYTES, quote, quote_bytes, remaining_ms};
 use muster_core::agents::agent::TaskContext;
+use muster_core::agents::effects::EffectEntry;
 
 /// The `task` line that hands `input` to the program, with its trailing `\n`.
 pub(super) fn task_line(input: Value, ctx: &TaskContext) -> String {
@@ -24,11 +25,40 @@ pub(super) fn task_line(input: Value, ctx: &TaskContext) -> String {
         "capability": &*ctx.capability,
         "input": input,
         "deadline_ms": remaining_ms(ctx),
+        "effect_key": ctx.effect_key_prefix(),
     });
-    if let (Some(scope), Some(obj)) = (ctx.scope(), line.as_object_mut()) {
-        obj.insert("scope".into(), json!(scope));
+    if let Some(obj) = line.as_object_mut() {
+        if let Some(scope) = ctx.scope() {
+            obj.insert("scope".into(), json!(scope));
+        }
+        let effects = ctx.effects();
+        if !effects.is_empty() {
+            obj.insert("effects".into(), effects_json(&effects));
+        }
     }
     format!("{line}\n")
+}
+
+/// A task's effect ledger as the task line carries it: per effect its name, key, epoch,
+/// `state` (`done` or `unknown`) and, once done, its `result`.
+pub(crate) fn effects_json(effects: &[EffectEntry]) -> Value {
+    Value::Array(
+        effects
+            .iter()
+            .map(|e| {
+                let mut v = json!({
+                    "name": e.name,
+                    "key": e.key,
+                    "epoch": e.epoch,
+                    "state": e.state(),
+                });
+                if let (Some(r), Some(obj)) = (&e.result, v.as_object_mut()) {
+                    obj.insert("result".into(), r.clone());
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 /// The `cancel` line for task `task_id` at `epoch`, with its trailing `\n`.
@@ -55,6 +85,26 @@ pub(super) enum AgentLine {
         #[serde(deserialize_with = "epoch")]
         epoch: u64,
         message: String,
+    },
+    /// The agent is about to perform effect `name` of a task (journaled `effect_started`).
+    EffectStarted {
+        task_id: Uuid,
+        #[serde(deserialize_with = "epoch")]
+        epoch: u64,
+        name: String,
+        #[serde(default)]
+        key: Option<String>,
+    },
+    /// Effect `name` of a task is done, with `result` (journaled `effect_done`).
+    EffectDone {
+        task_id: Uuid,
+        #[serde(deserialize_with = "epoch")]
+        epoch: u64,
+        name: String,
+        #[serde(default)]
+        key: Option<String>,
+        #[serde(default)]
+        result: Value,
     },
     Heartbeat {
         #[serde(default)]

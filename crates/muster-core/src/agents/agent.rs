@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::effects::{EffectEntry, EffectError, Ledger};
 use crate::journal::Usage;
 use crate::messaging::{ContractError, Envelope};
 
@@ -35,6 +36,8 @@ pub struct TaskContext {
     /// What the attempt spent on models so far; the instance puts it in the attempt's
     /// report however the attempt ends (even past its deadline).
     pub(crate) usage: Arc<parking_lot::Mutex<Option<Usage>>>,
+    /// The task's effect ledger, shared by every attempt of the task.
+    pub(crate) effects: Arc<Ledger>,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -108,7 +111,212 @@ impl TaskContext {
             envelope: Arc::new(envelope),
             heartbeat: None,
             usage: Arc::default(),
+            effects: Arc::new(Ledger::detached(task_id)),
         }
+    }
+
+    /// The same context with `ledger` as its task's effect ledger (tools and tests that run
+    /// an agent by hand across several "attempts").
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use muster_core::agents::effects::Ledger;
+    /// use muster_core::TaskContext;
+    /// let task = uuid::Uuid::now_v7();
+    /// let ledger = Arc::new(Ledger::detached(task));
+    /// let ctx = TaskContext::standalone(task, 1, "pay", "p#0", tokio::time::Instant::now())
+    ///     .with_ledger(ledger.clone());
+    /// assert!(Arc::ptr_eq(ctx.ledger(), &ledger));
+    /// ```
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.effects = ledger;
+        self
+    }
+
+    /// The task's effect ledger (backends that relay an agent's effect reports use it).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.effects
+    }
+
+    /// A stable key for effect `name` of this task: the same in every attempt of the task,
+    /// whichever agent runs it and after a crash and `muster resume`, and different between
+    /// tasks. Pass it to the outside world as an idempotency key (e.g. the
+    /// `Idempotency-Key` header of a payment API), so that a repeated call is recognised
+    /// there as well.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::TaskContext;
+    /// let task = uuid::Uuid::now_v7();
+    /// let first = TaskContext::standalone(task, 1, "pay", "p#0", tokio::time::Instant::now());
+    /// let second = TaskContext::standalone(task, 2, "pay", "p#1", tokio::time::Instant::now());
+    /// assert_eq!(first.effect_key("refund:17"), second.effect_key("refund:17"));
+    /// assert_ne!(first.effect_key("refund:17"), first.effect_key("refund:18"));
+    /// ```
+    pub fn effect_key(&self, name: &str) -> String {
+        self.effects.key(name)
+    }
+
+    /// The prefix of every [`TaskContext::effect_key`] of this task.
+    pub fn effect_key_prefix(&self) -> &str {
+        self.effects.prefix()
+    }
+
+    /// The task's effect ledger as this attempt sees it: every effect an attempt of the
+    /// task (this one, an earlier one, a stale one still running) started, done or of
+    /// unknown outcome.
+    pub fn effects(&self) -> Vec<EffectEntry> {
+        self.effects.entries()
+    }
+
+    /// Runs effect `name` at most once per task: journals `effect_started`, waits until it
+    /// is written, runs `f`, journals `effect_done` with its result and returns it.
+    ///
+    /// - An effect already **done** (by any attempt of the task, before a crash as well) is
+    ///   not run again: `f` is skipped and its recorded result returned.
+    /// - An effect **started and never done** (its attempt crashed, timed out, or is still
+    ///   running) is not run blindly: [`EffectError::Unknown`] names it and its key, so the
+    ///   agent asks the outside world by that key, then runs [`TaskContext::reconcile`]
+    ///   (repeat the call with the same idempotency key) or [`TaskContext::effect_done`].
+    /// - If `f` fails, the effect's outcome is unknown from then on (the call may have
+    ///   happened before the error).
+    ///
+    /// `key` is the idempotency key passed to the outside world ([`TaskContext::effect_key`]),
+    /// journaled with the effect; `None` for an effect without one.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::{AgentError, TaskContext};
+    /// # actix_rt::System::new().block_on(async {
+    /// let ctx = TaskContext::standalone(uuid::Uuid::now_v7(), 1, "pay", "p#0",
+    ///     tokio::time::Instant::now());
+    /// let key = ctx.effect_key("refund:17");
+    /// let charged: u64 = ctx.effect("refund:17", Some(&key), || async {
+    ///     // POST /refunds with the header `Idempotency-Key: {key}`
+    ///     Ok::<_, AgentError>(1700)
+    /// }).await?;
+    /// // A second call of the same effect in the same task returns the recorded result.
+    /// let again: u64 = ctx.effect("refund:17", Some(&key), || async { unreachable!() }).await?;
+    /// assert_eq!((charged, again), (1700, 1700));
+    /// # Ok::<(), muster_core::agents::effects::EffectError>(()) }).unwrap();
+    /// ```
+    pub async fn effect<T, F, Fut>(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        f: F,
+    ) -> Result<T, EffectError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentError>>,
+    {
+        self.run_effect(name, key, false, f).await
+    }
+
+    /// Runs effect `name` whose outcome is unknown once more: `f` is expected to reconcile
+    /// with the outside world (look the call up by its key, or repeat it with the same
+    /// idempotency key, which a payment API answers with the first call's result). Journals
+    /// another `effect_started` and then `effect_done`. A done effect is not run (its result
+    /// is returned); one never started runs as with [`TaskContext::effect`].
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::agents::effects::EffectError;
+    /// use muster_core::{AgentError, TaskContext};
+    /// # actix_rt::System::new().block_on(async {
+    /// let ctx = TaskContext::standalone(uuid::Uuid::now_v7(), 1, "pay", "p#0",
+    ///     tokio::time::Instant::now());
+    /// let key = ctx.effect_key("mail");
+    /// let failed = ctx.effect("mail", Some(&key), || async {
+    ///     Err::<u32, _>(AgentError::new("connection reset")) }).await;
+    /// assert!(matches!(failed, Err(EffectError::Failed { .. })));
+    /// let unknown = ctx.effect("mail", Some(&key), || async { Ok(1u32) }).await;
+    /// assert!(matches!(unknown, Err(EffectError::Unknown { .. })));
+    /// let sent: u32 = ctx.reconcile("mail", Some(&key), || async { Ok(1) }).await?;
+    /// assert_eq!(sent, 1);
+    /// # Ok::<(), EffectError>(()) }).unwrap();
+    /// ```
+    pub async fn reconcile<T, F, Fut>(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        f: F,
+    ) -> Result<T, EffectError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentError>>,
+    {
+        self.run_effect(name, key, true, f).await
+    }
+
+    /// Reports effect `name` done with `result` without running anything: for an effect of
+    /// unknown outcome the agent found done when it asked the outside world by its key.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::TaskContext;
+    /// let ctx = TaskContext::standalone(uuid::Uuid::now_v7(), 1, "pay", "p#0",
+    ///     tokio::time::Instant::now());
+    /// ctx.effect_done("refund:17", None, serde_json::json!({"charge": "ch_1"}));
+    /// assert!(ctx.effects()[0].result.is_some());
+    /// ```
+    pub fn effect_done(&self, name: &str, key: Option<&str>, result: Value) {
+        self.effects
+            .done(name, key, self.epoch, &self.agent, result);
+    }
+
+    async fn run_effect<T, F, Fut>(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        retry: bool,
+        f: F,
+    ) -> Result<T, EffectError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentError>>,
+    {
+        let result_error = |e: serde_json::Error| EffectError::Result {
+            name: name.to_string(),
+            message: e.to_string(),
+        };
+        let seq = match self
+            .effects
+            .claim(name, key, self.epoch, &self.agent, retry)
+        {
+            Ok(seq) => seq,
+            Err(entry) => {
+                return match entry.result {
+                    Some(done) => serde_json::from_value(done).map_err(result_error),
+                    None => Err(EffectError::Unknown {
+                        name: entry.name,
+                        key: entry.key,
+                        epoch: entry.epoch,
+                    }),
+                };
+            }
+        };
+        // Declared before it is done: a crash from here on leaves it "unknown", never
+        // forgotten.
+        self.effects
+            .written(seq)
+            .await
+            .map_err(|source| EffectError::Unwritten {
+                name: name.to_string(),
+                source,
+            })?;
+        let value = f().await.map_err(|e| EffectError::Failed {
+            name: name.to_string(),
+            message: e.message,
+        })?;
+        let recorded = serde_json::to_value(&value).map_err(result_error)?;
+        self.effects
+            .done(name, key, self.epoch, &self.agent, recorded);
+        Ok(value)
     }
 
     /// Records what one model call of this attempt spent (LLM backends call it after each
@@ -210,6 +418,12 @@ impl AgentError {
             protocol: true,
             ..AgentError::new(message)
         }
+    }
+}
+
+impl From<EffectError> for AgentError {
+    fn from(e: EffectError) -> Self {
+        AgentError::new(e.to_string())
     }
 }
 

@@ -28,6 +28,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::agent::{Agent, AgentError, AgentFactory, AgentLink, Failure, TaskContext};
+use super::effects::Ledger;
 use super::handle::{InstanceHandle, Mailbox, MailboxLayer};
 use super::presence::{Directory, Presence};
 use super::protocol::{AgentState, Assign, AttemptReport, Cancel, Kill, ReplyTo, Shutdown};
@@ -273,6 +274,10 @@ impl AgentInstance {
             envelope: env.clone(),
             heartbeat: a.heartbeat.take(),
             usage: Arc::default(),
+            effects: a
+                .effects
+                .take()
+                .unwrap_or_else(|| Arc::new(Ledger::detached(task_id))),
         };
         let usage = tctx.usage.clone();
         // The agent owns its input: a copy of the payload the envelope shares.

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::agent::Failure;
+use super::effects::Ledger;
 use crate::journal::Usage;
 use crate::messaging::Envelope;
 
@@ -143,6 +144,9 @@ pub struct Assign {
     pub reply: ReplyTo,
     /// Called on every task heartbeat.
     pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The task's effect ledger, shared by its attempts (`None`: a plain message, or an
+    /// assignment from another process; the attempt gets a ledger that journals nothing).
+    pub effects: Option<Arc<Ledger>>,
 }
 
 impl std::fmt::Debug for Assign {

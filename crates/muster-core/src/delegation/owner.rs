@@ -73,7 +73,7 @@ use super::reuse::ReuseKey;
 use super::shared::Shared;
 use super::task::Task;
 use super::timers::{Due, Timers};
-use crate::agents::{AttemptReport, Failure};
+use crate::agents::{AttemptReport, Failure, Ledger};
 use crate::journal::{Event, Recorder};
 use crate::messaging::Capability;
 
@@ -110,6 +110,8 @@ pub(super) struct TaskOwner {
     /// Set while this task is the one running identical idempotent work (across phases,
     /// until its end).
     reuse_key: Option<ReuseKey>,
+    /// The task's effect ledger, made at its first lease and shared by every attempt.
+    effects: Option<Arc<Ledger>>,
 }
 
 impl TaskOwner {
@@ -152,7 +154,22 @@ impl TaskOwner {
             line_gen: 0,
             scope_asked: false,
             reuse_key: None,
+            effects: None,
         }
+    }
+
+    /// The task's effect ledger (made on first use from the entries the task was
+    /// submitted with: those recovered from the journal after a crash).
+    fn ledger(&mut self) -> &Arc<Ledger> {
+        let (id, recorder, task) = (self.record.id, &self.recorder, &mut self.task);
+        self.effects.get_or_insert_with(|| {
+            Arc::new(Ledger::new(
+                id,
+                recorder.clone(),
+                std::mem::take(&mut task.effects),
+                task.effect_prefix.clone(),
+            ))
+        })
     }
 
     /// The task's id.

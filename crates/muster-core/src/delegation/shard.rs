@@ -29,7 +29,7 @@ use super::protocol::{
 use super::reuse::{Found, ReuseKey, Reused};
 use super::shared::Shared;
 use super::timers::{Due, TimerKey, Timers};
-use crate::agents::{AttemptReport, InstanceHandle, ReplyTo};
+use crate::agents::{AttemptReport, InstanceHandle, Ledger, ReplyTo};
 use crate::discovery::{LinePlace, PickError, WaitFor};
 use crate::messaging::{Capability, Envelope, Scope};
 
@@ -193,6 +193,7 @@ impl Cx for ShardCx<'_> {
         envelope: Arc<Envelope>,
         deadline: Instant,
         heartbeat: bool,
+        effects: Arc<Ledger>,
     ) {
         let beat = match (heartbeat, envelope.task_id) {
             (true, Some(task)) => {
@@ -210,6 +211,7 @@ impl Cx for ShardCx<'_> {
             deadline,
             ReplyTo::Owner(self.me.reply.clone()),
             beat,
+            Some(effects),
         );
     }
 

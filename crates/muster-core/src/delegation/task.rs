@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::agents::EffectEntry;
 use crate::messaging::Scope;
 
 /// The longest time bound a task may have (timeout, deadline, backoff): 366 days. A
@@ -148,6 +149,14 @@ pub struct Task {
     pub scope: Option<Arc<Scope>>,
     /// What happens when the scope overlaps one held: wait (default) or fail.
     pub on_conflict: OnConflict,
+    /// The task's effect ledger so far (recovery: folded from the journal's
+    /// `effect_started` and `effect_done` records), handed to its first attempt: an effect
+    /// done is not run again, one started is reported as of unknown outcome.
+    pub effects: Vec<EffectEntry>,
+    /// The prefix of the task's effect keys; `None` (the default): derived from the task
+    /// id. A delegated tool call sets it from its parent's task, so its keys stay the same
+    /// across the parent's attempts.
+    pub effect_prefix: Option<Arc<str>>,
 }
 
 impl Task {
@@ -172,6 +181,8 @@ impl Task {
             early_outcome: false,
             scope: None,
             on_conflict: OnConflict::Wait,
+            effects: Vec::new(),
+            effect_prefix: None,
         }
     }
 

@@ -171,6 +171,20 @@ pub enum Event {
         /// The model, its calls, tokens and cost.
         usage: Usage,
     },
+    /// A late result of an earlier epoch was adopted: the capability is idempotent and
+    /// declares `late_results = "adopt"`, the result passed the contract, and it arrived
+    /// while the attempt under `current_epoch` was running (that attempt is cancelled). A
+    /// `result_accepted` under `epoch` follows.
+    ResultAdopted {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance that answered late.
+        agent: Arc<str>,
+        /// The earlier epoch whose result is adopted.
+        epoch: u64,
+        /// The epoch of the attempt it supersedes.
+        current_epoch: u64,
+    },
     /// A result from a superseded epoch was rejected (G2).
     ResultStale {
         /// Task id.
@@ -181,6 +195,39 @@ pub enum Event {
         epoch: u64,
         /// The epoch in force (0 when the task had already ended).
         current_epoch: u64,
+    },
+    /// An agent declared an effect on the outside world (a charge, an email, a write)
+    /// before doing it: until an `effect_done` of the same task and name follows, its
+    /// outcome is unknown. Journaled by whichever epoch ran it, stale or not: effects are
+    /// facts, and a later attempt of the task is handed them.
+    EffectStarted {
+        /// Task id.
+        task: Uuid,
+        /// The effect's name, unique within the task (e.g. `refund:order-17`).
+        name: String,
+        /// The idempotency key the agent passed to the outside world, if any (see
+        /// `TaskContext::effect_key`).
+        key: Option<String>,
+        /// The epoch of the attempt that started it.
+        epoch: u64,
+        /// The agent instance.
+        agent: Arc<str>,
+    },
+    /// An effect declared by `effect_started` is done: `result` is what the outside world
+    /// answered. A later attempt of the task does not run it again and gets this result.
+    EffectDone {
+        /// Task id.
+        task: Uuid,
+        /// The effect's name.
+        name: String,
+        /// Its idempotency key, if any.
+        key: Option<String>,
+        /// The epoch of the attempt that reported it.
+        epoch: u64,
+        /// The agent instance.
+        agent: Arc<str>,
+        /// What the effect returned.
+        result: Value,
     },
     /// A task's policy is exhausted; a gate or the dead-letter record holds it.
     TaskEscalated {
@@ -329,6 +376,9 @@ impl Event {
             Event::ResultAccepted { .. } => "result_accepted",
             Event::ModelUsage { .. } => "model_usage",
             Event::ResultStale { .. } => "result_stale",
+            Event::ResultAdopted { .. } => "result_adopted",
+            Event::EffectStarted { .. } => "effect_started",
+            Event::EffectDone { .. } => "effect_done",
             Event::TaskEscalated { .. } => "task_escalated",
             Event::TaskCancelled { .. } => "task_cancelled",
             Event::ScopeAcquired { .. } => "scope_acquired",
@@ -365,6 +415,9 @@ impl Event {
             | Event::ResultAccepted { task, .. }
             | Event::ModelUsage { task, .. }
             | Event::ResultStale { task, .. }
+            | Event::ResultAdopted { task, .. }
+            | Event::EffectStarted { task, .. }
+            | Event::EffectDone { task, .. }
             | Event::TaskEscalated { task, .. }
             | Event::TaskCancelled { task, .. }
             | Event::ScopeAcquired { task, .. }
@@ -397,6 +450,9 @@ impl Event {
             | Event::AttemptInterrupted { agent, .. }
             | Event::ResultAccepted { agent, .. }
             | Event::ModelUsage { agent, .. }
+            | Event::EffectStarted { agent, .. }
+            | Event::EffectDone { agent, .. }
+            | Event::ResultAdopted { agent, .. }
             | Event::ResultStale { agent, .. } => Some(agent),
             Event::EnvelopeRouted { delivered_to, .. } => Some(delivered_to),
             Event::EnvelopeFailed { envelope, .. } => match &envelope.recipient {
@@ -425,6 +481,9 @@ impl Event {
             | Event::AttemptInterrupted { epoch, .. }
             | Event::ResultAccepted { epoch, .. }
             | Event::ModelUsage { epoch, .. }
+            | Event::EffectStarted { epoch, .. }
+            | Event::EffectDone { epoch, .. }
+            | Event::ResultAdopted { epoch, .. }
             | Event::ResultStale { epoch, .. } => Some(*epoch),
             Event::EnvelopeRouted { envelope, .. } | Event::EnvelopeFailed { envelope, .. } => {
                 envelope.task_id.map(|_| envelope.epoch)

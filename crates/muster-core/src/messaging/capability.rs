@@ -67,6 +67,40 @@ pub struct CapabilitySpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub reuse_for: Option<Duration>,
+    /// What a result of an earlier epoch that arrives while a later attempt runs does:
+    /// fenced as stale (the default), or, for an idempotent capability only, adopted when
+    /// it passes the contract (the task completes with it and the running attempt is
+    /// cancelled). A non-idempotent capability always fences.
+    #[serde(default, skip_serializing_if = "LateResults::is_fence")]
+    pub late_results: LateResults,
+}
+
+/// What a task's owner does with a result of an earlier epoch that arrives while a later
+/// attempt is running ([`CapabilitySpec::late_results`]).
+///
+/// # Example
+/// ```
+/// use muster_core::messaging::capability::LateResults;
+/// let adopt: LateResults = serde_json::from_str("\"adopt\"").unwrap();
+/// assert_eq!(adopt, LateResults::Adopt);
+/// assert_eq!(LateResults::default(), LateResults::Fence);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LateResults {
+    /// Journaled `result_stale` and never accepted (G2).
+    #[default]
+    Fence,
+    /// Adopted if the capability is idempotent and the result passes the contract:
+    /// journaled `result_adopted` (both epochs) then `result_accepted` under the late
+    /// epoch; the running attempt is cancelled.
+    Adopt,
+}
+
+impl LateResults {
+    fn is_fence(&self) -> bool {
+        *self == LateResults::Fence
+    }
 }
 
 /// How long an idempotent capability's accepted result is reused when its declaration
@@ -92,7 +126,26 @@ impl CapabilitySpec {
             workspace: None,
             idempotent: false,
             reuse_for: None,
+            late_results: LateResults::Fence,
         }
+    }
+
+    /// Adopts a late result of an earlier epoch (see [`LateResults::Adopt`]); only an
+    /// idempotent capability ever does.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::CapabilitySpec;
+    /// use muster_core::messaging::capability::LateResults;
+    /// use std::time::Duration;
+    /// let cap = CapabilitySpec::new("code.review", "in", "out")
+    ///     .idempotent(Duration::from_secs(600))
+    ///     .adopt_late_results();
+    /// assert_eq!(cap.late_results, LateResults::Adopt);
+    /// ```
+    pub fn adopt_late_results(mut self) -> Self {
+        self.late_results = LateResults::Adopt;
+        self
     }
 
     /// Declares the default scope of this capability's tasks.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::verdict::verdict;
-use crate::agents::{Assign, AttemptReport, Failure, InstanceHandle, ReplyTo};
+use crate::agents::{Assign, AttemptReport, Failure, InstanceHandle, Ledger, ReplyTo};
 use crate::discovery::{CapabilityIndex, PickError};
 use crate::ids::IdGen;
 use crate::journal::{Event, Recorder};
@@ -169,11 +169,12 @@ impl Router {
             envelope: envelope.clone(),
             delivered_to: to.id.clone(),
         });
-        self.hand_over(to, envelope, deadline, reply, heartbeat);
+        self.hand_over(to, envelope, deadline, reply, heartbeat, None);
     }
 
     /// As [`Router::deliver`], for a caller that has journaled the handoff itself (a task
-    /// owner's `lease_granted` carries its envelope whole).
+    /// owner's `lease_granted` carries its envelope whole), handing the attempt its
+    /// task's effect ledger.
     pub fn hand_over(
         &self,
         to: &InstanceHandle,
@@ -181,6 +182,7 @@ impl Router {
         deadline: tokio::time::Instant,
         reply: ReplyTo,
         heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
+        effects: Option<Arc<Ledger>>,
     ) {
         let _span = tracing::debug_span!(
             "envelope",
@@ -197,6 +199,7 @@ impl Router {
             deadline,
             reply,
             heartbeat,
+            effects,
         });
     }
 }

@@ -12,6 +12,7 @@ use super::phase::{ActiveLease, Phase};
 use super::{Cx, TaskOwner, Unavailable};
 use crate::agents::{Failure, InstanceHandle};
 use crate::journal::Event;
+use crate::messaging::capability::LateResults;
 use crate::messaging::{Envelope, Recipient};
 use crate::routing::verdict;
 
@@ -132,7 +133,14 @@ impl TaskOwner {
         self.last_envelope = Some(envelope.id);
         self.outstanding.push(epoch);
         // Journaled above, whole, in `lease_granted`.
-        cx.assign(&handle, envelope, deadline, heartbeat_every.is_some());
+        let effects = self.ledger().clone();
+        cx.assign(
+            &handle,
+            envelope,
+            deadline,
+            heartbeat_every.is_some(),
+            effects,
+        );
         self.enter(
             Phase::Leased(ActiveLease {
                 handle,
@@ -225,6 +233,65 @@ impl TaskOwner {
         }
     }
 
+    /// Whether a late result of an earlier epoch may be adopted: the capability is
+    /// idempotent and says `late_results = "adopt"`.
+    fn adopts_late_results(&self) -> bool {
+        self.contract
+            .as_deref()
+            .is_some_and(|c| c.spec.idempotent && c.spec.late_results == LateResults::Adopt)
+    }
+
+    /// Adopts the result of earlier epoch `epoch` while lease `current` runs, if it passes
+    /// the contract: the running attempt is cancelled and the task completes with it.
+    /// Returns false (nothing done) for a result that fails the contract: it is fenced.
+    fn adopt(
+        &mut self,
+        epoch: u64,
+        current: u64,
+        agent: &Arc<str>,
+        output: &Value,
+        cx: &mut dyn Cx,
+    ) -> bool {
+        let limit = self.recorder.journal().max_payload_bytes();
+        let verdict = verdict(
+            self.record.id,
+            self.contract.as_deref(),
+            &self.task.input,
+            output,
+            self.task.scope.as_deref(),
+            Some(limit),
+        );
+        if verdict.is_err() {
+            return false;
+        }
+        let Some(running) = self.end_lease(current, LeaseOutcome::Cancelled, cx) else {
+            return false;
+        };
+        cx.cancel_attempt(&running, self.record.id, current);
+        tracing::debug!(task = %self.record.id, epoch, current, "late result adopted");
+        // The late lease ended as a timeout (or a missed heartbeat); its result is the
+        // task's after all.
+        if let Some(l) = self.record.leases.iter_mut().find(|l| l.epoch == epoch) {
+            l.outcome = LeaseOutcome::Completed;
+        }
+        self.recorder.record(Event::ResultAdopted {
+            task: self.record.id,
+            agent: agent.clone(),
+            epoch,
+            current_epoch: current,
+        });
+        let output = Arc::new(output.clone());
+        self.recorder.record(Event::ResultAccepted {
+            task: self.record.id,
+            agent: agent.clone(),
+            epoch,
+            output: output.clone(),
+        });
+        self.record.output = Some(output);
+        self.finish(TaskStatus::Completed, cx);
+        true
+    }
+
     pub(super) fn on_result(
         &mut self,
         epoch: u64,
@@ -233,6 +300,13 @@ impl TaskOwner {
         cx: &mut dyn Cx,
     ) {
         let current = self.leased().map(|l| l.epoch);
+        if let Some(c) = current
+            && epoch < c
+            && self.adopts_late_results()
+            && self.adopt(epoch, c, &agent, &output, cx)
+        {
+            return;
+        }
         if current != Some(epoch) || self.done() {
             // A result from a superseded epoch: fenced (G2).
             self.record.stale_rejected += 1;

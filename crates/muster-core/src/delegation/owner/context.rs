@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::super::reuse::{Found, ReuseKey};
 use super::super::timers::{Due, TimerKey};
-use crate::agents::InstanceHandle;
+use crate::agents::{InstanceHandle, Ledger};
 use crate::discovery::{Abandoned, LinePlace};
 use crate::messaging::{Capability, Envelope, Scope};
 
@@ -55,13 +55,15 @@ pub(in crate::delegation) trait Cx {
     ) -> Result<(Arc<Capability>, Arc<InstanceHandle>), Unavailable>;
 
     /// Hands the lease's envelope to `agent`, to be answered by `deadline`; with
-    /// `heartbeat`, the agent's heartbeats reach the owner.
+    /// `heartbeat`, the agent's heartbeats reach the owner. The attempt shares the task's
+    /// effect ledger `effects`.
     fn assign(
         &mut self,
         agent: &Arc<InstanceHandle>,
         envelope: Arc<Envelope>,
         deadline: Instant,
         heartbeat: bool,
+        effects: Arc<Ledger>,
     );
 
     /// Tells `agent` that lease `epoch` of `task` is cancelled.

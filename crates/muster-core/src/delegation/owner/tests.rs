@@ -78,7 +78,14 @@ impl Cx for Fake {
             .map(|h| (self.contract.clone(), h.clone()))
             .ok_or(Unavailable::Nobody)
     }
-    fn assign(&mut self, agent: &Arc<InstanceHandle>, e: Arc<Envelope>, _: Instant, _: bool) {
+    fn assign(
+        &mut self,
+        agent: &Arc<InstanceHandle>,
+        e: Arc<Envelope>,
+        _: Instant,
+        _: bool,
+        _: Arc<crate::agents::Ledger>,
+    ) {
         self.assigned.push((agent.id.clone(), e.epoch));
     }
     fn cancel_attempt(&mut self, agent: &InstanceHandle, _: Uuid, epoch: u64) {
