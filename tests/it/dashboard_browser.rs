@@ -625,7 +625,10 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
         "document.querySelector('[data-testid=gate-why]')?.textContent.includes('prepare: completed — x 1')",
     )
     .await;
-    let _ = linked.close().await;
+    // Closing a page waits for chromium to report the target gone, which it can fail to
+    // do while another page of the browser is busy: bounded, and left to the browser's
+    // own close when it does not come.
+    let _ = tokio::time::timeout(Duration::from_secs(10), linked.close()).await;
     // A viewer's page shows the gate waiting without the buttons its role may not use.
     let viewer = chrome
         .browser
