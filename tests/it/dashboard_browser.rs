@@ -613,22 +613,19 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     )
     .await;
     assert_eq!(run_status(&client, &node, &gated).await, "waiting");
-    // The run's own page says why it waits: what its steps found before the gate.
-    let linked = chrome
-        .browser
-        .new_page(node.url(&format!("/?token={TOKEN}#run={gated}")))
+    // Its detail says why it waits: what its steps found before the gate.
+    page.find_element(format!("[data-testid=run-row][data-run-id={}]", q(&gated)))
         .await
-        .expect("the run's page opens");
+        .expect("the gated run's row")
+        .click()
+        .await
+        .expect("a click on the gated run");
     wait_page(
-        &linked,
-        "the gate's reasons on the run's page",
+        &page,
+        "the gate's reasons in the run's detail",
         "document.querySelector('[data-testid=gate-why]')?.textContent.includes('prepare: completed — x 1')",
     )
     .await;
-    // Closing a page waits for chromium to report the target gone, which it can fail to
-    // do while another page of the browser is busy: bounded, and left to the browser's
-    // own close when it does not come.
-    let _ = tokio::time::timeout(Duration::from_secs(10), linked.close()).await;
     // A viewer's page shows the gate waiting without the buttons its role may not use.
     let viewer = chrome
         .browser
