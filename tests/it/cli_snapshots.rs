@@ -31,6 +31,8 @@ fn filters() -> Vec<(&'static str, &'static str)> {
             r"\+\d+(\.\d+)?(ms|s|m|h)\.\.\+\d+(\.\d+)?(ms|s|m|h) +",
             "[span] ",
         ),
+        // The lease table's header: the span column is as wide as its spans.
+        (r"span +outcome", "span  outcome"),
         // Durations, right-aligned in their columns: the padding goes with them.
         (r" *\+?\b\d+(\.\d+)?(ms|s|m|h)\b", " [dur]"),
         (r"/tmp/[A-Za-z0-9._/-]+", "[tmp]"),

@@ -447,6 +447,8 @@ fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Optio
             o.sender,
             o.status
         );
+        let mut leases =
+            super::table::new(&["epoch", "attempt", "agent", "span", "outcome"], &[0, 1]);
         for l in &o.leases {
             let span = match l.ended_ms {
                 Some(end) => format!(
@@ -456,15 +458,16 @@ fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Optio
                 ),
                 None => format!("+{}..", duration(l.granted_ms.saturating_sub(start))),
             };
-            outln!(
-                out,
-                "    epoch {:<3} attempt {:<2} {:<16} {:<22} {}",
-                l.epoch,
-                l.attempt,
-                l.agent,
+            leases.add_row(vec![
+                l.epoch.to_string(),
+                l.attempt.to_string(),
+                l.agent.to_string(),
                 span,
-                l.outcome
-            );
+                l.outcome.clone(),
+            ]);
+        }
+        if !o.leases.is_empty() {
+            outln!(out, "{}", super::table::render(&leases, 4));
         }
         for s in &o.stale {
             outln!(out, "    stale result from {s} rejected");
