@@ -124,3 +124,62 @@ fn runs_and_scale_beyond_their_limits_are_bad_input_naming_the_flag() {
         assert!(text.contains(field), "{args:?} names {field}: {text}");
     }
 }
+
+#[test]
+fn quick_runs_w1_w2_w3_at_a_tenth_without_peers_with_the_durable_w2_figure() {
+    let out = crate::support::common::muster()
+        .args(["bench", "--quick", "--runs", "1", "--json"])
+        .env_remove("MUSTER_BENCH_SCALE")
+        .output()
+        .expect("muster runs");
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(doc["scale"], 0.1, "--quick's own scale is reported");
+    let ids: Vec<&str> = doc["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .filter_map(|w| w["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["W1", "W2", "W3"]);
+    let w2 = &doc["workloads"][1];
+    let durable = figure(w2, "muster_sqlite_relaxed_tasks_per_s");
+    assert_eq!(durable["unit"], "1/s");
+    assert!(durable["median"].as_f64().is_some_and(|v| v > 0.0));
+    for w in doc["workloads"].as_array().expect("workloads") {
+        assert_eq!(w["peers"].as_array().map(Vec::len), Some(0), "no peers");
+    }
+    let notes = doc["notes"].to_string();
+    assert!(
+        notes.contains("No guarantee is turned off"),
+        "the report says what stays on: {notes}"
+    );
+}
+
+#[test]
+fn quick_with_peers_or_beyond_w3_is_bad_input_naming_the_flag() {
+    for (args, field) in [
+        (vec!["--peers"], "--peers"),
+        (vec!["--peers", "rust"], "--peers"),
+        (vec!["--peer", "x=/bin/true"], "--peer"),
+        (vec!["--workload", "W4"], "--workload"),
+    ] {
+        let out = crate::support::common::muster()
+            .args(["bench", "--quick", "--runs", "1", "--json"])
+            .args(&args)
+            .output()
+            .expect("muster runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+        assert_eq!(doc["ok"], false, "{args:?}");
+        assert!(
+            doc.to_string().contains(field),
+            "{args:?} names {field}: {doc}"
+        );
+    }
+}

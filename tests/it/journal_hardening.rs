@@ -437,3 +437,52 @@ fn a_record_nobody_waits_for_is_still_written_within_the_commit_window() {
     }
     drop(j);
 }
+
+#[test]
+fn closing_commits_every_queued_record_beyond_one_batch_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let config = muster::journal::JournalConfig {
+        commit_window: Duration::from_secs(3600),
+        ..muster::journal::JournalConfig::default()
+    };
+    let j = SqliteJournal::open_with(&path, Durability::Relaxed, config).expect("open");
+    // More than two of the writer's batches (8,192 records), nobody waiting for any.
+    const N: u64 = 20_000;
+    for i in 0..N {
+        j.append(
+            i,
+            Event::Note {
+                text: i.to_string(),
+            },
+        );
+    }
+    j.close().expect("closed with every record committed");
+    assert_eq!(
+        j.append(
+            0,
+            Event::Note {
+                text: "late".into()
+            }
+        ),
+        N + 1,
+        "an append after close is numbered and refused, not queued"
+    );
+    let records = read_journal(&path, 0).expect("readable");
+    assert_eq!(
+        records.len() as u64,
+        N,
+        "every queued record is in the file"
+    );
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(k, r)| r.seq == k as u64 + 1
+                && r.event
+                    == Event::Note {
+                        text: k.to_string()
+                    }),
+        "in order, gap-free, each record its own"
+    );
+}

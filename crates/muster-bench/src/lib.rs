@@ -239,16 +239,16 @@ pub async fn run(
         }
     }
     for rep in &mut reports {
-        if rep.id == "W1"
-            && rep
-                .collected
-                .get("muster_workflow_sqlite_relaxed_us_per_handoff")
-                .is_none()
-        {
-            rep.not_measured.push((
-                "muster_workflow_sqlite_relaxed_us_per_handoff".into(),
-                "the SQLite journal could not be opened in the temp directory".into(),
-            ));
+        for (id, figure) in [
+            ("W1", "muster_workflow_sqlite_relaxed_us_per_handoff"),
+            ("W2", "muster_sqlite_relaxed_tasks_per_s"),
+        ] {
+            if rep.id == id && rep.collected.get(figure).is_none() {
+                rep.not_measured.push((
+                    figure.into(),
+                    "the SQLite journal could not be opened in the temp directory".into(),
+                ));
+            }
         }
     }
     progress(Progress {

@@ -332,7 +332,10 @@ pub fn memory() -> (u64, u64) {
 }
 
 /// W2 fan-out, one run: 1,000 echo instances of one capability, `100,000 * scale` tasks
-/// in batches of 1,000 in flight, beside 1,000 tokio tasks and 1,000 actix actors.
+/// in batches of 1,000 in flight, beside 1,000 tokio tasks and 1,000 actix actors; on one
+/// shard and on every core with the in-memory journal, then on every core with the SQLite
+/// journal (relaxed), whose figure is left out when no file can be opened in the temp
+/// directory.
 pub async fn w2(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
     const AGENTS: usize = 1_000;
     const BATCH: usize = 1_000;
@@ -375,7 +378,7 @@ pub async fn w2(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
 
     // One shard first (the single-threaded runtime), then one per core, submitting from
     // every shard: each shard's submitter keeps its share of the batch in flight.
-    let one = w2_muster(n, 1).await?;
+    let one = w2_muster(n, 1, Arc::new(MemoryJournal::default())).await?;
     c.rec(
         "muster_one_shard_tasks_per_s",
         Unit::PerSecond,
@@ -383,7 +386,7 @@ pub async fn w2(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
     );
     let (rss0, _) = memory();
     let shards = muster_core::shards::available();
-    let all = w2_muster(n, shards).await?;
+    let all = w2_muster(n, shards, Arc::new(MemoryJournal::default())).await?;
     let (rss1, hwm) = memory();
     c.rec(
         "muster_register_1000_agents_ms",
@@ -402,6 +405,18 @@ pub async fn w2(scale: f64, c: &mut Collector) -> Result<(), BenchError> {
         Unit::Megabytes,
         rss1.saturating_sub(rss0) as f64 / 1048576.0,
     );
+    // Durable: the same fan-out with every record in a SQLite file (relaxed), each result
+    // acknowledged only once its records are committed; the tasks in flight share commits.
+    let dir = std::env::temp_dir().join(format!("muster-bench-w2-{}", std::process::id()));
+    if let Some(j) = sqlite_journal(&dir, muster_sqlite::Durability::Relaxed) {
+        let durable = w2_muster(n, shards, j).await?;
+        c.rec(
+            "muster_sqlite_relaxed_tasks_per_s",
+            Unit::PerSecond,
+            rate(durable.took),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -411,15 +426,20 @@ struct W2Run {
     took: Duration,
 }
 
-/// W2 through a runtime on `shards` shards: 1,000 echo instances spread over them, and
+/// W2 through a runtime on `shards` shards journaling to `journal`: 1,000 echo instances
+/// spread over them, and
 /// `n` tasks submitted from every shard (shard `s` takes every `shards`-th batch slot), each
 /// keeping its share of the 1,000 in flight.
-async fn w2_muster(n: usize, shards: usize) -> Result<W2Run, BenchError> {
+async fn w2_muster(
+    n: usize,
+    shards: usize,
+    journal: Arc<dyn Journal>,
+) -> Result<W2Run, BenchError> {
     const AGENTS: usize = 1_000;
     const BATCH: usize = 1_000;
     let m = Muster::builder()
         .schema("bench-payload", payload_schema()?)
-        .journal(Arc::new(MemoryJournal::default()))
+        .journal(journal)
         .shards(shards)
         .start()
         .await?;

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use crate::file::{Probe, create, lock, open_read_only, probe, sql_error};
 use crate::migrate::migrate;
 use crate::read::read_records;
 use crate::runs;
-use crate::writer::{self, Msg, Progress};
+use crate::writer::{self, Inbox, Progress};
 use muster_core::journal::write_stats::WriteCounters;
 use muster_core::journal::{
     Event, Journal, JournalConfig, JournalError, Record, RunEntry, RunQuery, Watermark, WriteStats,
@@ -108,7 +107,7 @@ pub struct SqliteJournal {
     config: JournalConfig,
     /// The last sequence number handed out.
     last: AtomicU64,
-    tx: mpsc::Sender<Msg>,
+    inbox: Arc<Inbox>,
     progress: Arc<Progress>,
     reader: Mutex<Option<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -218,7 +217,7 @@ impl SqliteJournal {
         let last = last.max(0) as u64;
         let progress = Arc::new(Progress::new(last));
         let written = Arc::new(WriteCounters::default());
-        let (tx, handle) = writer::start(conn, progress.clone(), written.clone(), &config)
+        let (inbox, handle) = writer::start(conn, progress.clone(), written.clone(), &config)
             .map_err(|source| JournalError::Io {
                 path: path.clone(),
                 source,
@@ -228,7 +227,7 @@ impl SqliteJournal {
             durability,
             config,
             last: AtomicU64::new(last),
-            tx,
+            inbox,
             progress,
             reader: Mutex::new(None),
             writer: Mutex::new(Some(handle)),
@@ -321,7 +320,7 @@ impl SqliteJournal {
     pub fn close(&self) -> Result<(), JournalError> {
         let handle = self.writer.lock().take();
         if let Some(h) = handle {
-            let _ = self.tx.send(Msg::Close);
+            self.inbox.close();
             let joined = h.join();
             // `flock` locks belong to the open file description, which forked children
             // share until they exec: unlock it rather than wait for every copy to close.
@@ -488,11 +487,13 @@ impl SqliteJournal {
 
 impl Journal for SqliteJournal {
     fn append(&self, at_ms: u64, event: Event) -> u64 {
-        let seq = self.last.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.tx.send(Msg::Append(seq, at_ms, event)).is_err() {
-            tracing::error!(path = %self.path.display(), seq, "journal closed: event not stored");
+        match self.inbox.append(&self.last, at_ms, event) {
+            Ok(seq) => seq,
+            Err(seq) => {
+                tracing::error!(path = %self.path.display(), seq, "journal closed: event not stored");
+                seq
+            }
         }
-        seq
     }
 
     fn read_after(&self, after: u64) -> Vec<Record> {
@@ -523,7 +524,7 @@ impl Journal for SqliteJournal {
         if self.progress.wanted.fetch_max(seq, Ordering::AcqRel) < seq {
             // A writer that stopped has nothing to commit; its waiters learn it from the
             // state.
-            let _ = self.tx.send(Msg::Want);
+            self.inbox.want();
         }
     }
 

@@ -3,12 +3,13 @@
 //! Owns the on-disk format (tables `events`, `runs` and `meta`) and the writer thread. It upholds
 //! G5 after the process is gone (every event is a row that `muster inspect` and `sqlite3`
 //! can query) and, with [`Durability::Sync`], that an acknowledged result is on disk. It
-//! must not block the hot path: [`SqliteJournal::append`] assigns the sequence number from
-//! an atomic counter and hands the record to the writer over a channel; the writer drains
-//! whatever has arrived and inserts it in one transaction.
+//! must not block the hot path: [`SqliteJournal::append`] assigns the sequence number and
+//! queues the record in the writer's inbox, waking the writer only when it has something
+//! to decide (a batch opens, someone waits for a record, the batch is full); the writer
+//! takes whatever is queued and inserts it in one transaction.
 //!
 //! ```text
-//!  actors ── append(seq = counter+1) ──► channel ──► writer thread ── BEGIN; INSERT ×N; COMMIT
+//!  actors ── append(seq = counter+1) ──► inbox ──► writer thread ── BEGIN; INSERT ×N; COMMIT
 //!                                                          │
 //!  wait_durable(seq) / flush() ◄── durable watermark ◄─────┘  (highest gap-free committed seq)
 //! ```

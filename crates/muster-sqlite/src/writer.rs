@@ -4,15 +4,20 @@
 //! publishes the durable watermark, the highest gap-free committed sequence number, to
 //! blocking and async waiters (G5).
 //!
-//! It must not be reached except through its channel and [`Progress`]: the journal handle
-//! (`journal.rs`) hands it records and reads its progress.
+//! Appends do not wake it one by one: they go into its [`Inbox`], which wakes the writer
+//! only when there is something for it to decide (the first record of a batch starts its
+//! commit window, someone waits for a record, the batch is full, the journal closes).
+//! A sequential caller thus costs the writer two wake-ups per acknowledgement instead of
+//! one per record, and the caller's thread makes no system call per record.
+//!
+//! It must not be reached except through its [`Inbox`] and [`Progress`]: the journal
+//! handle (`journal.rs`) hands it records and reads its progress.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -29,14 +34,67 @@ const COMMIT_TRIES: u32 = 3;
 /// Task → correlation entries remembered by the writer; past this, it asks the database.
 const CORRELATION_CACHE: usize = 100_000;
 
-/// What the journal handle sends the writer.
-pub(crate) enum Msg {
-    /// Store `(seq, at_ms, event)`.
-    Append(u64, u64, Event),
-    /// Someone waits for a record (the highest is in [`Progress::wanted`]): commit now.
-    Want,
-    /// Commit what is pending and stop.
-    Close,
+/// Records appended and not yet taken by the writer, and what the writer is asked to do.
+#[derive(Default)]
+struct Queue {
+    /// `(seq, at_ms, event)`, in sequence order (numbers are taken under the lock).
+    records: Vec<(u64, u64, Event)>,
+    /// When the writer first saw the queued batch (the start of its commit window).
+    oldest: Option<Instant>,
+    /// Someone waits for a record: commit what is queued now.
+    want: bool,
+    /// Commit what is queued and stop.
+    close: bool,
+    /// The writer has stopped: appends are no longer stored.
+    stopped: bool,
+}
+
+/// Where appends go: a queue the writer takes whole, and the condition it sleeps on.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox").finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// Queues `event` under the next sequence number from `last`, taken under the queue's
+    /// lock so that the queue stays in sequence order; returns the number, or `Err` with it
+    /// if the writer has stopped (the record is not stored). Wakes the writer only for the
+    /// first record of a batch (it starts the batch's commit window) and when the batch is
+    /// full.
+    pub(crate) fn append(&self, last: &AtomicU64, at_ms: u64, event: Event) -> Result<u64, u64> {
+        let mut q = self.queue.lock();
+        let seq = last.fetch_add(1, Ordering::AcqRel) + 1;
+        if q.stopped || q.close {
+            return Err(seq);
+        }
+        q.records.push((seq, at_ms, event));
+        let first = q.records.len() == 1;
+        let full = q.records.len() >= MAX_BATCH;
+        drop(q);
+        if first || full {
+            self.wake.notify_one();
+        }
+        Ok(seq)
+    }
+
+    /// Asks the writer to commit what is queued now (someone waits for a record).
+    pub(crate) fn want(&self) {
+        self.queue.lock().want = true;
+        self.wake.notify_one();
+    }
+
+    /// Asks the writer to commit what is queued and stop.
+    pub(crate) fn close(&self) {
+        self.queue.lock().close = true;
+        self.wake.notify_one();
+    }
 }
 
 /// The writer's progress, shared with waiters.
@@ -111,18 +169,18 @@ struct Row {
     run_event: Option<Event>,
 }
 
-/// Starts the writer thread on `conn`: returns the channel to send it records on and its
-/// handle (it stops at [`Msg::Close`] or when every sender is gone).
+/// Starts the writer thread on `conn`: returns its inbox and its handle (it stops once
+/// [`Inbox::close`] is called and what was queued is committed).
 pub(crate) fn start(
     conn: Connection,
     progress: Arc<Progress>,
     written: Arc<WriteCounters>,
     config: &JournalConfig,
-) -> std::io::Result<(mpsc::Sender<Msg>, JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel();
+) -> std::io::Result<(Arc<Inbox>, JoinHandle<()>)> {
+    let inbox = Arc::new(Inbox::default());
     let writer = Writer {
         conn,
-        rx,
+        inbox: inbox.clone(),
         progress,
         written,
         correlations: HashMap::new(),
@@ -132,13 +190,34 @@ pub(crate) fn start(
     let handle = std::thread::Builder::new()
         .name("muster-journal".into())
         .spawn(move || writer.run())?;
-    Ok((tx, handle))
+    Ok((inbox, handle))
+}
+
+/// Marks the writer stopped when its loop ends, normally or by a panic: queued records are
+/// dropped, later appends are refused, and the watermark says `stopped`.
+struct Stopped {
+    inbox: Arc<Inbox>,
+    progress: Arc<Progress>,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let mut q = self.inbox.queue.lock();
+        q.stopped = true;
+        q.records = Vec::new();
+        drop(q);
+        let mut s = self.progress.state.lock();
+        s.closed = true;
+        let durable = s.durable;
+        drop(s);
+        self.progress.publish(durable, true);
+    }
 }
 
 /// The thread that owns the write connection.
 struct Writer {
     conn: Connection,
-    rx: mpsc::Receiver<Msg>,
+    inbox: Arc<Inbox>,
     progress: Arc<Progress>,
     /// Commits, records, latency and batch sizes, for [`Journal::write_stats`].
     written: Arc<WriteCounters>,
@@ -151,59 +230,60 @@ struct Writer {
 }
 
 impl Writer {
-    /// Gathers records into group commits: what is queued is taken at once; a batch is
-    /// committed as soon as someone waits for a record (`want`), when it is full, or when
-    /// its oldest record has waited the commit window, so a sequential caller pays one
-    /// commit per acknowledgement rather than one per record.
+    /// Gathers records into group commits: it takes the whole queue as soon as someone
+    /// waits for a record (`want`), when the batch is full, or when its oldest record has
+    /// waited the commit window, so a sequential caller pays one commit per
+    /// acknowledgement rather than one per record, and concurrent callers share commits.
     fn run(mut self) {
-        let mut closing = false;
-        let mut batch = Vec::new();
-        let mut oldest = std::time::Instant::now();
-        let mut durable = self.progress.state.lock().durable;
-        while !closing {
-            let next = if batch.is_empty() {
-                self.rx.recv().ok()
-            } else {
-                let left = self.commit_window.saturating_sub(oldest.elapsed());
-                match self.rx.recv_timeout(left) {
-                    Ok(m) => Some(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => Some(Msg::Want),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+        // However the loop ends (closed, or a panic unwinding), appends stop being queued
+        // and waiters learn that the writer stopped: nothing waits or grows forever.
+        let _stop = Stopped {
+            inbox: self.inbox.clone(),
+            progress: self.progress.clone(),
+        };
+        loop {
+            let mut q = self.inbox.queue.lock();
+            let (batch, closing) = loop {
+                if !q.records.is_empty() && q.oldest.is_none() {
+                    // The window starts when the writer sees the batch, as it always has.
+                    q.oldest = Some(Instant::now());
                 }
-            };
-            let mut take = |m: Option<Msg>, batch: &mut Vec<_>| match m {
-                Some(Msg::Append(seq, at, e)) => {
-                    if batch.is_empty() {
-                        oldest = std::time::Instant::now();
+                let durable = self.progress.state.lock().durable;
+                let wanted = q.want || self.progress.wanted.load(Ordering::Acquire) > durable;
+                let window_over = q.oldest.is_some_and(|t| t.elapsed() >= self.commit_window);
+                if q.close
+                    || (!q.records.is_empty() && (wanted || window_over))
+                    || q.records.len() >= MAX_BATCH
+                {
+                    q.want = false;
+                    q.oldest = None;
+                    let batch = if q.records.len() <= MAX_BATCH {
+                        // The next batch starts with room for one like this one.
+                        let room = q.records.capacity();
+                        std::mem::replace(&mut q.records, Vec::with_capacity(room))
+                    } else {
+                        q.records.drain(..MAX_BATCH).collect()
+                    };
+                    break (batch, q.close && q.records.is_empty());
+                }
+                q.want = false;
+                match q.oldest {
+                    // A batch is open: sleep until its window ends or someone wants it.
+                    Some(t) => {
+                        let until = t + self.commit_window;
+                        self.inbox.wake.wait_until(&mut q, until);
                     }
-                    batch.push((seq, at, e));
-                    false
+                    None => self.inbox.wake.wait(&mut q),
                 }
-                Some(Msg::Want) => false,
-                Some(Msg::Close) | None => true,
             };
-            closing = take(next, &mut batch);
-            while !closing && batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(m) => closing = take(Some(m), &mut batch),
-                    Err(mpsc::TryRecvError::Disconnected) => closing = true,
-                    Err(mpsc::TryRecvError::Empty) => break,
-                }
+            drop(q);
+            if !batch.is_empty() {
+                self.commit(batch);
             }
-            let due = closing
-                || batch.len() >= MAX_BATCH
-                || self.progress.wanted.load(Ordering::Acquire) > durable
-                || oldest.elapsed() >= self.commit_window;
-            if due && !batch.is_empty() {
-                self.commit(std::mem::take(&mut batch));
-                durable = self.progress.state.lock().durable;
+            if closing {
+                break;
             }
         }
-        let mut s = self.progress.state.lock();
-        s.closed = true;
-        let durable = s.durable;
-        drop(s);
-        self.progress.publish(durable, true);
     }
 
     fn commit(&mut self, batch: Vec<(u64, u64, Event)>) {

@@ -73,7 +73,17 @@ pub struct BenchArgs {
     /// the current directory is in.
     #[arg(long, value_name = "DIR")]
     pub peers_dir: Option<std::path::PathBuf>,
+    /// A quick look without peers: W1, W2 and W3 only (or the one `--workload` names), at
+    /// scale 0.1 unless `--scale` or $MUSTER_BENCH_SCALE says otherwise; refuses `--peers`
+    /// and `--peer`.
+    #[arg(long)]
+    pub quick: bool,
 }
+
+/// The workloads `--quick` runs.
+const QUICK_WORKLOADS: [Workload; 3] = [Workload::W1, Workload::W2, Workload::W3];
+/// The scale `--quick` runs at when none is given.
+const QUICK_SCALE: f64 = 0.1;
 
 /// The longest `--peer-timeout-s`.
 const MAX_PEER_TIMEOUT_S: u64 = 86_400;
@@ -164,7 +174,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         }
         None => scale_from_env()
             .map_err(|m| CliError::bad_input(m, json!({"env": SCALE_ENV})))?
-            .unwrap_or(1.0),
+            .unwrap_or(if args.quick { QUICK_SCALE } else { 1.0 }),
     };
     if args.runs == 0 || args.runs > MAX_RUNS {
         return Err(CliError::bad_input(
@@ -184,9 +194,32 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         WorkloadArg::W3 => vec![Workload::W3],
         WorkloadArg::W4 => vec![Workload::W4],
         WorkloadArg::W5 => vec![Workload::W5],
+        WorkloadArg::All if args.quick => QUICK_WORKLOADS.to_vec(),
         WorkloadArg::All => Workload::ALL.to_vec(),
     };
     let asked_for_peers = args.peers.is_some() || !args.extra_peers.is_empty();
+    if args.quick && asked_for_peers {
+        let flag = if args.peers.is_some() {
+            "--peers"
+        } else {
+            "--peer"
+        };
+        return Err(CliError::bad_input(
+            format!("--quick runs without peers: drop {flag}, or drop --quick to run them"),
+            json!({"field": flag}),
+        ));
+    }
+    if args.quick
+        && let Some(w) = workloads.iter().find(|w| !QUICK_WORKLOADS.contains(w))
+    {
+        return Err(CliError::bad_input(
+            format!(
+                "--quick runs W1, W2 and W3; --workload {} is not one of them",
+                w.id()
+            ),
+            json!({"field": "--workload"}),
+        ));
+    }
     if asked_for_peers && !workloads.iter().any(|w| PEER_WORKLOADS.contains(w)) {
         return Err(CliError::bad_input(
             format!(

@@ -131,7 +131,8 @@ impl TaskOwner {
             shard,
         } = a;
         let recorder = owners.router.recorder().clone();
-        let now = recorder.now_ms();
+        // The start's one clock read, in the runtime clock's milliseconds.
+        let now = recorder.clock().at_ms(started);
         let record = TaskRecord::new(
             id,
             task.capability.clone(),

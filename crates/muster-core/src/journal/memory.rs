@@ -90,8 +90,11 @@ impl Journal for MemoryJournal {
         if self.retain_records == 0 {
             return seq;
         }
+        // The evicted record is freed after the lock is released: its destructor (the
+        // envelope, the payload's map) is the costly part, and no other shard waits on it.
+        let mut evicted = None;
         if g.records.len() >= self.retain_records {
-            g.records.pop_front();
+            evicted = g.records.pop_front();
         }
         if let Some(age) = self.retain_for {
             let horizon = at_ms.saturating_sub(age.as_millis() as u64);
@@ -100,6 +103,8 @@ impl Journal for MemoryJournal {
             }
         }
         g.records.push_back(Record { seq, at_ms, event });
+        drop(g);
+        drop(evicted);
         seq
     }
 
