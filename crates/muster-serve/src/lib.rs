@@ -315,7 +315,13 @@ fn front_thread(
                 .worker_threads(2)
                 .enable_all()
                 .build()
-                .and_then(|rt| rt.block_on(work));
+                .and_then(|rt| {
+                    let r = rt.block_on(work);
+                    // Not dropped: a read of stdin cannot be cancelled, and dropping the
+                    // runtime would wait for it (a stop by signal would hang).
+                    rt.shutdown_background();
+                    r
+                });
             let _ = stop_tx.send(true);
             let _ = done_tx.send(served);
         })?;
