@@ -99,7 +99,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let tls = config.tls.clone();
     run_node(muster, journal, config, move |state, stop_tx, stop| {
-        http_thread(listener, tls, router(state), stop_tx, stop, shutdown)
+        // muster as an MCP server (docs/mcp.md) at `/mcp`, behind the same token.
+        let app = routes::router_with(state.clone(), mcp::router(state));
+        http_thread(listener, tls, app, stop_tx, stop, shutdown)
     })
     .await
 }

@@ -152,6 +152,19 @@ fn targets(
 /// The MCP server of a node: one per session (a stdio process, or an HTTP client's
 /// session); it holds the API's shared state and, on stdio, the caller every call acts
 /// as.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(st: muster_serve::AppState) -> Result<(), Box<dyn std::error::Error>> {
+/// use rmcp::ServiceExt;
+///
+/// // Any rmcp transport; `muster mcp` serves stdio, `muster serve` streamable HTTP.
+/// let running = muster_serve::mcp::McpServer::local(st)
+///     .serve(rmcp::transport::stdio())
+///     .await?;
+/// running.waiting().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct McpServer {
     st: AppState,
@@ -706,10 +719,24 @@ fn rewrite_refs(v: &mut Value, store: &SchemaStore, todo: &mut Vec<String>) {
     }
 }
 
-/// The streamable-HTTP MCP endpoint of a node (mounted at `/mcp`, behind the API's
-/// authentication): one [`McpServer`] per session; `stop` turning true ends every
-/// session's stream, so a stopping node does not wait on them.
-pub(crate) fn http_service(
+/// The route `/mcp`: the node's streamable-HTTP MCP endpoint, for
+/// [`router_with`](crate::routes::router_with), which puts it behind the API's
+/// authentication.
+///
+/// # Example
+/// ```no_run
+/// # fn demo(state: muster_serve::AppState) {
+/// let app = muster_serve::routes::router_with(state.clone(), muster_serve::mcp::router(state));
+/// # let _ = app;
+/// # }
+/// ```
+pub fn router(st: AppState) -> axum::Router<AppState> {
+    axum::Router::new().route_service("/mcp", http_service(st))
+}
+
+/// The streamable-HTTP MCP endpoint of a node: one [`McpServer`] per session; the node's
+/// stop ends every session's stream, so a stopping node does not wait on them.
+fn http_service(
     st: AppState,
 ) -> rmcp::transport::StreamableHttpService<
     McpServer,

@@ -83,6 +83,21 @@ impl std::fmt::Debug for AppState {
 
 /// Every route of the API, with its authentication and body limit.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// Every route of the API, and `more` (another front's routes, such as MCP's `/mcp`)
+/// behind the same authentication and roles, JSON errors and body limit.
+///
+/// # Example
+/// ```no_run
+/// # fn demo(state: muster_serve::AppState) {
+/// let mcp = muster_serve::mcp::router(state.clone());
+/// let app = muster_serve::routes::router_with(state, mcp);
+/// # let _ = app;
+/// # }
+/// ```
+pub fn router_with(state: AppState, more: Router<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/runs", post(start_run).get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
@@ -96,8 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .route("/v1/whoami", get(whoami))
-        // muster as an MCP server (docs/mcp.md): streamable HTTP, behind the same token.
-        .route_service("/mcp", super::mcp::http_service(state.clone()))
+        .merge(more)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
