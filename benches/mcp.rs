@@ -12,7 +12,7 @@
 //! difference to the baseline), then calls per second through the runtime with 64 in
 //! flight over 4 server instances (beside 4 bare sessions with 16 each).
 //!
-//! Run: `cargo bench -p muster --bench mcp` (prints one JSON document; `MCP_BENCH_CALLS`
+//! Run: `cargo bench -p muster-cli --bench mcp` (prints one JSON document; `MCP_BENCH_CALLS`
 //! sets the calls per latency loop, default 5000, and `MCP_BENCH_BURST` the calls of the
 //! throughput runs, default 20000).
 
