@@ -77,6 +77,7 @@ mod late_results_adopt;
 mod llm_agents;
 mod llm_real_model;
 mod mcp_agents;
+mod mcp_server;
 mod messaging_contracts;
 mod named_restart;
 mod no_capable_agent;

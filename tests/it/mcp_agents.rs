@@ -488,6 +488,67 @@ fn progress_notifications_renew_the_attempts_heartbeat() {
     });
 }
 
+#[test]
+fn a_timed_out_call_sends_mcps_cancellation_notification_to_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `tee` copies what muster writes to the server into a log on its way to the server.
+    let log = dir.path().join("to-server.jsonl");
+    let manifest = format!(
+        "name = \"everything\"\n[[capabilities]]\nname = \"slow\"\ntool = \"trigger-long-running-operation\"\n\
+         [backend]\nkind = \"mcp\"\nprogram = \"sh\"\nargs = [\"-c\", \"tee -a {} | exec node {} stdio\"]\n",
+        log.display(),
+        everything_js()
+    );
+    let everything = load(dir.path(), "everything.toml", &manifest, &[]);
+    real(async move {
+        let m = start(vec![everything]).await;
+        // 60 s of work, a 2 s timeout and one attempt: the call is abandoned.
+        let r = within(
+            60,
+            "the timed-out call",
+            m.delegate(
+                Task::new("slow", json!({"duration": 60, "steps": 60}))
+                    .attempts(1)
+                    .timeout(Duration::from_secs(2)),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, TaskStatus::Escalated, "{r:?}");
+        // The server is told: `notifications/cancelled` for that call's request id.
+        let seen = within(30, "the cancellation notification", async {
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let msgs: Vec<Value> = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+                let call = msgs.iter().find(|m| {
+                    m["method"] == "tools/call"
+                        && m["params"]["name"] == "trigger-long-running-operation"
+                });
+                if let Some(call) = call
+                    && let Some(cancel) = msgs.iter().find(|m| {
+                        m["method"] == "notifications/cancelled"
+                            && m["params"]["requestId"] == call["id"]
+                    })
+                {
+                    break cancel.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(
+            seen["params"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cancelled by muster")),
+            "{seen}"
+        );
+        m.shutdown().await;
+    });
+}
+
 /// A free loopback port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

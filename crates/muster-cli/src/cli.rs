@@ -11,6 +11,7 @@ pub mod check;
 pub mod client;
 pub mod inspect;
 pub mod journal;
+pub mod mcp;
 pub mod resume;
 pub mod run;
 pub mod serve;
@@ -63,6 +64,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Host the cast's agents for a cluster over NATS JetStream (docs/distributed.md).
     Worker(worker::WorkerArgs),
+    /// Serve the cast and workflows as MCP tools on stdin/stdout, for desktop clients and
+    /// IDEs (docs/mcp.md).
+    Mcp(mcp::McpArgs),
 }
 
 /// Options shared by commands that load a cast.
@@ -247,6 +251,10 @@ pub fn run(cli: Cli) -> i32 {
                 Err(e) => e.report(json),
             }
         }
+        Command::Mcp(a) => match mcp::run(a) {
+            Ok(code) => code,
+            Err(e) => e.report(false),
+        },
         Command::Inspect(a) => {
             let json = a.json;
             match inspect::run(a) {

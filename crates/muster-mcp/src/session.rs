@@ -17,7 +17,7 @@ use rmcp::service::{NotificationContext, RunningService, RunningServiceCancellat
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use super::config::McpConfig;
@@ -262,15 +262,47 @@ async fn waiting(service: RunningService<RoleClient, Handler>) -> String {
     }
 }
 
-/// Keeps the last [`STDERR_LINES`] lines of a server's stderr.
-async fn keep_tail(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+/// How much of a server's stderr one read takes.
+const STDERR_CHUNK: usize = 8 << 10;
+
+/// Keeps the last [`STDERR_LINES`] lines of a server's stderr, each cut at
+/// [`STDERR_LINE_CHARS`] bytes (a line is cut at a character boundary): what it holds is
+/// bounded however long a line is, even one that never ends (a server printing 10 MB
+/// without a newline costs [`STDERR_CHUNK`] and one cut line, not 10 MB).
+async fn keep_tail(
+    mut stderr: impl tokio::io::AsyncRead + Unpin,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut chunk = vec![0u8; STDERR_CHUNK];
+    // The line being written, cut at the bound; the rest of it is skipped.
+    let mut line: Vec<u8> = Vec::with_capacity(STDERR_LINE_CHARS);
+    let push = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line);
+        let cut: String = text.chars().take(STDERR_LINE_CHARS).collect();
+        line.clear();
         let mut t = tail.lock();
         if t.len() == STDERR_LINES {
             t.pop_front();
         }
-        t.push_back(line.chars().take(STDERR_LINE_CHARS).collect());
+        t.push_back(cut);
+    };
+    loop {
+        let n = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut rest = &chunk[..n];
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let room = STDERR_LINE_CHARS.saturating_sub(line.len());
+            line.extend_from_slice(&rest[..i.min(room)]);
+            push(&mut line);
+            rest = &rest[i + 1..];
+        }
+        let room = STDERR_LINE_CHARS.saturating_sub(line.len());
+        line.extend_from_slice(&rest[..rest.len().min(room)]);
+    }
+    if !line.is_empty() {
+        push(&mut line);
     }
 }
 
@@ -287,4 +319,84 @@ fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
 
 fn humantime_secs(d: std::time::Duration) -> String {
     format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// The test binary's allocator: the system's, noting the largest block each thread
+    /// asked for (what a line buffered whole would need).
+    struct Largest;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        let _ = LARGEST.try_with(|c| {
+            if size > c.get() {
+                c.set(size);
+            }
+        });
+    }
+
+    // SAFETY: every call is handed to the system allocator unchanged; `note` only reads
+    // and writes a thread-local `Cell` (const-initialised: it never allocates).
+    unsafe impl GlobalAlloc for Largest {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Largest = Largest;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_ten_megabyte_stderr_line_without_a_newline_is_read_in_bounded_memory() {
+        // A real child printing 10 MiB on one line, then a short last line with no end.
+        let mut child = tokio::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys\nsys.stderr.write('x' * (10 << 20))\nsys.stderr.write('\\nthe end')",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        LARGEST.with(|c| c.set(0));
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            keep_tail(stderr, tail.clone()),
+        )
+        .await
+        .expect("stderr is read to its end");
+        let largest = LARGEST.with(Cell::get);
+        let _ = child.wait().await;
+        assert!(
+            largest < 1 << 20,
+            "reading a 10 MiB stderr line asked for a block of {largest} bytes"
+        );
+        let t = tail.lock();
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0].len(), STDERR_LINE_CHARS);
+        assert_eq!(t[1], "the end");
+    }
 }

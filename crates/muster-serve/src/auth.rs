@@ -315,6 +315,8 @@ pub fn needed_role(method: &str, route: &str) -> Role {
         ("GET" | "HEAD", _) => Role::Viewer,
         ("POST", "/v1/runs" | "/v1/tasks" | "/v1/runs/{id}/cancel") => Role::Submitter,
         ("POST", "/v1/runs/{id}/gates/{gate}") => Role::Operator,
+        // MCP's own methods: each tool checks the role it needs (docs/mcp.md).
+        (_, "/mcp") => Role::Viewer,
         _ => Role::Admin,
     }
 }

@@ -22,6 +22,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod mcp;
 pub mod node;
 pub mod protocol;
 pub mod routes;
@@ -96,6 +97,62 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = config.tls.clone();
+    run_node(muster, journal, config, move |state, stop_tx, stop| {
+        // muster as an MCP server (docs/mcp.md) at `/mcp`, behind the same token.
+        let app = routes::router_with(state.clone(), mcp::router(state));
+        http_thread(listener, tls, app, stop_tx, stop, shutdown)
+    })
+    .await
+}
+
+/// Serves the node as an MCP server over this process's stdin and stdout
+/// (`muster mcp`, docs/mcp.md) until the client closes stdin or `shutdown` resolves; then
+/// stops as [`serve`] does (runs in flight stay unfinished in the journal, resumed at the
+/// next start). Every call acts as the local user (an `admin`); `config.tokens` and
+/// `config.tls` are not used. Nothing but MCP messages is written to stdout.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(muster: muster_core::Muster, journal: std::sync::Arc<muster_core::journal::TapJournal>,
+/// #               config: muster_serve::ServeConfig) -> std::io::Result<()> {
+/// muster_serve::serve_mcp_stdio(muster, journal, config, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await
+/// # }
+/// ```
+pub async fn serve_mcp_stdio(
+    muster: Muster,
+    journal: Arc<TapJournal>,
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_node(muster, journal, config, move |state, stop_tx, stop| {
+        front_thread("muster-mcp", stop_tx, async move {
+            tokio::select! {
+                r = mcp::serve_stdio(state, stop) => r,
+                () = shutdown => Ok(()),
+            }
+        })
+    })
+    .await
+}
+
+/// What answers a node's clients (the HTTP server, or MCP over stdio): given the API's
+/// state, the stop's sender and receiver, it starts on a thread of its own and answers
+/// once it has stopped.
+type Front = std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>>;
+
+/// Runs a node with `front` answering its clients: the node's loop on the runtime's
+/// thread, metrics and traces, resumption in the background; once the front stops, the
+/// node stops in order.
+async fn run_node(
+    muster: Muster,
+    journal: Arc<TapJournal>,
+    config: ServeConfig,
+    front: impl FnOnce(AppState, watch::Sender<bool>, watch::Receiver<bool>) -> Front,
+) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel(1024);
     let (stop_tx, stop) = watch::channel(false);
     let live = Arc::new(Live::default());
@@ -145,16 +202,8 @@ pub async fn serve(
         stop: stop.clone(),
         metrics,
     };
-    let app = router(state);
     let node_loop = node.serve(rx, stop.clone());
-    let served = http_thread(
-        listener,
-        config.tls,
-        app,
-        stop_tx.clone(),
-        stop.clone(),
-        shutdown,
-    )?;
+    let served = front(state, stop_tx.clone(), stop.clone())?;
     let (served, ()) = tokio::join!(
         async {
             served
@@ -253,6 +302,34 @@ async fn resume_in_background(
     }
 }
 
+/// Runs `work` on a thread of its own (a small multi-threaded tokio runtime), as
+/// [`http_thread`] does; when it ends, `stop_tx` turns true (the node stops).
+fn front_thread(
+    name: &str,
+    stop_tx: watch::Sender<bool>,
+    work: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) -> Front {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    let r = rt.block_on(work);
+                    // Not dropped: a read of stdin cannot be cancelled, and dropping the
+                    // runtime would wait for it (a stop by signal would hang).
+                    rt.shutdown_background();
+                    r
+                });
+            let _ = stop_tx.send(true);
+            let _ = done_tx.send(served);
+        })?;
+    Ok(done)
+}
+
 /// Serves `app` on `listener` from a thread of its own (a small multi-threaded tokio
 /// runtime), so that no work of the runtime's thread — resuming thousands of runs,
 /// driving them — ever delays an answer (`/healthz` never waits). The returned receiver
@@ -266,7 +343,7 @@ fn http_thread(
     stop_tx: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+) -> Front {
     let listener = listener.into_std()?;
     let (done_tx, done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

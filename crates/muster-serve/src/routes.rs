@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::admission::{Admission, RETRY_AFTER_SECS};
+use super::admission::{Admission, RETRY_AFTER_SECS, Slot};
 use super::auth::{Caller, Role, Tokens, bearer, needed_role};
 use super::error::{ApiError, BODY_LIMIT, Body};
 use super::events::{self, Streams};
@@ -83,6 +83,21 @@ impl std::fmt::Debug for AppState {
 
 /// Every route of the API, with its authentication and body limit.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// Every route of the API, and `more` (another front's routes, such as MCP's `/mcp`)
+/// behind the same authentication and roles, JSON errors and body limit.
+///
+/// # Example
+/// ```no_run
+/// # fn demo(state: muster_serve::AppState) {
+/// let mcp = muster_serve::mcp::router(state.clone());
+/// let app = muster_serve::routes::router_with(state, mcp);
+/// # let _ = app;
+/// # }
+/// ```
+pub fn router_with(state: AppState, more: Router<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/runs", post(start_run).get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
@@ -96,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .route("/v1/whoami", get(whoami))
+        .merge(more)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -325,6 +341,23 @@ async fn start_run(
     Extension(caller): Extension<Caller>,
     Body(req): Body<StartRun>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (run, name) = start(&st, &caller, req.workflow, req.input).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run": run, "workflow": name})),
+    ))
+}
+
+/// Starts a run of `workflow` for `caller` (its input checked against the workflow's
+/// schema); answers the run id and the workflow's name. `POST /v1/runs` and the MCP
+/// workflow tools.
+pub(crate) async fn start(
+    st: &AppState,
+    caller: &Caller,
+    workflow: String,
+    input: Value,
+) -> Result<(Uuid, String), ApiError> {
+    let req = StartRun { workflow, input };
     let wf = st.workflows.get(&req.workflow).cloned().ok_or_else(|| {
         ApiError::not_found(format!(
             "no workflow `{}` is loaded (loaded: {})",
@@ -337,7 +370,7 @@ async fn start_run(
         check_input(&st.muster.schemas(), &wf.input, &req.input)?;
     }
     let name = wf.name.clone();
-    let run = ask(&st, |reply| Command::StartRun {
+    let run = ask(st, |reply| Command::StartRun {
         workflow: wf,
         input: req.input,
         by: Some(caller.id),
@@ -354,10 +387,7 @@ async fn start_run(
             RETRY_AFTER_SECS,
         )
     })?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"run": run, "workflow": name})),
-    ))
+    Ok((run, name))
 }
 
 /// The CLI's message for a run input that breaks the workflow's input schema.
@@ -368,13 +398,14 @@ fn check_input(store: &SchemaStore, schema: &str, input: &Value) -> Result<(), A
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/runs` (and the arguments of the MCP tool `muster_runs`).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListRuns {
-    status: Option<String>,
-    workflow: Option<String>,
-    limit: Option<String>,
-    after: Option<String>,
+pub(crate) struct ListRuns {
+    pub(crate) status: Option<String>,
+    pub(crate) workflow: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 async fn list_runs(
@@ -387,6 +418,11 @@ async fn list_runs(
             muster_core::util::bounded_text(&e.body_text())
         ))
     })?;
+    run_list(&st, q).await.map(Json)
+}
+
+/// One page of the journal's runs: `GET /v1/runs` and the MCP tool `muster_runs`.
+pub(crate) async fn run_list(st: &AppState, q: ListRuns) -> Result<Value, ApiError> {
     if let Some(s) = &q.status
         && !views::RUN_STATUSES.contains(&s.as_str())
     {
@@ -429,22 +465,27 @@ async fn list_runs(
     } else {
         None
     };
-    Ok(Json(json!({"runs": page, "next": next})))
+    Ok(json!({"runs": page, "next": next}))
 }
 
 async fn get_run(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(&id, "id")?;
+    run_view(&st, &id).await.map(Json)
+}
+
+/// A run's detail: `GET /v1/runs/{id}` and the MCP tool `muster_run`.
+pub(crate) async fn run_view(st: &AppState, id: &str) -> Result<Value, ApiError> {
+    let id = parse_id(id, "id")?;
     let records = read(&st.journal, move |j| records_of(j, id)).await?;
     match views::run_detail(&records, id, st.live.contains(id)) {
-        Some(doc) => Ok(Json(doc)),
+        Some(doc) => Ok(doc),
         // Started by this node a moment ago: not journaled yet.
         None => match st.live.workflow(id) {
-            Some(w) => Ok(Json(json!({
+            Some(w) => Ok(json!({
                 "run": id, "workflow": w, "status": "running", "steps": [], "gates": [],
-            }))),
+            })),
             None => Err(ApiError::not_found(format!("no run `{id}` in the journal")).field("id")),
         },
     }
@@ -464,8 +505,23 @@ async fn decide(
     Path((id, gate)): Path<(String, String)>,
     Body(req): Body<DecideBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let run = parse_id(&id, "id")?;
-    let approved = match req.decision.as_str() {
+    decide_gate(&st, &caller, &id, gate, &req.decision, req.note)
+        .await
+        .map(Json)
+}
+
+/// Decides gate `gate` of run `id` (`approve` or `reject`), exactly once: `POST
+/// /v1/runs/{id}/gates/{gate}` and the MCP tool `muster_decide`.
+pub(crate) async fn decide_gate(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    gate: String,
+    decision: &str,
+    note: String,
+) -> Result<Value, ApiError> {
+    let run = parse_id(id, "id")?;
+    let approved = match decision {
         "approve" => true,
         "reject" => false,
         other => {
@@ -475,7 +531,7 @@ async fn decide(
             .field("decision"));
         }
     };
-    not_resumed_yet(&st, run)?;
+    not_resumed_yet(st, run)?;
     let records = read(&st.journal, move |j| records_of(j, run)).await?;
     let summary = inspect::runs(&records)
         .into_iter()
@@ -519,11 +575,11 @@ async fn decide(
     let not_waiting = ApiError::conflict(format!(
         "run {run} does not wait at gate `{gate}`: {where_}"
     ));
-    let r = ask(&st, |reply| Command::Decide {
+    let r = ask(st, |reply| Command::Decide {
         run,
         gate: gate.clone(),
         approved,
-        note: req.note,
+        note,
         by: caller.name.clone(),
         // Only a run the journal shows waiting here is worth looking at again.
         retries: if waits_here { DECIDE_RETRIES } else { 0 },
@@ -531,9 +587,7 @@ async fn decide(
     })
     .await?;
     match r {
-        Ok(()) => Ok(Json(
-            json!({"run": run, "gate": gate, "approved": approved}),
-        )),
+        Ok(()) => Ok(json!({"run": run, "gate": gate, "approved": approved})),
         Err(DecideRefused::AlreadyDecided { approved }) => Err(already(approved)),
         Err(DecideRefused::NotWaiting) => Err(not_waiting),
     }
@@ -600,19 +654,47 @@ async fn cancel_run(
     }
 }
 
+/// The body of `POST /v1/tasks` (and what an MCP capability tool submits).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitTask {
-    capability: String,
-    input: Value,
-    timeout_ms: Option<u64>,
-    attempts: Option<u32>,
+pub(crate) struct SubmitTask {
+    pub(crate) capability: String,
+    pub(crate) input: Value,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) attempts: Option<u32>,
 }
 
 async fn submit_task(
     State(st): State<AppState>,
     Body(req): Body<SubmitTask>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (task, slot) = bare_task(&st, req)?;
+    let r = ask(&st, |reply| Command::SubmitTask {
+        task: Box::new(task),
+        slot: Some(slot),
+        reply,
+    })
+    .await?;
+    match r {
+        Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({"task": id})))),
+        Err(e) => Err(submit_refused(e)),
+    }
+}
+
+/// The API error of a task refused at submission.
+pub(crate) fn submit_refused(e: SubmitError) -> ApiError {
+    match e {
+        e @ SubmitError::InvalidInput { .. } => {
+            ApiError::unprocessable(e.to_string()).field("input")
+        }
+        e @ SubmitError::InvalidTask { .. } => ApiError::unprocessable(e.to_string()),
+        e @ SubmitError::Stopped(_) => ApiError::unavailable(e.to_string()),
+    }
+}
+
+/// A bare task checked as `POST /v1/tasks` checks it (bounds, a declared capability) with
+/// the admission place it holds until it ends.
+pub(crate) fn bare_task(st: &AppState, req: SubmitTask) -> Result<(Task, Slot), ApiError> {
     let timeout_ms = req.timeout_ms.unwrap_or(30_000);
     if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
         return Err(ApiError::unprocessable(format!(
@@ -655,20 +737,7 @@ async fn submit_task(
         .timeout(Duration::from_millis(timeout_ms))
         .attempts(attempts)
         .sender("api");
-    let r = ask(&st, |reply| Command::SubmitTask {
-        task: Box::new(task),
-        slot: Some(slot),
-        reply,
-    })
-    .await?;
-    match r {
-        Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({"task": id})))),
-        Err(e @ SubmitError::InvalidInput { .. }) => {
-            Err(ApiError::unprocessable(e.to_string()).field("input"))
-        }
-        Err(e @ SubmitError::InvalidTask { .. }) => Err(ApiError::unprocessable(e.to_string())),
-        Err(e @ SubmitError::Stopped(_)) => Err(ApiError::unavailable(e.to_string())),
-    }
+    Ok((task, slot))
 }
 
 async fn get_task(

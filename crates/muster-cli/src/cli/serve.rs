@@ -228,6 +228,21 @@ fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
 
 /// Runs `muster serve`; returns the exit code.
 pub fn run(args: ServeArgs) -> Result<i32, CliError> {
+    run_as(args, Front::Http)
+}
+
+/// What answers the node's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// The HTTP API (`muster serve`).
+    Http,
+    /// MCP over stdin and stdout (`muster mcp`): nothing else may go to stdout.
+    McpStdio,
+}
+
+/// Runs a node answering through `front`; returns the exit code.
+pub(crate) fn run_as(args: ServeArgs, front: Front) -> Result<i32, CliError> {
+    let stdio = front == Front::McpStdio;
     // The certificate and key first: a bad file is refused before anything starts.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -252,6 +267,14 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             })?;
             let found = findings(&wf, &defs, &store);
             if !found.is_empty() {
+                if args.cast.strict && stdio {
+                    // stdout carries MCP messages only.
+                    eprintln!("refusing to serve {} (--strict):", file.display());
+                    for f in &found {
+                        eprintln!("  {f}");
+                    }
+                    return Ok(EXIT_BAD_INPUT);
+                }
                 if args.cast.strict {
                     if !args.json {
                         eprintln!("refusing to serve {} (--strict):", file.display());
@@ -294,7 +317,17 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
     }
     let bad = |e: muster::serve::TokenError| CliError::bad_input(e.to_string(), json!({}));
     let mut generated = None;
-    let (tokens, source) =
+    let (tokens, source) = if stdio {
+        // No one reaches a stdio node but the process that started it: a token no one
+        // holds, never written anywhere.
+        let t = format!(
+            "{}{}",
+            uuid::Uuid::now_v7().simple(),
+            uuid::Uuid::now_v7().simple()
+        );
+        let t = Token::parse(&t, "mcp").map_err(bad)?;
+        (Tokens::admin(t), TokenSource::Env("-".into()))
+    } else {
         match Tokens::load(args.token_file.as_deref(), args.token_env.as_deref()).map_err(bad)? {
             Some(found) => found,
             None => {
@@ -307,7 +340,8 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
                 generated = fresh;
                 (tokens, TokenSource::Generated(path))
             }
-        };
+        }
+    };
     if let Some(dir) = &args.archive_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
             CliError::bad_input(
@@ -423,6 +457,47 @@ pub fn run(args: ServeArgs) -> Result<i32, CliError> {
             }
             None => (None, None),
         };
+        if stdio {
+            let retained_failover = failover.as_ref().map(|(f, _)| f.clone());
+            let names: Vec<String> = workflows.keys().cloned().collect();
+            eprintln!(
+                "muster mcp: serving MCP on stdio; workflows: {}; runs resumed: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                },
+                resume.len()
+            );
+            let config = ServeConfig {
+                workflows,
+                groups,
+                tokens,
+                limits,
+                resume,
+                traces,
+                failover,
+                tls: None,
+            };
+            if let Some(age) = args.retain {
+                retain(
+                    journal.clone(),
+                    age,
+                    args.retain_every,
+                    args.archive_dir.clone(),
+                    retained_failover,
+                );
+            }
+            let signal = async {
+                let _ = interrupted().await;
+            };
+            let served = muster::serve::serve_mcp_stdio(muster, tap, config, signal).await;
+            flush(&journal)?;
+            eprintln!("muster mcp: stopped; the journal is flushed");
+            served
+                .map_err(|e| CliError::failed(format!("the MCP server failed: {e}"), json!({})))?;
+            return Ok(EXIT_OK);
+        }
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {
             Ok(l) => l,
             Err(e) => {
