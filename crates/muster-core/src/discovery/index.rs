@@ -490,7 +490,8 @@ mod tests {
             match best {
                 Some(b)
                     if b.load() < load
-                        || (b.load() == load && (b.ordinal() >= cursor || h.ordinal() < cursor)) => {}
+                        || (b.load() == load
+                            && (b.ordinal() >= cursor || h.ordinal() < cursor)) => {}
                 _ => best = Some(h),
             }
         }
