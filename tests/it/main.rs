@@ -38,6 +38,7 @@ mod cel_limits;
 mod check_catches_run_refusals;
 mod cluster_capacity;
 mod cluster_nats;
+mod cluster_one_system;
 mod cluster_replicas;
 mod cluster_retention;
 mod cluster_script;

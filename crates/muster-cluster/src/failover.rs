@@ -328,6 +328,18 @@ impl Failover {
         })
     }
 
+    /// This node's view of the other control nodes (run owners, live nodes, forwarded
+    /// API requests, their journals in the stream), on this node's connection.
+    pub fn peers(&self) -> super::peers::Peers {
+        super::peers::Peers {
+            node: self.inner.config.node.clone(),
+            client: self.inner.js.client(),
+            js: self.inner.js.clone(),
+            runs: self.inner.runs.clone(),
+            controls: self.inner.controls.clone(),
+        }
+    }
+
     /// The runs this node owns now.
     pub fn owned(&self) -> usize {
         self.inner.owned.lock().len()

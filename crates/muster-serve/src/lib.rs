@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod assets;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod node;
@@ -102,6 +103,8 @@ pub async fn serve(
     let workflows = Arc::new(config.workflows);
     let mut node =
         Node::new(muster.clone(), live.clone(), tx.clone()).max_runs(config.limits.max_runs);
+    // A control node answers for the whole cluster (docs/distributed.md, "One system").
+    let peers = config.failover.as_ref().map(|(f, _)| f.peers());
     if let Some((failover, mut takeovers)) = config.failover {
         node = node.clustered(failover, workflows.clone());
         let to_node = tx.clone();
@@ -145,7 +148,21 @@ pub async fn serve(
         stop: stop.clone(),
         metrics,
     };
-    let app = router(state);
+    let streams = state.streams.clone();
+    let mut app = router(state);
+    if let Some(peers) = peers {
+        let api = Arc::new(cluster::ClusterApi::new(peers, streams, stop.clone()));
+        app = app.layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            cluster::layer,
+        ));
+        let forwarded = app.clone();
+        actix::spawn(async move {
+            if let Err(e) = api.answer_forwarded(forwarded).await {
+                tracing::warn!(error = %e.body(), "this control node answers no forwarded request");
+            }
+        });
+    }
     let node_loop = node.serve(rx, stop.clone());
     let served = http_thread(
         listener,
