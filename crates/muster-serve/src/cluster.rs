@@ -418,7 +418,7 @@ pub async fn layer(State(c): State<Arc<ClusterApi>>, req: Request, next: Next) -
         Target::Task(_) => c.task(parts, body, next).await,
         Target::Events(run) => c.events(run, parts, body, next).await,
         Target::Cluster => c.nodes(parts, next).await,
-        Target::Other => unreachable!("handled above"),
+        Target::Other => next.run(Request::from_parts(parts, Body::from(body))).await,
     }
 }
 

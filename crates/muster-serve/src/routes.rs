@@ -769,15 +769,17 @@ async fn records(
     };
     let run = q.run.as_deref().map(|r| parse_id(r, "run")).transpose()?;
     let mut records = match run {
-        Some(run) => {
-            read(&st.journal, move |j| {
-                let mut rs = records_of(j, run);
-                rs.retain(|r| r.seq > after);
-                rs.truncate(limit + 1);
-                rs
-            })
-            .await?
-        }
+        Some(run) => read(&st.journal, move |j| {
+            let mut rs = records_of(j, run);
+            let held = !rs.is_empty();
+            rs.retain(|r| r.seq > after);
+            rs.truncate(limit + 1);
+            held.then_some(rs)
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no run `{run}` in the journal")).field("run")
+        })?,
         None => read(&st.journal, move |j| j.read_batch(after, limit + 1)).await?,
     };
     let more = records.len() > limit;
