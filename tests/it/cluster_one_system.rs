@@ -26,7 +26,7 @@ fn chain(n: usize) -> String {
         );
     }
     w += "\n[steps.ship]\ngate = \"ship it?\"\non_approve = \"done\"\non_reject = \"dropped\"\n\
-          \n[steps.done]\nterminal = \"done\"\n\n[steps.dropped]\nterminal = \"dropped\"\n";
+          \n[steps.done]\nterminal = \"done\"\n\n[steps.dropped]\nterminal = \"fail\"\n";
     w
 }
 
@@ -191,13 +191,16 @@ async fn a_run_started_on_one_control_node_is_listed_read_streamed_and_decided_o
     assert!(seen.iter().any(|k| k == "result_accepted"), "{seen:?}");
 
     // Both nodes are asked to decide the gate at the same moment: decided once.
-    let decide = |url: String| async move {
-        call(
-            "POST",
-            &format!("{url}/v1/runs/{run}/gates/ship", run = run.clone()),
-            Some(json!({"decision": "approve", "note": url})),
-        )
-        .await
+    let decide = |url: String| {
+        let gate = format!("{url}/v1/runs/{run}/gates/ship");
+        async move {
+            call(
+                "POST",
+                &gate,
+                Some(json!({"decision": "approve", "note": url})),
+            )
+            .await
+        }
     };
     let ((a, da), (b, db)) = tokio::join!(decide(c1.url.clone()), decide(c2.url.clone()));
     let mut codes = [a, b];
@@ -243,5 +246,11 @@ async fn a_run_started_on_one_control_node_is_listed_read_streamed_and_decided_o
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("gate_decided"), "{stdout}");
+    let summary: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["record"] == json!("run"))
+        .unwrap_or_else(|| panic!("no run line: {stdout}"));
+    assert_eq!(summary["run"], json!(run), "{summary}");
+    assert_eq!(summary["status"], json!("completed"), "{summary}");
 }
