@@ -328,16 +328,22 @@ impl Failover {
         })
     }
 
-    /// This node's view of the other control nodes (run owners, live nodes, forwarded
-    /// API requests, their journals in the stream), on this node's connection.
-    pub fn peers(&self) -> super::peers::Peers {
-        super::peers::Peers {
-            node: self.inner.config.node.clone(),
-            client: self.inner.js.client(),
-            js: self.inner.js.clone(),
-            runs: self.inner.runs.clone(),
-            controls: self.inner.controls.clone(),
-        }
+    /// What [`Peers::of`](super::peers::Peers::of) is made of: this node's name, its
+    /// JetStream context and the runs' and control nodes' buckets.
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        String,
+        async_nats::jetstream::Context,
+        async_nats::jetstream::kv::Store,
+        async_nats::jetstream::kv::Store,
+    ) {
+        (
+            self.inner.config.node.clone(),
+            self.inner.js.clone(),
+            self.inner.runs.clone(),
+            self.inner.controls.clone(),
+        )
     }
 
     /// The runs this node owns now.

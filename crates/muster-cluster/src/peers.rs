@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::ClusterError;
-use super::failover::{JOURNAL_STREAM, RunLease, journal_subject};
+use super::failover::{Failover, JOURNAL_STREAM, RunLease, journal_subject};
 use super::wire::{self, WireMessage};
 use muster_core::journal::Record;
 
@@ -90,14 +90,14 @@ impl ApiReply {
 
 /// A control node's view of the other control nodes: who owns a run, who is live, and
 /// the requests it forwards to them and answers for them. Made from the node's
-/// [`Failover`](super::failover::Failover) ([`Failover::peers`](super::failover::Failover::peers)).
+/// [`Failover`] ([`Peers::of`]), on its connection.
 ///
 /// # Example
 /// ```no_run
 /// # async fn demo(failover: muster_cluster::failover::Failover, run: uuid::Uuid) -> Result<(), muster_cluster::ClusterError> {
 /// use muster_cluster::peers::ApiRequest;
 ///
-/// let peers = failover.peers();
+/// let peers = muster_cluster::peers::Peers::of(&failover);
 /// if let Some(owner) = peers.owner_of(run).await.filter(|o| o != peers.node()) {
 ///     let reply = peers
 ///         .ask(&owner, &ApiRequest {
@@ -115,11 +115,11 @@ impl ApiReply {
 /// ```
 #[derive(Clone)]
 pub struct Peers {
-    pub(crate) node: String,
-    pub(crate) client: async_nats::Client,
-    pub(crate) js: async_nats::jetstream::Context,
-    pub(crate) runs: async_nats::jetstream::kv::Store,
-    pub(crate) controls: async_nats::jetstream::kv::Store,
+    node: String,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    runs: async_nats::jetstream::kv::Store,
+    controls: async_nats::jetstream::kv::Store,
 }
 
 impl std::fmt::Debug for Peers {
@@ -129,6 +129,18 @@ impl std::fmt::Debug for Peers {
 }
 
 impl Peers {
+    /// The view of control node `failover`'s peers, on its connection.
+    pub fn of(failover: &Failover) -> Peers {
+        let (node, js, runs, controls) = failover.parts();
+        Peers {
+            node,
+            client: js.client(),
+            js,
+            runs,
+            controls,
+        }
+    }
+
     /// This control node's name.
     pub fn node(&self) -> &str {
         &self.node

@@ -104,7 +104,10 @@ pub async fn serve(
     let mut node =
         Node::new(muster.clone(), live.clone(), tx.clone()).max_runs(config.limits.max_runs);
     // A control node answers for the whole cluster (docs/distributed.md, "One system").
-    let peers = config.failover.as_ref().map(|(f, _)| f.peers());
+    let peers = config
+        .failover
+        .as_ref()
+        .map(|(f, _)| muster_cluster::peers::Peers::of(f));
     if let Some((failover, mut takeovers)) = config.failover {
         node = node.clustered(failover, workflows.clone());
         let to_node = tx.clone();
