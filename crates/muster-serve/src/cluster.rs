@@ -382,6 +382,11 @@ impl ClusterApi {
     }
 }
 
+/// The route `/v1/cluster` stands on: [`layer`] answers it before it is reached.
+pub async fn not_here() -> Response {
+    ApiError::not_found("no such route (see docs/api.md)").into_response()
+}
+
 /// A GET of `path` with the request's credentials.
 fn probe(parts: &Parts, path: &str) -> Parts {
     let mut p = parts.clone();

@@ -155,6 +155,9 @@ pub async fn serve(
     let mut app = router(state);
     if let Some(peers) = peers {
         let api = Arc::new(cluster::ClusterApi::new(peers, streams, stop.clone()));
+        // A layer runs for the routes a router has: `/v1/cluster` is one here (the layer
+        // answers it; the route itself is never reached).
+        app = app.route("/v1/cluster", axum::routing::get(cluster::not_here));
         app = app.layer(axum::middleware::from_fn_with_state(
             api.clone(),
             cluster::layer,
