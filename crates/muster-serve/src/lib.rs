@@ -154,7 +154,12 @@ pub async fn serve(
     let streams = state.streams.clone();
     let mut app = router(state);
     if let Some(peers) = peers {
-        let api = Arc::new(cluster::ClusterApi::new(peers, streams, stop.clone()));
+        let api = Arc::new(cluster::ClusterApi::new(
+            peers,
+            streams,
+            stop.clone(),
+            app.clone(),
+        ));
         // A layer runs for the routes a router has: `/v1/cluster` is one here (the layer
         // answers it; the route itself is never reached).
         app = app.route("/v1/cluster", axum::routing::get(cluster::not_here));
