@@ -252,9 +252,8 @@ impl Peers {
     }
 
     /// Control node `node`'s journal records as the `MUSTER_JOURNAL` stream holds them,
-    /// from its first on and then live as they are mirrored (at most ten records behind
-    /// on the way: the stream is read in order, with flow control). A record that does not
-    /// read ends the stream.
+    /// from its first on and then live as they are mirrored (an ordered consumer: in
+    /// order, with flow control). A record that does not read ends the stream.
     pub async fn journal_of(
         &self,
         node: &str,
@@ -272,7 +271,6 @@ impl Peers {
             .create_consumer(pull::OrderedConfig {
                 filter_subject: journal_subject(node),
                 deliver_policy: DeliverPolicy::All,
-                max_batch: 10,
                 ..Default::default()
             })
             .await
