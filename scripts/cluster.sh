@@ -2,8 +2,9 @@
 # A local muster cluster in one command: nats-server with JetStream (temp store dir), one
 # control node (`muster serve --nats`) and N workers (`muster worker`) on this machine,
 # then the code-review example (examples/code-review) run across them with
-# `muster run --server`. Prints the run's outcome and which node ran each step, then
-# stops everything it started, by pid, whatever happens (also on Ctrl-C).
+# `muster run --server`. Prints the run's outcome, which node ran each step and how many
+# steps each worker ran, then stops everything it started, by pid, whatever happens (also
+# on Ctrl-C).
 #
 #   scripts/cluster.sh                    # 2 workers, free ports
 #   scripts/cluster.sh --workers 3 --nats-port 4222 --api-port 7070
@@ -285,6 +286,25 @@ else
 fi
 set -e
 say "the run exited $code"
+
+# 5. How many of the run's steps each worker ran (a step's agent is `id@worker-N`; equally
+#    loaded instances of a capability take turns, so idle workers share the steps).
+steps_per_worker() {
+  local auth run
+  auth="Authorization: Bearer $(cat "$TMP/token")"
+  run="$(curl -fsS -H "$auth" "$API/v1/runs?limit=1" |
+    python3 -c 'import json, sys; r = json.load(sys.stdin).get("runs") or [{}]; print(r[0].get("run", ""))')"
+  [ -n "$run" ] || return 1
+  curl -fsS -H "$auth" "$API/v1/runs/$run" | python3 -c 'import json, sys
+n = int(sys.argv[1]); d = json.load(sys.stdin)
+count = {f"worker-{i}": 0 for i in range(1, n + 1)}
+for s in d.get("steps", []):
+    node = (s.get("owner") or s.get("agent") or "").rpartition("@")[2]
+    if node in count:
+        count[node] += 1
+print(", ".join(f"{w} {c}" for w, c in count.items()))' "$WORKERS"
+}
+say "steps per worker: $(steps_per_worker || echo "unknown (the run could not be read)")"
 
 if [ "$KEEP" = 1 ]; then
   say "the cluster stays up: $API (token in $TMP/token), NATS $NATS_URL; Ctrl-C stops it"

@@ -287,6 +287,8 @@
     lastSeq: 0,
     role: null, // the token's role (GET /v1/whoami); null until known
     name: null, // the token's name, if it has one
+    cluster: null, // GET /v1/cluster on a control node of a cluster; null on a single node
+    workersSeen: new Set(), // worker nodes whose instances this page has seen
   };
 
   // What each role may do, in the order the node ranks them (docs/api.md, "Roles").
@@ -314,7 +316,7 @@
     if (state.selected) dirty.detail = true;
   }
 
-  const dirty = { agents: false, agentOrder: false, tree: false, runs: false, gates: false, detail: false };
+  const dirty = { agents: false, agentOrder: false, tree: false, runs: false, gates: false, detail: false, cluster: false };
   const refetch = { agents: false, tree: false, runs: false, gates: false, detail: false };
 
   // ---------- batching: one pass per animation frame ----------
@@ -528,6 +530,17 @@
     dirty.agentOrder = true;
   }
 
+  // A control node of a cluster names the control nodes and their liveness; a single
+  // node has no such route (404) and the panel stays hidden.
+  async function loadCluster() {
+    try {
+      state.cluster = await api("GET", "/v1/cluster");
+    } catch (e) {
+      state.cluster = null;
+    }
+    dirty.cluster = true;
+  }
+
   async function loadTree() {
     state.tree = await api("GET", "/v1/tree");
     state.restarts.clear(); // the tree's own counts include them now
@@ -597,6 +610,8 @@
 
   // ---------- rendering ----------
   function render() {
+    // The workers are read from the agents: redrawn with them.
+    const clusterToo = dirty.cluster || dirty.agents || dirty.agentOrder;
     if (dirty.agentOrder) {
       computeAgentOrder();
       dirty.agentOrder = false;
@@ -621,6 +636,10 @@
     if (dirty.detail) {
       renderDetail();
       dirty.detail = false;
+    }
+    if (clusterToo) {
+      renderCluster();
+      dirty.cluster = false;
     }
     $("last-seq").textContent = state.lastSeq ? "event " + state.lastSeq : "";
   }
@@ -647,18 +666,56 @@
     return (Array.isArray(a.capabilities) ? a.capabilities : []).map((c) => (c && typeof c === "object" ? str(c.name) : str(c)));
   }
 
+  // Instances are grouped by the node that hosts them (none: this process), then by id.
   function computeAgentOrder() {
     const f = state.agentFilter.toLowerCase();
     const ids = [];
     for (const [id, a] of state.agents) {
       if (f) {
-        const hay = [id, str(a.agent), str(a.state), ...capNames(a)].join(" ").toLowerCase();
+        const hay = [id, str(a.agent), str(a.state), str(a.node), ...capNames(a)].join(" ").toLowerCase();
         if (!hay.includes(f)) continue;
       }
       ids.push(id);
     }
-    ids.sort((x, y) => x.localeCompare(y, undefined, { numeric: true }));
+    const nodeOf = (id) => str((state.agents.get(id) || {}).node);
+    ids.sort((x, y) => nodeOf(x).localeCompare(nodeOf(y), undefined, { numeric: true }) || x.localeCompare(y, undefined, { numeric: true }));
     state.agentOrder = ids;
+  }
+
+  // Control nodes (live, or gone since the page saw them) and workers (with their
+  // instances now; one whose instances all left is shown gone).
+  function renderCluster() {
+    const panel = $("cluster-panel");
+    const c = state.cluster;
+    panel.hidden = !c;
+    if (!c) return;
+    $("cluster-node").textContent = "this node: " + str(c.node);
+    const chip = (name, live, extra, testid) =>
+      el(
+        "span",
+        { class: "node-chip", "data-testid": testid, "data-node": name, "data-live": live ? "true" : "false" },
+        el("span", { class: "mono", text: name }),
+        " ",
+        el("span", { class: stClass(live ? "ready" : "failed"), text: live ? "live" : "gone" }),
+        extra ? el("span", { class: "muted", text: " " + extra }) : null,
+      );
+    const controls = listOf(c, "control_nodes").map((n) =>
+      chip(str(n.node), !!n.live, n.node === c.node ? "(this node)" : "", "cluster-control"),
+    );
+    $("cluster-controls").replaceChildren(...controls);
+    const instances = new Map();
+    for (const a of state.agents.values()) {
+      if (!a.node) continue;
+      const n = str(a.node);
+      state.workersSeen.add(n);
+      instances.set(n, (instances.get(n) || 0) + 1);
+    }
+    const workers = [...state.workersSeen].sort().map((n) => {
+      const count = instances.get(n) || 0;
+      return chip(n, count > 0, count + (count === 1 ? " instance" : " instances"), "cluster-worker");
+    });
+    if (!workers.length) workers.push(el("span", { class: "muted", text: "none" }));
+    $("cluster-workers").replaceChildren(...workers);
   }
 
   function renderAgents() {
@@ -776,9 +833,10 @@
         el("td", null, el("span", { class: stClass(r.status), "data-testid": "run-status", text: str(r.status) })),
         el("td", { text: str(r.step || r.current_step) }),
         el("td", { class: "muted", text: fmtTime(r.started_ms) }),
+        el("td", { class: "mono", "data-testid": "run-owner", text: str(r.owner_node) }),
       ),
     );
-    if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 5, class: "muted", text: "no runs" })));
+    if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 6, class: "muted", text: "no runs" })));
     body.replaceChildren(...rows);
     $("runs-prev").disabled = state.runPage === 0;
     $("runs-next").disabled = !state.runNext;
@@ -937,6 +995,7 @@
     st.textContent = status;
     const meta = [];
     if (d.workflow || row.workflow) meta.push("workflow " + str(d.workflow || row.workflow));
+    if (d.owner_node || row.owner_node) meta.push("driven by control node " + str(d.owner_node || row.owner_node));
     if (d.reason) meta.push("reason: " + (typeof d.reason === "object" ? json(d.reason) : str(d.reason)));
     if (d.usage && typeof d.usage === "object") meta.push("usage " + json(d.usage).replace(/\s+/g, " "));
     $("run-meta").textContent = meta.join(" · ");
@@ -1022,6 +1081,9 @@
           break;
         case "gate_decided":
           items.push({ kind: "note", text: (ev.approved ? "✓ approved " : "✗ rejected ") + str(ev.gate) + (ev.reason ? ": " + str(ev.reason) : "") });
+          break;
+        case "run_taken_over":
+          items.push({ kind: "note", text: "⇄ taken over by control node " + str(ev.to) + " from " + str(ev.from) + " (lease revision " + str(ev.revision) + ")" });
           break;
         case "run_ended":
           items.push({ kind: "note", text: "■ " + str(ev.status) + " at " + str(ev.step) + (ev.reason ? ": " + str(ev.reason) : "") });
@@ -1138,6 +1200,11 @@
         render();
       }
     }, 400);
+    // Control nodes come and go without an event: asked again every 5 s.
+    setInterval(() => {
+      if (!token || document.hidden || !state.cluster) return;
+      loadCluster().then(render, () => {});
+    }, 5000);
     // Load drifts when events are missed while disconnected: a slow full refresh.
     setInterval(() => {
       if (!token || document.hidden) return;
@@ -1170,7 +1237,7 @@
         onDown: (e) => setConn(false, e ? "reconnecting: " + e.message : "reconnecting"),
       },
     );
-    const results = await Promise.allSettled([loadWhoami(), loadAgents(), loadTree(), loadRuns(), loadGates()]);
+    const results = await Promise.allSettled([loadWhoami(), loadAgents(), loadTree(), loadRuns(), loadGates(), loadCluster()]);
     const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
     if (failed.length) showError("loading: " + failed.join("; "));
     render();

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use muster::cluster::failover::RunLease;
+use muster::cluster::peers::{ApiReply, ApiRequest};
 use muster::cluster::wire::{
     AssignMsg, BeatMsg, ContractRecord, ControlMsg, ControlRecord, ReportMsg, WireMessage,
     WorkerRecord, check_node_name, contract_key, decode, parse_worker_key, schemas as wire_schemas,
@@ -60,6 +61,12 @@ const KEYS: &[&str] = &[
     "topic",
     "payload",
     "schema",
+    "from",
+    "method",
+    "path",
+    "headers",
+    "body",
+    "status",
 ];
 
 /// One valid example of each message, as JSON (the seed a mutation starts from), with
@@ -124,6 +131,23 @@ fn examples() -> Vec<(&'static str, Value)> {
             to(&RunLease {
                 owner: "c1".into(),
                 workflow: "code-change".into(),
+            }),
+        ),
+        (
+            "cluster-api-request",
+            to(&ApiRequest {
+                from: "c1".into(),
+                method: "GET".into(),
+                path: "/v1/runs?limit=50".into(),
+                headers: vec![("authorization".into(), "Bearer t".into())],
+                body: String::new(),
+            }),
+        ),
+        (
+            "cluster-api-reply",
+            to(&ApiReply {
+                status: 200,
+                body: r#"{"runs":[],"next":null}"#.into(),
             }),
         ),
     ];
@@ -259,6 +283,8 @@ pub fn messages(data: &[u8]) {
     let _ = version_of(&bytes);
     decode_as::<ContractRecord>(&bytes);
     decode_as::<RunLease>(&bytes);
+    decode_as::<ApiRequest>(&bytes);
+    decode_as::<ApiReply>(&bytes);
 
     // Keys: a node and an instance id as a peer may name them.
     let text = String::from_utf8_lossy(&bytes);

@@ -357,6 +357,21 @@ async fn a_control_node_killed_mid_run_has_its_runs_finished_by_another_with_epo
         .and_then(|r| r["seq"].as_u64())
         .expect("c1's records");
     mirrored_up_to(&nats.url(), "c1", last).await;
+    // Both control nodes are live, as c2 tells (the dashboard's cluster panel).
+    let live = |doc: &Value, node: &str| {
+        doc["control_nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["node"] == json!(node)))
+            .map(|n| n["live"] == json!(true))
+    };
+    let (code, doc) = call("GET", &format!("{}/v1/cluster", c2.url), None).await;
+    assert_eq!(code, 200, "{doc}");
+    assert_eq!(
+        (live(&doc, "c1"), live(&doc, "c2")),
+        (Some(true), Some(true)),
+        "{doc}"
+    );
+    assert_eq!(doc["node"], json!("c2"), "{doc}");
     c1.proc.kill();
     for run in &runs {
         let doc = wait_run(&c2, run, 120).await;
@@ -382,6 +397,31 @@ async fn a_control_node_killed_mid_run_has_its_runs_finished_by_another_with_epo
             .unwrap_or("")
             .contains("taken over from control node c1")),
         "the takeover is journaled"
+    );
+    // On each run's own records too (its timeline), with both nodes and the revision.
+    for run in &runs {
+        let (code, doc) = call(
+            "GET",
+            &format!("{}/v1/records?run={run}&limit=10000", c2.url),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{doc}");
+        let recs = doc["records"].as_array().cloned().unwrap_or_default();
+        let taken = events(&recs, "run_taken_over");
+        assert_eq!(taken.len(), 1, "{recs:?}");
+        assert_eq!(
+            (&taken[0]["from"], &taken[0]["to"]),
+            (&json!("c1"), &json!("c2"))
+        );
+        assert!(taken[0]["revision"].as_u64().is_some_and(|r| r > 0));
+    }
+    // c1 is shown gone.
+    let (_, doc) = call("GET", &format!("{}/v1/cluster", c2.url), None).await;
+    assert_eq!(
+        (live(&doc, "c1"), live(&doc, "c2")),
+        (Some(false), Some(true)),
+        "{doc}"
     );
 }
 

@@ -28,6 +28,29 @@ fn run_script(args: &[&str], processes: usize) -> (String, Value) {
             "every step ran on a worker: {s:#}"
         );
     }
+    // It says how many of the run's steps each worker ran: all of them, between the two.
+    let per = stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("steps per worker: ")
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap_or_else(|| panic!("the script counts the steps per worker:\n{stderr}"));
+    let counts: Vec<(String, usize)> = per
+        .split(", ")
+        .filter_map(|p| p.split_once(' '))
+        .map(|(w, n)| (w.to_string(), n.parse().unwrap_or(usize::MAX)))
+        .collect();
+    assert_eq!(
+        counts.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>(),
+        ["worker-1", "worker-2"],
+        "{per}"
+    );
+    assert_eq!(
+        counts.iter().map(|(_, n)| *n).sum::<usize>(),
+        steps.len(),
+        "{per}"
+    );
     // The script names the pids it started and stopped; none of them is alive.
     let line = stderr
         .lines()

@@ -984,3 +984,114 @@ async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs_body(
     );
     chrome.close().await;
 }
+
+/// `expr` (JavaScript giving a string) in the page, each call bounded by 30 s.
+async fn bounded_text(page: &Page, expr: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(30), page_text(page, expr))
+        .await
+        .unwrap_or_default()
+}
+
+/// Polls `expr` (a boolean) in the page, each evaluation bounded, until it holds or
+/// [`WAIT`] passes (then fails naming `what`, with what `show` gives then).
+async fn bounded_wait(page: &Page, what: &str, expr: &str, show: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if bounded_text(page, &format!("Boolean({expr})")).await == "true" {
+            return;
+        }
+        if Instant::now() > deadline {
+            let shown = bounded_text(page, show).await;
+            panic!("the page did not show {what} within {WAIT:?}; it shows: {shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_on_a_control_node_shows_the_cluster_and_another_nodes_run_with_its_owner() {
+    use crate::support::cluster as cs;
+    if skip_requested() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    crate::support::node::write_cast(p, &["workflows", "j"], 1);
+    std::fs::write(
+        p.join("workflows/one.toml"),
+        crate::support::node::one_step("one", "echo", "30s", 3),
+    )
+    .expect("workflow");
+    let nats = cs::Nats::start(p);
+    let c1 = cs::control(p, &nats.url(), "c1", "j/c1.db");
+    let c2 = cs::control(p, &nats.url(), "c2", "j/c2.db");
+    let _w1 = cs::worker(p, &nats.url(), "w1");
+    let _w2 = cs::worker(p, &nats.url(), "w2");
+    cs::wait_for(&c2, "/v1/agents", 60, |d| {
+        d["agents"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    // A run of c2's, completed.
+    let run = cs::start_run(&c2, "one", json!({})).await;
+    cs::wait_run(&c2, &run, 60).await;
+
+    let chrome = Chromium::launch().await;
+    let page = tokio::time::timeout(
+        Duration::from_secs(60),
+        chrome
+            .browser
+            .new_page(format!("{}/?token={}", c1.url, cs::TOKEN)),
+    )
+    .await
+    .expect("the page opens within 60 s")
+    .expect("the dashboard opens");
+    let panel = "document.getElementById('cluster-panel').textContent";
+    // The cluster: both control nodes live, c1 this node; both workers with their instance.
+    for (node, testid) in [
+        ("c1", "cluster-control"),
+        ("c2", "cluster-control"),
+        ("w1", "cluster-worker"),
+        ("w2", "cluster-worker"),
+    ] {
+        bounded_wait(
+            &page,
+            &format!("{node} live in the cluster panel"),
+            &format!(
+                "document.querySelector('[data-testid={testid}][data-node={}]')?.dataset.live === 'true'",
+                q(node)
+            ),
+            panel,
+        )
+        .await;
+    }
+    assert!(bounded_text(&page, panel).await.contains("(this node)"));
+    // c2's run is listed on c1 with its owner, and opens with its detail and timeline.
+    let row = format!("[data-testid=run-row][data-run-id={}]", q(&run));
+    bounded_wait(
+        &page,
+        "c2's run in c1's list, owned by c2",
+        &format!("document.querySelector('{row} [data-testid=run-owner]')?.textContent === 'c2'"),
+        "document.getElementById('runs-body').textContent",
+    )
+    .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(30),
+        page.evaluate(format!("document.querySelector('{row}').click()")),
+    )
+    .await;
+    bounded_wait(
+        &page,
+        "the run's detail naming its owner",
+        "document.getElementById('run-meta').textContent.includes('driven by control node c2')",
+        "document.getElementById('run-meta').textContent",
+    )
+    .await;
+    bounded_wait(
+        &page,
+        "the run's timeline from c2's records",
+        "document.querySelectorAll('[data-testid=timeline-item]').length >= 3",
+        "document.getElementById('run-timeline').textContent",
+    )
+    .await;
+    chrome.close().await;
+}

@@ -39,6 +39,7 @@ mod check_catches_run_refusals;
 mod cli_snapshots;
 mod cluster_capacity;
 mod cluster_nats;
+mod cluster_one_system;
 mod cluster_replicas;
 mod cluster_retention;
 mod cluster_script;

@@ -328,6 +328,24 @@ impl Failover {
         })
     }
 
+    /// What [`Peers::of`](super::peers::Peers::of) is made of: this node's name, its
+    /// JetStream context and the runs' and control nodes' buckets.
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        String,
+        async_nats::jetstream::Context,
+        async_nats::jetstream::kv::Store,
+        async_nats::jetstream::kv::Store,
+    ) {
+        (
+            self.inner.config.node.clone(),
+            self.inner.js.clone(),
+            self.inner.runs.clone(),
+            self.inner.controls.clone(),
+        )
+    }
+
     /// The runs this node owns now.
     pub fn owned(&self) -> usize {
         self.inner.owned.lock().len()

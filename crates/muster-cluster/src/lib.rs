@@ -17,6 +17,7 @@
 
 pub mod control;
 pub mod failover;
+pub mod peers;
 mod remote;
 pub mod replicas;
 pub mod wire;

@@ -420,6 +420,14 @@ pub fn schemas() -> &'static SchemaStore {
                 include_str!("../../../schemas/cluster-run-lease.schema.json"),
             ),
             (
+                "cluster-api-request",
+                include_str!("../../../schemas/cluster-api-request.schema.json"),
+            ),
+            (
+                "cluster-api-reply",
+                include_str!("../../../schemas/cluster-api-reply.schema.json"),
+            ),
+            (
                 "envelope",
                 include_str!("../../../schemas/envelope.schema.json"),
             ),
@@ -544,6 +552,8 @@ mod tests {
                 "cluster-beat" => decode::<BeatMsg>(&bytes).map(drop),
                 "cluster-control" => decode::<ControlMsg>(&bytes).map(drop),
                 "cluster-run-lease" => decode::<crate::failover::RunLease>(&bytes).map(drop),
+                "cluster-api-request" => decode::<crate::peers::ApiRequest>(&bytes).map(drop),
+                "cluster-api-reply" => decode::<crate::peers::ApiReply>(&bytes).map(drop),
                 other => panic!("no decoder for {other}"),
             };
             if let Err(e) = read {
@@ -665,6 +675,23 @@ mod tests {
             })
             .unwrap(),
         );
+        check(
+            "cluster-api-request",
+            include_str!("../../../schemas/cluster-api-request.schema.json"),
+            serde_json::to_value(crate::peers::ApiRequest {
+                from: "c1".into(),
+                method: "POST".into(),
+                path: "/v1/runs/01900000-0000-7000-8000-000000000001/gates/ship".into(),
+                headers: vec![("authorization".into(), "Bearer t".into())],
+                body: r#"{"decision":"approve"}"#.into(),
+            })
+            .unwrap(),
+        );
+        check(
+            "cluster-api-reply",
+            include_str!("../../../schemas/cluster-api-reply.schema.json"),
+            serde_json::to_value(crate::peers::ApiReply::error(409, "already decided")).unwrap(),
+        );
     }
 
     #[test]
@@ -678,6 +705,8 @@ mod tests {
             ControlRecord::SCHEMA,
             ContractRecord::SCHEMA,
             crate::failover::RunLease::SCHEMA,
+            crate::peers::ApiRequest::SCHEMA,
+            crate::peers::ApiReply::SCHEMA,
             "envelope",
         ] {
             assert!(schemas().contains(name), "{name} compiles");

@@ -99,7 +99,8 @@ impl Filter {
             | Event::StepFailed { run: r, .. }
             | Event::GateWaiting { run: r, .. }
             | Event::GateDecided { run: r, .. }
-            | Event::RunEnded { run: r, .. } => *r == run,
+            | Event::RunEnded { run: r, .. }
+            | Event::RunTakenOver { run: r, .. } => *r == run,
             Event::TaskSubmitted {
                 task, correlation, ..
             } => {
@@ -245,5 +246,36 @@ pub fn stream(
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    })
+}
+
+/// As [`stream`], over another control node's records (`records`: its journal as the
+/// cluster's journal stream holds it, in order), kept to `run`: every record of the run
+/// after sequence number `after` (of that node's journal), once, in order; it ends when
+/// `stop` turns true or `records` ends.
+pub fn remote_stream(
+    records: impl Stream<Item = Record> + Send + 'static,
+    after: u64,
+    run: Uuid,
+    stop: watch::Receiver<bool>,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<SseEvent, std::convert::Infallible>> + Send {
+    use futures::StreamExt;
+    let mut filter = Filter {
+        run: Some(run),
+        tasks: HashSet::new(),
+    };
+    let mut last = 0u64;
+    let mut stop = stop;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    records.take_until(stopped).filter_map(move |r| {
+        let _slot = &slot;
+        // A record mirrored twice (its acknowledgement lost) is sent once.
+        let fresh = r.seq > last;
+        last = last.max(r.seq);
+        let keep = fresh && filter.keep(&r.event) && r.seq > after;
+        std::future::ready(keep.then(|| Ok(sse(&r))))
     })
 }

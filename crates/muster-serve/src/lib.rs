@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod assets;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod mcp;
@@ -98,9 +99,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = config.tls.clone();
-    run_node(muster, journal, config, move |state, stop_tx, stop| {
+    run_node(muster, journal, config, move |state, wrap, stop_tx, stop| {
         // muster as an MCP server (docs/mcp.md) at `/mcp`, behind the same token.
-        let app = routes::router_with(state.clone(), mcp::router(state));
+        let app = wrap(routes::router_with(state.clone(), mcp::router(state)));
         http_thread(listener, tls, app, stop_tx, stop, shutdown)
     })
     .await
@@ -128,7 +129,8 @@ pub async fn serve_mcp_stdio(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    run_node(muster, journal, config, move |state, stop_tx, stop| {
+    // Over stdio there is no HTTP router for the cluster layer to wrap.
+    run_node(muster, journal, config, move |state, _wrap, stop_tx, stop| {
         front_thread("muster-mcp", stop_tx, async move {
             tokio::select! {
                 r = mcp::serve_stdio(state, stop) => r,
@@ -139,9 +141,13 @@ pub async fn serve_mcp_stdio(
     .await
 }
 
+/// What a front applies to the HTTP router it serves: a control node's cluster layer
+/// (forwarding other nodes' runs), or nothing.
+type Wrap = Box<dyn FnOnce(axum::Router) -> axum::Router>;
+
 /// What answers a node's clients (the HTTP server, or MCP over stdio): given the API's
-/// state, the stop's sender and receiver, it starts on a thread of its own and answers
-/// once it has stopped.
+/// state, the router's [`Wrap`], the stop's sender and receiver, it starts on a thread of
+/// its own and answers once it has stopped.
 type Front = std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>>;
 
 /// Runs a node with `front` answering its clients: the node's loop on the runtime's
@@ -151,7 +157,7 @@ async fn run_node(
     muster: Muster,
     journal: Arc<TapJournal>,
     config: ServeConfig,
-    front: impl FnOnce(AppState, watch::Sender<bool>, watch::Receiver<bool>) -> Front,
+    front: impl FnOnce(AppState, Wrap, watch::Sender<bool>, watch::Receiver<bool>) -> Front,
 ) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel(1024);
     let (stop_tx, stop) = watch::channel(false);
@@ -159,6 +165,11 @@ async fn run_node(
     let workflows = Arc::new(config.workflows);
     let mut node =
         Node::new(muster.clone(), live.clone(), tx.clone()).max_runs(config.limits.max_runs);
+    // A control node answers for the whole cluster (docs/distributed.md, "One system").
+    let peers = config
+        .failover
+        .as_ref()
+        .map(|(f, _)| muster_cluster::peers::Peers::of(f));
     if let Some((failover, mut takeovers)) = config.failover {
         node = node.clustered(failover, workflows.clone());
         let to_node = tx.clone();
@@ -202,8 +213,36 @@ async fn run_node(
         stop: stop.clone(),
         metrics,
     };
+    // A control node answers for the whole cluster (docs/distributed.md, "One system"):
+    // a layer over the HTTP routes, which the front applies to the router it serves.
+    let streams = state.streams.clone();
+    let cluster_stop = stop.clone();
+    let wrap: Wrap = Box::new(move |mut app: axum::Router| {
+        if let Some(peers) = peers {
+            let api = Arc::new(cluster::ClusterApi::new(
+                peers,
+                streams,
+                cluster_stop,
+                app.clone(),
+            ));
+            // A layer runs for the routes a router has: `/v1/cluster` is one here (the
+            // layer answers it; the route itself is never reached).
+            app = app.route("/v1/cluster", axum::routing::get(cluster::not_here));
+            app = app.layer(axum::middleware::from_fn_with_state(
+                api.clone(),
+                cluster::layer,
+            ));
+            let forwarded = app.clone();
+            actix::spawn(async move {
+                if let Err(e) = api.answer_forwarded(forwarded).await {
+                    tracing::warn!(error = %e.body(), "this control node answers no forwarded request");
+                }
+            });
+        }
+        app
+    });
     let node_loop = node.serve(rx, stop.clone());
-    let served = front(state, stop_tx.clone(), stop.clone())?;
+    let served = front(state, wrap, stop_tx.clone(), stop.clone())?;
     let (served, ()) = tokio::join!(
         async {
             served

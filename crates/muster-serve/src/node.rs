@@ -438,6 +438,13 @@ impl Node {
                     t.from
                 ),
             });
+            // On the run's own timeline too (its views, its event stream, the dashboard).
+            self.muster.recorder().record(Event::RunTakenOver {
+                run,
+                from: t.from.clone(),
+                to: lease.owner.clone(),
+                revision,
+            });
             cluster.failover.adopted(&[run]);
             self.resume(wf, rec, &held);
         }

@@ -555,6 +555,10 @@ pub(crate) async fn decide_gate(
         ))
     };
     if summary.status == RunState::Completed || summary.status == RunState::Failed {
+        // A gate decided on the way: the loser of a race is told the decision that stands.
+        if let Some(a) = decided {
+            return Err(already(a));
+        }
         return Err(ApiError::conflict(format!(
             "run {run} has already ended ({}); there is nothing to decide",
             summary.status
@@ -793,6 +797,8 @@ async fn tree(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
 struct RecordsQuery {
     after: Option<String>,
     limit: Option<String>,
+    /// Only this run's records (its own and its tasks'): `muster inspect --server --run`.
+    run: Option<String>,
 }
 
 fn parse_number<T: std::str::FromStr>(text: &str, field: &str, what: &str) -> Result<T, ApiError> {
@@ -830,7 +836,21 @@ async fn records(
         })?,
         None => 1000,
     };
-    let mut records = read(&st.journal, move |j| j.read_batch(after, limit + 1)).await?;
+    let run = q.run.as_deref().map(|r| parse_id(r, "run")).transpose()?;
+    let mut records = match run {
+        Some(run) => read(&st.journal, move |j| {
+            let mut rs = records_of(j, run);
+            let held = !rs.is_empty();
+            rs.retain(|r| r.seq > after);
+            rs.truncate(limit + 1);
+            held.then_some(rs)
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no run `{run}` in the journal")).field("run")
+        })?,
+        None => read(&st.journal, move |j| j.read_batch(after, limit + 1)).await?,
+    };
     let more = records.len() > limit;
     records.truncate(limit);
     let next = if more {

@@ -98,13 +98,15 @@ pub fn run_page(
         Some(s) => (s.parse().ok(), None),
         None => (None, None),
     };
-    let before = match after {
+    let (before, older_than) = match after {
         Some(a) => match journal.run_entry(a) {
-            Some(e) => Some(e.started_seq),
-            // A cursor the journal does not hold ends the list.
-            None => return (Vec::new(), false),
+            Some(e) => (Some(e.started_seq), None),
+            // A cursor the journal does not hold (a run of another control node of the
+            // cluster, docs/distributed.md "One system"): the runs whose ids sort before
+            // it (run ids are UUID v7, ordered by their start time).
+            None => (None, Some(a)),
         },
-        None => None,
+        None => (None, None),
     };
     let mut query = RunQuery {
         status: indexed,
@@ -119,7 +121,8 @@ pub fn run_page(
         query.before = got.last().map(|e| e.started_seq);
         entries.extend(
             got.into_iter()
-                .filter(|e| driven.is_none_or(|d| live(e.run) == d)),
+                .filter(|e| driven.is_none_or(|d| live(e.run) == d))
+                .filter(|e| older_than.is_none_or(|a| e.run < a)),
         );
         if exhausted || entries.len() > limit || query.before.is_none() {
             break;
@@ -540,5 +543,39 @@ mod tests {
             .map(|(e, _)| belongs(e, theirs, &mut tasks))
             .collect();
         assert_eq!(kept, [false, false, true, false, true, false]);
+    }
+
+    #[test]
+    fn a_cursor_from_another_node_pages_by_run_id() {
+        use muster_core::journal::{Journal, MemoryJournal};
+        let j = MemoryJournal::default();
+        // Ids in start order; `theirs` is another node's run, started between a1 and a2.
+        let (a0, a1, theirs, a2, a3) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        for run in [a0, a1, a2, a3] {
+            j.append(
+                0,
+                Event::RunStarted {
+                    run,
+                    workflow: "w".into(),
+                    file: "w.toml".into(),
+                    input: json!({}),
+                },
+            );
+        }
+        let ids = |page: Vec<Value>| page.iter().map(|r| r["run"].clone()).collect::<Vec<_>>();
+        let (page, more) = run_page(&j, &|_| false, None, None, Some(theirs), 10);
+        assert_eq!(ids(page), [json!(a1), json!(a0)]);
+        assert!(!more);
+        let (page, more) = run_page(&j, &|_| false, None, None, Some(theirs), 1);
+        assert_eq!((ids(page), more), (vec![json!(a1)], true));
+        // A cursor this journal holds pages by its own order, as before.
+        let (page, _) = run_page(&j, &|_| false, None, None, Some(a2), 10);
+        assert_eq!(ids(page), [json!(a1), json!(a0)]);
     }
 }

@@ -187,11 +187,24 @@ impl Client {
 
     /// Every record of the node's journal, page by page.
     pub async fn records(&self) -> Result<Vec<muster::journal::Record>, CliError> {
+        self.records_where("").await
+    }
+
+    /// The records of one run (its own and its tasks'), page by page; on a control node of
+    /// a cluster, from whichever control node has the run.
+    pub async fn run_records(
+        &self,
+        run: uuid::Uuid,
+    ) -> Result<Vec<muster::journal::Record>, CliError> {
+        self.records_where(&format!("&run={run}")).await
+    }
+
+    async fn records_where(&self, filter: &str) -> Result<Vec<muster::journal::Record>, CliError> {
         let mut out = Vec::new();
         let mut after = 0u64;
         loop {
             let page = self
-                .get(&format!("/v1/records?after={after}&limit=10000"))
+                .get(&format!("/v1/records?after={after}&limit=10000{filter}"))
                 .await?;
             let records: Vec<muster::journal::Record> =
                 serde_json::from_value(page["records"].clone()).map_err(|e| {

@@ -78,7 +78,21 @@ macro_rules! outw {
 pub fn run(args: InspectArgs) -> Result<(), CliError> {
     let records = if args.server.server.is_some() {
         let client = super::client::Client::new(&args.server)?;
-        super::block_on(async move { client.records().await })?
+        // One run (by id or unique prefix): its records only, from whichever control
+        // node of a cluster has it.
+        let run = args
+            .run
+            .clone()
+            .filter(|r| !r.trim().eq_ignore_ascii_case("latest"));
+        super::block_on(async move {
+            match run {
+                Some(r) => {
+                    let run = client.resolve_run(&r).await?;
+                    client.run_records(run).await
+                }
+                None => client.records().await,
+            }
+        })?
     } else if let Some(archive) = &args.archive {
         read_archive(archive).map_err(|e| {
             CliError::bad_input(

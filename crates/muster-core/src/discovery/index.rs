@@ -25,8 +25,8 @@ pub struct CapabilityEntry {
     pub contract: Arc<Capability>,
     /// Who declared it first.
     pub declared_by: Arc<str>,
-    /// Serving instances, an order per shard (least loaded first, ties by registration
-    /// order) and one line of owners waiting for a slot.
+    /// Serving instances, an order per shard (least loaded first, ties in turn) and one
+    /// line of owners waiting for a slot.
     orders: Arc<Orders>,
 }
 
@@ -126,8 +126,9 @@ impl CapabilityIndex {
     }
 
     /// Picks the least-loaded available instance of a capability outside `exclude`, ties
-    /// broken by shard (`from`, the picker's, first) then registration order
-    /// (deterministic), and reserves a slot on it. An idle instance on shard `from` is
+    /// broken by shard (`from`, the picker's, first) then in turn: the first in
+    /// registration order after the instance this capability's last pick took, wrapping
+    /// round (deterministic on one thread), and reserves a slot on it. An idle instance on shard `from` is
     /// taken without looking at the other shards. O(log n) in the capability's instances
     /// (plus one step per unavailable or excluded instance passed over): the instances are
     /// kept in load order as their loads change.
@@ -143,7 +144,10 @@ impl CapabilityIndex {
             .ok_or(PickError::UnknownCapability)?;
         loop {
             match entry.orders.front_for_newcomer(exclude, from) {
-                Front::Pick(h) if h.try_reserve() => return Ok((entry.contract.clone(), h)),
+                Front::Pick(h) if h.try_reserve() => {
+                    entry.orders.picked(&h);
+                    return Ok((entry.contract.clone(), h));
+                }
                 // Lost a race for the last slot (its load changed on another thread): the
                 // order is brought in line with the load now, and read again.
                 Front::Pick(h) => entry.orders.of_shard(h.shard).load_changed(&h),
@@ -176,7 +180,10 @@ impl CapabilityIndex {
                 .orders
                 .front_or_wait(exclude, from, &mut waiter, woken)
             {
-                Front::Pick(h) if h.try_reserve() => return Ok((entry.contract.clone(), h)),
+                Front::Pick(h) if h.try_reserve() => {
+                    entry.orders.picked(&h);
+                    return Ok((entry.contract.clone(), h));
+                }
                 // Lost a race for the last slot: as in `pick` (the waiter is still ours).
                 Front::Pick(h) => entry.orders.of_shard(h.shard).load_changed(&h),
                 Front::AllFull | Front::FreeOnlyExcluded => return Err(PickError::AllFull),
@@ -460,8 +467,13 @@ mod tests {
         (idx, hs)
     }
 
-    /// The pick as it was: a scan of every instance in registration order.
-    fn scanned(hs: &[Arc<InstanceHandle>], exclude: &[Arc<str>]) -> Result<Arc<str>, PickError> {
+    /// The pick as a scan of every instance in registration order: the least loaded,
+    /// ties to the first at or after ordinal `cursor`, else the first.
+    fn scanned(
+        hs: &[Arc<InstanceHandle>],
+        exclude: &[Arc<str>],
+        cursor: u64,
+    ) -> Result<Arc<str>, PickError> {
         let mut any = false;
         let mut best: Option<&Arc<InstanceHandle>> = None;
         for h in hs {
@@ -473,8 +485,13 @@ mod tests {
             if load >= h.capacity {
                 continue;
             }
+            // Lower load wins; on a tie, an instance at or after the cursor beats one
+            // before it (instances are scanned in ordinal order).
             match best {
-                Some(b) if b.load() <= load => {}
+                Some(b)
+                    if b.load() < load
+                        || (b.load() == load
+                            && (b.ordinal() >= cursor || h.ordinal() < cursor)) => {}
                 _ => best = Some(h),
             }
         }
@@ -483,6 +500,28 @@ mod tests {
             None if any => Err(PickError::AllFull),
             None => Err(PickError::NoCandidate),
         }
+    }
+
+    #[test]
+    fn equally_loaded_instances_are_picked_in_turn() {
+        let (idx, hs) = index(&[1, 1, 1]);
+        let mut picked = Vec::new();
+        for _ in 0..5 {
+            let (_, h) = idx.pick("c", &[], 0).expect("an idle instance");
+            picked.push(h.id.clone());
+            h.release();
+        }
+        let ids: Vec<_> = [0, 1, 2, 0, 1].iter().map(|i| hs[*i].id.clone()).collect();
+        assert_eq!(picked, ids, "each idle instance takes its turn");
+        // A lower load still wins over the turn: t#2 is next, but busy.
+        let _busy = idx.pick("c", &[], 0).expect("t#2");
+        let (_, h) = idx.pick("c", &[], 0).expect("t#0");
+        assert_eq!(h.id, hs[0].id);
+        h.release();
+        hs[2].release();
+        // An excluded instance's turn passes to the next one.
+        let (_, h) = idx.pick("c", &[hs[1].id.clone()], 0).expect("t#2");
+        assert_eq!(h.id, hs[2].id);
     }
 
     /// A place in line: the waiter and what it receives.
@@ -753,13 +792,17 @@ mod tests {
             ops in proptest::collection::vec(op(12), 1..120),
         ) {
             let (idx, hs) = index(&capacities);
+            let mut cursor = 0;
             for o in ops {
                 match o {
                     Op::Pick(ex) => {
                         let exclude = ids_of(&ex, &hs);
-                        let want = scanned(&hs, &exclude);
-                        let got = idx.pick("c", &exclude, 0).map(|(_, h)| h.id.clone());
-                        prop_assert_eq!(got, want);
+                        let want = scanned(&hs, &exclude, cursor);
+                        let got = idx.pick("c", &exclude, 0).map(|(_, h)| h);
+                        if let Ok(h) = &got {
+                            cursor = h.ordinal() + 1;
+                        }
+                        prop_assert_eq!(got.map(|h| h.id.clone()), want);
                     }
                     other => apply(&other, &hs),
                 }
@@ -855,7 +898,7 @@ mod tests {
                 match o {
                     Op::Pick(ex) => {
                         let exclude = ids_of(&ex, &hs);
-                        let want = scanned(&hs, &exclude);
+                        let want = scanned(&hs, &exclude, 0);
                         let least = want
                             .as_ref()
                             .ok()

@@ -2,6 +2,13 @@
 //! order (the ordinal), kept up to date as loads change, so that a pick reads the front of
 //! an ordered set (O(log n)) instead of scanning every instance.
 //!
+//! **Ties rotate.** Among the least loaded, a pick takes the first at or after the
+//! capability's cursor (the ordinal after the last instance picked), wrapping to the
+//! lowest: equally loaded instances take turns, so two idle workers share a sequential
+//! workflow's steps instead of one doing them all. The cursor is one atomic per capability
+//! and moves only on a pick, so the order stays deterministic on one thread (the
+//! simulator's).
+//!
 //! Each instance's handle tells the order it belongs to of every load change
 //! ([`LoadWatch`]); the order then re-reads the load under its lock, so concurrent changes
 //! from several threads settle on the current load. Only instances below their capacity
@@ -29,7 +36,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -97,17 +104,32 @@ impl Inner {
         false
     }
 
-    /// The first member in (load, ordinal) order that is available and not excluded.
+    /// The first member in (load, ordinal) order that is available and not excluded, or
+    /// among the members of its load the first at or after ordinal `cursor` (ties rotate).
     /// Costs O(log n) plus one step per unavailable or excluded member passed.
-    fn look(&self, exclude: &[Arc<str>]) -> Look {
+    fn look(&self, exclude: &[Arc<str>], cursor: u64) -> Look {
         let excluded = |h: &InstanceHandle| exclude.iter().any(|x| **x == *h.id);
         let usable = |h: &InstanceHandle| h.available() && !excluded(h);
         let mut free_excluded = false;
-        for (_, ordinal) in &self.order {
-            if let Some((h, _)) = self.members.get(ordinal) {
+        for &(load, ordinal) in &self.order {
+            if let Some((h, _)) = self.members.get(&ordinal) {
                 if usable(h) {
+                    let mut pick = h;
+                    if ordinal < cursor {
+                        // Its turn has passed: the next one of the same load after the
+                        // cursor, if any, else back to the first.
+                        let after = self
+                            .order
+                            .range((load, cursor)..=(load, u64::MAX))
+                            .filter_map(|(_, o)| self.members.get(o))
+                            .map(|(m, _)| m)
+                            .find(|m| usable(m));
+                        if let Some(m) = after {
+                            pick = m;
+                        }
+                    }
                     return Look {
-                        pick: Some(h.clone()),
+                        pick: Some(pick.clone()),
                         usable: true,
                         free_excluded,
                     };
@@ -169,8 +191,8 @@ impl LoadOrder {
         }
     }
 
-    fn look(&self, exclude: &[Arc<str>]) -> Look {
-        self.inner.lock().look(exclude)
+    fn look(&self, exclude: &[Arc<str>], cursor: u64) -> Look {
+        self.inner.lock().look(exclude, cursor)
     }
 
     /// Every member (in no particular order).
@@ -202,11 +224,13 @@ impl LoadWatch for LoadOrder {
     }
 }
 
-/// One capability's instances: an order per shard and one line.
+/// One capability's instances: an order per shard, one line, and the rotation's cursor.
 #[derive(Debug)]
 pub(crate) struct Orders {
     shards: Box<[Arc<LoadOrder>]>,
     line: Arc<Line>,
+    /// The ordinal after the last instance picked: ties go to the first at or after it.
+    cursor: AtomicU64,
 }
 
 impl Orders {
@@ -218,7 +242,15 @@ impl Orders {
                 .map(|_| Arc::new(LoadOrder::new(line.clone())))
                 .collect(),
             line,
+            cursor: AtomicU64::new(0),
         }
+    }
+
+    /// Records a pick of `handle` (a slot reserved on it): the next tie goes to the
+    /// instances after it.
+    pub(crate) fn picked(&self, handle: &InstanceHandle) {
+        self.cursor
+            .store(handle.ordinal().wrapping_add(1), Ordering::Relaxed);
     }
 
     /// The order of the instances on `shard`.
@@ -229,7 +261,8 @@ impl Orders {
     /// The front for a pick from shard `from`: see the module's doc.
     pub(crate) fn front(&self, exclude: &[Arc<str>], from: usize) -> Front {
         let n = self.shards.len();
-        let first = self.of_shard(from).look(exclude);
+        let cursor = self.cursor.load(Ordering::Relaxed);
+        let first = self.of_shard(from).look(exclude, cursor);
         if n == 1 {
             return Self::front_of(first.pick, first.usable, first.free_excluded);
         }
@@ -240,7 +273,7 @@ impl Orders {
         let (mut usable, mut free_excluded) = (first.usable, first.free_excluded);
         let mut best = first.pick.map(|h| (h.load(), h));
         for k in 1..n {
-            let l = self.of_shard(from + k).look(exclude);
+            let l = self.of_shard(from + k).look(exclude, cursor);
             usable |= l.usable;
             free_excluded |= l.free_excluded;
             if let Some(h) = l.pick {

@@ -351,6 +351,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A control node of a cluster took the run over from one that left (its lease won
+    /// by compare-and-set); the run goes on from its records on this node.
+    RunTakenOver {
+        /// Run id.
+        run: Uuid,
+        /// The control node that drove it until it left.
+        from: String,
+        /// The control node that drives it now.
+        to: String,
+        /// The run lease's revision won (the new owner's fencing token).
+        revision: u64,
+    },
     /// Free text (tests, tools).
     Note {
         /// The text.
@@ -392,6 +404,7 @@ impl Event {
             Event::GateWaiting { .. } => "gate_waiting",
             Event::GateDecided { .. } => "gate_decided",
             Event::RunEnded { .. } => "run_ended",
+            Event::RunTakenOver { .. } => "run_taken_over",
             Event::Note { .. } => "note",
         }
     }
@@ -492,8 +505,8 @@ impl Event {
         }
     }
 
-    /// The workflow run a run record (`run_started`, `step_*`, `gate_*`, `run_ended`)
-    /// belongs to; `None` for any other record (a task's records name their run as their
+    /// The workflow run a run record (`run_started`, `step_*`, `gate_*`, `run_ended`,
+    /// `run_taken_over`) belongs to; `None` for any other record (a task's records name their run as their
     /// correlation).
     ///
     /// # Example
@@ -513,7 +526,8 @@ impl Event {
             | Event::StepFailed { run, .. }
             | Event::GateWaiting { run, .. }
             | Event::GateDecided { run, .. }
-            | Event::RunEnded { run, .. } => Some(*run),
+            | Event::RunEnded { run, .. }
+            | Event::RunTakenOver { run, .. } => Some(*run),
             _ => None,
         }
     }
