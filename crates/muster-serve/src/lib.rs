@@ -17,6 +17,7 @@
 //! through delegation, views are folds over the journal.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod a2a;
 pub mod admission;
 pub mod assets;
 pub mod auth;
@@ -145,7 +146,8 @@ pub async fn serve(
         stop: stop.clone(),
         metrics,
     };
-    let app = router(state);
+    // The A2A routes learn the card's URL scheme from the listener.
+    let app = router(state).layer(axum::Extension(a2a::A2aNode::new(config.tls.is_some())));
     let node_loop = node.serve(rx, stop.clone());
     let served = http_thread(
         listener,

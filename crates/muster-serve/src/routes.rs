@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records", get(records))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .route(super::a2a::RPC_PATH, post(super::a2a::rpc))
         .route("/v1/whoami", get(whoami))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(super::a2a::CARD, get(super::a2a::card))
         // The dashboard (docs/dashboard.md): its files hold no data and need no token.
         .merge(super::assets::router())
         .merge(protected)
@@ -269,7 +271,7 @@ fn not_resumed_yet(st: &AppState, run: Uuid) -> Result<(), ApiError> {
 
 /// Runs a journal read on the blocking pool (never on the runtime's or the API's
 /// threads): a read waits for the writer's pending commit and then the disk.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     journal: &Arc<TapJournal>,
     f: impl FnOnce(&TapJournal) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -281,7 +283,7 @@ async fn read<T: Send + 'static>(
 
 /// The records of one run or task (a run's: its own and its tasks'), read through the
 /// journal's run index: a view costs that run's records, not the history.
-fn records_of(journal: &TapJournal, id: Uuid) -> Vec<Record> {
+pub(crate) fn records_of(journal: &TapJournal, id: Uuid) -> Vec<Record> {
     let mut tasks = std::collections::HashSet::from([id]);
     journal
         .records_of(id)
@@ -300,7 +302,7 @@ fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     st: &AppState,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, ApiError> {
