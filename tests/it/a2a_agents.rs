@@ -325,6 +325,7 @@ struct Remote {
     child: std::process::Child,
     card: String,
     cancel_log: PathBuf,
+    started_log: PathBuf,
 }
 
 impl Drop for Remote {
@@ -337,10 +338,13 @@ impl Drop for Remote {
 fn remote(dir: &Path) -> Remote {
     use std::process::{Command, Stdio};
     let cancel_log = dir.join("cancelled.txt");
+    let started_log = dir.join("started.txt");
     let mut child = Command::new(python())
         .arg("tests/fixtures/a2a/remote_agent.py")
         .arg("--cancel-log")
         .arg(&cancel_log)
+        .arg("--started-log")
+        .arg(&started_log)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -367,6 +371,20 @@ fn remote(dir: &Path) -> Remote {
         card: doc["card"].as_str().expect("card").to_string(),
         child,
         cancel_log,
+        started_log,
+    }
+}
+
+/// Waits (bounded) until `path` has some text.
+fn wait_for_text(path: &Path, what: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.trim().is_empty() {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -495,16 +513,54 @@ fn a_timed_out_attempt_cancels_its_remote_task() {
     assert_ne!(code, 0, "{doc:#}");
     assert!(doc.to_string().contains("timeout"), "{doc:#}");
     // The remote was told: its executor logged the cancelled task (bounded wait).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(&remote.cancel_log).unwrap_or_default();
-        if !log.trim().is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the remote task was never cancelled (CancelTask)"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let started = wait_for_text(&remote.started_log, "a remote task");
+    let cancelled = wait_for_text(&remote.cancel_log, "a CancelTask at the remote");
+    let first = cancelled.lines().next().unwrap_or_default();
+    assert!(
+        started.lines().any(|l| l.starts_with(first)),
+        "the cancelled task {first} is one muster started: {started}"
+    );
+}
+
+#[test]
+fn an_unreachable_remote_ends_the_attempt_agent_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut remote = remote(dir.path());
+    remote_cast(dir.path(), &remote.card);
+    std::fs::write(
+        dir.path().join("workflows/slow.toml"),
+        "name = \"slow\"\ninput = \"obj\"\nstart = \"one\"\n\n\
+         [steps.one]\ncapability = \"slow\"\ntimeout = \"10s\"\nattempts = 1\non_exhausted = \"fail\"\nnext = \"done\"\n\n\
+         [steps.done]\nterminal = \"done\"\n",
+    )
+    .expect("workflow");
+    let mut cmd = crate::support::common::muster_cmd(dir.path());
+    cmd.args([
+        "run",
+        "workflows/slow.toml",
+        "--actors",
+        "actors",
+        "--schemas",
+        "schemas",
+        "--input",
+        r#"{"delay_ms": 120000}"#,
+        "--json",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("muster run starts");
+    // Once the remote task runs, the remote goes away (killed by pid).
+    wait_for_text(&remote.started_log, "the remote task");
+    let _ = remote.child.kill();
+    let _ = remote.child.wait();
+    let out = crate::support::common::wait_within(child, 120, "muster run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let doc: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("one JSON document ({e}):\n{stdout}"));
+    let text = doc.to_string();
+    assert!(
+        text.contains("agent_gone") && text.contains("the A2A agent at"),
+        "the attempt ended agent_gone, naming the remote: {doc:#}"
+    );
 }

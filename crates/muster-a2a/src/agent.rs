@@ -104,6 +104,24 @@ impl Agent for A2aAgent {
             let client = A2aClient::connect(&config)
                 .await
                 .map_err(|e| AgentError::new(format!("agent {name}: {e}")))?;
+            // A card that lists skills must list every skill the capabilities ask for.
+            let listed: Vec<&str> = client.card().skills.iter().map(|s| s.id.as_str()).collect();
+            if !listed.is_empty() {
+                let missing: Vec<&str> = config
+                    .skills
+                    .values()
+                    .map(String::as_str)
+                    .filter(|s| !listed.contains(s))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(AgentError::new(format!(
+                        "agent {name}: the A2A agent at {} has no skill {}; its card lists: {}",
+                        config.card,
+                        missing.join(", "),
+                        listed.join(", ")
+                    )));
+                }
+            }
             *state.client.borrow_mut() = Some(client);
             *state.link.borrow_mut() = Some(link);
             Ok(())
