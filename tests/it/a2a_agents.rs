@@ -134,7 +134,10 @@ fn the_a2a_sdk_client_resolves_the_card_and_runs_a_capability_and_a_workflow() {
     // A capability: one delegated task, journaled; the A2A task id is the muster task id.
     let task = client_one(url, SUB, &["send", "echo", r#"{"word": "hello"}"#]);
     assert_eq!(state(&task), "TASK_STATE_COMPLETED", "{task:#}");
-    assert_eq!(task["artifacts"][0]["parts"][0]["data"], json!({"word": "hello"}));
+    assert_eq!(
+        task["artifacts"][0]["parts"][0]["data"],
+        json!({"word": "hello"})
+    );
     let id = task["id"].as_str().expect("id");
     let (code, view) = real(call_with(
         "GET",
@@ -167,7 +170,12 @@ fn the_a2a_sdk_client_resolves_the_card_and_runs_a_capability_and_a_workflow() {
     let early = client_one(
         url,
         SUB,
-        &["send", "slow", r#"{"n": "x", "delay_ms": 300}"#, "--immediate"],
+        &[
+            "send",
+            "slow",
+            r#"{"n": "x", "delay_ms": 300}"#,
+            "--immediate",
+        ],
     );
     assert!(
         ["TASK_STATE_SUBMITTED", "TASK_STATE_WORKING"].contains(&state(&early)),
@@ -180,7 +188,10 @@ fn the_a2a_sdk_client_resolves_the_card_and_runs_a_capability_and_a_workflow() {
         if state(&t) == "TASK_STATE_COMPLETED" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never completed: {t:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never completed: {t:#}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -194,7 +205,10 @@ fn a_streamed_run_reports_its_states_until_it_completes() {
         &["stream", "workflow:plain", r#"{"word": "streamed"}"#],
     );
     assert_eq!(code, 0, "{events:?}");
-    assert!(events[0].get("task").is_some(), "the task first: {events:?}");
+    assert!(
+        events[0].get("task").is_some(),
+        "the task first: {events:?}"
+    );
     let last = events.last().expect("events");
     assert_eq!(
         last["statusUpdate"]["status"]["state"], "TASK_STATE_COMPLETED",
@@ -219,7 +233,10 @@ fn a_run_at_a_gate_is_input_required_then_answered_or_cancelled() {
     let text = waiting["status"]["message"]["parts"][0]["text"]
         .as_str()
         .unwrap_or_default();
-    assert!(text.contains("gate `ask`") && text.contains("Ship it?"), "{text}");
+    assert!(
+        text.contains("gate `ask`") && text.contains("Ship it?"),
+        "{text}"
+    );
     let id = waiting["id"].as_str().expect("id").to_string();
     // A submitter may not answer a gate; an operator (here admin) may.
     let (code, docs) = client(url, SUB, &["answer", &id, "approve"]);
@@ -240,7 +257,11 @@ fn a_run_at_a_gate_is_input_required_then_answered_or_cancelled() {
         None,
         Some(SUB),
     ));
-    assert_eq!((code, view["status"].as_str()), (200, Some("cancelled")), "{view}");
+    assert_eq!(
+        (code, view["status"].as_str()),
+        (200, Some("cancelled")),
+        "{view}"
+    );
     // Cancelling it again: it has ended.
     let (code, docs) = client(url, SUB, &["cancel", &id]);
     assert_eq!(code, 3, "{docs:?}");
@@ -254,8 +275,16 @@ fn bad_a2a_requests_are_json_rpc_errors_that_say_what_is_wrong() {
     let post = |body: Value| real(call_with("POST", &rpc, Some(body), Some(SUB)));
     let cases: Vec<(Value, i64, &str)> = vec![
         (json!([1, 2]), -32600, "batches"),
-        (json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {}}), -32601, "0.3"),
-        (json!({"jsonrpc": "2.0", "id": 1, "method": "Nope", "params": {}}), -32601, "SendMessage"),
+        (
+            json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {}}),
+            -32601,
+            "0.3",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 1, "method": "Nope", "params": {}}),
+            -32601,
+            "SendMessage",
+        ),
         (
             json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"data": {}}]}}}),
             -32602,
@@ -383,7 +412,10 @@ fn wait_for_text(path: &Path, what: &str) -> String {
         if !text.trim().is_empty() {
             return text;
         }
-        assert!(std::time::Instant::now() < deadline, "{what} never happened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -396,7 +428,11 @@ fn remote_cast(dir: &Path, card: &str) {
     for d in ["actors", "schemas", "workflows"] {
         std::fs::create_dir_all(dir.join(d)).expect("dir");
     }
-    std::fs::write(dir.join("schemas/obj.schema.json"), node_support::OBJ_SCHEMA).expect("schema");
+    std::fs::write(
+        dir.join("schemas/obj.schema.json"),
+        node_support::OBJ_SCHEMA,
+    )
+    .expect("schema");
     std::fs::write(dir.join("schemas/text.schema.json"), TEXT_SCHEMA).expect("schema");
     std::fs::write(
         dir.join("actors/remote.toml"),
@@ -453,12 +489,19 @@ fn a_remote_a2a_agent_serves_workflow_steps_with_its_artifacts() {
          [steps.done]\nterminal = \"done\"\n",
     )
     .expect("workflow");
-    let (code, doc) = run(dir.path(), "workflows/loud.toml", r#"{"text": "hello a2a world"}"#);
+    let (code, doc) = run(
+        dir.path(),
+        "workflows/loud.toml",
+        r#"{"text": "hello a2a world"}"#,
+    );
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["status"], "completed", "{doc:#}");
     // A data artifact is the output; a text artifact is wrapped as {"text": ...}.
     assert_eq!(doc["outputs"]["shout"], json!({"text": "HELLO A2A WORLD"}));
-    assert_eq!(doc["outputs"]["split"], json!({"text": "HELLO\nA2A\nWORLD"}));
+    assert_eq!(
+        doc["outputs"]["split"],
+        json!({"text": "HELLO\nA2A\nWORLD"})
+    );
     assert!(
         doc["owners"].to_string().contains("remote#"),
         "the remote's instance owns the steps: {doc:#}"
@@ -483,11 +526,19 @@ fn a_remote_failure_is_reassigned_or_fails_the_step_with_the_remotes_reason() {
     // The first remote task fails; the second attempt (a new remote task) completes.
     let (code, doc) = run(dir.path(), "workflows/flaky.toml", r#"{"key": "k1"}"#);
     assert_eq!(code, 0, "{doc:#}");
-    assert_eq!(doc["outputs"]["one"], json!({"key": "k1", "ok": true}), "{doc:#}");
+    assert_eq!(
+        doc["outputs"]["one"],
+        json!({"key": "k1", "ok": true}),
+        "{doc:#}"
+    );
     assert_eq!(doc["reassignments"], 1, "{doc:#}");
 
     // Every remote task fails: the run fails, and says what the remote said.
-    let (code, doc) = run(dir.path(), "workflows/fail.toml", r#"{"why": "no disk left"}"#);
+    let (code, doc) = run(
+        dir.path(),
+        "workflows/fail.toml",
+        r#"{"why": "no disk left"}"#,
+    );
     assert_ne!(code, 0, "{doc:#}");
     assert_eq!(doc["status"], "failed", "{doc:#}");
     let text = doc.to_string();

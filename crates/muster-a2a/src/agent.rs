@@ -180,7 +180,11 @@ impl Agent for A2aAgent {
                     return Err(AgentError::new(format!(
                         "skill `{skill}`: the remote task {} asks for {} ({}), which a muster attempt cannot give",
                         task.id,
-                        if state_now == TaskState::InputRequired { "input" } else { "authentication" },
+                        if state_now == TaskState::InputRequired {
+                            "input"
+                        } else {
+                            "authentication"
+                        },
                         status_text(&task).unwrap_or_else(|| "no message".into())
                     )));
                 }

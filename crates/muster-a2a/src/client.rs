@@ -94,25 +94,38 @@ impl A2aClient {
         &self,
         request: &SendMessageRequest,
     ) -> Result<SendMessageResponse, ClientError> {
-        self.call(method::SEND_MESSAGE, serde_json::to_value(request).unwrap_or_default())
-            .await
+        self.call(
+            method::SEND_MESSAGE,
+            serde_json::to_value(request).unwrap_or_default(),
+        )
+        .await
     }
 
     /// `GetTask`.
     pub async fn get_task(&self, id: &str) -> Result<Task, ClientError> {
         let params = TaskIdParams { id: id.to_string() };
-        self.call(method::GET_TASK, serde_json::to_value(params).unwrap_or_default())
-            .await
+        self.call(
+            method::GET_TASK,
+            serde_json::to_value(params).unwrap_or_default(),
+        )
+        .await
     }
 
     /// `CancelTask`.
     pub async fn cancel_task(&self, id: &str) -> Result<Task, ClientError> {
         let params = TaskIdParams { id: id.to_string() };
-        self.call(method::CANCEL_TASK, serde_json::to_value(params).unwrap_or_default())
-            .await
+        self.call(
+            method::CANCEL_TASK,
+            serde_json::to_value(params).unwrap_or_default(),
+        )
+        .await
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, ClientError> {
         let id = uuid::Uuid::now_v7().to_string();
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let resp = self
@@ -155,8 +168,10 @@ fn http_client(config: &A2aConfig) -> Result<reqwest::Client, ClientError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut headers = HeaderMap::new();
     for (k, v) in &config.headers {
-        let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v))
-        else {
+        let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) else {
             return Err(ClientError::Protocol(format!(
                 "header `{k}` is not valid HTTP"
             )));
@@ -193,7 +208,9 @@ async fn fetch_card(http: &reqwest::Client, url: &str) -> Result<AgentCard, Clie
     let resp = http.get(url).send().await.map_err(|e| transport(url, e))?;
     let doc = read_json(url, resp).await?;
     serde_json::from_value(doc).map_err(|e| {
-        ClientError::Protocol(format!("the agent card at {url} is not an A2A 1.0 card: {e}"))
+        ClientError::Protocol(format!(
+            "the agent card at {url} is not an A2A 1.0 card: {e}"
+        ))
     })
 }
 
@@ -230,7 +247,9 @@ async fn read_json(url: &str, resp: reqwest::Response) -> Result<Value, ClientEr
         )));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
-        ClientError::Protocol(format!("the A2A agent at {url} answered something that is not JSON: {e}"))
+        ClientError::Protocol(format!(
+            "the A2A agent at {url} answered something that is not JSON: {e}"
+        ))
     })
 }
 

@@ -102,7 +102,10 @@ impl A2aConfig {
         }
         for (k, v) in &self.headers {
             if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                out.push((format!("/headers/{k}"), "not a valid HTTP header name".into()));
+                out.push((
+                    format!("/headers/{k}"),
+                    "not a valid HTTP header name".into(),
+                ));
             } else if http::HeaderValue::from_str(v).is_err() {
                 out.push((
                     format!("/headers/{k}"),

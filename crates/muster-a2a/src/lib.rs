@@ -32,8 +32,8 @@ pub use agent::{A2aAgent, output_of};
 pub use client::{A2aClient, ClientError};
 pub use config::{A2aConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POLL};
 pub use types::{
-    AgentCard, AgentSkill, Artifact, Message, Part, Role, SendMessageRequest,
-    SendMessageResponse, Task, TaskState, TaskStatus,
+    AgentCard, AgentSkill, Artifact, Message, Part, Role, SendMessageRequest, SendMessageResponse,
+    Task, TaskState, TaskStatus,
 };
 
 use muster_core::agents::agent::{Agent, AgentFactory};

@@ -90,7 +90,11 @@ mod tests {
     fn skills_are_mapped_and_set_aside() {
         let mut doc = json!({"name": "r", "backend": {"kind": "a2a", "card": "http://h/c"},
             "capabilities": [{"name": "upper", "skill": "shout"}, {"name": "echo"}]});
-        assert!(schema_view(doc.clone())["capabilities"][0].get("skill").is_none());
+        assert!(
+            schema_view(doc.clone())["capabilities"][0]
+                .get("skill")
+                .is_none()
+        );
         prepare(&mut doc).unwrap();
         assert_eq!(
             doc["backend"]["skills"],
@@ -103,7 +107,11 @@ mod tests {
     fn a_bad_skill_or_card_is_refused_naming_its_field() {
         let mut doc = json!({"name": "r", "backend": {"kind": "a2a", "card": "file:///c"},
             "capabilities": [{"name": "upper", "skill": 3}]});
-        let fields: Vec<String> = prepare(&mut doc).unwrap_err().into_iter().map(|p| p.0).collect();
+        let fields: Vec<String> = prepare(&mut doc)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         assert_eq!(fields, ["/backend/card", "/capabilities/0/skill"]);
     }
 }

@@ -361,7 +361,8 @@ impl Manifest {
             shipped_schema()
         };
         if store.contains("manifest")
-            && let Err(c) = store.validate_explained("manifest", &a2a::schema_view(mcp::schema_view(&json)))
+            && let Err(c) =
+                store.validate_explained("manifest", &a2a::schema_view(mcp::schema_view(&json)))
         {
             return Err(c
                 .errors
@@ -454,7 +455,8 @@ impl Manifest {
         if !overrides.is_empty()
             && store.contains("manifest")
             && let Ok(merged) = built.clone().try_deserialize::<Value>()
-            && let Err(c) = store.validate_explained("manifest", &a2a::schema_view(mcp::schema_view(&merged)))
+            && let Err(c) =
+                store.validate_explained("manifest", &a2a::schema_view(mcp::schema_view(&merged)))
         {
             let bad: Vec<ManifestError> = c
                 .errors

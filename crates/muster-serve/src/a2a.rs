@@ -35,8 +35,8 @@ use super::protocol::{Cancelled, Command, DecideRefused};
 use super::routes::{AppState, MAX_ATTEMPTS, MAX_TIMEOUT_MS, ask, read, records_of};
 use super::views;
 use muster_a2a::types::{
-    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, CARD_PATH,
-    JSONRPC_BINDING, Message, PROTOCOL_VERSION, Part, SendMessageRequest, StreamResponse, Task,
+    AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Artifact, CARD_PATH, JSONRPC_BINDING,
+    Message, PROTOCOL_VERSION, Part, SendMessageRequest, StreamResponse, Task,
     TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent, code, method,
 };
 use muster_core::delegation::SubmitError;
@@ -338,10 +338,7 @@ fn request_parts(doc: &Value, headers: &HeaderMap) -> Result<(String, Value), Rp
         ));
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(rpc_err(
-            code::INVALID_REQUEST,
-            "`jsonrpc` must be \"2.0\"",
-        ));
+        return Err(rpc_err(code::INVALID_REQUEST, "`jsonrpc` must be \"2.0\""));
     }
     if let Some(id) = obj.get("id")
         && !(id.is_string() || id.is_number() || id.is_null())
@@ -648,12 +645,15 @@ async fn start(
             ))
         })?;
         if !wf.input.is_empty() {
-            st.muster.schemas().validate(&wf.input, &input).map_err(|e| {
-                invalid_params(format!(
-                    "the message's input does not fit schema `{}` of workflow `{name}`: {e}",
-                    wf.input
-                ))
-            })?;
+            st.muster
+                .schemas()
+                .validate(&wf.input, &input)
+                .map_err(|e| {
+                    invalid_params(format!(
+                        "the message's input does not fit schema `{}` of workflow `{name}`: {e}",
+                        wf.input
+                    ))
+                })?;
         }
         let run = ask(st, |reply| Command::StartRun {
             workflow: wf,
@@ -743,7 +743,11 @@ async fn continue_task(
 ) -> Result<(Uuid, String), RpcError> {
     let id = parse_task_id(&json!({"id": task}))?;
     let s = snapshot(st, id).await?.ok_or_else(|| not_found(id))?;
-    let Some(gate) = s.gate.clone().filter(|_| s.state == TaskState::InputRequired) else {
+    let Some(gate) = s
+        .gate
+        .clone()
+        .filter(|_| s.state == TaskState::InputRequired)
+    else {
         return Err(invalid_params(format!(
             "task {id} does not wait for input (it is {}): only a run waiting at a gate \
              takes a message on its task",
@@ -758,10 +762,18 @@ async fn continue_task(
     }
     let answer = input_of(&req.message)?;
     let decision = match &answer {
-        Value::Object(m) => m.get("decision").and_then(Value::as_str).map(str::to_string),
+        Value::Object(m) => m
+            .get("decision")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         _ => None,
     }
-    .or_else(|| answer.get("text").and_then(Value::as_str).map(|t| t.trim().to_lowercase()))
+    .or_else(|| {
+        answer
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| t.trim().to_lowercase())
+    })
     .unwrap_or_default();
     let approved = match decision.as_str() {
         "approve" => true,
@@ -939,13 +951,14 @@ fn events(
                 } else {
                     let context_id = context_of(&node, id);
                     if let Some(a) = artifact_of(&now) {
-                        f.pending
-                            .push_back(StreamResponse::ArtifactUpdate(TaskArtifactUpdateEvent {
+                        f.pending.push_back(StreamResponse::ArtifactUpdate(
+                            TaskArtifactUpdateEvent {
                                 task_id: id.to_string(),
                                 context_id: context_id.clone(),
                                 artifact: a,
                                 last_chunk: true,
-                            }));
+                            },
+                        ));
                     }
                     f.pending
                         .push_back(StreamResponse::StatusUpdate(TaskStatusUpdateEvent {
@@ -1004,7 +1017,9 @@ async fn cancel_task(
                 Cancelled::NotDriven => {
                     return Err(rpc_err(
                         code::TASK_NOT_CANCELABLE,
-                        format!("run {id} is not driven by this node; there is nothing to cancel here"),
+                        format!(
+                            "run {id} is not driven by this node; there is nothing to cancel here"
+                        ),
                     ));
                 }
             }
@@ -1048,13 +1063,19 @@ mod tests {
         assert!(e.message.contains("batches"));
         let e = request_parts(&json!({"jsonrpc": "1.0", "method": "GetTask"}), &h).unwrap_err();
         assert!(e.message.contains("jsonrpc"));
-        let e = request_parts(&json!({"jsonrpc": "2.0", "method": "GetTask", "params": 3}), &h)
-            .unwrap_err();
+        let e = request_parts(
+            &json!({"jsonrpc": "2.0", "method": "GetTask", "params": 3}),
+            &h,
+        )
+        .unwrap_err();
         assert_eq!(e.code, code::INVALID_PARAMS);
         let mut v = HeaderMap::new();
         v.insert("a2a-version", "0.3".parse().unwrap());
-        let e = request_parts(&json!({"jsonrpc": "2.0", "method": "GetTask", "params": {}}), &v)
-            .unwrap_err();
+        let e = request_parts(
+            &json!({"jsonrpc": "2.0", "method": "GetTask", "params": {}}),
+            &v,
+        )
+        .unwrap_err();
         assert_eq!(e.code, code::VERSION_NOT_SUPPORTED);
         assert!(unknown_method("message/send").message.contains("0.3"));
     }
@@ -1069,8 +1090,14 @@ mod tests {
             input_of(&m(vec![Part::text("x"), Part::data(json!({"n": 1}))])).unwrap(),
             json!({"n": 1})
         );
-        assert_eq!(input_of(&m(vec![Part::text("{\"a\": 2}")])).unwrap(), json!({"a": 2}));
-        assert_eq!(input_of(&m(vec![Part::text("hi")])).unwrap(), json!({"text": "hi"}));
+        assert_eq!(
+            input_of(&m(vec![Part::text("{\"a\": 2}")])).unwrap(),
+            json!({"a": 2})
+        );
+        assert_eq!(
+            input_of(&m(vec![Part::text("hi")])).unwrap(),
+            json!({"text": "hi"})
+        );
         assert_eq!(input_of(&m(vec![])).unwrap_err().code, code::INVALID_PARAMS);
     }
 

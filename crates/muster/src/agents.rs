@@ -6,13 +6,13 @@
 
 pub use muster_core::agents::*;
 
+#[cfg(feature = "a2a")]
+pub use muster_a2a as a2a;
 #[cfg(feature = "command")]
 pub use muster_command as command;
 #[cfg(feature = "llm")]
 pub use muster_llm as llm;
 #[cfg(feature = "mcp")]
 pub use muster_mcp as mcp;
-#[cfg(feature = "a2a")]
-pub use muster_a2a as a2a;
 #[cfg(feature = "sim")]
 pub use muster_sim as sim;
