@@ -27,6 +27,23 @@ use muster_core::messaging::SchemaStore;
 /// output).
 pub const CRASH_MESSAGE: &str = "simulated crash";
 
+/// The panic message of a simulated crash that happens after the attempt's effect and
+/// before its result (the `crash_after_effect` fault). Like [`CRASH_MESSAGE`], the runner
+/// keeps it out of the panic hook's output; [`is_simulated_crash`] recognises both.
+pub const CRASH_AFTER_EFFECT_MESSAGE: &str = "simulated crash (after its effect)";
+
+/// Whether a panic's message is one of the simulator's own crashes.
+///
+/// # Example
+/// ```
+/// assert!(muster_sim::is_simulated_crash("simulated crash"));
+/// assert!(muster_sim::is_simulated_crash("simulated crash (after its effect)"));
+/// assert!(!muster_sim::is_simulated_crash("index out of bounds"));
+/// ```
+pub fn is_simulated_crash(message: &str) -> bool {
+    message == CRASH_MESSAGE || message == CRASH_AFTER_EFFECT_MESSAGE
+}
+
 /// Makes [`SimAgent`]s: one per instance start, each seeded from the factory's seed and
 /// the instance's name (`splitmix64(seed ^ fnv1a64(name))`), so `tester#0` and `tester#1`
 /// behave differently and a restarted `tester#0` draws like the one it replaces.
@@ -215,7 +232,7 @@ impl Agent for SimAgent {
             }
             match plan {
                 Plan::Answer(v) => Ok(v),
-                Plan::CrashAfterEffect => panic!("{} (after its effect)", CRASH_MESSAGE),
+                Plan::CrashAfterEffect => panic!("{}", CRASH_AFTER_EFFECT_MESSAGE),
                 Plan::Fail(e) => Err(e),
                 Plan::Crash => panic!("{}", CRASH_MESSAGE),
                 Plan::Hang => {

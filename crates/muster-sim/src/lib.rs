@@ -21,7 +21,9 @@ mod network;
 mod pattern;
 mod rng;
 
-pub use agent::{CRASH_MESSAGE, SimAgent, SimFactory};
+pub use agent::{
+    CRASH_AFTER_EFFECT_MESSAGE, CRASH_MESSAGE, SimAgent, SimFactory, is_simulated_crash,
+};
 pub use distribution::Distribution;
 pub use fault::{Fault, FaultModel};
 pub use generate::{generate, violate};
