@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use super::support::common::muster_cmd;
+use super::support::common::{muster_cmd, muster_within};
 
 /// The agent program: starts the stubborn grandchild, records its pid, then sleeps.
 const AGENT: &str = r#"
@@ -136,4 +136,63 @@ fn a_oneshot_agents_grandchild_that_ignores_sigterm_dies_with_a_sigkilled_muster
 #[test]
 fn a_stdio_agents_grandchild_that_ignores_sigterm_dies_with_a_sigkilled_muster() {
     grandchild_dies_with_a_sigkilled_muster("stdio");
+}
+
+/// The signals a process blocks are inherited across fork and exec, and the agent shim
+/// blocks the ones it waits for (SIGTERM, SIGINT, SIGHUP, SIGCHLD). An agent, and every
+/// process it starts, must begin with none of them blocked, or it could not be stopped
+/// with SIGTERM or Ctrl-C. Checked in both modes, from the agent's own /proc status.
+#[test]
+fn an_agent_starts_with_no_signal_blocked_in_either_mode() {
+    const SHOW: &str = r#"
+import json, sys
+mask = [l.split()[1] for l in open("/proc/self/status") if l.startswith("SigBlk:")][0]
+if sys.argv[1] == "oneshot":
+    json.load(sys.stdin)
+    print(json.dumps({"blocked": mask}))
+else:
+    for line in sys.stdin:
+        task = json.loads(line)
+        if task["type"] == "task":
+            print(json.dumps({"type": "result", "task_id": task["task_id"],
+                              "epoch": task["epoch"], "output": {"blocked": mask}}), flush=True)
+"#;
+    for mode in ["oneshot", "stdio"] {
+        let manifest = command_agent(
+            "shower",
+            "show",
+            "any",
+            "python3",
+            &["show.py", mode],
+            mode,
+            "",
+        );
+        let dir = Cast::new()
+            .schema("any", r#"{"type":"object"}"#)
+            .file("show.py", SHOW)
+            .actor("shower", &manifest)
+            .file("wf.toml", &one_step_workflow("s", "any", "show", "60s", 1))
+            .into_dir();
+        let out = muster_within(
+            60,
+            &["run", "wf.toml", "--input", "{}", "--json"],
+            dir.path(),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON report");
+        let mask = report["outputs"]["one"]["blocked"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode}: {report}"));
+        let mask = u64::from_str_radix(mask, 16).expect("a hexadecimal mask");
+        assert_eq!(
+            mask, 0,
+            "{mode}: the agent started with signals blocked: {mask:#x}"
+        );
+    }
 }

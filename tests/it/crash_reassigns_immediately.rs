@@ -187,3 +187,69 @@ fn a_task_sent_to_an_agent_as_it_dies_moves_at_once() {
         assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     });
 }
+
+/// With one replica there is no other agent to move to: the task goes back to the same
+/// instance once its supervisor has restarted it (a fresh start, a new generation), not
+/// after the task's 60 s time bound. An instance that failed a task and was *not*
+/// restarted (an error, not a crash) stays passed over; that is the next test.
+#[test]
+fn with_one_replica_a_task_whose_agent_panicked_runs_again_on_its_restarted_instance() {
+    run_paused(|| async {
+        let m = builder()
+            .agent(agent("solo", |input, ctx| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if ctx.attempt == 1 {
+                    panic!("boom in attempt 1");
+                }
+                Ok(json!({"value": input["n"]}))
+            }))
+            .start()
+            .await
+            .expect("runtime starts");
+        let t0 = tokio::time::Instant::now();
+        let h = m
+            .submit(Task::new(CAP, input(4)).timeout(TIMEOUT).attempts(3))
+            .await
+            .expect("submitted");
+        let out = within(30, "the outcome, before the 60 s time bound", h.outcome()).await;
+        let took = t0.elapsed();
+        assert_eq!(out.status, TaskStatus::Completed, "{out:?}");
+        assert_eq!(out.output.as_deref(), Some(&json!({"value": 4})));
+        assert_eq!(out.leases.len(), 2, "{out:?}");
+        assert_eq!(out.leases[0].agent, out.leases[1].agent, "one instance");
+        assert!(took < TIMEOUT / 2, "took {took:?} of virtual time");
+    });
+}
+
+/// An instance that answered a task with an error is not restarted (same generation), so
+/// with one replica the task is not handed back to it: it waits, and fails at its bound
+/// with the reason naming the instance.
+#[test]
+fn with_one_replica_an_agent_that_errored_is_not_given_the_task_again() {
+    run_paused(|| async {
+        let m = builder()
+            .agent(agent("stubborn", |_input, _ctx| async move {
+                Err(muster::AgentError::new("no"))
+            }))
+            .start()
+            .await
+            .expect("runtime starts");
+        let h = m
+            .submit(
+                Task::new(CAP, input(1))
+                    .timeout(Duration::from_secs(5))
+                    .attempts(3),
+            )
+            .await
+            .expect("submitted");
+        let out = within(120, "the outcome", h.outcome()).await;
+        assert_eq!(out.status, TaskStatus::Escalated, "{out:?}");
+        assert_eq!(out.leases.len(), 1, "{out:?}");
+        let reason = out
+            .escalation
+            .as_ref()
+            .map(|e| e.reason.as_str())
+            .unwrap_or_default();
+        assert!(reason.contains("stubborn#0"), "{reason}");
+    });
+}

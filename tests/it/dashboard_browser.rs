@@ -411,11 +411,33 @@ async fn run_status(client: &reqwest::Client, node: &Node, run: &str) -> String 
     body["status"].as_str().unwrap_or_default().to_string()
 }
 
+/// The longest a browser test may take. Every CDP request is bounded by the browser's
+/// `request_timeout`, but a page that never finishes loading (a browser holds at most six
+/// connections to one host, and each dashboard page keeps event streams open) can park a
+/// test's future with no request pending: this bound makes that a failure, not a hung CI.
+const TEST_BOUND: Duration = Duration::from_secs(600);
+
+/// Runs a browser test's body within [`TEST_BOUND`]; on time-out the body is dropped (its
+/// node and its browser are killed by their `Drop`) and the test fails naming it.
+async fn bounded(name: &str, body: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(TEST_BOUND, body).await.is_err() {
+        panic!("{name} did not finish within {TEST_BOUND:?}: a page or a browser call hung");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
     if skip_requested() {
         return;
     }
+    bounded(
+        "dashboard_shows_the_node_live_and_decides_a_gate_by_its_button",
+        dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body(),
+    )
+    .await;
+}
+
+async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
     let dir = setup(2);
     let node = Node::start(dir.path());
     let client = http();
@@ -744,6 +766,14 @@ async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs() {
     if skip_requested() {
         return;
     }
+    bounded(
+        "dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs",
+        dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs_body(),
+    )
+    .await;
+}
+
+async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs_body() {
     const AGENTS: usize = 1000;
     const RUNS: usize = 10_000;
     let dir = setup(AGENTS);

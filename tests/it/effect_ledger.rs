@@ -243,3 +243,89 @@ fn inspect_warns_about_an_effect_started_twice_without_a_key() {
         m.shutdown().await;
     });
 }
+
+/// A stdio command agent that asks for it (`"ack": true`) gets an `effect_ack` line once
+/// its `effect_started` record is written to the SQLite journal, and only then performs
+/// the effect; an `effect_started` for an attempt the instance does not know is answered
+/// too (not written, with the reason), so an agent never waits for ever. Real clock,
+/// real SQLite file, through `muster run`.
+#[test]
+fn a_stdio_agent_that_asks_is_told_once_its_effect_is_written() {
+    use crate::support::cast::{Cast, command_agent, one_step_workflow};
+    const AGENT: &str = r#"
+import json, sys
+def send(msg):
+    print(json.dumps(msg), flush=True)
+def ack_for(name):
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg.get("type") == "effect_ack" and msg.get("name") == name:
+            return msg
+    sys.exit("stdin closed before the ack")
+for line in sys.stdin:
+    task = json.loads(line)
+    if task.get("type") != "task":
+        continue
+    tid, epoch = task["task_id"], task["epoch"]
+    key = task["effect_key"] + "charge"
+    send({"type": "effect_started", "task_id": tid, "epoch": epoch, "name": "charge",
+          "key": key, "ack": True})
+    ack = ack_for("charge")
+    # An attempt this instance never ran: answered all the same, as not written.
+    stranger = "00000000-0000-7000-8000-000000000000"
+    send({"type": "effect_started", "task_id": stranger, "epoch": 1, "name": "ghost",
+          "ack": True})
+    ghost = ack_for("ghost")
+    send({"type": "effect_done", "task_id": tid, "epoch": epoch, "name": "charge",
+          "key": key, "result": {"charged": True}})
+    send({"type": "result", "task_id": tid, "epoch": epoch,
+          "output": {"ack": ack, "ghost": ghost}})
+"#;
+    let manifest = command_agent("payer", "pay", "any", "python3", &["agent.py"], "stdio", "");
+    let cast = Cast::new()
+        .schema("any", r#"{"type":"object"}"#)
+        .file("agent.py", AGENT)
+        .actor("payer", &manifest)
+        .file("wf.toml", &one_step_workflow("p", "any", "pay", "30s", 1));
+    let out = muster_within(
+        60,
+        &[
+            "run",
+            "wf.toml",
+            "--input",
+            "{}",
+            "--journal",
+            "j.db",
+            "--json",
+        ],
+        cast.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let output = &doc["outputs"]["one"];
+    assert_eq!(output["ack"]["type"], "effect_ack", "{output}");
+    assert_eq!(output["ack"]["written"], true, "{output}");
+    assert!(output["ack"].get("error").is_none(), "{output}");
+    assert_eq!(output["ghost"]["written"], false, "{output}");
+    assert!(
+        output["ghost"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not an attempt of this instance")),
+        "{output}"
+    );
+    // The journal holds the effect, started then done, once.
+    let journal = muster::journal::sqlite::read_journal(cast.path().join("j.db"), 0)
+        .expect("the journal reads");
+    let kinds: Vec<&str> = journal
+        .iter()
+        .map(|r| r.event.kind())
+        .filter(|k| k.starts_with("effect_"))
+        .collect();
+    assert_eq!(kinds, ["effect_started", "effect_done"]);
+}

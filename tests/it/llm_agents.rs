@@ -570,6 +570,59 @@ fn a_tool_call_is_a_delegated_task_whose_result_goes_back_to_the_model() {
     });
 }
 
+/// A tool call's effect keys (issue 26): the delegated task's keys derive from its
+/// parent's key, the tool, its input (keys in any order) and how many identical calls the
+/// attempt made before, so a parent retried after a failure hands its tool the same key
+/// for the same call, and a second identical call in one attempt gets a key of its own.
+#[test]
+fn a_tool_call_has_the_same_effect_key_in_every_attempt_of_its_parent() {
+    paused(async {
+        let call = |args: &str| {
+            json!({"id": "call_1", "type": "function",
+                   "function": {"name": "code_lookup", "arguments": args}})
+        };
+        let calls = |list: Vec<Value>| {
+            json!({"choices": [{"message": {"role": "assistant", "content": null,
+                "tool_calls": list}, "finish_reason": "tool_calls"}]})
+        };
+        let (url, _script) = fake_server(vec![
+            // Attempt 1: one call, then the model server fails the attempt.
+            Reply::Body(calls(vec![call(r#"{"file": "parser.rs", "line": 7}"#)])),
+            Reply::Status(500, vec![], "overloaded"),
+            // Attempt 2: the same call (its keys in another order), twice.
+            Reply::Body(calls(vec![
+                call(r#"{"line": 7, "file": "parser.rs"}"#),
+                call(r#"{"line": 7, "file": "parser.rs"}"#),
+            ])),
+            Reply::Body(answer(VALID)),
+        ])
+        .await;
+        let mut c = config(&url);
+        c.tools = vec!["code.lookup".into()];
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let seen = keys.clone();
+        let lookup = AgentDef::function("looker", move |_input: Value, ctx| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().push(ctx.effect_key("notify"));
+                Ok(json!({"owner": "parser-team"}))
+            }
+        })
+        .capability(CapabilitySpec::new("code.lookup", "report", "report"));
+        let m = runtime_with(c, 2, vec![lookup]).await;
+        let out = within(30, "task", m.delegate(task())).await.unwrap();
+        assert_eq!(out.status, TaskStatus::Completed, "{out:?}");
+        assert_eq!(out.leases.len(), 2, "the parent was retried once: {out:?}");
+        let keys = keys.lock().clone();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        let parent = format!("muster:{}:tool:code.lookup:", out.id);
+        assert!(keys.iter().all(|k| k.starts_with(&parent)), "{keys:?}");
+        assert_eq!(keys[0], keys[1], "the same call in the retried parent");
+        assert_ne!(keys[1], keys[2], "a second identical call in one attempt");
+        m.shutdown().await;
+    });
+}
+
 /// Three model-backed steps under a budget of 30 tokens; each answer reports 27.
 const BUDGETED: &str = r#"
     name = "budgeted"

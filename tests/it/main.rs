@@ -37,6 +37,7 @@ mod cancellation;
 mod cast_conflicts;
 mod cel_limits;
 mod check_catches_run_refusals;
+mod cli_snapshots;
 mod cluster_capacity;
 mod cluster_nats;
 mod cluster_replicas;

@@ -15,6 +15,7 @@ pub mod resume;
 pub mod run;
 pub mod serve;
 pub mod sim;
+mod table;
 pub mod worker;
 
 use std::path::PathBuf;

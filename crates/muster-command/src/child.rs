@@ -34,6 +34,20 @@ pub(crate) fn in_child(parent: u32, limits: &CommandLimits) -> std::io::Result<(
             }
         };
     }
+    // The program starts with no signal blocked, whatever its parent blocked: the agent
+    // shim waits for SIGTERM, SIGINT, SIGHUP and SIGCHLD with them blocked, and a mask is
+    // inherited across exec, so without this an agent (and every process it starts) could
+    // not be stopped with SIGTERM or Ctrl-C.
+    // SAFETY: sigemptyset(3) and pthread_sigmask(3) get pointers to a live local; both
+    // are async-signal-safe.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+    }
     // SIGXCPU at the soft CPU limit; SIGKILL a second later if it is ignored.
     limit!(libc::RLIMIT_CPU, limits.cpu_seconds, 1);
     limit!(libc::RLIMIT_AS, limits.memory_bytes, 0);

@@ -188,8 +188,8 @@ mod imp {
         let shim = std::process::id();
         let mut cmd = std::process::Command::new(resolved);
         cmd.arg0(program).args(rest);
-        // SAFETY: `in_child` makes async-signal-safe calls only. The child's signal mask is
-        // reset by std before exec.
+        // SAFETY: `in_child` makes async-signal-safe calls only. It also empties the
+        // child's signal mask, which would otherwise inherit the waited set blocked above.
         unsafe {
             cmd.pre_exec(move || crate::child::in_child(shim, &limits));
         }

@@ -300,6 +300,8 @@ impl Shared {
         let mut turn = 0u32;
         let mut repairs = 0u32;
         let mut tool_rounds = 0u32;
+        // How often this attempt called each tool with each input (effect keys).
+        let mut calls_made = HashMap::new();
         loop {
             let id = AttemptId {
                 task: &task,
@@ -322,7 +324,7 @@ impl Shared {
                     tool_rounds += 1;
                     messages.push(assistant);
                     for call in calls {
-                        let result = self.run_tool(&call, &ctx).await;
+                        let result = self.run_tool(&call, &ctx, &mut calls_made).await;
                         messages.push(json!({"role": "tool", "tool_call_id": call.id,
                                              "content": result.to_string()}));
                     }
@@ -496,7 +498,16 @@ impl Shared {
 
     /// Runs one tool call as a delegated task; what goes back to the model is its output,
     /// or the reason it has none.
-    async fn run_tool(&self, call: &ToolCall, ctx: &TaskContext) -> Value {
+    ///
+    /// The sub-task's effect keys are the same for the same call in any attempt of this
+    /// task: [`tool_effect_prefix`] of this task's prefix, the capability, the input and
+    /// how many identical calls this attempt made before (`calls_made` counts them).
+    async fn run_tool(
+        &self,
+        call: &ToolCall,
+        ctx: &TaskContext,
+        calls_made: &mut HashMap<(String, String), u32>,
+    ) -> Value {
         let Some(cap) = self.config.tools.iter().find(|c| wire_name(c) == call.name) else {
             return json!({"error": format!("no tool called `{}`", call.name)});
         };
@@ -507,6 +518,10 @@ impl Shared {
         let Some(host) = self.host.get() else {
             return json!({"error": "no runtime to delegate to"});
         };
+        let digest = input_digest(&input);
+        let ordinal = calls_made.entry((cap.clone(), digest.clone())).or_insert(0);
+        let effect_prefix = format!("{}tool:{cap}:{digest}:{ordinal}:", ctx.effect_key_prefix());
+        *ordinal += 1;
         let sub = SubTask {
             capability: cap.clone(),
             input,
@@ -514,10 +529,64 @@ impl Shared {
             parent: ctx.task_id,
             sender: ctx.agent.to_string(),
             timeout: ctx.remaining(),
+            effect_prefix: Some(effect_prefix),
         };
         match host.delegate(sub).await {
             Ok(v) => v,
             Err(e) => json!({"error": e.to_string()}),
         }
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `input` written with its object keys sorted:
+/// the same for the same input whatever order a model wrote its keys in, and the same in
+/// every build and process (a resumed run derives the keys its first process derived).
+///
+/// # Example
+/// ```
+/// use serde_json::json;
+///
+/// let a = muster_llm::input_digest(&json!({"to": "ana", "amount": 5}));
+/// let b = muster_llm::input_digest(&json!({"amount": 5, "to": "ana"}));
+/// assert_eq!(a, b);
+/// assert_eq!(a.len(), 16);
+/// assert_ne!(a, muster_llm::input_digest(&json!({"to": "ana", "amount": 6})));
+/// ```
+pub fn input_digest(input: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    canonical(input, &mut |bytes| hasher.update(bytes));
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `v` as JSON with object keys in sorted order.
+fn canonical(v: &Value, out: &mut dyn FnMut(&[u8])) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out(b"{");
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out(b",");
+                }
+                out(Value::String(k.clone()).to_string().as_bytes());
+                out(b":");
+                canonical(&map[k], out);
+            }
+            out(b"}");
+        }
+        Value::Array(items) => {
+            out(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out(b",");
+                }
+                canonical(item, out);
+            }
+            out(b"]");
+        }
+        other => out(other.to_string().as_bytes()),
     }
 }

@@ -376,6 +376,8 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
     doc["status"] = json!(st);
     doc["input"] = rec.input.clone();
     doc["steps"] = json!(tasks(records, &|_, c| c == id));
+    // The step visits that ended so far, in order, as `muster run` prints them.
+    doc["progress"] = json!(rec.summaries);
     let mut gates: Vec<Value> = Vec::new();
     for r in records {
         match &r.event {

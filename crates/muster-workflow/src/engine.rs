@@ -25,7 +25,9 @@ use uuid::Uuid;
 
 use super::definition::{Next, Step, TaskStep, Workflow};
 use super::gates::{ApproveError, Decision, Gates};
-use super::outcome::{AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary};
+use super::outcome::{
+    AttemptFailure, RunOutcome, RunStatus, StepEvent, StepRecord, StepSummary, verdict_of,
+};
 use super::recovery::{
     MAX_REFUNDED_INTERRUPTIONS, PendingTask, Position, RecoveredRun, StepProgress,
 };
@@ -262,6 +264,7 @@ impl RunState<'_> {
                     outcome: "refused".into(),
                     duration_ms: 0,
                     usage: UsageTotals::default(),
+                    verdict: String::new(),
                 };
                 return (
                     TaskEnd::Failed(reason.clone()),
@@ -291,9 +294,14 @@ impl RunState<'_> {
             .into(),
             duration_ms: outcome.duration_ms().unwrap_or(0),
             usage: outcome.usage.clone(),
+            verdict: String::new(),
         };
         if outcome.is_completed() {
             let output = outcome.output.take().unwrap_or_default();
+            let summary = StepSummary {
+                verdict: verdict_of(&output),
+                ..summary
+            };
             self.journal(Event::StepCompleted {
                 run: self.id,
                 step: name.into(),
@@ -356,6 +364,7 @@ impl RunState<'_> {
             outcome: outcome.into(),
             duration_ms: 0,
             usage: UsageTotals::default(),
+            verdict: String::new(),
         };
         match progress {
             StepProgress::Entered => self.run_task(name, ts, None).await,
@@ -377,7 +386,10 @@ impl RunState<'_> {
                 (
                     TaskEnd::Done,
                     Some((name.into(), rec)),
-                    Some(summary(Some(agent.clone()), *leases, "completed")),
+                    Some(StepSummary {
+                        verdict: verdict_of(output),
+                        ..summary(Some(agent.clone()), *leases, "completed")
+                    }),
                 )
             }
             StepProgress::Escalated {
@@ -438,10 +450,11 @@ impl RunState<'_> {
     }
 
     /// The next step by the rules, or `Err` when none applies.
-    fn next(&self, from: &str, next: &Option<Next>) -> Result<String, String> {
+    /// The step a transition leads to, and the `max_visits` of the rule taken (if any).
+    fn next(&self, from: &str, next: &Option<Next>) -> Result<(String, Option<u32>), String> {
         match next {
             None => Err(format!("step `{from}` has no next step")),
-            Some(Next::Step(s)) => Ok(s.clone()),
+            Some(Next::Step(s)) => Ok((s.clone(), None)),
             Some(Next::Rules(rules)) => {
                 let steps = &self.steps;
                 for r in rules {
@@ -455,7 +468,7 @@ impl RunState<'_> {
                         .max_visits
                         .is_none_or(|m| self.visits.get(&r.goto).copied().unwrap_or(0) < m);
                     if holds && within {
-                        return Ok(r.goto.clone());
+                        return Ok((r.goto.clone(), r.max_visits));
                     }
                 }
                 Err(format!("no transition from `{from}` applies"))
@@ -684,7 +697,10 @@ async fn drive(
     let id = st.id;
     // The step the previous turn of the loop was at.
     let mut last: Option<String> = None;
+    // The `max_visits` of the transition taken at the end of the previous turn.
+    let mut bound: Option<u32> = None;
     let status = loop {
+        let entered_bound = bound.take();
         // A run over its token budget goes no further (the tokens a server did not report
         // cannot be counted).
         if let Some(limit) = wf.token_budget {
@@ -721,6 +737,7 @@ async fn drive(
             st.emit(StepEvent::Entered {
                 step: current.clone(),
                 visit,
+                bound: entered_bound,
             })
             .await;
         }
@@ -735,7 +752,10 @@ async fn drive(
                 }
                 match end {
                     TaskEnd::Done => match st.next(&current, &ts.next) {
-                        Ok(n) => current = n,
+                        Ok((n, b)) => {
+                            current = n;
+                            bound = b;
+                        }
                         Err(reason) => {
                             break RunStatus::Failed {
                                 step: current.clone(),
@@ -800,7 +820,10 @@ async fn drive(
                 }
                 match failed {
                     None => match st.next(&current, next) {
-                        Ok(n) => current = n,
+                        Ok((n, b)) => {
+                            current = n;
+                            bound = b;
+                        }
                         Err(reason) => {
                             break RunStatus::Failed {
                                 step: current.clone(),

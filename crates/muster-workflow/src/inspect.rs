@@ -853,6 +853,55 @@ pub fn timeline(records: &[Record], scope: Scope) -> Timeline {
                 entry.outcome = format!("cancelled: {reason}");
                 end_lease(&mut owners, *task, None, "cancelled".into());
             }
+            // The run's own story: where it went and why.
+            Event::RunStarted { workflow, file, .. } => {
+                entry.outcome = format!("run of `{workflow}` started ({file})");
+            }
+            Event::StepEntered { step, visit, .. } => {
+                entry.outcome = if *visit > 1 {
+                    format!("step `{step}` entered again (visit {visit})")
+                } else {
+                    format!("step `{step}` entered")
+                };
+            }
+            Event::StepCompleted { step, output, .. } => {
+                let verdict = crate::outcome::verdict_of(output);
+                entry.outcome = if verdict.is_empty() {
+                    format!("step `{step}` completed")
+                } else {
+                    format!("step `{step}` completed: {verdict}")
+                };
+            }
+            Event::StepFailed { step, reason, .. } => {
+                entry.outcome = format!("step `{step}` failed: {reason}");
+            }
+            Event::GateWaiting { gate, question, .. } => {
+                entry.outcome = format!("gate `{gate}` waits: {question}");
+            }
+            Event::GateDecided {
+                gate,
+                approved,
+                reason,
+                ..
+            } => {
+                let decision = if *approved { "approved" } else { "rejected" };
+                entry.outcome = if reason.is_empty() {
+                    format!("gate `{gate}` {decision}")
+                } else {
+                    format!("gate `{gate}` {decision}: {reason}")
+                };
+            }
+            Event::RunEnded {
+                status,
+                step,
+                reason,
+                ..
+            } => {
+                entry.outcome = match reason {
+                    Some(why) => format!("run ended {status} at `{step}`: {why}"),
+                    None => format!("run ended {status} at `{step}`"),
+                };
+            }
             _ => continue,
         }
         let start = *first.get_or_insert(r.at_ms);

@@ -26,6 +26,7 @@ pub use engine::{RunError, RunOptions, WorkflowExt};
 pub use gates::{ApproveError, Decision, Gates};
 pub use outcome::{
     AttemptFailure, RunOutcome, RunStatus, StepError, StepEvent, StepRecord, StepSummary,
+    verdict_of,
 };
 pub use recovery::{RecoveredRun, StepProgress};
 pub use resume::Unfinished;

@@ -58,6 +58,89 @@ pub struct StepSummary {
     /// model).
     #[serde(default, skip_serializing_if = "UsageTotals::is_empty")]
     pub usage: UsageTotals,
+    /// What the accepted output says, in words ([`verdict_of`]); empty for a step without
+    /// an output.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verdict: String,
+}
+
+/// At most this many characters of a verdict.
+const VERDICT_CHARS: usize = 160;
+/// At most this many characters of one list item in a verdict.
+const VERDICT_ITEM_CHARS: usize = 48;
+
+/// A step's output in words, for a person reading progress lines: each number or boolean
+/// field as `name value`, each list as `name: count` with its first two items, in the
+/// output's key order; text and nested objects are left out. Bounded to 160 characters.
+///
+/// # Example
+/// ```
+/// use muster_workflow::verdict_of;
+/// use serde_json::json;
+///
+/// let test = json!({"failed": 1, "passed": 5,
+///                   "failures": [{"test": "test_low_stock_threshold", "message": "4 != 3"}]});
+/// assert_eq!(
+///     verdict_of(&test),
+///     "failed 1, failures: 1 (test_low_stock_threshold), passed 5"
+/// );
+/// assert_eq!(verdict_of(&json!({"findings": []})), "findings: 0");
+/// assert_eq!(verdict_of(&json!("text only")), "");
+/// ```
+pub fn verdict_of(output: &Value) -> String {
+    let Value::Object(fields) = output else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for (name, v) in fields {
+        match v {
+            Value::Number(n) => parts.push(format!("{name} {n}")),
+            Value::Bool(b) => parts.push(format!("{name} {b}")),
+            Value::Array(items) => {
+                let mut part = format!("{name}: {}", items.len());
+                if !items.is_empty() {
+                    let shown: Vec<String> = items.iter().take(2).map(item_words).collect();
+                    part.push_str(&format!(
+                        " ({}{})",
+                        shown.join("; "),
+                        if items.len() > 2 { "; …" } else { "" }
+                    ));
+                }
+                parts.push(part);
+            }
+            _ => {}
+        }
+    }
+    let text = parts.join(", ");
+    if text.chars().count() <= VERDICT_CHARS {
+        return text;
+    }
+    let mut cut: String = text.chars().take(VERDICT_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// One list item of a verdict: a string as it is, an object by its first naming field
+/// (`test`, `message`, `file`, `name`, `id`), anything else as JSON; bounded.
+fn item_words(item: &Value) -> String {
+    let text = match item {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => ["test", "message", "file", "name", "id"]
+            .iter()
+            .find_map(|k| o.get(*k))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| item.to_string()),
+        other => other.to_string(),
+    };
+    if text.chars().count() <= VERDICT_ITEM_CHARS {
+        return text;
+    }
+    let mut cut: String = text.chars().take(VERDICT_ITEM_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// A run's result: the facts `muster run` prints.
@@ -118,6 +201,9 @@ pub enum StepEvent {
         step: String,
         /// Visit number.
         visit: u32,
+        /// The `max_visits` of the transition that led here, if it has one (a loop's
+        /// bound: `visit` of `bound`).
+        bound: Option<u32>,
     },
     /// A task step finished.
     Finished(StepSummary),

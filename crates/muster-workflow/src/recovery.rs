@@ -219,6 +219,11 @@ impl TaskFacts {
             duration_ms: ended_ms.saturating_sub(self.submitted_ms),
             // What it spent before the crash is in the run's count (read at resume).
             usage: Default::default(),
+            verdict: self
+                .accepted
+                .as_ref()
+                .map(|a| crate::outcome::verdict_of(&a.2))
+                .unwrap_or_default(),
         }
     }
 }

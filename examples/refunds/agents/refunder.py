@@ -6,7 +6,8 @@ For each order it uses the effect protocol (docs/command-agents.md, "Effects"):
   - the task line's `effects` (the task's ledger) says what earlier attempts did: a refund
     `done` is not sent again; one of `unknown` outcome (started, never reported done:
     muster died in between) is looked up at the payment service by its key;
-  - otherwise it prints `effect_started`, sends the refund with the header
+  - otherwise it prints `effect_started` (asking for an `effect_ack`, and waiting for it:
+    then the declaration is on disk), sends the refund with the header
     `Idempotency-Key: <effect_key><name>`, and prints `effect_done` with the answer.
 
 REFUNDS_UNSAFE=1 turns both off (no ledger, no key), as a naive agent would be: a kill
@@ -76,6 +77,19 @@ def reach_service():
     sys.exit(f"refunder: the payment service did not come up at {URL}")
 
 
+def wait_ack(tid, epoch, name):
+    """Waits for muster's `effect_ack` of effect `name`: its `effect_started` is on disk,
+    so the refund may be sent. A cancel of this task ends the wait (no refund)."""
+    for line in sys.stdin:
+        msg = json.loads(line)
+        kind = msg.get("type")
+        if kind == "effect_ack" and msg.get("task_id") == tid and msg.get("name") == name:
+            return msg.get("written", False), msg.get("error", "")
+        if kind == "cancel" and msg.get("task_id") == tid and msg.get("epoch") == epoch:
+            return False, "the task was cancelled"
+    sys.exit("refunder: stdin closed while waiting for an effect_ack")
+
+
 def refund_all(task):
     tid, epoch = task["task_id"], task["epoch"]
     prefix = task.get("effect_key", "")
@@ -106,7 +120,11 @@ def refund_all(task):
                 charges.append(body["charge_id"])
                 reconciled += 1
                 continue
-        send({"type": "effect_started", "task_id": tid, "epoch": epoch, "name": name, "key": key})
+        send({"type": "effect_started", "task_id": tid, "epoch": epoch, "name": name, "key": key,
+              "ack": True})
+        written, why = wait_ack(tid, epoch, name)
+        if not written:
+            return {"error": f"refund of {order['id']} not declared to muster: {why}"}
         status, body = call("POST", "/refunds", request, key=key)
         if status != 200:
             return {"error": f"refund of {order['id']} refused: {body}"}

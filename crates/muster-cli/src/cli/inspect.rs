@@ -197,39 +197,40 @@ fn print_usage(out: &mut String, usage: &[inspect::UsageLine]) {
         out,
         "model usage (tokens; unknown: the server did not report them)"
     );
-    outln!(
-        out,
-        "{:<36}  {:<16}  {:>8}  {:>6}  {:>10}  {:>10}  {:<28}  COST",
-        "CORRELATION",
-        "AGENT",
-        "ATTEMPTS",
-        "CALLS",
-        "PROMPT",
-        "COMPLETION",
-        "TOTAL"
+    let mut t = super::table::new(
+        &[
+            "CORRELATION",
+            "AGENT",
+            "ATTEMPTS",
+            "CALLS",
+            "PROMPT",
+            "COMPLETION",
+            "TOTAL",
+            "COST",
+        ],
+        &[2, 3, 4, 5],
     );
     for u in usage {
-        let t = &u.totals;
+        let t_ = &u.totals;
         let known = |n: u64| {
-            if t.unknown_attempts == t.attempts {
+            if t_.unknown_attempts == t_.attempts {
                 "unknown".to_string()
             } else {
                 n.to_string()
             }
         };
-        outln!(
-            out,
-            "{:<36}  {:<16}  {:>8}  {:>6}  {:>10}  {:>10}  {:<28}  {}",
-            u.correlation,
-            u.agent,
-            t.attempts,
-            t.calls,
-            known(t.prompt_tokens),
-            known(t.completion_tokens),
-            t.display_total(),
-            t.cost.map_or("-".into(), |c| format!("{c:.6}"))
-        );
+        t.add_row(vec![
+            u.correlation.to_string(),
+            u.agent.to_string(),
+            t_.attempts.to_string(),
+            t_.calls.to_string(),
+            known(t_.prompt_tokens),
+            known(t_.completion_tokens),
+            t_.display_total(),
+            t_.cost.map_or("-".into(), |c| format!("{c:.6}")),
+        ]);
     }
+    outln!(out, "{}", super::table::render(&t, 0));
 }
 
 /// Finds the one id that `given` names exactly or by a unique prefix.
@@ -296,31 +297,25 @@ fn line<T: Serialize>(record: &str, value: &T) -> Value {
 }
 
 fn print_runs(out: &mut String, runs: &[RunSummary]) {
-    outln!(
-        out,
-        "{:<36}  {:<16}  {:<10}  {:<16}  {:>5}  {:<24}  {:>9}  DETAIL",
-        "RUN",
-        "WORKFLOW",
-        "STATUS",
-        "STEP",
-        "TASKS",
-        "STARTED",
-        "DURATION"
+    let mut t = super::table::new(
+        &[
+            "RUN", "WORKFLOW", "STATUS", "STEP", "TASKS", "STARTED", "DURATION", "DETAIL",
+        ],
+        &[4, 6],
     );
     for r in runs {
-        outln!(
-            out,
-            "{:<36}  {:<16}  {:<10}  {:<16}  {:>5}  {:<24}  {:>9}  {}",
-            r.run,
-            r.workflow,
-            r.status,
-            r.step.as_deref().unwrap_or("-"),
-            r.tasks,
+        t.add_row(vec![
+            r.run.to_string(),
+            r.workflow.clone(),
+            r.status.to_string(),
+            r.step.clone().unwrap_or_else(|| "-".into()),
+            r.tasks.to_string(),
             timestamp(r.started_ms),
             duration(r.duration_ms),
-            detail(r)
-        );
+            detail(r),
+        ]);
     }
+    outln!(out, "{}", super::table::render(&t, 0));
     outln!(out, "{}", count(runs.len(), "run", "runs"));
 }
 
@@ -360,31 +355,32 @@ fn run_line(r: &RunSummary) -> String {
 }
 
 fn print_summaries(out: &mut String, summaries: &[CorrelationSummary]) {
-    outln!(
-        out,
-        "{:<36}  {:>5}  {:>8}  {:>9}  {:>9}  {:>9}  {:<24}  DURATION",
-        "CORRELATION",
-        "TASKS",
-        "HANDOFFS",
-        "COMPLETED",
-        "ESCALATED",
-        "CANCELLED",
-        "STARTED"
+    let mut t = super::table::new(
+        &[
+            "CORRELATION",
+            "TASKS",
+            "HANDOFFS",
+            "COMPLETED",
+            "ESCALATED",
+            "CANCELLED",
+            "STARTED",
+            "DURATION",
+        ],
+        &[1, 2, 3, 4, 5],
     );
     for s in summaries {
-        outln!(
-            out,
-            "{:<36}  {:>5}  {:>8}  {:>9}  {:>9}  {:>9}  {:<24}  {}",
-            s.correlation,
-            s.tasks,
-            s.handoffs,
-            s.completed,
-            s.escalated,
-            s.cancelled,
+        t.add_row(vec![
+            s.correlation.to_string(),
+            s.tasks.to_string(),
+            s.handoffs.to_string(),
+            s.completed.to_string(),
+            s.escalated.to_string(),
+            s.cancelled.to_string(),
             timestamp(s.started_ms),
-            duration(s.duration_ms)
-        );
+            duration(s.duration_ms),
+        ]);
     }
+    outln!(out, "{}", super::table::render(&t, 0));
     outln!(
         out,
         "{}",
@@ -406,28 +402,28 @@ fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Optio
         outln!(out, "started {}", timestamp(first.at_ms));
     }
     outln!(out);
-    outln!(
-        out,
-        "{:>9}  {:>6}  {:<15}  {:<36}  {:<12}  {:<14}  {:<14}  {:<14}  {:>3}  {:>5}  OUTCOME",
-        "OFFSET",
-        "SEQ",
-        "EVENT",
-        "TASK",
-        "SENDER",
-        "AGENT",
-        "CAPABILITY",
-        "SCHEMA",
-        "ATT",
-        "EPOCH"
+    let mut t = super::table::new(
+        &[
+            "OFFSET",
+            "SEQ",
+            "EVENT",
+            "TASK",
+            "SENDER",
+            "AGENT",
+            "CAPABILITY",
+            "SCHEMA",
+            "ATT",
+            "EPOCH",
+            "OUTCOME",
+        ],
+        &[0, 1, 8, 9],
     );
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     for e in &entries {
-        outln!(
-            out,
-            "{:>9}  {:>6}  {:<15}  {:<36}  {:<12}  {:<14}  {:<14}  {:<14}  {:>3}  {:>5}  {}",
+        t.add_row(vec![
             format!("+{}", duration(e.offset_ms)),
-            e.seq,
-            e.kind,
+            e.seq.to_string(),
+            e.kind.to_string(),
             e.task.map_or("-".into(), |t| t.to_string()),
             opt(&e.sender),
             opt(&e.agent),
@@ -435,9 +431,10 @@ fn print_timeline(out: &mut String, records: &[Record], scope: Scope, run: Optio
             opt(&e.schema),
             e.attempt.map_or("-".into(), |a| a.to_string()),
             e.epoch.map_or("-".into(), |a| a.to_string()),
-            e.outcome
-        );
+            e.outcome.clone(),
+        ]);
     }
+    outln!(out, "{}", super::table::render(&t, 0));
     let start = entries.first().map_or(0, |e| e.at_ms);
     outln!(out);
     outln!(out, "ownership");

@@ -13,7 +13,7 @@ use muster::runtime::Muster;
 use muster::telemetry::{DEFAULT_EVERY, Follower, Following, Traces};
 use muster::workflow::WorkflowExt;
 use muster::workflow::engine::RunOptions;
-use muster::workflow::{RunOutcome, RunStatus, StepEvent, Workflow, recovery};
+use muster::workflow::{RunOutcome, RunStatus, StepEvent, StepSummary, Workflow, recovery};
 
 /// Exit code: the run waits at a human gate.
 pub const EXIT_WAITING: i32 = 3;
@@ -127,21 +127,12 @@ pub(crate) fn print_event(e: &StepEvent) {
             workflow,
             file,
         } => println!("running `{workflow}` ({file}), run {run}"),
-        StepEvent::Entered { .. } => {}
-        StepEvent::Finished(s) => println!(
-            "  {:<12} {:<16} {:<16} attempt {:<2} {:<10} {:>7} ms{}",
-            s.step,
-            s.capability,
-            s.agent.as_deref().unwrap_or("-"),
-            s.attempts,
-            s.outcome,
-            s.duration_ms,
-            if s.reassignments > 0 {
-                format!("  ({} reassigned)", s.reassignments)
-            } else {
-                String::new()
+        StepEvent::Entered { step, visit, bound } => {
+            if let Some(line) = entered_line(step, *visit, *bound) {
+                println!("{line}");
             }
-        ),
+        }
+        StepEvent::Finished(s) => println!("{}", finished_line(s)),
         StepEvent::Waiting { gate, question } => println!("  {gate:<12} gate: {question}"),
         StepEvent::Decided { gate, approved } => {
             println!(
@@ -152,34 +143,69 @@ pub(crate) fn print_event(e: &StepEvent) {
     }
 }
 
+/// The progress line of a step visit that ended: who, how many attempts, the outcome,
+/// how long, and what its output says ([`muster::workflow::verdict_of`]).
+pub(crate) fn finished_line(s: &StepSummary) -> String {
+    let mut line = format!(
+        "  {:<12} {:<16} {:<16} attempt {:<2} {:<10} {:>7} ms",
+        s.step,
+        s.capability,
+        s.agent.as_deref().unwrap_or("-"),
+        s.attempts,
+        s.outcome,
+        s.duration_ms,
+    );
+    if s.reassignments > 0 {
+        line.push_str(&format!("  ({} reassigned)", s.reassignments));
+    }
+    if !s.verdict.is_empty() {
+        line.push_str(&format!("  — {}", s.verdict));
+    }
+    line
+}
+
+/// The line for a loop back: a step entered again through a transition that bounds its
+/// visits (`max_visits`), with which visit of how many. Nothing for a first visit, or for
+/// a step entered again on the way (the join after a loop's first step).
+pub(crate) fn entered_line(step: &str, visit: u32, bound: Option<u32>) -> Option<String> {
+    let max = bound?;
+    (visit >= 2).then(|| format!("  → back to {step} (visit {visit} of {max})"))
+}
+
+/// The loop-back line when only the visit is known (a run followed on a node, from its
+/// step summaries).
+fn revisit_line(step: &str, visit: u32) -> String {
+    format!("  → back to {step} (visit {visit})")
+}
+
 /// Prints the summary table of a finished run.
 pub(crate) fn print_summary(o: &RunOutcome, wall_ms: u128) {
     println!();
     println!("run {} of `{}`", o.run, o.workflow);
-    // Remote owners (`implementer#0@worker-2`) are wider than the usual 16 columns.
-    let ow = o
-        .steps
-        .iter()
-        .filter_map(|s| s.agent.as_deref())
-        .map(|a| a.chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp(16, 64);
-    println!(
-        "  {:<12} {:<16} {:<ow$} {:>8} {:>10}  outcome",
-        "step", "capability", "owner", "attempts", "reassigned"
+    let mut t = super::table::new(
+        &[
+            "step",
+            "capability",
+            "owner",
+            "attempts",
+            "reassigned",
+            "outcome",
+            "verdict",
+        ],
+        &[3, 4],
     );
     for s in &o.steps {
-        println!(
-            "  {:<12} {:<16} {:<ow$} {:>8} {:>10}  {}",
-            s.step,
-            s.capability,
-            s.agent.as_deref().unwrap_or("-"),
-            s.attempts,
-            s.reassignments,
-            s.outcome
-        );
+        t.add_row(vec![
+            s.step.clone(),
+            s.capability.clone(),
+            s.agent.clone().unwrap_or_else(|| "-".into()),
+            s.attempts.to_string(),
+            s.reassignments.to_string(),
+            s.outcome.clone(),
+            s.verdict.clone(),
+        ]);
     }
+    println!("{}", super::table::render(&t, 2));
     println!(
         "  steps {}, owners {}, attempts {}, reassignments {}, stale results rejected {}, handoffs {}, wall time {} ms",
         o.steps.len(),
@@ -353,9 +379,25 @@ fn remote(args: RunArgs) -> Result<i32, CliError> {
             println!("running `{name}` on {} (run {run})", client.base());
         }
         let wall = std::time::Instant::now();
+        let mut printed = 0usize;
+        let mut deepest = 1u32;
         let follow = async {
             loop {
                 let doc = client.get(&format!("/v1/runs/{run}")).await?;
+                if !json_out {
+                    // The step visits that ended since the last look, as a local run
+                    // prints them; a visit deeper than any before is a loop back.
+                    let progress: Vec<StepSummary> =
+                        serde_json::from_value(doc["progress"].clone()).unwrap_or_default();
+                    for s in progress.iter().skip(printed) {
+                        if s.visit > deepest {
+                            deepest = s.visit;
+                            println!("{}", revisit_line(&s.step, s.visit));
+                        }
+                        println!("{}", finished_line(s));
+                    }
+                    printed = printed.max(progress.len());
+                }
                 let waiting = doc["status"] == "waiting";
                 if let Some(o) = doc.get("outcome").filter(|_| !(waiting && args.wait)) {
                     return Ok::<_, CliError>((o.clone(), doc["usage"].clone()));

@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::wire::{AgentLine, Decoded, Line, Lines, cancel_line, decode, task_line};
+use super::wire::{
+    AgentLine, Decoded, Line, Lines, cancel_line, decode, effect_ack_line, task_line,
+};
 use crate::config::CommandConfig;
 use crate::process::{
     ProcessGroup, StderrTail, base_command, capture_stderr, clip_message, describe_status,
@@ -611,15 +613,57 @@ fn on_line(shared: &Shared, line: Line, link: &AgentLink) {
             epoch,
             name: effect,
             key,
+            ack,
         } => match attempt_of(shared, task_id, epoch) {
             Some(ctx) => {
-                ctx.ledger()
-                    .started(&effect, key.as_deref(), epoch, &ctx.agent);
+                let ledger = ctx.ledger().clone();
+                let seq = ledger.started(&effect, key.as_deref(), epoch, &ctx.agent);
+                if ack {
+                    // Answered once the record is written; meanwhile the instance goes
+                    // on reading (other tasks' lines, heartbeats).
+                    let writer = shared
+                        .inner
+                        .try_borrow()
+                        .ok()
+                        .and_then(|i| i.writer.clone());
+                    if let Some(writer) = writer {
+                        tokio::task::spawn_local(async move {
+                            let error = ledger.written(seq).await.err().map(|e| e.to_string());
+                            let _ = writer.send(Outgoing {
+                                line: effect_ack_line(task_id, epoch, &effect, error),
+                                ack: None,
+                            });
+                        });
+                    }
+                }
             }
-            None => tracing::warn!(
-                agent = %name,
-                "effect_started `{effect}` for task {task_id} at epoch {epoch}, which this instance does not know; not journaled"
-            ),
+            None => {
+                tracing::warn!(
+                    agent = %name,
+                    "effect_started `{effect}` for task {task_id} at epoch {epoch}, which this instance does not know; not journaled"
+                );
+                if ack {
+                    // An agent waiting for the answer must not wait for ever.
+                    let writer = shared
+                        .inner
+                        .try_borrow()
+                        .ok()
+                        .and_then(|i| i.writer.clone());
+                    if let Some(writer) = writer {
+                        let _ = writer.send(Outgoing {
+                            line: effect_ack_line(
+                                task_id,
+                                epoch,
+                                &effect,
+                                Some(format!(
+                                    "task {task_id} at epoch {epoch} is not an attempt of this instance; not journaled"
+                                )),
+                            ),
+                            ack: None,
+                        });
+                    }
+                }
+            }
         },
         AgentLine::EffectDone {
             task_id,

@@ -213,10 +213,17 @@ fn protocol_schema_accepts_the_lines_both_ways() {
         json!({"type": "error", "task_id": id, "epoch": 1, "message": "no"}),
         json!({"type": "heartbeat", "task_id": id, "epoch": 1}),
         json!({"type": "heartbeat"}),
+        json!({"type": "effect_started", "task_id": id, "epoch": 1, "name": "n", "key": "k",
+               "ack": true}),
+        serde_json::from_str(super::wire::effect_ack_line(id, 1, "n", None).trim()).unwrap(),
+        serde_json::from_str(
+            super::wire::effect_ack_line(id, 1, "n", Some("stopped".into())).trim(),
+        )
+        .unwrap(),
     ];
     for line in &good {
         assert!(store.validate("agent-protocol", line).is_ok(), "{line}");
-        if line["type"] != "task" && line["type"] != "cancel" {
+        if !["task", "cancel", "effect_ack"].contains(&line["type"].as_str().unwrap_or("")) {
             assert!(
                 serde_json::from_value::<AgentLine>(line.clone()).is_ok(),
                 "{line}"

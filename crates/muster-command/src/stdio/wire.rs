@@ -67,6 +67,23 @@ pub(super) fn cancel_line(task_id: Uuid, epoch: u64) -> String {
     format!("{line}\n")
 }
 
+/// The `effect_ack` line for effect `name` of task `task_id` at `epoch`, with its
+/// trailing `\n`: `written` true once its `effect_started` record is written, else false
+/// with `error` saying why (the agent should not perform the effect then).
+pub(super) fn effect_ack_line(
+    task_id: Uuid,
+    epoch: u64,
+    name: &str,
+    error: Option<String>,
+) -> String {
+    let mut line = json!({"type": "effect_ack", "task_id": task_id, "epoch": epoch,
+                          "name": name, "written": error.is_none()});
+    if let Some(e) = error {
+        line["error"] = json!(e);
+    }
+    format!("{line}\n")
+}
+
 /// A line the program may print on stdout.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -94,6 +111,10 @@ pub(super) enum AgentLine {
         name: String,
         #[serde(default)]
         key: Option<String>,
+        /// Asks for an `effect_ack` line once the record is written (SQLite: its group
+        /// commit), so the agent performs the effect only after that.
+        #[serde(default)]
+        ack: bool,
     },
     /// Effect `name` of a task is done, with `result` (journaled `effect_done`).
     EffectDone {

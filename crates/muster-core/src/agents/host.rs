@@ -30,6 +30,10 @@ pub struct SubTask {
     pub sender: String,
     /// The sub-task's per-attempt time bound (the parent's remaining time).
     pub timeout: std::time::Duration,
+    /// The prefix of the sub-task's effect keys; `None`: derived from the sub-task's own
+    /// id. An LLM agent's tool call sets it from its parent's prefix and the call itself,
+    /// so a retried parent that makes the same call hands its tool the same keys.
+    pub effect_prefix: Option<String>,
 }
 
 /// Why a delegated [`SubTask`] has no output. The runtime's own error is the source, boxed

@@ -92,12 +92,18 @@ pub(super) struct TaskOwner {
     epoch: u64,
     /// Epochs granted whose agent has not answered yet.
     outstanding: Vec<u64>,
+    /// The instances failed attempts ran on, passed over by later picks while another
+    /// candidate is available.
     excluded: Vec<Arc<str>>,
+    /// The start generation of each of `excluded` when its attempt failed: an instance
+    /// restarted since (a fresh start of the same id) is a candidate again when nobody
+    /// else is (with one replica, the task would otherwise wait for its deadline).
+    excluded_generations: Vec<u64>,
     waiter: Option<oneshot::Sender<TaskRecord>>,
     deadline: tokio::time::Instant,
     last_envelope: Option<Uuid>,
-    /// Consecutive waits in line without a lease (the backstop doubles with each, see
-    /// [`LINE_BACKSTOP`]).
+    /// Consecutive waits (in line or for an agent) without a lease (the backstop doubles
+    /// with each, see [`LINE_BACKSTOP`]).
     line_waits: u32,
     /// Waits in line so far (numbers them, see [`Phase::InLine`]).
     line_gen: u32,
@@ -147,6 +153,7 @@ impl TaskOwner {
             phase: Phase::Pending,
             outstanding: Vec::new(),
             excluded: Vec::new(),
+            excluded_generations: Vec::new(),
             waiter: Some(waiter),
             topic,
             sender,

@@ -182,11 +182,12 @@ fn agent_host(
     let delegate: Delegate = {
         let owners = owners.clone();
         Arc::new(move |sub: SubTask| {
-            let task = Task::new(sub.capability, sub.input)
+            let mut task = Task::new(sub.capability, sub.input)
                 .correlation(sub.correlation)
                 .causation(sub.parent)
                 .sender(sub.sender)
                 .timeout(sub.timeout.max(Duration::from_millis(1)));
+            task.effect_prefix = sub.effect_prefix.map(Arc::from);
             // Owned on the shard of the agent's thread.
             match owners.submit(task) {
                 Err(e) => Box::pin(futures::future::ready(Err(DelegateError::Refused(

@@ -49,7 +49,11 @@ impl TaskOwner {
             }
             self.contract = Some(c);
         }
-        match cx.find_agent(&self.topic, &self.excluded, self.shard, woken) {
+        let mut found = cx.find_agent(&self.topic, &self.excluded, self.shard, woken);
+        if matches!(found, Err(Unavailable::Nobody)) && self.forgive_restarted() {
+            found = cx.find_agent(&self.topic, &self.excluded, self.shard, woken);
+        }
+        match found {
             Ok((contract, handle)) => {
                 self.contract = Some(contract);
                 self.lease_to(handle, cx);
@@ -60,6 +64,27 @@ impl TaskOwner {
                 self.escalate(Failure::NoCapableAgent(gone.to_string()).to_string(), cx)
             }
         }
+    }
+
+    /// Nobody outside the excluded instances can take the task: takes back into the
+    /// candidates every excluded instance that has been restarted since its attempt failed
+    /// (its id now names a later start generation). Whether it took any back.
+    fn forgive_restarted(&mut self) -> bool {
+        let index = self.owners.router.index();
+        let before = self.excluded.len();
+        let mut i = 0;
+        while i < self.excluded.len() {
+            let restarted = index
+                .agent(&self.excluded[i])
+                .is_some_and(|h| h.generation != self.excluded_generations[i]);
+            if restarted {
+                self.excluded.swap_remove(i);
+                self.excluded_generations.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.excluded.len() != before
     }
 
     pub(super) fn lease_to(&mut self, handle: Arc<InstanceHandle>, cx: &mut dyn Cx) {
@@ -215,8 +240,12 @@ impl TaskOwner {
             detail: failure.detail(),
         });
         self.owners.stats.attempt_failed();
-        if !self.excluded.contains(&handle.id) {
-            self.excluded.push(handle.id.clone());
+        match self.excluded.iter().position(|x| *x == handle.id) {
+            Some(i) => self.excluded_generations[i] = handle.generation,
+            None => {
+                self.excluded.push(handle.id.clone());
+                self.excluded_generations.push(handle.generation);
+            }
         }
         let failures = self.attempts_used();
         if failures >= self.task.attempts {

@@ -85,7 +85,7 @@ pub(in crate::delegation) trait Cx {
         backstop: std::time::Duration,
     );
 
-    /// Waits for an agent serving `capability` to register (or the deadline); wakes `task`
-    /// with `Wake::Agent`.
+    /// Waits for an agent serving `capability` to register (or until `deadline`, which the
+    /// owner sets to a backstop before its own deadline); wakes `task` with `Wake::Agent`.
     fn wait_for_agent(&mut self, task: Uuid, capability: Arc<str>, deadline: Instant);
 }

@@ -60,6 +60,13 @@ impl TaskOwner {
         }
         self.enter(Phase::AwaitingAgent, cx);
         let capability = Arc::from(self.task.capability.as_str());
-        cx.wait_for_agent(self.record.id, capability, self.deadline);
+        // A registration is the wake; the backstop looks again anyway, for the instance
+        // that registered (or restarted) between this owner's look and its wait.
+        let backstop = LINE_BACKSTOP
+            .saturating_mul(1 << self.line_waits.min(5))
+            .min(LINE_BACKSTOP_MAX);
+        self.line_waits = self.line_waits.saturating_add(1);
+        let until = self.deadline.min(cx.now() + backstop);
+        cx.wait_for_agent(self.record.id, capability, until);
     }
 }
