@@ -117,7 +117,7 @@ fn result_doc(id: &Value, result: Value) -> Value {
 
 /// `GET /.well-known/agent-card.json`: the node's card (no token needed; it declares the
 /// bearer scheme its endpoint wants).
-pub(crate) async fn card(
+async fn card(
     State(st): State<AppState>,
     node: Option<Extension<A2aNode>>,
     headers: HeaderMap,
@@ -235,12 +235,19 @@ fn agent_card(st: &AppState, headers: &HeaderMap, tls: bool) -> AgentCard {
     }
 }
 
-/// The card's path, for the router.
-pub(crate) const CARD: &str = CARD_PATH;
+/// The A2A routes that need no token: the agent card.
+pub fn public_routes() -> axum::Router<AppState> {
+    axum::Router::new().route(CARD_PATH, axum::routing::get(card))
+}
+
+/// The A2A routes behind the token check: the JSON-RPC endpoint.
+pub fn protected_routes() -> axum::Router<AppState> {
+    axum::Router::new().route(RPC_PATH, axum::routing::post(rpc))
+}
 
 /// `POST /a2a`: one JSON-RPC request (batches are refused). Every failure is a JSON-RPC
 /// error with a message naming the field and what was expected.
-pub(crate) async fn rpc(
+async fn rpc(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     node: Option<Extension<A2aNode>>,

@@ -147,7 +147,8 @@ pub async fn serve(
         metrics,
     };
     // The A2A routes learn the card's URL scheme from the listener.
-    let app = router(state).layer(axum::Extension(a2a::A2aNode::new(config.tls.is_some())));
+    let app = routes::router_with(state, a2a::public_routes(), a2a::protected_routes())
+        .layer(axum::Extension(a2a::A2aNode::new(config.tls.is_some())));
     let node_loop = node.serve(rx, stop.clone());
     let served = http_thread(
         listener,

@@ -83,6 +83,16 @@ impl std::fmt::Debug for AppState {
 
 /// Every route of the API, with its authentication and body limit.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new(), Router::new())
+}
+
+/// [`router`] with more routes: `public_extra` without a token, `protected_extra` behind
+/// the token check (the node adds the A2A routes this way).
+pub fn router_with(
+    state: AppState,
+    public_extra: Router<AppState>,
+    protected_extra: Router<AppState>,
+) -> Router {
     let protected = Router::new()
         .route("/v1/runs", post(start_run).get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
@@ -95,7 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records", get(records))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
-        .route(super::a2a::RPC_PATH, post(super::a2a::rpc))
+        .merge(protected_extra)
         .route("/v1/whoami", get(whoami))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -104,7 +114,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route(super::a2a::CARD, get(super::a2a::card))
+        .merge(public_extra)
         // The dashboard (docs/dashboard.md): its files hold no data and need no token.
         .merge(super::assets::router())
         .merge(protected)
