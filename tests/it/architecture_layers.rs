@@ -403,12 +403,13 @@ fn read_tree(dir: &Path, rel: &str, files: &mut Files) {
 /// Where each crate's modules sit in the one tree of layers: its `lib.rs` is the module
 /// file at that path and its other files are that module's children (`muster-sqlite`'s
 /// `lib.rs` is `src/journal/sqlite.rs`). The core, the facade and the binary are roots.
-const MOUNTS: [(&str, &str); 15] = [
+const MOUNTS: [(&str, &str); 16] = [
     ("muster-core", ""),
     ("muster-sqlite", "journal/sqlite"),
     ("muster-command", "agents/command"),
     ("muster-llm", "agents/llm"),
     ("muster-mcp", "agents/mcp"),
+    ("muster-a2a", "agents/a2a"),
     ("muster-sim", "agents/sim"),
     ("muster-workflow", "workflow"),
     ("muster-cast", "cast"),

@@ -24,6 +24,7 @@ static RUN_FROM_THE_REPOSITORY_ROOT: extern "C" fn() = {
 mod fuzzing;
 mod support;
 
+mod a2a_agents;
 mod agent_descendants;
 mod approve_cli;
 mod architecture_layers;

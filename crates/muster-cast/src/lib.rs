@@ -13,6 +13,7 @@
 //! It does not start anything: the runtime does.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod a2a;
 pub mod builtins;
 pub mod manifest;
 mod mcp;

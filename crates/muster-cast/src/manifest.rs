@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use muster_a2a::{A2aConfig, A2aFactory};
 use muster_command::{CommandConfig, CommandFactory};
 use muster_core::discovery::CapabilitySpec;
 use muster_core::messaging::SchemaStore;
@@ -17,7 +18,7 @@ use muster_mcp::{McpConfig, McpFactory, ToolInfo};
 use muster_sim::{FaultModel, SimFactory};
 use muster_workflow::definition::MAX_DURATION;
 
-use super::mcp;
+use super::{a2a, mcp};
 
 /// The backend an agent type runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,8 @@ pub enum BackendSpec {
     Llm(LlmConfig),
     /// An MCP server whose tools serve the capabilities (see [`muster_mcp`]).
     Mcp(McpConfig),
+    /// A remote A2A agent whose skills serve the capabilities (see [`muster_a2a`]).
+    A2a(A2aConfig),
 }
 
 /// The `[backend]` of a simulated agent: a [`FaultModel`] plus an optional seed, all at
@@ -358,7 +361,8 @@ impl Manifest {
             shipped_schema()
         };
         if store.contains("manifest")
-            && let Err(c) = store.validate_explained("manifest", &mcp::schema_view(&json))
+            && let Err(c) =
+                store.validate_explained("manifest", &a2a::schema_view(mcp::schema_view(&json)))
         {
             return Err(c
                 .errors
@@ -451,7 +455,8 @@ impl Manifest {
         if !overrides.is_empty()
             && store.contains("manifest")
             && let Ok(merged) = built.clone().try_deserialize::<Value>()
-            && let Err(c) = store.validate_explained("manifest", &mcp::schema_view(&merged))
+            && let Err(c) =
+                store.validate_explained("manifest", &a2a::schema_view(mcp::schema_view(&merged)))
         {
             let bad: Vec<ManifestError> = c
                 .errors
@@ -475,6 +480,11 @@ impl Manifest {
             .and_then(|b| b.get("kind"))
             .and_then(|k| k.as_str())
             == Some("mcp");
+        let is_a2a = doc
+            .get("backend")
+            .and_then(|b| b.get("kind"))
+            .and_then(|k| k.as_str())
+            == Some("a2a");
         let m: Manifest = if is_mcp {
             // The capabilities' tools are resolved against the server's list first: an
             // omitted schema becomes the tool's, registered under a stable name.
@@ -496,6 +506,22 @@ impl Manifest {
             m.tools = tools;
             m.schemas = brought;
             m
+        } else if is_a2a {
+            let mut merged: Value = built.try_deserialize().map_err(|e| {
+                let field = field_of(&e);
+                let by = set_by(&field);
+                vec![err(&field, format!("{e}{by}"))]
+            })?;
+            // An A2A capability's `skill` becomes the backend's mapping.
+            a2a::prepare(&mut merged).map_err(|es| {
+                es.into_iter()
+                    .map(|(f, message)| {
+                        let by = set_by(&f);
+                        err(&f, format!("{message}{by}"))
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+            serde_json::from_value(merged).map_err(|e| vec![err("/", e.to_string())])?
         } else {
             built.try_deserialize().map_err(|e| {
                 let field = field_of(&e);
@@ -645,6 +671,7 @@ impl Manifest {
                 .ok_or_else(|| BackendError::NoBuiltin { name: name.clone() })?,
             BackendSpec::Command(c) => Arc::new(CommandFactory(c.clone())),
             BackendSpec::Mcp(c) => Arc::new(McpFactory::new(c.clone())),
+            BackendSpec::A2a(c) => Arc::new(A2aFactory::new(c.clone())),
             BackendSpec::Llm(c) => Arc::new(
                 LlmFactory::new(c.clone(), self.outputs(), schemas.clone())
                     .map_err(|problems| BackendError::Llm { problems })?,

@@ -17,6 +17,7 @@
 //! through delegation, views are folds over the journal.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod a2a;
 pub mod admission;
 pub mod assets;
 pub mod auth;
@@ -99,11 +100,22 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = config.tls.clone();
-    run_node(muster, journal, config, move |state, wrap, stop_tx, stop| {
-        // muster as an MCP server (docs/mcp.md) at `/mcp`, behind the same token.
-        let app = wrap(routes::router_with(state.clone(), mcp::router(state)));
-        http_thread(listener, tls, app, stop_tx, stop, shutdown)
-    })
+    // The A2A routes learn the card's URL scheme from the listener.
+    let a2a_node = a2a::A2aNode::new(tls.is_some());
+    run_node(
+        muster,
+        journal,
+        config,
+        move |state, wrap, stop_tx, stop| {
+            // muster as an MCP server (docs/mcp.md) at `/mcp` and as an A2A agent
+            // (docs/a2a.md) at `/a2a`, behind the same token; its agent card needs none.
+            let protected = mcp::router(state.clone()).merge(a2a::protected_routes());
+            let app = routes::router_with(state, a2a::public_routes(), protected)
+                .layer(axum::Extension(a2a_node));
+            let app = wrap(app);
+            http_thread(listener, tls, app, stop_tx, stop, shutdown)
+        },
+    )
     .await
 }
 
@@ -130,14 +142,19 @@ pub async fn serve_mcp_stdio(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Over stdio there is no HTTP router for the cluster layer to wrap.
-    run_node(muster, journal, config, move |state, _wrap, stop_tx, stop| {
-        front_thread("muster-mcp", stop_tx, async move {
-            tokio::select! {
-                r = mcp::serve_stdio(state, stop) => r,
-                () = shutdown => Ok(()),
-            }
-        })
-    })
+    run_node(
+        muster,
+        journal,
+        config,
+        move |state, _wrap, stop_tx, stop| {
+            front_thread("muster-mcp", stop_tx, async move {
+                tokio::select! {
+                    r = mcp::serve_stdio(state, stop) => r,
+                    () = shutdown => Ok(()),
+                }
+            })
+        },
+    )
     .await
 }
 

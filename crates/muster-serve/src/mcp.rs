@@ -726,7 +726,7 @@ fn rewrite_refs(v: &mut Value, store: &SchemaStore, todo: &mut Vec<String>) {
 /// # Example
 /// ```no_run
 /// # fn demo(state: muster_serve::AppState) {
-/// let app = muster_serve::routes::router_with(state.clone(), muster_serve::mcp::router(state));
+/// let app = muster_serve::routes::router_with(state.clone(), axum::Router::new(), muster_serve::mcp::router(state));
 /// # let _ = app;
 /// # }
 /// ```

@@ -273,6 +273,12 @@ impl Node {
                     drop(slot);
                 });
             }
+            Command::CancelTask { task, reply } => {
+                let muster = self.muster.clone();
+                actix::spawn(async move {
+                    let _ = reply.send(muster.cancel(task).await);
+                });
+            }
             Command::Decide {
                 run,
                 gate,

@@ -71,6 +71,13 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<(), DecideRefused>>,
     },
+    /// Cancel a bare task (A2A `CancelTask`); answers whether it was live.
+    CancelTask {
+        /// The task.
+        task: Uuid,
+        /// Where the answer goes.
+        reply: oneshot::Sender<bool>,
+    },
     /// Cancel a run this node drives: stop it, cancel its tasks in flight, journal its end.
     CancelRun {
         /// The run.

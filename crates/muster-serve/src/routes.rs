@@ -83,21 +83,26 @@ impl std::fmt::Debug for AppState {
 
 /// Every route of the API, with its authentication and body limit.
 pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+    router_with(state, Router::new(), Router::new())
 }
 
-/// Every route of the API, and `more` (another front's routes, such as MCP's `/mcp`)
-/// behind the same authentication and roles, JSON errors and body limit.
+/// Every route of the API, and more: `public_extra` without a token (the A2A agent card),
+/// `protected_extra` behind the same authentication and roles (MCP's `/mcp`, A2A's
+/// `/a2a`); all with the API's JSON errors and body limit.
 ///
 /// # Example
 /// ```no_run
 /// # fn demo(state: muster_serve::AppState) {
 /// let mcp = muster_serve::mcp::router(state.clone());
-/// let app = muster_serve::routes::router_with(state, mcp);
+/// let app = muster_serve::routes::router_with(state, axum::Router::new(), mcp);
 /// # let _ = app;
 /// # }
 /// ```
-pub fn router_with(state: AppState, more: Router<AppState>) -> Router {
+pub fn router_with(
+    state: AppState,
+    public_extra: Router<AppState>,
+    protected_extra: Router<AppState>,
+) -> Router {
     let protected = Router::new()
         .route("/v1/runs", post(start_run).get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
@@ -110,8 +115,8 @@ pub fn router_with(state: AppState, more: Router<AppState>) -> Router {
         .route("/v1/records", get(records))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .merge(protected_extra)
         .route("/v1/whoami", get(whoami))
-        .merge(more)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -119,6 +124,7 @@ pub fn router_with(state: AppState, more: Router<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(public_extra)
         // The dashboard (docs/dashboard.md): its files hold no data and need no token.
         .merge(super::assets::router())
         .merge(protected)
@@ -285,7 +291,7 @@ fn not_resumed_yet(st: &AppState, run: Uuid) -> Result<(), ApiError> {
 
 /// Runs a journal read on the blocking pool (never on the runtime's or the API's
 /// threads): a read waits for the writer's pending commit and then the disk.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     journal: &Arc<TapJournal>,
     f: impl FnOnce(&TapJournal) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -297,7 +303,7 @@ async fn read<T: Send + 'static>(
 
 /// The records of one run or task (a run's: its own and its tasks'), read through the
 /// journal's run index: a view costs that run's records, not the history.
-fn records_of(journal: &TapJournal, id: Uuid) -> Vec<Record> {
+pub(crate) fn records_of(journal: &TapJournal, id: Uuid) -> Vec<Record> {
     let mut tasks = std::collections::HashSet::from([id]);
     journal
         .records_of(id)
@@ -316,7 +322,7 @@ fn parse_id(text: &str, field: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     st: &AppState,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, ApiError> {
