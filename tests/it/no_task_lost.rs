@@ -154,8 +154,16 @@ async fn run_case(c: Case) -> Result<(), TestCaseError> {
 
     let mut accepted: HashMap<uuid::Uuid, Vec<(u64, Arc<serde_json::Value>)>> = HashMap::new();
     let mut granted: HashMap<uuid::Uuid, u64> = HashMap::new();
+    // When each instance registered (first start and every restart).
+    let mut registered: HashMap<String, Vec<u64>> = HashMap::new();
     for r in m.journal().read_after(0) {
         match r.event {
+            Event::AgentRegistered { ref agent, .. } => {
+                registered
+                    .entry(agent.to_string())
+                    .or_default()
+                    .push(r.at_ms);
+            }
             Event::ResultAccepted {
                 task,
                 epoch,
@@ -202,13 +210,27 @@ async fn run_case(c: Case) -> Result<(), TestCaseError> {
             other => prop_assert!(false, "task {} ended {:?}", id, other),
         }
         prop_assert!(out.ended_ms.is_some());
-        // Epochs only grow, and no two leases ran on the same agent.
+        // Epochs only grow, and a task goes back to an agent only after that agent
+        // crashed on it (its supervisor restarted it: a fresh start, which the owner may
+        // give the task again when nobody else can take it), never after an error, a
+        // timeout or a contract violation.
         let epochs: Vec<u64> = out.leases.iter().map(|l| l.epoch).collect();
         prop_assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{:?}", epochs);
-        let mut agents: Vec<&str> = out.leases.iter().map(|l| l.agent.as_ref()).collect();
-        agents.sort_unstable();
-        agents.dedup();
-        prop_assert_eq!(agents.len(), out.leases.len(), "an agent was reused");
+        for (i, l) in out.leases.iter().enumerate() {
+            for earlier in out.leases[..i].iter().filter(|e| e.agent == l.agent) {
+                // The instance registered again (restarted, whatever task it crashed on)
+                // between the two leases.
+                let restarted = registered.get(l.agent.as_ref()).is_some_and(|at| {
+                    at.iter()
+                        .any(|t| *t >= earlier.started_ms && *t <= l.started_ms)
+                });
+                prop_assert!(
+                    restarted,
+                    "an agent was given the task again without a restart: {:?}",
+                    out.leases
+                );
+            }
+        }
     }
     let s = m.stats();
     prop_assert_eq!(s.submitted, c.tasks);
