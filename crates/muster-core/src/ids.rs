@@ -34,12 +34,6 @@ pub enum IdGen {
     },
 }
 
-/// The process's one v7 counter for [`IdGen::Random`] (as `Uuid::now_v7` keeps one): ids
-/// drawn in one millisecond are ordered by a counter seeded at random, and a clock that
-/// steps back does not reorder them, so ids stay ordered by creation across runtimes.
-static CONTEXT_V7: std::sync::Mutex<uuid::timestamp::context::ContextV7> =
-    std::sync::Mutex::new(uuid::timestamp::context::ContextV7::new());
-
 impl IdGen {
     /// A seeded generator (for simulations and deterministic tests).
     pub fn seeded(seed: u64) -> Self {
@@ -52,12 +46,7 @@ impl IdGen {
     /// A new id. `now_ms` is the runtime clock in Unix milliseconds (virtual or real).
     pub fn next(&self, now_ms: u64) -> Uuid {
         match self {
-            // The caller's clock read stamps the id: no second read of the wall clock.
-            IdGen::Random => Uuid::new_v7(uuid::Timestamp::from_unix(
-                &CONTEXT_V7,
-                now_ms / 1000,
-                ((now_ms % 1000) * 1_000_000) as u32,
-            )),
+            IdGen::Random => Uuid::now_v7(),
             IdGen::Seeded { seed, counter } => {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let mixed = splitmix64(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -217,21 +206,6 @@ pub fn write_canonical_json(v: &Value, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn random_ids_carry_the_callers_time_and_stay_ordered_within_a_millisecond() {
-        // Later than any wall clock this test runs beside: the process's v7 counter never
-        // stamps an id earlier than the latest time it has seen.
-        let t = 7_258_118_400_123; // 2200-01-01T00:00:00.123Z
-        let g = IdGen::Random;
-        let ids: Vec<Uuid> = (0..1000).map(|_| g.next(t)).collect();
-        for id in &ids {
-            assert_eq!(id.get_version_num(), 7);
-            let (s, ns) = id.get_timestamp().expect("a v7 id has a time").to_unix();
-            assert_eq!(s * 1000 + u64::from(ns) / 1_000_000, t, "{id}");
-        }
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ordered by creation");
-    }
 
     #[test]
     fn fnv1a_matches_the_published_vectors() {
