@@ -555,11 +555,22 @@ impl Gen<'_> {
         .min(MAX_ITEMS);
         let unique = m.get("uniqueItems") == Some(&Value::Bool(true));
         let items = m.get("items").cloned().unwrap_or(Value::Bool(true));
+        // A tuple (`prefixItems`): item i follows its own schema, the rest `items`.
+        let prefix: Vec<Value> = m
+            .get("prefixItems")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let mut out: Vec<Value> = Vec::with_capacity(n);
         let mut tries = 0;
         while out.len() < n && tries < n * 16 + 16 {
             tries += 1;
-            let v = self.value(&items, root, depth + 1, rng);
+            let v = self.value(
+                prefix.get(out.len()).unwrap_or(&items),
+                root,
+                depth + 1,
+                rng,
+            );
             if unique && out.contains(&v) {
                 continue;
             }
