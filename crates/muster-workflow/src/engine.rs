@@ -117,6 +117,16 @@ type StepResult = (TaskEnd, Option<(String, StepRecord)>, Option<StepSummary>);
 impl RunState<'_> {
     /// Reports a progress event, once everything journaled so far is written (a line the
     /// user reads must never claim what a crash could lose).
+    /// A step's verdict in words, for whoever follows the run's progress; nothing when
+    /// nobody does (a node, the simulator, the benchmark): it is presentation, and a
+    /// workflow step's hop should not pay for it.
+    fn verdict(&self, output: &Value) -> String {
+        match self.opts.progress {
+            Some(_) => verdict_of(output),
+            None => String::new(),
+        }
+    }
+
     async fn emit(&self, e: StepEvent) {
         if let Some(p) = &self.opts.progress
             && self.written().await.is_ok()
@@ -299,7 +309,7 @@ impl RunState<'_> {
         if outcome.is_completed() {
             let output = outcome.output.take().unwrap_or_default();
             let summary = StepSummary {
-                verdict: verdict_of(&output),
+                verdict: self.verdict(&output),
                 ..summary
             };
             self.journal(Event::StepCompleted {
@@ -387,7 +397,7 @@ impl RunState<'_> {
                     TaskEnd::Done,
                     Some((name.into(), rec)),
                     Some(StepSummary {
-                        verdict: verdict_of(output),
+                        verdict: self.verdict(output),
                         ..summary(Some(agent.clone()), *leases, "completed")
                     }),
                 )

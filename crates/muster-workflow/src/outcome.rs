@@ -59,7 +59,8 @@ pub struct StepSummary {
     #[serde(default, skip_serializing_if = "UsageTotals::is_empty")]
     pub usage: UsageTotals,
     /// What the accepted output says, in words ([`verdict_of`]); empty for a step without
-    /// an output.
+    /// an output, and when the run reports no progress (`RunOptions::progress` unset: the
+    /// engine does not spend on it; a node's run documents compute it when read).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verdict: String,
 }
