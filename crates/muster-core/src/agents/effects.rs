@@ -194,8 +194,10 @@ pub enum EffectError {
 pub struct Ledger {
     task: Uuid,
     recorder: Option<Recorder>,
-    /// The prefix of the task's effect keys.
-    prefix: Arc<str>,
+    /// The prefix of the task's effect keys: given (a delegated tool call's), or made
+    /// from the task id when first asked for. Every task has a ledger and most never use
+    /// it, so a task's hop does not format its id.
+    prefix: std::sync::OnceLock<Arc<str>>,
     entries: Mutex<Vec<EffectEntry>>,
 }
 
@@ -213,7 +215,7 @@ impl Ledger {
         Ledger {
             task,
             recorder: Some(recorder),
-            prefix: prefix.unwrap_or_else(|| Ledger::prefix_of(task)),
+            prefix: prefix.map(std::sync::OnceLock::from).unwrap_or_default(),
             entries: Mutex::new(prior),
         }
     }
@@ -223,7 +225,7 @@ impl Ledger {
         Ledger {
             task,
             recorder: None,
-            prefix: Ledger::prefix_of(task),
+            prefix: std::sync::OnceLock::new(),
             entries: Mutex::default(),
         }
     }
@@ -247,13 +249,13 @@ impl Ledger {
 
     /// The prefix of this task's effect keys.
     pub fn prefix(&self) -> &Arc<str> {
-        &self.prefix
+        self.prefix.get_or_init(|| Ledger::prefix_of(self.task))
     }
 
     /// The effect key of `name`: the same for every attempt of the task, different
     /// between tasks.
     pub fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        format!("{}{name}", self.prefix())
     }
 
     /// A copy of the entries.
