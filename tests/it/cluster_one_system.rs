@@ -172,6 +172,13 @@ async fn a_run_started_on_one_control_node_is_listed_read_streamed_and_decided_o
     let (code, doc) = call("GET", &format!("{}/v1/tasks/{task}", c2.url), None).await;
     assert_eq!(code, 200, "{doc}");
     assert_eq!(doc["owner_node"], json!("c1"), "{doc}");
+    // Without a token the other node refuses, as for its own runs (the caller is
+    // checked where it asks, before anything is forwarded).
+    for path in [format!("/v1/runs/{run}"), format!("/v1/tasks/{task}")] {
+        let (code, doc) =
+            crate::support::node::call_with("GET", &format!("{}{path}", c2.url), None, None).await;
+        assert_eq!(code, 401, "{path}: {doc}");
+    }
     // The other node's own runs are still its own.
     let (code, doc) = call("GET", &format!("{}/v1/runs/{run}", c1.url), None).await;
     assert_eq!((code, &doc["owner_node"]), (200, &json!("c1")), "{doc}");

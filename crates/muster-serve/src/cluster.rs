@@ -305,11 +305,6 @@ impl ClusterApi {
         let Some(owner) = owner.filter(|o| *o != me) else {
             return next.run(Request::from_parts(parts, Body::from(body))).await;
         };
-        // The caller must be let in here as for any stream: asked of this node's API.
-        let checked = self.let_in(&parts).await;
-        if !checked.status().is_success() {
-            return checked;
-        }
         match self.remote_events(run, &owner, &parts).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -318,11 +313,7 @@ impl ClusterApi {
 
     /// `GET /v1/cluster`: this node's name and the control nodes, live or gone since
     /// this node saw them (the dashboard's cluster panel; workers are in `/v1/agents`).
-    async fn nodes(&self, parts: Parts) -> Response {
-        let checked = self.let_in(&parts).await;
-        if !checked.status().is_success() {
-            return checked;
-        }
+    async fn nodes(&self) -> Response {
         let live = self.peers.control_nodes().await;
         let nodes: Vec<Value> = {
             let mut seen = self.seen.lock();
@@ -433,12 +424,19 @@ pub async fn layer(State(c): State<Arc<ClusterApi>>, req: Request, next: Next) -
     if parts.headers.contains_key(FORWARDED) && t != Target::Cluster {
         return c.here(&parts, &body, next).await;
     }
+    // The caller is let in here, by this node's API, before anything is read from the
+    // cluster or forwarded: a request without a valid token costs no KV read and no
+    // round trip to another node.
+    let checked = c.let_in(&parts).await;
+    if !checked.status().is_success() {
+        return checked;
+    }
     match t {
         Target::List => c.list(parts, body, next).await,
         Target::Run(run) => c.run(run, parts, body, next).await,
         Target::Task(_) => c.task(parts, body, next).await,
         Target::Events(run) => c.events(run, parts, body, next).await,
-        Target::Cluster => c.nodes(parts).await,
+        Target::Cluster => c.nodes().await,
         Target::Other => next.run(Request::from_parts(parts, Body::from(body))).await,
     }
 }
