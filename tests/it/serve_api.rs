@@ -656,13 +656,22 @@ async fn a_stream_asked_to_start_now_replays_no_history_and_misses_nothing_after
         .as_u64()
         .unwrap();
     let url = format!("{}/v1/events?after=now", node.url);
+    let (opened, mut open) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(async move {
         read_events(&url, None, |ev| {
+            // The stream is open once its `start` event is out.
+            if !ev.is_empty() {
+                opened.send_replace(true);
+            }
             ev.iter().any(|(_, d)| d["event"]["type"] == "run_ended")
         })
         .await
     });
-    // The stream is open once its `start` event is out; a run started after that shows.
+    // A run started once the stream is open shows on it.
+    tokio::time::timeout(Duration::from_secs(60), open.wait_for(|o| *o))
+        .await
+        .expect("the stream opened")
+        .expect("the reader is alive");
     let second = start_run(&node, "plain", json!({"x": 2})).await;
     wait_run(&node, &second, |d| d["status"] == "completed").await;
     let events = tokio::time::timeout(Duration::from_secs(60), reader)
