@@ -25,21 +25,7 @@ const GATED: &str = include_str!("../fixtures/workflows/gated.toml");
 /// The venv `scripts/a2a-sdk` made.
 fn venv() -> &'static PathBuf {
     static V: OnceLock<PathBuf> = OnceLock::new();
-    V.get_or_init(|| {
-        let mut cmd = std::process::Command::new("scripts/a2a-sdk");
-        cmd.arg("path");
-        let out = output_within(900, cmd);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "scripts/a2a-sdk path failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text.lines()
-            .find_map(|l| l.strip_prefix("venv="))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("scripts/a2a-sdk path printed no venv=: {text}"))
-    })
+    V.get_or_init(|| crate::support::common::script_paths("a2a-sdk", &["venv"]).remove(0))
 }
 
 fn python() -> String {

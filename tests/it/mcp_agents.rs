@@ -25,25 +25,11 @@ struct Servers {
 fn servers() -> &'static Servers {
     static S: OnceLock<Servers> = OnceLock::new();
     S.get_or_init(|| {
-        let mut cmd = std::process::Command::new("scripts/mcp-servers");
-        cmd.arg("path");
-        let out = output_within(900, cmd);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "scripts/mcp-servers path failed: {}{}",
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let field = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .map(PathBuf::from)
-                .unwrap_or_else(|| panic!("scripts/mcp-servers path printed no {k}=: {text}"))
-        };
+        let mut paths =
+            crate::support::common::script_paths("mcp-servers", &["venv", "npm"]).into_iter();
         Servers {
-            venv: field("venv"),
-            npm: field("npm"),
+            venv: paths.next().unwrap_or_default(),
+            npm: paths.next().unwrap_or_default(),
         }
     })
 }

@@ -27,20 +27,9 @@ const VIEWER: &str = "mcp-test-viewer-token-0002";
 fn python() -> &'static PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
-        let mut cmd = std::process::Command::new("scripts/mcp-servers");
-        cmd.arg("path");
-        let out = output_within(900, cmd);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "scripts/mcp-servers path failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let venv = text
-            .lines()
-            .find_map(|l| l.strip_prefix("venv="))
-            .unwrap_or_else(|| panic!("scripts/mcp-servers printed no venv=: {text}"));
-        Path::new(venv).join("bin/python")
+        crate::support::common::script_paths("mcp-servers", &["venv"])
+            .remove(0)
+            .join("bin/python")
     })
 }
 

@@ -233,3 +233,25 @@ pub fn wait_within(mut child: std::process::Child, secs: u64, what: &str) -> std
         stderr: stderr.join().expect("stderr"),
     }
 }
+
+/// Runs `scripts/SCRIPT path` (installing what the script owns when absent, 15 minutes
+/// at most) and returns the value of each of `keys` from its `key=value` lines, in order.
+pub fn script_paths(script: &str, keys: &[&str]) -> Vec<std::path::PathBuf> {
+    let mut cmd = std::process::Command::new(format!("scripts/{script}"));
+    cmd.arg("path");
+    let out = output_within(900, cmd);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "scripts/{script} path failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    keys.iter()
+        .map(|k| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| panic!("scripts/{script} path printed no {k}=: {text}"))
+        })
+        .collect()
+}
