@@ -178,6 +178,8 @@ async fn healthz_is_open_and_every_other_route_refuses_a_request_without_the_tok
         ("GET", "/v1/events".to_string()),
         ("GET", "/metrics".to_string()),
         ("GET", "/v1/whoami".to_string()),
+        ("GET", "/v1/workflows".to_string()),
+        ("GET", "/v1/workflows/gated".to_string()),
     ];
     for (method, path) in &routes {
         let url = format!("{}{path}", node.url);
@@ -903,6 +905,52 @@ async fn the_cli_runs_approves_inspects_and_lists_agents_against_the_node() {
         &["agents", "--server", u, "--token-env", "NO_SUCH_VAR_HERE"],
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_workflow_is_served_as_a_graph_with_its_input_schema() {
+    let dir = setup();
+    let node = start(dir.path());
+    let (code, list) = call("GET", &format!("{}/v1/workflows", node.url), None).await;
+    assert_eq!(code, 200, "{list}");
+    let names: Vec<&str> = list["workflows"]
+        .as_array()
+        .expect("workflows")
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, ["gated", "plain", "slow"]);
+    let (code, wf) = call("GET", &format!("{}/v1/workflows/plain", node.url), None).await;
+    assert_eq!(code, 200, "{wf}");
+    assert_eq!(wf["start"], "one");
+    assert_eq!(wf["input_schema"]["required"], json!(["x"]));
+    let edges = wf["edges"].as_array().expect("edges");
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["from"] == "one" && e["to"] == "done" && e["kind"] == "next"),
+        "{wf}"
+    );
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["from"] == "one" && e["to"] == "fail" && e["kind"] == "exhausted"),
+        "{wf}"
+    );
+    // `fail` is no step of the file: it is listed as an implicit end.
+    let fail = wf["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "fail")
+        .cloned();
+    assert_eq!(
+        fail,
+        Some(json!({"name": "fail", "kind": "fail", "implicit": true}))
+    );
+    let (code, doc) = call("GET", &format!("{}/v1/workflows/nope", node.url), None).await;
+    assert_eq!((code, doc["field"].clone()), (404, json!("name")), "{doc}");
+    assert!(doc["error"].as_str().is_some_and(|e| e.contains("plain")));
 }
 
 #[test]

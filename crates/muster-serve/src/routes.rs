@@ -108,6 +108,8 @@ pub fn router_with(
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/gates/{gate}", post(decide))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/workflows", get(list_workflows))
+        .route("/v1/workflows/{name}", get(get_workflow))
         .route("/v1/tasks", post(submit_task))
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/agents", get(agents))
@@ -394,6 +396,42 @@ pub(crate) async fn start(
         )
     })?;
     Ok((run, name))
+}
+
+/// `GET /v1/workflows`: the loaded workflows, by name.
+async fn list_workflows(State(st): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = st
+        .workflows
+        .values()
+        .map(|wf| {
+            json!({"name": wf.name, "description": wf.description, "input": wf.input,
+                   "start": wf.start, "steps": wf.steps.len()})
+        })
+        .collect();
+    Json(json!({ "workflows": list }))
+}
+
+/// `GET /v1/workflows/{name}`: the workflow as a graph ([`muster_workflow::shape`]) and
+/// its input schema's document (`null` when it names none or the node lacks it).
+async fn get_workflow(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let wf = st.workflows.get(&name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no workflow `{name}` is loaded (loaded: {})",
+            st.workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+        .field("name")
+    })?;
+    let mut doc = muster_workflow::shape::of(wf);
+    doc["input_schema"] = st
+        .muster
+        .schemas()
+        .get(&wf.input)
+        .map(|s| s.document.clone())
+        .unwrap_or(Value::Null);
+    Ok(Json(doc))
 }
 
 /// The CLI's message for a run input that breaks the workflow's input schema.
