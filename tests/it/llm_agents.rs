@@ -919,7 +919,8 @@ fn file_bytes(path: &std::path::Path) -> String {
 fn recorded_prompts_journal_each_call_with_its_repair_turn_and_no_secret_reaches_the_file() {
     use muster::agents::llm::RecordMode;
     use muster::journal::TurnKind;
-    paused(async {
+    // The real clock: the SQLite writer is a thread of its own, not on virtual time.
+    common::real(async {
         // The model first answers with a field the schema refuses, holding a secret; the
         // repair turn shows it that answer and gets a valid one.
         let leaky =
@@ -1069,7 +1070,8 @@ fn recorded_prompts_journal_each_call_with_its_repair_turn_and_no_secret_reaches
 
 #[test]
 fn without_record_no_call_is_journaled() {
-    paused(async {
+    // The real clock: the SQLite writer is a thread of its own, not on virtual time.
+    common::real(async {
         let (url, _) = fake_server(vec![
             Reply::Body(answer(VIOLATING)),
             Reply::Body(answer(VALID)),
