@@ -205,7 +205,7 @@ window.musterLlm = (function () {
     const facts = [];
     if (c.model) facts.push(str(c.model));
     if (c.usage) facts.push(usageWords(Object.assign({}, c.usage, { calls: undefined })));
-    if (typeof c.latency_ms === "number") facts.push(c.latency_ms.toLocaleString("en-US") + " ms");
+    if (typeof c.latency_ms === "number") facts.push(c.latency_ms < 1 ? "under 1 ms" : c.latency_ms.toLocaleString("en-US") + " ms");
     if (c.truncated) facts.push("cut to the record's bounds");
     const messages = (Array.isArray(c.messages) ? c.messages : []).map((m) =>
       el(

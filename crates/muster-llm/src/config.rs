@@ -371,7 +371,8 @@ mod tests {
 
     #[test]
     fn nothing_is_recorded_unless_asked_and_a_bad_record_value_is_refused() {
-        let c: LlmConfig = toml::from_str("base_url = \"x\"\nmodel = \"m\"\nprompt = \"p\"").unwrap();
+        let c: LlmConfig =
+            toml::from_str("base_url = \"x\"\nmodel = \"m\"\nprompt = \"p\"").unwrap();
         assert_eq!(c.record, RecordMode::None);
         let e = toml::from_str::<LlmConfig>(
             "base_url = \"x\"\nmodel = \"m\"\nprompt = \"p\"\nrecord = \"everything\"",

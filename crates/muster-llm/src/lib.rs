@@ -62,18 +62,18 @@ pub use decode::{
     ToolCall, decode_response, json_in,
 };
 pub use prompt::{MAX_PROMPT_BYTES, PromptVars, Prompts, VARIABLES};
+pub use provider::{ClientError, Permit, ProviderHandle, ProviderUnavailable};
 pub use record::{
     CallId, MAX_RECORDED_CALL, MAX_RECORDED_MESSAGES, MAX_RECORDED_TEXT, MAX_REDACT_ENTRIES,
     REDACTED, RecordMode, Redactor, bound_text,
 };
-pub use provider::{ClientError, Permit, ProviderHandle, ProviderUnavailable};
 pub use wire::{ANSWER_TOOL, AttemptId, ToolSpec, request_body, schema_instruction, wire_name};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, TaskContext};
 use muster_core::agents::host::{AgentHost, SubTask};
 use muster_core::journal::{TurnKind, Usage};
-use record::CallRecorder;
 use muster_core::messaging::SchemaStore;
+use record::CallRecorder;
 
 /// Tokens charged for a request when the config sets no `max_tokens`.
 const DEFAULT_TOKEN_ESTIMATE: u64 = 512;

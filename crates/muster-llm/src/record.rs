@@ -86,7 +86,10 @@ impl Redactor {
     /// are `(field, message)`, the field a JSON pointer under the backend.
     pub fn new(fields: &[String], patterns: &[String]) -> Result<Self, Vec<(String, String)>> {
         let mut problems = Vec::new();
-        for (name, n) in [("/redact", fields.len()), ("/redact_patterns", patterns.len())] {
+        for (name, n) in [
+            ("/redact", fields.len()),
+            ("/redact_patterns", patterns.len()),
+        ] {
             if n > MAX_REDACT_ENTRIES {
                 problems.push((
                     name.to_string(),
@@ -96,7 +99,10 @@ impl Redactor {
         }
         for (i, f) in fields.iter().enumerate() {
             if f.trim().is_empty() {
-                problems.push((format!("/redact/{i}"), "a field name must not be empty".into()));
+                problems.push((
+                    format!("/redact/{i}"),
+                    "a field name must not be empty".into(),
+                ));
             }
         }
         let mut compiled = Vec::with_capacity(patterns.len());
@@ -364,11 +370,22 @@ mod tests {
         ];
         let answer = "{\"ok\": true, \"password\": \"from-the-model\", \"note\": \"from-a-tool\"}";
         let usage = Usage::known("m", 20, 7);
-        let call = rec.call(id(), &messages, Ok((answer, &usage)), Duration::from_millis(412));
+        let call = rec.call(
+            id(),
+            &messages,
+            Ok((answer, &usage)),
+            Duration::from_millis(412),
+        );
         let mut all: Vec<&str> = call.messages.iter().map(|m| m.content.as_str()).collect();
         all.extend(call.answer.as_deref());
         let all = all.join("\n");
-        for secret in ["sk-live-KEY", "p\"w", "from-a-tool", "from-the-model", "tok_abcdef12"] {
+        for secret in [
+            "sk-live-KEY",
+            "p\"w",
+            "from-a-tool",
+            "from-the-model",
+            "tok_abcdef12",
+        ] {
             assert!(!all.contains(secret), "{secret} recorded: {all}");
         }
         assert!(all.contains("login ana [redacted]"), "{all}");
@@ -417,8 +434,8 @@ mod tests {
 
     #[test]
     fn bad_redaction_settings_are_refused_naming_the_entry() {
-        let errors = Redactor::new(&["ok".into(), " ".into()], &["a*".into(), "[".into()])
-            .unwrap_err();
+        let errors =
+            Redactor::new(&["ok".into(), " ".into()], &["a*".into(), "[".into()]).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
