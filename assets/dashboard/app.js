@@ -997,8 +997,9 @@
     if (d.workflow || row.workflow) meta.push("workflow " + str(d.workflow || row.workflow));
     if (d.owner_node || row.owner_node) meta.push("driven by control node " + str(d.owner_node || row.owner_node));
     if (d.reason) meta.push("reason: " + (typeof d.reason === "object" ? json(d.reason) : str(d.reason)));
-    if (d.usage && typeof d.usage === "object") meta.push("usage " + json(d.usage).replace(/\s+/g, " "));
     $("run-meta").textContent = meta.join(" · ");
+    // The run's LLM usage and each attempt's prompts: llm.js.
+    if (window.musterLlm) window.musterLlm.renderRun($("run-llm"), d, api);
     renderRunGate();
     renderTimeline();
     const steps = stepsOf(d);

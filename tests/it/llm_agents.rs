@@ -872,3 +872,267 @@ fn a_streamed_answer_renews_the_heartbeat_and_a_stalled_one_misses_it_in_seconds
         m.shutdown().await;
     });
 }
+
+/// The `model_call` records of `records`, in order.
+fn model_calls(records: &[Record]) -> Vec<muster::journal::ModelCall> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::ModelCall { call, .. } => Some((**call).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A runtime with one LLM agent journaling to the SQLite file `path`.
+async fn runtime_on_file(config: LlmConfig, path: &std::path::Path) -> Muster {
+    use muster::journal::{Durability, SqliteJournal};
+    let journal = SqliteJournal::open(path, Durability::Sync).expect("a journal file");
+    let schemas = Arc::new(SchemaStore::new());
+    schemas.add("report", json!({"type": "object"})).unwrap();
+    schemas.add("triage", triage_schema()).unwrap();
+    let outputs = HashMap::from([("triage".to_string(), "triage".to_string())]);
+    let factory = LlmFactory::new(config, outputs, schemas).unwrap();
+    Muster::builder()
+        .journal(Arc::new(journal))
+        .schema("report", json!({"type": "object"}))
+        .schema("triage", triage_schema())
+        .agent(
+            AgentDef::new("triager", factory)
+                .capability(CapabilitySpec::new("triage", "report", "triage")),
+        )
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Every byte of a SQLite journal: its file and its write-ahead log.
+fn file_bytes(path: &std::path::Path) -> String {
+    let mut all = std::fs::read(path).unwrap_or_default();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    all.extend(std::fs::read(&wal).unwrap_or_default());
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[test]
+fn recorded_prompts_journal_each_call_with_its_repair_turn_and_no_secret_reaches_the_file() {
+    use muster::agents::llm::RecordMode;
+    use muster::journal::TurnKind;
+    // The real clock: the SQLite writer is a thread of its own, not on virtual time.
+    common::real(async {
+        // The model first answers with a field the schema refuses, holding a secret; the
+        // repair turn shows it that answer and gets a valid one.
+        let leaky =
+            r#"{"component": "parser", "severity": "high", "api_key": "model-leaked-secret-42"}"#;
+        let (url, _) =
+            fake_server(vec![Reply::Body(answer(leaky)), Reply::Body(answer(VALID))]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let mut c = config(&url);
+        c.system = Some("You triage. Internal token tok_0123456789abcdef.".into());
+        c.prompt = "Triage: {{ input.title }} (key {{ input.api_key }})".into();
+        c.record = RecordMode::Prompts;
+        c.redact = vec!["api_key".into()];
+        c.redact_patterns = vec!["tok_[0-9a-f]{16}".into()];
+        c.price = Some(muster::agents::llm::LlmPrice {
+            prompt: 1.0,
+            completion: 2.0,
+        });
+        let m = runtime_on_file(c, &path).await;
+        let t = Task::new(
+            "triage",
+            json!({"title": "crash on start", "api_key": "input-secret-77"}),
+        )
+        .timeout(Duration::from_secs(10));
+        let out = within(30, "task", m.delegate(t)).await.unwrap();
+        assert_eq!(out.status, TaskStatus::Completed);
+        let rs = records(&m);
+        assert_eq!(
+            kinds(&rs, out.id),
+            [
+                "task_submitted",
+                "lease_granted",
+                "model_call",
+                "model_call",
+                "model_usage",
+                "result_accepted"
+            ]
+        );
+        m.shutdown().await;
+        drop(m);
+
+        // What the file holds, read back as a user would.
+        use muster::journal::{Durability, Journal, SqliteJournal};
+        let j = SqliteJournal::open(&path, Durability::Sync).expect("the journal reopens");
+        let calls = model_calls(&j.read_after(0));
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        let (first, repair) = (&calls[0], &calls[1]);
+        assert_eq!(
+            (first.kind, first.turn, first.round),
+            (TurnKind::First, 0, 0)
+        );
+        assert_eq!(
+            (repair.kind, repair.turn, repair.round),
+            (TurnKind::Repair, 1, 1)
+        );
+        assert_eq!(repair.label(), "repair turn 1");
+        assert_eq!((first.attempt, first.model.as_str()), (1, "fake-model"));
+        let usage = first.usage.as_ref().expect("the call's usage");
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (Some(20), Some(7), Some(27))
+        );
+        assert_eq!(usage.cost, Some((20.0 * 1.0 + 7.0 * 2.0) / 1e6));
+        assert!(!first.truncated && !repair.truncated);
+        // The first call: the system prompt and the rendered user prompt, redacted.
+        let roles: Vec<&str> = first.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user"]);
+        assert!(
+            first.messages[0]
+                .content
+                .starts_with("You triage. Internal token [redacted]."),
+            "{}",
+            first.messages[0].content
+        );
+        assert_eq!(
+            first.messages[1].content,
+            "Triage: crash on start (key [redacted])"
+        );
+        assert_eq!(
+            first.answer.as_deref(),
+            Some(r#"{"component": "parser", "severity": "high", "api_key": "[redacted]"}"#)
+        );
+        // The repair turn: the answer being repaired and what was wrong with it.
+        let roles: Vec<&str> = repair.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        assert_eq!(repair.messages[2].content, first.answer.clone().unwrap());
+        assert!(
+            repair.messages[3].content.contains("api_key"),
+            "the validator's errors: {}",
+            repair.messages[3].content
+        );
+        assert_eq!(repair.answer.as_deref(), Some(VALID));
+        // No secret anywhere in the file; the prompt's other text is there (the scan
+        // reads the records' bytes).
+        drop(j);
+        let bytes = file_bytes(&path);
+        assert!(bytes.contains("Triage: crash on start (key [redacted])"));
+        for secret in ["tok_0123456789abcdef", "model-leaked-secret-42"] {
+            assert!(!bytes.contains(secret), "{secret} is in the journal file");
+        }
+        // The input's own field is journaled with the task (task_submitted), never in a
+        // recorded call.
+        for c in &calls {
+            let text = serde_json::to_string(c).unwrap();
+            assert!(!text.contains("input-secret-77"), "{text}");
+        }
+
+        // `muster inspect --task` lists the calls: whole with --json, a line each as a table.
+        let task_id = out.id.to_string();
+        let file = path.to_str().unwrap();
+        let mut cmd = common::muster();
+        cmd.args(["inspect", "--journal", file, "--task", &task_id, "--json"]);
+        let shown = common::output_within(60, cmd);
+        assert!(shown.status.success(), "{shown:?}");
+        let lines: Vec<Value> = String::from_utf8_lossy(&shown.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["record"] == "model_call")
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            (lines[1]["kind"].as_str(), lines[1]["epoch"].as_u64()),
+            (Some("repair"), Some(1))
+        );
+        assert_eq!(
+            lines[0]["messages"][1]["content"],
+            "Triage: crash on start (key [redacted])"
+        );
+        let mut cmd = common::muster();
+        cmd.args(["inspect", "--journal", file, "--task", &task_id]);
+        let shown = common::output_within(60, cmd);
+        let table = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            table.contains("repair turn 1 · fake-model · 27 tokens (20 prompt + 7 completion)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("answer: {\"component\": \"parser\""),
+            "{table}"
+        );
+    });
+}
+
+#[test]
+fn without_record_no_call_is_journaled() {
+    // The real clock: the SQLite writer is a thread of its own, not on virtual time.
+    common::real(async {
+        let (url, _) = fake_server(vec![
+            Reply::Body(answer(VIOLATING)),
+            Reply::Body(answer(VALID)),
+        ])
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let mut c = config(&url);
+        c.system = Some("Internal token tok_0123456789abcdef.".into());
+        let m = runtime_on_file(c, &path).await;
+        let out = within(30, "task", m.delegate(task())).await.unwrap();
+        assert_eq!(out.status, TaskStatus::Completed);
+        assert_eq!(
+            kinds(&records(&m), out.id),
+            [
+                "task_submitted",
+                "lease_granted",
+                "model_usage",
+                "result_accepted"
+            ]
+        );
+        m.shutdown().await;
+        drop(m);
+        let bytes = file_bytes(&path);
+        assert!(!bytes.contains("model_call"), "a model call was journaled");
+        assert!(
+            !bytes.contains("tok_0123456789abcdef"),
+            "the prompt was journaled"
+        );
+    });
+}
+
+#[test]
+fn a_bad_record_value_is_refused_at_load_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("triager.toml");
+    std::fs::write(&path, format!("{MANIFEST}record = \"everything\"\n")).unwrap();
+    let errors = muster::cast::Manifest::load(&path, &manifest_schemas(), Some(config::Map::new()))
+        .unwrap_err();
+    assert_eq!(errors[0].file, path);
+    assert_eq!(errors[0].field, "/backend/record", "{errors:?}");
+    std::fs::write(
+        &path,
+        format!("{MANIFEST}record = \"prompts\"\nredact_patterns = [\"(unclosed\"]\n"),
+    )
+    .unwrap();
+    let errors = muster::cast::Manifest::load(&path, &manifest_schemas(), Some(config::Map::new()))
+        .unwrap_err();
+    assert_eq!(errors[0].file, path);
+    assert_eq!(errors[0].field, "/backend/redact_patterns/0", "{errors:?}");
+    std::fs::write(
+        &path,
+        format!("{MANIFEST}record = \"prompts\"\nredact = [\"api_key\"]\n"),
+    )
+    .unwrap();
+    let m = muster::cast::Manifest::load(&path, &manifest_schemas(), Some(config::Map::new()))
+        .expect("a recording manifest loads");
+    match m.backend {
+        muster::cast::BackendSpec::Llm(c) => {
+            assert_eq!(c.record, muster::agents::llm::RecordMode::Prompts)
+        }
+        other => panic!("expected an llm backend, got {other:?}"),
+    }
+}

@@ -14,6 +14,7 @@
 
 pub mod event;
 pub mod memory;
+pub mod model_call;
 pub mod recorder;
 pub mod runs;
 pub mod tap;
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use event::{Event, Record};
 pub use memory::MemoryJournal;
+pub use model_call::{CallMessage, ModelCall, TurnKind};
 pub use recorder::{Recorder, Unwritten};
 pub use runs::{RunEntry, RunQuery, RunStatus};
 pub use tap::TapJournal;

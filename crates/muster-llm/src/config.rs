@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::record::{RecordMode, Redactor};
+
 /// The most repair turns an attempt may take (`repair`).
 pub const MAX_REPAIR: u32 = 10;
 /// The most tool rounds an attempt may take (`max_tool_rounds`).
@@ -142,6 +144,18 @@ pub struct LlmConfig {
     /// Prices per million tokens, for the journaled cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<LlmPrice>,
+    /// What is journaled of each model call: nothing by default; `prompts` journals every
+    /// call's messages and raw answer (`model_call` records), redacted and bounded.
+    #[serde(default, skip_serializing_if = "RecordMode::is_none")]
+    pub record: RecordMode,
+    /// Fields whose values are never recorded: every string value of a field of one of
+    /// these names, in the task's input or in any JSON of a call, is replaced wherever it
+    /// occurs in what is recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+    /// Regular expressions whose matches are never recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact_patterns: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -193,6 +207,9 @@ impl LlmConfig {
             metadata: true,
             limits: LlmLimits::default(),
             price: None,
+            record: RecordMode::None,
+            redact: Vec::new(),
+            redact_patterns: Vec::new(),
         }
     }
 
@@ -296,6 +313,9 @@ impl LlmConfig {
                 p("/price", "prices must be finite numbers >= 0".into());
             }
         }
+        if let Err(problems) = Redactor::new(&self.redact, &self.redact_patterns) {
+            out.extend(problems);
+        }
         out
     }
 }
@@ -322,6 +342,9 @@ mod tests {
             stream_idle = "2s"
             tools = ["code.test"]
             max_tool_rounds = 3
+            record = "prompts"
+            redact = ["api_key"]
+            redact_patterns = ["sk-[A-Za-z0-9]{16,}"]
             [limits]
             concurrency = 4
             requests_per_minute = 600
@@ -335,6 +358,7 @@ mod tests {
         assert_eq!(c.structured, Structured::Tool);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.limits.tokens_per_minute, Some(200_000));
+        assert_eq!((c.record, c.redact.len()), (RecordMode::Prompts, 1));
         assert_eq!(c.endpoint(), "http://127.0.0.1:8080/v1/chat/completions");
         assert!(c.problems().is_empty(), "{:?}", c.problems());
         assert!(
@@ -343,6 +367,22 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn nothing_is_recorded_unless_asked_and_a_bad_record_value_is_refused() {
+        let c: LlmConfig =
+            toml::from_str("base_url = \"x\"\nmodel = \"m\"\nprompt = \"p\"").unwrap();
+        assert_eq!(c.record, RecordMode::None);
+        let e = toml::from_str::<LlmConfig>(
+            "base_url = \"x\"\nmodel = \"m\"\nprompt = \"p\"\nrecord = \"everything\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("record"), "{e}");
+        let mut c = LlmConfig::new("http://x/v1", "m", "p");
+        c.redact_patterns = vec!["(".into()];
+        let fields: Vec<String> = c.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["/redact_patterns/0"]);
     }
 
     #[test]

@@ -31,7 +31,9 @@
 //! retries on its own; the task's owner reassigns and the provider makes the next request
 //! wait out a `Retry-After`. What each attempt spent is recorded on its context
 //! ([`TaskContext::record_usage`]) and journaled by the owner as `model_usage`; tokens the
-//! server does not report are unknown, never 0.
+//! server does not report are unknown, never 0. With `record = "prompts"` each call's
+//! messages and raw answer are journaled as well, as it ends (`model_call`, redacted and
+//! bounded by [`Redactor`] and [`bound_text`]).
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod budget;
@@ -41,6 +43,7 @@ mod decode;
 mod prompt;
 pub mod protocol;
 pub mod provider;
+mod record;
 mod wire;
 
 use std::collections::HashMap;
@@ -60,12 +63,17 @@ pub use decode::{
 };
 pub use prompt::{MAX_PROMPT_BYTES, PromptVars, Prompts, VARIABLES};
 pub use provider::{ClientError, Permit, ProviderHandle, ProviderUnavailable};
+pub use record::{
+    CallId, MAX_RECORDED_CALL, MAX_RECORDED_MESSAGES, MAX_RECORDED_TEXT, MAX_REDACT_ENTRIES,
+    REDACTED, RecordMode, Redactor, bound_text,
+};
 pub use wire::{ANSWER_TOOL, AttemptId, ToolSpec, request_body, schema_instruction, wire_name};
 
 use muster_core::agents::agent::{Agent, AgentError, AgentFactory, TaskContext};
 use muster_core::agents::host::{AgentHost, SubTask};
-use muster_core::journal::Usage;
+use muster_core::journal::{TurnKind, Usage};
 use muster_core::messaging::SchemaStore;
+use record::CallRecorder;
 
 /// Tokens charged for a request when the config sets no `max_tokens`.
 const DEFAULT_TOKEN_ESTIMATE: u64 = 512;
@@ -95,6 +103,8 @@ pub struct LlmFactory {
 struct Shared {
     config: LlmConfig,
     prompts: Prompts,
+    /// What recorded calls hide (used with `record = "prompts"`).
+    redactor: Redactor,
     /// Capability → output schema name.
     outputs: HashMap<String, String>,
     schemas: Arc<SchemaStore>,
@@ -160,11 +170,14 @@ impl LlmFactory {
                 None
             }
         };
+        // Its errors are among `problems` already.
+        let redactor = Redactor::new(&config.redact, &config.redact_patterns).unwrap_or_default();
         match prompts {
             Some(prompts) if problems.is_empty() => Ok(LlmFactory {
                 shared: Arc::new(Shared {
                     config,
                     prompts,
+                    redactor,
                     outputs,
                     schemas,
                     provider: OnceLock::new(),
@@ -265,8 +278,28 @@ impl Agent for LlmAgent {
 enum Turn {
     /// The answer's text (or the `answer` tool's arguments).
     Text(String),
-    /// Tool calls to run before the model answers.
-    Tools(Vec<ToolCall>, Value),
+    /// Tool calls to run before the model answers: the calls, the assistant message that
+    /// asked for them, and that message as JSON text (for the record).
+    Tools(Vec<ToolCall>, Value, String),
+}
+
+impl Turn {
+    /// The model's answer as text, as a recorded call shows it.
+    fn raw(&self) -> &str {
+        match self {
+            Turn::Text(t) => t,
+            Turn::Tools(_, _, raw) => raw,
+        }
+    }
+}
+
+/// One request's outcome, with what it spent and how long it took.
+struct Exchange {
+    result: Result<Turn, AgentError>,
+    /// The usage of a request that got an answer.
+    usage: Option<Usage>,
+    /// From sending the request to its answer decoded (the wait for a permit left out).
+    latency: std::time::Duration,
 }
 
 impl Shared {
@@ -297,6 +330,17 @@ impl Shared {
         let task = ctx.task_id.to_string();
         let tools = self.tool_specs()?;
         let mut messages = self.first_messages(&input, &ctx, &task, &schema.document, "")?;
+        let recorder = (cfg.record == RecordMode::Prompts).then(|| {
+            CallRecorder::new(
+                &self.redactor,
+                &input,
+                api_key.as_deref(),
+                ctx.attempt,
+                &cfg.model,
+            )
+        });
+        // Which turn the next call is (first, a repair turn, after a tool round).
+        let mut kind = (TurnKind::First, 0u32);
         let mut turn = 0u32;
         let mut repairs = 0u32;
         let mut tool_rounds = 0u32;
@@ -308,13 +352,26 @@ impl Shared {
                 epoch: ctx.epoch,
                 turn,
             };
-            turn += 1;
             let body = request_body(cfg, &messages, schema_name, &schema.document, &tools, id);
-            let got = self
+            let exchange = self
                 .request(provider, &body, id, api_key.as_deref(), &ctx)
-                .await?;
-            let text = match got {
-                Turn::Tools(calls, assistant) => {
+                .await;
+            if let Some(r) = &recorder {
+                let call = CallId {
+                    turn,
+                    kind: kind.0,
+                    round: kind.1,
+                };
+                let outcome = match (&exchange.result, &exchange.usage) {
+                    (Ok(got), Some(usage)) => Ok((got.raw(), usage)),
+                    (Err(e), _) => Err(e.message.as_str()),
+                    (Ok(_), None) => Err("no answer"), // request() always has a usage with a turn
+                };
+                ctx.record_model_call(r.call(call, &messages, outcome, exchange.latency));
+            }
+            turn += 1;
+            let text = match exchange.result? {
+                Turn::Tools(calls, assistant, _) => {
                     if tool_rounds >= cfg.max_tool_rounds {
                         return Err(AgentError::new(format!(
                             "the model asked for tools beyond max_tool_rounds = {}",
@@ -322,6 +379,7 @@ impl Shared {
                         )));
                     }
                     tool_rounds += 1;
+                    kind = (TurnKind::Tool, tool_rounds);
                     messages.push(assistant);
                     for call in calls {
                         let result = self.run_tool(&call, &ctx, &mut calls_made).await;
@@ -350,6 +408,7 @@ impl Shared {
                 };
             }
             repairs += 1;
+            kind = (TurnKind::Repair, repairs);
             tracing::debug!(agent = %ctx.agent, task = %task, %why, "repair turn");
             let feedback = why;
             // The conversation so far, the answer, and what is wrong with it.
@@ -400,6 +459,27 @@ impl Shared {
         id: AttemptId<'_>,
         api_key: Option<&str>,
         ctx: &TaskContext,
+    ) -> Exchange {
+        let mut exchange = Exchange {
+            result: Err(AgentError::new("no request was sent")),
+            usage: None,
+            latency: std::time::Duration::ZERO,
+        };
+        let result = self
+            .send(provider, body, id, api_key, ctx, &mut exchange)
+            .await;
+        exchange.result = result;
+        exchange
+    }
+
+    async fn send(
+        &self,
+        provider: &ProviderHandle,
+        body: &Value,
+        id: AttemptId<'_>,
+        api_key: Option<&str>,
+        ctx: &TaskContext,
+        exchange: &mut Exchange,
     ) -> Result<Turn, AgentError> {
         let cfg = &self.config;
         let bytes = serde_json::to_vec(body).map_err(|e| AgentError::new(e.to_string()))?;
@@ -419,7 +499,9 @@ impl Shared {
             stream_idle: cfg.stream.then_some(cfg.stream_idle),
         };
         let heartbeat = || ctx.heartbeat();
+        let started = tokio::time::Instant::now();
         let result = call::send(provider.client(), req, &heartbeat).await;
+        exchange.latency = started.elapsed();
         let answer = match result {
             Ok(a) => a,
             Err(e) => {
@@ -431,6 +513,7 @@ impl Shared {
         permit.spent(usage.total_tokens);
         drop(permit);
         ctx.record_usage(&usage);
+        exchange.usage = Some(usage);
         let mut calls = answer.tool_calls;
         if let Some(i) = calls.iter().position(|c| c.name == ANSWER_TOOL) {
             return Ok(Turn::Text(calls.swap_remove(i).arguments));
@@ -439,7 +522,8 @@ impl Shared {
             let assistant = json!({"role": "assistant", "content": answer.content,
                 "tool_calls": calls.iter().map(|c| json!({"id": c.id, "type": "function",
                     "function": {"name": c.name, "arguments": c.arguments}})).collect::<Vec<_>>()});
-            return Ok(Turn::Tools(calls, assistant));
+            let raw = assistant.to_string();
+            return Ok(Turn::Tools(calls, assistant, raw));
         }
         match answer.content {
             Some(t) => Ok(Turn::Text(t)),

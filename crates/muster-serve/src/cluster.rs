@@ -8,7 +8,7 @@
 //!                           lease names another node ─▶ forwarded to it (NATS request/reply)
 //!                           else this node; not here ─▶ asked of the other live nodes
 //!  GET /v1/records?run=R    as a run's (what `muster inspect --server --run` reads)
-//!  GET /v1/tasks/{id}       this node; not here ─▶ asked of the other live nodes
+//!  GET /v1/tasks/{id}[/llm] this node; not here ─▶ asked of the other live nodes
 //!  GET /v1/events?run=R     R another node's ─▶ its records from the journal stream
 //!  GET /v1/cluster          the control nodes, live or gone (the dashboard's panel)
 //! ```
@@ -92,7 +92,9 @@ fn target(method: &Method, path: &str, query: Option<&str>) -> Target {
         (&Method::GET, ["v1", "runs", r])
         | (&Method::POST, ["v1", "runs", r, "gates", _])
         | (&Method::POST, ["v1", "runs", r, "cancel"]) => id(r).map_or(Target::Other, Target::Run),
-        (&Method::GET, ["v1", "tasks", t]) => id(t).map_or(Target::Other, Target::Task),
+        (&Method::GET, ["v1", "tasks", t] | ["v1", "tasks", t, "llm"]) => {
+            id(t).map_or(Target::Other, Target::Task)
+        }
         (&Method::GET, ["v1", "records"]) => query
             .into_iter()
             .flat_map(|q| q.split('&'))

@@ -112,6 +112,7 @@ pub fn router_with(
         .route("/v1/workflows/{name}", get(get_workflow))
         .route("/v1/tasks", post(submit_task))
         .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/llm", get(get_task_llm))
         .route("/v1/agents", get(agents))
         .route("/v1/tree", get(tree))
         .route("/v1/records", get(records))
@@ -796,6 +797,37 @@ async fn get_task(
     let records = read(&st.journal, move |j| records_of(j, id)).await?;
     views::task(&records, id)
         .map(|t| Json(json!(t)))
+        .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the journal")).field("id"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmQuery {
+    epoch: Option<String>,
+}
+
+/// The model calls recorded for a task (`record = "prompts"`), of one attempt with
+/// `?epoch=`.
+async fn get_task_llm(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<LlmQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the query: {}",
+            muster_core::util::bounded_text(&e.body_text())
+        ))
+    })?;
+    let id = parse_id(&id, "id")?;
+    let epoch: Option<u64> = q
+        .epoch
+        .as_deref()
+        .map(|e| parse_number(e, "epoch", "a lease epoch"))
+        .transpose()?;
+    let records = read(&st.journal, move |j| records_of(j, id)).await?;
+    views::model_calls(&records, id, epoch)
+        .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the journal")).field("id"))
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use muster_core::journal::{Event, Journal, Record, RunQuery, RunStatus};
+use muster_core::journal::{Event, Journal, Record, RunQuery, RunStatus, Usage};
 use muster_workflow::inspect::run_of;
 use muster_workflow::inspect::{self, RunState, Scope};
 use muster_workflow::recovery;
@@ -210,6 +210,17 @@ pub struct LeaseView {
     pub attempt: u32,
     /// `running`, `completed`, or the failure kind (`timeout`, `error`, ...).
     pub outcome: String,
+    /// What the attempt spent on models (LLM agents), from its `model_usage` record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// How many of its model calls were recorded (`record = "prompts"`); read them with
+    /// `GET /v1/tasks/{id}/llm?epoch=E`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub model_calls: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A task as the journal tells it.
@@ -316,6 +327,8 @@ pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskV
                             epoch: *epoch,
                             attempt: *attempt,
                             outcome: "running".into(),
+                            usage: None,
+                            model_calls: 0,
                         });
                         t.attempts = t.leases.len() as u32;
                         t.reassignments = t.attempts.saturating_sub(1);
@@ -343,6 +356,16 @@ pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskV
                         t.ended_ms = Some(r.at_ms);
                     }
                     Event::ResultStale { .. } => t.stale_rejected += 1,
+                    Event::ModelUsage { epoch, usage, .. } => {
+                        if let Some(l) = t.leases.iter_mut().rev().find(|l| l.epoch == *epoch) {
+                            l.usage.get_or_insert_with(Usage::default).add(usage);
+                        }
+                    }
+                    Event::ModelCall { epoch, .. } => {
+                        if let Some(l) = t.leases.iter_mut().rev().find(|l| l.epoch == *epoch) {
+                            l.model_calls += 1;
+                        }
+                    }
                     Event::TaskEscalated { reason, .. } => {
                         t.status = "escalated".into();
                         t.reason = Some(reason.clone());
@@ -367,6 +390,52 @@ pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskV
 /// One task, if the records have it.
 pub fn task(records: &[Record], id: Uuid) -> Option<TaskView> {
     tasks(records, &|t, _| t == id).into_iter().next()
+}
+
+/// The most model calls one answer of `GET /v1/tasks/{id}/llm` holds (an attempt makes
+/// at most 43: one, ten repair turns and 32 tool rounds).
+pub const MAX_CALLS_SHOWN: usize = 64;
+
+/// The recorded model calls of task `id` (docs/api.md, `GET /v1/tasks/{id}/llm`), of the
+/// attempt under `epoch` or of all of them, in order: at most [`MAX_CALLS_SHOWN`], the
+/// number left out in `omitted`. `None` when the records do not have the task.
+pub fn model_calls(records: &[Record], id: Uuid, epoch: Option<u64>) -> Option<Value> {
+    let task = task(records, id)?;
+    let mut calls = Vec::new();
+    let mut omitted = 0usize;
+    for r in records {
+        let Event::ModelCall {
+            task: t,
+            agent,
+            epoch: e,
+            call,
+        } = &r.event
+        else {
+            continue;
+        };
+        if *t != id || epoch.is_some_and(|want| want != *e) {
+            continue;
+        }
+        if calls.len() >= MAX_CALLS_SHOWN {
+            omitted += 1;
+            continue;
+        }
+        let mut v = json!(call);
+        v["seq"] = json!(r.seq);
+        v["at_ms"] = json!(r.at_ms);
+        v["agent"] = json!(agent);
+        v["epoch"] = json!(e);
+        v["label"] = json!(call.label());
+        calls.push(v);
+    }
+    Some(json!({
+        "task": id,
+        "capability": task.capability,
+        "step": task.step,
+        "leases": task.leases,
+        "calls": calls,
+        "omitted": omitted,
+    }))
 }
 
 /// A run's detail (docs/api.md, `GET /v1/runs/{id}`), if the records have it.

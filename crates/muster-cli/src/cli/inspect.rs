@@ -191,6 +191,10 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
         }
         _ => {}
     }
+    // The model calls an LLM agent recorded for the task (`record = "prompts"`).
+    if let Scope::Task(task) = scope {
+        print_model_calls(&mut out, &records, task, format);
+    }
     // A closed pipe (`muster inspect | head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -202,6 +206,84 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
             json!({"message": e.to_string()}),
         )),
         _ => Ok(()),
+    }
+}
+
+/// The most characters of one recorded message a table shows (`--json` shows them whole).
+const CALL_TEXT_SHOWN: usize = 240;
+
+/// A recorded text on one line, cut to [`CALL_TEXT_SHOWN`] characters.
+fn one_line(text: &str) -> String {
+    let flat = text.replace(['\n', '\r'], " ");
+    match flat.char_indices().nth(CALL_TEXT_SHOWN) {
+        Some((i, _)) => format!("{}… ({} characters)", &flat[..i], flat.chars().count()),
+        None => flat,
+    }
+}
+
+/// The task's recorded model calls: with `--json` one `record: "model_call"` line each
+/// (the call whole); as a table, a heading per call and its messages and answer on a line
+/// each.
+fn print_model_calls(out: &mut String, records: &[Record], task: Uuid, format: Format) {
+    let calls: Vec<(&Record, &str, u64, &muster::journal::ModelCall)> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            muster::journal::Event::ModelCall {
+                task: t,
+                agent,
+                epoch,
+                call,
+            } if *t == task => Some((r, agent.as_ref(), *epoch, call.as_ref())),
+            _ => None,
+        })
+        .collect();
+    if calls.is_empty() {
+        return;
+    }
+    match format {
+        Format::Json => {
+            for (r, agent, epoch, call) in &calls {
+                let mut v = line("model_call", call);
+                v["seq"] = json!(r.seq);
+                v["task"] = json!(task);
+                v["agent"] = json!(agent);
+                v["epoch"] = json!(epoch);
+                outln!(out, "{v}");
+            }
+        }
+        Format::Table => {
+            outln!(out);
+            outln!(out, "model calls (recorded prompts)");
+            for (_, agent, epoch, call) in &calls {
+                let tokens = call.usage.as_ref().map_or("failed".to_string(), |u| {
+                    let n = |x: Option<u64>| x.map_or("unknown".to_string(), |x| x.to_string());
+                    format!(
+                        "{} tokens ({} prompt + {} completion)",
+                        n(u.total_tokens),
+                        n(u.prompt_tokens),
+                        n(u.completion_tokens)
+                    )
+                });
+                outln!(
+                    out,
+                    "attempt {} (epoch {epoch}, {agent}) · {} · {} · {tokens} · {} ms{}",
+                    call.attempt,
+                    call.label(),
+                    call.model,
+                    call.latency_ms,
+                    if call.truncated { " · cut" } else { "" }
+                );
+                for m in &call.messages {
+                    outln!(out, "  {:>9}: {}", m.role, one_line(&m.content));
+                }
+                match (&call.answer, &call.error) {
+                    (Some(a), _) => outln!(out, "  {:>9}: {}", "answer", one_line(a)),
+                    (None, Some(e)) => outln!(out, "  {:>9}: {}", "failed", one_line(e)),
+                    (None, None) => {}
+                }
+            }
+        }
+        Format::Mermaid => {}
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::effects::{EffectEntry, EffectError, Ledger};
-use crate::journal::Usage;
+use crate::journal::{ModelCall, Usage};
 use crate::messaging::{ContractError, Envelope};
 
 /// What an agent gets with each task: who it is, which task, the lease epoch (its fencing
@@ -338,6 +338,41 @@ impl TaskContext {
             Some(u) => u.add(usage),
             None => *cell = Some(usage.clone()),
         }
+    }
+
+    /// Journals one model call of this attempt (an LLM backend that records its prompts
+    /// calls it after each request) as a `model_call` record of the task, under this
+    /// attempt's agent and epoch, at once: the calls of an attempt that hangs or crashes
+    /// later are in the journal. The caller bounds and redacts `call`; a context run by
+    /// hand ([`TaskContext::standalone`]) journals nothing.
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use muster_core::agents::effects::Ledger;
+    /// use muster_core::journal::{Journal, MemoryJournal, ModelCall, Recorder, TurnKind};
+    /// use muster_core::TaskContext;
+    ///
+    /// let journal = Arc::new(MemoryJournal::default());
+    /// let task = uuid::Uuid::now_v7();
+    /// let recorder = Recorder::new(journal.clone(), muster_core::clock::Clock::system());
+    /// let ledger = Ledger::new(task, recorder, Vec::new(), None);
+    /// let ctx = TaskContext::standalone(task, 1, "triage", "triager#0", tokio::time::Instant::now())
+    ///     .with_ledger(Arc::new(ledger));
+    /// ctx.record_model_call(ModelCall {
+    ///     attempt: 1, turn: 0, kind: TurnKind::First, round: 0, model: "m".into(),
+    ///     messages: Vec::new(), answer: Some("{}".into()), error: None, usage: None,
+    ///     latency_ms: 3, truncated: false,
+    /// });
+    /// assert_eq!(journal.read_after(0)[0].event.kind(), "model_call");
+    /// ```
+    pub fn record_model_call(&self, call: ModelCall) {
+        self.effects.record(crate::journal::Event::ModelCall {
+            task: self.task_id,
+            agent: self.agent.clone(),
+            epoch: self.epoch,
+            call: Box::new(call),
+        });
     }
 
     /// What this attempt has spent on models so far (`None` if it called none).

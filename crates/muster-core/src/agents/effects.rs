@@ -220,6 +220,14 @@ impl Ledger {
         }
     }
 
+    /// Journals `event` through the task's recorder (nothing for a detached ledger):
+    /// the records an attempt makes about itself as it goes, such as its model calls.
+    pub(crate) fn record(&self, event: Event) {
+        if let Some(r) = &self.recorder {
+            r.record(event);
+        }
+    }
+
     /// A ledger that journals nothing (a task run by hand, a plain message).
     pub fn detached(task: Uuid) -> Self {
         Ledger {

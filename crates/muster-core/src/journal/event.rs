@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::model_call::ModelCall;
 use super::usage::Usage;
 use crate::messaging::{Envelope, Scope};
 
@@ -170,6 +171,19 @@ pub enum Event {
         epoch: u64,
         /// The model, its calls, tokens and cost.
         usage: Usage,
+    },
+    /// One model call of an attempt, journaled as it ends by an LLM agent that records its
+    /// prompts (`[backend] record = "prompts"`): the messages sent and the raw answer,
+    /// bounded and redacted by the backend before this record is made.
+    ModelCall {
+        /// Task id.
+        task: Uuid,
+        /// Agent instance.
+        agent: Arc<str>,
+        /// Epoch of the lease.
+        epoch: u64,
+        /// The call.
+        call: Box<ModelCall>,
     },
     /// A late result of an earlier epoch was adopted: the capability is idempotent and
     /// declares `late_results = "adopt"`, the result passed the contract, and it arrived
@@ -387,6 +401,7 @@ impl Event {
             Event::AttemptInterrupted { .. } => "attempt_interrupted",
             Event::ResultAccepted { .. } => "result_accepted",
             Event::ModelUsage { .. } => "model_usage",
+            Event::ModelCall { .. } => "model_call",
             Event::ResultStale { .. } => "result_stale",
             Event::ResultAdopted { .. } => "result_adopted",
             Event::EffectStarted { .. } => "effect_started",
@@ -427,6 +442,7 @@ impl Event {
             | Event::AttemptInterrupted { task, .. }
             | Event::ResultAccepted { task, .. }
             | Event::ModelUsage { task, .. }
+            | Event::ModelCall { task, .. }
             | Event::ResultStale { task, .. }
             | Event::ResultAdopted { task, .. }
             | Event::EffectStarted { task, .. }
@@ -463,6 +479,7 @@ impl Event {
             | Event::AttemptInterrupted { agent, .. }
             | Event::ResultAccepted { agent, .. }
             | Event::ModelUsage { agent, .. }
+            | Event::ModelCall { agent, .. }
             | Event::EffectStarted { agent, .. }
             | Event::EffectDone { agent, .. }
             | Event::ResultAdopted { agent, .. }
@@ -494,6 +511,7 @@ impl Event {
             | Event::AttemptInterrupted { epoch, .. }
             | Event::ResultAccepted { epoch, .. }
             | Event::ModelUsage { epoch, .. }
+            | Event::ModelCall { epoch, .. }
             | Event::EffectStarted { epoch, .. }
             | Event::EffectDone { epoch, .. }
             | Event::ResultAdopted { epoch, .. }
