@@ -101,7 +101,7 @@ pub fn decide_gate(
             )
             .map_err(sql("read the gate's events"))?;
         let rows = stmt
-            .query_map([run.to_string()], |r| {
+            .query_map([run.as_bytes()], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(sql("read the gate's events"))?;
@@ -159,7 +159,7 @@ pub fn decide_gate(
             seq as i64,
             at_ms as i64,
             event.kind(),
-            run.to_string(),
+            run.as_bytes(),
             body
         ],
     )

@@ -178,7 +178,7 @@ pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunE
 }
 
 /// The records of the story of `id`: those whose `run` column is `id` (a run's own and
-/// its tasks') and those of the task `id`, in order.
+/// its tasks') and those of the task `id`, in order (ids are 16-byte blobs: version 3).
 pub(crate) fn records_of(
     conn: &Connection,
     path: &Path,
@@ -193,7 +193,7 @@ pub(crate) fn records_of(
         )
         .map_err(sql("read a run's records"))?;
     let mut rows = stmt
-        .query([id.to_string()])
+        .query([id.as_bytes()])
         .map_err(sql("read a run's records"))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql("read a run's records"))? {
