@@ -216,7 +216,10 @@ fn a_version_2_journal_file_reads_as_it_is_and_is_migrated_on_open() {
     scanned.reverse();
     assert_eq!(j.runs(&all(None)), scanned);
     for e in &runs {
-        let want: Vec<u64> = scan_records_of(&records, e.run).iter().map(|r| r.seq).collect();
+        let want: Vec<u64> = scan_records_of(&records, e.run)
+            .iter()
+            .map(|r| r.seq)
+            .collect();
         let got: Vec<u64> = j.records_of(e.run).iter().map(|r| r.seq).collect();
         assert_eq!(got, want, "the records of run {}", e.run);
     }
@@ -225,11 +228,19 @@ fn a_version_2_journal_file_reads_as_it_is_and_is_migrated_on_open() {
         .iter()
         .find_map(|r| r.event.task())
         .expect("the fixture has tasks");
-    let want: Vec<u64> = scan_records_of(&records, task).iter().map(|r| r.seq).collect();
+    let want: Vec<u64> = scan_records_of(&records, task)
+        .iter()
+        .map(|r| r.seq)
+        .collect();
     let got: Vec<u64> = j.records_of(task).iter().map(|r| r.seq).collect();
     assert_eq!(got, want, "the records of task {task}");
     // New records go on after the old ones, and `sqlite3` still reads ids as text.
-    let seq = j.append(1, muster::journal::Event::Note { text: "after".into() });
+    let seq = j.append(
+        1,
+        muster::journal::Event::Note {
+            text: "after".into(),
+        },
+    );
     j.flush().expect("flush");
     assert_eq!(seq, records.last().expect("records").seq + 1);
     let c = Connection::open(&path).expect("open");
