@@ -35,16 +35,44 @@ fn simulated(dir: &std::path::Path, tasks: u32) -> std::path::PathBuf {
     path
 }
 
-/// Turns a current journal into what version 1 wrote: no `runs` table, no run index, the
-/// `run` column empty.
+/// Turns a current journal into what version 1 wrote: ids as text, its three indexes, no
+/// `runs` table, no run index, the `run` column empty.
 fn make_version_1(path: &std::path::Path) {
     let c = Connection::open(path).expect("open");
     c.execute_batch(
-        "DROP TABLE runs; DROP INDEX events_run;
-         UPDATE events SET run = NULL;
+        "UPDATE events SET
+             task = (SELECT t.task FROM events_text t WHERE t.seq = events.seq),
+             correlation = (SELECT t.correlation FROM events_text t WHERE t.seq = events.seq),
+             run = NULL;
+         DROP VIEW events_text; DROP TABLE runs; DROP INDEX events_run; DROP INDEX events_task;
+         CREATE INDEX events_task ON events(task);
+         CREATE INDEX events_correlation ON events(correlation);
+         CREATE INDEX events_kind ON events(kind);
          UPDATE meta SET value = '1' WHERE key = 'version';",
     )
     .expect("downgrade to version 1");
+    let text: i64 = c
+        .query_row(
+            "SELECT count(*) FROM events WHERE typeof(task) = 'text'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!(text > 0, "version 1 wrote ids as text");
+}
+
+/// How many ids in `events` are not 16-byte blobs (what version 3 writes).
+fn ids_not_blobs(path: &std::path::Path) -> i64 {
+    let c = Connection::open(path).expect("open");
+    c.query_row(
+        "SELECT count(*) FROM events WHERE
+             (task IS NOT NULL AND (typeof(task) != 'blob' OR length(task) != 16))
+          OR (run IS NOT NULL AND (typeof(run) != 'blob' OR length(run) != 16))
+          OR (correlation IS NOT NULL AND (typeof(correlation) != 'blob' OR length(correlation) != 16))",
+        [],
+        |r| r.get(0),
+    )
+    .expect("count")
 }
 
 fn all(status: Option<RunStatus>) -> RunQuery {
@@ -144,8 +172,86 @@ fn a_version_1_journal_is_migrated_in_place_with_the_same_answers() {
         )
         .expect("count");
     assert_eq!(empty, 0, "every run and task record names its run");
+    assert_eq!(ids_not_blobs(&path), 0, "every id is 16 bytes");
     assert_eq!(j.read_after(0), before, "the migration changed no record");
     index_agrees_with_a_scan(&j);
+}
+
+/// A journal written by the build before format 3 (version 2: ids as text, four indexes
+/// on `events`), made with `muster sim examples/scenarios/code-review-heavy-faults.toml
+/// --tasks 5 --seed 7 --journal tests/fixtures/journal/version-2.db` and then `VACUUM`ed:
+/// read as it is, then migrated in place on open with the same answers.
+#[test]
+fn a_version_2_journal_file_reads_as_it_is_and_is_migrated_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v2.db");
+    std::fs::copy("tests/fixtures/journal/version-2.db", &path).expect("copy the fixture");
+    let version = |path: &std::path::Path| -> String {
+        Connection::open(path)
+            .expect("open")
+            .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
+                r.get(0)
+            })
+            .expect("version")
+    };
+    assert_eq!(version(&path), "2");
+    // Read-only readers (`muster inspect`) read it without changing it.
+    let records = muster::journal::sqlite::read_journal(&path, 0).expect("read as it is");
+    let runs = scan_runs(&records);
+    assert!(runs.len() >= 5, "the fixture has {} runs", runs.len());
+    let first = runs[0].run;
+    let of_first = muster::journal::sqlite::read_records_of(&path, first).expect("a run's records");
+    assert_eq!(of_first, scan_records_of(&records, first));
+    assert_eq!(
+        muster::journal::sqlite::find_runs(&path, &first.to_string()[..13], 10).expect("find"),
+        vec![first]
+    );
+    assert_eq!(version(&path), "2", "reading changed nothing");
+    // Opening to write migrates it.
+    let j = SqliteJournal::open(&path, Durability::Relaxed).expect("a version-2 file opens");
+    assert_eq!(version(&path), muster::journal::sqlite::VERSION.to_string());
+    assert_eq!(ids_not_blobs(&path), 0, "every id is 16 bytes");
+    assert_eq!(j.read_after(0), records, "the migration changed no record");
+    let mut scanned = runs.clone();
+    scanned.reverse();
+    assert_eq!(j.runs(&all(None)), scanned);
+    for e in &runs {
+        let want: Vec<u64> = scan_records_of(&records, e.run)
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let got: Vec<u64> = j.records_of(e.run).iter().map(|r| r.seq).collect();
+        assert_eq!(got, want, "the records of run {}", e.run);
+    }
+    // A task's story, by its id.
+    let task = records
+        .iter()
+        .find_map(|r| r.event.task())
+        .expect("the fixture has tasks");
+    let want: Vec<u64> = scan_records_of(&records, task)
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    let got: Vec<u64> = j.records_of(task).iter().map(|r| r.seq).collect();
+    assert_eq!(got, want, "the records of task {task}");
+    // New records go on after the old ones, and `sqlite3` still reads ids as text.
+    let seq = j.append(
+        1,
+        muster::journal::Event::Note {
+            text: "after".into(),
+        },
+    );
+    j.flush().expect("flush");
+    assert_eq!(seq, records.last().expect("records").seq + 1);
+    let c = Connection::open(&path).expect("open");
+    let text: String = c
+        .query_row(
+            "SELECT task FROM events_text WHERE task IS NOT NULL ORDER BY seq LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the text view");
+    assert_eq!(text, task.to_string());
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::file::{Probe, RUN_KINDS, lock, probe, sql_error};
+use crate::file::{Probe, RUN_KINDS, lock, probe, sql_error, uuid_blob};
 use crate::migrate::migrate;
 use crate::read::{DecodeError, decode};
 use muster_core::ids::Fnv1a;
@@ -158,16 +158,20 @@ pub(crate) fn compact_on(
         .transaction_with_behavior(TransactionBehavior::Deferred)
         .map_err(sql("begin the compaction"))?;
     tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS doomed (story TEXT PRIMARY KEY, is_run INTEGER);
+        "CREATE TEMP TABLE IF NOT EXISTS doomed (story BLOB PRIMARY KEY, is_run INTEGER);
          DELETE FROM doomed;",
     )
     .map_err(sql("make the compaction's scratch table"))?;
     let last: i64 = tx
         .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
         .map_err(sql("read the last sequence number"))?;
+    // `runs.run` is text, `events.run` 16 bytes: a story is named by its 16 bytes.
     tx.execute(
-        "INSERT OR IGNORE INTO doomed SELECT run, 1 FROM runs
-         WHERE status IN ('completed', 'failed', 'cancelled') AND ended_ms < ?1",
+        &format!(
+            "INSERT OR IGNORE INTO doomed SELECT {}, 1 FROM runs
+             WHERE status IN ('completed', 'failed', 'cancelled') AND ended_ms < ?1",
+            uuid_blob("run")
+        ),
         [cutoff],
     )
     .map_err(sql("choose the runs that ended before the cutoff"))?;
@@ -177,14 +181,15 @@ pub(crate) fn compact_on(
         &format!(
             "INSERT OR IGNORE INTO doomed
              SELECT run, 0 FROM events
-             WHERE run IS NOT NULL AND run NOT IN (SELECT run FROM runs)
+             WHERE run IS NOT NULL AND run NOT IN (SELECT {run} FROM runs)
                AND kind NOT IN ({RUN_KINDS})
              GROUP BY run
              HAVING MAX(at_ms) < ?1
                 AND COUNT(DISTINCT CASE WHEN kind = 'task_submitted' THEN task END)
                  <= COUNT(DISTINCT CASE WHEN kind IN
                     ('result_accepted', 'task_escalated', 'task_cancelled', 'task_reused')
-                    THEN task END)"
+                    THEN task END)",
+            run = uuid_blob("run")
         ),
         [cutoff],
     )
@@ -245,7 +250,10 @@ pub(crate) fn compact_on(
         .execute(&format!("DELETE {CHOSEN}"), params![last, cutoff])
         .map_err(sql("delete what goes"))?;
     tx.execute(
-        "DELETE FROM runs WHERE run IN (SELECT story FROM doomed WHERE is_run = 1)",
+        &format!(
+            "DELETE FROM runs WHERE {} IN (SELECT story FROM doomed WHERE is_run = 1)",
+            uuid_blob("run")
+        ),
         [],
     )
     .map_err(sql("delete the runs' rows"))?;

@@ -22,29 +22,31 @@ pub const FORMAT: &str = "muster-journal";
 /// - 2: the `run` column filled (a run record's run, a task record's correlation) and
 ///   indexed; the `runs` table, one row per workflow run, kept in the same transaction as
 ///   the records it summarises.
-pub const VERSION: u32 = 2;
+/// - 3: the ids in `events` (`task`, `run`, `correlation`) are 16-byte blobs instead of
+///   36-character text, and only the two indexes a reader uses remain (`events_task`,
+///   `events_run`; no index on `kind` or `correlation`), so a record costs its row and
+///   two small index entries; the view `events_text` shows the ids as text for `sqlite3`.
+pub const VERSION: u32 = 3;
 
+/// The tables of a new journal (version 3). The ids in `events` are 16-byte blobs
+/// (`Uuid::as_bytes`): a row and its index entries are half the size they were as text.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    task TEXT,
-    run TEXT,
-    correlation TEXT,
+    task BLOB,
+    run BLOB,
+    correlation BLOB,
     agent TEXT,
     epoch INTEGER,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_task ON events(task);
-CREATE INDEX IF NOT EXISTS events_correlation ON events(correlation);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 ";
 
-/// What version 2 adds to version 1.
+/// The `runs` table (version 2 on).
 pub(crate) const SCHEMA_2: &str = "
-CREATE INDEX IF NOT EXISTS events_run ON events(run, seq);
 CREATE TABLE IF NOT EXISTS runs (
     run TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
@@ -60,6 +62,52 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs(started_seq);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, started_seq);
 CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, started_seq);
 ";
+
+/// The indexes of `events` (version 3), each one a reader uses: a task's records (a
+/// task's story, the writer's correlation look-up) and a story's records (a run's
+/// records, its gate, compaction). Records with no task or no story have no entry.
+pub(crate) const EVENT_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS events_task ON events(task) WHERE task IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_run ON events(run) WHERE run IS NOT NULL;
+";
+
+/// `events` with its ids as text (`0190f3c2-...`), for reading with `sqlite3`.
+pub(crate) const TEXT_VIEW: &str = "
+CREATE VIEW IF NOT EXISTS events_text AS SELECT seq, at_ms, kind,
+    uuid_text(task) AS task, uuid_text(run) AS run, uuid_text(correlation) AS correlation,
+    agent, epoch, body FROM events;
+";
+
+/// SQL turning a 16-byte id in column `c` into its text form (a text value is left as
+/// it is); `uuid_text(c)` in [`TEXT_VIEW`] stands for it.
+fn uuid_text(c: &str) -> String {
+    let part = |from: u32, len: u32| format!("substr(hex({c}), {from}, {len})");
+    format!(
+        "CASE WHEN typeof({c}) = 'blob' AND length({c}) = 16 THEN lower({} || '-' || {} || '-' || {} || '-' || {} || '-' || {}) ELSE {c} END",
+        part(1, 8),
+        part(9, 4),
+        part(13, 4),
+        part(17, 4),
+        part(21, 12)
+    )
+}
+
+/// [`TEXT_VIEW`] as SQL.
+pub(crate) fn text_view() -> String {
+    let mut sql = TEXT_VIEW.to_string();
+    for c in ["task", "run", "correlation"] {
+        sql = sql.replace(&format!("uuid_text({c})"), &uuid_text(c));
+    }
+    sql
+}
+
+/// SQL for the 16 bytes of the id in text column `c` (`0190f3c2-...`); a value that is
+/// not an id's text (already a blob, or not hex) is left as it is.
+pub(crate) fn uuid_blob(c: &str) -> String {
+    format!(
+        "CASE WHEN typeof({c}) = 'text' THEN COALESCE(unhex(replace({c}, '-', '')), {c}) ELSE {c} END"
+    )
+}
 
 /// The kinds of the run records (their `run` is in the body).
 pub(crate) const RUN_KINDS: &str = "'run_started', 'step_entered', 'step_completed', 'step_failed', 'gate_waiting', 'gate_decided', 'run_ended'";
@@ -275,10 +323,11 @@ pub(crate) fn create(path: &Path) -> Result<(), JournalError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql("set WAL mode"))?;
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} {SCHEMA_2}
+            "BEGIN; {SCHEMA} {SCHEMA_2} {EVENT_INDEXES} {view}
              INSERT OR IGNORE INTO meta(key, value) VALUES ('format', '{FORMAT}');
              INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '{VERSION}');
-             COMMIT;"
+             COMMIT;",
+            view = text_view()
         ))
         .map_err(sql("create the tables"))?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))

@@ -101,7 +101,7 @@ pub fn decide_gate(
             )
             .map_err(sql("read the gate's events"))?;
         let rows = stmt
-            .query_map([run.to_string()], |r| {
+            .query_map([run.as_bytes()], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(sql("read the gate's events"))?;
@@ -155,13 +155,7 @@ pub fn decide_gate(
     tx.execute(
         "INSERT INTO events (seq, at_ms, kind, task, run, correlation, agent, epoch, body)
          VALUES (?1, ?2, ?3, NULL, ?4, NULL, NULL, NULL, ?5)",
-        params![
-            seq as i64,
-            at_ms as i64,
-            event.kind(),
-            run.to_string(),
-            body
-        ],
+        params![seq as i64, at_ms as i64, event.kind(), run.as_bytes(), body],
     )
     .map_err(sql("append the decision"))?;
     crate::runs::apply(&tx, seq, at_ms, &event).map_err(sql("update the run's row"))?;

@@ -25,7 +25,9 @@
 //!
 //! The journal is indexed by run: every record's `run` column names the run (or, for a
 //! task outside any run, the correlation) whose story it is part of, and the `runs` table
-//! holds one row per run, written in the same transaction as its records. A run list, a
+//! holds one row per run, written in the same transaction as its records. Ids in `events`
+//! are 16-byte blobs and only `task` and `run` are indexed (format 3), so a record costs
+//! the writer its row and two small index entries. A run list, a
 //! run's detail and a gate decision cost the page or the run, not the history. A file of
 //! an older version is migrated in place when it is opened to write.
 

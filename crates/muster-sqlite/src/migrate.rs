@@ -9,12 +9,14 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::file::{RUN_KINDS, SCHEMA_2, VERSION, sql_error};
+use crate::file::{EVENT_INDEXES, RUN_KINDS, SCHEMA_2, VERSION, sql_error, text_view, uuid_blob};
 use muster_core::journal::JournalError;
 
 /// Brings the journal open on `conn` to [`VERSION`] in one transaction (a crash leaves
 /// it as it was): from version 1, fills the `run` column of every record and builds the
-/// `runs` table by replaying the run records. Does nothing to a current file. The caller
+/// `runs` table by replaying the run records; from version 1 or 2, turns the ids of
+/// `events` from text into 16-byte blobs and keeps only the indexes of version 3. Does
+/// nothing to a current file. The caller
 /// holds the journal's lock, or writes only inside this transaction (`muster approve`).
 /// Returns the version the file had.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, JournalError> {
@@ -35,29 +37,53 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, Journal
     if found == VERSION {
         return Ok(found);
     }
-    if found != 1 {
+    if !(1..VERSION).contains(&found) {
         return Err(JournalError::Version {
             path: path.to_path_buf(),
             found: version.unwrap_or_default(),
             expected: VERSION,
         });
     }
-    tx.execute_batch(SCHEMA_2)
-        .map_err(sql("add the run index (migrating from version 1)"))?;
+    let from = |what: &str| format!("{what} (migrating from version {found})");
+    if found == 1 {
+        tx.execute_batch(SCHEMA_2)
+            .map_err(sql(&from("add the runs table")))?;
+        tx.execute(
+            &format!(
+                "UPDATE events SET run = CASE WHEN kind IN ({RUN_KINDS})
+                     THEN json_extract(body, '$.run') ELSE correlation END"
+            ),
+            [],
+        )
+        .map_err(sql(&from("fill the run column")))?;
+    }
+    // Version 3: ids as 16 bytes, two indexes. The old indexes go first, so the rewrite
+    // of every row does not maintain them.
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS events_task; DROP INDEX IF EXISTS events_correlation;
+         DROP INDEX IF EXISTS events_kind; DROP INDEX IF EXISTS events_run;",
+    )
+    .map_err(sql(&from("drop the old indexes")))?;
     tx.execute(
         &format!(
-            "UPDATE events SET run = CASE WHEN kind IN ({RUN_KINDS})
-                 THEN json_extract(body, '$.run') ELSE correlation END"
+            "UPDATE events SET task = {}, run = {}, correlation = {}",
+            uuid_blob("task"),
+            uuid_blob("run"),
+            uuid_blob("correlation")
         ),
         [],
     )
-    .map_err(sql("fill the run column (migrating from version 1)"))?;
-    crate::runs::rebuild(&tx, path)?;
+    .map_err(sql(&from("store the ids as 16 bytes")))?;
+    tx.execute_batch(&format!("{EVENT_INDEXES} {}", text_view()))
+        .map_err(sql(&from("index the records")))?;
+    if found == 1 {
+        crate::runs::rebuild(&tx, path)?;
+    }
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'version'",
         [VERSION.to_string()],
     )
-    .map_err(sql("write the version (migrating from version 1)"))?;
+    .map_err(sql(&from("write the version")))?;
     tx.commit().map_err(sql("commit the migration"))?;
     Ok(found)
 }

@@ -64,6 +64,28 @@ fn put(conn: &Connection, e: &RunEntry) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Writes what a run record changes in its run's row: the columns no index holds and,
+/// when `status_changed`, the status. An `UPDATE` touches only the indexes of the columns
+/// it sets, so most step records cost the row alone (an `INSERT OR REPLACE` rewrote the
+/// row's entry in each of the table's four indexes).
+fn change(conn: &Connection, e: &RunEntry, status_changed: bool) -> rusqlite::Result<()> {
+    let last_seq = e.last_seq as i64;
+    let ended_ms = e.ended_ms.map(|v| v as i64);
+    let run = e.run.to_string();
+    if status_changed {
+        conn.prepare_cached(
+            "UPDATE runs SET status = ?2, gate = ?3, ended_ms = ?4, last_seq = ?5 WHERE run = ?1",
+        )?
+        .execute(params![run, e.status.as_str(), e.gate, ended_ms, last_seq])?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE runs SET gate = ?2, ended_ms = ?3, last_seq = ?4 WHERE run = ?1",
+        )?
+        .execute(params![run, e.gate, ended_ms, last_seq])?;
+    }
+    Ok(())
+}
+
 /// Applies a run record to its run's row (inside the caller's transaction): a
 /// `run_started` inserts the row, any other run record updates it ([`RunEntry::apply`]).
 /// Other records, and records of a run without a row, change nothing.
@@ -71,8 +93,9 @@ pub(crate) fn apply(conn: &Connection, seq: u64, at_ms: u64, e: &Event) -> rusql
     let Some(run) = e.run() else { return Ok(()) };
     match get(conn, run)? {
         Some(mut entry) => {
+            let was = entry.status;
             if entry.apply(seq, at_ms, e) {
-                put(conn, &entry)?;
+                change(conn, &entry, entry.status != was)?;
             }
         }
         None => {
@@ -178,7 +201,7 @@ pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunE
 }
 
 /// The records of the story of `id`: those whose `run` column is `id` (a run's own and
-/// its tasks') and those of the task `id`, in order.
+/// its tasks') and those of the task `id`, in order (ids are 16-byte blobs: version 3).
 pub(crate) fn records_of(
     conn: &Connection,
     path: &Path,
@@ -193,7 +216,7 @@ pub(crate) fn records_of(
         )
         .map_err(sql("read a run's records"))?;
     let mut rows = stmt
-        .query([id.to_string()])
+        .query([id.as_bytes()])
         .map_err(sql("read a run's records"))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql("read a run's records"))? {

@@ -378,13 +378,13 @@ impl Writer {
         }
         // A task's first event (its `task_submitted`, or a recovered task's envelope)
         // carries the correlation: one index probe, no scan of the task's rows.
-        let found: Option<Option<String>> = self
+        let found: Option<Option<Vec<u8>>> = self
             .conn
             .prepare_cached("SELECT correlation FROM events WHERE task = ?1 ORDER BY seq LIMIT 1")
-            .and_then(|mut s| s.query_row([task.to_string()], |r| r.get(0)).optional())
+            .and_then(|mut s| s.query_row([task.as_bytes()], |r| r.get(0)).optional())
             .ok()
             .flatten();
-        let c = found.flatten().and_then(|s| Uuid::parse_str(&s).ok());
+        let c = found.flatten().and_then(|b| Uuid::from_slice(&b).ok());
         // Remember misses too, so a task without a known correlation costs one probe.
         self.remember(task, c);
         c
@@ -410,9 +410,9 @@ fn insert(conn: &mut Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
                 r.seq as i64,
                 r.at_ms as i64,
                 r.kind,
-                r.task.map(|t| t.to_string()),
-                r.run.map(|t| t.to_string()),
-                r.correlation.map(|c| c.to_string()),
+                r.task.as_ref().map(Uuid::as_bytes),
+                r.run.as_ref().map(Uuid::as_bytes),
+                r.correlation.as_ref().map(Uuid::as_bytes),
                 r.agent,
                 r.epoch.map(|e| e as i64),
                 r.body,

@@ -310,14 +310,14 @@ impl TaskOwner {
             current_epoch: current,
         });
         let output = Arc::new(output.clone());
-        self.recorder.record(Event::ResultAccepted {
+        let accepted = self.recorder.record(Event::ResultAccepted {
             task: self.record.id,
             agent: agent.clone(),
             epoch,
             output: output.clone(),
         });
         self.record.output = Some(output);
-        self.finish(TaskStatus::Completed, cx);
+        self.finish(TaskStatus::Completed, accepted, cx);
         true
     }
 
@@ -362,14 +362,14 @@ impl TaskOwner {
                 // One value for the record, the journal and whoever reads the outcome.
                 let output = Arc::new(output);
                 self.end_lease(epoch, LeaseOutcome::Completed, cx);
-                self.recorder.record(Event::ResultAccepted {
+                let accepted = self.recorder.record(Event::ResultAccepted {
                     task: self.record.id,
                     agent,
                     epoch,
                     output: output.clone(),
                 });
                 self.record.output = Some(output);
-                self.finish(TaskStatus::Completed, cx);
+                self.finish(TaskStatus::Completed, accepted, cx);
             }
             Err(f) => self.attempt_failed(epoch, f, cx),
         }

@@ -19,16 +19,18 @@ impl TaskOwner {
             Exhausted::Gate(g) => g.clone(),
         };
         tracing::info!(task = %self.record.id, %to, %reason, "task escalated");
-        self.recorder.record(Event::TaskEscalated {
+        let escalated = self.recorder.record(Event::TaskEscalated {
             task: self.record.id,
             to: to.clone(),
             reason: reason.clone(),
         });
         self.record.escalation = Some(Escalation { to, reason });
-        self.finish(TaskStatus::Escalated, cx);
+        self.finish(TaskStatus::Escalated, escalated, cx);
     }
 
-    pub(super) fn finish(&mut self, status: TaskStatus, cx: &mut dyn Cx) {
+    /// Ends the task with `status`, whose terminal record is `terminal` (its sequence
+    /// number): the outcome goes to its caller once that record is written.
+    pub(super) fn finish(&mut self, status: TaskStatus, terminal: u64, cx: &mut dyn Cx) {
         // Whatever it waited on is over (a lease was ended before).
         self.enter(Phase::Done, cx);
         self.record.status = status;
@@ -60,12 +62,12 @@ impl TaskOwner {
                 self.record.clone()
             };
             // Nothing is acknowledged before it is written: the outcome goes to its caller
-            // once the journal has written the terminal event (the last one appended, or
-            // an earlier one); a journal whose `append` is the write answers at once.
-            let seq = self.recorder.journal().len();
+            // once the journal has written this task's terminal record, and not whatever
+            // other tasks appended after it; a journal whose `append` is the write answers
+            // at once.
             let wait = match self.task.early_outcome {
                 true => None,
-                false => self.recorder.until_written(seq),
+                false => self.recorder.until_written(terminal),
             };
             match wait {
                 None => {
@@ -113,11 +115,11 @@ impl TaskOwner {
         if let Some(h) = self.end_lease(epoch, LeaseOutcome::Cancelled, cx) {
             cx.cancel_attempt(&h, self.record.id, epoch);
         }
-        self.recorder.record(Event::TaskCancelled {
+        let cancelled = self.recorder.record(Event::TaskCancelled {
             task: self.record.id,
             reason,
         });
-        self.finish(TaskStatus::Cancelled, cx);
+        self.finish(TaskStatus::Cancelled, cancelled, cx);
         true
     }
 }

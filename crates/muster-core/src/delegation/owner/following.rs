@@ -42,13 +42,13 @@ impl TaskOwner {
     }
 
     pub(super) fn reused(&mut self, original: Uuid, output: Arc<Value>, cx: &mut dyn Cx) {
-        self.recorder.record(Event::TaskReused {
+        let reused = self.recorder.record(Event::TaskReused {
             task: self.record.id,
             original,
             output: output.clone(),
         });
         self.record.output = Some(output);
-        self.finish(TaskStatus::Completed, cx);
+        self.finish(TaskStatus::Completed, reused, cx);
     }
 
     /// The identical task this one follows ended.
