@@ -38,7 +38,7 @@ middle=$(sqlite3 -readonly "$dir/j.db" "SELECT started_ms FROM runs ORDER BY sta
 measure() {
   local name=$1 path=$2
   local n
-  n=$(curl -s -H "$auth" "$base$path" | grep -o '"run":"' | wc -l)
+  n=$(curl -s -H "$auth" "$base$path" | { grep -o "\"run\":\"" || true; } | wc -l)
   for _ in $(seq 1 "$samples"); do
     curl -s -o /dev/null -H "$auth" -w '%{time_total}\n' "$base$path"
   done | sort -g | awk -v n="$name" -v c="$n" '

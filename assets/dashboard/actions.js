@@ -65,7 +65,7 @@
     const type = typeOf(s);
 
     if (scalarEnum(s)) {
-      const sel = el("select", { id, "data-testid": "input-" + name }, required ? null : el("option", { value: "", text: "" }), ...s.enum.map((v, i) => el("option", { value: String(i), text: JSON.stringify(v) })));
+      const sel = el("select", { id, "data-testid": "input-" + name }, required ? null : el("option", { value: "", text: "" }), ...s.enum.map((v, i) => el("option", { value: String(i), text: typeof v === "string" ? v : JSON.stringify(v) })));
       return { node: wrap(sel, desc), read: () => (sel.value === "" ? undefined : s.enum[Number(sel.value)]) };
     }
     if (type === "boolean") {
@@ -103,7 +103,11 @@
     if (type === "object" && s.properties && typeof s.properties === "object" && depth < MAX_DEPTH) {
       const req = new Set(Array.isArray(s.required) ? s.required : []);
       const kids = [];
-      for (const [k, sub] of Object.entries(s.properties)) {
+      // Required fields first, each group in the schema's order.
+      const names = Object.keys(s.properties);
+      const ordered = names.filter((k) => req.has(k)).concat(names.filter((k) => !req.has(k)));
+      for (const k of ordered) {
+        const sub = s.properties[k];
         const r = resolve(sub, root);
         kids.push([k, r ? control(r, path.concat([k]), req.has(k), root, depth + 1) : jsonControl(path.concat([k]), req.has(k), "")]);
       }

@@ -30,7 +30,12 @@
       s.values.forEach((v, i) => {
         if (v !== null && v !== undefined) pts.push(x(i).toFixed(1) + "," + y(v).toFixed(1));
       });
-      if (pts.length === 1) pts.push(pts[0]);
+      if (pts.length === 1) {
+        // One sample so far: a dot, as a line needs two.
+        const [cx, cy] = pts[0].split(",");
+        g.append(svg("circle", { class: "s" + (k % SERIES), cx, cy, r: 2.5, "data-series": s.name }));
+        pts.push(pts[0]);
+      }
       if (pts.length) g.append(svg("polyline", { class: "s" + (k % SERIES), points: pts.join(" "), "data-series": s.name }));
     });
     const last = (s) => {
@@ -89,7 +94,7 @@
       chart("chart-reassignments", "reassignments by capability", "", byCapability(samples, "reassignments")),
     );
     panel.replaceChildren(
-      el("h2", null, "Metrics ", el("span", { class: "count", "data-testid": "metrics-span", text: samples.length + " samples of " + Math.round(Number(doc.interval_ms || EVERY) / 1000) + " s (" + minutes + " min)" })),
+      el("h2", null, "Metrics ", el("span", { class: "count", "data-testid": "metrics-span", text: samples.length + (samples.length === 1 ? " sample of " : " samples of ") + Math.round(Number(doc.interval_ms || EVERY) / 1000) + " s (" + minutes + " min)" })),
       charts,
     );
     panel.setAttribute("data-samples", String(samples.length));

@@ -177,7 +177,9 @@ async fn body() {
     let chrome = Chromium::launch().await;
     let page = tokio::time::timeout(
         Duration::from_secs(60),
-        chrome.browser.new_page(node.url(&format!("/?token={TOKEN}"))),
+        chrome
+            .browser
+            .new_page(node.url(&format!("/?token={TOKEN}"))),
     )
     .await
     .expect("the dashboard opens in time")

@@ -108,10 +108,22 @@ fn index_agrees_with_a_scan(j: &SqliteJournal) {
     let middle = scanned[scanned.len() / 2].started_ms;
     let field = |path: &str, value: &str| vec![InputMatch::parse(path, value).expect("a field")];
     for q in [
-        RunQuery { started_after: Some(middle), ..all(None) },
-        RunQuery { started_before: Some(middle), ..all(None) },
-        RunQuery { input: field("requested_by", "warehouse team"), ..all(None) },
-        RunQuery { input: field("requested_by", "nobody"), ..all(None) },
+        RunQuery {
+            started_after: Some(middle),
+            ..all(None)
+        },
+        RunQuery {
+            started_before: Some(middle),
+            ..all(None)
+        },
+        RunQuery {
+            input: field("requested_by", "warehouse team"),
+            ..all(None)
+        },
+        RunQuery {
+            input: field("requested_by", "nobody"),
+            ..all(None)
+        },
         RunQuery {
             started_after: Some(middle),
             input: field("title", "low_stock report"),
@@ -126,7 +138,11 @@ fn index_agrees_with_a_scan(j: &SqliteJournal) {
         assert_eq!(j.runs(&q), want, "{q:?}");
     }
     assert_eq!(
-        j.runs(&RunQuery { input: field("requested_by", "warehouse team"), ..all(None) }).len(),
+        j.runs(&RunQuery {
+            input: field("requested_by", "warehouse team"),
+            ..all(None)
+        })
+        .len(),
         scanned.len(),
         "every simulated run has the example's input"
     );

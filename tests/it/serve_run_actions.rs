@@ -164,14 +164,20 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
 
     // A viewer may start, cancel and retry nothing, whatever the page shows.
     for (path, body) in [
-        ("/v1/runs".to_string(), Some(json!({"workflow": "plain", "input": {}}))),
+        (
+            "/v1/runs".to_string(),
+            Some(json!({"workflow": "plain", "input": {}})),
+        ),
         (format!("/v1/runs/{failed}/retry"), None),
         (format!("/v1/runs/{failed}/cancel"), None),
     ] {
         let (code, doc) = call(VIEWER, "POST", url(&path), body).await;
         assert_eq!(code, 403, "a viewer's POST {path}: {doc}");
         assert!(
-            doc["error"].as_str().unwrap_or("").contains("needs role `submitter`"),
+            doc["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("needs role `submitter`"),
             "{doc}"
         );
     }
@@ -180,12 +186,24 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
     let (code, doc) = call(SUBMITTER, "POST", url("/v1/runs/not-a-run/retry"), None).await;
     assert_eq!((code, doc["field"].as_str()), (400, Some("id")), "{doc}");
     let unknown = uuid::Uuid::now_v7();
-    let (code, doc) = call(SUBMITTER, "POST", url(&format!("/v1/runs/{unknown}/retry")), None).await;
+    let (code, doc) = call(
+        SUBMITTER,
+        "POST",
+        url(&format!("/v1/runs/{unknown}/retry")),
+        None,
+    )
+    .await;
     assert_eq!(code, 404, "{doc}");
 
     // Mended, the run is retried by a submitter: a new run, from the failed step.
     std::fs::remove_file(dir.path().join("broken")).expect("mend the flaky agent");
-    let (code, doc) = call(SUBMITTER, "POST", url(&format!("/v1/runs/{failed}/retry")), None).await;
+    let (code, doc) = call(
+        SUBMITTER,
+        "POST",
+        url(&format!("/v1/runs/{failed}/retry")),
+        None,
+    )
+    .await;
     assert_eq!(code, 202, "{doc}");
     assert_eq!(doc["retry_of"], json!(failed), "{doc}");
     assert_eq!(doc["step"], "fragile", "{doc}");
@@ -194,9 +212,18 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
     assert_ne!(retry, failed);
 
     // Once only: a second retry of the same run is refused, naming the first.
-    let (code, doc) = call(ADMIN, "POST", url(&format!("/v1/runs/{failed}/retry")), None).await;
+    let (code, doc) = call(
+        ADMIN,
+        "POST",
+        url(&format!("/v1/runs/{failed}/retry")),
+        None,
+    )
+    .await;
     assert_eq!(code, 409, "{doc}");
-    assert!(doc["error"].as_str().unwrap_or("").contains(&retry), "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap_or("").contains(&retry),
+        "{doc}"
+    );
 
     let done = wait_run(&node, &retry, status_is("completed")).await;
     assert_eq!(done["retry_of"]["run"], json!(failed), "{done}");
@@ -206,9 +233,16 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
     let retry_tasks = tasks(&done);
     assert_eq!(retry_tasks.len(), 1, "{done}");
     assert_eq!(retry_tasks[0].0, "fragile");
-    assert_ne!(retry_tasks[0].1, fragile.1, "the retry's task is a new task");
+    assert_ne!(
+        retry_tasks[0].1, fragile.1,
+        "the retry's task is a new task"
+    );
     assert_ne!(retry_tasks[0].1, prep.1);
-    assert_eq!(retry_tasks[0].2, json!({"n": 7, "prepared": true}), "{done}");
+    assert_eq!(
+        retry_tasks[0].2,
+        json!({"n": 7, "prepared": true}),
+        "{done}"
+    );
     // Its outcome covers the whole run: prep (carried) and fragile.
     let visited: Vec<&str> = done["progress"]
         .as_array()
@@ -227,7 +261,10 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
     // Only a failed run is retried: the completed retry is not.
     let (code, doc) = call(ADMIN, "POST", url(&format!("/v1/runs/{retry}/retry")), None).await;
     assert_eq!(code, 409, "{doc}");
-    assert!(doc["error"].as_str().unwrap_or("").contains("did not fail"), "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap_or("").contains("did not fail"),
+        "{doc}"
+    );
 
     // The journal says what happened: each run's own records hold its link.
     let kinds = |doc: &Value| -> Vec<String> {
@@ -247,7 +284,13 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
         "the retry's first records: {recs}"
     );
     assert!(!k.contains(&"run_retried".to_string()), "{recs}");
-    let (_, recs) = call(ADMIN, "GET", url(&format!("/v1/records?run={failed}")), None).await;
+    let (_, recs) = call(
+        ADMIN,
+        "GET",
+        url(&format!("/v1/records?run={failed}")),
+        None,
+    )
+    .await;
     let k = kinds(&recs);
     assert_eq!(k.last().map(String::as_str), Some("run_retried"), "{recs}");
     assert_eq!(k.iter().filter(|k| *k == "run_ended").count(), 1, "{recs}");
@@ -265,9 +308,20 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
             .output()
             .expect("muster retry")
     };
-    let out = cli(&[&again[..23], "--server", &node.url, "--token-file", "tokens.txt"]);
+    let out = cli(&[
+        &again[..23],
+        "--server",
+        &node.url,
+        "--token-file",
+        "tokens.txt",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
     assert_eq!(answer["retry_of"], json!(again), "{answer}");
     assert_eq!(answer["step"], "fragile", "{answer}");
@@ -301,14 +355,16 @@ async fn a_failed_run_is_retried_from_its_failed_step_with_the_earlier_outputs_c
             );
             break;
         }
-        assert!(Instant::now() < deadline, "the history never counted them: {h}");
+        assert!(
+            Instant::now() < deadline,
+            "the history never counted them: {h}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 #[tokio::test]
-async fn runs_are_filtered_by_start_time_and_input_fields_and_a_bad_parameter_is_a_400_naming_it()
-{
+async fn runs_are_filtered_by_start_time_and_input_fields_and_a_bad_parameter_is_a_400_naming_it() {
     let dir = setup();
     let node = serve(dir.path());
     let url = |p: &str| format!("{}{p}", node.url);
@@ -341,22 +397,43 @@ async fn runs_are_filtered_by_start_time_and_input_fields_and_a_bad_parameter_is
         ("input.meta.urgent=true", vec![2]),
         ("input.n=2&workflow=plain&status=completed", vec![1]),
         ("input.repo=nowhere", vec![]),
-        ("started_after=1970-01-01T00:00:00Z&input.repo=shop", vec![2, 0]),
+        (
+            "started_after=1970-01-01T00:00:00Z&input.repo=shop",
+            vec![2, 0],
+        ),
     ] {
         let (code, doc) = call(VIEWER, "GET", url(&format!("/v1/runs?{query}")), None).await;
         assert_eq!(code, 200, "{query}: {doc}");
         assert_eq!(listed(&doc), ids(&want), "{query}: {doc}");
     }
     let second = runs[1].1;
-    let (_, doc) = call(VIEWER, "GET", url(&format!("/v1/runs?started_after={second}")), None).await;
+    let (_, doc) = call(
+        VIEWER,
+        "GET",
+        url(&format!("/v1/runs?started_after={second}")),
+        None,
+    )
+    .await;
     assert_eq!(listed(&doc), ids(&[2, 1]), "{doc}");
-    let (_, doc) = call(VIEWER, "GET", url(&format!("/v1/runs?started_before={second}")), None).await;
+    let (_, doc) = call(
+        VIEWER,
+        "GET",
+        url(&format!("/v1/runs?started_before={second}")),
+        None,
+    )
+    .await;
     assert_eq!(listed(&doc), ids(&[0]), "{doc}");
     // A page of one, then the next, under a filter.
     let (_, doc) = call(VIEWER, "GET", url("/v1/runs?input.repo=shop&limit=1"), None).await;
     assert_eq!(listed(&doc), ids(&[2]), "{doc}");
     let next = doc["next"].as_str().expect("a next page").to_string();
-    let (_, doc) = call(VIEWER, "GET", url(&format!("/v1/runs?input.repo=shop&limit=1&after={next}")), None).await;
+    let (_, doc) = call(
+        VIEWER,
+        "GET",
+        url(&format!("/v1/runs?input.repo=shop&limit=1&after={next}")),
+        None,
+    )
+    .await;
     assert_eq!(listed(&doc), ids(&[0]), "{doc}");
 
     for (query, field) in [
@@ -373,7 +450,10 @@ async fn runs_are_filtered_by_start_time_and_input_fields_and_a_bad_parameter_is
         assert_eq!(code, 400, "{query}: {doc}");
         assert_eq!(doc["field"], field, "{query}: {doc}");
         assert!(
-            doc["error"].as_str().unwrap_or("").contains(field.trim_start_matches("input.")),
+            doc["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains(field.trim_start_matches("input.")),
             "{query}: the error names the field: {doc}"
         );
     }

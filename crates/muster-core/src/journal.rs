@@ -152,10 +152,7 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
         all.into_iter()
             .filter(|e| query.admits(e))
             .filter(|e| {
-                query.input.is_empty()
-                    || inputs
-                        .get(&e.run)
-                        .is_some_and(|i| query.admits_input(i))
+                query.input.is_empty() || inputs.get(&e.run).is_some_and(|i| query.admits_input(i))
             })
             .take(query.limit)
             .collect()

@@ -501,8 +501,7 @@ impl ListRuns {
             };
             if slot.is_some() {
                 return Err(
-                    ApiError::bad_request(format!("`{k}` is given twice; give it once"))
-                        .field(&k),
+                    ApiError::bad_request(format!("`{k}` is given twice; give it once")).field(&k),
                 );
             }
             *slot = Some(v);
@@ -857,8 +856,10 @@ async fn retry_run(
     match r {
         Ok(new) => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"run": new, "workflow": name, "retry_of": run, "step": step,
-                        "carried": carried})),
+            Json(
+                json!({"run": new, "workflow": name, "retry_of": run, "step": step,
+                        "carried": carried}),
+            ),
         )),
         Err(RetryRefused::Retried(retry)) => Err(ApiError::conflict(format!(
             "run {run} was already retried as run {retry}"

@@ -155,16 +155,36 @@ pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunE
         sql.push_str(&cond.replace("{v}", &format!("?{}", args.len())));
     }
     if let Some(s) = q.status {
-        and(&mut sql, &mut args, "r.status = {v}", Sql::Text(s.as_str().into()));
+        and(
+            &mut sql,
+            &mut args,
+            "r.status = {v}",
+            Sql::Text(s.as_str().into()),
+        );
     }
     if let Some(w) = &q.workflow {
-        and(&mut sql, &mut args, "r.workflow = {v}", Sql::Text(w.clone()));
+        and(
+            &mut sql,
+            &mut args,
+            "r.workflow = {v}",
+            Sql::Text(w.clone()),
+        );
     }
     if let Some(t) = q.started_after {
-        and(&mut sql, &mut args, "r.started_ms >= {v}", Sql::Integer(clamp(t)));
+        and(
+            &mut sql,
+            &mut args,
+            "r.started_ms >= {v}",
+            Sql::Integer(clamp(t)),
+        );
     }
     if let Some(t) = q.started_before {
-        and(&mut sql, &mut args, "r.started_ms < {v}", Sql::Integer(clamp(t)));
+        and(
+            &mut sql,
+            &mut args,
+            "r.started_ms < {v}",
+            Sql::Integer(clamp(t)),
+        );
     }
     for m in &q.input {
         // A JSON path of quoted keys (each key is letters, digits, `_` or `-`: nothing to
@@ -186,7 +206,10 @@ pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunE
         );
     }
     args.push(Sql::Integer(i64::try_from(q.limit).unwrap_or(i64::MAX)));
-    sql.push_str(&format!(" ORDER BY r.started_seq DESC LIMIT ?{}", args.len()));
+    sql.push_str(&format!(
+        " ORDER BY r.started_seq DESC LIMIT ?{}",
+        args.len()
+    ));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args), entry)?;
     let mut out = Vec::new();

@@ -43,8 +43,8 @@ pub mod metrics;
 pub mod traces;
 
 pub use bounded::{LabelCap, OTHER};
-pub use history::{History, HistoryDoc};
 pub use follow::{DEFAULT_BATCH, DEFAULT_EVERY, Follower, Following, MAX_BATCH};
+pub use history::{History, HistoryDoc};
 pub use metrics::{AdmissionKind, LEASE_SECONDS_BOUNDS, Metrics, MetricsConfig};
 pub use traces::{DEFAULT_OPEN_SPANS, Traces};
 

@@ -212,9 +212,7 @@ pub fn plan(wf: &Workflow, records: &[Record], run: Uuid) -> Result<RetryPlan, N
         Some(_) => {
             return Err(NotRetryable::NoStep {
                 run,
-                reason: format!(
-                    "it ended at `{ended_at}` with no failed task step to start from"
-                ),
+                reason: format!("it ended at `{ended_at}` with no failed task step to start from"),
             });
         }
         None => {

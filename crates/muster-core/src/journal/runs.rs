@@ -297,8 +297,7 @@ impl InputMatch {
         for k in &keys {
             let ok = !k.is_empty()
                 && k.len() <= 64
-                && k
-                    .chars()
+                && k.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !ok {
                 return Err(format!(
