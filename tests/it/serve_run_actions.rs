@@ -391,20 +391,20 @@ async fn runs_are_filtered_by_start_time_and_input_fields_and_a_bad_parameter_is
     };
     let ids = |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| runs[i].0.clone()).collect() };
     for (query, want) in [
-        ("input.repo=shop", vec![2, 0]),
-        ("input.repo=shop&input.n=3", vec![2]),
-        ("input.meta.tier=gold", vec![2]),
-        ("input.meta.urgent=true", vec![2]),
-        ("input.n=2&workflow=plain&status=completed", vec![1]),
-        ("input.repo=nowhere", vec![]),
+        ("input.repo=shop", &[2, 0][..]),
+        ("input.repo=shop&input.n=3", &[2][..]),
+        ("input.meta.tier=gold", &[2][..]),
+        ("input.meta.urgent=true", &[2][..]),
+        ("input.n=2&workflow=plain&status=completed", &[1][..]),
+        ("input.repo=nowhere", &[][..]),
         (
             "started_after=1970-01-01T00:00:00Z&input.repo=shop",
-            vec![2, 0],
+            &[2, 0][..],
         ),
     ] {
         let (code, doc) = call(VIEWER, "GET", url(&format!("/v1/runs?{query}")), None).await;
         assert_eq!(code, 200, "{query}: {doc}");
-        assert_eq!(listed(&doc), ids(&want), "{query}: {doc}");
+        assert_eq!(listed(&doc), ids(want), "{query}: {doc}");
     }
     let second = runs[1].1;
     let (_, doc) = call(

@@ -590,7 +590,7 @@ pub(crate) async fn run_list(st: &AppState, q: ListRuns) -> Result<Value, ApiErr
                 "input.{}: {e} (at most {MAX_INPUT_DEPTH} names deep)",
                 muster_core::util::bounded_text(field)
             ))
-            .field(&format!("input.{}", muster_core::util::bounded_text(field)))
+            .field(format!("input.{}", muster_core::util::bounded_text(field)))
         })?;
         input.push(m);
     }

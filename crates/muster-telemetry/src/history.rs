@@ -180,14 +180,12 @@ impl History {
     /// Counts one journal record (the caller sees each record once, in order).
     pub fn observe(&mut self, r: &Record) {
         match &r.event {
+            // A resumed task is submitted again: its latency runs from the first.
             Event::TaskSubmitted {
                 task, capability, ..
-            } => {
-                // A resumed task is submitted again: its latency runs from the first.
-                if !self.open.contains(task) {
-                    let cap = self.capabilities.label(capability);
-                    self.open.insert(*task, (r.at_ms, cap));
-                }
+            } if !self.open.contains(task) => {
+                let cap = self.capabilities.label(capability);
+                self.open.insert(*task, (r.at_ms, cap));
             }
             Event::ResultAccepted { task, .. } => {
                 let opened = self.open.remove(task);

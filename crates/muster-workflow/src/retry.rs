@@ -49,6 +49,9 @@ pub struct RetryPlan {
     pub carried: Vec<Carried>,
 }
 
+/// A completed step's task and output.
+type Done = (Uuid, Arc<Value>);
+
 /// Why a run cannot be retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotRetryable {
@@ -129,8 +132,8 @@ pub fn plan(wf: &Workflow, records: &[Record], run: Uuid) -> Result<RetryPlan, N
     let mut started: Option<(String, Value)> = None;
     let mut ended: Option<(String, String)> = None;
     let mut retried: Option<Uuid> = None;
-    // Each step's last record: completed (its task and output) or failed.
-    let mut last: HashMap<String, (usize, Option<(Uuid, Arc<Value>)>)> = HashMap::new();
+    // Each step's last record: where it is, and its task and output when it completed.
+    let mut last: HashMap<String, (usize, Option<Done>)> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         match &r.event {
             Event::RunStarted {
@@ -246,4 +249,191 @@ pub fn plan(wf: &Workflow, records: &[Record], run: Uuid) -> Result<RetryPlan, N
         step,
         carried: carried.into_iter().map(|(_, c)| c).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use muster_core::journal::{Journal, MemoryJournal};
+    use serde_json::json;
+
+    const TOML: &str = r#"
+name = "w"
+input = "any"
+start = "a"
+[steps.a]
+capability = "echo"
+next = "b"
+[steps.b]
+capability = "echo"
+next = "c"
+[steps.c]
+capability = "echo"
+next = "done"
+[steps.done]
+terminal = "done"
+"#;
+
+    fn wf() -> Workflow {
+        let schemas = muster_core::messaging::SchemaStore::new();
+        schemas.add("any", json!({"type": "object"})).unwrap();
+        Workflow::parse(TOML, std::path::Path::new("w.toml"), &schemas).unwrap()
+    }
+
+    /// A run that completed `a`, failed `b` once, completed it on a second visit, then
+    /// failed at `c`.
+    fn failed_run(j: &MemoryJournal) -> Uuid {
+        let run = Uuid::now_v7();
+        let input = json!({"x": 1});
+        j.append(
+            0,
+            Event::RunStarted {
+                run,
+                workflow: "w".into(),
+                file: "w.toml".into(),
+                input,
+            },
+        );
+        for (step, ok) in [("a", true), ("b", false), ("b", true), ("c", false)] {
+            j.append(
+                1,
+                Event::StepEntered {
+                    run,
+                    step: step.into(),
+                    visit: 1,
+                },
+            );
+            if ok {
+                let output = Arc::new(json!({"from": step}));
+                j.append(
+                    2,
+                    Event::StepCompleted {
+                        run,
+                        step: step.into(),
+                        task: t(),
+                        output,
+                    },
+                );
+            } else {
+                j.append(
+                    2,
+                    Event::StepFailed {
+                        run,
+                        step: step.into(),
+                        task: None,
+                        reason: "no".into(),
+                    },
+                );
+            }
+        }
+        j.append(
+            3,
+            Event::RunEnded {
+                run,
+                status: "failed".into(),
+                step: "c".into(),
+                reason: None,
+            },
+        );
+        run
+    }
+
+    #[test]
+    fn a_retry_starts_at_the_last_failure_not_mended_and_carries_the_completed_steps() {
+        let j = MemoryJournal::default();
+        let run = failed_run(&j);
+        let plan = plan(&wf(), &j.read_after(0), run).unwrap();
+        assert_eq!(plan.step, "c");
+        let carried: Vec<&str> = plan.carried.iter().map(|c| c.step.as_str()).collect();
+        assert_eq!(carried, ["a", "b"]);
+        assert_eq!(*plan.carried[1].output, json!({"from": "b"}));
+        assert_eq!(plan.input, json!({"x": 1}));
+    }
+
+    #[test]
+    fn only_a_failed_run_not_retried_yet_is_retried() {
+        let j = MemoryJournal::default();
+        let run = failed_run(&j);
+        let retry = Uuid::now_v7();
+        j.append(
+            4,
+            Event::RunRetried {
+                run,
+                retry,
+                step: "c".into(),
+            },
+        );
+        assert_eq!(
+            plan(&wf(), &j.read_after(0), run),
+            Err(NotRetryable::Retried { run, retry })
+        );
+        let done = Uuid::now_v7();
+        j.append(
+            5,
+            Event::RunStarted {
+                run: done,
+                workflow: "w".into(),
+                file: "w.toml".into(),
+                input: json!({}),
+            },
+        );
+        j.append(
+            6,
+            Event::RunEnded {
+                run: done,
+                status: "completed".into(),
+                step: "done".into(),
+                reason: None,
+            },
+        );
+        assert!(matches!(
+            plan(&wf(), &j.read_after(0), done),
+            Err(NotRetryable::NotFailed { .. })
+        ));
+        let unknown = Uuid::now_v7();
+        assert_eq!(
+            plan(&wf(), &j.read_after(0), unknown),
+            Err(NotRetryable::Unknown(unknown))
+        );
+    }
+
+    /// What recovery rebuilds from a retry's first records (a node that stops right after
+    /// them resumes the retry at its start step with the carried outputs).
+    #[test]
+    fn recovery_rebuilds_a_retry_from_its_records() {
+        let j = MemoryJournal::default();
+        let (from, run, task) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        j.append(
+            0,
+            Event::RunStarted {
+                run,
+                workflow: "w".into(),
+                file: "w.toml".into(),
+                input: json!({}),
+            },
+        );
+        j.append(
+            0,
+            Event::RetryStarted {
+                run,
+                from,
+                step: "c".into(),
+                carried: vec!["a".into()],
+            },
+        );
+        let output = Arc::new(json!({"from": "a"}));
+        j.append(
+            0,
+            Event::StepCompleted {
+                run,
+                step: "a".into(),
+                task,
+                output,
+            },
+        );
+        let rec = crate::recovery::recover(&j.read_after(0)).remove(0);
+        assert_eq!(rec.start.as_deref(), Some("c"));
+        assert!(rec.at.is_none(), "no step entered yet");
+        assert_eq!(rec.steps["a"]["output"], json!({"from": "a"}));
+    }
 }

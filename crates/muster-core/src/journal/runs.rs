@@ -323,7 +323,12 @@ impl InputMatch {
         }
         match at {
             Value::String(s) => *s == self.value,
-            other => other.to_string() == self.value,
+            other => {
+                // The JSON text (`2`, `true`): not `Value == String`, which holds only for
+                // a string value.
+                let text = other.to_string();
+                text == self.value
+            }
         }
     }
 }
