@@ -310,7 +310,7 @@ terminal = "done"
                     Event::StepCompleted {
                         run,
                         step: step.into(),
-                        task: t(),
+                        task: Uuid::now_v7(),
                         output,
                     },
                 );
