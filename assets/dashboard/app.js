@@ -277,7 +277,7 @@
     runCursors: [null], // cursor of each page visited (null = newest)
     runPage: 0,
     runNext: null,
-    runFilter: { status: "", workflow: "" },
+    runFilter: { status: "", workflow: "", extra: {} }, // extra: actions.js's filters
     runIndex: new Map(), // run id -> row object on the page
     gates: new Map(), // "run/gate" -> {run, gate, question, workflow}
     tasks: new Map(), // task id -> {run, step}
@@ -312,6 +312,7 @@
     }
     document.body.setAttribute("data-role", state.role);
     $("whoami").textContent = state.name ? state.name + " (" + state.role + ")" : state.role;
+    for (const f of hooks.role) f(state.role);
     dirty.gates = true;
     if (state.selected) dirty.detail = true;
   }
@@ -553,6 +554,7 @@
     if (cursor) q.set("after", cursor);
     if (state.runFilter.status) q.set("status", state.runFilter.status);
     if (state.runFilter.workflow) q.set("workflow", state.runFilter.workflow);
+    for (const [k, v] of Object.entries(state.runFilter.extra)) if (v) q.set(k, v);
     for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
     return "/v1/runs?" + q.toString();
   }
@@ -1026,6 +1028,7 @@
     });
     if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 9, class: "muted", text: state.detail ? "no steps yet" : "loading…" })));
     $("run-steps").replaceChildren(...rows);
+    for (const f of hooks.detail) f(id, state.detail);
   }
 
   // The run as a sequence diagram: the run's engine on the left, each agent instance that
@@ -1246,6 +1249,36 @@
     if (linked && !state.selected) select(linked[1]);
     document.body.setAttribute("data-ready", "true");
   }
+
+  // What the page's other scripts (actions.js, metrics.js) use: a small surface, so they
+  // keep their own state and draw into their own elements.
+  const hooks = { role: [], detail: [] };
+  window.muster = Object.assign(window.muster || {}, {
+    api,
+    el,
+    svg,
+    str,
+    shortId,
+    fmtTime,
+    may,
+    showError,
+    select: (id) => select(id),
+    onRole: (f) => hooks.role.push(f),
+    onDetail: (f) => hooks.detail.push(f),
+    reloadDetail: () => state.selected && loadDetail(state.selected),
+    // Sets the list's extra query parameters (time range, input fields) and reloads it.
+    // A filter the node refuses (400) is dropped again, with the error for the caller.
+    filterRuns: (extra) => {
+      const before = state.runFilter.extra;
+      state.runFilter.extra = Object.assign({}, extra);
+      state.runPage = 0;
+      state.runCursors = [null];
+      return loadRuns().then(render, (e) => {
+        state.runFilter.extra = before;
+        throw e;
+      });
+    },
+  });
 
   wire();
   start();

@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 
 pub(crate) const TOKEN: &str = "dashboard-test-token-0123456789abcdef";
 /// A second token of the node's token file, of role `viewer`.
-const VIEWER: &str = "dashboard-viewer-token-0123456789ab";
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const VIEWER: &str = "dashboard-viewer-token-0123456789ab";
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 const ECHO_WORKFLOW: &str = r#"
 name = "echo-once"
@@ -399,7 +399,7 @@ pub(crate) fn q(v: &str) -> String {
     serde_json::to_string(v).expect("a string")
 }
 
-async fn run_status(client: &reqwest::Client, node: &Node, run: &str) -> String {
+pub(crate) async fn run_status(client: &reqwest::Client, node: &Node, run: &str) -> String {
     let (code, body) = api(
         client,
         reqwest::Method::GET,

@@ -5,7 +5,7 @@
 //! answers; `muster approve` on a version-1 file migrates it too; a journal from a newer
 //! muster is refused naming both versions, unchanged.
 
-use muster::journal::runs::{scan_records_of, scan_runs};
+use muster::journal::runs::{InputMatch, scan_records_of, scan_runs};
 use muster::journal::{Durability, Journal, JournalError, RunQuery, RunStatus, SqliteJournal};
 use rusqlite::Connection;
 
@@ -124,6 +124,56 @@ fn index_agrees_with_a_scan(j: &SqliteJournal) {
         paged.extend(page);
     }
     assert_eq!(paged, scanned);
+    // The start-time and input filters: the index's answers (SQL on the `runs` table and
+    // each run's `run_started` body) equal the scan's, filtered by `RunQuery`'s own rules.
+    let inputs: std::collections::HashMap<uuid::Uuid, serde_json::Value> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            muster::journal::Event::RunStarted { run, input, .. } => Some((*run, input.clone())),
+            _ => None,
+        })
+        .collect();
+    let middle = scanned[scanned.len() / 2].started_ms;
+    let field = |path: &str, value: &str| vec![InputMatch::parse(path, value).expect("a field")];
+    for q in [
+        RunQuery {
+            started_after: Some(middle),
+            ..all(None)
+        },
+        RunQuery {
+            started_before: Some(middle),
+            ..all(None)
+        },
+        RunQuery {
+            input: field("requested_by", "warehouse team"),
+            ..all(None)
+        },
+        RunQuery {
+            input: field("requested_by", "nobody"),
+            ..all(None)
+        },
+        RunQuery {
+            started_after: Some(middle),
+            input: field("title", "low_stock report"),
+            ..all(Some(RunStatus::Waiting))
+        },
+    ] {
+        let want: Vec<_> = scanned
+            .iter()
+            .filter(|e| q.admits(e) && inputs.get(&e.run).is_some_and(|i| q.admits_input(i)))
+            .cloned()
+            .collect();
+        assert_eq!(j.runs(&q), want, "{q:?}");
+    }
+    assert_eq!(
+        j.runs(&RunQuery {
+            input: field("requested_by", "warehouse team"),
+            ..all(None)
+        })
+        .len(),
+        scanned.len(),
+        "every simulated run has the example's input"
+    );
     for e in scanned.iter().step_by(7) {
         assert_eq!(j.run_entry(e.run).as_ref(), Some(e));
         let want = scan_records_of(&records, e.run);

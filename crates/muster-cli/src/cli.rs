@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod journal;
 pub mod mcp;
 pub mod resume;
+pub mod retry;
 pub mod run;
 pub mod serve;
 pub mod sim;
@@ -58,6 +59,8 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// Decide a gate where a run waits: appends the decision to the journal.
     Approve(approve::ApproveArgs),
+    /// Retry a failed run from its failed step on a node, as a new run (docs/api.md).
+    Retry(retry::RetryArgs),
     /// Simulate a failure scenario on virtual time: lost, duplicated, latencies, digest.
     Sim(sim::SimArgs),
     /// Serve the cast and workflows over HTTP (docs/api.md) until SIGINT or SIGTERM.
@@ -233,6 +236,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Approve(a) => {
             let json = a.json;
             match approve::run(a) {
+                Ok(()) => EXIT_OK,
+                Err(e) => e.report(json),
+            }
+        }
+        Command::Retry(a) => {
+            let json = a.json;
+            match retry::run(a) {
                 Ok(()) => EXIT_OK,
                 Err(e) => e.report(json),
             }

@@ -141,10 +141,21 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// assert!(page[0].started_seq > page[1].started_seq); // newest first
     /// ```
     fn runs(&self, query: &RunQuery) -> Vec<RunEntry> {
-        let mut all = runs::scan_runs(&self.read_after(0));
+        let records = self.read_after(0);
+        let inputs: std::collections::HashMap<uuid::Uuid, &serde_json::Value> = records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::RunStarted { run, input, .. } => Some((*run, input)),
+                _ => None,
+            })
+            .collect();
+        let mut all = runs::scan_runs(&records);
         all.reverse();
         all.into_iter()
             .filter(|e| query.admits(e))
+            .filter(|e| {
+                query.input.is_empty() || inputs.get(&e.run).is_some_and(|i| query.admits_input(i))
+            })
             .take(query.limit)
             .collect()
     }

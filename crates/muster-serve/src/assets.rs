@@ -1,5 +1,8 @@
-//! The dashboard's files, embedded in the binary: `GET /` (the page), `/app.js`,
-//! `/llm.js` and `/style.css`, from `assets/dashboard/`. No build step, nothing fetched from elsewhere.
+//! The dashboard's files, embedded in the binary: `GET /` (the page), its scripts
+//! (`/app.js`; `/llm.js`,
+//! the model calls; `/actions.js`, start, cancel, retry and filters; `/metrics.js`, the
+//! metrics view) and `/style.css`, from `assets/dashboard/`. No build step, nothing
+//! fetched from elsewhere.
 //!
 //! Owns: the bytes of those files and the headers they are served with (content
 //! type, a Content-Security-Policy allowing only this origin, `no-store`).
@@ -22,8 +25,22 @@ pub const INDEX_HTML: &str = include_str!("../../../assets/dashboard/index.html"
 pub const APP_JS: &str = include_str!("../../../assets/dashboard/app.js");
 /// Its LLM views: a run's model usage and each attempt's prompts (`GET /llm.js`).
 pub const LLM_JS: &str = include_str!("../../../assets/dashboard/llm.js");
+/// Its actions: start a run from a form, cancel, retry, filter (`GET /actions.js`).
+pub const ACTIONS_JS: &str = include_str!("../../../assets/dashboard/actions.js");
+/// Its metrics view (`GET /metrics.js`).
+pub const METRICS_JS: &str = include_str!("../../../assets/dashboard/metrics.js");
 /// Its stylesheet (`GET /style.css`).
 pub const STYLE_CSS: &str = include_str!("../../../assets/dashboard/style.css");
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every script of the page, by its path.
+const SCRIPTS: [(&str, &str); 4] = [
+    ("/app.js", APP_JS),
+    ("/llm.js", LLM_JS),
+    ("/actions.js", ACTIONS_JS),
+    ("/metrics.js", METRICS_JS),
+];
 
 /// Only this origin: no inline script, no inline style attribute, nothing from outside,
 /// and the page may not be framed.
@@ -43,7 +60,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new()
+    let mut r = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
@@ -53,17 +70,13 @@ where
             get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
         )
         .route(
-            "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/llm.js",
-            get(|| async { asset("text/javascript; charset=utf-8", LLM_JS) }),
-        )
-        .route(
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
-        )
+        );
+    for (path, body) in SCRIPTS {
+        r = r.route(path, get(move || async move { asset(JS, body) }));
+    }
+    r
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
@@ -86,12 +99,8 @@ mod tests {
 
     #[test]
     fn the_page_loads_nothing_from_outside_the_node() {
-        for (name, text) in [
-            ("index.html", INDEX_HTML),
-            ("app.js", APP_JS),
-            ("llm.js", LLM_JS),
-            ("style.css", STYLE_CSS),
-        ] {
+        let pages = [("/index.html", INDEX_HTML), ("/style.css", STYLE_CSS)];
+        for (name, text) in pages.into_iter().chain(SCRIPTS) {
             for needle in ["http://", "https://", "//cdn", "@import"] {
                 let hits: Vec<&str> = text
                     .lines()
@@ -99,6 +108,22 @@ mod tests {
                     .collect();
                 assert!(hits.is_empty(), "{name} refers to {needle}: {hits:?}");
             }
+        }
+    }
+
+    #[test]
+    fn every_script_the_page_names_is_served() {
+        let named: Vec<&str> = INDEX_HTML
+            .split("<script src=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .collect();
+        assert!(!named.is_empty());
+        for src in named {
+            assert!(
+                SCRIPTS.iter().any(|(path, _)| path[1..] == *src),
+                "index.html loads {src}, which is not served"
+            );
         }
     }
 
@@ -111,7 +136,7 @@ mod tests {
             "document.write",
             "eval(",
         ] {
-            for (name, text) in [("app.js", APP_JS), ("llm.js", LLM_JS)] {
+            for (name, text) in SCRIPTS {
                 assert!(!text.contains(needle), "{name} uses {needle}");
             }
         }

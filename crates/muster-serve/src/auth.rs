@@ -313,7 +313,10 @@ impl Caller {
 pub fn needed_role(method: &str, route: &str) -> Role {
     match (method, route) {
         ("GET" | "HEAD", _) => Role::Viewer,
-        ("POST", "/v1/runs" | "/v1/tasks" | "/v1/runs/{id}/cancel" | "/a2a") => Role::Submitter,
+        (
+            "POST",
+            "/v1/runs" | "/v1/tasks" | "/v1/runs/{id}/cancel" | "/v1/runs/{id}/retry" | "/a2a",
+        ) => Role::Submitter,
         ("POST", "/v1/runs/{id}/gates/{gate}") => Role::Operator,
         // MCP's own methods: each tool checks the role it needs (docs/mcp.md).
         (_, "/mcp") => Role::Viewer,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  GET /v1/runs             this node's page + every live control node's page, merged
-//!  /v1/runs/{id}[/gates/g|/cancel]
+//!  /v1/runs/{id}[/gates/g|/cancel|/retry]
 //!                           lease names another node ─▶ forwarded to it (NATS request/reply)
 //!                           else this node; not here ─▶ asked of the other live nodes
 //!  GET /v1/records?run=R    as a run's (what `muster inspect --server --run` reads)
@@ -91,7 +91,9 @@ fn target(method: &Method, path: &str, query: Option<&str>) -> Target {
         (&Method::GET, ["v1", "cluster"]) => Target::Cluster,
         (&Method::GET, ["v1", "runs", r])
         | (&Method::POST, ["v1", "runs", r, "gates", _])
-        | (&Method::POST, ["v1", "runs", r, "cancel"]) => id(r).map_or(Target::Other, Target::Run),
+        | (&Method::POST, ["v1", "runs", r, "cancel" | "retry"]) => {
+            id(r).map_or(Target::Other, Target::Run)
+        }
         (&Method::GET, ["v1", "tasks", t] | ["v1", "tasks", t, "llm"]) => {
             id(t).map_or(Target::Other, Target::Task)
         }

@@ -100,7 +100,9 @@ impl Filter {
             | Event::GateWaiting { run: r, .. }
             | Event::GateDecided { run: r, .. }
             | Event::RunEnded { run: r, .. }
-            | Event::RunTakenOver { run: r, .. } => *r == run,
+            | Event::RunTakenOver { run: r, .. }
+            | Event::RetryStarted { run: r, .. }
+            | Event::RunRetried { run: r, .. } => *r == run,
             Event::TaskSubmitted {
                 task, correlation, ..
             } => {

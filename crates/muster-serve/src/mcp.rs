@@ -360,6 +360,7 @@ impl McpServer {
                         Some(v) => Some(v.as_str().map_or_else(|| v.to_string(), str::to_string)),
                     },
                     after: text_arg(&args, "after")?,
+                    ..routes::ListRuns::default()
                 };
                 Ok(structured(routes::run_list(&self.st, q).await?))
             }

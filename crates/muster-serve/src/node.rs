@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::admission::DEFAULT_MAX_RUNS;
-use super::protocol::{Cancelled, Command, DecideRefused, RunsFull};
+use super::protocol::{Cancelled, Command, DecideRefused, RetryRefused, RunsFull};
 use muster_cluster::failover::{Failover, Takeover};
 use muster_core::journal::Event;
 use muster_core::runtime::Muster;
@@ -44,6 +44,9 @@ pub struct Live {
     runs: Mutex<HashMap<Uuid, LiveRun>>,
     decided: Mutex<HashMap<(Uuid, String), bool>>,
     resuming: Mutex<Resuming>,
+    /// Failed runs this process retried, each with its retry: a second retry of one is
+    /// refused even before the first's records are written.
+    retried: Mutex<HashMap<Uuid, Uuid>>,
 }
 
 /// The unfinished runs of the journal that the node resumes after it starts to serve.
@@ -255,6 +258,31 @@ impl Node {
                 }
                 let id = self.muster.new_id();
                 self.drive(id, workflow, Start::Fresh(input), by);
+                let _ = reply.send(Ok(id));
+            }
+            Command::RetryRun {
+                workflow,
+                plan,
+                by,
+                reply,
+            } => {
+                // On this thread, like a start: the bound holds, and of two retries of one
+                // run racing here the second finds the first.
+                if let Some(&retry) = self.live.retried.lock().get(&plan.from) {
+                    let _ = reply.send(Err(RetryRefused::Retried(retry)));
+                    return;
+                }
+                let in_flight = self.live.len();
+                if in_flight >= self.max_runs {
+                    let _ = reply.send(Err(RetryRefused::Full(RunsFull {
+                        in_flight,
+                        max: self.max_runs,
+                    })));
+                    return;
+                }
+                let id = self.muster.new_id();
+                self.live.retried.lock().insert(plan.from, id);
+                self.drive(id, workflow, Start::Retry(plan), by);
                 let _ = reply.send(Ok(id));
             }
             Command::SubmitTask { task, slot, reply } => {
@@ -470,7 +498,7 @@ impl Node {
         let muster = self.muster.clone();
         let live = self.live.clone();
         let failover = self.cluster.as_ref().map(|c| c.failover.clone());
-        let fresh = matches!(start, Start::Fresh(_));
+        let fresh = matches!(start, Start::Fresh(_) | Start::Retry(_));
         let workflow = wf.name.clone();
         let handle = actix::spawn(async move {
             if let (Some(f), true) = (&failover, fresh)
@@ -486,6 +514,7 @@ impl Node {
             let r = match start {
                 Start::Fresh(input) => muster.run_workflow_with(wf, input, opts).await,
                 Start::Resume(rec) => muster.resume_run(wf, *rec, opts).await,
+                Start::Retry(plan) => muster.retry_run(wf, *plan, opts).await,
             };
             if let Err(e) = r {
                 tracing::warn!(run = %id, error = %e, "the run did not start");
@@ -520,6 +549,7 @@ impl Node {
 enum Start {
     Fresh(serde_json::Value),
     Resume(Box<RecoveredRun>),
+    Retry(Box<muster_workflow::RetryPlan>),
 }
 
 /// A gate decision's journaled reason: the note, with the deciding token's name in front

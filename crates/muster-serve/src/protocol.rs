@@ -33,6 +33,19 @@ pub enum Command {
         /// Where the run id goes, or the bound that refused it.
         reply: oneshot::Sender<Result<Uuid, RunsFull>>,
     },
+    /// Start a new run that retries a failed one from its failed step
+    /// ([`RetryPlan`](muster_workflow::RetryPlan)), unless the node drives its bound of
+    /// runs already or the failed run was retried already; answers the new run's id.
+    RetryRun {
+        /// The workflow (the failed run's).
+        workflow: Arc<Workflow>,
+        /// Where the retry starts and what it carries over.
+        plan: Box<muster_workflow::RetryPlan>,
+        /// The token that asked (it may cancel the retry, as a run it started).
+        by: Option<usize>,
+        /// Where the new run's id goes, or why it was refused.
+        reply: oneshot::Sender<Result<Uuid, RetryRefused>>,
+    },
     /// Submit a bare task; answers its id, or why it was refused.
     SubmitTask {
         /// The task.
@@ -141,4 +154,21 @@ pub enum DecideRefused {
     },
     /// No run waits at that gate in this node.
     NotWaiting,
+}
+
+/// Why the node refused a retry.
+///
+/// # Example
+/// ```
+/// use muster_serve::protocol::{RetryRefused, RunsFull};
+///
+/// let r = RetryRefused::Full(RunsFull { in_flight: 2, max: 2 });
+/// assert_ne!(r, RetryRefused::Retried(uuid::Uuid::nil()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryRefused {
+    /// The node drives its bound of runs already.
+    Full(RunsFull),
+    /// The run was retried already (by this process), as this run.
+    Retried(Uuid),
 }

@@ -25,11 +25,12 @@ use super::auth::{Caller, Role, Tokens, bearer, needed_role};
 use super::error::{ApiError, BODY_LIMIT, Body};
 use super::events::{self, Streams};
 use super::node::{DECIDE_RETRIES, Live};
-use super::protocol::{Cancelled, Command, DecideRefused};
+use super::protocol::{Cancelled, Command, DecideRefused, RetryRefused};
 use super::tree::GroupInfo;
 use super::views;
 use muster_core::delegation::{SubmitError, Task};
-use muster_core::journal::{Journal, Record, TapJournal};
+use muster_core::journal::runs::{InputMatch, MAX_INPUT_DEPTH};
+use muster_core::journal::{Event, Journal, Record, RunQuery, TapJournal};
 use muster_core::messaging::SchemaStore;
 use muster_core::runtime::Muster;
 use muster_telemetry::AdmissionKind;
@@ -108,6 +109,7 @@ pub fn router_with(
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/gates/{gate}", post(decide))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/retry", post(retry_run))
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/workflows/{name}", get(get_workflow))
         .route("/v1/tasks", post(submit_task))
@@ -118,6 +120,7 @@ pub fn router_with(
         .route("/v1/records", get(records))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .route("/v1/metrics/history", get(metrics_history))
         .merge(protected_extra)
         .route("/v1/whoami", get(whoami))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -451,19 +454,97 @@ pub(crate) struct ListRuns {
     pub(crate) workflow: Option<String>,
     pub(crate) limit: Option<String>,
     pub(crate) after: Option<String>,
+    pub(crate) started_after: Option<String>,
+    pub(crate) started_before: Option<String>,
+    /// `input.FIELD=value` pairs: (`FIELD`, value).
+    #[serde(skip)]
+    pub(crate) input: Vec<(String, String)>,
+}
+
+/// The most `input.FIELD` filters one run list takes.
+pub const MAX_INPUT_FILTERS: usize = 8;
+
+/// The parameters `GET /v1/runs` takes, for the error naming an unknown one.
+const LIST_PARAMETERS: &str =
+    "status, workflow, limit, after, started_after, started_before, input.FIELD";
+
+impl ListRuns {
+    /// The query's pairs, each known parameter once; `input.FIELD` any number of times
+    /// (up to [`MAX_INPUT_FILTERS`]).
+    fn from_pairs(pairs: Vec<(String, String)>) -> Result<ListRuns, ApiError> {
+        let mut q = ListRuns::default();
+        for (k, v) in pairs {
+            if let Some(field) = k.strip_prefix("input.") {
+                if q.input.len() == MAX_INPUT_FILTERS {
+                    return Err(ApiError::bad_request(format!(
+                        "more than {MAX_INPUT_FILTERS} `input.FIELD` parameters"
+                    ))
+                    .field(&k));
+                }
+                q.input.push((field.to_string(), v));
+                continue;
+            }
+            let slot = match k.as_str() {
+                "status" => &mut q.status,
+                "workflow" => &mut q.workflow,
+                "limit" => &mut q.limit,
+                "after" => &mut q.after,
+                "started_after" => &mut q.started_after,
+                "started_before" => &mut q.started_before,
+                other => {
+                    let other = muster_core::util::bounded_text(other);
+                    return Err(ApiError::bad_request(format!(
+                        "`{other}` is not a parameter of `GET /v1/runs` (its parameters: \
+                         {LIST_PARAMETERS})"
+                    ))
+                    .field(other.to_string()));
+                }
+            };
+            if slot.is_some() {
+                return Err(
+                    ApiError::bad_request(format!("`{k}` is given twice; give it once")).field(&k),
+                );
+            }
+            *slot = Some(v);
+        }
+        Ok(q)
+    }
 }
 
 async fn list_runs(
     State(st): State<AppState>,
-    q: Result<Query<ListRuns>, axum::extract::rejection::QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the query: {}",
-            muster_core::util::bounded_text(&e.body_text())
-        ))
-    })?;
-    run_list(&st, q).await.map(Json)
+    let pairs = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|Query(v)| v)
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "the query: {}",
+                muster_core::util::bounded_text(&e.body_text())
+            ))
+        })?;
+    run_list(&st, ListRuns::from_pairs(pairs)?).await.map(Json)
+}
+
+/// A point in time of a run list's query: Unix milliseconds, or an RFC 3339 time
+/// (`2026-12-07T14:00:00Z`).
+fn parse_time(text: &str, field: &str) -> Result<u64, ApiError> {
+    let t = text.trim();
+    if let Ok(ms) = t.parse::<u64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(t)
+        .ok()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{field} `{}` is not a time: Unix milliseconds, or RFC 3339 \
+                 (2026-12-07T14:00:00Z)",
+                muster_core::util::bounded_text(text)
+            ))
+            .field(field)
+        })
 }
 
 /// One page of the journal's runs: `GET /v1/runs` and the MCP tool `muster_runs`.
@@ -493,13 +574,42 @@ pub(crate) async fn run_list(st: &AppState, q: ListRuns) -> Result<Value, ApiErr
         .as_deref()
         .map(|a| parse_id(a, "after"))
         .transpose()?;
+    let started_after = q
+        .started_after
+        .as_deref()
+        .map(|t| parse_time(t, "started_after"))
+        .transpose()?;
+    let started_before = q
+        .started_before
+        .as_deref()
+        .map(|t| parse_time(t, "started_before"))
+        .transpose()?;
+    let mut input = Vec::new();
+    for (field, value) in &q.input {
+        let m = InputMatch::parse(field, value).map_err(|e| {
+            ApiError::bad_request(format!(
+                "input.{}: {e} (at most {MAX_INPUT_DEPTH} names deep)",
+                muster_core::util::bounded_text(field)
+            ))
+            .field(format!("input.{}", muster_core::util::bounded_text(field)))
+        })?;
+        input.push(m);
+    }
+    let filter = RunQuery {
+        workflow: q.workflow,
+        started_after,
+        started_before,
+        input,
+        ..RunQuery::default()
+    };
     let live = st.live.clone();
+    let status = q.status;
     let (page, more) = read(&st.journal, move |j| {
-        views::run_page(
+        views::run_page_where(
             j,
             &|r| live.contains(r),
-            q.status.as_deref(),
-            q.workflow,
+            status.as_deref(),
+            filter,
             after,
             limit,
         )
@@ -701,6 +811,78 @@ async fn cancel_run(
             _ => format!("run {run} is not driven by this node; there is nothing to cancel here"),
         })),
     }
+}
+
+/// `POST /v1/runs/{id}/retry`: a new run that retries failed run `id` from its failed
+/// step, carrying its completed steps over ([`muster_workflow::retry`]).
+async fn retry_run(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let run = parse_id(&id, "id")?;
+    let records = read(&st.journal, move |j| records_of(j, run)).await?;
+    let unknown = || ApiError::not_found(format!("no run `{id}` in the journal")).field("id");
+    let workflow = records
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::RunStarted {
+                run: r, workflow, ..
+            } if *r == run => Some(workflow.clone()),
+            _ => None,
+        })
+        .ok_or_else(unknown)?;
+    let wf = st.workflows.get(&workflow).cloned().ok_or_else(|| {
+        ApiError::conflict(format!(
+            "run {run} is a run of workflow `{workflow}`, which this node has not loaded \
+             (loaded: {})",
+            st.workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let plan = muster_workflow::retry::plan(&wf, &records, run).map_err(|e| match e {
+        muster_workflow::NotRetryable::Unknown(_) => unknown(),
+        e => ApiError::conflict(e.to_string()),
+    })?;
+    drop(records);
+    let step = plan.step.clone();
+    let carried: Vec<String> = plan.carried.iter().map(|c| c.step.clone()).collect();
+    let name = wf.name.clone();
+    let r = ask(&st, |reply| Command::RetryRun {
+        workflow: wf,
+        plan: Box::new(plan),
+        by: Some(caller.id),
+        reply,
+    })
+    .await?;
+    match r {
+        Ok(new) => Ok((
+            StatusCode::ACCEPTED,
+            Json(
+                json!({"run": new, "workflow": name, "retry_of": run, "step": step,
+                        "carried": carried}),
+            ),
+        )),
+        Err(RetryRefused::Retried(retry)) => Err(ApiError::conflict(format!(
+            "run {run} was already retried as run {retry}"
+        ))),
+        Err(RetryRefused::Full(full)) => {
+            st.metrics.admission_refused(AdmissionKind::Run);
+            Err(ApiError::too_many(
+                format!(
+                    "this node has {} runs in flight, its bound (--max-runs {}); try again later",
+                    full.in_flight, full.max
+                ),
+                RETRY_AFTER_SECS,
+            ))
+        }
+    }
+}
+
+/// `GET /v1/metrics/history`: the last hour of the node's work in ten-second samples
+/// ([`muster_telemetry::history`]).
+async fn metrics_history(State(st): State<AppState>) -> Json<Value> {
+    let now = st.muster.recorder().now_ms();
+    Json(json!(st.metrics.history(now)))
 }
 
 /// The body of `POST /v1/tasks` (and what an MCP capability tool submits).

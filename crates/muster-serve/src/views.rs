@@ -91,6 +91,40 @@ pub fn run_page(
     after: Option<Uuid>,
     limit: usize,
 ) -> (Vec<Value>, bool) {
+    let filter = RunQuery {
+        workflow,
+        ..RunQuery::default()
+    };
+    run_page_where(journal, live, status, filter, after, limit)
+}
+
+/// [`run_page`] with every filter of the index: `filter`'s workflow, start time range and
+/// input fields (its `status`, `before` and `limit` are set from the other arguments).
+///
+/// # Example
+/// ```
+/// use muster_core::journal::{Event, Journal, MemoryJournal, RunQuery};
+/// use muster_core::journal::runs::InputMatch;
+/// use muster_serve::views::run_page_where;
+/// use serde_json::json;
+///
+/// let j = MemoryJournal::default();
+/// for repo in ["shop", "blog"] {
+///     let run = uuid::Uuid::now_v7();
+///     j.append(0, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: json!({"repo": repo}) });
+/// }
+/// let filter = RunQuery { input: vec![InputMatch::parse("repo", "blog").unwrap()], ..RunQuery::default() };
+/// let (page, _) = run_page_where(&j, &|_| false, None, filter, None, 10);
+/// assert_eq!(page.len(), 1);
+/// ```
+pub fn run_page_where(
+    journal: &dyn Journal,
+    live: &dyn Fn(Uuid) -> bool,
+    status: Option<&str>,
+    filter: RunQuery,
+    after: Option<Uuid>,
+    limit: usize,
+) -> (Vec<Value>, bool) {
     // `running` and `unfinished` are one state in the journal: this node drives the first.
     let (indexed, driven) = match status {
         Some("running") => (Some(RunStatus::Unfinished), Some(true)),
@@ -110,9 +144,9 @@ pub fn run_page(
     };
     let mut query = RunQuery {
         status: indexed,
-        workflow,
         before,
         limit: limit + 1,
+        ..filter
     };
     let mut entries = Vec::new();
     loop {
@@ -481,6 +515,23 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
         }
     }
     doc["gates"] = json!(gates);
+    // A retry names the failed run it retries; a retried run names its retry.
+    for r in records {
+        match &r.event {
+            Event::RetryStarted {
+                run,
+                from,
+                step,
+                carried,
+            } if *run == id => {
+                doc["retry_of"] = json!({"run": from, "step": step, "carried": carried});
+            }
+            Event::RunRetried { run, retry, step } if *run == id => {
+                doc["retried_as"] = json!({"run": retry, "step": step});
+            }
+            _ => {}
+        }
+    }
     if let Some(u) = inspect::usage(records, Scope::Correlation(id))
         .into_iter()
         .find(|l| l.agent == "*")

@@ -110,7 +110,7 @@ pub(crate) fn uuid_blob(c: &str) -> String {
 }
 
 /// The kinds of the run records (their `run` is in the body).
-pub(crate) const RUN_KINDS: &str = "'run_started', 'step_entered', 'step_completed', 'step_failed', 'gate_waiting', 'gate_decided', 'run_ended'";
+pub(crate) const RUN_KINDS: &str = "'run_started', 'step_entered', 'step_completed', 'step_failed', 'gate_waiting', 'gate_decided', 'run_ended', 'retry_started', 'run_retried'";
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Probe {

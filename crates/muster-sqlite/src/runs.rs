@@ -152,49 +152,93 @@ pub(crate) fn rebuild(conn: &Connection, path: &Path) -> Result<(), JournalError
 
 pub(crate) use crate::read::DecodeError;
 
-/// The runs `q` asks for, newest first.
+/// The runs `q` asks for, newest first: one statement on the `runs` table (its status and
+/// workflow indexes), joined to each candidate's `run_started` record (by its sequence
+/// number) only when the query filters on input fields.
 pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunEntry>> {
-    let before = q
-        .before
-        .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
-    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    use rusqlite::types::Value as Sql;
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut sql = format!(
+        "SELECT {} FROM runs r",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !q.input.is_empty() {
+        sql.push_str(" JOIN events e ON e.seq = r.started_seq");
+    }
+    let mut args: Vec<Sql> = vec![Sql::Integer(q.before.map_or(i64::MAX, clamp))];
+    sql.push_str(" WHERE r.started_seq < ?1");
+    // Adds ` AND cond`, its value the next parameter (`{v}` in `cond`).
+    fn and(sql: &mut String, args: &mut Vec<Sql>, cond: &str, v: Sql) {
+        args.push(v);
+        sql.push_str(" AND ");
+        sql.push_str(&cond.replace("{v}", &format!("?{}", args.len())));
+    }
+    if let Some(s) = q.status {
+        and(
+            &mut sql,
+            &mut args,
+            "r.status = {v}",
+            Sql::Text(s.as_str().into()),
+        );
+    }
+    if let Some(w) = &q.workflow {
+        and(
+            &mut sql,
+            &mut args,
+            "r.workflow = {v}",
+            Sql::Text(w.clone()),
+        );
+    }
+    if let Some(t) = q.started_after {
+        and(
+            &mut sql,
+            &mut args,
+            "r.started_ms >= {v}",
+            Sql::Integer(clamp(t)),
+        );
+    }
+    if let Some(t) = q.started_before {
+        and(
+            &mut sql,
+            &mut args,
+            "r.started_ms < {v}",
+            Sql::Integer(clamp(t)),
+        );
+    }
+    for m in &q.input {
+        // A JSON path of quoted keys (each key is letters, digits, `_` or `-`: nothing to
+        // escape); a string field compares as its text, any other as its JSON text.
+        let path = std::iter::once("$.input".to_string())
+            .chain(m.path.iter().map(|k| format!("\"{k}\"")))
+            .collect::<Vec<_>>()
+            .join(".");
+        args.push(Sql::Text(path));
+        let p = args.len();
+        and(
+            &mut sql,
+            &mut args,
+            &format!(
+                "(CASE json_type(e.body, ?{p}) WHEN 'text' THEN json_extract(e.body, ?{p}) \
+                 ELSE e.body -> ?{p} END) = {{v}}"
+            ),
+            Sql::Text(m.value.clone()),
+        );
+    }
+    args.push(Sql::Integer(i64::try_from(q.limit).unwrap_or(i64::MAX)));
+    sql.push_str(&format!(
+        " ORDER BY r.started_seq DESC LIMIT ?{}",
+        args.len()
+    ));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), entry)?;
     let mut out = Vec::new();
-    let mut push = |rows: rusqlite::MappedRows<'_, _>| -> rusqlite::Result<()> {
-        for e in rows {
-            if let Some(e) = e? {
-                out.push(e);
-            }
-        }
-        Ok(())
-    };
-    match (&q.status, &q.workflow) {
-        (Some(s), Some(w)) => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs WHERE status = ?1 AND workflow = ?2 AND started_seq < ?3
-                 ORDER BY started_seq DESC LIMIT ?4"
-            ))?;
-            push(stmt.query_map(params![s.as_str(), w, before, limit], entry)?)?;
-        }
-        (Some(s), None) => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs WHERE status = ?1 AND started_seq < ?2
-                 ORDER BY started_seq DESC LIMIT ?3"
-            ))?;
-            push(stmt.query_map(params![s.as_str(), before, limit], entry)?)?;
-        }
-        (None, Some(w)) => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs WHERE workflow = ?1 AND started_seq < ?2
-                 ORDER BY started_seq DESC LIMIT ?3"
-            ))?;
-            push(stmt.query_map(params![w, before, limit], entry)?)?;
-        }
-        (None, None) => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM runs WHERE started_seq < ?1
-                 ORDER BY started_seq DESC LIMIT ?2"
-            ))?;
-            push(stmt.query_map(params![before, limit], entry)?)?;
+    for e in rows {
+        if let Some(e) = e? {
+            out.push(e);
         }
     }
     Ok(out)

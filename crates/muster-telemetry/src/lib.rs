@@ -38,11 +38,13 @@
 
 pub mod bounded;
 pub mod follow;
+pub mod history;
 pub mod metrics;
 pub mod traces;
 
 pub use bounded::{LabelCap, OTHER};
 pub use follow::{DEFAULT_BATCH, DEFAULT_EVERY, Follower, Following, MAX_BATCH};
+pub use history::{History, HistoryDoc};
 pub use metrics::{AdmissionKind, LEASE_SECONDS_BOUNDS, Metrics, MetricsConfig};
 pub use traces::{DEFAULT_OPEN_SPANS, Traces};
 

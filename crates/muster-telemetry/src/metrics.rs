@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use uuid::Uuid;
 
 use super::bounded::{Bounded, LabelCap};
+use super::history::{History, HistoryDoc};
 use muster_core::agents::AgentState;
 use muster_core::journal::write_stats::{BATCH_RECORDS_BOUNDS, COMMIT_SECONDS_BOUNDS};
 use muster_core::journal::{Event, Record, WriteStats};
@@ -288,6 +289,8 @@ struct State {
     reasons: LabelCap,
     /// (task, epoch) → when its lease was granted, ms.
     leases: Bounded<(Uuid, u64), u64>,
+    /// The last hour in ten-second samples (`GET /v1/metrics/history`).
+    history: History,
 }
 
 /// Prometheus metrics of one runtime: [`Metrics::observe`] every journal record (the
@@ -366,6 +369,7 @@ impl Metrics {
                 supervisors: LabelCap::new(config.supervisor_labels),
                 reasons: LabelCap::new(config.reason_labels),
                 leases: Bounded::new(config.open_leases),
+                history: History::default(),
             }),
             writes,
         }
@@ -396,6 +400,18 @@ impl Metrics {
             .inc();
     }
 
+    /// The last hour of the records observed, in ten-second samples up to `now_ms`
+    /// ([`History`]): what `GET /v1/metrics/history` answers.
+    ///
+    /// # Example
+    /// ```
+    /// let metrics = muster_telemetry::Metrics::default();
+    /// assert!(metrics.history(0).samples.is_empty()); // nothing observed yet
+    /// ```
+    pub fn history(&self, now_ms: u64) -> HistoryDoc {
+        self.state.lock().history.doc(now_ms)
+    }
+
     /// The last journal sequence number observed (0: none).
     pub fn last_seq(&self) -> u64 {
         self.state.lock().last_seq
@@ -410,6 +426,7 @@ impl Metrics {
             return;
         }
         s.last_seq = r.seq;
+        s.history.observe(r);
         let f = &self.f;
         match &r.event {
             Event::TaskSubmitted { .. } => {

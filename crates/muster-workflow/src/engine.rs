@@ -31,6 +31,7 @@ use super::outcome::{
 use super::recovery::{
     MAX_REFUNDED_INTERRUPTIONS, PendingTask, Position, RecoveredRun, StepProgress,
 };
+use super::retry::RetryPlan;
 use muster_core::conditions::Condition;
 use muster_core::delegation::{Backoff, LeaseOutcome, SubmitError, Task, TaskRecord, TaskStatus};
 use muster_core::journal::{Event, Unwritten, UsageTotals};
@@ -564,6 +565,31 @@ pub trait WorkflowExt {
         opts: RunOptions,
     ) -> Result<RunOutcome, RunError>;
 
+    /// Starts a new run that retries a failed one from its failed step
+    /// ([`retry::plan`](crate::retry::plan) says which step and which completed steps it
+    /// carries over): journals the new run's `run_started`, `retry_started` and a
+    /// `step_completed` per carried step, and `run_retried` in the failed run's story,
+    /// then runs it from that step like a resumed run. `opts.run_id` is the new run's id
+    /// (a new one when `None`).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(muster: muster_core::Muster, wf: std::sync::Arc<muster_workflow::Workflow>,
+    /// #     failed: uuid::Uuid) -> Result<(), Box<dyn std::error::Error>> {
+    /// use muster_workflow::{engine::RunOptions, retry, WorkflowExt};
+    ///
+    /// let plan = retry::plan(&wf, &muster.journal().records_of(failed), failed)?;
+    /// let outcome = muster.retry_run(wf, plan, RunOptions::default()).await?;
+    /// println!("{:?}", outcome.status);
+    /// # Ok(()) }
+    /// ```
+    async fn retry_run(
+        &self,
+        wf: Arc<Workflow>,
+        plan: RetryPlan,
+        opts: RunOptions,
+    ) -> Result<RunOutcome, RunError>;
+
     /// Records a human decision at a gate where a run waits in this process (at most once).
     fn approve(&self, run: Uuid, gate: &str, decision: Decision) -> Result<(), ApproveError>;
 
@@ -665,11 +691,78 @@ impl WorkflowExt for Muster {
             last_failure: None,
             usage: spent_before(self, rec.run),
         };
-        let current = rec
-            .at
-            .as_ref()
-            .map_or_else(|| wf.start.clone(), |p| p.step.clone());
+        let current = match (&rec.at, &rec.start) {
+            (Some(p), _) => p.step.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => wf.start.clone(),
+        };
         Ok(drive(self, st, current, rec.at, started).await)
+    }
+
+    async fn retry_run(
+        &self,
+        wf: Arc<Workflow>,
+        plan: RetryPlan,
+        opts: RunOptions,
+    ) -> Result<RunOutcome, RunError> {
+        let id = opts.run_id.unwrap_or_else(|| self.new_id());
+        if plan.workflow != wf.name {
+            return Err(RunError::NotResumable {
+                run: plan.from,
+                reason: format!(
+                    "it is a run of workflow `{}`, not of `{}`",
+                    plan.workflow, wf.name
+                ),
+            });
+        }
+        let recorder = self.recorder();
+        recorder.record(Event::RunStarted {
+            run: id,
+            workflow: wf.name.clone(),
+            file: wf.file.display().to_string(),
+            input: plan.input.clone(),
+        });
+        recorder.record(Event::RetryStarted {
+            run: id,
+            from: plan.from,
+            step: plan.step.clone(),
+            carried: plan.carried.iter().map(|c| c.step.clone()).collect(),
+        });
+        for c in &plan.carried {
+            recorder.record(Event::StepCompleted {
+                run: id,
+                step: c.step.clone(),
+                task: c.task,
+                output: c.output.clone(),
+            });
+        }
+        let written = recorder
+            .record_written(Event::RunRetried {
+                run: plan.from,
+                retry: id,
+                step: plan.step.clone(),
+            })
+            .await;
+        if let Err(e) = written {
+            return Err(RunError::NotResumable {
+                run: id,
+                reason: format!("the journal stopped before the retry was written: {e}"),
+            });
+        }
+        // The retry's state is what recovery rebuilds from its records (with the failed
+        // run's, for the carried tasks' facts): one definition of a run's state, live or
+        // after a crash.
+        let journal = self.journal();
+        let mut records = journal.records_of(plan.from);
+        records.extend(journal.records_of(id));
+        let rec = crate::recovery::runs(&records)
+            .into_iter()
+            .find(|r| r.run == id)
+            .ok_or_else(|| RunError::NotResumable {
+                run: id,
+                reason: "its records are not in the journal".into(),
+            })?;
+        self.resume_run(wf, rec, opts).await
     }
 
     fn approve(&self, run: Uuid, gate: &str, decision: Decision) -> Result<(), ApproveError> {

@@ -5,7 +5,7 @@
 //! through [`WorkflowExt`] on a [`Muster`](muster_core::Muster)), human [`gates`], what a run
 //! produces ([`outcome`]), its graph as data ([`shape`]) and crash recovery ([`recovery`]:
 //! a run rebuilt from the journal; [`resume`]: every unfinished run of a journal
-//! finished). A run is a state machine driven by delegation outcomes. Every task step is
+//! finished; [`retry`]: a failed run retried from its failed step as a new run). A run is a state machine driven by delegation outcomes. Every task step is
 //! a delegated task (so G1-G4 hold per step); transitions are CEL conditions, evaluated
 //! mechanically; every back-edge has a bound; gates wait for a human decision. It must
 //! not talk to agents directly, and uses the runtime only through its public handle.
@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod outcome;
 pub mod recovery;
 pub mod resume;
+pub mod retry;
 pub mod shape;
 
 pub use check::{Finding, check};
@@ -31,3 +32,4 @@ pub use outcome::{
 };
 pub use recovery::{RecoveredRun, StepProgress};
 pub use resume::Unfinished;
+pub use retry::{NotRetryable, RetryPlan};

@@ -152,6 +152,9 @@ pub struct RecoveredRun {
     pub visits: BTreeMap<String, u32>,
     /// Where it is; `None` when no step was entered yet.
     pub at: Option<Position>,
+    /// The step it enters first when it has entered none yet: the failed step a retry
+    /// starts at (its `retry_started` record); `None`: the workflow's start.
+    pub start: Option<String>,
     /// `completed` or `failed` once `run_ended` is journaled; `None` for an unfinished run.
     pub ended: Option<String>,
     /// When the run started (Unix ms, the `run_started` record's stamp).
@@ -284,6 +287,7 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                             steps: serde_json::Map::new(),
                             visits: BTreeMap::new(),
                             at: None,
+                            start: None,
                             ended: None,
                             started_ms: r.at_ms,
                             summaries: Vec::new(),
@@ -292,6 +296,12 @@ pub fn runs(records: &[Record]) -> Vec<RecoveredRun> {
                         just_entered: false,
                     },
                 );
+            }
+            Event::RetryStarted { run, step, .. } => {
+                if let Some(b) = by.get_mut(run) {
+                    b.run.start = Some(step.clone());
+                }
+                continue;
             }
             Event::StepEntered { run, step, visit } => {
                 let Some(b) = by.get_mut(run) else { continue };

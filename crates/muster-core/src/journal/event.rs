@@ -377,6 +377,30 @@ pub enum Event {
         /// The run lease's revision won (the new owner's fencing token).
         revision: u64,
     },
+    /// A run started as the retry of a failed run (journaled right after its
+    /// `run_started`, before the `step_completed` records of the steps it carries over):
+    /// it takes the outputs of the failed run's completed steps and starts at the step
+    /// that failed.
+    RetryStarted {
+        /// The new run.
+        run: Uuid,
+        /// The failed run it retries.
+        from: Uuid,
+        /// The step it starts at.
+        step: String,
+        /// The steps whose outputs it takes from the failed run.
+        carried: Vec<String>,
+    },
+    /// A failed run was retried as a new run (journaled in the failed run's story, after
+    /// the new run's `retry_started`).
+    RunRetried {
+        /// The failed run.
+        run: Uuid,
+        /// The new run.
+        retry: Uuid,
+        /// The step the new run starts at.
+        step: String,
+    },
     /// Free text (tests, tools).
     Note {
         /// The text.
@@ -420,6 +444,8 @@ impl Event {
             Event::GateDecided { .. } => "gate_decided",
             Event::RunEnded { .. } => "run_ended",
             Event::RunTakenOver { .. } => "run_taken_over",
+            Event::RetryStarted { .. } => "retry_started",
+            Event::RunRetried { .. } => "run_retried",
             Event::Note { .. } => "note",
         }
     }
@@ -524,7 +550,7 @@ impl Event {
     }
 
     /// The workflow run a run record (`run_started`, `step_*`, `gate_*`, `run_ended`,
-    /// `run_taken_over`) belongs to; `None` for any other record (a task's records name their run as their
+    /// `run_taken_over`, `retry_started`, `run_retried`) belongs to; `None` for any other record (a task's records name their run as their
     /// correlation).
     ///
     /// # Example
@@ -545,7 +571,9 @@ impl Event {
             | Event::GateWaiting { run, .. }
             | Event::GateDecided { run, .. }
             | Event::RunEnded { run, .. }
-            | Event::RunTakenOver { run, .. } => Some(*run),
+            | Event::RunTakenOver { run, .. }
+            | Event::RetryStarted { run, .. }
+            | Event::RunRetried { run, .. } => Some(*run),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Event, Record};
@@ -195,10 +196,16 @@ impl RunEntry {
 ///
 /// # Example
 /// ```
-/// use muster_core::journal::runs::{RunQuery, RunStatus};
+/// use muster_core::journal::runs::{InputMatch, RunQuery, RunStatus};
 ///
 /// let q = RunQuery { status: Some(RunStatus::Waiting), ..RunQuery::default() };
 /// assert_eq!((q.limit, q.before), (50, None));
+/// let q = RunQuery {
+///     started_after: Some(1_764_240_000_000),
+///     input: vec![InputMatch::parse("repo", "acme/shop").unwrap()],
+///     ..RunQuery::default()
+/// };
+/// assert!(q.admits_input(&serde_json::json!({"repo": "acme/shop"})));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunQuery {
@@ -209,6 +216,12 @@ pub struct RunQuery {
     /// Only runs that started before this record (`started_seq` of the last run of the
     /// previous page).
     pub before: Option<u64>,
+    /// Only runs that started at or after this stamp (Unix ms).
+    pub started_after: Option<u64>,
+    /// Only runs that started before this stamp (Unix ms).
+    pub started_before: Option<u64>,
+    /// Only runs whose input holds every one of these fields with its value.
+    pub input: Vec<InputMatch>,
     /// At most this many.
     pub limit: usize,
 }
@@ -219,17 +232,104 @@ impl Default for RunQuery {
             status: None,
             workflow: None,
             before: None,
+            started_after: None,
+            started_before: None,
+            input: Vec::new(),
             limit: 50,
         }
     }
 }
 
 impl RunQuery {
-    /// Whether `e` is one of the runs this query asks for (the cursor and limit aside).
+    /// Whether `e` is one of the runs this query asks for (the cursor and limit aside, and
+    /// the input fields, which the entry does not hold: see [`RunQuery::admits_input`]).
     pub fn admits(&self, e: &RunEntry) -> bool {
         self.status.is_none_or(|s| s == e.status)
             && self.workflow.as_ref().is_none_or(|w| *w == e.workflow)
             && self.before.is_none_or(|b| e.started_seq < b)
+            && self.started_after.is_none_or(|t| e.started_ms >= t)
+            && self.started_before.is_none_or(|t| e.started_ms < t)
+    }
+
+    /// Whether a run whose input is `input` passes the query's input fields.
+    pub fn admits_input(&self, input: &Value) -> bool {
+        self.input.iter().all(|m| m.matches(input))
+    }
+}
+
+/// The most dotted names an [`InputMatch`] path holds.
+pub const MAX_INPUT_DEPTH: usize = 8;
+
+/// One `input.FIELD=value` filter of a run list: the run input's field at `path` (object
+/// keys, outermost first) equals `value` — a string field its text, any other field its
+/// JSON text (`3`, `true`, `null`).
+///
+/// # Example
+/// ```
+/// use muster_core::journal::runs::InputMatch;
+/// use serde_json::json;
+///
+/// let m = InputMatch::parse("ticket.priority", "2").unwrap();
+/// assert!(m.matches(&json!({"ticket": {"priority": 2}})));
+/// assert!(m.matches(&json!({"ticket": {"priority": "2"}})));
+/// assert!(!m.matches(&json!({"ticket": {"priority": 3}})));
+/// assert!(InputMatch::parse("a..b", "x").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMatch {
+    /// The field's path: object keys, each of letters, digits, `_` and `-`.
+    pub path: Vec<String>,
+    /// The value it must have.
+    pub value: String,
+}
+
+impl InputMatch {
+    /// The filter on the field named `path` (dotted: `ticket.priority`); an error saying
+    /// what is wrong with the name.
+    pub fn parse(path: &str, value: &str) -> Result<InputMatch, String> {
+        let keys: Vec<String> = path.split('.').map(str::to_string).collect();
+        if keys.len() > MAX_INPUT_DEPTH {
+            return Err(format!(
+                "`{path}` is {} names deep; at most {MAX_INPUT_DEPTH}",
+                keys.len()
+            ));
+        }
+        for k in &keys {
+            let ok = !k.is_empty()
+                && k.len() <= 64
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(format!(
+                    "`{path}` is not a field name: each dotted name is 1 to 64 letters, \
+                     digits, `_` or `-`"
+                ));
+            }
+        }
+        Ok(InputMatch {
+            path: keys,
+            value: value.to_string(),
+        })
+    }
+
+    /// Whether `input` holds the field with the value.
+    pub fn matches(&self, input: &Value) -> bool {
+        let mut at = input;
+        for k in &self.path {
+            match at.get(k) {
+                Some(v) => at = v,
+                None => return false,
+            }
+        }
+        match at {
+            Value::String(s) => *s == self.value,
+            other => {
+                // The JSON text (`2`, `true`): not `Value == String`, which holds only for
+                // a string value.
+                let text = other.to_string();
+                text == self.value
+            }
+        }
     }
 }
 
