@@ -26,10 +26,10 @@ use chromiumoxide::page::ScreenshotParams;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "dashboard-test-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "dashboard-test-token-0123456789abcdef";
 /// A second token of the node's token file, of role `viewer`.
 const VIEWER: &str = "dashboard-viewer-token-0123456789ab";
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 const ECHO_WORKFLOW: &str = r#"
 name = "echo-once"
@@ -119,14 +119,14 @@ value = "10ms"
 }
 
 /// `muster serve`, killed by pid when dropped.
-struct Node {
+pub(crate) struct Node {
     child: Child,
     addr: String,
     log: PathBuf,
 }
 
 impl Node {
-    fn start(dir: &Path) -> Node {
+    pub(crate) fn start(dir: &Path) -> Node {
         let log = dir.join("serve.stderr");
         std::fs::write(
             dir.join("tokens.txt"),
@@ -190,11 +190,11 @@ impl Node {
         node
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -207,15 +207,15 @@ impl Drop for Node {
 }
 
 /// The headless browser, killed by pid when dropped (also when a check panics).
-struct Chromium {
-    browser: Browser,
+pub(crate) struct Chromium {
+    pub(crate) browser: Browser,
     pid: Option<u32>,
     handler: tokio::task::JoinHandle<()>,
     _profile: tempfile::TempDir,
 }
 
 impl Chromium {
-    async fn launch() -> Chromium {
+    pub(crate) async fn launch() -> Chromium {
         let exe = chromium_path();
         let profile = tempfile::tempdir().expect("profile dir");
         let config = BrowserConfig::builder()
@@ -250,7 +250,7 @@ impl Chromium {
 
 impl Chromium {
     /// Closes the browser the polite way (bounded); the drop kills what is left.
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             let _ = self.browser.close().await;
             let _ = self.browser.wait().await;
@@ -305,7 +305,7 @@ fn chromium_path() -> PathBuf {
     p
 }
 
-fn skip_requested() -> bool {
+pub(crate) fn skip_requested() -> bool {
     if std::env::var("MUSTER_SKIP_BROWSER").as_deref() == Ok("1") {
         // Straight to the process's stderr: the test harness captures eprintln!.
         use std::io::Write;
@@ -318,7 +318,7 @@ fn skip_requested() -> bool {
     false
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -326,7 +326,7 @@ fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-async fn api(
+pub(crate) async fn api(
     client: &reqwest::Client,
     method: reqwest::Method,
     url: String,
@@ -349,7 +349,7 @@ async fn api(
 
 /// Polls `expr` (JavaScript giving a boolean) in the page until it holds; on the deadline,
 /// fails naming `what`, with the page's error line and a screenshot.
-async fn wait_page(page: &Page, what: &str, expr: &str) {
+pub(crate) async fn wait_page(page: &Page, what: &str, expr: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         let ok = page
@@ -378,7 +378,7 @@ async fn wait_page(page: &Page, what: &str, expr: &str) {
     }
 }
 
-async fn page_text(page: &Page, expr: &str) -> String {
+pub(crate) async fn page_text(page: &Page, expr: &str) -> String {
     page.evaluate(format!("String({expr})"))
         .await
         .ok()
@@ -386,7 +386,7 @@ async fn page_text(page: &Page, expr: &str) -> String {
         .unwrap_or_default()
 }
 
-fn screenshot_path(name: &str) -> PathBuf {
+pub(crate) fn screenshot_path(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target"));
@@ -395,11 +395,11 @@ fn screenshot_path(name: &str) -> PathBuf {
 }
 
 /// A CSS selector's attribute value, quoted for `querySelector`.
-fn q(v: &str) -> String {
+pub(crate) fn q(v: &str) -> String {
     serde_json::to_string(v).expect("a string")
 }
 
-async fn run_status(client: &reqwest::Client, node: &Node, run: &str) -> String {
+pub(crate) async fn run_status(client: &reqwest::Client, node: &Node, run: &str) -> String {
     let (code, body) = api(
         client,
         reqwest::Method::GET,
@@ -419,7 +419,7 @@ const TEST_BOUND: Duration = Duration::from_secs(600);
 
 /// Runs a browser test's body within [`TEST_BOUND`]; on time-out the body is dropped (its
 /// node and its browser are killed by their `Drop`) and the test fails naming it.
-async fn bounded(name: &str, body: impl std::future::Future<Output = ()>) {
+pub(crate) async fn bounded(name: &str, body: impl std::future::Future<Output = ()>) {
     if tokio::time::timeout(TEST_BOUND, body).await.is_err() {
         panic!("{name} did not finish within {TEST_BOUND:?}: a page or a browser call hung");
     }

@@ -55,6 +55,7 @@ mod count_limits;
 mod crash_interrupted_attempts;
 mod crash_reassigns_immediately;
 mod dashboard_browser;
+mod dashboard_run_page;
 mod discovery;
 mod duration_limits;
 mod effect_ledger;

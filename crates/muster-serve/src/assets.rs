@@ -1,7 +1,8 @@
-//! The dashboard's files, embedded in the binary: `GET /` (the page), `/app.js` and
+//! The dashboard's files, embedded in the binary: `GET /` (the page), `/app.js`,
+//! `/graph.js` and `/run.js` (the run page's workflow graph and step views) and
 //! `/style.css`, from `assets/dashboard/`. No build step, nothing fetched from elsewhere.
 //!
-//! Owns: the bytes of those three files and the headers they are served with (content
+//! Owns: the bytes of those files and the headers they are served with (content
 //! type, a Content-Security-Policy allowing only this origin, `no-store`).
 //! Must not: hold or serve data. The page reads everything through the token-guarded API
 //! (docs/api.md), so these routes need no token; that keeps the token out of the page's
@@ -20,6 +21,10 @@ use axum::routing::get;
 pub const INDEX_HTML: &str = include_str!("../../../assets/dashboard/index.html");
 /// Its script (`GET /app.js`).
 pub const APP_JS: &str = include_str!("../../../assets/dashboard/app.js");
+/// The workflow graph of the run page (`GET /graph.js`).
+pub const GRAPH_JS: &str = include_str!("../../../assets/dashboard/graph.js");
+/// The run page's graph, step and decision views (`GET /run.js`).
+pub const RUN_JS: &str = include_str!("../../../assets/dashboard/run.js");
 /// Its stylesheet (`GET /style.css`).
 pub const STYLE_CSS: &str = include_str!("../../../assets/dashboard/style.css");
 
@@ -55,6 +60,14 @@ where
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
         )
         .route(
+            "/graph.js",
+            get(|| async { asset("text/javascript; charset=utf-8", GRAPH_JS) }),
+        )
+        .route(
+            "/run.js",
+            get(|| async { asset("text/javascript; charset=utf-8", RUN_JS) }),
+        )
+        .route(
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
         )
@@ -83,6 +96,8 @@ mod tests {
         for (name, text) in [
             ("index.html", INDEX_HTML),
             ("app.js", APP_JS),
+            ("graph.js", GRAPH_JS),
+            ("run.js", RUN_JS),
             ("style.css", STYLE_CSS),
         ] {
             for needle in ["http://", "https://", "//cdn", "@import"] {
@@ -104,7 +119,9 @@ mod tests {
             "document.write",
             "eval(",
         ] {
-            assert!(!APP_JS.contains(needle), "app.js uses {needle}");
+            for (name, text) in [("app.js", APP_JS), ("graph.js", GRAPH_JS), ("run.js", RUN_JS)] {
+                assert!(!text.contains(needle), "{name} uses {needle}");
+            }
         }
     }
 }
