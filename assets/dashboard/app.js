@@ -603,6 +603,12 @@
       rememberGate(state.detail);
       dirty.detail = true;
       dirty.gates = true;
+      if (scrollFor === id) {
+        scrollFor = null;
+        render();
+        scrollToDetail(id);
+        scrollFor = null;
+      }
     } catch (e) {
       if (state.selected === id) showError("run " + id + ": " + e.message);
     }
@@ -972,10 +978,9 @@
     if (!id) return render();
     dirty.detail = true;
     render();
-    // The detail sits below the lists: brought into view (also when opened by `#run=ID`).
-    // At once, not on the next frame (a tab in the background draws no frames); the panel
-    // is at least a screen tall (style.css), so its top stays in view as its parts load.
-    $("run-panel").scrollIntoView({ block: "start" });
+    // The detail sits below the lists: brought into view (also when opened by `#run=ID`),
+    // and again once its document has loaded (the page below it may have been too short).
+    scrollToDetail(id);
     loadDetail(id);
     // The run's own history, from its first event, then live.
     closeRunStream = subscribe("/v1/events?run=" + encodeURIComponent(id), (msg) => {
@@ -988,6 +993,20 @@
       dirty.detail = true;
       enqueue({ type: "_tick" });
     }, { from: 0 });
+  }
+
+  let scrollFor = null; // the run whose detail is to be scrolled to once it has loaded
+  function scrollToDetail(id) {
+    scrollFor = id;
+    const go = () => {
+      if (state.selected === id) $("run-panel").scrollIntoView({ block: "start" });
+    };
+    // Next frame, or a timer in a background tab (which draws no frames).
+    const t = setTimeout(go, 100);
+    requestAnimationFrame(() => {
+      clearTimeout(t);
+      go();
+    });
   }
 
   function stepsOf(d) {

@@ -174,7 +174,10 @@ async fn looped_run_body() {
     wait_page(
         &page,
         "the run's detail",
-        &format!("document.getElementById('run-id').textContent === {}", q(&run)),
+        &format!(
+            "document.getElementById('run-id').textContent === {}",
+            q(&run)
+        ),
     )
     .await;
 
@@ -203,7 +206,10 @@ async fn looped_run_body() {
         "document.querySelector('[data-testid=graph-edge][data-from=checks][data-to=implement]')?.dataset.taken",
     )
     .await;
-    assert_eq!(taken, "2", "the back-edge checks → implement was taken twice");
+    assert_eq!(
+        taken, "2",
+        "the back-edge checks → implement was taken twice"
+    );
     for branch in ["test", "review", "security"] {
         let visits = page_text(&page, &format!("{}?.dataset.visits", node_sel(branch))).await;
         assert_eq!(visits, "3", "branch {branch} of checks entered three times");

@@ -119,7 +119,11 @@ mod tests {
             "document.write",
             "eval(",
         ] {
-            for (name, text) in [("app.js", APP_JS), ("graph.js", GRAPH_JS), ("run.js", RUN_JS)] {
+            for (name, text) in [
+                ("app.js", APP_JS),
+                ("graph.js", GRAPH_JS),
+                ("run.js", RUN_JS),
+            ] {
                 assert!(!text.contains(needle), "{name} uses {needle}");
             }
         }
