@@ -134,7 +134,9 @@ mod tests {
     #[test]
     fn a_gate_and_a_bounded_loop_appear_as_edges_with_their_bounds() {
         let schemas = SchemaStore::new();
-        schemas.add("any", json!({"type": "object"})).expect("schema");
+        schemas
+            .add("any", json!({"type": "object"}))
+            .expect("schema");
         let wf = Workflow::parse(
             r#"
 name = "loop"
