@@ -442,7 +442,7 @@
         dirty.gates = true;
         break;
       case "run_ended":
-        updateRun(ev.run, { status: ev.status, step: ev.step });
+        updateRun(ev.run, { status: ev.status, step: ev.step, ended_ms: ev.at_ms });
         for (const k of [...state.gates.keys()]) if (k.startsWith(str(ev.run) + "/")) state.gates.delete(k);
         dirty.gates = true;
         break;
@@ -453,7 +453,7 @@
     if (state.selected && belongsTo(ev, state.selected)) {
       if (state.timeline.length < MAX_RUN_EVENTS && !seen(ev)) state.timeline.push(ev);
       dirty.detail = true;
-      if (["step_completed", "step_failed", "run_ended", "gate_waiting", "gate_decided", "lease_granted"].includes(ev.type)) refetch.detail = true;
+      if (["step_entered", "step_completed", "step_failed", "run_ended", "gate_waiting", "gate_decided", "lease_granted"].includes(ev.type)) refetch.detail = true;
     }
   }
 
@@ -605,6 +605,12 @@
       rememberGate(state.detail);
       dirty.detail = true;
       dirty.gates = true;
+      if (scrollFor === id) {
+        scrollFor = null;
+        render();
+        scrollToDetail(id);
+        scrollFor = null;
+      }
     } catch (e) {
       if (state.selected === id) showError("run " + id + ": " + e.message);
     }
@@ -824,6 +830,16 @@
     for (const [id, until] of state.flashing) if (until <= now) state.flashing.delete(id);
   }
 
+  // A run's duration once it ended; its age while it goes on.
+  function runDuration(r) {
+    const fmt = window.MusterRun ? window.MusterRun.fmtDur : (ms) => Math.round(ms / 1000) + " s";
+    const from = Number(r.started_ms);
+    if (r.duration_ms !== undefined && r.duration_ms !== null && (r.ended_ms || !["running", "waiting"].includes(str(r.status)))) return fmt(r.duration_ms);
+    if (r.ended_ms && from) return fmt(Number(r.ended_ms) - from);
+    if (from && ["running", "waiting"].includes(str(r.status))) return fmt(Date.now() - from) + " so far";
+    return "";
+  }
+
   function renderRuns() {
     const body = $("runs-body");
     const rows = state.runs.map((r) =>
@@ -835,10 +851,11 @@
         el("td", null, el("span", { class: stClass(r.status), "data-testid": "run-status", text: str(r.status) })),
         el("td", { text: str(r.step || r.current_step) }),
         el("td", { class: "muted", text: fmtTime(r.started_ms) }),
+        el("td", { class: "muted", "data-testid": "run-duration", text: runDuration(r) }),
         el("td", { class: "mono", "data-testid": "run-owner", text: str(r.owner_node) }),
       ),
     );
-    if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 6, class: "muted", text: "no runs" })));
+    if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 7, class: "muted", text: "no runs" })));
     body.replaceChildren(...rows);
     $("runs-prev").disabled = state.runPage === 0;
     $("runs-next").disabled = !state.runNext;
@@ -963,6 +980,9 @@
     if (!id) return render();
     dirty.detail = true;
     render();
+    // The detail sits below the lists: brought into view (also when opened by `#run=ID`),
+    // and again once its document has loaded (the page below it may have been too short).
+    scrollToDetail(id);
     loadDetail(id);
     // The run's own history, from its first event, then live.
     closeRunStream = subscribe("/v1/events?run=" + encodeURIComponent(id), (msg) => {
@@ -975,6 +995,20 @@
       dirty.detail = true;
       enqueue({ type: "_tick" });
     }, { from: 0 });
+  }
+
+  let scrollFor = null; // the run whose detail is to be scrolled to once it has loaded
+  function scrollToDetail(id) {
+    scrollFor = id;
+    const go = () => {
+      if (state.selected === id) $("run-panel").scrollIntoView({ block: "start" });
+    };
+    // Next frame, or a timer in a background tab (which draws no frames).
+    const t = setTimeout(go, 100);
+    requestAnimationFrame(() => {
+      clearTimeout(t);
+      go();
+    });
   }
 
   function stepsOf(d) {
@@ -1004,6 +1038,14 @@
     if (window.musterLlm) window.musterLlm.renderRun($("run-llm"), d, api);
     renderRunGate();
     renderTimeline();
+    const run = window.MusterRun;
+    if (run) {
+      run.renderGraph($("run-graph"), Object.assign({ workflow: row.workflow }, d), state.timeline, status);
+      run.renderDecisions($("run-decisions"), d);
+    }
+    const visits = run ? run.progressIndex(d) : new Map();
+    const nth = new Map();
+    const now = Date.now();
     const steps = stepsOf(d);
     const rows = steps.map((s) => {
       const name = str(s.step || s.name);
@@ -1012,21 +1054,25 @@
       const last = leases.length ? leases[leases.length - 1] : {};
       const epoch = s.epoch !== undefined ? s.epoch : last.epoch;
       const owner = s.owner || s.agent || last.agent;
+      nth.set(name, (nth.get(name) || 0) + 1);
+      const visit = visits.get(name + "#" + nth.get(name)) || {};
       return el(
         "tr",
         { "data-testid": "step-row", "data-step": name },
         el("td", { class: "mono", text: name }),
         el("td", null, el("span", { class: stClass(s.status), text: str(s.status) })),
+        el("td", { "data-testid": "step-duration", text: run ? run.stepDuration(s, now) : "" }),
         el("td", { class: "mono", "data-testid": "step-owner", text: str(owner) }),
         el("td", { text: str(epoch) }),
         el("td", { title: leases.map((l) => str(l.agent) + " e" + str(l.epoch) + ": " + str(l.outcome)).join("\n"), text: str(s.attempts) }),
         el("td", { text: Array.isArray(reassigned) ? String(reassigned.length) : str(reassigned) }),
         el("td", { text: str(s.stale_rejected) }),
+        el("td", { "data-testid": "step-verdict", text: str(visit.verdict || s.reason) }),
         el("td", null, s.input !== undefined ? el("details", null, el("summary", null, "input"), el("pre", { text: json(s.input) })) : null),
-        el("td", null, s.output !== undefined ? el("details", null, el("summary", null, "output"), el("pre", { text: json(s.output) })) : null),
+        el("td", null, s.output === undefined || s.output === null ? null : run ? run.output(s.output) : el("details", null, el("summary", null, "output"), el("pre", { text: json(s.output) }))),
       );
     });
-    if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 9, class: "muted", text: state.detail ? "no steps yet" : "loading…" })));
+    if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 11, class: "muted", text: state.detail ? "no steps yet" : "loading…" })));
     $("run-steps").replaceChildren(...rows);
     for (const f of hooks.detail) f(id, state.detail);
   }
@@ -1047,8 +1093,14 @@
       return i;
     };
     const lastOwner = new Map(); // task -> agent of its previous lease
+    const leasedAt = new Map(); // "task/epoch" -> when the lease was granted
+    const took = (ev) => {
+      const at = leasedAt.get(str(ev.task) + "/" + str(ev.epoch));
+      return at !== undefined && typeof ev.at_ms === "number" && window.MusterRun ? " · " + window.MusterRun.fmtDur(ev.at_ms - at) : "";
+    };
     const items = [];
     for (const ev of evs) {
+      const before = items.length;
       const t = ev.task !== undefined ? state.tasks.get(str(ev.task)) : null;
       const step = t && t.step ? t.step : "";
       switch (ev.type) {
@@ -1059,14 +1111,15 @@
           const prev = lastOwner.get(str(ev.task));
           const re = prev !== undefined && prev !== str(ev.agent);
           lastOwner.set(str(ev.task), str(ev.agent));
+          leasedAt.set(str(ev.task) + "/" + str(ev.epoch), ev.at_ms);
           items.push({ kind: re ? "reassign" : "lease", from: 0, to: lane(ev.agent), text: (step ? step + " · " : "") + "lease e" + ev.epoch + " · attempt " + ev.attempt + (re ? " · reassigned from " + prev : "") });
           break;
         }
         case "result_accepted":
-          items.push({ kind: "ok", from: lane(ev.agent), to: 0, text: "✓ result e" + ev.epoch });
+          items.push({ kind: "ok", from: lane(ev.agent), to: 0, text: "✓ result e" + ev.epoch + took(ev) });
           break;
         case "attempt_failed":
-          items.push({ kind: "fail", from: lane(ev.agent), to: 0, text: "✗ " + str(ev.reason) + " e" + ev.epoch + (ev.detail ? ": " + str(ev.detail).slice(0, 80) : "") });
+          items.push({ kind: "fail", from: lane(ev.agent), to: 0, text: "✗ " + str(ev.reason) + " e" + ev.epoch + took(ev) + (ev.detail ? ": " + str(ev.detail).slice(0, 80) : "") });
           break;
         case "result_stale":
           items.push({ kind: "stale", from: lane(ev.agent), to: 0, text: "stale e" + ev.epoch + " (in force e" + ev.current_epoch + ") fenced" });
@@ -1083,9 +1136,12 @@
         case "gate_waiting":
           items.push({ kind: "note", text: "‖ gate " + str(ev.gate) + ": " + str(ev.question) });
           break;
-        case "gate_decided":
-          items.push({ kind: "note", text: (ev.approved ? "✓ approved " : "✗ rejected ") + str(ev.gate) + (ev.reason ? ": " + str(ev.reason) : "") });
+        case "gate_decided": {
+          // Who decided, and the note in full (wrapped, not cut).
+          const who = window.MusterRun ? window.MusterRun.attribution(ev.reason) : { by: null, note: str(ev.reason) };
+          items.push({ kind: "note", full: true, text: (ev.approved ? "✓ approved " : "✗ rejected ") + str(ev.gate) + (who.by ? " by " + who.by : "") + (who.note ? ": " + who.note : "") });
           break;
+        }
         case "run_taken_over":
           items.push({ kind: "note", text: "⇄ taken over by control node " + str(ev.to) + " from " + str(ev.from) + " (lease revision " + str(ev.revision) + ")" });
           break;
@@ -1095,24 +1151,51 @@
         default:
           break;
       }
+      for (let i = before; i < items.length; i++) items[i].at = ev.at_ms;
     }
     const LW = 170;
-    const W = Math.max(480, 60 + LW * lanes.length);
-    const H = 40 + items.length * 26 + 10;
+    const AXIS = 64; // the time axis: each item's time from the run's first event
+    const W = Math.max(480, AXIS + 60 + LW * lanes.length);
+    const NOTE_CHARS = Math.max(40, Math.floor((W - AXIS - 40) / 6.2));
+    // A note takes as many lines as its text needs (a gate's note is shown in full).
+    for (const it of items) {
+      if (it.kind !== "note") continue;
+      const text = it.full ? it.text : it.text.length > 120 ? it.text.slice(0, 119) + "…" : it.text;
+      it.lines = [];
+      for (let i = 0; i < text.length && it.lines.length < 40; i += NOTE_CHARS) it.lines.push(text.slice(i, i + NOTE_CHARS));
+      if (!it.lines.length) it.lines.push("");
+    }
+    const ys = [];
+    let yy = 40;
+    for (const it of items) {
+      ys.push(yy);
+      yy += 26 + (it.lines ? (it.lines.length - 1) * 14 : 0);
+    }
+    const H = yy + 10;
     const s = svg("svg", { width: W, height: H, "data-testid": "timeline-svg", role: "img" });
     s.append(svg("title", {}, "sequence diagram of run " + state.selected));
-    const x = (i) => 30 + LW / 2 + i * LW;
+    const x = (i) => AXIS + 30 + LW / 2 + i * LW;
+    s.append(svg("text", { x: 6, y: 16, class: "axis" }, "time"));
+    s.append(svg("line", { x1: AXIS - 4, y1: 24, x2: AXIS - 4, y2: H - 4, class: "axis-line" }));
     lanes.forEach((name, i) => {
       s.append(svg("text", { x: x(i), y: 16, "text-anchor": "middle", class: "who", "data-testid": "timeline-lane" }, name.length > 24 ? name.slice(0, 23) + "…" : name));
       s.append(svg("line", { x1: x(i), y1: 24, x2: x(i), y2: H - 4, class: "life" }));
     });
+    const t0 = items.reduce((m, it) => (typeof it.at === "number" && (m === null || it.at < m) ? it.at : m), null);
+    let lastTick = null;
     items.forEach((it, k) => {
-      const y = 40 + k * 26;
+      const y = ys[k];
       const g = svg("g", { class: it.kind === "note" ? "note" : "m-" + it.kind, "data-testid": "timeline-item", "data-kind": it.kind });
+      // The time axis: "+1.2 s" from the run's first event, said once per distinct time.
+      if (t0 !== null && typeof it.at === "number") {
+        const tick = "+" + (window.MusterRun ? window.MusterRun.fmtDur(it.at - t0) : it.at - t0 + " ms");
+        if (tick !== lastTick) g.append(svg("text", { x: AXIS - 10, y: y + 4, "text-anchor": "end", class: "axis", "data-testid": "timeline-time" }, tick));
+        lastTick = tick;
+      }
       if (it.kind === "note") {
-        const text = it.text.length > 120 ? it.text.slice(0, 119) + "…" : it.text;
-        g.append(svg("rect", { x: x(0) - 10, y: y - 12, width: Math.min(W - x(0), 8 + text.length * 6), height: 18, rx: 3 }));
-        g.append(svg("text", { x: x(0) - 4, y: y + 1 }, text));
+        const longest = it.lines.reduce((m, l) => Math.max(m, l.length), 0);
+        g.append(svg("rect", { x: x(0) - 10, y: y - 12, width: Math.min(W - x(0) + 10, 8 + longest * 6.2), height: 18 + (it.lines.length - 1) * 14, rx: 3 }));
+        it.lines.forEach((line, i) => g.append(svg("text", { x: x(0) - 4, y: y + 1 + i * 14 }, line)));
       } else {
         const x1 = x(it.from);
         const x2 = x(it.to);
@@ -1204,6 +1287,14 @@
         render();
       }
     }, 400);
+    // Ages move on: the page of runs (and an open run at work) is redrawn every 5 s. Not
+    // an open run waiting at a gate: its note field would be drawn again while typed in.
+    setInterval(() => {
+      if (document.hidden) return;
+      if (state.runs.some((r) => ["running", "waiting"].includes(str(r.status)))) dirty.runs = true;
+      if (state.selected && state.detail && str(state.detail.status) === "running") dirty.detail = true;
+      render();
+    }, 5000);
     // Control nodes come and go without an event: asked again every 5 s.
     setInterval(() => {
       if (!token || document.hidden || !state.cluster) return;
@@ -1280,6 +1371,15 @@
     },
   });
 
+  if (window.MusterRun) {
+    window.MusterRun.init({
+      api,
+      changed: () => {
+        dirty.detail = true;
+        render();
+      },
+    });
+  }
   wire();
   start();
 })();

@@ -57,6 +57,7 @@ mod crash_reassigns_immediately;
 mod dashboard_actions;
 mod dashboard_browser;
 mod dashboard_llm;
+mod dashboard_run_page;
 mod discovery;
 mod duration_limits;
 mod effect_ledger;

@@ -296,7 +296,7 @@ async fn a_gate_is_decided_once_among_concurrent_operators_and_journaled_with_th
     let doc = wait_run(&u, VIEW, &run, |d| d["status"] == "completed").await;
     assert_eq!(
         doc["gates"][0]["decided"],
-        json!({"approved": true, "note": expected}),
+        json!({"approved": true, "note": expected, "by": name}),
         "{doc}"
     );
     // The journal's record says the same.

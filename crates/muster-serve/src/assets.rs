@@ -1,5 +1,5 @@
 //! The dashboard's files, embedded in the binary: `GET /` (the page), its scripts
-//! (`/app.js`; `/llm.js`,
+//! (`/app.js`; `/graph.js` and `/run.js`, the run page's graph and step views; `/llm.js`,
 //! the model calls; `/actions.js`, start, cancel, retry and filters; `/metrics.js`, the
 //! metrics view) and `/style.css`, from `assets/dashboard/`. No build step, nothing
 //! fetched from elsewhere.
@@ -23,6 +23,10 @@ use axum::routing::get;
 pub const INDEX_HTML: &str = include_str!("../../../assets/dashboard/index.html");
 /// Its script (`GET /app.js`).
 pub const APP_JS: &str = include_str!("../../../assets/dashboard/app.js");
+/// The workflow graph of the run page (`GET /graph.js`).
+pub const GRAPH_JS: &str = include_str!("../../../assets/dashboard/graph.js");
+/// The run page's graph, step and decision views (`GET /run.js`).
+pub const RUN_JS: &str = include_str!("../../../assets/dashboard/run.js");
 /// Its LLM views: a run's model usage and each attempt's prompts (`GET /llm.js`).
 pub const LLM_JS: &str = include_str!("../../../assets/dashboard/llm.js");
 /// Its actions: start a run from a form, cancel, retry, filter (`GET /actions.js`).
@@ -35,8 +39,10 @@ pub const STYLE_CSS: &str = include_str!("../../../assets/dashboard/style.css");
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// Every script of the page, by its path.
-const SCRIPTS: [(&str, &str); 4] = [
+const SCRIPTS: [(&str, &str); 6] = [
     ("/app.js", APP_JS),
+    ("/graph.js", GRAPH_JS),
+    ("/run.js", RUN_JS),
     ("/llm.js", LLM_JS),
     ("/actions.js", ACTIONS_JS),
     ("/metrics.js", METRICS_JS),

@@ -15,6 +15,8 @@ use muster_workflow::inspect::run_of;
 use muster_workflow::inspect::{self, RunState, Scope};
 use muster_workflow::recovery;
 
+use crate::auth::MAX_NAME_LEN;
+
 /// The statuses a run can be listed by.
 pub const RUN_STATUSES: &[&str] = &[
     "running",
@@ -484,9 +486,14 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
     doc["steps"] = json!(tasks(records, &|_, c| c == id));
     // The step visits that ended so far, in order, as `muster run` prints them.
     doc["progress"] = json!(rec.summaries);
+    // Every step the run entered, in order: the path a reader draws on the workflow.
+    let mut path: Vec<Value> = Vec::new();
     let mut gates: Vec<Value> = Vec::new();
     for r in records {
         match &r.event {
+            Event::StepEntered { run, step, visit } if *run == id => {
+                path.push(json!({"step": step, "visit": visit, "at_ms": r.at_ms}));
+            }
             Event::GateWaiting {
                 run,
                 gate,
@@ -504,8 +511,12 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
                     .iter_mut()
                     .rev()
                     .find(|g| g["gate"] == json!(gate) && g["decided"].is_null());
-                // The request's `note` (after the deciding token's name), under the same name.
-                let decided = json!({"approved": approved, "note": reason});
+                // The request's `note` (after the deciding token's name), under the same
+                // name; the name alone as `by`.
+                let mut decided = json!({"approved": approved, "note": reason});
+                if let Some((by, _)) = decided_by(reason) {
+                    decided["by"] = json!(by);
+                }
                 match open {
                     Some(g) => g["decided"] = decided,
                     None => gates.push(json!({"gate": gate, "question": "", "decided": decided})),
@@ -514,6 +525,7 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
             _ => {}
         }
     }
+    doc["path"] = json!(path);
     doc["gates"] = json!(gates);
     // A retry names the failed run it retries; a retried run names its retry.
     for r in records {
@@ -594,6 +606,33 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
     Some(doc)
 }
 
+/// Who decided a gate and what they wrote, from a decision's journaled reason: the node
+/// journals a named token's decision as `by NAME` or `by NAME: NOTE` (a token's name is 1
+/// to [`MAX_NAME_LEN`] letters, digits or `-_.@`, so the first `: ` ends it). `None` for a
+/// decision without a name in front (an unnamed token, `muster approve` on the journal).
+///
+/// # Example
+/// ```
+/// use muster_serve::views::decided_by;
+///
+/// assert_eq!(decided_by("by ops-alice: looks: right"), Some(("ops-alice", "looks: right")));
+/// assert_eq!(decided_by("by ops-alice"), Some(("ops-alice", "")));
+/// assert_eq!(decided_by("by the way, fine"), None);
+/// ```
+pub fn decided_by(reason: &str) -> Option<(&str, &str)> {
+    let rest = reason.strip_prefix("by ")?;
+    let (name, note) = match rest.split_once(": ") {
+        Some((n, note)) => (n, note),
+        None => (rest, ""),
+    };
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    ok.then_some((name, note))
+}
+
 /// The restarts each supervisor made of each child, from `child_restarted` records.
 pub fn restarts(records: &[Record]) -> HashMap<(String, String), u64> {
     let mut out: HashMap<(String, String), u64> = HashMap::new();
@@ -663,6 +702,72 @@ mod tests {
             .map(|(e, _)| belongs(e, theirs, &mut tasks))
             .collect();
         assert_eq!(kept, [false, false, true, false, true, false]);
+    }
+
+    #[test]
+    fn a_runs_document_has_its_path_and_who_decided_its_gate() {
+        let run = Uuid::now_v7();
+        let events = [
+            Event::RunStarted {
+                run,
+                workflow: "w".into(),
+                file: "w.toml".into(),
+                input: json!({}),
+            },
+            Event::StepEntered {
+                run,
+                step: "build".into(),
+                visit: 1,
+            },
+            Event::StepEntered {
+                run,
+                step: "build".into(),
+                visit: 2,
+            },
+            Event::StepEntered {
+                run,
+                step: "ship".into(),
+                visit: 1,
+            },
+            Event::GateWaiting {
+                run,
+                gate: "ship".into(),
+                question: "Ship it?".into(),
+            },
+            Event::GateDecided {
+                run,
+                gate: "ship".into(),
+                approved: true,
+                reason: "by ops-alice: fine: the diff is small".into(),
+            },
+        ];
+        let records: Vec<Record> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Record {
+                seq: i as u64 + 1,
+                at_ms: 1000 + 10 * i as u64,
+                event,
+            })
+            .collect();
+        let doc = run_detail(&records, run, false).expect("the run's document");
+        assert_eq!(
+            doc["path"],
+            json!([
+                {"step": "build", "visit": 1, "at_ms": 1010},
+                {"step": "build", "visit": 2, "at_ms": 1020},
+                {"step": "ship", "visit": 1, "at_ms": 1030},
+            ])
+        );
+        assert_eq!(
+            doc["gates"][0]["decided"],
+            json!({"approved": true, "by": "ops-alice",
+                   "note": "by ops-alice: fine: the diff is small"})
+        );
+        // A decision without a name in front has no `by`.
+        assert_eq!(decided_by("fine"), None);
+        assert_eq!(decided_by("by : x"), None);
+        assert_eq!(decided_by("by a b: x"), None);
     }
 
     #[test]
