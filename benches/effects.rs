@@ -151,7 +151,11 @@ fn runtime_sqlite(c: &mut Criterion) {
         for effect in [false, true] {
             let name = format!(
                 "{}/{}",
-                if in_flight == 1 { "sequential" } else { "64_in_flight" },
+                if in_flight == 1 {
+                    "sequential"
+                } else {
+                    "64_in_flight"
+                },
                 if effect { "ctx.effect" } else { "no_effect" }
             );
             let totals = std::cell::Cell::new((0u64, 0u64));

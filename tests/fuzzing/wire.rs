@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
+use muster::agents::effects::EffectEntry;
 use muster::cluster::failover::RunLease;
 use muster::cluster::peers::{ApiReply, ApiRequest};
 use muster::cluster::wire::{
     AssignMsg, BeatMsg, ContractRecord, ControlMsg, ControlRecord, EffectAckMsg, EffectMsg,
-    EffectRecord, ReportMsg, WireMessage, WorkerRecord, check_node_name, contract_key, decode, parse_worker_key, schemas as wire_schemas,
-    version_of, worker_key,
+    EffectRecord, ReportMsg, WireMessage, WorkerRecord, check_node_name, contract_key, decode,
+    parse_worker_key, schemas as wire_schemas, version_of, worker_key,
 };
-use muster::agents::effects::EffectEntry;
 use muster::{CapabilitySpec, Envelope, Failure, Recipient, SchemaStore};
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -173,14 +173,21 @@ async fn a_reassigned_task_skips_an_effect_its_killed_worker_reported_done() {
     let (doc, killed) = charge_and_kill_the_holder(&mut c, "done").await;
     assert_eq!(doc["status"], json!("completed"), "{doc}");
     let out = &doc["output"];
-    assert_ne!(out["node"], json!(killed), "the other worker finished it: {doc}");
+    assert_ne!(
+        out["node"],
+        json!(killed),
+        "the other worker finished it: {doc}"
+    );
     assert_eq!(
         out["seen"],
         json!("done"),
         "the second attempt was handed the effect done, with its result: {doc}"
     );
     let key = out["key"].as_str().expect("key").to_string();
-    assert_eq!(out["charge"], json!({"charge": format!("ch-{}", &key[key.len() - 12..])}));
+    assert_eq!(
+        out["charge"],
+        json!({"charge": format!("ch-{}", &key[key.len() - 12..])})
+    );
     assert_eq!(charges(&c.state), vec![key], "charged exactly once");
     let task = doc["task"].as_str().or(doc["id"].as_str()).unwrap_or("");
     let effects = effect_records(&c.control, task).await;
@@ -204,7 +211,11 @@ async fn a_reassigned_task_sees_an_effect_its_killed_worker_only_started_as_unkn
     let (doc, killed) = charge_and_kill_the_holder(&mut c, "started").await;
     assert_eq!(doc["status"], json!("completed"), "{doc}");
     let out = &doc["output"];
-    assert_ne!(out["node"], json!(killed), "the other worker finished it: {doc}");
+    assert_ne!(
+        out["node"],
+        json!(killed),
+        "the other worker finished it: {doc}"
+    );
     assert_eq!(
         out["seen"],
         json!("unknown"),

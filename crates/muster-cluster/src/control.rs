@@ -19,8 +19,7 @@ use std::collections::{HashMap, HashSet};
 use parking_lot::Mutex;
 
 use super::wire::{
-    self, BeatMsg, ContractRecord, EffectMsg, InstanceRecord, ReportMsg, WIRE_VERSION,
-    WorkerRecord,
+    self, BeatMsg, ContractRecord, EffectMsg, InstanceRecord, ReportMsg, WIRE_VERSION, WorkerRecord,
 };
 use super::{ClusterConfig, ClusterError, Outbox, Replication};
 use muster_core::agents::{AgentDef, InstanceHandle};

@@ -219,69 +219,105 @@ pub(crate) type Ledgers = DashMap<Uuid, Weak<Ledger>>;
 
 /// Journals a worker's effect record `msg` on the control node (through the task's
 /// ledger in `ledgers`, or straight into `recorder` when the task has none here), and
-/// publishes the acknowledgement on `msg.ack_to` once the record is written, or at once
-/// with why it was not.
+/// publishes the acknowledgement on `msg.ack_to`: for an `effect_started` once the record
+/// is written (SQLite: its group commit), for an `effect_done` once it is journaled in
+/// order (its group commit is the one of the attempt's result); at once with why not.
 pub(crate) fn journal(ledgers: &Ledgers, recorder: &Recorder, outbox: &Outbox, msg: EffectMsg) {
     let agent: Arc<str> = Arc::from(msg.instance.as_str());
     let ledger = ledgers.get(&msg.task_id).and_then(|w| w.upgrade());
     let (task, epoch) = (msg.task_id, msg.epoch);
+    let done = matches!(msg.record, EffectRecord::Done { .. });
     // The record's number in this node's journal, or why it is not there.
-    let outcome: Result<u64, (String, Option<EffectEntry>)> =
-        match (msg.record, &ledger) {
-            (EffectRecord::Started { name, key, claim: Some(claim) }, Some(l)) => l
-                .claim(&name, key.as_deref(), epoch, &agent, claim == Claim::Reconcile)
-                .map_err(|entry| {
-                    (
-                        format!(
-                            "effect `{name}` of task {task} was {} by epoch {}",
-                            if entry.result.is_some() { "done" } else { "started" },
-                            entry.epoch
-                        ),
-                        Some(entry),
-                    )
-                }),
-            (EffectRecord::Started { name, claim: Some(_), .. }, None) => Err((
-                format!(
-                    "effect `{name}` was not claimed: task {task} has no owner on this control \
+    let outcome: Result<u64, (String, Option<EffectEntry>)> = match (msg.record, &ledger) {
+        (
+            EffectRecord::Started {
+                name,
+                key,
+                claim: Some(claim),
+            },
+            Some(l),
+        ) => l
+            .claim(
+                &name,
+                key.as_deref(),
+                epoch,
+                &agent,
+                claim == Claim::Reconcile,
+            )
+            .map_err(|entry| {
+                (
+                    format!(
+                        "effect `{name}` of task {task} was {} by epoch {}",
+                        if entry.result.is_some() {
+                            "done"
+                        } else {
+                            "started"
+                        },
+                        entry.epoch
+                    ),
+                    Some(entry),
+                )
+            }),
+        (
+            EffectRecord::Started {
+                name,
+                claim: Some(_),
+                ..
+            },
+            None,
+        ) => Err((
+            format!(
+                "effect `{name}` was not claimed: task {task} has no owner on this control \
                      node (it ended, or moved to another node)"
-                ),
-                None,
-            )),
-            (EffectRecord::Started { name, key, claim: None }, Some(l)) => {
-                Ok(l.started(&name, key.as_deref(), epoch, &agent))
-            }
-            (EffectRecord::Done { name, key, result }, Some(l)) => {
-                Ok(l.done(&name, key.as_deref(), epoch, &agent, result))
-            }
-            // No ledger here: the record is a fact all the same.
-            (EffectRecord::Started { name, key, claim: None }, None) => {
-                Ok(recorder.record(Event::EffectStarted {
-                    task,
-                    name,
-                    key,
-                    epoch,
-                    agent,
-                }))
-            }
-            (EffectRecord::Done { name, key, result }, None) => {
-                Ok(recorder.record(Event::EffectDone {
-                    task,
-                    name,
-                    key,
-                    epoch,
-                    agent,
-                    result,
-                }))
-            }
-        };
-    let ack = move |written: bool, error: Option<String>, entry: Option<EffectEntry>| EffectAckMsg {
-        task_id: task,
-        epoch,
-        seq: msg.seq,
-        written,
-        error,
-        entry,
+            ),
+            None,
+        )),
+        (
+            EffectRecord::Started {
+                name,
+                key,
+                claim: None,
+            },
+            Some(l),
+        ) => Ok(l.started(&name, key.as_deref(), epoch, &agent)),
+        (EffectRecord::Done { name, key, result }, Some(l)) => {
+            Ok(l.done(&name, key.as_deref(), epoch, &agent, result))
+        }
+        // No ledger here: the record is a fact all the same.
+        (
+            EffectRecord::Started {
+                name,
+                key,
+                claim: None,
+            },
+            None,
+        ) => Ok(recorder.record(Event::EffectStarted {
+            task,
+            name,
+            key,
+            epoch,
+            agent,
+        })),
+        (EffectRecord::Done { name, key, result }, None) => {
+            Ok(recorder.record(Event::EffectDone {
+                task,
+                name,
+                key,
+                epoch,
+                agent,
+                result,
+            }))
+        }
     };
+    let ack =
+        move |written: bool, error: Option<String>, entry: Option<EffectEntry>| EffectAckMsg {
+            task_id: task,
+            epoch,
+            seq: msg.seq,
+            written,
+            error,
+            entry,
+        };
     let send = {
         let outbox = outbox.clone();
         let to = msg.ack_to;
@@ -293,6 +329,10 @@ pub(crate) fn journal(ledgers: &Ledgers, recorder: &Recorder, outbox: &Outbox, m
     };
     match outcome {
         Err((why, entry)) => send(ack(false, Some(why), entry)),
+        // Nobody waits on an `effect_done` being on disk (as in one process): the worker
+        // waits only so that its report comes after it. Journaled in order, it rides the
+        // group commit that carries the attempt's result, rather than forcing its own.
+        Ok(_) if done => send(ack(true, None, None)),
         Ok(seq) => match recorder.until_written(seq) {
             None => send(ack(true, None, None)),
             Some(w) => {
@@ -394,7 +434,11 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 1, "the effect ran once");
         let entry = owners.get("refund").expect("in the owner's ledger");
         assert_eq!(entry.state(), EffectState::Done);
-        assert_eq!(mem.len(), 2, "effect_started and effect_done, journaled once each");
+        assert_eq!(
+            mem.len(),
+            2,
+            "effect_started and effect_done, journaled once each"
+        );
         // A third attempt, handed the owner's ledger, skips it.
         let (tx, _q3) = mpsc::channel(4);
         let third = Ledger::remote(

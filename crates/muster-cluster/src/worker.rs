@@ -193,9 +193,7 @@ impl Worker {
         let effect_acks = client
             .subscribe(wire::effect_ack_subject(&config.node))
             .await
-            .map_err(|e| {
-                ClusterError::Nats(format!("cannot subscribe to effect answers: {e}"))
-            })?;
+            .map_err(|e| ClusterError::Nats(format!("cannot subscribe to effect answers: {e}")))?;
         let max_bytes = client.server_info().max_payload.max(1024);
         let worker = Worker {
             inner: Arc::new(Inner {

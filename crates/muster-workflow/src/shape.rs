@@ -45,7 +45,7 @@ pub fn of(wf: &Workflow) -> Value {
     let mut steps = Vec::with_capacity(wf.steps.len());
     let mut edges = Vec::new();
     let edge = |from: &str, to: &str, kind: &str, when: Option<&str>, max: Option<u32>| json!({"from": from, "to": to, "kind": kind, "when": when, "max_visits": max});
-    let mut push_next = |from: &str, next: &Next, edges: &mut Vec<Value>| match next {
+    let push_next = |from: &str, next: &Next, edges: &mut Vec<Value>| match next {
         Next::Step(s) => edges.push(edge(from, s, "next", None, None)),
         Next::Rules(rules) => {
             for r in rules {
@@ -134,7 +134,9 @@ mod tests {
     #[test]
     fn a_gate_and_a_bounded_loop_appear_as_edges_with_their_bounds() {
         let schemas = SchemaStore::new();
-        schemas.add("any", json!({"type": "object"})).expect("schema");
+        schemas
+            .add("any", json!({"type": "object"}))
+            .expect("schema");
         let wf = Workflow::parse(
             r#"
 name = "loop"
