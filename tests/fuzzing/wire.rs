@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use muster::agents::effects::EffectEntry;
 use muster::cluster::failover::RunLease;
 use muster::cluster::peers::{ApiReply, ApiRequest};
 use muster::cluster::wire::{
-    AssignMsg, BeatMsg, ContractRecord, ControlMsg, ControlRecord, ReportMsg, WireMessage,
-    WorkerRecord, check_node_name, contract_key, decode, parse_worker_key, schemas as wire_schemas,
-    version_of, worker_key,
+    AssignMsg, BeatMsg, ContractRecord, ControlMsg, ControlRecord, EffectAckMsg, EffectMsg,
+    EffectRecord, ReportMsg, WireMessage, WorkerRecord, check_node_name, contract_key, decode,
+    parse_worker_key, schemas as wire_schemas, version_of, worker_key,
 };
 use muster::{CapabilitySpec, Envelope, Failure, Recipient, SchemaStore};
 use serde::Serialize;
@@ -67,6 +68,18 @@ const KEYS: &[&str] = &[
     "headers",
     "body",
     "status",
+    "effect_to",
+    "effects",
+    "effect_prefix",
+    "seq",
+    "ack_to",
+    "record",
+    "claim",
+    "key",
+    "written",
+    "error",
+    "entry",
+    "starts",
 ];
 
 /// One valid example of each message, as JSON (the seed a mutation starts from), with
@@ -98,6 +111,35 @@ fn examples() -> Vec<(&'static str, Value)> {
                 report_to: "muster.report.c1".into(),
                 beat_to: "muster.beat.c1".into(),
                 alive_every_ms: 375,
+                effect_to: "muster.effect.c1".into(),
+                effects: vec![EffectEntry::started("charge:A-1", Some("k".into()), 1)],
+                effect_prefix: None,
+            }),
+        ),
+        (
+            "cluster-effect",
+            to(&EffectMsg {
+                instance: "echo#0@w1".into(),
+                task_id: task,
+                epoch: 2,
+                seq: 7,
+                ack_to: "muster.effect_ack.w1".into(),
+                record: EffectRecord::Done {
+                    name: "charge:A-1".into(),
+                    key: Some("k".into()),
+                    result: json!({"charge": "ch_1"}),
+                },
+            }),
+        ),
+        (
+            "cluster-effect-ack",
+            to(&EffectAckMsg {
+                task_id: task,
+                epoch: 2,
+                seq: 7,
+                written: false,
+                error: Some("claimed".into()),
+                entry: Some(EffectEntry::started("charge:A-1", None, 1)),
             }),
         ),
         (
@@ -156,7 +198,7 @@ fn examples() -> Vec<(&'static str, Value)> {
         out.push((
             "cluster-worker",
             json!({
-                "wire": 2, "node": "w1", "part": 0, "contracts": [to(&contract)],
+                "wire": 3, "node": "w1", "part": 0, "contracts": [to(&contract)],
                 "instances": [{
                     "id": "echo#0", "agent": "echo", "generation": 0,
                     "concurrency": 1, "capacity": 2, "state": "ready", "load": 0,
@@ -285,6 +327,8 @@ pub fn messages(data: &[u8]) {
     decode_as::<RunLease>(&bytes);
     decode_as::<ApiRequest>(&bytes);
     decode_as::<ApiReply>(&bytes);
+    decode_as::<EffectMsg>(&bytes);
+    decode_as::<EffectAckMsg>(&bytes);
 
     // Keys: a node and an instance id as a peer may name them.
     let text = String::from_utf8_lossy(&bytes);

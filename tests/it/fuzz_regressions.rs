@@ -190,7 +190,7 @@ fn an_assignment_whose_envelope_breaks_its_schema_is_refused() {
     let id = "01900000-0000-7000-8000-000000000001";
     let assign = |causation: &str| {
         format!(
-            r#"{{"instance":"echo#0","timeout_ms":1000,"report_to":"r","beat_to":"b","alive_every_ms":375,
+            r#"{{"instance":"echo#0","timeout_ms":1000,"report_to":"r","beat_to":"b","alive_every_ms":375,"effect_to":"e",
             "envelope":{{"id":"{id}","correlation_id":"{id}","causation_id":{causation},"topic":"echo",
             "sender":"anonymous","recipient":{{"kind":"agent","name":"echo#0"}},"schema":"in",
             "payload":{{"x":1}},"attempt":1,"epoch":2,"created_at":1,"task_id":"{id}"}}}}"#

@@ -39,6 +39,7 @@ mod cel_limits;
 mod check_catches_run_refusals;
 mod cli_snapshots;
 mod cluster_capacity;
+mod cluster_effects;
 mod cluster_nats;
 mod cluster_one_system;
 mod cluster_replicas;

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use parking_lot::Mutex;
 
 use super::wire::{
-    self, BeatMsg, ContractRecord, InstanceRecord, ReportMsg, WIRE_VERSION, WorkerRecord,
+    self, BeatMsg, ContractRecord, EffectMsg, InstanceRecord, ReportMsg, WIRE_VERSION, WorkerRecord,
 };
 use super::{ClusterConfig, ClusterError, Outbox, Replication};
 use muster_core::agents::{AgentDef, InstanceHandle};
@@ -160,6 +160,8 @@ impl Control {
             max_bytes,
             grace: config.ttl,
             alive_every: config.ttl / 4,
+            effect_to: wire::effect_subject(&config.node),
+            ledgers: Default::default(),
         });
         let reports = client
             .subscribe(wire.report_to.clone())
@@ -169,6 +171,10 @@ impl Control {
             .subscribe(wire.beat_to.clone())
             .await
             .map_err(|e| nats("cannot subscribe to heartbeats", &e))?;
+        let effects = client
+            .subscribe(wire.effect_to.clone())
+            .await
+            .map_err(|e| nats("cannot subscribe to effect records", &e))?;
         let control = Control {
             inner: Arc::new(Inner {
                 muster,
@@ -183,6 +189,7 @@ impl Control {
         };
         control.spawn_reports(reports);
         control.spawn_beats(beats);
+        control.spawn_effects(effects);
         control.spawn_watch(agents);
         control.spawn_sweep();
         Ok(control)
@@ -227,7 +234,7 @@ impl Control {
     }
 
     /// Peer messages refused by [`wire::decode`] (not JSON, or not what their published
-    /// schema allows): attempt reports, beats and worker records. Each was logged and
+    /// schema allows): attempt reports, beats, effect records and worker records. Each was logged and
     /// dropped; none reached an owner or the registry.
     pub fn unreadable(&self) -> u64 {
         self.inner
@@ -301,6 +308,25 @@ impl Control {
         });
     }
 
+    /// Journals the effect records of attempts on workers (docs/distributed.md, "Effects
+    /// across nodes"), in the order they arrive.
+    fn spawn_effects(&self, mut sub: async_nats::Subscriber) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                match wire::decode::<EffectMsg>(&m.payload) {
+                    Ok(msg) => super::effects::journal(
+                        &inner.wire.ledgers,
+                        inner.muster.recorder(),
+                        &inner.wire.outbox,
+                        msg,
+                    ),
+                    Err(e) => inner.stats.unreadable("effect record", &e),
+                }
+            }
+        });
+    }
+
     fn spawn_sweep(&self) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -314,6 +340,8 @@ impl Control {
                 let remotes: Vec<Arc<Remote>> =
                     inner.remotes.iter().map(|r| r.value().clone()).collect();
                 let n: usize = remotes.iter().map(|r| r.sweep(now)).sum();
+                // Tasks that ended dropped their ledgers.
+                inner.wire.ledgers.retain(|_, l| l.strong_count() > 0);
                 inner
                     .stats
                     .swept

@@ -16,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod control;
+mod effects;
 pub mod failover;
 pub mod peers;
 mod remote;

@@ -40,6 +40,10 @@ pub(crate) struct Wire {
     pub(crate) grace: Duration,
     /// How often workers give word of a running attempt.
     pub(crate) alive_every: Duration,
+    /// Where workers send the effect records of this node's attempts.
+    pub(crate) effect_to: String,
+    /// The ledgers of the tasks whose attempts went to workers, for their effect records.
+    pub(crate) ledgers: super::effects::Ledgers,
 }
 
 /// Intervals of silence after which an attempt is given up as lost.
@@ -254,6 +258,15 @@ impl Mailbox for RemoteMailbox {
             return;
         }
         let now = tokio::time::Instant::now();
+        // The task's ledger goes with the attempt, and stays reachable here for its
+        // effect records (held weakly: the task's owner keeps it alive).
+        let (effects, effect_prefix) = match &a.effects {
+            Some(l) => {
+                r.wire.ledgers.insert(key.0, Arc::downgrade(l));
+                (l.entries(), l.prefix_if_made().map(|p| p.to_string()))
+            }
+            None => (Vec::new(), None),
+        };
         let msg = AssignMsg {
             instance: r.local_id.clone(),
             envelope: env,
@@ -261,6 +274,9 @@ impl Mailbox for RemoteMailbox {
             report_to: r.wire.report_to.clone(),
             beat_to: r.wire.beat_to.clone(),
             alive_every_ms: r.wire.alive_every.as_millis() as u64,
+            effect_to: r.wire.effect_to.clone(),
+            effects,
+            effect_prefix,
         };
         let body = match serde_json::to_vec(&msg) {
             Ok(b) => b,
@@ -346,6 +362,8 @@ mod tests {
             max_bytes,
             grace: Duration::from_secs(1),
             alive_every: Duration::from_millis(250),
+            effect_to: "muster.effect.c1".into(),
+            ledgers: Default::default(),
         });
         let r = Remote::new("echo#0@w1".into(), "echo#0".into(), "w1".into(), 0, wire);
         let h = Arc::new(InstanceHandle::new(

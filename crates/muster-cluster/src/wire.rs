@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use muster_core::agents::effects::{Claim, EffectEntry};
 use muster_core::agents::{AgentState, Failure};
 use muster_core::journal::Usage;
 use muster_core::messaging::{
@@ -71,6 +72,18 @@ pub fn report_subject(control: &str) -> String {
 /// The subject a control node reads task heartbeats from.
 pub fn beat_subject(control: &str) -> String {
     format!("muster.beat.{control}")
+}
+
+/// The subject a control node reads its workers' effect records from
+/// ([`EffectMsg`]).
+pub fn effect_subject(control: &str) -> String {
+    format!("muster.effect.{control}")
+}
+
+/// The subject a worker node reads the answers to its effect records from
+/// ([`EffectAckMsg`]).
+pub fn effect_ack_subject(node: &str) -> String {
+    format!("muster.effect_ack.{node}")
 }
 
 /// Escapes `s` into the key alphabet (`A-Z a-z 0-9 _ -`, anything else as `=XX`).
@@ -153,11 +166,14 @@ impl ContractRecord {
     }
 }
 
-/// The version of the wire between control nodes and workers. Version 2 (this one)
-/// writes one key per worker ([`WorkerRecord`]) where version 1 wrote one per instance,
-/// and a worker holds an assignment for a full instance until a slot frees where version 1
-/// refused it. A peer of another version is refused by name ([`version_of`]).
-pub const WIRE_VERSION: u32 = 2;
+/// The version of the wire between control nodes and workers. Version 2 writes one key
+/// per worker ([`WorkerRecord`]) where version 1 wrote one per instance, and a worker holds
+/// an assignment for a full instance until a slot frees where version 1 refused it.
+/// Version 3 (this one) carries the task's effect ledger in an assignment and the
+/// attempt's effect records back to the control node ([`EffectMsg`], [`EffectAckMsg`]),
+/// where a version-2 worker journaled none. A peer of another version is refused by name
+/// ([`version_of`]).
+pub const WIRE_VERSION: u32 = 3;
 
 /// The key of part `part` of worker `node`'s record in [`AGENTS_BUCKET`]:
 /// `<node>.=W<part>`. The `=W` cannot begin an escaped instance id (escapes are `=`
@@ -221,6 +237,7 @@ pub fn version_refusal(peer: &str, theirs: u32) -> String {
     let what = match theirs {
         0 => "an unreadable record".to_string(),
         1 => "wire version 1 (one key per instance; a full instance refuses work)".to_string(),
+        2 => "wire version 2 (a worker's attempts journal no effects)".to_string(),
         n => format!("wire version {n}"),
     };
     format!(
@@ -294,6 +311,98 @@ pub struct AssignMsg {
     /// How often the worker tells that the attempt is still running (milliseconds): the
     /// control node gives an attempt up as lost after four such intervals of silence.
     pub alive_every_ms: u64,
+    /// Where the attempt's effect records go ([`effect_subject`] of the control node
+    /// that sent it).
+    pub effect_to: String,
+    /// The task's effect ledger as its owner holds it when it assigns (empty: no attempt
+    /// started an effect yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<EffectEntry>,
+    /// The prefix of the task's effect keys when it is not made from the task id (a
+    /// delegated tool call keeps its parent's), or when the owner has made it already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_prefix: Option<String>,
+}
+
+/// One effect record of an attempt running on a worker, sent to the task's control node on
+/// the assignment's `effect_to` subject and answered on `ack_to` with an [`EffectAckMsg`]
+/// naming `seq` (docs/distributed.md, "Effects across nodes").
+///
+/// # Example
+/// ```
+/// use muster_cluster::wire::{decode, EffectMsg, EffectRecord};
+///
+/// let text = br#"{"instance":"pay#0@w1","task_id":"01900000-0000-7000-8000-000000000001",
+///   "epoch":2,"seq":7,"ack_to":"muster.effect_ack.w1","record":"started",
+///   "name":"refund:A-1","key":"muster:01900000-0000-7000-8000-000000000001:refund:A-1",
+///   "claim":"once"}"#;
+/// let m = decode::<EffectMsg>(text).unwrap();
+/// assert!(matches!(m.record, EffectRecord::Started { claim: Some(_), .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectMsg {
+    /// The instance, as the control node names it (`id@node`).
+    pub instance: String,
+    /// The task.
+    pub task_id: Uuid,
+    /// The lease epoch the attempt runs under (a stale one's records are journaled too).
+    pub epoch: u64,
+    /// The worker's number for this record, echoed in its answer.
+    pub seq: u64,
+    /// Where the answer goes ([`effect_ack_subject`] of the worker).
+    pub ack_to: String,
+    /// The record.
+    #[serde(flatten)]
+    pub record: EffectRecord,
+}
+
+/// What an [`EffectMsg`] records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum EffectRecord {
+    /// `effect_started`.
+    Started {
+        /// The effect.
+        name: String,
+        /// Its idempotency key.
+        #[serde(default)]
+        key: Option<String>,
+        /// `Some`: the attempt asks for the effect (`ctx.effect`, `ctx.reconcile`), and
+        /// the task's ledger may refuse; `None`: a declaration (a command agent's line).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        claim: Option<Claim>,
+    },
+    /// `effect_done`.
+    Done {
+        /// The effect.
+        name: String,
+        /// Its idempotency key.
+        #[serde(default)]
+        key: Option<String>,
+        /// What it returned.
+        result: Value,
+    },
+}
+
+/// A control node's answer to one [`EffectMsg`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectAckMsg {
+    /// The task.
+    pub task_id: Uuid,
+    /// The epoch of the record.
+    pub epoch: u64,
+    /// The record's `seq`.
+    pub seq: u64,
+    /// `true` once the record is in the control node's journal (SQLite: its group
+    /// commit).
+    pub written: bool,
+    /// Why it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A refused claim: the effect's entry in the task's ledger (done, or started by
+    /// another attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<EffectEntry>,
 }
 
 /// How an attempt on a worker node ended.
@@ -371,6 +480,12 @@ impl WireMessage for BeatMsg {
 impl WireMessage for ControlMsg {
     const SCHEMA: &'static str = "cluster-control";
 }
+impl WireMessage for EffectMsg {
+    const SCHEMA: &'static str = "cluster-effect";
+}
+impl WireMessage for EffectAckMsg {
+    const SCHEMA: &'static str = "cluster-effect-ack";
+}
 impl WireMessage for WorkerRecord {
     const SCHEMA: &'static str = "cluster-worker";
 }
@@ -406,6 +521,14 @@ pub fn schemas() -> &'static SchemaStore {
             (
                 "cluster-worker",
                 include_str!("../../../schemas/cluster-worker.schema.json"),
+            ),
+            (
+                "cluster-effect",
+                include_str!("../../../schemas/cluster-effect.schema.json"),
+            ),
+            (
+                "cluster-effect-ack",
+                include_str!("../../../schemas/cluster-effect-ack.schema.json"),
             ),
             (
                 "cluster-control-node",
@@ -551,6 +674,8 @@ mod tests {
                 "cluster-report" => decode::<ReportMsg>(&bytes).map(drop),
                 "cluster-beat" => decode::<BeatMsg>(&bytes).map(drop),
                 "cluster-control" => decode::<ControlMsg>(&bytes).map(drop),
+                "cluster-effect" => decode::<EffectMsg>(&bytes).map(drop),
+                "cluster-effect-ack" => decode::<EffectAckMsg>(&bytes).map(drop),
                 "cluster-run-lease" => decode::<crate::failover::RunLease>(&bytes).map(drop),
                 "cluster-api-request" => decode::<crate::peers::ApiRequest>(&bytes).map(drop),
                 "cluster-api-reply" => decode::<crate::peers::ApiReply>(&bytes).map(drop),
@@ -614,6 +739,15 @@ mod tests {
             report_to: report_subject("c1"),
             beat_to: beat_subject("c1"),
             alive_every_ms: 375,
+            effect_to: effect_subject("c1"),
+            effects: vec![
+                EffectEntry::started("mail", None, 1),
+                EffectEntry {
+                    result: Some(json!({"charge": "ch_1"})),
+                    ..EffectEntry::started("refund:A-1", Some("k".into()), 1)
+                },
+            ],
+            effect_prefix: Some("muster:parent:tool:".into()),
         };
         check(
             "cluster-assign",
@@ -666,6 +800,55 @@ mod tests {
                 serde_json::to_value(&m).unwrap(),
             );
         }
+        for record in [
+            EffectRecord::Started {
+                name: "refund:A-1".into(),
+                key: Some("k".into()),
+                claim: Some(Claim::Once),
+            },
+            EffectRecord::Started {
+                name: "mail".into(),
+                key: None,
+                claim: None,
+            },
+            EffectRecord::Done {
+                name: "refund:A-1".into(),
+                key: Some("k".into()),
+                result: Value::Null,
+            },
+        ] {
+            check(
+                "cluster-effect",
+                include_str!("../../../schemas/cluster-effect.schema.json"),
+                serde_json::to_value(EffectMsg {
+                    instance: "pay#0@w1".into(),
+                    task_id: task,
+                    epoch: 2,
+                    seq: 1,
+                    ack_to: effect_ack_subject("w1"),
+                    record,
+                })
+                .unwrap(),
+            );
+        }
+        for (written, entry) in [
+            (true, None),
+            (false, Some(EffectEntry::started("refund:A-1", None, 1))),
+        ] {
+            check(
+                "cluster-effect-ack",
+                include_str!("../../../schemas/cluster-effect-ack.schema.json"),
+                serde_json::to_value(EffectAckMsg {
+                    task_id: task,
+                    epoch: 2,
+                    seq: 1,
+                    written,
+                    error: (!written).then(|| "claimed first".to_string()),
+                    entry,
+                })
+                .unwrap(),
+            );
+        }
         check(
             "cluster-run-lease",
             include_str!("../../../schemas/cluster-run-lease.schema.json"),
@@ -701,6 +884,8 @@ mod tests {
             ReportMsg::SCHEMA,
             BeatMsg::SCHEMA,
             ControlMsg::SCHEMA,
+            EffectMsg::SCHEMA,
+            EffectAckMsg::SCHEMA,
             WorkerRecord::SCHEMA,
             ControlRecord::SCHEMA,
             ContractRecord::SCHEMA,

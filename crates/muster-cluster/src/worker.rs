@@ -21,11 +21,13 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
+use super::effects::{Acks, SETTLE_WAIT, WorkerJournal};
 use super::wire::{
-    self, AssignMsg, BeatMsg, ContractRecord, ControlMsg, InstanceRecord, ReportMsg, WIRE_VERSION,
-    WorkerRecord,
+    self, AssignMsg, BeatMsg, ContractRecord, ControlMsg, EffectAckMsg, InstanceRecord, ReportMsg,
+    WIRE_VERSION, WorkerRecord,
 };
 use super::{ClusterConfig, ClusterError, Outbox, Replication};
+use muster_core::agents::effects::Ledger;
 use muster_core::agents::protocol::{Assign, ReplyTo};
 use muster_core::agents::{AgentState, Failure, InstanceHandle};
 use muster_core::messaging::Capability;
@@ -84,6 +86,8 @@ struct Inner {
     waited: AtomicU64,
     /// Peer messages refused by [`wire::decode`].
     unreadable: AtomicU64,
+    /// The answers its attempts' effect records wait for.
+    acks: Arc<Acks>,
     /// Each capability's contract record, computed once at join (contracts do not change
     /// while a worker runs).
     contracts: HashMap<String, ContractRecord>,
@@ -186,6 +190,10 @@ impl Worker {
             .subscribe(wire::control_subject(&config.node))
             .await
             .map_err(|e| ClusterError::Nats(format!("cannot subscribe to controls: {e}")))?;
+        let effect_acks = client
+            .subscribe(wire::effect_ack_subject(&config.node))
+            .await
+            .map_err(|e| ClusterError::Nats(format!("cannot subscribe to effect answers: {e}")))?;
         let max_bytes = client.server_info().max_payload.max(1024);
         let worker = Worker {
             inner: Arc::new(Inner {
@@ -198,6 +206,7 @@ impl Worker {
                 freed: Mutex::new(HashMap::new()),
                 waited: AtomicU64::new(0),
                 unreadable: AtomicU64::new(0),
+                acks: Arc::new(Acks::default()),
                 contracts: records,
                 config,
                 replication,
@@ -207,6 +216,7 @@ impl Worker {
         worker.spawn_heartbeats();
         worker.spawn_assigns(assigns);
         worker.spawn_controls(controls);
+        worker.spawn_effect_acks(effect_acks);
         Ok(worker)
     }
 
@@ -243,7 +253,7 @@ impl Worker {
     }
 
     /// Peer messages refused by [`wire::decode`] (not JSON, or not what their published
-    /// schema allows): assignments and control messages. Each was logged and dropped;
+    /// schema allows): assignments, control messages and effect answers. Each was logged and dropped;
     /// none reached an instance.
     pub fn unreadable(&self) -> u64 {
         self.inner.unreadable.load(Ordering::Relaxed)
@@ -282,6 +292,24 @@ impl Worker {
                     Err(e) => {
                         inner.unreadable.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "an unreadable assignment was dropped")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Hands each control node's answer to the effect record waiting for it.
+    fn spawn_effect_acks(&self, mut sub: async_nats::Subscriber) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                match wire::decode::<EffectAckMsg>(&m.payload) {
+                    Ok(a) => {
+                        inner.acks.answer(a);
+                    }
+                    Err(e) => {
+                        inner.unreadable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "an unreadable effect answer was dropped")
                     }
                 }
             }
@@ -696,6 +724,26 @@ impl Inner {
         let task_id = env.task_id.unwrap_or(env.id);
         let epoch = env.epoch;
         let instance = wire::remote_id(&self.config.node, &a.instance);
+        // The task's ledger lives with its owner on the control node: the attempt gets a
+        // copy as the owner held it, whose records go back there (docs/distributed.md,
+        // "Effects across nodes").
+        let journal = Arc::new(WorkerJournal {
+            outbox: self.outbox.clone(),
+            to: a.effect_to,
+            ack_to: wire::effect_ack_subject(&self.config.node),
+            instance: instance.clone(),
+            task: task_id,
+            epoch,
+            max_bytes: self.max_bytes,
+            acks: self.acks.clone(),
+            unsettled: Mutex::default(),
+        });
+        let ledger = Arc::new(Ledger::remote(
+            task_id,
+            journal.clone(),
+            a.effects,
+            a.effect_prefix.map(Arc::from),
+        ));
         let (tx, rx) = oneshot::channel();
         let beat = |agent: bool| -> bytes::Bytes {
             let b = BeatMsg {
@@ -717,9 +765,7 @@ impl Inner {
             deadline,
             reply: ReplyTo::Once(tx),
             heartbeat: Some(heartbeat),
-            // The task's ledger lives with its owner on the control node: an attempt here
-            // gets the task's keys, and a ledger that journals nothing.
-            effects: None,
+            effects: Some(ledger),
         });
         let inner = self.clone();
         let local_id = a.instance;
@@ -742,6 +788,9 @@ impl Inner {
             };
             // The slot is free again: an assignment waiting for one here takes it.
             inner.freed(&local_id).notify_waiters();
+            // The report must not overtake the attempt's effect records: its owner judges
+            // the result with them in the ledger.
+            journal.settle(SETTLE_WAIT).await;
             let mut msg = match answer {
                 Ok(r) => ReportMsg {
                     task_id,

@@ -672,9 +672,10 @@ fn on_line(shared: &Shared, line: Line, link: &AgentLink) {
             key,
             result,
         } => match attempt_of(shared, task_id, epoch) {
-            Some(ctx) => ctx
-                .ledger()
-                .done(&effect, key.as_deref(), epoch, &ctx.agent, result),
+            Some(ctx) => {
+                ctx.ledger()
+                    .done(&effect, key.as_deref(), epoch, &ctx.agent, result);
+            }
             None => tracing::warn!(
                 agent = %name,
                 "effect_done `{effect}` for task {task_id} at epoch {epoch}, which this instance does not know; not journaled"

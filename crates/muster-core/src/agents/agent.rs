@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::effects::{EffectEntry, EffectError, Ledger};
+use super::effects::{EffectEntry, EffectError, Ledger, Unrecorded};
 use crate::journal::{ModelCall, Usage};
 use crate::messaging::{ContractError, Envelope};
 
@@ -284,31 +284,35 @@ impl TaskContext {
             name: name.to_string(),
             message: e.to_string(),
         };
+        // Someone else's entry: done, its result; else unknown.
+        let theirs = |entry: EffectEntry| match entry.result {
+            Some(done) => serde_json::from_value(done).map_err(result_error),
+            None => Err(EffectError::Unknown {
+                name: entry.name,
+                key: entry.key,
+                epoch: entry.epoch,
+            }),
+        };
         let seq = match self
             .effects
             .claim(name, key, self.epoch, &self.agent, retry)
         {
             Ok(seq) => seq,
-            Err(entry) => {
-                return match entry.result {
-                    Some(done) => serde_json::from_value(done).map_err(result_error),
-                    None => Err(EffectError::Unknown {
-                        name: entry.name,
-                        key: entry.key,
-                        epoch: entry.epoch,
-                    }),
-                };
-            }
+            Err(entry) => return theirs(entry),
         };
         // Declared before it is done: a crash from here on leaves it "unknown", never
         // forgotten.
-        self.effects
-            .written(seq)
-            .await
-            .map_err(|source| EffectError::Unwritten {
-                name: name.to_string(),
-                source,
-            })?;
+        match self.effects.written(seq).await {
+            Ok(()) => {}
+            // The task's owner in another process had it claimed first.
+            Err(Unrecorded::Claimed(entry)) => return theirs(entry),
+            Err(source) => {
+                return Err(EffectError::Unwritten {
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        }
         let value = f().await.map_err(|e| EffectError::Failed {
             name: name.to_string(),
             message: e.message,

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,11 +35,23 @@ pub struct EffectEntry {
     pub key: Option<String>,
     /// The epoch of the attempt that started it (of the one that finished it, once done).
     pub epoch: u64,
-    /// What it returned, once done; `None` while its outcome is unknown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What it returned, once done; `None` while its outcome is unknown. (A done effect
+    /// that returned nothing holds `Some(Value::Null)`: present and `null` reads back as
+    /// done.)
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub result: Option<Value>,
     /// How many times it was started (more than once: an unknown outcome was retried).
     pub starts: u32,
+}
+
+/// A field that is present is `Some`, `null` included (serde's default reads `null` as
+/// `None`, which would make an effect done with a `null` result unknown).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// What an attempt may assume of an effect in its task's ledger.
@@ -172,14 +185,80 @@ pub enum EffectError {
         /// The serde error.
         message: String,
     },
-    /// The journal stopped before it wrote `effect_started`: the effect was not run.
+    /// Its `effect_started` is not in the task's journal (the journal stopped first, or
+    /// the task's owner on another node did not journal it): the effect was not run.
     #[error("effect `{name}` was not run: {source}")]
     Unwritten {
         /// The effect.
         name: String,
-        /// The journal's error.
-        source: Unwritten,
+        /// Why the record is not written.
+        source: Unrecorded,
     },
+}
+
+/// Why an effect record is not in its task's journal.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unrecorded {
+    /// This process's journal stopped before it wrote the record.
+    #[error(transparent)]
+    Journal(#[from] Unwritten),
+    /// The task's journal is in another process (a cluster's control node), which did not
+    /// journal the record: it was unreachable, or no longer holds the task.
+    #[error("the task's owner did not journal it: {0}")]
+    Remote(String),
+    /// The task's owner refused a claim: another attempt of the task started (or
+    /// finished) the effect first. Its entry as the owner's ledger holds it.
+    #[error("effect `{}` was claimed first by epoch {}", .0.name, .0.epoch)]
+    Claimed(EffectEntry),
+}
+
+/// What an `effect_started` asks of the task's ledger when its journal is in another
+/// process ([`RemoteJournal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Claim {
+    /// [`TaskContext::effect`](super::TaskContext::effect): the effect, if no attempt
+    /// started it.
+    Once,
+    /// [`TaskContext::reconcile`](super::TaskContext::reconcile): the effect again if its
+    /// outcome is unknown (never if it is done).
+    Reconcile,
+}
+
+/// The journal of a task whose owner lives in another process: a cluster worker's attempt
+/// sends its effect records to the control node that holds the task (muster-cluster
+/// implements it). Records are sent in the order the ledger makes them.
+pub trait RemoteJournal: Send + Sync + std::fmt::Debug {
+    /// Sends `event` (an `effect_started` or `effect_done` of the ledger's task) to the
+    /// task's journal. `claim`: the record asks the owner's ledger for the effect, which
+    /// may refuse ([`Unrecorded::Claimed`]); `None`: a declaration, journaled whatever the
+    /// ledger holds. Returns the record's number for [`RemoteJournal::written`].
+    fn send(&self, event: &Event, claim: Option<Claim>) -> u64;
+
+    /// Ends once record `seq` is in the task's journal, or with why it is not.
+    fn written(&self, seq: u64) -> BoxFuture<'static, Result<(), Unrecorded>>;
+}
+
+/// Where a ledger's records go.
+#[derive(Debug)]
+enum Sink {
+    /// Nowhere (a task run by hand, a plain message).
+    Detached,
+    /// This runtime's journal.
+    Journal(Recorder),
+    /// The journal of the task's owner in another process.
+    Remote(Arc<dyn RemoteJournal>),
+}
+
+impl Sink {
+    /// Records `event`; its number (0 when detached).
+    fn record(&self, event: Event, claim: Option<Claim>) -> u64 {
+        match self {
+            Sink::Detached => 0,
+            Sink::Journal(r) => r.record(event),
+            Sink::Remote(r) => r.send(&event, claim),
+        }
+    }
 }
 
 /// One task's effect ledger, shared by all its attempts (see the module docs).
@@ -193,7 +272,7 @@ pub enum EffectError {
 #[derive(Debug)]
 pub struct Ledger {
     task: Uuid,
-    recorder: Option<Recorder>,
+    sink: Sink,
     /// The prefix of the task's effect keys: given (a delegated tool call's), or made
     /// from the task id when first asked for. Every task has a ledger and most never use
     /// it, so a task's hop does not format its id.
@@ -214,7 +293,25 @@ impl Ledger {
     ) -> Self {
         Ledger {
             task,
-            recorder: Some(recorder),
+            sink: Sink::Journal(recorder),
+            prefix: prefix.map(std::sync::OnceLock::from).unwrap_or_default(),
+            entries: Mutex::new(prior),
+        }
+    }
+
+    /// The ledger of task `task` for an attempt whose task's journal is in another process
+    /// (a cluster worker's): it starts from `prior` (the entries as the task's owner held
+    /// them when it assigned the attempt) and sends every record to `journal`; a claim is
+    /// decided there, on the owner's ledger. `prefix` as for [`Ledger::new`].
+    pub fn remote(
+        task: Uuid,
+        journal: Arc<dyn RemoteJournal>,
+        prior: Vec<EffectEntry>,
+        prefix: Option<Arc<str>>,
+    ) -> Self {
+        Ledger {
+            task,
+            sink: Sink::Remote(journal),
             prefix: prefix.map(std::sync::OnceLock::from).unwrap_or_default(),
             entries: Mutex::new(prior),
         }
@@ -232,7 +329,7 @@ impl Ledger {
     pub fn detached(task: Uuid) -> Self {
         Ledger {
             task,
-            recorder: None,
+            sink: Sink::Detached,
             prefix: std::sync::OnceLock::new(),
             entries: Mutex::default(),
         }
@@ -258,6 +355,12 @@ impl Ledger {
     /// The prefix of this task's effect keys.
     pub fn prefix(&self) -> &Arc<str> {
         self.prefix.get_or_init(|| Ledger::prefix_of(self.task))
+    }
+
+    /// The prefix if it was given or already made (`None`: the task id's, not made yet),
+    /// for a host that hands the ledger to another process without making it.
+    pub fn prefix_if_made(&self) -> Option<&Arc<str>> {
+        self.prefix.get()
     }
 
     /// The effect key of `name`: the same for every attempt of the task, different
@@ -303,7 +406,8 @@ impl Ledger {
         EffectEntry::fold(&mut entries, &event);
         // Journaled under the lock: two attempts racing for one effect journal in the
         // order they claimed it.
-        Ok(self.recorder.as_ref().map_or(0, |r| r.record(event)))
+        let claim = if retry { Claim::Reconcile } else { Claim::Once };
+        Ok(self.sink.record(event, Some(claim)))
     }
 
     /// Records that epoch `epoch` of `agent` started effect `name`, whatever the ledger
@@ -319,11 +423,19 @@ impl Ledger {
             agent: agent.clone(),
         };
         EffectEntry::fold(&mut entries, &event);
-        self.recorder.as_ref().map_or(0, |r| r.record(event))
+        self.sink.record(event, None)
     }
 
-    /// Records that effect `name` is done with `result` (journaled `effect_done`).
-    pub fn done(&self, name: &str, key: Option<&str>, epoch: u64, agent: &Arc<str>, result: Value) {
+    /// Records that effect `name` is done with `result` (journaled `effect_done`); returns
+    /// the record's sequence number (0 when detached).
+    pub fn done(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        epoch: u64,
+        agent: &Arc<str>,
+        result: Value,
+    ) -> u64 {
         let mut entries = self.entries.lock();
         let event = Event::EffectDone {
             task: self.task,
@@ -334,17 +446,31 @@ impl Ledger {
             result,
         };
         EffectEntry::fold(&mut entries, &event);
-        if let Some(r) = &self.recorder {
-            r.record(event);
-        }
+        self.sink.record(event, None)
     }
 
-    /// Waits until record `seq` is written (SQLite: one group commit), at once for a
-    /// journal whose `append` is the write.
-    pub async fn written(&self, seq: u64) -> Result<(), Unwritten> {
-        match self.recorder.as_ref().and_then(|r| r.until_written(seq)) {
-            Some(w) => w.await,
-            None => Ok(()),
+    /// Waits until record `seq` is written (SQLite: one group commit; another process's
+    /// journal: its answer), at once for a journal whose `append` is the write. A claim
+    /// the task's owner refused ([`Unrecorded::Claimed`]) puts the owner's entry in this
+    /// ledger.
+    pub async fn written(&self, seq: u64) -> Result<(), Unrecorded> {
+        match &self.sink {
+            Sink::Detached => Ok(()),
+            Sink::Journal(r) => match r.until_written(seq) {
+                Some(w) => w.await.map_err(Unrecorded::from),
+                None => Ok(()),
+            },
+            Sink::Remote(r) => {
+                let written = r.written(seq).await;
+                if let Err(Unrecorded::Claimed(theirs)) = &written {
+                    let mut entries = self.entries.lock();
+                    match entries.iter_mut().find(|e| e.name == theirs.name) {
+                        Some(e) => *e = theirs.clone(),
+                        None => entries.push(theirs.clone()),
+                    }
+                }
+                written
+            }
         }
     }
 }
@@ -382,6 +508,20 @@ mod tests {
         assert!(l.claim("pay", Some("k"), 2, &a, true).is_ok());
         assert_eq!(l.get("pay").map(|e| e.starts), Some(2));
         assert_eq!(j.len(), 2);
+    }
+
+    #[test]
+    fn an_effect_done_with_a_null_result_reads_back_as_done() {
+        let done = EffectEntry {
+            result: Some(Value::Null),
+            ..EffectEntry::started("mail", None, 1)
+        };
+        let text = serde_json::to_string(&done).unwrap();
+        let back: EffectEntry = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.state(), EffectState::Done, "{text}");
+        let unknown: EffectEntry =
+            serde_json::from_str(r#"{"name":"mail","key":null,"epoch":1,"starts":1}"#).unwrap();
+        assert_eq!(unknown.state(), EffectState::Unknown);
     }
 
     #[test]

@@ -144,8 +144,9 @@ pub struct Assign {
     pub reply: ReplyTo,
     /// Called on every task heartbeat.
     pub heartbeat: Option<Arc<dyn Fn() + Send + Sync>>,
-    /// The task's effect ledger, shared by its attempts (`None`: a plain message, or an
-    /// assignment from another process; the attempt gets a ledger that journals nothing).
+    /// The task's effect ledger, shared by its attempts (`None`: a plain message; the
+    /// attempt gets a ledger that journals nothing). A cluster worker hands an attempt a
+    /// [`Ledger::remote`] whose records go to the task's owner on its control node.
     pub effects: Option<Arc<Ledger>>,
 }
 
