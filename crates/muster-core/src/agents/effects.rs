@@ -317,10 +317,11 @@ impl Ledger {
         }
     }
 
-    /// Journals `event` through the task's recorder (nothing for a detached ledger):
-    /// the records an attempt makes about itself as it goes, such as its model calls.
+    /// Journals `event` through the task's recorder (nothing for a detached ledger, nor
+    /// yet for a cluster worker's: the remote journal takes effect records only): the
+    /// records an attempt makes about itself as it goes, such as its model calls.
     pub(crate) fn record(&self, event: Event) {
-        if let Some(r) = &self.recorder {
+        if let Sink::Journal(r) = &self.sink {
             r.record(event);
         }
     }
