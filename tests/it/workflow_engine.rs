@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{paused, within};
 use muster::WorkflowExt;
+use muster::journal::{Journal, MemoryJournal, Record, Watermark};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::{Decision, RunStatus, Workflow};
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder};
@@ -706,5 +707,93 @@ fn a_tasks_outcome_output_is_the_journals_accepted_output() {
             Arc::ptr_eq(&output, &journaled),
             "the outcome holds a copy of the journaled output"
         );
+    });
+}
+
+/// A journal that writes behind `append`, as SQLite's does, with other work in flight:
+/// each record is written as soon as it is appended, and right behind it someone else
+/// appends one that stays unwritten (a slow commit of another run's record).
+#[derive(Debug)]
+struct Behind {
+    memory: MemoryJournal,
+    written: tokio::sync::watch::Sender<Watermark>,
+}
+
+impl Journal for Behind {
+    fn append(&self, at_ms: u64, event: Event) -> u64 {
+        let seq = self.memory.append(at_ms, event);
+        self.written.send_replace(Watermark {
+            written: seq,
+            stopped: false,
+        });
+        self.memory.append(
+            at_ms,
+            Event::Note {
+                text: "another run's record, not written yet".into(),
+            },
+        );
+        seq
+    }
+    fn read_after(&self, after: u64) -> Vec<Record> {
+        self.memory.read_after(after)
+    }
+    fn len(&self) -> u64 {
+        self.memory.len()
+    }
+    fn watermark(&self) -> Option<tokio::sync::watch::Receiver<Watermark>> {
+        Some(self.written.subscribe())
+    }
+}
+
+#[test]
+fn a_run_waits_for_its_own_records_not_for_later_records_of_other_runs() {
+    paused(async {
+        let (written, _) = tokio::sync::watch::channel(Watermark::default());
+        let journal = Arc::new(Behind {
+            memory: MemoryJournal::default(),
+            written,
+        });
+        let m = builder()
+            .journal(journal.clone())
+            .agent(echo("writer", "write"))
+            .agent(echo("checker", "check"))
+            .start()
+            .await
+            .unwrap();
+        let wf = parse(
+            &m,
+            r#"
+name = "two"
+input = "any"
+start = "write"
+[steps.write]
+capability = "write"
+timeout = "5s"
+attempts = 1
+on_exhausted = "fail"
+next = "check"
+[steps.check]
+capability = "check"
+timeout = "5s"
+attempts = 1
+on_exhausted = "fail"
+next = "done"
+[steps.done]
+terminal = "done"
+"#,
+        );
+        // Before, each step waited for the journal's latest record, which is never
+        // written here: the run hung at its first step.
+        let o = within(30, "the run", m.run_workflow(wf, json!({"x": 1})))
+            .await
+            .unwrap();
+        assert_eq!(o.status, RunStatus::Completed);
+        assert_eq!(visited(&o), vec!["write", "check"]);
+        let w = *journal.written.borrow();
+        assert!(
+            !w.covers(journal.len()),
+            "the journal's latest record is unwritten"
+        );
+        m.shutdown().await;
     });
 }

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -92,6 +93,11 @@ struct RunState<'a> {
     /// (what `[budget] tokens` is checked against; a resumed run starts from the journal's
     /// count).
     usage: UsageTotals,
+    /// The sequence number of the last record this run journaled: what it waits for
+    /// before it acts or reports. A task step's own end (`step_completed`,
+    /// `step_failed`) comes after its task's terminal record, and the journal writes in
+    /// order, so this covers the tasks too, and never another run's later records.
+    last: AtomicU64,
 }
 
 /// A gate a run waits at, removed from the table when the wait ends or is dropped.
@@ -136,18 +142,19 @@ impl RunState<'_> {
         }
     }
 
-    /// Waits until everything journaled so far is written: before the run acts on it
+    /// Waits until everything this run journaled so far is written: before the run acts on it
     /// (starts the next step, follows a decision) or reports it (returns its outcome).
     async fn written(&self) -> Result<(), Unwritten> {
-        let recorder = self.muster.recorder();
-        match recorder.until_written(recorder.journal().len()) {
+        let last = self.last.load(Ordering::Acquire);
+        match self.muster.recorder().until_written(last) {
             None => Ok(()),
             Some(w) => w.await,
         }
     }
 
     fn journal(&self, e: Event) {
-        self.muster.recorder().record(e);
+        let seq = self.muster.recorder().record(e);
+        self.last.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// A task step that could not even submit its task (its input mapping, scope or task
@@ -649,6 +656,7 @@ impl WorkflowExt for Muster {
             opts,
             last_failure: None,
             usage: UsageTotals::default(),
+            last: AtomicU64::new(self.journal().len()),
         };
         Ok(drive(self, st, wf.start.clone(), None, started).await)
     }
@@ -690,6 +698,7 @@ impl WorkflowExt for Muster {
             opts,
             last_failure: None,
             usage: spent_before(self, rec.run),
+            last: AtomicU64::new(self.journal().len()),
         };
         let current = match (&rec.at, &rec.start) {
             (Some(p), _) => p.step.clone(),
@@ -1057,7 +1066,7 @@ async fn drive(
         RunStatus::Waiting { .. } => ("waiting", None),
     };
     if !matches!(status, RunStatus::Waiting { .. }) {
-        muster.recorder().record(Event::RunEnded {
+        st.journal(Event::RunEnded {
             run: id,
             status: status_name.into(),
             step: current.clone(),
