@@ -1156,7 +1156,8 @@
     const LW = 170;
     const AXIS = 64; // the time axis: each item's time from the run's first event
     const W = Math.max(480, AXIS + 60 + LW * lanes.length);
-    const NOTE_CHARS = Math.max(40, Math.floor((W - AXIS - 40) / 6.2));
+    // A note starts on the run's lane (x(0) below) and must end inside the drawing.
+    const NOTE_CHARS = Math.max(20, Math.floor((W - (AXIS + 30 + LW / 2) - 8) / 6.2));
     // A note takes as many lines as its text needs (a gate's note is shown in full).
     for (const it of items) {
       if (it.kind !== "note") continue;

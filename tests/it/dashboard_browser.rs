@@ -551,6 +551,27 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
     )
     .await;
 
+    // Reloading the page shows that restart in the node's count, and neither flashes it
+    // nor counts it as seen live: the page's stream starts at now (issue 28, item 6).
+    page.reload().await.expect("the page reloads");
+    wait_page(
+        &page,
+        "the restart in the node's count after the reload",
+        "Number(document.querySelector('[data-testid=tree-node][data-node-id=\"crashy#0\"]')?.dataset.restarts) >= 1",
+    )
+    .await;
+    // Give a replayed history time to arrive and be drawn (a few frames).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let replayed = page_text(
+        &page,
+        "document.getElementById('tree-panel').dataset.restartsSeen + '/' + document.querySelectorAll('.tree-row.flash').length",
+    )
+    .await;
+    assert_eq!(
+        replayed, "0/0",
+        "restarts seen live / rows flashing after a reload"
+    );
+
     // A run submitted through the API appears and completes on the page; its input, which
     // holds markup, is shown as text.
     let (code, body) = api(

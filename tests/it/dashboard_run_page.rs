@@ -404,7 +404,26 @@ async fn gated_run_body() {
         ),
     )
     .await;
-    let markup = page_text(&page, "document.querySelectorAll('#main b').length").await;
+    // Every line of a timeline note ends inside the drawing (none runs off its right edge).
+    let overflow = page_text(
+        &page,
+        "(() => { const s = document.querySelector('[data-testid=timeline-svg]'); \
+         const w = s.width.baseVal.value; \
+         return [...s.querySelectorAll('.note text')].filter(t => { const b = t.getBBox(); \
+         return b.x + b.width > w + 1; }).map(t => t.textContent).join(' | '); })()",
+    )
+    .await;
+    assert_eq!(
+        overflow, "",
+        "timeline note lines run past the drawing's edge"
+    );
+    // The note's `<b>` stayed text: no element on the page holds its words as markup (the
+    // page has `<b>` elements of its own, the metrics' captions).
+    let markup = page_text(
+        &page,
+        "[...document.querySelectorAll('#main b')].filter(b => b.textContent === 'not markup').length",
+    )
+    .await;
     assert_eq!(markup, "0", "a note became markup");
     wait_page(
         &page,
