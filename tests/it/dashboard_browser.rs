@@ -233,13 +233,9 @@ impl Chromium {
         let (mut browser, mut handler) = Browser::launch(config).await.expect("chromium starts");
         let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
         let handler = tokio::spawn(async move {
-            // A CDP message this client cannot decode (an event of a newer chromium) is
-            // skipped: ending the loop on it would leave every later browser call
-            // unanswered, and the test hung until its bound. Any other error ends it.
             while let Some(event) = handler.next().await {
-                match event {
-                    Ok(()) | Err(chromiumoxide::error::CdpError::InvalidMessage(..)) => {}
-                    Err(_) => break,
+                if event.is_err() {
+                    break;
                 }
             }
         });

