@@ -15,8 +15,8 @@ use chromiumoxide::page::ScreenshotParams;
 use serde_json::{Value, json};
 
 use crate::dashboard_browser::{
-    Chromium, Node, TOKEN, WAIT, api, bounded, http, page_text, q, run_status, screenshot_path,
-    skip_requested, wait_page,
+    Chromium, Node, TOKEN, WAIT, api, bounded, http, open, page_text, q, run_status,
+    screenshot_path, skip_requested, wait_page,
 };
 use crate::serve_run_actions::{FLAKY_AGENT, RETRY_WORKFLOW};
 
@@ -175,15 +175,7 @@ async fn body() {
     wait_status(&client, &node, &gated, "waiting").await;
 
     let chrome = Chromium::launch().await;
-    let page = tokio::time::timeout(
-        Duration::from_secs(60),
-        chrome
-            .browser
-            .new_page(node.url(&format!("/?token={TOKEN}"))),
-    )
-    .await
-    .expect("the dashboard opens in time")
-    .expect("the dashboard opens");
+    let page = open(&chrome, node.url(&format!("/?token={TOKEN}"))).await;
     wait_page(
         &page,
         "the start form's workflows",

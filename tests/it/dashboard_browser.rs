@@ -347,6 +347,44 @@ pub(crate) async fn api(
     (status, value)
 }
 
+/// Opens the dashboard at `url` in a new tab of `chrome` and waits (bounded) until it has
+/// loaded. The tab is opened blank and sent to `url` from the page: chromiumoxide's own
+/// wait for a new tab's navigation now and then never ended when the page rewrote its
+/// address while loading (the token moved out of it, `#run=ID` set), and the test hung
+/// until its bound.
+pub(crate) async fn open(chrome: &Chromium, url: String) -> Page {
+    let page = tokio::time::timeout(WAIT, chrome.browser.new_page("about:blank"))
+        .await
+        .expect("a blank tab within 60 s")
+        .expect("a blank tab");
+    navigate(&page, &format!("location.assign({})", q(&url))).await;
+    page
+}
+
+/// Reloads `page` and waits (bounded) until the new document has loaded.
+pub(crate) async fn reload(page: &Page) {
+    navigate(
+        page,
+        "window.__muster_old_document = true; location.reload()",
+    )
+    .await;
+}
+
+/// Runs `js`, which navigates, and waits until a new dashboard document has loaded.
+async fn navigate(page: &Page, js: &str) {
+    page.evaluate("window.__muster_old_document = true")
+        .await
+        .expect("the tab answers");
+    // The navigation may tear the script's context down before it answers.
+    let _ = tokio::time::timeout(WAIT, page.evaluate(js.to_string())).await;
+    wait_page(
+        page,
+        "the dashboard loaded",
+        "!window.__muster_old_document && document.readyState === 'complete' && !!document.getElementById('run-panel')",
+    )
+    .await;
+}
+
 /// Polls `expr` (JavaScript giving a boolean) in the page until it holds; on the deadline,
 /// fails naming `what`, with the page's error line and a screenshot.
 pub(crate) async fn wait_page(page: &Page, what: &str, expr: &str) {
@@ -459,11 +497,7 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
     let chrome = Chromium::launch().await;
 
     // A wrong token: the node refuses it and the page asks for one instead of showing data.
-    let refused = chrome
-        .browser
-        .new_page(node.url("/?token=not-the-token-0123456789"))
-        .await
-        .expect("the dashboard opens");
+    let refused = open(&chrome, node.url("/?token=not-the-token-0123456789")).await;
     wait_page(
         &refused,
         "the token form after a refused token",
@@ -477,11 +511,7 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
     .await;
     assert_eq!(shown, "0", "agents shown without a valid token");
 
-    let page = chrome
-        .browser
-        .new_page(node.url(&format!("/?token={TOKEN}")))
-        .await
-        .expect("the dashboard opens");
+    let page = open(&chrome, node.url(&format!("/?token={TOKEN}"))).await;
 
     // The token moves from the address bar into the session, and the stream is live.
     wait_page(
@@ -553,7 +583,7 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
 
     // Reloading the page shows that restart in the node's count, and neither flashes it
     // nor counts it as seen live: the page's stream starts at now (issue 28, item 6).
-    page.reload().await.expect("the page reloads");
+    reload(&page).await;
     wait_page(
         &page,
         "the restart in the node's count after the reload",
@@ -670,11 +700,7 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
     )
     .await;
     // A viewer's page shows the gate waiting without the buttons its role may not use.
-    let viewer = chrome
-        .browser
-        .new_page(node.url(&format!("/?token={VIEWER}")))
-        .await
-        .expect("the dashboard opens");
+    let viewer = open(&chrome, node.url(&format!("/?token={VIEWER}"))).await;
     wait_page(
         &viewer,
         "the viewer's role known",
@@ -802,11 +828,7 @@ async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs_body(
     let client = http();
 
     let chrome = Chromium::launch().await;
-    let page = chrome
-        .browser
-        .new_page(node.url(&format!("/?token={TOKEN}")))
-        .await
-        .expect("the dashboard opens");
+    let page = open(&chrome, node.url(&format!("/?token={TOKEN}"))).await;
     page.evaluate(
         "window.__longest = 0; try { new PerformanceObserver((l) => { for (const e of l.getEntries()) \
          window.__longest = Math.max(window.__longest, e.duration); }).observe({type: 'longtask', buffered: true}); } catch (_) {}",
@@ -1057,15 +1079,7 @@ async fn dashboard_on_a_control_node_shows_the_cluster_and_another_nodes_run_wit
     cs::wait_run(&c2, &run, 60).await;
 
     let chrome = Chromium::launch().await;
-    let page = tokio::time::timeout(
-        Duration::from_secs(60),
-        chrome
-            .browser
-            .new_page(format!("{}/?token={}", c1.url, cs::TOKEN)),
-    )
-    .await
-    .expect("the page opens within 60 s")
-    .expect("the dashboard opens");
+    let page = open(&chrome, format!("{}/?token={}", c1.url, cs::TOKEN)).await;
     let panel = "document.getElementById('cluster-panel').textContent";
     // The cluster: both control nodes live, c1 this node; both workers with their instance.
     for (node, testid) in [

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::dashboard_browser::{
-    Chromium, Node, TOKEN, api, bounded, http, page_text, q, screenshot_path, skip_requested,
+    Chromium, Node, TOKEN, api, bounded, http, open, page_text, q, screenshot_path, skip_requested,
     wait_page,
 };
 
@@ -213,15 +213,7 @@ async fn body() {
 
     // The page, opened at the run.
     let chrome = Chromium::launch().await;
-    let page = tokio::time::timeout(
-        Duration::from_secs(60),
-        chrome
-            .browser
-            .new_page(node.url(&format!("/?token={TOKEN}#run={run}"))),
-    )
-    .await
-    .expect("the page opens within 60 s")
-    .expect("the dashboard opens");
+    let page = open(&chrome, node.url(&format!("/?token={TOKEN}#run={run}"))).await;
     wait_page(
         &page,
         "the run's LLM usage as a table",

@@ -23,8 +23,8 @@ use chromiumoxide::page::ScreenshotParams;
 use serde_json::{Value, json};
 
 use crate::dashboard_browser::{
-    Chromium, Node, TOKEN, WAIT, api, bounded, http, page_text, q, run_status, screenshot_path,
-    skip_requested, wait_page,
+    Chromium, Node, TOKEN, WAIT, api, bounded, http, open, page_text, q, run_status,
+    screenshot_path, skip_requested, wait_page,
 };
 
 const ECHO_ONCE: &str = r#"
@@ -142,8 +142,6 @@ async fn shot(page: &Page, name: &str, full: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hangs intermittently until its 600 s bound (a chromium call never answered, \
-            cause not found; issue 28 stays open for it): run with --ignored"]
 async fn run_page_draws_a_looped_run_with_its_visit_counts_and_durations() {
     if skip_requested() {
         return;
@@ -168,11 +166,7 @@ async fn looped_run_body() {
     wait_status(&client, &node, &run, "completed", Duration::from_secs(300)).await;
 
     let chrome = Chromium::launch().await;
-    let page = chrome
-        .browser
-        .new_page(node.url(&format!("/?token={TOKEN}#run={run}")))
-        .await
-        .expect("the dashboard opens");
+    let page = open(&chrome, node.url(&format!("/?token={TOKEN}#run={run}"))).await;
     wait_page(
         &page,
         "the run's detail",
@@ -314,11 +308,7 @@ async fn gated_run_body() {
     wait_status(&client, &node, &one_step, "completed", WAIT).await;
 
     let chrome = Chromium::launch().await;
-    let page = chrome
-        .browser
-        .new_page(node.url(&format!("/?token={TOKEN}#run={gated}")))
-        .await
-        .expect("the dashboard opens");
+    let page = open(&chrome, node.url(&format!("/?token={TOKEN}#run={gated}"))).await;
     wait_page(
         &page,
         "the gated run's detail",
