@@ -111,7 +111,7 @@ fn examples() -> Vec<(&'static str, Value)> {
                 report_to: "muster.report.c1".into(),
                 beat_to: "muster.beat.c1".into(),
                 alive_every_ms: 375,
-                effect_to: "muster.effect.c1".into(),
+                effect_to: Some("muster.effect.c1".into()),
                 effects: vec![EffectEntry::started("charge:A-1", Some("k".into()), 1)],
                 effect_prefix: None,
             }),

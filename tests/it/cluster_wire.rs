@@ -35,7 +35,7 @@ fn assignment(task: Uuid, report_to: &str) -> AssignMsg {
         report_to: report_to.into(),
         beat_to: "muster.beat.probe".into(),
         alive_every_ms: 250,
-        effect_to: "muster.effect.probe".into(),
+        effect_to: Some("muster.effect.probe".into()),
         effects: Vec::new(),
         effect_prefix: None,
     }

@@ -43,19 +43,28 @@ pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
 /// result with the attempt's `effect_done` in its ledger).
 pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
-/// The acknowledgements a worker waits for, by record number (one count per worker).
+/// The acknowledgements a worker waits for, by record number (one count per worker),
+/// each with the attempt (task, epoch) that sent the record.
 #[derive(Default)]
 pub(crate) struct Acks {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<EffectAckMsg>>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
 }
+
+type Waiting = (Uuid, u64, oneshot::Sender<EffectAckMsg>);
 
 impl Acks {
     /// Hands an acknowledgement to the record waiting for it; false when none waits (it
-    /// gave up, or the message is not ours).
+    /// gave up, or the message is not ours: another attempt's record of that number, say
+    /// one this worker sent before it restarted under the same name).
     pub(crate) fn answer(&self, ack: EffectAckMsg) -> bool {
-        match self.waiting.lock().remove(&ack.seq) {
-            Some(tx) => tx.send(ack).is_ok(),
+        let mut waiting = self.waiting.lock();
+        match waiting.get(&ack.seq) {
+            Some((task, epoch, _)) if *task == ack.task_id && *epoch == ack.epoch => {}
+            _ => return false,
+        }
+        match waiting.remove(&ack.seq) {
+            Some((_, _, tx)) => tx.send(ack).is_ok(),
             None => false,
         }
     }
@@ -81,6 +90,9 @@ pub(crate) struct WorkerJournal {
     pub(crate) acks: Arc<Acks>,
     /// The acknowledgements of this attempt's records not yet awaited.
     pub(crate) unsettled: Mutex<HashMap<u64, oneshot::Receiver<EffectAckMsg>>>,
+    /// Every record number this attempt sent: forgotten in [`Acks`] once it has ended,
+    /// whether or not anyone awaited the answer.
+    pub(crate) sent: Mutex<Vec<u64>>,
 }
 
 impl std::fmt::Debug for WorkerJournal {
@@ -118,12 +130,34 @@ impl WorkerJournal {
         if waits.is_empty() {
             return;
         }
-        let seqs: Vec<u64> = waits.iter().map(|(s, _)| *s).collect();
         let all = futures::future::join_all(waits.into_iter().map(|(_, rx)| rx));
-        if tokio::time::timeout(within, all).await.is_err() {
-            tracing::warn!(task = %self.task, epoch = self.epoch, "effect records unacknowledged when the attempt ended");
+        match tokio::time::timeout(within, all).await {
+            Err(_) => tracing::warn!(
+                task = %self.task,
+                epoch = self.epoch,
+                "effect records unacknowledged when the attempt ended"
+            ),
+            // A record refused (too big to send, a full queue, no owner on the control
+            // node): the owner's ledger does not have it, so a later attempt sees the
+            // effect's outcome as unknown. Said, not dropped in silence.
+            Ok(answers) => {
+                for ack in answers.into_iter().flatten().filter(|a| !a.written) {
+                    tracing::warn!(
+                        task = %self.task,
+                        epoch = self.epoch,
+                        seq = ack.seq,
+                        error = ack.error.as_deref().unwrap_or("refused"),
+                        "an effect record of the attempt was not journaled"
+                    );
+                }
+            }
         }
-        for s in seqs {
+    }
+
+    /// Forgets every record this attempt sent: it has ended, and an answer that comes
+    /// later has nobody to tell.
+    pub(crate) fn forget_all(&self) {
+        for s in self.sent.lock().drain(..) {
             self.acks.forget(s);
         }
     }
@@ -161,7 +195,11 @@ impl RemoteJournal for WorkerJournal {
             record,
         };
         let (tx, rx) = oneshot::channel();
-        self.acks.waiting.lock().insert(seq, tx);
+        self.acks
+            .waiting
+            .lock()
+            .insert(seq, (self.task, self.epoch, tx));
+        self.sent.lock().push(seq);
         let rx = match serde_json::to_vec(&msg) {
             Ok(b) if b.len() <= self.max_bytes => {
                 if self.outbox.send(self.to.clone(), b.into()) {
@@ -189,8 +227,12 @@ impl RemoteJournal for WorkerJournal {
         let rx = self.unsettled.lock().remove(&seq);
         let acks = self.acks.clone();
         Box::pin(async move {
+            // Nobody asks twice for one record: it was taken by `settle`, the attempt has
+            // ended, and its answer is not known here.
             let Some(rx) = rx else {
-                return Ok(());
+                return Err(Unrecorded::Remote(
+                    "the attempt ended before its effect record was answered".into(),
+                ));
             };
             match tokio::time::timeout(ACK_WAIT, rx).await {
                 Ok(Ok(ack)) if ack.written => Ok(()),
@@ -201,7 +243,9 @@ impl RemoteJournal for WorkerJournal {
                             .unwrap_or_else(|| "the control node did not journal it".into()),
                     ),
                 }),
-                Ok(Err(_)) => Err(Unrecorded::Remote("the worker is stopping".into())),
+                Ok(Err(_)) => Err(Unrecorded::Remote(
+                    "no answer will come: the attempt ended, or the worker stops".into(),
+                )),
                 Err(_) => {
                     acks.forget(seq);
                     Err(Unrecorded::Remote(format!(
@@ -373,6 +417,7 @@ mod tests {
             max_bytes: 1 << 20,
             acks: acks.clone(),
             unsettled: Mutex::default(),
+            sent: Mutex::default(),
         });
         let ledger = Arc::new(Ledger::remote(task, journal, Vec::new(), None));
         let ctx = TaskContext::standalone(task, epoch, "pay", "pay#0", tokio::time::Instant::now())
@@ -453,6 +498,7 @@ mod tests {
                 max_bytes: 1 << 20,
                 acks: acks.clone(),
                 unsettled: Mutex::default(),
+                sent: Mutex::default(),
             }),
             owners.entries(),
             None,
@@ -504,5 +550,60 @@ mod tests {
         ctx.effect_done("mail", None, json!(1));
         relay(&mut q, &ledgers, &recorder, &acks).await;
         assert_eq!(mem.len(), 2, "both journaled");
+    }
+
+    /// An answer is handed only to the attempt that sent its record (a record number alone
+    /// may be another attempt's: a worker restarted under its name counts from 1 again),
+    /// and an attempt that ended forgets what it sent, answered or not.
+    #[tokio::test]
+    async fn an_answer_reaches_only_the_attempt_that_sent_the_record_and_an_ended_one_forgets() {
+        let acks = Arc::new(Acks::default());
+        let task = Uuid::now_v7();
+        let (tx, _q) = mpsc::channel(16);
+        let journal = WorkerJournal {
+            outbox: Outbox(tx),
+            to: "muster.effect.c1".into(),
+            ack_to: "muster.effect_ack.w1".into(),
+            instance: "pay#0@w1".into(),
+            task,
+            epoch: 2,
+            max_bytes: 1 << 20,
+            acks: acks.clone(),
+            unsettled: Mutex::default(),
+            sent: Mutex::default(),
+        };
+        let started = Event::EffectStarted {
+            task,
+            name: "charge".into(),
+            key: Some("k".into()),
+            epoch: 2,
+            agent: "pay#0".into(),
+        };
+        let seq = journal.send(&started, None);
+        let ack = |task_id, epoch| EffectAckMsg {
+            task_id,
+            epoch,
+            seq,
+            written: true,
+            error: None,
+            entry: None,
+        };
+        assert!(
+            !acks.answer(ack(Uuid::now_v7(), 2)),
+            "another task's record"
+        );
+        assert!(!acks.answer(ack(task, 1)), "another epoch's record");
+        assert_eq!(acks.waiting.lock().len(), 1, "the record still waits");
+        journal.forget_all();
+        assert!(
+            acks.waiting.lock().is_empty(),
+            "the ended attempt forgot it"
+        );
+        assert!(!acks.answer(ack(task, 2)), "nobody waits any more");
+        let late = journal.written(seq).await;
+        assert!(
+            matches!(late, Err(Unrecorded::Remote(_))),
+            "a record whose answer is unknown is not called written: {late:?}"
+        );
     }
 }

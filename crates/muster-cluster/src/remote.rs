@@ -260,12 +260,16 @@ impl Mailbox for RemoteMailbox {
         let now = tokio::time::Instant::now();
         // The task's ledger goes with the attempt, and stays reachable here for its
         // effect records (held weakly: the task's owner keeps it alive).
-        let (effects, effect_prefix) = match &a.effects {
+        let (effects, effect_prefix, effect_to) = match &a.effects {
             Some(l) => {
                 r.wire.ledgers.insert(key.0, Arc::downgrade(l));
-                (l.entries(), l.prefix_if_made().map(|p| p.to_string()))
+                (
+                    l.entries(),
+                    l.prefix_if_made().map(|p| p.to_string()),
+                    Some(r.wire.effect_to.clone()),
+                )
             }
-            None => (Vec::new(), None),
+            None => (Vec::new(), None, None),
         };
         let msg = AssignMsg {
             instance: r.local_id.clone(),
@@ -274,7 +278,7 @@ impl Mailbox for RemoteMailbox {
             report_to: r.wire.report_to.clone(),
             beat_to: r.wire.beat_to.clone(),
             alive_every_ms: r.wire.alive_every.as_millis() as u64,
-            effect_to: r.wire.effect_to.clone(),
+            effect_to,
             effects,
             effect_prefix,
         };
@@ -347,6 +351,7 @@ impl Mailbox for RemoteMailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use muster_core::agents::effects::Ledger;
     use muster_core::messaging::{Envelope, Recipient};
     use serde_json::json;
     use tokio::sync::{mpsc, oneshot};
@@ -380,6 +385,14 @@ mod tests {
     }
 
     fn assign(h: &InstanceHandle, payload: serde_json::Value) -> oneshot::Receiver<AttemptReport> {
+        assign_with(h, payload, None)
+    }
+
+    fn assign_with(
+        h: &InstanceHandle,
+        payload: serde_json::Value,
+        effects: Option<Arc<Ledger>>,
+    ) -> oneshot::Receiver<AttemptReport> {
         let (tx, rx) = oneshot::channel();
         let mut env = Envelope::new("echo", Recipient::Agent(h.id.clone()), "obj", payload);
         env.task_id = Some(Uuid::now_v7());
@@ -390,9 +403,26 @@ mod tests {
             deadline: tokio::time::Instant::now() + Duration::from_secs(60),
             reply: ReplyTo::Once(tx),
             heartbeat: None,
-            effects: None,
+            effects,
         });
         rx
+    }
+
+    /// A task's assignment names where its effect records go; a plain message's does not
+    /// (it has no ledger on the control node: its agent's effects run unrecorded, as they
+    /// would on the control node, instead of being refused there).
+    #[tokio::test(start_paused = true)]
+    async fn only_a_tasks_assignment_sends_effect_records_to_the_control_node() {
+        let (_r, h, mut sent) = remote(1 << 20);
+        let _plain = assign(&h, json!({"x": 1}));
+        let (_, body) = sent.try_recv().expect("published");
+        let msg: AssignMsg = crate::wire::decode(&body).expect("an assignment");
+        assert_eq!(msg.effect_to, None, "a plain message");
+        let ledger = Arc::new(Ledger::detached(Uuid::now_v7()));
+        let _task = assign_with(&h, json!({"x": 2}), Some(ledger));
+        let (_, body) = sent.try_recv().expect("published");
+        let msg: AssignMsg = crate::wire::decode(&body).expect("an assignment");
+        assert_eq!(msg.effect_to.as_deref(), Some("muster.effect.c1"), "a task");
     }
 
     #[tokio::test(start_paused = true)]
@@ -476,7 +506,6 @@ mod tests {
         r.observe(1);
         assert_eq!((r.others(), h.load()), (0, 1));
         assert!(h.try_reserve());
-        h.release();
         r.observe(3);
         r.gone("its key expired");
         assert_eq!(r.others(), 0, "nothing held for a departed instance");

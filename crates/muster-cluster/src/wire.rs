@@ -312,8 +312,10 @@ pub struct AssignMsg {
     /// control node gives an attempt up as lost after four such intervals of silence.
     pub alive_every_ms: u64,
     /// Where the attempt's effect records go ([`effect_subject`] of the control node
-    /// that sent it).
-    pub effect_to: String,
+    /// that sent it); absent for a plain message, which has no task and so no ledger (its
+    /// agent's effects run unrecorded, as on the control node itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_to: Option<String>,
     /// The task's effect ledger as its owner holds it when it assigns (empty: no attempt
     /// started an effect yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -739,7 +741,7 @@ mod tests {
             report_to: report_subject("c1"),
             beat_to: beat_subject("c1"),
             alive_every_ms: 375,
-            effect_to: effect_subject("c1"),
+            effect_to: Some(effect_subject("c1")),
             effects: vec![
                 EffectEntry::started("mail", None, 1),
                 EffectEntry {

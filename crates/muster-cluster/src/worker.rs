@@ -726,24 +726,31 @@ impl Inner {
         let instance = wire::remote_id(&self.config.node, &a.instance);
         // The task's ledger lives with its owner on the control node: the attempt gets a
         // copy as the owner held it, whose records go back there (docs/distributed.md,
-        // "Effects across nodes").
-        let journal = Arc::new(WorkerJournal {
-            outbox: self.outbox.clone(),
-            to: a.effect_to,
-            ack_to: wire::effect_ack_subject(&self.config.node),
-            instance: instance.clone(),
-            task: task_id,
-            epoch,
-            max_bytes: self.max_bytes,
-            acks: self.acks.clone(),
-            unsettled: Mutex::default(),
+        // "Effects across nodes"). A plain message has no task and no ledger: its agent's
+        // effects run unrecorded, as on a control node.
+        let journal = a.effect_to.map(|to| {
+            Arc::new(WorkerJournal {
+                outbox: self.outbox.clone(),
+                to,
+                ack_to: wire::effect_ack_subject(&self.config.node),
+                instance: instance.clone(),
+                task: task_id,
+                epoch,
+                max_bytes: self.max_bytes,
+                acks: self.acks.clone(),
+                unsettled: Mutex::default(),
+                sent: Mutex::default(),
+            })
         });
-        let ledger = Arc::new(Ledger::remote(
-            task_id,
-            journal.clone(),
-            a.effects,
-            a.effect_prefix.map(Arc::from),
-        ));
+        let ledger = Arc::new(match &journal {
+            Some(j) => Ledger::remote(
+                task_id,
+                j.clone(),
+                a.effects,
+                a.effect_prefix.map(Arc::from),
+            ),
+            None => Ledger::detached(task_id),
+        });
         let (tx, rx) = oneshot::channel();
         let beat = |agent: bool| -> bytes::Bytes {
             let b = BeatMsg {
@@ -790,7 +797,10 @@ impl Inner {
             inner.freed(&local_id).notify_waiters();
             // The report must not overtake the attempt's effect records: its owner judges
             // the result with them in the ledger.
-            journal.settle(SETTLE_WAIT).await;
+            if let Some(journal) = &journal {
+                journal.settle(SETTLE_WAIT).await;
+                journal.forget_all();
+            }
             let mut msg = match answer {
                 Ok(r) => ReportMsg {
                     task_id,
