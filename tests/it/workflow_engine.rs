@@ -797,3 +797,54 @@ terminal = "done"
         m.shutdown().await;
     });
 }
+
+/// A resumed run that waits at a gate it already announced journals nothing before it
+/// waits for its own records to be written: it must not wait for other runs' records.
+#[test]
+fn a_resumed_run_at_its_gate_does_not_wait_for_other_runs_records() {
+    paused(async {
+        let (written, _) = tokio::sync::watch::channel(Watermark::default());
+        let journal = Arc::new(Behind {
+            memory: MemoryJournal::default(),
+            written,
+        });
+        let m = builder()
+            .journal(journal.clone())
+            .agent(echo("shipper", "ship"))
+            .start()
+            .await
+            .unwrap();
+        let wf = parse(&m, GATED);
+        let stop = || RunOptions {
+            stop_at_gates: true,
+            ..RunOptions::default()
+        };
+        let o = within(
+            30,
+            "the run to its gate",
+            m.run_workflow_with(wf.clone(), json!({}), stop()),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(o.status, RunStatus::Waiting { .. }),
+            "{:?}",
+            o.status
+        );
+        let rec = muster::workflow::recovery::runs(&journal.read_after(0))
+            .into_iter()
+            .next()
+            .expect("the run, rebuilt from its records");
+        // Before, the resumed run started out waiting for the journal's latest record,
+        // which is never written here.
+        let o = within(30, "the resumed run", m.resume_run(wf, rec, stop()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(o.status, RunStatus::Waiting { .. }),
+            "{:?}",
+            o.status
+        );
+        m.shutdown().await;
+    });
+}

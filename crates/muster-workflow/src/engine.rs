@@ -122,8 +122,6 @@ enum TaskEnd {
 type StepResult = (TaskEnd, Option<(String, StepRecord)>, Option<StepSummary>);
 
 impl RunState<'_> {
-    /// Reports a progress event, once everything journaled so far is written (a line the
-    /// user reads must never claim what a crash could lose).
     /// A step's verdict in words, for whoever follows the run's progress; nothing when
     /// nobody does (a node, the simulator, the benchmark): it is presentation, and a
     /// workflow step's hop should not pay for it.
@@ -134,6 +132,8 @@ impl RunState<'_> {
         }
     }
 
+    /// Reports a progress event, once everything the run journaled so far is written (a
+    /// line the user reads must never claim what a crash could lose).
     async fn emit(&self, e: StepEvent) {
         if let Some(p) = &self.opts.progress
             && self.written().await.is_ok()
@@ -636,6 +636,8 @@ impl WorkflowExt for Muster {
             .await;
         // Announced only once it is durable: a user who saw the run start finds it in the
         // journal after any crash (a journal that stopped first announces nothing).
+        // The run's first record: what it waits for until it journals more.
+        let first = started_written.as_ref().map_or(0, |seq| *seq);
         if let (Ok(_), Some(p)) = (started_written, &opts.progress) {
             let _ = p.send(StepEvent::Started {
                 run: id,
@@ -656,7 +658,7 @@ impl WorkflowExt for Muster {
             opts,
             last_failure: None,
             usage: UsageTotals::default(),
-            last: AtomicU64::new(self.journal().len()),
+            last: AtomicU64::new(first),
         };
         Ok(drive(self, st, wf.start.clone(), None, started).await)
     }
@@ -698,7 +700,9 @@ impl WorkflowExt for Muster {
             opts,
             last_failure: None,
             usage: spent_before(self, rec.run),
-            last: AtomicU64::new(self.journal().len()),
+            // What it was rebuilt from was read back from the journal (a retry's records
+            // were awaited): nothing of its own waits to be written yet.
+            last: AtomicU64::new(0),
         };
         let current = match (&rec.at, &rec.start) {
             (Some(p), _) => p.step.clone(),
