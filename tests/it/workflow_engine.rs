@@ -848,3 +848,85 @@ fn a_resumed_run_at_its_gate_does_not_wait_for_other_runs_records() {
         m.shutdown().await;
     });
 }
+
+/// A retry's state is the one a restart would rebuild from the retry's records: a step it
+/// carries from the failed run reads the same in the live retry as in its journal.
+#[test]
+fn a_retry_carries_its_steps_as_a_restart_would_rebuild_them() {
+    paused(async {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = calls.clone();
+        let fragile = AgentDef::function("fragile", move |v: Value, _| {
+            let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Err(AgentError::new("broken the first time"))
+                } else {
+                    Ok(v)
+                }
+            }
+        })
+        .capability(cap("fragile"));
+        let m = builder()
+            .agent(echo("preparer", "prep"))
+            .agent(fragile)
+            .start()
+            .await
+            .unwrap();
+        let wf = parse(
+            &m,
+            r#"
+name = "retry-me"
+input = "any"
+start = "prep"
+[steps.prep]
+capability = "prep"
+next = "fragile"
+[steps.fragile]
+capability = "fragile"
+attempts = 1
+on_exhausted = "fail"
+next = "done"
+[steps.done]
+terminal = "done"
+"#,
+        );
+        let failed = within(30, "the run", m.run_workflow(wf.clone(), json!({"n": 1})))
+            .await
+            .unwrap();
+        assert!(
+            matches!(failed.status, RunStatus::Failed { .. }),
+            "{:?}",
+            failed.status
+        );
+        let plan =
+            muster::workflow::retry::plan(&wf, &m.journal().records_of(failed.run), failed.run)
+                .unwrap();
+        assert_eq!(plan.step, "fragile");
+        let retry = within(
+            30,
+            "the retry",
+            m.retry_run(wf, plan, RunOptions::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(retry.status, RunStatus::Completed, "{:?}", retry.status);
+        assert_eq!(visited(&retry), ["prep", "fragile"]);
+        let rebuilt = muster::workflow::recovery::runs(&m.journal().records_of(retry.run))
+            .into_iter()
+            .find(|r| r.run == retry.run)
+            .expect("the retry, rebuilt from its records");
+        // Before, the live retry counted the failed run's lease and owner for `prep`
+        // while its records (what a restart reads) do not hold them.
+        assert_eq!(retry.steps[0], rebuilt.summaries[0]);
+        assert_eq!(retry.steps[0].attempts, 0);
+        // Not the time since the Unix epoch, as when the task's submission was not read.
+        assert_eq!(retry.steps[0].duration_ms, 0);
+        assert!(
+            !retry.owners.iter().any(|o| o.starts_with("preparer")),
+            "{:?}",
+            retry.owners
+        );
+        m.shutdown().await;
+    });
+}

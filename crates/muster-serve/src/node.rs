@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -44,9 +45,14 @@ pub struct Live {
     runs: Mutex<HashMap<Uuid, LiveRun>>,
     decided: Mutex<HashMap<(Uuid, String), bool>>,
     resuming: Mutex<Resuming>,
-    /// Failed runs this process retried, each with its retry: a second retry of one is
-    /// refused even before the first's records are written.
+    /// Failed runs this process retries now, each with its retry: a second retry of one
+    /// is refused even before the first's records are written. An entry goes when its
+    /// retry's drive ends (by then the journal says `run_retried`, or the retry never
+    /// started), so the map holds no more than the runs in flight.
     retried: Mutex<HashMap<Uuid, Uuid>>,
+    /// How many entries left `retried`: a retry request that read the journal before
+    /// the last one left may have missed its `run_retried`, and reads it again.
+    retries_ended: AtomicU64,
 }
 
 /// The unfinished runs of the journal that the node resumes after it starts to serve.
@@ -139,6 +145,38 @@ impl Live {
     fn finished(&self, run: Uuid) {
         self.runs.lock().remove(&run);
         self.decided.lock().retain(|(r, _), _| *r != run);
+        let mut retried = self.retried.lock();
+        let before = retried.len();
+        retried.retain(|_, retry| *retry != run);
+        if retried.len() != before {
+            self.retries_ended.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How many retries this process drove have ended: taken before a retry request reads
+    /// the journal, and handed to [`Command::RetryRun`] so the node can tell a plan read
+    /// before an earlier retry of the same run was written.
+    pub fn retries_ended(&self) -> u64 {
+        self.retries_ended.load(Ordering::SeqCst)
+    }
+
+    /// Whether failed run `from` may be retried by a request that planned it from the
+    /// journal as it was when [`retries_ended`](Self::retries_ended) was `read_at`: not
+    /// while this process retries it, and not on a plan read before a retry ended (that
+    /// retry may have been of `from`, its `run_retried` written after the read).
+    fn may_retry(&self, from: Uuid, read_at: u64) -> Result<(), RetryRefused> {
+        if let Some(&retry) = self.retried.lock().get(&from) {
+            return Err(RetryRefused::Retried(retry));
+        }
+        if read_at != self.retries_ended() {
+            return Err(RetryRefused::ReadAgain);
+        }
+        Ok(())
+    }
+
+    /// How many failed runs this process retries now.
+    pub fn retrying(&self) -> usize {
+        self.retried.lock().len()
     }
 }
 
@@ -248,12 +286,8 @@ impl Node {
             } => {
                 // Checked and taken on this thread, the only one that adds runs: the
                 // bound holds however many requests race for the last place.
-                let in_flight = self.live.len();
-                if in_flight >= self.max_runs {
-                    let _ = reply.send(Err(RunsFull {
-                        in_flight,
-                        max: self.max_runs,
-                    }));
+                if let Err(full) = self.room() {
+                    let _ = reply.send(Err(full));
                     return;
                 }
                 let id = self.muster.new_id();
@@ -264,24 +298,22 @@ impl Node {
                 workflow,
                 plan,
                 by,
+                read_at,
                 reply,
             } => {
                 // On this thread, like a start: the bound holds, and of two retries of one
                 // run racing here the second finds the first.
-                if let Some(&retry) = self.live.retried.lock().get(&plan.from) {
-                    let _ = reply.send(Err(RetryRefused::Retried(retry)));
+                if let Err(refused) = self.live.may_retry(plan.from, read_at) {
+                    let _ = reply.send(Err(refused));
                     return;
                 }
-                let in_flight = self.live.len();
-                if in_flight >= self.max_runs {
-                    let _ = reply.send(Err(RetryRefused::Full(RunsFull {
-                        in_flight,
-                        max: self.max_runs,
-                    })));
+                if let Err(full) = self.room() {
+                    let _ = reply.send(Err(RetryRefused::Full(full)));
                     return;
                 }
                 let id = self.muster.new_id();
                 self.live.retried.lock().insert(plan.from, id);
+                // Taken here, so another request for `plan.from` is refused at once.
                 self.drive(id, workflow, Start::Retry(plan), by);
                 let _ = reply.send(Ok(id));
             }
@@ -486,6 +518,18 @@ impl Node {
 
     /// Drives a run on the runtime's thread until it ends (or is cancelled or the node
     /// stops): gates wait in this process for a decision over the API.
+    /// Whether one more run fits under the node's bound (`--max-runs`).
+    fn room(&self) -> Result<(), RunsFull> {
+        let in_flight = self.live.len();
+        if in_flight >= self.max_runs {
+            return Err(RunsFull {
+                in_flight,
+                max: self.max_runs,
+            });
+        }
+        Ok(())
+    }
+
     fn drive(&self, id: Uuid, wf: Arc<Workflow>, start: Start, started_by: Option<usize>) {
         self.live.runs.lock().insert(
             id,
@@ -564,7 +608,34 @@ fn attributed(by: Option<&str>, note: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::attributed;
+    use super::{Live, RetryRefused, attributed};
+    use uuid::Uuid;
+
+    #[test]
+    fn a_retry_is_remembered_while_it_runs_and_a_plan_read_before_one_ended_is_read_again() {
+        let live = Live::default();
+        let (failed, retry, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let read_at = live.retries_ended();
+        assert_eq!(live.may_retry(failed, read_at), Ok(()));
+        live.retried.lock().insert(failed, retry);
+        assert_eq!(
+            live.may_retry(failed, read_at),
+            Err(RetryRefused::Retried(retry))
+        );
+        // Another run ending leaves the retry and the count alone.
+        live.finished(other);
+        assert_eq!((live.retrying(), live.retries_ended()), (1, read_at));
+        // The retry ending forgets it: the map holds only retries in flight.
+        live.finished(retry);
+        assert_eq!(live.retrying(), 0);
+        // A plan read before it ended may have missed its `run_retried`: read again.
+        assert_eq!(
+            live.may_retry(failed, read_at),
+            Err(RetryRefused::ReadAgain)
+        );
+        // One read after it ended sees the journal as the retry left it.
+        assert_eq!(live.may_retry(failed, live.retries_ended()), Ok(()));
+    }
 
     #[test]
     fn a_decision_names_the_token_that_took_it() {

@@ -43,6 +43,8 @@ pub enum Command {
         plan: Box<muster_workflow::RetryPlan>,
         /// The token that asked (it may cancel the retry, as a run it started).
         by: Option<usize>,
+        /// [`Live::retries_ended`](crate::Live::retries_ended) before the plan was read.
+        read_at: u64,
         /// Where the new run's id goes, or why it was refused.
         reply: oneshot::Sender<Result<Uuid, RetryRefused>>,
     },
@@ -171,4 +173,7 @@ pub enum RetryRefused {
     Full(RunsFull),
     /// The run was retried already (by this process), as this run.
     Retried(Uuid),
+    /// A retry ended since the plan was read: read the journal again (it may say the
+    /// run was retried).
+    ReadAgain,
 }

@@ -25,7 +25,7 @@ use super::auth::{Caller, Role, Tokens, bearer, needed_role};
 use super::error::{ApiError, BODY_LIMIT, Body};
 use super::events::{self, Streams};
 use super::node::{DECIDE_RETRIES, Live};
-use super::protocol::{Cancelled, Command, DecideRefused, RetryRefused};
+use super::protocol::{Cancelled, Command, DecideRefused, RetryRefused, RunsFull};
 use super::tree::GroupInfo;
 use super::views;
 use muster_core::delegation::{SubmitError, Task};
@@ -389,17 +389,20 @@ pub(crate) async fn start(
         reply,
     })
     .await?
-    .map_err(|full| {
-        st.metrics.admission_refused(AdmissionKind::Run);
-        ApiError::too_many(
-            format!(
-                "this node has {} runs in flight, its bound (--max-runs {}); try again later",
-                full.in_flight, full.max
-            ),
-            RETRY_AFTER_SECS,
-        )
-    })?;
+    .map_err(|full| runs_full(st, full))?;
     Ok((run, name))
+}
+
+/// The 429 of a run refused at the node's bound (`--max-runs`), counted.
+fn runs_full(st: &AppState, full: RunsFull) -> ApiError {
+    st.metrics.admission_refused(AdmissionKind::Run);
+    ApiError::too_many(
+        format!(
+            "this node has {} runs in flight, its bound (--max-runs {}); try again later",
+            full.in_flight, full.max
+        ),
+        RETRY_AFTER_SECS,
+    )
 }
 
 /// `GET /v1/workflows`: the loaded workflows, by name.
@@ -821,6 +824,50 @@ async fn retry_run(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let run = parse_id(&id, "id")?;
+    // A plan read while an earlier retry of this run was being written may miss its
+    // `run_retried`; the node says so and the journal is read again. Another retry has
+    // to end in between each time, so a few reads settle it.
+    for _ in 0..4 {
+        let read_at = st.live.retries_ended();
+        let (wf, plan) = retry_plan(&st, run, &id).await?;
+        let step = plan.step.clone();
+        let carried: Vec<String> = plan.carried.iter().map(|c| c.step.clone()).collect();
+        let name = wf.name.clone();
+        let r = ask(&st, |reply| Command::RetryRun {
+            workflow: wf,
+            plan: Box::new(plan),
+            by: Some(caller.id),
+            read_at,
+            reply,
+        })
+        .await?;
+        return match r {
+            Ok(new) => Ok((
+                StatusCode::ACCEPTED,
+                Json(
+                    json!({"run": new, "workflow": name, "retry_of": run, "step": step,
+                            "carried": carried}),
+                ),
+            )),
+            Err(RetryRefused::ReadAgain) => continue,
+            Err(RetryRefused::Retried(retry)) => Err(ApiError::conflict(format!(
+                "run {run} was already retried as run {retry}"
+            ))),
+            Err(RetryRefused::Full(full)) => Err(runs_full(&st, full)),
+        };
+    }
+    Err(ApiError::too_many(
+        format!("retries of other runs kept ending while run {run}'s was planned; try again"),
+        RETRY_AFTER_SECS,
+    ))
+}
+
+/// Failed run `run`'s workflow and where its retry would start, from its records.
+async fn retry_plan(
+    st: &AppState,
+    run: Uuid,
+    id: &str,
+) -> Result<(Arc<Workflow>, muster_workflow::RetryPlan), ApiError> {
     let records = read(&st.journal, move |j| records_of(j, run)).await?;
     let unknown = || ApiError::not_found(format!("no run `{id}` in the journal")).field("id");
     let workflow = records
@@ -843,39 +890,7 @@ async fn retry_run(
         muster_workflow::NotRetryable::Unknown(_) => unknown(),
         e => ApiError::conflict(e.to_string()),
     })?;
-    drop(records);
-    let step = plan.step.clone();
-    let carried: Vec<String> = plan.carried.iter().map(|c| c.step.clone()).collect();
-    let name = wf.name.clone();
-    let r = ask(&st, |reply| Command::RetryRun {
-        workflow: wf,
-        plan: Box::new(plan),
-        by: Some(caller.id),
-        reply,
-    })
-    .await?;
-    match r {
-        Ok(new) => Ok((
-            StatusCode::ACCEPTED,
-            Json(
-                json!({"run": new, "workflow": name, "retry_of": run, "step": step,
-                        "carried": carried}),
-            ),
-        )),
-        Err(RetryRefused::Retried(retry)) => Err(ApiError::conflict(format!(
-            "run {run} was already retried as run {retry}"
-        ))),
-        Err(RetryRefused::Full(full)) => {
-            st.metrics.admission_refused(AdmissionKind::Run);
-            Err(ApiError::too_many(
-                format!(
-                    "this node has {} runs in flight, its bound (--max-runs {}); try again later",
-                    full.in_flight, full.max
-                ),
-                RETRY_AFTER_SECS,
-            ))
-        }
-    }
+    Ok((wf, plan))
 }
 
 /// `GET /v1/metrics/history`: the last hour of the node's work in ten-second samples

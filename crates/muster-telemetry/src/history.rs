@@ -187,7 +187,8 @@ impl History {
                 let cap = self.capabilities.label(capability);
                 self.open.insert(*task, (r.at_ms, cap));
             }
-            Event::ResultAccepted { task, .. } => {
+            // A reused result ends its task with an output, as an accepted one does.
+            Event::ResultAccepted { task, .. } | Event::TaskReused { task, .. } => {
                 let opened = self.open.remove(task);
                 if let Some(s) = self.sample(r.at_ms) {
                     s.completed += 1;
@@ -341,5 +342,39 @@ mod tests {
         let (p50, p99) = (s.p50_ms.unwrap(), s.p99_ms.unwrap());
         assert!((10.0..12.6).contains(&p50), "{p50}");
         assert!((1000.0..1250.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn every_way_a_task_ends_forgets_it_and_a_reused_result_counts_as_done() {
+        let mut h = History::default();
+        let (reused, escalated, cancelled) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        for t in [reused, escalated, cancelled] {
+            h.observe(&rec(0, submitted(t, "echo")));
+        }
+        h.observe(&rec(
+            7,
+            Event::TaskReused {
+                task: reused,
+                original: Uuid::now_v7(),
+                output: json!({}).into(),
+            },
+        ));
+        h.observe(&rec(
+            8,
+            Event::TaskEscalated {
+                task: escalated,
+                to: "human".into(),
+                reason: "no agent".into(),
+            },
+        ));
+        h.observe(&rec(
+            9,
+            Event::TaskCancelled {
+                task: cancelled,
+                reason: "by hand".into(),
+            },
+        ));
+        assert_eq!(h.open.len(), 0);
+        assert_eq!(h.doc(5_000).samples[0].tasks, 1);
     }
 }

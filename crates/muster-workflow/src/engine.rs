@@ -762,12 +762,11 @@ impl WorkflowExt for Muster {
                 reason: format!("the journal stopped before the retry was written: {e}"),
             });
         }
-        // The retry's state is what recovery rebuilds from its records (with the failed
-        // run's, for the carried tasks' facts): one definition of a run's state, live or
-        // after a crash.
-        let journal = self.journal();
-        let mut records = journal.records_of(plan.from);
-        records.extend(journal.records_of(id));
+        // The retry's state is what recovery rebuilds from its own records, exactly as a
+        // node restarted now would rebuild it: one definition of a run's state, live or
+        // after a crash. A carried step is a fact of the failed run; in the retry it
+        // counts no attempt and no owner (the failed run's records keep those).
+        let records = self.journal().records_of(id);
         let rec = crate::recovery::runs(&records)
             .into_iter()
             .find(|r| r.run == id)
@@ -787,9 +786,6 @@ impl WorkflowExt for Muster {
     }
 }
 
-/// The run loop, from `current`. With `resume`, the first step is the one the run was
-/// in when it was recovered: it is not entered again, and its recorded progress is
-/// finished rather than started over.
 /// What a recovered run's tasks spent before it was resumed, from the run's records in the
 /// journal (read once, at resume, through the journal's run index; a live run keeps its
 /// own count).
@@ -802,6 +798,9 @@ fn spent_before(muster: &Muster, run: Uuid) -> UsageTotals {
         .unwrap_or_default()
 }
 
+/// The run loop, from `current`. With `resume`, the first step is the one the run was
+/// in when it was recovered: it is not entered again, and its recorded progress is
+/// finished rather than started over.
 async fn drive(
     muster: &Muster,
     mut st: RunState<'_>,

@@ -219,7 +219,12 @@ impl TaskFacts {
             reassignments: self.leases.saturating_sub(1),
             stale_rejected: self.stale,
             outcome: outcome.into(),
-            duration_ms: ended_ms.saturating_sub(self.submitted_ms),
+            // A step whose task these records never submitted (a retry's carried step)
+            // took no time here; its task's own run holds its duration.
+            duration_ms: match self.submitted_ms {
+                0 => 0,
+                at => ended_ms.saturating_sub(at),
+            },
             // What it spent before the crash is in the run's count (read at resume).
             usage: Default::default(),
             verdict: self
