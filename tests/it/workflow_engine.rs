@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{paused, within};
 use muster::WorkflowExt;
-use muster::journal::{Journal, MemoryJournal, Record, Watermark};
+use muster::journal::{HeldJournal, Journal, MemoryJournal, Record};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::{Decision, RunStatus, Workflow};
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder};
@@ -710,49 +710,11 @@ fn a_tasks_outcome_output_is_the_journals_accepted_output() {
     });
 }
 
-/// A journal that writes behind `append`, as SQLite's does, with other work in flight:
-/// each record is written as soon as it is appended, and right behind it someone else
-/// appends one that stays unwritten (a slow commit of another run's record).
-#[derive(Debug)]
-struct Behind {
-    memory: MemoryJournal,
-    written: tokio::sync::watch::Sender<Watermark>,
-}
-
-impl Journal for Behind {
-    fn append(&self, at_ms: u64, event: Event) -> u64 {
-        let seq = self.memory.append(at_ms, event);
-        self.written.send_replace(Watermark {
-            written: seq,
-            stopped: false,
-        });
-        self.memory.append(
-            at_ms,
-            Event::Note {
-                text: "another run's record, not written yet".into(),
-            },
-        );
-        seq
-    }
-    fn read_after(&self, after: u64) -> Vec<Record> {
-        self.memory.read_after(after)
-    }
-    fn len(&self) -> u64 {
-        self.memory.len()
-    }
-    fn watermark(&self) -> Option<tokio::sync::watch::Receiver<Watermark>> {
-        Some(self.written.subscribe())
-    }
-}
-
 #[test]
 fn a_run_waits_for_its_own_records_not_for_later_records_of_other_runs() {
     paused(async {
-        let (written, _) = tokio::sync::watch::channel(Watermark::default());
-        let journal = Arc::new(Behind {
-            memory: MemoryJournal::default(),
-            written,
-        });
+        // Each record written as appended, another run's unwritten one right behind it.
+        let journal = Arc::new(HeldJournal::racing());
         let m = builder()
             .journal(journal.clone())
             .agent(echo("writer", "write"))
@@ -789,7 +751,7 @@ terminal = "done"
             .unwrap();
         assert_eq!(o.status, RunStatus::Completed);
         assert_eq!(visited(&o), vec!["write", "check"]);
-        let w = *journal.written.borrow();
+        let w = journal.written();
         assert!(
             !w.covers(journal.len()),
             "the journal's latest record is unwritten"
@@ -803,11 +765,8 @@ terminal = "done"
 #[test]
 fn a_resumed_run_at_its_gate_does_not_wait_for_other_runs_records() {
     paused(async {
-        let (written, _) = tokio::sync::watch::channel(Watermark::default());
-        let journal = Arc::new(Behind {
-            memory: MemoryJournal::default(),
-            written,
-        });
+        // Each record written as appended, another run's unwritten one right behind it.
+        let journal = Arc::new(HeldJournal::racing());
         let m = builder()
             .journal(journal.clone())
             .agent(echo("shipper", "ship"))

@@ -397,7 +397,7 @@ mod tests {
     use muster_core::TaskContext;
     use muster_core::agents::effects::{EffectError, EffectState};
     use muster_core::clock::Clock;
-    use muster_core::journal::{Journal, MemoryJournal};
+    use muster_core::journal::{HeldJournal, Journal, MemoryJournal};
     use serde_json::json;
     use tokio::sync::mpsc;
 
@@ -605,5 +605,105 @@ mod tests {
             matches!(late, Err(Unrecorded::Remote(_))),
             "a record whose answer is unknown is not called written: {late:?}"
         );
+    }
+
+    /// A claim is answered only once its `effect_started` is on disk (the worker runs the
+    /// effect on that answer, so a crash of the control node cannot forget a started
+    /// effect); a writer that stops first answers "not written" and the effect never runs.
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_is_answered_once_its_record_is_written_and_refused_if_never() {
+        for stops in [false, true] {
+            let task = Uuid::now_v7();
+            let held = Arc::new(HeldJournal::new());
+            let recorder = Recorder::new(held.clone(), Clock::fixed(0));
+            let owners = Arc::new(Ledger::new(task, recorder.clone(), Vec::new(), None));
+            let ledgers = Ledgers::default();
+            ledgers.insert(task, Arc::downgrade(&owners));
+            let acks = Arc::new(Acks::default());
+            let (ctx, mut q) = attempt(task, 1, &acks);
+            let ran = Arc::new(AtomicU64::new(0));
+            let r = ran.clone();
+            let effect = tokio::spawn(async move {
+                ctx.effect("charge", None, || async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, muster_core::AgentError>(1u32)
+                })
+                .await
+            });
+            let (_, body) = q.recv().await.expect("the claim was sent");
+            let msg: EffectMsg = crate::wire::decode(&body).expect("a valid record");
+            let (tx, mut answers) = mpsc::channel(4);
+            journal(&ledgers, &recorder, &Outbox(tx), msg);
+            assert_eq!(held.len(), 1, "the claim is journaled");
+            tokio::time::sleep(ACK_WAIT / 2).await;
+            assert!(
+                answers.try_recv().is_err(),
+                "no answer while the record is not written"
+            );
+            assert_eq!(ran.load(Ordering::SeqCst), 0, "the effect waits");
+            if stops {
+                held.stop();
+            } else {
+                held.write_up_to(1);
+            }
+            let (_, body) = answers.recv().await.expect("answered");
+            let ack: EffectAckMsg = crate::wire::decode(&body).expect("a valid answer");
+            assert_eq!(ack.written, !stops, "{ack:?}");
+            assert!(acks.answer(ack), "the attempt waited for it");
+            let done = effect.await.expect("joined");
+            assert_eq!(done.is_ok(), !stops, "{done:?}");
+            assert_eq!(ran.load(Ordering::SeqCst), u64::from(!stops));
+        }
+    }
+
+    /// Before its report, an ended attempt waits for the answers to every record it sent
+    /// (so the report never overtakes its `effect_done`), but no longer than its bound.
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_attempt_settles_its_records_before_it_reports_within_a_bound() {
+        let task = Uuid::now_v7();
+        let acks = Arc::new(Acks::default());
+        let (tx, _q) = mpsc::channel(16);
+        let journal = Arc::new(WorkerJournal {
+            outbox: Outbox(tx),
+            to: "muster.effect.c1".into(),
+            ack_to: "muster.effect_ack.w1".into(),
+            instance: "pay#0@w1".into(),
+            task,
+            epoch: 1,
+            max_bytes: 1 << 20,
+            acks: acks.clone(),
+            unsettled: Mutex::default(),
+            sent: Mutex::default(),
+        });
+        let done = Event::EffectDone {
+            task,
+            name: "charge".into(),
+            key: None,
+            epoch: 1,
+            agent: "pay#0".into(),
+            result: json!(1),
+        };
+        let seq = journal.send(&done, None);
+        let j = journal.clone();
+        let settled = tokio::spawn(async move { j.settle(SETTLE_WAIT).await });
+        tokio::time::sleep(SETTLE_WAIT / 2).await;
+        assert!(!settled.is_finished(), "it waits for the answer");
+        assert!(acks.answer(EffectAckMsg {
+            task_id: task,
+            epoch: 1,
+            seq,
+            written: true,
+            error: None,
+            entry: None,
+        }));
+        tokio::time::timeout(Duration::from_millis(1), settled)
+            .await
+            .expect("settled as soon as it was answered")
+            .expect("joined");
+        // A record nobody answers holds the report back no longer than the bound.
+        journal.send(&done, None);
+        let start = tokio::time::Instant::now();
+        journal.settle(SETTLE_WAIT).await;
+        assert_eq!(start.elapsed(), SETTLE_WAIT);
     }
 }

@@ -13,6 +13,7 @@
 //! input against [`Journal::max_payload_bytes`] and refuses an oversized one.
 
 pub mod event;
+pub mod held;
 pub mod memory;
 pub mod model_call;
 pub mod recorder;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 pub use event::{Event, Record};
+pub use held::HeldJournal;
 pub use memory::MemoryJournal;
 pub use model_call::{CallMessage, ModelCall, TurnKind};
 pub use recorder::{Recorder, Unwritten};

@@ -22,7 +22,7 @@ use crate::agents::{AttemptReport, Cancel, Failure, InstanceHandle, Kill, Mailbo
 use crate::clock::Clock;
 use crate::discovery::{CapabilityIndex, LinePlace};
 use crate::ids::IdGen;
-use crate::journal::{Event, Journal, MemoryJournal, Record, Recorder, Watermark};
+use crate::journal::{Event, HeldJournal, Journal, MemoryJournal, Recorder};
 use crate::messaging::{Capability, CapabilitySpec, DeadLetters, Envelope, SchemaStore, Scope};
 use crate::routing::Router;
 use crate::supervision::Named;
@@ -202,50 +202,12 @@ fn events(journal: &MemoryJournal) -> Vec<Event> {
     journal.read_after(0).into_iter().map(|r| r.event).collect()
 }
 
-/// A journal that writes behind `append`, as SQLite's does, racing another task: each
-/// record is written as soon as it is appended, and right behind it another task appends
-/// one that the writer has not written yet (a slow commit of someone else's record).
-#[derive(Debug)]
-struct Behind {
-    memory: Arc<MemoryJournal>,
-    written: tokio::sync::watch::Sender<Watermark>,
-}
-
-impl Journal for Behind {
-    fn append(&self, at_ms: u64, event: Event) -> u64 {
-        let seq = self.memory.append(at_ms, event);
-        self.written.send_replace(Watermark {
-            written: seq,
-            stopped: false,
-        });
-        self.memory.append(
-            at_ms,
-            Event::Note {
-                text: "another task's record, not written yet".into(),
-            },
-        );
-        seq
-    }
-    fn read_after(&self, after: u64) -> Vec<Record> {
-        self.memory.read_after(after)
-    }
-    fn len(&self) -> u64 {
-        self.memory.len()
-    }
-    fn watermark(&self) -> Option<tokio::sync::watch::Receiver<Watermark>> {
-        Some(self.written.subscribe())
-    }
-}
-
 #[test]
 fn an_outcome_waits_for_its_own_record_not_for_later_records_of_other_tasks() {
     actix::System::new().block_on(async {
-        let memory = Arc::new(MemoryJournal::default());
-        let (written, _) = tokio::sync::watch::channel(Watermark::default());
-        let behind = Arc::new(Behind {
-            memory: memory.clone(),
-            written,
-        });
+        // Each record written as appended, another task's unwritten one right behind it.
+        let behind = Arc::new(HeldJournal::racing());
+        let memory = behind.memory().clone();
         let mut s = setup_on(task(), &["a#0"], memory, behind.clone());
         let done = report(&s, "a#0", 1, Ok(json!({"ok": true})));
         s.owner.on_report(done, &mut s.cx);
@@ -255,7 +217,7 @@ fn an_outcome_waits_for_its_own_record_not_for_later_records_of_other_tasks() {
             .into_iter()
             .find(|r| matches!(r.event, Event::ResultAccepted { .. }))
             .expect("the result is journaled");
-        let w = *behind.written.borrow();
+        let w = behind.written();
         assert!(w.covers(accepted.seq), "its own record is written");
         assert!(!w.covers(s.journal.len()), "a later record is not");
         let outcome = s
