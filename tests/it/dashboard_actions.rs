@@ -11,12 +11,11 @@
 use std::time::{Duration, Instant};
 
 use chromiumoxide::Page;
-use chromiumoxide::page::ScreenshotParams;
 use serde_json::{Value, json};
 
 use crate::dashboard_browser::{
-    Chromium, Node, TOKEN, WAIT, api, bounded, http, open, page_text, q, run_status,
-    screenshot_path, skip_requested, wait_page,
+    Chromium, Node, TOKEN, WAIT, api, browser_test, http, open, page_text, q, run_status,
+    screenshot, wait_page,
 };
 use crate::serve_run_actions::{FLAKY_AGENT, RETRY_WORKFLOW};
 
@@ -86,17 +85,6 @@ async fn click(page: &Page, id: &str) {
     .await;
 }
 
-async fn screenshot(page: &Page, name: &str) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(30),
-        page.save_screenshot(
-            ScreenshotParams::builder().full_page(true).build(),
-            screenshot_path(name),
-        ),
-    )
-    .await;
-}
-
 /// Polls the run through the API until it is `status` (failing after [`WAIT`]).
 async fn wait_status(client: &reqwest::Client, node: &Node, run: &str, status: &str) {
     let deadline = Instant::now() + WAIT;
@@ -148,17 +136,10 @@ fn detail_is(run: &str, status: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_starts_cancels_retries_filters_and_charts_runs() {
-    if skip_requested() {
-        return;
-    }
-    bounded(
-        "dashboard_starts_cancels_retries_filters_and_charts_runs",
-        body(),
-    )
-    .await;
-}
+browser_test!(
+    dashboard_starts_cancels_retries_filters_and_charts_runs,
+    body()
+);
 
 async fn body() {
     let dir = setup();
@@ -213,7 +194,7 @@ async fn body() {
            e.getAttribute('data-field') === 'title' && !e.hidden && e.textContent.includes('required'))",
     )
     .await;
-    screenshot(&page, "dashboard-start-form.png").await;
+    screenshot(&page, "dashboard-start-form.png", true).await;
     js(
         &page,
         "const v = (id, x) => { document.querySelector('[data-testid=' + id + ']').value = x; }; \
@@ -376,7 +357,7 @@ async fn body() {
         "document.getElementById('metrics-panel').scrollIntoView()",
     )
     .await;
-    screenshot(&page, "dashboard-metrics.png").await;
+    screenshot(&page, "dashboard-metrics.png", true).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), page.close()).await;
     chrome.close().await;
     drop(node);

@@ -31,7 +31,8 @@ pub(crate) const TOKEN: &str = "dashboard-test-token-0123456789abcdef";
 pub(crate) const VIEWER: &str = "dashboard-viewer-token-0123456789ab";
 pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
-const ECHO_WORKFLOW: &str = r#"
+/// A one-step workflow, `echo-once`: step `say` on capability `echo`, input `obj`.
+pub(crate) const ECHO_WORKFLOW: &str = r#"
 name = "echo-once"
 input = "obj"
 start = "say"
@@ -70,30 +71,7 @@ const GATED_WORKFLOW: &str = include_str!("../fixtures/workflows/gated.toml");
 fn setup(replicas: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
-    for sub in ["actors", "schemas", "workflows"] {
-        std::fs::create_dir_all(p.join(sub)).expect("dir");
-    }
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
-    std::fs::write(
-        p.join("actors/echo.toml"),
-        format!(
-            r#"name = "echo"
-replicas = {replicas}
-[[capabilities]]
-name = "echo"
-input = "obj"
-output = "obj"
-[backend]
-kind = "function"
-name = "echo"
-"#
-        ),
-    )
-    .expect("manifest");
+    crate::support::node::write_cast(p, &["workflows"], replicas);
     // An instance that panics on every task: its supervisor restarts it (a restart the
     // tree shows as it happens).
     std::fs::write(
@@ -463,17 +441,44 @@ pub(crate) async fn bounded(name: &str, body: impl std::future::Future<Output = 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button() {
-    if skip_requested() {
-        return;
-    }
-    bounded(
-        "dashboard_shows_the_node_live_and_decides_a_gate_by_its_button",
-        dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body(),
+/// A browser test `$name` running `$body`: skipped, loudly, when `MUSTER_SKIP_BROWSER=1`
+/// asks for it ([`skip_requested`]), and bounded as a whole ([`bounded`]). Attributes and
+/// doc comments before the name go on the test.
+macro_rules! browser_test {
+    ($(#[$meta:meta])* $name:ident, $body:expr) => {
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            if $crate::dashboard_browser::skip_requested() {
+                return;
+            }
+            $crate::dashboard_browser::bounded(stringify!($name), $body).await;
+        }
+    };
+}
+pub(crate) use browser_test;
+
+/// Saves the page (the whole of it with `full`, else the viewport) as `target/NAME`, for
+/// the closing notes, and says where; bounded like any browser call.
+pub(crate) async fn screenshot(page: &Page, name: &str, full: bool) {
+    let path = screenshot_path(name);
+    let saved = tokio::time::timeout(
+        Duration::from_secs(30),
+        page.save_screenshot(ScreenshotParams::builder().full_page(full).build(), &path),
     )
     .await;
+    assert!(
+        matches!(saved, Ok(Ok(_))),
+        "no screenshot {}: {saved:?}",
+        path.display()
+    );
+    eprintln!("screenshot: {}", path.display());
 }
+
+browser_test!(
+    dashboard_shows_the_node_live_and_decides_a_gate_by_its_button,
+    dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body()
+);
 
 async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
     let dir = setup(2);
@@ -794,31 +799,20 @@ async fn dashboard_shows_the_node_live_and_decides_a_gate_by_its_button_body() {
         "document.getElementById('run-timeline').textContent.includes('approved ask')",
     )
     .await;
-    let shot = screenshot_path("dashboard.png");
-    page.save_screenshot(ScreenshotParams::builder().full_page(true).build(), &shot)
-        .await
-        .expect("a screenshot");
-    eprintln!("screenshot: {}", shot.display());
+    screenshot(&page, "dashboard.png", true).await;
     chrome.close().await;
 }
 
-/// 1,000 agents and 10,000 runs, submitted while the page is open: the page keeps a
-/// screenful of rows (the agents and the tree are virtual lists, the runs a page of 50),
-/// follows the stream until it shows the API's newest page, completed, and pages through
-/// the runs. The figures it prints (time to first draw, the longest main-thread task, the
-/// slowest answer to the test while runs stream in) are for the closing notes; none is
-/// asserted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs() {
-    if skip_requested() {
-        return;
-    }
-    bounded(
-        "dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs",
-        dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs_body(),
-    )
-    .await;
-}
+browser_test!(
+    /// 1,000 agents and 10,000 runs, submitted while the page is open: the page keeps a
+    /// screenful of rows (the agents and the tree are virtual lists, the runs a page of 50),
+    /// follows the stream until it shows the API's newest page, completed, and pages through
+    /// the runs. The figures it prints (time to first draw, the longest main-thread task, the
+    /// slowest answer to the test while runs stream in) are for the closing notes; none is
+    /// asserted.
+    dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs,
+    dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs_body()
+);
 
 async fn dashboard_keeps_a_screenful_of_rows_at_1000_agents_and_10000_runs_body() {
     const AGENTS: usize = 1000;

@@ -18,30 +18,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chromiumoxide::Page;
-use chromiumoxide::page::ScreenshotParams;
 use serde_json::{Value, json};
 
 use crate::dashboard_browser::{
-    Chromium, Node, TOKEN, WAIT, api, bounded, http, open, page_text, q, run_status,
-    screenshot_path, skip_requested, wait_page,
+    Chromium, ECHO_WORKFLOW, Node, TOKEN, WAIT, api, browser_test, http, open, page_text, q,
+    run_status, screenshot, wait_page,
 };
-
-const ECHO_ONCE: &str = r#"
-name = "echo-once"
-input = "obj"
-start = "say"
-
-[steps.say]
-capability = "echo"
-timeout = "10s"
-attempts = 2
-on_exhausted = "fail"
-next = "done"
-
-[steps.done]
-terminal = "done"
-"#;
 
 const GATED: &str = include_str!("../fixtures/workflows/gated.toml");
 
@@ -56,9 +38,7 @@ fn root() -> &'static Path {
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
-    for sub in ["actors", "schemas", "workflows/code-review"] {
-        std::fs::create_dir_all(p.join(sub)).expect("dir");
-    }
+    crate::support::node::write_cast(p, &["workflows/code-review"], 2);
     for sub in ["actors", "schemas"] {
         for entry in std::fs::read_dir(root().join(sub)).expect("the repository's cast") {
             let from = entry.expect("an entry").path();
@@ -68,32 +48,13 @@ fn setup() -> tempfile::TempDir {
             }
         }
     }
-    std::fs::write(
-        p.join("schemas/obj.schema.json"),
-        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#,
-    )
-    .expect("schema");
-    std::fs::write(
-        p.join("actors/echo.toml"),
-        r#"name = "echo"
-replicas = 2
-[[capabilities]]
-name = "echo"
-input = "obj"
-output = "obj"
-[backend]
-kind = "function"
-name = "echo"
-"#,
-    )
-    .expect("manifest");
     std::fs::copy(
         root().join("examples/code-review/workflow.toml"),
         p.join("workflows/code-review/workflow.toml"),
     )
     .expect("the example's workflow");
     std::fs::write(p.join("workflows/gated.toml"), GATED).expect("workflow");
-    std::fs::write(p.join("workflows/echo.toml"), ECHO_ONCE).expect("workflow");
+    std::fs::write(p.join("workflows/echo.toml"), ECHO_WORKFLOW).expect("workflow");
     std::os::unix::fs::symlink(root().join("examples"), p.join("examples")).expect("symlink");
     dir
 }
@@ -133,25 +94,10 @@ async fn wait_status(
     }
 }
 
-async fn shot(page: &Page, name: &str, full: bool) {
-    let path = screenshot_path(name);
-    page.save_screenshot(ScreenshotParams::builder().full_page(full).build(), &path)
-        .await
-        .expect("a screenshot");
-    eprintln!("screenshot: {}", path.display());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_page_draws_a_looped_run_with_its_visit_counts_and_durations() {
-    if skip_requested() {
-        return;
-    }
-    bounded(
-        "run_page_draws_a_looped_run_with_its_visit_counts_and_durations",
-        looped_run_body(),
-    )
-    .await;
-}
+browser_test!(
+    run_page_draws_a_looped_run_with_its_visit_counts_and_durations,
+    looped_run_body()
+);
 
 async fn looped_run_body() {
     let dir = setup();
@@ -276,22 +222,15 @@ async fn looped_run_body() {
         "the run's duration in the list: {duration:?}"
     );
 
-    shot(&page, "dashboard-graph.png", false).await;
-    shot(&page, "dashboard-run-page.png", true).await;
+    screenshot(&page, "dashboard-graph.png", false).await;
+    screenshot(&page, "dashboard-run-page.png", true).await;
     chrome.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_page_opens_by_address_and_shows_who_decided_a_gate_with_the_full_note() {
-    if skip_requested() {
-        return;
-    }
-    bounded(
-        "run_page_opens_by_address_and_shows_who_decided_a_gate_with_the_full_note",
-        gated_run_body(),
-    )
-    .await;
-}
+browser_test!(
+    run_page_opens_by_address_and_shows_who_decided_a_gate_with_the_full_note,
+    gated_run_body()
+);
 
 async fn gated_run_body() {
     let dir = setup();
@@ -340,7 +279,7 @@ async fn gated_run_body() {
         "document.querySelector('[data-testid=graph-node][data-step=ask]')?.dataset.here === 'waiting'",
     )
     .await;
-    shot(&page, "dashboard-gate-waiting.png", false).await;
+    screenshot(&page, "dashboard-gate-waiting.png", false).await;
 
     // Decide on the page, with a note longer than any cut.
     let note = "Checked the prepared output against the release checklist: the numbers match, \
@@ -427,7 +366,7 @@ async fn gated_run_body() {
         "document.querySelector('[data-testid=graph-edge][data-from=ask][data-kind=approve]')?.dataset.taken === '1' && document.querySelector('[data-testid=graph-node][data-step=done]')?.dataset.here === 'completed'",
     )
     .await;
-    shot(&page, "dashboard-gate-decided.png", false).await;
+    screenshot(&page, "dashboard-gate-decided.png", false).await;
 
     // A one-step workflow's graph: its step entered once, its end reached.
     page.find_element(format!(
@@ -445,6 +384,6 @@ async fn gated_run_body() {
         "document.querySelector('[data-testid=run-graph]')?.dataset.workflow === 'echo-once' && document.querySelector('[data-testid=graph-node][data-step=say]')?.dataset.visits === '1' && document.querySelector('[data-testid=graph-node][data-step=done]')?.dataset.here === 'completed'",
     )
     .await;
-    shot(&page, "dashboard-graph-one-step.png", false).await;
+    screenshot(&page, "dashboard-graph-one-step.png", false).await;
     chrome.close().await;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{paused, within};
 use muster::WorkflowExt;
-use muster::journal::{HeldJournal, Journal, MemoryJournal, Record};
+use muster::journal::{HeldJournal, Journal};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::{Decision, RunStatus, Workflow};
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder};

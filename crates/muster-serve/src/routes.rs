@@ -514,18 +514,21 @@ impl ListRuns {
     }
 }
 
+/// The 400 of a query string that does not parse, with what the parser said (bounded).
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::bad_request(format!(
+        "the query: {}",
+        muster_core::util::bounded_text(&e.body_text())
+    ))
+}
+
 async fn list_runs(
     State(st): State<AppState>,
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
     let pairs = Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map(|Query(v)| v)
-        .map_err(|e| {
-            ApiError::bad_request(format!(
-                "the query: {}",
-                muster_core::util::bounded_text(&e.body_text())
-            ))
-        })?;
+        .map_err(bad_query)?;
     run_list(&st, ListRuns::from_pairs(pairs)?).await.map(Json)
 }
 
@@ -1010,12 +1013,7 @@ async fn get_task_llm(
     Path(id): Path<String>,
     q: Result<Query<LlmQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the query: {}",
-            muster_core::util::bounded_text(&e.body_text())
-        ))
-    })?;
+    let Query(q) = q.map_err(bad_query)?;
     let id = parse_id(&id, "id")?;
     let epoch: Option<u64> = q
         .epoch
@@ -1085,12 +1083,7 @@ async fn records(
     State(st): State<AppState>,
     q: Result<Query<RecordsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the query: {}",
-            muster_core::util::bounded_text(&e.body_text())
-        ))
-    })?;
+    let Query(q) = q.map_err(bad_query)?;
     let after: u64 = match &q.after {
         Some(a) => parse_number(a, "after", "a sequence number")?,
         None => 0,
@@ -1154,12 +1147,7 @@ async fn events(
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the query: {}",
-            muster_core::util::bounded_text(&e.body_text())
-        ))
-    })?;
+    let Query(q) = q.map_err(bad_query)?;
     let run = q.run.as_deref().map(|r| parse_id(r, "run")).transpose()?;
     let from_header = headers
         .get("last-event-id")
