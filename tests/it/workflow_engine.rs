@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{paused, within};
 use muster::WorkflowExt;
-use muster::journal::{HeldJournal, Journal};
+use muster::journal::{HeldJournal, Journal, MemoryJournal, Record};
 use muster::workflow::engine::RunOptions;
 use muster::workflow::{Decision, RunStatus, Workflow};
 use muster::{AgentDef, AgentError, CapabilitySpec, Event, Muster, MusterBuilder};
@@ -808,11 +808,38 @@ fn a_resumed_run_at_its_gate_does_not_wait_for_other_runs_records() {
     });
 }
 
+/// A memory journal that remembers the kinds of the records of each group appended to it.
+#[derive(Debug, Default)]
+struct Groups {
+    memory: MemoryJournal,
+    groups: Mutex<Vec<Vec<&'static str>>>,
+}
+
+impl Journal for Groups {
+    fn append(&self, at_ms: u64, event: Event) -> u64 {
+        self.memory.append(at_ms, event)
+    }
+    fn append_group(&self, at_ms: u64, events: Vec<Event>) -> u64 {
+        let kinds = events.iter().map(|e| e.kind()).collect();
+        self.groups.lock().unwrap().push(kinds);
+        self.memory.append_group(at_ms, events)
+    }
+    fn read_after(&self, after: u64) -> Vec<Record> {
+        self.memory.read_after(after)
+    }
+    fn len(&self) -> u64 {
+        self.memory.len()
+    }
+}
+
 /// A retry's state is the one a restart would rebuild from the retry's records: a step it
-/// carries from the failed run reads the same in the live retry as in its journal.
+/// carries from the failed run reads the same in the live retry as in its journal. Its
+/// first records, and the failed run's `run_retried`, are appended as one group (one
+/// commit: a crash leaves all of them or none).
 #[test]
 fn a_retry_carries_its_steps_as_a_restart_would_rebuild_them() {
     paused(async {
+        let journal = Arc::new(Groups::default());
         let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let seen = calls.clone();
         let fragile = AgentDef::function("fragile", move |v: Value, _| {
@@ -827,6 +854,7 @@ fn a_retry_carries_its_steps_as_a_restart_would_rebuild_them() {
         })
         .capability(cap("fragile"));
         let m = builder()
+            .journal(journal.clone())
             .agent(echo("preparer", "prep"))
             .agent(fragile)
             .start()
@@ -870,6 +898,15 @@ terminal = "done"
         .await
         .unwrap();
         assert_eq!(retry.status, RunStatus::Completed, "{:?}", retry.status);
+        assert_eq!(
+            *journal.groups.lock().unwrap(),
+            [[
+                "run_started",
+                "retry_started",
+                "step_completed",
+                "run_retried"
+            ]]
+        );
         assert_eq!(visited(&retry), ["prep", "fragile"]);
         let rebuilt = muster::workflow::recovery::runs(&m.journal().records_of(retry.run))
             .into_iter()

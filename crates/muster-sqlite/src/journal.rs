@@ -496,6 +496,19 @@ impl Journal for SqliteJournal {
         }
     }
 
+    fn append_group(&self, at_ms: u64, events: Vec<Event>) -> u64 {
+        if events.is_empty() {
+            return 0;
+        }
+        match self.inbox.append_group(&self.last, at_ms, events) {
+            Ok(seq) => seq,
+            Err(seq) => {
+                tracing::error!(path = %self.path.display(), seq, "journal closed: group not stored");
+                seq
+            }
+        }
+    }
+
     fn read_after(&self, after: u64) -> Vec<Record> {
         match self.try_read_after(after) {
             Ok(r) => r,

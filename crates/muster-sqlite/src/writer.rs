@@ -47,6 +47,24 @@ struct Queue {
     close: bool,
     /// The writer has stopped: appends are no longer stored.
     stopped: bool,
+    /// The sequence numbers of queued records that continue a group
+    /// ([`Inbox::append_group`]): a batch never starts at one, so a group is committed in
+    /// one transaction.
+    joined: BTreeSet<u64>,
+}
+
+/// How many of `records` the next batch takes: all of them up to `max`; above it, `max`,
+/// moved on past any record that continues a group (`joined`), so that no group is split
+/// between two commits.
+fn batch_len(records: &[(u64, u64, Event)], joined: &BTreeSet<u64>, max: usize) -> usize {
+    if records.len() <= max {
+        return records.len();
+    }
+    let mut cut = max;
+    while records.get(cut).is_some_and(|r| joined.contains(&r.0)) {
+        cut += 1;
+    }
+    cut
 }
 
 /// Where appends go: a queue the writer takes whole, and the condition it sleeps on.
@@ -82,6 +100,37 @@ impl Inbox {
             self.wake.notify_one();
         }
         Ok(seq)
+    }
+
+    /// Queues `events` under consecutive sequence numbers from `last`, as one group that
+    /// the writer commits in one transaction; returns the last number, or `Err` with it if
+    /// the writer has stopped (nothing of the group is stored).
+    pub(crate) fn append_group(
+        &self,
+        last: &AtomicU64,
+        at_ms: u64,
+        events: Vec<Event>,
+    ) -> Result<u64, u64> {
+        let n = events.len() as u64;
+        let mut q = self.queue.lock();
+        let first = last.fetch_add(n, Ordering::AcqRel) + 1;
+        let end = first + n - 1;
+        if q.stopped || q.close {
+            return Err(end);
+        }
+        let was_empty = q.records.is_empty();
+        for (seq, event) in (first..).zip(events) {
+            if seq > first {
+                q.joined.insert(seq);
+            }
+            q.records.push((seq, at_ms, event));
+        }
+        let full = q.records.len() >= MAX_BATCH;
+        drop(q);
+        if was_empty || full {
+            self.wake.notify_one();
+        }
+        Ok(end)
     }
 
     /// Asks the writer to commit what is queued now (someone waits for a record).
@@ -205,6 +254,7 @@ impl Drop for Stopped {
         let mut q = self.inbox.queue.lock();
         q.stopped = true;
         q.records = Vec::new();
+        q.joined.clear();
         drop(q);
         let mut s = self.progress.state.lock();
         s.closed = true;
@@ -257,13 +307,19 @@ impl Writer {
                 {
                     q.want = false;
                     q.oldest = None;
-                    let batch = if q.records.len() <= MAX_BATCH {
+                    let take = batch_len(&q.records, &q.joined, MAX_BATCH);
+                    let batch: Vec<_> = if take == q.records.len() {
                         // The next batch starts with room for one like this one.
                         let room = q.records.capacity();
                         std::mem::replace(&mut q.records, Vec::with_capacity(room))
                     } else {
-                        q.records.drain(..MAX_BATCH).collect()
+                        q.records.drain(..take).collect()
                     };
+                    if let Some(&(last, _, _)) = batch.last()
+                        && !q.joined.is_empty()
+                    {
+                        q.joined = q.joined.split_off(&(last + 1));
+                    }
                     break (batch, q.close && q.records.is_empty());
                 }
                 q.want = false;
@@ -427,4 +483,56 @@ fn insert(conn: &mut Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
         }
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, u64, Event)> {
+        seqs.map(|s| {
+            (
+                s,
+                0,
+                Event::Note {
+                    text: s.to_string(),
+                },
+            )
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_batch_cut_never_falls_inside_a_group() {
+        let records = queued(1..=10);
+        // Records 4, 5 and 6 are one group (5 and 6 continue it).
+        let joined: BTreeSet<u64> = [5, 6].into();
+        assert_eq!(batch_len(&records, &joined, 20), 10, "all fit");
+        assert_eq!(batch_len(&records, &joined, 3), 3, "a cut before the group");
+        assert_eq!(batch_len(&records, &joined, 4), 6, "moved past the group");
+        assert_eq!(batch_len(&records, &joined, 5), 6, "moved past the group");
+        assert_eq!(batch_len(&records, &joined, 6), 6, "a cut after the group");
+        let all: BTreeSet<u64> = (2..=10).collect();
+        assert_eq!(
+            batch_len(&records, &all, 2),
+            10,
+            "one group takes the queue"
+        );
+    }
+
+    #[test]
+    fn a_group_is_numbered_consecutively_and_marked_after_its_first_record() {
+        let inbox = Inbox::default();
+        let last = AtomicU64::new(0);
+        let note = |t: &str| Event::Note { text: t.into() };
+        assert_eq!(inbox.append(&last, 0, note("alone")), Ok(1));
+        assert_eq!(
+            inbox.append_group(&last, 0, vec![note("a"), note("b"), note("c")]),
+            Ok(4)
+        );
+        let q = inbox.queue.lock();
+        let seqs: Vec<u64> = q.records.iter().map(|r| r.0).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(q.joined, [3, 4].into());
+    }
 }

@@ -728,34 +728,35 @@ impl WorkflowExt for Muster {
                 ),
             });
         }
-        let recorder = self.recorder();
-        recorder.record(Event::RunStarted {
-            run: id,
-            workflow: wf.name.clone(),
-            file: wf.file.display().to_string(),
-            input: plan.input.clone(),
-        });
-        recorder.record(Event::RetryStarted {
-            run: id,
-            from: plan.from,
-            step: plan.step.clone(),
-            carried: plan.carried.iter().map(|c| c.step.clone()).collect(),
-        });
-        for c in &plan.carried {
-            recorder.record(Event::StepCompleted {
+        // One group, one commit: after a crash the journal holds the retry whole (it
+        // resumes as a retry, and the failed run says it was retried) or not at all (the
+        // failed run may be retried again).
+        let mut group = vec![
+            Event::RunStarted {
                 run: id,
-                step: c.step.clone(),
-                task: c.task,
-                output: c.output.clone(),
-            });
-        }
-        let written = recorder
-            .record_written(Event::RunRetried {
-                run: plan.from,
-                retry: id,
+                workflow: wf.name.clone(),
+                file: wf.file.display().to_string(),
+                input: plan.input.clone(),
+            },
+            Event::RetryStarted {
+                run: id,
+                from: plan.from,
                 step: plan.step.clone(),
-            })
-            .await;
+                carried: plan.carried.iter().map(|c| c.step.clone()).collect(),
+            },
+        ];
+        group.extend(plan.carried.iter().map(|c| Event::StepCompleted {
+            run: id,
+            step: c.step.clone(),
+            task: c.task,
+            output: c.output.clone(),
+        }));
+        group.push(Event::RunRetried {
+            run: plan.from,
+            retry: id,
+            step: plan.step.clone(),
+        });
+        let written = self.recorder().record_group_written(group).await;
         if let Err(e) = written {
             return Err(RunError::NotResumable {
                 run: id,

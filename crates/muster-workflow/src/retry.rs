@@ -7,9 +7,11 @@
 //! The new run journals `run_started` (the same input), `retry_started` (the failed run,
 //! the step it starts at, the steps it carries), a `step_completed` per carried step
 //! (the failed run's task and output: the step is not run again), and the failed run gets
-//! `run_retried` naming the new run; so recovery rebuilds a retry like any run (G1 across
-//! a crash), and its tasks are new tasks with new ids and their own leases (one owner per
-//! task, G2). Visits start from zero: the retry gets every loop bound afresh.
+//! `run_retried` naming the new run, all in one group (`Journal::append_group`: one
+//! commit, so a crash never leaves half of them); so recovery rebuilds a retry like any
+//! run (G1 across a crash), and its tasks are new tasks with new ids and their own leases
+//! (one owner per task, G2). Visits start from zero: the retry gets every loop bound
+//! afresh.
 //!
 //! It must not write anything (the engine does) nor decide who may retry (the API does).
 

@@ -94,6 +94,30 @@ impl Recorder {
         Ok(seq)
     }
 
+    /// Appends `events` stamped now as one group ([`Journal::append_group`]: one commit)
+    /// and waits until the group is written; returns the last record's sequence number.
+    ///
+    /// # Example
+    /// ```
+    /// # async fn demo() -> Result<(), muster_core::journal::Unwritten> {
+    /// use std::sync::Arc;
+    /// use muster_core::clock::Clock;
+    /// use muster_core::journal::{Event, Journal, MemoryJournal, Recorder};
+    ///
+    /// let j = Arc::new(MemoryJournal::default());
+    /// let r = Recorder::new(j.clone(), Clock::fixed(0));
+    /// let note = |t: &str| Event::Note { text: t.into() };
+    /// assert_eq!(r.record_group_written(vec![note("a"), note("b")]).await?, 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn record_group_written(&self, events: Vec<Event>) -> Result<u64, Unwritten> {
+        let last = self.journal.append_group(self.clock.now_ms(), events);
+        if let Some(w) = self.until_written(last) {
+            w.await?;
+        }
+        Ok(last)
+    }
+
     /// Appends `event` stamped now; returns its sequence number.
     pub fn record(&self, event: Event) -> u64 {
         self.journal.append(self.clock.now_ms(), event)

@@ -80,6 +80,21 @@ impl JournalLayer for TapJournal {
         }));
         seq
     }
+
+    /// The group goes to the wrapped journal whole (one commit), then to the listeners.
+    fn intercept_group(&self, at_ms: u64, events: Vec<Event>) -> u64 {
+        if self.tx.receiver_count() == 0 {
+            return self.inner.append_group(at_ms, events);
+        }
+        let copies = events.clone();
+        let n = copies.len() as u64;
+        let last = self.inner.append_group(at_ms, events);
+        // Numbered consecutively, ending at `last`.
+        for (seq, event) in (last + 1 - n..=last).zip(copies) {
+            let _ = self.tx.send(Arc::new(Record { seq, at_ms, event }));
+        }
+        last
+    }
 }
 
 #[cfg(test)]
