@@ -187,14 +187,9 @@ impl SqliteJournal {
         // One writer per journal: the lock is taken before the file is created, recovered
         // or appended to, and the file is looked at again under it.
         let lock = lock(&path)?;
-        let older = match probe(&path)? {
-            Probe::Absent => {
-                create(&path)?;
-                false
-            }
-            Probe::Journal => false,
-            Probe::Older(_) => true,
-        };
+        if probe(&path)? == Probe::Absent {
+            create(&path)?;
+        }
         let sql = |context: &str| sql_error(&path, context);
         let mut conn = Connection::open(&path).map_err(sql("open"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -207,8 +202,10 @@ impl SqliteJournal {
             .map_err(sql("set synchronous"))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sql("set busy timeout"))?;
-        if older {
-            let from = migrate(&mut conn, &path)?;
+        // An older file is migrated; a current one gets this build's indexes (it says so
+        // in the log when it changes anything).
+        let from = migrate(&mut conn, &path)?;
+        if from < crate::file::VERSION {
             tracing::info!(path = %path.display(), from, to = crate::file::VERSION, "journal migrated");
         }
         let last: i64 = conn

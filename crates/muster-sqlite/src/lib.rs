@@ -42,6 +42,9 @@ mod read;
 mod runs;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 pub use compact::{CompactError, Compacted, Compaction, compact, read_archive};
 pub use file::{FORMAT, VERSION};
 pub use gate::{DecideError, decide_gate};
