@@ -204,10 +204,7 @@ impl SqliteJournal {
             .map_err(sql("set busy timeout"))?;
         // An older file is migrated; a current one gets this build's indexes (it says so
         // in the log when it changes anything).
-        let from = migrate(&mut conn, &path)?;
-        if from < crate::file::VERSION {
-            tracing::info!(path = %path.display(), from, to = crate::file::VERSION, "journal migrated");
-        }
+        migrate(&mut conn, &path)?;
         let last: i64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql("read the last sequence number"))?;

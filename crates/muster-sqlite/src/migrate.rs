@@ -3,10 +3,15 @@
 //! approve`'s decision, a compaction); and, within version 3, the replacement of a
 //! partial run index (what the first builds of version 3 made) by the full one.
 //!
+//! A migration rewrites every record: it says so in the log when it starts (a large
+//! file takes a while) and when it ends, and empties the write-ahead log once committed,
+//! so the file is not left beside a log as large as itself.
+//!
 //! It must not decide what the `runs` table holds (that is `runs`'s rebuild, with the
 //! core's rule) nor create files (that is `file`).
 
 use std::path::Path;
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
@@ -18,9 +23,9 @@ use muster_core::journal::JournalError;
 /// `runs` table by replaying the run records; from version 1 or 2, turns the ids of
 /// `events` from text into 16-byte blobs and keeps only the indexes of version 3. Of a
 /// current file it only replaces a partial `events_run` index by the full one (and
-/// writes nothing when the index is full). The caller holds the journal's lock, or
-/// writes only inside this transaction (`muster approve`). Returns the version the file
-/// had.
+/// writes nothing when the index is full). Whatever it changed, the write-ahead log is
+/// emptied after the commit. The caller holds the journal's lock, or writes only inside
+/// this transaction (`muster approve`). Returns the version the file had.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, JournalError> {
     let sql = |context: &str| sql_error(path, context);
     let tx = conn
@@ -39,6 +44,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, Journal
     if found == VERSION {
         if full_run_index(&tx, path)? {
             tx.commit().map_err(sql("commit the run index"))?;
+            empty_the_log(conn, path);
         }
         // Otherwise nothing was written: the transaction is rolled back as it is dropped.
         return Ok(found);
@@ -50,6 +56,20 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, Journal
             expected: VERSION,
         });
     }
+    let started = Instant::now();
+    // Cheap to know before the work starts: the file's size and its last sequence number
+    // (the primary key's last entry; a count would read every row).
+    let last_seq: i64 = tx
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        .map_err(sql("read the last sequence number"))?;
+    tracing::info!(
+        path = %path.display(),
+        from = found,
+        to = VERSION,
+        bytes = std::fs::metadata(path).map_or(0, |m| m.len()),
+        last_seq,
+        "migrating the journal in place: every record is rewritten in one transaction, which takes a while on a large file"
+    );
     let from = |what: &str| format!("{what} (migrating from version {found})");
     if found == 1 {
         tx.execute_batch(SCHEMA_2)
@@ -91,6 +111,14 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, Journal
     )
     .map_err(sql(&from("write the version")))?;
     tx.commit().map_err(sql("commit the migration"))?;
+    empty_the_log(conn, path);
+    tracing::info!(
+        path = %path.display(),
+        from = found,
+        to = VERSION,
+        took_ms = started.elapsed().as_millis() as u64,
+        "journal migrated"
+    );
     Ok(found)
 }
 
@@ -120,4 +148,25 @@ fn full_run_index(tx: &Transaction<'_>, path: &Path) -> Result<bool, JournalErro
     tx.execute_batch("DROP INDEX IF EXISTS events_run; CREATE INDEX events_run ON events(run);")
         .map_err(sql("index every record by run"))?;
     Ok(true)
+}
+
+/// Copies what was just committed into the file and truncates the write-ahead log. A
+/// reader of another process can keep part of the log in use: then the log is left as it
+/// is (SQLite checkpoints it as the journal goes on), and the migration stands.
+fn empty_the_log(conn: &Connection, path: &Path) {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    }) {
+        Ok((0, _)) => {}
+        Ok((_, frames)) => tracing::warn!(
+            path = %path.display(),
+            frames,
+            "the write-ahead log could not be emptied (another process reads the journal); it is checkpointed as the journal goes on"
+        ),
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "the write-ahead log could not be emptied; it is checkpointed as the journal goes on"
+        ),
+    }
 }
