@@ -304,6 +304,26 @@ fn a_version_2_journal_file_reads_as_it_is_and_is_migrated_on_open() {
     assert_eq!(text, task.to_string());
 }
 
+/// Migrating rewrites every record; done, the changes are copied into the file and the
+/// write-ahead log is emptied, so the file is not left beside a log as large as itself.
+#[test]
+fn migrating_a_journal_in_place_leaves_no_write_ahead_log_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v2.db");
+    std::fs::copy("tests/fixtures/journal/version-2.db", &path).expect("copy the fixture");
+    let size = std::fs::metadata(&path).expect("the fixture").len();
+    let wal = dir.path().join("v2.db-wal");
+    let j = SqliteJournal::open(&path, Durability::Relaxed).expect("a version-2 file opens");
+    // Measured while the journal is open: closing the last connection would checkpoint
+    // and remove the log anyway.
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(
+        wal_bytes, 0,
+        "the write-ahead log holds {wal_bytes} bytes after migrating a file of {size} bytes"
+    );
+    assert!(!j.read_after(0).is_empty(), "the records are there");
+}
+
 #[test]
 fn approving_on_a_version_1_journal_migrates_it_and_updates_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");

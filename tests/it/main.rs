@@ -78,6 +78,7 @@ mod journal_compact;
 mod journal_corrupt_file;
 mod journal_hardening;
 mod journal_index;
+mod journal_reads;
 mod journal_round_trip;
 mod late_results_adopt;
 mod llm_agents;

@@ -19,7 +19,7 @@ use crate::file::{Probe, RUN_KINDS, lock, probe, sql_error, uuid_blob};
 use crate::migrate::migrate;
 use crate::read::{DecodeError, decode};
 use muster_core::ids::Fnv1a;
-use muster_core::journal::{Event, JournalError, Record};
+use muster_core::journal::{Event, JournalError, Record, RunStatus};
 
 /// What to compact.
 ///
@@ -157,43 +157,15 @@ pub(crate) fn compact_on(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Deferred)
         .map_err(sql("begin the compaction"))?;
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS doomed (story BLOB PRIMARY KEY, is_run INTEGER);
-         DELETE FROM doomed;",
-    )
-    .map_err(sql("make the compaction's scratch table"))?;
+    tx.execute_batch(DOOMED)
+        .map_err(sql("make the compaction's scratch table"))?;
     let last: i64 = tx
         .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
         .map_err(sql("read the last sequence number"))?;
-    // `runs.run` is text, `events.run` 16 bytes: a story is named by its 16 bytes.
-    tx.execute(
-        &format!(
-            "INSERT OR IGNORE INTO doomed SELECT {}, 1 FROM runs
-             WHERE status IN ('completed', 'failed', 'cancelled') AND ended_ms < ?1",
-            uuid_blob("run")
-        ),
-        [cutoff],
-    )
-    .map_err(sql("choose the runs that ended before the cutoff"))?;
-    // A story outside any run goes when its last record is older than the cutoff and
-    // every task submitted in it has a terminal record.
-    tx.execute(
-        &format!(
-            "INSERT OR IGNORE INTO doomed
-             SELECT run, 0 FROM events
-             WHERE run IS NOT NULL AND run NOT IN (SELECT {run} FROM runs)
-               AND kind NOT IN ({RUN_KINDS})
-             GROUP BY run
-             HAVING MAX(at_ms) < ?1
-                AND COUNT(DISTINCT CASE WHEN kind = 'task_submitted' THEN task END)
-                 <= COUNT(DISTINCT CASE WHEN kind IN
-                    ('result_accepted', 'task_escalated', 'task_cancelled', 'task_reused')
-                    THEN task END)",
-            run = uuid_blob("run")
-        ),
-        [cutoff],
-    )
-    .map_err(sql("choose the bare tasks that ended before the cutoff"))?;
+    tx.execute(&choose_runs(), [cutoff])
+        .map_err(sql("choose the runs that ended before the cutoff"))?;
+    tx.execute(&choose_stories(), [cutoff])
+        .map_err(sql("choose the bare tasks that ended before the cutoff"))?;
     let (runs, stories): (i64, i64) = tx
         .query_row(
             "SELECT COALESCE(SUM(is_run), 0), COALESCE(SUM(1 - is_run), 0) FROM doomed",
@@ -202,14 +174,8 @@ pub(crate) fn compact_on(
         )
         .map_err(sql("count what goes"))?;
     let kept_unfinished: i64 = tx
-        .query_row(
-            "SELECT count(*) FROM runs WHERE status NOT IN ('completed', 'failed', 'cancelled')",
-            [],
-            |r| r.get(0),
-        )
+        .query_row(&count_unfinished(), [], |r| r.get(0))
         .map_err(sql("count the unfinished runs"))?;
-    const CHOSEN: &str = "FROM events WHERE seq < ?1 AND (run IN (SELECT story FROM doomed)
-                          OR (run IS NULL AND at_ms < ?2))";
     // The archive first, complete and synced, then the deletion.
     let mut digest = Fnv1a::default();
     let mut records = 0u64;
@@ -218,9 +184,7 @@ pub(crate) fn compact_on(
         None => None,
     };
     {
-        let mut stmt = tx
-            .prepare(&format!("SELECT seq, at_ms, body {CHOSEN} ORDER BY seq"))
-            .map_err(sql("read what goes"))?;
+        let mut stmt = tx.prepare(&read_chosen()).map_err(sql("read what goes"))?;
         let mut rows = stmt
             .query(params![last, cutoff])
             .map_err(sql("read what goes"))?;
@@ -247,16 +211,10 @@ pub(crate) fn compact_on(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("begin the deletion"))?;
     let deleted = tx
-        .execute(&format!("DELETE {CHOSEN}"), params![last, cutoff])
+        .execute(&delete_chosen(), params![last, cutoff])
         .map_err(sql("delete what goes"))?;
-    tx.execute(
-        &format!(
-            "DELETE FROM runs WHERE {} IN (SELECT story FROM doomed WHERE is_run = 1)",
-            uuid_blob("run")
-        ),
-        [],
-    )
-    .map_err(sql("delete the runs' rows"))?;
+    tx.execute(DELETE_RUNS, [])
+        .map_err(sql("delete the runs' rows"))?;
     let text = format!(
         "compacted: removed {deleted} records of {runs} runs and {stories} bare-task stories \
          that ended before {} (digest {digest}{})",
@@ -306,6 +264,82 @@ pub(crate) fn compact_on(
         note_seq,
     })
 }
+
+/// The compaction's scratch table, made anew: the stories chosen to go, each named by its
+/// 16 bytes as `events.run` holds it (`story`) and, for a run, by its text as `runs.run`
+/// holds it (`run`), so that each table is searched through its own index, with no
+/// function applied to its column.
+pub(crate) const DOOMED: &str = "DROP TABLE IF EXISTS temp.doomed;
+     CREATE TEMP TABLE doomed (story BLOB PRIMARY KEY, run TEXT, is_run INTEGER);";
+
+/// The statuses of runs that have ended (`ended`) or not, as an SQL list: the core's
+/// one definition ([`RunStatus::has_ended`]).
+fn statuses(ended: bool) -> String {
+    RunStatus::ALL
+        .into_iter()
+        .filter(|s| s.has_ended() == ended)
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Chooses the runs that ended before the cutoff (`?1`), through the status index.
+pub(crate) fn choose_runs() -> String {
+    format!(
+        "INSERT OR IGNORE INTO doomed SELECT {}, run, 1 FROM runs
+         WHERE status IN ({}) AND ended_ms < ?1",
+        uuid_blob("run"),
+        statuses(true)
+    )
+}
+
+/// Chooses the stories outside any run that ended before the cutoff (`?1`): a story goes
+/// when its last record is older than the cutoff and every task submitted in it has a
+/// terminal record.
+pub(crate) fn choose_stories() -> String {
+    format!(
+        "INSERT OR IGNORE INTO doomed
+         SELECT run, NULL, 0 FROM events
+         WHERE run IS NOT NULL AND run NOT IN (SELECT {run} FROM runs)
+           AND kind NOT IN ({RUN_KINDS})
+         GROUP BY run
+         HAVING MAX(at_ms) < ?1
+            AND COUNT(DISTINCT CASE WHEN kind = 'task_submitted' THEN task END)
+             <= COUNT(DISTINCT CASE WHEN kind IN
+                ('result_accepted', 'task_escalated', 'task_cancelled', 'task_reused')
+                THEN task END)",
+        run = uuid_blob("run")
+    )
+}
+
+/// Counts the runs kept because they have not ended, through the status index (a
+/// `NOT IN` of the ended statuses would read all of it).
+pub(crate) fn count_unfinished() -> String {
+    format!(
+        "SELECT count(*) FROM runs WHERE status IN ({})",
+        statuses(false)
+    )
+}
+
+/// The records that go: the chosen stories' and those of no story older than the cutoff
+/// (`?2`), before the last record (`?1`, never removed). Both are found through the run
+/// index (`run IN ...` and `run IS NULL`, which a full index holds).
+const CHOSEN: &str = "FROM events WHERE seq < ?1 AND (run IN (SELECT story FROM doomed)
+                      OR (run IS NULL AND at_ms < ?2))";
+
+/// Reads the records that go, in order (for the archive and the digest).
+pub(crate) fn read_chosen() -> String {
+    format!("SELECT seq, at_ms, body {CHOSEN} ORDER BY seq")
+}
+
+/// Deletes the records that go.
+pub(crate) fn delete_chosen() -> String {
+    format!("DELETE {CHOSEN}")
+}
+
+/// Deletes the chosen runs' rows of the `runs` table, through its primary key.
+pub(crate) const DELETE_RUNS: &str =
+    "DELETE FROM runs WHERE run IN (SELECT run FROM doomed WHERE is_run = 1)";
 
 /// Returns free pages to the file system: incrementally where the file allows it (every
 /// journal created since format 2), else by rewriting it (`VACUUM`, which also switches

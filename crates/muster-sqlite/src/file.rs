@@ -26,6 +26,9 @@ pub const FORMAT: &str = "muster-journal";
 ///   36-character text, and only the two indexes a reader uses remain (`events_task`,
 ///   `events_run`; no index on `kind` or `correlation`), so a record costs its row and
 ///   two small index entries; the view `events_text` shows the ids as text for `sqlite3`.
+///   `events_run` covers every record (the first builds of version 3 left out the records
+///   of no story, so the compaction could not find those through it): opening a file to
+///   write replaces such an index.
 pub const VERSION: u32 = 3;
 
 /// The tables of a new journal (version 3). The ids in `events` are 16-byte blobs
@@ -64,11 +67,14 @@ CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, started_seq);
 ";
 
 /// The indexes of `events` (version 3), each one a reader uses: a task's records (a
-/// task's story, the writer's correlation look-up) and a story's records (a run's
-/// records, its gate, compaction). Records with no task or no story have no entry.
+/// task's story, the writer's correlation look-up; records of no task have no entry) and
+/// a story's records (a run's records, its gate, compaction). `events_run` is full: the
+/// compaction finds the records of no story (`run IS NULL`) through it too, where a
+/// partial index (`WHERE run IS NOT NULL`) left it to read every record, holding the
+/// write lock.
 pub(crate) const EVENT_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS events_task ON events(task) WHERE task IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_run ON events(run) WHERE run IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_run ON events(run);
 ";
 
 /// `events` with its ids as text (`0190f3c2-...`), for reading with `sqlite3`.

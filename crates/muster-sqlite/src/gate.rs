@@ -12,6 +12,10 @@ use crate::file::{Probe, probe, sql_error};
 use crate::migrate::migrate;
 use muster_core::journal::{Event, JournalError};
 
+/// A run's gate records (`?1`, the run's 16 bytes), through the run index.
+pub(crate) const GATE_RECORDS: &str = "SELECT seq, body FROM events WHERE run = ?1
+    AND kind IN ('gate_waiting', 'gate_decided') ORDER BY seq";
+
 /// Why a gate decision was not recorded by [`decide_gate`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
@@ -95,10 +99,7 @@ pub fn decide_gate(
     let mut standing = None;
     {
         let mut stmt = tx
-            .prepare(
-                "SELECT seq, body FROM events WHERE run = ?1
-                 AND kind IN ('gate_waiting', 'gate_decided') ORDER BY seq",
-            )
+            .prepare(GATE_RECORDS)
             .map_err(sql("read the gate's events"))?;
         let rows = stmt
             .query_map([run.as_bytes()], |r| {

@@ -63,9 +63,12 @@ impl std::str::FromStr for Durability {
 
 /// A journal in one SQLite file (WAL mode), written by one thread in group commits.
 ///
-/// `append` never waits on the disk; `flush`/`wait_durable` wait for the writer;
-/// `read_after` flushes, then reads the file. Dropping it (or [`SqliteJournal::close`])
-/// commits what is pending and stops the writer.
+/// `append` never waits on the disk; `flush`/`wait_durable` wait for the writer (and ask
+/// it to commit at once). Reads never make the writer commit early: a read of records
+/// (`read_after`, `read_batch`, `records_of`) sees every record appended before it,
+/// waiting for the group commit that takes them if they are not committed yet; the run
+/// index (`runs`, `run_entry`) answers from what is committed, at once. Dropping it (or
+/// [`SqliteJournal::close`]) commits what is pending and stops the writer.
 ///
 /// # Example
 /// ```
@@ -187,14 +190,9 @@ impl SqliteJournal {
         // One writer per journal: the lock is taken before the file is created, recovered
         // or appended to, and the file is looked at again under it.
         let lock = lock(&path)?;
-        let older = match probe(&path)? {
-            Probe::Absent => {
-                create(&path)?;
-                false
-            }
-            Probe::Journal => false,
-            Probe::Older(_) => true,
-        };
+        if probe(&path)? == Probe::Absent {
+            create(&path)?;
+        }
         let sql = |context: &str| sql_error(&path, context);
         let mut conn = Connection::open(&path).map_err(sql("open"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -207,10 +205,9 @@ impl SqliteJournal {
             .map_err(sql("set synchronous"))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sql("set busy timeout"))?;
-        if older {
-            let from = migrate(&mut conn, &path)?;
-            tracing::info!(path = %path.display(), from, to = crate::file::VERSION, "journal migrated");
-        }
+        // An older file is migrated; a current one gets this build's indexes (it says so
+        // in the log when it changes anything).
+        migrate(&mut conn, &path)?;
         let last: i64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql("read the last sequence number"))?;
@@ -262,8 +259,17 @@ impl SqliteJournal {
     /// # Ok(()) }
     /// ```
     pub fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        self.wait_for(seq, true)
+    }
+
+    /// Blocks until record `seq` is committed, asking the writer to commit it at once
+    /// (`ask`) or waiting for the group commit that takes it within the commit window.
+    /// Fails if the writer failed or stopped before it got there, or after 60 s.
+    fn wait_for(&self, seq: u64, ask: bool) -> Result<(), JournalError> {
         let deadline = std::time::Instant::now() + DURABLE_WAIT;
-        self.want(seq);
+        if ask {
+            self.want(seq);
+        }
         let mut s = self.progress.state.lock();
         loop {
             if s.durable >= seq {
@@ -394,12 +400,18 @@ impl SqliteJournal {
         Ok(before.max(max))
     }
 
-    /// Runs with the reader connection, once pending appends are committed.
+    /// Runs `f` with the reader connection once what the read `sees` is committed. It
+    /// never asks the writer to commit early: a read of records waits for the group
+    /// commit that takes the records it could see (within the commit window), so readers
+    /// (followers, pages, the dashboard) cost the writer no commit of their own.
     fn reading<T>(
         &self,
+        sees: Sees,
         f: impl FnOnce(&Connection) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        self.flush()?;
+        if let Sees::UpTo(seq) = sees {
+            self.wait_for(seq, false)?;
+        }
         let mut guard = self.reader.lock();
         let conn = match guard.take() {
             Some(c) => c,
@@ -410,20 +422,33 @@ impl SqliteJournal {
         out
     }
 
-    /// [`Journal::runs`], with its error: a page of the `runs` table.
-    pub fn try_runs(&self, query: &RunQuery) -> Result<Vec<RunEntry>, JournalError> {
-        self.reading(|c| runs::page(c, query).map_err(sql_error(&self.path, "read the runs")))
+    /// What a read of every record up to the last appended must wait for.
+    fn appended(&self) -> Sees {
+        Sees::UpTo(self.last.load(Ordering::Acquire))
     }
 
-    /// [`Journal::run_entry`], with its error: one row of the `runs` table.
+    /// [`Journal::runs`], with its error: a page of the `runs` table, as committed. It
+    /// neither waits for nor forces the writer: a run's row changes in the transaction of
+    /// its records, and the runtime reports a run's start, gate or end only once that is
+    /// committed, so a run a caller has been told of is listed as it was told.
+    pub fn try_runs(&self, query: &RunQuery) -> Result<Vec<RunEntry>, JournalError> {
+        self.reading(Sees::Committed, |c| {
+            runs::page(c, query).map_err(sql_error(&self.path, "read the runs"))
+        })
+    }
+
+    /// [`Journal::run_entry`], with its error: one row of the `runs` table, as committed
+    /// (see [`SqliteJournal::try_runs`]).
     pub fn try_run_entry(&self, run: uuid::Uuid) -> Result<Option<RunEntry>, JournalError> {
-        self.reading(|c| runs::get(c, run).map_err(sql_error(&self.path, "read a run")))
+        self.reading(Sees::Committed, |c| {
+            runs::get(c, run).map_err(sql_error(&self.path, "read a run"))
+        })
     }
 
     /// [`Journal::records_of`], with its error: the records whose `run` column is `id`,
-    /// and those of the task `id`.
+    /// and those of the task `id`, every one appended before the call included.
     pub fn try_records_of(&self, id: uuid::Uuid) -> Result<Vec<Record>, JournalError> {
-        self.reading(|c| runs::records_of(c, &self.path, id))
+        self.reading(self.appended(), |c| runs::records_of(c, &self.path, id))
     }
 
     /// Compacts this journal while it is in use (a node's retention): see
@@ -473,16 +498,41 @@ impl SqliteJournal {
         )
     }
 
-    /// Every record after `after`, read from the file once pending appends are committed.
+    /// Every record after `after`, read from the file once the records appended before
+    /// the call are committed (records another process appended are read too).
     pub fn try_read_after(&self, after: u64) -> Result<Vec<Record>, JournalError> {
         self.try_read_batch(after, usize::MAX)
     }
 
-    /// At most `max` records after `after`, read from the file once pending appends are
-    /// committed.
+    /// At most `max` records after `after`, read from the file once those of them
+    /// appended before the call are committed: a follower reading a backlog already
+    /// committed does not wait at all.
     pub fn try_read_batch(&self, after: u64, max: usize) -> Result<Vec<Record>, JournalError> {
-        self.reading(|c| read_records(c, &self.path, after, max))
+        // Sequence numbers are gap-free: this read can see no record past `after + max`.
+        let reach = u64::try_from(max).unwrap_or(u64::MAX);
+        let upto = self
+            .last
+            .load(Ordering::Acquire)
+            .min(after.saturating_add(reach));
+        let sees = if upto > after {
+            Sees::UpTo(upto)
+        } else {
+            // Nothing of this process's is past `after`: only another process's records
+            // could be (`muster approve`), and those are committed.
+            Sees::Committed
+        };
+        self.reading(sees, |c| read_records(c, &self.path, after, max))
     }
+}
+
+/// What a read must find committed before it reads the file.
+#[derive(Debug, Clone, Copy)]
+enum Sees {
+    /// Nothing more: it answers from what is committed (the run index).
+    Committed,
+    /// Every record up to this sequence number (a read of records sees those appended
+    /// before it).
+    UpTo(u64),
 }
 
 impl Journal for SqliteJournal {

@@ -14,6 +14,10 @@
 //!  wait_durable(seq) / flush() ◄── durable watermark ◄─────┘  (highest gap-free committed seq)
 //! ```
 //!
+//! Only a waiter (`wait_durable`, `flush`, `want`) makes the writer commit before its
+//! commit window ends; a read never does. A read of records waits for the group commit
+//! that takes those appended before it; the run index answers from what is committed.
+//!
 //! Opening never modifies a file that is not a muster journal: the file's header and its
 //! tables are checked read-only before anything is created.
 //!
@@ -41,6 +45,9 @@ mod migrate;
 mod read;
 mod runs;
 mod writer;
+
+#[cfg(test)]
+mod tests;
 
 pub use compact::{CompactError, Compacted, Compaction, compact, read_archive};
 pub use file::{FORMAT, VERSION};

@@ -156,6 +156,20 @@ pub(crate) use crate::read::DecodeError;
 /// workflow indexes), joined to each candidate's `run_started` record (by its sequence
 /// number) only when the query filters on input fields.
 pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunEntry>> {
+    let (sql, args) = page_sql(q);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), entry)?;
+    let mut out = Vec::new();
+    for e in rows {
+        if let Some(e) = e? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// The statement [`page`] runs for `q`, and its parameters.
+pub(crate) fn page_sql(q: &RunQuery) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value as Sql;
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let mut sql = format!(
@@ -233,16 +247,13 @@ pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunE
         " ORDER BY r.started_seq DESC LIMIT ?{}",
         args.len()
     ));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), entry)?;
-    let mut out = Vec::new();
-    for e in rows {
-        if let Some(e) = e? {
-            out.push(e);
-        }
-    }
-    Ok(out)
+    (sql, args)
 }
+
+/// The records of a story (`?1`, 16 bytes): through the run index and the task index.
+pub(crate) const RECORDS_OF: &str = "SELECT seq, at_ms, body FROM events WHERE run = ?1
+    UNION SELECT seq, at_ms, body FROM events WHERE task = ?1
+    ORDER BY seq";
 
 /// The records of the story of `id`: those whose `run` column is `id` (a run's own and
 /// its tasks') and those of the task `id`, in order (ids are 16-byte blobs: version 3).
@@ -253,11 +264,7 @@ pub(crate) fn records_of(
 ) -> Result<Vec<Record>, JournalError> {
     let sql = |context: &str| sql_error(path, context);
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, at_ms, body FROM events WHERE run = ?1
-             UNION SELECT seq, at_ms, body FROM events WHERE task = ?1
-             ORDER BY seq",
-        )
+        .prepare_cached(RECORDS_OF)
         .map_err(sql("read a run's records"))?;
     let mut rows = stmt
         .query([id.as_bytes()])

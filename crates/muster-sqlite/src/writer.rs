@@ -34,6 +34,11 @@ const COMMIT_TRIES: u32 = 3;
 /// Task → correlation entries remembered by the writer; past this, it asks the database.
 const CORRELATION_CACHE: usize = 100_000;
 
+/// A task's correlation (`?1`, the task's 16 bytes): its first record's, through the
+/// task index.
+pub(crate) const CORRELATION_OF: &str =
+    "SELECT correlation FROM events WHERE task = ?1 ORDER BY seq LIMIT 1";
+
 /// Records appended and not yet taken by the writer, and what the writer is asked to do.
 #[derive(Default)]
 struct Queue {
@@ -436,7 +441,7 @@ impl Writer {
         // carries the correlation: one index probe, no scan of the task's rows.
         let found: Option<Option<Vec<u8>>> = self
             .conn
-            .prepare_cached("SELECT correlation FROM events WHERE task = ?1 ORDER BY seq LIMIT 1")
+            .prepare_cached(CORRELATION_OF)
             .and_then(|mut s| s.query_row([task.as_bytes()], |r| r.get(0)).optional())
             .ok()
             .flatten();
