@@ -157,10 +157,31 @@ fn index_agrees_with_a_scan(j: &SqliteJournal) {
             input: field("title", "low_stock report"),
             ..all(Some(RunStatus::Waiting))
         },
+        // A bounded scan: the input is read for the 50 newest candidates only.
+        RunQuery {
+            input: field("requested_by", "warehouse team"),
+            scan: Some(50),
+            ..all(None)
+        },
+        RunQuery {
+            input: field("requested_by", "nobody"),
+            scan: Some(50),
+            ..all(None)
+        },
+        RunQuery {
+            started_before: Some(middle),
+            input: field("requested_by", "warehouse team"),
+            scan: Some(7),
+            limit: 5,
+            ..all(None)
+        },
     ] {
         let want: Vec<_> = scanned
             .iter()
-            .filter(|e| q.admits(e) && inputs.get(&e.run).is_some_and(|i| q.admits_input(i)))
+            .filter(|e| q.admits(e))
+            .take(q.scan.unwrap_or(usize::MAX))
+            .filter(|e| inputs.get(&e.run).is_some_and(|i| q.admits_input(i)))
+            .take(q.limit)
             .cloned()
             .collect();
         assert_eq!(j.runs(&q), want, "{q:?}");

@@ -174,8 +174,13 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
             .collect();
         let mut all = runs::scan_runs(&records);
         all.reverse();
+        let scan = match (query.input.is_empty(), query.scan) {
+            (false, Some(n)) => n,
+            _ => usize::MAX,
+        };
         all.into_iter()
             .filter(|e| query.admits(e))
+            .take(scan)
             .filter(|e| {
                 query.input.is_empty() || inputs.get(&e.run).is_some_and(|i| query.admits_input(i))
             })

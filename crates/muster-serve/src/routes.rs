@@ -610,7 +610,7 @@ pub(crate) async fn run_list(st: &AppState, q: ListRuns) -> Result<Value, ApiErr
     };
     let live = st.live.clone();
     let status = q.status;
-    let (page, more) = read(&st.journal, move |j| {
+    let (page, next) = read(&st.journal, move |j| {
         views::run_page_where(
             j,
             &|r| live.contains(r),
@@ -621,11 +621,6 @@ pub(crate) async fn run_list(st: &AppState, q: ListRuns) -> Result<Value, ApiErr
         )
     })
     .await?;
-    let next = if more {
-        page.last().map(|r| r["run"].clone())
-    } else {
-        None
-    };
     Ok(json!({"runs": page, "next": next}))
 }
 

@@ -97,11 +97,20 @@ pub fn run_page(
         workflow,
         ..RunQuery::default()
     };
-    run_page_where(journal, live, status, filter, after, limit)
+    let (page, next) = run_page_where(journal, live, status, filter, after, limit);
+    (page, next.is_some())
 }
+
+/// The most runs one page with input filters examines for them (those that pass its other
+/// filters, newest first): a filter that matches few runs of a long history answers in
+/// bounded time, with fewer runs than asked (even none) and a cursor to go on from.
+pub const INPUT_SCAN: usize = 2_000;
 
 /// [`run_page`] with every filter of the index: `filter`'s workflow, start time range and
 /// input fields (its `status`, `before` and `limit` are set from the other arguments).
+/// Returns the page and the cursor of the next one (`after`): the page's last run when
+/// more match, or, with input filters, the last run examined when [`INPUT_SCAN`] runs
+/// were examined without filling the page.
 ///
 /// # Example
 /// ```
@@ -116,8 +125,8 @@ pub fn run_page(
 ///     j.append(0, Event::RunStarted { run, workflow: "w".into(), file: "w.toml".into(), input: json!({"repo": repo}) });
 /// }
 /// let filter = RunQuery { input: vec![InputMatch::parse("repo", "blog").unwrap()], ..RunQuery::default() };
-/// let (page, _) = run_page_where(&j, &|_| false, None, filter, None, 10);
-/// assert_eq!(page.len(), 1);
+/// let (page, next) = run_page_where(&j, &|_| false, None, filter, None, 10);
+/// assert_eq!((page.len(), next), (1, None));
 /// ```
 pub fn run_page_where(
     journal: &dyn Journal,
@@ -126,7 +135,7 @@ pub fn run_page_where(
     filter: RunQuery,
     after: Option<Uuid>,
     limit: usize,
-) -> (Vec<Value>, bool) {
+) -> (Vec<Value>, Option<Uuid>) {
     // `running` and `unfinished` are one state in the journal: this node drives the first.
     let (indexed, driven) = match status {
         Some("running") => (Some(RunStatus::Unfinished), Some(true)),
@@ -144,14 +153,19 @@ pub fn run_page_where(
         },
         None => (None, None),
     };
+    let scanning = !filter.input.is_empty();
     let mut query = RunQuery {
         status: indexed,
         before,
         limit: limit + 1,
+        scan: scanning.then_some(INPUT_SCAN),
         ..filter
     };
     let mut entries = Vec::new();
+    // With input filters: the last run examined, when the scan stopped at its bound.
+    let mut examined_to = None;
     loop {
+        let from = query.before;
         let got = journal.runs(&query);
         let exhausted = got.len() < query.limit;
         query.before = got.last().map(|e| e.started_seq);
@@ -160,11 +174,32 @@ pub fn run_page_where(
                 .filter(|e| driven.is_none_or(|d| live(e.run) == d))
                 .filter(|e| older_than.is_none_or(|a| e.run < a)),
         );
+        if scanning {
+            if exhausted {
+                // Were there more candidates than the scan examined? (The runs table
+                // alone answers: no input is read.)
+                let candidates = journal.runs(&RunQuery {
+                    before: from,
+                    input: Vec::new(),
+                    scan: None,
+                    limit: INPUT_SCAN,
+                    ..query.clone()
+                });
+                if candidates.len() == INPUT_SCAN {
+                    examined_to = candidates.last().map(|e| e.run);
+                }
+            }
+            break;
+        }
         if exhausted || entries.len() > limit || query.before.is_none() {
             break;
         }
     }
-    let more = entries.len() > limit;
+    let next = if entries.len() > limit {
+        entries.get(limit - 1).map(|e| e.run)
+    } else {
+        examined_to
+    };
     entries.truncate(limit);
     let page = entries
         .into_iter()
@@ -175,7 +210,7 @@ pub fn run_page_where(
                 .find(|v| v["run"] == json!(e.run))
         })
         .collect();
-    (page, more)
+    (page, next)
 }
 
 /// The tree's restart counts: `child_restarted` records since the node started, read on
@@ -768,6 +803,40 @@ mod tests {
         assert_eq!(decided_by("fine"), None);
         assert_eq!(decided_by("by : x"), None);
         assert_eq!(decided_by("by a b: x"), None);
+    }
+
+    /// A filter on an input field that matches only old runs answers each page after
+    /// examining at most `INPUT_SCAN` runs, with a cursor to go on from: following it
+    /// reaches the match, and the last page has no cursor.
+    #[test]
+    fn an_input_filter_examines_a_bounded_number_of_runs_per_page() {
+        use muster_core::journal::runs::InputMatch;
+        use muster_core::journal::{Journal, MemoryJournal};
+        let j = MemoryJournal::default();
+        let runs: Vec<Uuid> = (0..INPUT_SCAN + 500).map(|_| Uuid::now_v7()).collect();
+        for (n, run) in runs.iter().enumerate() {
+            j.append(
+                0,
+                Event::RunStarted {
+                    run: *run,
+                    workflow: "w".into(),
+                    file: "w.toml".into(),
+                    input: json!({"n": n}),
+                },
+            );
+        }
+        let filter = || RunQuery {
+            input: vec![InputMatch::parse("n", "5").expect("a filter")],
+            ..RunQuery::default()
+        };
+        let (page, next) = run_page_where(&j, &|_| false, None, filter(), None, 10);
+        assert!(page.is_empty(), "the newest runs do not match");
+        // The newest INPUT_SCAN runs were examined: go on after the oldest of them.
+        assert_eq!(next, Some(runs[500]));
+        let (page, next) = run_page_where(&j, &|_| false, None, filter(), next, 10);
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0]["run"], json!(runs[5]));
+        assert_eq!(next, None, "nothing left to examine");
     }
 
     #[test]

@@ -172,19 +172,17 @@ pub(crate) fn page(conn: &Connection, q: &RunQuery) -> rusqlite::Result<Vec<RunE
 pub(crate) fn page_sql(q: &RunQuery) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value as Sql;
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let mut sql = format!(
-        "SELECT {} FROM runs r",
+    let select = format!(
+        "SELECT {}",
         COLUMNS
             .split(", ")
             .map(|c| format!("r.{c}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if !q.input.is_empty() {
-        sql.push_str(" JOIN events e ON e.seq = r.started_seq");
-    }
+    // The conditions on the `runs` table first (`sql` holds them), then the input's.
     let mut args: Vec<Sql> = vec![Sql::Integer(q.before.map_or(i64::MAX, clamp))];
-    sql.push_str(" WHERE r.started_seq < ?1");
+    let mut sql = String::from(" WHERE r.started_seq < ?1");
     // Adds ` AND cond`, its value the next parameter (`{v}` in `cond`).
     fn and(sql: &mut String, args: &mut Vec<Sql>, cond: &str, v: Sql) {
         args.push(v);
@@ -223,6 +221,21 @@ pub(crate) fn page_sql(q: &RunQuery) -> (String, Vec<rusqlite::types::Value>) {
             Sql::Integer(clamp(t)),
         );
     }
+    let mut sql = match (q.input.is_empty(), q.scan) {
+        (true, _) => format!("{select} FROM runs r{sql}"),
+        // At most `scan` candidates, newest first, each joined to its `run_started`.
+        (false, Some(scan)) => {
+            args.push(Sql::Integer(i64::try_from(scan).unwrap_or(i64::MAX)));
+            format!(
+                "{select} FROM (SELECT * FROM runs r{sql} ORDER BY r.started_seq DESC LIMIT ?{}) r \
+                 JOIN events e ON e.seq = r.started_seq WHERE 1",
+                args.len()
+            )
+        }
+        (false, None) => {
+            format!("{select} FROM runs r JOIN events e ON e.seq = r.started_seq{sql}")
+        }
+    };
     for m in &q.input {
         // A JSON path of quoted keys (each key is letters, digits, `_` or `-`: nothing to
         // escape); a string field compares as its text, any other as its JSON text.

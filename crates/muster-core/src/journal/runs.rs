@@ -224,6 +224,10 @@ pub struct RunQuery {
     pub input: Vec<InputMatch>,
     /// At most this many.
     pub limit: usize,
+    /// With input fields: examine at most this many runs that pass the other filters
+    /// (newest first) for them, so that a filter matching few runs reads a bounded part
+    /// of the journal; the caller goes on from the last run examined. `None`: all.
+    pub scan: Option<usize>,
 }
 
 impl Default for RunQuery {
@@ -236,6 +240,7 @@ impl Default for RunQuery {
             started_before: None,
             input: Vec::new(),
             limit: 50,
+            scan: None,
         }
     }
 }
