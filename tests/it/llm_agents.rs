@@ -1068,24 +1068,62 @@ fn recorded_prompts_journal_each_call_with_its_repair_turn_and_no_secret_reaches
     });
 }
 
+/// Runs [`task`] with one repair turn on an LLM agent journaling to a fresh SQLite file,
+/// its system prompt holding a token; returns the file's bytes and the task's record
+/// kinds.
+async fn repaired_task_on_file(
+    record: muster::agents::llm::RecordMode,
+) -> (String, Vec<&'static str>) {
+    let (url, _) = fake_server(vec![
+        Reply::Body(answer(VIOLATING)),
+        Reply::Body(answer(VALID)),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    let mut c = config(&url);
+    c.system = Some("Internal token tok_0123456789abcdef.".into());
+    c.record = record;
+    let m = runtime_on_file(c, &path).await;
+    let out = within(30, "task", m.delegate(task())).await.unwrap();
+    assert_eq!(out.status, TaskStatus::Completed);
+    let kinds = kinds(&records(&m), out.id);
+    m.shutdown().await;
+    drop(m);
+    (file_bytes(&path), kinds)
+}
+
 #[test]
 fn without_record_no_call_is_journaled() {
+    use muster::agents::llm::RecordMode;
     // The real clock: the SQLite writer is a thread of its own, not on virtual time.
     common::real(async {
-        let (url, _) = fake_server(vec![
-            Reply::Body(answer(VIOLATING)),
-            Reply::Body(answer(VALID)),
-        ])
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.db");
-        let mut c = config(&url);
-        c.system = Some("Internal token tok_0123456789abcdef.".into());
-        let m = runtime_on_file(c, &path).await;
-        let out = within(30, "task", m.delegate(task())).await.unwrap();
-        assert_eq!(out.status, TaskStatus::Completed);
+        // The positive control: the same task with `record = "prompts"` journals both
+        // calls, prompt and all, in the same file and in the bytes read the same way.
+        let (bytes, kinds) = repaired_task_on_file(RecordMode::Prompts).await;
         assert_eq!(
-            kinds(&records(&m), out.id),
+            kinds,
+            [
+                "task_submitted",
+                "lease_granted",
+                "model_call",
+                "model_call",
+                "model_usage",
+                "result_accepted"
+            ]
+        );
+        assert!(
+            bytes.contains("model_call"),
+            "the control journaled no call"
+        );
+        assert!(
+            bytes.contains("Internal token"),
+            "the control's prompt is not in the file"
+        );
+        // Without `record`: the same task, not one call nor the prompt.
+        let (bytes, kinds) = repaired_task_on_file(RecordMode::None).await;
+        assert_eq!(
+            kinds,
             [
                 "task_submitted",
                 "lease_granted",
@@ -1093,12 +1131,9 @@ fn without_record_no_call_is_journaled() {
                 "result_accepted"
             ]
         );
-        m.shutdown().await;
-        drop(m);
-        let bytes = file_bytes(&path);
         assert!(!bytes.contains("model_call"), "a model call was journaled");
         assert!(
-            !bytes.contains("tok_0123456789abcdef"),
+            !bytes.contains("Internal token"),
             "the prompt was journaled"
         );
     });
