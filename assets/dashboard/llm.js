@@ -4,6 +4,7 @@
 // Rules this file keeps (as app.js does):
 // - Every string from the server (prompts and answers above all) is set with textContent or
 //   setAttribute, never parsed as HTML: a model answering markup shows markup as text.
+// - It draws with app.js's helpers (`window.muster.el`, `.str`): one definition per page.
 // - It reads only through the `api` function app.js hands it (the page's token, the same
 //   routes): the run document, then `GET /v1/tasks/{id}/llm?epoch=E` when a prompt view is
 //   opened. Nothing is fetched until a person asks for it.
@@ -15,27 +16,11 @@
 window.musterLlm = (function () {
   const TEXT_SHOWN = 20000; // characters of one message shown (the node already bounds them)
 
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    if (attrs) {
-      for (const [k, v] of Object.entries(attrs)) {
-        if (v === undefined || v === null || v === false) continue;
-        if (k === "class") e.className = v;
-        else if (k === "text") e.textContent = String(v);
-        else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-        else e.setAttribute(k, String(v));
-      }
-    }
-    for (const c of children) {
-      if (c === undefined || c === null) continue;
-      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return e;
-  }
-
-  function str(v) {
-    return v === undefined || v === null ? "" : String(v);
-  }
+  // The page's one definition of these helpers is app.js's (`window.muster`). This file
+  // loads before app.js, which calls `renderRun` only once it has set them, and every
+  // other function here runs from `renderRun` or from a click on what it drew.
+  const el = (...args) => window.muster.el(...args);
+  const str = (v) => window.muster.str(v);
 
   // A count, or `unknown` when the server did not report it (never 0).
   function count(n) {
@@ -163,6 +148,8 @@ window.musterLlm = (function () {
       opened = "";
       return;
     }
+    // One prompt view at a time: the one open (another attempt's) goes.
+    if (view) view.remove();
     opened = key;
     view = el("div", { class: "llm-view", "data-testid": "llm-view", "data-task": a.task, "data-epoch": str(a.lease.epoch) }, el("p", { class: "muted", text: "loading the calls…" }));
     box.append(view);

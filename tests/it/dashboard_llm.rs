@@ -1,9 +1,11 @@
 //! An LLM attempt's prompt view in a real browser: `muster serve` runs a workflow whose LLM
 //! agent records its prompts (`record = "prompts"`) against a scripted fake
-//! chat-completions server (axum on 127.0.0.1, in this test), whose first answer breaks the
-//! schema and holds markup; the dashboard opened at the run shows the run's model usage as
-//! a table, and the attempt's prompt view shows both calls in order, the repair turn, the
-//! tokens, and the markup as text.
+//! chat-completions server (axum on 127.0.0.1, in this test), whose first two answers break
+//! the schema and hold markup (the first attempt fails its contract after its repair turn;
+//! the second answers well); the dashboard opened at the run shows the run's model usage
+//! as a table, the first attempt's prompt view shows both its calls in order, the repair
+//! turn, the tokens, and the markup as text, and opening the second attempt's view replaces
+//! the first's.
 //!
 //! It reuses the browser support of `dashboard_browser` (Debian's chromium, headless, the
 //! node and the browser killed by pid); one page, every chromium call bounded.
@@ -66,7 +68,8 @@ async fn fake_model(replies: Vec<Value>) -> String {
     format!("http://{addr}/v1")
 }
 
-/// A cast of one LLM agent recording its prompts, its schemas and a one-step workflow.
+/// A cast of one LLM agent recording its prompts (two instances: an attempt that breaks
+/// its contract is reassigned to another), its schemas and a one-step workflow.
 fn setup(base_url: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path();
@@ -89,6 +92,7 @@ fn setup(base_url: &str) -> tempfile::TempDir {
         p.join("actors/triager.toml"),
         format!(
             r#"name = "triager"
+replicas = 2
 [[capabilities]]
 name = "triage"
 input = "report"
@@ -119,7 +123,7 @@ start = "triage"
 [steps.triage]
 capability = "triage"
 timeout = "30s"
-attempts = 1
+attempts = 2
 on_exhausted = "fail"
 next = "done"
 
@@ -144,7 +148,12 @@ async fn dashboard_shows_an_llm_attempts_prompts_with_its_repair_turn_and_tokens
 }
 
 async fn body() {
-    let model = fake_model(vec![completion(MARKUP_ANSWER), completion(VALID_ANSWER)]).await;
+    let model = fake_model(vec![
+        completion(MARKUP_ANSWER),
+        completion(MARKUP_ANSWER),
+        completion(VALID_ANSWER),
+    ])
+    .await;
     let dir = setup(&model);
     let node = Node::start(dir.path());
     let client = http();
@@ -184,6 +193,10 @@ async fn body() {
     let lease = &step["leases"][0];
     assert_eq!(lease["model_calls"], 2, "{step}");
     assert_eq!(lease["usage"]["total_tokens"], 54, "{step}");
+    // The second attempt, after the first's contract violation: one call.
+    let second = &step["leases"][1];
+    assert_eq!(second["model_calls"], 1, "{step}");
+    assert_ne!(second["epoch"], lease["epoch"], "{step}");
 
     // The API: both calls of the attempt, in order, the repair turn second.
     let (code, calls) = api(
@@ -217,7 +230,7 @@ async fn body() {
     wait_page(
         &page,
         "the run's LLM usage as a table",
-        "document.querySelector('[data-testid=run-llm-usage] td[data-field=\"total tokens\"]')?.textContent === '54'",
+        "document.querySelector('[data-testid=run-llm-usage] td[data-field=\"total tokens\"]')?.textContent === '81'",
     )
     .await;
     let calls_cell = page_text(
@@ -225,7 +238,7 @@ async fn body() {
         "document.querySelector('[data-testid=run-llm-usage] td[data-field=\"model calls\"]')?.textContent",
     )
     .await;
-    assert_eq!(calls_cell, "2");
+    assert_eq!(calls_cell, "3");
     let open = format!(
         "document.querySelector('[data-testid=llm-open][data-task={}]')",
         q(&task)
@@ -275,6 +288,47 @@ async fn body() {
     assert_eq!(answer, MARKUP_ANSWER);
     let injected = page_text(&page, "document.getElementById('llm-injected') === null").await;
     assert_eq!(injected, "true", "the answer's markup became an element");
+
+    // The second attempt's prompts: its view replaces the first's, never beside it.
+    let open_second = format!(
+        "document.querySelector('[data-testid=llm-open][data-task={}][data-epoch=\"{}\"]')",
+        q(&task),
+        second["epoch"]
+    );
+    wait_page(&page, "the second attempt's prompts button", &open_second).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        page.evaluate(format!(
+            "(() => {{ {open_second}.click(); return true; }})()"
+        )),
+    )
+    .await
+    .expect("the click returns within 30 s")
+    .expect("the button clicks");
+    wait_page(
+        &page,
+        "the second attempt's prompt view loaded",
+        &format!(
+            "document.querySelector('[data-testid=llm-view][data-epoch=\"{}\"][data-loaded=true]')",
+            second["epoch"]
+        ),
+    )
+    .await;
+    let views = page_text(
+        &page,
+        "String(document.querySelectorAll('[data-testid=llm-view]').length)",
+    )
+    .await;
+    assert_eq!(
+        views, "1",
+        "the first attempt's prompt view is still on the page"
+    );
+    let turns = page_text(
+        &page,
+        "[...document.querySelectorAll('[data-testid=llm-view] [data-testid=llm-turn]')].map(e => e.textContent).join('|')",
+    )
+    .await;
+    assert_eq!(turns, "first call");
 
     let shot = screenshot_path("dashboard-llm.png");
     let _ = tokio::time::timeout(

@@ -1068,24 +1068,62 @@ fn recorded_prompts_journal_each_call_with_its_repair_turn_and_no_secret_reaches
     });
 }
 
+/// Runs [`task`] with one repair turn on an LLM agent journaling to a fresh SQLite file,
+/// its system prompt holding a token; returns the file's bytes and the task's record
+/// kinds.
+async fn repaired_task_on_file(
+    record: muster::agents::llm::RecordMode,
+) -> (String, Vec<&'static str>) {
+    let (url, _) = fake_server(vec![
+        Reply::Body(answer(VIOLATING)),
+        Reply::Body(answer(VALID)),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    let mut c = config(&url);
+    c.system = Some("Internal token tok_0123456789abcdef.".into());
+    c.record = record;
+    let m = runtime_on_file(c, &path).await;
+    let out = within(30, "task", m.delegate(task())).await.unwrap();
+    assert_eq!(out.status, TaskStatus::Completed);
+    let kinds = kinds(&records(&m), out.id);
+    m.shutdown().await;
+    drop(m);
+    (file_bytes(&path), kinds)
+}
+
 #[test]
 fn without_record_no_call_is_journaled() {
+    use muster::agents::llm::RecordMode;
     // The real clock: the SQLite writer is a thread of its own, not on virtual time.
     common::real(async {
-        let (url, _) = fake_server(vec![
-            Reply::Body(answer(VIOLATING)),
-            Reply::Body(answer(VALID)),
-        ])
-        .await;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.db");
-        let mut c = config(&url);
-        c.system = Some("Internal token tok_0123456789abcdef.".into());
-        let m = runtime_on_file(c, &path).await;
-        let out = within(30, "task", m.delegate(task())).await.unwrap();
-        assert_eq!(out.status, TaskStatus::Completed);
+        // The positive control: the same task with `record = "prompts"` journals both
+        // calls, prompt and all, in the same file and in the bytes read the same way.
+        let (bytes, kinds) = repaired_task_on_file(RecordMode::Prompts).await;
         assert_eq!(
-            kinds(&records(&m), out.id),
+            kinds,
+            [
+                "task_submitted",
+                "lease_granted",
+                "model_call",
+                "model_call",
+                "model_usage",
+                "result_accepted"
+            ]
+        );
+        assert!(
+            bytes.contains("model_call"),
+            "the control journaled no call"
+        );
+        assert!(
+            bytes.contains("Internal token"),
+            "the control's prompt is not in the file"
+        );
+        // Without `record`: the same task, not one call nor the prompt.
+        let (bytes, kinds) = repaired_task_on_file(RecordMode::None).await;
+        assert_eq!(
+            kinds,
             [
                 "task_submitted",
                 "lease_granted",
@@ -1093,14 +1131,78 @@ fn without_record_no_call_is_journaled() {
                 "result_accepted"
             ]
         );
-        m.shutdown().await;
-        drop(m);
-        let bytes = file_bytes(&path);
         assert!(!bytes.contains("model_call"), "a model call was journaled");
         assert!(
-            !bytes.contains("tok_0123456789abcdef"),
+            !bytes.contains("Internal token"),
             "the prompt was journaled"
         );
+    });
+}
+
+/// One model-backed step.
+const ONE_STEP: &str = r#"
+    name = "one-step"
+    input = "report"
+    start = "triage"
+    [steps.triage]
+    capability = "triage"
+    input = "{'title': 'a'}"
+    timeout = "10s"
+    on_exhausted = "fail"
+    next = "done"
+    [steps.done]
+    terminal = "done"
+"#;
+
+#[test]
+fn a_runs_records_hold_no_model_call_while_its_tasks_records_hold_them_all() {
+    use muster::agents::llm::RecordMode;
+    use muster::workflow::{RunStatus, Workflow, WorkflowExt};
+    paused(async {
+        let (url, _) = fake_server(vec![
+            Reply::Body(answer(VIOLATING)),
+            Reply::Body(answer(VALID)),
+        ])
+        .await;
+        let mut c = config(&url);
+        c.record = RecordMode::Prompts;
+        let m = runtime(c, 1).await;
+        let wf = Workflow::parse(ONE_STEP, std::path::Path::new("one.toml"), &m.schemas())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let o = within(60, "run", m.run_workflow(Arc::new(wf), json!({})))
+            .await
+            .unwrap();
+        assert!(matches!(o.status, RunStatus::Completed), "{:?}", o.status);
+        let step_task = records(&m)
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::TaskSubmitted {
+                    task, correlation, ..
+                } if *correlation == o.run => Some(*task),
+                _ => None,
+            })
+            .expect("the step's task");
+        let j = m.journal();
+        let count = |rs: &[Record]| rs.iter().filter(|r| r.event.kind() == "model_call").count();
+        // What every read of the run decodes: its records, without a prompt.
+        let run_records = j.records_of(o.run);
+        assert!(
+            run_records
+                .iter()
+                .any(|r| r.event.task() == Some(step_task)),
+            "the run's records hold its task's"
+        );
+        assert_eq!(
+            count(&run_records),
+            0,
+            "a model call is among the run's records"
+        );
+        // The task's records: both calls, the first and the repair turn.
+        assert_eq!(count(&j.records_of(step_task)), 2);
+        // The run's document counts them per lease from the journal.
+        let counts = j.model_call_counts(&[step_task]);
+        assert_eq!(counts.get(&(step_task, 1)), Some(&2), "{counts:?}");
+        m.shutdown().await;
     });
 }
 

@@ -222,6 +222,45 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn records_of(&self, id: uuid::Uuid) -> Vec<Record> {
         runs::scan_records_of(&self.read_after(0), id)
     }
+    /// How many `model_call` records each lease of `tasks` has: `(task, epoch)` → count.
+    /// Recorded model calls are kept out of a run's story ([`Event::task_only`]), so a
+    /// run's reader (its document counts them per lease) asks here instead of decoding
+    /// them. The default reads each task's records from an indexed journal, or scans the
+    /// journal once; a journal that can count without decoding (SQLite: its `kind`, `task`
+    /// and `epoch` columns) should say so.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, Journal, MemoryJournal, ModelCall, TurnKind};
+    ///
+    /// let j = MemoryJournal::default();
+    /// let task = uuid::Uuid::now_v7();
+    /// let call = ModelCall {
+    ///     attempt: 1, turn: 0, kind: TurnKind::First, round: 0, model: "m".into(),
+    ///     messages: Vec::new(), answer: None, error: None, usage: None, latency_ms: 0,
+    ///     truncated: false,
+    /// };
+    /// for _ in 0..2 {
+    ///     j.append(0, Event::ModelCall { task, agent: "a#0".into(), epoch: 3, call: Box::new(call.clone()) });
+    /// }
+    /// assert_eq!(j.model_call_counts(&[task]).get(&(task, 3)), Some(&2));
+    /// ```
+    fn model_call_counts(
+        &self,
+        tasks: &[uuid::Uuid],
+    ) -> std::collections::HashMap<(uuid::Uuid, u64), u32> {
+        let mut counts = std::collections::HashMap::new();
+        if tasks.is_empty() {
+            return counts;
+        }
+        let records = if self.indexed() {
+            tasks.iter().flat_map(|t| self.records_of(*t)).collect()
+        } else {
+            self.read_after(0)
+        };
+        count_model_calls(records.iter().map(|r| &r.event), tasks, &mut counts);
+        counts
+    }
     /// Whether [`Journal::runs`], [`Journal::run_entry`] and [`Journal::records_of`] are
     /// answered from an index (cost per page or per run) rather than by a scan of the
     /// whole journal (cost per record held).
@@ -326,8 +365,31 @@ impl<L: JournalLayer> Journal for L {
     fn records_of(&self, id: uuid::Uuid) -> Vec<Record> {
         self.inner().records_of(id)
     }
+    fn model_call_counts(
+        &self,
+        tasks: &[uuid::Uuid],
+    ) -> std::collections::HashMap<(uuid::Uuid, u64), u32> {
+        self.inner().model_call_counts(tasks)
+    }
     fn indexed(&self) -> bool {
         self.inner().indexed()
+    }
+}
+
+/// Adds to `counts` the `model_call` records among `events` of the tasks in `tasks`, per
+/// `(task, epoch)`: the rule behind [`Journal::model_call_counts`].
+pub fn count_model_calls<'a>(
+    events: impl Iterator<Item = &'a Event>,
+    tasks: &[uuid::Uuid],
+    counts: &mut std::collections::HashMap<(uuid::Uuid, u64), u32>,
+) {
+    for e in events {
+        if let Event::ModelCall { task, epoch, .. } = e
+            && tasks.contains(task)
+        {
+            let n = counts.entry((*task, *epoch)).or_default();
+            *n = n.saturating_add(1);
+        }
     }
 }
 

@@ -148,9 +148,10 @@ pub struct LlmConfig {
     /// call's messages and raw answer (`model_call` records), redacted and bounded.
     #[serde(default, skip_serializing_if = "RecordMode::is_none")]
     pub record: RecordMode,
-    /// Fields whose values are never recorded: every string value of a field of one of
-    /// these names, in the task's input or in any JSON of a call, is replaced wherever it
-    /// occurs in what is recorded.
+    /// Fields whose values are never recorded: every string or number value of a field of
+    /// one of these names, in the task's input or in any JSON of a call, is replaced
+    /// wherever it occurs in what is recorded, as it is or JSON-escaped; the value of such
+    /// a field in any recorded JSON is replaced whatever it is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
     /// Regular expressions whose matches are never recorded.

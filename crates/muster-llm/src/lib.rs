@@ -65,7 +65,7 @@ pub use prompt::{MAX_PROMPT_BYTES, PromptVars, Prompts, VARIABLES};
 pub use provider::{ClientError, Permit, ProviderHandle, ProviderUnavailable};
 pub use record::{
     CallId, MAX_RECORDED_CALL, MAX_RECORDED_MESSAGES, MAX_RECORDED_TEXT, MAX_REDACT_ENTRIES,
-    REDACTED, RecordMode, Redactor, bound_text,
+    REDACTED, RecordMode, Redactor, Secrets, bound_text,
 };
 pub use wire::{ANSWER_TOOL, AttemptId, ToolSpec, request_body, schema_instruction, wire_name};
 
@@ -413,10 +413,7 @@ impl Shared {
             let feedback = why;
             // The conversation so far, the answer, and what is wrong with it.
             messages = self.first_messages(&input, &ctx, &task, &schema.document, &feedback)?;
-            messages.push(json!({"role": "assistant", "content": text}));
-            messages.push(json!({"role": "user", "content": format!(
-                "Your answer does not satisfy the required JSON Schema: {feedback}\n\
-                 Answer again with only the corrected JSON.")}));
+            messages.extend(repair_turn(&text, &feedback));
         }
     }
 
@@ -620,6 +617,18 @@ impl Shared {
             Err(e) => json!({"error": e.to_string()}),
         }
     }
+}
+
+/// What a repair turn adds to the conversation: the answer being repaired and what is
+/// wrong with it (`feedback`: the JSON parser's or the validator's errors, with their
+/// bounded quotes of the answer).
+pub(crate) fn repair_turn(answer: &str, feedback: &str) -> [Value; 2] {
+    [
+        json!({"role": "assistant", "content": answer}),
+        json!({"role": "user", "content": format!(
+            "Your answer does not satisfy the required JSON Schema: {feedback}\n\
+             Answer again with only the corrected JSON.")}),
+    ]
 }
 
 /// The first 16 hex digits of the SHA-256 of `input` written with its object keys sorted:

@@ -2,12 +2,16 @@
 //! messages and raw answer become a [`ModelCall`] for the journal, redacted and bounded
 //! here, before anything is written.
 //!
-//! Redaction comes first, then the bounds, so a cut never leaves half a secret behind:
-//! - `redact` names fields: every non-empty string value of a field of that name, at any
-//!   depth of the task's input or of any JSON text of the call (a tool's answer, the
-//!   model's), is replaced by [`REDACTED`] wherever it occurs in the recorded text (also in
-//!   its JSON-escaped form);
-//! - `redact_patterns` are regular expressions: every match is replaced by [`REDACTED`];
+//! Redaction ([`Redactor`]) comes first, then the bounds, so the recorder's cut never
+//! leaves half a secret behind (and a text that reaches it already cut by a bounded quote,
+//! such as the repair feedback, has what is left of a secret before the cut redacted):
+//! - `redact` names fields: every string or number value of a field of that name, at any
+//!   depth of the task's input or of any JSON text of the call (a tool's answer, a tool
+//!   call's arguments, the model's answer), is replaced by [`REDACTED`] wherever it occurs
+//!   in the recorded text, as it is or JSON-escaped; and the value of such a field in any
+//!   JSON a recorded text holds is replaced whatever it is (a boolean too);
+//! - `redact_patterns` are regular expressions: every match is replaced by [`REDACTED`],
+//!   and so is every other occurrence of a matched text, escaped or not;
 //! - the API key's value is always redacted; headers are never recorded.
 //!
 //! Bounds: each text (a message, the answer, the error) at most [`MAX_RECORDED_TEXT`]
@@ -17,11 +21,15 @@
 
 use std::time::Duration;
 
-use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use muster_core::journal::{CallMessage, ModelCall, TurnKind, Usage};
+
+mod escaped;
+mod redact;
+
+pub use redact::{MAX_REDACT_ENTRIES, REDACTED, Redactor, Secrets};
 
 /// The most bytes of one recorded text (a message, the answer, the error).
 pub const MAX_RECORDED_TEXT: usize = 16 * 1024;
@@ -29,12 +37,6 @@ pub const MAX_RECORDED_TEXT: usize = 16 * 1024;
 pub const MAX_RECORDED_CALL: usize = 64 * 1024;
 /// The most messages one recorded call holds; the rest are counted in a last one.
 pub const MAX_RECORDED_MESSAGES: usize = 64;
-/// The most entries of `redact`, and of `redact_patterns`.
-pub const MAX_REDACT_ENTRIES: usize = 64;
-/// The most bytes of one compiled `redact_patterns` entry (the regex crate's size limit).
-const MAX_PATTERN_SIZE: usize = 1 << 20;
-/// What replaces a redacted value.
-pub const REDACTED: &str = "[redacted]";
 
 /// What an LLM agent records of its model calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -52,140 +54,6 @@ impl RecordMode {
     /// Whether nothing is recorded.
     pub fn is_none(&self) -> bool {
         *self == RecordMode::None
-    }
-}
-
-/// The redaction of an agent's recorded calls: the fields whose values are hidden and the
-/// patterns whose matches are.
-///
-/// # Example
-/// ```
-/// use muster_llm::{Redactor, REDACTED};
-/// use serde_json::json;
-///
-/// let r = Redactor::new(&["api_key".into()], &[r"sk-[A-Za-z0-9]{8,}".into()]).unwrap();
-/// let input = json!({"title": "login fails", "api_key": "hunter2-secret"});
-/// let secrets = r.secrets_in(&input);
-/// let text = "key hunter2-secret, token sk-abcdefgh1234, title login fails";
-/// assert_eq!(
-///     r.redact(text, &secrets),
-///     format!("key {REDACTED}, token {REDACTED}, title login fails")
-/// );
-/// // A pattern that does not compile is refused, naming its entry:
-/// let errors = Redactor::new(&[], &["(unclosed".into()]).unwrap_err();
-/// assert_eq!(errors[0].0, "/redact_patterns/0");
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    fields: Vec<String>,
-    patterns: Vec<Regex>,
-}
-
-impl Redactor {
-    /// Checks and compiles `fields` (names) and `patterns` (regular expressions); errors
-    /// are `(field, message)`, the field a JSON pointer under the backend.
-    pub fn new(fields: &[String], patterns: &[String]) -> Result<Self, Vec<(String, String)>> {
-        let mut problems = Vec::new();
-        for (name, n) in [
-            ("/redact", fields.len()),
-            ("/redact_patterns", patterns.len()),
-        ] {
-            if n > MAX_REDACT_ENTRIES {
-                problems.push((
-                    name.to_string(),
-                    format!("{n} entries, above the limit of {MAX_REDACT_ENTRIES}"),
-                ));
-            }
-        }
-        for (i, f) in fields.iter().enumerate() {
-            if f.trim().is_empty() {
-                problems.push((
-                    format!("/redact/{i}"),
-                    "a field name must not be empty".into(),
-                ));
-            }
-        }
-        let mut compiled = Vec::with_capacity(patterns.len());
-        for (i, p) in patterns.iter().enumerate() {
-            if p.is_empty() {
-                problems.push((
-                    format!("/redact_patterns/{i}"),
-                    "a pattern must not be empty (it would match everywhere)".into(),
-                ));
-                continue;
-            }
-            match RegexBuilder::new(p).size_limit(MAX_PATTERN_SIZE).build() {
-                Ok(re) if re.is_match("") => problems.push((
-                    format!("/redact_patterns/{i}"),
-                    format!("`{p}` matches the empty text, so it would match everywhere"),
-                )),
-                Ok(re) => compiled.push(re),
-                Err(e) => problems.push((
-                    format!("/redact_patterns/{i}"),
-                    format!("`{p}` is not a regular expression: {e}"),
-                )),
-            }
-        }
-        if problems.is_empty() {
-            Ok(Redactor {
-                fields: fields.to_vec(),
-                patterns: compiled,
-            })
-        } else {
-            Err(problems)
-        }
-    }
-
-    /// The string values of the named fields, at any depth of `value`.
-    pub fn secrets_in(&self, value: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        if !self.fields.is_empty() {
-            collect(value, &self.fields, false, &mut out);
-        }
-        out
-    }
-
-    /// `text` with every occurrence of a secret (and of its JSON-escaped form) and every
-    /// match of a pattern replaced by [`REDACTED`].
-    pub fn redact(&self, text: &str, secrets: &[String]) -> String {
-        let mut forms: Vec<String> = Vec::with_capacity(secrets.len() * 2);
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
-            forms.push(s.clone());
-            let escaped = Value::String(s.clone()).to_string();
-            let escaped = &escaped[1..escaped.len() - 1];
-            if escaped != s {
-                forms.push(escaped.to_string());
-            }
-        }
-        // The longest first: a secret that contains another is replaced whole.
-        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-        forms.dedup();
-        let mut out = text.to_string();
-        for f in &forms {
-            if out.contains(f.as_str()) {
-                out = out.replace(f.as_str(), REDACTED);
-            }
-        }
-        for re in &self.patterns {
-            if let std::borrow::Cow::Owned(s) = re.replace_all(&out, REDACTED) {
-                out = s;
-            }
-        }
-        out
-    }
-}
-
-/// Collects the non-empty strings under keys named in `fields` (`inside`: under one).
-fn collect(v: &Value, fields: &[String], inside: bool, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) if inside && !s.is_empty() => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|i| collect(i, fields, inside, out)),
-        Value::Object(map) => {
-            for (k, item) in map {
-                collect(item, fields, inside || fields.iter().any(|f| f == k), out);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -238,7 +106,7 @@ pub(crate) type Outcome<'a> = Result<(&'a str, &'a Usage), &'a str>;
 #[derive(Debug)]
 pub(crate) struct CallRecorder<'a> {
     redactor: &'a Redactor,
-    secrets: Vec<String>,
+    secrets: Secrets,
     attempt: u32,
     model: &'a str,
 }
@@ -252,8 +120,8 @@ impl<'a> CallRecorder<'a> {
         model: &'a str,
     ) -> Self {
         let mut secrets = redactor.secrets_in(input);
-        if let Some(k) = api_key.filter(|k| !k.is_empty()) {
-            secrets.push(k.to_string());
+        if let Some(k) = api_key {
+            secrets.add(k);
         }
         CallRecorder {
             redactor,
@@ -273,15 +141,21 @@ impl<'a> CallRecorder<'a> {
         latency: Duration,
     ) -> ModelCall {
         let texts: Vec<(String, String)> = messages.iter().map(role_and_text).collect();
-        // The values of the named fields in any JSON text of this call are secrets too.
+        // The secrets of every text of this call (the named fields' values in a tool's
+        // answer, in a tool call's arguments, in the model's answer; the patterns'
+        // matches) are hidden in all its texts.
         let mut secrets = self.secrets.clone();
-        if !self.redactor.fields.is_empty() {
-            let answer = outcome.ok().map(|(a, _)| a);
-            for t in texts.iter().map(|(_, t)| t.as_str()).chain(answer) {
-                if let Ok(v) = crate::json_in(t) {
-                    secrets.extend(self.redactor.secrets_in(&v));
-                }
-            }
+        let (answer, error) = match outcome {
+            Ok((a, _)) => (Some(a), None),
+            Err(e) => (None, Some(e)),
+        };
+        for t in texts
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .chain(answer)
+            .chain(error)
+        {
+            self.redactor.secrets_in_text(t, &mut secrets);
         }
         let mut budget = MAX_RECORDED_CALL;
         let mut truncated = false;
@@ -432,17 +306,216 @@ mod tests {
         );
     }
 
+    /// Every text of a recorded call, joined.
+    fn recorded(call: &ModelCall) -> String {
+        let mut all: Vec<&str> = call.messages.iter().map(|m| m.content.as_str()).collect();
+        all.extend(call.answer.as_deref());
+        all.extend(call.error.as_deref());
+        all.join("\n")
+    }
+
+    /// `s` as the inside of a JSON string, `n` times over.
+    fn escaped(s: &str, n: usize) -> String {
+        let mut t = s.to_string();
+        for _ in 0..n {
+            let q = Value::String(t).to_string();
+            t = q[1..q.len() - 1].to_string();
+        }
+        t
+    }
+
+    /// `s` as the inside of a JSON string written by an encoder that escapes every
+    /// character outside printable ASCII as `\uXXXX` (Python's `json.dumps`).
+    fn ascii_escaped(s: &str) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                ' '..='~' => out.push(c),
+                _ => {
+                    let mut units = [0u16; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{u:04x}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every form `secret` can take in a recorded text: as is, JSON-escaped by serde_json,
+    /// by minijinja's `tojson` (`<`, `>`, `&`, `'` as `\u00XX`), in ASCII-only JSON, and
+    /// each of those escaped once more (a JSON text inside a JSON string).
+    fn forms(secret: &str) -> Vec<String> {
+        let tojson = |s: &str| {
+            escaped(s, 1)
+                .replace('<', "\\u003c")
+                .replace('>', "\\u003e")
+                .replace('&', "\\u0026")
+                .replace('\'', "\\u0027")
+        };
+        let once = [
+            secret.to_string(),
+            escaped(secret, 1),
+            tojson(secret),
+            ascii_escaped(secret),
+        ];
+        let mut all = once.to_vec();
+        all.extend(once.iter().skip(1).map(|f| escaped(f, 1)));
+        all
+    }
+
     #[test]
-    fn bad_redaction_settings_are_refused_naming_the_entry() {
-        let errors =
-            Redactor::new(&["ok".into(), " ".into()], &["a*".into(), "[".into()]).unwrap_err();
-        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(
-            fields,
-            ["/redact/1", "/redact_patterns/0", "/redact_patterns/1"]
+    fn tool_call_arguments_and_tool_results_are_redacted() {
+        let r = Redactor::new(&["password".into(), "admin".into()], &[]).unwrap();
+        let input = json!({"user": "ana", "password": "in\"put<pw"});
+        let rec = CallRecorder::new(&r, &input, None, 1, "m");
+        // The model asked for a tool with the input's password and one of its own; the tool
+        // answered with another; then the model asks again with the tool's.
+        let args = json!({"user": "ana", "password": "in\"put<pw", "admin": true,
+                          "note": "{\"password\": \"model-pw\"}"})
+        .to_string();
+        let assistant = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "login", "arguments": args}}]});
+        let messages = [
+            json!({"role": "user", "content": "log ana in"}),
+            assistant,
+            json!({"role": "tool", "tool_call_id": "c1",
+                   "content": json!({"password": "tool-pw", "ok": true}).to_string()}),
+        ];
+        let again = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c2", "type": "function", "function": {"name": "login",
+             "arguments": json!({"password": "tool-pw", "retry": 1}).to_string()}}]})
+        .to_string();
+        let usage = Usage::known("m", 1, 1);
+        let call = rec.call(id(), &messages, Ok((&again, &usage)), Duration::ZERO);
+        let all = recorded(&call);
+        for secret in ["in\"put<pw", "model-pw", "tool-pw"] {
+            for f in forms(secret) {
+                assert!(!all.contains(&f), "{f} recorded: {all}");
+            }
+        }
+        // The boolean value of a named field is gone too, the rest is kept.
+        assert!(!all.contains(r#"\"admin\":true"#), "{all}");
+        assert!(all.contains(r#"\"admin\":\"[redacted]\""#), "{all}");
+        assert!(all.contains(r#"\"user\":\"ana\""#), "{all}");
+        assert!(all.contains(r#""ok":true"#), "{all}");
+    }
+
+    #[test]
+    fn a_secret_cut_by_the_repair_feedback_leaves_no_part_in_the_record() {
+        let r = Redactor::new(&["api_key".into()], &[]).unwrap();
+        let secret = "hunter2-very-secret-value";
+        let input = json!({"title": "crash", "api_key": secret});
+        let rec = CallRecorder::new(&r, &input, None, 1, "m");
+        let schemas = muster_core::messaging::SchemaStore::new();
+        schemas
+            .add(
+                "s",
+                json!({"type": "object", "properties": {"note": {"maxLength": 8}}}),
+            )
+            .unwrap();
+        let schema = schemas.get("s").unwrap();
+        // The cut of a bounded quote (256 bytes) falls inside the secret, at every offset:
+        // in an answer that is not JSON, and in one whose field the schema refuses.
+        for pad in 230..256 {
+            let prose = format!("{} {secret} and more", "x".repeat(pad));
+            let json =
+                json!({"note": format!("{} {secret} and more", "x".repeat(pad))}).to_string();
+            let not_json = crate::json_in(&prose).unwrap_err().to_string();
+            let invalid = schema
+                .validate(&serde_json::from_str(&json).unwrap())
+                .unwrap_err()
+                .to_string();
+            for (answer, feedback) in [(&prose, not_json), (&json, invalid)] {
+                assert!(feedback.contains("bytes)"), "{feedback}");
+                let mut messages = vec![json!({"role": "user", "content": "triage"})];
+                messages.extend(crate::repair_turn(answer, &feedback));
+                let usage = Usage::known("m", 1, 1);
+                let call = rec.call(id(), &messages, Ok(("{}", &usage)), Duration::ZERO);
+                let fed_back = &call.messages[2].content;
+                for k in 2..=secret.len() {
+                    assert!(
+                        !fed_back.contains(&format!(" {}…", &secret[..k])),
+                        "{} recorded: {fed_back}",
+                        &secret[..k]
+                    );
+                }
+                assert!(!recorded(&call).contains("hunter2"), "{}", recorded(&call));
+            }
+        }
+    }
+
+    #[test]
+    fn an_error_quoting_a_cut_secret_is_redacted() {
+        let r = Redactor::new(&[], &[]).unwrap();
+        let key = "sk-live-0123456789abcdef";
+        let rec = CallRecorder::new(&r, &json!({}), Some(key), 1, "m");
+        // A server that echoes the request's key in its error, quoted by a bounded quote.
+        let body = format!("{}{key}", "e".repeat(250));
+        let error = format!(
+            "refused: HTTP 400: {}",
+            muster_core::util::bounded_text(&body)
         );
-        let many: Vec<String> = (0..=MAX_REDACT_ENTRIES).map(|i| format!("f{i}")).collect();
-        assert_eq!(Redactor::new(&many, &[]).unwrap_err()[0].0, "/redact");
+        let call = rec.call(id(), &[], Err(&error), Duration::ZERO);
+        let recorded = call.error.unwrap();
+        assert!(!recorded.contains("sk-li"), "{recorded}");
+        assert!(recorded.ends_with("[redacted]… (274 bytes)"), "{recorded}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A secret with quotes, backslashes, control and non-ASCII characters, rendered
+        /// into the prompt as is and through `tojson`, echoed by a tool and by the model,
+        /// never reaches the record in any encoding; the text around it does.
+        #[test]
+        fn a_secret_never_reaches_the_record_in_any_json_encoding(
+            body in proptest::collection::vec(proptest::prop_oneof![
+                proptest::char::range('a', 'z'),
+                proptest::sample::select(vec!['"', '\\', '/', '<', '>', '&', '\'', '\n', '\t',
+                    '\u{0}', '\u{1f}', '\u{7f}', 'é', 'ß', '…', '中', '😀', '\u{2028}', ' ']),
+            ], 1..24),
+            pin in 10_000u64..u64::from(u32::MAX),
+        ) {
+            // `S` opens every secret and is nowhere else in the texts, so a leftover is
+            // the secret's, never a coincidence.
+            let secret: String = std::iter::once('S').chain(body).collect();
+            let r = Redactor::new(&["api_key".into(), "pin".into()], &[]).unwrap();
+            let input = json!({"title": "crash on start", "api_key": secret, "pin": pin});
+            let prompts = crate::Prompts::compile(None,
+                "title {{ input.title }}; key {{ input.api_key }}; pin {{ input.pin }}; \
+                 as json {{ input | tojson }}; key as json {{ input.api_key | tojson }}; \
+                 pretty {{ input | tojson(indent=2) }}").unwrap();
+            let vars = crate::PromptVars { input: &input, capability: "triage",
+                task: "t".into(), attempt: 1, feedback: "" };
+            let (_, user) = prompts.render(&vars).unwrap();
+            let args = json!({"query": input}).to_string();
+            let messages = [
+                json!({"role": "user", "content": user}),
+                json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c",
+                    "type": "function", "function": {"name": "look", "arguments": args}}]}),
+                json!({"role": "tool", "tool_call_id": "c",
+                       "content": json!({"echo": input}).to_string()}),
+            ];
+            let answer = json!({"component": "ui", "said": secret, "n": pin}).to_string();
+            let usage = Usage::known("m", 1, 1);
+            let rec = CallRecorder::new(&r, &input, None, 1, "m");
+            let call = rec.call(id(), &messages, Ok((&answer, &usage)), Duration::ZERO);
+            let all = recorded(&call);
+            for f in forms(&secret) {
+                proptest::prop_assert!(!all.contains(&f), "{:?} recorded: {}", f, all);
+            }
+            let pin = pin.to_string();
+            for (i, _) in all.match_indices(&pin) {
+                let before = all[..i].chars().next_back().is_some_and(|c| c.is_ascii_digit());
+                let after = all[i + pin.len()..].starts_with(|c: char| c.is_ascii_digit());
+                proptest::prop_assert!(before || after, "the pin {} recorded: {}", pin, all);
+            }
+            proptest::prop_assert!(all.contains("title crash on start; key [redacted]"), "{}", all);
+            proptest::prop_assert!(all.contains(r#""title":"crash on start""#), "{}", all);
+        }
     }
 
     #[test]

@@ -407,7 +407,9 @@ async fn snapshot(st: &AppState, id: Uuid) -> Result<Option<Snapshot>, RpcError>
     let records = read(&st.journal, move |j| records_of(j, id))
         .await
         .map_err(|e| rpc_err(code::INTERNAL_ERROR, e.body()["error"].to_string()))?;
-    if let Some(doc) = views::run_detail(&records, id, st.live.contains(id)) {
+    // Only the run's status and outcome are read: no lease's model calls.
+    let no_calls = std::collections::HashMap::new();
+    if let Some(doc) = views::run_detail(&records, id, st.live.contains(id), &no_calls) {
         let status = doc["status"].as_str().unwrap_or("running");
         let outcome = &doc["outcome"];
         let s = match status {

@@ -634,8 +634,15 @@ async fn get_run(
 /// A run's detail: `GET /v1/runs/{id}` and the MCP tool `muster_run`.
 pub(crate) async fn run_view(st: &AppState, id: &str) -> Result<Value, ApiError> {
     let id = parse_id(id, "id")?;
-    let records = read(&st.journal, move |j| records_of(j, id)).await?;
-    match views::run_detail(&records, id, st.live.contains(id)) {
+    // The run's records hold no model call (they are its tasks' alone): the leases'
+    // counts come from the journal, without decoding a prompt.
+    let (records, model_calls) = read(&st.journal, move |j| {
+        let records = records_of(j, id);
+        let calls = j.model_call_counts(&views::submitted_tasks(&records));
+        (records, calls)
+    })
+    .await?;
+    match views::run_detail(&records, id, st.live.contains(id), &model_calls) {
         Some(doc) => Ok(doc),
         // Started by this node a moment ago: not journaled yet.
         None => match st.live.workflow(id) {

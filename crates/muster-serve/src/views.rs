@@ -432,11 +432,6 @@ pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskV
                             l.usage.get_or_insert_with(Usage::default).add(usage);
                         }
                     }
-                    Event::ModelCall { epoch, .. } => {
-                        if let Some(l) = t.leases.iter_mut().rev().find(|l| l.epoch == *epoch) {
-                            l.model_calls += 1;
-                        }
-                    }
                     Event::TaskEscalated { reason, .. } => {
                         t.status = "escalated".into();
                         t.reason = Some(reason.clone());
@@ -458,9 +453,45 @@ pub fn tasks(records: &[Record], keep: &dyn Fn(Uuid, Uuid) -> bool) -> Vec<TaskV
     order.into_iter().filter_map(|t| by.remove(&t)).collect()
 }
 
-/// One task, if the records have it.
+/// One task, if the records have it (the task's records: its model calls among them,
+/// counted per lease).
 pub fn task(records: &[Record], id: Uuid) -> Option<TaskView> {
-    tasks(records, &|t, _| t == id).into_iter().next()
+    let mut t = tasks(records, &|t, _| t == id).into_iter().next()?;
+    let mut counts = HashMap::new();
+    muster_core::journal::count_model_calls(records.iter().map(|r| &r.event), &[id], &mut counts);
+    set_model_calls(std::slice::from_mut(&mut t), &counts);
+    Some(t)
+}
+
+/// Sets each lease's `model_calls` from `counts` (`(task, epoch)` → recorded calls, from
+/// [`Journal::model_call_counts`]: a run's records do not hold its tasks' model calls).
+pub fn set_model_calls(tasks: &mut [TaskView], counts: &HashMap<(Uuid, u64), u32>) {
+    for t in tasks {
+        for l in &mut t.leases {
+            l.model_calls = 0;
+        }
+        for ((task, epoch), n) in counts {
+            if *task != t.task {
+                continue;
+            }
+            // A resumed task may be leased again under an epoch it had: the last lease.
+            if let Some(l) = t.leases.iter_mut().rev().find(|l| l.epoch == *epoch) {
+                l.model_calls = *n;
+            }
+        }
+    }
+}
+
+/// The tasks submitted in `records` (a run's: its steps' tasks), for
+/// [`Journal::model_call_counts`].
+pub fn submitted_tasks(records: &[Record]) -> Vec<Uuid> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::TaskSubmitted { task, .. } => Some(*task),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The most model calls one answer of `GET /v1/tasks/{id}/llm` holds (an attempt makes
@@ -510,7 +541,15 @@ pub fn model_calls(records: &[Record], id: Uuid, epoch: Option<u64>) -> Option<V
 }
 
 /// A run's detail (docs/api.md, `GET /v1/runs/{id}`), if the records have it.
-pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
+///
+/// `model_calls`: the recorded model calls of the run's tasks per `(task, epoch)`
+/// ([`Journal::model_call_counts`]), which the run's records do not hold.
+pub fn run_detail(
+    records: &[Record],
+    id: Uuid,
+    live: bool,
+    model_calls: &HashMap<(Uuid, u64), u32>,
+) -> Option<Value> {
     let summary = inspect::runs(records).into_iter().find(|s| s.run == id)?;
     let rec = recovery::runs(records).into_iter().find(|r| r.run == id)?;
     let cancelled = cancelled_runs(records).contains(&id);
@@ -518,7 +557,9 @@ pub fn run_detail(records: &[Record], id: Uuid, live: bool) -> Option<Value> {
     let mut doc = serde_json::to_value(&summary).unwrap_or_default();
     doc["status"] = json!(st);
     doc["input"] = rec.input.clone();
-    doc["steps"] = json!(tasks(records, &|_, c| c == id));
+    let mut steps = tasks(records, &|_, c| c == id);
+    set_model_calls(&mut steps, model_calls);
+    doc["steps"] = json!(steps);
     // The step visits that ended so far, in order, as `muster run` prints them.
     doc["progress"] = json!(rec.summaries);
     // Every step the run entered, in order: the path a reader draws on the workflow.
@@ -740,6 +781,75 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_records_hold_no_model_call_yet_its_document_counts_them_per_lease() {
+        use muster_core::journal::{MemoryJournal, ModelCall, TurnKind};
+        let j = MemoryJournal::default();
+        let (run, task) = (Uuid::now_v7(), Uuid::now_v7());
+        let call = ModelCall {
+            attempt: 1,
+            turn: 0,
+            kind: TurnKind::First,
+            round: 0,
+            model: "m".into(),
+            messages: Vec::new(),
+            answer: Some("{}".into()),
+            error: None,
+            usage: None,
+            latency_ms: 1,
+            truncated: false,
+        };
+        let events = [
+            Event::RunStarted {
+                run,
+                workflow: "w".into(),
+                file: "w.toml".into(),
+                input: json!({}),
+            },
+            submitted(task, run),
+            Event::LeaseGranted {
+                task,
+                agent: "echo#0".into(),
+                epoch: 1,
+                attempt: 1,
+                envelope: Uuid::now_v7(),
+                routed: None,
+            },
+            Event::ModelCall {
+                task,
+                agent: "echo#0".into(),
+                epoch: 1,
+                call: Box::new(call.clone()),
+            },
+            Event::ModelCall {
+                task,
+                agent: "echo#0".into(),
+                epoch: 1,
+                call: Box::new(call),
+            },
+            accepted(task),
+        ];
+        for (i, e) in events.into_iter().enumerate() {
+            j.append(i as u64, e);
+        }
+        let kinds = |rs: &[Record]| rs.iter().filter(|r| r.event.kind() == "model_call").count();
+        // A run's records: none of its tasks' model calls; the task's: both.
+        let records = j.records_of(run);
+        assert_eq!(kinds(&records), 0);
+        assert_eq!(records.len(), 4, "{records:?}");
+        let task_records = j.records_of(task);
+        assert_eq!(kinds(&task_records), 2);
+        // The run's document counts them per lease all the same, from the journal.
+        let counts = j.model_call_counts(&submitted_tasks(&records));
+        let doc = run_detail(&records, run, false, &counts).expect("the run's document");
+        assert_eq!(doc["steps"][0]["leases"][0]["model_calls"], 2, "{doc}");
+        // The task's document and its calls, from the task's records.
+        let t = super::task(&task_records, task).expect("the task");
+        assert_eq!(t.leases[0].model_calls, 2);
+        let calls = model_calls(&task_records, task, Some(1)).expect("the calls");
+        assert_eq!(calls["calls"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
     fn a_runs_document_has_its_path_and_who_decided_its_gate() {
         let run = Uuid::now_v7();
         let events = [
@@ -785,7 +895,7 @@ mod tests {
                 event,
             })
             .collect();
-        let doc = run_detail(&records, run, false).expect("the run's document");
+        let doc = run_detail(&records, run, false, &HashMap::new()).expect("the run's document");
         assert_eq!(
             doc["path"],
             json!([

@@ -578,6 +578,30 @@ impl Event {
         }
     }
 
+    /// Whether the record belongs to its task's story alone, never to its run's: a
+    /// recorded model call (`model_call`, prompts and answers, up to 64 KiB each) is read
+    /// per task (`GET /v1/tasks/{id}/llm`, `muster inspect --task`), so a read of a run
+    /// (its document, recovery, `muster inspect --run`) must not decode it. A journal
+    /// indexed by run files such a record under its task only (no run); a run's reader
+    /// counts them with [`Journal::model_call_counts`](super::Journal::model_call_counts).
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, ModelCall, TurnKind};
+    /// let call = ModelCall {
+    ///     attempt: 1, turn: 0, kind: TurnKind::First, round: 0, model: "m".into(),
+    ///     messages: Vec::new(), answer: None, error: None, usage: None, latency_ms: 0,
+    ///     truncated: false,
+    /// };
+    /// let task = uuid::Uuid::now_v7();
+    /// let e = Event::ModelCall { task, agent: "a#0".into(), epoch: 1, call: Box::new(call) };
+    /// assert!(e.task_only());
+    /// assert!(!Event::TaskCancelled { task, reason: "user".into() }.task_only());
+    /// ```
+    pub fn task_only(&self) -> bool {
+        matches!(self, Event::ModelCall { .. })
+    }
+
     /// The correlation id the event itself carries (a submitted task's, an envelope's).
     /// Other task events share their task's correlation: look it up by [`Event::task`]
     /// (the SQLite journal fills its `correlation` column that way).

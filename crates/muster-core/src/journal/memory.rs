@@ -12,7 +12,7 @@
 //! of this journal (as `TallyJournal` does); the whole history belongs in the SQLite
 //! journal, which is what recovery reads. It must not grow without bound.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -122,6 +122,16 @@ impl Journal for MemoryJournal {
 
     fn len(&self) -> u64 {
         self.inner.lock().len
+    }
+
+    fn model_call_counts(&self, tasks: &[uuid::Uuid]) -> HashMap<(uuid::Uuid, u64), u32> {
+        // Counted under the lock: no record is cloned.
+        let mut counts = HashMap::new();
+        if !tasks.is_empty() {
+            let g = self.inner.lock();
+            super::count_model_calls(g.records.iter().map(|r| &r.event), tasks, &mut counts);
+        }
+        counts
     }
 
     fn max_payload_bytes(&self) -> usize {

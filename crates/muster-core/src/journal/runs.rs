@@ -374,7 +374,8 @@ pub fn scan_runs(records: &[Record]) -> Vec<RunEntry> {
 
 /// The records of `records` (read from a journal's start) that tell the story of `id`, a
 /// run or a task: those whose [`story`](Stories::story) is `id` (a run's own records and
-/// its tasks'), and those of the task `id`.
+/// its tasks', but not its tasks' recorded model calls: [`Event::task_only`]), and those
+/// of the task `id` (its model calls included).
 ///
 /// # Example
 /// ```
@@ -416,8 +417,13 @@ pub struct Stories {
 }
 
 impl Stories {
-    /// The story `e` belongs to, remembering a task's correlation from its submission.
+    /// The story `e` belongs to, remembering a task's correlation from its submission;
+    /// `None` for a record of its task alone ([`Event::task_only`]: a recorded model call
+    /// is part of its task's records, not of its run's).
     pub fn story(&mut self, e: &Event) -> Option<Uuid> {
+        if e.task_only() {
+            return None;
+        }
         if let Some(run) = e.run() {
             return Some(run);
         }
