@@ -48,7 +48,7 @@ measure() {
 measure "?limit=50" "/v1/runs?limit=50"
 measure "?status=waiting&limit=50" "/v1/runs?status=waiting&limit=50"
 measure "?input.requested_by=warehouse team (all)" "/v1/runs?limit=50&input.requested_by=warehouse%20team"
-measure "?input.requested_by=nobody (none: all read)" "/v1/runs?limit=50&input.requested_by=nobody"
+measure "?input.requested_by=nobody (none: 2,000 read)" "/v1/runs?limit=50&input.requested_by=nobody"
 measure "?started_after=MIDDLE" "/v1/runs?limit=50&started_after=$middle"
 measure "?started_before=MIDDLE" "/v1/runs?limit=50&started_before=$middle"
 measure "?started_before=OLDEST+1 (one)" "/v1/runs?limit=50&started_before=$((oldest + 1))"

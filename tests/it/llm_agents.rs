@@ -1154,56 +1154,72 @@ const ONE_STEP: &str = r#"
     terminal = "done"
 "#;
 
-#[test]
-fn a_runs_records_hold_no_model_call_while_its_tasks_records_hold_them_all() {
+/// A run with one step whose LLM agent records a first call and a repair turn: the run's
+/// records hold its task's records but no model call, the task's hold both, and the
+/// counts per lease come from the journal. On `file` (a SQLite journal) or in memory.
+async fn model_calls_are_read_by_task_only(file: Option<&std::path::Path>) {
     use muster::agents::llm::RecordMode;
     use muster::workflow::{RunStatus, Workflow, WorkflowExt};
-    paused(async {
-        let (url, _) = fake_server(vec![
-            Reply::Body(answer(VIOLATING)),
-            Reply::Body(answer(VALID)),
-        ])
-        .await;
-        let mut c = config(&url);
-        c.record = RecordMode::Prompts;
-        let m = runtime(c, 1).await;
-        let wf = Workflow::parse(ONE_STEP, std::path::Path::new("one.toml"), &m.schemas())
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let o = within(60, "run", m.run_workflow(Arc::new(wf), json!({})))
-            .await
-            .unwrap();
-        assert!(matches!(o.status, RunStatus::Completed), "{:?}", o.status);
-        let step_task = records(&m)
+    let (url, _) = fake_server(vec![
+        Reply::Body(answer(VIOLATING)),
+        Reply::Body(answer(VALID)),
+    ])
+    .await;
+    let mut c = config(&url);
+    c.record = RecordMode::Prompts;
+    let m = match file {
+        Some(path) => runtime_on_file(c, path).await,
+        None => runtime(c, 1).await,
+    };
+    let wf = Workflow::parse(ONE_STEP, std::path::Path::new("one.toml"), &m.schemas())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let o = within(60, "run", m.run_workflow(Arc::new(wf), json!({})))
+        .await
+        .unwrap();
+    assert!(matches!(o.status, RunStatus::Completed), "{:?}", o.status);
+    let step_task = records(&m)
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::TaskSubmitted {
+                task, correlation, ..
+            } if *correlation == o.run => Some(*task),
+            _ => None,
+        })
+        .expect("the step's task");
+    let j = m.journal();
+    let count = |rs: &[Record]| rs.iter().filter(|r| r.event.kind() == "model_call").count();
+    // What every read of the run decodes: its records, without a prompt.
+    let run_records = j.records_of(o.run);
+    assert!(
+        run_records
             .iter()
-            .find_map(|r| match &r.event {
-                Event::TaskSubmitted {
-                    task, correlation, ..
-                } if *correlation == o.run => Some(*task),
-                _ => None,
-            })
-            .expect("the step's task");
-        let j = m.journal();
-        let count = |rs: &[Record]| rs.iter().filter(|r| r.event.kind() == "model_call").count();
-        // What every read of the run decodes: its records, without a prompt.
-        let run_records = j.records_of(o.run);
-        assert!(
-            run_records
-                .iter()
-                .any(|r| r.event.task() == Some(step_task)),
-            "the run's records hold its task's"
-        );
-        assert_eq!(
-            count(&run_records),
-            0,
-            "a model call is among the run's records"
-        );
-        // The task's records: both calls, the first and the repair turn.
-        assert_eq!(count(&j.records_of(step_task)), 2);
-        // The run's document counts them per lease from the journal.
-        let counts = j.model_call_counts(&[step_task]);
-        assert_eq!(counts.get(&(step_task, 1)), Some(&2), "{counts:?}");
-        m.shutdown().await;
-    });
+            .any(|r| r.event.task() == Some(step_task)),
+        "the run's records hold its task's"
+    );
+    assert_eq!(
+        count(&run_records),
+        0,
+        "a model call is among the run's records"
+    );
+    // The task's records: both calls, the first and the repair turn.
+    assert_eq!(count(&j.records_of(step_task)), 2);
+    // The run's document counts them per lease from the journal.
+    let counts = j.model_call_counts(&[step_task]);
+    assert_eq!(counts.get(&(step_task, 1)), Some(&2), "{counts:?}");
+    m.shutdown().await;
+}
+
+#[test]
+fn a_runs_records_hold_no_model_call_while_its_tasks_records_hold_them_all() {
+    paused(model_calls_are_read_by_task_only(None));
+}
+
+#[test]
+fn a_runs_records_on_file_hold_no_model_call_while_its_tasks_records_hold_them_all() {
+    // The real clock: the SQLite writer is a thread of its own, not on virtual time.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    common::real(model_calls_are_read_by_task_only(Some(&path)));
 }
 
 #[test]

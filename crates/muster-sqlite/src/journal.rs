@@ -630,6 +630,22 @@ impl Journal for SqliteJournal {
         })
     }
 
+    fn model_call_counts(
+        &self,
+        tasks: &[uuid::Uuid],
+    ) -> std::collections::HashMap<(uuid::Uuid, u64), u32> {
+        if tasks.is_empty() {
+            return Default::default();
+        }
+        self.reading(self.appended(), |c| {
+            runs::model_call_counts(c, &self.path, tasks)
+        })
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "journal read failed");
+            Default::default()
+        })
+    }
+
     fn indexed(&self) -> bool {
         true
     }

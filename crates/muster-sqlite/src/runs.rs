@@ -263,10 +263,45 @@ pub(crate) fn page_sql(q: &RunQuery) -> (String, Vec<rusqlite::types::Value>) {
     (sql, args)
 }
 
-/// The records of a story (`?1`, 16 bytes): through the run index and the task index.
-pub(crate) const RECORDS_OF: &str = "SELECT seq, at_ms, body FROM events WHERE run = ?1
+/// The records of a story (`?1`, 16 bytes): through the run index and the task index. A
+/// recorded model call ([`Event::task_only`](muster_core::journal::Event::task_only)) is
+/// one of its task's records, not of the run's (its body, prompts and all, is neither
+/// read nor decoded for a run), whatever `run` its row carries.
+pub(crate) const RECORDS_OF: &str = "SELECT seq, at_ms, body FROM events
+    WHERE run = ?1 AND kind <> 'model_call'
     UNION SELECT seq, at_ms, body FROM events WHERE task = ?1
     ORDER BY seq";
+
+/// How many `model_call` records each lease of task `?1` has: `(epoch, count)` rows,
+/// counted on the task index without reading a body.
+pub(crate) const MODEL_CALLS_OF: &str = "SELECT epoch, COUNT(*) FROM events
+    WHERE task = ?1 AND kind = 'model_call' GROUP BY epoch";
+
+/// [`MODEL_CALLS_OF`] for each of `tasks`, into `(task, epoch) → count`.
+pub(crate) fn model_call_counts(
+    conn: &Connection,
+    path: &Path,
+    tasks: &[Uuid],
+) -> Result<HashMap<(Uuid, u64), u32>, JournalError> {
+    let sql = |context: &str| sql_error(path, context);
+    let mut stmt = conn
+        .prepare_cached(MODEL_CALLS_OF)
+        .map_err(sql("count a task's model calls"))?;
+    let mut counts = HashMap::new();
+    for task in tasks {
+        let rows = stmt
+            .query_map([task.as_bytes()], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(sql("count a task's model calls"))?;
+        for row in rows {
+            let (epoch, n) = row.map_err(sql("count a task's model calls"))?;
+            let epoch = epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0);
+            counts.insert((*task, epoch), u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(counts)
+}
 
 /// The records of the story of `id`: those whose `run` column is `id` (a run's own and
 /// its tasks') and those of the task `id`, in order (ids are 16-byte blobs: version 3).
