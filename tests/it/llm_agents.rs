@@ -1222,6 +1222,41 @@ fn a_runs_records_on_file_hold_no_model_call_while_its_tasks_records_hold_them_a
     common::real(model_calls_are_read_by_task_only(Some(&path)));
 }
 
+/// A failed attempt's reason quotes the model's answer, and it is journaled whether or not
+/// calls are recorded: with `redact` set, neither a named field's value in the answer nor a
+/// secret of the input reaches the `attempt_failed` record.
+#[test]
+fn a_failure_quoting_the_answer_is_redacted_without_recording() {
+    paused(async {
+        // Not JSON twice (the first turn and its repair): the attempt fails quoting it.
+        let broken = r#"Sure! {"component": "parser", "api_key": "model-leaked-secret-42", "note": "input-secret-77""#;
+        let (url, _) = fake_server(vec![Reply::Body(answer(broken)); 2]).await;
+        let mut c = config(&url);
+        c.redact = vec!["api_key".into()];
+        let m = runtime(c, 1).await;
+        let t = Task::new(
+            "triage",
+            json!({"title": "crash on start", "api_key": "input-secret-77"}),
+        )
+        .timeout(Duration::from_secs(10))
+        .attempts(1);
+        let out = within(30, "task", m.delegate(t)).await.unwrap();
+        assert_eq!(out.status, TaskStatus::Escalated);
+        let f = failures(&records(&m));
+        assert_eq!(f.len(), 1, "{f:?}");
+        let detail = &f[0].1;
+        assert!(
+            detail.contains("not JSON"),
+            "the failure says why: {detail}"
+        );
+        assert!(detail.contains("[redacted]"), "{detail}");
+        for secret in ["model-leaked-secret-42", "input-secret-77"] {
+            assert!(!detail.contains(secret), "{secret} in {detail}");
+        }
+        m.shutdown().await;
+    });
+}
+
 #[test]
 fn a_bad_record_value_is_refused_at_load_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -252,7 +252,16 @@ impl Agent for LlmAgent {
         ctx: TaskContext,
     ) -> LocalBoxFuture<'static, Result<Value, AgentError>> {
         let shared = self.shared.clone();
-        Box::pin(async move { shared.attempt(input, ctx).await })
+        Box::pin(async move {
+            // A failure is journaled (`attempt_failed`) whatever `record` says, and it may
+            // quote the model's answer: it gets the redaction a recorded call gets.
+            let secrets = shared.failure_secrets(&input);
+            let r = shared.clone().attempt(input, ctx).await;
+            match secrets {
+                Some(secrets) => r.map_err(|e| shared.redacted(e, &secrets)),
+                None => r,
+            }
+        })
     }
 
     fn start(
@@ -303,6 +312,37 @@ struct Exchange {
 }
 
 impl Shared {
+    /// What a failure of an attempt on `input` must not say: the input's secrets and the
+    /// API key; `None` when nothing is to be hidden (no `redact`, no patterns, no key).
+    fn failure_secrets(&self, input: &Value) -> Option<Secrets> {
+        let key = self
+            .config
+            .api_key_env
+            .as_ref()
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|k| !k.is_empty());
+        if self.redactor.is_empty() && key.is_none() {
+            return None;
+        }
+        let mut secrets = self.redactor.secrets_in(input);
+        if let Some(k) = key {
+            secrets.add(&k);
+        }
+        Some(secrets)
+    }
+
+    /// `e` with its message and its contract errors' messages redacted (every text of it
+    /// that reaches the journal).
+    fn redacted(&self, mut e: AgentError, secrets: &Secrets) -> AgentError {
+        e.message = self.redactor.redact(&e.message, secrets);
+        if let Some(c) = e.contract.as_mut() {
+            for v in &mut c.errors {
+                v.message = self.redactor.redact(&v.message, secrets);
+            }
+        }
+        e
+    }
+
     async fn attempt(self: Arc<Self>, input: Value, ctx: TaskContext) -> Result<Value, AgentError> {
         let cfg = &self.config;
         let provider = self
