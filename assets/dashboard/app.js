@@ -45,7 +45,7 @@
   const SVG = "http://www.w3.org/2000/svg";
   function svg(tag, attrs, text) {
     const e = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    for (const [k, v] of Object.entries(attrs || {})) if (v !== undefined && v !== null) e.setAttribute(k, String(v));
     if (text !== undefined) e.textContent = String(text);
     return e;
   }

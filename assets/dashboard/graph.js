@@ -14,7 +14,6 @@
 "use strict";
 
 (function () {
-  const SVG = "http://www.w3.org/2000/svg";
   const MAX_STEPS = 200; // a workflow bigger than this is described, not drawn
   const W = 140; // a box's width
   const H = 38; // a task's or gate's height
@@ -25,16 +24,10 @@
   const LANE = 18; // between two routed lanes
   const LABEL = 30; // characters of a condition shown on its edge
 
-  function svg(tag, attrs, text) {
-    const e = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs || {})) if (v !== undefined && v !== null) e.setAttribute(k, String(v));
-    if (text !== undefined) e.textContent = String(text);
-    return e;
-  }
-
-  function str(v) {
-    return v === undefined || v === null ? "" : String(v);
-  }
+  // The page's one definition of these helpers is app.js's (`window.muster`): this file
+  // loads first but draws only when app.js asks it to, so they are looked up when called.
+  const svg = (...args) => window.muster.svg(...args);
+  const str = (v) => window.muster.str(v);
 
   function short(s, n) {
     s = str(s).replace(/\s+/g, " ").trim();

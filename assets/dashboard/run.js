@@ -13,21 +13,10 @@
   const shapes = new Map(); // workflow name -> {shape} | {error} | {loading: true}
   let ctx = null; // {api(method, path), changed()} from app.js
 
-  function str(v) {
-    return v === undefined || v === null ? "" : String(v);
-  }
-
-  function el(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === "class") e.className = v;
-      else if (k === "text") e.textContent = String(v);
-      else e.setAttribute(k, String(v));
-    }
-    for (const c of children) if (c !== undefined && c !== null) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    return e;
-  }
+  // The page's one definition of these helpers is app.js's (`window.muster`): this file
+  // loads first but draws only when app.js asks it to, so they are looked up when called.
+  const str = (v) => window.muster.str(v);
+  const el = (...args) => window.muster.el(...args);
 
   function json(v) {
     let s;
