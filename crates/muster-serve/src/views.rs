@@ -169,26 +169,31 @@ pub fn run_page_where(
         let got = journal.runs(&query);
         let exhausted = got.len() < query.limit;
         query.before = got.last().map(|e| e.started_seq);
+        let last = got.last().map(|e| e.run);
         entries.extend(
             got.into_iter()
                 .filter(|e| driven.is_none_or(|d| live(e.run) == d))
                 .filter(|e| older_than.is_none_or(|a| e.run < a)),
         );
         if scanning {
-            if exhausted {
+            examined_to = if exhausted {
                 // Were there more candidates than the scan examined? (The runs table
                 // alone answers: no input is read.)
                 let candidates = journal.runs(&RunQuery {
                     before: from,
                     input: Vec::new(),
                     scan: None,
-                    limit: INPUT_SCAN,
+                    limit: INPUT_SCAN + 1,
                     ..query.clone()
                 });
-                if candidates.len() == INPUT_SCAN {
-                    examined_to = candidates.last().map(|e| e.run);
-                }
-            }
+                (candidates.len() > INPUT_SCAN)
+                    .then(|| candidates.get(INPUT_SCAN - 1).map(|e| e.run))
+                    .flatten()
+            } else {
+                // A full answer, which this node's own filters may have thinned: go on
+                // after the last run it holds.
+                last
+            };
             break;
         }
         if exhausted || entries.len() > limit || query.before.is_none() {
@@ -467,17 +472,14 @@ pub fn task(records: &[Record], id: Uuid) -> Option<TaskView> {
 /// [`Journal::model_call_counts`]: a run's records do not hold its tasks' model calls).
 pub fn set_model_calls(tasks: &mut [TaskView], counts: &HashMap<(Uuid, u64), u32>) {
     for t in tasks {
-        for l in &mut t.leases {
-            l.model_calls = 0;
-        }
-        for ((task, epoch), n) in counts {
-            if *task != t.task {
-                continue;
-            }
-            // A resumed task may be leased again under an epoch it had: the last lease.
-            if let Some(l) = t.leases.iter_mut().rev().find(|l| l.epoch == *epoch) {
-                l.model_calls = *n;
-            }
+        let mut seen = std::collections::HashSet::new();
+        // A resumed task may be leased again under an epoch it had: the last lease has
+        // the count, earlier ones 0.
+        for l in t.leases.iter_mut().rev() {
+            l.model_calls = match seen.insert(l.epoch) {
+                true => counts.get(&(t.task, l.epoch)).copied().unwrap_or(0),
+                false => 0,
+            };
         }
     }
 }
@@ -947,6 +949,45 @@ mod tests {
         assert_eq!(page.len(), 1);
         assert_eq!(page[0]["run"], json!(runs[5]));
         assert_eq!(next, None, "nothing left to examine");
+    }
+
+    /// A page whose runs this node's own filter thins (`running`: the runs it drives)
+    /// still says where to go on, so a driven run further down is reached.
+    #[test]
+    fn a_thinned_page_with_an_input_filter_goes_on_to_the_runs_below() {
+        use muster_core::journal::runs::InputMatch;
+        use muster_core::journal::{Journal, MemoryJournal};
+        let j = MemoryJournal::default();
+        let runs: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+        for run in &runs {
+            j.append(
+                0,
+                Event::RunStarted {
+                    run: *run,
+                    workflow: "w".into(),
+                    file: "w.toml".into(),
+                    input: json!({"n": 1}),
+                },
+            );
+        }
+        let driven = runs[0];
+        let filter = || RunQuery {
+            input: vec![InputMatch::parse("n", "1").expect("a filter")],
+            ..RunQuery::default()
+        };
+        let (mut found, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let (page, next) =
+                run_page_where(&j, &|r| r == driven, Some("running"), filter(), after, 5);
+            found.extend(page.iter().map(|r| r["run"].clone()));
+            pages += 1;
+            assert!(pages <= 5, "the pages go on for ever");
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(found, [json!(driven)]);
     }
 
     #[test]
