@@ -50,10 +50,16 @@ pub struct Live {
     /// retry's drive ends (by then the journal says `run_retried`, or the retry never
     /// started), so the map holds no more than the runs in flight.
     retried: Mutex<HashMap<Uuid, Uuid>>,
-    /// How many entries left `retried`: a retry request that read the journal before
-    /// the last one left may have missed its `run_retried`, and reads it again.
+    /// How many entries left `retried`, and the failed runs of the last [`ENDED_KEPT`]
+    /// of them with their number: a retry request of a run whose retry ended after the
+    /// request read the journal may have missed its `run_retried`, and reads it again.
     retries_ended: AtomicU64,
+    ended: Mutex<std::collections::VecDeque<(u64, Uuid)>>,
 }
+
+/// How many ended retries a node remembers to tell a stale retry plan (a request that
+/// read the journal more than this many retry ends ago reads it again).
+const ENDED_KEPT: usize = 1024;
 
 /// The unfinished runs of the journal that the node resumes after it starts to serve.
 #[derive(Debug, Default)]
@@ -71,6 +77,8 @@ struct LiveRun {
     /// The token that started it through the API ([`Caller::id`](crate::Caller::id));
     /// forgotten with the run when it ends.
     started_by: Option<usize>,
+    /// The failed run it retries, if it is a retry this process started.
+    retry_of: Option<Uuid>,
 }
 
 impl Live {
@@ -143,13 +151,16 @@ impl Live {
     }
 
     fn finished(&self, run: Uuid) {
-        self.runs.lock().remove(&run);
+        let retry_of = self.runs.lock().remove(&run).and_then(|r| r.retry_of);
         self.decided.lock().retain(|(r, _), _| *r != run);
-        let mut retried = self.retried.lock();
-        let before = retried.len();
-        retried.retain(|_, retry| *retry != run);
-        if retried.len() != before {
-            self.retries_ended.fetch_add(1, Ordering::SeqCst);
+        if let Some(from) = retry_of {
+            let mut ended = self.ended.lock();
+            self.retried.lock().remove(&from);
+            let n = self.retries_ended.fetch_add(1, Ordering::SeqCst) + 1;
+            if ended.len() == ENDED_KEPT {
+                ended.pop_front();
+            }
+            ended.push_back((n, from));
         }
     }
 
@@ -165,17 +176,23 @@ impl Live {
     /// while this process retries it, and not on a plan read before a retry ended (that
     /// retry may have been of `from`, its `run_retried` written after the read).
     fn may_retry(&self, from: Uuid, read_at: u64) -> Result<(), RetryRefused> {
+        let ended = self.ended.lock();
         if let Some(&retry) = self.retried.lock().get(&from) {
             return Err(RetryRefused::Retried(retry));
         }
-        if read_at != self.retries_ended() {
+        // Retries of other runs that ended since do not matter; one that ended longer ago
+        // than the ring remembers might have been of `from`.
+        let forgotten = ended.front().is_some_and(|&(n, _)| n > read_at + 1);
+        let of_from = ended.iter().any(|&(n, f)| n > read_at && f == from);
+        if forgotten || of_from {
             return Err(RetryRefused::ReadAgain);
         }
         Ok(())
     }
 
     /// How many failed runs this process retries now.
-    pub fn retrying(&self) -> usize {
+    #[cfg(test)]
+    fn retrying(&self) -> usize {
         self.retried.lock().len()
     }
 }
@@ -537,6 +554,10 @@ impl Node {
                 workflow: wf.name.clone(),
                 handle: None,
                 started_by,
+                retry_of: match &start {
+                    Start::Retry(plan) => Some(plan.from),
+                    _ => None,
+                },
             },
         );
         let muster = self.muster.clone();
@@ -608,7 +629,7 @@ fn attributed(by: Option<&str>, note: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Live, RetryRefused, attributed};
+    use super::{Live, LiveRun, RetryRefused, attributed};
     use uuid::Uuid;
 
     #[test]
@@ -618,6 +639,17 @@ mod tests {
         let read_at = live.retries_ended();
         assert_eq!(live.may_retry(failed, read_at), Ok(()));
         live.retried.lock().insert(failed, retry);
+        for (run, retry_of) in [(retry, Some(failed)), (other, None)] {
+            live.runs.lock().insert(
+                run,
+                LiveRun {
+                    workflow: "w".into(),
+                    handle: None,
+                    started_by: None,
+                    retry_of,
+                },
+            );
+        }
         assert_eq!(
             live.may_retry(failed, read_at),
             Err(RetryRefused::Retried(retry))
@@ -635,6 +667,34 @@ mod tests {
         );
         // One read after it ended sees the journal as the retry left it.
         assert_eq!(live.may_retry(failed, live.retries_ended()), Ok(()));
+        // Retries of other runs ending since a read do not send it back to the journal,
+        // unless more ended than the node remembers.
+        let read_at = live.retries_ended();
+        let end_a_retry = |live: &Live| {
+            let (from, retry) = (Uuid::now_v7(), Uuid::now_v7());
+            live.retried.lock().insert(from, retry);
+            live.runs.lock().insert(
+                retry,
+                LiveRun {
+                    workflow: "w".into(),
+                    handle: None,
+                    started_by: None,
+                    retry_of: Some(from),
+                },
+            );
+            live.finished(retry);
+        };
+        for _ in 0..10 {
+            end_a_retry(&live);
+        }
+        assert_eq!(live.may_retry(failed, read_at), Ok(()));
+        for _ in 0..super::ENDED_KEPT {
+            end_a_retry(&live);
+        }
+        assert_eq!(
+            live.may_retry(failed, read_at),
+            Err(RetryRefused::ReadAgain)
+        );
     }
 
     #[test]
