@@ -58,8 +58,11 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// writes behind `append` (SQLite) numbers them consecutively and commits them in one
     /// transaction, so that after a crash either every record of the group is in the file
     /// or none is (a retry's first records: a reader never finds half of them). Returns
-    /// the last record's sequence number (0 for no events). The default appends them one
-    /// by one: a journal whose `append` is the write has nothing to tear.
+    /// the last record's sequence number (0 for no events); the group's records are
+    /// numbered consecutively up to it (a listener derives their numbers from it). The
+    /// default appends them one by one, which keeps that only for a journal nobody else
+    /// appends to at the same time: a shared journal overrides it (the memory and SQLite
+    /// journals do).
     ///
     /// # Example
     /// ```
@@ -167,6 +170,7 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
         let records = self.read_after(0);
         let inputs: std::collections::HashMap<uuid::Uuid, &serde_json::Value> = records
             .iter()
+            .filter(|_| !query.input.is_empty())
             .filter_map(|r| match &r.event {
                 Event::RunStarted { run, input, .. } => Some((*run, input)),
                 _ => None,
@@ -383,6 +387,7 @@ pub fn count_model_calls<'a>(
     tasks: &[uuid::Uuid],
     counts: &mut std::collections::HashMap<(uuid::Uuid, u64), u32>,
 ) {
+    let tasks: std::collections::HashSet<&uuid::Uuid> = tasks.iter().collect();
     for e in events {
         if let Event::ModelCall { task, epoch, .. } = e
             && tasks.contains(task)

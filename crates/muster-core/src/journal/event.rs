@@ -582,8 +582,9 @@ impl Event {
     /// recorded model call (`model_call`, prompts and answers, up to 64 KiB each) is read
     /// per task (`GET /v1/tasks/{id}/llm`, `muster inspect --task`), so a read of a run
     /// (its document, recovery, `muster inspect --run`) must not decode it. A journal
-    /// indexed by run files such a record under its task only (no run); a run's reader
-    /// counts them with [`Journal::model_call_counts`](super::Journal::model_call_counts).
+    /// leaves such a record out of a run's records (the SQLite journal by its `kind`) and
+    /// keeps it among its task's; a run's reader counts them with
+    /// [`Journal::model_call_counts`](super::Journal::model_call_counts).
     ///
     /// # Example
     /// ```

@@ -109,6 +109,20 @@ impl Journal for HeldJournal {
         seq
     }
 
+    fn append_group(&self, at_ms: u64, events: Vec<Event>) -> u64 {
+        let last = self.memory.append_group(at_ms, events);
+        if self.writes == Writes::Racing {
+            self.write_up_to(last);
+            self.memory.append(
+                at_ms,
+                Event::Note {
+                    text: "another writer's record, not written yet".into(),
+                },
+            );
+        }
+        last
+    }
+
     fn read_after(&self, after: u64) -> Vec<Record> {
         self.memory.read_after(after)
     }

@@ -60,6 +60,28 @@ impl Default for MemoryJournal {
 }
 
 impl MemoryJournal {
+    /// Numbers `event` and keeps it (evicting by the retention bounds); returns the record
+    /// evicted by count, for the caller to free once the lock is released.
+    fn push(&self, g: &mut Ring, at_ms: u64, event: Event) -> Option<Record> {
+        g.len += 1;
+        if self.retain_records == 0 {
+            return None;
+        }
+        let mut evicted = None;
+        if g.records.len() >= self.retain_records {
+            evicted = g.records.pop_front();
+        }
+        if let Some(age) = self.retain_for {
+            let horizon = at_ms.saturating_sub(age.as_millis() as u64);
+            while g.records.front().is_some_and(|r| r.at_ms < horizon) {
+                g.records.pop_front();
+            }
+        }
+        let seq = g.len;
+        g.records.push_back(Record { seq, at_ms, event });
+        evicted
+    }
+
     /// A memory journal with `config`'s retention bound and payload limit.
     pub fn new(config: JournalConfig) -> Self {
         MemoryJournal {
@@ -85,27 +107,26 @@ impl MemoryJournal {
 impl Journal for MemoryJournal {
     fn append(&self, at_ms: u64, event: Event) -> u64 {
         let mut g = self.inner.lock();
-        g.len += 1;
-        let seq = g.len;
-        if self.retain_records == 0 {
-            return seq;
-        }
         // The evicted record is freed after the lock is released: its destructor (the
         // envelope, the payload's map) is the costly part, and no other shard waits on it.
-        let mut evicted = None;
-        if g.records.len() >= self.retain_records {
-            evicted = g.records.pop_front();
-        }
-        if let Some(age) = self.retain_for {
-            let horizon = at_ms.saturating_sub(age.as_millis() as u64);
-            while g.records.front().is_some_and(|r| r.at_ms < horizon) {
-                g.records.pop_front();
-            }
-        }
-        g.records.push_back(Record { seq, at_ms, event });
+        let evicted = self.push(&mut g, at_ms, event);
+        let seq = g.len;
         drop(g);
         drop(evicted);
         seq
+    }
+
+    /// The group under one lock: numbered consecutively, nothing between its records.
+    fn append_group(&self, at_ms: u64, events: Vec<Event>) -> u64 {
+        let mut g = self.inner.lock();
+        let evicted: Vec<Option<Record>> = events
+            .into_iter()
+            .map(|event| self.push(&mut g, at_ms, event))
+            .collect();
+        let last = g.len;
+        drop(g);
+        drop(evicted);
+        last
     }
 
     fn read_after(&self, after: u64) -> Vec<Record> {
@@ -142,6 +163,36 @@ impl Journal for MemoryJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_is_numbered_consecutively_while_others_append() {
+        let j = std::sync::Arc::new(MemoryJournal::default());
+        let other = j.clone();
+        let singles = std::thread::spawn(move || {
+            for at in 0..2_000 {
+                note(&other, at);
+            }
+        });
+        let mut groups = Vec::new();
+        for _ in 0..200 {
+            let text = |t: &str| Event::Note { text: t.into() };
+            let last = j.append_group(0, vec![text("g1"), text("g2"), text("g3")]);
+            groups.push(last);
+        }
+        singles.join().expect("the other appender");
+        let records = j.read_after(0);
+        for last in groups {
+            let texts: Vec<String> = records
+                .iter()
+                .filter(|r| (last - 2..=last).contains(&r.seq))
+                .map(|r| match &r.event {
+                    Event::Note { text } => text.clone(),
+                    other => other.kind().to_string(),
+                })
+                .collect();
+            assert_eq!(texts, ["g1", "g2", "g3"], "the group ending at {last}");
+        }
+    }
 
     fn note(j: &MemoryJournal, at: u64) {
         j.append(
