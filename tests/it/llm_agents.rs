@@ -1229,7 +1229,8 @@ fn a_runs_records_on_file_hold_no_model_call_while_its_tasks_records_hold_them_a
 fn a_failure_quoting_the_answer_is_redacted_without_recording() {
     paused(async {
         // Not JSON twice (the first turn and its repair): the attempt fails quoting it.
-        let broken = r#"Sure! {"component": "parser", "api_key": "model-leaked-secret-42", "note": "input-secret-77""#;
+        // The named field's value stands again in prose, before the JSON that names it.
+        let broken = r#"Sure! Using model-leaked-secret-42: {"component": "parser", "api_key": "model-leaked-secret-42", "note": "input-secret-77""#;
         let (url, _) = fake_server(vec![Reply::Body(answer(broken)); 2]).await;
         let mut c = config(&url);
         c.redact = vec!["api_key".into()];

@@ -334,10 +334,19 @@ impl Shared {
     /// `e` with its message and its contract errors' messages redacted (every text of it
     /// that reaches the journal).
     fn redacted(&self, mut e: AgentError, secrets: &Secrets) -> AgentError {
-        e.message = self.redactor.redact(&e.message, secrets);
+        // As a recorded call's texts: the secrets the text itself shows (a named field's
+        // value in the JSON it quotes, also where it stands again in prose) count too.
+        let mut secrets = secrets.clone();
+        self.redactor.secrets_in_text(&e.message, &mut secrets);
+        if let Some(c) = &e.contract {
+            for v in &c.errors {
+                self.redactor.secrets_in_text(&v.message, &mut secrets);
+            }
+        }
+        e.message = self.redactor.redact(&e.message, &secrets);
         if let Some(c) = e.contract.as_mut() {
             for v in &mut c.errors {
-                v.message = self.redactor.redact(&v.message, secrets);
+                v.message = self.redactor.redact(&v.message, &secrets);
             }
         }
         e
