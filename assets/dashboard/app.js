@@ -832,7 +832,7 @@
 
   // A run's duration once it ended; its age while it goes on.
   function runDuration(r) {
-    const fmt = window.MusterRun ? window.MusterRun.fmtDur : (ms) => Math.round(ms / 1000) + " s";
+    const fmt = window.MusterRun.fmtDur;
     const from = Number(r.started_ms);
     if (r.duration_ms !== undefined && r.duration_ms !== null && (r.ended_ms || !["running", "waiting"].includes(str(r.status)))) return fmt(r.duration_ms);
     if (r.ended_ms && from) return fmt(Number(r.ended_ms) - from);
@@ -1038,12 +1038,10 @@
     if (window.musterLlm) window.musterLlm.renderRun($("run-llm"), d, api);
     renderRunGate();
     renderTimeline();
-    const run = window.MusterRun;
-    if (run) {
-      run.renderGraph($("run-graph"), Object.assign({ workflow: row.workflow }, d), state.timeline, status);
-      run.renderDecisions($("run-decisions"), d);
-    }
-    const visits = run ? run.progressIndex(d) : new Map();
+    const run = window.MusterRun; // run.js: loaded before this file
+    run.renderGraph($("run-graph"), Object.assign({ workflow: row.workflow }, d), state.timeline, status);
+    run.renderDecisions($("run-decisions"), d);
+    const visits = run.progressIndex(d);
     const nth = new Map();
     const now = Date.now();
     const steps = stepsOf(d);
@@ -1061,7 +1059,7 @@
         { "data-testid": "step-row", "data-step": name },
         el("td", { class: "mono", text: name }),
         el("td", null, el("span", { class: stClass(s.status), text: str(s.status) })),
-        el("td", { "data-testid": "step-duration", text: run ? run.stepDuration(s, now) : "" }),
+        el("td", { "data-testid": "step-duration", text: run.stepDuration(s, now) }),
         el("td", { class: "mono", "data-testid": "step-owner", text: str(owner) }),
         el("td", { text: str(epoch) }),
         el("td", { title: leases.map((l) => str(l.agent) + " e" + str(l.epoch) + ": " + str(l.outcome)).join("\n"), text: str(s.attempts) }),
@@ -1069,7 +1067,7 @@
         el("td", { text: str(s.stale_rejected) }),
         el("td", { "data-testid": "step-verdict", text: str(visit.verdict || s.reason) }),
         el("td", null, s.input !== undefined ? el("details", null, el("summary", null, "input"), el("pre", { text: json(s.input) })) : null),
-        el("td", null, s.output === undefined || s.output === null ? null : run ? run.output(s.output) : el("details", null, el("summary", null, "output"), el("pre", { text: json(s.output) }))),
+        el("td", null, s.output === undefined || s.output === null ? null : run.output(s.output)),
       );
     });
     if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 11, class: "muted", text: state.detail ? "no steps yet" : "loading…" })));
@@ -1096,7 +1094,7 @@
     const leasedAt = new Map(); // "task/epoch" -> when the lease was granted
     const took = (ev) => {
       const at = leasedAt.get(str(ev.task) + "/" + str(ev.epoch));
-      return at !== undefined && typeof ev.at_ms === "number" && window.MusterRun ? " · " + window.MusterRun.fmtDur(ev.at_ms - at) : "";
+      return at !== undefined && typeof ev.at_ms === "number" ? " · " + window.MusterRun.fmtDur(ev.at_ms - at) : "";
     };
     const items = [];
     for (const ev of evs) {
@@ -1138,7 +1136,7 @@
           break;
         case "gate_decided": {
           // Who decided, and the note in full (wrapped, not cut).
-          const who = window.MusterRun ? window.MusterRun.attribution(ev.reason) : { by: null, note: str(ev.reason) };
+          const who = window.MusterRun.attribution(ev.reason);
           items.push({ kind: "note", full: true, text: (ev.approved ? "✓ approved " : "✗ rejected ") + str(ev.gate) + (who.by ? " by " + who.by : "") + (who.note ? ": " + who.note : "") });
           break;
         }
@@ -1189,7 +1187,7 @@
       const g = svg("g", { class: it.kind === "note" ? "note" : "m-" + it.kind, "data-testid": "timeline-item", "data-kind": it.kind });
       // The time axis: "+1.2 s" from the run's first event, said once per distinct time.
       if (t0 !== null && typeof it.at === "number") {
-        const tick = "+" + (window.MusterRun ? window.MusterRun.fmtDur(it.at - t0) : it.at - t0 + " ms");
+        const tick = "+" + window.MusterRun.fmtDur(it.at - t0);
         if (tick !== lastTick) g.append(svg("text", { x: AXIS - 10, y: y + 4, "text-anchor": "end", class: "axis", "data-testid": "timeline-time" }, tick));
         lastTick = tick;
       }
@@ -1350,6 +1348,7 @@
     el,
     svg,
     str,
+    json,
     shortId,
     fmtTime,
     may,
@@ -1372,15 +1371,13 @@
     },
   });
 
-  if (window.MusterRun) {
-    window.MusterRun.init({
-      api,
-      changed: () => {
-        dirty.detail = true;
-        render();
-      },
-    });
-  }
+  window.MusterRun.init({
+    api,
+    changed: () => {
+      dirty.detail = true;
+      render();
+    },
+  });
   wire();
   start();
 })();

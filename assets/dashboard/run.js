@@ -8,7 +8,6 @@
 "use strict";
 
 (function () {
-  const JSON_SHOWN = 20000; // characters of raw JSON shown
   const LIST_SHOWN = 20; // items of an output's list shown
   const shapes = new Map(); // workflow name -> {shape} | {error} | {loading: true}
   let ctx = null; // {api(method, path), changed()} from app.js
@@ -17,17 +16,8 @@
   // loads first but draws only when app.js asks it to, so they are looked up when called.
   const str = (v) => window.muster.str(v);
   const el = (...args) => window.muster.el(...args);
+  const json = (v) => window.muster.json(v);
 
-  function json(v) {
-    let s;
-    try {
-      s = JSON.stringify(v, null, 2);
-    } catch (_) {
-      s = String(v);
-    }
-    if (s === undefined) s = "";
-    return s.length > JSON_SHOWN ? s.slice(0, JSON_SHOWN) + "\n… (" + s.length + " characters)" : s;
-  }
 
   // 850 ms, 4.2 s, 3 min 05 s, 2 h 01 min.
   function fmtDur(ms) {

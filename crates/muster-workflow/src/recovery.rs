@@ -221,9 +221,9 @@ impl TaskFacts {
             outcome: outcome.into(),
             // A step whose task these records never submitted (a retry's carried step)
             // took no time here; its task's own run holds its duration.
-            duration_ms: match self.submitted_ms {
-                0 => 0,
-                at => ended_ms.saturating_sub(at),
+            duration_ms: match self.capability.is_empty() {
+                true => 0,
+                false => ended_ms.saturating_sub(self.submitted_ms),
             },
             // What it spent before the crash is in the run's count (read at resume).
             usage: Default::default(),
