@@ -58,6 +58,27 @@ struct Queue {
     joined: BTreeSet<u64>,
 }
 
+impl Queue {
+    /// The next batch: every queued record up to `max`, more to end a group
+    /// ([`batch_len`]); the rest stays queued.
+    fn take_batch(&mut self, max: usize) -> Vec<(u64, u64, Event)> {
+        let take = batch_len(&self.records, &self.joined, max);
+        let batch: Vec<_> = if take == self.records.len() {
+            // The next batch starts with room for one like this one.
+            let room = self.records.capacity();
+            std::mem::replace(&mut self.records, Vec::with_capacity(room))
+        } else {
+            self.records.drain(..take).collect()
+        };
+        if let Some(&(last, _, _)) = batch.last()
+            && !self.joined.is_empty()
+        {
+            self.joined = self.joined.split_off(&(last + 1));
+        }
+        batch
+    }
+}
+
 /// How many of `records` the next batch takes: all of them up to `max`; above it, `max`,
 /// moved on past any record that continues a group (`joined`), so that no group is split
 /// between two commits.
@@ -312,19 +333,7 @@ impl Writer {
                 {
                     q.want = false;
                     q.oldest = None;
-                    let take = batch_len(&q.records, &q.joined, MAX_BATCH);
-                    let batch: Vec<_> = if take == q.records.len() {
-                        // The next batch starts with room for one like this one.
-                        let room = q.records.capacity();
-                        std::mem::replace(&mut q.records, Vec::with_capacity(room))
-                    } else {
-                        q.records.drain(..take).collect()
-                    };
-                    if let Some(&(last, _, _)) = batch.last()
-                        && !q.joined.is_empty()
-                    {
-                        q.joined = q.joined.split_off(&(last + 1));
-                    }
+                    let batch = q.take_batch(MAX_BATCH);
                     break (batch, q.close && q.records.is_empty());
                 }
                 q.want = false;
@@ -523,6 +532,33 @@ mod tests {
             10,
             "one group takes the queue"
         );
+    }
+
+    /// What the writer takes from a queue longer than a batch: the group that straddles
+    /// the bound goes whole into the first batch; the marks of what was taken go with it.
+    #[test]
+    fn the_writer_takes_a_group_that_straddles_the_batch_bound_whole() {
+        let inbox = Inbox::default();
+        let last = AtomicU64::new(0);
+        let note = |t: &str| Event::Note { text: t.into() };
+        for _ in 0..(MAX_BATCH - 1) {
+            inbox.append(&last, 0, note("single")).expect("queued");
+        }
+        let group = inbox
+            .append_group(&last, 0, vec![note("a"), note("b"), note("c")])
+            .expect("queued");
+        inbox.append(&last, 0, note("after")).expect("queued");
+        let mut q = inbox.queue.lock();
+        let first = q.take_batch(MAX_BATCH);
+        assert_eq!(
+            first.len(),
+            MAX_BATCH + 2,
+            "the whole group in the first batch"
+        );
+        assert_eq!(first.last().map(|r| r.0), Some(group));
+        assert!(q.joined.is_empty(), "the group's marks went with it");
+        let second = q.take_batch(MAX_BATCH);
+        assert_eq!(second.iter().map(|r| r.0).collect::<Vec<_>>(), [group + 1]);
     }
 
     #[test]
