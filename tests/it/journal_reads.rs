@@ -110,11 +110,22 @@ fn a_read_of_records_waits_for_the_group_commit_instead_of_forcing_one() {
     let j = std::sync::Arc::new(open(dir.path(), Duration::from_secs(2)));
     let run = uuid::Uuid::now_v7();
     let first = j.append(1, started(run));
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
     let reader = {
-        let j = j.clone();
-        std::thread::spawn(move || j.records_of(run))
+        let (j, ready) = (j.clone(), ready.clone());
+        std::thread::spawn(move || {
+            ready.wait();
+            j.records_of(run)
+        })
     };
+    ready.wait();
     std::thread::sleep(Duration::from_millis(100));
+    // A read that forced a commit would be done by now; this one waits for the window.
+    assert!(
+        !reader.is_finished(),
+        "the read did not wait for the group commit"
+    );
+    assert_eq!(stats(&j).commits, 0, "the read forced a commit");
     let second = j.append(
         2,
         Event::StepEntered {
