@@ -97,7 +97,9 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     }
     /// Says that a caller is about to wait for record `seq` to be written (on the
     /// [`Journal::watermark`]): a journal that gathers records into group commits commits
-    /// what it holds at once instead of gathering more. A no-op by default.
+    /// what it holds at once instead of gathering more, and may do so on the calling
+    /// thread before it returns (the SQLite journal in relaxed mode, when nothing else
+    /// commits), so callers look at the watermark again after it. A no-op by default.
     ///
     /// # Example
     /// ```

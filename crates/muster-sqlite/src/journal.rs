@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -16,7 +15,7 @@ use crate::file::{Probe, create, lock, open_read_only, probe, sql_error};
 use crate::migrate::migrate;
 use crate::read::read_records;
 use crate::runs;
-use crate::writer::{self, Inbox, Progress};
+use crate::writer::{self, Handle, Progress};
 use muster_core::journal::write_stats::WriteCounters;
 use muster_core::journal::{
     Event, Journal, JournalConfig, JournalError, Record, RunEntry, RunQuery, Watermark, WriteStats,
@@ -110,10 +109,10 @@ pub struct SqliteJournal {
     config: JournalConfig,
     /// The last sequence number handed out.
     last: AtomicU64,
-    inbox: Arc<Inbox>,
     progress: Arc<Progress>,
     reader: Mutex<Option<Connection>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, the checkpointer, and the queue between appends and them.
+    writer: Handle,
     /// What the writer has committed, and how fast.
     written: Arc<WriteCounters>,
     /// The lock file, held (flock) while this journal is open: one writer per journal.
@@ -214,20 +213,30 @@ impl SqliteJournal {
         let last = last.max(0) as u64;
         let progress = Arc::new(Progress::new(last));
         let written = Arc::new(WriteCounters::default());
-        let (inbox, handle) = writer::start(conn, progress.clone(), written.clone(), &config)
-            .map_err(|source| JournalError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        // A caller waiting for a record commits it on its own thread when nothing else
+        // commits: with `Relaxed` a commit is a write into the OS's cache (no sync), as
+        // cheap as the two thread wake-ups it saves.
+        let here = durability == Durability::Relaxed;
+        let handle = writer::start(
+            conn,
+            &path,
+            progress.clone(),
+            written.clone(),
+            &config,
+            here,
+        )
+        .map_err(|source| JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(SqliteJournal {
             path,
             durability,
             config,
             last: AtomicU64::new(last),
-            inbox,
             progress,
             reader: Mutex::new(None),
-            writer: Mutex::new(Some(handle)),
+            writer: handle,
             written,
             lock,
         })
@@ -236,6 +245,12 @@ impl SqliteJournal {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Checkpoints the checkpointer thread has run.
+    #[cfg(test)]
+    pub(crate) fn checkpoints(&self) -> u64 {
+        self.writer.checkpoints()
     }
 
     /// The durability mode it was opened with.
@@ -324,14 +339,11 @@ impl SqliteJournal {
     /// file can be opened again at once. Appends after this are not stored (they are
     /// logged as errors). Dropping the journal does the same.
     pub fn close(&self) -> Result<(), JournalError> {
-        let handle = self.writer.lock().take();
-        if let Some(h) = handle {
-            self.inbox.close();
-            let joined = h.join();
+        if let Some(ended) = self.writer.close() {
             // `flock` locks belong to the open file description, which forked children
             // share until they exec: unlock it rather than wait for every copy to close.
             let _ = self.lock.unlock();
-            if joined.is_err() {
+            if !ended {
                 return Err(JournalError::Writer {
                     path: self.path.clone(),
                     message: "panicked".into(),
@@ -537,7 +549,7 @@ enum Sees {
 
 impl Journal for SqliteJournal {
     fn append(&self, at_ms: u64, event: Event) -> u64 {
-        match self.inbox.append(&self.last, at_ms, event) {
+        match self.writer.inbox.append(&self.last, at_ms, event) {
             Ok(seq) => seq,
             Err(seq) => {
                 tracing::error!(path = %self.path.display(), seq, "journal closed: event not stored");
@@ -550,7 +562,7 @@ impl Journal for SqliteJournal {
         if events.is_empty() {
             return 0;
         }
-        match self.inbox.append_group(&self.last, at_ms, events) {
+        match self.writer.inbox.append_group(&self.last, at_ms, events) {
             Ok(seq) => seq,
             Err(seq) => {
                 tracing::error!(path = %self.path.display(), seq, "journal closed: group not stored");
@@ -586,8 +598,10 @@ impl Journal for SqliteJournal {
     fn want(&self, seq: u64) {
         if self.progress.wanted.fetch_max(seq, Ordering::AcqRel) < seq {
             // A writer that stopped has nothing to commit; its waiters learn it from the
-            // state.
-            self.inbox.want();
+            // state. When nothing else commits, the caller commits the queue itself.
+            if !self.writer.commit_here() {
+                self.writer.inbox.want();
+            }
         }
     }
 

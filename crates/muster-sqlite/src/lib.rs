@@ -15,14 +15,18 @@
 //! ```
 //!
 //! Only a waiter (`wait_durable`, `flush`, `want`) makes the writer commit before its
-//! commit window ends; a read never does. A read of records waits for the group commit
+//! commit window ends; a read never does. With [`Durability::Relaxed`], a waiter commits
+//! a short queue on its own thread when nothing else commits (no thread wake-up on either
+//! side); WAL checkpoints run beside the commits, on a thread of their own, and the
+//! writer thread copies the rest of the log between two commits once it reaches its
+//! bound. A read of records waits for the group commit
 //! that takes those appended before it; the run index answers from what is committed.
 //!
 //! Opening never modifies a file that is not a muster journal: the file's header and its
 //! tables are checked read-only before anything is created.
 //!
 //! The crate is split by concern: `file` (probe, lock, create, recover: the on-disk
-//! format), `migrate` (older versions, in place), `writer` (the writer thread and the durable watermark), `journal` (the
+//! format), `migrate` (older versions, in place), `writer` (the writer thread and the durable watermark), `checkpoint` (copying the WAL into the file beside the commits), `journal` (the
 //! [`SqliteJournal`] handle), `read` (reading records back), `runs` (the index of
 //! workflow runs and the reads it answers), `compact` (retention and archives) and `gate` (`muster approve`'s compare-and-set
 //! decision).
@@ -37,6 +41,7 @@
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod checkpoint;
 mod compact;
 mod file;
 mod gate;

@@ -2,5 +2,6 @@
 //! statement reads through, and what opening a file to write does to its schema. The
 //! behaviours a user sees are proven by the system tests (`tests/it/journal_*.rs`).
 
+mod commits;
 mod query_plans;
 mod schema;

@@ -10,12 +10,21 @@
 //! A sequential caller thus costs the writer two wake-ups per acknowledgement instead of
 //! one per record, and the caller's thread makes no system call per record.
 //!
-//! It must not be reached except through its [`Inbox`] and [`Progress`]: the journal
-//! handle (`journal.rs`) hands it records and reads its progress.
+//! A commit needs no thread hop when nothing else is committing: with
+//! [`Durability::Relaxed`](crate::Durability) the caller that waits for a record commits
+//! the queue itself ([`Handle::commit_here`]), so a sequential caller pays neither the
+//! writer's wake-up nor its own. The write connection sits behind one lock
+//! ([`Committer`]), and a batch is taken from the queue only under it, so commits happen
+//! in sequence order whichever thread makes them. WAL checkpoints run beside the commits
+//! (`checkpoint.rs`), and the writer thread copies the rest between two commits when the
+//! log reaches its bound: never inside a commit, nor on a caller's thread.
+//!
+//! It must not be reached except through its [`Handle`], [`Inbox`] and [`Progress`]: the
+//! journal handle (`journal.rs`) hands it records and reads its progress.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,8 +36,22 @@ use uuid::Uuid;
 use muster_core::journal::write_stats::WriteCounters;
 use muster_core::journal::{Event, JournalConfig, Watermark};
 
+use crate::checkpoint::{self, Checkpointer};
+
 /// Most records inserted in one transaction.
 const MAX_BATCH: usize = 8192;
+/// Most queued records a waiting caller commits on its own thread; a longer queue is the
+/// writer thread's (a caller's thread is an actor's: it must not stall on a big batch).
+const COMMIT_HERE_MAX: usize = 64;
+/// WAL frames of growth after which the checkpointer copies the log into the file, beside
+/// the commits (SQLite's own automatic checkpoint, at the same size, would run inside the
+/// commit that crossed it, on whichever thread made it).
+const CHECKPOINT_FRAMES: i32 = 1000;
+/// WAL frames past which the writer thread copies the rest of the log itself, between two
+/// commits (and again every [`CHECKPOINT_FRAMES`] after, while a reader keeps the log from
+/// starting over): the log starts over only once all of it is copied, which a checkpoint
+/// running beside the commits never is. This keeps the WAL bounded.
+const LOG_BOUND: i32 = 3 * CHECKPOINT_FRAMES;
 /// Commit attempts per batch before the writer gives the batch up and reports failure.
 const COMMIT_TRIES: u32 = 3;
 /// Task → correlation entries remembered by the writer; past this, it asks the database.
@@ -244,28 +267,148 @@ struct Row {
     run_event: Option<Event>,
 }
 
-/// Starts the writer thread on `conn`: returns its inbox and its handle (it stops once
-/// [`Inbox::close`] is called and what was queued is committed).
+/// The writer's threads and the handles the journal keeps: its inbox, the committing half
+/// (shared with callers that commit on their own thread), and the checkpointer.
+pub(crate) struct Handle {
+    pub(crate) inbox: Arc<Inbox>,
+    committer: Arc<Mutex<Committer>>,
+    /// A waiting caller may commit the queue itself ([`Handle::commit_here`]).
+    here: bool,
+    checkpointer: Arc<Checkpointer>,
+    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("here", &self.here)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the writer thread on `conn` and the checkpointer on a connection of its own to
+/// `path`; they stop once [`Handle::close`] is called and what was queued is committed.
+/// With `here`, a caller waiting for a record commits the queue on its own thread when
+/// nothing else is committing ([`Handle::commit_here`]).
 pub(crate) fn start(
-    conn: Connection,
+    mut conn: Connection,
+    path: &std::path::Path,
     progress: Arc<Progress>,
     written: Arc<WriteCounters>,
     config: &JournalConfig,
-) -> std::io::Result<(Arc<Inbox>, JoinHandle<()>)> {
+    here: bool,
+) -> std::io::Result<Handle> {
+    let (checkpointer, checkpointing) = checkpoint::start(path)?;
+    // The hook replaces SQLite's automatic checkpoint: it notes the log's size and asks
+    // the checkpointer each time the log has grown by the bound.
+    let log = Arc::new(AtomicI32::new(0));
+    let (seen, asked) = (log.clone(), checkpointer.clone());
+    let mut next = CHECKPOINT_FRAMES;
+    let hooked = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: i32| {
+        if frames < seen.swap(frames, Ordering::AcqRel) {
+            // The log started over.
+            next = CHECKPOINT_FRAMES;
+        }
+        if frames >= next {
+            asked.ask();
+            next = frames + CHECKPOINT_FRAMES;
+        }
+        Ok(())
+    }));
+    if let Err(e) = hooked {
+        checkpointer.stop();
+        let _ = checkpointing.join();
+        return Err(std::io::Error::other(e));
+    }
     let inbox = Arc::new(Inbox::default());
-    let writer = Writer {
+    let committer = Arc::new(Mutex::new(Committer {
         conn,
-        inbox: inbox.clone(),
-        progress,
+        progress: progress.clone(),
         written,
         correlations: HashMap::new(),
         commit_delay: config.commit_delay,
+        log,
+        checkpoint_at: LOG_BOUND,
+    }));
+    let writer = Writer {
+        inbox: inbox.clone(),
+        committer: committer.clone(),
+        progress,
         commit_window: config.commit_window,
     };
-    let handle = std::thread::Builder::new()
+    let writing = match std::thread::Builder::new()
         .name("muster-journal".into())
-        .spawn(move || writer.run())?;
-    Ok((inbox, handle))
+        .spawn(move || writer.run())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            checkpointer.stop();
+            let _ = checkpointing.join();
+            return Err(e);
+        }
+    };
+    Ok(Handle {
+        inbox,
+        committer,
+        here: here && config.commit_delay.is_zero(),
+        checkpointer,
+        threads: Mutex::new(Some((writing, checkpointing))),
+    })
+}
+
+impl Handle {
+    /// Commits what is queued on the caller's thread, if that is allowed
+    /// ([`Durability::Relaxed`](crate::Durability), no injected commit delay), nothing else
+    /// is committing (the writer thread or another caller), and at most
+    /// [`COMMIT_HERE_MAX`] records are queued. Returns whether it committed; if not, the
+    /// caller asks the writer thread ([`Inbox::want`]).
+    ///
+    /// The batch is taken from the queue under the committer's lock, as the writer thread
+    /// takes its own, so batches are committed in the order they were queued.
+    pub(crate) fn commit_here(&self) -> bool {
+        if !self.here {
+            return false;
+        }
+        let Some(mut committer) = self.committer.try_lock() else {
+            return false;
+        };
+        if committer.checkpoint_due() {
+            // The writer thread commits and copies the rest of the log: no caller's
+            // thread waits for the copy or its sync.
+            return false;
+        }
+        let batch = {
+            let mut q = self.inbox.queue.lock();
+            if q.stopped || q.close || q.records.len() > COMMIT_HERE_MAX {
+                return false;
+            }
+            q.want = false;
+            q.oldest = None;
+            q.take_batch(MAX_BATCH)
+        };
+        if !batch.is_empty() {
+            committer.commit(batch);
+        }
+        true
+    }
+
+    /// Checkpoints the checkpointer thread has run.
+    #[cfg(test)]
+    pub(crate) fn checkpoints(&self) -> u64 {
+        self.checkpointer.done()
+    }
+
+    /// Commits what is queued, stops both threads and waits for them: `Some(true)` if
+    /// both ended normally, `Some(false)` if one of them panicked, `None` if they were
+    /// stopped before.
+    pub(crate) fn close(&self) -> Option<bool> {
+        let (writing, checkpointing) = self.threads.lock().take()?;
+        self.inbox.close();
+        let wrote = writing.join();
+        self.checkpointer.stop();
+        let checkpointed = checkpointing.join();
+        Some(wrote.is_ok() && checkpointed.is_ok())
+    }
 }
 
 /// Marks the writer stopped when its loop ends, normally or by a panic: queued records are
@@ -290,18 +433,11 @@ impl Drop for Stopped {
     }
 }
 
-/// The thread that owns the write connection.
+/// The thread that decides when to commit.
 struct Writer {
-    conn: Connection,
     inbox: Arc<Inbox>,
+    committer: Arc<Mutex<Committer>>,
     progress: Arc<Progress>,
-    /// Commits, records, latency and batch sizes, for [`Journal::write_stats`].
-    written: Arc<WriteCounters>,
-    /// Task → correlation, learned from `task_submitted`, so that every task event gets
-    /// its correlation column (the events themselves do not carry it). `None`: none known.
-    correlations: HashMap<Uuid, Option<Uuid>>,
-    /// Fault injection: a pause before every commit (a slow disk).
-    commit_delay: Duration,
     commit_window: Duration,
 }
 
@@ -310,7 +446,7 @@ impl Writer {
     /// waits for a record (`want`), when the batch is full, or when its oldest record has
     /// waited the commit window, so a sequential caller pays one commit per
     /// acknowledgement rather than one per record, and concurrent callers share commits.
-    fn run(mut self) {
+    fn run(self) {
         // However the loop ends (closed, or a panic unwinding), appends stop being queued
         // and waiters learn that the writer stopped: nothing waits or grows forever.
         let _stop = Stopped {
@@ -319,7 +455,7 @@ impl Writer {
         };
         loop {
             let mut q = self.inbox.queue.lock();
-            let (batch, closing) = loop {
+            loop {
                 if !q.records.is_empty() && q.oldest.is_none() {
                     // The window starts when the writer sees the batch, as it always has.
                     q.oldest = Some(Instant::now());
@@ -331,10 +467,7 @@ impl Writer {
                     || (!q.records.is_empty() && (wanted || window_over))
                     || q.records.len() >= MAX_BATCH
                 {
-                    q.want = false;
-                    q.oldest = None;
-                    let batch = q.take_batch(MAX_BATCH);
-                    break (batch, q.close && q.records.is_empty());
+                    break;
                 }
                 q.want = false;
                 match q.oldest {
@@ -345,15 +478,74 @@ impl Writer {
                     }
                     None => self.inbox.wake.wait(&mut q),
                 }
-            };
-            drop(q);
-            if !batch.is_empty() {
-                self.commit(batch);
             }
+            drop(q);
+            // The batch is taken under the committer's lock (after a caller committing on
+            // its own thread, if one is): commits follow the queue's order.
+            let mut committer = self.committer.lock();
+            let (batch, closing) = {
+                let mut q = self.inbox.queue.lock();
+                q.want = false;
+                q.oldest = None;
+                let batch = q.take_batch(MAX_BATCH);
+                (batch, q.close && q.records.is_empty())
+            };
+            if !batch.is_empty() {
+                committer.commit(batch);
+            }
+            if committer.checkpoint_due() {
+                committer.checkpoint();
+            }
+            drop(committer);
             if closing {
                 break;
             }
         }
+    }
+}
+
+/// The committing half of the writer: the write connection and what a commit needs. The
+/// writer thread commits through it, and so does a caller committing on its own thread
+/// ([`Handle::commit_here`]); its lock orders the commits.
+pub(crate) struct Committer {
+    conn: Connection,
+    progress: Arc<Progress>,
+    /// Commits, records, latency and batch sizes, for [`Journal::write_stats`].
+    written: Arc<WriteCounters>,
+    /// Task → correlation, learned from `task_submitted`, so that every task event gets
+    /// its correlation column (the events themselves do not carry it). `None`: none known.
+    correlations: HashMap<Uuid, Option<Uuid>>,
+    /// Fault injection: a pause before every commit (a slow disk).
+    commit_delay: Duration,
+    /// Frames in the WAL after the last commit (set by the connection's WAL hook).
+    log: Arc<AtomicI32>,
+    /// The log size at which the writer thread copies the rest of the log next.
+    checkpoint_at: i32,
+}
+
+impl Committer {
+    /// Whether the WAL has grown to where the writer thread copies the rest of it.
+    fn checkpoint_due(&mut self) -> bool {
+        let frames = self.log.load(Ordering::Acquire);
+        if frames < LOG_BOUND {
+            // The log started over since the last such copy (or never grew).
+            self.checkpoint_at = LOG_BOUND;
+        }
+        frames >= self.checkpoint_at
+    }
+
+    /// Copies what the checkpointer has not into the file, with no commit running, so the
+    /// next commit starts the log over (unless a reader still reads the old log, or the
+    /// checkpointer is copying: then the next try waits for the log to grow by another
+    /// [`CHECKPOINT_FRAMES`]).
+    fn checkpoint(&mut self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "journal checkpoint failed; the next one retries");
+        }
+        self.checkpoint_at = self.log.load(Ordering::Acquire) + CHECKPOINT_FRAMES;
     }
 
     fn commit(&mut self, batch: Vec<(u64, u64, Event)>) {

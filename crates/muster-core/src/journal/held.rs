@@ -20,6 +20,9 @@ enum Writes {
     /// Each record as soon as it is appended, with another writer's record appended right
     /// behind it and left unwritten (someone else's slow commit).
     Racing,
+    /// Up to a record as soon as someone asks for it ([`Journal::want`]), on the asking
+    /// thread, as the SQLite journal does in relaxed mode when nothing else commits.
+    WhenWanted,
 }
 
 /// A memory journal whose writes are acknowledged when the caller says so.
@@ -63,6 +66,23 @@ impl HeldJournal {
     /// right behind each record, another one is appended that is never written.
     pub fn racing() -> Self {
         Self::with(Writes::Racing)
+    }
+
+    /// A journal that writes up to a record when someone asks for it
+    /// ([`Journal::want`]), before `want` returns.
+    ///
+    /// # Example
+    /// ```
+    /// use muster_core::journal::{Event, HeldJournal, Journal};
+    ///
+    /// let j = HeldJournal::writing_when_wanted();
+    /// let seq = j.append(0, Event::Note { text: "hello".into() });
+    /// assert!(!j.written().covers(seq));
+    /// j.want(seq);
+    /// assert!(j.written().covers(seq));
+    /// ```
+    pub fn writing_when_wanted() -> Self {
+        Self::with(Writes::WhenWanted)
     }
 
     fn with(writes: Writes) -> Self {
@@ -133,5 +153,11 @@ impl Journal for HeldJournal {
 
     fn watermark(&self) -> Option<watch::Receiver<Watermark>> {
         Some(self.written.subscribe())
+    }
+
+    fn want(&self, seq: u64) {
+        if self.writes == Writes::WhenWanted {
+            self.write_up_to(seq);
+        }
     }
 }

@@ -1,0 +1,164 @@
+//! Who commits and when: a caller waiting for a record commits it on its own thread when
+//! nothing else commits (relaxed only), commits from many threads keep every record and
+//! the run index in order, and the WAL stays bounded though no commit checkpoints it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_core::journal::{Event, Journal, JournalConfig};
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use crate::{Durability, SqliteJournal};
+
+fn covered(j: &SqliteJournal, seq: u64) -> bool {
+    j.watermark()
+        .expect("a durable journal")
+        .borrow()
+        .covers(seq)
+}
+
+#[test]
+fn a_waiting_caller_commits_on_its_own_thread_when_nothing_else_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed).expect("open");
+    for i in 0..50 {
+        let seq = j.append(
+            i,
+            Event::Note {
+                text: format!("{i}"),
+            },
+        );
+        j.want(seq);
+        // No wait: `want` returned after the commit, on this thread.
+        assert!(covered(&j, seq), "record {seq} committed by the caller");
+    }
+    let s = j.write_stats().expect("stats");
+    assert_eq!((s.commits, s.records), (50, 50), "one commit per wait");
+}
+
+#[test]
+fn with_a_slow_disk_the_writer_thread_commits_not_the_caller() {
+    // An injected commit delay stands for a slow disk: a caller's thread (an actor's)
+    // must not sleep through it, so the writer thread commits.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = JournalConfig {
+        commit_delay: Duration::from_secs(3),
+        ..JournalConfig::default()
+    };
+    let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)
+        .expect("open");
+    let seq = j.append(
+        0,
+        Event::Note {
+            text: "slow".into(),
+        },
+    );
+    j.want(seq);
+    assert!(!covered(&j, seq), "want returned without committing");
+    j.wait_durable(seq).expect("committed by the writer thread");
+}
+
+/// Each run's row in `runs` as (run, last_seq), and each run's last record's seq.
+fn last_seqs(path: &Path) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let c = Connection::open(path).expect("open");
+    let rows = |sql: &str| -> Vec<(String, i64)> {
+        let mut s = c.prepare(sql).expect("prepare");
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    (
+        rows("SELECT run, last_seq FROM runs ORDER BY run"),
+        rows(
+            "SELECT json_extract(body, '$.run') AS r, MAX(seq) FROM events
+             WHERE r IS NOT NULL GROUP BY r ORDER BY r",
+        ),
+    )
+}
+
+#[test]
+fn commits_from_many_threads_keep_every_record_and_the_run_row_in_order() {
+    // Callers commit on their own threads while the writer thread commits what they
+    // leave. All of them journal steps of one run: its row ends holding its last record
+    // only if every batch was committed in the order it was queued (a later batch
+    // committed first would be overwritten by the earlier one).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let j = Arc::new(SqliteJournal::open(&path, Durability::Relaxed).expect("open"));
+    let run = Uuid::now_v7();
+    j.append(
+        0,
+        Event::RunStarted {
+            run,
+            workflow: "w".into(),
+            file: "w.toml".into(),
+            input: serde_json::json!({}),
+        },
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for visit in 1..=500 {
+                    let seq = j.append(
+                        visit.into(),
+                        Event::StepEntered {
+                            run,
+                            step: format!("s{t}"),
+                            visit,
+                        },
+                    );
+                    // Some wait (and may commit here); the rest are left to whoever
+                    // commits next.
+                    if visit % 3 != 0 {
+                        j.wait_durable(seq).expect("durable");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    j.flush().expect("flush");
+    let seqs: Vec<u64> = j.read_after(0).iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=1 + 4 * 500).collect::<Vec<u64>>(),
+        "no gap, in order"
+    );
+    let s = j.write_stats().expect("stats");
+    assert!(s.commits > 10, "many commits ({})", s.commits);
+    j.close().expect("close");
+    let (rows, last) = last_seqs(&path);
+    assert_eq!(rows, last, "the run's row holds its last record");
+    assert_eq!(rows.len(), 1);
+}
+
+#[test]
+fn the_wal_stays_bounded_while_callers_commit_and_the_checkpointer_copies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let j = SqliteJournal::open(&path, Durability::Relaxed).expect("open");
+    // About a frame and a half per commit: unchecked, 8,000 commits make a log of more
+    // than 10,000 frames.
+    let text = "x".repeat(1_500);
+    for i in 0..8_000u64 {
+        let seq = j.append(i, Event::Note { text: text.clone() });
+        j.want(seq);
+    }
+    let wal = std::fs::metadata(dir.path().join("j.db-wal"))
+        .expect("the WAL")
+        .len();
+    let frame = 4096 + 24;
+    assert!(
+        wal <= 6_000 * frame,
+        "the WAL grew to {wal} bytes ({} frames)",
+        wal / frame
+    );
+    assert!(j.checkpoints() > 0, "the checkpointer copied the log");
+    j.close().expect("close");
+}
