@@ -60,10 +60,13 @@ fn with_a_slow_disk_the_writer_thread_commits_not_the_caller() {
     j.wait_durable(seq).expect("committed by the writer thread");
 }
 
+/// (run, seq) pairs, ordered by run.
+type RunSeqs = Vec<(String, i64)>;
+
 /// Each run's row in `runs` as (run, last_seq), and each run's last record's seq.
-fn last_seqs(path: &Path) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+fn last_seqs(path: &Path) -> (RunSeqs, RunSeqs) {
     let c = Connection::open(path).expect("open");
-    let rows = |sql: &str| -> Vec<(String, i64)> {
+    let rows = |sql: &str| -> RunSeqs {
         let mut s = c.prepare(sql).expect("prepare");
         s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("query")
