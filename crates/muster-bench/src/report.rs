@@ -216,6 +216,20 @@ pub const TARGETS: &[Target] = &[
         text: "W1 with the durable SQLite journal (relaxed) ≤ 15 µs",
     },
     Target {
+        workload: "W1",
+        figure: "muster_delegate_sqlite_relaxed_us_per_handoff",
+        bound: 40.0,
+        at_most: true,
+        text: "W1 per handoff through chained delegate with the SQLite journal, relaxed ≤ 40 µs",
+    },
+    Target {
+        workload: "W1",
+        figure: "muster_delegate_sqlite_sync_us_per_handoff",
+        bound: 300.0,
+        at_most: true,
+        text: "W1 per handoff through chained delegate with the SQLite journal, sync ≤ 300 µs",
+    },
+    Target {
         workload: "W2",
         figure: "muster_tasks_per_s",
         bound: 300_000.0,

@@ -862,24 +862,31 @@ async fn drive(
                 let progress = here.as_ref().and_then(|p| p.tasks.get(&current));
                 let r = st.run_or_resume(&current, ts, progress).await;
                 let end = st.record(r).await;
-                // The step's end is written before the run acts on it.
-                if let Err(e) = st.written().await {
+                // Where a completed step goes (a failed one goes where it is routed).
+                let next = match &end {
+                    TaskEnd::Done => Ok(st.next(&current, &ts.next)),
+                    TaskEnd::Failed(reason) => Err(reason.clone()),
+                };
+                // The step's end is written before the run acts on it: before it starts
+                // another step. A run that goes on to a terminal step acts on nothing
+                // before its end, which waits for every record the run journaled: one
+                // commit, not two.
+                let ends = matches!(&next, Ok(Ok((n, _))) if matches!(wf.steps.get(n), Some(Step::Terminal { .. })));
+                if !ends && let Err(e) = st.written().await {
                     break journal_stopped(&current, e);
                 }
-                match end {
-                    TaskEnd::Done => match st.next(&current, &ts.next) {
-                        Ok((n, b)) => {
-                            current = n;
-                            bound = b;
-                        }
-                        Err(reason) => {
-                            break RunStatus::Failed {
-                                step: current.clone(),
-                                reason,
-                            };
-                        }
-                    },
-                    TaskEnd::Failed(reason) => match st.exhausted_route(ts) {
+                match next {
+                    Ok(Ok((n, b))) => {
+                        current = n;
+                        bound = b;
+                    }
+                    Ok(Err(reason)) => {
+                        break RunStatus::Failed {
+                            step: current.clone(),
+                            reason,
+                        };
+                    }
+                    Err(reason) => match st.exhausted_route(ts) {
                         Some(n) => current = n,
                         None => {
                             break RunStatus::Failed {
