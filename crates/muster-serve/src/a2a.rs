@@ -404,6 +404,9 @@ struct Snapshot {
 
 /// The A2A view of `id` from the journal, if it is a task or a run this journal knows.
 async fn snapshot(st: &AppState, id: Uuid) -> Result<Option<Snapshot>, RpcError> {
+    // Asked before the read: a run started a moment ago may have journaled nothing yet
+    // when its records are read and have ended by the time they are looked at.
+    let live_before = st.live.workflow(id).is_some();
     let records = read(&st.journal, move |j| records_of(j, id))
         .await
         .map_err(|e| rpc_err(code::INTERNAL_ERROR, e.body()["error"].to_string()))?;
@@ -460,7 +463,7 @@ async fn snapshot(st: &AppState, id: Uuid) -> Result<Option<Snapshot>, RpcError>
         };
         return Ok(Some(s));
     }
-    if st.live.workflow(id).is_some() {
+    if live_before || st.live.workflow(id).is_some() {
         return Ok(Some(Snapshot {
             kind: Kind::Run,
             state: TaskState::Working,

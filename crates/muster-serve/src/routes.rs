@@ -634,6 +634,11 @@ async fn get_run(
 /// A run's detail: `GET /v1/runs/{id}` and the MCP tool `muster_run`.
 pub(crate) async fn run_view(st: &AppState, id: &str) -> Result<Value, ApiError> {
     let id = parse_id(id, "id")?;
+    // Whether this node drives the run, asked before the records are read: a run started
+    // a moment ago may have journaled nothing yet when they are read, and have ended and
+    // left the live set by the time they are looked at (a one-step run takes well under a
+    // millisecond). Asked after the read only, such a run would be reported unknown.
+    let live_before = st.live.workflow(id);
     // The run's records hold no model call (they are its tasks' alone): the leases'
     // counts come from the journal, without decoding a prompt.
     let (records, model_calls) = read(&st.journal, move |j| {
@@ -644,8 +649,8 @@ pub(crate) async fn run_view(st: &AppState, id: &str) -> Result<Value, ApiError>
     .await?;
     match views::run_detail(&records, id, st.live.contains(id), &model_calls) {
         Some(doc) => Ok(doc),
-        // Started by this node a moment ago: not journaled yet.
-        None => match st.live.workflow(id) {
+        // Started by this node a moment ago: not journaled yet when read.
+        None => match live_before.or_else(|| st.live.workflow(id)) {
             Some(w) => Ok(json!({
                 "run": id, "workflow": w, "status": "running", "steps": [], "gates": [],
             })),
