@@ -710,18 +710,21 @@ fn a_tasks_outcome_output_is_the_journals_accepted_output() {
     });
 }
 
+/// A runtime journaling to `journal`, with an echo agent per (name, capability).
+async fn held(journal: &Arc<HeldJournal>, agents: &[(&str, &str)]) -> Muster {
+    let mut b = builder().journal(journal.clone());
+    for (name, capability) in agents {
+        b = b.agent(echo(name, capability));
+    }
+    b.start().await.unwrap()
+}
+
 #[test]
 fn a_run_waits_for_its_own_records_not_for_later_records_of_other_runs() {
     paused(async {
         // Each record written as appended, another run's unwritten one right behind it.
         let journal = Arc::new(HeldJournal::racing());
-        let m = builder()
-            .journal(journal.clone())
-            .agent(echo("writer", "write"))
-            .agent(echo("checker", "check"))
-            .start()
-            .await
-            .unwrap();
+        let m = held(&journal, &[("writer", "write"), ("checker", "check")]).await;
         let wf = parse(
             &m,
             r#"
@@ -768,12 +771,7 @@ fn a_run_that_ends_after_its_last_step_waits_once_for_its_records() {
     paused(async {
         // Nothing is written until the test says so.
         let journal = Arc::new(HeldJournal::new());
-        let m = builder()
-            .journal(journal.clone())
-            .agent(echo("writer", "write"))
-            .start()
-            .await
-            .unwrap();
+        let m = held(&journal, &[("writer", "write")]).await;
         let wf = parse(
             &m,
             r#"
@@ -845,12 +843,7 @@ fn a_resumed_run_at_its_gate_does_not_wait_for_other_runs_records() {
     paused(async {
         // Each record written as appended, another run's unwritten one right behind it.
         let journal = Arc::new(HeldJournal::racing());
-        let m = builder()
-            .journal(journal.clone())
-            .agent(echo("shipper", "ship"))
-            .start()
-            .await
-            .unwrap();
+        let m = held(&journal, &[("shipper", "ship")]).await;
         let wf = parse(&m, GATED);
         let stop = || RunOptions {
             stop_at_gates: true,
