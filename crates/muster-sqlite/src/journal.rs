@@ -253,6 +253,12 @@ impl SqliteJournal {
         self.writer.checkpoints()
     }
 
+    /// The writer's handle.
+    #[cfg(test)]
+    pub(crate) fn writer(&self) -> &Handle {
+        &self.writer
+    }
+
     /// The durability mode it was opened with.
     pub fn durability(&self) -> Durability {
         self.durability

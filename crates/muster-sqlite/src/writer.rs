@@ -398,6 +398,18 @@ impl Handle {
         self.checkpointer.done()
     }
 
+    /// Holds the committer's lock, as a caller committing on its own thread does.
+    #[cfg(test)]
+    pub(crate) fn hold_commits(&self) -> parking_lot::MutexGuard<'_, Committer> {
+        self.committer.lock()
+    }
+
+    /// Records queued and not yet taken by a commit.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.inbox.queue.lock().records.len()
+    }
+
     /// Commits what is queued, stops both threads and waits for them: `Some(true)` if
     /// both ended normally, `Some(false)` if one of them panicked, `None` if they were
     /// stopped before.

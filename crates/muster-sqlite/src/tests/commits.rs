@@ -60,6 +60,36 @@ fn with_a_slow_disk_the_writer_thread_commits_not_the_caller() {
     j.wait_durable(seq).expect("committed by the writer thread");
 }
 
+#[test]
+fn the_writer_thread_takes_its_batch_only_under_the_commit_lock() {
+    // Commits keep the queue's order because a batch is taken only by whoever holds the
+    // committer's lock. While a caller commits on its own thread (here: the test holds
+    // the lock), the writer thread, woken for a record, must leave it queued.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = SqliteJournal::open(dir.path().join("j.db"), Durability::Relaxed).expect("open");
+    let held = j.writer().hold_commits();
+    let seq = j.append(
+        0,
+        Event::Note {
+            text: "wait".into(),
+        },
+    );
+    // The caller cannot commit (the lock is held): `want` wakes the writer thread.
+    j.want(seq);
+    // Time for the writer thread to wake and reach the lock (if it is slower, the
+    // assertion below passes without having tested anything; it never fails wrongly).
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        j.writer().queued(),
+        1,
+        "the writer thread left the batch queued"
+    );
+    assert!(!covered(&j, seq));
+    drop(held);
+    j.wait_durable(seq)
+        .expect("committed once the lock is free");
+}
+
 /// (run, seq) pairs, ordered by run.
 type RunSeqs = Vec<(String, i64)>;
 
