@@ -763,18 +763,15 @@ terminal = "done"
     });
 }
 
-/// A run whose last task step completed goes on to its terminal step without waiting for
-/// the step's record alone: nothing is acted on before the run's end, and the end waits for
-/// every record of the run. On a durable journal that is one commit instead of two.
-#[test]
-fn a_run_that_ends_after_its_last_step_waits_once_for_its_records() {
-    paused(async {
-        // Nothing is written until the test says so.
-        let journal = Arc::new(HeldJournal::new());
-        let m = held(&journal, &[("writer", "write")]).await;
-        let wf = parse(
-            &m,
-            r#"
+/// A one-step run on a journal that writes nothing until told: its start is written, and
+/// once it has journaled its end (without its last step's record being written), `finish`
+/// decides what the journal does; returns the run's status.
+async fn a_run_ended_before_its_last_step_is_written(finish: fn(&HeldJournal)) -> RunStatus {
+    let journal = Arc::new(HeldJournal::new());
+    let m = held(&journal, &[("writer", "write")]).await;
+    let wf = parse(
+        &m,
+        r#"
 name = "one"
 input = "any"
 start = "write"
@@ -787,52 +784,77 @@ next = "done"
 [steps.done]
 terminal = "done"
 "#,
-        );
-        let run = actix::spawn({
-            let m = m.clone();
-            async move { m.run_workflow(wf, json!({"x": 1})).await }
-        });
-        let seq_of = |kind: &'static str| {
-            let j = journal.clone();
-            async move {
-                loop {
-                    let found = j
-                        .memory()
-                        .read_after(0)
-                        .into_iter()
-                        .find(|r| r.event.kind() == kind);
-                    if let Some(r) = found {
-                        return r.seq;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+    );
+    let run = actix::spawn({
+        let m = m.clone();
+        async move { m.run_workflow(wf, json!({"x": 1})).await }
+    });
+    let seq_of = |kind: &'static str| {
+        let j = journal.clone();
+        async move {
+            loop {
+                let found = j
+                    .memory()
+                    .read_after(0)
+                    .into_iter()
+                    .find(|r| r.event.kind() == kind);
+                if let Some(r) = found {
+                    return r.seq;
                 }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-        };
-        // The run is announced once its start is written.
-        let started = within(30, "run_started", seq_of("run_started")).await;
-        journal.write_up_to(started);
-        let completed = within(30, "step_completed", seq_of("step_completed")).await;
-        // Before, the run waited here for `step_completed` to be written, and journaled
-        // its end only after.
-        let ended = within(
-            30,
-            "run_ended before step_completed is written",
-            seq_of("run_ended"),
-        )
-        .await;
-        assert!(ended > completed);
-        assert!(
-            !journal.written().covers(completed),
-            "nothing written past the start"
-        );
-        assert!(
-            !run.is_finished(),
-            "the outcome waits for the run's records"
-        );
-        journal.write_up_to(journal.len());
-        let o = within(30, "the run", run).await.unwrap().unwrap();
-        assert_eq!(o.status, RunStatus::Completed);
-        m.shutdown().await;
+        }
+    };
+    // The run is announced once its start is written.
+    let started = within(30, "run_started", seq_of("run_started")).await;
+    journal.write_up_to(started);
+    let completed = within(30, "step_completed", seq_of("step_completed")).await;
+    // Before, the run waited here for `step_completed` to be written, and journaled its
+    // end only after.
+    let ended = within(
+        30,
+        "run_ended before step_completed is written",
+        seq_of("run_ended"),
+    )
+    .await;
+    assert!(ended > completed);
+    assert!(
+        !journal.written().covers(completed),
+        "nothing written past the start"
+    );
+    assert!(
+        !run.is_finished(),
+        "the outcome waits for the run's records"
+    );
+    finish(&journal);
+    let o = within(30, "the run", run).await.unwrap().unwrap();
+    m.shutdown().await;
+    o.status
+}
+
+/// A run whose last task step completed goes on to its terminal step without waiting for
+/// the step's record alone: nothing is acted on before the run's end, and the end waits for
+/// every record of the run. On a durable journal that is one commit instead of two.
+#[test]
+fn a_run_that_ends_after_its_last_step_waits_once_for_its_records() {
+    paused(async {
+        let status = a_run_ended_before_its_last_step_is_written(|j| j.write_up_to(j.len())).await;
+        assert_eq!(status, RunStatus::Completed);
+    });
+}
+
+/// The same run, its journal stopping before its last records are written: it is not
+/// reported completed (its last step's own wait would have failed it).
+#[test]
+fn a_run_whose_journal_stops_before_its_end_is_written_does_not_complete() {
+    paused(async {
+        let status = a_run_ended_before_its_last_step_is_written(HeldJournal::stop).await;
+        match status {
+            RunStatus::Failed { reason, .. } => {
+                assert!(reason.contains("journal stopped"), "{reason}")
+            }
+            other => panic!("the run ended {other:?}"),
+        }
     });
 }
 

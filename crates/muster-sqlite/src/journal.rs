@@ -202,7 +202,7 @@ impl SqliteJournal {
         };
         conn.pragma_update(None, "synchronous", sync)
             .map_err(sql("set synchronous"))?;
-        conn.busy_timeout(Duration::from_secs(5))
+        conn.busy_timeout(writer::BUSY_WAIT)
             .map_err(sql("set busy timeout"))?;
         // An older file is migrated; a current one gets this build's indexes (it says so
         // in the log when it changes anything).

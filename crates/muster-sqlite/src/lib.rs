@@ -16,8 +16,8 @@
 //!
 //! Only a waiter (`wait_durable`, `flush`, `want`) makes the writer commit before its
 //! commit window ends; a read never does. With [`Durability::Relaxed`], a waiter commits
-//! a short queue on its own thread when nothing else commits (no thread wake-up on either
-//! side); WAL checkpoints run beside the commits, on a thread of their own, and the
+//! a short queue on its own thread when nothing else commits (no thread wake-up on its
+//! path); WAL checkpoints run beside the commits, on a thread of their own, and the
 //! writer thread copies the rest of the log between two commits once it reaches its
 //! bound. A read of records waits for the group commit
 //! that takes those appended before it; the run index answers from what is committed.

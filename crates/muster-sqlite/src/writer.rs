@@ -12,8 +12,8 @@
 //!
 //! A commit needs no thread hop when nothing else is committing: with
 //! [`Durability::Relaxed`](crate::Durability) the caller that waits for a record commits
-//! the queue itself ([`Handle::commit_here`]), so a sequential caller pays neither the
-//! writer's wake-up nor its own. The write connection sits behind one lock
+//! the queue itself ([`Handle::commit_here`]), so a sequential caller waits neither for
+//! the writer thread to wake nor to be woken by it. The write connection sits behind one lock
 //! ([`Committer`]), and a batch is taken from the queue only under it, so commits happen
 //! in sequence order whichever thread makes them. WAL checkpoints run beside the commits
 //! (`checkpoint.rs`), and the writer thread copies the rest between two commits when the
@@ -47,6 +47,9 @@ const COMMIT_HERE_MAX: usize = 64;
 /// the commits (SQLite's own automatic checkpoint, at the same size, would run inside the
 /// commit that crossed it, on whichever thread made it).
 const CHECKPOINT_FRAMES: i32 = 1000;
+/// How long the write connection waits for another connection's write lock (a
+/// compaction, `muster approve`) before a commit attempt fails.
+pub(crate) const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// WAL frames past which the writer thread copies the rest of the log itself, between two
 /// commits (and again every [`CHECKPOINT_FRAMES`] after, while a reader keeps the log from
 /// starting over): the log starts over only once all of it is copied, which a checkpoint
@@ -276,6 +279,9 @@ pub(crate) struct Handle {
     here: bool,
     checkpointer: Arc<Checkpointer>,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// Commits made on a caller's thread.
+    #[cfg(test)]
+    here_commits: AtomicU64,
 }
 
 impl std::fmt::Debug for Handle {
@@ -309,7 +315,9 @@ pub(crate) fn start(
             // The log started over.
             next = CHECKPOINT_FRAMES;
         }
-        if frames >= next {
+        // From the bound on, the writer thread copies the log itself (a checkpointer
+        // running then would only make its copy find the checkpoint busy).
+        if frames >= next && frames < LOG_BOUND {
             asked.ask();
             next = frames + CHECKPOINT_FRAMES;
         }
@@ -353,14 +361,17 @@ pub(crate) fn start(
         here: here && config.commit_delay.is_zero(),
         checkpointer,
         threads: Mutex::new(Some((writing, checkpointing))),
+        #[cfg(test)]
+        here_commits: AtomicU64::new(0),
     })
 }
 
 impl Handle {
     /// Commits what is queued on the caller's thread, if that is allowed
     /// ([`Durability::Relaxed`](crate::Durability), no injected commit delay), nothing else
-    /// is committing (the writer thread or another caller), and at most
-    /// [`COMMIT_HERE_MAX`] records are queued. Returns whether it committed; if not, the
+    /// is committing (the writer thread or another caller), at most [`COMMIT_HERE_MAX`]
+    /// records are queued, no checkpoint is due, and no other connection holds SQLite's
+    /// write lock. Returns whether it committed; if not, the
     /// caller asks the writer thread ([`Inbox::want`]).
     ///
     /// The batch is taken from the queue under the committer's lock, as the writer thread
@@ -374,21 +385,37 @@ impl Handle {
         };
         if committer.checkpoint_due() {
             // The writer thread commits and copies the rest of the log: no caller's
-            // thread waits for the copy or its sync.
+            // thread runs the copy or its sync.
+            return false;
+        }
+        {
+            let q = self.inbox.queue.lock();
+            if q.stopped || q.close || q.records.len() > COMMIT_HERE_MAX {
+                return false;
+            }
+        }
+        // SQLite's write lock, taken without waiting: when another connection writes (a
+        // compaction, `muster approve`'s decision), the writer thread commits, not an
+        // actor's thread waiting out the busy timeout.
+        if !committer.begin_now() {
             return false;
         }
         let batch = {
             let mut q = self.inbox.queue.lock();
-            if q.stopped || q.close || q.records.len() > COMMIT_HERE_MAX {
-                return false;
-            }
             q.want = false;
             q.oldest = None;
             q.take_batch(MAX_BATCH)
         };
-        if !batch.is_empty() {
-            committer.commit(batch);
+        // A panic in a commit on an actor's thread must not leave its records neither
+        // written nor failed (their waiters would wait forever): it fails the journal.
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            committer.commit(batch, true)
+        }));
+        if committed.is_err() {
+            committer.fail("a commit on the caller's thread panicked");
         }
+        #[cfg(test)]
+        self.here_commits.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -402,6 +429,12 @@ impl Handle {
     #[cfg(test)]
     pub(crate) fn hold_commits(&self) -> parking_lot::MutexGuard<'_, Committer> {
         self.committer.lock()
+    }
+
+    /// Commits made on a caller's thread.
+    #[cfg(test)]
+    pub(crate) fn here_commits(&self) -> u64 {
+        self.here_commits.load(Ordering::Relaxed)
     }
 
     /// Records queued and not yet taken by a commit.
@@ -419,6 +452,11 @@ impl Handle {
         let wrote = writing.join();
         self.checkpointer.stop();
         let checkpointed = checkpointing.join();
+        // The write connection closes now, not when the journal is dropped (SQLite copies
+        // the log into the file when its last connection closes).
+        if let Ok(none) = Connection::open_in_memory() {
+            drop(std::mem::replace(&mut self.committer.lock().conn, none));
+        }
         Some(wrote.is_ok() && checkpointed.is_ok())
     }
 }
@@ -503,7 +541,7 @@ impl Writer {
                 (batch, q.close && q.records.is_empty())
             };
             if !batch.is_empty() {
-                committer.commit(batch);
+                committer.commit(batch, false);
             }
             if committer.checkpoint_due() {
                 committer.checkpoint();
@@ -551,16 +589,43 @@ impl Committer {
     /// checkpointer is copying: then the next try waits for the log to grow by another
     /// [`CHECKPOINT_FRAMES`]).
     fn checkpoint(&mut self) {
-        if let Err(e) = self
+        // The first column says whether it could not run at all (the checkpointer thread
+        // is copying): then the next commit of the writer thread tries again.
+        match self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
         {
-            tracing::warn!(error = %e, "journal checkpoint failed; the next one retries");
+            Ok(0) => {}
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; the next one retries"),
         }
         self.checkpoint_at = self.log.load(Ordering::Acquire) + CHECKPOINT_FRAMES;
     }
 
-    fn commit(&mut self, batch: Vec<(u64, u64, Event)>) {
+    /// Begins a write transaction if SQLite's write lock is free now; false, without
+    /// waiting, if another connection holds it.
+    fn begin_now(&mut self) -> bool {
+        if self.conn.busy_timeout(Duration::ZERO).is_err() {
+            return false;
+        }
+        let begun = self.conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let _ = self.conn.busy_timeout(BUSY_WAIT);
+        begun
+    }
+
+    /// Fails the journal: waiters learn that their records will not be written.
+    fn fail(&mut self, why: &str) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        let mut s = self.progress.state.lock();
+        s.failed.get_or_insert_with(|| why.to_string());
+        let durable = s.durable;
+        drop(s);
+        tracing::error!(why, "journal commit failed: records lost");
+        self.progress.publish(durable, true);
+    }
+
+    /// Commits `batch`; `begun`: in the transaction [`Committer::begin_now`] opened.
+    fn commit(&mut self, batch: Vec<(u64, u64, Event)>, begun: bool) {
         let rows: Vec<Row> = batch
             .into_iter()
             .map(|(seq, at_ms, e)| self.row(seq, at_ms, e))
@@ -571,7 +636,11 @@ impl Committer {
         let mut error = None;
         for attempt in 0..COMMIT_TRIES {
             let started = std::time::Instant::now();
-            match insert(&mut self.conn, &rows) {
+            let written = match begun && attempt == 0 {
+                true => insert_begun(&self.conn, &rows),
+                false => insert(&mut self.conn, &rows),
+            };
+            match written {
                 Ok(()) => {
                     self.written.commit(rows.len(), started.elapsed());
                     error = None;
@@ -607,7 +676,9 @@ impl Committer {
                     .get_or_insert_with(|| format!("commit of seq {first:?}..={last:?}: {e}"));
             }
         }
-        let (durable, stopped) = (s.durable, s.failed.is_some());
+        // A writer thread that stopped (a panic) has said so: a commit made on a caller's
+        // thread after it must not say otherwise.
+        let (durable, stopped) = (s.durable, s.failed.is_some() || s.closed);
         drop(s);
         self.progress.publish(durable, stopped);
     }
@@ -672,8 +743,25 @@ impl Committer {
     }
 }
 
+/// Inserts `rows` in one transaction.
 fn insert(conn: &mut Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
+    write_rows(&tx, rows)?;
+    tx.commit()
+}
+
+/// Inserts `rows` in the transaction already begun on `conn`, and commits it (or rolls
+/// it back).
+fn insert_begun(conn: &Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
+    let done = write_rows(conn, rows).and_then(|()| conn.execute_batch("COMMIT"));
+    if done.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
+/// The rows and their runs' rows, in the open transaction.
+fn write_rows(tx: &Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO events (seq, at_ms, kind, task, run, correlation, agent, epoch, body)
@@ -697,10 +785,10 @@ fn insert(conn: &mut Connection, rows: &[Row]) -> Result<(), rusqlite::Error> {
     // says what the records do not.
     for r in rows {
         if let Some(e) = &r.run_event {
-            crate::runs::apply(&tx, r.seq, r.at_ms, e)?;
+            crate::runs::apply(tx, r.seq, r.at_ms, e)?;
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 #[cfg(test)]

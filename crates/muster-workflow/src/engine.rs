@@ -815,7 +815,7 @@ async fn drive(
     let mut last: Option<String> = None;
     // The `max_visits` of the transition taken at the end of the previous turn.
     let mut bound: Option<u32> = None;
-    let status = loop {
+    let mut status = loop {
         let entered_bound = bound.take();
         // A run over its token budget goes no further (the tokens a server did not report
         // cannot be counted).
@@ -1087,6 +1087,12 @@ async fn drive(
         // journal stopped, the caller's flush of it reports why.
         if let Err(e) = st.written().await {
             tracing::error!(run = %id, error = %e, "the run's end is not in the journal");
+            // A run going to its terminal step did not wait for its last step's record
+            // alone: a journal that stopped before writing it must not let the run be
+            // reported completed, as the step's own wait would not have.
+            if matches!(status, RunStatus::Completed) {
+                status = journal_stopped(&current, e);
+            }
         }
     }
     let mut owners: Vec<String> = st
