@@ -393,6 +393,11 @@ impl Handle {
             if q.stopped || q.close || q.records.len() > COMMIT_HERE_MAX {
                 return false;
             }
+            if q.records.is_empty() {
+                // With the committer's lock held, nothing is being committed: everything
+                // appended so far is (a record already committed may be asked for).
+                return true;
+            }
         }
         // SQLite's write lock, taken without waiting: when another connection writes (a
         // compaction, `muster approve`'s decision), the writer thread commits, not an
@@ -406,6 +411,11 @@ impl Handle {
             q.oldest = None;
             q.take_batch(MAX_BATCH)
         };
+        if batch.is_empty() {
+            // The writer thread stopped meanwhile and dropped the queue.
+            let _ = committer.conn.execute_batch("ROLLBACK");
+            return true;
+        }
         // A panic in a commit on an actor's thread must not leave its records neither
         // written nor failed (their waiters would wait forever): it fails the journal.
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
