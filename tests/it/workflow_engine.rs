@@ -771,19 +771,7 @@ async fn a_run_ended_before_its_last_step_is_written(finish: fn(&HeldJournal)) -
     let m = held(&journal, &[("writer", "write")]).await;
     let wf = parse(
         &m,
-        r#"
-name = "one"
-input = "any"
-start = "write"
-[steps.write]
-capability = "write"
-timeout = "5s"
-attempts = 1
-on_exhausted = "fail"
-next = "done"
-[steps.done]
-terminal = "done"
-"#,
+        &crate::support::cast::one_step_workflow("one", "any", "write", "5s", 1),
     );
     let run = actix::spawn({
         let m = m.clone();

@@ -742,6 +742,16 @@ mod tests {
         }
     }
 
+    /// Run `run` of workflow `w` started with `input`.
+    fn started(run: Uuid, input: Value) -> Event {
+        Event::RunStarted {
+            run,
+            workflow: "w".into(),
+            file: "w.toml".into(),
+            input,
+        }
+    }
+
     fn accepted(task: Uuid) -> Event {
         Event::ResultAccepted {
             task,
@@ -755,15 +765,9 @@ mod tests {
     fn a_runs_story_is_its_records_and_its_tasks_not_its_neighbours() {
         let (run, other) = (Uuid::now_v7(), Uuid::now_v7());
         let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
-        let started = |run| Event::RunStarted {
-            run,
-            workflow: "w".into(),
-            file: "w.toml".into(),
-            input: json!({}),
-        };
         let events = [
-            (started(run), true),
-            (started(other), false),
+            (started(run, json!({})), true),
+            (started(other, json!({})), false),
             (submitted(theirs, other), false),
             (submitted(mine, run), true),
             (accepted(theirs), false),
@@ -801,12 +805,7 @@ mod tests {
             truncated: false,
         };
         let events = [
-            Event::RunStarted {
-                run,
-                workflow: "w".into(),
-                file: "w.toml".into(),
-                input: json!({}),
-            },
+            started(run, json!({})),
             submitted(task, run),
             Event::LeaseGranted {
                 task,
@@ -855,12 +854,7 @@ mod tests {
     fn a_runs_document_has_its_path_and_who_decided_its_gate() {
         let run = Uuid::now_v7();
         let events = [
-            Event::RunStarted {
-                run,
-                workflow: "w".into(),
-                file: "w.toml".into(),
-                input: json!({}),
-            },
+            started(run, json!({})),
             Event::StepEntered {
                 run,
                 step: "build".into(),
@@ -927,15 +921,7 @@ mod tests {
         let j = MemoryJournal::default();
         let runs: Vec<Uuid> = (0..INPUT_SCAN + 500).map(|_| Uuid::now_v7()).collect();
         for (n, run) in runs.iter().enumerate() {
-            j.append(
-                0,
-                Event::RunStarted {
-                    run: *run,
-                    workflow: "w".into(),
-                    file: "w.toml".into(),
-                    input: json!({"n": n}),
-                },
-            );
+            j.append(0, started(*run, json!({"n": n})));
         }
         let filter = || RunQuery {
             input: vec![InputMatch::parse("n", "5").expect("a filter")],
@@ -960,15 +946,7 @@ mod tests {
         let j = MemoryJournal::default();
         let runs: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
         for run in &runs {
-            j.append(
-                0,
-                Event::RunStarted {
-                    run: *run,
-                    workflow: "w".into(),
-                    file: "w.toml".into(),
-                    input: json!({"n": 1}),
-                },
-            );
+            j.append(0, started(*run, json!({"n": 1})));
         }
         let driven = runs[0];
         let filter = || RunQuery {
@@ -1003,15 +981,7 @@ mod tests {
             Uuid::now_v7(),
         );
         for run in [a0, a1, a2, a3] {
-            j.append(
-                0,
-                Event::RunStarted {
-                    run,
-                    workflow: "w".into(),
-                    file: "w.toml".into(),
-                    input: json!({}),
-                },
-            );
+            j.append(0, started(run, json!({})));
         }
         let ids = |page: Vec<Value>| page.iter().map(|r| r["run"].clone()).collect::<Vec<_>>();
         let (page, more) = run_page(&j, &|_| false, None, None, Some(theirs), 10);

@@ -371,8 +371,9 @@ impl Handle {
     /// ([`Durability::Relaxed`](crate::Durability), no injected commit delay), nothing else
     /// is committing (the writer thread or another caller), at most [`COMMIT_HERE_MAX`]
     /// records are queued, no checkpoint is due, and no other connection holds SQLite's
-    /// write lock. Returns whether it committed; if not, the
-    /// caller asks the writer thread ([`Inbox::want`]).
+    /// write lock. Returns whether nothing is left queued for the writer thread (it
+    /// committed, or nothing was queued); if `false`, the caller asks the writer thread
+    /// ([`Inbox::want`]).
     ///
     /// The batch is taken from the queue under the committer's lock, as the writer thread
     /// takes its own, so batches are committed in the order they were queued.
@@ -595,9 +596,9 @@ impl Committer {
     }
 
     /// Copies what the checkpointer has not into the file, with no commit running, so the
-    /// next commit starts the log over (unless a reader still reads the old log, or the
-    /// checkpointer is copying: then the next try waits for the log to grow by another
-    /// [`CHECKPOINT_FRAMES`]).
+    /// next commit starts the log over. If the checkpointer is copying, the writer thread
+    /// tries again after its next commit; if a reader still reads the old log, once the
+    /// log has grown by another [`CHECKPOINT_FRAMES`].
     fn checkpoint(&mut self) {
         // The first column says whether it could not run at all (the checkpointer thread
         // is copying): then the next commit of the writer thread tries again.
