@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::agent::AgentFactory;
 use super::def::AgentDef;
-use super::instance::{AgentInstance, InstanceConfig};
+use super::instance::{AgentInstance, InstanceConfig, TypeConfig};
 use super::presence::{Directory, Presence};
 use super::protocol::{Kill, Shutdown};
 use crate::journal::Recorder;
@@ -48,70 +49,89 @@ pub fn spec(def: AgentDef, cx: GroupContext) -> ChildSpec {
                 .with_recorder(cx.recorder.clone())
                 .with_parent(link)
                 .on_escalate(gone);
-            let caps: Vec<Arc<str>> = def
-                .capabilities
-                .iter()
-                .map(|c| Arc::from(c.name.as_str()))
-                .collect();
-            let workspaces: Arc<Vec<(Arc<str>, String)>> = Arc::new(
-                def.capabilities
+            let ty = Arc::new(TypeConfig {
+                agent_type: group_id.clone(),
+                capabilities: def
+                    .capabilities
+                    .iter()
+                    .map(|c| Arc::from(c.name.as_str()))
+                    .collect(),
+                workspaces: def
+                    .capabilities
                     .iter()
                     .filter_map(|c| Some((Arc::from(c.name.as_str()), c.workspace.clone()?)))
                     .collect(),
-            );
-            for (i, id) in def.instance_ids().into_iter().enumerate() {
+                concurrency: def.concurrency.max(1),
+                mailbox: def.mailbox,
+                grace: cx.grace,
+                liveness: def.liveness,
+                layer: def.layer.clone(),
+            });
+            let launch = Arc::new(Launch {
+                ty,
+                factory: def.factory.clone(),
+                directory: cx.directory.clone(),
+                shards: cx.shards.clone(),
+            });
+            let ids = def.instance_ids();
+            sup.reserve_children(ids.len());
+            for (i, id) in ids.into_iter().enumerate() {
                 let id: Arc<str> = Arc::from(id.as_str());
                 let shard = cx.shards.for_instance(i);
-                let cfg = InstanceConfig {
-                    id: id.clone(),
-                    agent_type: group_id.clone(),
-                    generation: 0,
-                    capabilities: caps.clone(),
-                    workspaces: workspaces.clone(),
-                    concurrency: def.concurrency.max(1),
-                    mailbox: def.mailbox,
-                    grace: cx.grace,
-                    liveness: def.liveness,
-                    layer: def.layer.clone(),
-                    shard,
-                };
-                let factory = def.factory.clone();
-                let directory = cx.directory.clone();
-                let shards = cx.shards.clone();
+                let launch = launch.clone();
                 sup = sup.child(ChildSpec::new(
                     id.clone(),
                     def.restart,
                     def.supervision.shutdown,
-                    move |link: ChildLink| {
-                        let mut cfg = cfg.clone();
-                        cfg.generation = link.generation();
-                        let generation = cfg.generation;
-                        let addr = if shard == 0 {
-                            let agent = factory.create(&id);
-                            AgentInstance::launch(cfg, agent, directory.clone(), link)
-                        } else {
-                            // Made on its shard's thread: an agent need not be `Send`.
-                            AgentInstance::launch_in(
-                                shards.arbiter(shard),
-                                cfg,
-                                factory.clone(),
-                                directory.clone(),
-                                link,
-                            )
-                        };
-                        Ok(Box::new(InstanceChild {
-                            addr,
-                            id: id.clone(),
-                            generation,
-                            directory: directory.clone(),
-                        }) as Box<dyn ChildHandle>)
-                    },
+                    move |link: ChildLink| Ok(launch.start(&id, shard, link)),
                 ));
             }
             let addr = sup.start();
             Ok(Box::new(SupervisorHandle(addr)) as Box<dyn ChildHandle>)
         },
     )
+}
+
+/// What every instance of one agent type is launched with, shared by all of them (one
+/// allocation per type, not per instance: a type may have a million replicas).
+struct Launch {
+    ty: Arc<TypeConfig>,
+    factory: Arc<dyn AgentFactory>,
+    directory: Directory,
+    shards: Arc<Shards>,
+}
+
+impl Launch {
+    /// Starts generation `link.generation()` of instance `id` on `shard`, its agent made
+    /// afresh by the type's factory (on the shard's own thread: an agent need not be
+    /// `Send`).
+    fn start(&self, id: &Arc<str>, shard: usize, link: ChildLink) -> Box<dyn ChildHandle> {
+        let generation = link.generation();
+        let cfg = InstanceConfig {
+            id: id.clone(),
+            generation,
+            shard,
+            of: self.ty.clone(),
+        };
+        let addr = if shard == 0 {
+            let agent = self.factory.create(id);
+            AgentInstance::launch(cfg, agent, self.directory.clone(), link)
+        } else {
+            AgentInstance::launch_in(
+                self.shards.arbiter(shard),
+                cfg,
+                self.factory.clone(),
+                self.directory.clone(),
+                link,
+            )
+        };
+        Box::new(InstanceChild {
+            addr,
+            id: id.clone(),
+            generation,
+            directory: self.directory.clone(),
+        })
+    }
 }
 
 /// What the group supervisor holds of one running instance.

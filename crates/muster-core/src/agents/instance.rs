@@ -113,15 +113,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Settings of one instance.
-#[derive(Clone)]
-pub(crate) struct InstanceConfig {
-    pub id: Arc<str>,
+/// What every instance of one agent type shares: made once per type and held by
+/// reference, so that a million replicas do not each carry a copy.
+pub(crate) struct TypeConfig {
     pub agent_type: Arc<str>,
-    pub generation: u64,
     pub capabilities: Vec<Arc<str>>,
     /// Per capability that names one, the input field holding the agent's workspace.
-    pub workspaces: Arc<Vec<(Arc<str>, String)>>,
+    pub workspaces: Vec<(Arc<str>, String)>,
     pub concurrency: usize,
     pub mailbox: usize,
     /// How long past its deadline a running attempt may go on before it is aborted (a
@@ -130,8 +128,16 @@ pub(crate) struct InstanceConfig {
     pub liveness: Option<Duration>,
     /// What wraps the instance's mailbox (a simulated network), if anything.
     pub layer: Option<Arc<dyn MailboxLayer>>,
+}
+
+/// Settings of one instance: its own id, generation and shard, and its type's shared
+/// settings.
+pub(crate) struct InstanceConfig {
+    pub id: Arc<str>,
+    pub generation: u64,
     /// The shard (thread) it runs on.
     pub shard: usize,
+    pub of: Arc<TypeConfig>,
 }
 
 /// One agent instance.
@@ -196,17 +202,17 @@ impl AgentInstance {
         // of an assignment it never delivers.
         let handle = Arc::new_cyclic(|me| {
             let direct: Box<dyn Mailbox> = Box::new(ctx.address());
-            let mailbox = match &cfg.layer {
+            let mailbox = match &cfg.of.layer {
                 Some(layer) => layer.wrap(me.clone(), direct),
                 None => direct,
             };
             InstanceHandle::new(
                 cfg.id.clone(),
-                cfg.agent_type.clone(),
+                cfg.of.agent_type.clone(),
                 cfg.generation,
-                cfg.capabilities.clone(),
-                cfg.concurrency,
-                cfg.concurrency + cfg.mailbox,
+                cfg.of.capabilities.clone(),
+                cfg.of.concurrency,
+                cfg.of.concurrency + cfg.of.mailbox,
                 mailbox,
             )
             .on_shard(cfg.shard)
@@ -248,10 +254,10 @@ impl AgentInstance {
     /// Lifecycle changes that matter (started, failed, stopped) are published.
     fn update_busy(&self) {
         match self.inst().state() {
-            AgentState::Ready if self.running.len() >= self.cfg.concurrency => {
+            AgentState::Ready if self.running.len() >= self.cfg.of.concurrency => {
                 self.inst().set_state(AgentState::Busy)
             }
-            AgentState::Busy if self.running.len() < self.cfg.concurrency => {
+            AgentState::Busy if self.running.len() < self.cfg.of.concurrency => {
                 self.inst().set_state(AgentState::Ready)
             }
             _ => {}
@@ -291,7 +297,7 @@ impl AgentInstance {
             correlation = %env.correlation_id,
         );
         // A panic may come from building the future as well as from polling it.
-        let hard = a.deadline + self.cfg.grace;
+        let hard = a.deadline + self.cfg.of.grace;
         let watch = self.workspace_of(&env);
         let work: LocalBoxFuture<'static, WorkResult> =
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.agent.handle(input, tctx))) {
@@ -333,6 +339,7 @@ impl AgentInstance {
         let scope = env.scope.clone()?;
         let field = self
             .cfg
+            .of
             .workspaces
             .iter()
             .find(|(cap, _)| *cap == env.topic)
@@ -377,7 +384,7 @@ impl AgentInstance {
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.running.len() < self.cfg.concurrency && !self.stopping {
+        while self.running.len() < self.cfg.of.concurrency && !self.stopping {
             match self.queue.pop_front() {
                 Some(a) => self.start_task(a, ctx),
                 None => break,
@@ -480,7 +487,7 @@ impl Actor for AgentInstance {
             Ok(Ok(())) => {
                 act.directory.tell(Presence::Up {
                     handle: act.inst().clone(),
-                    liveness: act.cfg.liveness,
+                    liveness: act.cfg.of.liveness,
                 });
                 act.pump(ctx);
             }
@@ -521,7 +528,7 @@ impl Handler<Assign> for AgentInstance {
             a.refuse(&self.cfg.id, format!("agent {} is {state}", self.cfg.id));
             return;
         }
-        if self.running.len() < self.cfg.concurrency && state != AgentState::Starting {
+        if self.running.len() < self.cfg.of.concurrency && state != AgentState::Starting {
             self.start_task(a, ctx);
         } else {
             self.queue.push_back(a);

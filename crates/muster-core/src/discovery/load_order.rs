@@ -34,7 +34,7 @@
 //! looks is either seen by its look or wakes it (the waiter counts itself in the line
 //! before it looks, and an order reads that count after its change).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,8 +65,9 @@ pub(crate) struct LoadOrder {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// (load, ordinal) of every member below its capacity.
-    order: BTreeSet<(usize, u64)>,
+    /// (load, ordinal) of every member below its capacity, with its handle (a pick reads
+    /// the front without a second look-up by ordinal).
+    order: BTreeMap<(usize, u64), Arc<InstanceHandle>>,
     /// Members by ordinal, with the load their entry in `order` was made with (`None`:
     /// at capacity, not in `order`).
     members: HashMap<u64, (Arc<InstanceHandle>, Option<usize>)>,
@@ -97,7 +98,7 @@ impl Inner {
         }
         let load = handle.load();
         if load < handle.capacity {
-            self.order.insert((load, ordinal));
+            self.order.insert((load, ordinal), member.clone());
             *key = Some(load);
             return old.is_none_or(|o| load < o);
         }
@@ -111,31 +112,28 @@ impl Inner {
         let excluded = |h: &InstanceHandle| exclude.iter().any(|x| **x == *h.id);
         let usable = |h: &InstanceHandle| h.available() && !excluded(h);
         let mut free_excluded = false;
-        for &(load, ordinal) in &self.order {
-            if let Some((h, _)) = self.members.get(&ordinal) {
-                if usable(h) {
-                    let mut pick = h;
-                    if ordinal < cursor {
-                        // Its turn has passed: the next one of the same load after the
-                        // cursor, if any, else back to the first.
-                        let after = self
-                            .order
-                            .range((load, cursor)..=(load, u64::MAX))
-                            .filter_map(|(_, o)| self.members.get(o))
-                            .map(|(m, _)| m)
-                            .find(|m| usable(m));
-                        if let Some(m) = after {
-                            pick = m;
-                        }
+        for (&(load, ordinal), h) in &self.order {
+            if usable(h) {
+                let mut pick = h;
+                if ordinal < cursor {
+                    // Its turn has passed: the next one of the same load after the
+                    // cursor, if any, else back to the first.
+                    let after = self
+                        .order
+                        .range((load, cursor)..=(load, u64::MAX))
+                        .map(|(_, m)| m)
+                        .find(|m| usable(m));
+                    if let Some(m) = after {
+                        pick = m;
                     }
-                    return Look {
-                        pick: Some(pick.clone()),
-                        usable: true,
-                        free_excluded,
-                    };
                 }
-                free_excluded |= h.available();
+                return Look {
+                    pick: Some(pick.clone()),
+                    usable: true,
+                    free_excluded,
+                };
             }
+            free_excluded |= h.available();
         }
         // Nobody below capacity: is anybody usable at all (then they are all full)?
         Look {

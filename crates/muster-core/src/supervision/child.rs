@@ -33,7 +33,7 @@ pub(super) struct ExitSignal {
 /// A child's line to its supervisor. Report the exit with [`ChildLink::exit`]; dropping the
 /// link without reporting reports `killed`, so no exit goes unseen.
 pub struct ChildLink {
-    sup: Recipient<ChildExited>,
+    sup: Arc<Recipient<ChildExited>>,
     id: Arc<str>,
     generation: u64,
     signal: Arc<ExitSignal>,
@@ -52,7 +52,7 @@ impl std::fmt::Debug for ChildLink {
 impl ChildLink {
     /// A link for generation `generation` of child `id`, reporting to `sup`.
     pub(super) fn new(
-        sup: Recipient<ChildExited>,
+        sup: Arc<Recipient<ChildExited>>,
         id: Arc<str>,
         generation: u64,
         signal: Arc<ExitSignal>,

@@ -19,8 +19,8 @@
 //! by a shutdown or an escalation) is told so through [`ChildHandle::removed`].
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -97,6 +97,10 @@ pub struct Supervisor {
     on_escalate: Option<Box<dyn FnOnce(String)>>,
     recorder: Option<Recorder>,
     terminating: bool,
+    /// Its own address as its children's links hold it: one for all of them (each actix
+    /// address is an allocation of its own), held weakly here so that the supervisor's
+    /// own reference never keeps its mailbox open.
+    me: Weak<Recipient<ChildExited>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -126,6 +130,7 @@ impl Supervisor {
             on_escalate: None,
             recorder: None,
             terminating: false,
+            me: Weak::new(),
         }
     }
 
@@ -166,6 +171,12 @@ impl Supervisor {
         self
     }
 
+    /// Makes room for `n` more children, so that adding a known number of them (an agent
+    /// type's replicas) allocates once, with no slack.
+    pub(crate) fn reserve_children(&mut self, n: usize) {
+        self.children.reserve_exact(n);
+    }
+
     fn journal(&self, e: Event) {
         if let Some(r) = &self.recorder {
             r.record(e);
@@ -174,7 +185,11 @@ impl Supervisor {
 
     /// Starts child `i` with a fresh generation. A start that fails is an abnormal exit.
     fn start_child(&mut self, i: usize, ctx: &mut Context<Self>) {
-        let me = ctx.address().recipient();
+        let me = self.me.upgrade().unwrap_or_else(|| {
+            let me = Arc::new(ctx.address().recipient());
+            self.me = Arc::downgrade(&me);
+            me
+        });
         let c = &mut self.children[i];
         c.generation += 1;
         // The new generation replaces whatever the previous one held.
