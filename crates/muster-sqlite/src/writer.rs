@@ -15,7 +15,9 @@
 //! the queue itself ([`Handle::commit_here`]), so a sequential caller waits neither for
 //! the writer thread to wake nor to be woken by it. The write connection sits behind one lock
 //! ([`Committer`]), and a batch is taken from the queue only under it, so commits happen
-//! in sequence order whichever thread makes them. WAL checkpoints run beside the commits
+//! in sequence order whichever thread makes them. A caller's commit is tried once: if the
+//! write fails, its rows are handed back to the writer thread, which retries them (with
+//! its pauses) before anything else. WAL checkpoints run beside the commits
 //! (`checkpoint.rs`), and the writer thread copies the rest between two commits when the
 //! log reaches its bound: never inside a commit, nor on a caller's thread.
 //!
@@ -76,6 +78,9 @@ struct Queue {
     want: bool,
     /// Commit what is queued and stop.
     close: bool,
+    /// A caller's commit failed and handed its rows back to the committer: the writer
+    /// thread writes them (before anything queued after them).
+    retry: bool,
     /// The writer has stopped: appends are no longer stored.
     stopped: bool,
     /// The sequence numbers of queued records that continue a group
@@ -282,6 +287,9 @@ pub(crate) struct Handle {
     /// Commits made on a caller's thread.
     #[cfg(test)]
     here_commits: AtomicU64,
+    /// Failed commits a caller's thread handed back to the writer thread.
+    #[cfg(test)]
+    handed_back: AtomicU64,
 }
 
 impl std::fmt::Debug for Handle {
@@ -337,6 +345,9 @@ pub(crate) fn start(
         commit_delay: config.commit_delay,
         log,
         checkpoint_at: LOG_BOUND,
+        handed_back: None,
+        #[cfg(test)]
+        fail_writes: 0,
     }));
     let writer = Writer {
         inbox: inbox.clone(),
@@ -363,6 +374,8 @@ pub(crate) fn start(
         threads: Mutex::new(Some((writing, checkpointing))),
         #[cfg(test)]
         here_commits: AtomicU64::new(0),
+        #[cfg(test)]
+        handed_back: AtomicU64::new(0),
     })
 }
 
@@ -387,6 +400,11 @@ impl Handle {
         if committer.checkpoint_due() {
             // The writer thread commits and copies the rest of the log: no caller's
             // thread runs the copy or its sync.
+            return false;
+        }
+        if committer.handed_back.is_some() {
+            // A caller's failed commit waits for the writer thread: what is queued after
+            // it is committed after it.
             return false;
         }
         {
@@ -420,14 +438,36 @@ impl Handle {
         // A panic in a commit on an actor's thread must not leave its records neither
         // written nor failed (their waiters would wait forever): it fails the journal.
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            committer.commit(batch, true)
+            committer.commit_begun(batch)
         }));
-        if committed.is_err() {
-            committer.fail("a commit on the caller's thread panicked");
+        match committed {
+            Ok(Ok(())) => {
+                #[cfg(test)]
+                self.here_commits.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            // The write failed (an I/O error): the writer thread retries the rows, with
+            // its pauses, off this thread, before anything queued after them.
+            Ok(Err(rows)) => {
+                committer.handed_back = Some(rows);
+                drop(committer);
+                self.inbox.queue.lock().retry = true;
+                self.inbox.wake.notify_one();
+                #[cfg(test)]
+                self.handed_back.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(_) => {
+                committer.fail("a commit on the caller's thread panicked");
+                true
+            }
         }
-        #[cfg(test)]
-        self.here_commits.fetch_add(1, Ordering::Relaxed);
-        true
+    }
+
+    /// Failed commits a caller handed back to the writer thread.
+    #[cfg(test)]
+    pub(crate) fn handed_back(&self) -> u64 {
+        self.handed_back.load(Ordering::Relaxed)
     }
 
     /// Checkpoints the checkpointer thread has run.
@@ -525,6 +565,7 @@ impl Writer {
                 let wanted = q.want || self.progress.wanted.load(Ordering::Acquire) > durable;
                 let window_over = q.oldest.is_some_and(|t| t.elapsed() >= self.commit_window);
                 if q.close
+                    || q.retry
                     || (!q.records.is_empty() && (wanted || window_over))
                     || q.records.len() >= MAX_BATCH
                 {
@@ -548,11 +589,13 @@ impl Writer {
                 let mut q = self.inbox.queue.lock();
                 q.want = false;
                 q.oldest = None;
+                q.retry = false;
                 let batch = q.take_batch(MAX_BATCH);
                 (batch, q.close && q.records.is_empty())
             };
+            committer.write_handed_back();
             if !batch.is_empty() {
-                committer.commit(batch, false);
+                committer.commit(batch);
             }
             if committer.checkpoint_due() {
                 committer.checkpoint();
@@ -582,6 +625,12 @@ pub(crate) struct Committer {
     log: Arc<AtomicI32>,
     /// The log size at which the writer thread copies the rest of the log next.
     checkpoint_at: i32,
+    /// Rows a caller's commit could not write, for the writer thread to retry (with its
+    /// pauses) before anything else: a caller's thread tries once.
+    handed_back: Option<Vec<Row>>,
+    /// Fault injection for tests: the next this many writes fail as an I/O error would.
+    #[cfg(test)]
+    pub(crate) fail_writes: u32,
 }
 
 impl Committer {
@@ -635,23 +684,56 @@ impl Committer {
         self.progress.publish(durable, true);
     }
 
-    /// Commits `batch`; `begun`: in the transaction [`Committer::begin_now`] opened.
-    fn commit(&mut self, batch: Vec<(u64, u64, Event)>, begun: bool) {
-        let rows: Vec<Row> = batch
-            .into_iter()
-            .map(|(seq, at_ms, e)| self.row(seq, at_ms, e))
-            .collect();
+    /// Commits `batch` (the writer thread), trying again after a pause when the write
+    /// fails.
+    fn commit(&mut self, batch: Vec<(u64, u64, Event)>) {
+        let rows = self.rows(batch);
         if !self.commit_delay.is_zero() {
             std::thread::sleep(self.commit_delay);
         }
+        self.write(rows);
+    }
+
+    /// Commits `batch` in the transaction [`Committer::begin_now`] opened, on a caller's
+    /// thread: one try, no pause. On failure the rows are handed back (`Err`), for the
+    /// writer thread to retry.
+    fn commit_begun(&mut self, batch: Vec<(u64, u64, Event)>) -> Result<(), Vec<Row>> {
+        let rows = self.rows(batch);
+        let started = std::time::Instant::now();
+        match self.insert(&rows, true) {
+            Ok(()) => {
+                self.written.commit(rows.len(), started.elapsed());
+                self.settle(&rows, None);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "journal commit on a caller's thread failed; the writer thread retries it");
+                Err(rows)
+            }
+        }
+    }
+
+    /// Writes rows a caller handed back, if any (the writer thread, before its batch).
+    fn write_handed_back(&mut self) {
+        if let Some(rows) = self.handed_back.take() {
+            self.write(rows);
+        }
+    }
+
+    fn rows(&mut self, batch: Vec<(u64, u64, Event)>) -> Vec<Row> {
+        batch
+            .into_iter()
+            .map(|(seq, at_ms, e)| self.row(seq, at_ms, e))
+            .collect()
+    }
+
+    /// Writes `rows` in a transaction of its own, up to [`COMMIT_TRIES`] times with a
+    /// pause between tries, and publishes the outcome.
+    fn write(&mut self, rows: Vec<Row>) {
         let mut error = None;
         for attempt in 0..COMMIT_TRIES {
             let started = std::time::Instant::now();
-            let written = match begun && attempt == 0 {
-                true => insert_begun(&self.conn, &rows),
-                false => insert(&mut self.conn, &rows),
-            };
-            match written {
+            match self.insert(&rows, false) {
                 Ok(()) => {
                     self.written.commit(rows.len(), started.elapsed());
                     error = None;
@@ -664,10 +746,35 @@ impl Committer {
                 }
             }
         }
+        self.settle(&rows, error);
+    }
+
+    /// One try at inserting `rows` and committing; `begun`: in the open transaction.
+    fn insert(&mut self, rows: &[Row], begun: bool) -> Result<(), rusqlite::Error> {
+        #[cfg(test)]
+        if self.fail_writes > 0 {
+            self.fail_writes -= 1;
+            if begun {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("injected write failure".into()),
+            ));
+        }
+        match begun {
+            true => insert_begun(&self.conn, rows),
+            false => insert(&mut self.conn, rows),
+        }
+    }
+
+    /// Publishes what a write of `rows` did: the durable watermark moves past them, or
+    /// the journal fails (`error`: the last try's).
+    fn settle(&mut self, rows: &[Row], error: Option<rusqlite::Error>) {
         let mut s = self.progress.state.lock();
         match error {
             None => {
-                for r in &rows {
+                for r in rows {
                     if r.seq > s.durable {
                         s.ahead.insert(r.seq);
                     }

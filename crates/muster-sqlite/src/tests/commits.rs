@@ -241,3 +241,49 @@ fn the_wal_stays_bounded_while_callers_commit_and_the_checkpointer_copies() {
     assert!(j.checkpoints() > 0, "the checkpointer copied the log");
     j.close().expect("close");
 }
+
+#[test]
+fn a_caller_whose_commit_fails_hands_its_rows_to_the_writer_thread() {
+    // An I/O error in a caller's commit: the retries and their pauses (50, 100 ms) must
+    // not run on an actor's thread. The caller tries once and hands the rows back; the
+    // writer thread retries them, before what was queued after them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = JournalConfig {
+        // The writer thread commits only when asked: the caller's commit comes first.
+        commit_window: Duration::from_secs(3600),
+        ..JournalConfig::default()
+    };
+    let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)
+        .expect("open");
+    // The caller's one try, then the writer thread's first try.
+    j.writer().hold_commits().fail_writes = 2;
+    let first = j.append(
+        0,
+        Event::Note {
+            text: "first".into(),
+        },
+    );
+    j.want(first);
+    assert_eq!(
+        (j.writer().here_commits(), j.writer().handed_back()),
+        (0, 1),
+        "the caller tried once and handed its rows back"
+    );
+    let second = j.append(
+        1,
+        Event::Note {
+            text: "second".into(),
+        },
+    );
+    j.want(second);
+    j.wait_durable(second)
+        .expect("both committed by the writer thread, the journal not failed");
+    assert!(covered(&j, first));
+    assert_eq!(
+        j.writer().hold_commits().fail_writes,
+        0,
+        "the writer thread's first try failed too, and it tried again"
+    );
+    let seqs: Vec<u64> = j.read_after(0).iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![first, second]);
+}
