@@ -13,6 +13,15 @@ use uuid::Uuid;
 
 use crate::{Durability, SqliteJournal};
 
+/// A relaxed journal in a fresh directory, opened with `config` (the directory lives as
+/// long as the first value).
+fn relaxed_with(config: JournalConfig) -> (tempfile::TempDir, SqliteJournal) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)
+        .expect("open");
+    (dir, j)
+}
+
 fn covered(j: &SqliteJournal, seq: u64) -> bool {
     j.watermark()
         .expect("a durable journal")
@@ -87,13 +96,10 @@ fn while_another_connection_writes_the_caller_leaves_the_commit_to_the_writer_th
 fn with_a_slow_disk_the_writer_thread_commits_not_the_caller() {
     // An injected commit delay stands for a slow disk: a caller's thread (an actor's)
     // must not sleep through it, so the writer thread commits.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = JournalConfig {
+    let (_dir, j) = relaxed_with(JournalConfig {
         commit_delay: Duration::from_secs(3),
         ..JournalConfig::default()
-    };
-    let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)
-        .expect("open");
+    });
     let seq = j.append(
         0,
         Event::Note {
@@ -247,14 +253,11 @@ fn a_caller_whose_commit_fails_hands_its_rows_to_the_writer_thread() {
     // An I/O error in a caller's commit: the retries and their pauses (50, 100 ms) must
     // not run on an actor's thread. The caller tries once and hands the rows back; the
     // writer thread retries them, before what was queued after them.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = JournalConfig {
+    let (_dir, j) = relaxed_with(JournalConfig {
         // The writer thread commits only when asked: the caller's commit comes first.
         commit_window: Duration::from_secs(3600),
         ..JournalConfig::default()
-    };
-    let j = SqliteJournal::open_with(dir.path().join("j.db"), Durability::Relaxed, config)
-        .expect("open");
+    });
     // The caller's one try, then the writer thread's first try.
     j.writer().hold_commits().fail_writes = 2;
     let first = j.append(
