@@ -12,7 +12,6 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use rusqlite::Connection;
@@ -62,7 +61,7 @@ impl Checkpointer {
 /// Opens a connection to `path` and starts the checkpointer on it.
 pub(crate) fn start(path: &Path) -> std::io::Result<(Arc<Checkpointer>, JoinHandle<()>)> {
     let conn = Connection::open(path).map_err(std::io::Error::other)?;
-    conn.busy_timeout(Duration::from_secs(5))
+    conn.busy_timeout(crate::writer::BUSY_WAIT)
         .map_err(std::io::Error::other)?;
     let checkpointer = Arc::new(Checkpointer::default());
     let handle = checkpointer.clone();

@@ -247,12 +247,6 @@ impl SqliteJournal {
         &self.path
     }
 
-    /// Checkpoints the checkpointer thread has run.
-    #[cfg(test)]
-    pub(crate) fn checkpoints(&self) -> u64 {
-        self.writer.checkpoints()
-    }
-
     /// The writer's handle.
     #[cfg(test)]
     pub(crate) fn writer(&self) -> &Handle {

@@ -129,6 +129,10 @@ fn batch_len(records: &[(u64, u64, Event)], joined: &BTreeSet<u64>, max: usize) 
 pub(crate) struct Inbox {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Times the writer thread went for the committer's lock to commit (tests: it takes
+    /// its batch only once it holds the lock).
+    #[cfg(test)]
+    to_commit: AtomicU64,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -494,6 +498,12 @@ impl Handle {
         self.inbox.queue.lock().records.len()
     }
 
+    /// Times the writer thread went for the committer's lock to commit.
+    #[cfg(test)]
+    pub(crate) fn writer_went_to_commit(&self) -> u64 {
+        self.inbox.to_commit.load(Ordering::SeqCst)
+    }
+
     /// Commits what is queued, stops both threads and waits for them: `Some(true)` if
     /// both ended normally, `Some(false)` if one of them panicked, `None` if they were
     /// stopped before.
@@ -582,6 +592,8 @@ impl Writer {
                 }
             }
             drop(q);
+            #[cfg(test)]
+            self.inbox.to_commit.fetch_add(1, Ordering::SeqCst);
             // The batch is taken under the committer's lock (after a caller committing on
             // its own thread, if one is): commits follow the queue's order.
             let mut committer = self.committer.lock();
