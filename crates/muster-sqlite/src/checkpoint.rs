@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use rusqlite::Connection;
@@ -58,10 +59,14 @@ impl Checkpointer {
     }
 }
 
-/// Opens a connection to `path` and starts the checkpointer on it.
-pub(crate) fn start(path: &Path) -> std::io::Result<(Arc<Checkpointer>, JoinHandle<()>)> {
+/// Opens a connection to `path` that waits up to `busy_wait` for another connection's
+/// lock, and starts the checkpointer on it.
+pub(crate) fn start(
+    path: &Path,
+    busy_wait: Duration,
+) -> std::io::Result<(Arc<Checkpointer>, JoinHandle<()>)> {
     let conn = Connection::open(path).map_err(std::io::Error::other)?;
-    conn.busy_timeout(crate::writer::BUSY_WAIT)
+    conn.busy_timeout(busy_wait)
         .map_err(std::io::Error::other)?;
     let checkpointer = Arc::new(Checkpointer::default());
     let handle = checkpointer.clone();

@@ -316,7 +316,7 @@ pub(crate) fn start(
     config: &JournalConfig,
     here: bool,
 ) -> std::io::Result<Handle> {
-    let (checkpointer, checkpointing) = checkpoint::start(path)?;
+    let (checkpointer, checkpointing) = checkpoint::start(path, BUSY_WAIT)?;
     // The hook replaces SQLite's automatic checkpoint: it notes the log's size and asks
     // the checkpointer each time the log has grown by the bound.
     let log = Arc::new(AtomicI32::new(0));
