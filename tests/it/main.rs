@@ -74,6 +74,7 @@ mod fuzz_surfaces;
 mod generated_token_is_kept;
 mod http_errors_are_json;
 mod inspect_cli;
+mod instance_queue;
 mod journal_compact;
 mod journal_corrupt_file;
 mod journal_hardening;

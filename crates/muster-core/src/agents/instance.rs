@@ -9,8 +9,11 @@
 //!   shutdown ──────────▶ Stopped
 //! ```
 //!
-//! Work runs as `catch_unwind(timeout_at(deadline + grace, agent.handle(..)))` inside the
-//! actor's context, so a panic or an overrun is a value, not a dead actor. A panic or a
+//! Work runs as `catch_unwind(timeout_at(deadline + grace, agent.handle(..)))`, so a panic
+//! or an overrun is a value, not a dead actor. The attempt is polled once in the actor's
+//! handler: if it ends there (an agent that answers without waiting), it is reported at
+//! once; otherwise it goes on as a task of its own on the instance's thread, which reports
+//! its end through the mailbox. A panic or a
 //! process exit fails every task the instance holds at once (their owners reassign them
 //! without waiting for a timeout) and reports the exit to the supervisor, which decides on a
 //! restart. Must not decide where work goes next: owners do.
@@ -61,8 +64,8 @@ struct Running {
     /// What the attempt spent on models, filled by its agent through its context.
     usage: Arc<parking_lot::Mutex<Option<crate::journal::Usage>>>,
     /// Aborts the attempt's own task when the attempt is dropped (cancelled, failed over,
-    /// or the instance stopped).
-    _work: AbortOnDrop,
+    /// or the instance stopped); `None` for an attempt that ended on its first poll.
+    _work: Option<AbortOnDrop>,
 }
 
 /// Aborts a spawned task when dropped (a no-op once the task has finished).
@@ -264,7 +267,13 @@ impl AgentInstance {
         }
     }
 
-    fn start_task(&mut self, mut a: Assign, ctx: &mut Context<Self>) {
+    /// Starts an attempt. Returns it with its result if it ended on its first poll (the
+    /// caller reports it; it never took a slot in `running`).
+    fn start_task(
+        &mut self,
+        mut a: Assign,
+        ctx: &mut Context<Self>,
+    ) -> Option<(Running, WorkResult)> {
         let slot = self.next_slot;
         self.next_slot += 1;
         let env = a.envelope.clone();
@@ -299,7 +308,7 @@ impl AgentInstance {
         // A panic may come from building the future as well as from polling it.
         let hard = a.deadline + self.cfg.of.grace;
         let watch = self.workspace_of(&env);
-        let work: LocalBoxFuture<'static, WorkResult> =
+        let mut work: LocalBoxFuture<'static, WorkResult> =
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.agent.handle(input, tctx))) {
                 Ok(fut) => AssertUnwindSafe(tracing::Instrument::instrument(
                     tokio::time::timeout_at(hard, within_workspace(watch, fut)),
@@ -309,6 +318,22 @@ impl AgentInstance {
                 .boxed_local(),
                 Err(p) => FutureExt::boxed_local(futures::future::ready(Err(p))),
             };
+        let mut running = Running {
+            task_id,
+            epoch,
+            reply: a.take_reply(),
+            usage,
+            _work: None,
+        };
+        // Polled once here: an attempt whose agent answers without waiting (most do: a
+        // function, a typed agent, a simulated agent without latency) ends now, with no
+        // task of its own and no report through the mailbox. A future that is pending
+        // is polled again by its task, with that task's waker: a future wakes only the
+        // waker of its latest poll, so the no-op one here is never needed.
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(res) = work.poll_unpin(&mut first) {
+            return Some((running, res));
+        }
         // The attempt runs as a task of its own on this thread and reports to the actor's
         // mailbox when it ends: actix polls every future spawned on an actor's context
         // each time the actor wakes, so a future per attempt would cost `concurrency`
@@ -319,18 +344,10 @@ impl AgentInstance {
             let res = work.await;
             me.do_send(AttemptDone { slot, res });
         });
-        let abort = AbortOnDrop(work.abort_handle());
-        self.running.insert(
-            slot,
-            Running {
-                task_id,
-                epoch,
-                reply: a.take_reply(),
-                usage,
-                _work: abort,
-            },
-        );
+        running._work = Some(AbortOnDrop(work.abort_handle()));
+        self.running.insert(slot, running);
         self.update_busy();
+        None
     }
 
     /// The workspace to watch for this attempt: the capability names an input field for
@@ -352,10 +369,19 @@ impl AgentInstance {
         Some(Watch { field, dir, scope })
     }
 
+    /// An attempt of a running slot ended: reports it and starts what is queued.
     fn finish(&mut self, slot: u64, res: WorkResult, ctx: &mut Context<Self>) {
         let Some(r) = self.running.remove(&slot) else {
             return; // cancelled
         };
+        if self.report(r, res, ctx) {
+            self.pump(ctx);
+        }
+    }
+
+    /// Reports how attempt `r` ended to its owner and frees its slot; a panic crashes the
+    /// instance. Whether the instance goes on (did not crash).
+    fn report(&mut self, r: Running, res: WorkResult, ctx: &mut Context<Self>) -> bool {
         let mut crash = None;
         let result = match res {
             Ok(Ok(Ok(v))) => Ok(v),
@@ -378,16 +404,22 @@ impl AgentInstance {
         r.reply.send(report);
         if let Some(exit) = crash {
             self.crash(exit, ctx);
-            return;
+            return false;
         }
-        self.pump(ctx);
+        true
     }
 
+    /// Starts queued attempts while slots are free. A loop, not a recursion: attempts that
+    /// end on their first poll are reported here, one after another.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while self.running.len() < self.cfg.of.concurrency && !self.stopping {
-            match self.queue.pop_front() {
-                Some(a) => self.start_task(a, ctx),
-                None => break,
+            let Some(a) = self.queue.pop_front() else {
+                break;
+            };
+            if let Some((r, res)) = self.start_task(a, ctx)
+                && !self.report(r, res, ctx)
+            {
+                return; // crashed: everything held was failed
             }
         }
         self.update_busy();
@@ -529,7 +561,11 @@ impl Handler<Assign> for AgentInstance {
             return;
         }
         if self.running.len() < self.cfg.of.concurrency && state != AgentState::Starting {
-            self.start_task(a, ctx);
+            if let Some((r, res)) = self.start_task(a, ctx)
+                && self.report(r, res, ctx)
+            {
+                self.pump(ctx);
+            }
         } else {
             self.queue.push_back(a);
         }
