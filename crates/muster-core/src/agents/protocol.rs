@@ -99,8 +99,9 @@ impl AttemptReport {
 
 /// Where an attempt's report goes.
 pub enum ReplyTo {
-    /// A task's owner (the actor driving it).
-    Owner(Recipient<AttemptReport>),
+    /// A task's owner (the actor driving it). Shared: cloning an actix address allocates,
+    /// and every attempt of a shard's owners answers to the same one.
+    Owner(Arc<Recipient<AttemptReport>>),
     /// A one-off waiter (plain messages routed by the router).
     Once(oneshot::Sender<AttemptReport>),
     /// Already answered: the reply was taken out of its [`Assign`].

@@ -50,9 +50,9 @@ pub(super) struct OwnerShard {
 /// This shard as each kind of answer's recipient.
 #[derive(Clone)]
 struct Me {
-    reply: Recipient<AttemptReport>,
+    reply: Arc<Recipient<AttemptReport>>,
     woken: Recipient<Woken>,
-    beat: Recipient<LeaseHeartbeat>,
+    beat: Arc<Recipient<LeaseHeartbeat>>,
     reused: Recipient<Reused>,
 }
 
@@ -297,9 +297,9 @@ impl Actor for OwnerShard {
         ctx.set_mailbox_capacity(1 << 20);
         let addr = ctx.address();
         self.me = Some(Me {
-            reply: addr.clone().recipient(),
+            reply: Arc::new(addr.clone().recipient()),
             woken: addr.clone().recipient(),
-            beat: addr.clone().recipient(),
+            beat: Arc::new(addr.clone().recipient()),
             reused: addr.recipient(),
         });
     }
