@@ -90,6 +90,7 @@ mod messaging_contracts;
 mod named_restart;
 mod no_capable_agent;
 mod no_task_lost;
+mod outcomes_wait_for_the_journal;
 mod recovery_rebuilds_state;
 mod refunds_exactly_once;
 mod restart_strategies;

@@ -40,6 +40,7 @@ pub mod stats;
 pub mod submit;
 pub mod task;
 mod timers;
+mod written;
 
 pub use handle::TaskHandle;
 pub use owners::Owners;

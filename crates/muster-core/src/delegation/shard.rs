@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -29,8 +29,10 @@ use super::protocol::{
 use super::reuse::{Found, ReuseKey, Reused};
 use super::shared::Shared;
 use super::timers::{Due, TimerKey, Timers};
+use super::written::{Acknowledgements, Pending};
 use crate::agents::{AttemptReport, InstanceHandle, Ledger, ReplyTo};
 use crate::discovery::{LinePlace, PickError, WaitFor};
+use crate::journal::Watermark;
 use crate::messaging::{Capability, Envelope, Scope};
 
 /// The actor driving the owners of the tasks started on its thread.
@@ -45,6 +47,8 @@ pub(super) struct OwnerShard {
     me: Option<Me>,
     /// Set by [`CancelAll`]: the shard is stopping, and starts no owner any more.
     closing: bool,
+    /// Outcomes waiting for their records to be written.
+    written: Acknowledgements,
 }
 
 /// This shard as each kind of answer's recipient.
@@ -74,6 +78,7 @@ impl OwnerShard {
             armed: None,
             me: None,
             closing: false,
+            written: Acknowledgements::default(),
         }
     }
 
@@ -90,6 +95,7 @@ impl OwnerShard {
             timers: &mut self.timers,
             me,
             shared: &self.owners,
+            written: &self.written,
         };
         let r = f(owner, &mut cx);
         if owner.stopped() {
@@ -142,6 +148,7 @@ struct ShardCx<'a> {
     timers: &'a mut Timers,
     me: &'a Me,
     shared: &'a Shared,
+    written: &'a Acknowledgements,
 }
 
 impl Cx for ShardCx<'_> {
@@ -266,6 +273,10 @@ impl Cx for ShardCx<'_> {
                 },
             });
         });
+    }
+
+    fn when_written(&mut self, outcome: Pending, watermark: &watch::Receiver<Watermark>) {
+        self.written.push(outcome, watermark);
     }
 
     fn wait_for_agent(&mut self, task: Uuid, capability: Arc<str>, deadline: Instant) {

@@ -64,17 +64,7 @@ impl Recorder {
         &self,
         seq: u64,
     ) -> Option<impl Future<Output = Result<(), Unwritten>> + 'static + use<>> {
-        let rx = self.watermark.as_ref()?;
-        if rx.borrow().covers(seq) {
-            return None;
-        }
-        self.journal.want(seq);
-        // A journal may commit on the caller's thread when asked (SQLite, relaxed, with
-        // nothing else committing): then there is nothing to wait for.
-        if rx.borrow().covers(seq) {
-            return None;
-        }
-        let mut rx = rx.clone();
+        let mut rx = self.ask_written(seq)?.clone();
         Some(async move {
             let reached = rx
                 .wait_for(|w| w.covers(seq) || w.stopped)
@@ -99,6 +89,22 @@ impl Recorder {
             w.await?;
         }
         Ok(seq)
+    }
+
+    /// Asks the journal to write record `seq` now; the watermark to wait on for it, or
+    /// `None` when there is nothing to wait for (as [`Recorder::until_written`]).
+    pub(crate) fn ask_written(&self, seq: u64) -> Option<&watch::Receiver<Watermark>> {
+        let rx = self.watermark.as_ref()?;
+        if rx.borrow().covers(seq) {
+            return None;
+        }
+        self.journal.want(seq);
+        // A journal may commit on the caller's thread when asked (SQLite, relaxed, with
+        // nothing else committing): then there is nothing to wait for.
+        if rx.borrow().covers(seq) {
+            return None;
+        }
+        Some(rx)
     }
 
     /// Appends `events` stamped now as one group ([`Journal::append_group`]: one commit)

@@ -1,6 +1,7 @@
 //! What an owner asks of its surroundings ([`Cx`]): the time, its timers, an agent for its
 //! task, handing a lease to that agent, and the waits that end outside the shard (for its
-//! scope, in the capability's line, for an agent to register).
+//! scope, in the capability's line, for an agent to register, for its outcome's record to
+//! be written).
 //!
 //! The owner decides (G1, G2); its surroundings only carry its decisions out. The
 //! [`OwnerShard`](super::super::shard::OwnerShard) implements this with its timer queue,
@@ -11,13 +12,16 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::super::reuse::{Found, ReuseKey};
 use super::super::timers::{Due, TimerKey};
+use super::super::written::Pending;
 use crate::agents::{InstanceHandle, Ledger};
 use crate::discovery::{Abandoned, LinePlace};
+use crate::journal::Watermark;
 use crate::messaging::{Capability, Envelope, Scope};
 
 /// Why no agent was found for a lease now.
@@ -84,6 +88,10 @@ pub(in crate::delegation) trait Cx {
         line: LinePlace,
         backstop: std::time::Duration,
     );
+
+    /// Hands `outcome` to its caller once the journal whose watermark is `watermark` has
+    /// written the task's terminal record.
+    fn when_written(&mut self, outcome: Pending, watermark: &watch::Receiver<Watermark>);
 
     /// Waits for an agent serving `capability` to register (or until `deadline`, which the
     /// owner sets to a backstop before its own deadline); wakes `task` with `Wake::Agent`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::super::record::{Escalation, LeaseOutcome, TaskStatus};
 use super::super::task::Exhausted;
 use super::super::timers::Due;
+use super::super::written::Pending;
 use super::phase::Phase;
 use super::{Cx, TaskOwner};
 use crate::journal::Event;
@@ -67,26 +68,20 @@ impl TaskOwner {
             // at once.
             let wait = match self.task.early_outcome {
                 true => None,
-                false => self.recorder.until_written(terminal),
+                false => self.recorder.ask_written(terminal),
             };
             match wait {
                 None => {
                     let _ = w.send(record);
                 }
-                Some(written) => {
-                    let task = self.record.id;
-                    actix::spawn(async move {
-                        match written.await {
-                            Ok(()) => {
-                                let _ = w.send(record);
-                            }
-                            // The caller gets no outcome the journal does not hold; the
-                            // journal's failure is what `flush` and the CLI report.
-                            Err(e) => {
-                                tracing::error!(%task, error = %e, "task outcome not acknowledged")
-                            }
-                        }
-                    });
+                Some(watermark) => {
+                    let pending = Pending {
+                        seq: terminal,
+                        task: self.record.id,
+                        to: w,
+                        record,
+                    };
+                    cx.when_written(pending, watermark);
                 }
             }
         }

@@ -99,6 +99,14 @@ impl Cx for Fake {
     fn wait_for_agent(&mut self, _: Uuid, _: Arc<str>, _: Instant) {
         self.agent_waits += 1;
     }
+    fn when_written(
+        &mut self,
+        p: crate::delegation::written::Pending,
+        _: &tokio::sync::watch::Receiver<crate::journal::Watermark>,
+    ) {
+        // The fake's journal is in memory: its `append` is the write.
+        let _ = p.to.send(p.record);
+    }
 }
 
 impl Fake {
