@@ -50,9 +50,9 @@ fn every_outcome_of_many_concurrent_tasks_is_in_the_file_when_its_caller_gets_it
             assert_eq!(out.status, TaskStatus::Completed, "{out:?}");
             // What the caller holds is in the file already.
             let on_disk = read_journal(&path, 0).expect("a reader opens the file");
-            let accepted = on_disk.iter().any(|r| {
-                matches!(&r.event, Event::ResultAccepted { task, .. } if *task == out.id)
-            });
+            let accepted = on_disk
+                .iter()
+                .any(|r| matches!(&r.event, Event::ResultAccepted { task, .. } if *task == out.id));
             assert!(
                 accepted,
                 "task {} was acknowledged before its result_accepted was written ({} records on disk)",
