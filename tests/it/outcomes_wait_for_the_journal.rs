@@ -13,7 +13,7 @@ use common::{echo, input, real, within};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use muster::journal::sqlite::read_journal;
-use muster::journal::{Durability, Event, Journal, JournalConfig, SqliteJournal};
+use muster::journal::{Durability, Event, JournalConfig, SqliteJournal};
 use muster::{Task, TaskStatus};
 
 const TASKS: i64 = 120;
