@@ -144,6 +144,20 @@ mod tests {
         )
     }
 
+    fn mark(written: u64, stopped: bool) -> Watermark {
+        Watermark { written, stopped }
+    }
+
+    /// A journal's watermark at 0 and an empty queue.
+    fn fresh() -> (
+        watch::Sender<Watermark>,
+        watch::Receiver<Watermark>,
+        Acknowledgements,
+    ) {
+        let (tx, rx) = watch::channel(mark(0, false));
+        (tx, rx, Acknowledgements::default())
+    }
+
     /// Lets the watcher run (it is woken by the watermark; no time passes).
     async fn turn() {
         for _ in 0..10 {
@@ -154,11 +168,7 @@ mod tests {
     #[test]
     fn a_commit_hands_over_exactly_the_outcomes_it_covers_in_order() {
         actix::System::new().block_on(async {
-            let (tx, rx) = watch::channel(Watermark {
-                written: 0,
-                stopped: false,
-            });
-            let acks = Acknowledgements::default();
+            let (tx, rx, acks) = fresh();
             let mut outcomes = Vec::new();
             for seq in [3, 5, 8] {
                 let (p, out) = pending(seq);
@@ -168,10 +178,7 @@ mod tests {
             turn().await;
             assert_eq!(acks.len(), 3, "nothing is written yet");
 
-            tx.send_replace(Watermark {
-                written: 5,
-                stopped: false,
-            });
+            tx.send_replace(mark(5, false));
             turn().await;
             assert_eq!(acks.len(), 1, "records 3 and 5 are written, 8 is not");
             let first = outcomes.remove(0).await.expect("the outcome of record 3");
@@ -182,10 +189,7 @@ mod tests {
             // A later outcome joins the watched queue; one commit covers both.
             let (p, later) = pending(9);
             acks.push(p, &rx);
-            tx.send_replace(Watermark {
-                written: 9,
-                stopped: false,
-            });
+            tx.send_replace(mark(9, false));
             turn().await;
             assert_eq!(acks.len(), 0);
             assert!(outcomes.remove(0).await.is_ok());
@@ -198,10 +202,7 @@ mod tests {
             // It starts again for the next outcome.
             let (p, next) = pending(10);
             acks.push(p, &rx);
-            tx.send_replace(Watermark {
-                written: 10,
-                stopped: false,
-            });
+            tx.send_replace(mark(10, false));
             turn().await;
             assert!(next.await.is_ok());
         });
@@ -210,19 +211,12 @@ mod tests {
     #[test]
     fn a_journal_that_stops_first_acknowledges_nothing_it_did_not_write() {
         actix::System::new().block_on(async {
-            let (tx, rx) = watch::channel(Watermark {
-                written: 0,
-                stopped: false,
-            });
-            let acks = Acknowledgements::default();
+            let (tx, rx, acks) = fresh();
             let (p4, out4) = pending(4);
             let (p7, out7) = pending(7);
             acks.push(p4, &rx);
             acks.push(p7, &rx);
-            tx.send_replace(Watermark {
-                written: 5,
-                stopped: true,
-            });
+            tx.send_replace(mark(5, true));
             turn().await;
             assert_eq!(acks.len(), 0, "every outcome is settled");
             assert!(out4.await.is_ok(), "record 4 was written");
