@@ -13,10 +13,10 @@
 //! or an overrun is a value, not a dead actor. The attempt is polled once in the actor's
 //! handler: if it ends there (an agent that answers without waiting), it is reported at
 //! once; otherwise it goes on as a task of its own on the instance's thread, which reports
-//! its end through the mailbox. A panic or a
-//! process exit fails every task the instance holds at once (their owners reassign them
-//! without waiting for a timeout) and reports the exit to the supervisor, which decides on a
-//! restart. Must not decide where work goes next: owners do.
+//! its end through the mailbox. A panic or a process exit fails every task the instance
+//! holds at once (their owners reassign them without waiting for a timeout) and reports
+//! the exit to the supervisor, which decides on a restart. Must not decide where work goes
+//! next: owners do.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;

@@ -61,7 +61,9 @@ struct Queue {
 
 impl Acknowledgements {
     /// Queues `p` until the journal whose watermark is `watermark` has written its record;
-    /// starts the shard's watcher (on this thread) if it is not running.
+    /// starts the shard's watcher (on this thread) if it is not running. A shard's owners
+    /// all journal to their runtime's one journal: the watcher keeps the watermark it was
+    /// started with.
     pub(super) fn push(&self, p: Pending, watermark: &watch::Receiver<Watermark>) {
         let mut q = self.inner.borrow_mut();
         q.waiting.push_back(p);
@@ -101,18 +103,17 @@ async fn watch(queue: Rc<RefCell<Queue>>, mut watermark: watch::Receiver<Waterma
                 written: 0,
                 stopped: true,
             });
-        // Taken out first: a caller's wake-up must not find the queue borrowed.
-        let mut due = Vec::new();
-        {
-            let mut q = queue.borrow_mut();
-            while let Some(p) = q.waiting.front() {
-                if !reached.covers(p.seq) && !reached.stopped {
-                    break;
+        loop {
+            let next = {
+                let mut q = queue.borrow_mut();
+                match q.waiting.front() {
+                    Some(p) if reached.covers(p.seq) || reached.stopped => q.waiting.pop_front(),
+                    _ => None,
                 }
-                due.extend(q.waiting.pop_front());
-            }
-        }
-        for p in due {
+            };
+            let Some(p) = next else {
+                break;
+            };
             let written = match reached.covers(p.seq) {
                 true => Ok(()),
                 false => Err(Unwritten {
